@@ -1,0 +1,93 @@
+// Package access holds the life of an access request: its states and the
+// transitions between them. It is pure: no I/O, and time comes in as arguments.
+package access
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is where a request is in its life.
+type State string
+
+// The states of a request. Pending means recorded and sent to the target's
+// agent; active means the agent confirmed the grant is in the kernel. The
+// other states are terminal.
+const (
+	Pending    State = "pending"
+	Active     State = "active"
+	Expired    State = "expired"
+	Revoked    State = "revoked"
+	Failed     State = "failed"
+	Superseded State = "superseded"
+)
+
+// States lists every state, for validation of filters.
+var States = []State{Pending, Active, Expired, Revoked, Failed, Superseded}
+
+// Terminal reports whether no transition leaves s.
+func (s State) Terminal() bool {
+	switch s {
+	case Pending, Active:
+		return false
+	}
+	return true
+}
+
+// Live reports whether a request in s holds firewall grants.
+func (s State) Live() bool { return !s.Terminal() }
+
+// Event is something that happens to a request.
+type Event string
+
+// The events that move a request.
+const (
+	Activate  Event = "activate"  // the agent confirmed the grant is in the kernel
+	Expire    Event = "expire"    // the deadline passed
+	Revoke    Event = "revoke"    // someone ended it early
+	Fail      Event = "fail"      // the agent could not, or did not in time, confirm
+	Supersede Event = "supersede" // a newer request of the same user took over all its grants
+)
+
+// ErrTransition is returned for an event that does not apply to a state.
+var ErrTransition = errors.New("invalid transition")
+
+// Next returns the state that ev moves s to. Terminal states stay terminal:
+// a revoked request never becomes active again, whatever arrives late.
+func Next(s State, ev Event) (State, error) {
+	switch {
+	case s == Pending && ev == Activate:
+		return Active, nil
+	case s == Pending && ev == Fail:
+		return Failed, nil
+	case s == Pending && ev == Expire:
+		// A grant that ran out before its agent confirmed it never was
+		// really usable: say so rather than calling it expired.
+		return Failed, nil
+	case s == Active && ev == Expire:
+		return Expired, nil
+	case s == Active && ev == Fail:
+		return Failed, nil
+	case s.Live() && ev == Revoke:
+		return Revoked, nil
+	case s.Live() && ev == Supersede:
+		return Superseded, nil
+	}
+	if s.Terminal() {
+		return s, fmt.Errorf("%w: request is already %s", ErrTransition, s)
+	}
+	return s, fmt.Errorf("%w: cannot %s a %s request", ErrTransition, ev, s)
+}
+
+// Deadline is when a grant of d starting at start ends.
+func Deadline(start time.Time, d time.Duration) time.Time { return start.Add(d).UTC() }
+
+// Extend returns the deadline of a live grant asked for again: the later of
+// the two, so asking again never shortens access that is already granted.
+func Extend(current, asked time.Time) time.Time {
+	if asked.After(current) {
+		return asked.UTC()
+	}
+	return current.UTC()
+}

@@ -1,0 +1,252 @@
+package access_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/jitgate/jitgate/internal/access"
+)
+
+var events = []access.Event{access.Activate, access.Expire, access.Revoke, access.Fail, access.Supersede}
+
+func TestStates(t *testing.T) {
+	want := []access.State{access.Pending, access.Active, access.Expired, access.Revoked, access.Failed, access.Superseded}
+	if diff := cmp.Diff(want, access.States); diff != "" {
+		t.Errorf("States mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestTerminalAndLive(t *testing.T) {
+	tests := []struct {
+		s        access.State
+		terminal bool
+	}{
+		{access.Pending, false},
+		{access.Active, false},
+		{access.Expired, true},
+		{access.Revoked, true},
+		{access.Failed, true},
+		{access.Superseded, true},
+		{access.State("bogus"), true},
+		{access.State(""), true},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Terminal(); got != tt.terminal {
+			t.Errorf("%q.Terminal() = %v, want %v", tt.s, got, tt.terminal)
+		}
+		if got := tt.s.Live(); got != !tt.terminal {
+			t.Errorf("%q.Live() = %v, want %v", tt.s, got, !tt.terminal)
+		}
+	}
+}
+
+// invalid marks a transition that must fail with ErrTransition.
+const invalid access.State = "<ErrTransition>"
+
+func TestNext(t *testing.T) {
+	tests := []struct {
+		s    access.State
+		ev   access.Event
+		want access.State
+	}{
+		{access.Pending, access.Activate, access.Active},
+		{access.Pending, access.Expire, access.Failed},
+		{access.Pending, access.Revoke, access.Revoked},
+		{access.Pending, access.Fail, access.Failed},
+		{access.Pending, access.Supersede, access.Superseded},
+
+		{access.Active, access.Activate, invalid},
+		{access.Active, access.Expire, access.Expired},
+		{access.Active, access.Revoke, access.Revoked},
+		{access.Active, access.Fail, access.Failed},
+		{access.Active, access.Supersede, access.Superseded},
+
+		{access.Expired, access.Activate, invalid},
+		{access.Expired, access.Expire, invalid},
+		{access.Expired, access.Revoke, invalid},
+		{access.Expired, access.Fail, invalid},
+		{access.Expired, access.Supersede, invalid},
+
+		{access.Revoked, access.Activate, invalid},
+		{access.Revoked, access.Expire, invalid},
+		{access.Revoked, access.Revoke, invalid},
+		{access.Revoked, access.Fail, invalid},
+		{access.Revoked, access.Supersede, invalid},
+
+		{access.Failed, access.Activate, invalid},
+		{access.Failed, access.Expire, invalid},
+		{access.Failed, access.Revoke, invalid},
+		{access.Failed, access.Fail, invalid},
+		{access.Failed, access.Supersede, invalid},
+
+		{access.Superseded, access.Activate, invalid},
+		{access.Superseded, access.Expire, invalid},
+		{access.Superseded, access.Revoke, invalid},
+		{access.Superseded, access.Fail, invalid},
+		{access.Superseded, access.Supersede, invalid},
+
+		// Unknown states and events.
+		{access.Pending, access.Event("bogus"), invalid},
+		{access.Active, access.Event(""), invalid},
+		{access.State("bogus"), access.Activate, invalid},
+		{access.State("bogus"), access.Revoke, invalid},
+		{access.State(""), access.Supersede, invalid},
+	}
+
+	// The table covers every (state, event) pair.
+	covered := map[[2]string]bool{}
+	for _, tt := range tests {
+		covered[[2]string{string(tt.s), string(tt.ev)}] = true
+	}
+	for _, s := range access.States {
+		for _, ev := range events {
+			if !covered[[2]string{string(s), string(ev)}] {
+				t.Errorf("transition table misses (%s, %s)", s, ev)
+			}
+		}
+	}
+
+	for _, tt := range tests {
+		got, err := access.Next(tt.s, tt.ev)
+		if tt.want == invalid {
+			if !errors.Is(err, access.ErrTransition) {
+				t.Errorf("Next(%q, %q) error = %v, want ErrTransition", tt.s, tt.ev, err)
+			}
+			if got != tt.s {
+				t.Errorf("Next(%q, %q) = %q with its error, want the state unchanged", tt.s, tt.ev, got)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("Next(%q, %q) = %q, %v; want %q, nil", tt.s, tt.ev, got, err, tt.want)
+		}
+	}
+}
+
+func TestTerminalStatesStayTerminal(t *testing.T) {
+	for _, s := range access.States {
+		for _, ev := range events {
+			got, err := access.Next(s, ev)
+			if s.Terminal() {
+				if err == nil || got != s {
+					t.Errorf("Next(%q, %q) = %q, %v; a terminal state must not move", s, ev, got, err)
+				}
+				continue
+			}
+			// From a live state every successful transition is to a known
+			// state, and an event never moves a live request back to pending.
+			if err == nil && got == access.Pending {
+				t.Errorf("Next(%q, %q) = pending", s, ev)
+			}
+		}
+	}
+}
+
+// TestNextSequences walks whole lives, including late events after the end.
+func TestNextSequences(t *testing.T) {
+	tests := []struct {
+		name   string
+		events []access.Event
+		want   access.State
+		errAt  int // index of the first event that must fail; -1 for none
+	}{
+		{"activate then expire", []access.Event{access.Activate, access.Expire}, access.Expired, -1},
+		{"activate then revoke", []access.Event{access.Activate, access.Revoke}, access.Revoked, -1},
+		{"revoke then late activate", []access.Event{access.Revoke, access.Activate}, access.Revoked, 1},
+		{"fail then late activate", []access.Event{access.Fail, access.Activate}, access.Failed, 1},
+		{"expire while pending then activate", []access.Event{access.Expire, access.Activate}, access.Failed, 1},
+		{"superseded then revoke", []access.Event{access.Activate, access.Supersede, access.Revoke}, access.Superseded, 2},
+		{"expired then expire again", []access.Event{access.Activate, access.Expire, access.Expire}, access.Expired, 2},
+		{"double activate", []access.Event{access.Activate, access.Activate}, access.Active, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := access.Pending
+			firstErr := -1
+			for i, ev := range tt.events {
+				next, err := access.Next(s, ev)
+				if err != nil {
+					if !errors.Is(err, access.ErrTransition) {
+						t.Fatalf("event %d (%s): error %v is not ErrTransition", i, ev, err)
+					}
+					if firstErr < 0 {
+						firstErr = i
+					}
+				}
+				s = next
+			}
+			if s != tt.want {
+				t.Errorf("final state = %q, want %q", s, tt.want)
+			}
+			if firstErr != tt.errAt {
+				t.Errorf("first failing event = %d, want %d", firstErr, tt.errAt)
+			}
+		})
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	zones := []*time.Location{time.UTC, time.FixedZone("UTC+5:30", 5*3600+1800), time.FixedZone("UTC-8", -8*3600), time.Local}
+	start := time.Date(2024, 2, 28, 23, 30, 0, 123, time.UTC)
+	for _, loc := range zones {
+		for _, d := range []time.Duration{0, time.Second, time.Hour, 24 * time.Hour, -time.Minute} {
+			got := access.Deadline(start.In(loc), d)
+			if got.Location() != time.UTC {
+				t.Errorf("Deadline(%v, %v).Location() = %v, want UTC", start.In(loc), d, got.Location())
+			}
+			if want := start.Add(d); !got.Equal(want) {
+				t.Errorf("Deadline(%v, %v) = %v, want %v", start.In(loc), d, got, want)
+			}
+		}
+	}
+	// Across a leap day, in UTC.
+	if got, want := access.Deadline(start, time.Hour), time.Date(2024, 2, 29, 0, 30, 0, 123, time.UTC); got != want {
+		t.Errorf("Deadline(%v, 1h) = %v, want %v", start, got, want)
+	}
+}
+
+func TestExtend(t *testing.T) {
+	base := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name           string
+		current, asked time.Time
+		want           time.Time
+	}{
+		{"later asked wins", base, base.Add(time.Hour), base.Add(time.Hour)},
+		{"earlier asked never shortens", base, base.Add(-time.Hour), base},
+		{"equal", base, base, base},
+		{"one nanosecond later", base, base.Add(time.Nanosecond), base.Add(time.Nanosecond)},
+		{"one nanosecond earlier", base, base.Add(-time.Nanosecond), base},
+		{"zero asked", base, time.Time{}, base},
+		{"zero current", time.Time{}, base, base},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := access.Extend(tt.current, tt.asked)
+			if !got.Equal(tt.want) {
+				t.Errorf("Extend(%v, %v) = %v, want %v", tt.current, tt.asked, got, tt.want)
+			}
+			if got.Before(tt.current) {
+				t.Errorf("Extend(%v, %v) = %v shortens the current deadline", tt.current, tt.asked, got)
+			}
+		})
+	}
+
+	// Never shorter than either input, whatever the offsets and zones.
+	zone := time.FixedZone("UTC+2", 2*3600)
+	for _, cur := range []time.Duration{-time.Hour, 0, time.Minute, time.Hour} {
+		for _, ask := range []time.Duration{-2 * time.Hour, -time.Nanosecond, 0, time.Nanosecond, 3 * time.Hour} {
+			c, a := base.Add(cur), base.Add(ask).In(zone)
+			got := access.Extend(c, a)
+			if got.Before(c) || got.Before(a) {
+				t.Errorf("Extend(%v, %v) = %v, earlier than an input", c, a, got)
+			}
+			if !got.Equal(c) && !got.Equal(a) {
+				t.Errorf("Extend(%v, %v) = %v, neither input", c, a, got)
+			}
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// enroll exchanges the enrollment token (the bearer) for an agent credential.
+func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
+	secret, ok := bearer(r)
+	if !ok {
+		writeError(w, a.Logger, store.ErrUnauthorized)
+		return
+	}
+	var in wire.EnrollRequest
+	if err := decode(w, r, &in); err != nil {
+		writeError(w, a.Logger, err)
+		return
+	}
+	if len(in.Addresses) > 256 {
+		writeError(w, a.Logger, invalidField("addresses", "at most 256"))
+		return
+	}
+	target, cred, err := a.Store.Enroll(r.Context(), secret, in.Addresses, in.Version, a.clientAddr(r).String(), a.Now())
+	if err != nil {
+		writeError(w, a.Logger, err)
+		return
+	}
+	a.Logger.Info("agent enrolled", "target", target, "client", a.clientAddr(r))
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{Target: target, Credential: cred})
+}
+
+// desired is the agent's long-poll: it answers as soon as the target's
+// revision exceeds ?after=, or after the poll wait with the current state.
+func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	target := p.Subject
+	q := r.URL.Query()
+	var after int64
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return invalidField("after", "must be a revision number")
+		}
+		after = n
+	}
+	wait := a.AgentPollWait
+	if s := q.Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return invalidField("wait", "must be a duration such as 25s")
+		}
+		wait = min(d, a.AgentPollWait)
+	}
+	done := a.Presence.Begin(target)
+	defer done()
+	if err := a.Presence.MarkConnected(r.Context(), target, a.clientAddr(r).String()); err != nil {
+		return a.goneOr(err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		ch := a.Hub.Watch(target)
+		rev, pol, grants, err := a.Store.DesiredState(r.Context(), target, a.Now())
+		if err != nil {
+			return a.goneOr(err)
+		}
+		remaining := time.Until(deadline)
+		if rev > after || remaining <= 0 || r.Context().Err() != nil {
+			ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
+			if pol != nil {
+				for _, rule := range pol.Rules {
+					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol)})
+				}
+			}
+			for _, g := range grants {
+				ds.Grants = append(ds.Grants, wire.GrantEntry{Source: g.Source.String(), Protocol: string(g.Port.Protocol), Port: g.Port.Number, ExpiresAt: g.ExpiresAt})
+			}
+			writeJSON(w, http.StatusOK, ds)
+			return nil
+		}
+		waitFor(r.Context(), ch, remaining)
+	}
+}
+
+// goneOr turns "target not found" into 410 Gone for the agent: its target
+// was removed and it should stand down.
+func (a *api) goneOr(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &inputError{status: http.StatusGone, msg: "target removed"}
+	}
+	return err
+}
+
+func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.AgentReport
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if in.Revision < 0 {
+		return invalidField("revision", "must not be negative")
+	}
+	if len(in.Error) > 4096 {
+		in.Error = in.Error[:4096]
+	}
+	if len(in.Addresses) > 256 {
+		return invalidField("addresses", "at most 256")
+	}
+	now := a.Now()
+	activated, err := a.Store.ReportApplied(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now)
+	if err != nil {
+		return a.goneOr(err)
+	}
+	if in.Error == "" && in.ApplyMillis >= 0 {
+		a.Metrics.ApplySeconds.Observe(in.ApplyMillis / 1000)
+	}
+	for _, req := range activated {
+		a.Metrics.GrantLatency.Observe(now.Sub(req.CreatedAt).Seconds())
+	}
+	a.Presence.Seen(p.Subject)
+	// Wake clients following the target's requests.
+	a.Hub.Notify(p.Subject)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Presence tracks which agents are connected: an agent is connected while a
+// long-poll of its is open, or was within the grace period.
+type Presence struct {
+	mu       sync.Mutex
+	inflight map[string]int
+	lastSeen map[string]time.Time
+	marked   map[string]bool // recorded connected in the store by this process
+	store    *store.Store
+	grace    time.Duration
+	started  time.Time
+}
+
+// NewPresence returns a tracker that declares an agent disconnected after
+// grace without a poll.
+func NewPresence(s *store.Store, grace time.Duration) *Presence {
+	return &Presence{inflight: map[string]int{}, lastSeen: map[string]time.Time{}, marked: map[string]bool{}, store: s, grace: grace, started: time.Now()}
+}
+
+// Begin marks a poll of target as open; the returned func closes it.
+func (p *Presence) Begin(target string) func() {
+	p.mu.Lock()
+	p.inflight[target]++
+	p.lastSeen[target] = time.Now()
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		p.inflight[target]--
+		p.lastSeen[target] = time.Now()
+		p.mu.Unlock()
+	}
+}
+
+// Seen records contact with target's agent.
+func (p *Presence) Seen(target string) {
+	p.mu.Lock()
+	p.lastSeen[target] = time.Now()
+	p.mu.Unlock()
+}
+
+// MarkConnected records the agent as connected (audited on change). It
+// writes only when this process has not recorded it yet, so polls cost no
+// write.
+func (p *Presence) MarkConnected(ctx context.Context, target, clientAddr string) error {
+	p.mu.Lock()
+	done := p.marked[target]
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := p.store.SetAgentState(ctx, target, store.AgentConnected, clientAddr, time.Now()); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.marked[target] = true
+	p.mu.Unlock()
+	return nil
+}
+
+// MarkDisconnected records stale agents as disconnected (audited).
+func (p *Presence) MarkDisconnected(ctx context.Context, targets []string) error {
+	for _, t := range targets {
+		p.mu.Lock()
+		delete(p.marked, t)
+		p.mu.Unlock()
+		if err := p.store.SetAgentState(ctx, t, store.AgentDisconnected, "", time.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Connected counts agents with an open poll or recent contact.
+func (p *Presence) Connected() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for t, seen := range p.lastSeen {
+		if p.inflight[t] > 0 || time.Since(seen) < p.grace {
+			n++
+		}
+	}
+	return n
+}
+
+// Stale returns the targets recorded connected whose agents have not been
+// seen within the grace period (nor since the server started).
+func (p *Presence) Stale(connected []string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, t := range connected {
+		seen, ok := p.lastSeen[t]
+		if !ok {
+			seen = p.started
+		}
+		if p.inflight[t] == 0 && time.Since(seen) > p.grace {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

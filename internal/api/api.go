@@ -1,0 +1,195 @@
+// Package api serves jitgate's REST API under /api/v1. It authenticates
+// bearer tokens, decodes and validates input, calls the store, and maps
+// errors to HTTP status codes (the only package that does).
+package api
+
+import (
+	"context"
+	_ "embed"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+// Deps is what the API needs.
+type Deps struct {
+	Store          *store.Store
+	Hub            *Hub
+	Limits         policy.Limits
+	TrustedProxies []netip.Prefix
+	AgentPollWait  time.Duration
+	EnrollTokenTTL time.Duration
+	Presence       *Presence
+	Metrics        *Metrics
+	Registry       *prometheus.Registry
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+type api struct{ Deps }
+
+// New returns the HTTP handler of the whole API.
+func New(d Deps) http.Handler {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	a := &api{d}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	human := func(h handlerFunc) http.Handler { return a.auth(h, store.KindAdmin) }
+	agent := func(h handlerFunc) http.Handler { return a.auth(h, store.KindAgent) }
+
+	mux.Handle("GET /api/v1/openapi.json", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+		w.Header().Set("Content-Type", "application/json")
+		_, err := w.Write(openAPI)
+		return err
+	}))
+	mux.Handle("GET /metrics", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+		promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		return nil
+	}))
+	mux.Handle("GET /api/v1/whoami", human(a.whoami))
+	mux.Handle("POST /api/v1/targets", human(a.createTarget))
+	mux.Handle("GET /api/v1/targets", human(a.listTargets))
+	mux.Handle("GET /api/v1/targets/{name}", human(a.getTarget))
+	mux.Handle("DELETE /api/v1/targets/{name}", human(a.removeTarget))
+	mux.Handle("PUT /api/v1/targets/{name}/policy", human(a.setPolicy))
+	mux.Handle("GET /api/v1/targets/{name}/policy", human(a.getPolicy))
+	mux.Handle("DELETE /api/v1/targets/{name}/policy", human(a.removePolicy))
+	mux.Handle("POST /api/v1/requests", human(a.createRequest))
+	mux.Handle("GET /api/v1/requests", human(a.listRequests))
+	mux.Handle("GET /api/v1/requests/{id}", human(a.getRequest))
+	mux.Handle("POST /api/v1/requests/{id}/revoke", human(a.revokeRequest))
+	mux.Handle("GET /api/v1/audit", human(a.listAudit))
+	mux.Handle("POST /api/v1/agent/enroll", http.HandlerFunc(a.enroll))
+	mux.Handle("GET /api/v1/agent/desired", agent(a.desired))
+	mux.Handle("POST /api/v1/agent/report", agent(a.report))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return a.recoverer(mux)
+}
+
+type handlerFunc func(http.ResponseWriter, *http.Request, store.Principal) error
+
+// auth admits a request whose bearer token is valid and of kind.
+func (a *api) auth(h handlerFunc, kind string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, ok := bearer(r)
+		if !ok {
+			writeError(w, a.Logger, store.ErrUnauthorized)
+			return
+		}
+		p, err := a.Store.Authenticate(r.Context(), secret, a.Now())
+		if err != nil {
+			writeError(w, a.Logger, err)
+			return
+		}
+		if p.Kind != kind {
+			writeError(w, a.Logger, errForbidden)
+			return
+		}
+		if err := h(w, r, p); err != nil {
+			writeError(w, a.Logger, err)
+		}
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
+}
+
+// recoverer turns a panic into a 500 so one bad request cannot stop the server.
+func (a *api) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil && v != http.ErrAbortHandler {
+				a.Logger.Error("panic in handler", "path", r.URL.Path, "panic", v)
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientAddr is the address the request came from: the peer, or, when the
+// peer is a trusted proxy, the rightmost X-Forwarded-For entry that is not.
+func (a *api) clientAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr = addr.Unmap().WithZone("")
+	if !a.trusted(addr) {
+		return addr
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr // a malformed chain is not believed past this point
+		}
+		hop = hop.Unmap()
+		if !a.trusted(hop) {
+			return hop
+		}
+		addr = hop
+	}
+	return addr
+}
+
+func (a *api) trusted(addr netip.Addr) bool {
+	for _, p := range a.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *api) actor(r *http.Request, p store.Principal) store.Actor {
+	act := store.Actor{Name: p.Subject}
+	if addr := a.clientAddr(r); addr.IsValid() {
+		act.ClientAddr = addr.String()
+	}
+	return act
+}
+
+// waitFor blocks until ch is closed, d passes or the client goes away.
+func waitFor(ctx context.Context, ch <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	writeJSON(w, http.StatusOK, map[string]string{"subject": p.Subject, "kind": p.Kind, "client_addr": a.clientAddr(r).String()})
+	return nil
+}

@@ -1,0 +1,128 @@
+package api
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+func toWirePolicy(p policy.Policy) wire.Policy {
+	out := wire.Policy{Rules: make([]wire.PortRule, len(p.Rules))}
+	for i, r := range p.Rules {
+		srcs := make([]string, len(r.AllowedSources))
+		for j, s := range r.AllowedSources {
+			srcs[j] = s.String()
+		}
+		out.Rules[i] = wire.PortRule{Port: r.Number, Protocol: string(r.Protocol), AllowedSources: srcs, MaxDuration: wire.Duration(r.MaxDuration)}
+	}
+	return out
+}
+
+// fromWirePolicy parses a policy; field errors name the JSON path.
+func fromWirePolicy(p wire.Policy) (policy.Policy, error) {
+	out := policy.Policy{Rules: make([]policy.Rule, len(p.Rules))}
+	for i, r := range p.Rules {
+		rule := policy.Rule{Port: policy.Port{Number: r.Port, Protocol: policy.Protocol(r.Protocol)}, MaxDuration: time.Duration(r.MaxDuration)}
+		for j, s := range r.AllowedSources {
+			pfx, err := netip.ParsePrefix(s)
+			if err != nil {
+				return policy.Policy{}, invalidField(fmt.Sprintf("rules[%d].allowed_sources[%d]", i, j), "%q is not a CIDR prefix such as 198.51.100.0/24 or 2001:db8::/48", s)
+			}
+			rule.AllowedSources = append(rule.AllowedSources, pfx)
+		}
+		out.Rules[i] = rule
+	}
+	return out, nil
+}
+
+func toWireTarget(t store.Target) wire.Target {
+	out := wire.Target{
+		Name: t.Name, Labels: t.Labels, Addresses: t.Addresses, CreatedAt: t.CreatedAt,
+		Agent: wire.AgentStatus{State: t.AgentState, LastSeen: t.AgentSeenAt, Revision: t.Revision,
+			AppliedRevision: t.AppliedRevision, Error: t.AgentError, Version: t.AgentVersion},
+	}
+	if t.Policy != nil {
+		p := toWirePolicy(*t.Policy)
+		out.Policy = &p
+	}
+	return out
+}
+
+func portStrings(ps []policy.Port) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func toWireRequest(r store.Request, addresses []string) wire.Request {
+	out := wire.Request{
+		ID: r.ID, Target: r.Target, Requester: r.Requester, Source: r.Source.String(), Ports: portStrings(r.Ports),
+		Duration: wire.Duration(r.Duration), Reason: r.Reason, State: string(r.State), Message: r.Message,
+		CreatedAt: r.CreatedAt, ActivatedAt: r.ActivatedAt, ExpiresAt: r.ExpiresAt, EndedAt: r.EndedAt,
+		SupersededBy: r.SupersededBy,
+	}
+	if len(r.Extended) > 0 {
+		out.Extended = portStrings(r.Extended)
+	}
+	if r.State.Live() {
+		out.Connect = connectHints(r.Target, pickAddress(addresses, r.Source.Addr().Is6()), r.Ports)
+	}
+	return out
+}
+
+// pickAddress prefers an address of the requester's family.
+func pickAddress(addrs []string, v6 bool) string {
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() == v6 && a.IsGlobalUnicast() {
+			return s
+		}
+	}
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil && a.IsGlobalUnicast() {
+			return s
+		}
+	}
+	return ""
+}
+
+// connectHints says how to reach each granted port with the usual client.
+func connectHints(target, addr string, ports []policy.Port) []string {
+	host := addr
+	if host == "" {
+		host = target
+	}
+	bracket := host
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
+		bracket = "[" + host + "]"
+	}
+	out := make([]string, 0, len(ports))
+	for _, p := range ports {
+		switch {
+		case p.Protocol == policy.TCP && p.Number == 22:
+			out = append(out, fmt.Sprintf("ssh %s", host))
+		case p.Protocol == policy.TCP && p.Number == 3389:
+			out = append(out, fmt.Sprintf("mstsc /v:%s:3389  (or: xfreerdp /v:%s:3389)", bracket, bracket))
+		case p.Protocol == policy.TCP && p.Number == 5985:
+			out = append(out, fmt.Sprintf("Enter-PSSession -ComputerName %s -Port 5985", host))
+		case p.Protocol == policy.TCP && p.Number == 5986:
+			out = append(out, fmt.Sprintf("Enter-PSSession -ComputerName %s -Port 5986 -UseSSL", host))
+		case p.Protocol == policy.TCP:
+			out = append(out, fmt.Sprintf("%s:%d/tcp", bracket, p.Number))
+		default:
+			out = append(out, fmt.Sprintf("%s:%d/%s", bracket, p.Number, p.Protocol))
+		}
+	}
+	return out
+}
+
+func toWireAudit(e audit.Event) wire.AuditEvent {
+	return wire.AuditEvent{ID: e.ID, At: e.At, Actor: e.Actor, Action: string(e.Action), Target: e.Target,
+		RequestID: e.RequestID, ClientAddr: e.ClientAddr, Reason: e.Reason, Details: e.Details}
+}

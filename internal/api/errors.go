@@ -1,0 +1,122 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// maxBody bounds every request body.
+const maxBody = 1 << 20
+
+// inputError is a malformed request body or query.
+type inputError struct {
+	status int
+	field  string
+	msg    string
+}
+
+func (e *inputError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) error {
+	return &inputError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
+}
+
+func invalidField(field, format string, a ...any) error {
+	return &inputError{status: http.StatusUnprocessableEntity, field: field, msg: field + ": " + fmt.Sprintf(format, a...)}
+}
+
+// errForbidden is a principal acting outside what its token allows.
+var errForbidden = errors.New("this token may not do that")
+
+// writeError maps an error to its HTTP status; this is the only place that
+// knows the mapping.
+func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
+	var (
+		status = http.StatusInternalServerError
+		body   = wire.Error{Error: "internal error"}
+		ie     *inputError
+		fe     *policy.FieldError
+		de     *policy.DenyError
+		mbe    *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &ie):
+		status, body = ie.status, wire.Error{Error: ie.msg, Field: ie.field}
+	case errors.As(err, &mbe):
+		status, body = http.StatusRequestEntityTooLarge, wire.Error{Error: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+	case errors.As(err, &fe):
+		status, body = http.StatusUnprocessableEntity, wire.Error{Error: fe.Error(), Field: fe.Field}
+	case errors.As(err, &de):
+		status, body = http.StatusForbidden, wire.Error{Error: de.Error(), Rule: de.Rule}
+	case errors.Is(err, store.ErrUnauthorized):
+		status, body = http.StatusUnauthorized, wire.Error{Error: "missing, invalid or expired bearer token"}
+	case errors.Is(err, errForbidden):
+		status, body = http.StatusForbidden, wire.Error{Error: err.Error()}
+	case errors.Is(err, store.ErrNotFound):
+		status, body = http.StatusNotFound, wire.Error{Error: err.Error()}
+	case errors.Is(err, store.ErrConflict):
+		status, body = http.StatusConflict, wire.Error{Error: err.Error()}
+	default:
+		log.Error("request failed", "err", err)
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="jitgate"`)
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	if v != nil {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(v)
+	}
+}
+
+// decode reads exactly one JSON object into v, refusing unknown fields and
+// oversized bodies.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return &inputError{status: http.StatusUnsupportedMediaType, msg: "Content-Type must be application/json"}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.Is(err, io.EOF):
+			return badRequest("request body is empty; expected a JSON object")
+		case errors.As(err, &se):
+			return badRequest("malformed JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			return badRequest("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		}
+		return badRequest("malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return badRequest("request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func notFound(format string, a ...any) error {
+	return fmt.Errorf(format+": %w", append(a, store.ErrNotFound)...)
+}

@@ -1,0 +1,45 @@
+// Package audit names the events of jitgate's audit trail. Events are written
+// by the store in the same transaction as the change they describe, so the
+// trail cannot disagree with the state (or with the firewall built from it).
+package audit
+
+import "time"
+
+// Action is what happened.
+type Action string
+
+// The actions the trail records.
+const (
+	TokenCreated      Action = "token.created"
+	TargetAdded       Action = "target.added"
+	TargetRemoved     Action = "target.removed"
+	AgentEnrolled     Action = "agent.enrolled"
+	AgentConnected    Action = "agent.connected"
+	AgentDisconnected Action = "agent.disconnected"
+	AgentApplyFailed  Action = "agent.apply_failed"
+	PolicySet         Action = "policy.set"
+	PolicyRemoved     Action = "policy.removed"
+	RequestCreated    Action = "request.created"
+	RequestRefused    Action = "request.refused"
+	RequestActivated  Action = "request.activated"
+	RequestExpired    Action = "request.expired"
+	RequestRevoked    Action = "request.revoked"
+	RequestFailed     Action = "request.failed"
+	RequestSuperseded Action = "request.superseded"
+)
+
+// System is the actor of events nobody asked for (expiry, timeouts).
+const System = "system"
+
+// Event is one entry of the trail: who did what, when, from where, and why.
+type Event struct {
+	ID         int64
+	At         time.Time
+	Actor      string
+	Action     Action
+	Target     string
+	RequestID  string
+	ClientAddr string
+	Reason     string
+	Details    map[string]any
+}

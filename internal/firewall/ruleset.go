@@ -1,0 +1,319 @@
+// Package firewall holds the contract every enforcer shares: the desired state
+// of a host's gate (Ruleset), its normalised kernel form (Element), and the
+// Backend interface that makes the kernel hold exactly that state.
+//
+// The package imports only the standard library so that the domain, the
+// reconciler and every backend can depend on it without cycles.
+package firewall
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Protocol is an IP protocol number as the kernel sees it (meta l4proto).
+type Protocol uint8
+
+// The protocols a port rule may name.
+const (
+	TCP Protocol = 6
+	UDP Protocol = 17
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
+}
+
+// PortKey is a protected (protocol, port).
+type PortKey struct {
+	Proto Protocol
+	Port  uint16
+}
+
+func (k PortKey) String() string { return fmt.Sprintf("%d/%s", k.Port, k.Proto) }
+
+// Grant opens one (source prefix, protocol, port) until Expires.
+type Grant struct {
+	Source  netip.Prefix
+	Proto   Protocol
+	Port    uint16
+	Expires time.Time
+}
+
+// Ruleset is the complete desired state of one gate. Backends never receive
+// increments: every Apply carries the full state, so a lost or repeated Apply
+// cannot leave the kernel in a state nobody asked for.
+type Ruleset struct {
+	// Protected lists the ports that are closed to everyone not granted.
+	Protected []PortKey
+	// Grants may overlap and may contain expired entries; Elements normalises.
+	Grants []Grant
+}
+
+// Element is one entry of the kernel's grant set: an inclusive address range
+// of one family, a protocol, a port and an absolute deadline. Elements of a
+// Ruleset never overlap, because the kernel's interval sets refuse overlapping
+// ranges (EEXIST) rather than merging them.
+type Element struct {
+	From, To netip.Addr
+	Proto    Protocol
+	Port     uint16
+	Expires  time.Time
+}
+
+// Key identifies an element independent of its deadline.
+type ElementKey struct {
+	From, To netip.Addr
+	Proto    Protocol
+	Port     uint16
+}
+
+// Key returns the element's identity.
+func (e Element) Key() ElementKey { return ElementKey{e.From, e.To, e.Proto, e.Port} }
+
+func (e Element) String() string {
+	return fmt.Sprintf("%s-%s . %s . %d (until %s)", e.From, e.To, e.Proto, e.Port, e.Expires.UTC().Format(time.RFC3339Nano))
+}
+
+// Backend makes a kernel (or a fake of one) enforce a Ruleset.
+type Backend interface {
+	// Apply makes the gate hold exactly rs as of now: the protected ports,
+	// and rs.Elements(now) each with a timeout of Expires-now. It is
+	// idempotent (applying the same state twice sends nothing the second
+	// time) and atomic (on error the previous state is intact). It never
+	// removes protection before adding the new state in the same batch.
+	Apply(ctx context.Context, rs Ruleset, now time.Time) (ApplyResult, error)
+	// State reads back what the gate holds, with element deadlines computed
+	// as now plus the kernel's remaining time.
+	State(ctx context.Context, now time.Time) (State, error)
+	// Close releases the backend's resources. It leaves the gate as it is:
+	// closing a backend never opens a port.
+	Close() error
+}
+
+// ApplyResult says what an Apply changed.
+type ApplyResult struct {
+	// Changed is false when the kernel already held the state and nothing was sent.
+	Changed bool
+	// Added and Removed count grant-set elements; an updated deadline counts as both.
+	Added, Removed int
+	// ProtectedAdded and ProtectedRemoved count protected-port entries.
+	ProtectedAdded, ProtectedRemoved int
+}
+
+// State is what a gate holds at one instant.
+type State struct {
+	Protected []PortKey
+	Elements  []Element
+}
+
+// Allows reports whether a new connection from src to (proto, port) passes the
+// gate at now: unprotected ports pass, protected ports pass only for a source
+// inside an unexpired element. It is the packet-level oracle tests compare the
+// kernel against.
+func (s State) Allows(src netip.Addr, proto Protocol, port uint16, now time.Time) bool {
+	src = src.Unmap()
+	protected := false
+	for _, p := range s.Protected {
+		if p.Proto == proto && p.Port == port {
+			protected = true
+			break
+		}
+	}
+	if !protected {
+		return true
+	}
+	for _, e := range s.Elements {
+		if e.Proto == proto && e.Port == port && now.Before(e.Expires) &&
+			src.BitLen() == e.From.BitLen() && src.Compare(e.From) >= 0 && src.Compare(e.To) <= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// SortedProtected returns the protected ports deduplicated and sorted.
+func (r Ruleset) SortedProtected() []PortKey {
+	seen := make(map[PortKey]bool, len(r.Protected))
+	out := make([]PortKey, 0, len(r.Protected))
+	for _, p := range r.Protected {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Proto != out[j].Proto {
+			return out[i].Proto < out[j].Proto
+		}
+		return out[i].Port < out[j].Port
+	})
+	return out
+}
+
+// Elements normalises the grants live at now into disjoint kernel elements.
+// Grants on unprotected ports and grants expired at now are dropped. Where
+// grants overlap, each address gets the latest deadline of the grants that
+// cover it; adjacent ranges with the same deadline are merged. The result is
+// sorted by (proto, port, family, from).
+func (r Ruleset) Elements(now time.Time) []Element {
+	protected := make(map[PortKey]bool, len(r.Protected))
+	for _, p := range r.Protected {
+		protected[p] = true
+	}
+	type group struct {
+		key PortKey
+		v6  bool
+	}
+	groups := map[group][]Grant{}
+	for _, g := range r.Grants {
+		if !g.Source.IsValid() || !g.Expires.After(now) || !protected[PortKey{g.Proto, g.Port}] {
+			continue
+		}
+		g.Source = netip.PrefixFrom(g.Source.Addr().Unmap(), prefixBits(g.Source)).Masked()
+		k := group{PortKey{g.Proto, g.Port}, g.Source.Addr().Is6()}
+		groups[k] = append(groups[k], g)
+	}
+	var out []Element
+	for k, gs := range groups {
+		out = append(out, sweep(k.key, gs)...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Proto != b.Proto {
+			return a.Proto < b.Proto
+		}
+		if a.Port != b.Port {
+			return a.Port < b.Port
+		}
+		if a.From.BitLen() != b.From.BitLen() {
+			return a.From.BitLen() < b.From.BitLen()
+		}
+		return a.From.Less(b.From)
+	})
+	return out
+}
+
+func prefixBits(p netip.Prefix) int {
+	if p.Addr().Is4In6() {
+		return p.Bits() - 96
+	}
+	return p.Bits()
+}
+
+// sweep turns overlapping ranges of one (proto, port, family) into disjoint
+// ranges, each carrying the latest deadline of the ranges covering it. It runs
+// in O(n log n): boundaries are range starts and the successors of range ends,
+// so coverage is uniform between two boundaries, and a max-heap on deadlines
+// (with lazy removal of ranges that ended) gives the latest one.
+func sweep(k PortKey, gs []Grant) []Element {
+	rs := make([]rng, len(gs))
+	bounds := make([]netip.Addr, 0, 2*len(gs))
+	for i, g := range gs {
+		from, to := RangeOf(g.Source)
+		rs[i] = rng{from, to, g.Expires}
+		bounds = append(bounds, from)
+		if next := to.Next(); next.IsValid() {
+			bounds = append(bounds, next)
+		}
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].from.Less(rs[j].from) })
+	sort.Slice(bounds, func(i, j int) bool { return bounds[i].Less(bounds[j]) })
+	bounds = dedupAddrs(bounds)
+	var (
+		out  []Element
+		live rngHeap
+		next int
+	)
+	for i, start := range bounds {
+		for next < len(rs) && rs[next].from.Compare(start) <= 0 {
+			heap.Push(&live, rs[next])
+			next++
+		}
+		for live.Len() > 0 && live[0].to.Less(start) {
+			heap.Pop(&live)
+		}
+		if live.Len() == 0 {
+			continue
+		}
+		exp := live[0].exp
+		end := maxAddr(start)
+		if i+1 < len(bounds) {
+			end = bounds[i+1].Prev()
+		}
+		if n := len(out); n > 0 && out[n-1].Expires.Equal(exp) && out[n-1].To.Next() == start {
+			out[n-1].To = end
+			continue
+		}
+		out = append(out, Element{From: start, To: end, Proto: k.Proto, Port: k.Port, Expires: exp})
+	}
+	return out
+}
+
+type rng struct {
+	from, to netip.Addr
+	exp      time.Time
+}
+
+// rngHeap is a max-heap of ranges by deadline.
+type rngHeap []rng
+
+func (h rngHeap) Len() int           { return len(h) }
+func (h rngHeap) Less(i, j int) bool { return h[i].exp.After(h[j].exp) }
+func (h rngHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *rngHeap) Push(x any)        { *h = append(*h, x.(rng)) }
+func (h *rngHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func dedupAddrs(a []netip.Addr) []netip.Addr {
+	out := a[:0]
+	for i, x := range a {
+		if i == 0 || x != a[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// lastAddr returns the highest address inside p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func maxAddr(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	}
+	var b [16]byte
+	for i := range b {
+		b[i] = 0xff
+	}
+	return netip.AddrFrom16(b)
+}
+
+// RangeOf returns the inclusive address range a prefix covers.
+func RangeOf(p netip.Prefix) (from, to netip.Addr) { return p.Masked().Addr(), lastAddr(p) }

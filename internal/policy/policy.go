@@ -1,0 +1,355 @@
+// Package policy holds the JIT policy of a target and decides whether an
+// access request fits it. It is pure: no I/O, and time comes in as arguments.
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocol is the transport protocol of a port rule.
+type Protocol string
+
+// The protocols a port rule may name.
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// ParseProtocol accepts "tcp" or "udp" in any case.
+func ParseProtocol(s string) (Protocol, error) {
+	switch p := Protocol(strings.ToLower(strings.TrimSpace(s))); p {
+	case TCP, UDP:
+		return p, nil
+	}
+	return "", fmt.Errorf("protocol %q: must be tcp or udp", s)
+}
+
+// Port names one protocol port, written "22/tcp".
+type Port struct {
+	Number   uint16   `json:"port"`
+	Protocol Protocol `json:"protocol"`
+}
+
+func (p Port) String() string { return fmt.Sprintf("%d/%s", p.Number, p.Protocol) }
+
+// ParsePort parses "22", "22/tcp" or "53/udp"; a bare number means TCP.
+func ParsePort(s string) (Port, error) {
+	num, proto, found := strings.Cut(strings.TrimSpace(s), "/")
+	p := Port{Protocol: TCP}
+	if found {
+		pr, err := ParseProtocol(proto)
+		if err != nil {
+			return Port{}, fmt.Errorf("port %q: %w", s, err)
+		}
+		p.Protocol = pr
+	}
+	n, err := strconv.ParseUint(num, 10, 32)
+	if err != nil || n < 1 || n > 65535 {
+		return Port{}, fmt.Errorf("port %q: must be a number from 1 to 65535, optionally followed by /tcp or /udp", s)
+	}
+	p.Number = uint16(n)
+	return p, nil
+}
+
+// Rule is one port rule of a policy.
+type Rule struct {
+	Port
+	// AllowedSources are the prefixes a requested source must lie inside.
+	// Empty means "per request": the requester names the source, no wider
+	// than Limits.PerRequestBits.
+	AllowedSources []netip.Prefix `json:"allowed_sources"`
+	// MaxDuration caps a grant on this port.
+	MaxDuration time.Duration `json:"max_duration"`
+}
+
+// Policy is the JIT policy of one target: the ports it protects.
+type Policy struct {
+	Rules []Rule `json:"rules"`
+}
+
+// Rule returns the rule for p, if the policy configures it.
+func (pol Policy) Rule(p Port) (Rule, bool) {
+	for _, r := range pol.Rules {
+		if r.Port == p {
+			return r, true
+		}
+	}
+	return Rule{}, false
+}
+
+// Equal reports whether two policies say the same thing in the same order.
+func (pol Policy) Equal(o Policy) bool {
+	if len(pol.Rules) != len(o.Rules) {
+		return false
+	}
+	for i, r := range pol.Rules {
+		q := o.Rules[i]
+		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) {
+			return false
+		}
+		for j := range r.AllowedSources {
+			if r.AllowedSources[j] != q.AllowedSources[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Limits are installation-wide bounds on policies and requests.
+type Limits struct {
+	// MinRuleDuration is the smallest max duration a rule may set (5 min).
+	MinRuleDuration time.Duration
+	// MaxRuleDuration is the cap on any rule's max duration (24 h).
+	MaxRuleDuration time.Duration
+	// DefaultRuleDuration is used when a rule names no max duration (3 h).
+	DefaultRuleDuration time.Duration
+	// MinRequestDuration is the shortest grant anyone may ask for (1 s).
+	MinRequestDuration time.Duration
+	// PerRequestBits4 and PerRequestBits6 are the shortest prefix lengths a
+	// requester may name on a rule without allowed sources (32 and 128: a
+	// single address).
+	PerRequestBits4, PerRequestBits6 int
+}
+
+// DefaultLimits returns the documented defaults.
+func DefaultLimits() Limits {
+	return Limits{
+		MinRuleDuration:     5 * time.Minute,
+		MaxRuleDuration:     24 * time.Hour,
+		DefaultRuleDuration: 3 * time.Hour,
+		MinRequestDuration:  time.Second,
+		PerRequestBits4:     32,
+		PerRequestBits6:     128,
+	}
+}
+
+// Validate checks the limits themselves.
+func (l Limits) Validate() error {
+	switch {
+	case l.MinRuleDuration <= 0 || l.MaxRuleDuration < l.MinRuleDuration:
+		return fmt.Errorf("max rule duration %s must be at least %s", l.MaxRuleDuration, l.MinRuleDuration)
+	case l.DefaultRuleDuration < l.MinRuleDuration || l.DefaultRuleDuration > l.MaxRuleDuration:
+		return fmt.Errorf("default rule duration %s must lie between %s and %s", l.DefaultRuleDuration, l.MinRuleDuration, l.MaxRuleDuration)
+	case l.PerRequestBits4 < 0 || l.PerRequestBits4 > 32:
+		return fmt.Errorf("per-request IPv4 prefix length %d must be 0-32", l.PerRequestBits4)
+	case l.PerRequestBits6 < 0 || l.PerRequestBits6 > 128:
+		return fmt.Errorf("per-request IPv6 prefix length %d must be 0-128", l.PerRequestBits6)
+	}
+	return nil
+}
+
+// FieldError says which field of an input is wrong and why.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Normalize fills defaults (protocol, max duration, masked prefixes) and
+// validates the policy against the limits. The returned error is a
+// *FieldError naming the first bad field.
+func (l Limits) Normalize(pol Policy) (Policy, error) {
+	if len(pol.Rules) == 0 {
+		return Policy{}, &FieldError{"rules", "a policy needs at least one port rule"}
+	}
+	seen := map[Port]bool{}
+	out := Policy{Rules: make([]Rule, 0, len(pol.Rules))}
+	for i, r := range pol.Rules {
+		field := fmt.Sprintf("rules[%d]", i)
+		if r.Number == 0 {
+			return Policy{}, &FieldError{field + ".port", "must be a number from 1 to 65535"}
+		}
+		if r.Protocol == "" {
+			r.Protocol = TCP
+		}
+		proto, err := ParseProtocol(string(r.Protocol))
+		if err != nil {
+			return Policy{}, &FieldError{field + ".protocol", "must be tcp or udp"}
+		}
+		r.Protocol = proto
+		if seen[r.Port] {
+			return Policy{}, &FieldError{field, fmt.Sprintf("port %s is configured twice", r.Port)}
+		}
+		seen[r.Port] = true
+		if r.MaxDuration == 0 {
+			r.MaxDuration = l.DefaultRuleDuration
+		}
+		if r.MaxDuration < l.MinRuleDuration || r.MaxDuration > l.MaxRuleDuration {
+			return Policy{}, &FieldError{field + ".max_duration", fmt.Sprintf("%s is outside %s to %s", r.MaxDuration, l.MinRuleDuration, l.MaxRuleDuration)}
+		}
+		srcs := make([]netip.Prefix, 0, len(r.AllowedSources))
+		for j, p := range r.AllowedSources {
+			if !p.IsValid() {
+				return Policy{}, &FieldError{fmt.Sprintf("%s.allowed_sources[%d]", field, j), "not a valid CIDR prefix"}
+			}
+			srcs = append(srcs, Canonical(p))
+		}
+		r.AllowedSources = srcs
+		out.Rules = append(out.Rules, r)
+	}
+	return out, nil
+}
+
+// Canonical unmaps IPv4-mapped IPv6 prefixes that lie inside ::ffff:0:0/96
+// and masks host bits, so that ::ffff:192.0.2.0/120 and 192.0.2.7/24 both
+// become 192.0.2.0/24. A shorter mapped prefix covers non-IPv4 addresses and
+// stays IPv6.
+func Canonical(p netip.Prefix) netip.Prefix {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
+	}
+	return netip.PrefixFrom(a, bits).Masked()
+}
+
+// ParsePrefix accepts an address ("192.0.2.7", "2001:db8::1") or a CIDR
+// prefix; an address means a single-address prefix. Host bits are masked.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("source %q is not a valid address or CIDR prefix", s)
+		}
+		return Canonical(p), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("source %q is not a valid address or CIDR prefix", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Contains reports whether inner lies entirely inside outer: same family,
+// outer no longer than inner, and inner's network inside outer. This is the
+// subset test a request needs (a /32 inside an allowed /24 passes), not the
+// overlap test (a /16 around an allowed /24 does not).
+func Contains(outer, inner netip.Prefix) bool {
+	outer, inner = Canonical(outer), Canonical(inner)
+	return outer.Addr().Is4() == inner.Addr().Is4() &&
+		outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
+}
+
+var targetName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidateTargetName checks the DNS-label form of a target name.
+func ValidateTargetName(name string) error {
+	if !targetName.MatchString(name) {
+		return &FieldError{"name", fmt.Sprintf("%q must be a DNS label: 1-63 lowercase letters, digits and '-', not starting or ending with '-'", name)}
+	}
+	return nil
+}
+
+var labelKey = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$`)
+
+// ValidateLabels checks label keys and values.
+func ValidateLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if !labelKey.MatchString(k) {
+			return &FieldError{"labels", fmt.Sprintf("key %q must be 1-63 lowercase letters, digits, '.', '_', '/', '-'", k)}
+		}
+		if len(v) > 63 || strings.ContainsAny(v, " \t\n,=") {
+			return &FieldError{"labels", fmt.Sprintf("value %q of %q must be at most 63 characters without spaces, ',' or '='", v, k)}
+		}
+	}
+	return nil
+}
+
+// Request is what a requester asks for, already parsed.
+type Request struct {
+	Ports    []Port
+	Source   netip.Prefix
+	Duration time.Duration
+	Reason   string
+}
+
+// MaxReasonLen bounds the free-text justification.
+const MaxReasonLen = 1000
+
+// DenyError says which rule refused a request and why.
+type DenyError struct {
+	// Rule is the port rule that refused ("22/tcp"), or "" when the request
+	// as a whole was refused.
+	Rule   string
+	Reason string
+}
+
+func (e *DenyError) Error() string {
+	if e.Rule == "" {
+		return "request refused: " + e.Reason
+	}
+	return fmt.Sprintf("request refused by rule %s: %s", e.Rule, e.Reason)
+}
+
+// Evaluate decides whether req fits pol under l. It returns nil, a
+// *FieldError for a malformed request, or a *DenyError naming the rule that
+// refused. It checks every port; the first refusal wins.
+func (l Limits) Evaluate(pol Policy, req Request) error {
+	if len(req.Ports) == 0 {
+		return &FieldError{"ports", "name at least one port"}
+	}
+	if !req.Source.IsValid() {
+		return &FieldError{"source", "must be an address or CIDR prefix"}
+	}
+	if req.Duration < l.MinRequestDuration {
+		return &FieldError{"duration", fmt.Sprintf("%s is shorter than the minimum of %s", req.Duration, l.MinRequestDuration)}
+	}
+	if len(req.Reason) > MaxReasonLen {
+		return &FieldError{"reason", fmt.Sprintf("at most %d characters", MaxReasonLen)}
+	}
+	if len(pol.Rules) == 0 {
+		return &DenyError{Reason: "the target has no JIT policy"}
+	}
+	src := Canonical(req.Source)
+	seen := map[Port]bool{}
+	for _, p := range req.Ports {
+		if seen[p] {
+			return &FieldError{"ports", fmt.Sprintf("port %s is named twice", p)}
+		}
+		seen[p] = true
+		r, ok := pol.Rule(p)
+		if !ok {
+			return &DenyError{Rule: p.String(), Reason: "the target's policy does not configure this port"}
+		}
+		if req.Duration > r.MaxDuration {
+			return &DenyError{Rule: p.String(), Reason: fmt.Sprintf("duration %s exceeds the maximum of %s", req.Duration, r.MaxDuration)}
+		}
+		if len(r.AllowedSources) == 0 {
+			limit := l.PerRequestBits4
+			if src.Addr().Is6() {
+				limit = l.PerRequestBits6
+			}
+			if src.Bits() < limit {
+				return &DenyError{Rule: p.String(), Reason: fmt.Sprintf("source %s is wider than the per-request limit of /%d", src, limit)}
+			}
+			continue
+		}
+		inside := false
+		for _, a := range r.AllowedSources {
+			if Contains(a, src) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			return &DenyError{Rule: p.String(), Reason: fmt.Sprintf("source %s is not inside any allowed prefix (%s)", src, joinPrefixes(r.AllowedSources))}
+		}
+	}
+	return nil
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,86 @@
+// Package server wires jitgate's server: the store, the REST API, the
+// sweeper that ends what time ends, and the HTTP listener.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/policy"
+)
+
+// Config is the server's configuration.
+type Config struct {
+	// Listen is the address to serve on (default 127.0.0.1:8443 with TLS,
+	// 127.0.0.1:8080 without).
+	Listen string
+	// DataDir holds the database (jitgate.db) and the first admin token file.
+	DataDir string
+	// TLSCert and TLSKey enable TLS when both are set.
+	TLSCert, TLSKey string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// resolving "my-ip".
+	TrustedProxies []netip.Prefix
+	// Limits bound policies and requests.
+	Limits policy.Limits
+	// ActivationTimeout is how long a request waits for its agent's
+	// confirmation before it fails (default 30 s).
+	ActivationTimeout time.Duration
+	// AgentPollWait is the longest an agent's long-poll is held (default 25 s).
+	AgentPollWait time.Duration
+	// EnrollTokenTTL is how long an enrollment token stays valid (default 24 h).
+	EnrollTokenTTL time.Duration
+	// Logger receives structured logs (default: text to stderr).
+	Logger *slog.Logger
+	// Ready, if set, is called with the address actually listened on.
+	Ready func(addr string)
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.Limits == (policy.Limits{}) {
+		c.Limits = policy.DefaultLimits()
+	}
+	if c.ActivationTimeout == 0 {
+		c.ActivationTimeout = 30 * time.Second
+	}
+	if c.AgentPollWait == 0 {
+		c.AgentPollWait = 25 * time.Second
+	}
+	if c.EnrollTokenTTL == 0 {
+		c.EnrollTokenTTL = 24 * time.Hour
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+		if c.TLSCert != "" {
+			c.Listen = "127.0.0.1:8443"
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate checks the configuration and names the bad field.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data-dir: required")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls-cert and tls-key: give both or neither")
+	}
+	if c.ActivationTimeout < time.Second {
+		return fmt.Errorf("activation-timeout: %s is shorter than 1s", c.ActivationTimeout)
+	}
+	if c.AgentPollWait < time.Second || c.AgentPollWait > 50*time.Second {
+		return fmt.Errorf("agent-poll-wait: %s must lie between 1s and 50s", c.AgentPollWait)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+// AdminTokenFile is the name, in the data directory, of the file holding the
+// first admin token.
+const AdminTokenFile = "admin.token"
+
+// Run serves until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "jitgate.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
+		return err
+	}
+
+	hub := api.NewHub()
+	wake := make(chan struct{}, 1)
+	st.OnChange(func(targets ...string) {
+		hub.Notify(targets...)
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	presence := api.NewPresence(st, cfg.AgentPollWait+10*time.Second)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := api.NewMetrics(reg, func() float64 {
+		n, _ := st.CountRequests(context.Background(), access.Active)
+		return float64(n)
+	}, func() float64 { return float64(presence.Connected()) })
+
+	handler := api.New(api.Deps{
+		Store: st, Hub: hub, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies,
+		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
+		Metrics: metrics, Registry: reg, Logger: log,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           logRequests(log, handler),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+	}
+	log.Info("jitgate server listening", "url", scheme+"://"+ln.Addr().String(), "data_dir", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log)
+	go presenceLoop(ctx, st, presence, log)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving: %w", err)
+		}
+	}
+	// Long-polls would hold a graceful shutdown for their whole wait; every
+	// state change is already committed, so closing at once loses nothing.
+	srv.Close()
+	log.Info("jitgate server stopped")
+	return nil
+}
+
+// bootstrapAdmin creates the first admin token when none exists and writes
+// it to a 0600 file, logging only the file's path.
+func bootstrapAdmin(ctx context.Context, st *store.Store, dir string, log *slog.Logger) error {
+	n, err := st.CountTokens(ctx, store.KindAdmin)
+	if err != nil {
+		return fmt.Errorf("counting admin tokens: %w", err)
+	}
+	path := filepath.Join(dir, AdminTokenFile)
+	if n > 0 {
+		return nil
+	}
+	secret, err := st.CreateAdminToken(ctx, store.Actor{Name: "system"}, "admin", time.Now())
+	if err != nil {
+		return fmt.Errorf("creating admin token: %w", err)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing admin token file: %w", err)
+	}
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		f.Close()
+		return fmt.Errorf("writing admin token file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing admin token file: %w", err)
+	}
+	f.Close()
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing admin token file: %w", err)
+	}
+	log.Info("created the first admin token", "file", path)
+	return nil
+}
+
+// sweepLoop ends what time ends. It is level-triggered: it sleeps until the
+// next deadline the store reports (or a change wakes it, or 5 s pass) and
+// then sweeps everything due, so a missed wake-up only delays bookkeeping.
+// The firewall does not depend on it: kernel timeouts close grants.
+func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, wake <-chan struct{}, log *slog.Logger) {
+	const maxSleep = 5 * time.Second
+	for {
+		next, err := st.Sweep(ctx, time.Now(), activation)
+		if err != nil && ctx.Err() == nil {
+			log.Error("sweep failed", "err", err)
+		}
+		sleep := maxSleep
+		if !next.IsZero() {
+			sleep = min(max(time.Until(next), time.Millisecond), maxSleep)
+		}
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-wake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// presenceLoop records agents that stopped polling as disconnected.
+func presenceLoop(ctx context.Context, st *store.Store, p *api.Presence, log *slog.Logger) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		connected, err := st.TargetsWithAgentState(ctx, store.AgentConnected)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("listing connected agents", "err", err)
+			}
+			continue
+		}
+		if stale := p.Stale(connected); len(stale) > 0 {
+			if err := p.MarkDisconnected(ctx, stale); err != nil && ctx.Err() == nil {
+				log.Error("recording disconnected agents", "err", err)
+			}
+		}
+	}
+}
+
+// logRequests logs each API call at debug level, and errors at info.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		next.ServeHTTP(rec, r)
+		level := slog.LevelDebug
+		if rec.status >= 400 {
+			level = slog.LevelInfo
+		}
+		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", r.RemoteAddr)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets long-polls flush through the recorder.
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

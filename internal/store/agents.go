@@ -1,0 +1,330 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
+)
+
+// Enroll exchanges a one-time enrollment token for a long-lived agent
+// credential. The enrollment token is deleted in the same transaction, so it
+// works once.
+func (s *Store) Enroll(ctx context.Context, enrollSecret string, addresses []string, version, clientAddr string, now time.Time) (target, credential string, err error) {
+	p, err := s.Authenticate(ctx, enrollSecret, now)
+	if err != nil || p.Kind != KindEnroll {
+		return "", "", ErrUnauthorized
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE hash = $1 AND kind = 'enroll'`, hashSecret(enrollSecret))
+		if err != nil {
+			return fmt.Errorf("consuming enrollment token: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrUnauthorized // used concurrently
+		}
+		// A target has one agent: enrolling again replaces the old credential.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'agent' AND subject = $1`, p.Subject); err != nil {
+			return fmt.Errorf("replacing agent credential: %w", err)
+		}
+		if credential, err = insertToken(ctx, tx, KindAgent, p.Subject, now, 0); err != nil {
+			return err
+		}
+		if err := updateAgentInfo(ctx, tx, p.Subject, addresses, version); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + p.Subject, ClientAddr: clientAddr, Action: audit.AgentEnrolled,
+			Target: p.Subject, Details: map[string]any{"addresses": addresses, "version": version}})
+	})
+	return p.Subject, credential, err
+}
+
+func updateAgentInfo(ctx context.Context, tx *sql.Tx, target string, addresses []string, version string) error {
+	if addresses != nil {
+		b, _ := json.Marshal(addresses)
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET addresses = $1 WHERE name = $2`, string(b), target); err != nil {
+			return fmt.Errorf("updating addresses of %s: %w", target, err)
+		}
+	}
+	if version != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET agent_version = $1 WHERE name = $2`, version, target); err != nil {
+			return fmt.Errorf("updating agent version of %s: %w", target, err)
+		}
+	}
+	return nil
+}
+
+// GrantRow is one live grant of a target.
+type GrantRow struct {
+	Source    netip.Prefix
+	Port      policy.Port
+	ExpiresAt time.Time
+}
+
+// DesiredState returns what a target's agent must enforce at now: the
+// revision, the policy (nil: nothing protected) and the live grants.
+//
+// The revision is read before the grants, on purpose: any change committed
+// between the two reads carries a higher revision, so an agent that applies
+// this snapshot and reports its revision can never activate a request whose
+// grant the snapshot lacks.
+func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) (int64, *policy.Policy, []GrantRow, error) {
+	t, err := s.GetTarget(ctx, target)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT source, protocol, port, expires_at FROM grants WHERE target = $1 AND expires_at > $2 ORDER BY id`, target, ms(now))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("listing grants of %s: %w", target, err)
+	}
+	defer rows.Close()
+	var out []GrantRow
+	for rows.Next() {
+		var (
+			g          GrantRow
+			src, proto string
+			port       int
+			exp        int64
+		)
+		if err := rows.Scan(&src, &proto, &port, &exp); err != nil {
+			return 0, nil, nil, fmt.Errorf("reading grant: %w", err)
+		}
+		if g.Source, err = netip.ParsePrefix(src); err != nil {
+			return 0, nil, nil, fmt.Errorf("decoding grant source %q: %w", src, err)
+		}
+		g.Port, g.ExpiresAt = policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}, fromMS(exp)
+		out = append(out, g)
+	}
+	return t.Revision, t.Policy, out, rows.Err()
+}
+
+// ReportApplied records that a target's agent applied revision rev (or
+// failed to, when applyErr is set). On success every pending request of the
+// target whose revision is at most rev becomes active; on failure they fail
+// and their grants leave the desired state. It returns the requests it
+// activated.
+func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, applyErr string, addresses []string, version string, now time.Time) ([]Request, error) {
+	var (
+		activated []string
+		bumped    bool
+	)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var current int64
+		var prevErr string
+		err := tx.QueryRowContext(ctx, `SELECT revision, agent_error FROM targets WHERE name = $1`, target).Scan(&current, &prevErr)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", target, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", target, err)
+		}
+		if rev > current {
+			return fmt.Errorf("revision %d of %s is newer than the server's %d: %w", rev, target, current, ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 THEN applied_revision ELSE $1 END,
+			agent_error = $2, agent_seen_at = $3 WHERE name = $4`, rev, applyErr, ms(now), target); err != nil {
+			return fmt.Errorf("recording applied revision: %w", err)
+		}
+		if err := updateAgentInfo(ctx, tx, target, addresses, version); err != nil {
+			return err
+		}
+		agent := Actor{Name: "agent:" + target}
+		if applyErr != "" {
+			if applyErr != prevErr {
+				if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.AgentApplyFailed, Target: target,
+					Reason: applyErr, Details: map[string]any{"revision": rev}}); err != nil {
+					return err
+				}
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE target = $1 AND state = 'pending' AND revision <= $2`, target, rev).Scan(&n); err != nil {
+				return fmt.Errorf("counting pending requests: %w", err)
+			}
+			if n == 0 {
+				return nil
+			}
+			if err := endLiveRequests(ctx, tx, `target = $1 AND state = 'pending' AND revision <= $2`, []any{target, rev},
+				access.Failed, "the agent could not apply the grant: "+applyErr, agent, audit.RequestFailed, now); err != nil {
+				return err
+			}
+			bumped = true
+			_, err := bumpRevision(ctx, tx, target)
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, created_at FROM requests WHERE target = $1 AND state = 'pending' AND revision <= $2`, target, rev)
+		if err != nil {
+			return fmt.Errorf("selecting requests to activate: %w", err)
+		}
+		type pend struct {
+			id      string
+			created int64
+		}
+		var ps []pend
+		for rows.Next() {
+			var p pend
+			if err := rows.Scan(&p.id, &p.created); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading pending request: %w", err)
+			}
+			ps = append(ps, p)
+		}
+		rows.Close()
+		for _, p := range ps {
+			if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = 'active', activated_at = $1, version = version + 1 WHERE id = $2`, ms(now), p.id); err != nil {
+				return fmt.Errorf("activating %s: %w", p.id, err)
+			}
+			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: target, RequestID: p.id,
+				Details: map[string]any{"revision": rev, "latency_ms": ms(now) - p.created}}); err != nil {
+				return err
+			}
+			activated = append(activated, p.id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if bumped {
+		s.onChange(target)
+	}
+	out := make([]Request, 0, len(activated))
+	for _, id := range activated {
+		r, err := s.GetRequest(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// SetAgentState records that a target's agent connected or disconnected;
+// a change of state is audited.
+func (s *Store) SetAgentState(ctx context.Context, target, state, clientAddr string, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var prev string
+		err := tx.QueryRowContext(ctx, `SELECT agent_state FROM targets WHERE name = $1`, target).Scan(&prev)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", target, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading agent state of %s: %w", target, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET agent_state = $1, agent_seen_at = $2 WHERE name = $3`, state, ms(now), target); err != nil {
+			return fmt.Errorf("recording agent state of %s: %w", target, err)
+		}
+		if prev == state {
+			return nil
+		}
+		action := audit.AgentConnected
+		if state == AgentDisconnected {
+			action = audit.AgentDisconnected
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, ClientAddr: clientAddr, Action: action, Target: target})
+	})
+}
+
+// Sweep ends what time has ended at now: active requests past their
+// deadline expire; pending requests past their deadline, or not confirmed by
+// the agent within activationTimeout, fail. It returns the earliest future
+// instant at which a sweep will have work (zero when there is none), so the
+// caller can sleep until then.
+func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time.Duration) (time.Time, error) {
+	var changed []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		sys := Actor{Name: audit.System}
+		if err := endLiveRequests(ctx, tx, `state = 'active' AND expires_at <= $1`, []any{ms(now)},
+			access.Expired, "", sys, audit.RequestExpired, now); err != nil {
+			return err
+		}
+		if err := endLiveRequests(ctx, tx, `state = 'pending' AND expires_at <= $1`, []any{ms(now)},
+			access.Failed, "the grant ran out before the target's agent confirmed it", sys, audit.RequestFailed, now); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT r.id, r.target, t.agent_state FROM requests r JOIN targets t ON t.name = r.target
+			WHERE r.state = 'pending' AND r.created_at <= $1`, ms(now.Add(-activationTimeout)))
+		if err != nil {
+			return fmt.Errorf("selecting unconfirmed requests: %w", err)
+		}
+		type late struct{ id, target, agent string }
+		var ls []late
+		for rows.Next() {
+			var l late
+			if err := rows.Scan(&l.id, &l.target, &l.agent); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading unconfirmed request: %w", err)
+			}
+			ls = append(ls, l)
+		}
+		rows.Close()
+		for _, l := range ls {
+			msg := fmt.Sprintf("the agent of target %s did not confirm the grant within %s (agent %s); nothing was opened", l.target, activationTimeout, l.agent)
+			if err := endLiveRequests(ctx, tx, `id = $1`, []any{l.id}, access.Failed, msg, sys, audit.RequestFailed, now); err != nil {
+				return err
+			}
+			if _, err := bumpRevision(ctx, tx, l.target); err != nil {
+				return err
+			}
+			changed = append(changed, l.target)
+		}
+		// Grants of ended requests were deleted with them; any other grant
+		// past its deadline is dead weight.
+		_, err = tx.ExecContext(ctx, `DELETE FROM grants WHERE expires_at <= $1`, ms(now))
+		return err
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("sweeping: %w", err)
+	}
+	if len(changed) > 0 {
+		s.onChange(changed...)
+	}
+	var next1, next2 sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT min(expires_at) FROM requests WHERE state IN ('pending', 'active')`).Scan(&next1); err != nil {
+		return time.Time{}, fmt.Errorf("finding next deadline: %w", err)
+	}
+	if err := s.db.QueryRowContext(ctx, `SELECT min(created_at) FROM requests WHERE state = 'pending'`).Scan(&next2); err != nil {
+		return time.Time{}, fmt.Errorf("finding next activation deadline: %w", err)
+	}
+	var next time.Time
+	if next1.Valid {
+		next = fromMS(next1.Int64)
+	}
+	if next2.Valid {
+		if t := fromMS(next2.Int64).Add(activationTimeout); next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	return next, nil
+}
+
+// CountRequests counts requests in a state.
+func (s *Store) CountRequests(ctx context.Context, state access.State) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state = $1`, string(state)).Scan(&n)
+	return n, err
+}
+
+// TargetsWithAgentState lists the targets whose agent is recorded in state.
+func (s *Store) TargetsWithAgentState(ctx context.Context, state string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM targets WHERE agent_state = $1 ORDER BY name`, state)
+	if err != nil {
+		return nil, fmt.Errorf("listing targets by agent state: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}

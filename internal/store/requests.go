@@ -1,0 +1,356 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
+)
+
+// Request is an access request as stored.
+type Request struct {
+	ID           string
+	Target       string
+	Requester    string
+	Source       netip.Prefix
+	Ports        []policy.Port
+	Duration     time.Duration
+	Reason       string
+	State        access.State
+	Message      string
+	Revision     int64
+	CreatedAt    time.Time
+	ActivatedAt  *time.Time
+	ExpiresAt    time.Time
+	EndedAt      *time.Time
+	SupersededBy string
+	Extended     []policy.Port
+	ClientAddr   string
+}
+
+const requestColumns = `id, target, requester, source, ports, duration_ms, reason, state, message, revision,
+	created_at, activated_at, expires_at, ended_at, superseded_by, extended, client_addr`
+
+func scanRequest(r scanner) (Request, error) {
+	var (
+		q                       Request
+		src, ports, ext, state  string
+		durMS, created, expires int64
+		activated, ended        sql.NullInt64
+	)
+	if err := r.Scan(&q.ID, &q.Target, &q.Requester, &src, &ports, &durMS, &q.Reason, &state, &q.Message, &q.Revision,
+		&created, &activated, &expires, &ended, &q.SupersededBy, &ext, &q.ClientAddr); err != nil {
+		return Request{}, err
+	}
+	var err error
+	if q.Source, err = netip.ParsePrefix(src); err != nil {
+		return Request{}, fmt.Errorf("decoding source of %s: %w", q.ID, err)
+	}
+	if q.Ports, err = decodePorts(ports); err != nil {
+		return Request{}, fmt.Errorf("decoding ports of %s: %w", q.ID, err)
+	}
+	if q.Extended, err = decodePorts(ext); err != nil {
+		return Request{}, fmt.Errorf("decoding extended ports of %s: %w", q.ID, err)
+	}
+	q.Duration = time.Duration(durMS) * time.Millisecond
+	q.State = access.State(state)
+	q.CreatedAt, q.ExpiresAt = fromMS(created), fromMS(expires)
+	q.ActivatedAt, q.EndedAt = fromNullMS(activated), fromNullMS(ended)
+	return q, nil
+}
+
+func encodePorts(ps []policy.Port) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func decodePorts(js string) ([]policy.Port, error) {
+	var s []string
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		return nil, err
+	}
+	out := make([]policy.Port, 0, len(s))
+	for _, v := range s {
+		p, err := policy.ParsePort(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func newRequestID() (string, error) {
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("reading random bytes: %w", err)
+	}
+	return "r-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
+}
+
+// CreateRequest evaluates req against the target's policy and, if it fits,
+// records it as pending together with its grants, in one transaction. A
+// grant the same requester already holds for the same (source, protocol,
+// port) is extended (never shortened) and moves to the new request; a request
+// left with no grants becomes superseded. A refusal is audited and returned
+// as a *policy.DenyError or *policy.FieldError; it changes nothing else.
+func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, req policy.Request, limits policy.Limits, now time.Time) (Request, error) {
+	var (
+		id      string
+		refusal error
+	)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, target))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", target, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", target, err)
+		}
+		var pol policy.Policy
+		if t.Policy != nil {
+			pol = *t.Policy
+		}
+		req.Source = policy.Canonical(req.Source)
+		if refusal = limits.Evaluate(pol, req); refusal != nil {
+			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
+				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": req.Source.String()}})
+		}
+		rev, err := bumpRevision(ctx, tx, target)
+		if err != nil {
+			return err
+		}
+		if id, err = newRequestID(); err != nil {
+			return err
+		}
+		asked := access.Deadline(now, req.Duration)
+		expires := asked
+		var extended []policy.Port
+		previous := map[string]bool{}
+		for _, p := range req.Ports {
+			var (
+				gid, oldReq string
+				oldExp      int64
+			)
+			err := tx.QueryRowContext(ctx, `SELECT id, request_id, expires_at FROM grants
+				WHERE target = $1 AND requester = $2 AND source = $3 AND protocol = $4 AND port = $5`,
+				target, actor.Name, req.Source.String(), string(p.Protocol), int(p.Number)).Scan(&gid, &oldReq, &oldExp)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				_, err = tx.ExecContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, target, actor.Name, req.Source.String(), string(p.Protocol), int(p.Number), ms(asked))
+				if err != nil {
+					return fmt.Errorf("inserting grant: %w", err)
+				}
+			case err != nil:
+				return fmt.Errorf("looking up live grant: %w", err)
+			default:
+				exp := access.Extend(fromMS(oldExp), asked)
+				if _, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = $1, expires_at = $2 WHERE id = $3`, id, ms(exp), gid); err != nil {
+					return fmt.Errorf("extending grant: %w", err)
+				}
+				expires = access.Extend(expires, exp)
+				extended = append(extended, p)
+				previous[oldReq] = true
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
+			created_at, expires_at, extended, client_addr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			id, target, actor.Name, req.Source.String(), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
+			string(access.Pending), rev, ms(now), ms(expires), encodePorts(extended), actor.ClientAddr)
+		if err != nil {
+			return fmt.Errorf("inserting request: %w", err)
+		}
+		for old := range previous {
+			if err := supersedeIfEmpty(ctx, tx, old, id, actor, now); err != nil {
+				return err
+			}
+		}
+		details := map[string]any{"ports": encodePorts(req.Ports), "source": req.Source.String(), "duration": req.Duration.String(), "revision": rev}
+		if len(extended) > 0 {
+			details["extended"] = encodePorts(extended)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestCreated,
+			Target: target, RequestID: id, Reason: req.Reason, Details: details})
+	})
+	if err != nil {
+		return Request{}, err
+	}
+	if refusal != nil {
+		return Request{}, refusal
+	}
+	s.onChange(target)
+	return s.GetRequest(ctx, id)
+}
+
+// supersedeIfEmpty ends a request whose grants all moved to a newer one.
+func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Actor, now time.Time) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM grants WHERE request_id = $1`, id).Scan(&n); err != nil {
+		return fmt.Errorf("counting grants of %s: %w", id, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	var state, target string
+	if err := tx.QueryRowContext(ctx, `SELECT state, target FROM requests WHERE id = $1`, id).Scan(&state, &target); err != nil {
+		return fmt.Errorf("reading request %s: %w", id, err)
+	}
+	next, err := access.Next(access.State(state), access.Supersede)
+	if err != nil {
+		return nil // already ended: nothing to supersede
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = $1, superseded_by = $2, ended_at = $3, message = $4, version = version + 1 WHERE id = $5`,
+		string(next), by, ms(now), "extended by request "+by, id)
+	if err != nil {
+		return fmt.Errorf("superseding %s: %w", id, err)
+	}
+	return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestSuperseded,
+		Target: target, RequestID: id, Details: map[string]any{"superseded_by": by}})
+}
+
+// endLiveRequests moves the live requests matching where (a condition on
+// the requests table with $1.. placeholders) to state to with message,
+// deletes their grants and audits each.
+func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, to access.State, message string, actor Actor, action audit.Action, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, target, state FROM requests WHERE state IN ('pending', 'active') AND `+where, args...)
+	if err != nil {
+		return fmt.Errorf("selecting requests to end: %w", err)
+	}
+	type row struct{ id, target, state string }
+	var ended []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.target, &r.state); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading request: %w", err)
+		}
+		ended = append(ended, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range ended {
+		if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = $1, message = $2, ended_at = $3, version = version + 1 WHERE id = $4`,
+			string(to), message, ms(now), r.id); err != nil {
+			return fmt.Errorf("ending request %s: %w", r.id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE request_id = $1`, r.id); err != nil {
+			return fmt.Errorf("deleting grants of %s: %w", r.id, err)
+		}
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action,
+			Target: r.target, RequestID: r.id, Reason: message, Details: map[string]any{"from": r.state}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetRequest returns one request.
+func (s *Store) GetRequest(ctx context.Context, id string) (Request, error) {
+	q, err := scanRequest(s.db.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Request{}, fmt.Errorf("request %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("reading request %s: %w", id, err)
+	}
+	return q, nil
+}
+
+// RequestFilter selects requests; zero fields match everything.
+type RequestFilter struct {
+	Target    string
+	Requester string
+	States    []access.State
+	Limit     int
+}
+
+// ListRequests returns requests newest first.
+func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, error) {
+	if f.Limit <= 0 || f.Limit > 10000 {
+		f.Limit = 1000
+	}
+	q := `SELECT ` + requestColumns + ` FROM requests WHERE 1 = 1`
+	var args []any
+	if f.Target != "" {
+		args = append(args, f.Target)
+		q += fmt.Sprintf(" AND target = $%d", len(args))
+	}
+	if f.Requester != "" {
+		args = append(args, f.Requester)
+		q += fmt.Sprintf(" AND requester = $%d", len(args))
+	}
+	if len(f.States) > 0 {
+		ph := make([]string, len(f.States))
+		for i, st := range f.States {
+			args = append(args, string(st))
+			ph[i] = fmt.Sprintf("$%d", len(args))
+		}
+		q += " AND state IN (" + strings.Join(ph, ", ") + ")"
+	}
+	args = append(args, f.Limit)
+	q += fmt.Sprintf(" ORDER BY created_at DESC, id LIMIT $%d", len(args))
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing requests: %w", err)
+	}
+	defer rows.Close()
+	var out []Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading request: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// RevokeRequest ends a live request at once; its grants leave the desired
+// state in the same transaction.
+func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason string, now time.Time) (Request, error) {
+	var target string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var state string
+		err := tx.QueryRowContext(ctx, `SELECT state, target FROM requests WHERE id = $1`, id).Scan(&state, &target)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("request %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading request %s: %w", id, err)
+		}
+		if _, err := access.Next(access.State(state), access.Revoke); err != nil {
+			return fmt.Errorf("cannot revoke %s: %w (%w)", id, err, ErrConflict)
+		}
+		msg := "revoked by " + actor.Name
+		if reason != "" {
+			msg += ": " + reason
+		}
+		if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Revoked, msg, actor, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		_, err = bumpRevision(ctx, tx, target)
+		return err
+	})
+	if err != nil {
+		return Request{}, err
+	}
+	s.onChange(target)
+	return s.GetRequest(ctx, id)
+}

@@ -1,0 +1,159 @@
+// Package store persists jitgate's state in SQL: targets and their policies,
+// access requests and the live grants they hold, tokens (hashed) and the
+// audit trail. Every operation that changes state runs in one transaction
+// together with its audit events, and is committed (fsynced: WAL with
+// synchronous=FULL) before the caller reports it.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo, one static binary
+)
+
+// Sentinel errors; the API maps them to HTTP status codes.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrUnauthorized = errors.New("invalid or expired token")
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is a jitgate database.
+type Store struct {
+	db *sql.DB
+	// onChange is called after a commit that changed targets' desired state.
+	onChange func(targets ...string)
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating database directory: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	// One writer at a time is SQLite's model; a small pool lets readers
+	// proceed while a write transaction runs (WAL).
+	db.SetMaxOpenConns(4)
+	s := &Store{db: db, onChange: func(...string) {}}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("restricting %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// OnChange registers the function told which targets' desired state changed,
+// after the change is committed (the server wakes waiting agents with it).
+func (s *Store) OnChange(f func(targets ...string)) { s.onChange = f }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("creating migrations table: %w", err)
+	}
+	entries, err := migrations.ReadDir("migrations")
+	if err != nil {
+		return fmt.Errorf("reading migrations: %w", err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version := strings.TrimSuffix(name, ".sql")
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			body, err := migrations.ReadFile("migrations/" + name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, version, ms(time.Now()))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("applying migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// tx runs f in a write transaction and commits it, or rolls back on error.
+func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", err)
+	}
+	return nil
+}
+
+// ms converts a time to the stored form: UTC milliseconds.
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// fromMS converts the stored form back.
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func fromNullMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// bumpRevision advances a target's desired-state revision and returns it.
+func bumpRevision(ctx context.Context, tx *sql.Tx, target string) (int64, error) {
+	var rev int64
+	err := tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, target).Scan(&rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("target %q: %w", target, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("advancing revision of %s: %w", target, err)
+	}
+	return rev, nil
+}

@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
+)
+
+// Agent states of a target.
+const (
+	AgentNever        = "never"
+	AgentConnected    = "connected"
+	AgentDisconnected = "disconnected"
+)
+
+// Target is a protected server as stored.
+type Target struct {
+	Name            string
+	Labels          map[string]string
+	Addresses       []string
+	Policy          *policy.Policy
+	Revision        int64
+	AppliedRevision int64
+	AgentState      string
+	AgentSeenAt     *time.Time
+	AgentError      string
+	AgentVersion    string
+	CreatedAt       time.Time
+}
+
+const targetColumns = `name, labels, addresses, policy, revision, applied_revision, agent_state, agent_seen_at, agent_error, agent_version, created_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanTarget(r scanner) (Target, error) {
+	var (
+		t             Target
+		labels, addrs string
+		pol           sql.NullString
+		seen          sql.NullInt64
+		created       int64
+	)
+	if err := r.Scan(&t.Name, &labels, &addrs, &pol, &t.Revision, &t.AppliedRevision, &t.AgentState, &seen, &t.AgentError, &t.AgentVersion, &created); err != nil {
+		return Target{}, err
+	}
+	if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
+		return Target{}, fmt.Errorf("decoding labels of %s: %w", t.Name, err)
+	}
+	if err := json.Unmarshal([]byte(addrs), &t.Addresses); err != nil {
+		return Target{}, fmt.Errorf("decoding addresses of %s: %w", t.Name, err)
+	}
+	if pol.Valid {
+		t.Policy = new(policy.Policy)
+		if err := json.Unmarshal([]byte(pol.String), t.Policy); err != nil {
+			return Target{}, fmt.Errorf("decoding policy of %s: %w", t.Name, err)
+		}
+	}
+	t.AgentSeenAt, t.CreatedAt = fromNullMS(seen), fromMS(created)
+	return t, nil
+}
+
+// CreateTarget enrolls a target and returns its one-time enrollment token.
+func (s *Store) CreateTarget(ctx context.Context, actor Actor, name string, labels map[string]string, now time.Time, enrollTTL time.Duration) (Target, string, error) {
+	if err := policy.ValidateTargetName(name); err != nil {
+		return Target{}, "", err
+	}
+	if err := policy.ValidateLabels(labels); err != nil {
+		return Target{}, "", err
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	lb, _ := json.Marshal(labels)
+	var token string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE name = $1`, name).Scan(&n); err != nil {
+			return fmt.Errorf("checking target: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("target %q already exists: %w", name, ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO targets (name, labels, created_at) VALUES ($1, $2, $3)`, name, string(lb), ms(now)); err != nil {
+			return fmt.Errorf("inserting target: %w", err)
+		}
+		var err error
+		if token, err = insertToken(ctx, tx, KindEnroll, name, now, enrollTTL); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: name,
+			Details: map[string]any{"labels": labels}})
+	})
+	if err != nil {
+		return Target{}, "", err
+	}
+	t, err := s.GetTarget(ctx, name)
+	return t, token, err
+}
+
+// GetTarget returns one target.
+func (s *Store) GetTarget(ctx context.Context, name string) (Target, error) {
+	t, err := scanTarget(s.db.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Target{}, fmt.Errorf("target %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Target{}, fmt.Errorf("reading target %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// ListTargets returns all targets by name.
+func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+targetColumns+` FROM targets ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("listing targets: %w", err)
+	}
+	defer rows.Close()
+	var out []Target
+	for rows.Next() {
+		t, err := scanTarget(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading target: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RemoveTarget deletes a target, revokes its live requests and deletes its
+// tokens (the agent's credential stops working).
+func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now time.Time) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM targets WHERE name = $1`, name)
+		if err != nil {
+			return fmt.Errorf("deleting target: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("target %q: %w", name, ErrNotFound)
+		}
+		if err := endLiveRequests(ctx, tx, `target = $1`, []any{name}, "revoked", "target removed", actor, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind IN ('agent', 'enroll') AND subject = $1`, name); err != nil {
+			return fmt.Errorf("deleting tokens of %s: %w", name, err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetRemoved, Target: name})
+	})
+	if err == nil {
+		s.onChange(name)
+	}
+	return err
+}
+
+// SetPolicy replaces a target's policy (already normalised by the caller).
+// Setting the policy it already has changes nothing and reports false.
+func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol policy.Policy, now time.Time) (bool, error) {
+	changed := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, name))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", name, err)
+		}
+		if t.Policy != nil && t.Policy.Equal(pol) {
+			return nil
+		}
+		b, err := json.Marshal(pol)
+		if err != nil {
+			return fmt.Errorf("encoding policy: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = $1 WHERE name = $2`, string(b), name); err != nil {
+			return fmt.Errorf("updating policy of %s: %w", name, err)
+		}
+		if _, err := bumpRevision(ctx, tx, name); err != nil {
+			return err
+		}
+		changed = true
+		ports := make([]string, len(pol.Rules))
+		for i, r := range pol.Rules {
+			ports[i] = r.Port.String()
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicySet, Target: name,
+			Details: map[string]any{"ports": ports, "policy": json.RawMessage(b)}})
+	})
+	if err == nil && changed {
+		s.onChange(name)
+	}
+	return changed, err
+}
+
+// RemovePolicy removes a target's policy: its ports are no longer protected.
+func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now time.Time) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var pol sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT policy FROM targets WHERE name = $1`, name).Scan(&pol)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", name, err)
+		}
+		if !pol.Valid {
+			return fmt.Errorf("target %q has no policy: %w", name, ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = NULL WHERE name = $1`, name); err != nil {
+			return fmt.Errorf("removing policy of %s: %w", name, err)
+		}
+		if _, err := bumpRevision(ctx, tx, name); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicyRemoved, Target: name})
+	})
+	if err == nil {
+		s.onChange(name)
+	}
+	return err
+}
