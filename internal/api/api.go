@@ -46,42 +46,54 @@ func New(d Deps) http.Handler {
 		d.Now = time.Now
 	}
 	a := &api{d}
+	mux, _ := a.routes()
+	return a.recoverer(mux)
+}
+
+// routes registers every endpoint and returns the patterns (the OpenAPI test
+// checks each one is documented).
+func (a *api) routes() (*http.ServeMux, []string) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	var patterns []string
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		patterns = append(patterns, pattern)
+	}
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	}))
 	human := func(h handlerFunc) http.Handler { return a.auth(h, store.KindAdmin) }
 	agent := func(h handlerFunc) http.Handler { return a.auth(h, store.KindAgent) }
 
-	mux.Handle("GET /api/v1/openapi.json", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	handle("GET /api/v1/openapi.json", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, err := w.Write(openAPI)
 		return err
 	}))
-	mux.Handle("GET /metrics", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	handle("GET /metrics", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 		promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return nil
 	}))
-	mux.Handle("GET /api/v1/whoami", human(a.whoami))
-	mux.Handle("POST /api/v1/targets", human(a.createTarget))
-	mux.Handle("GET /api/v1/targets", human(a.listTargets))
-	mux.Handle("GET /api/v1/targets/{name}", human(a.getTarget))
-	mux.Handle("DELETE /api/v1/targets/{name}", human(a.removeTarget))
-	mux.Handle("PUT /api/v1/targets/{name}/policy", human(a.setPolicy))
-	mux.Handle("GET /api/v1/targets/{name}/policy", human(a.getPolicy))
-	mux.Handle("DELETE /api/v1/targets/{name}/policy", human(a.removePolicy))
-	mux.Handle("POST /api/v1/requests", human(a.createRequest))
-	mux.Handle("GET /api/v1/requests", human(a.listRequests))
-	mux.Handle("GET /api/v1/requests/{id}", human(a.getRequest))
-	mux.Handle("POST /api/v1/requests/{id}/revoke", human(a.revokeRequest))
-	mux.Handle("GET /api/v1/audit", human(a.listAudit))
-	mux.Handle("POST /api/v1/agent/enroll", http.HandlerFunc(a.enroll))
-	mux.Handle("GET /api/v1/agent/desired", agent(a.desired))
-	mux.Handle("POST /api/v1/agent/report", agent(a.report))
+	handle("GET /api/v1/whoami", human(a.whoami))
+	handle("POST /api/v1/targets", human(a.createTarget))
+	handle("GET /api/v1/targets", human(a.listTargets))
+	handle("GET /api/v1/targets/{name}", human(a.getTarget))
+	handle("DELETE /api/v1/targets/{name}", human(a.removeTarget))
+	handle("PUT /api/v1/targets/{name}/policy", human(a.setPolicy))
+	handle("GET /api/v1/targets/{name}/policy", human(a.getPolicy))
+	handle("DELETE /api/v1/targets/{name}/policy", human(a.removePolicy))
+	handle("POST /api/v1/requests", human(a.createRequest))
+	handle("GET /api/v1/requests", human(a.listRequests))
+	handle("GET /api/v1/requests/{id}", human(a.getRequest))
+	handle("POST /api/v1/requests/{id}/revoke", human(a.revokeRequest))
+	handle("GET /api/v1/audit", human(a.listAudit))
+	handle("POST /api/v1/agent/enroll", http.HandlerFunc(a.enroll))
+	handle("GET /api/v1/agent/desired", agent(a.desired))
+	handle("POST /api/v1/agent/report", agent(a.report))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-	return a.recoverer(mux)
+	return mux, patterns
 }
 
 type handlerFunc func(http.ResponseWriter, *http.Request, store.Principal) error
