@@ -51,7 +51,8 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		}
 		after = n
 	}
-	wait := a.AgentPollWait
+	// No wait means answer at once (the agent's first poll, and its retries).
+	var wait time.Duration
 	if s := q.Get("wait"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 {

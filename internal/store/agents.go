@@ -128,7 +128,9 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 		if rev > current {
 			return fmt.Errorf("revision %d of %s is newer than the server's %d: %w", rev, target, current, ErrConflict)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 THEN applied_revision ELSE $1 END,
+		// A failed apply leaves the kernel at the last revision that worked,
+		// so only a success moves applied_revision.
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
 			agent_error = $2, agent_seen_at = $3 WHERE name = $4`, rev, applyErr, ms(now), target); err != nil {
 			return fmt.Errorf("recording applied revision: %w", err)
 		}

@@ -1,0 +1,626 @@
+// Package agent is the host-mode agent: it enrolls with the server once, then
+// long-polls the desired state of its target, applies it to the local
+// firewall backend, and reports what it applied.
+//
+// Failure semantics, which matter more than the happy path here:
+//   - The agent never changes the kernel because the server is unreachable or
+//     answers errors. Kernel element timeouts keep closing grants on time with
+//     the agent disconnected or dead, so "leave the gate as it is" is safe.
+//   - Every apply carries the complete state (firewall.Backend.Apply is
+//     atomic): a failed apply leaves the previous state and is retried with
+//     backoff; a periodic full resync repairs a table someone edited.
+//   - A grant closes at the earlier of the server's and the agent's clock
+//     readings of its deadline (see toRuleset).
+//   - The periodic resync keeps running while the server is unreachable: it
+//     re-applies the last state the server sent (expired grants drop out,
+//     nothing new opens), which repairs a flushed or edited table.
+//   - 401 stops the agent without touching the table; 410 (target removed)
+//     removes the table, deletes the credential and stops cleanly.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// Defaults for Config.
+const (
+	DefaultPollWait    = 25 * time.Second
+	DefaultResyncEvery = 60 * time.Second
+)
+
+const (
+	// maxPollWait keeps the long-poll below the client's 60 s HTTP timeout.
+	maxPollWait = 55 * time.Second
+	// callGrace is how long a call may take beyond its long-poll wait before
+	// the agent gives up on it, so a black-holed connection cannot stall the
+	// loop (and the resync) for the full HTTP timeout.
+	callGrace = 10 * time.Second
+	// skewWarn is the clock skew worth telling an operator about.
+	skewWarn = 2 * time.Second
+	// skewMargin is the hysteresis of the deadline shift; see nextShift.
+	skewMargin = 100 * time.Millisecond
+)
+
+// ErrCredentialRejected is returned by Run when the server answers 401 to the
+// agent's credential: retrying cannot help, an operator must re-enroll.
+var ErrCredentialRejected = errors.New("agent credential rejected by the server")
+
+// Config configures an agent.
+type Config struct {
+	// ServerURL is the server's base URL. It may be empty once enrolled: the
+	// credential file remembers it.
+	ServerURL string
+	// EnrollToken is the one-time enrollment token; needed only when
+	// StateDir holds no credential yet.
+	EnrollToken string
+	// StateDir holds the credential file (created 0700).
+	StateDir string
+	// CAFile, when set, is the PEM CA bundle to trust for the server's TLS.
+	CAFile string
+	// PollWait is how long the server may hold a long-poll (default 25s,
+	// at most 55s because the HTTP client gives up at 60s).
+	PollWait time.Duration
+	// ResyncEvery is the period of the full re-apply of the last desired
+	// state, which repairs a kernel table someone edited (default 60s).
+	ResyncEvery time.Duration
+	// Version is reported to the server.
+	Version string
+	// Logger receives the agent's logs (default slog.Default()). The
+	// credential and the enrollment token are never logged.
+	Logger *slog.Logger
+}
+
+// server is the part of the server's agent API the loop consumes;
+// *client.Client implements it, tests drive the loop with fakes.
+type server interface {
+	Desired(ctx context.Context, after int64, wait time.Duration) (wire.DesiredState, error)
+	Report(ctx context.Context, r wire.AgentReport) error
+}
+
+// remover is implemented by backends that can delete their whole table;
+// the agent uses it when the server says the target was removed.
+type remover interface {
+	Remove(ctx context.Context) error
+}
+
+// Status is a snapshot of the agent's health.
+type Status struct {
+	// Target is the target name the agent enrolled as ("" before enrolling).
+	Target string
+	// AppliedRevision is the revision last applied successfully (0: none yet).
+	AppliedRevision int64
+	// LastApply is when that revision or a resync was last applied.
+	LastApply time.Time
+	// LastContact is when the server last answered.
+	LastContact time.Time
+	// LastError is the last error contacting the server or applying; a
+	// successful apply, or a server answer while no apply is failing, clears it.
+	LastError string
+	// Skew is the latest estimate of the server's clock minus the agent's.
+	Skew time.Duration
+}
+
+// Agent keeps one host's firewall in line with its target's desired state.
+type Agent struct {
+	cfg      Config
+	backend  firewall.Backend
+	log      *slog.Logger
+	credPath string
+
+	// srv is set by Run after enrollment; tests set it to skip enrollment.
+	srv                    server
+	minBackoff, maxBackoff time.Duration
+
+	// Loop state, touched only by the goroutine running Run.
+	cur        *received         // last desired state received; nil before the first
+	failed     bool              // applying cur failed; retry with backoff
+	applied    int64             // revision last applied successfully
+	shift      time.Duration     // deadline shift in use (see nextShift)
+	elements   int               // grant-set elements after the last successful apply
+	nextResync time.Time         // when to re-apply cur even if nothing changed
+	pending    *wire.AgentReport // report not yet delivered
+	skewWarned bool
+
+	mu     sync.Mutex
+	status Status
+}
+
+// received is a desired state and the agent-clock instant it arrived, which
+// together give the clock-skew estimate.
+type received struct {
+	ds     wire.DesiredState
+	recvAt time.Time // carries a monotonic reading; see skewNow
+}
+
+// Run enrolls if needed and runs the agent until ctx ends (returning nil), the
+// credential is rejected (ErrCredentialRejected) or the target is removed on
+// the server (nil, after removing the table). The caller owns backend and
+// closes it after Run returns.
+func Run(ctx context.Context, cfg Config, backend firewall.Backend) error {
+	a, err := New(cfg, backend)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// New validates cfg and returns an agent that has not contacted anything yet.
+func New(cfg Config, backend firewall.Backend) (*Agent, error) {
+	if backend == nil {
+		return nil, errors.New("agent: no firewall backend")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("agent: StateDir must be set (it holds the credential)")
+	}
+	if cfg.PollWait == 0 {
+		cfg.PollWait = DefaultPollWait
+	}
+	if cfg.PollWait < 0 || cfg.PollWait > maxPollWait {
+		return nil, fmt.Errorf("agent: PollWait %s must be between 0 and %s (the HTTP client times out at 60s)", cfg.PollWait, maxPollWait)
+	}
+	if cfg.ResyncEvery == 0 {
+		cfg.ResyncEvery = DefaultResyncEvery
+	}
+	if cfg.ResyncEvery < 0 {
+		return nil, fmt.Errorf("agent: ResyncEvery %s must be positive", cfg.ResyncEvery)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Agent{
+		cfg:        cfg,
+		backend:    backend,
+		log:        log,
+		credPath:   filepath.Join(cfg.StateDir, credentialName),
+		minBackoff: 200 * time.Millisecond,
+		maxBackoff: 10 * time.Second,
+	}, nil
+}
+
+// Status returns a snapshot of the agent's health; safe for concurrent use.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+// Run runs the agent (see the package-level Run). It must not be called
+// twice at the same time.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.srv == nil {
+		srv, err := a.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		a.srv = srv
+	}
+	return a.loop(ctx)
+}
+
+// connect loads the credential or enrolls, and returns a client holding it.
+func (a *Agent) connect(ctx context.Context) (server, error) {
+	var opts []client.Option
+	if a.cfg.CAFile != "" {
+		opts = append(opts, client.WithCAFile(a.cfg.CAFile))
+	}
+	cred, err := loadCredential(a.credPath)
+	switch {
+	case err == nil:
+		if a.cfg.ServerURL != "" && !sameURL(a.cfg.ServerURL, cred.ServerURL) {
+			// Sending the credential to another server would hand it over.
+			return nil, fmt.Errorf("agent: credential in %s is for server %s, not %s: delete it and enroll again to switch servers",
+				a.credPath, cred.ServerURL, a.cfg.ServerURL)
+		}
+		if a.cfg.EnrollToken != "" {
+			a.log.Info("already enrolled; ignoring the enrollment token", "target", cred.Target, "credential_file", a.credPath)
+		}
+		warnIfReadable(a.log, a.credPath)
+		c, err := client.New(cred.ServerURL, cred.Credential, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("agent: credential file %s: %w", a.credPath, err)
+		}
+		a.setTarget(cred.Target)
+		return c, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+
+	if a.cfg.EnrollToken == "" {
+		return nil, fmt.Errorf("agent: not enrolled (no %s) and no enrollment token given", a.credPath)
+	}
+	c, err := client.New(a.cfg.ServerURL, "", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	// The token is single-use: find out now, not after spending it, whether
+	// the credential can be stored.
+	if err := checkWritable(a.cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	resp, err := a.enroll(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := saveCredential(a.credPath, credential{ServerURL: a.cfg.ServerURL, Target: resp.Target, Credential: resp.Credential}); err != nil {
+		return nil, fmt.Errorf("agent: enrolled as %s but could not store the credential (a new enrollment token is needed): %w", resp.Target, err)
+	}
+	a.log.Info("enrolled", "target", resp.Target, "credential_file", a.credPath)
+	a.setTarget(resp.Target)
+	return c.WithToken(resp.Credential), nil
+}
+
+// enroll calls Enroll, retrying with backoff while the server is unreachable
+// or failing (5xx, 429); any other refusal is final.
+func (a *Agent) enroll(ctx context.Context, c *client.Client) (wire.EnrollResponse, error) {
+	hostname, _ := os.Hostname()
+	req := wire.EnrollRequest{Hostname: hostname, Addresses: hostAddresses(), Version: a.cfg.Version}
+	bo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, callGrace)
+		resp, err := c.Enroll(callCtx, a.cfg.EnrollToken, req)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return resp, ctx.Err()
+		}
+		switch st := client.StatusOf(err); {
+		case st == http.StatusUnauthorized:
+			return resp, fmt.Errorf("agent: enrollment token rejected (expired or already used): ask for a new one: %w", err)
+		case st >= 400 && st < 500 && st != http.StatusTooManyRequests && st != http.StatusRequestTimeout:
+			return resp, fmt.Errorf("agent: %w", err)
+		}
+		a.setError(err)
+		d := bo.next()
+		a.log.Warn("enrollment failed; retrying", "err", err, "retry_in", d.Round(time.Millisecond))
+		if !sleep(ctx, d) {
+			return resp, ctx.Err()
+		}
+	}
+}
+
+// loop is the steady state: poll, apply on change, resync, report.
+func (a *Agent) loop(ctx context.Context) error {
+	pollBo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	applyBo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	for ctx.Err() == nil {
+		if a.cur != nil && !time.Now().Before(a.nextResync) {
+			a.apply(ctx, "resync")
+		}
+		if a.pending != nil {
+			if err := a.flushReport(ctx); err != nil {
+				if done, ret := a.final(ctx, err); done {
+					return ret
+				}
+				// Transient: the poll below finds out whether the server is
+				// back, and backs off if not; the report stays pending.
+			}
+		}
+
+		wait := a.cfg.PollWait
+		if a.cur == nil || a.failed {
+			wait = 0 // first contact or retrying an apply: answer now
+		} else if untilResync := time.Until(a.nextResync); untilResync < wait {
+			wait = max(untilResync, 0)
+		}
+		polledAt := time.Now()
+		callCtx, cancel := context.WithTimeout(ctx, wait+callGrace)
+		ds, err := a.srv.Desired(callCtx, a.applied, wait)
+		cancel()
+		if err == nil {
+			err = a.checkTarget(ds)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if done, ret := a.final(ctx, err); done {
+				return ret
+			}
+			a.setError(err)
+			d := pollBo.next()
+			// The kernel keeps what it holds, and its timeouts keep expiring grants.
+			a.log.Warn("cannot fetch desired state; leaving the firewall as it is", "err", err, "retry_in", d.Round(time.Millisecond))
+			a.sleepUntilResync(ctx, d)
+			continue
+		}
+		recvAt := time.Now()
+		pollBo.reset()
+		a.contact(recvAt)
+		applied := a.receive(ctx, ds, recvAt)
+		switch {
+		case a.failed:
+			a.sleepUntilResync(ctx, applyBo.next())
+		case !applied && wait > 0 && recvAt.Sub(polledAt) < a.minBackoff:
+			// A server that ignores the long-poll wait must not turn the
+			// loop into a busy one against it.
+			applyBo.reset()
+			a.sleepUntilResync(ctx, a.minBackoff)
+		default:
+			applyBo.reset()
+		}
+	}
+	return nil
+}
+
+// final handles the answers that end the loop: 401 and 410.
+func (a *Agent) final(ctx context.Context, err error) (done bool, ret error) {
+	switch client.StatusOf(err) {
+	case http.StatusUnauthorized:
+		a.setError(err)
+		a.log.Error("the server rejected the agent credential; stopping and leaving the firewall as it is", "err", err)
+		return true, fmt.Errorf("%w: %w", ErrCredentialRejected, err)
+	case http.StatusGone:
+		return true, a.removed(ctx)
+	}
+	return false, nil
+}
+
+// removed tears the gate down after the server said the target is gone.
+// The credential is deleted only after the table is, so that a failed
+// removal is retried on restart instead of leaving an orphaned table behind.
+func (a *Agent) removed(ctx context.Context) error {
+	a.log.Warn("the server says this target was removed; removing the firewall table")
+	if r, ok := a.backend.(remover); ok {
+		if err := r.Remove(ctx); err != nil {
+			a.setError(err)
+			return fmt.Errorf("agent: target removed on the server, but removing the firewall table failed (credential kept, a restart retries): %w", err)
+		}
+	} else {
+		a.log.Warn("the firewall backend cannot remove its table; leaving it as it is (ports stay closed)")
+	}
+	if err := removeCredential(a.credPath); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.log.Info("target removed: firewall table and credential deleted; agent stopping")
+	return nil
+}
+
+// receive takes one answer of the server. A new revision (or a retry after a
+// failed apply) is applied. An answer with the same revision only refreshes
+// the clock-skew sample, and is applied again when the skew moved enough to
+// change the deadlines (see nextShift). It reports whether it applied.
+func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.Time) bool {
+	isNew := a.cur == nil || a.failed || ds.Revision != a.cur.ds.Revision
+	a.cur = &received{ds: ds, recvAt: recvAt}
+	if isNew {
+		a.apply(ctx, "revision")
+		return true
+	}
+	a.observeSkew(a.cur, recvAt)
+	if nextShift(skewShift(ds.ServerTime, skewNow(recvAt, recvAt)), a.shift) != a.shift {
+		a.apply(ctx, "clock skew changed")
+		return true
+	}
+	return false
+}
+
+// checkTarget refuses a desired state addressed to another target than the
+// one the agent enrolled as: applying another host's gate would open ports
+// nobody granted here.
+func (a *Agent) checkTarget(ds wire.DesiredState) error {
+	want := a.Status().Target
+	if want != "" && ds.Target != "" && ds.Target != want {
+		return fmt.Errorf("server sent the desired state of target %q, but this agent is %q", ds.Target, want)
+	}
+	return nil
+}
+
+// apply applies a.cur to the backend and queues the report.
+func (a *Agent) apply(ctx context.Context, reason string) {
+	cur := a.cur
+	now := time.Now()
+	a.observeSkew(cur, now)
+	shift := nextShift(skewShift(cur.ds.ServerTime, skewNow(cur.recvAt, now)), a.shift)
+	start := time.Now()
+	rs, err := toRuleset(cur.ds, shift)
+	var res firewall.ApplyResult
+	if err == nil {
+		res, err = a.backend.Apply(ctx, rs, now)
+		if err != nil {
+			err = fmt.Errorf("applying revision %d: %w", cur.ds.Revision, err)
+		}
+	} else {
+		err = fmt.Errorf("revision %d is malformed: %w", cur.ds.Revision, err)
+	}
+	took := time.Since(start)
+	a.nextResync = now.Add(a.cfg.ResyncEvery)
+	rep := &wire.AgentReport{
+		Revision:    cur.ds.Revision,
+		ApplyMillis: float64(took.Microseconds()) / 1000,
+		Addresses:   hostAddresses(),
+		Version:     a.cfg.Version,
+	}
+	if err != nil {
+		a.failed = true
+		rep.Error = err.Error()
+		rep.Elements = a.elements // the kernel still holds the previous state
+		a.setError(err)
+		a.log.Error("apply failed; the firewall keeps its previous state", "reason", reason, "revision", cur.ds.Revision, "err", err)
+	} else {
+		a.failed = false
+		a.applied = cur.ds.Revision
+		a.shift = shift
+		a.elements = len(rs.Elements(now))
+		rep.Elements = a.elements
+		a.applyOK(cur.ds.Revision, now)
+		switch {
+		case reason == "resync" && res.Changed:
+			a.log.Warn("the firewall table differed from the desired state; repaired", "revision", cur.ds.Revision,
+				"added", res.Added, "removed", res.Removed, "protected_added", res.ProtectedAdded, "protected_removed", res.ProtectedRemoved)
+		case res.Changed:
+			a.log.Info("applied", "reason", reason, "revision", cur.ds.Revision, "elements", a.elements,
+				"added", res.Added, "removed", res.Removed, "took", took.Round(time.Microsecond))
+		}
+	}
+	a.pending = rep
+	if err := a.flushReport(ctx); err != nil {
+		a.log.Warn("report not delivered; will retry", "revision", rep.Revision, "err", err)
+	}
+}
+
+// flushReport sends the pending report; it stays pending on failure.
+func (a *Agent) flushReport(ctx context.Context) error {
+	callCtx, cancel := context.WithTimeout(ctx, callGrace)
+	defer cancel()
+	if err := a.srv.Report(callCtx, *a.pending); err != nil {
+		return err
+	}
+	a.pending = nil
+	return nil
+}
+
+// observeSkew records the server's clock minus the agent's, estimated from
+// cur's sample in the agent clock's frame at now, and warns when it is large.
+func (a *Agent) observeSkew(cur *received, now time.Time) {
+	if cur.ds.ServerTime.IsZero() {
+		return
+	}
+	skew := cur.ds.ServerTime.Sub(skewNow(cur.recvAt, now))
+	a.mu.Lock()
+	a.status.Skew = skew
+	a.mu.Unlock()
+	switch abs := max(skew, -skew); {
+	case abs > skewWarn && !a.skewWarned:
+		a.skewWarned = true
+		a.log.Warn("clock skew with the server; grants close at the earlier clock's deadline, fix NTP", "server_minus_local", skew.Round(time.Millisecond))
+	case abs <= skewWarn && a.skewWarned:
+		a.skewWarned = false
+		a.log.Info("clock skew with the server is back within bounds", "server_minus_local", skew.Round(time.Millisecond))
+	}
+}
+
+// skewNow returns the agent's wall-clock reading, in the frame of now, of the
+// instant recvAt was taken. The elapsed time comes from the monotonic clock,
+// so if the wall clock was stepped since the answer arrived (a resync while
+// the server is unreachable), the skew estimate follows the step and a clock
+// set back cannot lengthen kernel timeouts.
+func skewNow(recvAt, now time.Time) time.Time {
+	return now.Round(0).Add(-now.Sub(recvAt))
+}
+
+// nextShift returns the deadline shift to use given a fresh estimate and the
+// shift in use. The estimate jitters by the network delay; recomputing every
+// deadline on every sample would make each resync rewrite every element. So
+// the shift moves only when the estimate leaves [inUse-2*margin, inUse], and
+// then to estimate+margin: it never falls below the estimate (grants close at
+// most 2*margin early, never late, by the estimate).
+func nextShift(estimate, inUse time.Duration) time.Duration {
+	if estimate <= inUse && estimate >= inUse-2*skewMargin {
+		return inUse
+	}
+	if estimate == 0 {
+		return 0
+	}
+	return estimate + skewMargin
+}
+
+// backoff is capped exponential backoff with jitter: half of each delay is
+// random so that agents cut off together do not come back in lockstep.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	half := b.cur / 2
+	return half + rand.N(half+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// sleepUntilResync sleeps d, cut short when a resync falls due first.
+func (a *Agent) sleepUntilResync(ctx context.Context, d time.Duration) {
+	if a.cur != nil {
+		d = min(d, max(time.Until(a.nextResync), 0))
+	}
+	sleep(ctx, d)
+}
+
+func (a *Agent) setTarget(name string) {
+	a.mu.Lock()
+	a.status.Target = name
+	a.mu.Unlock()
+}
+
+func (a *Agent) setError(err error) {
+	a.mu.Lock()
+	a.status.LastError = err.Error()
+	a.mu.Unlock()
+}
+
+func (a *Agent) contact(at time.Time) {
+	a.mu.Lock()
+	a.status.LastContact = at
+	if !a.failed {
+		a.status.LastError = ""
+	}
+	a.mu.Unlock()
+}
+
+func (a *Agent) applyOK(rev int64, at time.Time) {
+	a.mu.Lock()
+	a.status.AppliedRevision = rev
+	a.status.LastApply = at
+	a.status.LastError = ""
+	a.mu.Unlock()
+}
+
+// sameURL compares server URLs ignoring a trailing slash.
+func sameURL(a, b string) bool { return strings.TrimRight(a, "/") == strings.TrimRight(b, "/") }
+
+// checkWritable makes dir (0700) and proves a file can be created in it.
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("state directory %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// warnIfReadable warns when the credential file is readable by others.
+func warnIfReadable(log *slog.Logger, path string) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("credential file is readable by group or others; it should be 0600", "credential_file", path, "mode", fi.Mode().Perm().String())
+	}
+}

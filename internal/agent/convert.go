@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// skewShift returns how much earlier server deadlines must be moved for the
+// agent's clock, from a server answer stamped serverTime and received at the
+// agent's localNow: the server clock's lead over the agent's, or 0 when the
+// agent is ahead or the server sent no time.
+//
+// The estimate serverTime-localNow uses the time the answer was received, so
+// it is low by the answer's one-way network delay (milliseconds): the server
+// stamped serverTime slightly before localNow. The request's send time would
+// bound it from the other side, but a long-poll is sent up to a whole wait
+// earlier, which makes that bound useless.
+func skewShift(serverTime, localNow time.Time) time.Duration {
+	if serverTime.IsZero() {
+		return 0
+	}
+	if s := serverTime.Sub(localNow); s > 0 {
+		return s
+	}
+	return 0
+}
+
+// toRuleset turns a desired state into the Ruleset to apply, with every
+// deadline moved shift earlier to put it into the agent's clock, so that a
+// grant closes at the EARLIER of the two clocks' readings of its deadline.
+//
+// The server's deadlines are readings of the server's clock, while the kernel
+// gets a timeout of Expires-now computed with the agent's clock. An agent
+// whose clock is behind the server's by s would keep a grant open s too long,
+// so each deadline moves s earlier: shift is skewShift's estimate of s (plus
+// nextShift's hysteresis). An agent whose clock is ahead closes by its own
+// reading, already the earlier one, so its shift is 0.
+//
+// Any malformed entry fails the whole conversion: applying part of a state
+// could drop a protected port, and the previous state is safer than that.
+func toRuleset(ds wire.DesiredState, shift time.Duration) (firewall.Ruleset, error) {
+	rs := firewall.Ruleset{
+		Protected: make([]firewall.PortKey, 0, len(ds.Protected)),
+		Grants:    make([]firewall.Grant, 0, len(ds.Grants)),
+	}
+	for i, p := range ds.Protected {
+		proto, err := parseProtocol(p.Protocol)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("protected[%d] %d/%s: %w", i, p.Port, p.Protocol, err)
+		}
+		if p.Port == 0 {
+			return firewall.Ruleset{}, fmt.Errorf("protected[%d]: port 0 is not a port", i)
+		}
+		rs.Protected = append(rs.Protected, firewall.PortKey{Proto: proto, Port: p.Port})
+	}
+	for i, g := range ds.Grants {
+		proto, err := parseProtocol(g.Protocol)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: %w", i, g.Source, g.Port, g.Protocol, err)
+		}
+		if g.Port == 0 {
+			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s: port 0 is not a port", i, g.Source)
+		}
+		src, err := parseSource(g.Source)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %d/%s: %w", i, g.Port, g.Protocol, err)
+		}
+		if g.ExpiresAt.IsZero() {
+			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: no deadline", i, g.Source, g.Port, g.Protocol)
+		}
+		rs.Grants = append(rs.Grants, firewall.Grant{
+			Source:  src,
+			Proto:   proto,
+			Port:    g.Port,
+			Expires: g.ExpiresAt.Add(-shift),
+		})
+	}
+	return rs, nil
+}
+
+func parseProtocol(s string) (firewall.Protocol, error) {
+	switch strings.ToLower(s) {
+	case "tcp":
+		return firewall.TCP, nil
+	case "udp":
+		return firewall.UDP, nil
+	}
+	return 0, fmt.Errorf("protocol %q: must be tcp or udp", s)
+}
+
+// parseSource reads a CIDR prefix; a bare address is accepted as the prefix
+// holding only itself.
+func parseSource(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("source %q: not an address or CIDR prefix", s)
+		}
+		a = a.Unmap().WithZone("")
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("source %q: not an address or CIDR prefix", s)
+	}
+	return p, nil
+}
