@@ -76,7 +76,7 @@ func TestHostMode(t *testing.T) {
 	}
 	stopSession()
 	l.eventually("request marked expired", 10*time.Second, func() bool {
-		return cliJSON[wire.Request](l, "request", "show", req.ID).State == "expired"
+		return cliJSON[wire.Request](l, "requests", req.ID).State == "expired"
 	})
 
 	t.Log("revoke closes at once")
@@ -127,9 +127,9 @@ func TestHostMode(t *testing.T) {
 		t.Fatal("a restart closed a live grant")
 	}
 	l.eventually("the expired request is recorded expired after restart", 10*time.Second, func() bool {
-		return cliJSON[wire.Request](l, "request", "show", short.ID).State == "expired"
+		return cliJSON[wire.Request](l, "requests", short.ID).State == "expired"
 	})
-	if st := cliJSON[wire.Request](l, "request", "show", long.ID).State; st != "active" {
+	if st := cliJSON[wire.Request](l, "requests", long.ID).State; st != "active" {
 		t.Fatalf("the live request is %s after restart, want active", st)
 	}
 

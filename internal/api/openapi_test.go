@@ -10,7 +10,7 @@ import (
 // documented, or documented but not served.
 func TestOpenAPICoversRoutes(t *testing.T) {
 	var doc struct {
-		OpenAPI string                               `json:"openapi"`
+		OpenAPI string                                `json:"openapi"`
 		Paths   map[string]map[string]json.RawMessage `json:"paths"`
 	}
 	if err := json.Unmarshal(openAPI, &doc); err != nil {

@@ -175,17 +175,22 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if err != nil {
 			return fmt.Errorf("inserting request: %w", err)
 		}
+		details := map[string]any{"ports": encodePorts(req.Ports), "source": req.Source.String(), "duration": req.Duration.String(), "revision": rev}
+		if len(extended) > 0 {
+			details["extended"] = encodePorts(extended)
+		}
+		// The new request is audited before the ones it supersedes, so the
+		// trail never names a request before its creation.
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestCreated,
+			Target: target, RequestID: id, Reason: req.Reason, Details: details}); err != nil {
+			return err
+		}
 		for old := range previous {
 			if err := supersedeIfEmpty(ctx, tx, old, id, actor, now); err != nil {
 				return err
 			}
 		}
-		details := map[string]any{"ports": encodePorts(req.Ports), "source": req.Source.String(), "duration": req.Duration.String(), "revision": rev}
-		if len(extended) > 0 {
-			details["extended"] = encodePorts(extended)
-		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestCreated,
-			Target: target, RequestID: id, Reason: req.Reason, Details: details})
+		return nil
 	})
 	if err != nil {
 		return Request{}, err

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jitgate/jitgate/internal/agent"
+	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/firewall/nft"
+)
+
+func (a *app) newAgentCmd() *cobra.Command {
+	var (
+		cfg    agent.Config
+		dryRun bool
+		logs   logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --server URL [--enroll-token TOKEN]",
+		Short: "Run the agent on a protected host",
+		Long: `Run the agent on a protected host (as root): it enrolls once with the token
+'jitgate target add' printed, then keeps the nftables table inet jitgate in line
+with the grants the server holds. The credential is kept in --state-dir; once
+enrolled, --server and --enroll-token may be left out.
+
+The enrollment token may also come from JITGATE_ENROLL_TOKEN, which keeps it out
+of the process list.
+
+With --dry-run the agent enrolls if needed, fetches the desired state once,
+prints the nftables table it would build and exits. It neither touches the
+firewall nor tells the server anything was applied.
+
+SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
+		Example: `  jitgate agent --server https://jit.example.com --enroll-token jge_...`,
+		Args:    noArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ServerURL, "server", "", "server URL (remembered in the state directory after enrollment)")
+	f.StringVar(&cfg.EnrollToken, "enroll-token", "", "one-time enrollment token from 'jitgate target add' (default $JITGATE_ENROLL_TOKEN)")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/jitgate-agent", "directory holding the agent credential")
+	f.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to trust for the server's TLS")
+	f.BoolVar(&dryRun, "dry-run", false, "print the nftables table the agent would build, once, and exit without applying it")
+	logs.add(cmd)
+
+	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		log, err := logs.logger(a.stderr)
+		if err != nil {
+			return err
+		}
+		if cfg.EnrollToken == "" {
+			cfg.EnrollToken = a.env("JITGATE_ENROLL_TOKEN")
+		}
+		cfg.Version = versionInfo().Version
+		cfg.Logger = log
+		if dryRun {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			b := &printBackend{w: a.stdout, json: a.jsonOut(), done: cancel}
+			if err := agent.Run(ctx, cfg, b); err != nil {
+				return err
+			}
+			if !b.printed {
+				return errors.New("stopped before the server sent the desired state")
+			}
+			return nil
+		}
+		backend, err := nft.New()
+		if err != nil {
+			return fmt.Errorf("opening nftables (the agent needs root or CAP_NET_ADMIN): %w", err)
+		}
+		defer backend.Close()
+		return agent.Run(ctx, cfg, backend)
+	})
+	return cmd
+}
+
+// printBackend is the backend of --dry-run: its first Apply prints the
+// table nft would build and ends the run, so the agent never reports the
+// state as applied (its report would go out on a cancelled context).
+type printBackend struct {
+	w       io.Writer
+	json    bool
+	done    context.CancelFunc
+	mu      sync.Mutex
+	printed bool
+}
+
+var _ firewall.Backend = (*printBackend)(nil)
+
+func (b *printBackend) Apply(_ context.Context, rs firewall.Ruleset, now time.Time) (firewall.ApplyResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.printed {
+		b.printed = true
+		text := nft.Render(rs, now)
+		if b.json {
+			printJSONTo(b.w, struct {
+				Ruleset string `json:"ruleset"`
+			}{text})
+		} else {
+			fmt.Fprint(b.w, text)
+		}
+	}
+	b.done()
+	return firewall.ApplyResult{}, nil
+}
+
+func (b *printBackend) State(context.Context, time.Time) (firewall.State, error) {
+	return firewall.State{}, errors.New("dry run: no kernel state")
+}
+
+func (b *printBackend) Close() error { return nil }

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/policyfile"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+func (a *app) newPolicyCmd() *cobra.Command {
+	cmd := group(&cobra.Command{
+		Use:   "policy",
+		Short: "Set, show or remove a target's JIT policy",
+	})
+	a.addConnFlags(cmd)
+	cmd.AddCommand(a.newPolicySetCmd(), a.newPolicyShowCmd(), a.newPolicyRemoveCmd())
+	return cmd
+}
+
+func (a *app) newPolicySetCmd() *cobra.Command {
+	var (
+		ports   []string
+		sources []string
+		maxDur  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "set TARGET --port PORT[/PROTO] ... [--max DURATION] [--source PREFIX ...]",
+		Short: "Replace a target's JIT policy: its ports close to everyone not granted",
+		Long: `Replace a target's JIT policy. Every --port given shares --max and --source.
+Without --source the requester names the source per request (one address by
+default). Setting the policy the target already has changes nothing.`,
+		Example: `  jitgate policy set web-01 --port 22/tcp --max 3h --source 198.51.100.0/24
+  jitgate policy set win-01 --port 3389 --port 5986 --max 1h`,
+		Args: oneArg("TARGET"),
+	}
+	cmd.Flags().StringArrayVar(&ports, "port", nil, "port to gate: 22, 22/tcp or 53/udp (repeatable)")
+	cmd.Flags().StringArrayVar(&sources, "source", nil, "allowed source prefix, IPv4 or IPv6 (repeatable)")
+	cmd.Flags().Var(newDuration(&maxDur, 0), "max", "longest grant on these ports, 5m to 24h (default 3h)")
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		if len(ports) == 0 {
+			return usagef("name at least one --port")
+		}
+		var pol wire.Policy
+		for _, s := range sources {
+			if _, err := policy.ParsePrefix(s); err != nil || !strings.Contains(s, "/") {
+				return usagef("--source %q: use a CIDR prefix such as 198.51.100.0/24 or 2001:db8::/48", s)
+			}
+		}
+		for _, s := range ports {
+			p, err := policy.ParsePort(s)
+			if err != nil {
+				return usagef("--port: %v", err)
+			}
+			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
+				AllowedSources: sources, MaxDuration: wire.Duration(maxDur)})
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		res, err := c.SetPolicy(ctx, args[0], pol)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(res)
+		}
+		if res.Changed {
+			fmt.Fprintf(a.stdout, "%s: policy set\n", res.Target)
+		} else {
+			fmt.Fprintf(a.stdout, "%s: unchanged\n", res.Target)
+		}
+		return a.printPolicy(res.Policy, "  ")
+	})
+	return cmd
+}
+
+// printPolicy writes one line per rule.
+func (a *app) printPolicy(p wire.Policy, indent string) error {
+	tw := a.table(indent+"PORT", "MAX", "ALLOWED SOURCES")
+	for _, r := range p.Rules {
+		srcs := "per request"
+		if len(r.AllowedSources) > 0 {
+			srcs = strings.Join(r.AllowedSources, ", ")
+		}
+		row(tw, indent+ruleName(r), fmtDuration(time.Duration(r.MaxDuration)), srcs)
+	}
+	return tw.Flush()
+}
+
+func (a *app) newPolicyShowCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "show TARGET", Short: "Show a target's JIT policy", Args: oneArg("TARGET")}
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		p, err := c.Policy(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(p)
+		}
+		return a.printPolicy(p, "")
+	})
+	return cmd
+}
+
+func (a *app) newPolicyRemoveCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "remove TARGET", Aliases: []string{"rm"}, Short: "Remove a target's JIT policy: its ports open again", Args: oneArg("TARGET")}
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		if err := c.RemovePolicy(ctx, args[0]); err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(map[string]any{"target": args[0], "removed": true})
+		}
+		fmt.Fprintf(a.stdout, "%s: policy removed; its ports are no longer gated\n", args[0])
+		return nil
+	})
+	return cmd
+}
+
+func (a *app) newApplyCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Set the policies a YAML file declares (idempotent)",
+		Long: `Set the JIT policies a YAML file declares, target by target. Applying the same
+file again changes nothing. Unknown keys are refused with their line number.
+
+  policies:
+    - target: web-01
+      rules:
+        - port: 22
+          protocol: tcp
+          max_duration: 3h
+          allowed_sources: [198.51.100.0/24]`,
+		Args: noArgs,
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "policy file, or - for standard input")
+	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		if file == "" {
+			return usagef("name the policy file with -f FILE")
+		}
+		in := a.stdin
+		if file != "-" {
+			f, err := os.Open(file)
+			if err != nil {
+				return fmt.Errorf("opening policy file: %w", err)
+			}
+			defer f.Close()
+			in = f
+		}
+		pf, err := policyfile.Parse(in)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		var results []wire.PolicyResult
+		for _, p := range pf.Policies {
+			res, err := c.SetPolicy(ctx, p.Target, p.Wire())
+			if err != nil {
+				return fmt.Errorf("%s line %d: target %s: %w", file, p.Line, p.Target, err)
+			}
+			results = append(results, res)
+			if !a.jsonOut() {
+				state := "unchanged"
+				if res.Changed {
+					state = "policy set"
+				}
+				fmt.Fprintf(a.stdout, "%s: %s\n", res.Target, state)
+			}
+		}
+		if a.jsonOut() {
+			return a.printJSON(nonNil(results))
+		}
+		return nil
+	})
+	a.addConnFlags(cmd)
+	return cmd
+}

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+func (a *app) newRequestCmd() *cobra.Command {
+	var (
+		ports       []string
+		source      string
+		reason      string
+		duration    time.Duration
+		wait        bool
+		waitTimeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "request TARGET --port PORT ... --duration D --reason TEXT [--source my-ip|PREFIX] [--wait]",
+		Short: "Ask for access to ports of a target",
+		Long: `Ask for access to one or more ports of a target from one source (by default the
+address the server sees you come from), for a duration no longer than the policy
+allows, with a reason. Asking again for the same target, source and port extends
+the live grant. With --wait the command follows the request until the port is
+open (or the request failed), and fails when it did not open.`,
+		Example: `  jitgate request web-01 --port 22 --duration 1h --reason "INC-1234" --wait
+  jitgate request win-01 --port 3389 --source 198.51.100.7 --duration 30m --reason "patching"`,
+		Args: oneArg("TARGET"),
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&ports, "port", "p", nil, "port: 22, 22/tcp or 53/udp (repeatable)")
+	f.StringVar(&source, "source", "my-ip", "source: my-ip, an address or a CIDR prefix")
+	f.StringVar(&reason, "reason", "", "why you need access (recorded in the audit trail)")
+	f.Var(newDuration(&duration, 0), "duration", "how long, such as 30m or 1h (required)")
+	f.BoolVarP(&wait, "wait", "w", false, "wait until the port is open or the request failed")
+	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		if len(ports) == 0 {
+			return usagef("name at least one --port")
+		}
+		if duration == 0 {
+			return usagef("--duration is required, such as --duration 1h")
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: args[0], Ports: ports, Source: source, Duration: wire.Duration(duration), Reason: reason})
+		if err != nil {
+			return err
+		}
+		if wait {
+			if req, err = a.follow(ctx, c, req, waitTimeout); err != nil {
+				return err
+			}
+		}
+		if a.jsonOut() {
+			if err := a.printJSON(req); err != nil {
+				return err
+			}
+		} else {
+			a.printRequest(a.stdout, req)
+		}
+		if wait && req.State != "active" {
+			return fmt.Errorf("request %s is %s: %s", req.ID, req.State, orDefault(req.Message, "not active"))
+		}
+		return nil
+	})
+	return cmd
+}
+
+// follow long-polls a request until it leaves pending (or the timeout),
+// printing progress.
+func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, timeout time.Duration) (wire.Request, error) {
+	deadline := a.now().Add(timeout)
+	w := a.progress()
+	fmt.Fprintf(w, "request %s: %s — waiting for the agent of %s to open %s…\n", req.ID, req.State, req.Target, strings.Join(req.Ports, ", "))
+	for req.State == "pending" {
+		left := deadline.Sub(a.now())
+		if left <= 0 {
+			return req, fmt.Errorf("request %s still pending after %s; follow it with 'jitgate requests %s'", req.ID, fmtDuration(timeout), req.ID)
+		}
+		next, err := c.WaitRequest(ctx, req.ID, req.State, min(left, 30*time.Second))
+		if err != nil {
+			return req, err
+		}
+		req = next
+	}
+	switch req.State {
+	case "active":
+		fmt.Fprintf(w, "request %s: active until %s\n", req.ID, fmtClock(req.ExpiresAt, a.now()))
+	default:
+		fmt.Fprintf(w, "request %s: %s: %s\n", req.ID, req.State, req.Message)
+	}
+	return req, nil
+}
+
+func (a *app) printRequest(w io.Writer, r wire.Request) {
+	now := a.now()
+	tw := a.table("Request:", r.ID)
+	row(tw, "Target:", r.Target)
+	row(tw, "Ports:", strings.Join(r.Ports, ", "))
+	row(tw, "Source:", r.Source)
+	row(tw, "State:", r.State)
+	if r.Message != "" {
+		row(tw, "Message:", r.Message)
+	}
+	row(tw, "Requester:", r.Requester)
+	row(tw, "Reason:", r.Reason)
+	row(tw, "Requested:", fmtTime(r.CreatedAt))
+	if r.ActivatedAt != nil {
+		row(tw, "Active since:", fmtTime(*r.ActivatedAt))
+	}
+	row(tw, "Expires:", fmtTime(r.ExpiresAt)+" ("+fmtRelative(r.ExpiresAt, now)+")")
+	if len(r.Extended) > 0 {
+		row(tw, "Extended:", strings.Join(r.Extended, ", ")+" (a live grant was extended)")
+	}
+	if r.SupersededBy != "" {
+		row(tw, "Superseded by:", r.SupersededBy)
+	}
+	tw.Flush()
+	if len(r.Connect) > 0 {
+		fmt.Fprintln(w, "Connect:")
+		for _, c := range r.Connect {
+			fmt.Fprintln(w, "  "+c)
+		}
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func (a *app) newRequestsCmd() *cobra.Command {
+	var f client.RequestFilter
+	cmd := &cobra.Command{
+		Use:   "requests [ID] [--active] [--target NAME] [--state STATE]",
+		Short: "List access requests, or show one",
+		Example: `  jitgate requests --active
+  jitgate requests r-abcdefgh`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("expected at most one request ID, got %d arguments", len(args))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&f.Active, "active", false, "only pending and active requests")
+	cmd.Flags().StringVar(&f.Target, "target", "", "only requests for this target")
+	cmd.Flags().StringVar(&f.State, "state", "", "only requests in this state (pending, active, expired, revoked, failed, superseded)")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		if len(args) == 1 {
+			r, err := c.Request(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(r)
+			}
+			a.printRequest(a.stdout, r)
+			return nil
+		}
+		rs, err := c.Requests(ctx, f)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(nonNil(rs))
+		}
+		if len(rs) == 0 {
+			fmt.Fprintln(a.stderr, "no requests")
+			return nil
+		}
+		now := a.now()
+		tw := a.table("ID", "TARGET", "REQUESTER", "SOURCE", "PORTS", "STATE", "EXPIRES")
+		for _, r := range rs {
+			row(tw, r.ID, r.Target, r.Requester, r.Source, strings.Join(r.Ports, ","), r.State, fmtRelative(r.ExpiresAt, now))
+		}
+		return tw.Flush()
+	})
+	return cmd
+}
+
+func (a *app) newRevokeCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{Use: "revoke ID [--reason TEXT]", Short: "End a request at once: its ports close", Args: oneArg("request ID")}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		r, err := c.Revoke(ctx, args[0], reason)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(r)
+		}
+		fmt.Fprintf(a.stdout, "request %s revoked; %s closes now\n", r.ID, strings.Join(r.Ports, ", "))
+		return nil
+	})
+	return cmd
+}
+
+func (a *app) newAuditCmd() *cobra.Command {
+	var (
+		f     client.AuditFilter
+		since string
+	)
+	cmd := &cobra.Command{
+		Use:   "audit [--target NAME] [--request ID] [--action ACTION] [--since 1h|RFC3339] [--limit N]",
+		Short: "Show the audit trail, oldest first",
+		Args:  noArgs,
+	}
+	cmd.Flags().StringVar(&f.Target, "target", "", "only events of this target")
+	cmd.Flags().StringVar(&f.RequestID, "request", "", "only events of this request")
+	cmd.Flags().StringVar(&f.Action, "action", "", "only this action, such as request.created")
+	cmd.Flags().StringVar(&since, "since", "", "only events since a duration ago (1h) or an RFC 3339 time")
+	cmd.Flags().IntVar(&f.Limit, "limit", 0, "at most this many events (default 1000)")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		if since != "" {
+			if d, err := time.ParseDuration(since); err == nil && d > 0 {
+				f.Since = a.now().Add(-d)
+			} else if t, err := time.Parse(time.RFC3339, since); err == nil {
+				f.Since = t
+			} else {
+				return usagef("--since %q: use a duration such as 1h or an RFC 3339 time such as 2026-01-02T15:04:05Z", since)
+			}
+		}
+		if f.Limit < 0 || f.Limit > 10000 {
+			return usagef("--limit must be from 1 to 10000")
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		es, err := c.Audit(ctx, f)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(nonNil(es))
+		}
+		if len(es) == 0 {
+			fmt.Fprintln(a.stderr, "no audit events")
+			return nil
+		}
+		tw := a.table("TIME", "ACTOR", "ACTION", "TARGET", "REQUEST", "FROM", "REASON")
+		for _, e := range es {
+			row(tw, fmtTime(e.At), e.Actor, e.Action, e.Target, e.RequestID, e.ClientAddr, e.Reason)
+		}
+		return tw.Flush()
+	})
+	return cmd
+}
+

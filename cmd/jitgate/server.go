@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/server"
+)
+
+// logFlags are the logging flags of the long-running commands.
+type logFlags struct {
+	format, level string
+}
+
+func (l *logFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&l.format, "log-format", "text", "log format: text or json")
+	cmd.Flags().StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// logger builds the logger the flags describe, writing to w.
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, usagef("--log-level %q: must be debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: must be text or json", l.format)
+}
+
+func (a *app) newServerCmd() *cobra.Command {
+	var (
+		cfg            server.Config
+		trustedProxies []string
+		maxDuration    time.Duration
+		prefix4        int
+		prefix6        int
+		logs           logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "server --data-dir DIR [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
+		Short: "Run the jitgate server",
+		Long: `Run the jitgate server: the REST API for people and agents, and the sweeper that
+ends what time ends. On first start it writes an admin token to DIR/admin.token.
+
+SIGINT or SIGTERM stop it.`,
+		Example: `  jitgate server --data-dir /var/lib/jitgate --listen 0.0.0.0:8443 \
+    --tls-cert /etc/jitgate/tls.crt --tls-key /etc/jitgate/tls.key`,
+		Args: noArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "", "address to listen on (default 127.0.0.1:8443 with TLS, 127.0.0.1:8080 without)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the database and the first admin token (required)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve HTTPS")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of --tls-cert")
+	f.StringSliceVar(&trustedProxies, "trusted-proxy", nil, "CIDR of a reverse proxy whose X-Forwarded-For is believed for \"my-ip\" (repeatable)")
+	f.Var(newDuration(&cfg.ActivationTimeout, 30*time.Second), "activation-timeout", "how long a request waits for its agent to open the port before it fails")
+	f.Var(newDuration(&maxDuration, policy.DefaultLimits().MaxRuleDuration), "max-duration", "the longest max duration any policy rule may set")
+	f.IntVar(&prefix4, "per-request-prefix-v4", policy.DefaultLimits().PerRequestBits4, "shortest IPv4 prefix a requester may name on a rule without allowed sources")
+	f.IntVar(&prefix6, "per-request-prefix-v6", policy.DefaultLimits().PerRequestBits6, "shortest IPv6 prefix a requester may name on a rule without allowed sources")
+	logs.add(cmd)
+	_ = cmd.MarkFlagRequired("data-dir")
+
+	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		log, err := logs.logger(a.stderr)
+		if err != nil {
+			return err
+		}
+		for _, s := range trustedProxies {
+			p, err := policy.ParsePrefix(s)
+			if err != nil {
+				return usagef("--trusted-proxy %q: not an address or CIDR prefix", s)
+			}
+			cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+		}
+		cfg.Limits = serverLimits(maxDuration, prefix4, prefix6)
+		cfg.Logger = log
+		if err := server.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	})
+	return cmd
+}
+
+// serverLimits applies the flags to the default limits. A maximum below the
+// default rule duration lowers the default with it.
+func serverLimits(maxDuration time.Duration, prefix4, prefix6 int) policy.Limits {
+	l := policy.DefaultLimits()
+	l.MaxRuleDuration = maxDuration
+	l.DefaultRuleDuration = min(l.DefaultRuleDuration, maxDuration)
+	l.PerRequestBits4, l.PerRequestBits6 = prefix4, prefix6
+	return l
+}

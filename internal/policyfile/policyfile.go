@@ -1,0 +1,452 @@
+// Package policyfile reads JIT policies written as code: a YAML file that
+// names, per target, the ports it gates, for how long a grant may last and
+// from where it may be requested.
+//
+//	policies:
+//	  - target: web-01
+//	    rules:
+//	      - port: 22
+//	        protocol: tcp          # default tcp
+//	        max_duration: 3h       # default: the server's default (3h)
+//	        allowed_sources: [198.51.100.0/24, 2001:db8::/48]
+//
+// Parse rejects unknown keys and checks everything that can be checked
+// without the server (port range, protocol, prefixes, duplicates); errors
+// name the line. Limits that depend on the server's configuration (the
+// shortest and longest max_duration) are left to the server.
+package policyfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// MaxSize bounds the file Parse reads.
+const MaxSize = 4 << 20
+
+// File is a parsed, validated policy file.
+type File struct {
+	Policies []Policy
+}
+
+// Policy is the JIT policy of one target.
+type Policy struct {
+	Target string
+	Rules  []Rule
+	// Line is where the policy starts in the file.
+	Line int
+}
+
+// Rule is one gated port.
+type Rule struct {
+	Port     uint16
+	Protocol policy.Protocol
+	// MaxDuration is 0 when the file leaves it to the server's default.
+	MaxDuration time.Duration
+	// AllowedSources are canonical prefixes; empty means the requester
+	// names a single address per request.
+	AllowedSources []netip.Prefix
+	Line           int
+}
+
+// Wire returns the policy as the API's request body.
+func (p Policy) Wire() wire.Policy {
+	out := wire.Policy{Rules: make([]wire.PortRule, 0, len(p.Rules))}
+	for _, r := range p.Rules {
+		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration)}
+		for _, s := range r.AllowedSources {
+			wr.AllowedSources = append(wr.AllowedSources, s.String())
+		}
+		out.Rules = append(out.Rules, wr)
+	}
+	return out
+}
+
+// Error is a problem in a policy file. Line is 0 when it is not known.
+type Error struct {
+	Line int
+	// Field is the path of the bad value ("policies[0].rules[1].port"), or "".
+	Field string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// The shapes the decoder fills. Leaves are nodes so that errors can name
+// their line and say what was expected in words.
+type rawFile struct {
+	Policies []rawPolicy `yaml:"policies"`
+}
+
+type rawPolicy struct {
+	Target yaml.Node `yaml:"target"`
+	Rules  []rawRule `yaml:"rules"`
+}
+
+type rawRule struct {
+	Port           yaml.Node `yaml:"port"`
+	Protocol       yaml.Node `yaml:"protocol"`
+	MaxDuration    yaml.Node `yaml:"max_duration"`
+	AllowedSources yaml.Node `yaml:"allowed_sources"`
+}
+
+// knownKeys lists, per decoded type, the keys it accepts, for the message
+// about an unknown one.
+var knownKeys = map[string]string{
+	"policyfile.rawFile":   "policies",
+	"policyfile.rawPolicy": "target, rules",
+	"policyfile.rawRule":   "port, protocol, max_duration, allowed_sources",
+}
+
+// Parse reads and validates a policy file. The error is an *Error when the
+// problem is in the file's content.
+func Parse(r io.Reader) (File, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
+	if err != nil {
+		return File{}, fmt.Errorf("reading policy file: %w", err)
+	}
+	if len(data) > MaxSize {
+		return File{}, &Error{Msg: fmt.Sprintf("file is larger than %d bytes", MaxSize)}
+	}
+
+	var raw rawFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) {
+			return File{}, &Error{Msg: "file is empty: expected a top-level \"policies:\" list"}
+		}
+		return File{}, yamlError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := 0
+		if err == nil {
+			line = extra.Line
+		}
+		return File{}, &Error{Line: line, Msg: "the file holds more than one YAML document; put all policies in one"}
+	}
+	// The same bytes as a node tree give the line of every list item,
+	// including items whose keys are all missing.
+	var tree yaml.Node
+	if err := yaml.Unmarshal(data, &tree); err != nil {
+		return File{}, yamlError(err)
+	}
+	pos := position{&tree}
+
+	if len(raw.Policies) == 0 {
+		return File{}, &Error{Line: pos.line(), Field: "policies", Msg: "the file defines no policies"}
+	}
+	out := File{Policies: make([]Policy, 0, len(raw.Policies))}
+	targets := map[string]int{} // name -> line
+	for i, rp := range raw.Policies {
+		ppos := pos.key("policies").item(i)
+		p, err := parsePolicy(rp, fmt.Sprintf("policies[%d]", i), ppos)
+		if err != nil {
+			return File{}, err
+		}
+		if first, dup := targets[p.Target]; dup {
+			return File{}, &Error{Line: p.Line, Field: fmt.Sprintf("policies[%d].target", i),
+				Msg: fmt.Sprintf("target %q already has a policy at line %d; give each target one entry", p.Target, first)}
+		}
+		targets[p.Target] = p.Line
+		out.Policies = append(out.Policies, p)
+	}
+	return out, nil
+}
+
+func parsePolicy(rp rawPolicy, field string, pos position) (Policy, error) {
+	p := Policy{Line: pos.line()}
+	rp.Target = deref(rp.Target)
+	if rp.Target.Kind == 0 || rp.Target.ShortTag() == "!!null" {
+		return Policy{}, &Error{Line: p.Line, Field: field, Msg: "missing \"target\": name the target this policy gates"}
+	}
+	name, err := scalarString(rp.Target, "a target name")
+	if err != nil {
+		return Policy{}, &Error{Line: rp.Target.Line, Field: field + ".target", Msg: err.Error()}
+	}
+	if err := policy.ValidateTargetName(name); err != nil {
+		var fe *policy.FieldError
+		msg := err.Error()
+		if errors.As(err, &fe) {
+			msg = fe.Reason
+		}
+		return Policy{}, &Error{Line: rp.Target.Line, Field: field + ".target", Msg: msg}
+	}
+	p.Target = name
+	if p.Line == 0 {
+		p.Line = rp.Target.Line
+	}
+	if len(rp.Rules) == 0 {
+		return Policy{}, &Error{Line: p.Line, Field: field + ".rules", Msg: fmt.Sprintf("policy for %q needs at least one rule", name)}
+	}
+	seen := map[policy.Port]int{}
+	for j, rr := range rp.Rules {
+		rfield := fmt.Sprintf("%s.rules[%d]", field, j)
+		r, err := parseRule(rr, rfield, pos.key("rules").item(j).line())
+		if err != nil {
+			return Policy{}, err
+		}
+		port := policy.Port{Number: r.Port, Protocol: r.Protocol}
+		if first, dup := seen[port]; dup {
+			return Policy{}, &Error{Line: r.Line, Field: rfield,
+				Msg: fmt.Sprintf("port %s is already configured at line %d", port, first)}
+		}
+		seen[port] = r.Line
+		p.Rules = append(p.Rules, r)
+	}
+	return p, nil
+}
+
+func parseRule(rr rawRule, field string, line int) (Rule, error) {
+	r := Rule{Line: line, Protocol: policy.TCP}
+	rr.Port, rr.Protocol = deref(rr.Port), deref(rr.Protocol)
+	rr.MaxDuration, rr.AllowedSources = deref(rr.MaxDuration), deref(rr.AllowedSources)
+	fail := func(n yaml.Node, sub, msg string) (Rule, error) {
+		l := n.Line
+		if l == 0 {
+			l = line
+		}
+		return Rule{}, &Error{Line: l, Field: field + sub, Msg: msg}
+	}
+
+	if rr.Port.Kind == 0 || rr.Port.ShortTag() == "!!null" {
+		return fail(rr.Port, "", "missing \"port\": give a port number from 1 to 65535")
+	}
+	n, ok := portNumber(rr.Port)
+	if !ok {
+		hint := ""
+		if rr.Port.Kind == yaml.ScalarNode && strings.Contains(rr.Port.Value, "/") {
+			hint = "; put the protocol in \"protocol:\""
+		}
+		return fail(rr.Port, ".port", fmt.Sprintf("%s is not a port number from 1 to 65535%s", describe(rr.Port), hint))
+	}
+	r.Port = n
+
+	if rr.Protocol.Kind != 0 && rr.Protocol.ShortTag() != "!!null" {
+		s, err := scalarString(rr.Protocol, "tcp or udp")
+		if err != nil {
+			return fail(rr.Protocol, ".protocol", err.Error())
+		}
+		proto, err := policy.ParseProtocol(s)
+		if err != nil {
+			return fail(rr.Protocol, ".protocol", fmt.Sprintf("%q must be tcp or udp", s))
+		}
+		r.Protocol = proto
+	}
+
+	if rr.MaxDuration.Kind != 0 && rr.MaxDuration.ShortTag() != "!!null" {
+		const want = "a duration such as 90m, 3h or 1h30m"
+		if rr.MaxDuration.Kind != yaml.ScalarNode || rr.MaxDuration.ShortTag() != "!!str" {
+			return fail(rr.MaxDuration, ".max_duration", fmt.Sprintf("%s is not %s (units: s, m, h)", describe(rr.MaxDuration), want))
+		}
+		d, err := time.ParseDuration(rr.MaxDuration.Value)
+		if err != nil {
+			return fail(rr.MaxDuration, ".max_duration", fmt.Sprintf("%q is not %s (units: s, m, h)", rr.MaxDuration.Value, want))
+		}
+		if d <= 0 {
+			return fail(rr.MaxDuration, ".max_duration", fmt.Sprintf("%s must be positive", d))
+		}
+		r.MaxDuration = d
+	}
+
+	switch n := rr.AllowedSources; {
+	case n.Kind == 0 || n.ShortTag() == "!!null":
+	case n.Kind != yaml.SequenceNode:
+		return fail(n, ".allowed_sources", "must be a list of CIDR prefixes such as [198.51.100.0/24, 2001:db8::/48]")
+	default:
+		for k, item := range n.Content {
+			sub := fmt.Sprintf(".allowed_sources[%d]", k)
+			item := deref(*item)
+			s, err := scalarString(item, "a CIDR prefix")
+			if err != nil {
+				return fail(item, sub, err.Error())
+			}
+			pfx, err := parsePrefix(s)
+			if err != nil {
+				return fail(item, sub, err.Error())
+			}
+			r.AllowedSources = append(r.AllowedSources, pfx)
+		}
+	}
+	return r, nil
+}
+
+// portNumber reads 22 or "22".
+func portNumber(n yaml.Node) (uint16, bool) {
+	if n.Kind != yaml.ScalarNode {
+		return 0, false
+	}
+	var v int64
+	switch n.ShortTag() {
+	case "!!int":
+		if n.Decode(&v) != nil {
+			return 0, false
+		}
+	case "!!str":
+		u, err := strconv.ParseUint(strings.TrimSpace(n.Value), 10, 16)
+		if err != nil {
+			return 0, false
+		}
+		v = int64(u)
+	default:
+		return 0, false
+	}
+	if v < 1 || v > 65535 {
+		return 0, false
+	}
+	return uint16(v), true
+}
+
+// parsePrefix accepts a CIDR prefix or a single address and refuses host
+// bits, which in a policy are more often a typo than an intent.
+func parsePrefix(s string) (netip.Prefix, error) {
+	p, err := policy.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix such as 198.51.100.0/24 or an address", s)
+	}
+	if strings.Contains(s, "/") {
+		if q, err := netip.ParsePrefix(strings.TrimSpace(s)); err == nil && q.Masked() != q {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, p)
+		}
+	}
+	return p, nil
+}
+
+// deref follows aliases (a bounded number of times: the decoder already
+// refused cycles and excessive aliasing).
+func deref(n yaml.Node) yaml.Node {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 8; i++ {
+		n = *n.Alias
+	}
+	return n
+}
+
+// scalarString returns the text of a scalar node, or an error saying what
+// was expected instead.
+func scalarString(n yaml.Node, want string) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", fmt.Errorf("%s is not %s", describe(n), want)
+	}
+	return n.Value, nil
+}
+
+// describe names a node's value for a message.
+func describe(n yaml.Node) string {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "an empty value"
+}
+
+var (
+	unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type (\S+)$`)
+	lineMsg      = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+)
+
+// yamlError turns a decoder error into an *Error with the first problem it
+// reports, in words that name the accepted keys.
+func yamlError(err error) error {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+		if m := unknownField.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			e := &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", m[2])}
+			if keys, ok := knownKeys[m[3]]; ok {
+				e.Msg += " (known fields: " + keys + ")"
+			}
+			return e
+		}
+		msg = strings.Replace(msg, "policyfile.rawFile", "a mapping with \"policies:\"", 1)
+		msg = strings.Replace(msg, "[]policyfile.rawPolicy", "a list of policies", 1)
+		msg = strings.Replace(msg, "policyfile.rawPolicy", "a policy (target, rules)", 1)
+		msg = strings.Replace(msg, "[]policyfile.rawRule", "a list of rules", 1)
+		msg = strings.Replace(msg, "policyfile.rawRule", "a rule (port, protocol, max_duration, allowed_sources)", 1)
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if m := lineMsg.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{Line: line, Msg: m[2]}
+	}
+	return &Error{Msg: msg}
+}
+
+// position walks the node tree to find where list items start.
+type position struct{ n *yaml.Node }
+
+func (p position) resolve() *yaml.Node {
+	n := p.n
+	for i := 0; n != nil && i < 8; i++ {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			if len(n.Content) == 0 {
+				return nil
+			}
+			n = n.Content[0]
+		case yaml.AliasNode:
+			n = n.Alias
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func (p position) line() int {
+	if p.n == nil {
+		return 0
+	}
+	return p.n.Line
+}
+
+func (p position) key(k string) position {
+	n := p.resolve()
+	if n == nil || n.Kind != yaml.MappingNode {
+		return position{}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == k {
+			return position{n.Content[i+1]}
+		}
+	}
+	return position{}
+}
+
+func (p position) item(i int) position {
+	n := p.resolve()
+	if n == nil || n.Kind != yaml.SequenceNode || i >= len(n.Content) {
+		return position{}
+	}
+	return position{n.Content[i]}
+}
