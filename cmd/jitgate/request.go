@@ -272,4 +272,3 @@ func (a *app) newAuditCmd() *cobra.Command {
 	})
 	return cmd
 }
-
