@@ -64,7 +64,9 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	case errors.Is(err, store.ErrNotFound):
 		status, body = http.StatusNotFound, wire.Error{Error: err.Error()}
 	case errors.Is(err, store.ErrConflict):
-		status, body = http.StatusConflict, wire.Error{Error: err.Error()}
+		// The sentinel's own text ("conflict") adds nothing to the message.
+		msg := strings.TrimSuffix(strings.TrimSuffix(err.Error(), ": conflict"), " (conflict)")
+		status, body = http.StatusConflict, wire.Error{Error: msg}
 	default:
 		log.Error("request failed", "err", err)
 	}
