@@ -164,7 +164,7 @@ func (a *api) clientAddr(r *http.Request) netip.Addr {
 		if err != nil {
 			return addr // a malformed chain is not believed past this point
 		}
-		hop = hop.Unmap()
+		hop = hop.Unmap().WithZone("")
 		if !a.trusted(hop) {
 			return hop
 		}

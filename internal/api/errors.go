@@ -113,7 +113,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return badRequest("malformed JSON: %v", err)
 	}
-	if dec.More() {
+	// dec.More would miss a stray ']' or '}' after the value: only the end
+	// of the body may follow it.
+	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
 		return badRequest("request body holds more than one JSON value")
 	}
 	return nil
