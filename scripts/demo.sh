@@ -29,7 +29,7 @@ cli=jgdemo-client-$$
 srv=jgdemo-server-$$
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	ip netns delete "$cli" 2>/dev/null || true
 	ip netns delete "$srv" 2>/dev/null || true
 	rm -rf "$work"
@@ -73,17 +73,17 @@ PermitRootLogin prohibit-password
 StrictModes no
 LogLevel ERROR
 CONF
-in_srv /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" 2>"$work/sshd.log" &
+ip netns exec "$srv" /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" 2>"$work/sshd.log" &
 pids+=($!)
 
 step "starting the jitgate server and enrolling the server host's agent"
-in_srv "$jg" server --listen 0.0.0.0:8080 --data-dir "$work/data" 2>"$work/server.log" &
+ip netns exec "$srv" "$jg" server --listen 0.0.0.0:8080 --data-dir "$work/data" 2>"$work/server.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/data/admin.token" ] && break; sleep 0.1; done
 export JITGATE_SERVER=http://192.0.2.2:8080 JITGATE_TOKEN
 JITGATE_TOKEN=$(cat "$work/data/admin.token")
 enroll=$(in_cli "$jg" target add web-01 --label group=demo --output json | sed -n 's/.*"enroll_token": *"\([^"]*\)".*/\1/p')
-in_srv "$jg" agent --server http://127.0.0.1:8080 --enroll-token "$enroll" --state-dir "$work/agent" 2>"$work/agent.log" &
+JITGATE_ENROLL_TOKEN=$enroll ip netns exec "$srv" "$jg" agent --server http://127.0.0.1:8080 --state-dir "$work/agent" 2>"$work/agent.log" &
 pids+=($!)
 sleep 1
 probe 192.0.2.1

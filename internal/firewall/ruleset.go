@@ -180,7 +180,7 @@ func (r Ruleset) Elements(now time.Time) []Element {
 		if !g.Source.IsValid() || !g.Expires.After(now) || !protected[PortKey{g.Proto, g.Port}] {
 			continue
 		}
-		g.Source = netip.PrefixFrom(g.Source.Addr().Unmap(), prefixBits(g.Source)).Masked()
+		g.Source = canonical(g.Source)
 		k := group{PortKey{g.Proto, g.Port}, g.Source.Addr().Is6()}
 		groups[k] = append(groups[k], g)
 	}
@@ -204,11 +204,15 @@ func (r Ruleset) Elements(now time.Time) []Element {
 	return out
 }
 
-func prefixBits(p netip.Prefix) int {
-	if p.Addr().Is4In6() {
-		return p.Bits() - 96
+// canonical unmaps an IPv4-mapped prefix that lies inside ::ffff:0:0/96 and
+// masks host bits. A shorter mapped prefix also covers non-IPv4 addresses
+// and stays IPv6.
+func canonical(p netip.Prefix) netip.Prefix {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
 	}
-	return p.Bits()
+	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
 }
 
 // sweep turns overlapping ranges of one (proto, port, family) into disjoint

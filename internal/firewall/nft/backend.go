@@ -1,0 +1,208 @@
+// Package nft enforces a firewall.Ruleset with nftables, over netlink, from
+// one long-lived connection. It owns exactly one table, inet jitgate, and
+// never reads-to-modify or deletes anything outside it. See
+// internal/firewall/README.md for the hook, priority, sets and timeouts.
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/jitgate/jitgate/internal/firewall"
+)
+
+var _ firewall.Backend = (*Backend)(nil)
+
+// errClosed is returned by every method called after Close.
+var errClosed = errors.New("nft backend is closed")
+
+// socketBuffer is the send and receive buffer asked for the netlink socket.
+// One Apply is one netlink message batch, and the kernel refuses a batch
+// larger than the send buffer (the default, ~200 KiB, holds only ~3,000
+// IPv6 elements).
+const socketBuffer = 32 << 20
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithNetNSFd makes the backend program the network namespace that fd refers
+// to instead of the caller's. The caller keeps ownership of fd and must keep
+// it open as long as the backend is used.
+func WithNetNSFd(fd int) Option { return func(b *Backend) { b.netnsFD = fd } }
+
+// Backend programs table inet jitgate through netlink. It is safe for
+// concurrent use; calls are serialised.
+type Backend struct {
+	netnsFD int
+
+	mu     sync.Mutex
+	conn   *nftables.Conn // nil after an error: the next call redials
+	nl     *netlink.Conn  // conn's socket, for deadlines
+	closed bool
+
+	// Test hooks, set only by this package's tests.
+	beforeFlush func(c *nftables.Conn, l layout) // queues extra messages
+	flushes     int                              // batches sent
+}
+
+// New opens a lasting netlink connection. It does not touch the ruleset:
+// the table is created by the first Apply.
+func New(opts ...Option) (*Backend, error) {
+	b := &Backend{}
+	for _, o := range opts {
+		o(b)
+	}
+	if _, err := b.connection(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// connection returns the open netlink connection, dialling one if needed.
+func (b *Backend) connection() (*nftables.Conn, error) {
+	if b.conn != nil {
+		return b.conn, nil
+	}
+	var nl *netlink.Conn
+	opts := []nftables.ConnOption{
+		nftables.AsLasting(),
+		nftables.WithSockOptions(func(c *netlink.Conn) error {
+			nl = c
+			return growBuffers(c)
+		}),
+	}
+	if b.netnsFD != 0 {
+		opts = append(opts, nftables.WithNetNSFd(b.netnsFD))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables netlink connection: %w", err)
+	}
+	b.conn, b.nl = c, nl
+	return c, nil
+}
+
+// growBuffers raises the socket's buffers past the system maximum when the
+// process may (CAP_NET_ADMIN, which programming nftables needs anyway), and
+// to the system maximum otherwise.
+func growBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sizing netlink buffers: %w", err)
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer) != nil {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer))
+			}
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return fmt.Errorf("sizing netlink buffers: %w", err)
+	}
+	return nil
+}
+
+// reset drops the connection after an error: its replies may be out of step
+// with its requests. The next call dials afresh.
+func (b *Backend) reset() {
+	if b.conn != nil {
+		b.conn.CloseLasting()
+	}
+	b.conn, b.nl = nil, nil
+}
+
+// begin checks that the backend is usable, and applies ctx's deadline and
+// cancellation to the socket. The returned function must be called when the
+// operation ends, with its error; it resets the connection on error and
+// reports ctx's error in preference to the socket's.
+func (b *Backend) begin(ctx context.Context) (*nftables.Conn, func(error) error, error) {
+	if b.closed {
+		return nil, nil, errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	c, err := b.connection()
+	if err != nil {
+		return nil, nil, err
+	}
+	nl := b.nl
+	if d, ok := ctx.Deadline(); ok {
+		nl.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { nl.SetDeadline(time.Unix(1, 0)) })
+	end := func(err error) error {
+		if !stop() && err == nil {
+			// ctx ended just as the operation did: the deadline may be
+			// set behind our back, so do not reuse the socket.
+			b.reset()
+			return nil
+		}
+		if err != nil {
+			b.reset()
+			if cerr := ctx.Err(); cerr != nil {
+				// The library does not always wrap the socket's timeout.
+				return fmt.Errorf("%w: %v", cerr, err)
+			}
+			return err
+		}
+		nl.SetDeadline(time.Time{})
+		return nil
+	}
+	return c, end, nil
+}
+
+// Close closes the netlink connection. It leaves the table as it is: the
+// kernel keeps enforcing the gate, and grants keep expiring on their own.
+// Close is idempotent.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	var err error
+	if b.conn != nil {
+		err = b.conn.CloseLasting()
+	}
+	b.conn, b.nl = nil, nil
+	return err
+}
+
+// Remove deletes table inet jitgate, opening every port it protected. It is
+// meant for a target that is explicitly taken out of jitgate's hands. It is
+// idempotent: removing an absent table succeeds. It is one netlink message,
+// so it either happens entirely or not at all.
+func (b *Backend) Remove(ctx context.Context) (err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, end, err := b.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("removing table inet %s: %w", tableName, err)
+	}
+	defer func() { err = end(err) }()
+	exists, err := tableExists(c)
+	if err != nil || !exists {
+		return err
+	}
+	c.DelTable(newLayout().table)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("removing table inet %s: %w", tableName, err)
+	}
+	return nil
+}
+
+// isNotFound reports whether err is the kernel's ENOENT, which a batch gets
+// when it deletes an element the kernel expired while the batch was built.
+func isNotFound(err error) bool { return errors.Is(err, syscall.ENOENT) }
