@@ -31,7 +31,7 @@ type env struct {
 	handler http.Handler
 	srv     *httptest.Server
 	admin   string
-	c       *client.Client // admin client
+	c       *client.Client    // admin client
 	creds   map[string]string // agent credentials by target
 }
 
