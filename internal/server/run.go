@@ -52,7 +52,9 @@ func Run(ctx context.Context, cfg Config) error {
 		default:
 		}
 	})
-	presence := api.NewPresence(st, cfg.AgentPollWait+10*time.Second)
+	// Agents re-poll at once after each answer, so 10 s without an open poll
+	// means the agent is gone (or cannot reach us).
+	presence := api.NewPresence(st, 10*time.Second)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := api.NewMetrics(reg, func() float64 {
