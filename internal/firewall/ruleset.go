@@ -85,6 +85,21 @@ func (e Element) String() string {
 	return fmt.Sprintf("%s-%s . %s . %d (until %s)", e.From, e.To, e.Proto, e.Port, e.Expires.UTC().Format(time.RFC3339Nano))
 }
 
+// CompareKeys orders element keys by protocol, port, family and first
+// address: the order of Ruleset.Elements and of every backend's State.
+func CompareKeys(a, b ElementKey) int {
+	if a.Proto != b.Proto {
+		return int(a.Proto) - int(b.Proto)
+	}
+	if a.Port != b.Port {
+		return int(a.Port) - int(b.Port)
+	}
+	if a.From.BitLen() != b.From.BitLen() {
+		return a.From.BitLen() - b.From.BitLen()
+	}
+	return a.From.Compare(b.From)
+}
+
 // Backend makes a kernel (or a fake of one) enforce a Ruleset.
 type Backend interface {
 	// Apply makes the gate hold exactly rs as of now: the protected ports,
@@ -188,19 +203,7 @@ func (r Ruleset) Elements(now time.Time) []Element {
 	for k, gs := range groups {
 		out = append(out, sweep(k.key, gs)...)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Proto != b.Proto {
-			return a.Proto < b.Proto
-		}
-		if a.Port != b.Port {
-			return a.Port < b.Port
-		}
-		if a.From.BitLen() != b.From.BitLen() {
-			return a.From.BitLen() < b.From.BitLen()
-		}
-		return a.From.Less(b.From)
-	})
+	sort.Slice(out, func(i, j int) bool { return CompareKeys(out[i].Key(), out[j].Key()) < 0 })
 	return out
 }
 

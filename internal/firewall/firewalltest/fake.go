@@ -88,7 +88,7 @@ func (f *Fake) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (f
 		}
 	}
 	elements := map[firewall.ElementKey]time.Time{}
-	for _, e := range withoutMalformed(rs).Elements(now) {
+	for _, e := range rs.Elements(now) {
 		timeout := e.Expires.Sub(now).Truncate(time.Millisecond)
 		if timeout < time.Millisecond || !valid(e.Key()) {
 			continue
@@ -136,7 +136,7 @@ func (f *Fake) State(ctx context.Context, now time.Time) (firewall.State, error)
 	for k, exp := range f.elements {
 		st.Elements = append(st.Elements, firewall.Element{From: k.From, To: k.To, Proto: k.Proto, Port: k.Port, Expires: exp})
 	}
-	slices.SortFunc(st.Elements, compareElements)
+	slices.SortFunc(st.Elements, func(a, b firewall.Element) int { return firewall.CompareKeys(a.Key(), b.Key()) })
 	return st, nil
 }
 
@@ -164,35 +164,7 @@ func (f *Fake) expire(now time.Time) {
 	}
 }
 
-// withoutMalformed mirrors the nft backend: it drops grants whose source is a
-// v4-mapped prefix shorter than /96, which Ruleset.Elements mishandles.
-func withoutMalformed(rs firewall.Ruleset) firewall.Ruleset {
-	out := rs
-	out.Grants = nil
-	for _, g := range rs.Grants {
-		if g.Source.Addr().Is4In6() && g.Source.Bits() < 96 {
-			continue
-		}
-		out.Grants = append(out.Grants, g)
-	}
-	return out
-}
-
 // valid mirrors the nft backend: a malformed range is skipped, not written.
 func valid(k firewall.ElementKey) bool {
 	return k.From.IsValid() && k.To.IsValid() && k.From.Is4() == k.To.Is4() && !k.To.Less(k.From)
-}
-
-// compareElements orders like Ruleset.Elements: proto, port, family, from.
-func compareElements(a, b firewall.Element) int {
-	if a.Proto != b.Proto {
-		return int(a.Proto) - int(b.Proto)
-	}
-	if a.Port != b.Port {
-		return int(a.Port) - int(b.Port)
-	}
-	if a.From.BitLen() != b.From.BitLen() {
-		return a.From.BitLen() - b.From.BitLen()
-	}
-	return a.From.Compare(b.From)
 }

@@ -404,11 +404,10 @@ func testAllows(t *testing.T, b firewall.Backend) {
 	}
 }
 
-// testMalformedGrant applies a v4-mapped prefix shorter than /96, for which
-// Ruleset.Elements currently yields an element with an invalid start, merged
-// with adjacent IPv4 grants. One bad grant must neither fail the Apply
-// (which would block every other change), nor end up as a malformed
-// element, nor take the IPv4 grants next to it down.
+// testMalformedGrant applies a v4-mapped prefix shorter than /96. It reaches
+// beyond ::ffff:0:0/96, so it is an IPv6 grant (::/80 once masked): it must
+// neither fail the Apply, nor end up as a malformed element, nor take the
+// IPv4 grants next to it down.
 func testMalformedGrant(t *testing.T, b firewall.Backend) {
 	now := time.Now()
 	rs := firewall.Ruleset{Protected: []firewall.PortKey{ssh}, Grants: []firewall.Grant{
@@ -427,7 +426,8 @@ func testMalformedGrant(t *testing.T, b firewall.Backend) {
 		{"0.0.0.0", ssh, time.Minute, true},
 		{"192.0.2.1", ssh, time.Minute, true},
 		{"192.0.2.2", ssh, time.Minute, false},
-		{"::1", ssh, time.Minute, false},
+		{"::1", ssh, time.Minute, true},
+		{"2001:db8::1", ssh, time.Minute, false},
 	})
 }
 

@@ -111,28 +111,11 @@ type desired struct {
 
 func desiredState(rs firewall.Ruleset, now time.Time) desired {
 	d := desired{protected: rs.SortedProtected(), elements: map[firewall.ElementKey]time.Time{}}
-	for _, e := range withoutMalformed(rs).Elements(now) {
+	for _, e := range rs.Elements(now) {
 		if e.Expires.Sub(now) < time.Millisecond || !validElement(e.Key()) {
 			continue
 		}
 		d.elements[e.Key()] = e.Expires
 	}
 	return d
-}
-
-// withoutMalformed drops grants whose source is a v4-mapped prefix shorter
-// than /96. Ruleset.Elements turns such a prefix into a range starting at the
-// invalid address and merges it with adjacent IPv4 grants, so keeping it
-// would cost those grants too. Dropping it fails closed. (Remove once
-// Ruleset.Elements handles these prefixes itself.)
-func withoutMalformed(rs firewall.Ruleset) firewall.Ruleset {
-	out := rs
-	out.Grants = nil
-	for _, g := range rs.Grants {
-		if g.Source.Addr().Is4In6() && g.Source.Bits() < 96 {
-			continue
-		}
-		out.Grants = append(out.Grants, g)
-	}
-	return out
 }

@@ -147,23 +147,10 @@ func keysOf(m map[firewall.ElementKey]time.Time) []firewall.ElementKey {
 // sortedKeys sorts in place like Ruleset.Elements, so batches are
 // deterministic, and returns keys.
 func sortedKeys(keys []firewall.ElementKey) []firewall.ElementKey {
-	slices.SortFunc(keys, compareKeys)
+	slices.SortFunc(keys, firewall.CompareKeys)
 	return keys
 }
 
 func sortElements(els []firewall.Element) {
-	slices.SortFunc(els, func(a, b firewall.Element) int { return compareKeys(a.Key(), b.Key()) })
-}
-
-func compareKeys(a, b firewall.ElementKey) int {
-	if a.Proto != b.Proto {
-		return int(a.Proto) - int(b.Proto)
-	}
-	if a.Port != b.Port {
-		return int(a.Port) - int(b.Port)
-	}
-	if a.From.BitLen() != b.From.BitLen() {
-		return a.From.BitLen() - b.From.BitLen()
-	}
-	return a.From.Compare(b.From)
+	slices.SortFunc(els, func(a, b firewall.Element) int { return firewall.CompareKeys(a.Key(), b.Key()) })
 }

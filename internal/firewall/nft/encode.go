@@ -70,10 +70,9 @@ func decodeGrantRange(key, keyEnd []byte) (firewall.ElementKey, error) {
 }
 
 // validElement reports whether k can be written to a grant set: a
-// well-formed range of one family. Ruleset.Elements yields a malformed one
-// for a v4-mapped source prefix shorter than /96 (withoutMalformed drops
-// those grants first); this is the last line. Skipping a malformed element
-// keeps one bad grant from failing every Apply, and fails closed.
+// well-formed range of one family. Ruleset.Elements yields only such ranges;
+// this is the last line of defence. Skipping a malformed element keeps one
+// bad grant from failing every Apply, and fails closed.
 func validElement(k firewall.ElementKey) bool {
 	return k.From.IsValid() && k.To.IsValid() && k.From.Zone() == "" && k.To.Zone() == "" &&
 		k.From.Is4() == k.To.Is4() && !k.To.Less(k.From)
