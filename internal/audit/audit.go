@@ -11,6 +11,14 @@ type Action string
 // The actions the trail records.
 const (
 	TokenCreated      Action = "token.created"
+	TokenRevoked      Action = "token.revoked"
+	BindingCreated    Action = "binding.created"
+	BindingDeleted    Action = "binding.deleted"
+	LoginSucceeded    Action = "login.succeeded"
+	LoginFailed       Action = "login.failed"
+	AccessDenied      Action = "access.denied"
+	RequestApproved   Action = "request.approved"
+	RequestDenied     Action = "request.denied"
 	TargetAdded       Action = "target.added"
 	TargetRemoved     Action = "target.removed"
 	AgentEnrolled     Action = "agent.enrolled"

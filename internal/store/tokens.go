@@ -7,19 +7,26 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 )
 
-// Token kinds.
+// Token kinds. People hold admin (the first-start token of user "admin"),
+// personal and session tokens; services hold service tokens; agents hold
+// agent credentials; enrollment tokens work once.
 const (
-	KindAdmin  = "admin"
-	KindAgent  = "agent"
-	KindEnroll = "enroll"
+	KindAdmin    = "admin"
+	KindPersonal = "personal"
+	KindSession  = "session"
+	KindService  = "service"
+	KindAgent    = "agent"
+	KindEnroll   = "enroll"
 )
 
 // Principal is who a token speaks for.
@@ -27,6 +34,43 @@ type Principal struct {
 	Kind    string
 	Subject string
 	TokenID string
+	// Groups come from the identity provider (session tokens).
+	Groups []string
+	// Limits narrow the owner's grants; empty means all of them.
+	Limits []authz.Grant
+}
+
+// Human reports whether the token belongs to a person or a service (not an
+// agent or an enrollment token).
+func (p Principal) Human() bool {
+	switch p.Kind {
+	case KindAdmin, KindPersonal, KindSession, KindService:
+		return true
+	}
+	return false
+}
+
+// Name is how the principal appears as an actor and a requester: the user
+// name, or "service:NAME".
+func (p Principal) Name() string {
+	if p.Kind == KindService {
+		return "service:" + p.Subject
+	}
+	return p.Subject
+}
+
+// Authz is the principal as the authorizer sees it.
+func (p Principal) Authz() authz.Subject {
+	sub := authz.Subject{Limit: p.Limits}
+	if p.Kind == KindService {
+		sub.Principals = []string{"service:" + p.Subject}
+	} else {
+		sub.Principals = []string{"user:" + p.Subject}
+	}
+	for _, g := range p.Groups {
+		sub.Principals = append(sub.Principals, "group:"+g)
+	}
+	return sub
 }
 
 // Actor is who performs a change, and from which address, for the audit trail.
@@ -81,6 +125,10 @@ func (s *Store) CreateAdminToken(ctx context.Context, actor Actor, name string, 
 		if secret, err = insertToken(ctx, tx, KindAdmin, name, now, 0); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO bindings (principal, role, scope, created_at, created_by) VALUES ($1, 'admin', '*', $2, $3)
+			ON CONFLICT DO NOTHING`, "user:"+name, ms(now), actor.Name); err != nil {
+			return fmt.Errorf("binding %s as admin: %w", name, err)
+		}
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
 			Details: map[string]any{"kind": KindAdmin, "subject": name}})
 	})
@@ -100,11 +148,12 @@ func (s *Store) Authenticate(ctx context.Context, secret string, now time.Time) 
 		return Principal{}, ErrUnauthorized
 	}
 	var (
-		p   Principal
-		exp sql.NullInt64
+		p              Principal
+		exp            sql.NullInt64
+		groups, limits string
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT kind, subject, id, expires_at FROM tokens WHERE hash = $1`, hashSecret(secret)).
-		Scan(&p.Kind, &p.Subject, &p.TokenID, &exp)
+	err := s.db.QueryRowContext(ctx, `SELECT kind, subject, id, expires_at, groups, limits FROM tokens WHERE hash = $1`, hashSecret(secret)).
+		Scan(&p.Kind, &p.Subject, &p.TokenID, &exp, &groups, &limits)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Principal{}, ErrUnauthorized
 	}
@@ -114,5 +163,158 @@ func (s *Store) Authenticate(ctx context.Context, secret string, now time.Time) 
 	if exp.Valid && !now.Before(fromMS(exp.Int64)) {
 		return Principal{}, ErrUnauthorized
 	}
+	if err := json.Unmarshal([]byte(groups), &p.Groups); err != nil {
+		return Principal{}, fmt.Errorf("decoding token groups: %w", err)
+	}
+	if err := json.Unmarshal([]byte(limits), &p.Limits); err != nil {
+		return Principal{}, fmt.Errorf("decoding token limits: %w", err)
+	}
 	return p, nil
+}
+
+// TokenSpec describes a token to create.
+type TokenSpec struct {
+	Kind    string
+	Subject string // user name, or service name for service tokens
+	Name    string // what it is for, shown in listings
+	Groups  []string
+	Limits  []authz.Grant
+	// TTL is the token's life; 0 means no expiry (only for admin tokens).
+	TTL time.Duration
+}
+
+// TokenInfo is a token as listed: never its secret.
+type TokenInfo struct {
+	ID        string
+	Kind      string
+	Subject   string
+	Name      string
+	Groups    []string
+	Limits    []authz.Grant
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+	CreatedBy string
+}
+
+// CreateToken stores a new token and returns its secret, which is shown
+// once: only its hash is kept.
+func (s *Store) CreateToken(ctx context.Context, actor Actor, spec TokenSpec, now time.Time) (string, TokenInfo, error) {
+	switch spec.Kind {
+	case KindPersonal, KindSession, KindService, KindAdmin:
+	default:
+		return "", TokenInfo{}, fmt.Errorf("token kind %q cannot be created here", spec.Kind)
+	}
+	if spec.Subject == "" {
+		return "", TokenInfo{}, fmt.Errorf("a token needs a subject")
+	}
+	groups, _ := json.Marshal(nonNilStrings(spec.Groups))
+	limits, _ := json.Marshal(nonNilGrants(spec.Limits))
+	var (
+		secret string
+		id     string
+	)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if secret, err = insertToken(ctx, tx, spec.Kind, spec.Subject, now, spec.TTL); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `UPDATE tokens SET name = $1, groups = $2, limits = $3, created_by = $4 WHERE hash = $5 RETURNING id`,
+			spec.Name, string(groups), string(limits), actor.Name, hashSecret(secret)).Scan(&id); err != nil {
+			return fmt.Errorf("describing token: %w", err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
+			Details: map[string]any{"kind": spec.Kind, "subject": spec.Subject, "name": spec.Name, "token_id": id, "ttl": spec.TTL.String()}})
+	})
+	if err != nil {
+		return "", TokenInfo{}, err
+	}
+	info := TokenInfo{ID: id, Kind: spec.Kind, Subject: spec.Subject, Name: spec.Name, Groups: spec.Groups, Limits: spec.Limits,
+		CreatedAt: now.UTC(), CreatedBy: actor.Name}
+	if spec.TTL > 0 {
+		e := now.Add(spec.TTL).UTC()
+		info.ExpiresAt = &e
+	}
+	return secret, info, nil
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilGrants(g []authz.Grant) []authz.Grant {
+	if g == nil {
+		return []authz.Grant{}
+	}
+	return g
+}
+
+// ListTokens lists the people's and services' tokens, of one subject when
+// subject is not empty; expired tokens are left out.
+func (s *Store) ListTokens(ctx context.Context, kind, subject string, now time.Time) ([]TokenInfo, error) {
+	q := `SELECT id, kind, subject, name, groups, limits, created_at, expires_at, created_by FROM tokens
+		WHERE kind IN ('admin', 'personal', 'session', 'service') AND (expires_at IS NULL OR expires_at > $1)`
+	args := []any{ms(now)}
+	if kind != "" {
+		args = append(args, kind)
+		q += fmt.Sprintf(" AND kind = $%d", len(args))
+	}
+	if subject != "" {
+		args = append(args, subject)
+		q += fmt.Sprintf(" AND subject = $%d", len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, q+" ORDER BY created_at, id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []TokenInfo
+	for rows.Next() {
+		var (
+			t              TokenInfo
+			groups, limits string
+			created        int64
+			exp            sql.NullInt64
+		)
+		if err := rows.Scan(&t.ID, &t.Kind, &t.Subject, &t.Name, &groups, &limits, &created, &exp, &t.CreatedBy); err != nil {
+			return nil, fmt.Errorf("reading token: %w", err)
+		}
+		json.Unmarshal([]byte(groups), &t.Groups)
+		json.Unmarshal([]byte(limits), &t.Limits)
+		t.CreatedAt, t.ExpiresAt = fromMS(created), fromNullMS(exp)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// GetToken returns one token's description.
+func (s *Store) GetToken(ctx context.Context, id string, now time.Time) (TokenInfo, error) {
+	ts, err := s.ListTokens(ctx, "", "", now)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	for _, t := range ts {
+		if t.ID == id {
+			return t, nil
+		}
+	}
+	return TokenInfo{}, fmt.Errorf("token %q: %w", id, ErrNotFound)
+}
+
+// RevokeToken deletes a token: it stops working at once.
+func (s *Store) RevokeToken(ctx context.Context, actor Actor, id string, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var kind, subject string
+		err := tx.QueryRowContext(ctx, `DELETE FROM tokens WHERE id = $1 AND kind IN ('admin', 'personal', 'session', 'service') RETURNING kind, subject`, id).Scan(&kind, &subject)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("token %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("revoking token: %w", err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked,
+			Details: map[string]any{"kind": kind, "subject": subject, "token_id": id}})
+	})
 }
