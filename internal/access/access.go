@@ -11,32 +11,39 @@ import (
 // State is where a request is in its life.
 type State string
 
-// The states of a request. Pending means recorded and sent to the target's
+// The states of a request. PendingApproval waits for approvers and holds no
+// grant; pending means approved (or auto-approved) and sent to the target's
 // agent; active means the agent confirmed the grant is in the kernel. The
 // other states are terminal.
 const (
-	Pending    State = "pending"
-	Active     State = "active"
-	Expired    State = "expired"
-	Revoked    State = "revoked"
-	Failed     State = "failed"
-	Superseded State = "superseded"
+	PendingApproval State = "pending_approval"
+	Pending         State = "pending"
+	Active          State = "active"
+	Expired         State = "expired"
+	Revoked         State = "revoked"
+	Failed          State = "failed"
+	Superseded      State = "superseded"
+	Denied          State = "denied"
 )
 
 // States lists every state, for validation of filters.
-var States = []State{Pending, Active, Expired, Revoked, Failed, Superseded}
+var States = []State{PendingApproval, Pending, Active, Expired, Revoked, Failed, Superseded, Denied}
 
 // Terminal reports whether no transition leaves s.
 func (s State) Terminal() bool {
 	switch s {
-	case Pending, Active:
+	case PendingApproval, Pending, Active:
 		return false
 	}
 	return true
 }
 
-// Live reports whether a request in s holds firewall grants.
+// Live reports whether a request in s can still change.
 func (s State) Live() bool { return !s.Terminal() }
+
+// HoldsGrants reports whether a request in s has grants in the desired
+// firewall state.
+func (s State) HoldsGrants() bool { return s == Pending || s == Active }
 
 // Event is something that happens to a request.
 type Event string
@@ -48,6 +55,8 @@ const (
 	Revoke    Event = "revoke"    // someone ended it early
 	Fail      Event = "fail"      // the agent could not, or did not in time, confirm
 	Supersede Event = "supersede" // a newer request of the same user took over all its grants
+	Approve   Event = "approve"   // the last approval needed arrived
+	Deny      Event = "deny"      // an approver refused it
 )
 
 // ErrTransition is returned for an event that does not apply to a state.
@@ -57,6 +66,14 @@ var ErrTransition = errors.New("invalid transition")
 // a revoked request never becomes active again, whatever arrives late.
 func Next(s State, ev Event) (State, error) {
 	switch {
+	case s == PendingApproval && ev == Approve:
+		return Pending, nil
+	case s == PendingApproval && ev == Expire:
+		// Nobody approved in time: it never held access.
+		return Expired, nil
+	case s.Live() && ev == Deny:
+		// A deny wins even after approval: the security-biased outcome.
+		return Denied, nil
 	case s == Pending && ev == Activate:
 		return Active, nil
 	case s == Pending && ev == Fail:
@@ -71,7 +88,7 @@ func Next(s State, ev Event) (State, error) {
 		return Failed, nil
 	case s.Live() && ev == Revoke:
 		return Revoked, nil
-	case s.Live() && ev == Supersede:
+	case s.HoldsGrants() && ev == Supersede:
 		return Superseded, nil
 	}
 	if s.Terminal() {

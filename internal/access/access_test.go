@@ -10,10 +10,10 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 )
 
-var events = []access.Event{access.Activate, access.Expire, access.Revoke, access.Fail, access.Supersede}
+var events = []access.Event{access.Activate, access.Expire, access.Revoke, access.Fail, access.Supersede, access.Approve, access.Deny}
 
 func TestStates(t *testing.T) {
-	want := []access.State{access.Pending, access.Active, access.Expired, access.Revoked, access.Failed, access.Superseded}
+	want := []access.State{access.PendingApproval, access.Pending, access.Active, access.Expired, access.Revoked, access.Failed, access.Superseded, access.Denied}
 	if diff := cmp.Diff(want, access.States); diff != "" {
 		t.Errorf("States mismatch (-want +got):\n%s", diff)
 	}
@@ -24,8 +24,10 @@ func TestTerminalAndLive(t *testing.T) {
 		s        access.State
 		terminal bool
 	}{
+		{access.PendingApproval, false},
 		{access.Pending, false},
 		{access.Active, false},
+		{access.Denied, true},
 		{access.Expired, true},
 		{access.Revoked, true},
 		{access.Failed, true},
@@ -52,6 +54,27 @@ func TestNext(t *testing.T) {
 		ev   access.Event
 		want access.State
 	}{
+		{access.PendingApproval, access.Approve, access.Pending},
+		{access.PendingApproval, access.Deny, access.Denied},
+		{access.PendingApproval, access.Activate, invalid},
+		{access.PendingApproval, access.Expire, access.Expired},
+		{access.PendingApproval, access.Revoke, access.Revoked},
+		{access.PendingApproval, access.Fail, invalid},
+		{access.PendingApproval, access.Supersede, invalid},
+
+		{access.Pending, access.Approve, invalid},
+		{access.Pending, access.Deny, access.Denied},
+		{access.Active, access.Approve, invalid},
+		{access.Active, access.Deny, access.Denied},
+
+		{access.Denied, access.Activate, invalid},
+		{access.Denied, access.Expire, invalid},
+		{access.Denied, access.Revoke, invalid},
+		{access.Denied, access.Fail, invalid},
+		{access.Denied, access.Supersede, invalid},
+		{access.Denied, access.Approve, invalid},
+		{access.Denied, access.Deny, invalid},
+
 		{access.Pending, access.Activate, access.Active},
 		{access.Pending, access.Expire, access.Failed},
 		{access.Pending, access.Revoke, access.Revoked},
@@ -69,24 +92,32 @@ func TestNext(t *testing.T) {
 		{access.Expired, access.Revoke, invalid},
 		{access.Expired, access.Fail, invalid},
 		{access.Expired, access.Supersede, invalid},
+		{access.Expired, access.Approve, invalid},
+		{access.Expired, access.Deny, invalid},
 
 		{access.Revoked, access.Activate, invalid},
 		{access.Revoked, access.Expire, invalid},
 		{access.Revoked, access.Revoke, invalid},
 		{access.Revoked, access.Fail, invalid},
 		{access.Revoked, access.Supersede, invalid},
+		{access.Revoked, access.Approve, invalid},
+		{access.Revoked, access.Deny, invalid},
 
 		{access.Failed, access.Activate, invalid},
 		{access.Failed, access.Expire, invalid},
 		{access.Failed, access.Revoke, invalid},
 		{access.Failed, access.Fail, invalid},
 		{access.Failed, access.Supersede, invalid},
+		{access.Failed, access.Approve, invalid},
+		{access.Failed, access.Deny, invalid},
 
 		{access.Superseded, access.Activate, invalid},
 		{access.Superseded, access.Expire, invalid},
 		{access.Superseded, access.Revoke, invalid},
 		{access.Superseded, access.Fail, invalid},
 		{access.Superseded, access.Supersede, invalid},
+		{access.Superseded, access.Approve, invalid},
+		{access.Superseded, access.Deny, invalid},
 
 		// Unknown states and events.
 		{access.Pending, access.Event("bogus"), invalid},
@@ -136,9 +167,9 @@ func TestTerminalStatesStayTerminal(t *testing.T) {
 				}
 				continue
 			}
-			// From a live state every successful transition is to a known
-			// state, and an event never moves a live request back to pending.
-			if err == nil && got == access.Pending {
+			// Only approval leads to pending: no event moves a request that
+			// holds grants back to it.
+			if err == nil && got == access.Pending && !(s == access.PendingApproval && ev == access.Approve) {
 				t.Errorf("Next(%q, %q) = pending", s, ev)
 			}
 		}

@@ -65,6 +65,63 @@ type Rule struct {
 	AllowedSources []netip.Prefix `json:"allowed_sources"`
 	// MaxDuration caps a grant on this port.
 	MaxDuration time.Duration `json:"max_duration"`
+	// Approval says who must agree before the port opens.
+	Approval Approval `json:"approval"`
+	// Justification constrains the requester's reason.
+	Justification Justification `json:"justification"`
+}
+
+// Approval modes.
+const (
+	// Auto approves a request that fits the policy and the requester's role
+	// at once (Azure's behaviour).
+	Auto = "auto"
+	// Manual needs Approvals distinct approvers in scope.
+	Manual = "manual"
+)
+
+// MaxApprovals bounds how many approvers a rule may ask for.
+const MaxApprovals = 10
+
+// Approval is a rule's approval workflow.
+type Approval struct {
+	Mode      string `json:"mode"`
+	Approvals int    `json:"approvals,omitempty"`
+}
+
+// Justification rules for a request's reason.
+type Justification struct {
+	Required  bool   `json:"required,omitempty"`
+	MinLength int    `json:"min_length,omitempty"`
+	Pattern   string `json:"pattern,omitempty"` // e.g. a ticket number: "^(INC|CHG)-[0-9]+"
+}
+
+// check returns why reason does not meet j, or "".
+func (j Justification) check(reason string) string {
+	switch {
+	case (j.Required || j.MinLength > 0) && strings.TrimSpace(reason) == "":
+		return "a reason is required"
+	case len([]rune(strings.TrimSpace(reason))) < j.MinLength:
+		return fmt.Sprintf("the reason must be at least %d characters", j.MinLength)
+	case j.Pattern != "":
+		re, err := regexp.Compile(j.Pattern)
+		if err != nil || !re.MatchString(reason) {
+			return fmt.Sprintf("the reason must match %s", j.Pattern)
+		}
+	}
+	return ""
+}
+
+// ApprovalsRequired is how many approvals a request for ports needs: the
+// most any of their rules asks for; 0 means approved at once.
+func (pol Policy) ApprovalsRequired(ports []Port) int {
+	n := 0
+	for _, p := range ports {
+		if r, ok := pol.Rule(p); ok && r.Approval.Mode == Manual {
+			n = max(n, r.Approval.Approvals)
+		}
+	}
+	return n
 }
 
 // Policy is the JIT policy of one target: the ports it protects.
@@ -89,7 +146,8 @@ func (pol Policy) Equal(o Policy) bool {
 	}
 	for i, r := range pol.Rules {
 		q := o.Rules[i]
-		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) {
+		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) ||
+			r.Approval != q.Approval || r.Justification != q.Justification {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -192,6 +250,33 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 			srcs = append(srcs, Canonical(p))
 		}
 		r.AllowedSources = srcs
+		switch r.Approval.Mode {
+		case "", Auto:
+			if r.Approval.Approvals != 0 {
+				return Policy{}, &FieldError{field + ".approval.approvals", "only a manual approval takes a number of approvals"}
+			}
+			r.Approval = Approval{Mode: Auto}
+		case Manual:
+			if r.Approval.Approvals == 0 {
+				r.Approval.Approvals = 1
+			}
+			if r.Approval.Approvals < 1 || r.Approval.Approvals > MaxApprovals {
+				return Policy{}, &FieldError{field + ".approval.approvals", fmt.Sprintf("must be from 1 to %d", MaxApprovals)}
+			}
+		default:
+			return Policy{}, &FieldError{field + ".approval.mode", fmt.Sprintf("%q must be auto or manual", r.Approval.Mode)}
+		}
+		if j := r.Justification; j.MinLength < 0 || j.MinLength > MaxReasonLen {
+			return Policy{}, &FieldError{field + ".justification.min_length", fmt.Sprintf("must be from 0 to %d", MaxReasonLen)}
+		}
+		if p := r.Justification.Pattern; p != "" {
+			if len(p) > 200 {
+				return Policy{}, &FieldError{field + ".justification.pattern", "at most 200 characters"}
+			}
+			if _, err := regexp.Compile(p); err != nil {
+				return Policy{}, &FieldError{field + ".justification.pattern", fmt.Sprintf("not a valid regular expression: %v", err)}
+			}
+		}
 		out.Rules = append(out.Rules, r)
 	}
 	return out, nil
@@ -318,6 +403,9 @@ func (l Limits) Evaluate(pol Policy, req Request) error {
 		r, ok := pol.Rule(p)
 		if !ok {
 			return &DenyError{Rule: p.String(), Reason: "the target's policy does not configure this port"}
+		}
+		if why := r.Justification.check(req.Reason); why != "" {
+			return &DenyError{Rule: p.String(), Reason: why}
 		}
 		if req.Duration > r.MaxDuration {
 			return &DenyError{Rule: p.String(), Reason: fmt.Sprintf("duration %s exceeds the maximum of %s", req.Duration, r.MaxDuration)}

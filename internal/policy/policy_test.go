@@ -495,6 +495,12 @@ func TestNormalize(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Normalize() error: %v", err)
 			}
+			// A rule without an approval mode is auto-approved.
+			for i := range tt.want.Rules {
+				if tt.want.Rules[i].Approval.Mode == "" {
+					tt.want.Rules[i].Approval.Mode = policy.Auto
+				}
+			}
 			if diff := cmp.Diff(tt.want, got, cmpOpts); diff != "" {
 				t.Errorf("Normalize() mismatch (-want +got):\n%s", diff)
 			}
@@ -1391,4 +1397,72 @@ func FuzzEvaluate(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestApprovalAndJustification(t *testing.T) {
+	l := policy.DefaultLimits()
+	tests := []struct {
+		name      string
+		rule      policy.Rule
+		wantField string // Normalize error field, or "" for ok
+	}{
+		{"manual defaults to one approval", policy.Rule{Port: tcp(22), Approval: policy.Approval{Mode: policy.Manual}}, ""},
+		{"manual two", policy.Rule{Port: tcp(22), Approval: policy.Approval{Mode: policy.Manual, Approvals: 2}}, ""},
+		{"manual too many", policy.Rule{Port: tcp(22), Approval: policy.Approval{Mode: policy.Manual, Approvals: 11}}, "rules[0].approval.approvals"},
+		{"auto with a count", policy.Rule{Port: tcp(22), Approval: policy.Approval{Mode: policy.Auto, Approvals: 2}}, "rules[0].approval.approvals"},
+		{"unknown mode", policy.Rule{Port: tcp(22), Approval: policy.Approval{Mode: "maybe"}}, "rules[0].approval.mode"},
+		{"bad pattern", policy.Rule{Port: tcp(22), Justification: policy.Justification{Pattern: "(("}}, "rules[0].justification.pattern"},
+		{"negative min length", policy.Rule{Port: tcp(22), Justification: policy.Justification{MinLength: -1}}, "rules[0].justification.min_length"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := l.Normalize(policy.Policy{Rules: []policy.Rule{tt.rule}})
+			var fe *policy.FieldError
+			switch {
+			case tt.wantField == "" && err != nil:
+				t.Fatalf("Normalize() error: %v", err)
+			case tt.wantField != "" && (!errors.As(err, &fe) || fe.Field != tt.wantField):
+				t.Fatalf("Normalize() error = %v, want a FieldError on %s", err, tt.wantField)
+			case tt.wantField == "" && got.Rules[0].Approval.Mode == policy.Manual && got.Rules[0].Approval.Approvals < 1:
+				t.Fatalf("manual rule normalised to %d approvals", got.Rules[0].Approval.Approvals)
+			}
+		})
+	}
+
+	pol, err := l.Normalize(policy.Policy{Rules: []policy.Rule{
+		{Port: tcp(22), Approval: policy.Approval{Mode: policy.Manual, Approvals: 2},
+			Justification: policy.Justification{Required: true, MinLength: 8, Pattern: `^(INC|CHG)-[0-9]+`}},
+		{Port: tcp(3389), Approval: policy.Approval{Mode: policy.Manual}},
+		{Port: tcp(5985)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ports []policy.Port
+		want  int
+	}{{[]policy.Port{tcp(5985)}, 0}, {[]policy.Port{tcp(3389)}, 1}, {[]policy.Port{tcp(3389), tcp(22)}, 2}, {[]policy.Port{tcp(5985), tcp(3389)}, 1}} {
+		if got := pol.ApprovalsRequired(tc.ports); got != tc.want {
+			t.Errorf("ApprovalsRequired(%v) = %d, want %d", tc.ports, got, tc.want)
+		}
+	}
+	src := netip.MustParsePrefix("192.0.2.7/32")
+	for _, tc := range []struct {
+		reason string
+		want   string // substring of the DenyError, or "" for allowed
+	}{
+		{"", "a reason is required"},
+		{"INC-1", "at least 8 characters"},
+		{"fix the disk", "must match"},
+		{"INC-12345 disk full", ""},
+	} {
+		err := l.Evaluate(pol, policy.Request{Ports: []policy.Port{tcp(22)}, Source: src, Duration: time.Hour, Reason: tc.reason})
+		var de *policy.DenyError
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("reason %q refused: %v", tc.reason, err)
+		case tc.want != "" && (!errors.As(err, &de) || de.Rule != "22/tcp" || !strings.Contains(de.Error(), tc.want)):
+			t.Errorf("reason %q: error %v, want a refusal by 22/tcp saying %q", tc.reason, err, tc.want)
+		}
+	}
 }
