@@ -246,6 +246,10 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 			access.Expired, "", sys, audit.RequestExpired, now); err != nil {
 			return err
 		}
+		if err := endLiveRequests(ctx, tx, `state = 'pending_approval' AND approve_by <= $1`, []any{ms(now)},
+			access.Expired, "not approved in time", sys, audit.RequestExpired, now); err != nil {
+			return err
+		}
 		if err := endLiveRequests(ctx, tx, `state = 'pending' AND expires_at <= $1`, []any{ms(now)},
 			access.Failed, "the grant ran out before the target's agent confirmed it", sys, audit.RequestFailed, now); err != nil {
 			return err
@@ -288,7 +292,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 		s.onChange(changed...)
 	}
 	var next1, next2 sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT min(expires_at) FROM requests WHERE state IN ('pending', 'active')`).Scan(&next1); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = 'pending_approval' THEN approve_by ELSE expires_at END)
+		FROM requests WHERE state IN ('pending_approval', 'pending', 'active')`).Scan(&next1); err != nil {
 		return time.Time{}, fmt.Errorf("finding next deadline: %w", err)
 	}
 	if err := s.db.QueryRowContext(ctx, `SELECT min(created_at) FROM requests WHERE state = 'pending'`).Scan(&next2); err != nil {

@@ -10,20 +10,40 @@ import (
 	"github.com/jitgate/jitgate/internal/audit"
 )
 
-// writeAudit appends an event inside the caller's transaction.
-func writeAudit(ctx context.Context, tx execer, e audit.Event) error {
+// writeAudit appends an event inside the caller's transaction and links it
+// into the hash chain (auditchain.go): the event's prev_hash is the hash of
+// the event with the greatest id, read in the same transaction. SQLite
+// serialises writers (every write transaction is BEGIN IMMEDIATE), so no
+// other event can be appended between that read and the insert.
+// PostgreSQL will need a lock for the same guarantee, such as
+// SELECT ... FOR UPDATE on a one-row chain-head table, and explicit ids
+// taken under it (its sequences leave gaps on rollback, which verification
+// reports as missing events).
+func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
 	details := []byte("{}")
 	if len(e.Details) > 0 {
 		var err error
+		// encoding/json writes map keys sorted: the stored text, which
+		// the hash covers, is deterministic.
 		if details, err = json.Marshal(e.Details); err != nil {
 			return fmt.Errorf("encoding audit details: %w", err)
 		}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO audit (at, actor, action, target, request_id, client_addr, reason, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		ms(e.At), e.Actor, string(e.Action), e.Target, e.RequestID, e.ClientAddr, e.Reason, string(details))
+	prev, err := chainHead(ctx, tx)
+	if err != nil {
+		return err
+	}
+	r := chainRow{At: ms(e.At), Actor: e.Actor, Action: string(e.Action), Target: e.Target, RequestID: e.RequestID,
+		ClientAddr: e.ClientAddr, Reason: e.Reason, Details: string(details), PrevHash: prev}
+	// The id is part of the hash, and only the insert assigns it.
+	err = tx.QueryRowContext(ctx, `INSERT INTO audit (at, actor, action, target, request_id, client_addr, reason, details, prev_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+		r.At, r.Actor, r.Action, r.Target, r.RequestID, r.ClientAddr, r.Reason, r.Details, r.PrevHash).Scan(&r.ID)
 	if err != nil {
 		return fmt.Errorf("writing audit event %s: %w", e.Action, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE audit SET hash = $1 WHERE id = $2`, r.hash(), r.ID); err != nil {
+		return fmt.Errorf("hashing audit event %d: %w", r.ID, err)
 	}
 	return nil
 }
@@ -39,7 +59,11 @@ type AuditFilter struct {
 	Target    string
 	RequestID string
 	Action    string
-	Since     time.Time
+	// Actor is the user (or agent) who acted.
+	Actor string
+	// Since and Until bound the time of the events: Since <= at < Until.
+	Since time.Time
+	Until time.Time
 	// AfterID returns only events with a larger id (for paging and following).
 	AfterID int64
 	Limit   int
@@ -65,8 +89,14 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, er
 	if f.Action != "" {
 		add("action =", f.Action)
 	}
+	if f.Actor != "" {
+		add("actor =", f.Actor)
+	}
 	if !f.Since.IsZero() {
 		add("at >=", ms(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("at <", ms(f.Until))
 	}
 	args = append(args, f.Limit)
 	q += fmt.Sprintf(" ORDER BY id LIMIT $%d", len(args))
@@ -93,6 +123,90 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, er
 			}
 		}
 		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// TargetStats summarises recent access to a target, as Azure's JIT
+// "Configured" view does.
+type TargetStats struct {
+	// LastAccess is when a request for the target last became active, and
+	// LastUser who asked for it; nil and "" when none ever did.
+	LastAccess *time.Time
+	LastUser   string
+	// Approved7d counts the requests that became active in the 7 days
+	// before now.
+	Approved7d int
+}
+
+// statsWindow is the period Approved7d counts.
+const statsWindow = 7 * 24 * time.Hour
+
+// TargetStats returns the access statistics of one target.
+func (s *Store) TargetStats(ctx context.Context, target string, now time.Time) (TargetStats, error) {
+	m, err := s.targetStats(ctx, target, now)
+	return m[target], err
+}
+
+// AllTargetStats returns the access statistics of every target that was
+// ever accessed, by target name.
+func (s *Store) AllTargetStats(ctx context.Context, now time.Time) (map[string]TargetStats, error) {
+	return s.targetStats(ctx, "", now)
+}
+
+// targetStats computes the statistics of target, or of all targets for "".
+func (s *Store) targetStats(ctx context.Context, target string, now time.Time) (map[string]TargetStats, error) {
+	cond, args := "", []any{}
+	if target != "" {
+		cond, args = " AND target = $1", []any{target}
+	}
+	out := map[string]TargetStats{}
+	rows, err := s.db.QueryContext(ctx, `SELECT r.target, r.requester, r.activated_at FROM requests r
+		JOIN (SELECT target, max(activated_at) AS last FROM requests WHERE activated_at IS NOT NULL`+cond+` GROUP BY target) m
+		ON r.target = m.target AND r.activated_at = m.last
+		ORDER BY r.target, r.id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading last access of targets: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			name, user string
+			at         int64
+		)
+		if err := rows.Scan(&name, &user, &at); err != nil {
+			return nil, fmt.Errorf("reading last access of targets: %w", err)
+		}
+		if _, seen := out[name]; seen {
+			continue // two activations in the same millisecond: keep the first
+		}
+		t := fromMS(at)
+		out[name] = TargetStats{LastAccess: &t, LastUser: user}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading last access of targets: %w", err)
+	}
+	rows.Close()
+
+	args = append(args, ms(now.Add(-statsWindow)), ms(now))
+	n := len(args)
+	rows, err = s.db.QueryContext(ctx, fmt.Sprintf(`SELECT target, count(*) FROM requests
+		WHERE activated_at >= $%d AND activated_at <= $%d%s GROUP BY target`, n-1, n, cond), args...)
+	if err != nil {
+		return nil, fmt.Errorf("counting recent access of targets: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			name  string
+			count int
+		)
+		if err := rows.Scan(&name, &count); err != nil {
+			return nil, fmt.Errorf("counting recent access of targets: %w", err)
+		}
+		st := out[name]
+		st.Approved7d = count
+		out[name] = st
 	}
 	return out, rows.Err()
 }

@@ -36,10 +36,26 @@ type Request struct {
 	SupersededBy string
 	Extended     []policy.Port
 	ClientAddr   string
+	// ApprovalsRequired is 0 for auto-approved requests.
+	ApprovalsRequired int
+	ApproveBy         *time.Time
+	ApprovedAt        *time.Time
+	Version           int64
+	// Decisions are the approvals (and a denial) given so far.
+	Decisions []Decision
+}
+
+// Decision is one approver's approval or denial.
+type Decision struct {
+	Approver string
+	Decision string // approve | deny
+	Reason   string
+	At       time.Time
 }
 
 const requestColumns = `id, target, requester, source, ports, duration_ms, reason, state, message, revision,
-	created_at, activated_at, expires_at, ended_at, superseded_by, extended, client_addr`
+	created_at, activated_at, expires_at, ended_at, superseded_by, extended, client_addr,
+	approvals_required, approve_by, approved_at, version`
 
 func scanRequest(r scanner) (Request, error) {
 	var (
@@ -47,9 +63,11 @@ func scanRequest(r scanner) (Request, error) {
 		src, ports, ext, state  string
 		durMS, created, expires int64
 		activated, ended        sql.NullInt64
+		approveBy, approved     sql.NullInt64
 	)
 	if err := r.Scan(&q.ID, &q.Target, &q.Requester, &src, &ports, &durMS, &q.Reason, &state, &q.Message, &q.Revision,
-		&created, &activated, &expires, &ended, &q.SupersededBy, &ext, &q.ClientAddr); err != nil {
+		&created, &activated, &expires, &ended, &q.SupersededBy, &ext, &q.ClientAddr,
+		&q.ApprovalsRequired, &approveBy, &approved, &q.Version); err != nil {
 		return Request{}, err
 	}
 	var err error
@@ -66,6 +84,7 @@ func scanRequest(r scanner) (Request, error) {
 	q.State = access.State(state)
 	q.CreatedAt, q.ExpiresAt = fromMS(created), fromMS(expires)
 	q.ActivatedAt, q.EndedAt = fromNullMS(activated), fromNullMS(ended)
+	q.ApproveBy, q.ApprovedAt = fromNullMS(approveBy), fromNullMS(approved)
 	return q, nil
 }
 
@@ -103,15 +122,15 @@ func newRequestID() (string, error) {
 }
 
 // CreateRequest evaluates req against the target's policy and, if it fits,
-// records it as pending together with its grants, in one transaction. A
-// grant the same requester already holds for the same (source, protocol,
-// port) is extended (never shortened) and moves to the new request; a request
-// left with no grants becomes superseded. A refusal is audited and returned
-// as a *policy.DenyError or *policy.FieldError; it changes nothing else.
+// records it in one transaction: awaiting approval when a rule of its ports
+// asks for approvers, otherwise approved at once (see grantRequest). A
+// refusal is audited and returned as a *policy.DenyError or
+// *policy.FieldError; it changes nothing else.
 func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, req policy.Request, limits policy.Limits, now time.Time) (Request, error) {
 	var (
 		id      string
 		refusal error
+		granted bool
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, target))
@@ -130,54 +149,26 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": req.Source.String()}})
 		}
-		rev, err := bumpRevision(ctx, tx, target)
-		if err != nil {
-			return err
-		}
 		if id, err = newRequestID(); err != nil {
 			return err
 		}
-		asked := access.Deadline(now, req.Duration)
-		expires := asked
-		var extended []policy.Port
-		previous := map[string]bool{}
-		for _, p := range req.Ports {
-			var (
-				gid, oldReq string
-				oldExp      int64
-			)
-			err := tx.QueryRowContext(ctx, `SELECT id, request_id, expires_at FROM grants
-				WHERE target = $1 AND requester = $2 AND source = $3 AND protocol = $4 AND port = $5`,
-				target, actor.Name, req.Source.String(), string(p.Protocol), int(p.Number)).Scan(&gid, &oldReq, &oldExp)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				_, err = tx.ExecContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, target, actor.Name, req.Source.String(), string(p.Protocol), int(p.Number), ms(asked))
-				if err != nil {
-					return fmt.Errorf("inserting grant: %w", err)
-				}
-			case err != nil:
-				return fmt.Errorf("looking up live grant: %w", err)
-			default:
-				exp := access.Extend(fromMS(oldExp), asked)
-				if _, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = $1, expires_at = $2 WHERE id = $3`, id, ms(exp), gid); err != nil {
-					return fmt.Errorf("extending grant: %w", err)
-				}
-				expires = access.Extend(expires, exp)
-				extended = append(extended, p)
-				previous[oldReq] = true
-			}
+		need := pol.ApprovalsRequired(req.Ports)
+		state := access.Pending
+		var approveBy sql.NullInt64
+		if need > 0 {
+			state = access.PendingApproval
+			approveBy = sql.NullInt64{Int64: ms(now.Add(s.approvalTimeout)), Valid: true}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
-			created_at, expires_at, extended, client_addr) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			created_at, expires_at, client_addr, approvals_required, approve_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13)`,
 			id, target, actor.Name, req.Source.String(), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
-			string(access.Pending), rev, ms(now), ms(expires), encodePorts(extended), actor.ClientAddr)
+			string(state), ms(now), ms(access.Deadline(now, req.Duration)), actor.ClientAddr, need, approveBy)
 		if err != nil {
 			return fmt.Errorf("inserting request: %w", err)
 		}
-		details := map[string]any{"ports": encodePorts(req.Ports), "source": req.Source.String(), "duration": req.Duration.String(), "revision": rev}
-		if len(extended) > 0 {
-			details["extended"] = encodePorts(extended)
+		details := map[string]any{"ports": encodePorts(req.Ports), "source": req.Source.String(), "duration": req.Duration.String()}
+		if need > 0 {
+			details["approvals_required"] = need
 		}
 		// The new request is audited before the ones it supersedes, so the
 		// trail never names a request before its creation.
@@ -185,12 +176,11 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 			Target: target, RequestID: id, Reason: req.Reason, Details: details}); err != nil {
 			return err
 		}
-		for old := range previous {
-			if err := supersedeIfEmpty(ctx, tx, old, id, actor, now); err != nil {
-				return err
-			}
+		if need > 0 {
+			return nil
 		}
-		return nil
+		granted = true
+		return grantRequest(ctx, tx, id, actor, now)
 	})
 	if err != nil {
 		return Request{}, err
@@ -198,8 +188,70 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 	if refusal != nil {
 		return Request{}, refusal
 	}
-	s.onChange(target)
+	if granted {
+		s.onChange(target)
+	}
 	return s.GetRequest(ctx, id)
+}
+
+// grantRequest turns an approved request into grants, inside the caller's
+// transaction: one grant row per port with the deadline now + duration (the
+// clock starts at approval, not at the ask), the target's revision advanced,
+// and the request pending until its agent confirms. A grant the same
+// requester already holds for the same (source, protocol, port) is extended
+// (never shortened) and moves to this request; a request left with no grants
+// becomes superseded.
+func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time) error {
+	r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	if err != nil {
+		return fmt.Errorf("reading request %s: %w", id, err)
+	}
+	rev, err := bumpRevision(ctx, tx, r.Target)
+	if err != nil {
+		return err
+	}
+	asked := access.Deadline(now, r.Duration)
+	expires := asked
+	var extended []policy.Port
+	previous := map[string]bool{}
+	for _, p := range r.Ports {
+		var (
+			gid, oldReq string
+			oldExp      int64
+		)
+		err := tx.QueryRowContext(ctx, `SELECT id, request_id, expires_at FROM grants
+			WHERE target = $1 AND requester = $2 AND source = $3 AND protocol = $4 AND port = $5`,
+			r.Target, r.Requester, r.Source.String(), string(p.Protocol), int(p.Number)).Scan(&gid, &oldReq, &oldExp)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, r.Target, r.Requester, r.Source.String(), string(p.Protocol), int(p.Number), ms(asked))
+			if err != nil {
+				return fmt.Errorf("inserting grant: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("looking up live grant: %w", err)
+		default:
+			exp := access.Extend(fromMS(oldExp), asked)
+			if _, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = $1, expires_at = $2 WHERE id = $3`, id, ms(exp), gid); err != nil {
+				return fmt.Errorf("extending grant: %w", err)
+			}
+			expires = access.Extend(expires, exp)
+			extended = append(extended, p)
+			previous[oldReq] = true
+		}
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = 'pending', revision = $1, expires_at = $2, extended = $3, approved_at = $4,
+		version = version + 1 WHERE id = $5`, rev, ms(expires), encodePorts(extended), ms(now), id)
+	if err != nil {
+		return fmt.Errorf("granting request %s: %w", id, err)
+	}
+	for old := range previous {
+		if err := supersedeIfEmpty(ctx, tx, old, id, actor, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // supersedeIfEmpty ends a request whose grants all moved to a newer one.
@@ -228,11 +280,12 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 		Target: target, RequestID: id, Details: map[string]any{"superseded_by": by}})
 }
 
-// endLiveRequests moves the live requests matching where (a condition on
+// endLiveRequests moves the live requests (awaiting approval, pending or
+// active) matching where (a condition on
 // the requests table with $1.. placeholders) to state to with message,
 // deletes their grants and audits each.
 func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, to access.State, message string, actor Actor, action audit.Action, now time.Time) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id, target, state FROM requests WHERE state IN ('pending', 'active') AND `+where, args...)
+	rows, err := tx.QueryContext(ctx, `SELECT id, target, state FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return fmt.Errorf("selecting requests to end: %w", err)
 	}
@@ -274,6 +327,11 @@ func (s *Store) GetRequest(ctx context.Context, id string) (Request, error) {
 	}
 	if err != nil {
 		return Request{}, fmt.Errorf("reading request %s: %w", id, err)
+	}
+	if q.ApprovalsRequired > 0 {
+		if q.Decisions, err = s.decisions(ctx, id); err != nil {
+			return Request{}, err
+		}
 	}
 	return q, nil
 }
@@ -332,13 +390,22 @@ func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, e
 func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason string, now time.Time) (Request, error) {
 	var target string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var state string
-		err := tx.QueryRowContext(ctx, `SELECT state, target FROM requests WHERE id = $1`, id).Scan(&state, &target)
+		var state, next string
+		err := tx.QueryRowContext(ctx, `SELECT state, target, superseded_by FROM requests WHERE id = $1`, id).Scan(&state, &target, &next)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("request %q: %w", id, ErrNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("reading request %s: %w", id, err)
+		}
+		// Revoking a request that was extended revokes the request that
+		// carries its grant now: revocation wins the race with extension.
+		ids := []string{id}
+		for hops := 0; access.State(state) == access.Superseded && next != "" && hops < 100; hops++ {
+			ids = append(ids, next)
+			if err := tx.QueryRowContext(ctx, `SELECT state, superseded_by FROM requests WHERE id = $1`, next).Scan(&state, &next); err != nil {
+				return fmt.Errorf("following the extension of %s: %w", id, err)
+			}
 		}
 		if _, err := access.Next(access.State(state), access.Revoke); err != nil {
 			return fmt.Errorf("cannot revoke %s: %w (%w)", id, err, ErrConflict)
@@ -347,7 +414,7 @@ func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason strin
 		if reason != "" {
 			msg += ": " + reason
 		}
-		if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Revoked, msg, actor, audit.RequestRevoked, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `id = $1`, []any{ids[len(ids)-1]}, access.Revoked, msg, actor, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		_, err = bumpRevision(ctx, tx, target)

@@ -35,7 +35,16 @@ type Store struct {
 	db *sql.DB
 	// onChange is called after a commit that changed targets' desired state.
 	onChange func(targets ...string)
+	// approvalTimeout is how long a request waits for its approvers.
+	approvalTimeout time.Duration
 }
+
+// DefaultApprovalTimeout is how long a request awaits approval by default.
+const DefaultApprovalTimeout = time.Hour
+
+// SetApprovalTimeout sets how long a request awaits approval before it
+// expires.
+func (s *Store) SetApprovalTimeout(d time.Duration) { s.approvalTimeout = d }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
 // brings its schema up to date.
@@ -65,8 +74,12 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).
 	db.SetMaxOpenConns(4)
-	s := &Store{db: db, onChange: func(...string) {}}
+	s := &Store{db: db, onChange: func(...string) {}, approvalTimeout: DefaultApprovalTimeout}
 	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.chainUnhashed(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -51,6 +51,10 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"ConcurrentRequests", testConcurrentRequests},
 		{"ConcurrentExtension", testConcurrentExtension},
 		{"ConcurrentEnroll", testConcurrentEnroll},
+		{"Approvals", testApprovals},
+		{"ApprovalRace", testApprovalRace},
+		{"Bindings", testBindings},
+		{"UserTokens", testUserTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -493,6 +497,8 @@ func testCreateRequest(t *testing.T, s *store.Store) {
 		ID: r.ID, Target: "web-1", Requester: "alice", Source: pfx("198.51.100.0/28"), Ports: []policy.Port{tcp(22), udp(53)},
 		Duration: 30 * time.Minute, Reason: "ticket-42", State: access.Pending, Revision: 3, CreatedAt: at(time.Minute),
 		ExpiresAt: at(31 * time.Minute), ClientAddr: alice.ClientAddr,
+		// Auto-approved at once: approved when asked, one version past insert.
+		ApprovedAt: ptr(at(time.Minute)), Version: 2,
 	}
 	if diff := cmp.Diff(want, r, cmpOpts); diff != "" {
 		t.Errorf("created request (-want +got):\n%s", diff)
@@ -911,12 +917,22 @@ func testRevoke(t *testing.T, s *store.Store) {
 		t.Errorf("message without a reason = %q", r.Message)
 	}
 
-	// Superseded requests are terminal too.
+	// Revoking a request that was extended revokes the request that holds
+	// its grant now: revocation wins the race with extension.
 	r3 := mustRequest(t, s, alice, "web-1", ask("198.51.100.8/32", time.Hour, tcp(22)), at(6*time.Minute))
-	mustRequest(t, s, alice, "web-1", ask("198.51.100.8/32", time.Hour, tcp(22)), at(7*time.Minute))
+	r4 := mustRequest(t, s, alice, "web-1", ask("198.51.100.8/32", time.Hour, tcp(22)), at(7*time.Minute))
 	wantState(t, s, r3.ID, access.Superseded)
-	_, err = s.RevokeRequest(ctx, alice, r3.ID, "", at(8*time.Minute))
-	wantErrIs(t, "revoke of a superseded request", err, store.ErrConflict)
+	if _, err := s.RevokeRequest(ctx, alice, r3.ID, "", at(8*time.Minute)); err != nil {
+		t.Fatalf("revoke of a superseded request: %v", err)
+	}
+	wantState(t, s, r4.ID, access.Revoked)
+	for _, g := range grants(t, s, "web-1", at(8*time.Minute)) {
+		if g.Source == pfx("198.51.100.8/32") {
+			t.Errorf("grant %v survived the revocation of the request it extended", g)
+		}
+	}
+	_, err = s.RevokeRequest(ctx, alice, r3.ID, "", at(9*time.Minute))
+	wantErrIs(t, "second revoke through the chain", err, store.ErrConflict)
 
 	wantTrail(t, s, store.AuditFilter{RequestID: r1.ID},
 		"request.created "+r1.ID, "request.activated "+r1.ID, "request.revoked "+r1.ID)
@@ -1245,3 +1261,5 @@ func testConcurrentEnroll(t *testing.T, s *store.Store) {
 		t.Errorf("the credential does not authenticate: %v", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
