@@ -66,6 +66,7 @@ SIGINT or SIGTERM stop it.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of --tls-cert")
 	f.StringSliceVar(&trustedProxies, "trusted-proxy", nil, "CIDR of a reverse proxy whose X-Forwarded-For is believed for \"my-ip\" (repeatable)")
 	f.Var(newDuration(&cfg.ActivationTimeout, 30*time.Second), "activation-timeout", "how long a request waits for its agent to open the port before it fails")
+	f.Var(newDuration(&cfg.ApprovalTimeout, time.Hour), "approval-timeout", "how long a request awaits its approvers before it expires")
 	f.Var(newDuration(&maxDuration, policy.DefaultLimits().MaxRuleDuration), "max-duration", "the longest max duration any policy rule may set")
 	f.IntVar(&prefix4, "per-request-prefix-v4", policy.DefaultLimits().PerRequestBits4, "shortest IPv4 prefix a requester may name on a rule without allowed sources")
 	f.IntVar(&prefix6, "per-request-prefix-v6", policy.DefaultLimits().PerRequestBits6, "shortest IPv6 prefix a requester may name on a rule without allowed sources")

@@ -70,10 +70,10 @@ func (a *api) routes() (*http.ServeMux, []string) {
 		_, err := w.Write(openAPI)
 		return err
 	}))
-	handle("GET /metrics", human(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	handle("GET /metrics", human(a.auditReader(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 		promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return nil
-	}))
+	})))
 	handle("GET /api/v1/whoami", human(a.whoami))
 	handle("POST /api/v1/targets", human(a.createTarget))
 	handle("GET /api/v1/targets", human(a.listTargets))
@@ -86,7 +86,17 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/requests", human(a.listRequests))
 	handle("GET /api/v1/requests/{id}", human(a.getRequest))
 	handle("POST /api/v1/requests/{id}/revoke", human(a.revokeRequest))
-	handle("GET /api/v1/audit", human(a.listAudit))
+	handle("POST /api/v1/requests/{id}/approve", human(a.decide(true)))
+	handle("POST /api/v1/requests/{id}/deny", human(a.decide(false)))
+	handle("GET /api/v1/bindings", human(a.listBindings))
+	handle("POST /api/v1/bindings", human(a.createBinding))
+	handle("DELETE /api/v1/bindings", human(a.deleteBinding))
+	handle("GET /api/v1/tokens", human(a.listTokens))
+	handle("POST /api/v1/tokens", human(a.createToken))
+	handle("DELETE /api/v1/tokens/{id}", human(a.revokeToken))
+	handle("GET /api/v1/audit", human(a.auditReader(a.listAudit)))
+	handle("GET /api/v1/audit/verify", human(a.auditReader(a.verifyAudit)))
+	handle("GET /api/v1/audit/export", human(a.auditReader(a.exportAudit)))
 	handle("POST /api/v1/agent/enroll", http.HandlerFunc(a.enroll))
 	handle("GET /api/v1/agent/desired", agent(a.desired))
 	handle("POST /api/v1/agent/report", agent(a.report))
@@ -98,7 +108,9 @@ func (a *api) routes() (*http.ServeMux, []string) {
 
 type handlerFunc func(http.ResponseWriter, *http.Request, store.Principal) error
 
-// auth admits a request whose bearer token is valid and of kind.
+// auth admits a request whose bearer token is valid and of kind; the kind
+// KindAdmin stands for every human kind (admin, personal, session, service),
+// whose rights the handlers then check against role bindings.
 func (a *api) auth(h handlerFunc, kind string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret, ok := bearer(r)
@@ -111,11 +123,12 @@ func (a *api) auth(h handlerFunc, kind string) http.Handler {
 			writeError(w, a.Logger, err)
 			return
 		}
-		if p.Kind != kind {
+		if kind == store.KindAdmin && !p.Human() || kind != store.KindAdmin && p.Kind != kind {
 			writeError(w, a.Logger, errForbidden)
 			return
 		}
 		if err := h(w, r, p); err != nil {
+			a.auditDenied(r, p, err)
 			writeError(w, a.Logger, err)
 		}
 	})
@@ -134,7 +147,11 @@ func bearer(r *http.Request) (string, bool) {
 func (a *api) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
-			if v := recover(); v != nil && v != http.ErrAbortHandler {
+			v := recover()
+			if v == http.ErrAbortHandler {
+				panic(v) // net/http cuts the response short, as the handler asked
+			}
+			if v != nil {
 				a.Logger.Error("panic in handler", "path", r.URL.Path, "panic", v)
 				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 			}
@@ -183,7 +200,7 @@ func (a *api) trusted(addr netip.Addr) bool {
 }
 
 func (a *api) actor(r *http.Request, p store.Principal) store.Actor {
-	act := store.Actor{Name: p.Subject}
+	act := store.Actor{Name: p.Name()}
 	if addr := a.clientAddr(r); addr.IsValid() {
 		act.ClientAddr = addr.String()
 	}
@@ -199,9 +216,4 @@ func waitFor(ctx context.Context, ch <-chan struct{}, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-}
-
-func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	writeJSON(w, http.StatusOK, map[string]string{"subject": p.Subject, "kind": p.Kind, "client_addr": a.clientAddr(r).String()})
-	return nil
 }

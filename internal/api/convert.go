@@ -18,7 +18,11 @@ func toWirePolicy(p policy.Policy) wire.Policy {
 		for j, s := range r.AllowedSources {
 			srcs[j] = s.String()
 		}
-		out.Rules[i] = wire.PortRule{Port: r.Number, Protocol: string(r.Protocol), AllowedSources: srcs, MaxDuration: wire.Duration(r.MaxDuration)}
+		out.Rules[i] = wire.PortRule{Port: r.Number, Protocol: string(r.Protocol), AllowedSources: srcs, MaxDuration: wire.Duration(r.MaxDuration),
+			Approval: &wire.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}}
+		if j := r.Justification; j != (policy.Justification{}) {
+			out.Rules[i].Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
+		}
 	}
 	return out
 }
@@ -28,6 +32,12 @@ func fromWirePolicy(p wire.Policy) (policy.Policy, error) {
 	out := policy.Policy{Rules: make([]policy.Rule, len(p.Rules))}
 	for i, r := range p.Rules {
 		rule := policy.Rule{Port: policy.Port{Number: r.Port, Protocol: policy.Protocol(r.Protocol)}, MaxDuration: time.Duration(r.MaxDuration)}
+		if r.Approval != nil {
+			rule.Approval = policy.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}
+		}
+		if j := r.Justification; j != nil {
+			rule.Justification = policy.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
+		}
 		for j, s := range r.AllowedSources {
 			pfx, err := netip.ParsePrefix(s)
 			if err != nil {
@@ -66,12 +76,16 @@ func toWireRequest(r store.Request, addresses []string) wire.Request {
 		ID: r.ID, Target: r.Target, Requester: r.Requester, Source: r.Source.String(), Ports: portStrings(r.Ports),
 		Duration: wire.Duration(r.Duration), Reason: r.Reason, State: string(r.State), Message: r.Message,
 		CreatedAt: r.CreatedAt, ActivatedAt: r.ActivatedAt, ExpiresAt: r.ExpiresAt, EndedAt: r.EndedAt,
-		SupersededBy: r.SupersededBy,
+		SupersededBy: r.SupersededBy, ApprovalsRequired: r.ApprovalsRequired, ApproveBy: r.ApproveBy, ApprovedAt: r.ApprovedAt,
+		Version: r.Version,
+	}
+	for _, d := range r.Decisions {
+		out.Decisions = append(out.Decisions, wire.Decision{Approver: d.Approver, Decision: d.Decision, Reason: d.Reason, At: d.At})
 	}
 	if len(r.Extended) > 0 {
 		out.Extended = portStrings(r.Extended)
 	}
-	if r.State.Live() {
+	if r.State.HoldsGrants() {
 		out.Connect = connectHints(r.Target, pickAddress(addresses, r.Source.Addr().Is6()), r.Ports)
 	}
 	return out

@@ -40,6 +40,24 @@ var errForbidden = errors.New("this token may not do that")
 // writeError maps an error to its HTTP status; this is the only place that
 // knows the mapping.
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
+	status, body := classify(err)
+	if status == http.StatusInternalServerError {
+		log.Error("request failed", "err", err)
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="jitgate"`)
+	}
+	writeJSON(w, status, body)
+}
+
+// statusOf is the HTTP status err maps to.
+func statusOf(err error) int {
+	status, _ := classify(err)
+	return status
+}
+
+// classify maps an error to its HTTP status and body.
+func classify(err error) (int, wire.Error) {
 	var (
 		status = http.StatusInternalServerError
 		body   = wire.Error{Error: "internal error"}
@@ -59,21 +77,19 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		status, body = http.StatusForbidden, wire.Error{Error: de.Error(), Rule: de.Rule}
 	case errors.Is(err, store.ErrUnauthorized):
 		status, body = http.StatusUnauthorized, wire.Error{Error: "missing, invalid or expired bearer token"}
-	case errors.Is(err, errForbidden):
-		status, body = http.StatusForbidden, wire.Error{Error: err.Error()}
+	case errors.Is(err, errForbidden), errors.Is(err, store.ErrForbidden):
+		msg := strings.TrimSuffix(strings.TrimSuffix(err.Error(), ": "+errForbidden.Error()), ": "+store.ErrForbidden.Error())
+		status, body = http.StatusForbidden, wire.Error{Error: msg}
+	case errors.Is(err, store.ErrStale):
+		status, body = http.StatusConflict, wire.Error{Error: strings.TrimSuffix(err.Error(), ": "+store.ErrStale.Error())}
 	case errors.Is(err, store.ErrNotFound):
 		status, body = http.StatusNotFound, wire.Error{Error: err.Error()}
 	case errors.Is(err, store.ErrConflict):
 		// The sentinel's own text ("conflict") adds nothing to the message.
 		msg := strings.TrimSuffix(strings.TrimSuffix(err.Error(), ": conflict"), " (conflict)")
 		status, body = http.StatusConflict, wire.Error{Error: msg}
-	default:
-		log.Error("request failed", "err", err)
 	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="jitgate"`)
-	}
-	writeJSON(w, status, body)
+	return status, body
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -18,6 +20,9 @@ const maxLongPoll = 55 * time.Second
 func (a *api) createTarget(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	var in wire.TargetCreate
 	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.WriteTarget, &authz.Target{Name: in.Name, Labels: in.Labels}); err != nil {
 		return err
 	}
 	t, token, err := a.Store.CreateTarget(r.Context(), a.actor(r, p), in.Name, in.Labels, a.Now(), a.EnrollTokenTTL)
@@ -33,9 +38,22 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Target, len(ts))
-	for i, t := range ts {
-		out[i] = toWireTarget(t)
+	stats, err := a.Store.AllTargetStats(r.Context(), a.Now())
+	if err != nil {
+		return err
+	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Target, 0, len(ts))
+	for _, t := range ts {
+		if !authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) {
+			continue
+		}
+		wt := toWireTarget(t)
+		wt.Stats = toWireStats(stats[t.Name])
+		out = append(out, wt)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -46,11 +64,23 @@ func (a *api) getTarget(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toWireTarget(t))
+	if err := a.require(r.Context(), p, authz.ReadTarget, authzTarget(t)); err != nil {
+		return err
+	}
+	stats, err := a.Store.TargetStats(r.Context(), t.Name, a.Now())
+	if err != nil {
+		return err
+	}
+	out := toWireTarget(t)
+	out.Stats = toWireStats(stats)
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (a *api) removeTarget(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	if err := a.require(r.Context(), p, authz.WriteTarget, a.targetOf(r.Context(), r.PathValue("name"))); err != nil {
+		return err
+	}
 	if err := a.Store.RemoveTarget(r.Context(), a.actor(r, p), r.PathValue("name"), a.Now()); err != nil {
 		return err
 	}
@@ -71,6 +101,13 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 		return err
 	}
 	name := r.PathValue("name")
+	t, err := a.Store.GetTarget(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
+		return err
+	}
 	changed, err := a.Store.SetPolicy(r.Context(), a.actor(r, p), name, pol, a.Now())
 	if err != nil {
 		return err
@@ -84,6 +121,9 @@ func (a *api) getPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
+	if err := a.require(r.Context(), p, authz.ReadTarget, authzTarget(t)); err != nil {
+		return err
+	}
 	if t.Policy == nil {
 		return notFound("target %q has no JIT policy", t.Name)
 	}
@@ -92,6 +132,13 @@ func (a *api) getPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 }
 
 func (a *api) removePolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	t, err := a.Store.GetTarget(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
+		return err
+	}
 	if err := a.Store.RemovePolicy(r.Context(), a.actor(r, p), r.PathValue("name"), a.Now()); err != nil {
 		return err
 	}
@@ -108,6 +155,14 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 	req, err := a.parseRequest(r, in)
 	if err != nil {
 		a.Metrics.Requests.WithLabelValues("invalid").Inc()
+		return err
+	}
+	t, err := a.Store.GetTarget(r.Context(), in.Target)
+	if err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.CreateRequest, authzTarget(t)); err != nil {
+		a.Metrics.Requests.WithLabelValues("forbidden").Inc()
 		return err
 	}
 	created, err := a.Store.CreateRequest(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now())
@@ -201,15 +256,25 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err != nil {
 		return err
 	}
-	addrs := map[string][]string{}
-	out := make([]wire.Request, len(rs))
-	for i, req := range rs {
-		if _, ok := addrs[req.Target]; !ok {
-			if t, err := a.Store.GetTarget(r.Context(), req.Target); err == nil {
-				addrs[req.Target] = t.Addresses
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	targets := map[string]store.Target{}
+	out := make([]wire.Request, 0, len(rs))
+	for _, req := range rs {
+		t, ok := targets[req.Target]
+		if !ok {
+			if t, err = a.Store.GetTarget(r.Context(), req.Target); err != nil {
+				t = store.Target{Name: req.Target}
 			}
+			targets[req.Target] = t
 		}
-		out[i] = toWireRequest(req, addrs[req.Target])
+		// Own requests, and others' where a role reads requests.
+		if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) {
+			continue
+		}
+		out = append(out, toWireRequest(req, t.Addresses))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -224,8 +289,9 @@ func validState(s access.State) bool {
 	return false
 }
 
-// getRequest returns a request; with ?wait=D&state=S it is a long-poll that
-// answers once the state differs from S (or after D).
+// getRequest returns a request; with ?wait=D&state=S (or &version=V) it is a
+// long-poll that answers once the state differs from S (the version from V),
+// or after D.
 func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	id := r.PathValue("id")
 	q := r.URL.Query()
@@ -237,22 +303,47 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 		}
 		wait = d
 	}
+	var version int64
+	if s := q.Get("version"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return invalidField("version", "must be a request version")
+		}
+		version = v
+	}
+	changed := func(req store.Request) bool {
+		if version != 0 {
+			return req.Version != version
+		}
+		return string(req.State) != q.Get("state")
+	}
+	req, err := a.Store.GetRequest(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if ok, err := a.readable(r.Context(), p, req, a.targetOf(r.Context(), req.Target)); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("%s may not see request %s: %w", p.Name(), id, errForbidden)
+	}
 	deadline := time.Now().Add(wait)
 	for {
-		req, err := a.Store.GetRequest(r.Context(), id)
-		if err != nil {
-			return err
-		}
 		remaining := time.Until(deadline)
-		if wait == 0 || string(req.State) != q.Get("state") || remaining <= 0 || r.Context().Err() != nil {
+		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
 			return a.writeRequest(w, r, http.StatusOK, req)
 		}
 		ch := a.Hub.Watch(req.Target)
 		// Re-read after taking the channel so a change in between is seen.
-		if again, err := a.Store.GetRequest(r.Context(), id); err == nil && again.State != req.State {
+		if req, err = a.Store.GetRequest(r.Context(), id); err != nil {
+			return err
+		}
+		if changed(req) {
 			continue
 		}
 		waitFor(r.Context(), ch, remaining)
+		if req, err = a.Store.GetRequest(r.Context(), id); err != nil {
+			return err
+		}
 	}
 }
 
@@ -266,7 +357,16 @@ func (a *api) revokeRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 	if len(in.Reason) > policy.MaxReasonLen {
 		return invalidField("reason", "at most %d characters", policy.MaxReasonLen)
 	}
-	req, err := a.Store.RevokeRequest(r.Context(), a.actor(r, p), r.PathValue("id"), strings.TrimSpace(in.Reason), a.Now())
+	cur, err := a.Store.GetRequest(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if cur.Requester != p.Name() {
+		if err := a.require(r.Context(), p, authz.RevokeAny, a.targetOf(r.Context(), cur.Target)); err != nil {
+			return err
+		}
+	}
+	req, err := a.Store.RevokeRequest(r.Context(), a.actor(r, p), cur.ID, strings.TrimSpace(in.Reason), a.Now())
 	if err != nil {
 		return err
 	}
@@ -275,20 +375,9 @@ func (a *api) revokeRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 
 func (a *api) listAudit(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	q := r.URL.Query()
-	f := store.AuditFilter{Target: q.Get("target"), RequestID: q.Get("request"), Action: q.Get("action")}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339, s)
-		if err != nil {
-			return invalidField("since", "must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
-		}
-		f.Since = t
-	}
-	if s := q.Get("after"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return invalidField("after", "must be an event id")
-		}
-		f.AfterID = n
+	f, err := auditFilter(q)
+	if err != nil {
+		return err
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)

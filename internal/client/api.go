@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -121,13 +124,17 @@ type AuditFilter struct {
 	Target    string
 	RequestID string
 	Action    string
-	Since     time.Time
-	AfterID   int64
-	Limit     int
+	// Actor is the user (or agent) who acted.
+	Actor string
+	// Since and Until bound the time: Since <= at < Until.
+	Since   time.Time
+	Until   time.Time
+	AfterID int64
+	Limit   int
 }
 
-// Audit lists audit events, oldest first.
-func (c *Client) Audit(ctx context.Context, f AuditFilter) ([]wire.AuditEvent, error) {
+// query encodes the filter as the API's query parameters.
+func (f AuditFilter) query() url.Values {
 	q := url.Values{}
 	if f.Target != "" {
 		q.Set("target", f.Target)
@@ -138,8 +145,14 @@ func (c *Client) Audit(ctx context.Context, f AuditFilter) ([]wire.AuditEvent, e
 	if f.Action != "" {
 		q.Set("action", f.Action)
 	}
+	if f.Actor != "" {
+		q.Set("actor", f.Actor)
+	}
 	if !f.Since.IsZero() {
-		q.Set("since", f.Since.UTC().Format(time.RFC3339))
+		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
 	}
 	if f.AfterID > 0 {
 		q.Set("after", strconv.FormatInt(f.AfterID, 10))
@@ -147,7 +160,59 @@ func (c *Client) Audit(ctx context.Context, f AuditFilter) ([]wire.AuditEvent, e
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
+	return q
+}
+
+// Audit lists audit events, oldest first.
+func (c *Client) Audit(ctx context.Context, f AuditFilter) ([]wire.AuditEvent, error) {
 	var out []wire.AuditEvent
-	err := c.do(ctx, http.MethodGet, "/api/v1/audit", q, nil, &out)
+	err := c.do(ctx, http.MethodGet, "/api/v1/audit", f.query(), nil, &out)
 	return out, err
+}
+
+// VerifyAudit checks the hash chain of the whole audit trail.
+func (c *Client) VerifyAudit(ctx context.Context) (wire.AuditVerify, error) {
+	var out wire.AuditVerify
+	err := c.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, nil, &out)
+	return out, err
+}
+
+// ExportAudit streams every event matching f (Limit is ignored) in format
+// "jsonl" or "csv" to w. An export cut short by the server fails with an
+// error rather than returning a complete-looking file.
+func (c *Client) ExportAudit(ctx context.Context, f AuditFilter, format string, w io.Writer) error {
+	q := f.query()
+	q.Del("limit")
+	q.Set("format", format)
+	u := *c.base
+	u.Path += "/api/v1/audit/export"
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("building request: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	// A large export may take longer than the client's timeout for one
+	// answer; ctx bounds it instead.
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET /api/v1/audit/export: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		ae := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
+			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+		}
+		return ae
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("GET /api/v1/audit/export: reading answer: %w", err)
+	}
+	return nil
 }

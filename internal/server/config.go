@@ -29,6 +29,9 @@ type Config struct {
 	// ActivationTimeout is how long a request waits for its agent's
 	// confirmation before it fails (default 30 s).
 	ActivationTimeout time.Duration
+	// ApprovalTimeout is how long a request awaits its approvers before it
+	// expires (default 1 h).
+	ApprovalTimeout time.Duration
 	// AgentPollWait is the longest an agent's long-poll is held (default 25 s).
 	AgentPollWait time.Duration
 	// EnrollTokenTTL is how long an enrollment token stays valid (default 24 h).
@@ -46,6 +49,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ActivationTimeout == 0 {
 		c.ActivationTimeout = 30 * time.Second
+	}
+	if c.ApprovalTimeout == 0 {
+		c.ApprovalTimeout = time.Hour
 	}
 	if c.AgentPollWait == 0 {
 		c.AgentPollWait = 25 * time.Second
@@ -75,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.ActivationTimeout < time.Second {
 		return fmt.Errorf("activation-timeout: %s is shorter than 1s", c.ActivationTimeout)
+	}
+	if c.ApprovalTimeout < time.Second {
+		return fmt.Errorf("approval-timeout: %s is shorter than 1s", c.ApprovalTimeout)
 	}
 	if c.AgentPollWait < time.Second || c.AgentPollWait > 50*time.Second {
 		return fmt.Errorf("agent-poll-wait: %s must lie between 1s and 50s", c.AgentPollWait)

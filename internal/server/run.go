@@ -39,6 +39,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	st.SetApprovalTimeout(cfg.ApprovalTimeout)
 	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}

@@ -44,6 +44,23 @@ type PortRule struct {
 	Protocol       string   `json:"protocol,omitempty"`
 	AllowedSources []string `json:"allowed_sources,omitempty"`
 	MaxDuration    Duration `json:"max_duration,omitempty"`
+	// Approval is {"mode": "auto"} (the default) or {"mode": "manual", "approvals": N}.
+	Approval *Approval `json:"approval,omitempty"`
+	// Justification constrains the requester's reason.
+	Justification *Justification `json:"justification,omitempty"`
+}
+
+// Approval is a port rule's approval workflow.
+type Approval struct {
+	Mode      string `json:"mode"`
+	Approvals int    `json:"approvals,omitempty"`
+}
+
+// Justification rules for a request's reason.
+type Justification struct {
+	Required  bool   `json:"required,omitempty"`
+	MinLength int    `json:"min_length,omitempty"`
+	Pattern   string `json:"pattern,omitempty"`
 }
 
 // Policy is a target's JIT policy.
@@ -70,6 +87,18 @@ type Target struct {
 	Policy    *Policy           `json:"policy,omitempty"`
 	Agent     AgentStatus       `json:"agent"`
 	CreatedAt time.Time         `json:"created_at"`
+	// Stats summarises recent access to the target.
+	Stats *TargetStats `json:"stats,omitempty"`
+}
+
+// TargetStats summarises recent access to a target.
+type TargetStats struct {
+	// LastAccess is when a request for the target last became active, and
+	// LastUser who asked for it.
+	LastAccess *time.Time `json:"last_access,omitempty"`
+	LastUser   string     `json:"last_user,omitempty"`
+	// Approved7d counts the requests that became active in the last 7 days.
+	Approved7d int `json:"approved_7d"`
 }
 
 // TargetCreate enrolls a target.
@@ -126,6 +155,84 @@ type Request struct {
 	Extended []string `json:"extended,omitempty"`
 	// Connect says how to reach the granted ports.
 	Connect []string `json:"connect,omitempty"`
+	// ApprovalsRequired is 0 for requests approved at once.
+	ApprovalsRequired int        `json:"approvals_required,omitempty"`
+	Decisions         []Decision `json:"decisions,omitempty"`
+	ApproveBy         *time.Time `json:"approve_by,omitempty"`
+	ApprovedAt        *time.Time `json:"approved_at,omitempty"`
+	// Version changes with every change of the request; send it back with a
+	// decision to refuse acting on a stale view.
+	Version int64 `json:"version"`
+}
+
+// Decision is one approver's approval or denial.
+type Decision struct {
+	Approver string    `json:"approver"`
+	Decision string    `json:"decision"`
+	Reason   string    `json:"reason,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Decide approves or denies a request.
+type Decide struct {
+	Reason string `json:"reason,omitempty"`
+	// Version, when set, must be the request's current version.
+	Version int64 `json:"version,omitempty"`
+}
+
+// Binding gives a principal a role within a scope.
+type Binding struct {
+	ID int64 `json:"id,omitempty"`
+	// Principal is user:NAME, group:NAME or service:NAME.
+	Principal string `json:"principal"`
+	// Role is reader, requester, approver, policy-admin, auditor or admin.
+	Role string `json:"role"`
+	// Scope is "*", "target:NAME" or "label:KEY=VALUE".
+	Scope string `json:"scope"`
+}
+
+// Grant is a role in a scope.
+type Grant struct {
+	Role  string `json:"role"`
+	Scope string `json:"scope"`
+}
+
+// Whoami says who a token speaks for and what it may do.
+type Whoami struct {
+	Subject    string   `json:"subject"`
+	Kind       string   `json:"kind"`
+	Groups     []string `json:"groups,omitempty"`
+	Grants     []Grant  `json:"grants"`
+	ClientAddr string   `json:"client_addr"`
+}
+
+// TokenCreate asks for a personal token (or, with Service, a service token).
+type TokenCreate struct {
+	Name string `json:"name"`
+	// TTL is the token's life, at most a year.
+	TTL Duration `json:"ttl"`
+	// Limits narrow the token below its owner's grants; empty: all of them.
+	Limits []Grant `json:"limits,omitempty"`
+	// Service names a service account; creating its tokens needs admin.
+	Service string `json:"service,omitempty"`
+}
+
+// Token describes a token, never its secret.
+type Token struct {
+	ID        string     `json:"id"`
+	Kind      string     `json:"kind"`
+	Subject   string     `json:"subject"`
+	Name      string     `json:"name,omitempty"`
+	Limits    []Grant    `json:"limits,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	CreatedBy string     `json:"created_by,omitempty"`
+}
+
+// TokenCreated carries the secret, shown once.
+type TokenCreated struct {
+	Token  Token  `json:"token"`
+	Secret string `json:"secret"`
 }
 
 // Revoke ends a request early.
@@ -144,6 +251,18 @@ type AuditEvent struct {
 	ClientAddr string         `json:"client_addr,omitempty"`
 	Reason     string         `json:"reason,omitempty"`
 	Details    map[string]any `json:"details,omitempty"`
+}
+
+// AuditVerify is the outcome of checking the audit trail's hash chain.
+type AuditVerify struct {
+	OK     bool `json:"ok"`
+	Events int  `json:"events"`
+	// FirstBadID is the first event altered, missing or out of place.
+	FirstBadID int64  `json:"first_bad_id,omitempty"`
+	Problem    string `json:"problem,omitempty"`
+	// HeadHash is the hash of the newest event when the chain is intact;
+	// kept elsewhere, it shows later whether the newest events were removed.
+	HeadHash string `json:"head_hash,omitempty"`
 }
 
 // EnrollRequest exchanges an enrollment token (sent as the bearer token) for

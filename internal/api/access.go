@@ -1,0 +1,342 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// maxTokenTTL bounds personal and service tokens.
+const maxTokenTTL = 366 * 24 * time.Hour
+
+func authzTarget(t store.Target) *authz.Target {
+	return &authz.Target{Name: t.Name, Labels: t.Labels}
+}
+
+// can reports whether p may do act on t (nil: the whole installation).
+func (a *api) can(ctx context.Context, p store.Principal, act authz.Action, t *authz.Target) (bool, error) {
+	bs, err := a.Store.ListBindings(ctx)
+	if err != nil {
+		return false, err
+	}
+	return authz.Allowed(bs, p.Authz(), act, t), nil
+}
+
+// require fails with a 403 that says what was refused unless p may do act on t.
+func (a *api) require(ctx context.Context, p store.Principal, act authz.Action, t *authz.Target) error {
+	ok, err := a.can(ctx, p, act, t)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	where := "this installation"
+	if t != nil {
+		where = "target " + t.Name
+	}
+	return fmt.Errorf("%s has no role that allows %s on %s: %w", p.Name(), act, where, errForbidden)
+}
+
+// readable reports whether p may see request r: its own, or any in scope of
+// a role that reads requests.
+func (a *api) readable(ctx context.Context, p store.Principal, r store.Request, t *authz.Target) (bool, error) {
+	if r.Requester == p.Name() {
+		return true, nil
+	}
+	return a.can(ctx, p, authz.ReadAnyRequest, t)
+}
+
+// targetOf returns the authorization view of a request's target; a removed
+// target keeps only its name (covered by installation-wide scopes only).
+func (a *api) targetOf(ctx context.Context, name string) *authz.Target {
+	t, err := a.Store.GetTarget(ctx, name)
+	if err != nil {
+		return &authz.Target{Name: name}
+	}
+	return authzTarget(t)
+}
+
+// auditDenied records a refused attempt to change something (a wrong role, an
+// approval of one's own request, a stale decision): the trail shows attempts,
+// not only successes. Refused access requests are audited by the store.
+func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
+	var de *policy.DenyError
+	if r.Method == http.MethodGet || r.Method == http.MethodHead || errors.As(err, &de) {
+		return
+	}
+	status := statusOf(err)
+	if status < 400 || status >= 500 || status == http.StatusUnauthorized {
+		return
+	}
+	e := audit.Event{At: a.Now(), Actor: p.Name(), ClientAddr: a.clientAddr(r).String(), Action: audit.AccessDenied,
+		Reason: err.Error(), Details: map[string]any{"method": r.Method, "path": r.URL.Path, "status": status}}
+	if id := r.PathValue("id"); id != "" && strings.HasPrefix(id, "r-") {
+		e.RequestID = id
+	}
+	if name := r.PathValue("name"); name != "" {
+		e.Target = name
+	}
+	if err := a.Store.Audit(r.Context(), e); err != nil {
+		a.Logger.Error("auditing a refused attempt", "err", err)
+	}
+}
+
+// auditReader admits principals whose roles read the audit trail: of the
+// target named by ?target= when there is one, else of the whole installation.
+// Metrics are guarded the same way: they describe the whole installation.
+func (a *api) auditReader(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+		var t *authz.Target
+		if name := r.URL.Query().Get("target"); name != "" {
+			t = a.targetOf(r.Context(), name)
+		}
+		if err := a.require(r.Context(), p, authz.ReadAudit, t); err != nil {
+			return err
+		}
+		return h(w, r, p)
+	}
+}
+
+func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	out := wire.Whoami{Subject: p.Name(), Kind: p.Kind, Groups: p.Groups, ClientAddr: a.clientAddr(r).String(), Grants: []wire.Grant{}}
+	for _, g := range authz.Grants(bs, p.Authz()) {
+		out.Grants = append(out.Grants, wire.Grant{Role: string(g.Role), Scope: string(g.Scope)})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) decide(approve bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+		var in wire.Decide
+		if r.ContentLength != 0 {
+			if err := decode(w, r, &in); err != nil {
+				return err
+			}
+		}
+		if len(in.Reason) > policy.MaxReasonLen {
+			return invalidField("reason", "at most %d characters", policy.MaxReasonLen)
+		}
+		id := r.PathValue("id")
+		req, err := a.Store.GetRequest(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if err := a.require(r.Context(), p, authz.Approve, a.targetOf(r.Context(), req.Target)); err != nil {
+			return err
+		}
+		actor := a.actor(r, p)
+		reason := strings.TrimSpace(in.Reason)
+		if approve {
+			req, err = a.Store.ApproveRequest(r.Context(), actor, id, reason, in.Version, a.Now())
+		} else {
+			req, err = a.Store.DenyRequest(r.Context(), actor, id, reason, in.Version, a.Now())
+		}
+		if err != nil {
+			return err
+		}
+		a.Hub.Notify(req.Target)
+		return a.writeRequest(w, r, http.StatusOK, req)
+	}
+}
+
+func parseGrant(g wire.Grant, field string) (authz.Grant, error) {
+	role, err := authz.ParseRole(g.Role)
+	if err != nil {
+		return authz.Grant{}, invalidField(field+".role", "%v", err)
+	}
+	scope, err := authz.ParseScope(g.Scope)
+	if err != nil {
+		return authz.Grant{}, invalidField(field+".scope", "%v", err)
+	}
+	return authz.Grant{Role: role, Scope: scope}, nil
+}
+
+func (a *api) listBindings(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Binding, len(bs))
+	for i, b := range bs {
+		out[i] = wire.Binding{ID: b.ID, Principal: b.Principal, Role: string(b.Role), Scope: string(b.Scope)}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func parseBinding(in wire.Binding) (authz.Binding, error) {
+	principal, err := authz.ParsePrincipal(in.Principal)
+	if err != nil {
+		return authz.Binding{}, invalidField("principal", "%v", err)
+	}
+	g, err := parseGrant(wire.Grant{Role: in.Role, Scope: in.Scope}, "binding")
+	if err != nil {
+		return authz.Binding{}, err
+	}
+	return authz.Binding{Principal: principal, Role: g.Role, Scope: g.Scope}, nil
+}
+
+func (a *api) createBinding(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.Binding
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	b, err := parseBinding(in)
+	if err != nil {
+		return err
+	}
+	if b, err = a.Store.CreateBinding(r.Context(), a.actor(r, p), b, a.Now()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, wire.Binding{ID: b.ID, Principal: b.Principal, Role: string(b.Role), Scope: string(b.Scope)})
+	return nil
+}
+
+func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.Binding
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	b, err := parseBinding(in)
+	if err != nil {
+		return err
+	}
+	if err := a.Store.DeleteBinding(r.Context(), a.actor(r, p), b, a.Now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func toWireToken(t store.TokenInfo) wire.Token {
+	out := wire.Token{ID: t.ID, Kind: t.Kind, Subject: t.Subject, Name: t.Name, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, CreatedBy: t.CreatedBy}
+	for _, g := range t.Limits {
+		out.Limits = append(out.Limits, wire.Grant{Role: string(g.Role), Scope: string(g.Scope)})
+	}
+	return out
+}
+
+// createToken makes a personal token of the caller, never wider than the
+// caller's own grants, or (for admins) a service token.
+func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.TokenCreate
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	ttl := time.Duration(in.TTL)
+	if ttl <= 0 || ttl > maxTokenTTL {
+		return invalidField("ttl", "must be a positive duration of at most %s, such as 720h", maxTokenTTL)
+	}
+	if len(in.Name) > 100 {
+		return invalidField("name", "at most 100 characters")
+	}
+	var limits []authz.Grant
+	for i, g := range in.Limits {
+		lg, err := parseGrant(g, fmt.Sprintf("limits[%d]", i))
+		if err != nil {
+			return err
+		}
+		limits = append(limits, lg)
+	}
+	spec := store.TokenSpec{Kind: store.KindPersonal, Subject: p.Subject, Name: in.Name, Groups: p.Groups, Limits: limits, TTL: ttl}
+	owner := p.Authz()
+	if in.Service != "" {
+		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+			return err
+		}
+		name, err := authz.ParsePrincipal("service:" + in.Service)
+		if err != nil {
+			return invalidField("service", "%v", err)
+		}
+		spec.Kind, spec.Subject, spec.Groups = store.KindService, strings.TrimPrefix(name, "service:"), nil
+		owner = authz.Subject{Principals: []string{name}}
+	} else if p.Kind == store.KindService {
+		return fmt.Errorf("a service token cannot create tokens: %w", errForbidden)
+	}
+	if len(p.Limits) > 0 && len(limits) == 0 && in.Service == "" {
+		// A limited token's child is at most as limited.
+		spec.Limits = p.Limits
+	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	if len(spec.Limits) > 0 && in.Service == "" && !authz.Within(bs, p.Authz(), spec.Limits) {
+		return fmt.Errorf("a token's limits must lie within your own roles: %w", errForbidden)
+	}
+	if len(spec.Limits) > 0 && in.Service != "" && !authz.Within(bs, owner, spec.Limits) {
+		return invalidField("limits", "the service has no binding for some of these roles; bind it first")
+	}
+	secret, info, err := a.Store.CreateToken(r.Context(), a.actor(r, p), spec, a.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, wire.TokenCreated{Token: toWireToken(info), Secret: secret})
+	return nil
+}
+
+func (a *api) listTokens(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	subject := p.Subject
+	if r.URL.Query().Get("all") == "true" {
+		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+			return err
+		}
+		subject = ""
+	}
+	ts, err := a.Store.ListTokens(r.Context(), "", subject, a.Now())
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Token, 0, len(ts))
+	for _, t := range ts {
+		if subject != "" && t.Kind == store.KindService && p.Kind != store.KindService {
+			continue // a user named like a service does not see its tokens
+		}
+		out = append(out, toWireToken(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) revokeToken(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	id := r.PathValue("id")
+	t, err := a.Store.GetToken(r.Context(), id, a.Now())
+	if err != nil {
+		return err
+	}
+	own := t.Subject == p.Subject && (t.Kind == store.KindService) == (p.Kind == store.KindService)
+	if !own {
+		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+			return err
+		}
+	}
+	if err := a.Store.RevokeToken(r.Context(), a.actor(r, p), id, a.Now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,193 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// matrixFixture is a server with target web-01 (group=prod, 22/tcp auto and
+// 3389/tcp manual) and two requests by the admin alice: one granted, one
+// awaiting approval.
+type matrixFixture struct {
+	*env
+	granted, awaiting string
+}
+
+func newMatrixFixture(t *testing.T) *matrixFixture {
+	t.Helper()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Labels: map[string]string{"group": "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: 22, MaxDuration: wire.Duration(time.Hour)},
+		{Port: 3389, MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "manual", Approvals: 1}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"3389"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil || a.State != "pending_approval" {
+		t.Fatalf("request awaiting approval: %v %s", err, a.State)
+	}
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "group:ops", Role: authz.Auditor, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID}
+}
+
+// user makes a personal token for name, bound to role in scope.
+func (f *matrixFixture) user(t *testing.T, name string, role authz.Role, scope authz.Scope) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:" + name, Role: role, Scope: scope}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := f.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+func (f *matrixFixture) do(t *testing.T, token, method, path, body string) int {
+	t.Helper()
+	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting).Replace(path)
+	req, _ := http.NewRequest(method, f.srv.URL+path, bytes.NewBufferString(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestAuthorizationMatrix sends every endpoint as every role, bound in scope
+// and out of scope, and unauthenticated. Target endpoints are in scope for a
+// binding on label group=prod and out of scope for group=production (scopes
+// match whole segments); installation-wide endpoints are in scope only for a
+// binding on "*".
+func TestAuthorizationMatrix(t *testing.T) {
+	const (
+		target = iota // the endpoint acts on web-01
+		global        // the endpoint acts on the whole installation
+		own           // the endpoint acts on the caller's own things
+	)
+	A, R, Q, P, U, D := authz.Admin, authz.Reader, authz.Requester, authz.PolicyAdmin, authz.Auditor, authz.Approver
+	all := []authz.Role{R, Q, D, P, U, A}
+	endpoints := []struct {
+		method, path, body string
+		kind               int
+		allowed            []authz.Role // in scope
+	}{
+		{"GET", "/api/v1/whoami", "", own, all},
+		{"GET", "/api/v1/openapi.json", "", own, all},
+		{"GET", "/api/v1/tokens", "", own, all},
+		{"POST", "/api/v1/tokens", `{"name":"t","ttl":"1h"}`, own, all},
+		{"GET", "/api/v1/targets", "", own, all}, // filtered, never refused
+		{"GET", "/api/v1/requests", "", own, all},
+		{"GET", "/api/v1/targets/web-01", "", target, all},
+		{"GET", "/api/v1/targets/web-01/policy", "", target, all},
+		{"POST", "/api/v1/targets", `{"name":"web-02","labels":{"group":"prod"}}`, target, []authz.Role{P, A}},
+		{"DELETE", "/api/v1/targets/web-01", "", target, []authz.Role{P, A}},
+		{"PUT", "/api/v1/targets/web-01/policy", `{"rules":[{"port":22}]}`, target, []authz.Role{P, A}},
+		{"DELETE", "/api/v1/targets/web-01/policy", "", target, []authz.Role{P, A}},
+		{"POST", "/api/v1/requests", `{"target":"web-01","ports":["22"],"source":"198.51.100.9","duration":"1h","reason":"x"}`, target, []authz.Role{Q, A}},
+		{"GET", "/api/v1/requests/{granted}", "", target, []authz.Role{D, P, U, A}},
+		{"POST", "/api/v1/requests/{granted}/revoke", "", target, []authz.Role{D, A}},
+		{"POST", "/api/v1/requests/{awaiting}/approve", "", target, []authz.Role{D, A}},
+		{"POST", "/api/v1/requests/{awaiting}/deny", "", target, []authz.Role{D, A}},
+		{"GET", "/api/v1/audit?target=web-01", "", target, []authz.Role{U, A}},
+		{"GET", "/api/v1/audit", "", global, []authz.Role{U, A}},
+		{"GET", "/api/v1/audit/verify", "", global, []authz.Role{U, A}},
+		{"GET", "/api/v1/audit/export?format=jsonl", "", global, []authz.Role{U, A}},
+		{"GET", "/metrics", "", global, []authz.Role{U, A}},
+		{"GET", "/api/v1/bindings", "", global, []authz.Role{A}},
+		{"POST", "/api/v1/bindings", `{"principal":"group:ops","role":"reader","scope":"*"}`, global, []authz.Role{A}},
+		{"DELETE", "/api/v1/bindings", `{"principal":"group:ops","role":"auditor","scope":"*"}`, global, []authz.Role{A}},
+		{"GET", "/api/v1/agent/desired", "", own, nil},
+		{"POST", "/api/v1/agent/report", `{"revision":1}`, own, nil},
+	}
+	for _, ep := range endpoints {
+		for _, role := range all {
+			for _, inScope := range []bool{true, false} {
+				name := fmt.Sprintf("%s %s/%s/in=%v", ep.method, ep.path, role, inScope)
+				t.Run(name, func(t *testing.T) {
+					f := newMatrixFixture(t)
+					scope := authz.Scope("label:group=prod")
+					switch {
+					case ep.kind == global && inScope:
+						scope = authz.Everywhere
+					case !inScope:
+						scope = "label:group=production"
+					}
+					tok := f.user(t, "bob", role, scope)
+					allowed := false
+					for _, r := range ep.allowed {
+						if r == role && (inScope || ep.kind == own) {
+							allowed = true
+						}
+					}
+					got := f.do(t, tok, ep.method, ep.path, ep.body)
+					switch {
+					case allowed && (got < 200 || got > 299):
+						t.Errorf("%s as %s (in scope %v): %d, want success", ep.path, role, inScope, got)
+					case !allowed && got != http.StatusForbidden:
+						t.Errorf("%s as %s (in scope %v): %d, want 403", ep.path, role, inScope, got)
+					}
+				})
+			}
+		}
+		t.Run(ep.method+" "+ep.path+"/unauthenticated", func(t *testing.T) {
+			f := newMatrixFixture(t)
+			if got := f.do(t, "", ep.method, ep.path, ep.body); got != http.StatusUnauthorized {
+				t.Errorf("%s %s without a token: %d, want 401", ep.method, ep.path, got)
+			}
+		})
+	}
+}
+
+// TestScopedVisibility: lists are filtered to what a role may see.
+func TestScopedVisibility(t *testing.T) {
+	f := newMatrixFixture(t)
+	ctx := context.Background()
+	if _, err := f.c.CreateTarget(ctx, wire.TargetCreate{Name: "db-01", Labels: map[string]string{"group": "production"}}); err != nil {
+		t.Fatal(err)
+	}
+	reader := f.user(t, "bob", authz.Reader, "label:group=prod")
+	ts, err := f.c.WithToken(reader).Targets(ctx)
+	if err != nil || len(ts) != 1 || ts[0].Name != "web-01" {
+		t.Fatalf("reader on group=prod sees %v, %v; want only web-01", ts, err)
+	}
+	rs, err := f.c.WithToken(reader).Requests(ctx, clientFilter())
+	if err != nil || len(rs) != 0 {
+		t.Fatalf("a reader sees others' requests: %v %v", rs, err)
+	}
+	approver := f.user(t, "carol", authz.Approver, "label:group=prod")
+	rs, err = f.c.WithToken(approver).Requests(ctx, clientFilter())
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("an approver in scope sees %d requests, %v; want 2", len(rs), err)
+	}
+}
+
+func clientFilter() client.RequestFilter { return client.RequestFilter{} }
