@@ -116,7 +116,9 @@ func testApprovalRace(t *testing.T, s *store.Store) {
 			func() { s.ApproveRequest(ctx, carol, r.ID, "", 0, now) },
 			func() { s.DenyRequest(ctx, carol, r.ID, "race", 0, now) },
 			func() { s.RevokeRequest(ctx, alice, r.ID, "race", now) },
-			func() { s.CreateRequest(ctx, alice, "db-1", ask(src, time.Hour, tcp(3389)), policy.DefaultLimits(), now) },
+			func() {
+				s.CreateRequest(ctx, alice, "db-1", ask(src, time.Hour, tcp(3389)), policy.DefaultLimits(), now)
+			},
 		} {
 			if round%2 == 1 && i == 3 {
 				continue // half the rounds without the requester's own revoke
