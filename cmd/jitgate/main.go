@@ -174,6 +174,11 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newRevokeCmd(),
 		a.newAuditCmd(),
 		a.newVersionCmd(),
+		a.newDecideCmd(true),
+		a.newDecideCmd(false),
+		a.newRoleCmd(),
+		a.newTokenCmd(),
+		a.newWhoamiCmd(),
 	)
 	return root
 }

@@ -26,9 +26,12 @@ func (a *app) newPolicyCmd() *cobra.Command {
 
 func (a *app) newPolicySetCmd() *cobra.Command {
 	var (
-		ports   []string
-		sources []string
-		maxDur  time.Duration
+		ports     []string
+		sources   []string
+		maxDur    time.Duration
+		mode      string
+		approvals int
+		just      wire.Justification
 	)
 	cmd := &cobra.Command{
 		Use:   "set TARGET --port PORT[/PROTO] ... [--max DURATION] [--source PREFIX ...]",
@@ -43,6 +46,11 @@ default). Setting the policy the target already has changes nothing.`,
 	cmd.Flags().StringArrayVar(&ports, "port", nil, "port to gate: 22, 22/tcp or 53/udp (repeatable)")
 	cmd.Flags().StringArrayVar(&sources, "source", nil, "allowed source prefix, IPv4 or IPv6 (repeatable)")
 	cmd.Flags().Var(newDuration(&maxDur, 0), "max", "longest grant on these ports, 5m to 24h (default 3h)")
+	cmd.Flags().StringVar(&mode, "approval", "auto", "auto (approved at once) or manual (approvers must agree)")
+	cmd.Flags().IntVar(&approvals, "approvals", 1, "with --approval manual: how many distinct approvers")
+	cmd.Flags().BoolVar(&just.Required, "require-reason", false, "requests must give a reason")
+	cmd.Flags().IntVar(&just.MinLength, "min-reason", 0, "shortest reason accepted")
+	cmd.Flags().StringVar(&just.Pattern, "reason-pattern", "", "regular expression the reason must match, such as '^(INC|CHG)-[0-9]+'")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
 			return usagef("name at least one --port")
@@ -53,13 +61,25 @@ default). Setting the policy the target already has changes nothing.`,
 				return usagef("--source %q: use a CIDR prefix such as 198.51.100.0/24 or 2001:db8::/48", s)
 			}
 		}
+		approval := &wire.Approval{Mode: mode}
+		switch mode {
+		case policy.Auto:
+		case policy.Manual:
+			approval.Approvals = approvals
+		default:
+			return usagef("--approval %q: use auto or manual", mode)
+		}
+		var justification *wire.Justification
+		if just != (wire.Justification{}) {
+			justification = &just
+		}
 		for _, s := range ports {
 			p, err := policy.ParsePort(s)
 			if err != nil {
 				return usagef("--port: %v", err)
 			}
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
-				AllowedSources: sources, MaxDuration: wire.Duration(maxDur)})
+				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -84,13 +104,31 @@ default). Setting the policy the target already has changes nothing.`,
 
 // printPolicy writes one line per rule.
 func (a *app) printPolicy(p wire.Policy, indent string) error {
-	tw := a.table(indent+"PORT", "MAX", "ALLOWED SOURCES")
+	tw := a.table(indent+"PORT", "MAX", "APPROVAL", "REASON", "ALLOWED SOURCES")
 	for _, r := range p.Rules {
 		srcs := "per request"
 		if len(r.AllowedSources) > 0 {
 			srcs = strings.Join(r.AllowedSources, ", ")
 		}
-		row(tw, indent+ruleName(r), fmtDuration(time.Duration(r.MaxDuration)), srcs)
+		approval := "auto"
+		if r.Approval != nil && r.Approval.Mode == policy.Manual {
+			approval = fmt.Sprintf("manual (%d)", r.Approval.Approvals)
+		}
+		reason := "optional"
+		if j := r.Justification; j != nil {
+			var parts []string
+			if j.Required {
+				parts = append(parts, "required")
+			}
+			if j.MinLength > 0 {
+				parts = append(parts, fmt.Sprintf("≥ %d chars", j.MinLength))
+			}
+			if j.Pattern != "" {
+				parts = append(parts, "matches "+j.Pattern)
+			}
+			reason = strings.Join(parts, ", ")
+		}
+		row(tw, indent+ruleName(r), fmtDuration(time.Duration(r.MaxDuration)), approval, reason, srcs)
 	}
 	return tw.Flush()
 }

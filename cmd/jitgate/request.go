@@ -77,28 +77,25 @@ open (or the request failed), and fails when it did not open.`,
 	return cmd
 }
 
-// follow long-polls a request until it leaves pending (or the timeout),
-// printing progress.
+// follow long-polls a request until it is active or ended (or the
+// timeout), printing each change: approvals, the agent opening the port.
 func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, timeout time.Duration) (wire.Request, error) {
 	deadline := a.now().Add(timeout)
 	w := a.progress()
-	fmt.Fprintf(w, "request %s: %s — waiting for the agent of %s to open %s…\n", req.ID, req.State, req.Target, strings.Join(req.Ports, ", "))
-	for req.State == "pending" {
+	fmt.Fprintf(w, "request %s: %s\n", req.ID, describeState(req))
+	for req.State == "pending" || req.State == "pending_approval" {
 		left := deadline.Sub(a.now())
 		if left <= 0 {
-			return req, fmt.Errorf("request %s still pending after %s; follow it with 'jitgate requests %s'", req.ID, fmtDuration(timeout), req.ID)
+			return req, fmt.Errorf("request %s still %s after %s; follow it with 'jitgate requests %s'", req.ID, req.State, fmtDuration(timeout), req.ID)
 		}
-		next, err := c.WaitRequest(ctx, req.ID, req.State, min(left, 30*time.Second))
+		next, err := c.WaitRequestVersion(ctx, req.ID, req.Version, min(left, 30*time.Second).String())
 		if err != nil {
 			return req, err
 		}
+		if next.Version != req.Version || next.State != req.State {
+			fmt.Fprintf(w, "request %s: %s\n", next.ID, describeState(next))
+		}
 		req = next
-	}
-	switch req.State {
-	case "active":
-		fmt.Fprintf(w, "request %s: active until %s\n", req.ID, fmtClock(req.ExpiresAt, a.now()))
-	default:
-		fmt.Fprintf(w, "request %s: %s: %s\n", req.ID, req.State, req.Message)
 	}
 	return req, nil
 }
@@ -109,7 +106,7 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	row(tw, "Target:", r.Target)
 	row(tw, "Ports:", strings.Join(r.Ports, ", "))
 	row(tw, "Source:", r.Source)
-	row(tw, "State:", r.State)
+	row(tw, "State:", describeState(r))
 	if r.Message != "" {
 		row(tw, "Message:", r.Message)
 	}
@@ -126,6 +123,10 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	if r.SupersededBy != "" {
 		row(tw, "Superseded by:", r.SupersededBy)
 	}
+	for _, d := range r.Decisions {
+		row(tw, "Decision:", fmt.Sprintf("%s by %s at %s %s", d.Decision, d.Approver, fmtTime(d.At), d.Reason))
+	}
+	row(tw, "Version:", fmt.Sprint(r.Version))
 	tw.Flush()
 	if len(r.Connect) > 0 {
 		fmt.Fprintln(w, "Connect:")
@@ -143,7 +144,10 @@ func orDefault(s, def string) string {
 }
 
 func (a *app) newRequestsCmd() *cobra.Command {
-	var f client.RequestFilter
+	var (
+		f       client.RequestFilter
+		pending bool
+	)
 	cmd := &cobra.Command{
 		Use:   "requests [ID] [--active] [--target NAME] [--state STATE]",
 		Short: "List access requests, or show one",
@@ -157,6 +161,7 @@ func (a *app) newRequestsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&f.Active, "active", false, "only pending and active requests")
+	cmd.Flags().BoolVar(&pending, "pending", false, "only requests awaiting approval")
 	cmd.Flags().StringVar(&f.Target, "target", "", "only requests for this target")
 	cmd.Flags().StringVar(&f.State, "state", "", "only requests in this state (pending, active, expired, revoked, failed, superseded)")
 	a.addConnFlags(cmd)
@@ -175,6 +180,12 @@ func (a *app) newRequestsCmd() *cobra.Command {
 			}
 			a.printRequest(a.stdout, r)
 			return nil
+		}
+		if pending {
+			if f.State != "" && f.State != "pending_approval" {
+				return usagef("--pending and --state %s contradict each other", f.State)
+			}
+			f.State = "pending_approval"
 		}
 		rs, err := c.Requests(ctx, f)
 		if err != nil {

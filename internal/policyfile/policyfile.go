@@ -58,14 +58,18 @@ type Rule struct {
 	// AllowedSources are canonical prefixes; empty means the requester
 	// names a single address per request.
 	AllowedSources []netip.Prefix
-	Line           int
+	// Approval and Justification are checked by the server.
+	Approval      *wire.Approval
+	Justification *wire.Justification
+	Line          int
 }
 
 // Wire returns the policy as the API's request body.
 func (p Policy) Wire() wire.Policy {
 	out := wire.Policy{Rules: make([]wire.PortRule, 0, len(p.Rules))}
 	for _, r := range p.Rules {
-		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration)}
+		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
+			Approval: r.Approval, Justification: r.Justification}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
@@ -110,6 +114,15 @@ type rawRule struct {
 	Protocol       yaml.Node `yaml:"protocol"`
 	MaxDuration    yaml.Node `yaml:"max_duration"`
 	AllowedSources yaml.Node `yaml:"allowed_sources"`
+	Approval       *struct {
+		Mode      string `yaml:"mode"`
+		Approvals int    `yaml:"approvals"`
+	} `yaml:"approval"`
+	Justification *struct {
+		Required  bool   `yaml:"required"`
+		MinLength int    `yaml:"min_length"`
+		Pattern   string `yaml:"pattern"`
+	} `yaml:"justification"`
 }
 
 // knownKeys lists, per decoded type, the keys it accepts, for the message
@@ -117,7 +130,7 @@ type rawRule struct {
 var knownKeys = map[string]string{
 	"policyfile.rawFile":   "policies",
 	"policyfile.rawPolicy": "target, rules",
-	"policyfile.rawRule":   "port, protocol, max_duration, allowed_sources",
+	"policyfile.rawRule":   "port, protocol, max_duration, allowed_sources, approval, justification",
 }
 
 // Parse reads and validates a policy file. The error is an *Error when the
@@ -290,6 +303,15 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 			}
 			r.AllowedSources = append(r.AllowedSources, pfx)
 		}
+	}
+	if a := rr.Approval; a != nil {
+		if a.Mode != policy.Auto && a.Mode != policy.Manual {
+			return fail(rr.Port, ".approval.mode", fmt.Sprintf("%q must be auto or manual", a.Mode))
+		}
+		r.Approval = &wire.Approval{Mode: a.Mode, Approvals: a.Approvals}
+	}
+	if j := rr.Justification; j != nil {
+		r.Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
 	}
 	return r, nil
 }
