@@ -178,6 +178,7 @@ func (a *app) newTokenCmd() *cobra.Command {
 		ttl     time.Duration
 		limits  []string
 		service string
+		user    string
 		all     bool
 	)
 	create := &cobra.Command{
@@ -192,11 +193,12 @@ func (a *app) newTokenCmd() *cobra.Command {
 	create.Flags().Var(newDuration(&ttl, 0), "ttl", "how long the token is valid, such as 720h (required)")
 	create.Flags().StringArrayVar(&limits, "limit", nil, "narrow the token to ROLE@SCOPE (repeatable); default: all your roles")
 	create.Flags().StringVar(&service, "service", "", "create a token of this service account (admin)")
+	create.Flags().StringVar(&user, "user", "", "create a personal token for this user (admin; for installations without single sign-on)")
 	create.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		if ttl == 0 {
 			return usagef("--ttl is required, such as --ttl 720h")
 		}
-		in := wire.TokenCreate{Name: name, TTL: wire.Duration(ttl), Service: service}
+		in := wire.TokenCreate{Name: name, TTL: wire.Duration(ttl), Service: service, User: user}
 		for _, l := range limits {
 			role, scope, ok := strings.Cut(l, "@")
 			if !ok {

@@ -274,10 +274,24 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Princi
 		}
 		spec.Kind, spec.Subject, spec.Groups = store.KindService, strings.TrimPrefix(name, "service:"), nil
 		owner = authz.Subject{Principals: []string{name}}
+	} else if in.User != "" {
+		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+			return err
+		}
+		name, err := authz.ParsePrincipal("user:" + in.User)
+		if err != nil {
+			return invalidField("user", "%v", err)
+		}
+		spec.Subject, spec.Groups = strings.TrimPrefix(name, "user:"), nil
+		owner = authz.Subject{Principals: []string{name}}
 	} else if p.Kind == store.KindService {
 		return fmt.Errorf("a service token cannot create tokens: %w", errForbidden)
 	}
-	if len(p.Limits) > 0 && len(limits) == 0 && in.Service == "" {
+	if in.User != "" && in.Service != "" {
+		return invalidField("user", "give user or service, not both")
+	}
+	other := in.Service != "" || in.User != ""
+	if len(p.Limits) > 0 && len(limits) == 0 && !other {
 		// A limited token's child is at most as limited.
 		spec.Limits = p.Limits
 	}
@@ -285,11 +299,11 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return err
 	}
-	if len(spec.Limits) > 0 && in.Service == "" && !authz.Within(bs, p.Authz(), spec.Limits) {
+	if len(spec.Limits) > 0 && !other && !authz.Within(bs, p.Authz(), spec.Limits) {
 		return fmt.Errorf("a token's limits must lie within your own roles: %w", errForbidden)
 	}
-	if len(spec.Limits) > 0 && in.Service != "" && !authz.Within(bs, owner, spec.Limits) {
-		return invalidField("limits", "the service has no binding for some of these roles; bind it first")
+	if len(spec.Limits) > 0 && other && !authz.Within(bs, owner, spec.Limits) {
+		return invalidField("limits", "the principal has no binding for some of these roles; bind it first")
 	}
 	secret, info, err := a.Store.CreateToken(r.Context(), a.actor(r, p), spec, a.Now())
 	if err != nil {

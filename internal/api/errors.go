@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +42,11 @@ var errForbidden = errors.New("this token may not do that")
 // knows the mapping.
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	status, body := classify(err)
+	if errors.Is(err, context.Canceled) {
+		// The client went away (a long-poll ended, a CLI was stopped): not
+		// a server error, and nobody reads the answer.
+		return
+	}
 	if status == http.StatusInternalServerError {
 		log.Error("request failed", "err", err)
 	}

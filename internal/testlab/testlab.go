@@ -208,6 +208,9 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
+// Done is closed when the process has ended.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Output is what the process wrote to stdout and stderr so far.
 func (p *Proc) Output() string { return p.out.String() }
 

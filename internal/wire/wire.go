@@ -215,6 +215,9 @@ type TokenCreate struct {
 	Limits []Grant `json:"limits,omitempty"`
 	// Service names a service account; creating its tokens needs admin.
 	Service string `json:"service,omitempty"`
+	// User names another user to create a personal token for (admin only:
+	// for installations without single sign-on).
+	User string `json:"user,omitempty"`
 }
 
 // Token describes a token, never its secret.
@@ -315,4 +318,75 @@ type AgentReport struct {
 	Version     string   `json:"version,omitempty"`
 	// Elements is the number of grant-set elements in the kernel.
 	Elements int `json:"elements"`
+}
+
+// Webhook is a receiver of notifications. Its signing secret is shown only
+// when it is created.
+type Webhook struct {
+	ID     string `json:"id"`
+	URL    string `json:"url"`
+	Format string `json:"format"` // generic | slack
+	// Events are the event names sent; empty means all.
+	Events    []string  `json:"events"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// WebhookCreate adds a webhook. Without a secret the server generates one.
+type WebhookCreate struct {
+	URL    string   `json:"url"`
+	Format string   `json:"format,omitempty"`
+	Secret string   `json:"secret,omitempty"`
+	Events []string `json:"events,omitempty"`
+}
+
+// WebhookCreated carries the signing secret, shown once.
+type WebhookCreated struct {
+	Webhook Webhook `json:"webhook"`
+	Secret  string  `json:"secret"`
+}
+
+// WebhookDelivery is one event's delivery to one webhook.
+type WebhookDelivery struct {
+	// ID is sent as the X-Jitgate-Delivery header.
+	ID      int64  `json:"id"`
+	EventID int64  `json:"event_id"`
+	Event   string `json:"event"`
+	// State is pending (not yet tried), retrying, delivered or failed
+	// (given up).
+	State         string     `json:"state"`
+	Attempts      int        `json:"attempts"`
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	LastError     string     `json:"last_error,omitempty"`
+	DeliveredAt   *time.Time `json:"delivered_at,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+}
+
+// WebhookPayload is the body of a generic webhook delivery: one audit event
+// and, when it concerns a request, the request as it stood after the change.
+type WebhookPayload struct {
+	Event string `json:"event"` // request.pending, request.activated, ...
+	// ID is the audit event's id: the same for every webhook, and the key
+	// of the event in the audit trail.
+	ID        int64           `json:"id"`
+	At        time.Time       `json:"at"`
+	Actor     string          `json:"actor"`
+	Target    string          `json:"target,omitempty"`
+	RequestID string          `json:"request_id,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Details   map[string]any  `json:"details,omitempty"`
+	Request   *WebhookRequest `json:"request,omitempty"`
+}
+
+// WebhookRequest is what a webhook payload says of a request.
+type WebhookRequest struct {
+	Requester string    `json:"requester"`
+	Source    string    `json:"source"`
+	Ports     []string  `json:"ports"`
+	Duration  Duration  `json:"duration"`
+	Reason    string    `json:"reason,omitempty"`
+	State     string    `json:"state"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// ApprovalsRequired is 0 for requests approved automatically.
+	ApprovalsRequired int `json:"approvals_required,omitempty"`
 }
