@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -33,8 +34,12 @@ func (a *app) addConnFlags(cmd *cobra.Command) {
 // fileConfig is the client configuration file.
 type fileConfig struct {
 	Server string `yaml:"server"`
-	Token  string `yaml:"token"`
-	CAFile string `yaml:"ca_file"`
+	Token  string `yaml:"token,omitempty"`
+	CAFile string `yaml:"ca_file,omitempty"`
+	// TokenID and TokenExpires describe a session token saved by
+	// `jitgate login`.
+	TokenID      string     `yaml:"token_id,omitempty"`
+	TokenExpires *time.Time `yaml:"token_expires,omitempty"`
 }
 
 // configPath returns where the configuration file lives, or "" when
@@ -70,12 +75,47 @@ func (a *app) loadConfig(path string) (fileConfig, error) {
 		if errors.As(err, &te) && len(te.Errors) > 0 {
 			msg = te.Errors[0]
 			if i := strings.Index(msg, " not found in type"); i >= 0 {
-				msg = msg[:i] + " is unknown (known: server, token, ca_file)"
+				msg = msg[:i] + " is unknown (known: server, token, ca_file, token_id, token_expires)"
 			}
 		}
 		return cfg, fmt.Errorf("config file %s: %s", path, strings.TrimPrefix(msg, "yaml: "))
 	}
 	return cfg, nil
+}
+
+// saveConfig writes the configuration file with mode 0600 (it holds a
+// token), atomically: a crash leaves the old file or the new one.
+func saveConfig(path string, cfg fileConfig) error {
+	if path == "" {
+		return errors.New("no config file location: set HOME or XDG_CONFIG_HOME")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating config directory: %w", err)
+	}
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encoding config file: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".config-*.yaml")
+	if err != nil {
+		return fmt.Errorf("writing config file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing config file: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing config file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing config file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing config file: %w", err)
+	}
+	return nil
 }
 
 // connection is where and how a client command talks to the server.
@@ -107,6 +147,9 @@ func (a *app) resolve() (connection, error) {
 		}
 		if c.token == "" {
 			c.token = cfg.Token
+			if cfg.Token != "" && cfg.TokenExpires != nil && !a.now().Before(*cfg.TokenExpires) {
+				return c, fmt.Errorf("the session saved in %s expired at %s: run jitgate login", c.configPath, cfg.TokenExpires.Local().Format(time.DateTime))
+			}
 		}
 		if c.caFile == "" {
 			c.caFile = cfg.CAFile

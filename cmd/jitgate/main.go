@@ -174,11 +174,13 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newRevokeCmd(),
 		a.newAuditCmd(),
 		a.newVersionCmd(),
+		a.newLoginCmd(), a.newLogoutCmd(),
 		a.newDecideCmd(true),
 		a.newDecideCmd(false),
 		a.newRoleCmd(),
 		a.newTokenCmd(),
 		a.newWhoamiCmd(),
+		a.newWebhookCmd(),
 	)
 	return root
 }

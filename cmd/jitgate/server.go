@@ -11,6 +11,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/server"
+	"github.com/jitgate/jitgate/internal/store"
 )
 
 // logFlags are the logging flags of the long-running commands.
@@ -67,9 +68,19 @@ SIGINT or SIGTERM stop it.`,
 	f.StringSliceVar(&trustedProxies, "trusted-proxy", nil, "CIDR of a reverse proxy whose X-Forwarded-For is believed for \"my-ip\" (repeatable)")
 	f.Var(newDuration(&cfg.ActivationTimeout, 30*time.Second), "activation-timeout", "how long a request waits for its agent to open the port before it fails")
 	f.Var(newDuration(&cfg.ApprovalTimeout, time.Hour), "approval-timeout", "how long a request awaits its approvers before it expires")
+	f.Var(newDuration(&cfg.ExpiryWarning, store.DefaultExpiryWarning), "expiry-warning", "how long before its end an active request is announced as expiring (webhook event request.expiring)")
+	f.Var(newDuration(&cfg.WebhookTimeout, 10*time.Second), "webhook-timeout", "how long one webhook delivery attempt may take (1s to 1m)")
 	f.Var(newDuration(&maxDuration, policy.DefaultLimits().MaxRuleDuration), "max-duration", "the longest max duration any policy rule may set")
 	f.IntVar(&prefix4, "per-request-prefix-v4", policy.DefaultLimits().PerRequestBits4, "shortest IPv4 prefix a requester may name on a rule without allowed sources")
 	f.IntVar(&prefix6, "per-request-prefix-v6", policy.DefaultLimits().PerRequestBits6, "shortest IPv6 prefix a requester may name on a rule without allowed sources")
+	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (off when empty; see docs/sso.md)")
+	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "jitgate's client id at the OpenID provider")
+	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "client secret (default $JITGATE_OIDC_CLIENT_SECRET; empty for a public client)")
+	f.StringVar(&cfg.OIDC.RedirectURL, "oidc-redirect-url", "", "registered callback URL, https://HOST/auth/callback (default: derived from each request)")
+	f.StringSliceVar(&cfg.OIDC.Scopes, "oidc-scopes", nil, "scopes to request (default openid,profile,email; add groups for Keycloak or Dex)")
+	f.StringVar(&cfg.OIDC.UsernameClaim, "oidc-username-claim", "", "ID token claim holding the user name (default: email, else preferred_username, else sub)")
+	f.StringVar(&cfg.OIDC.GroupsClaim, "oidc-groups-claim", "groups", "ID token claim listing the user's groups")
+	f.Var(newDuration(&cfg.OIDC.SessionTTL, 12*time.Hour), "session-ttl", "life of the session a single sign-on login creates")
 	logs.add(cmd)
 	_ = cmd.MarkFlagRequired("data-dir")
 
@@ -87,6 +98,9 @@ SIGINT or SIGTERM stop it.`,
 		}
 		cfg.Limits = serverLimits(maxDuration, prefix4, prefix6)
 		cfg.Logger = log
+		if cfg.OIDC.ClientSecret == "" {
+			cfg.OIDC.ClientSecret = a.env("JITGATE_OIDC_CLIENT_SECRET")
+		}
 		if err := server.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}

@@ -1,6 +1,12 @@
 // Package api serves jitgate's REST API under /api/v1. It authenticates
-// bearer tokens, decodes and validates input, calls the store, and maps
-// errors to HTTP status codes (the only package that does).
+// bearer tokens (or a browser's session cookie), decodes and validates
+// input, calls the store, and maps errors to HTTP status codes (the only
+// package that does).
+//
+// Every endpoint needs a token except /healthz and the single sign-on
+// endpoints, which are the login itself (sso.go): GET /auth/login,
+// GET /auth/callback, POST /api/v1/auth/device and POST /api/v1/auth/device/token.
+// (Agent enrollment takes its enrollment token as the bearer.)
 package api
 
 import (
@@ -16,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 )
@@ -36,16 +43,25 @@ type Deps struct {
 	Registry       *prometheus.Registry
 	Logger         *slog.Logger
 	Now            func() time.Time
+	// SSO is the OpenID provider people sign in with; nil means single
+	// sign-on is not configured.
+	SSO *oidc.Provider
+	// FailedLogins limits failed logins per source (default: 5, then one
+	// more every 12 s; Burst < 0 turns the limit off).
+	FailedLogins LoginLimit
 }
 
-type api struct{ Deps }
+type api struct {
+	Deps
+	logins *logins // single sign-on in progress and failed-login limits (sso.go)
+}
 
 // New returns the HTTP handler of the whole API.
 func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	a := &api{d}
+	a := &api{Deps: d, logins: newLogins(d.FailedLogins)}
 	mux, _ := a.routes()
 	return a.recoverer(mux)
 }
@@ -94,9 +110,17 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/tokens", human(a.listTokens))
 	handle("POST /api/v1/tokens", human(a.createToken))
 	handle("DELETE /api/v1/tokens/{id}", human(a.revokeToken))
+	handle("GET /api/v1/webhooks", human(a.listWebhooks))
+	handle("POST /api/v1/webhooks", human(a.createWebhook))
+	handle("DELETE /api/v1/webhooks/{id}", human(a.deleteWebhook))
+	handle("GET /api/v1/webhooks/{id}/deliveries", human(a.listDeliveries))
 	handle("GET /api/v1/audit", human(a.auditReader(a.listAudit)))
 	handle("GET /api/v1/audit/verify", human(a.auditReader(a.verifyAudit)))
 	handle("GET /api/v1/audit/export", human(a.auditReader(a.exportAudit)))
+	handle("GET /auth/login", http.HandlerFunc(a.ssoLogin))
+	handle("GET /auth/callback", http.HandlerFunc(a.ssoCallback))
+	handle("POST /api/v1/auth/device", http.HandlerFunc(a.deviceStart))
+	handle("POST /api/v1/auth/device/token", http.HandlerFunc(a.deviceToken))
 	handle("POST /api/v1/agent/enroll", http.HandlerFunc(a.enroll))
 	handle("GET /api/v1/agent/desired", agent(a.desired))
 	handle("POST /api/v1/agent/report", agent(a.report))
@@ -110,17 +134,27 @@ type handlerFunc func(http.ResponseWriter, *http.Request, store.Principal) error
 
 // auth admits a request whose bearer token is valid and of kind; the kind
 // KindAdmin stands for every human kind (admin, personal, session, service),
-// whose rights the handlers then check against role bindings.
+// whose rights the handlers then check against role bindings. A browser's
+// session cookie counts as its bearer token, but then a request that is not
+// a GET or HEAD must carry the CSRF token too. Refused tokens are audited
+// and limited per source like failed logins.
 func (a *api) auth(h handlerFunc, kind string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		secret, ok := bearer(r)
+		secret, fromCookie, ok := credential(r)
 		if !ok {
 			writeError(w, a.Logger, store.ErrUnauthorized)
 			return
 		}
+		if a.throttled(w, r) {
+			return
+		}
 		p, err := a.Store.Authenticate(r.Context(), secret, a.Now())
 		if err != nil {
+			a.authFailed(w, r, fromCookie, err)
 			writeError(w, a.Logger, err)
+			return
+		}
+		if fromCookie && !csrfOK(w, r) {
 			return
 		}
 		if kind == store.KindAdmin && !p.Human() || kind != store.KindAdmin && p.Kind != kind {

@@ -55,6 +55,7 @@ func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
 		Store: st, Hub: hub, Limits: policy.DefaultLimits(), TrustedProxies: trusted,
 		AgentPollWait: 30 * time.Second, EnrollTokenTTL: time.Hour, Presence: presence,
 		Metrics: metrics, Registry: reg, Logger: slog.New(slog.DiscardHandler),
+		FailedLogins: api.LoginLimit{Burst: -1}, // TestAuth sends many bad tokens on purpose
 	})
 	admin, err := st.CreateAdminToken(ctx, store.Actor{Name: "test"}, "alice", time.Now())
 	if err != nil {

@@ -34,6 +34,10 @@ const (
 	RequestRevoked    Action = "request.revoked"
 	RequestFailed     Action = "request.failed"
 	RequestSuperseded Action = "request.superseded"
+	// RequestExpiring warns that an active request ends soon.
+	RequestExpiring Action = "request.expiring"
+	WebhookCreated  Action = "webhook.created"
+	WebhookDeleted  Action = "webhook.deleted"
 )
 
 // System is the actor of events nobody asked for (expiry, timeouts).

@@ -9,7 +9,9 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
 )
 
 // Config is the server's configuration.
@@ -32,10 +34,18 @@ type Config struct {
 	// ApprovalTimeout is how long a request awaits its approvers before it
 	// expires (default 1 h).
 	ApprovalTimeout time.Duration
+	// ExpiryWarning is how long before its deadline an active request is
+	// announced as expiring (request.expiring; default 10 min; negative:
+	// never).
+	ExpiryWarning time.Duration
+	// WebhookTimeout bounds one webhook delivery attempt (default 10 s).
+	WebhookTimeout time.Duration
 	// AgentPollWait is the longest an agent's long-poll is held (default 25 s).
 	AgentPollWait time.Duration
 	// EnrollTokenTTL is how long an enrollment token stays valid (default 24 h).
 	EnrollTokenTTL time.Duration
+	// OIDC configures single sign-on; an empty Issuer turns it off.
+	OIDC oidc.Config
 	// Logger receives structured logs (default: text to stderr).
 	Logger *slog.Logger
 	// Ready, if set, is called with the address actually listened on.
@@ -55,6 +65,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AgentPollWait == 0 {
 		c.AgentPollWait = 25 * time.Second
+	}
+	if c.ExpiryWarning == 0 {
+		c.ExpiryWarning = store.DefaultExpiryWarning
+	}
+	if c.WebhookTimeout == 0 {
+		c.WebhookTimeout = 10 * time.Second
 	}
 	if c.EnrollTokenTTL == 0 {
 		c.EnrollTokenTTL = 24 * time.Hour
@@ -85,8 +101,16 @@ func (c Config) Validate() error {
 	if c.ApprovalTimeout < time.Second {
 		return fmt.Errorf("approval-timeout: %s is shorter than 1s", c.ApprovalTimeout)
 	}
+	if c.WebhookTimeout < time.Second || c.WebhookTimeout > time.Minute {
+		return fmt.Errorf("webhook-timeout: %s must lie between 1s and 1m", c.WebhookTimeout)
+	}
 	if c.AgentPollWait < time.Second || c.AgentPollWait > 50*time.Second {
 		return fmt.Errorf("agent-poll-wait: %s must lie between 1s and 50s", c.AgentPollWait)
+	}
+	if c.OIDC.Issuer != "" || c.OIDC.ClientID != "" {
+		if err := c.OIDC.Validate(); err != nil {
+			return err
+		}
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return fmt.Errorf("limits: %w", err)

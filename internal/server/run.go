@@ -17,6 +17,8 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/notify"
+	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -40,14 +42,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 	st.SetApprovalTimeout(cfg.ApprovalTimeout)
+	st.SetExpiryWarning(cfg.ExpiryWarning)
 	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
 
 	hub := api.NewHub()
 	wake := make(chan struct{}, 1)
+	deliverer := notify.New(st, notify.Options{Timeout: cfg.WebhookTimeout, Logger: log})
 	st.OnChange(func(targets ...string) {
 		hub.Notify(targets...)
+		deliverer.Wake()
 		select {
 		case wake <- struct{}{}:
 		default:
@@ -63,10 +68,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return float64(n)
 	}, func() float64 { return float64(presence.Connected()) })
 
+	sso, err := startSSO(ctx, cfg.OIDC, log)
+	if err != nil {
+		return err
+	}
 	handler := api.New(api.Deps{
 		Store: st, Hub: hub, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies,
 		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
-		Metrics: metrics, Registry: reg, Logger: log,
+		Metrics: metrics, Registry: reg, Logger: log, SSO: sso,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -99,6 +108,10 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	go sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log)
 	go presenceLoop(ctx, st, presence, log)
+	delivered := make(chan struct{})
+	go func() { deliverer.Run(ctx); close(delivered) }()
+	// The deliverer records its attempts in flight before the store closes.
+	defer func() { cancel(); <-delivered }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -114,6 +127,27 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Close()
 	log.Info("jitgate server stopped")
 	return nil
+}
+
+// startSSO returns the OpenID provider of cfg, or nil when single sign-on
+// is off. A provider that cannot be reached now is logged, not fatal:
+// discovery is retried at the first login.
+func startSSO(ctx context.Context, cfg oidc.Config, log *slog.Logger) (*oidc.Provider, error) {
+	if cfg.Issuer == "" {
+		return nil, nil
+	}
+	p, err := oidc.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.Discover(dctx); err != nil {
+		log.Warn("single sign-on: the OpenID provider cannot be reached yet; will retry at the first login", "err", err)
+	} else {
+		log.Info("single sign-on enabled", "issuer", cfg.Issuer, "client_id", cfg.ClientID)
+	}
+	return p, nil
 }
 
 // bootstrapAdmin creates the first admin token when none exists and writes

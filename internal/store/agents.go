@@ -280,6 +280,9 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 			}
 			changed = append(changed, l.target)
 		}
+		if err := warnExpiring(ctx, tx, s.expiryLead(), now); err != nil {
+			return err
+		}
 		// Grants of ended requests were deleted with them; any other grant
 		// past its deadline is dead weight.
 		_, err = tx.ExecContext(ctx, `DELETE FROM grants WHERE expires_at <= $1`, ms(now))
@@ -307,6 +310,13 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 		if t := fromMS(next2.Int64).Add(activationTimeout); next.IsZero() || t.Before(next) {
 			next = t
 		}
+	}
+	warn, err := s.nextExpiryWarning(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !warn.IsZero() && (next.IsZero() || warn.Before(next)) {
+		next = warn
 	}
 	return next, nil
 }

@@ -45,7 +45,7 @@ func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE audit SET hash = $1 WHERE id = $2`, r.hash(), r.ID); err != nil {
 		return fmt.Errorf("hashing audit event %d: %w", r.ID, err)
 	}
-	return nil
+	return enqueueWebhooks(ctx, tx, r.ID, e)
 }
 
 // Audit records an event on its own (for events that change no state, such

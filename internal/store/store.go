@@ -37,6 +37,9 @@ type Store struct {
 	onChange func(targets ...string)
 	// approvalTimeout is how long a request waits for its approvers.
 	approvalTimeout time.Duration
+	// expiryWarning is how long before its deadline an active request is
+	// announced as expiring (expiring.go).
+	expiryWarning time.Duration
 }
 
 // DefaultApprovalTimeout is how long a request awaits approval by default.

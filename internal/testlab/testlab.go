@@ -415,3 +415,27 @@ func (l *Lab) SSHRun(src, dst netip.Addr, command string) (string, error) {
 	out, err := l.ClientNS.Command(context.Background(), "ssh", l.sshArgs(src, dst, command)...).CombinedOutput()
 	return string(out), err
 }
+
+// Pid is the process id (the program itself: `ip netns exec` execs it).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// RSS is the process's resident set size (VmRSS), in bytes.
+func (p *Proc) RSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("parsing VmRSS %q: %w", rest, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", p.Pid())
+}
+
+// DBPath is the server's SQLite database.
+func (l *Lab) DBPath() string { return filepath.Join(l.Dir, "server", "jitgate.db") }

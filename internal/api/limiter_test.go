@@ -1,0 +1,103 @@
+package api
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestFailureLimiter(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	type step struct {
+		at       time.Duration // after t0
+		key      string
+		fail     bool          // record a failure (after checking)
+		wantWait time.Duration // what Wait says before the step's failure
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{name: "five failures pass, the sixth attempt waits", steps: []step{
+			{at: 0, key: "a", fail: true},
+			{at: 1 * time.Second, key: "a", fail: true},
+			{at: 2 * time.Second, key: "a", fail: true},
+			{at: 3 * time.Second, key: "a", fail: true},
+			{at: 4 * time.Second, key: "a", fail: true},
+			{at: 5 * time.Second, key: "a", wantWait: 7 * time.Second}, // 5 s of 12 s regained
+		}},
+		{name: "a token comes back every 12 s", steps: []step{
+			{at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true},
+			{at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true},
+			{at: 12 * time.Second, key: "a", fail: true},
+			{at: 12 * time.Second, key: "a", wantWait: 12 * time.Second},
+			{at: 24 * time.Second, key: "a"},
+		}},
+		{name: "sources are counted apart", steps: []step{
+			{at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true},
+			{at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true},
+			{at: 0, key: "b"},
+			{at: 0, key: "a", wantWait: 12 * time.Second},
+		}},
+		{name: "a full minute restores the whole burst", steps: []step{
+			{at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true},
+			{at: 0, key: "a", fail: true}, {at: 0, key: "a", fail: true},
+			{at: time.Hour, key: "a", fail: true}, {at: time.Hour, key: "a", fail: true}, {at: time.Hour, key: "a", fail: true},
+			{at: time.Hour, key: "a", fail: true}, {at: time.Hour, key: "a", fail: true},
+			{at: time.Hour, key: "a", wantWait: 12 * time.Second},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newFailureLimiter(5, 12*time.Second)
+			for i, s := range tt.steps {
+				now := t0.Add(s.at)
+				if got := l.Wait(s.key, now); got != s.wantWait {
+					t.Fatalf("step %d: Wait(%s) = %s, want %s", i, s.key, got, s.wantWait)
+				}
+				if s.fail {
+					l.Fail(s.key, now)
+				}
+			}
+		})
+	}
+}
+
+func TestFailureLimiterBoundsMemory(t *testing.T) {
+	l := newFailureLimiter(5, 12*time.Second)
+	l.maxKeys = 3
+	t0 := time.Now()
+	for i, k := range []string{"a", "b", "c", "d", "e"} {
+		l.Fail(k, t0.Add(time.Duration(i)*time.Second))
+	}
+	if len(l.full) > 3 {
+		t.Fatalf("%d buckets, want at most 3", len(l.full))
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.7":          "203.0.113.7",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+	} {
+		if got := sourceKey(netip.MustParseAddr(in)); got != want {
+			t.Errorf("sourceKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestSafeReturn(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                      defaultReturn,
+		"/api/v1/requests?x=1":  "/api/v1/requests?x=1",
+		"//evil.example/":       defaultReturn,
+		"/\\evil.example":       defaultReturn,
+		"https://evil.example/": defaultReturn,
+		"javascript:alert(1)":   defaultReturn,
+		"api/v1/whoami":         defaultReturn,
+	} {
+		if got := safeReturn(in); got != want {
+			t.Errorf("safeReturn(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

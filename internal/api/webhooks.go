@@ -1,0 +1,156 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// Bounds of a webhook's input.
+const (
+	maxWebhookURL    = 2048
+	minWebhookSecret = 16
+	maxWebhookSecret = 256
+)
+
+func toWireWebhook(w store.Webhook) wire.Webhook {
+	events := w.Events
+	if events == nil {
+		events = []string{}
+	}
+	return wire.Webhook{ID: w.ID, URL: w.URL, Format: w.Format, Events: events, CreatedAt: w.CreatedAt, CreatedBy: w.CreatedBy}
+}
+
+// parseWebhook validates a new webhook and fills the defaults (format
+// generic, a generated secret).
+func parseWebhook(in wire.WebhookCreate) (store.Webhook, error) {
+	raw := strings.TrimSpace(in.URL)
+	if raw == "" {
+		return store.Webhook{}, invalidField("url", "required")
+	}
+	if len(raw) > maxWebhookURL {
+		return store.Webhook{}, invalidField("url", "at most %d characters", maxWebhookURL)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return store.Webhook{}, invalidField("url", "%q must be an http:// or https:// URL with a host", raw)
+	}
+	if u.Fragment != "" {
+		return store.Webhook{}, invalidField("url", "must not have a #fragment")
+	}
+	w := store.Webhook{URL: u.String(), Format: in.Format, Secret: in.Secret, Events: []string{}}
+	switch w.Format {
+	case "":
+		w.Format = store.FormatGeneric
+	case store.FormatGeneric, store.FormatSlack:
+	default:
+		return store.Webhook{}, invalidField("format", "%q: use generic or slack", in.Format)
+	}
+	known := store.WebhookEvents()
+	for i, e := range in.Events {
+		e = strings.TrimSpace(e)
+		if !slices.Contains(known, e) {
+			return store.Webhook{}, invalidField(fmt.Sprintf("events[%d]", i), "unknown event %q: use %s", e, strings.Join(known, ", "))
+		}
+		if !slices.Contains(w.Events, e) {
+			w.Events = append(w.Events, e)
+		}
+	}
+	switch {
+	case w.Secret == "":
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return store.Webhook{}, fmt.Errorf("generating a webhook secret: %w", err)
+		}
+		w.Secret = "whsec_" + base64.RawURLEncoding.EncodeToString(b)
+	case len(w.Secret) < minWebhookSecret || len(w.Secret) > maxWebhookSecret:
+		return store.Webhook{}, invalidField("secret", "must be %d to %d characters", minWebhookSecret, maxWebhookSecret)
+	case strings.TrimSpace(w.Secret) != w.Secret:
+		return store.Webhook{}, invalidField("secret", "must not begin or end with white space")
+	}
+	return w, nil
+}
+
+// createWebhook adds a webhook; the answer carries its secret, once.
+func (a *api) createWebhook(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.WebhookCreate
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	hook, err := parseWebhook(in)
+	if err != nil {
+		return err
+	}
+	secret := hook.Secret
+	if hook, err = a.Store.CreateWebhook(r.Context(), a.actor(r, p), hook, a.Now()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, wire.WebhookCreated{Webhook: toWireWebhook(hook), Secret: secret})
+	return nil
+}
+
+func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	hooks, err := a.Store.ListWebhooks(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]wire.Webhook, len(hooks))
+	for i, h := range hooks {
+		out[i] = toWireWebhook(h)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) deleteWebhook(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	if err := a.Store.DeleteWebhook(r.Context(), a.actor(r, p), r.PathValue("id"), a.Now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// listDeliveries shows a webhook's recent deliveries, newest first
+// (?limit=, default 100, at most 1000).
+func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
+		return err
+	}
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return invalidField("limit", "must be a number from 1 to 1000")
+		}
+		limit = n
+	}
+	ds, err := a.Store.ListDeliveries(r.Context(), r.PathValue("id"), limit)
+	if err != nil {
+		return err
+	}
+	out := make([]wire.WebhookDelivery, len(ds))
+	for i, d := range ds {
+		out[i] = wire.WebhookDelivery{ID: d.ID, EventID: d.EventID, Event: d.Event, State: d.State, Attempts: d.Attempts,
+			NextAttemptAt: d.NextAttemptAt, LastError: d.LastError, DeliveredAt: d.DeliveredAt, CreatedAt: d.CreatedAt}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

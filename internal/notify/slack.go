@@ -1,0 +1,102 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// Body renders a delivery's body in a webhook's format from the stored
+// generic payload.
+func Body(format string, payload []byte) ([]byte, error) {
+	switch format {
+	case store.FormatGeneric:
+		return payload, nil
+	case store.FormatSlack:
+		var p wire.WebhookPayload
+		if err := json.Unmarshal(payload, &p); err != nil {
+			return nil, fmt.Errorf("decoding payload: %w", err)
+		}
+		return json.Marshal(map[string]string{"text": SlackText(p)})
+	}
+	return nil, fmt.Errorf("unknown webhook format %q", format)
+}
+
+// slackEscape escapes the characters Slack's mrkdwn gives meaning to, so a
+// requester's reason cannot mention @channel or forge a link.
+var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// SlackText is a one-line summary of an event, such as
+// ":unlock: alice's request r-… for web-01 22/tcp is active until 15:04 UTC".
+func SlackText(p wire.WebhookPayload) string {
+	what := fmt.Sprintf("request %s for %s", p.RequestID, p.Target)
+	var r wire.WebhookRequest
+	if p.Request != nil {
+		r = *p.Request
+		what = fmt.Sprintf("%s's request %s for %s %s", r.Requester, p.RequestID, p.Target, strings.Join(r.Ports, ", "))
+	}
+	// by is the end of "was revoked" or "was denied": the stored reason
+	// ("revoked by carol: maintenance over") or, without one, the actor.
+	by := func(verb string) string {
+		if p.Reason != "" {
+			return p.Reason
+		}
+		return verb + " by " + p.Actor
+	}
+	var s string
+	switch p.Event {
+	case store.EventRequestPending:
+		s = fmt.Sprintf(":raising_hand: %s asks for %s %s from %s for %s (request %s, %s)",
+			r.Requester, p.Target, strings.Join(r.Ports, ", "), r.Source, time.Duration(r.Duration), p.RequestID, plural(r.ApprovalsRequired, "approval"))
+		if r.Reason != "" {
+			s += ": " + r.Reason
+		}
+	case store.EventRequestApproved:
+		s = fmt.Sprintf(":white_check_mark: %s approved %s", p.Actor, what)
+		if n, ok := p.Details["approvals"].(float64); ok {
+			if need, ok := p.Details["required"].(float64); ok && need > 1 {
+				s += fmt.Sprintf(" (%d of %d approvals)", int(n), int(need))
+			}
+		}
+	case store.EventRequestDenied:
+		s = fmt.Sprintf(":no_entry: %s was %s", what, by("denied"))
+	case store.EventRequestActivated:
+		s = fmt.Sprintf(":unlock: %s is active until %s", what, clock(r.ExpiresAt, p.At))
+	case store.EventRequestExpiring:
+		s = fmt.Sprintf(":alarm_clock: %s expires at %s", what, clock(r.ExpiresAt, p.At))
+		if left, ok := p.Details["remaining"].(string); ok {
+			s += " (in " + left + ")"
+		}
+	case store.EventRequestExpired:
+		s = fmt.Sprintf(":lock: %s expired", what)
+		if p.Reason != "" {
+			s += " (" + p.Reason + ")"
+		}
+	case store.EventRequestRevoked:
+		s = fmt.Sprintf(":lock: %s was %s", what, by("revoked"))
+	default:
+		s = fmt.Sprintf("%s: %s", p.Event, what)
+	}
+	return slackEscape.Replace(s)
+}
+
+// clock renders t as "15:04 UTC", with the date when it is not on the day
+// of the event (at).
+func clock(t, at time.Time) string {
+	t, at = t.UTC(), at.UTC()
+	if t.Format(time.DateOnly) == at.Format(time.DateOnly) {
+		return t.Format("15:04 UTC")
+	}
+	return t.Format("2006-01-02 15:04 UTC")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "needs 1 " + what
+	}
+	return fmt.Sprintf("needs %d %ss", n, what)
+}

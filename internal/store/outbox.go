@@ -1,0 +1,478 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// The webhook events, each reported from one audit action.
+const (
+	EventRequestPending   = "request.pending" // awaits approval
+	EventRequestApproved  = "request.approved"
+	EventRequestDenied    = "request.denied"
+	EventRequestActivated = "request.activated"
+	EventRequestExpiring  = "request.expiring"
+	EventRequestExpired   = "request.expired"
+	EventRequestRevoked   = "request.revoked"
+)
+
+// WebhookEvents lists every event a webhook can subscribe to.
+func WebhookEvents() []string {
+	return []string{EventRequestPending, EventRequestApproved, EventRequestDenied, EventRequestActivated,
+		EventRequestExpiring, EventRequestExpired, EventRequestRevoked}
+}
+
+// webhookEventOf maps audit actions to the events they are reported as.
+// request.created is reported only when the request awaits approval (an
+// automatically approved request is next reported when it is active).
+// Every approval is reported, with the count given and required in its
+// details.
+var webhookEventOf = map[audit.Action]string{
+	audit.RequestCreated:   EventRequestPending,
+	audit.RequestApproved:  EventRequestApproved,
+	audit.RequestDenied:    EventRequestDenied,
+	audit.RequestActivated: EventRequestActivated,
+	audit.RequestExpiring:  EventRequestExpiring,
+	audit.RequestExpired:   EventRequestExpired,
+	audit.RequestRevoked:   EventRequestRevoked,
+}
+
+// Webhook formats.
+const (
+	FormatGeneric = "generic" // the JSON of wire.WebhookPayload, signed
+	FormatSlack   = "slack"   // {"text": "..."}
+)
+
+// Webhook is a receiver of notifications. Secret is set only on input to
+// CreateWebhook and on claimed deliveries: nothing lists it.
+type Webhook struct {
+	ID        string
+	URL       string
+	Format    string
+	Secret    string
+	Events    []string // empty: all
+	CreatedAt time.Time
+	CreatedBy string
+}
+
+// Wants reports whether the webhook subscribes to event.
+func (w Webhook) Wants(event string) bool {
+	return len(w.Events) == 0 || slices.Contains(w.Events, event)
+}
+
+func newWebhookID() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("reading random bytes: %w", err)
+	}
+	return "wh-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
+}
+
+// redactURL keeps a URL's scheme and host: the path of many webhook URLs
+// (Slack's among them) is itself a secret, and the audit trail is widely read.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host + "/…"
+}
+
+// CreateWebhook stores a webhook; the caller has validated it. It receives
+// the events committed after it.
+func (s *Store) CreateWebhook(ctx context.Context, actor Actor, w Webhook, now time.Time) (Webhook, error) {
+	if w.Secret == "" {
+		return Webhook{}, errors.New("creating webhook: no signing secret")
+	}
+	var err error
+	if w.ID, err = newWebhookID(); err != nil {
+		return Webhook{}, err
+	}
+	if w.Events == nil {
+		w.Events = []string{}
+	}
+	events, _ := json.Marshal(w.Events)
+	w.CreatedAt, w.CreatedBy = fromMS(ms(now)), actor.Name
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO webhooks (id, url, format, secret, events, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			w.ID, w.URL, w.Format, w.Secret, string(events), ms(now), actor.Name); err != nil {
+			return fmt.Errorf("inserting webhook: %w", err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.WebhookCreated,
+			Details: map[string]any{"webhook": w.ID, "url": redactURL(w.URL), "format": w.Format, "events": w.Events}})
+	})
+	if err != nil {
+		return Webhook{}, err
+	}
+	w.Secret = ""
+	return w, nil
+}
+
+const webhookColumns = `id, url, format, events, created_at, created_by`
+
+func scanWebhook(r scanner) (Webhook, error) {
+	var (
+		w       Webhook
+		events  string
+		created int64
+	)
+	if err := r.Scan(&w.ID, &w.URL, &w.Format, &events, &created, &w.CreatedBy); err != nil {
+		return Webhook{}, err
+	}
+	if err := json.Unmarshal([]byte(events), &w.Events); err != nil {
+		return Webhook{}, fmt.Errorf("decoding events of webhook %s: %w", w.ID, err)
+	}
+	w.CreatedAt = fromMS(created)
+	return w, nil
+}
+
+// GetWebhook returns one webhook, without its secret.
+func (s *Store) GetWebhook(ctx context.Context, id string) (Webhook, error) {
+	w, err := scanWebhook(s.db.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Webhook{}, fmt.Errorf("webhook %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Webhook{}, fmt.Errorf("reading webhook %s: %w", id, err)
+	}
+	return w, nil
+}
+
+// ListWebhooks returns every webhook, oldest first, without secrets.
+func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("listing webhooks: %w", err)
+	}
+	defer rows.Close()
+	var out []Webhook
+	for rows.Next() {
+		w, err := scanWebhook(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading webhook: %w", err)
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// DeleteWebhook removes a webhook and its deliveries, done or not: nothing
+// more is sent to it.
+func (s *Store) DeleteWebhook(ctx context.Context, actor Actor, id string, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var u string
+		err := tx.QueryRowContext(ctx, `SELECT url FROM webhooks WHERE id = $1`, id).Scan(&u)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("webhook %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading webhook %s: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE webhook_id = $1`, id); err != nil {
+			return fmt.Errorf("deleting deliveries of webhook %s: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM webhooks WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("deleting webhook %s: %w", id, err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.WebhookDeleted,
+			Details: map[string]any{"webhook": id, "url": redactURL(u)}})
+	})
+}
+
+// enqueueWebhooks writes, inside the transaction of audit event id, one
+// outbox row per webhook subscribed to the event the action is reported as
+// (none for most actions). The rows commit or roll back with the change.
+func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) error {
+	event, ok := webhookEventOf[e.Action]
+	if !ok {
+		return nil
+	}
+	q, ok := tx.(interface {
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	})
+	if !ok {
+		return errors.New("enqueueing webhooks: the transaction cannot list webhooks")
+	}
+	rows, err := q.QueryContext(ctx, `SELECT id, events FROM webhooks ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("listing webhooks: %w", err)
+	}
+	var targets []string
+	for rows.Next() {
+		var w Webhook
+		var events string
+		if err := rows.Scan(&w.ID, &events); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading webhook: %w", err)
+		}
+		if err := json.Unmarshal([]byte(events), &w.Events); err != nil {
+			rows.Close()
+			return fmt.Errorf("decoding events of webhook %s: %w", w.ID, err)
+		}
+		if w.Wants(event) {
+			targets = append(targets, w.ID)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("listing webhooks: %w", err)
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	p := wire.WebhookPayload{Event: event, ID: id, At: e.At.UTC(), Actor: e.Actor, Target: e.Target, RequestID: e.RequestID,
+		Reason: e.Reason, Details: e.Details}
+	if e.RequestID != "" {
+		r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, e.RequestID))
+		if err != nil {
+			return fmt.Errorf("reading request %s for its webhooks: %w", e.RequestID, err)
+		}
+		if e.Action == audit.RequestCreated && r.State != access.PendingApproval {
+			return nil
+		}
+		ports := make([]string, len(r.Ports))
+		for i, port := range r.Ports {
+			ports[i] = port.String()
+		}
+		p.Request = &wire.WebhookRequest{Requester: r.Requester, Source: r.Source.String(), Ports: ports, Duration: wire.Duration(r.Duration),
+			Reason: r.Reason, State: string(r.State), ExpiresAt: r.ExpiresAt, ApprovalsRequired: r.ApprovalsRequired}
+	} else if e.Action == audit.RequestCreated {
+		return nil
+	}
+	body, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encoding webhook payload: %w", err)
+	}
+	for _, w := range targets {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (webhook_id, event_id, event, payload, next_attempt_at, created_at)
+			VALUES ($1, $2, $3, $4, $5, $5)`, w, id, event, string(body), ms(e.At)); err != nil {
+			return fmt.Errorf("enqueueing %s for webhook %s: %w", event, w, err)
+		}
+	}
+	return nil
+}
+
+// OutboxItem is a claimed delivery: what to send where, and how to sign it.
+type OutboxItem struct {
+	ID        int64
+	WebhookID string
+	URL       string
+	Format    string
+	Secret    string
+	EventID   int64
+	Event     string
+	Payload   []byte // the generic body (wire.WebhookPayload)
+	// Attempt numbers this attempt, from 1.
+	Attempt   int
+	CreatedAt time.Time
+}
+
+// ClaimOutbox claims the deliveries due at now, at most limit per webhook
+// and none of the webhooks in skip (those the caller is busy with), oldest
+// due first. A claimed delivery is not due again until now+lease, so a
+// deliverer that crashes mid-delivery has it re-delivered after the lease:
+// deliveries are at least once. When nothing is due it does not write.
+func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int, skip ...string) ([]OutboxItem, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM outbox WHERE next_attempt_at <= $1 LIMIT 1`, ms(now)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking for due deliveries: %w", err)
+	}
+	args := []any{ms(now), limit}
+	cond := ""
+	if len(skip) > 0 {
+		ph := make([]string, len(skip))
+		for i, w := range skip {
+			args = append(args, w)
+			ph[i] = fmt.Sprintf("$%d", len(args))
+		}
+		cond = " AND webhook_id NOT IN (" + strings.Join(ph, ", ") + ")"
+	}
+	var out []OutboxItem
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		rows, err := tx.QueryContext(ctx, `SELECT o.id, o.webhook_id, w.url, w.format, w.secret, o.event_id, o.event, o.payload, o.attempts, o.created_at
+			FROM (SELECT id, webhook_id, event_id, event, payload, attempts, created_at, next_attempt_at,
+				row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn
+				FROM outbox WHERE next_attempt_at <= $1`+cond+`) o
+			JOIN webhooks w ON w.id = o.webhook_id
+			WHERE o.rn <= $2 ORDER BY o.next_attempt_at, o.id`, args...)
+		if err != nil {
+			return fmt.Errorf("selecting due deliveries: %w", err)
+		}
+		for rows.Next() {
+			var (
+				it       OutboxItem
+				payload  string
+				attempts int
+				created  int64
+			)
+			if err := rows.Scan(&it.ID, &it.WebhookID, &it.URL, &it.Format, &it.Secret, &it.EventID, &it.Event, &payload, &attempts, &created); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading due delivery: %w", err)
+			}
+			it.Payload, it.Attempt, it.CreatedAt = []byte(payload), attempts+1, fromMS(created)
+			out = append(out, it)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("selecting due deliveries: %w", err)
+		}
+		for _, it := range out {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1 WHERE id = $2`,
+				ms(now.Add(lease)), it.ID); err != nil {
+				return fmt.Errorf("claiming delivery %d: %w", it.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AckOutbox records that delivery id arrived; it is never sent again. A
+// delivery deleted meanwhile (with its webhook) is ErrNotFound.
+func (s *Store) AckOutbox(ctx context.Context, id int64, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE outbox SET delivered_at = $1, next_attempt_at = NULL WHERE id = $2`, ms(now), id)
+		if err != nil {
+			return fmt.Errorf("recording delivery %d: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("delivery %d: %w", id, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// maxErrorLen bounds the stored error of a failed attempt.
+const maxErrorLen = 500
+
+// FailOutbox records a failed attempt of delivery id: it is due again at
+// next, or, when next is zero, never (given up; the row stays, failed). A
+// delivery that arrived meanwhile (a retry after a lease ran out) stays
+// delivered.
+func (s *Store) FailOutbox(ctx context.Context, id int64, errMsg string, next time.Time) error {
+	if len(errMsg) > maxErrorLen {
+		errMsg = errMsg[:maxErrorLen] + "…"
+	}
+	var at sql.NullInt64
+	if !next.IsZero() {
+		at = sql.NullInt64{Int64: ms(next), Valid: true}
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE outbox SET last_error = $1, next_attempt_at = $2 WHERE id = $3 AND delivered_at IS NULL`, errMsg, at, id)
+		if err != nil {
+			return fmt.Errorf("recording failed delivery %d: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// NextOutboxAttempt returns when the earliest undelivered delivery is due
+// (claimed ones: when their lease ends), or zero when none is.
+func (s *Store) NextOutboxAttempt(ctx context.Context) (time.Time, error) {
+	var next sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT min(next_attempt_at) FROM outbox`).Scan(&next); err != nil {
+		return time.Time{}, fmt.Errorf("finding next delivery: %w", err)
+	}
+	if !next.Valid {
+		return time.Time{}, nil
+	}
+	return fromMS(next.Int64), nil
+}
+
+// PruneOutbox deletes the deliveries done (delivered or given up) that were
+// created before before, and returns how many.
+func (s *Store) PruneOutbox(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE next_attempt_at IS NULL AND created_at < $1`, ms(before))
+		if err != nil {
+			return fmt.Errorf("pruning deliveries: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
+// Delivery states.
+const (
+	DeliveryPending   = "pending"   // not tried yet
+	DeliveryRetrying  = "retrying"  // tried, due again (or being tried)
+	DeliveryDelivered = "delivered" // arrived
+	DeliveryFailed    = "failed"    // given up
+)
+
+// Delivery is one event's delivery to one webhook, as listed.
+type Delivery struct {
+	ID            int64
+	WebhookID     string
+	EventID       int64
+	Event         string
+	State         string
+	Attempts      int
+	NextAttemptAt *time.Time
+	LastError     string
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
+}
+
+// ListDeliveries returns the newest deliveries of a webhook, at most limit.
+func (s *Store) ListDeliveries(ctx context.Context, webhookID string, limit int) ([]Delivery, error) {
+	if _, err := s.GetWebhook(ctx, webhookID); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, webhook_id, event_id, event, attempts, next_attempt_at, last_error, delivered_at, created_at
+		FROM outbox WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2`, webhookID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing deliveries of webhook %s: %w", webhookID, err)
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		var (
+			d               Delivery
+			next, delivered sql.NullInt64
+			created         int64
+		)
+		if err := rows.Scan(&d.ID, &d.WebhookID, &d.EventID, &d.Event, &d.Attempts, &next, &d.LastError, &delivered, &created); err != nil {
+			return nil, fmt.Errorf("reading delivery: %w", err)
+		}
+		d.NextAttemptAt, d.DeliveredAt, d.CreatedAt = fromNullMS(next), fromNullMS(delivered), fromMS(created)
+		switch {
+		case d.DeliveredAt != nil:
+			d.State = DeliveryDelivered
+		case d.NextAttemptAt == nil:
+			d.State = DeliveryFailed
+		case d.Attempts == 0:
+			d.State = DeliveryPending
+		default:
+			d.State = DeliveryRetrying
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,124 @@
+package testlab
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	_ "modernc.org/sqlite" // the server's driver, to seed its database
+)
+
+// Seed describes live grants written straight into a stopped server's
+// SQLite database, for load benchmarks: creating 100,000 grants through the
+// API (one fsynced transaction each) would take many minutes.
+//
+// Each grant is an active request holding one grant row, as the store
+// writes them. The seed writes no audit events: the trail then lacks the
+// seeded requests' history, which no benchmark reads.
+type Seed struct {
+	// Targets extra targets named seed-000001, ... are created with the
+	// policy of PolicyFrom, each with PerTarget grants from consecutive
+	// sources starting at From.
+	Targets   int
+	PerTarget int
+	// Target, an existing target, gets TargetGrants grants from consecutive
+	// sources starting at TargetFrom; its revision advances so that its
+	// agent fetches them.
+	Target       string
+	TargetGrants int
+	TargetFrom   netip.Addr
+	// PolicyFrom is the existing target whose policy the new targets copy.
+	PolicyFrom string
+	From       netip.Addr
+	// Port is the granted TCP port; Duration the grants' time left.
+	Port     uint16
+	Duration time.Duration
+	// Prefix names the seeded requests (default "seed"): ids are
+	// r-PREFIX-N and the requester is PREFIX.
+	Prefix string
+}
+
+// SeedDB writes s into the SQLite database at path, in one transaction. The
+// server must not be running.
+func SeedDB(ctx context.Context, path string, s Seed) error {
+	if s.Prefix == "" {
+		s.Prefix = "seed"
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	nowMS, expMS := now.UnixMilli(), now.Add(s.Duration).UnixMilli()
+	var pol sql.NullString
+	if s.PolicyFrom != "" {
+		if err := tx.QueryRowContext(ctx, `SELECT policy FROM targets WHERE name = $1`, s.PolicyFrom).Scan(&pol); err != nil {
+			return fmt.Errorf("reading the policy of %s: %w", s.PolicyFrom, err)
+		}
+	}
+	insTarget, err := tx.PrepareContext(ctx, `INSERT INTO targets (name, policy, created_at) VALUES ($1, $2, $3)`)
+	if err != nil {
+		return err
+	}
+	insReq, err := tx.PrepareContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason,
+		state, revision, created_at, activated_at, expires_at, approved_at) VALUES ($1, $2, $3, $4, $5, $6, 'bench seed', 'active', $7, $8, $8, $9, $8)`)
+	if err != nil {
+		return err
+	}
+	insGrant, err := tx.PrepareContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
+		VALUES ($1, $2, $3, $4, 'tcp', $5, $6)`)
+	if err != nil {
+		return err
+	}
+	ports := fmt.Sprintf(`["%d/tcp"]`, s.Port)
+	n := 0
+	grants := func(target string, rev int64, from netip.Addr, count int) error {
+		a := from
+		for range count {
+			n++
+			id := fmt.Sprintf("r-%s-%d", s.Prefix, n)
+			src := netip.PrefixFrom(a, a.BitLen()).String()
+			if _, err := insReq.ExecContext(ctx, id, target, s.Prefix, src, ports, s.Duration.Milliseconds(), rev, nowMS, expMS); err != nil {
+				return fmt.Errorf("seeding request %s: %w", id, err)
+			}
+			if _, err := insGrant.ExecContext(ctx, id, target, s.Prefix, src, int(s.Port), expMS); err != nil {
+				return fmt.Errorf("seeding grant of %s: %w", id, err)
+			}
+			a = a.Next()
+		}
+		return nil
+	}
+	for i := range s.Targets {
+		name := fmt.Sprintf("seed-%06d", i+1)
+		if _, err := insTarget.ExecContext(ctx, name, pol, nowMS); err != nil {
+			return fmt.Errorf("seeding target %s: %w", name, err)
+		}
+		if err := grants(name, 1, s.From, s.PerTarget); err != nil {
+			return err
+		}
+	}
+	if s.Target != "" {
+		var rev int64
+		err := tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, s.Target).Scan(&rev)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("seeding: no target %s", s.Target)
+		}
+		if err != nil {
+			return err
+		}
+		if err := grants(s.Target, rev, s.TargetFrom, s.TargetGrants); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
