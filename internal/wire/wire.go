@@ -286,6 +286,23 @@ type EnrollResponse struct {
 type Port struct {
 	Port     uint16 `json:"port"`
 	Protocol string `json:"protocol"`
+	// Destination is the protected host's address in gateway mode; empty
+	// in host mode (the agent's own host).
+	Destination string `json:"destination,omitempty"`
+	// CloseEstablished makes expiry and revocation also end established
+	// sessions on this port.
+	CloseEstablished bool `json:"close_established,omitempty"`
+}
+
+// Mapping publishes a destination port on the gateway's own address and a
+// mapped port (DNAT); only granted sources are translated.
+type Mapping struct {
+	Destination string `json:"destination"`
+	Protocol    string `json:"protocol"`
+	Port        uint16 `json:"port"`
+	// PublicAddress is the gateway address clients connect to.
+	PublicAddress string `json:"public_address"`
+	MappedPort    uint16 `json:"mapped_port"`
 }
 
 // GrantEntry is one opened (source, protocol, port) with an absolute deadline.
@@ -294,6 +311,8 @@ type GrantEntry struct {
 	Protocol  string    `json:"protocol"`
 	Port      uint16    `json:"port"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Destination is set in gateway mode.
+	Destination string `json:"destination,omitempty"`
 }
 
 // DesiredState is the complete state an agent must enforce.
@@ -305,6 +324,14 @@ type DesiredState struct {
 	ServerTime time.Time    `json:"server_time"`
 	Protected  []Port       `json:"protected"`
 	Grants     []GrantEntry `json:"grants"`
+	// Mode is "host" (the default: protect this host) or "gateway" (protect
+	// the destinations behind this host, in the forward path).
+	Mode string `json:"mode,omitempty"`
+	// Published are the DNAT mappings of a gateway.
+	Published []Mapping `json:"published,omitempty"`
+	// BlockedSampleRate bounds how many blocked packets per second the agent
+	// samples for their sources (0: the agent's default).
+	BlockedSampleRate int `json:"blocked_sample_rate,omitempty"`
 }
 
 // AgentReport tells the server which revision the agent applied.
@@ -318,6 +345,59 @@ type AgentReport struct {
 	Version     string   `json:"version,omitempty"`
 	// Elements is the number of grant-set elements in the kernel.
 	Elements int `json:"elements"`
+	// Mode is the mode the agent runs in: host or gateway.
+	Mode string `json:"mode,omitempty"`
+	// Inventory describes the host; sent at start and when it changes.
+	Inventory *Inventory `json:"inventory,omitempty"`
+	// Blocked are the kernel's counters of dropped packets and new
+	// connections on protected ports, cumulative since the gate was built.
+	Blocked []BlockedCounter `json:"blocked,omitempty"`
+	// BlockedSources are sampled sources of blocked attempts since the
+	// previous report.
+	BlockedSources []BlockedSource `json:"blocked_sources,omitempty"`
+}
+
+// Inventory is what an agent reports of its host.
+type Inventory struct {
+	Hostname string `json:"hostname,omitempty"`
+	// Listening are the sockets the host listens on.
+	Listening []Listener `json:"listening,omitempty"`
+	// CanEnforce is false when the agent cannot program the firewall;
+	// Reason then says why (no nftables, no privilege, missing kernel feature).
+	CanEnforce bool   `json:"can_enforce"`
+	Reason     string `json:"reason,omitempty"`
+	Kernel     string `json:"kernel,omitempty"`
+	// Routes are the prefixes a gateway forwards to (its connected networks
+	// and routes), so the server can check that a target behind it is reachable.
+	Routes []string `json:"routes,omitempty"`
+}
+
+// Listener is one listening socket.
+type Listener struct {
+	Address  string `json:"address"` // 0.0.0.0, ::, 127.0.0.1, ...
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"`
+	Process  string `json:"process,omitempty"`
+}
+
+// BlockedCounter counts what the gate dropped on one protected port.
+type BlockedCounter struct {
+	Destination string `json:"destination,omitempty"`
+	Protocol    string `json:"protocol"`
+	Port        uint16 `json:"port"`
+	Packets     uint64 `json:"packets"`
+	// Connections counts new connection attempts (TCP SYN, first UDP packet).
+	Connections uint64 `json:"connections"`
+}
+
+// BlockedSource is a sampled source of blocked attempts.
+type BlockedSource struct {
+	Source      string    `json:"source"`
+	Destination string    `json:"destination,omitempty"`
+	Protocol    string    `json:"protocol"`
+	Port        uint16    `json:"port"`
+	Count       int       `json:"count"`
+	LastSeen    time.Time `json:"last_seen"`
 }
 
 // Webhook is a receiver of notifications. Its signing secret is shown only
