@@ -180,6 +180,7 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newRoleCmd(),
 		a.newTokenCmd(),
 		a.newWhoamiCmd(),
+		a.newTargetsCmd(),
 		a.newWebhookCmd(),
 	)
 	return root

@@ -20,7 +20,7 @@ func (a *app) newPolicyCmd() *cobra.Command {
 		Short: "Set, show or remove a target's JIT policy",
 	})
 	a.addConnFlags(cmd)
-	cmd.AddCommand(a.newPolicySetCmd(), a.newPolicyShowCmd(), a.newPolicyRemoveCmd())
+	cmd.AddCommand(a.newPolicySetCmd(), a.newPolicyShowCmd(), a.newPolicyRemoveCmd(), a.newPolicyEnableCmd())
 	return cmd
 }
 
@@ -32,6 +32,9 @@ func (a *app) newPolicySetCmd() *cobra.Command {
 		mode      string
 		approvals int
 		just      wire.Justification
+		cut       bool
+		publish   bool
+		mapped    uint16
 	)
 	cmd := &cobra.Command{
 		Use:   "set TARGET --port PORT[/PROTO] ... [--max DURATION] [--source PREFIX ...]",
@@ -50,6 +53,9 @@ default). Setting the policy the target already has changes nothing.`,
 	cmd.Flags().IntVar(&approvals, "approvals", 1, "with --approval manual: how many distinct approvers")
 	cmd.Flags().BoolVar(&just.Required, "require-reason", false, "requests must give a reason")
 	cmd.Flags().IntVar(&just.MinLength, "min-reason", 0, "shortest reason accepted")
+	cmd.Flags().BoolVar(&cut, "close-established", false, "expiry and revocation also end established sessions")
+	cmd.Flags().BoolVar(&publish, "publish", false, "behind a gateway: publish the port on the gateway's public address (DNAT)")
+	cmd.Flags().Uint16Var(&mapped, "mapped-port", 0, "with --publish: the mapped port to use (default: allocated)")
 	cmd.Flags().StringVar(&just.Pattern, "reason-pattern", "", "regular expression the reason must match, such as '^(INC|CHG)-[0-9]+'")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
@@ -79,7 +85,8 @@ default). Setting the policy the target already has changes nothing.`,
 				return usagef("--port: %v", err)
 			}
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
-				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification})
+				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification,
+				CloseEstablished: cut, Publish: publish, MappedPort: mapped})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -231,5 +238,48 @@ file again changes nothing. Unknown keys are refused with their line number.
 		return nil
 	})
 	a.addConnFlags(cmd)
+	return cmd
+}
+
+func (a *app) newPolicyEnableCmd() *cobra.Command {
+	var (
+		selector string
+		def      bool
+	)
+	cmd := &cobra.Command{
+		Use:     "enable --default --selector KEY=VALUE[,KEY=VALUE]",
+		Short:   "Apply the default policy (22, 3389, 5985, 5986/tcp, 3h) to every matching target",
+		Example: "  jitgate policy enable --default --selector group=prod",
+		Args:    noArgs,
+	}
+	cmd.Flags().StringVar(&selector, "selector", "", "labels every target must carry, KEY=VALUE[,KEY=VALUE]")
+	cmd.Flags().BoolVar(&def, "default", false, "apply the default policy (required: the only one applied in bulk)")
+	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		if !def {
+			return usagef("--default is required: only the default policy is applied in bulk")
+		}
+		if selector == "" {
+			return usagef("name the targets with --selector KEY=VALUE")
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		res, err := c.EnablePolicy(ctx, selector)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(res)
+		}
+		for _, r := range res {
+			state := "unchanged"
+			if r.Changed {
+				state = "policy set"
+			}
+			fmt.Fprintf(a.stdout, "%s: %s\n", r.Target, state)
+		}
+		return nil
+	})
 	return cmd
 }

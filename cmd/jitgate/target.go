@@ -28,18 +28,26 @@ type targetCreated struct {
 }
 
 func (a *app) newTargetAddCmd() *cobra.Command {
-	var labels []string
+	var (
+		labels []string
+		place  wire.TargetCreate
+	)
 	cmd := &cobra.Command{
 		Use:   "add NAME [--label KEY=VALUE ...]",
 		Short: "Enroll a host and print its one-time enrollment token",
 		Long: `Enroll a host as a target and print its one-time enrollment token, with the
 exact command to run on the host. The token is shown only once.`,
-		Example: `  jitgate target add web-01 --label env=prod`,
-		Args:    oneArg("target NAME"),
+		Example: `  jitgate target add web-01 --label env=prod
+  jitgate target add gw-1 --public-address 203.0.113.10      # then: jitgate agent --mode gateway ...
+  jitgate target add db-01 --gateway gw-1 --address 10.0.0.5  # behind gw-1: no agent of its own`,
+		Args: oneArg("target NAME"),
 	}
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	cmd.Flags().StringVar(&place.Gateway, "gateway", "", "the gateway target that enforces for this one (it needs no agent)")
+	cmd.Flags().StringVar(&place.Address, "address", "", "with --gateway: the target's address behind the gateway")
+	cmd.Flags().StringVar(&place.PublicAddress, "public-address", "", "for a gateway: the address clients reach its published ports on")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
-		in := wire.TargetCreate{Name: args[0]}
+		in := wire.TargetCreate{Name: args[0], Gateway: place.Gateway, Address: place.Address, PublicAddress: place.PublicAddress}
 		for _, l := range labels {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
@@ -66,6 +74,10 @@ exact command to run on the host. The token is shown only once.`,
 			return a.printJSON(targetCreated{out, agentCmd})
 		}
 		w := a.stdout
+		if out.EnrollToken == "" {
+			fmt.Fprintf(w, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", out.Target.Name, out.Target.Gateway, out.Target.Address)
+			return nil
+		}
 		fmt.Fprintf(w, "target %s added\n\n", out.Target.Name)
 		fmt.Fprintf(w, "Enrollment token (shown once, valid until %s):\n  %s\n\n", fmtTime(out.EnrollExpiresAt), out.EnrollToken)
 		fmt.Fprintf(w, "On %s, run as root:\n  %s\n", out.Target.Name, agentCmd)
@@ -78,18 +90,25 @@ exact command to run on the host. The token is shown only once.`,
 }
 
 func (a *app) newTargetListCmd() *cobra.Command {
+	var state string
 	cmd := &cobra.Command{
-		Use:     "list",
+		Use:     "list [--state configured|not-configured|unsupported]",
 		Aliases: []string{"ls"},
 		Short:   "List targets",
 		Args:    noArgs,
 	}
+	cmd.Flags().StringVar(&state, "state", "", "only configured, not-configured or unsupported targets")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		switch state {
+		case "", "configured", "not-configured", "unsupported":
+		default:
+			return usagef("--state %q: use configured, not-configured or unsupported", state)
+		}
 		c, _, err := a.client()
 		if err != nil {
 			return err
 		}
-		targets, err := c.Targets(ctx)
+		targets, err := c.TargetsIn(ctx, state)
 		if err != nil {
 			return err
 		}
@@ -101,13 +120,21 @@ func (a *app) newTargetListCmd() *cobra.Command {
 			return nil
 		}
 		now := a.now()
-		tw := a.table("NAME", "AGENT", "LAST SEEN", "ADDRESSES", "GATED PORTS", "LABELS")
+		tw := a.table("NAME", "STATE", "AGENT", "LAST SEEN", "ADDRESSES", "GATED PORTS", "ACTIVE", "LAST ACCESS", "LABELS")
 		for _, t := range targets {
 			seen := ""
 			if t.Agent.LastSeen != nil {
 				seen = fmtRelative(*t.Agent.LastSeen, now)
 			}
-			row(tw, t.Name, agentState(t.Agent), seen, strings.Join(t.Addresses, ","), policyPorts(t.Policy), fmtMap(t.Labels))
+			addrs := strings.Join(t.Addresses, ",")
+			if t.Gateway != "" {
+				addrs = t.Address + " via " + t.Gateway
+			}
+			last := ""
+			if t.Stats != nil && t.Stats.LastAccess != nil {
+				last = fmtRelative(*t.Stats.LastAccess, now) + " by " + t.Stats.LastUser
+			}
+			row(tw, t.Name, t.Class, agentState(t.Agent), seen, addrs, policyPorts(t.Policy), fmt.Sprint(t.ActiveGrants), last, fmtMap(t.Labels))
 		}
 		return tw.Flush()
 	})
@@ -137,6 +164,48 @@ func (a *app) newTargetShowCmd() *cobra.Command {
 		row(tw, "Labels:", fmtMap(t.Labels))
 		row(tw, "Addresses:", strings.Join(t.Addresses, ", "))
 		row(tw, "Created:", fmtTime(t.CreatedAt))
+		row(tw, "State:", t.Class)
+		if t.ClassReason != "" {
+			row(tw, "Why:", t.ClassReason)
+		}
+		if t.Recommendation != "" {
+			row(tw, "Recommendation:", t.Recommendation)
+		}
+		if t.Gateway != "" {
+			row(tw, "Behind gateway:", t.Gateway+" at "+t.Address)
+		}
+		if t.Mode != "" {
+			row(tw, "Mode:", t.Mode)
+		}
+		if t.PublicAddress != "" {
+			row(tw, "Public address:", t.PublicAddress)
+		}
+		for _, m := range t.Mappings {
+			row(tw, "Published:", fmt.Sprintf("%s:%d/%s -> %s:%d", m.PublicAddress, m.MappedPort, m.Protocol, m.Destination, m.Port))
+		}
+		row(tw, "Active grants:", fmt.Sprint(t.ActiveGrants))
+		if t.Stats != nil && t.Stats.LastAccess != nil {
+			row(tw, "Last access:", fmtTime(*t.Stats.LastAccess)+" by "+t.Stats.LastUser)
+		}
+		if inv := t.Inventory; inv != nil {
+			var ls []string
+			for _, l := range inv.Listening {
+				ls = append(ls, fmt.Sprintf("%s:%d/%s", l.Address, l.Port, l.Protocol))
+			}
+			row(tw, "Listening:", strings.Join(ls, " "))
+		}
+		if b := t.Blocked; b != nil {
+			for _, c := range b.Counters {
+				row(tw, "Blocked:", fmt.Sprintf("%d/%s: %d packets, %d new connections", c.Port, c.Protocol, c.Packets, c.Connections))
+			}
+			for i, src := range b.TopSources {
+				label := ""
+				if i == 0 {
+					label = "Top blocked (24h):"
+				}
+				row(tw, label, fmt.Sprintf("%s -> %d/%s: %d attempts, last %s", src.Source, src.Port, src.Protocol, src.Count, fmtRelative(src.LastSeen, now)))
+			}
+		}
 		row(tw, "Agent:", agentState(t.Agent))
 		if t.Agent.LastSeen != nil {
 			row(tw, "Last seen:", fmtTime(*t.Agent.LastSeen)+" ("+fmtRelative(*t.Agent.LastSeen, now)+")")
@@ -228,4 +297,13 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+// newTargetsCmd is "jitgate targets": the list, as a top-level verb.
+func (a *app) newTargetsCmd() *cobra.Command {
+	cmd := a.newTargetListCmd()
+	cmd.Use = "targets [--state configured|not-configured|unsupported]"
+	cmd.Aliases = nil
+	a.addConnFlags(cmd)
+	return cmd
 }

@@ -68,6 +68,23 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	deadline := time.Now().Add(wait)
 	for {
 		ch := a.Hub.Watch(target)
+		t, err := a.Store.GetTarget(r.Context(), target)
+		if err != nil {
+			return a.goneOr(err)
+		}
+		if t.IsGateway() {
+			gs, err := a.Store.GatewayState(r.Context(), target, a.Now())
+			if err != nil {
+				return a.goneOr(err)
+			}
+			if gs.Revision > after || time.Until(deadline) <= 0 || r.Context().Err() != nil {
+				writeJSON(w, http.StatusOK, wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
+					Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published})
+				return nil
+			}
+			waitFor(r.Context(), ch, time.Until(deadline))
+			continue
+		}
 		rev, pol, grants, err := a.Store.DesiredState(r.Context(), target, a.Now())
 		if err != nil {
 			return a.goneOr(err)
@@ -77,7 +94,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 			ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
 			if pol != nil {
 				for _, rule := range pol.Rules {
-					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol)})
+					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished})
 				}
 			}
 			for _, g := range grants {
@@ -114,6 +131,17 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		return invalidField("addresses", "at most 256")
 	}
 	now := a.Now()
+	if in.Mode != "" && in.Mode != store.ModeHost && in.Mode != store.ModeGateway {
+		return invalidField("mode", "must be host or gateway")
+	}
+	if in.Mode != "" || in.Inventory != nil || len(in.Blocked) > 0 || len(in.BlockedSources) > 0 {
+		if len(in.BlockedSources) > 10000 {
+			in.BlockedSources = in.BlockedSources[:10000]
+		}
+		if err := a.Store.RecordAgentReport(r.Context(), p.Subject, in, now); err != nil {
+			return a.goneOr(err)
+		}
+	}
 	activated, err := a.Store.ReportApplied(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now)
 	if err != nil {
 		return a.goneOr(err)
@@ -125,8 +153,12 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		a.Metrics.GrantLatency.Observe(now.Sub(req.CreatedAt).Seconds())
 	}
 	a.Presence.Seen(p.Subject)
-	// Wake clients following the target's requests.
+	// Wake clients following the target's requests (and, behind a gateway,
+	// those of the targets it activated requests for).
 	a.Hub.Notify(p.Subject)
+	for _, req := range activated {
+		a.Hub.Notify(req.Target)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

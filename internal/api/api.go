@@ -98,6 +98,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("PUT /api/v1/targets/{name}/policy", human(a.setPolicy))
 	handle("GET /api/v1/targets/{name}/policy", human(a.getPolicy))
 	handle("DELETE /api/v1/targets/{name}/policy", human(a.removePolicy))
+	handle("POST /api/v1/policies/enable", human(a.enablePolicy))
 	handle("POST /api/v1/requests", human(a.createRequest))
 	handle("GET /api/v1/requests", human(a.listRequests))
 	handle("GET /api/v1/requests/{id}", human(a.getRequest))

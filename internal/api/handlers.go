@@ -3,12 +3,14 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -25,16 +27,32 @@ func (a *api) createTarget(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err := a.require(r.Context(), p, authz.WriteTarget, &authz.Target{Name: in.Name, Labels: in.Labels}); err != nil {
 		return err
 	}
-	t, token, err := a.Store.CreateTarget(r.Context(), a.actor(r, p), in.Name, in.Labels, a.Now(), a.EnrollTokenTTL)
+	t, token, err := a.createTargetSpec(r.Context(), r, p, in)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, wire.TargetCreated{Target: toWireTarget(t), EnrollToken: token, EnrollExpiresAt: a.Now().Add(a.EnrollTokenTTL).UTC()})
+	out := wire.TargetCreated{Target: a.view(r.Context(), t, nil, nil), EnrollToken: token}
+	if token != "" {
+		out.EnrollExpiresAt = a.Now().Add(a.EnrollTokenTTL).UTC()
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
 func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	class := r.URL.Query().Get("state")
+	if class != "" && !slices.Contains(inventory.Classes, class) {
+		return invalidField("state", "%q is not one of configured, not-configured, unsupported", class)
+	}
 	ts, err := a.Store.ListTargets(r.Context())
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]store.Target, len(ts))
+	for _, t := range ts {
+		byName[t.Name] = t
+	}
+	active, err := a.Store.ActiveCounts(r.Context())
 	if err != nil {
 		return err
 	}
@@ -51,7 +69,10 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 		if !authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) {
 			continue
 		}
-		wt := toWireTarget(t)
+		wt := a.view(r.Context(), t, byName, active)
+		if class != "" && wt.Class != class {
+			continue
+		}
 		wt.Stats = toWireStats(stats[t.Name])
 		out = append(out, wt)
 	}
@@ -71,8 +92,20 @@ func (a *api) getTarget(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
-	out := toWireTarget(t)
+	active, err := a.Store.ActiveCounts(r.Context())
+	if err != nil {
+		return err
+	}
+	out := a.view(r.Context(), t, nil, active)
 	out.Stats = toWireStats(stats)
+	out.Blocked = a.blockedOf(r.Context(), t, a.Now())
+	if t.Gateway != "" {
+		ms, err := a.Store.Mappings(r.Context(), t.Name, false)
+		if err != nil {
+			return err
+		}
+		out.Mappings = toWireMappings(ms, t.Address)
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -165,6 +198,10 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		a.Metrics.Requests.WithLabelValues("forbidden").Inc()
 		return err
 	}
+	if err := checkSourceFamily(t, req.Source); err != nil {
+		a.Metrics.Requests.WithLabelValues("invalid").Inc()
+		return err
+	}
 	created, err := a.Store.CreateRequest(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now())
 	if err != nil {
 		a.Metrics.Requests.WithLabelValues(outcome(err)).Inc()
@@ -224,11 +261,11 @@ func outcome(err error) string {
 }
 
 func (a *api) writeRequest(w http.ResponseWriter, r *http.Request, status int, req store.Request) error {
-	var addrs []string
-	if t, err := a.Store.GetTarget(r.Context(), req.Target); err == nil {
-		addrs = t.Addresses
+	out := toWireRequest(req, nil)
+	if t, err := a.Store.GetTarget(r.Context(), req.Target); err == nil && req.State.HoldsGrants() {
+		out.Connect = a.connectFor(r.Context(), req, t)
 	}
-	writeJSON(w, status, toWireRequest(req, addrs))
+	writeJSON(w, status, out)
 	return nil
 }
 
@@ -274,7 +311,11 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 		if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) {
 			continue
 		}
-		out = append(out, toWireRequest(req, t.Addresses))
+		wr := toWireRequest(req, nil)
+		if req.State.HoldsGrants() {
+			wr.Connect = a.connectFor(r.Context(), req, t)
+		}
+		out = append(out, wr)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -32,6 +32,25 @@ func (c *Client) Targets(ctx context.Context) ([]wire.Target, error) {
 	return out, err
 }
 
+// TargetsIn lists the targets of one class (configured, not-configured,
+// unsupported), or all for "".
+func (c *Client) TargetsIn(ctx context.Context, class string) ([]wire.Target, error) {
+	var q url.Values
+	if class != "" {
+		q = url.Values{"state": {class}}
+	}
+	var out []wire.Target
+	err := c.do(ctx, http.MethodGet, "/api/v1/targets", q, nil, &out)
+	return out, err
+}
+
+// EnablePolicy applies the default policy to every target matching selector.
+func (c *Client) EnablePolicy(ctx context.Context, selector string) ([]wire.PolicyResult, error) {
+	var out []wire.PolicyResult
+	err := c.do(ctx, http.MethodPost, "/api/v1/policies/enable", nil, wire.PolicyEnable{Selector: selector, Default: true}, &out)
+	return out, err
+}
+
 // Target returns one target.
 func (c *Client) Target(ctx context.Context, name string) (wire.Target, error) {
 	var out wire.Target

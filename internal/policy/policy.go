@@ -69,6 +69,14 @@ type Rule struct {
 	Approval Approval `json:"approval"`
 	// Justification constrains the requester's reason.
 	Justification Justification `json:"justification"`
+	// CloseEstablished makes expiry and revocation also end established
+	// sessions (off by default, as Azure keeps them).
+	CloseEstablished bool `json:"close_established,omitempty"`
+	// Publish, for a target behind a gateway, maps the port on the gateway's
+	// public address (DNAT); MappedPort asks for a given mapped port, else
+	// one is allocated.
+	Publish    bool   `json:"publish,omitempty"`
+	MappedPort uint16 `json:"mapped_port,omitempty"`
 }
 
 // Approval modes.
@@ -147,7 +155,8 @@ func (pol Policy) Equal(o Policy) bool {
 	for i, r := range pol.Rules {
 		q := o.Rules[i]
 		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) ||
-			r.Approval != q.Approval || r.Justification != q.Justification {
+			r.Approval != q.Approval || r.Justification != q.Justification ||
+			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -276,6 +285,9 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 			if _, err := regexp.Compile(p); err != nil {
 				return Policy{}, &FieldError{field + ".justification.pattern", fmt.Sprintf("not a valid regular expression: %v", err)}
 			}
+		}
+		if r.MappedPort != 0 && !r.Publish {
+			return Policy{}, &FieldError{field + ".mapped_port", "only a published port takes a mapped port"}
 		}
 		out.Rules = append(out.Rules, r)
 	}

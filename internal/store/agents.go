@@ -146,13 +146,13 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 				}
 			}
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE target = $1 AND state = 'pending' AND revision <= $2`, target, rev).Scan(&n); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, target, rev).Scan(&n); err != nil {
 				return fmt.Errorf("counting pending requests: %w", err)
 			}
 			if n == 0 {
 				return nil
 			}
-			if err := endLiveRequests(ctx, tx, `target = $1 AND state = 'pending' AND revision <= $2`, []any{target, rev},
+			if err := endLiveRequests(ctx, tx, `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, []any{target, rev},
 				access.Failed, "the agent could not apply the grant: "+applyErr, agent, audit.RequestFailed, now); err != nil {
 				return err
 			}
@@ -160,18 +160,19 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 			_, err := bumpRevision(ctx, tx, target)
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, created_at FROM requests WHERE target = $1 AND state = 'pending' AND revision <= $2`, target, rev)
+		rows, err := tx.QueryContext(ctx, `SELECT id, created_at, target FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, target, rev)
 		if err != nil {
 			return fmt.Errorf("selecting requests to activate: %w", err)
 		}
 		type pend struct {
 			id      string
 			created int64
+			target  string
 		}
 		var ps []pend
 		for rows.Next() {
 			var p pend
-			if err := rows.Scan(&p.id, &p.created); err != nil {
+			if err := rows.Scan(&p.id, &p.created, &p.target); err != nil {
 				rows.Close()
 				return fmt.Errorf("reading pending request: %w", err)
 			}
@@ -182,7 +183,7 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 			if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = 'active', activated_at = $1, version = version + 1 WHERE id = $2`, ms(now), p.id); err != nil {
 				return fmt.Errorf("activating %s: %w", p.id, err)
 			}
-			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: target, RequestID: p.id,
+			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: p.target, RequestID: p.id,
 				Details: map[string]any{"revision": rev, "latency_ms": ms(now) - p.created}}); err != nil {
 				return err
 			}
@@ -194,7 +195,7 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 		return nil, err
 	}
 	if bumped {
-		s.onChange(target)
+		s.changed(target)
 	}
 	out := make([]Request, 0, len(activated))
 	for _, id := range activated {
@@ -292,7 +293,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 		return time.Time{}, fmt.Errorf("sweeping: %w", err)
 	}
 	if len(changed) > 0 {
-		s.onChange(changed...)
+		s.changed(changed...)
 	}
 	var next1, next2 sql.NullInt64
 	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = 'pending_approval' THEN approve_by ELSE expires_at END)

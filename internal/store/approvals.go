@@ -87,7 +87,7 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 		return Request{}, err
 	}
 	if granted != "" {
-		s.onChange(granted)
+		s.changed(granted)
 	}
 	return s.GetRequest(ctx, id)
 }
@@ -131,7 +131,7 @@ func (s *Store) DenyRequest(ctx context.Context, approver Actor, id, reason stri
 		return Request{}, err
 	}
 	if target != "" {
-		s.onChange(target)
+		s.changed(target)
 	}
 	return s.GetRequest(ctx, id)
 }

@@ -189,7 +189,7 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		return Request{}, refusal
 	}
 	if granted {
-		s.onChange(target)
+		s.changed(target)
 	}
 	return s.GetRequest(ctx, id)
 }
@@ -423,6 +423,6 @@ func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason strin
 	if err != nil {
 		return Request{}, err
 	}
-	s.onChange(target)
+	s.changed(target)
 	return s.GetRequest(ctx, id)
 }

@@ -40,7 +40,17 @@ type Store struct {
 	// expiryWarning is how long before its deadline an active request is
 	// announced as expiring (expiring.go).
 	expiryWarning time.Duration
+	// bruteForceThreshold is how many blocked attempts from one source
+	// within an hour raise a "possible brute force" event (0: never).
+	bruteForceThreshold int
 }
+
+// DefaultBruteForceThreshold is the default of SetBruteForceThreshold.
+const DefaultBruteForceThreshold = 20
+
+// SetBruteForceThreshold sets how many blocked attempts from one source
+// within an hour raise a "possible brute force" event (0: never).
+func (s *Store) SetBruteForceThreshold(n int) { s.bruteForceThreshold = n }
 
 // DefaultApprovalTimeout is how long a request awaits approval by default.
 const DefaultApprovalTimeout = time.Hour
@@ -77,7 +87,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).
 	db.SetMaxOpenConns(4)
-	s := &Store{db: db, onChange: func(...string) {}, approvalTimeout: DefaultApprovalTimeout}
+	s := &Store{db: db, onChange: func(...string) {}, approvalTimeout: DefaultApprovalTimeout, bruteForceThreshold: DefaultBruteForceThreshold}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -170,10 +180,15 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// bumpRevision advances a target's desired-state revision and returns it.
+// bumpRevision advances the desired-state revision of a target's enforcer
+// (the target itself, or its gateway) and returns it.
 func bumpRevision(ctx context.Context, tx *sql.Tx, target string) (int64, error) {
+	owner, err := revisionOwner(ctx, tx, target)
+	if err != nil {
+		return 0, err
+	}
 	var rev int64
-	err := tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, target).Scan(&rev)
+	err = tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, owner).Scan(&rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("target %q: %w", target, ErrNotFound)
 	}

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // Agent states of a target.
@@ -32,9 +34,28 @@ type Target struct {
 	AgentError      string
 	AgentVersion    string
 	CreatedAt       time.Time
+	// Gateway is the gateway target enforcing for this one, and Address its
+	// address behind it; both empty for a target with its own agent.
+	Gateway, Address string
+	// Mode is what the target's agent reports: host or gateway ("" before).
+	Mode string
+	// PublicAddress is, for a gateway, where clients reach its DNAT mappings.
+	PublicAddress string
+	// Inventory is the agent's last report of its host (nil before).
+	Inventory *wire.Inventory
 }
 
-const targetColumns = `name, labels, addresses, policy, revision, applied_revision, agent_state, agent_seen_at, agent_error, agent_version, created_at`
+// IsGateway reports whether the target's agent enforces for targets behind it.
+func (t Target) IsGateway() bool { return t.Mode == ModeGateway }
+
+// Agent modes.
+const (
+	ModeHost    = "host"
+	ModeGateway = "gateway"
+)
+
+const targetColumns = `name, labels, addresses, policy, revision, applied_revision, agent_state, agent_seen_at, agent_error, agent_version, created_at,
+	gateway, address, mode, public_address, inventory`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -42,11 +63,12 @@ func scanTarget(r scanner) (Target, error) {
 	var (
 		t             Target
 		labels, addrs string
-		pol           sql.NullString
+		pol, inv      sql.NullString
 		seen          sql.NullInt64
 		created       int64
 	)
-	if err := r.Scan(&t.Name, &labels, &addrs, &pol, &t.Revision, &t.AppliedRevision, &t.AgentState, &seen, &t.AgentError, &t.AgentVersion, &created); err != nil {
+	if err := r.Scan(&t.Name, &labels, &addrs, &pol, &t.Revision, &t.AppliedRevision, &t.AgentState, &seen, &t.AgentError, &t.AgentVersion, &created,
+		&t.Gateway, &t.Address, &t.Mode, &t.PublicAddress, &inv); err != nil {
 		return Target{}, err
 	}
 	if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
@@ -59,6 +81,12 @@ func scanTarget(r scanner) (Target, error) {
 		t.Policy = new(policy.Policy)
 		if err := json.Unmarshal([]byte(pol.String), t.Policy); err != nil {
 			return Target{}, fmt.Errorf("decoding policy of %s: %w", t.Name, err)
+		}
+	}
+	if inv.Valid {
+		t.Inventory = new(wire.Inventory)
+		if err := json.Unmarshal([]byte(inv.String), t.Inventory); err != nil {
+			return Target{}, fmt.Errorf("decoding inventory of %s: %w", t.Name, err)
 		}
 	}
 	t.AgentSeenAt, t.CreatedAt = fromNullMS(seen), fromMS(created)
@@ -137,6 +165,16 @@ func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
 // tokens (the agent's credential stops working).
 func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now time.Time) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var behind int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE gateway = $1`, name).Scan(&behind); err != nil {
+			return fmt.Errorf("checking targets behind %s: %w", name, err)
+		}
+		if behind > 0 {
+			return fmt.Errorf("%d targets are behind gateway %s: remove them first: %w", behind, name, ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM mappings WHERE target = $1`, name); err != nil {
+			return fmt.Errorf("deleting mappings of %s: %w", name, err)
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM targets WHERE name = $1`, name)
 		if err != nil {
 			return fmt.Errorf("deleting target: %w", err)
@@ -153,7 +191,7 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetRemoved, Target: name})
 	})
 	if err == nil {
-		s.onChange(name)
+		s.changed(name)
 	}
 	return err
 }
@@ -172,6 +210,14 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 		}
 		if t.Policy != nil && t.Policy.Equal(pol) {
 			return nil
+		}
+		if err := checkPolicyPlacement(t, pol); err != nil {
+			return err
+		}
+		if t.Gateway != "" {
+			if err := allocateMappings(ctx, tx, t.Gateway, name, pol); err != nil {
+				return err
+			}
 		}
 		b, err := json.Marshal(pol)
 		if err != nil {
@@ -192,7 +238,7 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 			Details: map[string]any{"ports": ports, "policy": json.RawMessage(b)}})
 	})
 	if err == nil && changed {
-		s.onChange(name)
+		s.changed(name)
 	}
 	return changed, err
 }
@@ -220,7 +266,38 @@ func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now 
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicyRemoved, Target: name})
 	})
 	if err == nil {
-		s.onChange(name)
+		s.changed(name)
 	}
 	return err
+}
+
+// checkPolicyPlacement refuses what a target's placement cannot enforce:
+// published ports and family-crossing sources need a gateway; a target
+// behind a gateway is reached over its address's family only (no NAT64), so
+// every allowed source must be of that family.
+func checkPolicyPlacement(t Target, pol policy.Policy) error {
+	for i, r := range pol.Rules {
+		field := fmt.Sprintf("rules[%d]", i)
+		if r.Publish && t.Gateway == "" {
+			return &policy.FieldError{Field: field + ".publish", Reason: fmt.Sprintf("%s is not behind a gateway: only such targets have ports to publish", t.Name)}
+		}
+		if t.Gateway == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(t.Address)
+		if err != nil {
+			continue
+		}
+		for j, src := range r.AllowedSources {
+			if src.Addr().Is4() != a.Is4() {
+				fam := "IPv4"
+				if a.Is6() {
+					fam = "IPv6"
+				}
+				return &policy.FieldError{Field: fmt.Sprintf("%s.allowed_sources[%d]", field, j),
+					Reason: fmt.Sprintf("%s cannot reach %s at its %s address %s", src, t.Name, fam, t.Address)}
+			}
+		}
+	}
+	return nil
 }

@@ -48,6 +48,12 @@ type PortRule struct {
 	Approval *Approval `json:"approval,omitempty"`
 	// Justification constrains the requester's reason.
 	Justification *Justification `json:"justification,omitempty"`
+	// CloseEstablished ends established sessions at expiry and revocation.
+	CloseEstablished bool `json:"close_established,omitempty"`
+	// Publish maps the port on the gateway's public address (targets behind
+	// a gateway); MappedPort asks for a given mapped port.
+	Publish    bool   `json:"publish,omitempty"`
+	MappedPort uint16 `json:"mapped_port,omitempty"`
 }
 
 // Approval is a port rule's approval workflow.
@@ -89,6 +95,41 @@ type Target struct {
 	CreatedAt time.Time         `json:"created_at"`
 	// Stats summarises recent access to the target.
 	Stats *TargetStats `json:"stats,omitempty"`
+	// Gateway and Address place the target behind a gateway target.
+	Gateway string `json:"gateway,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Mode is what its agent reports: host or gateway.
+	Mode          string `json:"mode,omitempty"`
+	PublicAddress string `json:"public_address,omitempty"`
+	// Class is configured, not-configured or unsupported; ClassReason says
+	// why (unsupported) and Recommendation what to do (not configured).
+	Class          string     `json:"class"`
+	ClassReason    string     `json:"class_reason,omitempty"`
+	Recommendation string     `json:"recommendation,omitempty"`
+	Exposed        []uint16   `json:"exposed_ports,omitempty"`
+	Inventory      *Inventory `json:"inventory,omitempty"`
+	// Mappings are the target's published ports (behind a gateway).
+	Mappings []Mapping `json:"mappings,omitempty"`
+	// Blocked is filled when one target is shown.
+	Blocked *Blocked `json:"blocked,omitempty"`
+	// ActiveGrants counts its active requests.
+	ActiveGrants int `json:"active_grants"`
+}
+
+// Blocked is what a target's gate dropped: cumulative counters per port and
+// the sources sampled in the last 24 hours, most frequent first.
+type Blocked struct {
+	Counters   []BlockedCounter `json:"counters"`
+	TopSources []BlockedSource  `json:"top_sources"`
+}
+
+// PolicyEnable applies the default policy (22, 3389, 5985, 5986 over TCP,
+// 3 h) to every target matching a label selector.
+type PolicyEnable struct {
+	// Selector is KEY=VALUE[,KEY=VALUE...]: all must match.
+	Selector string `json:"selector"`
+	// Default must be true: the default policy is the only one applied in bulk.
+	Default bool `json:"default"`
 }
 
 // TargetStats summarises recent access to a target.
@@ -101,10 +142,16 @@ type TargetStats struct {
 	Approved7d int `json:"approved_7d"`
 }
 
-// TargetCreate enrolls a target.
+// TargetCreate enrolls a target. A target behind a gateway names the
+// gateway and its address there, and needs no agent of its own.
 type TargetCreate struct {
-	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Name    string            `json:"name"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Gateway string            `json:"gateway,omitempty"`
+	Address string            `json:"address,omitempty"`
+	// PublicAddress is, for a gateway, the address clients reach its DNAT
+	// mappings on.
+	PublicAddress string `json:"public_address,omitempty"`
 }
 
 // TargetCreated carries the one-time enrollment token; it is shown once.

@@ -1,0 +1,224 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// gatewayEnv has gateway gw-1 (public 203.0.113.10, routing 10.0.0.0/24 and
+// 2001:db8:10::/64) whose agent reported gateway mode and its routes.
+func gatewayEnv(t *testing.T) (*env, *client.Client) {
+	t.Helper()
+	e := newEnv(t)
+	ctx := context.Background()
+	gw := e.createEnrolled(t, wire.TargetCreate{Name: "gw-1", PublicAddress: "203.0.113.10"})
+	if err := gw.Report(ctx, wire.AgentReport{Revision: 0, Mode: "gateway", Inventory: &wire.Inventory{CanEnforce: true,
+		Routes: []string{"10.0.0.0/24", "2001:db8:10::/64"}}}); err != nil {
+		t.Fatalf("gateway report: %v", err)
+	}
+	return e, gw
+}
+
+func TestGatewayTargets(t *testing.T) {
+	e, gw := gatewayEnv(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		in   wire.TargetCreate
+		want int
+		msg  string
+	}{
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "10.9.0.5"}, 422, "not routed by gateway gw-1"},
+		{wire.TargetCreate{Name: "web-01", Gateway: "nope", Address: "10.0.0.5"}, 422, "no target"},
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1"}, 422, "needs both"},
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "not-an-ip"}, 422, "not an IPv4 or IPv6 address"},
+	} {
+		before, _ := e.c.Targets(ctx)
+		_, err := e.c.CreateTarget(ctx, tc.in)
+		if client.StatusOf(err) != tc.want || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("CreateTarget(%+v) = %v; want %d mentioning %q", tc.in, err, tc.want, tc.msg)
+		}
+		if after, _ := e.c.Targets(ctx); len(after) != len(before) {
+			t.Errorf("a refused target was created")
+		}
+	}
+	tc, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "10.0.0.5", Labels: map[string]string{"group": "prod"}})
+	if err != nil || tc.EnrollToken != "" || tc.Target.Gateway != "gw-1" {
+		t.Fatalf("a target behind the gateway: %v, token %q", err, tc.EnrollToken)
+	}
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-02", Gateway: "gw-1", Address: "10.0.0.6"}); err != nil {
+		t.Fatal(err)
+	}
+	// IPv6 sources in a rule for an IPv4 target are refused.
+	_, err = e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"2001:db8::/32"}}}})
+	if client.StatusOf(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "cannot reach web-01") {
+		t.Errorf("IPv6 source for an IPv4 target: %v", err)
+	}
+	// Published ports get stable mapped ports without clashes.
+	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389, Publish: true, MappedPort: 13389}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.SetPolicy(ctx, "web-02", wire.Policy{Rules: []wire.PortRule{{Port: 3389, Publish: true, MappedPort: 13389}}})
+	if client.StatusOf(err) != http.StatusConflict || !strings.Contains(err.Error(), "taken by web-01") {
+		t.Errorf("clashing mapped port: %v, want 409 naming web-01", err)
+	}
+	if _, err := e.c.SetPolicy(ctx, "web-02", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	w1, _ := e.c.Target(ctx, "web-01")
+	w2, _ := e.c.Target(ctx, "web-02")
+	if len(w1.Mappings) != 2 || w1.Mappings[0].MappedPort != 20000 || w1.Mappings[1].MappedPort != 13389 || len(w2.Mappings) != 1 || w2.Mappings[0].MappedPort != 20001 {
+		t.Fatalf("mappings: web-01 %+v, web-02 %+v", w1.Mappings, w2.Mappings)
+	}
+	// Setting the policy again keeps the mapped ports.
+	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, MaxDuration: wire.Duration(time.Hour)}, {Port: 3389, Publish: true, MappedPort: 13389}}}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := e.c.Target(ctx, "web-01"); again.Mappings[0].MappedPort != 20000 {
+		t.Errorf("mapped port moved to %d", again.Mappings[0].MappedPort)
+	}
+
+	// The gateway's desired state holds the targets behind it.
+	ds, err := gw.Desired(ctx, 0, 0)
+	if err != nil || ds.Mode != "gateway" || len(ds.Protected) != 3 || len(ds.Published) != 3 {
+		t.Fatalf("gateway desired state: %v %+v", err, ds)
+	}
+	r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Connect) != 1 || !strings.Contains(r.Connect[0], "ssh -p 20000 203.0.113.10") {
+		t.Errorf("contact information %v, want ssh -p 20000 203.0.113.10", r.Connect)
+	}
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "2001:db8::7", Duration: wire.Duration(time.Hour), Reason: "x"}); client.StatusOf(err) != http.StatusUnprocessableEntity {
+		t.Errorf("IPv6 source to an IPv4 target behind a gateway: %v, want 422", err)
+	}
+	ds, err = gw.Desired(ctx, ds.Revision, 0)
+	if err != nil || len(ds.Grants) != 1 || ds.Grants[0].Destination != "10.0.0.5" {
+		t.Fatalf("gateway grants: %v %+v", err, ds.Grants)
+	}
+	if err := gw.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.c.Request(ctx, r.ID); got.State != "active" {
+		t.Errorf("a request behind the gateway is %s after the gateway applied, want active", got.State)
+	}
+	// The gateway cannot be removed while targets are behind it.
+	if err := e.c.RemoveTarget(ctx, "gw-1"); client.StatusOf(err) != http.StatusConflict {
+		t.Errorf("removing a gateway with targets behind it: %v, want 409", err)
+	}
+}
+
+func TestInventoryClassesAndEnable(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	mk := func(name, group string, inv *wire.Inventory) *client.Client {
+		ag := e.createEnrolled(t, wire.TargetCreate{Name: name, Labels: map[string]string{"group": group}})
+		if inv != nil {
+			if err := ag.Report(ctx, wire.AgentReport{Revision: 0, Mode: "host", Inventory: inv}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return ag
+	}
+	mk("web-01", "prod", &wire.Inventory{CanEnforce: true, Listening: []wire.Listener{{Address: "0.0.0.0", Port: 22, Protocol: "tcp"}}})
+	mk("web-02", "prod", &wire.Inventory{CanEnforce: true})
+	mk("old-01", "legacy", &wire.Inventory{CanEnforce: false, Reason: "running without CAP_NET_ADMIN"})
+	mk("db-01", "dev", nil)
+	e.setPolicy(t, "db-01", wire.Policy{Rules: []wire.PortRule{{Port: 5432}}})
+
+	classes := map[string]string{}
+	ts, err := e.c.Targets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range ts {
+		classes[tg.Name] = tg.Class
+		if tg.Name == "web-01" && !strings.Contains(tg.Recommendation, "22") {
+			t.Errorf("web-01 recommendation %q does not flag port 22", tg.Recommendation)
+		}
+		if tg.Name == "old-01" && tg.ClassReason != "running without CAP_NET_ADMIN" {
+			t.Errorf("old-01 reason %q", tg.ClassReason)
+		}
+	}
+	want := map[string]string{"web-01": "not-configured", "web-02": "not-configured", "old-01": "unsupported", "db-01": "configured"}
+	for n, c := range want {
+		if classes[n] != c {
+			t.Errorf("%s is %q, want %q", n, classes[n], c)
+		}
+	}
+	nc, err := e.c.TargetsIn(ctx, "not-configured")
+	if err != nil || len(nc) != 2 {
+		t.Fatalf("not-configured: %d, %v", len(nc), err)
+	}
+	if _, err := e.c.EnablePolicy(ctx, "group=nope"); client.StatusOf(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "matches no target") {
+		t.Errorf("a selector matching nothing: %v", err)
+	}
+	res, err := e.c.EnablePolicy(ctx, "group=prod")
+	if err != nil || len(res) != 2 || !res[0].Changed {
+		t.Fatalf("enable: %v %+v", err, res)
+	}
+	if len(res[0].Policy.Rules) != 4 {
+		t.Errorf("default policy has %d rules, want 22, 3389, 5985, 5986", len(res[0].Policy.Rules))
+	}
+	if again, _ := e.c.EnablePolicy(ctx, "group=prod"); again[0].Changed {
+		t.Error("enabling twice changed the policy again")
+	}
+	if cf, _ := e.c.TargetsIn(ctx, "configured"); len(cf) != 3 {
+		t.Errorf("configured after enable: %d, want 3", len(cf))
+	}
+}
+
+func TestBlockedAttempts(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ag := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
+	now := time.Now()
+	var srcs []wire.BlockedSource
+	srcs = append(srcs, wire.BlockedSource{Source: "203.0.113.66", Protocol: "tcp", Port: 22, Count: 25, LastSeen: now})
+	srcs = append(srcs, wire.BlockedSource{Source: "203.0.113.7", Protocol: "tcp", Port: 22, Count: 2, LastSeen: now})
+	if err := ag.Report(ctx, wire.AgentReport{Revision: 0, Blocked: []wire.BlockedCounter{{Protocol: "tcp", Port: 22, Packets: 40, Connections: 27}}, BlockedSources: srcs}); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := e.c.Target(ctx, "web-01")
+	if err != nil || tg.Blocked == nil || len(tg.Blocked.Counters) != 1 || tg.Blocked.Counters[0].Connections != 27 {
+		t.Fatalf("blocked counters: %v %+v", err, tg.Blocked)
+	}
+	if len(tg.Blocked.TopSources) != 2 || tg.Blocked.TopSources[0].Source != "203.0.113.66" {
+		t.Fatalf("top blocked sources %+v", tg.Blocked.TopSources)
+	}
+	es, _ := e.c.Audit(ctx, client.AuditFilter{Action: "attack.suspected"})
+	if len(es) != 1 || !strings.Contains(es[0].Reason, "203.0.113.66") {
+		t.Fatalf("brute-force events %+v, want one naming 203.0.113.66", es)
+	}
+	// Reported again within the hour: no second alert.
+	if err := ag.Report(ctx, wire.AgentReport{Revision: 0, BlockedSources: srcs[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := e.c.Audit(ctx, client.AuditFilter{Action: "attack.suspected"}); len(es) != 1 {
+		t.Errorf("%d brute-force events after a second report, want 1", len(es))
+	}
+}
+
+// createEnrolled creates a target and enrolls its agent; it returns the
+// agent's client.
+func (e *env) createEnrolled(t *testing.T, in wire.TargetCreate) *client.Client {
+	t.Helper()
+	ctx := context.Background()
+	tc, err := e.c.CreateTarget(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(e.srv.URL, "")
+	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: in.Name, Version: "test"})
+	if err != nil {
+		t.Fatalf("Enroll %s: %v", in.Name, err)
+	}
+	return anon.WithToken(er.Credential)
+}

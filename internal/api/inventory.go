@@ -1,0 +1,204 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/inventory"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// view describes target t for the API: its state, class and placement.
+// gateways resolves the gateway of a target behind one (nil: look it up).
+func (a *api) view(ctx context.Context, t store.Target, gateways map[string]store.Target, active map[string]int) wire.Target {
+	out := toWireTarget(t)
+	out.Gateway, out.Address, out.Mode, out.PublicAddress, out.Inventory = t.Gateway, t.Address, t.Mode, t.PublicAddress, t.Inventory
+	out.ActiveGrants = active[t.Name]
+	f := inventory.Facts{HasPolicy: t.Policy != nil, Agent: t.AgentState, Inventory: t.Inventory, Behind: t.Gateway}
+	if t.Policy != nil {
+		for _, r := range t.Policy.Rules {
+			if r.Protocol == policy.TCP {
+				f.Protected = append(f.Protected, r.Number)
+			}
+		}
+	}
+	if t.Gateway != "" {
+		g, ok := gateways[t.Gateway]
+		if !ok {
+			g, _ = a.Store.GetTarget(ctx, t.Gateway)
+		}
+		f.Agent, f.Inventory = g.AgentState, g.Inventory
+		out.Agent.State = g.AgentState
+	}
+	c := inventory.Classify(f)
+	out.Class, out.ClassReason, out.Recommendation, out.Exposed = c.Class, c.Reason, c.Recommendation, c.Exposed
+	return out
+}
+
+// createTargetSpec enrolls a target, possibly behind a gateway.
+func (a *api) createTargetSpec(ctx context.Context, r *http.Request, p store.Principal, in wire.TargetCreate) (store.Target, string, error) {
+	if in.Gateway != "" {
+		if err := a.require(ctx, p, authz.ReadTarget, a.targetOf(ctx, in.Gateway)); err != nil {
+			return store.Target{}, "", err
+		}
+	}
+	return a.Store.CreateTargetSpec(ctx, a.actor(r, p), store.TargetSpec{Name: in.Name, Labels: in.Labels, Gateway: in.Gateway,
+		Address: in.Address, PublicAddress: in.PublicAddress}, a.Now(), a.EnrollTokenTTL)
+}
+
+// defaultPolicy is what "enable JIT" applies: the management ports over
+// TCP for the default duration.
+func (a *api) defaultPolicy() policy.Policy {
+	var p policy.Policy
+	for _, port := range inventory.ManagementPorts {
+		p.Rules = append(p.Rules, policy.Rule{Port: policy.Port{Number: port, Protocol: policy.TCP}, MaxDuration: a.Limits.DefaultRuleDuration})
+	}
+	return p
+}
+
+// parseSelector reads KEY=VALUE[,KEY=VALUE...].
+func parseSelector(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || k == "" || v == "" {
+			return nil, invalidField("selector", "%q: use KEY=VALUE[,KEY=VALUE...], such as group=prod", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// enablePolicy applies the default policy to every target the selector
+// matches. It changes nothing unless the caller may set policies on all of
+// them; a selector that matches nothing is an error.
+func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.PolicyEnable
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if !in.Default {
+		return invalidField("default", "must be true: only the default policy (22, 3389, 5985, 5986/tcp, %s) is applied in bulk", a.Limits.DefaultRuleDuration)
+	}
+	sel, err := parseSelector(in.Selector)
+	if err != nil {
+		return err
+	}
+	ts, err := a.Store.ListTargets(r.Context())
+	if err != nil {
+		return err
+	}
+	var match []store.Target
+	for _, t := range ts {
+		ok := true
+		for k, v := range sel {
+			if t.Labels[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			match = append(match, t)
+		}
+	}
+	if len(match) == 0 {
+		return invalidField("selector", "%s matches no target", in.Selector)
+	}
+	for _, t := range match {
+		if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
+			return err
+		}
+	}
+	pol, err := a.Limits.Normalize(a.defaultPolicy())
+	if err != nil {
+		return err
+	}
+	out := make([]wire.PolicyResult, 0, len(match))
+	for _, t := range match {
+		changed, err := a.Store.SetPolicy(r.Context(), a.actor(r, p), t.Name, pol, a.Now())
+		if err != nil {
+			return fmt.Errorf("setting the default policy on %s: %w", t.Name, err)
+		}
+		out = append(out, wire.PolicyResult{Target: t.Name, Changed: changed, Policy: toWirePolicy(pol)})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// checkSourceFamily refuses a source that cannot reach a target behind a
+// gateway: its address family must match the target's (no NAT64).
+func checkSourceFamily(t store.Target, src netip.Prefix) error {
+	if t.Gateway == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(t.Address)
+	if err != nil || a.Is4() == src.Addr().Is4() {
+		return nil
+	}
+	return invalidField("source", "%s cannot reach %s, whose address behind gateway %s is %s", src, t.Name, t.Gateway, t.Address)
+}
+
+// wireMappings lists a target's published ports.
+func toWireMappings(ms []store.Mapping, address string) []wire.Mapping {
+	out := make([]wire.Mapping, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, wire.Mapping{Destination: address, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
+			PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
+	}
+	return out
+}
+
+// connectFor says how to reach a request's ports: through the gateway's
+// mapped ports when they are published, else at the target's address.
+func (a *api) connectFor(ctx context.Context, req store.Request, t store.Target) []string {
+	if t.Gateway == "" {
+		return connectHints(req.Target, pickAddress(t.Addresses, req.Source.Addr().Is6()), req.Ports)
+	}
+	ms, _ := a.Store.Mappings(ctx, t.Name, false)
+	var out []string
+	for _, p := range req.Ports {
+		i := slices.IndexFunc(ms, func(m store.Mapping) bool { return m.Port == p && m.PublicAddress != "" })
+		if i < 0 {
+			out = append(out, connectHints(req.Target, t.Address, []policy.Port{p})...)
+			continue
+		}
+		m := ms[i]
+		host := m.PublicAddress
+		if ad, err := netip.ParseAddr(host); err == nil && ad.Is6() {
+			host = "[" + host + "]"
+		}
+		if p.Number == 22 && p.Protocol == policy.TCP {
+			out = append(out, fmt.Sprintf("ssh -p %d %s   (%s:%d/tcp on gateway %s, forwarded to %s:%d)", m.MappedPort, m.PublicAddress, host, m.MappedPort, t.Gateway, t.Address, p.Number))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s:%d/%s   (on gateway %s, forwarded to %s:%d)", host, m.MappedPort, p.Protocol, t.Gateway, t.Address, p.Number))
+	}
+	return out
+}
+
+// lastHour is used to bound sampled blocked sources shown with a target.
+const blockedTop = 10
+
+func (a *api) blockedOf(ctx context.Context, t store.Target, now time.Time) *wire.Blocked {
+	b, err := a.Store.BlockedFor(ctx, t, now, blockedTop)
+	if err != nil {
+		a.Logger.Error("reading blocked attempts", "target", t.Name, "err", err)
+		return nil
+	}
+	return &wire.Blocked{Counters: nonNilSlice(b.Counters), TopSources: nonNilSlice(b.Sources)}
+}
+
+func nonNilSlice[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

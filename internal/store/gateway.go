@@ -1,0 +1,547 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TargetSpec describes a target to enroll.
+type TargetSpec struct {
+	Name   string
+	Labels map[string]string
+	// Gateway and Address place the target behind a gateway target, which
+	// enforces for it; such a target needs no agent and gets no enrollment
+	// token.
+	Gateway, Address string
+	// PublicAddress is, for a gateway, where clients reach its mappings.
+	PublicAddress string
+}
+
+// MappedPortRange is where mapped ports are allocated on each gateway.
+const (
+	MappedPortMin = 20000
+	MappedPortMax = 29999
+)
+
+// checkBehindGateway validates a target placed behind gw at addr: the
+// gateway exists, its agent runs in gateway mode and routes the address.
+func checkBehindGateway(ctx context.Context, tx *sql.Tx, gw, addr string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("%q is not an IPv4 or IPv6 address", addr)}
+	}
+	a = a.Unmap()
+	g, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, gw))
+	if errors.Is(err, sql.ErrNoRows) {
+		return netip.Addr{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("no target %q", gw)}
+	}
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("reading gateway %s: %w", gw, err)
+	}
+	if g.Gateway != "" {
+		return netip.Addr{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("%s is itself behind gateway %s", gw, g.Gateway)}
+	}
+	if !g.IsGateway() {
+		return netip.Addr{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("%s is not a gateway: its agent must run with --mode gateway (it reports %q)", gw, orNone(g.Mode))}
+	}
+	if g.Inventory == nil || len(g.Inventory.Routes) == 0 {
+		return netip.Addr{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("gateway %s has not reported its routes yet", gw)}
+	}
+	for _, r := range g.Inventory.Routes {
+		if p, err := netip.ParsePrefix(r); err == nil && p.Contains(a) {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("%s is not routed by gateway %s (it routes %s)", a, gw, strings.Join(g.Inventory.Routes, ", "))}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nothing yet"
+	}
+	return s
+}
+
+// CreateTargetSpec enrolls a target. It returns the one-time enrollment
+// token, or "" for a target behind a gateway (it has no agent).
+func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSpec, now time.Time, enrollTTL time.Duration) (Target, string, error) {
+	if err := policy.ValidateTargetName(spec.Name); err != nil {
+		return Target{}, "", err
+	}
+	if err := policy.ValidateLabels(spec.Labels); err != nil {
+		return Target{}, "", err
+	}
+	if (spec.Gateway == "") != (spec.Address == "") {
+		return Target{}, "", &policy.FieldError{Field: "address", Reason: "a target behind a gateway needs both gateway and address"}
+	}
+	if spec.PublicAddress != "" {
+		if _, err := netip.ParseAddr(spec.PublicAddress); err != nil {
+			return Target{}, "", &policy.FieldError{Field: "public_address", Reason: fmt.Sprintf("%q is not an address", spec.PublicAddress)}
+		}
+	}
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	lb, _ := json.Marshal(spec.Labels)
+	var token string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE name = $1`, spec.Name).Scan(&n); err != nil {
+			return fmt.Errorf("checking target: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("target %q already exists: %w", spec.Name, ErrConflict)
+		}
+		addr := ""
+		if spec.Gateway != "" {
+			a, err := checkBehindGateway(ctx, tx, spec.Gateway, spec.Address)
+			if err != nil {
+				return err
+			}
+			addr = a.String()
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE gateway = $1 AND address = $2`, spec.Gateway, addr).Scan(&n); err != nil {
+				return fmt.Errorf("checking address: %w", err)
+			}
+			if n > 0 {
+				return fmt.Errorf("another target behind %s already has address %s: %w", spec.Gateway, addr, ErrConflict)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO targets (name, labels, created_at, gateway, address, public_address) VALUES ($1, $2, $3, $4, $5, $6)`,
+			spec.Name, string(lb), ms(now), spec.Gateway, addr, spec.PublicAddress); err != nil {
+			return fmt.Errorf("inserting target: %w", err)
+		}
+		if spec.Gateway == "" {
+			var err error
+			if token, err = insertToken(ctx, tx, KindEnroll, spec.Name, now, enrollTTL); err != nil {
+				return err
+			}
+		}
+		details := map[string]any{"labels": spec.Labels}
+		if spec.Gateway != "" {
+			details["gateway"], details["address"] = spec.Gateway, addr
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: spec.Name, Details: details})
+	})
+	if err != nil {
+		return Target{}, "", err
+	}
+	t, err := s.GetTarget(ctx, spec.Name)
+	return t, token, err
+}
+
+// allocateMappings gives every published rule of target (behind gw) a
+// mapped port on gw: the one the rule asks for, else the one it had, else the
+// lowest free one. Mappings stay stable per (target, protocol, port).
+func allocateMappings(ctx context.Context, tx *sql.Tx, gw, target string, pol policy.Policy) error {
+	for _, r := range pol.Rules {
+		if !r.Publish {
+			continue
+		}
+		var current int
+		err := tx.QueryRowContext(ctx, `SELECT mapped_port FROM mappings WHERE target = $1 AND protocol = $2 AND port = $3`,
+			target, string(r.Protocol), int(r.Number)).Scan(&current)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("reading mapping: %w", err)
+		}
+		want := int(r.MappedPort)
+		if want == 0 && current != 0 {
+			continue
+		}
+		if want != 0 && want == current {
+			continue
+		}
+		if want != 0 {
+			var owner string
+			var port int
+			err := tx.QueryRowContext(ctx, `SELECT target, port FROM mappings WHERE gateway = $1 AND protocol = $2 AND mapped_port = $3`,
+				gw, string(r.Protocol), want).Scan(&owner, &port)
+			if err == nil {
+				return fmt.Errorf("mapped port %d/%s of gateway %s is taken by %s %d/%s: %w", want, r.Protocol, gw, owner, port, r.Protocol, ErrConflict)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("checking mapped port: %w", err)
+			}
+		} else {
+			rows, err := tx.QueryContext(ctx, `SELECT mapped_port FROM mappings WHERE gateway = $1 AND protocol = $2 ORDER BY mapped_port`, gw, string(r.Protocol))
+			if err != nil {
+				return fmt.Errorf("listing mapped ports: %w", err)
+			}
+			want = MappedPortMin
+			for rows.Next() {
+				var p int
+				rows.Scan(&p)
+				if p == want {
+					want++
+				}
+			}
+			rows.Close()
+			if want > MappedPortMax {
+				return fmt.Errorf("gateway %s has no free mapped port left in %d-%d: %w", gw, MappedPortMin, MappedPortMax, ErrConflict)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mappings (gateway, target, protocol, port, mapped_port) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (target, protocol, port) DO UPDATE SET mapped_port = excluded.mapped_port, gateway = excluded.gateway`,
+			gw, target, string(r.Protocol), int(r.Number), want); err != nil {
+			return fmt.Errorf("storing mapping: %w", err)
+		}
+	}
+	return nil
+}
+
+// Mapping is a published port of a target behind a gateway.
+type Mapping struct {
+	Gateway, Target string
+	Port            policy.Port
+	MappedPort      uint16
+	PublicAddress   string
+}
+
+// Mappings lists the mappings of a target (or of every target behind a
+// gateway when gateway is true).
+func (s *Store) Mappings(ctx context.Context, name string, gateway bool) ([]Mapping, error) {
+	col := "m.target"
+	if gateway {
+		col = "m.gateway"
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT m.gateway, m.target, m.protocol, m.port, m.mapped_port, g.public_address
+		FROM mappings m JOIN targets g ON g.name = m.gateway WHERE `+col+` = $1 ORDER BY m.target, m.port`, name)
+	if err != nil {
+		return nil, fmt.Errorf("listing mappings: %w", err)
+	}
+	defer rows.Close()
+	var out []Mapping
+	for rows.Next() {
+		var (
+			m            Mapping
+			proto        string
+			port, mapped int
+		)
+		if err := rows.Scan(&m.Gateway, &m.Target, &proto, &port, &mapped, &m.PublicAddress); err != nil {
+			return nil, fmt.Errorf("reading mapping: %w", err)
+		}
+		m.Port, m.MappedPort = policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}, uint16(mapped)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// GatewayDesired is what a gateway's agent enforces for the targets behind it.
+type GatewayDesired struct {
+	Revision  int64
+	Protected []wire.Port
+	Grants    []wire.GrantEntry
+	Published []wire.Mapping
+}
+
+// GatewayState returns the desired state of gateway gw at now. As in
+// DesiredState, the revision is read before the grants.
+func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (GatewayDesired, error) {
+	g, err := s.GetTarget(ctx, gw)
+	if err != nil {
+		return GatewayDesired{}, err
+	}
+	out := GatewayDesired{Revision: g.Revision, Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
+	rows, err := s.db.QueryContext(ctx, `SELECT name, address, policy FROM targets WHERE gateway = $1 AND policy IS NOT NULL ORDER BY name`, gw)
+	if err != nil {
+		return GatewayDesired{}, fmt.Errorf("listing targets behind %s: %w", gw, err)
+	}
+	addr := map[string]string{}
+	for rows.Next() {
+		var name, address, pj string
+		if err := rows.Scan(&name, &address, &pj); err != nil {
+			rows.Close()
+			return GatewayDesired{}, fmt.Errorf("reading target behind %s: %w", gw, err)
+		}
+		var pol policy.Policy
+		if err := json.Unmarshal([]byte(pj), &pol); err != nil {
+			rows.Close()
+			return GatewayDesired{}, fmt.Errorf("decoding policy of %s: %w", name, err)
+		}
+		addr[name] = address
+		for _, r := range pol.Rules {
+			out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: address, CloseEstablished: r.CloseEstablished})
+		}
+	}
+	rows.Close()
+	grows, err := s.db.QueryContext(ctx, `SELECT target, source, protocol, port, expires_at FROM grants
+		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 ORDER BY id`, gw, ms(now))
+	if err != nil {
+		return GatewayDesired{}, fmt.Errorf("listing grants behind %s: %w", gw, err)
+	}
+	for grows.Next() {
+		var (
+			target, src, proto string
+			port               int
+			exp                int64
+		)
+		if err := grows.Scan(&target, &src, &proto, &port, &exp); err != nil {
+			grows.Close()
+			return GatewayDesired{}, fmt.Errorf("reading grant: %w", err)
+		}
+		if a, ok := addr[target]; ok {
+			out.Grants = append(out.Grants, wire.GrantEntry{Source: src, Protocol: proto, Port: uint16(port), ExpiresAt: fromMS(exp), Destination: a})
+		}
+	}
+	grows.Close()
+	ms, err := s.Mappings(ctx, gw, true)
+	if err != nil {
+		return GatewayDesired{}, err
+	}
+	for _, m := range ms {
+		if a, ok := addr[m.Target]; ok && m.PublicAddress != "" {
+			out.Published = append(out.Published, wire.Mapping{Destination: a, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
+				PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
+		}
+	}
+	return out, nil
+}
+
+// RecordAgentReport stores what an agent reports besides its revision: its
+// mode, inventory and blocked-attempt counters and samples. A source seen
+// threshold times or more within an hour on one target raises an audited
+// "possible brute force" event, at most once an hour per source.
+func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.AgentReport, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if r.Mode != "" {
+			if _, err := tx.ExecContext(ctx, `UPDATE targets SET mode = $1 WHERE name = $2`, r.Mode, target); err != nil {
+				return fmt.Errorf("recording mode: %w", err)
+			}
+		}
+		if r.Inventory != nil {
+			b, _ := json.Marshal(r.Inventory)
+			if _, err := tx.ExecContext(ctx, `UPDATE targets SET inventory = $1 WHERE name = $2`, string(b), target); err != nil {
+				return fmt.Errorf("recording inventory: %w", err)
+			}
+		}
+		for _, c := range r.Blocked {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO blocked_counters (target, destination, protocol, port, packets, connections, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (target, destination, protocol, port)
+				DO UPDATE SET packets = excluded.packets, connections = excluded.connections, updated_at = excluded.updated_at`,
+				target, c.Destination, c.Protocol, int(c.Port), int64(c.Packets), int64(c.Connections), ms(now)); err != nil {
+				return fmt.Errorf("recording blocked counters: %w", err)
+			}
+		}
+		hour := now.Truncate(time.Hour)
+		for _, b := range r.BlockedSources {
+			if b.Count <= 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO blocked_sources (target, destination, protocol, port, source, hour, count, last_seen)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (target, destination, protocol, port, source, hour)
+				DO UPDATE SET count = blocked_sources.count + excluded.count, last_seen = excluded.last_seen`,
+				target, b.Destination, b.Protocol, int(b.Port), b.Source, ms(hour), b.Count, ms(b.LastSeen)); err != nil {
+				return fmt.Errorf("recording blocked sources: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM blocked_sources WHERE hour < $1`, ms(now.Add(-25*time.Hour))); err != nil {
+			return fmt.Errorf("pruning blocked sources: %w", err)
+		}
+		if len(r.BlockedSources) == 0 || s.bruteForceThreshold <= 0 {
+			return nil
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT source, sum(count) FROM blocked_sources WHERE target = $1 AND last_seen > $2
+			GROUP BY source HAVING sum(count) >= $3`, target, ms(now.Add(-time.Hour)), s.bruteForceThreshold)
+		if err != nil {
+			return fmt.Errorf("checking for brute force: %w", err)
+		}
+		type hit struct {
+			src string
+			n   int
+		}
+		var hits []hit
+		for rows.Next() {
+			var h hit
+			rows.Scan(&h.src, &h.n)
+			hits = append(hits, h)
+		}
+		rows.Close()
+		for _, h := range hits {
+			var last sql.NullInt64
+			tx.QueryRowContext(ctx, `SELECT at FROM brute_force_alerts WHERE target = $1 AND source = $2`, target, h.src).Scan(&last)
+			if last.Valid && fromMS(last.Int64).After(now.Add(-time.Hour)) {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO brute_force_alerts (target, source, at) VALUES ($1, $2, $3)
+				ON CONFLICT (target, source) DO UPDATE SET at = excluded.at`, target, h.src, ms(now)); err != nil {
+				return fmt.Errorf("recording alert: %w", err)
+			}
+			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.BruteForceSuspected, Target: target,
+				Reason:  fmt.Sprintf("possible brute force: %d blocked attempts from %s within an hour", h.n, h.src),
+				Details: map[string]any{"source": h.src, "attempts": h.n, "threshold": s.bruteForceThreshold}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Blocked is what a target's gate dropped: counters per protected port and
+// the top sources of the last 24 hours.
+type Blocked struct {
+	Counters []wire.BlockedCounter
+	Sources  []wire.BlockedSource
+}
+
+// BlockedFor returns the blocked attempts on target t: its own gate's, or
+// its gateway's for its address.
+func (s *Store) BlockedFor(ctx context.Context, t Target, now time.Time, top int) (Blocked, error) {
+	gate, dest := t.Name, ""
+	if t.Gateway != "" {
+		gate, dest = t.Gateway, t.Address
+	}
+	var out Blocked
+	rows, err := s.db.QueryContext(ctx, `SELECT protocol, port, packets, connections FROM blocked_counters
+		WHERE target = $1 AND destination = $2 ORDER BY port, protocol`, gate, dest)
+	if err != nil {
+		return Blocked{}, fmt.Errorf("reading blocked counters: %w", err)
+	}
+	for rows.Next() {
+		var (
+			c           wire.BlockedCounter
+			port        int
+			pkts, conns int64
+		)
+		if err := rows.Scan(&c.Protocol, &port, &pkts, &conns); err != nil {
+			rows.Close()
+			return Blocked{}, err
+		}
+		c.Destination, c.Port, c.Packets, c.Connections = dest, uint16(port), uint64(pkts), uint64(conns)
+		out.Counters = append(out.Counters, c)
+	}
+	rows.Close()
+	rows, err = s.db.QueryContext(ctx, `SELECT source, protocol, port, sum(count), max(last_seen) FROM blocked_sources
+		WHERE target = $1 AND destination = $2 AND last_seen > $3 GROUP BY source, protocol, port ORDER BY sum(count) DESC, source LIMIT $4`,
+		gate, dest, ms(now.Add(-24*time.Hour)), top)
+	if err != nil {
+		return Blocked{}, fmt.Errorf("reading blocked sources: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			b     wire.BlockedSource
+			port  int
+			count int
+			last  int64
+		)
+		if err := rows.Scan(&b.Source, &b.Protocol, &port, &count, &last); err != nil {
+			return Blocked{}, err
+		}
+		b.Destination, b.Port, b.Count, b.LastSeen = dest, uint16(port), count, fromMS(last)
+		out.Sources = append(out.Sources, b)
+	}
+	sort.SliceStable(out.Sources, func(i, j int) bool { return out.Sources[i].Count > out.Sources[j].Count })
+	return out, rows.Err()
+}
+
+// revisionOwner is the target whose revision a change of target advances:
+// its gateway when it has one.
+func revisionOwner(ctx context.Context, tx *sql.Tx, target string) (string, error) {
+	var gw string
+	err := tx.QueryRowContext(ctx, `SELECT gateway FROM targets WHERE name = $1`, target).Scan(&gw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("target %q: %w", target, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading target %s: %w", target, err)
+	}
+	if gw != "" {
+		return gw, nil
+	}
+	return target, nil
+}
+
+// changed tells the OnChange hook about targets after a commit, together
+// with their gateways and the targets behind them, so waiting agents and
+// clients of any of them wake up.
+func (s *Store) changed(targets ...string) {
+	seen := map[string]bool{}
+	var all []string
+	add := func(n string) {
+		if n != "" && !seen[n] {
+			seen[n] = true
+			all = append(all, n)
+		}
+	}
+	ctx := context.Background()
+	for _, t := range targets {
+		add(t)
+		var gw string
+		if s.db.QueryRowContext(ctx, `SELECT gateway FROM targets WHERE name = $1`, t).Scan(&gw) == nil {
+			add(gw)
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT name FROM targets WHERE gateway = $1`, t)
+		if err == nil {
+			for rows.Next() {
+				var n string
+				rows.Scan(&n)
+				add(n)
+			}
+			rows.Close()
+		}
+	}
+	s.onChange(all...)
+}
+
+// ActiveCounts counts active requests per target.
+func (s *Store) ActiveCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT target, count(*) FROM requests WHERE state = 'active' GROUP BY target`)
+	if err != nil {
+		return nil, fmt.Errorf("counting active requests: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var (
+			t string
+			n int
+		)
+		if err := rows.Scan(&t, &n); err != nil {
+			return nil, err
+		}
+		out[t] = n
+	}
+	return out, rows.Err()
+}
+
+// AllBlocked sums the blocked counters per gate and destination, for metrics.
+func (s *Store) AllBlocked(ctx context.Context) ([]struct {
+	Target string
+	wire.BlockedCounter
+}, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT target, destination, protocol, port, packets, connections FROM blocked_counters ORDER BY target, destination, port`)
+	if err != nil {
+		return nil, fmt.Errorf("reading blocked counters: %w", err)
+	}
+	defer rows.Close()
+	var out []struct {
+		Target string
+		wire.BlockedCounter
+	}
+	for rows.Next() {
+		var (
+			e struct {
+				Target string
+				wire.BlockedCounter
+			}
+			port        int
+			pkts, conns int64
+		)
+		if err := rows.Scan(&e.Target, &e.Destination, &e.Protocol, &port, &pkts, &conns); err != nil {
+			return nil, err
+		}
+		e.Port, e.Packets, e.Connections = uint16(port), uint64(pkts), uint64(conns)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
