@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,18 @@ func TestHostMode(t *testing.T) {
 	}
 	l.cli("revoke", req6.ID)
 	l.eventually("IPv6 closed after revoke", time.Second, func() bool { return !l.canConnect(client6, server6, 22) })
+
+	t.Log("my-ip over IPv6: the CLI talks to the server's IPv6 address and gets its own IPv6 source granted")
+	mine := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", "e2e v6 my-ip", "--wait",
+		"--server", "http://[2001:db8::2]:8080")
+	src, err := netip.ParsePrefix(mine.Source)
+	if err != nil || !src.Addr().Is6() || src.Bits() != 128 {
+		t.Fatalf("my-ip over IPv6 granted %q, want the client's IPv6 address", mine.Source)
+	}
+	if !l.canConnect(src.Addr(), server6, 22) {
+		t.Fatalf("the IPv6 my-ip grant %s does not open the port", src)
+	}
+	l.cli("revoke", mine.ID)
 
 	t.Log("kill -9 of agent and server: the kernel still closes on time; a restart reopens nothing that ended")
 	short := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "4s", "--reason", "e2e crash short", "--wait")
