@@ -233,7 +233,7 @@ func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) e
 	if len(targets) == 0 {
 		return nil
 	}
-	p := wire.WebhookPayload{Event: event, ID: id, At: e.At.UTC(), Actor: e.Actor, Target: e.Target, RequestID: e.RequestID,
+	p := wire.WebhookPayload{Event: event, ID: id, At: fromMS(ms(e.At)), Actor: e.Actor, Target: e.Target, RequestID: e.RequestID,
 		Reason: e.Reason, Details: e.Details}
 	if e.RequestID != "" {
 		r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, e.RequestID))

@@ -1,0 +1,110 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+func TestWebhooks(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	// A non-admin (an approver everywhere) may not touch webhooks.
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	bob, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "bob", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/webhooks", ""},
+		{"POST", "/api/v1/webhooks", `{"url": "https://hooks.example.com/x"}`},
+		{"DELETE", "/api/v1/webhooks/wh-x", ""},
+		{"GET", "/api/v1/webhooks/wh-x/deliveries", ""},
+	} {
+		if code, body := e.raw(t, c.method, c.path, bob, "application/json", strings.NewReader(c.body)); code != http.StatusForbidden {
+			t.Errorf("%s %s as an approver: %d, want 403 (%s)", c.method, c.path, code, body)
+		}
+	}
+
+	// Input is validated, naming the field.
+	for _, c := range []struct {
+		in    wire.WebhookCreate
+		field string
+	}{
+		{wire.WebhookCreate{URL: "ftp://hooks.example.com/x"}, "url"},
+		{wire.WebhookCreate{URL: "https:///x"}, "url"},
+		{wire.WebhookCreate{URL: "hooks.example.com/x"}, "url"},
+		{wire.WebhookCreate{}, "url"},
+		{wire.WebhookCreate{URL: "https://hooks.example.com/x", Format: "teams"}, "format"},
+		{wire.WebhookCreate{URL: "https://hooks.example.com/x", Events: []string{"request.activated", "request.exploded"}}, "events[1]"},
+		{wire.WebhookCreate{URL: "https://hooks.example.com/x", Secret: "short"}, "secret"},
+	} {
+		_, err := e.c.CreateWebhook(ctx, c.in)
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Body.Field != c.field {
+			t.Errorf("CreateWebhook(%+v) = %v, want 422 on %s", c.in, err, c.field)
+		}
+	}
+
+	created, err := e.c.CreateWebhook(ctx, wire.WebhookCreate{URL: "https://hooks.example.com/x", Format: "slack", Events: []string{"request.activated", "request.activated"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created.Secret) < 32 || created.Webhook.Format != "slack" || len(created.Webhook.Events) != 1 || created.Webhook.CreatedBy != "alice" {
+		t.Errorf("created = %+v, want a generated secret, slack, one event, by alice", created)
+	}
+	given, err := e.c.CreateWebhook(ctx, wire.WebhookCreate{URL: "http://192.0.2.1:9000/hook", Secret: "my-own-secret-123456"})
+	if err != nil || given.Secret != "my-own-secret-123456" || given.Webhook.Format != "generic" || len(given.Webhook.Events) != 0 {
+		t.Fatalf("created with a secret = %+v, %v", given, err)
+	}
+
+	// The secret is never shown again.
+	code, body := e.raw(t, "GET", "/api/v1/webhooks", e.admin, "", nil)
+	if code != http.StatusOK || bytes.Contains(body, []byte(created.Secret)) || bytes.Contains(body, []byte("my-own-secret")) || bytes.Contains(body, []byte(`"secret"`)) {
+		t.Fatalf("GET /api/v1/webhooks = %d %s: want the list without secrets", code, body)
+	}
+	var list []wire.Webhook
+	if err := json.Unmarshal(body, &list); err != nil || len(list) != 2 {
+		t.Fatalf("list = %s, %v", body, err)
+	}
+
+	// A reported event shows up as a pending delivery.
+	e.addTarget(t, "web-01", "192.0.2.5")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "manual", Approvals: 1}}}})
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := e.c.WebhookDeliveries(ctx, given.Webhook.ID, 10)
+	if err != nil || len(ds) != 1 || ds[0].Event != "request.pending" || ds[0].State != "pending" {
+		t.Fatalf("deliveries of the all-events webhook = %+v, %v", ds, err)
+	}
+	if ds, err := e.c.WebhookDeliveries(ctx, created.Webhook.ID, 10); err != nil || len(ds) != 0 {
+		t.Fatalf("deliveries of the activated-only webhook = %+v, %v", ds, err)
+	}
+	if code, _ := e.raw(t, "GET", "/api/v1/webhooks/"+given.Webhook.ID+"/deliveries?limit=0", e.admin, "", nil); code != http.StatusUnprocessableEntity {
+		t.Errorf("limit=0: %d, want 422", code)
+	}
+
+	if err := e.c.DeleteWebhook(ctx, created.Webhook.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.DeleteWebhook(ctx, created.Webhook.ID); client.StatusOf(err) != http.StatusNotFound {
+		t.Errorf("deleting twice: %v, want 404", err)
+	}
+	if _, err := e.c.WebhookDeliveries(ctx, created.Webhook.ID, 10); client.StatusOf(err) != http.StatusNotFound {
+		t.Errorf("deliveries of a removed webhook: %v, want 404", err)
+	}
+}
