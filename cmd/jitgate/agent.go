@@ -19,6 +19,7 @@ func (a *app) newAgentCmd() *cobra.Command {
 	var (
 		cfg    agent.Config
 		dryRun bool
+		mode   string
 		logs   logFlags
 	)
 	cmd := &cobra.Command{
@@ -36,6 +37,13 @@ With --dry-run the agent enrolls if needed, fetches the desired state once,
 prints the nftables table it would build and exits. It neither touches the
 firewall nor tells the server anything was applied.
 
+With --mode gateway the agent runs on a router in front of many targets and
+enforces for all of them in the forward path (and publishes DNAT mappings to
+granted sources only); the server must describe the target as a gateway.
+
+Without the privilege to program nftables (or without kernel support) the agent
+keeps running: it reports that it cannot enforce, and why, and applies nothing.
+
 SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		Example: `  jitgate agent --server https://jit.example.com --enroll-token jge_...`,
 		Args:    noArgs,
@@ -46,6 +54,8 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/jitgate-agent", "directory holding the agent credential")
 	f.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to trust for the server's TLS")
 	f.BoolVar(&dryRun, "dry-run", false, "print the nftables table the agent would build, once, and exit without applying it")
+	f.StringVar(&mode, "mode", "host", "what to protect: host (this host's own ports) or gateway (the destinations behind this router)")
+	f.DurationVar(&cfg.ResyncEvery, "resync", agent.DefaultResyncEvery, "period of the full re-apply and of the report with counters and inventory")
 	logs.add(cmd)
 
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
@@ -58,6 +68,9 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		}
 		cfg.Version = versionInfo().Version
 		cfg.Logger = log
+		if cfg.Mode, err = firewall.ParseMode(mode); err != nil {
+			return fmt.Errorf("--mode: %w", err)
+		}
 		if dryRun {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -70,15 +83,48 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 			}
 			return nil
 		}
-		backend, err := nft.New()
-		if err != nil {
-			return fmt.Errorf("opening nftables (the agent needs root or CAP_NET_ADMIN): %w", err)
+		var backend firewall.Backend
+		if b, err := nft.New(); err != nil {
+			// Keep running: the agent reports that it cannot enforce.
+			log.Error("cannot open nftables; the agent will report that it cannot enforce", "err", err)
+			backend = unavailableBackend{err: fmt.Errorf("opening nftables (the agent needs root or CAP_NET_ADMIN): %w", err)}
+		} else {
+			backend = b
 		}
 		defer backend.Close()
+		if s, err := nft.NewSampler(); err != nil {
+			log.Warn("not sampling the sources of blocked attempts", "err", err)
+		} else {
+			defer s.Close()
+			cfg.Sampler = s
+			sctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go func() {
+				if err := s.Run(sctx); err != nil {
+					log.Warn("sampling blocked attempts stopped", "err", err)
+				}
+			}()
+		}
 		return agent.Run(ctx, cfg, backend)
 	})
 	return cmd
 }
+
+// unavailableBackend stands in when nftables cannot even be opened: every
+// call fails with why, and the agent reports it.
+type unavailableBackend struct{ err error }
+
+func (u unavailableBackend) Apply(context.Context, firewall.Ruleset, time.Time) (firewall.ApplyResult, error) {
+	return firewall.ApplyResult{}, u.err
+}
+
+func (u unavailableBackend) State(context.Context, time.Time) (firewall.State, error) {
+	return firewall.State{}, u.err
+}
+
+func (u unavailableBackend) Probe(context.Context) error { return u.err }
+
+func (u unavailableBackend) Close() error { return nil }
 
 // printBackend is the backend of --dry-run: its first Apply prints the
 // table nft would build and ends the run, so the agent never reports the

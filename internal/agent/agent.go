@@ -1,6 +1,9 @@
-// Package agent is the host-mode agent: it enrolls with the server once, then
+// Package agent is jitgate's agent: it enrolls with the server once, then
 // long-polls the desired state of its target, applies it to the local
-// firewall backend, and reports what it applied.
+// firewall backend, and reports what it applied, an inventory of the host
+// and what the gate blocked. It runs in host mode (protecting its own host)
+// or gateway mode (protecting the destinations behind a router); it refuses
+// a desired state of the other mode.
 //
 // Failure semantics, which matter more than the happy path here:
 //   - The agent never changes the kernel because the server is unreachable or
@@ -16,6 +19,10 @@
 //     nothing new opens), which repairs a flushed or edited table.
 //   - 401 stops the agent without touching the table; 410 (target removed)
 //     removes the table, deletes the credential and stops cleanly.
+//   - An agent that cannot enforce (no nftables, no privilege: the backend's
+//     Probe fails) does not stop: it keeps polling, applies nothing, and
+//     reports CanEnforce=false with the reason, and the apply error for
+//     each revision, until it can.
 package agent
 
 import (
@@ -83,6 +90,18 @@ type Config struct {
 	// Logger receives the agent's logs (default slog.Default()). The
 	// credential and the enrollment token are never logged.
 	Logger *slog.Logger
+	// Mode is what the agent protects: its own host (the default) or, on a
+	// router, the destinations behind it. A desired state of the other
+	// mode is refused.
+	Mode firewall.Mode
+	// Sampler, when set, supplies the sampled sources of blocked attempts
+	// reported with each report.
+	Sampler Sampler
+}
+
+// Sampler drains the blocked attempts sampled since its last call.
+type Sampler interface {
+	Samples() []firewall.Sample
 }
 
 // server is the part of the server's agent API the loop consumes;
@@ -135,6 +154,10 @@ type Agent struct {
 	nextResync time.Time         // when to re-apply cur even if nothing changed
 	pending    *wire.AgentReport // report not yet delivered
 	skewWarned bool
+	proc       procFS
+	inventory  *wire.Inventory // latest inventory
+	sentInv    *wire.Inventory // inventory last delivered
+	sources    map[sourceKey]*wire.BlockedSource
 
 	mu     sync.Mutex
 	status Status
@@ -190,6 +213,8 @@ func New(cfg Config, backend firewall.Backend) (*Agent, error) {
 		credPath:   filepath.Join(cfg.StateDir, credentialName),
 		minBackoff: 200 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
+		proc:       hostProc,
+		sources:    map[sourceKey]*wire.BlockedSource{},
 	}, nil
 }
 
@@ -432,16 +457,28 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	now := time.Now()
 	a.observeSkew(cur, now)
 	shift := nextShift(skewShift(cur.ds.ServerTime, skewNow(cur.recvAt, now)), a.shift)
+	probeErr := a.probe(ctx)
+	if a.inventory == nil || reason == "resync" || (probeErr == nil) != a.inventory.CanEnforce {
+		// Reading sockets and routes costs milliseconds: done at start, on
+		// each resync, and when enforcement becomes (im)possible, not on
+		// every revision.
+		a.inventory = a.proc.inventory(a.cfg.Mode, probeErr)
+	}
 	start := time.Now()
-	rs, err := toRuleset(cur.ds, shift)
+	rs, err := toRuleset(cur.ds, shift, a.cfg.Mode)
 	var res firewall.ApplyResult
-	if err == nil {
+	switch {
+	case errors.Is(err, errModeMismatch):
+		err = fmt.Errorf("refusing revision %d: %w", cur.ds.Revision, err)
+	case err != nil:
+		err = fmt.Errorf("revision %d is malformed: %w", cur.ds.Revision, err)
+	case probeErr != nil:
+		err = fmt.Errorf("cannot enforce revision %d: %w", cur.ds.Revision, probeErr)
+	default:
 		res, err = a.backend.Apply(ctx, rs, now)
 		if err != nil {
 			err = fmt.Errorf("applying revision %d: %w", cur.ds.Revision, err)
 		}
-	} else {
-		err = fmt.Errorf("revision %d is malformed: %w", cur.ds.Revision, err)
 	}
 	took := time.Since(start)
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
@@ -450,6 +487,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		ApplyMillis: float64(took.Microseconds()) / 1000,
 		Addresses:   hostAddresses(),
 		Version:     a.cfg.Version,
+		Mode:        a.cfg.Mode.String(),
 	}
 	if err != nil {
 		a.failed = true
@@ -479,14 +517,29 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	}
 }
 
-// flushReport sends the pending report; it stays pending on failure.
+// flushReport sends the pending report, completed with the kernel's
+// blocked counters as of now, the sources sampled since the last delivered
+// report, and the inventory when it changed since the last delivered one.
+// It stays pending on failure.
 func (a *Agent) flushReport(ctx context.Context) error {
 	callCtx, cancel := context.WithTimeout(ctx, callGrace)
 	defer cancel()
-	if err := a.srv.Report(callCtx, *a.pending); err != nil {
+	rep := *a.pending
+	rep.Mode = a.cfg.Mode.String()
+	rep.Blocked = a.blocked(callCtx)
+	rep.BlockedSources = a.drainSources()
+	if a.inventory != nil && !sameInventory(a.inventory, a.sentInv) {
+		rep.Inventory = a.inventory
+	}
+	if err := a.srv.Report(callCtx, rep); err != nil {
 		return err
 	}
 	a.pending = nil
+	a.sentInv = rep.Inventory
+	if rep.Inventory == nil {
+		a.sentInv = a.inventory
+	}
+	clear(a.sources)
 	return nil
 }
 

@@ -647,7 +647,7 @@ func TestToRuleset(t *testing.T) {
 				protected = []wire.Port{{Port: 22, Protocol: "tcp"}, {Port: 22, Protocol: "udp"}}
 			}
 			ds := wire.DesiredState{Revision: 3, ServerTime: tt.serverTime, Protected: protected, Grants: tt.grants}
-			rs, err := toRuleset(ds, skewShift(ds.ServerTime, local))
+			rs, err := toRuleset(ds, skewShift(ds.ServerTime, local), firewall.HostMode)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -43,10 +44,25 @@ func skewShift(serverTime, localNow time.Time) time.Duration {
 //
 // Any malformed entry fails the whole conversion: applying part of a state
 // could drop a protected port, and the previous state is safer than that.
-func toRuleset(ds wire.DesiredState, shift time.Duration) (firewall.Ruleset, error) {
+// So does a state of another mode than the agent's own (mode), which would
+// protect the wrong things.
+func toRuleset(ds wire.DesiredState, shift time.Duration, mode firewall.Mode) (firewall.Ruleset, error) {
+	dsMode, err := firewall.ParseMode(ds.Mode)
+	if err != nil {
+		return firewall.Ruleset{}, err
+	}
+	if dsMode != mode {
+		return firewall.Ruleset{}, fmt.Errorf("%w: the server sent a %s-mode state but this agent runs in %s mode (--mode)", errModeMismatch, dsMode, mode)
+	}
+	gateway := mode == firewall.GatewayMode
 	rs := firewall.Ruleset{
-		Protected: make([]firewall.PortKey, 0, len(ds.Protected)),
-		Grants:    make([]firewall.Grant, 0, len(ds.Grants)),
+		Mode:       mode,
+		Protected:  make([]firewall.PortKey, 0, len(ds.Protected)),
+		Grants:     make([]firewall.Grant, 0, len(ds.Grants)),
+		SampleRate: ds.BlockedSampleRate,
+	}
+	if rs.SampleRate < 0 {
+		return firewall.Ruleset{}, fmt.Errorf("blocked_sample_rate %d is negative", rs.SampleRate)
 	}
 	for i, p := range ds.Protected {
 		proto, err := parseProtocol(p.Protocol)
@@ -56,7 +72,15 @@ func toRuleset(ds wire.DesiredState, shift time.Duration) (firewall.Ruleset, err
 		if p.Port == 0 {
 			return firewall.Ruleset{}, fmt.Errorf("protected[%d]: port 0 is not a port", i)
 		}
-		rs.Protected = append(rs.Protected, firewall.PortKey{Proto: proto, Port: p.Port})
+		dest, err := parseDest(p.Destination, gateway)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("protected[%d] %d/%s: %w", i, p.Port, p.Protocol, err)
+		}
+		k := firewall.PortKey{Proto: proto, Port: p.Port, Dest: dest}
+		rs.Protected = append(rs.Protected, k)
+		if p.CloseEstablished {
+			rs.CloseEstablished = append(rs.CloseEstablished, k)
+		}
 	}
 	for i, g := range ds.Grants {
 		proto, err := parseProtocol(g.Protocol)
@@ -70,17 +94,64 @@ func toRuleset(ds wire.DesiredState, shift time.Duration) (firewall.Ruleset, err
 		if err != nil {
 			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %d/%s: %w", i, g.Port, g.Protocol, err)
 		}
+		dest, err := parseDest(g.Destination, gateway)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: %w", i, g.Source, g.Port, g.Protocol, err)
+		}
 		if g.ExpiresAt.IsZero() {
 			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: no deadline", i, g.Source, g.Port, g.Protocol)
 		}
 		rs.Grants = append(rs.Grants, firewall.Grant{
 			Source:  src,
+			Dest:    dest,
 			Proto:   proto,
 			Port:    g.Port,
 			Expires: g.ExpiresAt.Add(-shift),
 		})
 	}
+	for i, m := range ds.Published {
+		if !gateway {
+			return firewall.Ruleset{}, fmt.Errorf("published[%d]: DNAT mappings need gateway mode", i)
+		}
+		proto, err := parseProtocol(m.Protocol)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("published[%d]: %w", i, err)
+		}
+		dest, err := parseDest(m.Destination, true)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("published[%d]: %w", i, err)
+		}
+		public, err := netip.ParseAddr(m.PublicAddress)
+		if err != nil {
+			return firewall.Ruleset{}, fmt.Errorf("published[%d]: public address %q is not an address", i, m.PublicAddress)
+		}
+		rs.Published = append(rs.Published, firewall.Mapping{
+			Target: firewall.PortKey{Proto: proto, Port: m.Port, Dest: dest}, Public: public.Unmap(), PublicPort: m.MappedPort,
+		})
+	}
+	if err := rs.Validate(); err != nil {
+		return firewall.Ruleset{}, err
+	}
 	return rs, nil
+}
+
+// errModeMismatch marks a desired state of the other mode.
+var errModeMismatch = errors.New("mode mismatch")
+
+// parseDest reads a destination: required in gateway mode, refused in host
+// mode (where the destination is the agent's own host).
+func parseDest(s string, gateway bool) (netip.Addr, error) {
+	if !gateway {
+		if s != "" {
+			return netip.Addr{}, fmt.Errorf("destination %q in host mode", s)
+		}
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("destination %q: gateway mode needs the destination's address", s)
+	}
+	return a.Unmap().WithZone(""), nil
 }
 
 func parseProtocol(s string) (firewall.Protocol, error) {

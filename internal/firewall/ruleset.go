@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -34,30 +35,59 @@ func (p Protocol) String() string {
 	return fmt.Sprintf("proto-%d", uint8(p))
 }
 
-// PortKey is a protected (protocol, port).
+// PortKey is a protected (protocol, port), and in gateway mode the
+// destination it belongs to.
 type PortKey struct {
 	Proto Protocol
 	Port  uint16
+	// Dest is the protected host in gateway mode; the zero Addr in host
+	// mode (the gate's own host).
+	Dest netip.Addr
 }
 
-func (k PortKey) String() string { return fmt.Sprintf("%d/%s", k.Port, k.Proto) }
+func (k PortKey) String() string {
+	if k.Dest.IsValid() {
+		return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.Dest, k.Port), k.Proto)
+	}
+	return fmt.Sprintf("%d/%s", k.Port, k.Proto)
+}
 
-// Grant opens one (source prefix, protocol, port) until Expires.
+// Grant opens one (source prefix, protocol, port) until Expires; in gateway
+// mode, on one destination.
 type Grant struct {
-	Source  netip.Prefix
+	Source netip.Prefix
+	// Dest is the granted destination in gateway mode; zero in host mode.
+	Dest    netip.Addr
 	Proto   Protocol
 	Port    uint16
 	Expires time.Time
 }
 
+// Key is the port the grant opens.
+func (g Grant) Key() PortKey { return PortKey{Proto: g.Proto, Port: g.Port, Dest: g.Dest} }
+
 // Ruleset is the complete desired state of one gate. Backends never receive
 // increments: every Apply carries the full state, so a lost or repeated Apply
 // cannot leave the kernel in a state nobody asked for.
 type Ruleset struct {
+	// Mode says what the gate protects: the host itself (the zero value)
+	// or the destinations behind a gateway. Ports, grants and mappings
+	// carry a destination in gateway mode and none in host mode.
+	Mode Mode
 	// Protected lists the ports that are closed to everyone not granted.
 	Protected []PortKey
+	// CloseEstablished lists protected ports whose established sessions
+	// end with their grant (expiry or revocation), instead of surviving
+	// it. Entries that are not protected are ignored.
+	CloseEstablished []PortKey
 	// Grants may overlap and may contain expired entries; Elements normalises.
 	Grants []Grant
+	// Published are a gateway's DNAT mappings: only granted sources are
+	// translated. Each mapping's target must be protected.
+	Published []Mapping
+	// SampleRate bounds how many blocked attempts per second the gate
+	// samples for their sources; 0 means DefaultSampleRate.
+	SampleRate int
 }
 
 // Element is one entry of the kernel's grant set: an inclusive address range
@@ -66,33 +96,50 @@ type Ruleset struct {
 // ranges (EEXIST) rather than merging them.
 type Element struct {
 	From, To netip.Addr
-	Proto    Protocol
-	Port     uint16
-	Expires  time.Time
+	// Dest is the destination in gateway mode (same family as From and
+	// To); zero in host mode.
+	Dest    netip.Addr
+	Proto   Protocol
+	Port    uint16
+	Expires time.Time
 }
 
 // Key identifies an element independent of its deadline.
 type ElementKey struct {
 	From, To netip.Addr
+	Dest     netip.Addr
 	Proto    Protocol
 	Port     uint16
 }
 
 // Key returns the element's identity.
-func (e Element) Key() ElementKey { return ElementKey{e.From, e.To, e.Proto, e.Port} }
-
-func (e Element) String() string {
-	return fmt.Sprintf("%s-%s . %s . %d (until %s)", e.From, e.To, e.Proto, e.Port, e.Expires.UTC().Format(time.RFC3339Nano))
+func (e Element) Key() ElementKey {
+	return ElementKey{From: e.From, To: e.To, Dest: e.Dest, Proto: e.Proto, Port: e.Port}
 }
 
-// CompareKeys orders element keys by protocol, port, family and first
-// address: the order of Ruleset.Elements and of every backend's State.
+// PortKey is the port the element opens.
+func (k ElementKey) PortKey() PortKey { return PortKey{Proto: k.Proto, Port: k.Port, Dest: k.Dest} }
+
+func (e Element) String() string {
+	dest := ""
+	if e.Dest.IsValid() {
+		dest = " . " + e.Dest.String()
+	}
+	return fmt.Sprintf("%s-%s%s . %s . %d (until %s)", e.From, e.To, dest, e.Proto, e.Port, e.Expires.UTC().Format(time.RFC3339Nano))
+}
+
+// CompareKeys orders element keys by protocol, port, destination, family
+// and first address: the order of Ruleset.Elements and of every backend's
+// State.
 func CompareKeys(a, b ElementKey) int {
 	if a.Proto != b.Proto {
 		return int(a.Proto) - int(b.Proto)
 	}
 	if a.Port != b.Port {
 		return int(a.Port) - int(b.Port)
+	}
+	if c := a.Dest.Compare(b.Dest); c != 0 {
+		return c
 	}
 	if a.From.BitLen() != b.From.BitLen() {
 		return a.From.BitLen() - b.From.BitLen()
@@ -128,59 +175,101 @@ type ApplyResult struct {
 
 // State is what a gate holds at one instant.
 type State struct {
+	Mode      Mode
 	Protected []PortKey
-	Elements  []Element
+	// CloseEstablished are the protected ports whose sessions end with
+	// their grant, sorted.
+	CloseEstablished []PortKey
+	Elements         []Element
+	// Published are the DNAT mappings, sorted, and Translations the
+	// sources each translates (a gateway's DNAT entries).
+	Published    []Mapping
+	Translations []Translation
 }
 
-// Allows reports whether a new connection from src to (proto, port) passes the
-// gate at now: unprotected ports pass, protected ports pass only for a source
-// inside an unexpired element. It is the packet-level oracle tests compare the
-// kernel against.
+// Allows reports whether a new connection from src to (proto, port) of the
+// gate's own host passes the gate at now: unprotected ports pass, protected
+// ports pass only for a source inside an unexpired element. It is the
+// packet-level oracle tests compare the kernel against. In gateway mode use
+// AllowsTo.
 func (s State) Allows(src netip.Addr, proto Protocol, port uint16, now time.Time) bool {
-	src = src.Unmap()
-	protected := false
-	for _, p := range s.Protected {
-		if p.Proto == proto && p.Port == port {
-			protected = true
-			break
-		}
-	}
-	if !protected {
+	return s.AllowsTo(src, netip.Addr{}, proto, port, now)
+}
+
+// AllowsTo reports whether a new connection from src to dst:port passes the
+// gate at now. dst is the destination in gateway mode and the zero Addr in
+// host mode.
+func (s State) AllowsTo(src, dst netip.Addr, proto Protocol, port uint16, now time.Time) bool {
+	src, dst = src.Unmap(), dst.Unmap()
+	k := PortKey{Proto: proto, Port: port, Dest: dst}
+	if !slices.Contains(s.Protected, k) {
 		return true
 	}
 	for _, e := range s.Elements {
-		if e.Proto == proto && e.Port == port && now.Before(e.Expires) &&
-			src.BitLen() == e.From.BitLen() && src.Compare(e.From) >= 0 && src.Compare(e.To) <= 0 {
+		if e.PortKey() == k && now.Before(e.Expires) && inRange(src, e.From, e.To) {
 			return true
 		}
 	}
 	return false
 }
 
+// PortKey is the port the element opens.
+func (e Element) PortKey() PortKey { return e.Key().PortKey() }
+
+func inRange(a, from, to netip.Addr) bool {
+	return a.BitLen() == from.BitLen() && a.Compare(from) >= 0 && a.Compare(to) <= 0
+}
+
 // SortedProtected returns the protected ports deduplicated and sorted.
-func (r Ruleset) SortedProtected() []PortKey {
-	seen := make(map[PortKey]bool, len(r.Protected))
-	out := make([]PortKey, 0, len(r.Protected))
+func (r Ruleset) SortedProtected() []PortKey { return sortedPorts(r.Protected) }
+
+// SortedCloseEstablished returns the protected ports that close established
+// sessions, deduplicated and sorted.
+func (r Ruleset) SortedCloseEstablished() []PortKey {
+	protected := make(map[PortKey]bool, len(r.Protected))
 	for _, p := range r.Protected {
+		protected[p] = true
+	}
+	var out []PortKey
+	for _, p := range r.CloseEstablished {
+		if protected[p] {
+			out = append(out, p)
+		}
+	}
+	return sortedPorts(out)
+}
+
+func sortedPorts(ports []PortKey) []PortKey {
+	seen := make(map[PortKey]bool, len(ports))
+	out := make([]PortKey, 0, len(ports))
+	for _, p := range ports {
 		if !seen[p] {
 			seen[p] = true
 			out = append(out, p)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Proto != out[j].Proto {
-			return out[i].Proto < out[j].Proto
-		}
-		return out[i].Port < out[j].Port
-	})
+	slices.SortFunc(out, ComparePorts)
 	return out
 }
 
+// ComparePorts orders ports by protocol, port and destination.
+func ComparePorts(a, b PortKey) int {
+	if a.Proto != b.Proto {
+		return int(a.Proto) - int(b.Proto)
+	}
+	if a.Port != b.Port {
+		return int(a.Port) - int(b.Port)
+	}
+	return a.Dest.Compare(b.Dest)
+}
+
 // Elements normalises the grants live at now into disjoint kernel elements.
-// Grants on unprotected ports and grants expired at now are dropped. Where
-// grants overlap, each address gets the latest deadline of the grants that
-// cover it; adjacent ranges with the same deadline are merged. The result is
-// sorted by (proto, port, family, from).
+// Grants on unprotected ports and grants expired at now are dropped, and so
+// are gateway grants whose source and destination are of different families
+// (no packet can match them). Where grants overlap, each address gets the
+// latest deadline of the grants that cover it; adjacent ranges with the same
+// deadline are merged. The result is sorted by (proto, port, dest, family,
+// from).
 func (r Ruleset) Elements(now time.Time) []Element {
 	protected := make(map[PortKey]bool, len(r.Protected))
 	for _, p := range r.Protected {
@@ -192,11 +281,14 @@ func (r Ruleset) Elements(now time.Time) []Element {
 	}
 	groups := map[group][]Grant{}
 	for _, g := range r.Grants {
-		if !g.Source.IsValid() || !g.Expires.After(now) || !protected[PortKey{g.Proto, g.Port}] {
+		if !g.Source.IsValid() || !g.Expires.After(now) || !protected[g.Key()] {
 			continue
 		}
 		g.Source = canonical(g.Source)
-		k := group{PortKey{g.Proto, g.Port}, g.Source.Addr().Is6()}
+		if g.Dest.IsValid() && g.Dest.Is4() != g.Source.Addr().Is4() {
+			continue
+		}
+		k := group{g.Key(), g.Source.Addr().Is6()}
 		groups[k] = append(groups[k], g)
 	}
 	var out []Element
@@ -262,7 +354,7 @@ func sweep(k PortKey, gs []Grant) []Element {
 			out[n-1].To = end
 			continue
 		}
-		out = append(out, Element{From: start, To: end, Proto: k.Proto, Port: k.Port, Expires: exp})
+		out = append(out, Element{From: start, To: end, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: exp})
 	}
 	return out
 }

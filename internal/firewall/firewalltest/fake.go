@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -31,16 +32,32 @@ var errClosed = errors.New("fake backend is closed")
 //
 // A Fake is safe for concurrent use. Its zero value is an empty gate.
 type Fake struct {
-	mu        sync.Mutex
-	installed bool
-	protected map[firewall.PortKey]bool
-	elements  map[firewall.ElementKey]time.Time // absolute deadlines
-	batches   int
-	failNext  error
-	closed    bool
+	mu         sync.Mutex
+	installed  bool
+	mode       firewall.Mode
+	protected  map[firewall.PortKey]bool
+	cut        []firewall.PortKey
+	published  []firewall.Mapping
+	sampleRate int
+	elements   map[firewall.ElementKey]time.Time // absolute deadlines
+	blocked    map[blockedKey]firewall.Blocked
+	samples    []firewall.Sample
+	batches    int
+	failNext   error
+	probeErr   error
+	closed     bool
 }
 
-var _ firewall.Backend = (*Fake)(nil)
+type blockedKey struct {
+	port      firewall.PortKey
+	published bool
+}
+
+var (
+	_ firewall.Backend        = (*Fake)(nil)
+	_ firewall.BlockedCounter = (*Fake)(nil)
+	_ firewall.Prober         = (*Fake)(nil)
+)
 
 // NewFake returns an empty gate.
 func NewFake() *Fake { return &Fake{} }
@@ -68,13 +85,25 @@ func (f *Fake) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (f
 	if err := f.usable(ctx); err != nil {
 		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to fake: %w", err)
 	}
+	if f.probeErr != nil {
+		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to fake: %w", f.probeErr)
+	}
 	f.expire(now)
 	if err := f.failNext; err != nil {
 		f.failNext = nil
 		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to fake: %w", err)
 	}
+	if err := rs.Validate(); err != nil {
+		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to fake: %w", err)
+	}
+	cut, published := rs.SortedCloseEstablished(), rs.SortedPublished()
+	rate := rs.SampleRate
+	if rate == 0 {
+		rate = firewall.DefaultSampleRate
+	}
 
-	res := firewall.ApplyResult{Changed: !f.installed}
+	res := firewall.ApplyResult{Changed: !f.installed || f.mode != rs.Mode || rate != f.sampleRate ||
+		!slices.Equal(cut, f.cut) || !slices.Equal(published, f.published)}
 	protected := map[firewall.PortKey]bool{}
 	for _, k := range rs.SortedProtected() {
 		protected[k] = true
@@ -116,6 +145,13 @@ func (f *Fake) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (f
 		return res, nil
 	}
 	f.installed, f.protected, f.elements = true, protected, elements
+	f.mode, f.cut, f.published, f.sampleRate = rs.Mode, cut, published, rate
+	for k := range f.blocked {
+		if k.published && !slices.ContainsFunc(published, func(m firewall.Mapping) bool { return m.PublicKey() == k.port }) ||
+			!k.published && !protected[k.port] {
+			delete(f.blocked, k) // the kernel element and its counter are gone
+		}
+	}
 	f.batches++
 	return res, nil
 }
@@ -132,12 +168,103 @@ func (f *Fake) State(ctx context.Context, now time.Time) (firewall.State, error)
 	for k := range f.protected {
 		rs.Protected = append(rs.Protected, k)
 	}
-	st := firewall.State{Protected: rs.SortedProtected()}
+	st := firewall.State{Mode: f.mode, Protected: rs.SortedProtected(), CloseEstablished: slices.Clone(f.cut), Published: slices.Clone(f.published)}
 	for k, exp := range f.elements {
-		st.Elements = append(st.Elements, firewall.Element{From: k.From, To: k.To, Proto: k.Proto, Port: k.Port, Expires: exp})
+		st.Elements = append(st.Elements, firewall.Element{From: k.From, To: k.To, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: exp})
 	}
 	slices.SortFunc(st.Elements, func(a, b firewall.Element) int { return firewall.CompareKeys(a.Key(), b.Key()) })
+	for _, m := range f.published {
+		for _, e := range st.Elements {
+			if e.PortKey() == m.Target && e.From.Is4() == m.Public.Is4() {
+				st.Translations = append(st.Translations, firewall.Translation{From: e.From, To: e.To, Mapping: m, Expires: e.Expires})
+			}
+		}
+	}
+	firewall.SortTranslations(st.Translations)
 	return st, nil
+}
+
+// Blocked implements firewall.BlockedCounter: one counter per protected
+// port and published endpoint, as the nft backend reports them.
+func (f *Fake) Blocked(ctx context.Context) ([]firewall.Blocked, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.usable(ctx); err != nil {
+		return nil, fmt.Errorf("reading fake counters: %w", err)
+	}
+	var out []firewall.Blocked
+	for k := range f.protected {
+		b := f.blocked[blockedKey{port: k}]
+		b.Port = k
+		out = append(out, b)
+	}
+	for _, m := range f.published {
+		b := f.blocked[blockedKey{port: m.PublicKey(), published: true}]
+		b.Port, b.Published = m.PublicKey(), true
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b firewall.Blocked) int {
+		if a.Published != b.Published {
+			if a.Published {
+				return 1
+			}
+			return -1
+		}
+		return firewall.ComparePorts(a.Port, b.Port)
+	})
+	return out, nil
+}
+
+// Block records blocked attempts from src on port k (a protected port, or
+// with published a mapping's public endpoint), as if packets had hit the
+// gate: conns new connections among packets, each sampled. Attempts on
+// anything else pass the gate and are not counted.
+func (f *Fake) Block(src netip.Addr, k firewall.PortKey, published bool, packets, conns uint64, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if published && !slices.ContainsFunc(f.published, func(m firewall.Mapping) bool { return m.PublicKey() == k }) ||
+		!published && !f.protected[k] {
+		return
+	}
+	if f.blocked == nil {
+		f.blocked = map[blockedKey]firewall.Blocked{}
+	}
+	bk := blockedKey{port: k, published: published}
+	b := f.blocked[bk]
+	b.Packets += packets
+	b.Connections += conns
+	f.blocked[bk] = b
+	for range conns {
+		f.samples = append(f.samples, firewall.Sample{Source: src, Dest: k.Dest, Proto: k.Proto, Port: k.Port, At: at})
+	}
+}
+
+// Samples drains the sampled attempts recorded by Block.
+func (f *Fake) Samples() []firewall.Sample {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.samples
+	f.samples = nil
+	return out
+}
+
+// Probe implements firewall.Prober: it fails with the error set by
+// SetProbeError, as a kernel without nftables or a process without
+// privilege would.
+func (f *Fake) Probe(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.usable(ctx); err != nil {
+		return err
+	}
+	return f.probeErr
+}
+
+// SetProbeError makes Probe, and every Apply, fail with err (nil clears it).
+func (f *Fake) SetProbeError(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.probeErr = err
 }
 
 // Close implements firewall.Backend. Later calls fail; Close is idempotent.
@@ -166,5 +293,6 @@ func (f *Fake) expire(now time.Time) {
 
 // valid mirrors the nft backend: a malformed range is skipped, not written.
 func valid(k firewall.ElementKey) bool {
-	return k.From.IsValid() && k.To.IsValid() && k.From.Is4() == k.To.Is4() && !k.To.Less(k.From)
+	return k.From.IsValid() && k.To.IsValid() && k.From.Is4() == k.To.Is4() && !k.To.Less(k.From) &&
+		(!k.Dest.IsValid() || k.Dest.Is4() == k.From.Is4())
 }

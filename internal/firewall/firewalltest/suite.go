@@ -40,6 +40,15 @@ func Run(t *testing.T, newBackend func(t *testing.T) firewall.Backend) {
 		{"MalformedGrant", testMalformedGrant},
 		{"CanceledContext", testCanceledContext},
 		{"Close", testClose},
+		{"HostCloseEstablished", testHostCloseEstablished},
+		{"SampleRate", testSampleRate},
+		{"InvalidRuleset", testInvalidRuleset},
+		{"GatewayGrants", testGatewayGrants},
+		{"GatewayIPv6", testGatewayIPv6},
+		{"GatewayPublished", testGatewayPublished},
+		{"GatewayCloseEstablished", testGatewayCloseEstablished},
+		{"ModeSwitch", testModeSwitch},
+		{"BlockedCounters", testBlockedCounters},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,7 +104,8 @@ func checkResult(t *testing.T, what string, got, want firewall.ApplyResult) {
 func checkHolds(t *testing.T, b firewall.Backend, rs firewall.Ruleset, now time.Time) firewall.State {
 	t.Helper()
 	st := state(t, b)
-	want := firewall.State{Protected: rs.SortedProtected(), Elements: rs.Elements(now)}
+	want := firewall.State{Mode: rs.Mode, Protected: rs.SortedProtected(), CloseEstablished: rs.SortedCloseEstablished(),
+		Elements: rs.Elements(now), Published: rs.SortedPublished(), Translations: rs.Translations(now)}
 	if diff := cmp.Diff(want, st, cmpOpts); diff != "" {
 		t.Errorf("State mismatch (-want +got):\n%s", diff)
 	}

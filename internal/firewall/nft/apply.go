@@ -56,6 +56,9 @@ const maxApplyAttempts = 3
 // Apply again.
 func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (firewall.ApplyResult, error) {
 	clk := newClock(now)
+	if err := rs.Validate(); err != nil {
+		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to table inet %s: %w", tableName, err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d := desiredState(rs, now)
@@ -63,9 +66,20 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 		res firewall.ApplyResult
 		err error
 	)
+	trust := true
 	for attempt := 1; attempt <= maxApplyAttempts; attempt++ {
-		res, err = b.applyOnce(ctx, d, clk)
-		if err == nil || !isNotFound(err) {
+		var cached bool
+		res, cached, err = b.applyOnce(ctx, d, clk, trust)
+		if err == nil {
+			break
+		}
+		if cached {
+			// The cache may have been wrong in a way the generation cannot
+			// show (an element the kernel expired early): read everything.
+			trust = false
+			continue
+		}
+		if !isNotFound(err) {
 			break
 		}
 	}
@@ -75,47 +89,94 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 	return res, nil
 }
 
-func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock) (res firewall.ApplyResult, err error) {
+// applyOnce plans against the cache when trust is set and the cache is
+// valid (cached reports that it did), else against a full read of the
+// table, and sends the difference.
+func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust bool) (res firewall.ApplyResult, cached bool, err error) {
 	c, end, err := b.begin(ctx)
 	if err != nil {
-		return res, err
+		return res, false, err
 	}
-	defer func() { err = end(err) }()
-	l := newLayout()
-	ks, err := readKernel(c, l, clk)
+	defer func() {
+		if err != nil {
+			b.cache = nil
+		}
+		err = end(err)
+	}()
+	l := d.layout
+	gen, err := b.genID()
 	if err != nil {
-		return res, err
+		return res, false, err
 	}
-	p := makePlan(ks, d)
+	var (
+		ks     kernelState
+		p      plan
+		readAt time.Time
+	)
+	if trust && b.cache != nil && b.cacheGen == gen && time.Since(b.cacheRead) < fullReadEvery {
+		ks, cached = b.cache.withoutExpired(clk.at()), true
+		p = makePlan(ks, d)
+		// A rebuild or a refill carries the drop counter over: take it
+		// from the kernel, not from the cache.
+		cached = !p.rebuild && !p.rules
+	}
+	if !cached {
+		readAt = time.Now()
+		if ks, err = readKernel(c, l, clk); err != nil {
+			return res, false, err
+		}
+		b.reads++
+		p = makePlan(ks, d)
+	}
 	if p.empty() {
-		return res, nil
+		if !cached {
+			b.cache, b.cacheGen, b.cacheRead = &ks, gen, readAt
+		}
+		return res, cached, nil
 	}
 	if err := p.queue(c, l, clk.at()); err != nil {
-		return res, err
+		return res, cached, err
 	}
 	if b.beforeFlush != nil {
 		b.beforeFlush(c, l)
 	}
 	b.flushes++
+	b.cache = nil
 	if err := c.Flush(); err != nil {
-		return res, fmt.Errorf("sending batch: %w", err)
+		return res, cached, fmt.Errorf("sending batch: %w", err)
 	}
-	return p.result(), nil
-}
-
-// desired is the state Apply aims for, in kernel terms.
-type desired struct {
-	protected []firewall.PortKey
-	elements  map[firewall.ElementKey]time.Time // deadlines
-}
-
-func desiredState(rs firewall.Ruleset, now time.Time) desired {
-	d := desired{protected: rs.SortedProtected(), elements: map[firewall.ElementKey]time.Time{}}
-	for _, e := range rs.Elements(now) {
-		if e.Expires.Sub(now) < time.Millisecond || !validElement(e.Key()) {
-			continue
+	// Our batch is one transaction: if the generation moved by exactly one,
+	// nobody else committed between our read and now, and the kernel holds
+	// what we asked for.
+	if next, err := b.genID(); err == nil && next == gen+1 && b.beforeFlush == nil {
+		after := ks.after(d)
+		b.cache, b.cacheGen = &after, next
+		if !cached {
+			b.cacheRead = readAt
 		}
-		d.elements[e.Key()] = e.Expires
+	} else if err != nil {
+		// The batch committed; only the cache is lost, and the socket may
+		// be out of step: start afresh on the next call.
+		b.reset()
 	}
-	return d
+	return p.result(), cached, nil
+}
+
+// withoutExpired drops the cached elements whose deadline has come: the
+// kernel removes them on its own.
+func (ks *kernelState) withoutExpired(now time.Time) kernelState {
+	for _, s := range ks.sets {
+		for id, e := range s.byID {
+			if !e.deadline.IsZero() && !e.deadline.After(now) {
+				delete(s.byID, id)
+			}
+		}
+		s.order = nil
+	}
+	return *ks
+}
+
+// after is the kernel's state once a batch achieving d committed.
+func (ks kernelState) after(d desired) kernelState {
+	return kernelState{tableExists: true, mode: d.layout.mode, layoutOK: true, rulesOK: true, rate: d.layout.rate, counters: ks.counters, sets: d.sets}
 }

@@ -25,90 +25,89 @@ func (p plan) queue(c *nftables.Conn, l layout, at time.Time) error {
 			c.DelTable(l.table)
 		}
 		c.AddTable(l.table)
-		for _, s := range l.sets() {
-			if err := c.AddSet(s, nil); err != nil {
-				return fmt.Errorf("adding set %s: %w", s.Name, err)
+		for _, s := range l.specs {
+			if err := c.AddSet(s.nftSet(l.table), nil); err != nil {
+				return fmt.Errorf("adding set %s: %w", s.name, err)
 			}
 		}
-		c.AddChain(l.chain)
-		if err := queueProtected(l.protected, p.protected, c.SetAddElements); err != nil {
-			return fmt.Errorf("adding elements to %s: %w", protectedName, err)
+		for _, ch := range l.chains {
+			c.AddChain(l.nftChain(ch))
 		}
-		if err := queueGrants(l, p.elements, at, c.SetAddElements); err != nil {
-			return fmt.Errorf("adding grant elements: %w", err)
+		for _, s := range l.specs {
+			want := p.d.sets[s.name]
+			els := make([]elem, 0, want.len())
+			for _, id := range want.ids() {
+				els = append(els, want.byID[id])
+			}
+			if err := queueElements(c, l, s, els, at, c.SetAddElements); err != nil {
+				return err
+			}
 		}
-		queueRules(c, l, p.drops)
+		queueRules(c, l, p.counters)
 		return nil
 	}
 	if p.rules {
-		c.FlushChain(l.chain)
+		for _, ch := range l.chains {
+			c.FlushChain(l.nftChain(ch))
+		}
 	}
-	if err := queueProtected(l.protected, p.delProtected, c.SetDeleteElements); err != nil {
-		return fmt.Errorf("deleting elements from %s: %w", protectedName, err)
+	for _, s := range l.specs {
+		if err := queueElements(c, l, s, p.del[s.name], time.Time{}, c.SetDeleteElements); err != nil {
+			return err
+		}
 	}
-	del := make(map[firewall.ElementKey]time.Time, len(p.del))
-	for _, k := range p.del {
-		del[k] = time.Time{}
-	}
-	if err := queueGrants(l, del, time.Time{}, c.SetDeleteElements); err != nil {
-		return fmt.Errorf("deleting grant elements: %w", err)
-	}
-	if err := queueProtected(l.protected, p.addProtected, c.SetAddElements); err != nil {
-		return fmt.Errorf("adding elements to %s: %w", protectedName, err)
-	}
-	if err := queueGrants(l, p.add, at, c.SetAddElements); err != nil {
-		return fmt.Errorf("adding grant elements: %w", err)
+	for _, s := range l.specs {
+		if err := queueElements(c, l, s, p.add[s.name], at, c.SetAddElements); err != nil {
+			return err
+		}
 	}
 	if p.rules {
-		queueRules(c, l, p.drops)
+		queueRules(c, l, p.counters)
 	}
 	return nil
 }
 
-func queueRules(c *nftables.Conn, l layout, drops expr.Counter) {
-	for _, r := range l.rules(drops) {
-		c.AddRule(r)
+func queueRules(c *nftables.Conn, l layout, counters map[string]expr.Counter) {
+	for _, ch := range l.chains {
+		for _, r := range l.nftRules(ch, counters) {
+			c.AddRule(r)
+		}
 	}
 }
 
 type elementOp func(*nftables.Set, []nftables.SetElement) error
 
-func queueProtected(s *nftables.Set, keys []firewall.PortKey, op elementOp) error {
-	els := make([]nftables.SetElement, len(keys))
-	for i, k := range keys {
-		els[i] = nftables.SetElement{Key: portKeyBytes(k)}
+// queueElements hands els to op for set s. For additions each element gets
+// its data, and an element with a deadline the timeout from at to it and
+// its deadline comment (one with less than 1 ms left is skipped); for
+// deletions at is zero and only the key is sent.
+func queueElements(c *nftables.Conn, l layout, s setSpec, els []elem, at time.Time, op elementOp) error {
+	if len(els) == 0 {
+		return nil
 	}
-	return inChunks(s, els, op)
-}
-
-// queueGrants splits elements by family into grants4 and grants6, in a
-// deterministic order. For additions, each gets the timeout from at to its
-// deadline, and elements with less than 1 ms left are skipped; for deletions
-// at is zero and no timeout is sent.
-func queueGrants(l layout, elements map[firewall.ElementKey]time.Time, at time.Time, op elementOp) error {
-	var v4, v6 []nftables.SetElement
-	for _, k := range sortedKeys(keysOf(elements)) {
-		e := nftables.SetElement{
-			Key:    grantKeyBytes(k.From, k.Proto, k.Port),
-			KeyEnd: grantKeyBytes(k.To, k.Proto, k.Port),
-		}
+	out := make([]nftables.SetElement, 0, len(els))
+	for _, e := range els {
+		se := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd}
 		if !at.IsZero() {
-			e.Timeout = elements[k].Sub(at).Truncate(time.Millisecond)
-			e.Comment = untilComment(elements[k])
-			if e.Timeout < time.Millisecond {
-				continue
+			se.Val = e.val
+			if !e.deadline.IsZero() {
+				se.Timeout = e.deadline.Sub(at).Truncate(time.Millisecond)
+				se.Comment = untilComment(e.deadline)
+				if se.Timeout < time.Millisecond {
+					continue
+				}
 			}
 		}
-		if k.From.Is4() {
-			v4 = append(v4, e)
-		} else {
-			v6 = append(v6, e)
-		}
+		out = append(out, se)
 	}
-	if err := inChunks(l.grants4, v4, op); err != nil {
-		return err
+	verb := "adding elements to"
+	if at.IsZero() {
+		verb = "deleting elements from"
 	}
-	return inChunks(l.grants6, v6, op)
+	if err := inChunks(s.nftSet(l.table), elementSize(s), out, op); err != nil {
+		return fmt.Errorf("%s %s: %w", verb, s.name, err)
+	}
+	return nil
 }
 
 // inChunks hands els to op in slices small enough for one netlink attribute.
@@ -117,8 +116,8 @@ func queueGrants(l layout, elements map[firewall.ElementKey]time.Time, at time.T
 // netlink attribute whose length is 16 bits: past 64 KiB it wraps and the
 // kernel silently receives fewer elements. Chunks stay under 60,000 bytes
 // and at most 1,000 elements. Any number of chunks fit in one batch.
-func inChunks(s *nftables.Set, els []nftables.SetElement, op elementOp) error {
-	n := min(1000, 60000/elementSize(s))
+func inChunks(s *nftables.Set, size int, els []nftables.SetElement, op elementOp) error {
+	n := min(1000, 60000/size)
 	for chunk := range slices.Chunk(els, n) {
 		if err := op(s, chunk); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
@@ -128,29 +127,15 @@ func inChunks(s *nftables.Set, els []nftables.SetElement, op elementOp) error {
 }
 
 // elementSize bounds the netlink encoding of one element of s: list header
-// (4), key and key end (8 of headers each plus the key), timeout (12), and
-// the comment (a 4-byte attribute header around a 2-byte TLV header, the
-// text and its NUL, padded to 4).
-func elementSize(s *nftables.Set) int {
+// (4), key and key end (8 of headers each plus the key), data (8 plus the
+// data), timeout (12), and the comment (a 4-byte attribute header around a
+// 2-byte TLV header, the text and its NUL, padded to 4).
+func elementSize(s setSpec) int {
 	comment := 4 + (2+len(untilComment(time.Time{}))+1+3)&^3
-	return 4 + 2*(8+int(s.KeyType.Bytes)) + 12 + comment
+	return 4 + 2*(8+int(s.key.Bytes)) + 8 + int(s.data.Bytes) + 12 + comment
 }
 
-func keysOf(m map[firewall.ElementKey]time.Time) []firewall.ElementKey {
-	out := make([]firewall.ElementKey, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
-// sortedKeys sorts in place like Ruleset.Elements, so batches are
-// deterministic, and returns keys.
-func sortedKeys(keys []firewall.ElementKey) []firewall.ElementKey {
-	slices.SortFunc(keys, firewall.CompareKeys)
-	return keys
-}
-
+// sortElements sorts like Ruleset.Elements.
 func sortElements(els []firewall.Element) {
 	slices.SortFunc(els, func(a, b firewall.Element) int { return firewall.CompareKeys(a.Key(), b.Key()) })
 }

@@ -4,89 +4,295 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/nftables/expr"
 
 	"github.com/jitgate/jitgate/internal/firewall"
 )
 
-// Set keys are concatenations in network byte order, each field padded with
-// zeros to a multiple of 4 bytes (the kernel's 32-bit register size):
+// Set keys and map data are concatenations in network byte order, each field
+// padded with zeros to a multiple of 4 bytes (the kernel's 32-bit register
+// size): an address is 4 or 16 bytes, a protocol 1+3, a port 2+2.
 //
-//	protected: proto(1)+pad(3) . port(2)+pad(2)                   8 bytes
-//	grants4:   addr(4) . proto(1)+pad(3) . port(2)+pad(2)        12 bytes
-//	grants6:   addr(16) . proto(1)+pad(3) . port(2)+pad(2)       24 bytes
+//	host:    protected, attempts, cut  proto . port
+//	         grants4/6                 saddr . proto . port
+//	gateway: protected, attempts, cut  daddr . proto . port
+//	         public                    public addr . proto . public port
+//	         published                 public addr . proto . public port : daddr . port
+//	         grants4/6                 saddr . daddr . proto . port
+//	         dnat4/6                   saddr . public addr . proto . public port : daddr . port
+
+// elem is one set or map element.
+type elem struct {
+	key, keyEnd, val []byte
+	// deadline is when the element expires; zero for sets without timeouts.
+	deadline time.Time
+	// text and valText are the key and the data in nft syntax, for Render.
+	text, valText string
+	// counter is the element's counter, as read back.
+	counter *expr.Counter
+}
+
+// id identifies an element in its set independent of its data and deadline.
+func (e elem) id() string { return string(e.key) + "-" + string(e.keyEnd) }
+
+// same reports whether held can stay in place of want: same data, and a
+// deadline off by at most Tolerance.
+func (held elem) same(want elem) bool {
+	if string(held.val) != string(want.val) || held.deadline.IsZero() != want.deadline.IsZero() {
+		return false
+	}
+	return held.deadline.Sub(want.deadline).Abs() <= Tolerance
+}
+
+// setElems are the elements of one set.
+type setElems struct {
+	spec  setSpec
+	order []string // ids, in the order they were put
+	byID  map[string]elem
+}
+
+func newSetElems(s setSpec) *setElems { return &setElems{spec: s, byID: map[string]elem{}} }
+
+func (s *setElems) put(e elem) {
+	id := e.id()
+	if _, ok := s.byID[id]; !ok {
+		s.order = append(s.order, id)
+	}
+	s.byID[id] = e
+}
+
+// ids returns the ids in put order, or sorted for sets read back.
+func (s *setElems) ids() []string {
+	if len(s.order) == len(s.byID) {
+		return s.order
+	}
+	out := make([]string, 0, len(s.byID))
+	for id := range s.byID {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *setElems) len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.byID)
+}
+
+// desired is the state Apply aims for, in kernel terms.
+type desired struct {
+	layout layout
+	sets   map[string]*setElems
+}
+
+// desiredState encodes rs as of now. Grant and DNAT elements with less than
+// 1 ms left, and malformed ones, are left out.
+func desiredState(rs firewall.Ruleset, now time.Time) desired {
+	l := newLayout(rs.Mode, rs.SampleRate)
+	d := desired{layout: l, sets: map[string]*setElems{}}
+	for _, s := range l.specs {
+		d.sets[s.name] = newSetElems(s)
+	}
+	gateway := rs.Mode == firewall.GatewayMode
+	put := func(r role, v6 bool, e elem) { d.sets[l.spec(r, v6).name].put(e) }
+	for _, k := range rs.SortedProtected() {
+		if gateway != k.Dest.IsValid() {
+			continue
+		}
+		e := portElem(k)
+		put(roleProtected, k.Dest.Is6(), e)
+		put(roleAttempts, k.Dest.Is6(), e)
+	}
+	for _, k := range rs.SortedCloseEstablished() {
+		if gateway == k.Dest.IsValid() {
+			put(roleCut, k.Dest.Is6(), portElem(k))
+		}
+	}
+	for _, e := range rs.Elements(now) {
+		if e.Expires.Sub(now) < time.Millisecond || !validElement(e.Key(), gateway) {
+			continue
+		}
+		put(roleGrants, e.From.Is6(), grantElem(e))
+	}
+	if !gateway {
+		return d
+	}
+	for _, m := range rs.SortedPublished() {
+		pub := portElem(m.PublicKey())
+		put(rolePublic, m.Public.Is6(), pub)
+		pub.val, pub.valText = targetBytes(m.Target), targetText(m.Target)
+		put(rolePublished, m.Public.Is6(), pub)
+	}
+	for _, t := range rs.Translations(now) {
+		if t.Expires.Sub(now) < time.Millisecond || !validElement(firewall.ElementKey{From: t.From, To: t.To, Dest: t.Mapping.Public}, true) {
+			continue
+		}
+		put(roleDNAT, t.From.Is6(), dnatElem(t))
+	}
+	return d
+}
+
+func protoBytes(p firewall.Protocol) []byte { return []byte{byte(p), 0, 0, 0} }
+
+func portBytes(port uint16) []byte {
+	b := make([]byte, 4)
+	binary.BigEndian.PutUint16(b, port)
+	return b
+}
+
+func concat(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// addrBytes is the address's bytes, or nothing for the zero Addr (host mode).
+func addrBytes(a netip.Addr) []byte {
+	if !a.IsValid() {
+		return nil
+	}
+	return a.AsSlice()
+}
 
 func portKeyBytes(k firewall.PortKey) []byte {
-	b := make([]byte, 8)
-	b[0] = byte(k.Proto)
-	binary.BigEndian.PutUint16(b[4:], k.Port)
-	return b
+	return concat(addrBytes(k.Dest), protoBytes(k.Proto), portBytes(k.Port))
 }
 
-func decodePortKey(b []byte) (firewall.PortKey, error) {
-	if len(b) != 8 {
-		return firewall.PortKey{}, fmt.Errorf("protected key has %d bytes, want 8", len(b))
-	}
-	return firewall.PortKey{Proto: firewall.Protocol(b[0]), Port: binary.BigEndian.Uint16(b[4:])}, nil
+func portElem(k firewall.PortKey) elem {
+	return elem{key: portKeyBytes(k), text: portText(k)}
 }
 
-func grantKeyBytes(a netip.Addr, proto firewall.Protocol, port uint16) []byte {
-	b := append(a.AsSlice(), byte(proto), 0, 0, 0, 0, 0, 0, 0)
-	binary.BigEndian.PutUint16(b[len(b)-4:], port)
-	return b
+func grantKeyBytes(src netip.Addr, k firewall.PortKey) []byte {
+	return concat(src.AsSlice(), portKeyBytes(k))
 }
 
-// decodeGrantKey splits a grant key into its address, protocol and port.
-func decodeGrantKey(b []byte) (netip.Addr, firewall.Protocol, uint16, error) {
-	if len(b) != 12 && len(b) != 24 {
-		return netip.Addr{}, 0, 0, fmt.Errorf("grant key has %d bytes, want 12 or 24", len(b))
+func grantElem(e firewall.Element) elem {
+	k := e.PortKey()
+	return elem{
+		key: grantKeyBytes(e.From, k), keyEnd: grantKeyBytes(e.To, k), deadline: e.Expires,
+		text: renderRange(e.From, e.To) + " . " + portText(k),
 	}
-	n := len(b) - 8
-	a, _ := netip.AddrFromSlice(b[:n])
-	return a, firewall.Protocol(b[n]), binary.BigEndian.Uint16(b[n+4:]), nil
 }
 
-// decodeGrantRange turns a kernel element's key and key end into an element
-// key. A missing key end is a single address.
-func decodeGrantRange(key, keyEnd []byte) (firewall.ElementKey, error) {
-	from, proto, port, err := decodeGrantKey(key)
-	if err != nil {
-		return firewall.ElementKey{}, err
+func targetBytes(k firewall.PortKey) []byte { return concat(k.Dest.AsSlice(), portBytes(k.Port)) }
+
+func dnatElem(t firewall.Translation) elem {
+	pub := t.Mapping.PublicKey()
+	return elem{
+		key: grantKeyBytes(t.From, pub), keyEnd: grantKeyBytes(t.To, pub), val: targetBytes(t.Mapping.Target),
+		deadline: t.Expires, text: renderRange(t.From, t.To) + " . " + portText(pub), valText: targetText(t.Mapping.Target),
 	}
-	to := from
-	if len(keyEnd) > 0 {
-		var p2 firewall.Protocol
-		var port2 uint16
-		to, p2, port2, err = decodeGrantKey(keyEnd)
-		if err != nil {
-			return firewall.ElementKey{}, err
-		}
-		if len(keyEnd) != len(key) || p2 != proto || port2 != port {
-			return firewall.ElementKey{}, fmt.Errorf("element %x-%x spans several protocols or ports", key, keyEnd)
-		}
-	}
-	return firewall.ElementKey{From: from, To: to, Proto: proto, Port: port}, nil
 }
+
+func portText(k firewall.PortKey) string {
+	s := fmt.Sprintf("%s . %d", renderProto(k.Proto), k.Port)
+	if k.Dest.IsValid() {
+		s = k.Dest.String() + " . " + s
+	}
+	return s
+}
+
+func targetText(k firewall.PortKey) string { return fmt.Sprintf("%s . %d", k.Dest, k.Port) }
 
 // validElement reports whether k can be written to a grant set: a
-// well-formed range of one family. Ruleset.Elements yields only such ranges;
-// this is the last line of defence. Skipping a malformed element keeps one
-// bad grant from failing every Apply, and fails closed.
-func validElement(k firewall.ElementKey) bool {
-	return k.From.IsValid() && k.To.IsValid() && k.From.Zone() == "" && k.To.Zone() == "" &&
+// well-formed range of one family, with a destination of that family in
+// gateway mode and none in host mode. Ruleset.Elements yields only such
+// ranges; this is the last line of defence. Skipping a malformed element
+// keeps one bad grant from failing every Apply, and fails closed.
+func validElement(k firewall.ElementKey, gateway bool) bool {
+	ok := k.From.IsValid() && k.To.IsValid() && k.From.Zone() == "" && k.To.Zone() == "" &&
 		k.From.Is4() == k.To.Is4() && !k.To.Less(k.From)
+	if gateway {
+		return ok && k.Dest.IsValid() && k.Dest.Is4() == k.From.Is4()
+	}
+	return ok && !k.Dest.IsValid()
 }
 
-// Each grant element carries its intended deadline as an nft comment (which
-// `nft list` shows). The kernel reports only the time left, and a dump of
-// thousands of elements takes tens of milliseconds during which that time is
-// computed element by element, so the deadline derived from it is uncertain
-// by the duration of the dump; and the kernel starts each timeout when it
-// processes the element, up to the duration of the batch after Apply chose
-// it. The comment gives the exact deadline back, which keeps a large Apply
-// idempotent. readElements trusts the comment only when it agrees with the
-// time left to within commentSlack.
+// fields splits b into fields of the given sizes.
+func fields(b []byte, sizes ...int) ([][]byte, error) {
+	n := 0
+	for _, s := range sizes {
+		n += s
+	}
+	if len(b) != n {
+		return nil, fmt.Errorf("%d bytes, want %d", len(b), n)
+	}
+	out := make([][]byte, len(sizes))
+	for i, s := range sizes {
+		out[i], b = b[:s], b[s:]
+	}
+	return out, nil
+}
+
+func addrOf(b []byte) netip.Addr { a, _ := netip.AddrFromSlice(b); return a }
+
+func addrLen(v6 bool) int {
+	if v6 {
+		return 16
+	}
+	return 4
+}
+
+// decodePort reads a port key: proto . port, after the destination in
+// gateway mode.
+func decodePort(b []byte, gateway, v6 bool) (firewall.PortKey, error) {
+	if !gateway {
+		f, err := fields(b, 4, 4)
+		if err != nil {
+			return firewall.PortKey{}, fmt.Errorf("port key: %w", err)
+		}
+		return firewall.PortKey{Proto: firewall.Protocol(f[0][0]), Port: binary.BigEndian.Uint16(f[1])}, nil
+	}
+	f, err := fields(b, addrLen(v6), 4, 4)
+	if err != nil {
+		return firewall.PortKey{}, fmt.Errorf("port key: %w", err)
+	}
+	return firewall.PortKey{Dest: addrOf(f[0]), Proto: firewall.Protocol(f[1][0]), Port: binary.BigEndian.Uint16(f[2])}, nil
+}
+
+// decodeRange reads a source range and the port key after it, from an
+// element's key and key end (a missing key end is a single address).
+func decodeRange(key, keyEnd []byte, gateway, v6 bool) (from, to netip.Addr, k firewall.PortKey, err error) {
+	n := addrLen(v6)
+	if len(key) < n {
+		return from, to, k, fmt.Errorf("key of %d bytes", len(key))
+	}
+	if len(keyEnd) == 0 {
+		keyEnd = key
+	}
+	if len(keyEnd) != len(key) || string(key[n:]) != string(keyEnd[n:]) {
+		return from, to, k, fmt.Errorf("element %x-%x spans several ports", key, keyEnd)
+	}
+	k, err = decodePort(key[n:], gateway, v6)
+	return addrOf(key[:n]), addrOf(keyEnd[:n]), k, err
+}
+
+// decodeTarget reads map data: daddr . port.
+func decodeTarget(b []byte, proto firewall.Protocol, v6 bool) (firewall.PortKey, error) {
+	f, err := fields(b, addrLen(v6), 4)
+	if err != nil {
+		return firewall.PortKey{}, fmt.Errorf("map data: %w", err)
+	}
+	return firewall.PortKey{Dest: addrOf(f[0]), Proto: proto, Port: binary.BigEndian.Uint16(f[1])}, nil
+}
+
+// Each element with a timeout carries its intended deadline as an nft
+// comment (which `nft list` shows). The kernel reports only the time left,
+// and a dump of thousands of elements takes tens of milliseconds during which
+// that time is computed element by element, so the deadline derived from it
+// is uncertain by the duration of the dump; and the kernel starts each
+// timeout when it processes the element, up to the duration of the batch
+// after Apply chose it. The comment gives the exact deadline back, which
+// keeps a large Apply idempotent. readElements trusts the comment only when
+// it agrees with the time left to within commentSlack.
 const (
 	untilPrefix = "jitgate:until="
 	untilLayout = "2006-01-02T15:04:05.000Z07:00" // fixed width for UTC

@@ -43,6 +43,34 @@ func sampleRuleset(now time.Time) firewall.Ruleset {
 	}
 }
 
+// gatewayRuleset protects two IPv4 destinations and one IPv6 one, closes
+// established sessions on one, and publishes two of them.
+func gatewayRuleset(now time.Time) firewall.Ruleset {
+	web, db, web6 := netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.20"), netip.MustParseAddr("2001:db8:100::10")
+	at := func(d netip.Addr, k firewall.PortKey) firewall.PortKey { k.Dest = d; return k }
+	grant := func(src string, k firewall.PortKey, d time.Duration) firewall.Grant {
+		return firewall.Grant{Source: netip.MustParsePrefix(src), Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: now.Add(d)}
+	}
+	dns := firewall.PortKey{Proto: firewall.UDP, Port: 53}
+	return firewall.Ruleset{
+		Mode:             firewall.GatewayMode,
+		Protected:        []firewall.PortKey{at(web, ssh), at(db, ssh), at(db, dns), at(web6, ssh)},
+		CloseEstablished: []firewall.PortKey{at(db, ssh)},
+		Grants: []firewall.Grant{
+			grant("192.0.2.0/24", at(web, ssh), time.Hour),
+			grant("192.0.2.7/32", at(db, ssh), 2*time.Hour),
+			grant("203.0.113.5/32", at(db, dns), 90*time.Second),
+			grant("2001:db8::/64", at(web6, ssh), 10*time.Minute),
+		},
+		Published: []firewall.Mapping{
+			{Target: at(web, ssh), Public: netip.MustParseAddr("203.0.113.1"), PublicPort: 2201},
+			{Target: at(db, dns), Public: netip.MustParseAddr("203.0.113.1"), PublicPort: 5353},
+			{Target: at(web6, ssh), Public: netip.MustParseAddr("2001:db8:ffff::1"), PublicPort: 2201},
+		},
+		SampleRate: 20,
+	}
+}
+
 func mustApply(t *testing.T, b *Backend, rs firewall.Ruleset) firewall.ApplyResult {
 	t.Helper()
 	res, err := b.Apply(context.Background(), rs, time.Now())
@@ -126,8 +154,8 @@ func TestRetriesWhenAnElementExpiresInFlight(t *testing.T) {
 }
 
 func bogusDelete(c *nftables.Conn, l layout) {
-	k := grantKeyBytes(netip.MustParseAddr("203.0.113.250"), firewall.TCP, 9)
-	c.SetDeleteElements(l.grants4, []nftables.SetElement{{Key: k, KeyEnd: k}})
+	k := grantKeyBytes(netip.MustParseAddr("203.0.113.250"), firewall.PortKey{Proto: firewall.TCP, Port: 9})
+	c.SetDeleteElements(l.spec(roleGrants, false).nftSet(l.table), []nftables.SetElement{{Key: k, KeyEnd: k}})
 }
 
 func TestRepairsChain(t *testing.T) {
@@ -138,7 +166,7 @@ func TestRepairsChain(t *testing.T) {
 		{"flushed", fixed("flush chain inet jitgate input")},
 		{"drop rule deleted", func(t *testing.T, ns *testenv.Netns) string {
 			for _, line := range strings.Split(ns.Run(t, "nft", "-a", "list", "chain", "inet", "jitgate", "input"), "\n") {
-				if _, h, ok := strings.Cut(line, `"jitgate:v1:4" # handle `); ok {
+				if _, h, ok := strings.Cut(line, `"jitgate:v2:7" # handle `); ok {
 					return "delete rule inet jitgate input handle " + h
 				}
 			}
@@ -301,8 +329,10 @@ func TestCloseLeavesTable(t *testing.T) {
 }
 
 func TestMakePlanTolerance(t *testing.T) {
-	k := firewall.ElementKey{From: netip.MustParseAddr("192.0.2.1"), To: netip.MustParseAddr("192.0.2.1"), Proto: firewall.TCP, Port: 22}
 	want := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	rs := firewall.Ruleset{Protected: []firewall.PortKey{ssh}, Grants: []firewall.Grant{
+		{Source: netip.MustParsePrefix("192.0.2.1/32"), Proto: firewall.TCP, Port: 22, Expires: want},
+	}}
 	for _, tc := range []struct {
 		held    time.Duration // off the desired deadline
 		updates int
@@ -314,10 +344,23 @@ func TestMakePlanTolerance(t *testing.T) {
 		{-Tolerance - time.Millisecond, 1},
 		{forever, 1},
 	} {
-		ks := kernelState{tableExists: true, layoutOK: true, rulesOK: true, elements: map[firewall.ElementKey]time.Time{k: want.Add(tc.held)}}
-		p := makePlan(ks, desired{elements: map[firewall.ElementKey]time.Time{k: want}})
-		if len(p.del) != tc.updates || len(p.add) != tc.updates || p.rebuild || p.empty() != (tc.updates == 0) {
-			t.Errorf("kernel deadline off by %v: plan deletes %d, adds %d, rebuild %v; want %d update(s)", tc.held, len(p.del), len(p.add), p.rebuild, tc.updates)
+		d := desiredState(rs, want.Add(-time.Hour))
+		ks := kernelState{tableExists: true, layoutOK: true, rulesOK: true, sets: map[string]*setElems{}}
+		for name, s := range d.sets {
+			held := newSetElems(s.spec)
+			for _, id := range s.ids() {
+				e := s.byID[id]
+				if !e.deadline.IsZero() {
+					e.deadline = e.deadline.Add(tc.held)
+				}
+				held.put(e)
+			}
+			ks.sets[name] = held
+		}
+		p := makePlan(ks, d)
+		grants := d.layout.spec(roleGrants, false).name
+		if len(p.del[grants]) != tc.updates || len(p.add[grants]) != tc.updates || p.rebuild || p.empty() != (tc.updates == 0) {
+			t.Errorf("kernel deadline off by %v: plan deletes %d, adds %d, rebuild %v; want %d update(s)", tc.held, len(p.del[grants]), len(p.add[grants]), p.rebuild, tc.updates)
 		}
 	}
 }
@@ -363,10 +406,10 @@ func TestDropCounterSurvives(t *testing.T) {
 }
 
 func TestChunksFitOneAttribute(t *testing.T) {
-	l := newLayout()
-	for _, s := range l.sets() {
+	l := newLayout(firewall.GatewayMode, 0)
+	for _, s := range append(l.specs, newLayout(firewall.HostMode, 0).specs...) {
 		var sizes []int
-		inChunks(s, make([]nftables.SetElement, 2500), func(_ *nftables.Set, els []nftables.SetElement) error {
+		inChunks(s.nftSet(l.table), elementSize(s), make([]nftables.SetElement, 2500), func(_ *nftables.Set, els []nftables.SetElement) error {
 			sizes = append(sizes, len(els))
 			return nil
 		})
@@ -374,11 +417,11 @@ func TestChunksFitOneAttribute(t *testing.T) {
 		for _, n := range sizes {
 			total += n
 			if n > 1000 || n*perElem > 65535 {
-				t.Errorf("set %s: chunk of %d elements (%d bytes)", s.Name, n, n*perElem)
+				t.Errorf("set %s: chunk of %d elements (%d bytes)", s.name, n, n*perElem)
 			}
 		}
 		if total != 2500 {
-			t.Errorf("set %s: chunks hold %d elements, want 2500", s.Name, total)
+			t.Errorf("set %s: chunks hold %d elements, want 2500", s.name, total)
 		}
 	}
 }

@@ -1,8 +1,6 @@
 package nft
 
 import (
-	"time"
-
 	"github.com/google/nftables/expr"
 
 	"github.com/jitgate/jitgate/internal/firewall"
@@ -11,56 +9,75 @@ import (
 // plan is the difference between the kernel and the desired state, and how
 // the batch will achieve it.
 type plan struct {
-	// The logical difference.
-	addProtected, delProtected []firewall.PortKey
-	add                        map[firewall.ElementKey]time.Time
-	del                        []firewall.ElementKey
+	// The difference, per set name, in a deterministic order.
+	add, del map[string][]elem
+	res      firewall.ApplyResult
 
-	// How: build the table from scratch (deleting the old one if exists),
-	// or refill the chain, or neither (incremental element changes).
+	// How: build the table from scratch (deleting the old one if it
+	// exists), or refill the chains, or neither (element changes only).
 	rebuild, tableExists, rules bool
-	protected                   []firewall.PortKey                // all desired, for a rebuild
-	elements                    map[firewall.ElementKey]time.Time // all desired, for a rebuild
-	drops                       expr.Counter
+	d                           desired // all desired, for a rebuild
+	counters                    map[string]expr.Counter
 }
 
 func makePlan(ks kernelState, d desired) plan {
 	p := plan{
-		add:         map[firewall.ElementKey]time.Time{},
+		add: map[string][]elem{}, del: map[string][]elem{},
 		tableExists: ks.tableExists,
-		rules:       !ks.rulesOK,
-		protected:   d.protected,
-		elements:    d.elements,
-		drops:       ks.drops,
+		rules:       !ks.rulesOK || ks.rate != 0 && ks.rate != d.layout.rate,
+		d:           d,
+		counters:    ks.counters,
 	}
-	want := map[firewall.PortKey]bool{}
-	for _, k := range d.protected {
-		want[k] = true
-		if !ks.protected[k] {
-			p.addProtected = append(p.addProtected, k)
+	count := func(r role, added, removed int) {
+		switch r {
+		case roleGrants:
+			p.res.Added += added
+			p.res.Removed += removed
+		case roleProtected:
+			p.res.ProtectedAdded += added
+			p.res.ProtectedRemoved += removed
 		}
 	}
-	for k := range ks.protected {
-		if !want[k] {
-			p.delProtected = append(p.delProtected, k)
+	var delInterval, heldInterval, wantInterval int
+	for _, spec := range d.layout.specs {
+		want, held := d.sets[spec.name], ks.sets[spec.name]
+		if held == nil {
+			held = newSetElems(spec)
+		}
+		for _, id := range want.ids() {
+			w := want.byID[id]
+			h, ok := held.byID[id]
+			switch {
+			case !ok:
+				p.add[spec.name] = append(p.add[spec.name], w)
+				count(spec.role, 1, 0)
+			case !h.same(w):
+				p.del[spec.name] = append(p.del[spec.name], h)
+				p.add[spec.name] = append(p.add[spec.name], w)
+				count(spec.role, 1, 1)
+			}
+		}
+		for _, id := range held.ids() {
+			if _, ok := want.byID[id]; !ok {
+				p.del[spec.name] = append(p.del[spec.name], held.byID[id])
+				count(spec.role, 0, 1)
+			}
+		}
+		if spec.interval() {
+			delInterval += len(p.del[spec.name])
+			heldInterval += held.len()
+			wantInterval += want.len()
 		}
 	}
-	for k, exp := range d.elements {
-		held, ok := ks.elements[k]
-		switch {
-		case !ok:
-			p.add[k] = exp
-		case held.Sub(exp).Abs() > Tolerance:
-			p.del = append(p.del, k)
-			p.add[k] = exp
+	// Sets of another layout (the table is of the other mode): all of their
+	// elements disappear with the rebuild.
+	for name, held := range ks.sets {
+		if _, ok := d.sets[name]; !ok {
+			count(held.spec.role, 0, held.len())
 		}
 	}
-	for k := range ks.elements {
-		if _, ok := d.elements[k]; !ok {
-			p.del = append(p.del, k)
-		}
-	}
-	p.rebuild = !ks.tableExists || !ks.layoutOK || shouldRebuild(len(p.del), len(ks.elements), len(d.elements))
+	p.rebuild = !ks.tableExists || !ks.layoutOK || ks.mode != d.layout.mode ||
+		shouldRebuild(delInterval, heldInterval, wantInterval)
 	return p
 }
 
@@ -87,15 +104,11 @@ func shouldRebuild(del, held, want int) bool {
 }
 
 func (p plan) empty() bool {
-	return !p.rebuild && !p.rules && len(p.addProtected) == 0 && len(p.delProtected) == 0 && len(p.add) == 0 && len(p.del) == 0
+	return !p.rebuild && !p.rules && len(p.add) == 0 && len(p.del) == 0
 }
 
 func (p plan) result() firewall.ApplyResult {
-	return firewall.ApplyResult{
-		Changed:          true,
-		Added:            len(p.add),
-		Removed:          len(p.del),
-		ProtectedAdded:   len(p.addProtected),
-		ProtectedRemoved: len(p.delProtected),
-	}
+	r := p.res
+	r.Changed = true
+	return r
 }

@@ -3,6 +3,8 @@ package nft
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -34,15 +36,22 @@ func (c clock) at() time.Time { return c.now.Add(time.Since(c.start)) }
 // kernelState is what the kernel holds in our table.
 type kernelState struct {
 	tableExists bool
-	// layoutOK: our chain and sets exist with the right types and flags and
-	// nothing else lives in the table. If not, Apply rebuilds the table.
+	// mode is the mode of the table's layout (by its chains), or the
+	// desired one when the table has neither chain.
+	mode firewall.Mode
+	// layoutOK: the table holds exactly the desired layout's chains and
+	// sets, with the right types and flags. If not, Apply rebuilds it.
 	layoutOK bool
-	// rulesOK: the chain holds exactly our tagged rules, in order.
-	rulesOK   bool
-	drops     expr.Counter
-	protected map[firewall.PortKey]bool
-	// elements maps each grant-set element to its deadline.
-	elements map[firewall.ElementKey]time.Time
+	// rulesOK: every chain holds exactly the desired tagged rules, in order.
+	rulesOK bool
+	// rate is the sampling rate the rules were built with, when known
+	// without reading them (a cached state); 0 otherwise.
+	rate int
+	// counters are the rule counters, by chain and tag, carried over when
+	// chains are refilled or the table rebuilt.
+	counters map[string]expr.Counter
+	// sets are the elements of the sets of the table's layout, by name.
+	sets map[string]*setElems
 }
 
 func tableExists(c *nftables.Conn) (bool, error) {
@@ -58,92 +67,103 @@ func tableExists(c *nftables.Conn) (bool, error) {
 	return false, nil
 }
 
-// readKernel reads our table. Elements of sets with the right type are read
-// even when the rest of the layout is wrong, so that State reports them.
-func readKernel(c *nftables.Conn, l layout, clk clock) (kernelState, error) {
-	ks := kernelState{protected: map[firewall.PortKey]bool{}, elements: map[firewall.ElementKey]time.Time{}}
+// readKernel reads our table against the layout want. The table's own mode
+// decides how its sets are read, so that a table of the other mode is read
+// completely (State reports it, and ApplyResult counts what disappears).
+// Elements of sets with the right type are read even when the rest of the
+// layout is wrong.
+func readKernel(c *nftables.Conn, want layout, clk clock) (kernelState, error) {
+	ks := kernelState{mode: want.mode, counters: map[string]expr.Counter{}, sets: map[string]*setElems{}}
 	var err error
 	if ks.tableExists, err = tableExists(c); err != nil || !ks.tableExists {
 		return ks, err
 	}
-	chainExists, chainOK, err := readChain(c, l)
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return ks, err
+		return ks, fmt.Errorf("listing inet chains: %w", err)
 	}
-	sets, err := c.GetSets(l.table)
+	chains = slices.DeleteFunc(chains, func(ch *nftables.Chain) bool { return ch.Table == nil || ch.Table.Name != tableName })
+	has := func(name string) bool {
+		return slices.ContainsFunc(chains, func(ch *nftables.Chain) bool { return ch.Name == name })
+	}
+	switch {
+	case has(forwardChain):
+		ks.mode = firewall.GatewayMode
+	case has(inputChain):
+		ks.mode = firewall.HostMode
+	}
+	read := want
+	if ks.mode != want.mode {
+		read = newLayout(ks.mode, 0)
+	}
+
+	chainsOK := ks.mode == want.mode && len(chains) == len(want.chains)
+	ks.rulesOK = chainsOK
+	for _, spec := range read.chains {
+		i := slices.IndexFunc(chains, func(ch *nftables.Chain) bool { return ch.Name == spec.name })
+		if i < 0 {
+			chainsOK, ks.rulesOK = false, false
+			continue
+		}
+		chainsOK = chainsOK && sameChain(chains[i], read.nftChain(spec))
+		rules, err := c.GetRules(read.table, read.nftChain(spec))
+		if err != nil {
+			return ks, fmt.Errorf("listing rules of chain %s: %w", spec.name, err)
+		}
+		ks.rulesOK = ks.rulesOK && rulesAreOurs(rules, spec)
+		ruleCounters(spec.name, rules, ks.counters)
+	}
+
+	sets, err := c.GetSets(read.table)
 	if err != nil {
 		return ks, fmt.Errorf("listing sets of table inet %s: %w", tableName, err)
 	}
-	want := map[string]*nftables.Set{protectedName: l.protected, grants4Name: l.grants4, grants6Name: l.grants6}
-	setsOK := len(sets) == len(want)
+	setsOK := len(sets) == len(read.specs)
 	for _, s := range sets {
-		w, ours := want[s.Name]
-		if !ours || !sameSet(s, w) {
+		spec, ours := read.specByName(s.Name)
+		if !ours || !sameSet(s, spec) {
 			setsOK = false
 			continue
 		}
-		if err := readElements(c, s, &ks, clk); err != nil {
+		held, counted, err := readElements(c, s, spec, clk)
+		if err != nil {
 			return ks, err
 		}
+		ks.sets[s.Name] = held
+		setsOK = setsOK && counted
 	}
-	ks.layoutOK = chainOK && setsOK
-	if chainExists {
-		rules, err := c.GetRules(l.table, l.chain)
-		if err != nil {
-			return ks, fmt.Errorf("listing rules of chain %s: %w", chainName, err)
-		}
-		ks.rulesOK = rulesAreOurs(rules)
-		ks.drops = dropCounter(rules)
-	}
+	ks.layoutOK = chainsOK && setsOK
 	return ks, nil
 }
 
-// readChain reports whether our table has a chain named like ours, and
-// whether that chain is ours and the only one.
-func readChain(c *nftables.Conn, l layout) (exists, ok bool, err error) {
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, false, fmt.Errorf("listing inet chains: %w", err)
-	}
-	n := 0
-	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != tableName {
-			continue
-		}
-		n++
-		if ch.Name == chainName {
-			exists, ok = true, sameChain(ch, l.chain)
-		}
-	}
-	return exists, ok && n == 1, nil
-}
-
-func readElements(c *nftables.Conn, s *nftables.Set, ks *kernelState, clk clock) error {
+// readElements reads a set's elements; counted is false when the set should
+// count but its elements carry no counters (someone made it without).
+func readElements(c *nftables.Conn, s *nftables.Set, spec setSpec, clk clock) (*setElems, bool, error) {
 	before := clk.at()
 	els, err := c.GetSetElements(s)
 	if err != nil {
-		return fmt.Errorf("listing elements of set %s: %w", s.Name, err)
+		return nil, false, fmt.Errorf("listing elements of set %s: %w", s.Name, err)
 	}
 	after := clk.at()
+	out, counted := newSetElems(spec), true
+	out.order = nil
 	for _, e := range els {
 		if e.IntervalEnd {
 			continue // not produced by concatenated interval sets; be safe
 		}
-		if s.Name == protectedName {
-			k, err := decodePortKey(e.Key)
-			if err != nil {
-				return fmt.Errorf("reading set %s: %w", s.Name, err)
+		h := elem{key: e.Key, keyEnd: e.KeyEnd, val: e.Val, counter: e.Counter}
+		if spec.interval() {
+			if len(h.keyEnd) == 0 {
+				h.keyEnd = h.key
 			}
-			ks.protected[k] = true
-			continue
+			h.deadline = deadline(e, before, after)
 		}
-		k, err := decodeGrantRange(e.Key, e.KeyEnd)
-		if err != nil {
-			return fmt.Errorf("reading set %s: %w", s.Name, err)
+		if spec.counter && e.Counter == nil {
+			counted = false
 		}
-		ks.elements[k] = deadline(e, before, after)
+		out.byID[h.id()] = h
 	}
-	return nil
+	return out, counted, nil
 }
 
 // deadline works out when e expires, read between before and after: its
@@ -161,10 +181,12 @@ func deadline(e nftables.SetElement, before, after time.Time) time.Time {
 	return lo.Add(hi.Sub(lo) / 2)
 }
 
-// State reads back the gate: protected ports sorted, and elements sorted like
-// Ruleset.Elements, each deadline being the one Apply wrote (to the
-// millisecond), checked against now plus the kernel's remaining time. An absent table reads as
-// an empty State. State only reads; it changes nothing.
+// State reads back the gate: its mode, protected and close-established
+// ports sorted, grant elements sorted like Ruleset.Elements, and in gateway
+// mode the published mappings and their translations. Each deadline is the
+// one Apply wrote (to the millisecond), checked against now plus the
+// kernel's remaining time. An absent table reads as an empty State. State
+// only reads; it changes nothing.
 func (b *Backend) State(ctx context.Context, now time.Time) (st firewall.State, err error) {
 	clk := newClock(now)
 	b.mu.Lock()
@@ -174,22 +196,72 @@ func (b *Backend) State(ctx context.Context, now time.Time) (st firewall.State, 
 		return st, fmt.Errorf("reading table inet %s: %w", tableName, err)
 	}
 	defer func() { err = end(err) }()
-	ks, err := readKernel(c, newLayout(), clk)
+	ks, err := readKernel(c, newLayout(firewall.HostMode, 0), clk)
 	if err != nil {
 		return st, fmt.Errorf("reading table inet %s: %w", tableName, err)
 	}
-	return ks.state(), nil
+	return ks.state()
 }
 
-func (ks kernelState) state() firewall.State {
-	var rs firewall.Ruleset
-	for k := range ks.protected {
-		rs.Protected = append(rs.Protected, k)
+// state decodes the sets into a firewall.State.
+func (ks kernelState) state() (firewall.State, error) {
+	gateway := ks.mode == firewall.GatewayMode
+	st := firewall.State{Mode: ks.mode}
+	if !ks.tableExists {
+		st.Mode = firewall.HostMode
 	}
-	st := firewall.State{Protected: rs.SortedProtected()}
-	for k, exp := range ks.elements {
-		st.Elements = append(st.Elements, firewall.Element{From: k.From, To: k.To, Proto: k.Proto, Port: k.Port, Expires: exp})
+	var protected, cut []firewall.PortKey
+	var published []firewall.Mapping
+	for _, s := range ks.sets {
+		for _, id := range s.ids() {
+			e := s.byID[id]
+			var err error
+			switch s.spec.role {
+			case roleProtected, roleCut:
+				var k firewall.PortKey
+				if k, err = decodePort(e.key, gateway, s.spec.v6); err == nil {
+					if s.spec.role == roleProtected {
+						protected = append(protected, k)
+					} else {
+						cut = append(cut, k)
+					}
+				}
+			case roleGrants:
+				var from, to netip.Addr
+				var k firewall.PortKey
+				if from, to, k, err = decodeRange(e.key, e.keyEnd, gateway, s.spec.v6); err == nil {
+					st.Elements = append(st.Elements, firewall.Element{From: from, To: to, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: e.deadline})
+				}
+			case rolePublished:
+				var pub, target firewall.PortKey
+				if pub, err = decodePort(e.key, true, s.spec.v6); err == nil {
+					if target, err = decodeTarget(e.val, pub.Proto, s.spec.v6); err == nil {
+						published = append(published, firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port})
+					}
+				}
+			case roleDNAT:
+				var from, to netip.Addr
+				var pub, target firewall.PortKey
+				if from, to, pub, err = decodeRange(e.key, e.keyEnd, true, s.spec.v6); err == nil {
+					if target, err = decodeTarget(e.val, pub.Proto, s.spec.v6); err == nil {
+						st.Translations = append(st.Translations, firewall.Translation{From: from, To: to,
+							Mapping: firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port}, Expires: e.deadline})
+					}
+				}
+			}
+			if err != nil {
+				return firewall.State{}, fmt.Errorf("reading set %s: %w", s.spec.name, err)
+			}
+		}
+	}
+	st.Protected = firewall.Ruleset{Protected: protected}.SortedProtected()
+	if len(cut) > 0 {
+		st.CloseEstablished = firewall.Ruleset{Protected: cut}.SortedProtected()
+	}
+	if len(published) > 0 {
+		st.Published = firewall.Ruleset{Published: published}.SortedPublished()
 	}
 	sortElements(st.Elements)
-	return st
+	firewall.SortTranslations(st.Translations)
+	return st, nil
 }

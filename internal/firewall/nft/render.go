@@ -15,53 +15,57 @@ import (
 // from it is one Apply recognises as its own.
 //
 // Render works on the ruleset alone: it does not show the difference to what
-// the kernel holds.
+// the kernel holds, and it does not validate rs (Apply does).
 func Render(rs firewall.Ruleset, now time.Time) string {
 	d := desiredState(rs, now)
-	var v4, v6 []string
-	for _, k := range sortedKeys(keysOf(d.elements)) {
-		exp := d.elements[k]
-		s := fmt.Sprintf("%s . %s . %d timeout %dms comment %q", renderRange(k.From, k.To), renderProto(k.Proto), k.Port, exp.Sub(now).Milliseconds(), untilComment(exp))
-		if k.From.Is4() {
-			v4 = append(v4, s)
-		} else {
-			v6 = append(v6, s)
-		}
-	}
-	var prot []string
-	for _, k := range d.protected {
-		prot = append(prot, fmt.Sprintf("%s . %d", renderProto(k.Proto), k.Port))
-	}
-
+	l := d.layout
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", tableName)
-	renderSet(&b, protectedName, protectedType.Name, "", prot)
-	renderSet(&b, grants4Name, grants4Type.Name, "interval,timeout", v4)
-	renderSet(&b, grants6Name, grants6Type.Name, "interval,timeout", v6)
-	fmt.Fprintf(&b, "\tchain %s {\n", chainName)
-	fmt.Fprintf(&b, "\t\ttype filter hook input priority %d; policy accept;\n", chainPriority)
-	for i, r := range []string{
-		"ct state established,related accept",
-		`iifname "lo" accept`,
-		"meta nfproto ipv4 ip saddr . meta l4proto . th dport @" + grants4Name + " accept",
-		"meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @" + grants6Name + " accept",
-		"meta l4proto . th dport @" + protectedName + " counter drop",
-	} {
-		fmt.Fprintf(&b, "\t\t%s comment \"%s%d\"\n", r, ruleTagPrefix, i)
+	for _, s := range l.specs {
+		kind := "set"
+		typ := s.key.Name
+		if s.isMap {
+			kind, typ = "map", s.key.Name+" : "+s.data.Name
+		}
+		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.name, typ)
+		if s.interval() {
+			b.WriteString("\t\tflags interval,timeout\n")
+		}
+		if s.counter {
+			b.WriteString("\t\tcounter\n")
+		}
+		els := d.sets[s.name]
+		if els.len() > 0 {
+			b.WriteString("\t\telements = {\n")
+			for _, id := range els.ids() {
+				e := els.byID[id]
+				text := e.text
+				if !e.deadline.IsZero() {
+					text += fmt.Sprintf(" timeout %dms comment %q", e.deadline.Sub(now).Milliseconds(), untilComment(e.deadline))
+				}
+				if s.isMap {
+					text += " : " + e.valText
+				}
+				fmt.Fprintf(&b, "\t\t\t%s,\n", text)
+			}
+			b.WriteString("\t\t}\n")
+		}
+		b.WriteString("\t}\n")
 	}
-	b.WriteString("\t}\n}\n")
+	for _, ch := range l.chains {
+		typ := "filter"
+		if ch.name == preroutingChain {
+			typ = "nat"
+		}
+		fmt.Fprintf(&b, "\tchain %s {\n", ch.name)
+		fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", typ, ch.name, ch.priority)
+		for i, r := range ch.rules {
+			fmt.Fprintf(&b, "\t\t%s comment %q\n", r.text, tagText(i, r.extra))
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
 	return b.String()
-}
-
-func renderSet(b *strings.Builder, name, typ, flags string, elements []string) {
-	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", name, typ)
-	if flags != "" {
-		fmt.Fprintf(b, "\t\tflags %s\n", flags)
-	}
-	if len(elements) > 0 {
-		fmt.Fprintf(b, "\t\telements = {\n\t\t\t%s,\n\t\t}\n", strings.Join(elements, ",\n\t\t\t"))
-	}
-	b.WriteString("\t}\n")
 }
 
 // renderRange writes a range as an address, a prefix, or from-to.

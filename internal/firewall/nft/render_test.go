@@ -19,8 +19,17 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 var renderNow = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func TestRenderGolden(t *testing.T) {
-	got := Render(sampleRuleset(renderNow), renderNow)
-	path := filepath.Join("testdata", "render.golden")
+	for name, rs := range map[string]firewall.Ruleset{
+		"render.golden":         sampleRuleset(renderNow),
+		"render-gateway.golden": gatewayRuleset(renderNow),
+	} {
+		t.Run(name, func(t *testing.T) { checkGolden(t, name, Render(rs, renderNow)) })
+	}
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
@@ -39,9 +48,14 @@ func TestRenderGolden(t *testing.T) {
 // Apply then finds nothing to change: the dry-run text and the netlink
 // objects are the same ruleset.
 func TestRenderIsWhatApplyBuilds(t *testing.T) {
+	t.Run("host", func(t *testing.T) { testRenderIsWhatApplyBuilds(t, sampleRuleset) })
+	t.Run("gateway", func(t *testing.T) { testRenderIsWhatApplyBuilds(t, gatewayRuleset) })
+}
+
+func testRenderIsWhatApplyBuilds(t *testing.T, ruleset func(time.Time) firewall.Ruleset) {
 	b, ns := newTestBackend(t)
 	now := time.Now()
-	rs := sampleRuleset(now)
+	rs := ruleset(now)
 	load(t, ns, Render(rs, now))
 	res, err := b.Apply(context.Background(), rs, time.Now())
 	if err != nil {
@@ -54,7 +68,8 @@ func TestRenderIsWhatApplyBuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Elements) != len(rs.Elements(now)) || len(st.Protected) != 2 {
+	if len(st.Elements) != len(rs.Elements(now)) || len(st.Protected) != len(rs.SortedProtected()) ||
+		len(st.Translations) != len(rs.Translations(now)) || len(st.Published) != len(rs.Published) || st.Mode != rs.Mode {
 		t.Errorf("State after loading Render's output = %v", st)
 	}
 	// An empty ruleset renders to valid nft too.
