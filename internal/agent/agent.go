@@ -297,7 +297,7 @@ func (a *Agent) connect(ctx context.Context) (server, error) {
 // or failing (5xx, 429); any other refusal is final.
 func (a *Agent) enroll(ctx context.Context, c *client.Client) (wire.EnrollResponse, error) {
 	hostname, _ := os.Hostname()
-	req := wire.EnrollRequest{Hostname: hostname, Addresses: hostAddresses(), Version: a.cfg.Version}
+	req := wire.EnrollRequest{Hostname: hostname, Addresses: hostAddresses(), Version: a.cfg.Version, Mode: a.cfg.Mode.String()}
 	bo := backoff{min: a.minBackoff, max: a.maxBackoff}
 	for {
 		callCtx, cancel := context.WithTimeout(ctx, callGrace)

@@ -29,7 +29,14 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, a.Logger, invalidField("addresses", "at most 256"))
 		return
 	}
+	if in.Mode != "" && in.Mode != store.ModeHost && in.Mode != store.ModeGateway {
+		writeError(w, a.Logger, invalidField("mode", "must be host or gateway"))
+		return
+	}
 	target, cred, err := a.Store.Enroll(r.Context(), secret, in.Addresses, in.Version, a.clientAddr(r).String(), a.Now())
+	if err == nil && in.Mode != "" {
+		err = a.Store.RecordAgentReport(r.Context(), target, wire.AgentReport{Mode: in.Mode}, a.Now())
+	}
 	if err != nil {
 		writeError(w, a.Logger, err)
 		return

@@ -393,55 +393,77 @@ type Blocked struct {
 	Sources  []wire.BlockedSource
 }
 
-// BlockedFor returns the blocked attempts on target t: its own gate's, or
-// its gateway's for its address.
+// BlockedFor returns the blocked attempts on target t: its own gate's, or,
+// behind a gateway, the gateway's for its address and for its published
+// (public address, mapped port) endpoints.
 func (s *Store) BlockedFor(ctx context.Context, t Target, now time.Time, top int) (Blocked, error) {
-	gate, dest := t.Name, ""
+	gate := t.Name
+	type endpoint struct {
+		dest string
+		port int // 0: any port of dest
+	}
+	eps := []endpoint{{"", 0}}
 	if t.Gateway != "" {
-		gate, dest = t.Gateway, t.Address
+		gate = t.Gateway
+		eps = []endpoint{{t.Address, 0}}
+		ms, err := s.Mappings(ctx, t.Name, false)
+		if err != nil {
+			return Blocked{}, err
+		}
+		for _, m := range ms {
+			if m.PublicAddress != "" {
+				eps = append(eps, endpoint{m.PublicAddress, int(m.MappedPort)})
+			}
+		}
 	}
 	var out Blocked
-	rows, err := s.db.QueryContext(ctx, `SELECT protocol, port, packets, connections FROM blocked_counters
-		WHERE target = $1 AND destination = $2 ORDER BY port, protocol`, gate, dest)
-	if err != nil {
-		return Blocked{}, fmt.Errorf("reading blocked counters: %w", err)
-	}
-	for rows.Next() {
-		var (
-			c           wire.BlockedCounter
-			port        int
-			pkts, conns int64
-		)
-		if err := rows.Scan(&c.Protocol, &port, &pkts, &conns); err != nil {
-			rows.Close()
-			return Blocked{}, err
+	for _, ep := range eps {
+		rows, err := s.db.QueryContext(ctx, `SELECT protocol, port, packets, connections FROM blocked_counters
+			WHERE target = $1 AND destination = $2 AND ($3 = 0 OR port = $3) ORDER BY port, protocol`, gate, ep.dest, ep.port)
+		if err != nil {
+			return Blocked{}, fmt.Errorf("reading blocked counters: %w", err)
 		}
-		c.Destination, c.Port, c.Packets, c.Connections = dest, uint16(port), uint64(pkts), uint64(conns)
-		out.Counters = append(out.Counters, c)
-	}
-	rows.Close()
-	rows, err = s.db.QueryContext(ctx, `SELECT source, protocol, port, sum(count), max(last_seen) FROM blocked_sources
-		WHERE target = $1 AND destination = $2 AND last_seen > $3 GROUP BY source, protocol, port ORDER BY sum(count) DESC, source LIMIT $4`,
-		gate, dest, ms(now.Add(-24*time.Hour)), top)
-	if err != nil {
-		return Blocked{}, fmt.Errorf("reading blocked sources: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			b     wire.BlockedSource
-			port  int
-			count int
-			last  int64
-		)
-		if err := rows.Scan(&b.Source, &b.Protocol, &port, &count, &last); err != nil {
-			return Blocked{}, err
+		for rows.Next() {
+			var (
+				c           wire.BlockedCounter
+				port        int
+				pkts, conns int64
+			)
+			if err := rows.Scan(&c.Protocol, &port, &pkts, &conns); err != nil {
+				rows.Close()
+				return Blocked{}, err
+			}
+			c.Destination, c.Port, c.Packets, c.Connections = ep.dest, uint16(port), uint64(pkts), uint64(conns)
+			out.Counters = append(out.Counters, c)
 		}
-		b.Destination, b.Port, b.Count, b.LastSeen = dest, uint16(port), count, fromMS(last)
-		out.Sources = append(out.Sources, b)
+		rows.Close()
+		rows, err = s.db.QueryContext(ctx, `SELECT source, protocol, port, sum(count), max(last_seen) FROM blocked_sources
+			WHERE target = $1 AND destination = $2 AND ($3 = 0 OR port = $3) AND last_seen > $4 GROUP BY source, protocol, port
+			ORDER BY sum(count) DESC, source LIMIT $5`, gate, ep.dest, ep.port, ms(now.Add(-24*time.Hour)), top)
+		if err != nil {
+			return Blocked{}, fmt.Errorf("reading blocked sources: %w", err)
+		}
+		for rows.Next() {
+			var (
+				b     wire.BlockedSource
+				port  int
+				count int
+				last  int64
+			)
+			if err := rows.Scan(&b.Source, &b.Protocol, &port, &count, &last); err != nil {
+				rows.Close()
+				return Blocked{}, err
+			}
+			b.Destination, b.Port, b.Count, b.LastSeen = ep.dest, uint16(port), count, fromMS(last)
+			out.Sources = append(out.Sources, b)
+		}
+		rows.Close()
 	}
 	sort.SliceStable(out.Sources, func(i, j int) bool { return out.Sources[i].Count > out.Sources[j].Count })
-	return out, rows.Err()
+	if len(out.Sources) > top {
+		out.Sources = out.Sources[:top]
+	}
+	return out, nil
 }
 
 // revisionOwner is the target whose revision a change of target advances:

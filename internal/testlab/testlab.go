@@ -439,3 +439,13 @@ func (p *Proc) RSS() (int64, error) {
 
 // DBPath is the server's SQLite database.
 func (l *Lab) DBPath() string { return filepath.Join(l.Dir, "server", "jitgate.db") }
+
+// CLIJSONInto runs a client command with --output json and decodes its
+// answer into v.
+func CLIJSONInto(l *Lab, v any, args ...string) {
+	l.tb.Helper()
+	out := l.CLI(append(args, "--output", "json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		l.tb.Fatalf("jitgate %s: decoding %q: %v", strings.Join(args, " "), out, err)
+	}
+}

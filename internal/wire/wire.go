@@ -318,6 +318,9 @@ type AuditVerify struct {
 // EnrollRequest exchanges an enrollment token (sent as the bearer token) for
 // an agent credential.
 type EnrollRequest struct {
+	// Mode is the mode the agent runs in (host or gateway), so the first
+	// desired state the server sends already has the right shape.
+	Mode      string   `json:"mode,omitempty"`
 	Hostname  string   `json:"hostname,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 	Version   string   `json:"version,omitempty"`
