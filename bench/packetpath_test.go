@@ -4,11 +4,13 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,166 +19,319 @@ import (
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/firewall/nft"
 	"github.com/jitgate/jitgate/internal/testenv"
-	"github.com/jitgate/jitgate/internal/testlab"
 )
 
 const (
-	packetGrants   = 100_000
-	packetWindow   = 5 * time.Second        // per configuration and round
-	packetSlice    = 500 * time.Millisecond // windows are measured in alternating slices
+	packetWindow   = 2 * time.Second        // per configuration and round
+	packetSlice    = 500 * time.Millisecond // windows are measured in interleaved slices
 	packetRounds   = 3
 	packetDialers  = 2
 	packetSettle   = 2 * time.Second
-	targetRatio100 = 0.90
+	iperfSeconds   = 2
+	iperfPort      = 5201
+	targetRatio100 = 0.90 // jitgate's rate at N=100,000 over N=0
 )
 
-// The second server host, which holds the 100,000 grants.
-var (
-	bigClient = netip.MustParseAddr("198.51.100.1")
-	bigServer = netip.MustParseAddr("198.51.100.2")
-)
+// The numbers of other grants each configuration holds.
+var packetNs = []int{0, 1_000, 10_000, 100_000}
+
+// PathConfig is one ruleset with N other grants, on a server host of its own.
+type PathConfig struct {
+	Kind string `json:"kind"` // jitgate (set) or iptables (chain)
+	N    int    `json:"n"`
+	// Loaded is what was read back: set elements, or INPUT rules.
+	Loaded      int     `json:"loaded"`
+	LoadSeconds float64 `json:"load_s"`
+	// ControlRate is the rate in the control round, when every host of
+	// the kind held only the client's grants (N=0): the host's own speed.
+	ControlRate float64   `json:"control_conn_per_s"`
+	Rates       []float64 `json:"conn_per_s"`
+	Median      float64   `json:"median_conn_per_s"`
+	Ratio       float64   `json:"ratio_to_n0"`
+	// Throughput of one iperf3 TCP stream through the protected port.
+	Gbps        []float64 `json:"gbit_per_s"`
+	MedianGbps  float64   `json:"median_gbit_per_s"`
+	GbpsRatio   float64   `json:"gbps_ratio_to_n0"`
+	AddOneMS    float64   `json:"add_one_grant_ms"`
+	client, dst netip.Addr
+	ns          *testenv.Netns
+}
 
 // PacketPath is what TestPacketPath writes to results/packet_path.json.
 type PacketPath struct {
-	Dialers       int     `json:"dialers"`
-	WindowSeconds float64 `json:"window_s"`
-	SliceSeconds  float64 `json:"slice_s"`
-	// Elements read back from each server's grant set.
-	Elements0    int `json:"elements_read_back_0"`
-	Elements100k int `json:"elements_read_back_100k"`
-	// LoadSeconds is the one Apply that added the 100,000 elements.
-	LoadSeconds float64 `json:"load_apply_s"`
-	// Per round, new connections per second.
-	Rates0    []float64 `json:"conn_per_s_0"`
-	Rates100k []float64 `json:"conn_per_s_100k"`
-	Errors    int64     `json:"errors"`
-	// Median of the rounds of each configuration.
-	Median0    float64 `json:"median_conn_per_s_0"`
-	Median100k float64 `json:"median_conn_per_s_100k"`
-	Ratio      float64 `json:"ratio_100k_over_0"`
-	// Ratios per round (same round, same background load).
-	RoundRatios []float64 `json:"round_ratios"`
-	// ControlRatio is one round with both hosts holding only the client's
-	// grant (before the 100,000 were loaded): the paths' own difference.
-	ControlRatio float64 `json:"control_ratio_1_over_1"`
-	Target       float64 `json:"target_ratio"`
-	Met          bool    `json:"met"`
+	Dialers       int           `json:"dialers"`
+	WindowSeconds float64       `json:"window_s"`
+	SliceSeconds  float64       `json:"slice_s"`
+	Rounds        int           `json:"rounds"`
+	IperfSeconds  int           `json:"iperf_s"`
+	Configs       []*PathConfig `json:"configs"`
+	Errors        int64         `json:"errors"`
+	Target        float64       `json:"target_ratio_jitgate_100k"`
+	Met           bool          `json:"met"`
 }
 
-// TestPacketPath measures new TCP connections per second from a granted
-// source through the protected port with 0 and with 100,000 other grants in
-// the set.
+// TestPacketPath measures new TCP connections per second and the
+// throughput of one TCP stream from a granted source through a protected
+// port with N = 0, 1,000, 10,000 and 100,000 other grants, for jitgate's
+// set-based ruleset and for a chain of one iptables rule per grant.
 //
-// The two configurations live side by side so that they can be interleaved
-// finely without reloading: the lab's server holds only the client's grant;
-// a second server host, linked to the same client host, holds the client's
-// grant plus 100,000 others. Each round measures each configuration for
-// 5 s in alternating 0.5 s slices (ABBA order), so both see the same
-// background load of a shared machine. A control round before the load,
-// with one element on each side, shows how alike the two paths are.
+// Each of the eight configurations lives on a server host of its own, all
+// linked to one client host, so that they can be interleaved finely without
+// reloading: each round gives each configuration packetWindow in 0.5 s
+// slices, in an order that rotates every slice, so all see the same
+// background load of a shared machine. A control round, before the grants
+// are loaded, measures how alike the hosts are by themselves.
 func TestPacketPath(t *testing.T) {
-	l := testlab.New(t)
-	big := testenv.NewNetns(t)
-	testenv.NewLink(t,
-		testenv.LinkEnd{NS: l.ClientNS, Name: "eth1", Addrs: []netip.Prefix{netip.PrefixFrom(bigClient, 24)}},
-		testenv.LinkEnd{NS: big, Name: "eth0", Addrs: []netip.Prefix{netip.PrefixFrom(bigServer, 24)}})
-	serve(t, l.ServerNS, benchPort)
-	serve(t, big, benchPort)
-	// Client-side sockets end with a reset (linger 0), so no TIME_WAIT
-	// exhausts the source's ports; allow the whole port range anyway.
-	l.ClientNS.Run(t, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535")
-
-	ctx := context.Background()
-	port := firewall.PortKey{Proto: firewall.TCP, Port: benchPort}
-	now := time.Now()
-	grant := func(a netip.Addr, exp time.Time) firewall.Grant {
-		return firewall.Grant{Source: netip.PrefixFrom(a, 32), Proto: port.Proto, Port: port.Port, Expires: exp}
-	}
-	small := firewall.Ruleset{Protected: []firewall.PortKey{port}, Grants: []firewall.Grant{grant(testlab.Client1, now.Add(time.Hour))}}
-	large := firewall.Ruleset{Protected: []firewall.PortKey{port}, Grants: []firewall.Grant{grant(bigClient, now.Add(time.Hour))}}
-	// 198.18.0.0/15 (RFC 2544 benchmarking range), inside the namespace only.
-	a := netip.MustParseAddr("198.18.0.0")
-	for i := range packetGrants {
-		// Alternate deadlines so that neighbouring addresses stay separate elements.
-		large.Grants = append(large.Grants, grant(a, now.Add(time.Hour+time.Duration(i%2)*time.Second)))
-		a = a.Next()
+	testenv.RequireTool(t, "iptables-restore")
+	testenv.RequireTool(t, "iperf3")
+	client := testenv.NewNetns(t)
+	client.Run(t, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535")
+	res := PacketPath{Dialers: packetDialers, WindowSeconds: packetWindow.Seconds(), SliceSeconds: packetSlice.Seconds(),
+		Rounds: packetRounds, IperfSeconds: iperfSeconds, Target: targetRatio100}
+	for _, kind := range []string{"jitgate", "iptables"} {
+		for _, n := range packetNs {
+			i := len(res.Configs)
+			c := &PathConfig{Kind: kind, N: n, ns: testenv.NewNetns(t),
+				client: netip.AddrFrom4([4]byte{198, 51, 100, byte(4*i + 1)}), dst: netip.AddrFrom4([4]byte{198, 51, 100, byte(4*i + 2)})}
+			testenv.NewLink(t,
+				testenv.LinkEnd{NS: client, Name: fmt.Sprintf("eth%d", i), Addrs: []netip.Prefix{netip.PrefixFrom(c.client, 30)}},
+				testenv.LinkEnd{NS: c.ns, Name: "eth0", Addrs: []netip.Prefix{netip.PrefixFrom(c.dst, 30)}})
+			serve(t, c.ns, benchPort)
+			startIperf(t, c.ns)
+			res.Configs = append(res.Configs, c)
+		}
 	}
 
-	res := PacketPath{Dialers: packetDialers, WindowSeconds: packetWindow.Seconds(), SliceSeconds: packetSlice.Seconds(), Target: targetRatio100}
-	apply := func(ns *testenv.Netns, rs firewall.Ruleset) (time.Duration, int) {
-		t.Helper()
-		be, err := nft.New(nft.WithNetNSFd(ns.FD()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer be.Close()
-		start := time.Now()
-		if _, err := be.Apply(ctx, rs, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
-		st, err := be.State(ctx, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return took, len(st.Elements)
-	}
-	to0 := dialTarget{testlab.Client1, netip.AddrPortFrom(testlab.ServerIP, benchPort)}
-	to100k := dialTarget{bigClient, netip.AddrPortFrom(bigServer, benchPort)}
-	// round measures both hosts for packetWindow each, in alternating slices.
-	round := func() (r0, r100k float64) {
-		var c0, c100k int64
-		for i := range int(packetWindow / packetSlice) {
-			order := []dialTarget{to0, to100k}
-			if i%2 == 1 {
-				order = []dialTarget{to100k, to0}
-			}
-			for _, to := range order {
-				conns, errs := measure(t, l.ClientNS, to, packetSlice)
-				res.Errors += errs
-				if to == to0 {
-					c0 += conns
-				} else {
-					c100k += conns
+	// round measures every configuration for packetWindow, in slices.
+	round := func() []float64 {
+		conns := make([]int64, len(res.Configs))
+		for s := range int(packetWindow / packetSlice) {
+			for j := range res.Configs {
+				k := (j + s) % len(res.Configs)
+				if s%2 == 1 {
+					k = len(res.Configs) - 1 - k
 				}
+				c := res.Configs[k]
+				n, e := measure(t, client, dialTarget{c.client, netip.AddrPortFrom(c.dst, benchPort)}, packetSlice)
+				conns[k] += n
+				res.Errors += e
 			}
 		}
-		return float64(c0) / packetWindow.Seconds(), float64(c100k) / packetWindow.Seconds()
+		rates := make([]float64, len(conns))
+		for k, n := range conns {
+			rates[k] = float64(n) / packetWindow.Seconds()
+		}
+		return rates
 	}
 
-	_, res.Elements0 = apply(l.ServerNS, small)
-	if err := waitClosed(l.ClientNS, testlab.Client2, time.Second); err != nil {
-		t.Fatalf("the protected port is open to a source without a grant: %v", err)
+	// Control: every host with the client's grants only.
+	for _, c := range res.Configs {
+		c.load(t, 0)
 	}
-	// Control: both hosts with only the client's grant, to show how alike
-	// the two paths are apart from the set's size.
-	apply(big, firewall.Ruleset{Protected: large.Protected, Grants: large.Grants[:1]})
-	measure(t, l.ClientNS, to0, time.Second) // warm-up, not recorded
-	measure(t, l.ClientNS, to100k, time.Second)
-	c0, c1 := round()
-	res.ControlRatio = c1 / c0
-	t.Logf("control, both hosts with 1 element: %7.0f and %7.0f new connections/s (ratio %.3f)", c0, c1, res.ControlRatio)
-
-	took, n := apply(big, large)
-	res.LoadSeconds, res.Elements100k = took.Seconds(), n
-	t.Logf("loaded %d elements in one Apply in %.2f s; read back %d and %d elements", packetGrants+1, took.Seconds(), res.Elements0, res.Elements100k)
-	if res.Elements0 != 1 || res.Elements100k != packetGrants+1 {
-		t.Fatalf("elements read back: %d and %d, want 1 and %d", res.Elements0, res.Elements100k, packetGrants+1)
+	for _, c := range res.Configs {
+		measure(t, client, dialTarget{c.client, netip.AddrPortFrom(c.dst, benchPort)}, 300*time.Millisecond) // warm-up
+	}
+	for k, r := range round() {
+		res.Configs[k].ControlRate = r
+	}
+	for _, c := range res.Configs {
+		if c.N > 0 {
+			c.load(t, c.N)
+		}
+		t.Logf("%-8s N=%6d: loaded %d in %.2f s; control round %6.0f new connections/s", c.Kind, c.N, c.Loaded, c.LoadSeconds, c.ControlRate)
 	}
 	runtime.GC()
 	time.Sleep(packetSettle)
-	for i := range packetRounds {
-		r0, r100k := round()
-		res.Rates0, res.Rates100k = append(res.Rates0, r0), append(res.Rates100k, r100k)
-		res.RoundRatios = append(res.RoundRatios, r100k/r0)
-		t.Logf("round %d: %7.0f new connections/s with 0 other grants, %7.0f with 100,000 (ratio %.3f)", i+1, r0, r100k, r100k/r0)
+	for range packetRounds {
+		for k, r := range round() {
+			res.Configs[k].Rates = append(res.Configs[k].Rates, r)
+		}
+		off := len(res.Configs[0].Gbps)
+		for j := range res.Configs {
+			c := res.Configs[(j+off)%len(res.Configs)]
+			c.Gbps = append(c.Gbps, iperf(t, client, c))
+		}
 	}
-	res.Median0, res.Median100k = median(res.Rates0), median(res.Rates100k)
-	res.Ratio = res.Median100k / res.Median0
-	res.Met = res.Ratio >= targetRatio100
-	t.Logf("median: %.0f/s with 0, %.0f/s with 100,000 grants; ratio %.3f (target >= %.2f: %v); %d failed connections",
-		res.Median0, res.Median100k, res.Ratio, targetRatio100, res.Met, res.Errors)
+	for _, c := range res.Configs {
+		c.AddOneMS = c.addOne(t)
+	}
+	base := map[string]*PathConfig{}
+	for _, c := range res.Configs {
+		c.Median, c.MedianGbps = median(c.Rates), median(c.Gbps)
+		if c.N == 0 {
+			base[c.Kind] = c
+		}
+		c.Ratio, c.GbpsRatio = c.Median/base[c.Kind].Median, c.MedianGbps/base[c.Kind].MedianGbps
+		t.Logf("%-8s N=%6d: %6.0f new connections/s (rounds %.0f; ratio to N=0 %.3f; control %.0f), %.2f Gbit/s (ratio %.3f), adding one grant %.2f ms",
+			c.Kind, c.N, c.Median, c.Rates, c.Ratio, c.ControlRate, c.MedianGbps, c.GbpsRatio, c.AddOneMS)
+		if c.Kind == "jitgate" && c.N == 100_000 {
+			res.Met = c.Ratio >= targetRatio100
+		}
+	}
+	t.Logf("target: jitgate at 100,000 grants >= %.2f of N=0: %v; %d failed connections", targetRatio100, res.Met, res.Errors)
 	writeResult(t, "packet_path", res)
+}
+
+// otherGrants are n /32 sources from 198.18.0.0/15 (RFC 2544 benchmarking
+// range), inside the namespaces only.
+func otherGrants(n int) []netip.Addr {
+	out := make([]netip.Addr, 0, n)
+	for a := netip.MustParseAddr("198.18.0.0"); len(out) < n; a = a.Next() {
+		out = append(out, a)
+	}
+	return out
+}
+
+// load makes c's host hold its ruleset with n other grants.
+func (c *PathConfig) load(t *testing.T, n int) {
+	t.Helper()
+	start := time.Now()
+	switch c.Kind {
+	case "jitgate":
+		now := time.Now()
+		rs := c.jitgateRuleset(now)
+		for i, a := range otherGrants(n) {
+			// Alternate deadlines so that neighbouring addresses stay separate elements.
+			rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.PrefixFrom(a, 32), Proto: firewall.TCP, Port: benchPort,
+				Expires: now.Add(time.Hour + time.Duration(i%2)*time.Second)})
+		}
+		be := c.backend(t)
+		if _, err := be.Apply(context.Background(), rs, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		c.LoadSeconds = time.Since(start).Seconds()
+		st, err := be.State(context.Background(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Loaded = len(st.Elements)
+		if c.Loaded != n+2 {
+			t.Fatalf("jitgate N=%d: %d elements read back, want %d", n, c.Loaded, n+2)
+		}
+	case "iptables":
+		var b strings.Builder
+		b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+		b.WriteString("-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n")
+		for _, a := range otherGrants(n) {
+			fmt.Fprintf(&b, "-A INPUT -s %s/32 -p tcp -m tcp --dport %d -j ACCEPT\n", a, benchPort)
+		}
+		// The client's grants come last, as the newest rules of a chain
+		// that grows by appending: every new connection walks all others.
+		for _, p := range []int{benchPort, iperfPort} {
+			fmt.Fprintf(&b, "-A INPUT -s %s/32 -p tcp -m tcp --dport %d -j ACCEPT\n", c.client, p)
+		}
+		for _, p := range []int{benchPort, iperfPort} {
+			fmt.Fprintf(&b, "-A INPUT -p tcp -m tcp --dport %d -j DROP\n", p)
+		}
+		b.WriteString("COMMIT\n")
+		cmd := c.ns.Command(context.Background(), "iptables-restore")
+		cmd.Stdin = strings.NewReader(b.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("iptables-restore (N=%d): %v: %s", n, err, out)
+		}
+		c.LoadSeconds = time.Since(start).Seconds()
+		out := c.ns.Run(t, "iptables-save", "-t", "filter")
+		c.Loaded = strings.Count(out, "\n-A INPUT ")
+		if want := n + 5; c.Loaded != want {
+			t.Fatalf("iptables N=%d: %d INPUT rules, want %d", n, c.Loaded, want)
+		}
+	}
+}
+
+func (c *PathConfig) jitgateRuleset(now time.Time) firewall.Ruleset {
+	rs := firewall.Ruleset{Protected: []firewall.PortKey{{Proto: firewall.TCP, Port: benchPort}, {Proto: firewall.TCP, Port: iperfPort}}}
+	for _, p := range []uint16{benchPort, iperfPort} {
+		rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.PrefixFrom(c.client, 32), Proto: firewall.TCP, Port: p, Expires: now.Add(2 * time.Hour)})
+	}
+	return rs
+}
+
+func (c *PathConfig) backend(t *testing.T) *nft.Backend {
+	be, err := nft.New(nft.WithNetNSFd(c.ns.FD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+// addOne times adding one more grant: one nft backend Apply of the whole
+// state plus one, as an agent's steady state does it (the backend has read
+// the table once before), or one `iptables -A`.
+func (c *PathConfig) addOne(t *testing.T) float64 {
+	t.Helper()
+	extra := netip.MustParseAddr("203.0.113.77")
+	switch c.Kind {
+	case "jitgate":
+		now := time.Now()
+		be := c.backend(t)
+		st, err := be.State(context.Background(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := c.jitgateRuleset(now)
+		rs.Grants = rs.Grants[:0]
+		for _, e := range st.Elements {
+			rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.PrefixFrom(e.From, 32), Proto: e.Proto, Port: e.Port, Expires: e.Expires})
+		}
+		if _, err := be.Apply(context.Background(), rs, time.Now()); err != nil { // reads the table once, as an agent's first Apply
+			t.Fatal(err)
+		}
+		rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.PrefixFrom(extra, 32), Proto: firewall.TCP, Port: benchPort, Expires: now.Add(time.Hour)})
+		start := time.Now()
+		r, err := be.Apply(context.Background(), rs, time.Now())
+		if err != nil || r.Added != 1 {
+			t.Fatalf("adding one grant at N=%d: %+v, %v", c.N, r, err)
+		}
+		return ms(time.Since(start))
+	default:
+		start := time.Now()
+		if _, err := execIn(c.ns, "iptables", "-A", "INPUT", "-s", extra.String(), "-p", "tcp", "--dport", fmt.Sprint(benchPort), "-j", "ACCEPT"); err != nil {
+			t.Fatal(err)
+		}
+		return ms(time.Since(start))
+	}
+}
+
+func startIperf(t *testing.T, ns *testenv.Netns) {
+	t.Helper()
+	cmd := ns.Command(context.Background(), "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// iperf runs one iperf3 TCP stream from the client's granted source to c's
+// host and returns the received rate in Gbit/s.
+func iperf(t *testing.T, client *testenv.Netns, c *PathConfig) float64 {
+	t.Helper()
+	var (
+		out []byte
+		err error
+	)
+	for range 50 { // the server may still be starting
+		out, err = execIn(client, "iperf3", "-c", c.dst.String(), "-p", fmt.Sprint(iperfPort), "-B", c.client.String(),
+			"-t", fmt.Sprint(iperfSeconds), "-J")
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("iperf3 to %s N=%d: %v: %s", c.Kind, c.N, err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("iperf3 output: %v", err)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
 }
 
 type dialTarget struct {
@@ -221,6 +376,9 @@ func measure(t *testing.T, ns *testenv.Netns, to dialTarget, d time.Duration) (c
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
 	}

@@ -62,6 +62,9 @@ func New(d Deps) http.Handler {
 		d.Now = time.Now
 	}
 	a := &api{Deps: d, logins: newLogins(d.FailedLogins)}
+	if d.Registry != nil && d.Store != nil {
+		d.Registry.MustRegister(newBlockedCollector(d.Store))
+	}
 	mux, _ := a.routes()
 	return a.recoverer(mux)
 }

@@ -1,6 +1,13 @@
 package api
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"context"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jitgate/jitgate/internal/store"
+)
 
 // Metrics are the server's Prometheus instruments.
 type Metrics struct {
@@ -35,4 +42,33 @@ func NewMetrics(reg prometheus.Registerer, activeGrants, agentsConnected func() 
 		m.Requests.WithLabelValues(o)
 	}
 	return m
+}
+
+// blockedCollector exposes the kernel's blocked-attempt counters as agents
+// last reported them, read from the store at scrape time.
+type blockedCollector struct {
+	st                *store.Store
+	packets, newConns *prometheus.Desc
+}
+
+func newBlockedCollector(st *store.Store) *blockedCollector {
+	labels := []string{"gate", "destination", "protocol", "port"}
+	return &blockedCollector{st: st,
+		packets:  prometheus.NewDesc("jitgate_blocked_packets", "Packets the gate dropped on a protected port (kernel counter, as last reported).", labels, nil),
+		newConns: prometheus.NewDesc("jitgate_blocked_connections", "New connections the gate dropped on a protected port (kernel counter, as last reported).", labels, nil),
+	}
+}
+
+func (c *blockedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.packets; ch <- c.newConns }
+
+func (c *blockedCollector) Collect(ch chan<- prometheus.Metric) {
+	rows, err := c.st.AllBlocked(context.Background())
+	if err != nil {
+		return
+	}
+	for _, r := range rows {
+		l := []string{r.Target, r.Destination, r.Protocol, strconv.Itoa(int(r.Port))}
+		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(r.Packets), l...)
+		ch <- prometheus.MustNewConstMetric(c.newConns, prometheus.CounterValue, float64(r.Connections), l...)
+	}
 }

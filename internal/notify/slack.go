@@ -78,6 +78,8 @@ func SlackText(p wire.WebhookPayload) string {
 		}
 	case store.EventRequestRevoked:
 		s = fmt.Sprintf(":lock: %s was %s", what, by("revoked"))
+	case store.EventAttackSuspected:
+		s = fmt.Sprintf(":rotating_light: %s: %s", p.Target, p.Reason)
 	default:
 		s = fmt.Sprintf("%s: %s", p.Event, what)
 	}

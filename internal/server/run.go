@@ -20,6 +20,7 @@ import (
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/web"
 )
 
 // AdminTokenFile is the name, in the data directory, of the file holding the
@@ -77,6 +78,12 @@ func Run(ctx context.Context, cfg Config) error {
 		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
 		Metrics: metrics, Registry: reg, Logger: log, SSO: sso,
 	})
+	// The web console (/ui/) in front of the API, same origin.
+	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,
+		SessionTTL: cfg.OIDC.SessionTTL, Logger: log})
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -27,12 +27,15 @@ const (
 	EventRequestExpiring  = "request.expiring"
 	EventRequestExpired   = "request.expired"
 	EventRequestRevoked   = "request.revoked"
+	// EventAttackSuspected reports a possible brute force: many blocked
+	// attempts from one source on a protected port.
+	EventAttackSuspected = "attack.suspected"
 )
 
 // WebhookEvents lists every event a webhook can subscribe to.
 func WebhookEvents() []string {
 	return []string{EventRequestPending, EventRequestApproved, EventRequestDenied, EventRequestActivated,
-		EventRequestExpiring, EventRequestExpired, EventRequestRevoked}
+		EventRequestExpiring, EventRequestExpired, EventRequestRevoked, EventAttackSuspected}
 }
 
 // webhookEventOf maps audit actions to the events they are reported as.
@@ -41,13 +44,14 @@ func WebhookEvents() []string {
 // Every approval is reported, with the count given and required in its
 // details.
 var webhookEventOf = map[audit.Action]string{
-	audit.RequestCreated:   EventRequestPending,
-	audit.RequestApproved:  EventRequestApproved,
-	audit.RequestDenied:    EventRequestDenied,
-	audit.RequestActivated: EventRequestActivated,
-	audit.RequestExpiring:  EventRequestExpiring,
-	audit.RequestExpired:   EventRequestExpired,
-	audit.RequestRevoked:   EventRequestRevoked,
+	audit.RequestCreated:      EventRequestPending,
+	audit.RequestApproved:     EventRequestApproved,
+	audit.RequestDenied:       EventRequestDenied,
+	audit.RequestActivated:    EventRequestActivated,
+	audit.RequestExpiring:     EventRequestExpiring,
+	audit.RequestExpired:      EventRequestExpired,
+	audit.RequestRevoked:      EventRequestRevoked,
+	audit.BruteForceSuspected: EventAttackSuspected,
 }
 
 // Webhook formats.

@@ -88,10 +88,14 @@ func SeedDB(ctx context.Context, path string, s Seed) error {
 			n++
 			id := fmt.Sprintf("r-%s-%d", s.Prefix, n)
 			src := netip.PrefixFrom(a, a.BitLen()).String()
-			if _, err := insReq.ExecContext(ctx, id, target, s.Prefix, src, ports, s.Duration.Milliseconds(), rev, nowMS, expMS); err != nil {
+			// Alternate deadlines a second apart, so that neighbouring
+			// sources stay separate kernel elements instead of merging
+			// into one range (Ruleset.Elements merges equal deadlines).
+			exp := expMS + int64(n%2)*1000
+			if _, err := insReq.ExecContext(ctx, id, target, s.Prefix, src, ports, s.Duration.Milliseconds(), rev, nowMS, exp); err != nil {
 				return fmt.Errorf("seeding request %s: %w", id, err)
 			}
-			if _, err := insGrant.ExecContext(ctx, id, target, s.Prefix, src, int(s.Port), expMS); err != nil {
+			if _, err := insGrant.ExecContext(ctx, id, target, s.Prefix, src, int(s.Port), exp); err != nil {
 				return fmt.Errorf("seeding grant of %s: %w", id, err)
 			}
 			a = a.Next()

@@ -1,0 +1,312 @@
+//go:build bench
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/firewall/nft"
+	"github.com/jitgate/jitgate/internal/testlab"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// The control-plane load: 10,000 targets and 100,000 live grants in SQLite,
+// one real agent whose target holds loadTargetGrants of them in its kernel set.
+const (
+	loadTargets      = 10_000
+	loadGrants       = 100_000
+	loadPerTarget    = 9
+	loadTargetGrants = loadGrants - (loadTargets-1)*loadPerTarget // the real agent's share: 10,009
+	loadBigGrants    = 100_000                                    // on the agent's target, for the restart
+	loadRestarts     = 3
+)
+
+// Defaults of BENCH_LOAD_RATE (requests/s) and BENCH_LOAD_SECONDS.
+const (
+	defaultLoadRate    = 20
+	defaultLoadSeconds = 60
+)
+
+// Load is what TestControlPlaneLoad writes to results/load.json.
+type Load struct {
+	Targets      int     `json:"targets"`
+	LiveGrants   int     `json:"live_grants_seeded"`
+	TargetGrants int     `json:"agent_target_grants"`
+	SeedSeconds  float64 `json:"seed_s"`
+	// The open-loop generator: a request every 1/Rate s for Seconds.
+	Rate    float64 `json:"rate_per_s"`
+	Seconds float64 `json:"seconds"`
+	Sent    int     `json:"sent"`
+	// Activated requests per second of the run, and the errors: a failed
+	// call, a request not active within 30 s, or a request that failed.
+	Activated     int      `json:"activated"`
+	ActivatedRate float64  `json:"activated_per_s"`
+	Errors        int      `json:"errors"`
+	ErrorSamples  []string `json:"error_samples,omitempty"`
+	// Latency of the POST call (it answers pending), and from the call to
+	// the client seeing the request active (the agent confirmed).
+	Create   Summary `json:"create_call"`
+	Activate Summary `json:"create_to_active"`
+	// The agent's own time per apply during the load (its logs: fetch
+	// excluded, from the desired state received to the kernel batch sent).
+	AgentApply Summary `json:"agent_apply_during_load"`
+	// Kernel elements in the agent's set after the run.
+	KernelElements int `json:"kernel_elements_after_load"`
+	// RSS in MiB at 10,000 targets and 100,000 grants, after the load.
+	ServerRSSMiB float64 `json:"server_rss_mib"`
+	AgentRSSMiB  float64 `json:"agent_rss_mib"`
+
+	// Server restart (kill -9, start) with the big database: from starting
+	// the process to the first successful POST /api/v1/requests.
+	ServerRestartMS float64 `json:"server_restart_to_first_request_ms"`
+	// With BigGrants live grants on the agent's own target: the agent's
+	// RSS, and per restart (kill -9, start) the time from starting the
+	// agent to a request made while it was dead being active (reconciled).
+	BigGrants         int       `json:"agent_target_grants_big"`
+	BigKernelElements int       `json:"kernel_elements_big"`
+	BigFirstApplyMS   float64   `json:"big_first_apply_ms"`
+	AgentBigRSSMiB    float64   `json:"agent_rss_big_mib"`
+	ServerBigRSSMiB   float64   `json:"server_rss_big_mib"`
+	AgentRestartMS    []float64 `json:"agent_restart_to_reconciled_ms"`
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// loadClient is an API client from the client namespace that keeps enough
+// idle connections for the generator's concurrency.
+func loadClient(t *testing.T, l *testlab.Lab) *client.Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return l.ClientNS.DialContext(ctx, &net.Dialer{}, network, addr)
+		},
+		MaxIdleConnsPerHost: 512,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	c, err := client.New(testlab.ServerURL, l.Token, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 60 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestControlPlaneLoad measures what the server sustains on SQLite with
+// 10,000 targets and 100,000 live grants, with a real agent confirming every
+// request; the memory of server and agent at that size; a restarted
+// server's time to serve again; and a restarted agent's time to reconcile
+// 100,000 grants on its own target.
+func TestControlPlaneLoad(t *testing.T) {
+	rate, seconds := envInt("BENCH_LOAD_RATE", defaultLoadRate), envInt("BENCH_LOAD_SECONDS", defaultLoadSeconds)
+	l := testlab.New(t)
+	setupJitgate(t, l, "--activation-timeout", "60s")
+	ctx := context.Background()
+	res := Load{Targets: loadTargets, LiveGrants: loadGrants, TargetGrants: loadTargetGrants, Rate: float64(rate), Seconds: float64(seconds)}
+
+	// Seed with the server stopped; the agent keeps polling and comes back.
+	l.Server.Kill()
+	start := time.Now()
+	err := testlab.SeedDB(ctx, l.DBPath(), testlab.Seed{
+		Targets: loadTargets - 1, PerTarget: loadPerTarget, PolicyFrom: target, From: netip.MustParseAddr("198.18.0.1"),
+		Target: target, TargetGrants: loadTargetGrants, TargetFrom: netip.MustParseAddr("198.18.0.1"),
+		Port: benchPort, Duration: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.SeedSeconds = time.Since(start).Seconds()
+	t.Logf("seeded %d targets and %d live grants (%d on %s) in %.1f s", loadTargets, loadGrants, loadTargetGrants, target, res.SeedSeconds)
+	l.StartServer("--activation-timeout", "60s")
+	api := loadClient(t, l)
+	l.Eventually("agent applied the seeded grants", 120*time.Second, func() bool {
+		tg, err := api.Target(ctx, target)
+		return err == nil && tg.Agent.State == "connected" && tg.Agent.AppliedRevision == tg.Agent.Revision
+	})
+
+	// The open-loop generator: a request every 1/rate s, each from a fresh
+	// source, whatever the answers of the earlier ones.
+	var (
+		mu                 sync.Mutex
+		creates, activates []time.Duration
+		errs               atomic.Int64
+		samples            []string
+		wg                 sync.WaitGroup
+	)
+	fail := func(format string, args ...any) {
+		errs.Add(1)
+		mu.Lock()
+		if len(samples) < 10 {
+			samples = append(samples, fmt.Sprintf(format, args...))
+		}
+		mu.Unlock()
+	}
+	src := netip.MustParseAddr("198.19.200.0")
+	logStart := len(l.Agent.Output())
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	end := time.Now().Add(time.Duration(seconds) * time.Second)
+	for now := range tick.C {
+		if now.After(end) {
+			break
+		}
+		res.Sent++
+		src = src.Next()
+		src := src
+		wg.Go(func() {
+			t0 := time.Now()
+			req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{"2222/tcp"},
+				Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: load"})
+			if err != nil {
+				fail("create from %s: %v", src, err)
+				return
+			}
+			created := time.Since(t0)
+			for req.State == "pending" && time.Since(t0) < 30*time.Second {
+				if req, err = api.WaitRequest(ctx, req.ID, "pending", 10*time.Second); err != nil {
+					fail("waiting for %s: %v", req.ID, err)
+					return
+				}
+			}
+			if req.State != "active" {
+				fail("request %s from %s: %s (%s)", req.ID, src, req.State, req.Message)
+				return
+			}
+			activated := time.Since(t0)
+			mu.Lock()
+			creates, activates = append(creates, created), append(activates, activated)
+			mu.Unlock()
+		})
+	}
+	tick.Stop()
+	wg.Wait()
+	res.Activated, res.Errors, res.ErrorSamples = len(activates), int(errs.Load()), samples
+	res.ActivatedRate = float64(res.Activated) / float64(seconds)
+	res.Create, res.Activate = summarize(creates), summarize(activates)
+	t.Logf("load: %d/s for %d s: %d sent, %d active (%.1f/s), %d errors %v", rate, seconds, res.Sent, res.Activated, res.ActivatedRate, res.Errors, samples)
+	t.Logf("create call:      %s", res.Create)
+	t.Logf("create to active: %s", res.Activate)
+	res.AgentApply = summarize(applyTimes(l.Agent.Output()[logStart:]))
+	t.Logf("agent apply:      %s", res.AgentApply)
+	res.KernelElements = kernelElements(t, l)
+	res.ServerRSSMiB, res.AgentRSSMiB = rssMiB(t, l.Server), rssMiB(t, l.Agent)
+	t.Logf("kernel holds %d elements; RSS: server %.1f MiB, agent %.1f MiB", res.KernelElements, res.ServerRSSMiB, res.AgentRSSMiB)
+
+	// 100,000 grants on the agent's own target.
+	l.Server.Kill()
+	have := loadTargetGrants + res.Activated
+	res.BigGrants = max(have, loadBigGrants)
+	if have < loadBigGrants {
+		err := testlab.SeedDB(ctx, l.DBPath(), testlab.Seed{Target: target, TargetGrants: loadBigGrants - have,
+			TargetFrom: netip.MustParseAddr("198.18.100.0"), Port: benchPort, Duration: time.Hour, Prefix: "big"})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server restart: from starting the process to the first request
+	// that succeeds.
+	start = time.Now()
+	l.StartServer("--activation-timeout", "60s")
+	api = loadClient(t, l)
+	probe := netip.MustParseAddr("203.0.113.1")
+	for {
+		_, err := api.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{"2222/tcp"},
+			Source: probe.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: restart"})
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("no successful request 60 s after the server started: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res.ServerRestartMS = ms(time.Since(start))
+	t.Logf("server restart (%d targets, %d grants on %s): first successful request after %.0f ms", loadTargets, res.BigGrants, target, res.ServerRestartMS)
+	applyStart := time.Now()
+	l.Eventually("agent applied 100,000 grants", 300*time.Second, func() bool {
+		tg, err := api.Target(ctx, target)
+		return err == nil && tg.Agent.AppliedRevision == tg.Agent.Revision
+	})
+	res.BigFirstApplyMS = ms(time.Since(applyStart))
+	res.BigKernelElements = kernelElements(t, l)
+	res.AgentBigRSSMiB, res.ServerBigRSSMiB = rssMiB(t, l.Agent), rssMiB(t, l.Server)
+	t.Logf("agent applied %d grants in %.0f ms (kernel: %d elements); RSS: agent %.1f MiB, server %.1f MiB",
+		res.BigGrants+1, res.BigFirstApplyMS, res.BigKernelElements, res.AgentBigRSSMiB, res.ServerBigRSSMiB)
+	for i := range loadRestarts {
+		l.Agent.Kill()
+		probe = probe.Next()
+		req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{"2222/tcp"},
+			Source: probe.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: agent restart"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		l.StartAgent("")
+		for req.State == "pending" && time.Since(start) < 120*time.Second {
+			if req, err = api.WaitRequest(ctx, req.ID, "pending", 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if req.State != "active" {
+			t.Fatalf("request %s after the agent restart: %s (%s)", req.ID, req.State, req.Message)
+		}
+		res.AgentRestartMS = append(res.AgentRestartMS, ms(time.Since(start)))
+		t.Logf("agent restart %d with %d grants: reconciled (a request made while it was dead is active) after %.0f ms", i+1, res.BigGrants, res.AgentRestartMS[i])
+	}
+	writeResult(t, "load", res)
+}
+
+// applyTimes reads the took= of the agent's "applied" log lines.
+func applyTimes(log string) []time.Duration {
+	var ds []time.Duration
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "msg=applied") {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " took=")
+		if !ok {
+			continue
+		}
+		if d, err := time.ParseDuration(strings.Fields(after)[0]); err == nil {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// kernelElements counts the grant-set elements in the server namespace.
+func kernelElements(t *testing.T, l *testlab.Lab) int {
+	t.Helper()
+	be, err := nft.New(nft.WithNetNSFd(l.ServerNS.FD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	st, err := be.State(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(st.Elements)
+}
+
+func rssMiB(t *testing.T, p *testlab.Proc) float64 {
+	t.Helper()
+	b, err := p.RSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float64(b) / (1 << 20)
+}

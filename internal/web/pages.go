@@ -1,0 +1,552 @@
+package web
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// view is what every template receives; each page fills its own part.
+type view struct {
+	Title   string
+	Path    string
+	Version string
+	Session *session
+	Error   string
+	// sign-in
+	Return string
+	SSO    bool
+
+	Dash      *dashView
+	Target    *targetView
+	Approvals *approvalsView
+	Audit     *auditView
+}
+
+// The dashboard's tabs: the classes of wire.Target.Class.
+const (
+	tabConfigured   = "configured"
+	tabUnconfigured = "not-configured"
+	tabUnsupported  = "unsupported"
+)
+
+// classify puts a target in a dashboard tab and says why: the server's
+// classification (internal/inventory: an agent that reports
+// can_enforce=false is unsupported), with its reason or recommendation.
+func classify(t wire.Target) (tab, hint string) {
+	tab = t.Class
+	if tab == "" { // a server without the inventory classification
+		tab = tabUnconfigured
+		if t.Policy != nil && len(t.Policy.Rules) > 0 {
+			tab = tabConfigured
+		}
+	}
+	hint = t.ClassReason
+	if tab == tabUnconfigured {
+		hint = t.Recommendation
+		if hint == "" {
+			hint = "enable JIT to close its management ports until someone asks"
+		}
+	}
+	if tab == tabUnsupported {
+		if hint == "" {
+			hint = "the agent reports it cannot program the firewall"
+		}
+		return tab, "Cannot enforce: " + hint + "."
+	}
+	if hint != "" {
+		hint = strings.ToUpper(hint[:1]) + hint[1:] + "."
+	}
+	return tab, hint
+}
+
+// DefaultPolicy is what "enable JIT" applies: the management ports of
+// Linux and Windows hosts, 3 h at most, any single source address.
+func DefaultPolicy() wire.Policy {
+	var p wire.Policy
+	for _, port := range []uint16{22, 3389, 5985, 5986} {
+		p.Rules = append(p.Rules, wire.PortRule{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(3 * time.Hour)})
+	}
+	return p
+}
+
+type dashView struct {
+	Tab        string
+	Tabs       []tabView
+	Q, Label   string
+	Rows       []targetRow
+	Total      int
+	Pending    int
+	CanEnable  bool
+	DefaultJIT string
+}
+
+type tabView struct {
+	ID, Label, Href string
+	Count           int
+	Current         bool
+}
+
+type targetRow struct {
+	T       wire.Target
+	Ports   string
+	Labels  string
+	Search  string // lower-case name and labels, for the script's live filter
+	Grants  []wire.Request
+	Hint    string
+	Blocked uint64
+}
+
+func (c *console) dashboard(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	var ts []wire.Target
+	if err := c.get(r, "/api/v1/targets", nil, &ts); err != nil {
+		return "", nil, err
+	}
+	var live []wire.Request
+	if err := c.get(r, "/api/v1/requests", url.Values{"active": {"true"}}, &live); err != nil {
+		return "", nil, err
+	}
+	var waiting []wire.Request
+	if err := c.get(r, "/api/v1/requests", url.Values{"state": {"pending_approval"}}, &waiting); err != nil {
+		return "", nil, err
+	}
+	grants := map[string][]wire.Request{}
+	for _, req := range live {
+		grants[req.Target] = append(grants[req.Target], req)
+	}
+	q := r.URL.Query()
+	d := &dashView{Q: strings.TrimSpace(q.Get("q")), Label: strings.TrimSpace(q.Get("label")), Tab: q.Get("tab"),
+		Total: len(ts), CanEnable: s.can("policy-admin"), DefaultJIT: "22, 3389, 5985, 5986/tcp, up to 3 h"}
+	for _, req := range waiting {
+		if req.Requester != s.Subject {
+			d.Pending++
+		}
+	}
+	counts := map[string]int{}
+	byTab := map[string][]targetRow{}
+	for _, t := range ts {
+		tab, hint := classify(t)
+		if !matches(t, d.Q, d.Label) {
+			continue
+		}
+		counts[tab]++
+		row := targetRow{T: t, Hint: hint, Grants: grants[t.Name], Labels: labelText(t.Labels)}
+		row.Search = strings.ToLower(t.Name + " " + row.Labels)
+		if t.Policy != nil {
+			var ps []string
+			for _, pr := range t.Policy.Rules {
+				ps = append(ps, portKey(pr))
+			}
+			row.Ports = strings.Join(ps, ", ")
+		}
+		if t.Blocked != nil {
+			for _, b := range t.Blocked.Counters {
+				row.Blocked += b.Connections
+			}
+		}
+		byTab[tab] = append(byTab[tab], row)
+	}
+	if d.Tab == "unconfigured" {
+		d.Tab = tabUnconfigured
+	}
+	if d.Tab != tabConfigured && d.Tab != tabUnconfigured && d.Tab != tabUnsupported {
+		d.Tab = tabConfigured
+		if counts[tabConfigured] == 0 && counts[tabUnconfigured] > 0 {
+			d.Tab = tabUnconfigured
+		}
+	}
+	d.Rows = byTab[d.Tab]
+	for _, tb := range []struct{ id, label string }{
+		{tabConfigured, "JIT configured"}, {tabUnconfigured, "Not configured"}, {tabUnsupported, "Unsupported"},
+	} {
+		v := url.Values{"tab": {tb.id}}
+		if d.Q != "" {
+			v.Set("q", d.Q)
+		}
+		if d.Label != "" {
+			v.Set("label", d.Label)
+		}
+		d.Tabs = append(d.Tabs, tabView{ID: tb.id, Label: tb.label, Count: counts[tb.id], Href: "/ui/?" + v.Encode(), Current: tb.id == d.Tab})
+	}
+	return "dashboard", &view{Title: "Targets", Dash: d}, nil
+}
+
+// matches applies the dashboard's search (name or label, any part) and
+// label filter (key=value exactly, or a key that is present).
+func matches(t wire.Target, q, label string) bool {
+	if q != "" {
+		lq := strings.ToLower(q)
+		if !strings.Contains(strings.ToLower(t.Name+" "+labelText(t.Labels)), lq) {
+			return false
+		}
+	}
+	if label != "" {
+		k, v, hasValue := strings.Cut(label, "=")
+		got, ok := t.Labels[strings.TrimSpace(k)]
+		if !ok || hasValue && got != strings.TrimSpace(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func labelText(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, " ")
+}
+
+func portKey(r wire.PortRule) string {
+	p := r.Protocol
+	if p == "" {
+		p = "tcp"
+	}
+	return fmt.Sprintf("%d/%s", r.Port, p)
+}
+
+// ---- target page ----
+
+type targetView struct {
+	T          wire.Target
+	Tab, Hint  string
+	Rules      []ruleView
+	EditRules  []ruleView // the editor's rows: the policy, or the default one
+	NewRule    ruleView   // the editor's template for an added row
+	Live       []wire.Request
+	Recent     []wire.Request
+	Audit      []wire.AuditEvent
+	AuditErr   string
+	Connect    []string
+	ClientAddr string
+	CanRequest bool
+	CanEdit    bool
+	CanApprove bool
+}
+
+type ruleView struct {
+	Key         string // 22/tcp
+	Port        uint16
+	Protocol    string
+	Max         string // 3h
+	MaxSeconds  int64
+	Sources     string // comma-separated prefixes; empty: one address
+	Mode        string // auto | manual
+	Approvals   int
+	ReasonReq   bool
+	ReasonMin   int
+	ReasonMatch string
+	CloseEst    bool
+	JSON        string // the rule as the API gave it: the editor keeps fields it does not show
+}
+
+func toRuleView(r wire.PortRule) ruleView {
+	v := ruleView{Key: portKey(r), Port: r.Port, Protocol: r.Protocol, Max: fmtDuration(r.MaxDuration),
+		MaxSeconds: int64(time.Duration(r.MaxDuration) / time.Second), Sources: strings.Join(r.AllowedSources, ", "), Mode: "auto"}
+	if v.Protocol == "" {
+		v.Protocol = "tcp"
+	}
+	if r.Approval != nil && r.Approval.Mode == "manual" {
+		v.Mode, v.Approvals = "manual", r.Approval.Approvals
+	}
+	if j := r.Justification; j != nil {
+		v.ReasonReq, v.ReasonMin, v.ReasonMatch = j.Required, j.MinLength, j.Pattern
+	}
+	v.CloseEst = r.CloseEstablished
+	v.JSON = compactJSON(r)
+	return v
+}
+
+func (c *console) target(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	name := r.PathValue("name")
+	var t wire.Target
+	if err := c.get(r, "/api/v1/targets/"+url.PathEscape(name), nil, &t); err != nil {
+		return "", nil, err
+	}
+	tv := &targetView{T: t, ClientAddr: s.ClientAddr, CanRequest: s.can("requester"), CanEdit: s.can("policy-admin"),
+		CanApprove: s.can("approver")}
+	tv.Tab, tv.Hint = classify(t)
+	tv.NewRule = ruleView{Protocol: "tcp", Max: "3h", Mode: "auto"}
+	if t.Policy != nil {
+		for _, pr := range t.Policy.Rules {
+			tv.Rules = append(tv.Rules, toRuleView(pr))
+		}
+		tv.EditRules = tv.Rules
+	} else {
+		for _, pr := range DefaultPolicy().Rules {
+			tv.EditRules = append(tv.EditRules, toRuleView(pr))
+		}
+	}
+	var reqs []wire.Request
+	if err := c.get(r, "/api/v1/requests", url.Values{"target": {name}, "limit": {"50"}}, &reqs); err != nil {
+		return "", nil, err
+	}
+	for _, req := range reqs {
+		switch req.State {
+		case "pending_approval", "pending", "active":
+			tv.Live = append(tv.Live, req)
+		}
+	}
+	tv.Recent = reqs
+	var evs []wire.AuditEvent
+	since := c.Now().Add(-30 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	if err := c.get(r, "/api/v1/audit", url.Values{"target": {name}, "since": {since}, "limit": {"10000"}}, &evs); err != nil {
+		if apiStatus(err) != http.StatusForbidden {
+			return "", nil, err
+		}
+		tv.AuditErr = "Your roles do not include reading this target's audit trail."
+	}
+	slices.Reverse(evs)
+	tv.Audit = evs[:min(len(evs), 25)]
+	tv.Connect = connectHints(t, tv.Rules)
+	return "target", &view{Title: t.Name, Target: tv}, nil
+}
+
+// connectHints says how to reach the target's protected ports once granted.
+func connectHints(t wire.Target, rules []ruleView) []string {
+	addr := t.Name
+	if len(t.Addresses) > 0 {
+		addr = t.Addresses[0]
+	}
+	host := addr
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	var out []string
+	for _, r := range rules {
+		switch {
+		case r.Port == 22 && r.Protocol == "tcp":
+			out = append(out, "ssh USER@"+addr)
+		case r.Port == 3389:
+			out = append(out, "mstsc /v:"+host+":3389   (Remote Desktop)")
+		case r.Port == 5985 || r.Port == 5986:
+			ssl := ""
+			if r.Port == 5986 {
+				ssl = " -UseSSL"
+			}
+			out = append(out, fmt.Sprintf("Enter-PSSession -ComputerName %s -Port %d%s   (WinRM)", addr, r.Port, ssl))
+		default:
+			out = append(out, fmt.Sprintf("%s:%d (%s)", host, r.Port, r.Protocol))
+		}
+	}
+	return out
+}
+
+// ---- approvals ----
+
+type approvalsView struct {
+	Rows []approvalRow
+}
+
+type approvalRow struct {
+	R        wire.Request
+	Mine     bool
+	Approved int
+}
+
+func (c *console) approvals(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	var reqs []wire.Request
+	if err := c.get(r, "/api/v1/requests", url.Values{"state": {"pending_approval"}}, &reqs); err != nil {
+		return "", nil, err
+	}
+	av := &approvalsView{}
+	for _, req := range reqs {
+		row := approvalRow{R: req, Mine: req.Requester == s.Subject}
+		for _, d := range req.Decisions {
+			if d.Decision == "approve" || d.Decision == "approved" {
+				row.Approved++
+			}
+		}
+		av.Rows = append(av.Rows, row)
+	}
+	return "approvals", &view{Title: "Approvals", Approvals: av}, nil
+}
+
+// ---- audit ----
+
+type auditView struct {
+	Target, Actor, Action, Since, Until string
+	Events                              []wire.AuditEvent
+	Limit                               int
+	Truncated                           bool
+	ExportCSV, ExportJSONL              string
+	Actions                             []string
+}
+
+// auditActions are offered in the action filter.
+var auditActions = []string{"request.created", "request.refused", "request.approved", "request.denied", "request.activated",
+	"request.expired", "request.revoked", "request.failed", "request.superseded", "policy.set", "policy.removed",
+	"target.added", "target.removed", "agent.enrolled", "agent.connected", "agent.disconnected", "agent.apply_failed",
+	"login.succeeded", "login.failed", "access.denied", "token.created", "token.revoked", "binding.created", "binding.deleted"}
+
+// The audit page's time inputs are datetime-local values, read as UTC.
+const localMinute = "2006-01-02T15:04"
+
+func (c *console) audit(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	q := r.URL.Query()
+	av := &auditView{Target: strings.TrimSpace(q.Get("target")), Actor: strings.TrimSpace(q.Get("actor")),
+		Action: strings.TrimSpace(q.Get("action")), Since: q.Get("since"), Until: q.Get("until"), Limit: 500, Actions: auditActions}
+	if av.Since == "" && av.Until == "" {
+		av.Since = c.Now().UTC().Add(-7 * 24 * time.Hour).Format(localMinute)
+	}
+	f := url.Values{}
+	for k, v := range map[string]string{"target": av.Target, "actor": av.Actor, "action": av.Action} {
+		if v != "" {
+			f.Set(k, v)
+		}
+	}
+	for k, v := range map[string]string{"since": av.Since, "until": av.Until} {
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(localMinute, v)
+		if err != nil {
+			if t, err = time.Parse(time.RFC3339, v); err != nil {
+				return "audit", &view{Title: "Audit", Audit: av, Error: k + ": use a time such as 2026-01-02T15:04 (UTC)"}, nil
+			}
+		}
+		f.Set(k, t.UTC().Format(time.RFC3339))
+	}
+	av.ExportCSV = "/api/v1/audit/export?" + withFormat(f, "csv")
+	av.ExportJSONL = "/api/v1/audit/export?" + withFormat(f, "jsonl")
+	lq := url.Values{}
+	for k, v := range f {
+		lq[k] = v
+	}
+	lq.Set("limit", strconv.Itoa(av.Limit))
+	var evs []wire.AuditEvent
+	if err := c.get(r, "/api/v1/audit", lq, &evs); err != nil {
+		if st := apiStatus(err); st == http.StatusForbidden || st == http.StatusUnprocessableEntity {
+			return "audit", &view{Title: "Audit", Audit: av, Error: err.Error()}, nil
+		}
+		return "", nil, err
+	}
+	av.Truncated = len(evs) == av.Limit
+	slices.Reverse(evs)
+	av.Events = evs
+	return "audit", &view{Title: "Audit", Audit: av}, nil
+}
+
+func withFormat(f url.Values, format string) string {
+	v := url.Values{"format": {format}}
+	for k, vs := range f {
+		v[k] = vs
+	}
+	return v.Encode()
+}
+
+// ---- templates ----
+
+var funcs = template.FuncMap{
+	"ago":      ago,
+	"when":     when,
+	"iso":      iso,
+	"dur":      fmtDuration,
+	"join":     strings.Join,
+	"labels":   labelText,
+	"compact":  compactJSON,
+	"stateCls": func(s string) string { return "state state-" + strings.ReplaceAll(s, "_", "-") },
+	"stateTxt": func(s string) string { return strings.ReplaceAll(s, "_", " ") },
+	"portList": func(rs []ruleView) string {
+		k := make([]string, len(rs))
+		for i, r := range rs {
+			k[i] = r.Key
+		}
+		return strings.Join(k, ",")
+	},
+}
+
+func (c *console) parse() error {
+	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit"} {
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return fmt.Errorf("parsing console template %s: %w", name, err)
+		}
+		c.pages[name] = t
+	}
+	return nil
+}
+
+func asTime(v any) (time.Time, bool) {
+	switch t := v.(type) {
+	case time.Time:
+		return t, !t.IsZero()
+	case *time.Time:
+		if t != nil {
+			return *t, !t.IsZero()
+		}
+	}
+	return time.Time{}, false
+}
+
+// ago is a rough relative time ("5 min ago"), for the server's clock at
+// render time; the exact time is in the element's title.
+func ago(v any) string {
+	t, ok := asTime(v)
+	if !ok {
+		return "never"
+	}
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
+
+func when(v any) string {
+	t, ok := asTime(v)
+	if !ok {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+func iso(v any) string {
+	t, ok := asTime(v)
+	if !ok {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// fmtDuration writes 3h instead of 3h0m0s.
+func fmtDuration(d wire.Duration) string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func compactJSON(v any) string {
+	if v == nil {
+		return ""
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}

@@ -1,0 +1,519 @@
+// jitgate console: progressive enhancement of the server-rendered pages.
+// Every change goes through the REST API (same origin, session cookie and
+// the X-CSRF-Token header); the API decides what is allowed.
+"use strict";
+
+(function () {
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+
+  // ---- the REST API ----
+  async function api(method, path, body) {
+    const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (method !== "GET" && method !== "HEAD") {
+      opts.headers["X-CSRF-Token"] = document.body.dataset.csrf || "";
+    }
+    if (body !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(path, opts);
+    } catch (e) {
+      return { ok: false, status: 0, data: { error: "The server cannot be reached: " + e.message } };
+    }
+    let data = null;
+    const text = await resp.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = { error: text }; }
+    }
+    if (!resp.ok && (!data || !data.error)) data = { error: "The server answered " + resp.status };
+    if (resp.status === 401) data.error = "Your session has ended: reload the page to sign in again.";
+    return { ok: resp.ok, status: resp.status, data };
+  }
+
+  // ---- durations and times ----
+  // parseDuration reads a Go duration ("1h30m", "90s") into seconds, or NaN.
+  function parseDuration(s) {
+    s = (s || "").trim();
+    if (!/^(\d+(\.\d+)?(h|m|s|ms))+$/.test(s)) return NaN;
+    const unit = { h: 3600, m: 60, s: 1, ms: 0.001 };
+    let total = 0;
+    for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)) total += parseFloat(m[1]) * unit[m[2]];
+    return total;
+  }
+  function fmtSeconds(sec) {
+    sec = Math.max(0, Math.floor(sec));
+    const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    return h > 0 ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+  }
+  function fmtMax(sec) {
+    const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60);
+    return (h ? h + "h" : "") + (m ? m + "m" : "") || sec + "s";
+  }
+  function tickCountdowns() {
+    const now = Date.now();
+    for (const el of $$(".countdown[data-expires]")) {
+      const left = (Date.parse(el.dataset.expires) - now) / 1000;
+      const text = left > 0 ? fmtSeconds(left) + " left" : "ended";
+      if (el.textContent !== text) el.textContent = text;
+      el.classList.toggle("ending", left > 0 && left < 300);
+    }
+  }
+
+  // ---- addresses and prefixes (IPv4 and IPv6) ----
+  function parseAddr(s) {
+    s = s.trim();
+    if (/^\d{1,3}(\.\d{1,3}){3}$/.test(s)) {
+      const parts = s.split(".").map(Number);
+      if (parts.some((p) => p > 255)) return null;
+      return { v: 4, n: parts.reduce((a, p) => (a << 8n) | BigInt(p), 0n), bits: 32 };
+    }
+    if (s.includes(":")) {
+      const halves = s.split("::");
+      if (halves.length > 2) return null;
+      const words = (h) => (h ? h.split(":") : []);
+      const head = words(halves[0]), tail = halves.length === 2 ? words(halves[1]) : [];
+      const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;
+      const all = head.concat(Array(Math.max(fill, 0)).fill("0"), tail);
+      if (all.length !== 8 || all.some((w) => !/^[0-9a-fA-F]{1,4}$/.test(w))) return null;
+      return { v: 6, n: all.reduce((a, w) => (a << 16n) | BigInt(parseInt(w, 16)), 0n), bits: 128 };
+    }
+    return null;
+  }
+  function parsePrefix(s) {
+    const [a, b] = s.trim().split("/");
+    const addr = parseAddr(a || "");
+    if (!addr) return null;
+    if (b === undefined) return addr;
+    if (!/^\d+$/.test(b) || Number(b) > addr.bits) return null;
+    return { v: addr.v, n: addr.n, bits: Number(b), width: addr.bits };
+  }
+  // contains reports whether prefix outer holds all of inner.
+  function contains(outer, inner) {
+    if (outer.v !== inner.v || inner.bits < outer.bits) return false;
+    const width = outer.v === 4 ? 32n : 128n;
+    const shift = width - BigInt(outer.bits);
+    return outer.n >> shift === inner.n >> shift;
+  }
+
+  // ---- dashboard ----
+  function initDashboard() {
+    const search = $("#search");
+    const table = $("#targets");
+    if (search && table) {
+      const rows = $$("tbody tr", table);
+      const none = $("#no-match");
+      search.addEventListener("input", () => {
+        const q = search.value.trim().toLowerCase();
+        let shown = 0;
+        for (const r of rows) {
+          const hit = !q || r.dataset.search.includes(q);
+          r.hidden = !hit;
+          if (hit) shown++;
+        }
+        if (none) none.hidden = shown > 0;
+      });
+    }
+    const enable = $("#enable-jit");
+    if (!enable) return;
+    const picks = $$(".pick");
+    const all = $("#select-all");
+    const update = () => {
+      const n = picks.filter((p) => p.checked && !p.closest("tr").hidden).length;
+      enable.disabled = n === 0;
+      enable.textContent = n ? `Enable JIT on ${n} selected` : "Enable JIT on selected";
+    };
+    picks.forEach((p) => p.addEventListener("change", update));
+    if (all) {
+      all.addEventListener("change", () => {
+        picks.forEach((p) => { if (!p.closest("tr").hidden) p.checked = all.checked; });
+        update();
+      });
+    }
+    enable.addEventListener("click", async () => {
+      const names = picks.filter((p) => p.checked && !p.closest("tr").hidden).map((p) => p.value);
+      const status = $("#enable-status");
+      enable.disabled = true;
+      const failed = [];
+      let done = 0;
+      for (const name of names) {
+        status.textContent = `Enabling JIT on ${name} (${done + 1} of ${names.length})…`;
+        const r = await api("PUT", `/api/v1/targets/${encodeURIComponent(name)}/policy`, defaultPolicy());
+        if (r.ok) done++;
+        else failed.push(`${name}: ${r.data.error}`);
+      }
+      if (failed.length) {
+        status.textContent = `JIT enabled on ${done} of ${names.length}. Refused: ${failed.join("; ")}`;
+        status.classList.add("error");
+        enable.disabled = false;
+      } else {
+        status.textContent = `JIT enabled on ${done} target${done === 1 ? "" : "s"}.`;
+        setTimeout(() => location.reload(), 800);
+      }
+    });
+  }
+  function defaultPolicy() {
+    return { rules: [22, 3389, 5985, 5986].map((port) => ({ port, protocol: "tcp", max_duration: "3h" })) };
+  }
+
+  // ---- target page: revoke, policy editor ----
+  function initRevoke() {
+    for (const b of $$("[data-revoke]")) {
+      b.addEventListener("click", async () => {
+        b.disabled = true;
+        const r = await api("POST", `/api/v1/requests/${encodeURIComponent(b.dataset.revoke)}/revoke`, { reason: "revoked in the web console" });
+        const status = $("#live-status");
+        if (r.ok) {
+          status.textContent = `Revoked ${r.data.id}.`;
+          setTimeout(() => location.reload(), 500);
+        } else {
+          status.textContent = r.data.error;
+          status.classList.add("error");
+          b.disabled = false;
+        }
+      });
+    }
+  }
+
+  function initPolicyEditor() {
+    const form = $("#policy-form");
+    if (!form) return;
+    const tbody = $("#rules", form);
+    const status = $("#policy-status");
+    const wire = (row) => $(".r-remove", row).addEventListener("click", () => row.remove());
+    $$("tr.rule", tbody).forEach(wire);
+    $("#add-rule").addEventListener("click", () => {
+      const row = $("#rule-template").content.firstElementChild.cloneNode(true);
+      row.dataset.rule = "{}";
+      tbody.appendChild(row);
+      wire(row);
+      $(".r-port", row).focus();
+    });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const rules = [];
+      for (const row of $$("tr.rule", tbody)) {
+        // Start from the rule as the API gave it, so fields the editor does
+        // not show (publishing, mapped ports, ...) are kept.
+        let rule = {};
+        try { rule = JSON.parse(row.dataset.rule || "{}") || {}; } catch (err) { rule = {}; }
+        rule.port = Number($(".r-port", row).value);
+        rule.protocol = $(".r-protocol", row).value;
+        const sources = $(".r-sources", row).value.split(/[\s,]+/).filter(Boolean);
+        if (sources.length) rule.allowed_sources = sources; else delete rule.allowed_sources;
+        const max = $(".r-max", row).value.trim();
+        if (max) rule.max_duration = max; else delete rule.max_duration;
+        rule.approval = $(".r-mode", row).value === "manual"
+          ? { mode: "manual", approvals: Number($(".r-approvals", row).value) || 1 }
+          : { mode: "auto" };
+        const pattern = $(".r-reason-pattern", row).value.trim();
+        const required = $(".r-reason-req", row).checked;
+        const j = Object.assign({}, rule.justification || {});
+        j.required = required;
+        if (pattern) j.pattern = pattern; else delete j.pattern;
+        if (j.required || j.pattern || j.min_length) rule.justification = j; else delete rule.justification;
+        if ($(".r-close", row).checked) rule.close_established = true; else delete rule.close_established;
+        rules.push(rule);
+      }
+      status.classList.remove("error");
+      status.textContent = "Saving…";
+      const r = await api("PUT", `/api/v1/targets/${encodeURIComponent(form.dataset.target)}/policy`, { rules });
+      if (r.ok) {
+        status.textContent = r.data.changed ? "Saved: the agent applies it now." : "Saved (no change).";
+        setTimeout(() => location.reload(), 600);
+      } else {
+        status.textContent = (r.data.field ? r.data.field + ": " : "") + r.data.error;
+        status.classList.add("error");
+      }
+    });
+    const remove = $("#remove-policy");
+    if (remove) {
+      remove.addEventListener("click", async () => {
+        if (!confirm("Remove the JIT policy? Its ports open to every source again.")) return;
+        const r = await api("DELETE", `/api/v1/targets/${encodeURIComponent(form.dataset.target)}/policy`);
+        if (r.ok) location.reload();
+        else { status.textContent = r.data.error; status.classList.add("error"); }
+      });
+    }
+  }
+
+  // ---- request access ----
+  function initRequest() {
+    const dialog = $("#request-dialog");
+    if (!dialog) return;
+    const form = $("#request-form");
+    const follow = $("#follow");
+    const ports = $$("input[name=port]", form);
+    const duration = $("#duration"), source = $("#source"), reason = $("#reason");
+    const other = $("#source-other");
+    let changed = false;
+    let current = null; // the request followed
+    let lastBody = null;
+    let generation = 0;
+
+    $("#open-request").addEventListener("click", () => {
+      form.hidden = false;
+      follow.hidden = true;
+      dialog.showModal();
+      check(false);
+    });
+    $$(".close-dialog", dialog).forEach((b) => b.addEventListener("click", () => dialog.close()));
+    dialog.addEventListener("close", () => {
+      generation++; // stop following
+      if (changed) location.reload();
+    });
+    source.addEventListener("focus", () => { other.checked = true; });
+
+    const selected = () => ports.filter((p) => p.checked);
+    const setErr = (field, msg) => {
+      const el = $("#err-" + field);
+      el.textContent = msg || "";
+      const input = { ports: $("#f-ports"), source: source, duration: duration, reason: reason }[field];
+      if (input) {
+        if (msg) input.setAttribute("aria-invalid", "true");
+        else input.removeAttribute("aria-invalid");
+      }
+    };
+
+    // check mirrors the policy's rules so a refusal shows at once, next to
+    // the field it concerns. The server checks again and has the last word.
+    function check(focus) {
+      const errs = {};
+      const sel = selected();
+      if (!sel.length) errs.ports = "Choose at least one port.";
+      const maxSec = sel.length ? Math.min(...sel.map((p) => Number(p.dataset.max))) : 0;
+      $("#max-duration").textContent = sel.length ? fmtMax(maxSec) : "–";
+      const d = parseDuration(duration.value);
+      if (isNaN(d)) errs.duration = "Write a duration such as 30m, 1h or 2h30m.";
+      else if (d < 1) errs.duration = "Too short.";
+      else {
+        const over = sel.filter((p) => d > Number(p.dataset.max));
+        if (over.length) errs.duration = over.map((p) => `${p.value} allows at most ${p.dataset.maxText}`).join("; ") + ".";
+      }
+      let src;
+      if (other.checked) {
+        src = parsePrefix(source.value);
+        if (!src) errs.source = "Write an address (198.51.100.7) or a prefix (198.51.100.0/24).";
+      } else {
+        src = parseAddr(form.dataset.clientAddr);
+      }
+      if (src && !errs.source) {
+        for (const p of sel) {
+          const allowed = (p.dataset.sources || "").split(/[\s,]+/).filter(Boolean).map(parsePrefix).filter(Boolean);
+          if (allowed.length) {
+            if (!allowed.some((a) => contains(a, src))) {
+              errs.source = `${p.value} accepts only sources inside ${p.dataset.sources}.`;
+              break;
+            }
+          } else if (src.bits < (src.v === 4 ? 32 : 128)) {
+            errs.source = `${p.value} accepts a single address, not a prefix.`;
+            break;
+          }
+        }
+      }
+      const text = reason.value.trim();
+      const helps = [];
+      for (const p of sel) {
+        const min = Number(p.dataset.reasonMin || 0);
+        const pattern = p.dataset.reasonPattern;
+        if (pattern) helps.push(`${p.value}: must match ${pattern}`);
+        else if (p.dataset.reasonRequired === "true" || min) helps.push(`${p.value}: required`);
+        if ((p.dataset.reasonRequired === "true" || min) && !text) errs.reason = `${p.value} needs a justification.`;
+        else if (min && text.length < min) errs.reason = `${p.value} needs at least ${min} characters.`;
+        else if (pattern) {
+          let re = null;
+          try { re = new RegExp(pattern); } catch (e) { /* the server's RE2 decides */ }
+          if (re && !re.test(reason.value)) errs.reason = `${p.value} needs a justification that matches ${pattern}.`;
+        }
+      }
+      $("#reason-help").textContent = helps.length ? helps.join("; ") : "Optional for these ports; it is recorded in the audit trail.";
+      for (const f of ["ports", "duration", "source", "reason"]) setErr(f, errs[f]);
+      $("#err-form").textContent = "";
+      const first = ["ports", "source", "duration", "reason"].find((f) => errs[f]);
+      if (focus && first) ({ ports: ports[0], source, duration, reason })[first].focus();
+      return !first;
+    }
+    form.addEventListener("input", () => check(false));
+    form.addEventListener("change", () => check(false));
+
+    // serverField says which field a 403/422 of the API concerns.
+    function serverField(err) {
+      if (err.field) {
+        const f = err.field.replace(/\[.*$/, "");
+        if (["ports", "duration", "source", "reason"].includes(f)) return f;
+        return "form";
+      }
+      const m = (err.error || "").toLowerCase();
+      if (m.includes("source")) return "source";
+      if (m.includes("duration")) return "duration";
+      if (m.includes("reason") || m.includes("justification")) return "reason";
+      if (err.rule || m.includes("port")) return "ports";
+      return "form";
+    }
+
+    async function submit(body) {
+      const r = await api("POST", "/api/v1/requests", body);
+      if (!r.ok) return r;
+      changed = true;
+      lastBody = body;
+      followRequest(r.data);
+      return r;
+    }
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!check(true)) return;
+      const body = {
+        target: form.dataset.target,
+        ports: selected().map((p) => p.value),
+        source: other.checked ? source.value.trim() : "my-ip",
+        duration: duration.value.trim(),
+        reason: reason.value.trim(),
+      };
+      const btn = $("#request-submit");
+      btn.disabled = true;
+      const r = await submit(body);
+      btn.disabled = false;
+      if (!r.ok) {
+        const f = serverField(r.data);
+        setErr(f, r.data.error);
+        const focusEl = { ports: ports[0], source: other.checked ? source : ports[0], duration, reason }[f];
+        if (focusEl) focusEl.focus();
+      }
+    });
+
+    const terminal = (s) => ["expired", "revoked", "failed", "superseded", "denied"].includes(s);
+    const explain = {
+      pending_approval: (q) => `Waiting for ${q.approvals_required - (q.decisions || []).filter((d) => d.decision === "approve").length} more approval(s).`,
+      pending: () => "Approved; waiting for the target's agent to open the port.",
+      active: () => "Open now.",
+      expired: () => "The grant has ended.",
+      revoked: (q) => q.message || "Revoked.",
+      failed: (q) => q.message || "The agent could not open the port.",
+      denied: (q) => q.message || "Denied by an approver.",
+      superseded: (q) => q.message || "A newer request took over its grants.",
+    };
+    function render(q) {
+      current = q;
+      form.hidden = true;
+      follow.hidden = false;
+      $("#follow-id").textContent = q.id;
+      const st = $("#follow-state");
+      st.textContent = q.state.replace(/_/g, " ");
+      st.className = "state state-" + q.state.replace(/_/g, "-");
+      $("#follow-msg").textContent = (explain[q.state] || (() => ""))(q);
+      const active = q.state === "active";
+      $("#follow-expires").hidden = !active;
+      const cd = $("#follow-countdown");
+      if (active) cd.dataset.expires = q.expires_at; else delete cd.dataset.expires;
+      const list = $("#connect-list");
+      list.replaceChildren(...(q.connect || []).map((c) => {
+        const li = document.createElement("li");
+        const code = document.createElement("code");
+        code.textContent = c;
+        li.appendChild(code);
+        return li;
+      }));
+      $("#follow-connect").hidden = !(active && q.connect && q.connect.length);
+      $("#follow-extend").hidden = !(active || q.state === "pending");
+      $("#follow-revoke").hidden = terminal(q.state);
+      tickCountdowns();
+    }
+    async function followRequest(q) {
+      const mine = ++generation;
+      render(q);
+      $("#follow-error").textContent = "";
+      while (mine === generation && !terminal(current.state)) {
+        const r = await api("GET", `/api/v1/requests/${encodeURIComponent(current.id)}?wait=25s&version=${current.version}`);
+        if (mine !== generation) return;
+        if (!r.ok) {
+          $("#follow-error").textContent = r.data.error;
+          if (r.status === 401 || r.status === 403 || r.status === 404) return;
+          await new Promise((res) => setTimeout(res, 2000));
+          continue;
+        }
+        $("#follow-error").textContent = "";
+        render(r.data);
+      }
+    }
+    $("#follow-extend").addEventListener("click", async () => {
+      // A new request for the same ports and source extends the live grant.
+      const r = await submit(lastBody || {
+        target: current.target, ports: current.ports, source: current.source,
+        duration: current.duration, reason: current.reason,
+      });
+      if (!r.ok) $("#follow-error").textContent = r.data.error;
+    });
+    $("#follow-revoke").addEventListener("click", async () => {
+      const r = await api("POST", `/api/v1/requests/${encodeURIComponent(current.id)}/revoke`, { reason: "revoked in the web console" });
+      if (r.ok) { changed = true; generation++; render(r.data); }
+      else $("#follow-error").textContent = r.data.error;
+    });
+  }
+
+  // ---- approvals ----
+  function initApprovals() {
+    for (const form of $$("form.decide")) {
+      let decision = "approve";
+      $$("button[name=decision]", form).forEach((b) => b.addEventListener("click", () => { decision = b.value; }));
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const status = $(".status", form);
+        const reason = form.elements.reason.value.trim();
+        if (decision === "deny" && !reason) {
+          status.textContent = "Say why you deny it: the requester sees your reason.";
+          status.classList.add("error");
+          form.elements.reason.focus();
+          return;
+        }
+        $$("button", form).forEach((b) => { b.disabled = true; });
+        const r = await api("POST", `/api/v1/requests/${encodeURIComponent(form.dataset.id)}/${decision}`,
+          { reason, version: Number(form.dataset.version) });
+        if (r.ok) {
+          status.classList.remove("error");
+          const st = r.data.state.replace(/_/g, " ");
+          status.textContent = decision === "approve" ? `Approved; the request is now ${st}.` : `Denied; the request is now ${st}.`;
+          form.dataset.version = r.data.version;
+          $$("button", form).forEach((b) => { b.disabled = false; });
+          return;
+        }
+        status.classList.add("error");
+        status.textContent = r.status === 409
+          ? "This request changed since the page was loaded (another approver decided, or it expired): nothing was done. Reload to see it as it is now."
+          : r.data.error;
+        if (r.status !== 409) $$("button", form).forEach((b) => { b.disabled = false; });
+      });
+    }
+  }
+
+  // ---- audit ----
+  async function initAudit() {
+    const el = $("#verify");
+    if (!el) return;
+    const r = await api("GET", "/api/v1/audit/verify");
+    if (!r.ok) {
+      el.textContent = "Chain verification unavailable: " + r.data.error;
+      return;
+    }
+    const v = r.data;
+    el.classList.add(v.ok ? "ok" : "bad");
+    el.textContent = v.ok
+      ? `Hash chain intact: ${v.events} events verified. Head ${v.head_hash.slice(0, 16)}…`
+      : `Hash chain BROKEN at event ${v.first_bad_id}: ${v.problem}`;
+    if (v.ok) el.title = "head hash " + v.head_hash;
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    tickCountdowns();
+    setInterval(tickCountdowns, 1000);
+    initDashboard();
+    initRevoke();
+    initPolicyEditor();
+    initRequest();
+    initApprovals();
+    initAudit();
+  });
+})();
