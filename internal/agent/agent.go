@@ -499,7 +499,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		a.failed = false
 		a.applied = cur.ds.Revision
 		a.shift = shift
-		a.elements = len(rs.Elements(now))
+		a.elements = res.Elements
 		rep.Elements = a.elements
 		a.applyOK(cur.ds.Revision, now)
 		switch {

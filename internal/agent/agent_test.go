@@ -50,7 +50,7 @@ func (f *fakeBackend) Apply(ctx context.Context, rs firewall.Ruleset, now time.T
 	next := firewall.State{Protected: rs.SortedProtected(), Elements: rs.Elements(now)}
 	changed := !sameState(f.state, next)
 	f.state = next
-	return firewall.ApplyResult{Changed: changed}, nil
+	return firewall.ApplyResult{Changed: changed, Elements: len(next.Elements)}, nil
 }
 
 func (f *fakeBackend) State(ctx context.Context, now time.Time) (firewall.State, error) {

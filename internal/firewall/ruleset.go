@@ -171,6 +171,9 @@ type ApplyResult struct {
 	Added, Removed int
 	// ProtectedAdded and ProtectedRemoved count protected-port entries.
 	ProtectedAdded, ProtectedRemoved int
+	// Elements is how many grant elements the gate holds afterwards (what
+	// the agent reports, without normalising the grants a second time).
+	Elements int
 }
 
 // State is what a gate holds at one instant.

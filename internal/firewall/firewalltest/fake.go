@@ -141,6 +141,7 @@ func (f *Fake) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (f
 		}
 	}
 	res.Changed = res.Changed || res.Added+res.Removed+res.ProtectedAdded+res.ProtectedRemoved > 0
+	res.Elements = len(elements)
 	if !res.Changed {
 		return res, nil
 	}

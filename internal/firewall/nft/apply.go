@@ -86,6 +86,7 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 	if err != nil {
 		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to table inet %s: %w", tableName, err)
 	}
+	res.Elements = d.grantCount()
 	return res, nil
 }
 

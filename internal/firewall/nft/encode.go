@@ -91,6 +91,17 @@ type desired struct {
 	sets   map[string]*setElems
 }
 
+// grantCount is the number of grant elements d holds.
+func (d desired) grantCount() int {
+	n := 0
+	for _, v6 := range []bool{false, true} {
+		if s, ok := d.sets[d.layout.spec(roleGrants, v6).name]; ok {
+			n += len(s.order)
+		}
+	}
+	return n
+}
+
 // desiredState encodes rs as of now. Grant and DNAT elements with less than
 // 1 ms left, and malformed ones, are left out.
 func desiredState(rs firewall.Ruleset, now time.Time) desired {

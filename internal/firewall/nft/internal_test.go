@@ -183,7 +183,7 @@ func TestRepairsChain(t *testing.T) {
 			want := listChain(t, ns)
 			load(t, ns, tc.tamper(t, ns))
 			res := mustApply(t, b, rs)
-			if want := (firewall.ApplyResult{Changed: true}); res != want {
+			if want := (firewall.ApplyResult{Changed: true, Elements: res.Elements}); res != want || res.Elements == 0 {
 				t.Errorf("repairing Apply = %+v, want %+v (elements untouched)", res, want)
 			}
 			if got := listChain(t, ns); got != want {
