@@ -56,6 +56,17 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return err
 	}
+	// Blocked counters per (gate, destination), one query for the whole list.
+	type gateDest struct{ gate, dest string }
+	blocked := map[gateDest][]wire.BlockedCounter{}
+	rows, err := a.Store.AllBlocked(r.Context())
+	if err != nil {
+		return err
+	}
+	for _, b := range rows {
+		k := gateDest{b.Target, b.Destination}
+		blocked[k] = append(blocked[k], b.BlockedCounter)
+	}
 	stats, err := a.Store.AllTargetStats(r.Context(), a.Now())
 	if err != nil {
 		return err
@@ -74,6 +85,13 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 			continue
 		}
 		wt.Stats = toWireStats(stats[t.Name])
+		k := gateDest{t.Name, ""}
+		if t.Gateway != "" {
+			k = gateDest{t.Gateway, t.Address}
+		}
+		if cs := blocked[k]; len(cs) > 0 {
+			wt.Blocked = &wire.Blocked{Counters: cs, TopSources: []wire.BlockedSource{}}
+		}
 		out = append(out, wt)
 	}
 	writeJSON(w, http.StatusOK, out)
