@@ -487,7 +487,13 @@ func revisionOwner(ctx context.Context, tx *sql.Tx, target string) (string, erro
 // with their gateways and the targets behind them, so waiting agents and
 // clients of any of them wake up.
 func (s *Store) changed(targets ...string) {
+	// Wake the targets' own watchers first (the agent of a host target is
+	// the one waiting on the grant path); their relations cost queries.
+	s.onChange(targets...)
 	seen := map[string]bool{}
+	for _, t := range targets {
+		seen[t] = true
+	}
 	var all []string
 	add := func(n string) {
 		if n != "" && !seen[n] {
@@ -497,7 +503,6 @@ func (s *Store) changed(targets ...string) {
 	}
 	ctx := context.Background()
 	for _, t := range targets {
-		add(t)
 		var gw string
 		if s.db.QueryRowContext(ctx, `SELECT gateway FROM targets WHERE name = $1`, t).Scan(&gw) == nil {
 			add(gw)
@@ -512,7 +517,9 @@ func (s *Store) changed(targets ...string) {
 			rows.Close()
 		}
 	}
-	s.onChange(all...)
+	if len(all) > 0 {
+		s.onChange(all...)
+	}
 }
 
 // ActiveCounts counts active requests per target.
