@@ -194,16 +194,22 @@ func bootstrapAdmin(ctx context.Context, st *store.Store, dir string, log *slog.
 }
 
 // sweepLoop ends what time ends. It is level-triggered: it sleeps until the
-// next deadline the store reports (or a change wakes it, or 5 s pass) and
-// then sweeps everything due, so a missed wake-up only delays bookkeeping.
-// The firewall does not depend on it: kernel timeouts close grants.
+// next deadline the store reports (at most 5 s), sweeps everything due, and
+// after a change (wake) only re-reads the next deadline, so the write
+// transaction of a sweep never competes with the grant path. A missed
+// wake-up only delays bookkeeping: the firewall does not depend on it, kernel
+// timeouts close grants.
 func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, wake <-chan struct{}, log *slog.Logger) {
 	const maxSleep = 5 * time.Second
-	for {
+	sweep := func() time.Time {
 		next, err := st.Sweep(ctx, time.Now(), activation)
 		if err != nil && ctx.Err() == nil {
 			log.Error("sweep failed", "err", err)
 		}
+		return next
+	}
+	next := sweep()
+	for {
 		sleep := maxSleep
 		if !next.IsZero() {
 			sleep = min(max(time.Until(next), time.Millisecond), maxSleep)
@@ -215,7 +221,19 @@ func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, w
 			return
 		case <-wake:
 			t.Stop()
+			n, err := st.NextDeadline(ctx, activation)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Error("finding the next deadline", "err", err)
+				}
+				continue
+			}
+			next = n
+			if !next.IsZero() && !next.After(time.Now()) {
+				next = sweep()
+			}
 		case <-t.C:
+			next = sweep()
 		}
 	}
 }

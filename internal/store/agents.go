@@ -295,6 +295,13 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 	if len(changed) > 0 {
 		s.changed(changed...)
 	}
+	return s.NextDeadline(ctx, activationTimeout)
+}
+
+// NextDeadline is the earliest instant at which Sweep will have work (zero
+// when there is none): a deadline, an approval or activation timeout, an
+// expiry warning. It only reads, so a sweeper can call it after every change.
+func (s *Store) NextDeadline(ctx context.Context, activationTimeout time.Duration) (time.Time, error) {
 	var next1, next2 sql.NullInt64
 	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = 'pending_approval' THEN approve_by ELSE expires_at END)
 		FROM requests WHERE state IN ('pending_approval', 'pending', 'active')`).Scan(&next1); err != nil {
