@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,10 @@ import (
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/web"
 )
+
+// bookkeepingDelay is how long after a commit the sweeper and the webhook
+// deliverer look at it.
+const bookkeepingDelay = 20 * time.Millisecond
 
 // AdminTokenFile is the name, in the data directory, of the file holding the
 // first admin token.
@@ -51,13 +56,30 @@ func Run(ctx context.Context, cfg Config) error {
 	hub := api.NewHub()
 	wake := make(chan struct{}, 1)
 	deliverer := notify.New(st, notify.Options{Timeout: cfg.WebhookTimeout, Logger: log})
+	// After a commit the agents' long-polls wake at once: that is the grant
+	// path. The sweeper and the webhook deliverer look a moment later, so
+	// their reads do not compete with it (and a burst of commits wakes them
+	// once).
+	var bookkeeping sync.Mutex
+	bookkeepingDue := false
 	st.OnChange(func(targets ...string) {
 		hub.Notify(targets...)
-		deliverer.Wake()
-		select {
-		case wake <- struct{}{}:
-		default:
+		bookkeeping.Lock()
+		defer bookkeeping.Unlock()
+		if bookkeepingDue {
+			return
 		}
+		bookkeepingDue = true
+		time.AfterFunc(bookkeepingDelay, func() {
+			bookkeeping.Lock()
+			bookkeepingDue = false
+			bookkeeping.Unlock()
+			deliverer.Wake()
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
 	})
 	// Agents re-poll at once after each answer, so 10 s without an open poll
 	// means the agent is gone (or cannot reach us).
