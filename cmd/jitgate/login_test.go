@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,23 +25,8 @@ import (
 	"github.com/jitgate/jitgate/internal/store"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while the CLI writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is testenv.Buffer under the name this file uses.
+type syncBuffer = testenv.Buffer
 
 // TestLoginLogout: jitgate login runs the device flow against a real
 // OpenID provider, saves the session (0600) where whoami finds it, and

@@ -1,11 +1,11 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -281,23 +281,8 @@ func revision(n int64) func(wire.AgentReport) bool {
 	return func(r wire.AgentReport) bool { return r.Revision == n && r.Error == "" }
 }
 
-// syncBuffer collects logs from the agent's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is testenv.Buffer under the name this file uses.
+type syncBuffer = testenv.Buffer
 
 func testLogger(buf *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
