@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo, one static binary
+	"modernc.org/sqlite" // pure-Go SQLite driver: no cgo, one static binary
 )
 
 // Sentinel errors; the API maps them to HTTP status codes.
@@ -80,10 +80,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
-	}
+	db := sql.OpenDB(cachingConnector{dsn: dsn, drv: &sqlite.Driver{}})
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).
 	db.SetMaxOpenConns(4)

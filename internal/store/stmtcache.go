@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	"modernc.org/sqlite"
+)
+
+// stmtCacheSize bounds the prepared statements kept per connection.
+const stmtCacheSize = 256
+
+// cachingConnector opens SQLite connections that keep their prepared
+// statements: parsing SQL was the largest share of an access request's CPU
+// (the store runs the same few dozen statements over and over), and
+// database/sql prepares afresh for every query with arguments.
+type cachingConnector struct {
+	dsn string
+	drv *sqlite.Driver
+}
+
+func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	return &cachingConn{Conn: conn, stmts: map[string]driver.Stmt{}}, nil
+}
+
+func (c cachingConnector) Driver() driver.Driver { return c.drv }
+
+// cachingConn prepares each statement with arguments once and reuses it.
+// database/sql uses a connection from one goroutine at a time, so the cache
+// needs no lock. Statements without arguments (migrations, which may hold
+// several statements in one string) go to the driver as they are.
+type cachingConn struct {
+	driver.Conn
+	stmts map[string]driver.Stmt
+}
+
+var (
+	_ driver.QueryerContext     = (*cachingConn)(nil)
+	_ driver.ExecerContext      = (*cachingConn)(nil)
+	_ driver.ConnBeginTx        = (*cachingConn)(nil)
+	_ driver.ConnPrepareContext = (*cachingConn)(nil)
+)
+
+func (c *cachingConn) stmt(ctx context.Context, query string) (driver.Stmt, error) {
+	if s, ok := c.stmts[query]; ok {
+		return s, nil
+	}
+	pc, ok := c.Conn.(driver.ConnPrepareContext)
+	if !ok {
+		return nil, errors.New("sqlite connection cannot prepare with a context")
+	}
+	s, err := pc.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.stmts) >= stmtCacheSize {
+		for q, old := range c.stmts {
+			old.Close()
+			delete(c.stmts, q)
+			break
+		}
+	}
+	c.stmts[query] = s
+	return s, nil
+}
+
+func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if len(args) == 0 {
+		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
+	}
+	s, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	sq, ok := s.(driver.StmtQueryContext)
+	if !ok {
+		return nil, fmt.Errorf("sqlite statement cannot query with a context")
+	}
+	return sq.QueryContext(ctx, args)
+}
+
+func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if len(args) == 0 {
+		return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
+	}
+	s, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	se, ok := s.(driver.StmtExecContext)
+	if !ok {
+		return nil, fmt.Errorf("sqlite statement cannot exec with a context")
+	}
+	return se.ExecContext(ctx, args)
+}
+
+func (c *cachingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+}
+
+func (c *cachingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
+}
+
+// ResetSession and IsValid keep database/sql's view of the connection.
+func (c *cachingConn) ResetSession(ctx context.Context) error {
+	if r, ok := c.Conn.(driver.SessionResetter); ok {
+		return r.ResetSession(ctx)
+	}
+	return nil
+}
+
+func (c *cachingConn) IsValid() bool {
+	if v, ok := c.Conn.(driver.Validator); ok {
+		return v.IsValid()
+	}
+	return true
+}
+
+func (c *cachingConn) Close() error {
+	for q, s := range c.stmts {
+		s.Close()
+		delete(c.stmts, q)
+	}
+	return c.Conn.Close()
+}
