@@ -149,6 +149,11 @@ type pollResult struct {
 const pollTimeout = time.Millisecond
 
 func newPoller(ns *testenv.Netns, src netip.Addr, limit time.Duration) *poller {
+	return newPollerTo(ns, src, testlab.ServerIP, limit)
+}
+
+// newPollerTo is newPoller towards dst.
+func newPollerTo(ns *testenv.Netns, src, dst netip.Addr, limit time.Duration) *poller {
 	p := &poller{start: make(chan struct{}), done: make(chan pollResult, 1)}
 	ready := make(chan struct{})
 	go func() {
@@ -159,7 +164,7 @@ func newPoller(ns *testenv.Netns, src netip.Addr, limit time.Duration) *poller {
 			end := time.Now().Add(limit)
 			for time.Now().Before(end) {
 				r.attempts++
-				err := dialOnce(src, testlab.ServerIP, benchPort, pollTimeout)
+				err := dialOnce(src, dst, benchPort, pollTimeout)
 				if err == nil {
 					r.at = time.Now()
 					return nil

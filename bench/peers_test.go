@@ -246,35 +246,6 @@ func openTrials(t *testing.T, name string, ns *testenv.Netns, pool []netip.Addr,
 	return s, c
 }
 
-// newPollerTo is newPoller towards dst.
-func newPollerTo(ns *testenv.Netns, src, dst netip.Addr, limit time.Duration) *poller {
-	p := &poller{start: make(chan struct{}), done: make(chan pollResult, 1)}
-	ready := make(chan struct{})
-	go func() {
-		var r pollResult
-		r.err = ns.Do(func() error {
-			close(ready)
-			<-p.start
-			end := time.Now().Add(limit)
-			for time.Now().Before(end) {
-				r.attempts++
-				err := dialOnce(src, dst, benchPort, pollTimeout)
-				if err == nil {
-					r.at = time.Now()
-					return nil
-				}
-				if !isTimeout(err) {
-					return err
-				}
-			}
-			return fmt.Errorf("no connection from %s within %s (%d attempts)", src, limit, r.attempts)
-		})
-		p.done <- r
-	}()
-	<-ready
-	return p
-}
-
 // jitgateGrant asks for d of access from src and waits until it is active.
 func jitgateGrant(t *testing.T, api *client.Client, src netip.Addr, d time.Duration) wire.Request {
 	t.Helper()
