@@ -73,7 +73,9 @@ func portStrings(ps []policy.Port) []string {
 	return out
 }
 
-func toWireRequest(r store.Request, addresses []string) wire.Request {
+// toWireRequest describes a request; callers add how to connect (connectFor),
+// which needs the target.
+func toWireRequest(r store.Request) wire.Request {
 	out := wire.Request{
 		ID: r.ID, Target: r.Target, Requester: r.Requester, Source: r.Source.String(), Ports: portStrings(r.Ports),
 		Duration: wire.Duration(r.Duration), Reason: r.Reason, State: string(r.State), Message: r.Message,
@@ -86,9 +88,6 @@ func toWireRequest(r store.Request, addresses []string) wire.Request {
 	}
 	if len(r.Extended) > 0 {
 		out.Extended = portStrings(r.Extended)
-	}
-	if r.State.HoldsGrants() {
-		out.Connect = connectHints(r.Target, pickAddress(addresses, r.Source.Addr().Is6()), r.Ports)
 	}
 	return out
 }

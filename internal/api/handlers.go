@@ -279,7 +279,7 @@ func outcome(err error) string {
 }
 
 func (a *api) writeRequest(w http.ResponseWriter, r *http.Request, status int, req store.Request) error {
-	out := toWireRequest(req, nil)
+	out := toWireRequest(req)
 	if t, err := a.Store.GetTarget(r.Context(), req.Target); err == nil && req.State.HoldsGrants() {
 		out.Connect = a.connectFor(r.Context(), req, t)
 	}
@@ -329,7 +329,7 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 		if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) {
 			continue
 		}
-		wr := toWireRequest(req, nil)
+		wr := toWireRequest(req)
 		if req.State.HoldsGrants() {
 			wr.Connect = a.connectFor(r.Context(), req, t)
 		}

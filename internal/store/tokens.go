@@ -251,11 +251,36 @@ func nonNilGrants(g []authz.Grant) []authz.Grant {
 	return g
 }
 
+const tokenColumns = `id, kind, subject, name, groups, limits, created_at, expires_at, created_by`
+
+// humanKinds selects the tokens of people and services (not agents' or
+// enrollment tokens), unexpired at $1.
+const humanKinds = `kind IN ('admin', 'personal', 'session', 'service') AND (expires_at IS NULL OR expires_at > $1)`
+
+func scanToken(r scanner) (TokenInfo, error) {
+	var (
+		t              TokenInfo
+		groups, limits string
+		created        int64
+		exp            sql.NullInt64
+	)
+	if err := r.Scan(&t.ID, &t.Kind, &t.Subject, &t.Name, &groups, &limits, &created, &exp, &t.CreatedBy); err != nil {
+		return TokenInfo{}, err
+	}
+	if err := json.Unmarshal([]byte(groups), &t.Groups); err != nil {
+		return TokenInfo{}, fmt.Errorf("decoding groups of token %s: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(limits), &t.Limits); err != nil {
+		return TokenInfo{}, fmt.Errorf("decoding limits of token %s: %w", t.ID, err)
+	}
+	t.CreatedAt, t.ExpiresAt = fromMS(created), fromNullMS(exp)
+	return t, nil
+}
+
 // ListTokens lists the people's and services' tokens, of one subject when
 // subject is not empty; expired tokens are left out.
 func (s *Store) ListTokens(ctx context.Context, kind, subject string, now time.Time) ([]TokenInfo, error) {
-	q := `SELECT id, kind, subject, name, groups, limits, created_at, expires_at, created_by FROM tokens
-		WHERE kind IN ('admin', 'personal', 'session', 'service') AND (expires_at IS NULL OR expires_at > $1)`
+	q := `SELECT ` + tokenColumns + ` FROM tokens WHERE ` + humanKinds
 	args := []any{ms(now)}
 	if kind != "" {
 		args = append(args, kind)
@@ -272,35 +297,25 @@ func (s *Store) ListTokens(ctx context.Context, kind, subject string, now time.T
 	defer rows.Close()
 	var out []TokenInfo
 	for rows.Next() {
-		var (
-			t              TokenInfo
-			groups, limits string
-			created        int64
-			exp            sql.NullInt64
-		)
-		if err := rows.Scan(&t.ID, &t.Kind, &t.Subject, &t.Name, &groups, &limits, &created, &exp, &t.CreatedBy); err != nil {
+		t, err := scanToken(rows)
+		if err != nil {
 			return nil, fmt.Errorf("reading token: %w", err)
 		}
-		json.Unmarshal([]byte(groups), &t.Groups)
-		json.Unmarshal([]byte(limits), &t.Limits)
-		t.CreatedAt, t.ExpiresAt = fromMS(created), fromNullMS(exp)
 		out = append(out, t)
 	}
 	return out, rows.Err()
 }
 
-// GetToken returns one token's description.
+// GetToken returns one unexpired token's description.
 func (s *Store) GetToken(ctx context.Context, id string, now time.Time) (TokenInfo, error) {
-	ts, err := s.ListTokens(ctx, "", "", now)
+	t, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE `+humanKinds+` AND id = $2`, ms(now), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return TokenInfo{}, fmt.Errorf("token %q: %w", id, ErrNotFound)
+	}
 	if err != nil {
-		return TokenInfo{}, err
+		return TokenInfo{}, fmt.Errorf("reading token %s: %w", id, err)
 	}
-	for _, t := range ts {
-		if t.ID == id {
-			return t, nil
-		}
-	}
-	return TokenInfo{}, fmt.Errorf("token %q: %w", id, ErrNotFound)
+	return t, nil
 }
 
 // RevokeToken deletes a token: it stops working at once.
