@@ -191,3 +191,68 @@ func TestScopedVisibility(t *testing.T) {
 }
 
 func clientFilter() client.RequestFilter { return client.RequestFilter{} }
+
+// TestAuthorizationMatrixGateway: placing a target behind a gateway,
+// publishing a port on it and choosing a mapped port change what the
+// gateway enforces and exposes, so they need policy.write on the gateway's
+// scope as well as on the target's. A policy-admin of the targets (group=prod)
+// who only reads the gateway is refused with a message naming the gateway and
+// changes nothing; with write on both the same calls pass. Protecting a port
+// without publishing it stays a matter of the target's scope alone.
+func TestAuthorizationMatrixGateway(t *testing.T) {
+	const (
+		place     = `{"name":"web-02","labels":{"group":"prod"},"gateway":"gw-1","address":"10.0.0.6"}`
+		publish   = `{"rules":[{"port":22,"publish":true}]}`
+		mapped    = `{"rules":[{"port":22,"publish":true,"mapped_port":20022}]}`
+		protected = `{"rules":[{"port":22}]}`
+	)
+	for _, tc := range []struct {
+		name               string
+		gatewayRole        authz.Role // bob's role on target:gw-1 ("" for none)
+		method, path, body string
+		want               int
+	}{
+		{"place behind, gateway reader", authz.Reader, "POST", "/api/v1/targets", place, http.StatusForbidden},
+		{"place behind, no role on gateway", "", "POST", "/api/v1/targets", place, http.StatusForbidden},
+		{"place behind, gateway policy-admin", authz.PolicyAdmin, "POST", "/api/v1/targets", place, http.StatusCreated},
+		{"publish, gateway reader", authz.Reader, "PUT", "/api/v1/targets/web-01/policy", publish, http.StatusForbidden},
+		{"publish, gateway requester", authz.Requester, "PUT", "/api/v1/targets/web-01/policy", publish, http.StatusForbidden},
+		{"publish, gateway policy-admin", authz.PolicyAdmin, "PUT", "/api/v1/targets/web-01/policy", publish, http.StatusOK},
+		{"mapped port, gateway reader", authz.Reader, "PUT", "/api/v1/targets/web-01/policy", mapped, http.StatusForbidden},
+		{"mapped port, gateway policy-admin", authz.PolicyAdmin, "PUT", "/api/v1/targets/web-01/policy", mapped, http.StatusOK},
+		{"protect only, gateway reader", authz.Reader, "PUT", "/api/v1/targets/web-01/policy", protected, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := gatewayEnv(t)
+			ctx := context.Background()
+			if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Labels: map[string]string{"group": "prod"}, Gateway: "gw-1", Address: "10.0.0.5"}); err != nil {
+				t.Fatal(err)
+			}
+			f := &matrixFixture{env: e}
+			tok := f.user(t, "bob", authz.PolicyAdmin, "label:group=prod")
+			if tc.gatewayRole != "" {
+				if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: tc.gatewayRole, Scope: "target:gw-1"}, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before, _ := e.c.Target(ctx, "web-01")
+			status, body := e.raw(t, tc.method, tc.path, tok, "application/json", strings.NewReader(tc.body))
+			if status != tc.want {
+				t.Fatalf("%s %s as a policy-admin of group=prod with %q on gw-1: %d %s, want %d", tc.method, tc.path, tc.gatewayRole, status, body, tc.want)
+			}
+			if status != http.StatusForbidden {
+				return
+			}
+			if !strings.Contains(string(body), "gateway") || !strings.Contains(string(body), "gw-1") || !strings.Contains(string(body), "policy.write") {
+				t.Errorf("refusal %s does not say that writing on gateway gw-1 is needed", body)
+			}
+			if _, err := e.c.Target(ctx, "web-02"); client.StatusOf(err) != http.StatusNotFound {
+				t.Errorf("web-02 exists after a refusal: %v", err)
+			}
+			after, _ := e.c.Target(ctx, "web-01")
+			if after.Policy != nil || len(after.Mappings) != 0 || after.Agent.Revision != before.Agent.Revision {
+				t.Errorf("web-01 changed after a refusal: policy %+v, mappings %+v", after.Policy, after.Mappings)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -60,10 +61,10 @@ func TestGatewayTargets(t *testing.T) {
 		t.Errorf("IPv6 source for an IPv4 target: %v", err)
 	}
 	// Published ports get stable mapped ports without clashes.
-	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389, Publish: true, MappedPort: 13389}}}); err != nil {
+	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389, Publish: true, MappedPort: 23389}}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.c.SetPolicy(ctx, "web-02", wire.Policy{Rules: []wire.PortRule{{Port: 3389, Publish: true, MappedPort: 13389}}})
+	_, err = e.c.SetPolicy(ctx, "web-02", wire.Policy{Rules: []wire.PortRule{{Port: 3389, Publish: true, MappedPort: 23389}}})
 	if client.StatusOf(err) != http.StatusConflict || !strings.Contains(err.Error(), "taken by web-01") {
 		t.Errorf("clashing mapped port: %v, want 409 naming web-01", err)
 	}
@@ -72,11 +73,11 @@ func TestGatewayTargets(t *testing.T) {
 	}
 	w1, _ := e.c.Target(ctx, "web-01")
 	w2, _ := e.c.Target(ctx, "web-02")
-	if len(w1.Mappings) != 2 || w1.Mappings[0].MappedPort != 20000 || w1.Mappings[1].MappedPort != 13389 || len(w2.Mappings) != 1 || w2.Mappings[0].MappedPort != 20001 {
+	if len(w1.Mappings) != 2 || w1.Mappings[0].MappedPort != 20000 || w1.Mappings[1].MappedPort != 23389 || len(w2.Mappings) != 1 || w2.Mappings[0].MappedPort != 20001 {
 		t.Fatalf("mappings: web-01 %+v, web-02 %+v", w1.Mappings, w2.Mappings)
 	}
 	// Setting the policy again keeps the mapped ports.
-	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, MaxDuration: wire.Duration(time.Hour)}, {Port: 3389, Publish: true, MappedPort: 13389}}}); err != nil {
+	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, MaxDuration: wire.Duration(time.Hour)}, {Port: 3389, Publish: true, MappedPort: 23389}}}); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := e.c.Target(ctx, "web-01"); again.Mappings[0].MappedPort != 20000 {
@@ -221,4 +222,115 @@ func (e *env) createEnrolled(t *testing.T, in wire.TargetCreate) *client.Client 
 		t.Fatalf("Enroll %s: %v", in.Name, err)
 	}
 	return anon.WithToken(er.Credential)
+}
+
+// TestGatewayMappedPortRange: an explicit mapped port outside the range
+// gateways publish on (20000-29999) is refused with 422 and changes nothing;
+// the bounds themselves are accepted. Without the check a policy-admin could
+// map a target onto the gateway's own sshd or jitgate's API port.
+func TestGatewayMappedPortRange(t *testing.T) {
+	e, _ := gatewayEnv(t)
+	ctx := context.Background()
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "10.0.0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		port uint16
+		ok   bool
+	}{{22, false}, {8443, false}, {19999, false}, {30000, false}, {65535, false}, {20000, true}, {29999, true}} {
+		_, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, MappedPort: tc.port}}})
+		tg, _ := e.c.Target(ctx, "web-01")
+		if tc.ok {
+			if err != nil || len(tg.Mappings) != 1 || tg.Mappings[0].MappedPort != tc.port {
+				t.Errorf("mapped port %d: %v, mappings %+v; want it used", tc.port, err, tg.Mappings)
+			}
+			if err := e.c.RemovePolicy(ctx, "web-01"); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if client.StatusOf(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "mapped_port") || !strings.Contains(err.Error(), "outside the range 20000-29999") {
+			t.Errorf("mapped port %d: %v; want 422 naming mapped_port and the range 20000-29999", tc.port, err)
+		}
+		if tg.Policy != nil || len(tg.Mappings) != 0 {
+			t.Errorf("mapped port %d was refused but web-01 has policy %+v and mappings %+v", tc.port, tg.Policy, tg.Mappings)
+		}
+	}
+}
+
+// TestGatewayUnpublish: a port that stops being published (publish turned
+// off, its rule dropped, or the policy removed) loses its DNAT mapping on the
+// gateway and its contact information; its mapped port becomes free again.
+func TestGatewayUnpublish(t *testing.T) {
+	e, gw := gatewayEnv(t)
+	ctx := context.Background()
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "10.0.0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	published := func(ds wire.DesiredState) []string {
+		var out []string
+		for _, m := range ds.Published {
+			out = append(out, fmt.Sprintf("%d/%s->%d", m.Port, m.Protocol, m.MappedPort))
+		}
+		return out
+	}
+	mappings := func() []string {
+		tg, err := e.c.Target(ctx, "web-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range tg.Mappings {
+			out = append(out, fmt.Sprintf("%d/%s->%d", m.Port, m.Protocol, m.MappedPort))
+		}
+		return out
+	}
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389, Publish: true, MappedPort: 23389}}})
+	ds, err := gw.Desired(ctx, 0, 0)
+	if err != nil || len(ds.Published) != 2 || len(mappings()) != 2 {
+		t.Fatalf("published both: %v, desired %v, mappings %v", err, published(ds), mappings())
+	}
+	for _, step := range []struct {
+		name   string
+		change func() error
+		want   []string // mappings left, as in the desired state
+	}{
+		{"publish turned off on 3389", func() error {
+			_, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389}}})
+			return err
+		}, []string{"22/tcp->20000"}},
+		{"3389 republished on its old mapped port by another rule set", func() error {
+			_, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389, Publish: true, MappedPort: 23389}}})
+			return err
+		}, []string{"22/tcp->20000", "3389/tcp->23389"}},
+		{"rule 3389 dropped", func() error {
+			_, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}}})
+			return err
+		}, []string{"22/tcp->20000"}},
+		{"policy removed", func() error { return e.c.RemovePolicy(ctx, "web-01") }, nil},
+	} {
+		if err := step.change(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		ds, err = gw.Desired(ctx, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := published(ds); fmt.Sprint(got) != fmt.Sprint(step.want) {
+			t.Errorf("%s: the gateway publishes %v, want %v", step.name, got, step.want)
+		}
+		if got := mappings(); fmt.Sprint(got) != fmt.Sprint(step.want) {
+			t.Errorf("%s: web-01 shows mappings %v, want %v", step.name, got, step.want)
+		}
+	}
+	// Contact information follows: 3389 protected but not published is
+	// reached at the target's address, not at a mapped port.
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true}, {Port: 3389}}})
+	r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"3389"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Connect) != 1 || strings.Contains(r.Connect[0], "203.0.113.10") || !strings.Contains(r.Connect[0], "10.0.0.5") {
+		t.Errorf("contact information for an unpublished port: %q; want the target's address, not the gateway's", r.Connect)
+	}
 }

@@ -159,6 +159,11 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
 		return err
 	}
+	if pub := publishes(pol); t.Gateway != "" && len(pub) > 0 {
+		if err := a.requireGatewayWrite(r.Context(), p, t.Gateway, fmt.Sprintf("publishing %s of %s on gateway %s", strings.Join(pub, ", "), name, t.Gateway)); err != nil {
+			return err
+		}
+	}
 	changed, err := a.Store.SetPolicy(r.Context(), a.actor(r, p), name, pol, a.Now())
 	if err != nil {
 		return err

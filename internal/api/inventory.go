@@ -46,12 +46,45 @@ func (a *api) view(ctx context.Context, t store.Target, gateways map[string]stor
 // createTargetSpec enrolls a target, possibly behind a gateway.
 func (a *api) createTargetSpec(ctx context.Context, r *http.Request, p store.Principal, in wire.TargetCreate) (store.Target, string, error) {
 	if in.Gateway != "" {
-		if err := a.require(ctx, p, authz.ReadTarget, a.targetOf(ctx, in.Gateway)); err != nil {
+		if err := a.requireGatewayWrite(ctx, p, in.Gateway, "placing "+in.Name+" behind gateway "+in.Gateway); err != nil {
 			return store.Target{}, "", err
 		}
 	}
 	return a.Store.CreateTargetSpec(ctx, a.actor(r, p), store.TargetSpec{Name: in.Name, Labels: in.Labels, Gateway: in.Gateway,
 		Address: in.Address, PublicAddress: in.PublicAddress}, a.Now(), a.EnrollTokenTTL)
+}
+
+// requireGatewayWrite refuses a change to what gateway gw enforces or
+// publishes (placing a target behind it, publishing a port or choosing a
+// mapped port on it) unless p may write policies on the gateway itself.
+// Rights on the target alone are not enough: the gateway belongs to its
+// owners, and a policy-admin of one target must not be able to put
+// arbitrary addresses under its gate or open ports on its public address.
+func (a *api) requireGatewayWrite(ctx context.Context, p store.Principal, gw, what string) error {
+	ok, err := a.can(ctx, p, authz.WritePolicy, a.targetOf(ctx, gw))
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("%s needs the right to write policies on the gateway (%s) too, and %s has no role that allows %s on target %s: %w",
+		what, authz.WritePolicy, p.Name(), authz.WritePolicy, gw, errForbidden)
+}
+
+// publishes lists the ports pol publishes ("22/tcp", or "22/tcp on mapped
+// port 20022"), for the message of a refusal.
+func publishes(pol policy.Policy) []string {
+	var out []string
+	for _, r := range pol.Rules {
+		switch {
+		case r.Publish && r.MappedPort != 0:
+			out = append(out, fmt.Sprintf("%s on mapped port %d", r.Port, r.MappedPort))
+		case r.Publish:
+			out = append(out, r.Port.String())
+		}
+	}
+	return out
 }
 
 // defaultPolicy is what "enable JIT" applies: the management ports over

@@ -289,6 +289,9 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 		if r.MappedPort != 0 && !r.Publish {
 			return Policy{}, &FieldError{field + ".mapped_port", "only a published port takes a mapped port"}
 		}
+		if r.MappedPort != 0 && (r.MappedPort < MappedPortMin || r.MappedPort > MappedPortMax) {
+			return Policy{}, &FieldError{field + ".mapped_port", fmt.Sprintf("%d is outside the range %d-%d that gateways publish on", r.MappedPort, MappedPortMin, MappedPortMax)}
+		}
 		out.Rules = append(out.Rules, r)
 	}
 	return out, nil
@@ -367,6 +370,16 @@ type Request struct {
 	Duration time.Duration
 	Reason   string
 }
+
+// MappedPortMin and MappedPortMax bound the ports a gateway publishes
+// targets on. A mapped port is a port of the gateway's own public address:
+// outside this range a policy-admin of one target could take over the
+// gateway's own services (its sshd on 22, jitgate's API) for every source
+// granted that target, so explicit mapped ports stay inside it too.
+const (
+	MappedPortMin = 20000
+	MappedPortMax = 29999
+)
 
 // MaxReasonLen bounds the free-text justification.
 const MaxReasonLen = 1000

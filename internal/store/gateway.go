@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -28,10 +29,11 @@ type TargetSpec struct {
 	PublicAddress string
 }
 
-// MappedPortRange is where mapped ports are allocated on each gateway.
+// MappedPortMin and MappedPortMax are where mapped ports are allocated on
+// each gateway (the policy refuses explicit ones outside).
 const (
-	MappedPortMin = 20000
-	MappedPortMax = 29999
+	MappedPortMin = policy.MappedPortMin
+	MappedPortMax = policy.MappedPortMax
 )
 
 // checkBehindGateway validates a target placed behind gw at addr: the
@@ -194,6 +196,43 @@ func allocateMappings(ctx context.Context, tx *sql.Tx, gw, target string, pol po
 			ON CONFLICT (target, protocol, port) DO UPDATE SET mapped_port = excluded.mapped_port, gateway = excluded.gateway`,
 			gw, target, string(r.Protocol), int(r.Number), want); err != nil {
 			return fmt.Errorf("storing mapping: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropUnpublished deletes target's mappings whose port pol does not publish
+// (nil pol: all of them). Unpublishing a port must end its DNAT mapping and
+// the contact information shown for it; a mapping left behind would keep
+// being installed on the gateway (and, for a port no longer protected at
+// all, make the gateway's whole ruleset invalid).
+func dropUnpublished(ctx context.Context, tx *sql.Tx, target string, pol *policy.Policy) error {
+	rows, err := tx.QueryContext(ctx, `SELECT protocol, port FROM mappings WHERE target = $1`, target)
+	if err != nil {
+		return fmt.Errorf("listing mappings of %s: %w", target, err)
+	}
+	var stale []policy.Port
+	for rows.Next() {
+		var (
+			proto string
+			port  int
+		)
+		if err := rows.Scan(&proto, &port); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading mapping: %w", err)
+		}
+		p := policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}
+		if pol == nil || !slices.ContainsFunc(pol.Rules, func(r policy.Rule) bool { return r.Publish && r.Port == p }) {
+			stale = append(stale, p)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("listing mappings of %s: %w", target, err)
+	}
+	for _, p := range stale {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM mappings WHERE target = $1 AND protocol = $2 AND port = $3`, target, string(p.Protocol), int(p.Number)); err != nil {
+			return fmt.Errorf("deleting mapping of %s %s: %w", target, p, err)
 		}
 	}
 	return nil

@@ -214,6 +214,9 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 		if err := checkPolicyPlacement(t, pol); err != nil {
 			return err
 		}
+		if err := dropUnpublished(ctx, tx, name, &pol); err != nil {
+			return err
+		}
 		if t.Gateway != "" {
 			if err := allocateMappings(ctx, tx, t.Gateway, name, pol); err != nil {
 				return err
@@ -259,6 +262,9 @@ func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now 
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = NULL WHERE name = $1`, name); err != nil {
 			return fmt.Errorf("removing policy of %s: %w", name, err)
+		}
+		if err := dropUnpublished(ctx, tx, name, nil); err != nil {
+			return err
 		}
 		if _, err := bumpRevision(ctx, tx, name); err != nil {
 			return err
