@@ -19,6 +19,13 @@
 //     nothing new opens), which repairs a flushed or edited table.
 //   - 401 stops the agent without touching the table; 410 (target removed)
 //     removes the table, deletes the credential and stops cleanly.
+//   - Revisions never go back. The agent remembers in its state directory
+//     the highest revision it applied (highWater). A desired state with a
+//     lower revision means the server's database went back (restored from
+//     an older copy) and may hold grants that ended since: the agent refuses
+//     it, removes every grant from the kernel (protected ports stay closed,
+//     and ports it protected before stay protected), and reports its
+//     high-water mark until the server moves past it (see rollback).
 //   - An agent that cannot enforce (no nftables, no privilege: the backend's
 //     Probe fails) does not stop: it keeps polling, applies nothing, and
 //     reports CanEnforce=false with the reason, and the apply error for
@@ -140,6 +147,7 @@ type Agent struct {
 	backend  firewall.Backend
 	log      *slog.Logger
 	credPath string
+	hwPath   string
 
 	// srv is set by Run after enrollment; tests set it to skip enrollment.
 	srv                    server
@@ -149,6 +157,10 @@ type Agent struct {
 	cur        *received         // last desired state received; nil before the first
 	failed     bool              // applying cur failed; retry with backoff
 	applied    int64             // revision last applied successfully
+	highWater  int64             // highest revision ever applied (persisted; see rollback)
+	hwLoaded   bool              // highWater was read from the state directory
+	lastRS     *firewall.Ruleset // ruleset last applied successfully
+	refused    int64             // revision last refused as a rollback (log once per revision)
 	shift      time.Duration     // deadline shift in use (see nextShift)
 	elements   int               // grant-set elements after the last successful apply
 	nextResync time.Time         // when to re-apply cur even if nothing changed
@@ -211,6 +223,7 @@ func New(cfg Config, backend firewall.Backend) (*Agent, error) {
 		backend:    backend,
 		log:        log,
 		credPath:   filepath.Join(cfg.StateDir, credentialName),
+		hwPath:     filepath.Join(cfg.StateDir, highWaterName),
 		minBackoff: 200 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
 		proc:       hostProc,
@@ -237,6 +250,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		a.srv = srv
+	}
+	if err := a.loadHighWater(); err != nil {
+		return err
 	}
 	return a.loop(ctx)
 }
@@ -414,6 +430,9 @@ func (a *Agent) removed(ctx context.Context) error {
 	} else {
 		a.log.Warn("the firewall backend cannot remove its table; leaving it as it is (ports stay closed)")
 	}
+	if err := removeHighWater(a.hwPath); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	if err := removeCredential(a.credPath); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -456,6 +475,10 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	cur := a.cur
 	now := time.Now()
 	a.observeSkew(cur, now)
+	if cur.ds.Revision < a.highWater {
+		a.rollback(ctx, cur, now)
+		return
+	}
 	shift := nextShift(skewShift(cur.ds.ServerTime, skewNow(cur.recvAt, now)), a.shift)
 	probeErr := a.probe(ctx)
 	if a.inventory == nil || reason == "resync" || (probeErr == nil) != a.inventory.CanEnforce {
@@ -499,6 +522,15 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		a.failed = false
 		a.applied = cur.ds.Revision
 		a.shift = shift
+		a.lastRS = &rs
+		if cur.ds.Revision > a.highWater {
+			// Remembered before the report: once the server has heard of a
+			// revision, this agent never takes an older one again.
+			a.highWater = cur.ds.Revision
+			if err := saveHighWater(a.hwPath, highWaterFile{Target: a.Status().Target, Revision: a.highWater}); err != nil {
+				a.log.Error("cannot remember the applied revision in the state directory; a restart would not notice a server that went back", "err", err)
+			}
+		}
 		a.elements = res.Elements
 		rep.Elements = a.elements
 		a.applyOK(cur.ds.Revision, now)

@@ -752,7 +752,9 @@ func (m *memServer) counts() (polls, reports int) {
 // returns a function that stops it and returns Run's result.
 func runInBubble(t *testing.T, srv server, backend firewall.Backend, cfg Config) (*Agent, func() error) {
 	t.Helper()
-	cfg.StateDir = t.TempDir()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(&syncBuffer{})
 	}

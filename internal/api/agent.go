@@ -84,7 +84,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 			if err != nil {
 				return a.goneOr(err)
 			}
-			if gs.Revision > after || time.Until(deadline) <= 0 || r.Context().Err() != nil {
+			if gs.Revision != after || time.Until(deadline) <= 0 || r.Context().Err() != nil {
 				writeJSON(w, http.StatusOK, wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
 					Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published})
 				return nil
@@ -97,7 +97,10 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 			return a.goneOr(err)
 		}
 		remaining := time.Until(deadline)
-		if rev > after || remaining <= 0 || r.Context().Err() != nil {
+		// rev < after: the agent has applied a revision this database does
+		// not know (it was restored from an older copy); answer at once so
+		// that the agent can say so (see AgentReport.HighWater).
+		if rev != after || remaining <= 0 || r.Context().Err() != nil {
 			ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
 			if pol != nil {
 				for _, rule := range pol.Rules {
@@ -147,6 +150,19 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		}
 		if err := a.Store.RecordAgentReport(r.Context(), p.Subject, in, now); err != nil {
 			return a.goneOr(err)
+		}
+	}
+	if in.HighWater > 0 {
+		// The agent refused our state because it had applied a higher
+		// revision: the database went back. End what the copy brought
+		// back for this target before anything else is recorded.
+		ended, lifted, err := a.Store.AgentAhead(r.Context(), p.Subject, in.HighWater, now)
+		if err != nil {
+			return a.goneOr(err)
+		}
+		if lifted {
+			a.Logger.Warn("an agent had applied a higher revision than the database holds (restored from an older copy?): its live grants ended",
+				"target", p.Subject, "agent_revision", in.HighWater, "ended_requests", ended)
 		}
 	}
 	activated, err := a.Store.ReportApplied(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now)

@@ -41,6 +41,16 @@ const (
 	WebhookDeleted  Action = "webhook.deleted"
 )
 
+// The actions of the restore guard (docs/operations.md).
+const (
+	// AgentRevisionAhead: an agent had applied a higher revision than the
+	// database holds (the database went back); the target's live grants ended.
+	AgentRevisionAhead Action = "agent.revision_ahead"
+	// DatabaseRestored: the server started on an older copy of its database
+	// (or a marked backup); every live grant in it ended before serving.
+	DatabaseRestored Action = "database.restored"
+)
+
 // System is the actor of events nobody asked for (expiry, timeouts).
 const System = "system"
 

@@ -42,11 +42,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
+	release, err := LockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "jitgate.db"))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	// Before anything is served: a database put back from an older copy
+	// must not show, or send to an agent, a grant that ended since.
+	guard, err := guardRestore(ctx, st, cfg.DataDir, log, time.Now())
+	if err != nil {
+		return err
+	}
 	st.SetApprovalTimeout(cfg.ApprovalTimeout)
 	st.SetExpiryWarning(cfg.ExpiryWarning)
 	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
@@ -63,6 +74,10 @@ func Run(ctx context.Context, cfg Config) error {
 	var bookkeeping sync.Mutex
 	bookkeepingDue := false
 	st.OnChange(func(targets ...string) {
+		// The mark covers a revision before any agent is woken for it.
+		if err := guard.note(ctx); err != nil {
+			log.Error("keeping the restore mark current", "err", err)
+		}
 		hub.Notify(targets...)
 		bookkeeping.Lock()
 		defer bookkeeping.Unlock()

@@ -192,5 +192,10 @@ func bumpRevision(ctx context.Context, tx *sql.Tx, target string) (int64, error)
 	if err != nil {
 		return 0, fmt.Errorf("advancing revision of %s: %w", target, err)
 	}
+	// The generation counts every desired-state change of the database:
+	// the restore guard (restore.go) compares it with a mark kept outside.
+	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + 1 WHERE key = 'generation'`); err != nil {
+		return 0, fmt.Errorf("advancing the database generation: %w", err)
+	}
 	return rev, nil
 }

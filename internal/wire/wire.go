@@ -405,6 +405,12 @@ type AgentReport struct {
 	// BlockedSources are sampled sources of blocked attempts since the
 	// previous report.
 	BlockedSources []BlockedSource `json:"blocked_sources,omitempty"`
+	// HighWater is set when the agent refused a desired state because its
+	// revision is lower than the highest the agent ever applied (HighWater):
+	// the server's database went back. The agent removed every grant
+	// (protected ports stay closed); the server ends the target's live
+	// grants and moves its revision above HighWater.
+	HighWater int64 `json:"high_water,omitempty"`
 }
 
 // Inventory is what an agent reports of its host.

@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// highWaterName is the file in StateDir holding the highest revision the
+// agent applied, next to the credential.
+const highWaterName = "applied-revision"
+
+// highWaterFile is its content. Target ties it to the credential: a state
+// directory enrolled again as another target starts from zero.
+type highWaterFile struct {
+	Target   string `json:"target"`
+	Revision int64  `json:"revision"`
+}
+
+// loadHighWater reads the high-water mark once, before the first poll. A
+// mark of another target than the credential's is ignored (the directory
+// was enrolled again as another target); an unreadable one is an error: the
+// agent cannot tell an older server from a current one without it.
+func (a *Agent) loadHighWater() error {
+	if a.hwLoaded {
+		return nil
+	}
+	b, err := os.ReadFile(a.hwPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("agent: reading %s: %w", a.hwPath, err)
+	default:
+		var hw highWaterFile
+		if err := json.Unmarshal(b, &hw); err != nil || hw.Revision < 0 {
+			return fmt.Errorf("agent: %s is not a revision mark (delete it only if this host's server was not restored from an older copy)", a.hwPath)
+		}
+		if target := a.Status().Target; target != "" && hw.Target != "" && hw.Target != target {
+			a.log.Info("ignoring the applied revision of another target", "file", a.hwPath, "its_target", hw.Target, "target", target)
+		} else {
+			a.highWater = hw.Revision
+		}
+	}
+	a.hwLoaded = true
+	return nil
+}
+
+// saveHighWater replaces the mark atomically. It is not fsynced: a crash of
+// the agent keeps it; a power loss that loses it also empties the kernel's
+// table, so nothing stays open that the mark was guarding.
+func saveHighWater(path string, hw highWaterFile) error {
+	b, _ := json.Marshal(hw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+highWaterName+"-*.tmp")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// removeHighWater deletes the mark (the target was removed).
+func removeHighWater(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("deleting %s: %w", path, err)
+	}
+	return nil
+}
+
+// rollback handles a desired state whose revision is lower than one the
+// agent already applied: the server's database went back, and the state may
+// hold grants that were revoked or expired since. It fails closed: every
+// grant leaves the kernel, while every port protected by the refused state,
+// by the last state applied or by the kernel table as it is stays protected
+// (protection is never flushed). It reports the refusal with its high-water
+// mark, so the server ends the target's live grants and moves its revision
+// above the mark; until then every answer below the mark is refused again
+// (retried with backoff, like a failed apply).
+func (a *Agent) rollback(ctx context.Context, cur *received, now time.Time) {
+	refusal := fmt.Errorf("refusing revision %d: this agent already applied revision %d, so the server's database went back (restored from an older copy?); "+
+		"every grant was removed, protected ports stay closed, until the server moves past revision %d", cur.ds.Revision, a.highWater, a.highWater)
+	rs := a.closedRuleset(ctx, cur, now)
+	start := time.Now()
+	res, err := a.backend.Apply(ctx, rs, now)
+	took := time.Since(start)
+	a.failed = true
+	a.nextResync = now.Add(a.cfg.ResyncEvery)
+	rep := &wire.AgentReport{
+		Revision:    cur.ds.Revision,
+		Error:       refusal.Error(),
+		HighWater:   a.highWater,
+		ApplyMillis: float64(took.Microseconds()) / 1000,
+		Addresses:   hostAddresses(),
+		Version:     a.cfg.Version,
+		Mode:        a.cfg.Mode.String(),
+		Elements:    a.elements,
+	}
+	if err != nil {
+		rep.Error += fmt.Sprintf("; removing the grants failed, the kernel keeps its previous state: %v", err)
+		a.setError(fmt.Errorf("%w; removing the grants failed: %w", refusal, err))
+		a.log.Error("the server's revision went back, and removing the grants failed; retrying", "refused_revision", cur.ds.Revision,
+			"applied_revision", a.highWater, "err", err)
+	} else {
+		a.elements = res.Elements
+		rep.Elements = res.Elements
+		a.setError(refusal)
+		if a.refused != cur.ds.Revision || res.Changed {
+			a.log.Error("the server's revision went back (its database was restored from an older copy?): refusing its state, every grant removed, protected ports stay closed",
+				"refused_revision", cur.ds.Revision, "applied_revision", a.highWater, "removed", res.Removed)
+		}
+		a.refused = cur.ds.Revision
+	}
+	a.pending = rep
+	if err := a.flushReport(ctx); err != nil {
+		a.log.Warn("report not delivered; will retry", "revision", rep.Revision, "err", err)
+	}
+}
+
+// closedRuleset is the fail-closed gate of a rollback: no grant, no DNAT
+// mapping, and the union of the ports protected by the refused state, the
+// last applied state and the kernel (after a restart only the kernel knows
+// what was protected).
+func (a *Agent) closedRuleset(ctx context.Context, cur *received, now time.Time) firewall.Ruleset {
+	rs := firewall.Ruleset{Mode: a.cfg.Mode}
+	add := func(protected, closeEst []firewall.PortKey) {
+		rs.Protected = append(rs.Protected, protected...)
+		rs.CloseEstablished = append(rs.CloseEstablished, closeEst...)
+	}
+	if refused, err := toRuleset(cur.ds, 0, a.cfg.Mode); err == nil {
+		add(refused.Protected, refused.CloseEstablished)
+		rs.SampleRate = refused.SampleRate
+	}
+	if a.lastRS != nil {
+		add(a.lastRS.Protected, a.lastRS.CloseEstablished)
+	}
+	if st, err := a.backend.State(ctx, now); err == nil {
+		add(st.Protected, st.CloseEstablished)
+	}
+	slices.SortFunc(rs.Protected, firewall.ComparePorts)
+	rs.Protected = slices.Compact(rs.Protected)
+	slices.SortFunc(rs.CloseEstablished, firewall.ComparePorts)
+	rs.CloseEstablished = slices.Compact(rs.CloseEstablished)
+	return rs
+}

@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+// GenerationFile is the name, in the data directory, of the restore guard's
+// mark: the highest database generation this data directory has served. It
+// lives outside the database so that putting back an older database file
+// does not put back the mark with it.
+const GenerationFile = "jitgate.db.generation"
+
+// lockFile is the name, in the data directory, of the file a running server
+// holds locked (flock); `jitgate restore` takes the same lock.
+const lockFile = "server.lock"
+
+// restoredReason is the message of requests ended because the database was
+// put back from an older copy.
+const restoredReason = "database restored: grant ended (the database was put back from an older copy, " +
+	"in which it may still have been live after being revoked or expiring); request access again"
+
+// genMark is the content of GenerationFile.
+type genMark struct {
+	Generation int64     `json:"generation"`
+	WrittenAt  time.Time `json:"written_at"`
+}
+
+// restoreGuard keeps GenerationFile at the database's generation after
+// every desired-state change, and never lets it go back.
+type restoreGuard struct {
+	path string
+	st   *store.Store
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	written int64
+}
+
+// guardRestore runs at start, before anything is served: when the database
+// is older than the data directory's mark (its generation is lower: an older
+// file was copied back), or is a copy marked by `jitgate backup`/`jitgate
+// restore`, every live request in it is revoked, and every target's revision
+// moves above any revision served since the copy, so nothing the copy brings
+// back is shown active or sent to an agent. It returns the guard that keeps
+// the mark current.
+func guardRestore(ctx context.Context, st *store.Store, dir string, log *slog.Logger, now time.Time) (*restoreGuard, error) {
+	g := &restoreGuard{path: filepath.Join(dir, GenerationFile), st: st, log: log}
+	gen, err := st.Generation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	markedAt, marked, err := st.RestoreMarked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mark, found, readErr := readMark(g.path)
+	var why string
+	switch {
+	case readErr != nil:
+		// Cannot tell how old the database is: assume the worst.
+		why = fmt.Sprintf("the restore mark %s is unreadable (%v)", g.path, readErr)
+	case found && gen < mark.Generation:
+		why = fmt.Sprintf("the database is older than this data directory's mark (generation %d < %d): an older copy was put back", gen, mark.Generation)
+	case marked:
+		why = fmt.Sprintf("the database is a copy made at %s by jitgate backup or restore", markedAt.Format(time.RFC3339))
+	}
+	if why != "" {
+		lift := max(mark.Generation-gen, 0) + 1
+		n, err := st.EndRestored(ctx, lift, restoredReason, now)
+		if err != nil {
+			return nil, err
+		}
+		log.Warn("database restored: every grant live in it was ended before serving; agents get revisions above any served since the copy",
+			"why", why, "ended_requests", n, "revision_lift", lift)
+	}
+	if err := g.note(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// note writes the database's current generation to the mark when it is
+// higher than the last one written. It runs after every commit that changed
+// a desired state, before the agents are woken. The file is replaced
+// atomically but not fsynced: a crash of the process keeps it (page cache);
+// a power loss may lose the last writes, which only lets a copy taken in the
+// last moments before it pass unnoticed here (the agents' own check remains).
+func (g *restoreGuard) note(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gen, err := g.st.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	if gen <= g.written && g.written != 0 {
+		return nil
+	}
+	b, _ := json.Marshal(genMark{Generation: gen, WrittenAt: time.Now().UTC()})
+	tmp := g.path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing the restore mark: %w", err)
+	}
+	if err := os.Rename(tmp, g.path); err != nil {
+		return fmt.Errorf("writing the restore mark: %w", err)
+	}
+	g.written = gen
+	return nil
+}
+
+// readMark reads GenerationFile; found is false when there is none.
+func readMark(path string) (m genMark, found bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return m, false, nil
+	}
+	if err != nil {
+		return m, false, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil || m.Generation < 0 {
+		return m, false, fmt.Errorf("not a generation mark: %q", strings.TrimSpace(string(b)))
+	}
+	return m, true, nil
+}
+
+// LockDataDir takes the data directory's lock, which a running server
+// holds: two servers on one database, or a restore under a running server,
+// are refused with the holder's pid. The returned function releases it
+// (the kernel also releases it when the process ends).
+func LockDataDir(dir string) (release func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		holder := strings.TrimSpace(string(b))
+		if holder == "" {
+			holder = "unknown"
+		}
+		return nil, fmt.Errorf("data directory %s is in use by a running jitgate server (pid %s): stop it first", dir, holder)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
+}

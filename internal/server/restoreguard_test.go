@@ -1,0 +1,195 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+// openGuarded opens the data directory's database as Run does: restore
+// guard first, then the mark kept current after every change.
+func openGuarded(t *testing.T, dir string, log *slog.Logger) *store.Store {
+	t.Helper()
+	st, err := store.OpenSQLite(t.Context(), filepath.Join(dir, "jitgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := guardRestore(t.Context(), st, dir, log, time.Now())
+	if err != nil {
+		st.Close()
+		t.Fatalf("guardRestore: %v", err)
+	}
+	st.OnChange(func(...string) {
+		if err := g.note(context.Background()); err != nil {
+			t.Errorf("note: %v", err)
+		}
+	})
+	return st
+}
+
+// copyDB copies the database file and its WAL (a server killed with
+// SIGKILL leaves committed pages there) from one directory to another, and
+// removes the target's shared-memory index, as an operator copying files
+// would.
+func copyDB(t *testing.T, from, to string) {
+	t.Helper()
+	for _, suffix := range []string{"", "-wal"} {
+		os.Remove(filepath.Join(to, "jitgate.db"+suffix))
+		b, err := os.ReadFile(filepath.Join(from, "jitgate.db"+suffix))
+		if os.IsNotExist(err) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, "jitgate.db"+suffix), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(to, "jitgate.db-shm"))
+}
+
+// TestRestoreGuardEndsGrantsOfAnOlderCopy: a database file copied while a
+// grant was live, put back after the grant was revoked, must not show it
+// active or send it to the agent: the server's start ends it (revoked, with
+// the reason), moves the revision above every revision served since the
+// copy, and says so in its log. A second start changes nothing more.
+func TestRestoreGuardEndsGrantsOfAnOlderCopy(t *testing.T) {
+	ctx := t.Context()
+	dir, old := t.TempDir(), t.TempDir()
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	now := time.Now()
+
+	st := openGuarded(t, dir, log)
+	actor := store.Actor{Name: "admin"}
+	if _, _, err := st.CreateTarget(ctx, actor, "web-1", nil, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetPolicy(ctx, actor, "web-1", pol, now); err != nil {
+		t.Fatal(err)
+	}
+	req, err := st.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
+		Source: netip.MustParsePrefix("198.51.100.7/32"), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ReportApplied(ctx, "web-1", req.Revision, "", nil, "", now); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	copyDB(t, dir, old) // the copy: the grant is live in it
+
+	st = openGuarded(t, dir, log)
+	if _, err := st.RevokeRequest(ctx, actor, req.ID, "done", now); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt, _, _, err := st.DesiredState(ctx, "web-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	copyDB(t, old, dir) // put back over the stopped server
+	st = openGuarded(t, dir, log)
+	defer st.Close()
+	got, err := st.GetRequest(ctx, req.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != access.Revoked || !strings.Contains(got.Message, "database restored") {
+		t.Errorf("request after starting on the older copy: %s %q, want revoked with \"database restored\"", got.State, got.Message)
+	}
+	rev, _, grants, err := st.DesiredState(ctx, "web-1", now)
+	if err != nil || len(grants) != 0 || rev <= revokedAt {
+		t.Errorf("desired state after the restore: revision %d with %d grants (%v), want no grant and a revision above %d (served before)",
+			rev, len(grants), err, revokedAt)
+	}
+	if !strings.Contains(logs.String(), "database restored") {
+		t.Errorf("the restore was not logged:\n%s", logs.String())
+	}
+
+	// Starting again on the same database is not a restore.
+	st.Close()
+	before := strings.Count(logs.String(), "database restored")
+	st = openGuarded(t, dir, log)
+	if n := strings.Count(logs.String(), "database restored"); n != before {
+		t.Errorf("a plain restart was taken for a restore:\n%s", logs.String())
+	}
+}
+
+// TestRestoreGuardWithoutMark: a copy made by `jitgate backup` ends its
+// grants at the first start even on a data directory without a mark (a
+// restore on a new host); a fresh data directory is not a restore.
+func TestRestoreGuardWithoutMark(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	now := time.Now()
+	st := openGuarded(t, dir, log)
+	actor := store.Actor{Name: "admin"}
+	if _, _, err := st.CreateTarget(ctx, actor, "web-1", nil, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	pol, _ := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22}}}})
+	if _, err := st.SetPolicy(ctx, actor, "web-1", pol, now); err != nil {
+		t.Fatal(err)
+	}
+	req, err := st.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
+		Source: netip.MustParsePrefix("198.51.100.7/32"), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetRequest(ctx, req.ID); got.State != access.Pending {
+		t.Fatalf("a fresh data directory was taken for a restore: request %s", got.State)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if err := store.BackupSQLite(ctx, filepath.Join(dir, "jitgate.db"), backup, now); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	newHost := t.TempDir()
+	if _, err := store.RestoreSQLite(ctx, backup, filepath.Join(newHost, "jitgate.db"), now); err != nil {
+		t.Fatal(err)
+	}
+	st = openGuarded(t, newHost, log)
+	defer st.Close()
+	if got, _ := st.GetRequest(ctx, req.ID); got.State != access.Revoked {
+		t.Errorf("request in a restored backup: %s, want revoked at the first start", got.State)
+	}
+}
+
+// TestLockDataDir: a second server (or a restore) on a data directory in
+// use is refused with the holder's pid.
+func TestLockDataDir(t *testing.T) {
+	dir := t.TempDir()
+	release, err := LockDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockDataDir(dir); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second lock = %v, want refused as in use", err)
+	}
+	release()
+	release2, err := LockDataDir(dir)
+	if err != nil {
+		t.Errorf("lock after release: %v", err)
+	} else {
+		release2()
+	}
+}

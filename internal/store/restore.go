@@ -1,0 +1,314 @@
+package store
+
+// The restore guard: a database put back from an older copy must not reopen
+// a grant that was revoked or expired after the copy was made, nor show it
+// active. The store offers the facts and the one transaction that ends what
+// the copy brought back; the server decides when (internal/server), the agent
+// notices a server whose revision went backwards (internal/agent).
+//
+//   - The generation (store_meta) advances with every desired-state change.
+//     The server keeps its highest value outside the database; a lower one
+//     at start means an older copy: EndRestored.
+//   - Copies made by BackupSQLite and RestoreSQLite carry a restore mark;
+//     the first start on one ends its live grants whatever the mark file says
+//     (a restore on a new host has no mark file).
+//   - An agent that applied a higher revision than the database holds
+//     reports it: AgentAhead ends that target's live grants and moves its
+//     revision above the agent's, so the agent accepts the state again.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
+)
+
+// Generation returns the number of desired-state changes the database has
+// recorded (it only grows, across every target).
+func (s *Store) Generation(ctx context.Context) (int64, error) {
+	var g int64
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&g); err != nil {
+		return 0, fmt.Errorf("reading the database generation: %w", err)
+	}
+	return g, nil
+}
+
+// RestoreMarked reports whether the database is a copy made by
+// BackupSQLite or RestoreSQLite that no server has started on yet, and when
+// the copy was made.
+func (s *Store) RestoreMarked(ctx context.Context) (time.Time, bool, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE key = 'restore_pending'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("reading the restore mark: %w", err)
+	}
+	return fromMS(v), true, nil
+}
+
+// EndRestored makes a database that was put back from an older copy safe to
+// serve: in one transaction it revokes every live request (their grants
+// leave the desired state) with reason, audited one by one and as one
+// database.restored event; it moves every target's revision up by lift, and
+// the generation with it, so that no agent is ever sent a revision number
+// it may already have applied with other contents; and it clears the
+// restore mark. lift must exceed the number of revisions issued since the
+// copy (the server knows it from its mark: generation difference + 1). It
+// returns how many requests it ended.
+func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now time.Time) (int, error) {
+	if lift < 1 {
+		return 0, fmt.Errorf("restore: revision lift %d must be positive", lift)
+	}
+	var (
+		ended   int
+		targets []string
+	)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN ('pending_approval', 'pending', 'active')`).Scan(&ended); err != nil {
+			return fmt.Errorf("counting live requests: %w", err)
+		}
+		// Every live state may be revoked (access.Next(state, Revoke)).
+		if err := endLiveRequests(ctx, tx, `1 = 1`, nil, access.Revoked, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		var err error
+		if targets, err = liftRevisions(ctx, tx, `1 = 1`, nil, lift); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM store_meta WHERE key = 'restore_pending'`); err != nil {
+			return fmt.Errorf("clearing the restore mark: %w", err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.DatabaseRestored, Reason: reason,
+			Details: map[string]any{"ended": ended, "revision_lift": lift}})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ending the grants of a restored database: %w", err)
+	}
+	if len(targets) > 0 {
+		s.changed(targets...)
+	}
+	return ended, nil
+}
+
+// AgentAhead handles an agent's report that it had applied revision
+// highWater of target while the database holds a lower one: the database
+// went back (restored from an older copy) and may hold grants that were
+// revoked or expired since. In one transaction it revokes every live request
+// the agent enforces (the target's, or those of the targets behind the
+// gateway), audited, and moves the target's revision to highWater+1 so that
+// the agent accepts the state again. When the database has meanwhile caught
+// up (revision ≥ highWater) it does nothing. It returns how many requests it
+// ended and whether it moved the revision.
+func (s *Store) AgentAhead(ctx context.Context, target string, highWater int64, now time.Time) (ended int, lifted bool, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var current int64
+		err := tx.QueryRowContext(ctx, `SELECT revision FROM targets WHERE name = $1`, target).Scan(&current)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", target, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", target, err)
+		}
+		if highWater <= current {
+			return nil
+		}
+		enforced := `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1))`
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+enforced, target).Scan(&ended); err != nil {
+			return fmt.Errorf("counting live requests of %s: %w", target, err)
+		}
+		reason := fmt.Sprintf("database restored: grant ended (the agent of %s had applied revision %d, the database only knew revision %d); request access again",
+			target, highWater, current)
+		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoked, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		if _, err := liftRevisions(ctx, tx, `name = $2`, []any{target}, highWater+1-current); err != nil {
+			return err
+		}
+		lifted = true
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, Action: audit.AgentRevisionAhead, Target: target, Reason: reason,
+			Details: map[string]any{"agent_revision": highWater, "database_revision": current, "ended": ended}})
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	if lifted {
+		s.changed(target)
+	}
+	return ended, lifted, nil
+}
+
+// liftRevisions adds lift to the revision of the targets matching where
+// (whose parameters start at $2), and to the generation, and returns their
+// names.
+func liftRevisions(ctx context.Context, tx *sql.Tx, where string, args []any, lift int64) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `UPDATE targets SET revision = revision + $1 WHERE `+where+` RETURNING name`, append([]any{lift}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("lifting revisions: %w", err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("reading lifted target: %w", err)
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lifting revisions: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + $1 WHERE key = 'generation'`, lift); err != nil {
+		return nil, fmt.Errorf("advancing the database generation: %w", err)
+	}
+	return names, nil
+}
+
+// BackupSQLite writes a consistent copy of the SQLite database at dbPath to
+// the new file to (mode 0600) with VACUUM INTO, which reads one snapshot and
+// works while the server runs (WAL readers do not block it, nor it them).
+// The copy carries a restore mark: the first server start on it ends every
+// grant live in it, because by then they may have been revoked or expired.
+func BackupSQLite(ctx context.Context, dbPath, to string, now time.Time) error {
+	if _, err := os.Stat(dbPath); err != nil {
+		return fmt.Errorf("backup: no database at %s: %w", dbPath, err)
+	}
+	// VACUUM INTO accepts an empty file: creating it first gives it 0600
+	// and refuses to overwrite anything.
+	f, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("backup: creating %s: %w", to, err)
+	}
+	f.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(to)
+		}
+	}()
+	src, err := openPlain(dbPath, true)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if _, err := src.ExecContext(ctx, `VACUUM INTO $1`, to); err != nil {
+		return fmt.Errorf("backup: copying %s to %s: %w", dbPath, to, err)
+	}
+	if err := markRestored(ctx, to, now); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+// RestoreSQLite puts the copy from in place of the database at dbPath,
+// which no server may be using (the caller holds the data directory's
+// lock). The copy must be a jitgate database; it is copied, not moved, and
+// gets a restore mark (see BackupSQLite). The database it replaces is kept
+// beside it as dbPath.replaced-TIME (with its WAL), and its name returned.
+func RestoreSQLite(ctx context.Context, from, dbPath string, now time.Time) (replaced string, err error) {
+	src, err := openPlain(from, true)
+	if err != nil {
+		return "", err
+	}
+	var n int
+	err = src.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n)
+	if err == nil {
+		var ok string
+		if err = src.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&ok); err == nil && ok != "ok" {
+			err = errors.New(ok)
+		}
+	}
+	if err != nil {
+		src.Close()
+		return "", fmt.Errorf("restore: %s is not a sound jitgate database: %w", from, err)
+	}
+	tmp := dbPath + ".restoring"
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		src.Close()
+		return "", fmt.Errorf("restore: %w", err)
+	}
+	f.Close()
+	// VACUUM INTO also folds a WAL that came with the copy into one file.
+	_, err = src.ExecContext(ctx, `VACUUM INTO $1`, tmp)
+	src.Close()
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("restore: copying %s: %w", from, err)
+	}
+	if err := markRestored(ctx, tmp, now); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if _, err := os.Stat(dbPath); err == nil {
+		replaced = dbPath + ".replaced-" + now.UTC().Format("20060102T150405Z")
+		for _, suffix := range []string{"", "-wal"} {
+			if err := os.Rename(dbPath+suffix, replaced+suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				os.Remove(tmp)
+				return "", fmt.Errorf("restore: keeping the current database aside: %w", err)
+			}
+		}
+	}
+	// A shared-memory index of another database must not survive it.
+	if err := os.Remove(dbPath + "-shm"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return replaced, fmt.Errorf("restore: %w", err)
+	}
+	if err := os.Rename(tmp, dbPath); err != nil {
+		return replaced, fmt.Errorf("restore: installing %s: %w", dbPath, err)
+	}
+	if d, err := os.Open(filepath.Dir(dbPath)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return replaced, nil
+}
+
+// markRestored sets the restore mark in the database file at path.
+func markRestored(ctx context.Context, path string, now time.Time) error {
+	db, err := openPlain(path, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	// The table exists in any database migrated to 0009; an older copy gets
+	// it here, and migration 0009 leaves it as it is.
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("marking %s as restored: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO store_meta (key, value) VALUES ('restore_pending', $1)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, ms(now)); err != nil {
+		return fmt.Errorf("marking %s as restored: %w", path, err)
+	}
+	return nil
+}
+
+// openPlain opens an SQLite file without migrating it (a backup's source
+// may be in use by a server; a copy must stay as it is).
+func openPlain(path string, mustExist bool) (*sql.DB, error) {
+	if mustExist {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return db, nil
+}

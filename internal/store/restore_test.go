@@ -1,0 +1,152 @@
+package store_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+// activeGrant seeds a target with an active request and returns it with the
+// target's revision.
+func activeGrant(t *testing.T, s *store.Store) (store.Request, int64) {
+	t.Helper()
+	_, _, req := seed(t, s)
+	if _, err := s.ReportApplied(t.Context(), "web-1", req.Revision, "", nil, "", t0); err != nil {
+		t.Fatalf("ReportApplied: %v", err)
+	}
+	rev, _, grants, err := s.DesiredState(t.Context(), "web-1", t0)
+	if err != nil || len(grants) != 1 {
+		t.Fatalf("DesiredState = %d grants, %v; want the live grant", len(grants), err)
+	}
+	return req, rev
+}
+
+func auditCount(t *testing.T, s *store.Store, action audit.Action) int {
+	t.Helper()
+	evs, err := s.ListAudit(t.Context(), store.AuditFilter{Action: string(action)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(evs)
+}
+
+// TestAgentAheadEndsLiveGrants: an agent that applied a higher revision than
+// the database holds proves the database went back. Its target's live grants
+// end (revoked, with the reason, audited) and the revision moves above the
+// agent's, so the agent accepts the state again; a second report of the
+// same mark changes nothing.
+func TestAgentAheadEndsLiveGrants(t *testing.T) {
+	ctx := t.Context()
+	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
+	defer s.Close()
+	req, rev := activeGrant(t, s)
+	gen0, err := s.Generation(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ended, lifted, err := s.AgentAhead(ctx, "web-1", rev+3, t0.Add(time.Minute))
+	if err != nil || ended != 1 || !lifted {
+		t.Fatalf("AgentAhead = %d, %v, %v; want 1 request ended and the revision lifted", ended, lifted, err)
+	}
+	got, err := s.GetRequest(ctx, req.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != access.Revoked || !strings.Contains(got.Message, "database restored") {
+		t.Errorf("request after AgentAhead: %s %q, want revoked with \"database restored\"", got.State, got.Message)
+	}
+	newRev, _, grants, err := s.DesiredState(ctx, "web-1", t0.Add(time.Minute))
+	if err != nil || len(grants) != 0 || newRev != rev+4 {
+		t.Errorf("DesiredState = revision %d, %d grants, %v; want revision %d and no grant", newRev, len(grants), err, rev+4)
+	}
+	if gen, _ := s.Generation(ctx); gen <= gen0 {
+		t.Errorf("generation %d after the lift, want above %d", gen, gen0)
+	}
+	if n := auditCount(t, s, audit.AgentRevisionAhead); n != 1 {
+		t.Errorf("%d agent.revision_ahead events, want 1", n)
+	}
+
+	// The same report again (the agent retries): nothing more happens.
+	if ended, lifted, err := s.AgentAhead(ctx, "web-1", rev+3, t0.Add(2*time.Minute)); err != nil || ended != 0 || lifted {
+		t.Errorf("repeated AgentAhead = %d, %v, %v; want a no-op", ended, lifted, err)
+	}
+	if _, _, err := s.AgentAhead(ctx, "nope", 9, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("AgentAhead of an unknown target = %v, want ErrNotFound", err)
+	}
+}
+
+// TestBackupAndRestoreSQLite: `jitgate backup` copies a database in use
+// (VACUUM INTO) into a 0600 file marked as a restore; RestoreSQLite puts a
+// copy in place and keeps the replaced database aside; EndRestored revokes
+// what the copy brought back, lifts every revision and clears the mark.
+func TestBackupAndRestoreSQLite(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jitgate.db")
+	s := openSQLite(t, path)
+	req, rev := activeGrant(t, s)
+
+	backup := filepath.Join(dir, "backup.db")
+	if err := store.BackupSQLite(ctx, path, backup, t0); err != nil {
+		t.Fatalf("BackupSQLite with the database open: %v", err)
+	}
+	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v, %v; want mode 0600", fi, err)
+	}
+	if err := store.BackupSQLite(ctx, path, backup, t0); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("a second backup onto the same file = %v, want it refused (exists)", err)
+	}
+	if _, err := s.RevokeRequest(ctx, store.Actor{Name: "alice"}, req.ID, "done", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, marked, _ := s.RestoreMarked(ctx); marked {
+		t.Error("the live database carries the restore mark of its backup")
+	}
+	s.Close()
+
+	replaced, err := store.RestoreSQLite(ctx, backup, path, t0.Add(2*time.Minute))
+	if err != nil {
+		t.Fatalf("RestoreSQLite: %v", err)
+	}
+	if _, err := os.Stat(replaced); err != nil || replaced == "" {
+		t.Errorf("the replaced database was not kept aside: %q, %v", replaced, err)
+	}
+	if _, err := store.RestoreSQLite(ctx, filepath.Join(dir, "admin.token"), path, t0); err == nil {
+		t.Error("restoring from a file that is not a database succeeded")
+	}
+	s = openSQLite(t, path)
+	defer s.Close()
+	if _, marked, err := s.RestoreMarked(ctx); !marked || err != nil {
+		t.Fatalf("RestoreMarked = %v, %v; want the restored copy marked", marked, err)
+	}
+	// The copy still says active: this is what EndRestored is for.
+	if got, _ := s.GetRequest(ctx, req.ID); got.State != access.Active {
+		t.Fatalf("request in the copy: %s, want active (as when it was copied)", got.State)
+	}
+	n, err := s.EndRestored(ctx, 5, "database restored: grant ended", t0.Add(3*time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("EndRestored = %d, %v; want 1 request ended", n, err)
+	}
+	if got, _ := s.GetRequest(ctx, req.ID); got.State != access.Revoked || got.Message != "database restored: grant ended" {
+		t.Errorf("request after EndRestored: %s %q, want revoked with the reason", got.State, got.Message)
+	}
+	newRev, _, grants, _ := s.DesiredState(ctx, "web-1", t0.Add(3*time.Minute))
+	if len(grants) != 0 || newRev != rev+5 {
+		t.Errorf("DesiredState = revision %d with %d grants, want revision %d and none", newRev, len(grants), rev+5)
+	}
+	if _, marked, _ := s.RestoreMarked(ctx); marked {
+		t.Error("restore mark still set after EndRestored")
+	}
+	if n := auditCount(t, s, audit.DatabaseRestored); n != 1 {
+		t.Errorf("%d database.restored events, want 1", n)
+	}
+}
