@@ -14,6 +14,8 @@ import (
 )
 
 // enroll exchanges the enrollment token (the bearer) for an agent credential.
+// A refused enrollment token is a failed login: audited and limited per
+// source like every other refused credential (authFailed).
 func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 	secret, ok := bearer(r)
 	if !ok {
@@ -34,6 +36,14 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target, cred, err := a.Store.Enroll(r.Context(), secret, in.Addresses, in.Version, a.clientAddr(r).String(), a.Now())
+	if errors.Is(err, store.ErrUnauthorized) {
+		if wait := a.loginFailed(r.Context(), a.clientAddr(r), "enroll", "", "invalid, used or expired enrollment token"); wait > 0 {
+			tooMany(w, wait, failedLoginsMsg)
+			return
+		}
+		writeError(w, a.Logger, err)
+		return
+	}
 	if err == nil && in.Mode != "" {
 		err = a.Store.RecordAgentReport(r.Context(), target, wire.AgentReport{Mode: in.Mode}, a.Now())
 	}

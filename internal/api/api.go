@@ -13,7 +13,6 @@ import (
 	"context"
 	_ "embed"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
@@ -140,8 +140,13 @@ type handlerFunc func(http.ResponseWriter, *http.Request, store.Principal) error
 // KindAdmin stands for every human kind (admin, personal, session, service),
 // whose rights the handlers then check against role bindings. A browser's
 // session cookie counts as its bearer token, but then a request that is not
-// a GET or HEAD must carry the CSRF token too. Refused tokens are audited
-// and limited per source like failed logins.
+// a GET or HEAD must carry the CSRF token too.
+//
+// The credential is checked first, whatever its source did before: a valid
+// token is never refused because others failed from the same address (a
+// NAT, a proxy, or an unprivileged process on an agent's own host flooding
+// bad tokens to keep the agent away). Only refused tokens are limited per
+// source, like failed logins (authFailed).
 func (a *api) auth(h handlerFunc, kind string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret, fromCookie, ok := credential(r)
@@ -149,13 +154,9 @@ func (a *api) auth(h handlerFunc, kind string) http.Handler {
 			writeError(w, a.Logger, store.ErrUnauthorized)
 			return
 		}
-		if a.throttled(w, r) {
-			return
-		}
 		p, err := a.Store.Authenticate(r.Context(), secret, a.Now())
 		if err != nil {
 			a.authFailed(w, r, fromCookie, err)
-			writeError(w, a.Logger, err)
 			return
 		}
 		if fromCookie && !csrfOK(w, r) {
@@ -198,43 +199,10 @@ func (a *api) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// clientAddr is the address the request came from: the peer, or, when the
-// peer is a trusted proxy, the rightmost X-Forwarded-For entry that is not.
+// clientAddr is the address the request came from, resolved behind the
+// trusted proxies by the one rule the console shares (httpedge.ClientAddr).
 func (a *api) clientAddr(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	addr = addr.Unmap().WithZone("")
-	if !a.trusted(addr) {
-		return addr
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return addr // a malformed chain is not believed past this point
-		}
-		hop = hop.Unmap().WithZone("")
-		if !a.trusted(hop) {
-			return hop
-		}
-		addr = hop
-	}
-	return addr
-}
-
-func (a *api) trusted(addr netip.Addr) bool {
-	for _, p := range a.TrustedProxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+	return httpedge.ClientAddr(r, a.TrustedProxies)
 }
 
 func (a *api) actor(r *http.Request, p store.Principal) store.Actor {

@@ -37,6 +37,12 @@ type env struct {
 
 func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
 	tb.Helper()
+	return newEnvWith(tb, func(d *api.Deps) { d.TrustedProxies = trusted })
+}
+
+// newEnvWith is newEnv with the API's dependencies adjusted by edit.
+func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
+	tb.Helper()
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "j.db"))
 	if err != nil {
@@ -51,12 +57,16 @@ func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
 		n, _ := st.CountRequests(context.Background(), access.Active)
 		return float64(n)
 	}, func() float64 { return float64(presence.Connected()) })
-	h := api.New(api.Deps{
-		Store: st, Hub: hub, Limits: policy.DefaultLimits(), TrustedProxies: trusted,
+	deps := api.Deps{
+		Store: st, Hub: hub, Limits: policy.DefaultLimits(),
 		AgentPollWait: 30 * time.Second, EnrollTokenTTL: time.Hour, Presence: presence,
 		Metrics: metrics, Registry: reg, Logger: slog.New(slog.DiscardHandler),
 		FailedLogins: api.LoginLimit{Burst: -1}, // TestAuth sends many bad tokens on purpose
-	})
+	}
+	if edit != nil {
+		edit(&deps)
+	}
+	h := api.New(deps)
 	admin, err := st.CreateAdminToken(ctx, store.Actor{Name: "test"}, "alice", time.Now())
 	if err != nil {
 		tb.Fatalf("CreateAdminToken: %v", err)

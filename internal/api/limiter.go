@@ -8,12 +8,14 @@ import (
 
 // failureLimiter limits failed logins per source: a token bucket per key that
 // holds burst tokens and regains one every per. Each failure takes a token;
-// a source with none left is refused (429) until one comes back. Successes
-// cost nothing. It takes now as an argument, so tests need no clock. A nil
-// limiter limits nothing.
+// a source with none left is over its limit until one comes back. Successes
+// cost nothing and are never limited: the limiter only decides how a
+// failure is answered (401 and audited, or 429 and counted), never whether
+// a valid credential is accepted. It takes now as an argument, so tests
+// need no clock. A nil limiter limits nothing.
 //
 // A bucket is kept as one time (as in GCRA): when it will be full again.
-// Each failure moves that time per later; a source may try while it lies
+// Each failure moves that time per later; a source may fail while it lies
 // at most (burst-1)*per ahead. Exact integer arithmetic, no float drift.
 type failureLimiter struct {
 	burst int
@@ -22,64 +24,88 @@ type failureLimiter struct {
 	// are dropped, and if that is not enough the oldest entry goes.
 	maxKeys int
 
-	mu   sync.Mutex
-	full map[string]time.Time // by key: when its bucket is full again
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	full time.Time // when the bucket is full again
+	// refused counts the failures answered 429 (not recorded) since the
+	// last recorded one.
+	refused int
 }
 
 func newFailureLimiter(burst int, per time.Duration) *failureLimiter {
-	return &failureLimiter{burst: burst, per: per, maxKeys: 100_000, full: map[string]time.Time{}}
+	return &failureLimiter{burst: burst, per: per, maxKeys: 100_000, buckets: map[string]*bucket{}}
 }
 
-// Wait returns how long key must wait before its next attempt; 0 means it
-// may try now.
+// Wait returns how long key must wait before its next failure is recorded
+// again; 0 means it is within its limit.
 func (l *failureLimiter) Wait(key string, now time.Time) time.Duration {
 	if l == nil {
 		return 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t, ok := l.full[key]
+	b, ok := l.buckets[key]
 	if !ok {
 		return 0
 	}
-	return max(t.Sub(now)-time.Duration(l.burst-1)*l.per, 0)
+	return l.wait(b, now)
 }
 
-// Fail records a failed attempt of key.
-func (l *failureLimiter) Fail(key string, now time.Time) {
+func (l *failureLimiter) wait(b *bucket, now time.Time) time.Duration {
+	if !b.full.After(now) {
+		return 0 // full (or new): no subtraction that could overflow
+	}
+	return max(b.full.Sub(now)-time.Duration(l.burst-1)*l.per, 0)
+}
+
+// Fail takes a failure of key. Within its limit the failure is recorded
+// (it takes a token) and Fail returns wait 0 and the number of failures
+// refused since the last recorded one, for the caller to audit with it.
+// Over its limit the failure is only counted, and Fail returns how long
+// the source must wait: such failures take no token (a source that keeps
+// failing regains one every per, and one failure in each period is
+// recorded with the count of those refused before it).
+func (l *failureLimiter) Fail(key string, now time.Time) (wait time.Duration, refusedBefore int) {
 	if l == nil {
-		return
+		return 0, 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t, ok := l.full[key]
-	if !ok && len(l.full) >= l.maxKeys {
-		l.prune(now)
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= l.maxKeys {
+			l.prune(now)
+		}
+		b = &bucket{}
+		l.buckets[key] = b
 	}
-	// A failure while refused still counts, but the bucket holds no more
-	// than burst failures' worth.
-	next := later(t, now).Add(l.per)
-	if cap := now.Add(time.Duration(l.burst) * l.per); next.After(cap) {
-		next = cap
+	if w := l.wait(b, now); w > 0 {
+		b.refused++
+		return w, 0
 	}
-	l.full[key] = next
+	b.full = later(b.full, now).Add(l.per)
+	refusedBefore, b.refused = b.refused, 0
+	return 0, refusedBefore
 }
 
 // prune drops full buckets, then (under a flood of sources) the oldest.
 func (l *failureLimiter) prune(now time.Time) {
 	var oldestKey string
 	var oldest time.Time
-	for k, t := range l.full {
-		if !t.After(now) {
-			delete(l.full, k)
+	for k, b := range l.buckets {
+		if !b.full.After(now) {
+			delete(l.buckets, k)
 			continue
 		}
-		if oldestKey == "" || t.Before(oldest) {
-			oldestKey, oldest = k, t
+		if oldestKey == "" || b.full.Before(oldest) {
+			oldestKey, oldest = k, b.full
 		}
 	}
-	if len(l.full) >= l.maxKeys {
-		delete(l.full, oldestKey)
+	if len(l.buckets) >= l.maxKeys {
+		delete(l.buckets, oldestKey)
 	}
 }
 

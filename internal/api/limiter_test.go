@@ -70,8 +70,33 @@ func TestFailureLimiterBoundsMemory(t *testing.T) {
 	for i, k := range []string{"a", "b", "c", "d", "e"} {
 		l.Fail(k, t0.Add(time.Duration(i)*time.Second))
 	}
-	if len(l.full) > 3 {
-		t.Fatalf("%d buckets, want at most 3", len(l.full))
+	if len(l.buckets) > 3 {
+		t.Fatalf("%d buckets, want at most 3", len(l.buckets))
+	}
+}
+
+// TestFailureLimiterCountsRefusals: failures over the limit are not
+// recorded (they take no token) but counted, and the next recorded failure
+// carries the count.
+func TestFailureLimiterCountsRefusals(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newFailureLimiter(5, 12*time.Second)
+	for i := range 5 {
+		if wait, refused := l.Fail("a", t0); wait != 0 || refused != 0 {
+			t.Fatalf("failure %d: wait %s, refused %d; want recorded", i+1, wait, refused)
+		}
+	}
+	for i := range 100 {
+		if wait, _ := l.Fail("a", t0.Add(time.Duration(i)*100*time.Millisecond)); wait <= 0 {
+			t.Fatalf("failure %d over the limit: wait %s, want > 0", i+6, wait)
+		}
+	}
+	// 100 refusals took no token: a token is back 12 s after the burst.
+	if wait, refused := l.Fail("a", t0.Add(12*time.Second)); wait != 0 || refused != 100 {
+		t.Fatalf("failure after 12 s: wait %s, refused %d; want recorded with 100 refused before it", wait, refused)
+	}
+	if wait, refused := l.Fail("b", t0); wait != 0 || refused != 0 {
+		t.Fatalf("another source: wait %s, refused %d; want recorded", wait, refused)
 	}
 }
 

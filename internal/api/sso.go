@@ -10,12 +10,9 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -25,19 +22,14 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/oidc"
+	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
 const (
-	sessionCookie = "jitgate_session"
-	csrfCookie    = "jitgate_csrf"
-	// loginCookie binds a browser login's state to the browser that began
-	// it, so nobody can make a victim's browser finish their own login.
-	loginCookie = "jitgate_login"
-	csrfHeader  = "X-CSRF-Token"
-
 	browserLoginTTL = 10 * time.Minute
 	// maxLogins bounds the logins in progress (memory); maxDevicesPerSource
 	// the device logins one source may have waiting at the provider.
@@ -121,7 +113,7 @@ func (a *api) ssoLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ret := safeReturn(r.URL.Query().Get("return"))
-	state, nonce, verifier := randomString(), randomString(), randomString()
+	state, nonce, verifier := random.Secret(), random.Secret(), random.Secret()
 	redirect := p.Config().RedirectURL
 	if redirect == "" {
 		redirect = a.scheme(r) + "://" + r.Host + "/auth/callback"
@@ -144,7 +136,7 @@ func (a *api) ssoLogin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: state, Path: "/auth/callback", MaxAge: int(browserLoginTTL.Seconds()),
+	http.SetCookie(w, &http.Cookie{Name: httpedge.LoginCookie, Value: state, Path: "/auth/callback", MaxAge: int(browserLoginTTL.Seconds()),
 		HttpOnly: true, Secure: a.scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, to, http.StatusFound)
 }
@@ -154,10 +146,10 @@ func (a *api) ssoLogin(w http.ResponseWriter, r *http.Request) {
 // sets the session and CSRF cookies.
 func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	p := a.provider(w)
-	if p == nil || a.throttled(w, r) {
+	if p == nil {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Path: "/auth/callback", MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: httpedge.LoginCookie, Path: "/auth/callback", MaxAge: -1})
 	q := r.URL.Query()
 	state := q.Get("state")
 	a.logins.mu.Lock()
@@ -165,10 +157,13 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	delete(a.logins.browser, state)
 	a.logins.mu.Unlock()
 	fail := func(status int, user, reason string) {
-		a.loginFailed(r.Context(), a.clientAddr(r), "browser", user, reason)
+		if wait := a.loginFailed(r.Context(), a.clientAddr(r), "browser", user, reason); wait > 0 {
+			tooMany(w, wait, failedLoginsMsg)
+			return
+		}
 		writeJSON(w, status, wire.Error{Error: "login failed: " + reason})
 	}
-	c, _ := r.Cookie(loginCookie)
+	c, _ := r.Cookie(httpedge.LoginCookie)
 	switch {
 	case !ok || a.Now().After(bl.expires):
 		fail(http.StatusBadRequest, "", "unknown or expired login state; start again at /auth/login")
@@ -195,8 +190,7 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	secure := a.scheme(r) == "https"
 	maxAge := int(time.Until(s.ExpiresAt).Seconds())
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.Token, Path: "/", MaxAge: maxAge, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
-	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: randomString(), Path: "/", MaxAge: maxAge, Secure: secure, SameSite: http.SameSiteLaxMode})
+	httpedge.SetSessionCookies(w, s.Token, random.Secret(), maxAge, secure)
 	http.Redirect(w, r, bl.ret, http.StatusFound)
 }
 
@@ -205,7 +199,7 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 // the CLI polls deviceToken for the outcome with our own opaque code.
 func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 	p := a.provider(w)
-	if p == nil || a.throttled(w, r) {
+	if p == nil {
 		return
 	}
 	addr := a.clientAddr(r)
@@ -240,7 +234,7 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 		expires = now.Add(30 * time.Minute)
 	}
 	da.Expiry = expires
-	code := randomString()
+	code := random.Secret()
 	d := &deviceLogin{source: key, expires: expires}
 	a.logins.mu.Lock()
 	a.logins.devices[code] = d
@@ -278,7 +272,7 @@ func (a *api) waitDevice(p *oidc.Provider, d *deviceLogin, da *oidc.DeviceAuthor
 // user approved at the provider, then (once) the session token.
 func (a *api) deviceToken(w http.ResponseWriter, r *http.Request) {
 	p := a.provider(w)
-	if p == nil || a.throttled(w, r) {
+	if p == nil {
 		return
 	}
 	var in wire.DeviceTokenRequest
@@ -295,7 +289,10 @@ func (a *api) deviceToken(w http.ResponseWriter, r *http.Request) {
 	a.logins.mu.Unlock()
 	switch {
 	case !ok:
-		a.loginFailed(r.Context(), a.clientAddr(r), "device", "", "unknown or expired device code")
+		if wait := a.loginFailed(r.Context(), a.clientAddr(r), "device", "", "unknown or expired device code"); wait > 0 {
+			tooMany(w, wait, failedLoginsMsg)
+			return
+		}
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
 	case !done:
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.AuthorizationPending})
@@ -336,19 +333,33 @@ func (a *api) createSession(ctx context.Context, addr netip.Addr, id oidc.Identi
 	return s, nil
 }
 
-// loginFailed audits a failed login (never the credential) and counts it
-// against its source.
-func (a *api) loginFailed(ctx context.Context, addr netip.Addr, method, user, reason string) {
+// loginFailed counts a failed login (a refused token, enrollment token,
+// login state or device code) against its source. Within the source's
+// limit it is logged and audited as login.failed (never the credential)
+// and loginFailed returns 0. Over the limit it is only counted, and
+// loginFailed returns how long the source must wait, for the caller to
+// answer 429: a flood of failures costs no audit row or log line each, and
+// the next failure audited after the wait says how many were refused in
+// between (details.refused_while_limited).
+func (a *api) loginFailed(ctx context.Context, addr netip.Addr, method, user, reason string) time.Duration {
 	now := a.Now()
-	a.logins.failures.Fail(sourceKey(addr), now)
+	wait, refused := a.logins.failures.Fail(sourceKey(addr), now)
+	if wait > 0 {
+		return wait
+	}
 	if user == "" {
 		user = "anonymous"
 	}
-	a.Logger.Info("login failed", "method", method, "client", addr, "reason", reason)
+	details := map[string]any{"method": method}
+	if refused > 0 {
+		details["refused_while_limited"] = refused
+	}
+	a.Logger.Info("login failed", "method", method, "client", addr, "reason", reason, "refused_while_limited", refused)
 	if err := a.Store.Audit(context.WithoutCancel(ctx), audit.Event{At: now, Actor: user, ClientAddr: addrString(addr), Action: audit.LoginFailed,
-		Reason: reason, Details: map[string]any{"method": method}}); err != nil {
+		Reason: reason, Details: details}); err != nil {
 		a.Logger.Error("auditing a failed login", "err", err)
 	}
+	return 0
 }
 
 // credential is the request's token: the bearer header, else the session
@@ -357,34 +368,34 @@ func credential(r *http.Request) (secret string, cookie, ok bool) {
 	if s, ok := bearer(r); ok {
 		return s, false, true
 	}
-	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+	if c, err := r.Cookie(httpedge.SessionCookie); err == nil && c.Value != "" {
 		return c.Value, true, true
 	}
 	return "", false, false
 }
 
-// throttled answers 429 when the request's source failed too many logins.
-func (a *api) throttled(w http.ResponseWriter, r *http.Request) bool {
-	wait := a.logins.failures.Wait(sourceKey(a.clientAddr(r)), a.Now())
-	if wait > 0 {
-		tooMany(w, wait, "too many failed logins from this address")
-	}
-	return wait > 0
-}
-
-// authFailed records a refused credential of the bearer check and drops a
-// stale session cookie so the browser stops sending it.
+// authFailed answers a credential the bearer check refused (401, or 429
+// once its source is over the failed-login limit) and drops a stale
+// session cookie so the browser stops sending it.
 func (a *api) authFailed(w http.ResponseWriter, r *http.Request, cookie bool, err error) {
 	if !errors.Is(err, store.ErrUnauthorized) {
-		return // not the credential's fault (a database error)
+		writeError(w, a.Logger, err) // not the credential's fault (a database error)
+		return
 	}
 	method := "bearer"
 	if cookie {
 		method = "cookie"
-		http.SetCookie(w, &http.Cookie{Name: sessionCookie, Path: "/", MaxAge: -1})
+		httpedge.ClearCookie(w, httpedge.SessionCookie)
 	}
-	a.loginFailed(r.Context(), a.clientAddr(r), method, "", "invalid or expired token")
+	if wait := a.loginFailed(r.Context(), a.clientAddr(r), method, "", "invalid or expired token"); wait > 0 {
+		tooMany(w, wait, failedLoginsMsg)
+		return
+	}
+	writeError(w, a.Logger, err)
 }
+
+// failedLoginsMsg is the answer (429) to a failure over the limit.
+const failedLoginsMsg = "too many failed logins from this address"
 
 // csrfOK admits a request authenticated by the session cookie only if it
 // is a GET or HEAD, or repeats the CSRF cookie in X-CSRF-Token (double
@@ -393,8 +404,8 @@ func csrfOK(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return true
 	}
-	c, err := r.Cookie(csrfCookie)
-	if err == nil && c.Value != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.Header.Get(csrfHeader))) == 1 {
+	c, err := r.Cookie(httpedge.CSRFCookie)
+	if err == nil && c.Value != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.Header.Get(httpedge.CSRFHeader))) == 1 {
 		return true
 	}
 	writeJSON(w, http.StatusForbidden, wire.Error{Error: "missing or wrong CSRF token"})
@@ -410,11 +421,7 @@ func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
 // scheme is how the client reached us: https when TLS ended here, or at a
 // trusted proxy that says so.
 func (a *api) scheme(r *http.Request) string {
-	if r.TLS != nil {
-		return "https"
-	}
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	if peer, err := netip.ParseAddr(host); err == nil && a.trusted(peer.Unmap()) && r.Header.Get("X-Forwarded-Proto") == "https" {
+	if httpedge.HTTPS(r, a.TrustedProxies) {
 		return "https"
 	}
 	return "http"
@@ -431,13 +438,6 @@ func safeReturn(s string) string {
 		return defaultReturn
 	}
 	return u.RequestURI()
-}
-
-// randomString is 256 random bits, base64url (also a valid PKCE verifier).
-func randomString() string {
-	b := make([]byte, 32)
-	rand.Read(b) // never fails (crypto/rand)
-	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func clip(s string) string {

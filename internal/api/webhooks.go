@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -67,11 +66,7 @@ func parseWebhook(in wire.WebhookCreate) (store.Webhook, error) {
 	}
 	switch {
 	case w.Secret == "":
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return store.Webhook{}, fmt.Errorf("generating a webhook secret: %w", err)
-		}
-		w.Secret = "whsec_" + base64.RawURLEncoding.EncodeToString(b)
+		w.Secret = "whsec_" + random.Secret()
 	case len(w.Secret) < minWebhookSecret || len(w.Secret) > maxWebhookSecret:
 		return store.Webhook{}, invalidField("secret", "must be %d to %d characters", minWebhookSecret, maxWebhookSecret)
 	case strings.TrimSpace(w.Secret) != w.Secret:

@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -77,13 +76,7 @@ func (w Webhook) Wants(event string) bool {
 	return len(w.Events) == 0 || slices.Contains(w.Events, event)
 }
 
-func newWebhookID() (string, error) {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("reading random bytes: %w", err)
-	}
-	return "wh-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
-}
+func newWebhookID() string { return random.ID("wh-", 8) }
 
 // redactURL keeps a URL's scheme and host: the path of many webhook URLs
 // (Slack's among them) is itself a secret, and the audit trail is widely read.
@@ -101,16 +94,13 @@ func (s *Store) CreateWebhook(ctx context.Context, actor Actor, w Webhook, now t
 	if w.Secret == "" {
 		return Webhook{}, errors.New("creating webhook: no signing secret")
 	}
-	var err error
-	if w.ID, err = newWebhookID(); err != nil {
-		return Webhook{}, err
-	}
+	w.ID = newWebhookID()
 	if w.Events == nil {
 		w.Events = []string{}
 	}
 	events, _ := json.Marshal(w.Events)
 	w.CreatedAt, w.CreatedBy = fromMS(ms(now)), actor.Name
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO webhooks (id, url, format, secret, events, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			w.ID, w.URL, w.Format, w.Secret, string(events), ms(now), actor.Name); err != nil {
 			return fmt.Errorf("inserting webhook: %w", err)

@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/random"
 )
 
 // Request is an access request as stored.
@@ -113,13 +112,7 @@ func decodePorts(js string) ([]policy.Port, error) {
 	return out, nil
 }
 
-func newRequestID() (string, error) {
-	b := make([]byte, 10)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("reading random bytes: %w", err)
-	}
-	return "r-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
-}
+func newRequestID() string { return random.ID("r-", 10) }
 
 // CreateRequest evaluates req against the target's policy and, if it fits,
 // records it in one transaction: awaiting approval when a rule of its ports
@@ -149,9 +142,7 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": req.Source.String()}})
 		}
-		if id, err = newRequestID(); err != nil {
-			return err
-		}
+		id = newRequestID()
 		need := pol.ApprovalsRequired(req.Ports)
 		state := access.Pending
 		var approveBy sql.NullInt64

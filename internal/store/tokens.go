@@ -2,10 +2,8 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/random"
 )
 
 // Token kinds. People hold admin (the first-start token of user "admin"),
@@ -82,16 +81,8 @@ type Actor struct {
 // newSecret returns a token "jg<kind letter>_<43 base64url chars>" (256 bits
 // of entropy) and its id. A fast hash suffices at rest because the secret is
 // random, not a password: nobody can brute-force 2^256.
-func newSecret(kind string) (secret, id string, err error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", "", fmt.Errorf("reading random bytes: %w", err)
-	}
-	idb := make([]byte, 6)
-	if _, err := rand.Read(idb); err != nil {
-		return "", "", fmt.Errorf("reading random bytes: %w", err)
-	}
-	return "jg" + kind[:1] + "_" + base64.RawURLEncoding.EncodeToString(b), kind[:1] + "-" + hex.EncodeToString(idb), nil
+func newSecret(kind string) (secret, id string) {
+	return "jg" + kind[:1] + "_" + random.Secret(), kind[:1] + "-" + random.Hex(6)
 }
 
 func hashSecret(secret string) string {
@@ -101,15 +92,12 @@ func hashSecret(secret string) string {
 
 // insertToken stores a new token's hash and returns the secret.
 func insertToken(ctx context.Context, tx *sql.Tx, kind, subject string, now time.Time, ttl time.Duration) (string, error) {
-	secret, id, err := newSecret(kind)
-	if err != nil {
-		return "", err
-	}
+	secret, id := newSecret(kind)
 	var exp sql.NullInt64
 	if ttl > 0 {
 		exp = sql.NullInt64{Int64: ms(now.Add(ttl)), Valid: true}
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO tokens (hash, id, kind, subject, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO tokens (hash, id, kind, subject, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
 		hashSecret(secret), id, kind, subject, ms(now), exp)
 	if err != nil {
 		return "", fmt.Errorf("storing %s token: %w", kind, err)

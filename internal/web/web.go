@@ -14,18 +14,15 @@ package web
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -33,14 +30,10 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/httpedge"
+	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
-)
-
-// The cookies and header shared with the API's single sign-on (api/sso.go).
-const (
-	sessionCookie = "jitgate_session"
-	csrfCookie    = "jitgate_csrf"
 )
 
 // CSP is the Content-Security-Policy of every console response: no inline
@@ -174,14 +167,14 @@ func (c *console) page(h func(http.ResponseWriter, *http.Request, *session) (str
 		var s session
 		if err := c.get(r, "/api/v1/whoami", nil, &s.Whoami); err != nil {
 			if apiStatus(err) == http.StatusUnauthorized || apiStatus(err) == http.StatusForbidden {
-				clearCookie(w, sessionCookie)
+				httpedge.ClearCookie(w, httpedge.SessionCookie)
 				http.Redirect(w, r, "/ui/signin?return="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}
 			c.fail(w, r, err)
 			return
 		}
-		if ck, err := r.Cookie(csrfCookie); err == nil {
+		if ck, err := r.Cookie(httpedge.CSRFCookie); err == nil {
 			s.CSRF = ck.Value
 		}
 		name, v, err := h(w, r, &s)
@@ -348,7 +341,7 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "This token expires within a minute; create a new one.")
 		return
 	}
-	addr := clientAddr(r, c.TrustedProxies)
+	addr := c.clientAddr(r)
 	secret, info, err := c.Store.CreateToken(r.Context(), store.Actor{Name: p.Name(), ClientAddr: addr}, store.TokenSpec{
 		Kind: store.KindSession, Subject: p.Subject, Name: "web console (token " + p.TokenID + ")",
 		Groups: p.Groups, Limits: p.Limits, TTL: ttl,
@@ -361,10 +354,7 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 		Details: map[string]any{"method": "console-token", "token_id": info.ID, "from_token": p.TokenID}}); err != nil {
 		c.Logger.Error("auditing a console sign-in", "err", err)
 	}
-	secure := c.secure(r)
-	maxAge := int(ttl.Seconds())
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: secret, Path: "/", MaxAge: maxAge, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
-	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: randomString(), Path: "/", MaxAge: maxAge, Secure: secure, SameSite: http.SameSiteLaxMode})
+	httpedge.SetSessionCookies(w, secret, random.Secret(), int(ttl.Seconds()), httpedge.HTTPS(r, c.TrustedProxies))
 	http.Redirect(w, r, ret, http.StatusSeeOther)
 }
 
@@ -372,26 +362,22 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 // change, so the form repeats the CSRF cookie.
 func (c *console) signout(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	ck, err := r.Cookie(csrfCookie)
+	ck, err := r.Cookie(httpedge.CSRFCookie)
 	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.FormValue("csrf"))) != 1 {
 		c.render(w, r, http.StatusForbidden, "error", &view{Title: "Forbidden", Error: "Missing or wrong CSRF token: reload the page and sign out again."})
 		return
 	}
-	if sc, err := r.Cookie(sessionCookie); err == nil {
+	if sc, err := r.Cookie(httpedge.SessionCookie); err == nil {
 		now := c.Now()
 		if p, err := c.Store.Authenticate(r.Context(), sc.Value, now); err == nil && p.Kind == store.KindSession {
-			if err := c.Store.RevokeToken(r.Context(), store.Actor{Name: p.Name(), ClientAddr: clientAddr(r, c.TrustedProxies)}, p.TokenID, now); err != nil {
+			if err := c.Store.RevokeToken(r.Context(), store.Actor{Name: p.Name(), ClientAddr: c.clientAddr(r)}, p.TokenID, now); err != nil {
 				c.Logger.Error("revoking a console session", "err", err)
 			}
 		}
 	}
-	clearCookie(w, sessionCookie)
-	clearCookie(w, csrfCookie)
+	httpedge.ClearCookie(w, httpedge.SessionCookie)
+	httpedge.ClearCookie(w, httpedge.CSRFCookie)
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
-}
-
-func clearCookie(w http.ResponseWriter, name string) {
-	http.SetCookie(w, &http.Cookie{Name: name, Path: "/", MaxAge: -1})
 }
 
 // sameOrigin refuses a form posted from another site (login CSRF: making
@@ -409,55 +395,6 @@ func sameOrigin(r *http.Request) bool {
 	return false
 }
 
-// secure reports whether cookies must be Secure: TLS ended here, or at a
-// trusted proxy that says so.
-func (c *console) secure(r *http.Request) bool {
-	if r.TLS != nil {
-		return true
-	}
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	peer, err := netip.ParseAddr(host)
-	return err == nil && trusted(peer.Unmap(), c.TrustedProxies) && r.Header.Get("X-Forwarded-Proto") == "https"
-}
-
-// clientAddr is the peer, or the rightmost untrusted X-Forwarded-For hop
-// behind trusted proxies (as the API computes it).
-func clientAddr(r *http.Request, proxies []netip.Prefix) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return ""
-	}
-	addr = addr.Unmap().WithZone("")
-	if !trusted(addr, proxies) {
-		return addr.String()
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		addr = hop.Unmap().WithZone("")
-		if !trusted(addr, proxies) {
-			break
-		}
-	}
-	return addr.String()
-}
-
-func trusted(a netip.Addr, proxies []netip.Prefix) bool {
-	for _, p := range proxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // safeReturn keeps a post-sign-in destination only if it is a console path.
 func safeReturn(s string) string {
 	if !strings.HasPrefix(s, "/ui/") || strings.HasPrefix(s, "//") || strings.ContainsAny(s, "\\\r\n\t") {
@@ -470,8 +407,11 @@ func safeReturn(s string) string {
 	return u.RequestURI()
 }
 
-func randomString() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+// clientAddr is the request's client address as the API resolves it (the
+// same function: httpedge.ClientAddr), as a string for the audit trail.
+func (c *console) clientAddr(r *http.Request) string {
+	if a := httpedge.ClientAddr(r, c.TrustedProxies); a.IsValid() {
+		return a.String()
+	}
+	return ""
 }
