@@ -42,7 +42,7 @@ func (a *app) newDecideCmd(approve bool) *cobra.Command {
 		if a.jsonOut() {
 			return a.printJSON(r)
 		}
-		fmt.Fprintf(a.stdout, "request %s: %s\n", r.ID, describeState(r))
+		fmt.Fprintf(a.stdout, "request %s: %s\n", r.ID, esc(describeState(r)))
 		return nil
 	})
 	return cmd
@@ -125,7 +125,7 @@ Scopes: * (everything), a target (web-01 or target:web-01), or a label
 		if a.jsonOut() {
 			return a.printJSON(b)
 		}
-		fmt.Fprintf(a.stdout, "%s is %s in %s\n", b.Principal, b.Role, b.Scope)
+		fmt.Fprintf(a.stdout, "%s is %s in %s\n", esc(b.Principal), esc(b.Role), esc(b.Scope))
 		return nil
 	})
 	unbindCmd := &cobra.Command{Use: "unbind PRINCIPAL --role ROLE [--scope SCOPE]", Short: "Remove a binding", Args: oneArg("PRINCIPAL")}
@@ -144,7 +144,7 @@ Scopes: * (everything), a target (web-01 or target:web-01), or a label
 		if a.jsonOut() {
 			return a.printJSON(unbind)
 		}
-		fmt.Fprintf(a.stdout, "%s is no longer %s in %s\n", unbind.Principal, unbind.Role, unbind.Scope)
+		fmt.Fprintf(a.stdout, "%s is no longer %s in %s\n", esc(unbind.Principal), esc(unbind.Role), esc(unbind.Scope))
 		return nil
 	})
 	listCmd := &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List bindings", Args: noArgs}
@@ -224,7 +224,7 @@ func (a *app) newTokenCmd() *cobra.Command {
 		if a.jsonOut() {
 			return a.printJSON(out)
 		}
-		fmt.Fprintf(a.stdout, "token %s created for %s, valid until %s\n\nSecret (shown once):\n  %s\n", out.Token.ID, out.Token.Subject, fmtTime(*out.Token.ExpiresAt), out.Secret)
+		fmt.Fprintf(a.stdout, "token %s created for %s, valid until %s\n\nSecret (shown once):\n  %s\n", esc(out.Token.ID), esc(out.Token.Subject), fmtTime(*out.Token.ExpiresAt), out.Secret)
 		return nil
 	})
 	list := &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List your tokens (--all: everyone's, admin)", Args: noArgs}
@@ -289,12 +289,12 @@ func (a *app) newWhoamiCmd() *cobra.Command {
 		if a.jsonOut() {
 			return a.printJSON(w)
 		}
-		fmt.Fprintf(a.stdout, "%s (%s token) from %s\n", w.Subject, w.Kind, w.ClientAddr)
+		fmt.Fprintf(a.stdout, "%s (%s token) from %s\n", esc(w.Subject), esc(w.Kind), esc(w.ClientAddr))
 		if len(w.Groups) > 0 {
-			fmt.Fprintf(a.stdout, "groups: %s\n", strings.Join(w.Groups, ", "))
+			fmt.Fprintf(a.stdout, "groups: %s\n", esc(strings.Join(w.Groups, ", ")))
 		}
 		for _, g := range w.Grants {
-			fmt.Fprintf(a.stdout, "  %s in %s\n", g.Role, g.Scope)
+			fmt.Fprintf(a.stdout, "  %s in %s\n", esc(g.Role), esc(g.Scope))
 		}
 		return nil
 	})

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/jitgate/jitgate/internal/text"
 )
 
 // jsonOut reports whether --output json was asked for.
@@ -32,12 +34,14 @@ func (a *app) table(header ...string) *tabwriter.Writer {
 	return tw
 }
 
-// row writes one table row.
+// row writes one table row. Cells are escaped (text.Escape): a newline or
+// tab inside a value from the server cannot forge a row or a column.
 func row(w io.Writer, cells ...string) {
 	for i, c := range cells {
 		if c == "" {
 			cells[i] = "-"
 		}
+		cells[i] = text.Escape(cells[i])
 	}
 	fmt.Fprintln(w, strings.Join(cells, "\t"))
 }
@@ -50,6 +54,9 @@ func (a *app) progress() io.Writer {
 	}
 	return a.stdout
 }
+
+// esc escapes one value from the server for a line of plain text.
+func esc(s string) string { return text.Escape(s) }
 
 // fmtTime writes an instant in UTC.
 func fmtTime(t time.Time) string {

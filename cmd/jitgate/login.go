@@ -66,7 +66,7 @@ find it. jitgate logout forgets it.`,
 			groups = strings.Join(s.Groups, ", ")
 		}
 		fmt.Fprintf(a.stdout, "Logged in as %s (groups: %s) until %s; session saved in %s\n",
-			s.User, groups, s.ExpiresAt.Local().Format(time.DateTime), path)
+			esc(s.User), esc(groups), s.ExpiresAt.Local().Format(time.DateTime), path)
 		return nil
 	})
 	return cmd
@@ -80,9 +80,9 @@ func (a *app) deviceLogin(ctx context.Context, c *client.Client) (wire.Session, 
 	if err != nil {
 		return wire.Session{}, err
 	}
-	fmt.Fprintf(a.stderr, "Open %s and enter code %s\n", dl.VerificationURI, dl.UserCode)
+	fmt.Fprintf(a.stderr, "Open %s and enter code %s\n", esc(dl.VerificationURI), esc(dl.UserCode))
 	if dl.VerificationURIComplete != "" {
-		fmt.Fprintf(a.stderr, "(or open %s)\n", dl.VerificationURIComplete)
+		fmt.Fprintf(a.stderr, "(or open %s)\n", esc(dl.VerificationURIComplete))
 	}
 	interval := time.Duration(max(dl.Interval, 1)) * time.Second
 	for {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/jitgate/jitgate/internal/text"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -37,7 +39,10 @@ func run(args []string, stdout, stderr io.Writer, env func(string) string) int {
 
 // runIO is run with the standard input made explicit, for tests.
 func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env, now: time.Now}
+	// Everything printed passes through text.Writer: text from the server
+	// (an old row, an audit detail, an agent's report) may hold control
+	// characters, and none of them reaches the terminal raw.
+	a := &app{stdin: stdin, stdout: text.NewWriter(stdout), stderr: text.NewWriter(stderr), env: env, now: time.Now}
 	return a.run(args)
 }
 
@@ -136,7 +141,7 @@ func errorLine(err error) string {
 	for i := range lines {
 		lines[i] = strings.TrimSpace(lines[i])
 	}
-	return strings.Join(lines, "; ")
+	return text.Escape(strings.Join(lines, "; "))
 }
 
 // newRoot builds the command tree.

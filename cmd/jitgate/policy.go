@@ -100,9 +100,9 @@ default). Setting the policy the target already has changes nothing.`,
 			return a.printJSON(res)
 		}
 		if res.Changed {
-			fmt.Fprintf(a.stdout, "%s: policy set\n", res.Target)
+			fmt.Fprintf(a.stdout, "%s: policy set\n", esc(res.Target))
 		} else {
-			fmt.Fprintf(a.stdout, "%s: unchanged\n", res.Target)
+			fmt.Fprintf(a.stdout, "%s: unchanged\n", esc(res.Target))
 		}
 		return a.printPolicy(res.Policy, "  ")
 	})
@@ -229,7 +229,7 @@ file again changes nothing. Unknown keys are refused with their line number.
 				if res.Changed {
 					state = "policy set"
 				}
-				fmt.Fprintf(a.stdout, "%s: %s\n", res.Target, state)
+				fmt.Fprintf(a.stdout, "%s: %s\n", esc(res.Target), esc(state))
 			}
 		}
 		if a.jsonOut() {
@@ -277,7 +277,7 @@ func (a *app) newPolicyEnableCmd() *cobra.Command {
 			if r.Changed {
 				state = "policy set"
 			}
-			fmt.Fprintf(a.stdout, "%s: %s\n", r.Target, state)
+			fmt.Fprintf(a.stdout, "%s: %s\n", esc(r.Target), esc(state))
 		}
 		return nil
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -49,6 +50,10 @@ open (or the request failed), and fails when it did not open.`,
 		if duration == 0 {
 			return usagef("--duration is required, such as --duration 1h")
 		}
+		// The server checks too; this says so before any network round trip.
+		if err := policy.CheckReason(strings.TrimSpace(reason)); err != nil {
+			return usagef("--reason: %s", strings.TrimPrefix(err.Error(), "reason: "))
+		}
 		c, _, err := a.client()
 		if err != nil {
 			return err
@@ -82,7 +87,7 @@ open (or the request failed), and fails when it did not open.`,
 func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, timeout time.Duration) (wire.Request, error) {
 	deadline := a.now().Add(timeout)
 	w := a.progress()
-	fmt.Fprintf(w, "request %s: %s\n", req.ID, describeState(req))
+	fmt.Fprintf(w, "request %s: %s\n", esc(req.ID), esc(describeState(req)))
 	for req.State == "pending" || req.State == "pending_approval" {
 		left := deadline.Sub(a.now())
 		if left <= 0 {
@@ -93,7 +98,7 @@ func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, ti
 			return req, err
 		}
 		if next.Version != req.Version || next.State != req.State {
-			fmt.Fprintf(w, "request %s: %s\n", next.ID, describeState(next))
+			fmt.Fprintf(w, "request %s: %s\n", esc(next.ID), esc(describeState(next)))
 		}
 		req = next
 	}
@@ -131,7 +136,7 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	if len(r.Connect) > 0 {
 		fmt.Fprintln(w, "Connect:")
 		for _, c := range r.Connect {
-			fmt.Fprintln(w, "  "+c)
+			fmt.Fprintln(w, "  "+esc(c))
 		}
 	}
 }
@@ -225,7 +230,7 @@ func (a *app) newRevokeCmd() *cobra.Command {
 		if a.jsonOut() {
 			return a.printJSON(r)
 		}
-		fmt.Fprintf(a.stdout, "request %s revoked; %s closes now\n", r.ID, strings.Join(r.Ports, ", "))
+		fmt.Fprintf(a.stdout, "request %s revoked; %s closes now\n", esc(r.ID), esc(strings.Join(r.Ports, ", ")))
 		return nil
 	})
 	return cmd

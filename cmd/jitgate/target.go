@@ -75,12 +75,12 @@ exact command to run on the host. The token is shown only once.`,
 		}
 		w := a.stdout
 		if out.EnrollToken == "" {
-			fmt.Fprintf(w, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", out.Target.Name, out.Target.Gateway, out.Target.Address)
+			fmt.Fprintf(w, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", esc(out.Target.Name), esc(out.Target.Gateway), esc(out.Target.Address))
 			return nil
 		}
-		fmt.Fprintf(w, "target %s added\n\n", out.Target.Name)
+		fmt.Fprintf(w, "target %s added\n\n", esc(out.Target.Name))
 		fmt.Fprintf(w, "Enrollment token (shown once, valid until %s):\n  %s\n\n", fmtTime(out.EnrollExpiresAt), out.EnrollToken)
-		fmt.Fprintf(w, "On %s, run as root:\n  %s\n", out.Target.Name, agentCmd)
+		fmt.Fprintf(w, "On %s, run as root:\n  %s\n", esc(out.Target.Name), esc(agentCmd))
 		if conn.caFile != "" {
 			fmt.Fprintf(w, "(copy %s to the host first)\n", conn.caFile)
 		}

@@ -58,7 +58,7 @@ X-Jitgate-Delivery header.`,
 			}
 			return a.printJSON(out)
 		}
-		fmt.Fprintf(a.stdout, "webhook %s added: %s (%s, %s)\n", out.Webhook.ID, out.Webhook.URL, out.Webhook.Format, eventList(out.Webhook.Events))
+		fmt.Fprintf(a.stdout, "webhook %s added: %s (%s, %s)\n", esc(out.Webhook.ID), esc(out.Webhook.URL), esc(out.Webhook.Format), esc(eventList(out.Webhook.Events)))
 		if secret == "" {
 			fmt.Fprintf(a.stdout, "\nSigning secret (shown once):\n  %s\n", out.Secret)
 		}

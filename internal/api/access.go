@@ -12,11 +12,15 @@ import (
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // maxTokenTTL bounds personal and service tokens.
 const maxTokenTTL = 366 * 24 * time.Hour
+
+// maxTokenName bounds a token's name, in characters.
+const maxTokenName = 100
 
 func authzTarget(t store.Target) *authz.Target {
 	return &authz.Target{Name: t.Name, Labels: t.Labels}
@@ -128,8 +132,8 @@ func (a *api) decide(approve bool) handlerFunc {
 				return err
 			}
 		}
-		if len(in.Reason) > policy.MaxReasonLen {
-			return invalidField("reason", "at most %d characters", policy.MaxReasonLen)
+		if err := policy.CheckReason(strings.TrimSpace(in.Reason)); err != nil {
+			return err
 		}
 		id := r.PathValue("id")
 		req, err := a.Store.GetRequest(r.Context(), id)
@@ -251,8 +255,8 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Princi
 	if ttl <= 0 || ttl > maxTokenTTL {
 		return invalidField("ttl", "must be a positive duration of at most %s, such as 720h", maxTokenTTL)
 	}
-	if len(in.Name) > 100 {
-		return invalidField("name", "at most 100 characters")
+	if err := text.CheckLen(in.Name, maxTokenName); err != nil {
+		return invalidField("name", "%v", err)
 	}
 	var limits []authz.Grant
 	for i, g := range in.Limits {

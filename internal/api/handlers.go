@@ -24,6 +24,11 @@ func (a *api) createTarget(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
+	if in.Gateway != "" {
+		if err := policy.ValidateTargetName(in.Gateway); err != nil {
+			return invalidField("gateway", "%s", strings.TrimPrefix(err.Error(), "name: "))
+		}
+	}
 	if err := a.require(r.Context(), p, authz.WriteTarget, &authz.Target{Name: in.Name, Labels: in.Labels}); err != nil {
 		return err
 	}
@@ -240,6 +245,10 @@ func (a *api) parseRequest(r *http.Request, in wire.RequestCreate) (policy.Reque
 		return policy.Request{}, invalidField("target", "required")
 	}
 	out := policy.Request{Duration: time.Duration(in.Duration), Reason: strings.TrimSpace(in.Reason)}
+	// Checked here, before the store records anything about the request.
+	if err := policy.CheckReason(out.Reason); err != nil {
+		return policy.Request{}, err
+	}
 	if len(in.Ports) == 0 {
 		return policy.Request{}, invalidField("ports", "name at least one port, such as \"22\" or \"3389/tcp\"")
 	}
@@ -418,8 +427,8 @@ func (a *api) revokeRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 			return err
 		}
 	}
-	if len(in.Reason) > policy.MaxReasonLen {
-		return invalidField("reason", "at most %d characters", policy.MaxReasonLen)
+	if err := policy.CheckReason(strings.TrimSpace(in.Reason)); err != nil {
+		return err
 	}
 	cur, err := a.Store.GetRequest(r.Context(), r.PathValue("id"))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -99,6 +100,9 @@ func (a *api) defaultPolicy() policy.Policy {
 
 // parseSelector reads KEY=VALUE[,KEY=VALUE...].
 func parseSelector(s string) (map[string]string, error) {
+	if err := text.Check(s); err != nil {
+		return nil, invalidField("selector", "%v", err)
+	}
 	out := map[string]string{}
 	for _, part := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")

@@ -11,6 +11,7 @@ import (
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -36,8 +37,8 @@ func parseWebhook(in wire.WebhookCreate) (store.Webhook, error) {
 	if raw == "" {
 		return store.Webhook{}, invalidField("url", "required")
 	}
-	if len(raw) > maxWebhookURL {
-		return store.Webhook{}, invalidField("url", "at most %d characters", maxWebhookURL)
+	if err := text.CheckLen(raw, maxWebhookURL); err != nil {
+		return store.Webhook{}, invalidField("url", "%v", err)
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
@@ -67,7 +68,7 @@ func parseWebhook(in wire.WebhookCreate) (store.Webhook, error) {
 	switch {
 	case w.Secret == "":
 		w.Secret = "whsec_" + random.Secret()
-	case len(w.Secret) < minWebhookSecret || len(w.Secret) > maxWebhookSecret:
+	case text.Len(w.Secret) < minWebhookSecret || text.Len(w.Secret) > maxWebhookSecret:
 		return store.Webhook{}, invalidField("secret", "must be %d to %d characters", minWebhookSecret, maxWebhookSecret)
 	case strings.TrimSpace(w.Secret) != w.Secret:
 		return store.Webhook{}, invalidField("secret", "must not begin or end with white space")

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/jitgate/jitgate/internal/text"
 )
 
 // Role is a named set of permissions.
@@ -89,7 +91,7 @@ func ParseScope(s string) (Scope, error) {
 		}
 	case strings.HasPrefix(s, "label:"):
 		k, v, ok := strings.Cut(strings.TrimPrefix(s, "label:"), "=")
-		if ok && k != "" && v != "" && !strings.ContainsAny(k+v, " ,=") {
+		if ok && k != "" && v != "" && !strings.ContainsAny(k+v, " ,=") && text.Check(k+v) == nil {
 			return Scope(s), nil
 		}
 	case strings.Contains(s, "="):
@@ -160,10 +162,15 @@ type Binding struct {
 	Scope     Scope
 }
 
-// ParsePrincipal accepts "user:NAME", "group:NAME" or "service:NAME".
+// ParsePrincipal accepts "user:NAME", "group:NAME" or "service:NAME". NAME is
+// at most 256 characters of one-line text without spaces (text.Check): a
+// principal is printed in tables, audit trails and chat messages.
 func ParsePrincipal(s string) (string, error) {
+	if err := text.Check(s); err != nil {
+		return "", fmt.Errorf("principal %s", err)
+	}
 	kind, name, ok := strings.Cut(strings.TrimSpace(s), ":")
-	if !ok || name == "" || len(name) > 256 || strings.ContainsAny(name, " \t\n") {
+	if !ok || name == "" || text.Len(name) > 256 || strings.ContainsAny(name, " ") {
 		return "", fmt.Errorf("principal %q: use user:NAME, group:NAME or service:NAME", s)
 	}
 	switch kind {

@@ -24,6 +24,8 @@ import (
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/jitgate/jitgate/internal/text"
 )
 
 // Config says which provider to trust and how to read its tokens.
@@ -324,11 +326,11 @@ func (p *Provider) identity(claims map[string]any) (Identity, error) {
 // token's user, bound as admin everywhere, and a provider account of that
 // name must not inherit it.)
 func checkName(s string, spaces bool) error {
-	if len(s) > 256 {
-		return fmt.Errorf("name %.32q... is longer than 256 bytes", s)
+	if text.Len(s) > 256 {
+		return fmt.Errorf("name %.32q... is longer than 256 characters", s)
 	}
 	bad := func(r rune) bool { return unicode.IsControl(r) || (!spaces && unicode.IsSpace(r)) }
-	if strings.IndexFunc(s, bad) >= 0 {
+	if strings.IndexFunc(s, bad) >= 0 || text.Check(s) != nil {
 		return fmt.Errorf("name %q holds spaces or control characters", s)
 	}
 	return nil

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jitgate/jitgate/internal/text"
 )
 
 // Protocol is the transport protocol of a port rule.
@@ -279,7 +281,10 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 			return Policy{}, &FieldError{field + ".justification.min_length", fmt.Sprintf("must be from 0 to %d", MaxReasonLen)}
 		}
 		if p := r.Justification.Pattern; p != "" {
-			if len(p) > 200 {
+			if err := text.Check(p); err != nil {
+				return Policy{}, &FieldError{field + ".justification.pattern", err.Error()}
+			}
+			if text.Len(p) > 200 {
 				return Policy{}, &FieldError{field + ".justification.pattern", "at most 200 characters"}
 			}
 			if _, err := regexp.Compile(p); err != nil {
@@ -341,6 +346,10 @@ func Contains(outer, inner netip.Prefix) bool {
 var targetName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // ValidateTargetName checks the DNS-label form of a target name.
+//
+// The DNS-label form is stricter than text.Check: no control character, no
+// bidirectional override, nothing outside ASCII letters, digits and '-'.
+// Gateways are targets and share this rule.
 func ValidateTargetName(name string) error {
 	if !targetName.MatchString(name) {
 		return &FieldError{"name", fmt.Sprintf("%q must be a DNS label: 1-63 lowercase letters, digits and '-', not starting or ending with '-'", name)}
@@ -350,13 +359,21 @@ func ValidateTargetName(name string) error {
 
 var labelKey = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$`)
 
-// ValidateLabels checks label keys and values.
+// ValidateLabels checks label keys and values. A value is at most 63
+// characters of one-line text (text.Check) without spaces, ',' or '=',
+// which the selector syntax uses.
 func ValidateLabels(labels map[string]string) error {
 	for k, v := range labels {
+		if err := text.Check(k); err != nil {
+			return &FieldError{"labels", "a key " + err.Error()}
+		}
 		if !labelKey.MatchString(k) {
 			return &FieldError{"labels", fmt.Sprintf("key %q must be 1-63 lowercase letters, digits, '.', '_', '/', '-'", k)}
 		}
-		if len(v) > 63 || strings.ContainsAny(v, " \t\n,=") {
+		if err := text.Check(v); err != nil {
+			return &FieldError{"labels", fmt.Sprintf("value of %q %v", k, err)}
+		}
+		if text.Len(v) > 63 || strings.ContainsAny(v, " ,=") {
 			return &FieldError{"labels", fmt.Sprintf("value %q of %q must be at most 63 characters without spaces, ',' or '='", v, k)}
 		}
 	}
@@ -381,8 +398,20 @@ const (
 	MappedPortMax = 29999
 )
 
-// MaxReasonLen bounds the free-text justification.
+// MaxReasonLen bounds the free-text justification, in characters.
 const MaxReasonLen = 1000
+
+// CheckReason checks a reason (a request's justification, an approver's or
+// revoker's note): at most MaxReasonLen characters of one-line text with no
+// control characters (text.Check). Newlines are refused rather than kept:
+// every place a reason is shown (terminal tables, CSV, chat webhooks) would
+// otherwise have to escape them.
+func CheckReason(reason string) error {
+	if err := text.CheckLen(reason, MaxReasonLen); err != nil {
+		return &FieldError{"reason", err.Error()}
+	}
+	return nil
+}
 
 // DenyError says which rule refused a request and why.
 type DenyError struct {
@@ -412,8 +441,8 @@ func (l Limits) Evaluate(pol Policy, req Request) error {
 	if req.Duration < l.MinRequestDuration {
 		return &FieldError{"duration", fmt.Sprintf("%s is shorter than the minimum of %s", req.Duration, l.MinRequestDuration)}
 	}
-	if len(req.Reason) > MaxReasonLen {
-		return &FieldError{"reason", fmt.Sprintf("at most %d characters", MaxReasonLen)}
+	if err := CheckReason(req.Reason); err != nil {
+		return err
 	}
 	if len(pol.Rules) == 0 {
 		return &DenyError{Reason: "the target has no JIT policy"}

@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -311,6 +312,9 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 		r.Approval = &wire.Approval{Mode: a.Mode, Approvals: a.Approvals}
 	}
 	if j := rr.Justification; j != nil {
+		if err := text.Check(j.Pattern); err != nil {
+			return fail(rr.Port, ".justification.pattern", err.Error())
+		}
 		r.Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
 	}
 	return r, nil

@@ -196,3 +196,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestControlCharactersRefused: the one free-text field of a policy file
+// refuses control characters with the line and field.
+func TestControlCharactersRefused(t *testing.T) {
+	_, err := Parse(strings.NewReader("policies:\n  - target: web-01\n    rules:\n      - port: 22\n        justification: {pattern: \"^INC\\e\"}\n"))
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Field != "policies[0].rules[0].justification.pattern" || !strings.Contains(pe.Msg, `\u001b`) {
+		t.Fatalf("Parse = %v, want an error naming the pattern's control character", err)
+	}
+}
