@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -20,7 +21,7 @@ func (a *app) newPolicyCmd() *cobra.Command {
 		Short: "Set, show or remove a target's JIT policy",
 	})
 	a.addConnFlags(cmd)
-	cmd.AddCommand(a.newPolicySetCmd(), a.newPolicyShowCmd(), a.newPolicyRemoveCmd(), a.newPolicyEnableCmd())
+	cmd.AddCommand(a.newPolicySetCmd(), a.newPolicyShowCmd(), a.newPolicyExportCmd(), a.newPolicyRemoveCmd(), a.newPolicyEnableCmd())
 	return cmd
 }
 
@@ -35,15 +36,20 @@ func (a *app) newPolicySetCmd() *cobra.Command {
 		cut       bool
 		publish   bool
 		mapped    uint16
+		dry       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "set TARGET --port PORT[/PROTO] ... [--max DURATION] [--source PREFIX ...]",
 		Short: "Replace a target's JIT policy: its ports close to everyone not granted",
 		Long: `Replace a target's JIT policy. Every --port given shares --max and --source.
 Without --source the requester names the source per request (one address by
-default). Setting the policy the target already has changes nothing.`,
+default). Setting the policy the target already has changes nothing.
+
+The output lists every change; a change that weakens the gate is marked
+(weaker), and ports of the old policy that the new one leaves out are named:
+they are no longer gated. --dry-run shows this and changes nothing.`,
 		Example: `  jitgate policy set web-01 --port 22/tcp --max 3h --source 198.51.100.0/24
-  jitgate policy set win-01 --port 3389 --port 5986 --max 1h`,
+  jitgate policy set win-01 --port 3389 --port 5986 --max 1h --dry-run`,
 		Args: oneArg("TARGET"),
 	}
 	cmd.Flags().StringArrayVar(&ports, "port", nil, "port to gate: 22, 22/tcp or 53/udp (repeatable)")
@@ -57,6 +63,7 @@ default). Setting the policy the target already has changes nothing.`,
 	cmd.Flags().BoolVar(&publish, "publish", false, "behind a gateway: publish the port on the gateway's public address (DNAT)")
 	cmd.Flags().Uint16Var(&mapped, "mapped-port", 0, "with --publish: the mapped port to use (default: allocated)")
 	cmd.Flags().StringVar(&just.Pattern, "reason-pattern", "", "regular expression the reason must match, such as '^(INC|CHG)-[0-9]+'")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would change, and change nothing")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
 			return usagef("name at least one --port")
@@ -92,26 +99,52 @@ default). Setting the policy the target already has changes nothing.`,
 		if err != nil {
 			return err
 		}
-		res, err := c.SetPolicy(ctx, args[0], pol)
+		set := c.SetPolicy
+		if dry {
+			set = c.PlanPolicy
+		}
+		res, err := set(ctx, args[0], pol)
 		if err != nil {
 			return err
 		}
 		if a.jsonOut() {
 			return a.printJSON(res)
 		}
-		if res.Changed {
-			fmt.Fprintf(a.stdout, "%s: policy set\n", esc(res.Target))
-		} else {
-			fmt.Fprintf(a.stdout, "%s: unchanged\n", esc(res.Target))
-		}
+		a.printResult(res)
 		return a.printPolicy(res.Policy, "  ")
 	})
 	return cmd
 }
 
+// printResult says what setting a policy did or, in a dry run, would do:
+// one line for the target, one per change (weakening ones marked), and the
+// ports no longer gated.
+func (a *app) printResult(res wire.PolicyResult) {
+	state := "unchanged"
+	switch {
+	case res.DryRun && res.Changed:
+		state = "would change (dry run: nothing was changed)"
+	case res.DryRun:
+		state = "unchanged (dry run)"
+	case res.Changed:
+		state = "policy set"
+	}
+	fmt.Fprintf(a.stdout, "%s: %s\n", esc(res.Target), state)
+	for _, c := range res.Changes {
+		fmt.Fprintf(a.stdout, "  %s\n", esc(c.Summary))
+	}
+	if len(res.Dropped) > 0 {
+		verb := "drops"
+		if res.DryRun {
+			verb = "would drop"
+		}
+		fmt.Fprintf(a.stdout, "  %s %s: no longer gated, open to anyone who can reach %s\n", verb, esc(strings.Join(res.Dropped, ", ")), esc(res.Target))
+	}
+}
+
 // printPolicy writes one line per rule.
 func (a *app) printPolicy(p wire.Policy, indent string) error {
-	tw := a.table(indent+"PORT", "MAX", "APPROVAL", "REASON", "ALLOWED SOURCES")
+	tw := a.table(indent+"PORT", "MAX", "APPROVAL", "REASON", "ALLOWED SOURCES", "OPTIONS")
 	for _, r := range p.Rules {
 		srcs := "per request"
 		if len(r.AllowedSources) > 0 {
@@ -135,7 +168,18 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 			}
 			reason = strings.Join(parts, ", ")
 		}
-		row(tw, indent+ruleName(r), fmtDuration(time.Duration(r.MaxDuration)), approval, reason, srcs)
+		var opts []string
+		if r.CloseEstablished {
+			opts = append(opts, "close established")
+		}
+		if r.Publish {
+			if r.MappedPort != 0 {
+				opts = append(opts, fmt.Sprintf("published on %d", r.MappedPort))
+			} else {
+				opts = append(opts, "published")
+			}
+		}
+		row(tw, indent+ruleName(r), fmtDuration(time.Duration(r.MaxDuration)), approval, reason, srcs, strings.Join(opts, ", "))
 	}
 	return tw.Flush()
 }
@@ -179,23 +223,38 @@ func (a *app) newPolicyRemoveCmd() *cobra.Command {
 }
 
 func (a *app) newApplyCmd() *cobra.Command {
-	var file string
+	var (
+		file string
+		dry  bool
+	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Set the policies a YAML file declares (idempotent)",
 		Long: `Set the JIT policies a YAML file declares, target by target. Applying the same
 file again changes nothing. Unknown keys are refused with their line number.
 
+Each target's policy is replaced by the file's: a key left out means what it
+means in a rule created fresh (auto approval, an optional reason, sessions
+kept at expiry, not published). The output lists every change and marks the
+ones that weaken the gate (weaker); --dry-run shows them and changes nothing.
+"jitgate policy export" writes a file that applies back with no change.
+
   policies:
     - target: web-01
       rules:
         - port: 22
-          protocol: tcp
-          max_duration: 3h
-          allowed_sources: [198.51.100.0/24]`,
+          protocol: tcp                       # default tcp
+          max_duration: 3h                    # default: the server's (3h)
+          allowed_sources: [198.51.100.0/24]  # default: per request
+          approval: {mode: manual, approvals: 2}   # default: auto
+          justification: {required: true, min_length: 10, pattern: "^INC-[0-9]+"}
+          close_established: true             # default false
+          publish: true                       # behind a gateway; default false
+          mapped_port: 20022                  # with publish; default: allocated`,
 		Args: noArgs,
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "policy file, or - for standard input")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would change, and change nothing")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		if file == "" {
 			return usagef("name the policy file with -f FILE")
@@ -217,19 +276,19 @@ file again changes nothing. Unknown keys are refused with their line number.
 		if err != nil {
 			return err
 		}
+		set := c.SetPolicy
+		if dry {
+			set = c.PlanPolicy
+		}
 		var results []wire.PolicyResult
 		for _, p := range pf.Policies {
-			res, err := c.SetPolicy(ctx, p.Target, p.Wire())
+			res, err := set(ctx, p.Target, p.Wire())
 			if err != nil {
 				return fmt.Errorf("%s line %d: target %s: %w", file, p.Line, p.Target, err)
 			}
 			results = append(results, res)
 			if !a.jsonOut() {
-				state := "unchanged"
-				if res.Changed {
-					state = "policy set"
-				}
-				fmt.Fprintf(a.stdout, "%s: %s\n", esc(res.Target), esc(state))
+				a.printResult(res)
 			}
 		}
 		if a.jsonOut() {
@@ -241,19 +300,83 @@ file again changes nothing. Unknown keys are refused with their line number.
 	return cmd
 }
 
+func (a *app) newPolicyExportCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "export [TARGET...]",
+		Short: "Write targets' policies as a policy file that apply -f applies back unchanged",
+		Long: `Write the JIT policies of the named targets (default: every target that has
+one) as a YAML policy file. Every setting is written, so "jitgate apply -f" of
+the file changes nothing; edit it and apply it to change policies as code.`,
+		Example: `  jitgate policy export > policies.yaml
+  jitgate policy export web-01 db-01 > policies.yaml`,
+	}
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		if a.jsonOut() {
+			return usagef("export writes YAML; use policy show TARGET -o json for JSON")
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		var f policyfile.File
+		add := func(target string, p wire.Policy) error {
+			pp, err := policyfile.FromWire(target, p)
+			if err != nil {
+				return fmt.Errorf("exporting %s: %w", target, err)
+			}
+			f.Policies = append(f.Policies, pp)
+			return nil
+		}
+		if len(args) == 0 {
+			ts, err := c.Targets(ctx)
+			if err != nil {
+				return err
+			}
+			for _, t := range ts {
+				if t.Policy != nil {
+					if err := add(t.Name, *t.Policy); err != nil {
+						return err
+					}
+				}
+			}
+			if len(f.Policies) == 0 {
+				return errors.New("no target has a policy: nothing to export")
+			}
+		}
+		for _, name := range args {
+			p, err := c.Policy(ctx, name)
+			if err != nil {
+				return err
+			}
+			if err := add(name, p); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintln(a.stdout, "# JIT policies exported by jitgate policy export; apply with: jitgate apply -f FILE")
+		return f.Encode(a.stdout)
+	})
+	return cmd
+}
+
 func (a *app) newPolicyEnableCmd() *cobra.Command {
 	var (
 		selector string
 		def      bool
+		dry      bool
 	)
 	cmd := &cobra.Command{
-		Use:     "enable --default --selector KEY=VALUE[,KEY=VALUE]",
-		Short:   "Apply the default policy (22, 3389, 5985, 5986/tcp, 3h) to every matching target",
-		Example: "  jitgate policy enable --default --selector group=prod",
+		Use:   "enable --default --selector KEY=VALUE[,KEY=VALUE]",
+		Short: "Apply the default policy (22, 3389, 5985, 5986/tcp, 3h) to every matching target without one",
+		Long: `Apply the default policy (22, 3389, 5985, 5986/tcp, 3h) to every target the
+selector matches. A target that already has a policy keeps it, and a target
+whose agent cannot enforce is left alone: each skipped target is named with
+the reason. --dry-run shows what would be done and changes nothing.`,
+		Example: "  jitgate policy enable --default --selector group=prod --dry-run",
 		Args:    noArgs,
 	}
 	cmd.Flags().StringVar(&selector, "selector", "", "labels every target must carry, KEY=VALUE[,KEY=VALUE]")
 	cmd.Flags().BoolVar(&def, "default", false, "apply the default policy (required: the only one applied in bulk)")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would be done, and change nothing")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		if !def {
 			return usagef("--default is required: only the default policy is applied in bulk")
@@ -265,19 +388,22 @@ func (a *app) newPolicyEnableCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		res, err := c.EnablePolicy(ctx, selector)
+		res, err := c.EnablePolicy(ctx, selector, dry)
 		if err != nil {
 			return err
 		}
 		if a.jsonOut() {
 			return a.printJSON(res)
 		}
-		for _, r := range res {
-			state := "unchanged"
-			if r.Changed {
-				state = "policy set"
+		for _, r := range res.Enabled {
+			state := "default policy set"
+			if r.DryRun {
+				state = "would get the default policy (dry run: nothing was changed)"
 			}
 			fmt.Fprintf(a.stdout, "%s: %s\n", esc(r.Target), esc(state))
+		}
+		for _, s := range res.Skipped {
+			fmt.Fprintf(a.stdout, "%s: skipped: %s\n", esc(s.Target), esc(s.Reason))
 		}
 		return nil
 	})

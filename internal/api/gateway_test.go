@@ -157,18 +157,18 @@ func TestInventoryClassesAndEnable(t *testing.T) {
 	if err != nil || len(nc) != 2 {
 		t.Fatalf("not-configured: %d, %v", len(nc), err)
 	}
-	if _, err := e.c.EnablePolicy(ctx, "group=nope"); client.StatusOf(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "matches no target") {
+	if _, err := e.c.EnablePolicy(ctx, "group=nope", false); client.StatusOf(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "matches no target") {
 		t.Errorf("a selector matching nothing: %v", err)
 	}
-	res, err := e.c.EnablePolicy(ctx, "group=prod")
-	if err != nil || len(res) != 2 || !res[0].Changed {
+	res, err := e.c.EnablePolicy(ctx, "group=prod", false)
+	if err != nil || len(res.Enabled) != 2 || !res.Enabled[0].Changed {
 		t.Fatalf("enable: %v %+v", err, res)
 	}
-	if len(res[0].Policy.Rules) != 4 {
-		t.Errorf("default policy has %d rules, want 22, 3389, 5985, 5986", len(res[0].Policy.Rules))
+	if len(res.Enabled[0].Policy.Rules) != 4 {
+		t.Errorf("default policy has %d rules, want 22, 3389, 5985, 5986", len(res.Enabled[0].Policy.Rules))
 	}
-	if again, _ := e.c.EnablePolicy(ctx, "group=prod"); again[0].Changed {
-		t.Error("enabling twice changed the policy again")
+	if again, _ := e.c.EnablePolicy(ctx, "group=prod", false); len(again.Enabled) != 0 || len(again.Skipped) != 2 {
+		t.Errorf("enabling twice: %+v, want both skipped", again)
 	}
 	if cf, _ := e.c.TargetsIn(ctx, "configured"); len(cf) != 3 {
 		t.Errorf("configured after enable: %d, want 3", len(cf))

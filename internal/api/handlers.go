@@ -169,12 +169,49 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 			return err
 		}
 	}
-	changed, err := a.Store.SetPolicy(r.Context(), a.actor(r, p), name, pol, a.Now())
+	dry, err := dryRun(r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wire.PolicyResult{Target: name, Changed: changed, Policy: toWirePolicy(pol)})
+	res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), name, pol, a.Now(), store.PolicyOptions{DryRun: dry})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a.policyResult(name, res, pol, dry))
 	return nil
+}
+
+// dryRun reads the ?dry_run= parameter: with true, the handler runs every
+// check and says what it would change, and changes nothing.
+func dryRun(r *http.Request) (bool, error) {
+	s := r.URL.Query().Get("dry_run")
+	if s == "" {
+		return false, nil
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, invalidField("dry_run", "%q must be true or false", s)
+	}
+	return v, nil
+}
+
+// policyResult says what setting pol did (or would do) to a target: every
+// change from its previous policy, as policy.Limits.Compare judges it, and
+// the ports it no longer gates.
+func (a *api) policyResult(target string, res store.PolicyOutcome, pol policy.Policy, dry bool) wire.PolicyResult {
+	out := wire.PolicyResult{Target: target, Changed: res.Changed, DryRun: dry, Policy: toWirePolicy(pol)}
+	if res.Kept {
+		return out
+	}
+	changes := a.Limits.Compare(res.Old, pol)
+	for _, c := range changes {
+		out.Changes = append(out.Changes, wire.PolicyChange{Port: c.Port.String(), Field: c.Field, From: c.From, To: c.To,
+			Weaker: c.Weaker, Summary: c.String()})
+	}
+	for _, p := range policy.DroppedPorts(changes) {
+		out.Dropped = append(out.Dropped, p.String())
+	}
+	return out
 }
 
 func (a *api) getPolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {

@@ -115,8 +115,11 @@ func parseSelector(s string) (map[string]string, error) {
 }
 
 // enablePolicy applies the default policy to every target the selector
-// matches. It changes nothing unless the caller may set policies on all of
-// them; a selector that matches nothing is an error.
+// matches that has no policy yet and can be gated. It never overwrites a
+// target's own policy and skips unsupported targets, saying why for each.
+// It changes nothing unless the caller may set policies on all matching
+// targets; a selector that matches nothing is an error. With ?dry_run=true
+// it says what it would do and changes nothing.
 func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	var in wire.PolicyEnable
 	if err := decode(w, r, &in); err != nil {
@@ -129,12 +132,18 @@ func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err != nil {
 		return err
 	}
+	dry, err := dryRun(r)
+	if err != nil {
+		return err
+	}
 	ts, err := a.Store.ListTargets(r.Context())
 	if err != nil {
 		return err
 	}
 	var match []store.Target
+	gateways := map[string]store.Target{}
 	for _, t := range ts {
+		gateways[t.Name] = t
 		ok := true
 		for k, v := range sel {
 			if t.Labels[k] != v {
@@ -158,16 +167,34 @@ func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err != nil {
 		return err
 	}
-	out := make([]wire.PolicyResult, 0, len(match))
+	out := wire.PolicyEnableResult{DryRun: dry, Enabled: []wire.PolicyResult{}, Skipped: []wire.PolicySkip{}}
 	for _, t := range match {
-		changed, err := a.Store.SetPolicy(r.Context(), a.actor(r, p), t.Name, pol, a.Now())
+		if v := a.view(r.Context(), t, gateways, nil); v.Class == inventory.Unsupported {
+			out.Skipped = append(out.Skipped, wire.PolicySkip{Target: t.Name, Reason: "unsupported: " + v.ClassReason})
+			continue
+		}
+		res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), t.Name, pol, a.Now(), store.PolicyOptions{DryRun: dry, KeepExisting: true})
 		if err != nil {
 			return fmt.Errorf("setting the default policy on %s: %w", t.Name, err)
 		}
-		out = append(out, wire.PolicyResult{Target: t.Name, Changed: changed, Policy: toWirePolicy(pol)})
+		if res.Kept {
+			out.Skipped = append(out.Skipped, wire.PolicySkip{Target: t.Name,
+				Reason: fmt.Sprintf("already has a policy (%s); change it with policy set or apply", portList(*res.Old))})
+			continue
+		}
+		out.Enabled = append(out.Enabled, a.policyResult(t.Name, res, pol, dry))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// portList names a policy's ports, "22/tcp, 3389/tcp".
+func portList(pol policy.Policy) string {
+	s := make([]string, len(pol.Rules))
+	for i, r := range pol.Rules {
+		s[i] = r.Port.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // checkSourceFamily refuses a source that cannot reach a target behind a

@@ -44,11 +44,21 @@ func (c *Client) TargetsIn(ctx context.Context, class string) ([]wire.Target, er
 	return out, err
 }
 
-// EnablePolicy applies the default policy to every target matching selector.
-func (c *Client) EnablePolicy(ctx context.Context, selector string) ([]wire.PolicyResult, error) {
-	var out []wire.PolicyResult
-	err := c.do(ctx, http.MethodPost, "/api/v1/policies/enable", nil, wire.PolicyEnable{Selector: selector, Default: true}, &out)
+// EnablePolicy applies the default policy to every target matching
+// selector that has no policy and can be gated; the result names the
+// others and why they were skipped. With dryRun nothing changes.
+func (c *Client) EnablePolicy(ctx context.Context, selector string, dryRun bool) (wire.PolicyEnableResult, error) {
+	var out wire.PolicyEnableResult
+	err := c.do(ctx, http.MethodPost, "/api/v1/policies/enable", dryRunQuery(dryRun), wire.PolicyEnable{Selector: selector, Default: true}, &out)
 	return out, err
+}
+
+// dryRunQuery is the query of a dry run, or nil.
+func dryRunQuery(dryRun bool) url.Values {
+	if !dryRun {
+		return nil
+	}
+	return url.Values{"dry_run": {"true"}}
 }
 
 // Target returns one target.
@@ -65,8 +75,17 @@ func (c *Client) RemoveTarget(ctx context.Context, name string) error {
 
 // SetPolicy replaces a target's JIT policy.
 func (c *Client) SetPolicy(ctx context.Context, target string, p wire.Policy) (wire.PolicyResult, error) {
+	return c.setPolicy(ctx, target, p, false)
+}
+
+// PlanPolicy says what SetPolicy would change, and changes nothing.
+func (c *Client) PlanPolicy(ctx context.Context, target string, p wire.Policy) (wire.PolicyResult, error) {
+	return c.setPolicy(ctx, target, p, true)
+}
+
+func (c *Client) setPolicy(ctx context.Context, target string, p wire.Policy, dryRun bool) (wire.PolicyResult, error) {
 	var out wire.PolicyResult
-	err := c.do(ctx, http.MethodPut, "/api/v1/targets/"+url.PathEscape(target)+"/policy", nil, p, &out)
+	err := c.do(ctx, http.MethodPut, "/api/v1/targets/"+url.PathEscape(target)+"/policy", dryRunQuery(dryRun), p, &out)
 	return out, err
 }
 

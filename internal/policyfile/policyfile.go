@@ -8,7 +8,17 @@
 //	      - port: 22
 //	        protocol: tcp          # default tcp
 //	        max_duration: 3h       # default: the server's default (3h)
-//	        allowed_sources: [198.51.100.0/24, 2001:db8::/48]
+//	        allowed_sources: [198.51.100.0/24, 2001:db8::/48]  # default: per request
+//	        approval: {mode: manual, approvals: 2}            # default: auto
+//	        justification: {required: true, min_length: 10, pattern: "^INC-[0-9]+"}
+//	        close_established: true  # default false
+//	        publish: true            # behind a gateway; default false
+//	        mapped_port: 20022       # with publish; default: allocated
+//
+// The file says every setting of a port rule (a test checks it against
+// policy.Rule), so an apply never turns a setting off because the file
+// cannot say it: a key left out means what it means in a rule created
+// fresh, and Encode writes a file that applies back with no change.
 //
 // Parse rejects unknown keys and checks everything that can be checked
 // without the server (port range, protocol, prefixes, duplicates); errors
@@ -59,10 +69,18 @@ type Rule struct {
 	// AllowedSources are canonical prefixes; empty means the requester
 	// names a single address per request.
 	AllowedSources []netip.Prefix
-	// Approval and Justification are checked by the server.
+	// Approval and Justification are checked by the server; nil means the
+	// defaults (auto approval, an optional reason).
 	Approval      *wire.Approval
 	Justification *wire.Justification
-	Line          int
+	// CloseEstablished ends established sessions at expiry and revocation.
+	CloseEstablished bool
+	// Publish maps the port on the gateway's public address (a target
+	// behind a gateway); MappedPort asks for a given mapped port (0: one
+	// is allocated).
+	Publish    bool
+	MappedPort uint16
+	Line       int
 }
 
 // Wire returns the policy as the API's request body.
@@ -70,13 +88,112 @@ func (p Policy) Wire() wire.Policy {
 	out := wire.Policy{Rules: make([]wire.PortRule, 0, len(p.Rules))}
 	for _, r := range p.Rules {
 		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
-			Approval: r.Approval, Justification: r.Justification}
+			Approval: r.Approval, Justification: r.Justification, CloseEstablished: r.CloseEstablished,
+			Publish: r.Publish, MappedPort: r.MappedPort}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
 		out.Rules = append(out.Rules, wr)
 	}
 	return out
+}
+
+// FromWire returns a target's policy as the API shows it, for Encode.
+func FromWire(target string, p wire.Policy) (Policy, error) {
+	out := Policy{Target: target, Rules: make([]Rule, 0, len(p.Rules))}
+	for i, wr := range p.Rules {
+		r := Rule{Port: wr.Port, Protocol: policy.TCP, MaxDuration: time.Duration(wr.MaxDuration),
+			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort}
+		if wr.Protocol != "" {
+			proto, err := policy.ParseProtocol(wr.Protocol)
+			if err != nil {
+				return Policy{}, fmt.Errorf("%s rules[%d]: %w", target, i, err)
+			}
+			r.Protocol = proto
+		}
+		for _, s := range wr.AllowedSources {
+			pfx, err := policy.ParsePrefix(s)
+			if err != nil {
+				return Policy{}, fmt.Errorf("%s rules[%d]: %w", target, i, err)
+			}
+			r.AllowedSources = append(r.AllowedSources, pfx)
+		}
+		if a := wr.Approval; a != nil {
+			r.Approval = &wire.Approval{Mode: a.Mode, Approvals: a.Approvals}
+		}
+		if j := wr.Justification; j != nil && *j != (wire.Justification{}) {
+			r.Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
+		}
+		out.Rules = append(out.Rules, r)
+	}
+	return out, nil
+}
+
+// The shapes Encode writes: every setting a rule has, the defaults left out.
+type (
+	outFile struct {
+		Policies []outPolicy `yaml:"policies"`
+	}
+	outPolicy struct {
+		Target string    `yaml:"target"`
+		Rules  []outRule `yaml:"rules"`
+	}
+	outRule struct {
+		Port             uint16       `yaml:"port"`
+		Protocol         string       `yaml:"protocol"`
+		MaxDuration      string       `yaml:"max_duration,omitempty"`
+		AllowedSources   []string     `yaml:"allowed_sources,flow,omitempty"`
+		Approval         *outApproval `yaml:"approval,omitempty"`
+		Justification    *outJust     `yaml:"justification,omitempty"`
+		CloseEstablished bool         `yaml:"close_established,omitempty"`
+		Publish          bool         `yaml:"publish,omitempty"`
+		MappedPort       uint16       `yaml:"mapped_port,omitempty"`
+	}
+	outApproval struct {
+		Mode      string `yaml:"mode"`
+		Approvals int    `yaml:"approvals,omitempty"`
+	}
+	outJust struct {
+		Required  bool   `yaml:"required,omitempty"`
+		MinLength int    `yaml:"min_length,omitempty"`
+		Pattern   string `yaml:"pattern,omitempty"`
+	}
+)
+
+// Encode writes the file in the form Parse reads. A file encoded from
+// the policies the server holds applies back with no change.
+func (f File) Encode(w io.Writer) error {
+	out := outFile{Policies: make([]outPolicy, 0, len(f.Policies))}
+	for _, p := range f.Policies {
+		op := outPolicy{Target: p.Target, Rules: make([]outRule, 0, len(p.Rules))}
+		for _, r := range p.Rules {
+			or := outRule{Port: r.Port, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
+				Publish: r.Publish, MappedPort: r.MappedPort}
+			if or.Protocol == "" {
+				or.Protocol = string(policy.TCP)
+			}
+			if r.MaxDuration != 0 {
+				or.MaxDuration = policy.FormatDuration(r.MaxDuration)
+			}
+			for _, s := range r.AllowedSources {
+				or.AllowedSources = append(or.AllowedSources, s.String())
+			}
+			if a := r.Approval; a != nil {
+				or.Approval = &outApproval{Mode: a.Mode, Approvals: a.Approvals}
+			}
+			if j := r.Justification; j != nil && *j != (wire.Justification{}) {
+				or.Justification = &outJust{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
+			}
+			op.Rules = append(op.Rules, or)
+		}
+		out.Policies = append(out.Policies, op)
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("encoding policy file: %w", err)
+	}
+	return enc.Close()
 }
 
 // Error is a problem in a policy file. Line is 0 when it is not known.
@@ -115,7 +232,12 @@ type rawRule struct {
 	Protocol       yaml.Node `yaml:"protocol"`
 	MaxDuration    yaml.Node `yaml:"max_duration"`
 	AllowedSources yaml.Node `yaml:"allowed_sources"`
-	Approval       *struct {
+	// CloseEstablished, Publish and MappedPort are nodes so that a value
+	// of the wrong kind is refused with its line, not read as false.
+	CloseEstablished yaml.Node `yaml:"close_established"`
+	Publish          yaml.Node `yaml:"publish"`
+	MappedPort       yaml.Node `yaml:"mapped_port"`
+	Approval         *struct {
 		Mode      string `yaml:"mode"`
 		Approvals int    `yaml:"approvals"`
 	} `yaml:"approval"`
@@ -131,8 +253,11 @@ type rawRule struct {
 var knownKeys = map[string]string{
 	"policyfile.rawFile":   "policies",
 	"policyfile.rawPolicy": "target, rules",
-	"policyfile.rawRule":   "port, protocol, max_duration, allowed_sources, approval, justification",
+	"policyfile.rawRule":   ruleKeys,
 }
+
+// ruleKeys are the keys of a rule.
+const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port"
 
 // Parse reads and validates a policy file. The error is an *Error when the
 // problem is in the file's content.
@@ -317,6 +442,29 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 		}
 		r.Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
 	}
+	for _, b := range []struct {
+		n   yaml.Node
+		key string
+		dst *bool
+	}{{rr.CloseEstablished, "close_established", &r.CloseEstablished}, {rr.Publish, "publish", &r.Publish}} {
+		n := deref(b.n)
+		if n.Kind == 0 || n.ShortTag() == "!!null" {
+			continue
+		}
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(b.dst) != nil {
+			return fail(n, "."+b.key, fmt.Sprintf("%s is not true or false", describe(n)))
+		}
+	}
+	if n := deref(rr.MappedPort); n.Kind != 0 && n.ShortTag() != "!!null" {
+		mp, ok := portNumber(n)
+		if !ok {
+			return fail(n, ".mapped_port", fmt.Sprintf("%s is not a port number from 1 to 65535", describe(n)))
+		}
+		if !r.Publish {
+			return fail(n, ".mapped_port", "only a published port takes a mapped port: add \"publish: true\"")
+		}
+		r.MappedPort = mp
+	}
 	return r, nil
 }
 
@@ -418,7 +566,7 @@ func yamlError(err error) error {
 		msg = strings.Replace(msg, "[]policyfile.rawPolicy", "a list of policies", 1)
 		msg = strings.Replace(msg, "policyfile.rawPolicy", "a policy (target, rules)", 1)
 		msg = strings.Replace(msg, "[]policyfile.rawRule", "a list of rules", 1)
-		msg = strings.Replace(msg, "policyfile.rawRule", "a rule (port, protocol, max_duration, allowed_sources)", 1)
+		msg = strings.Replace(msg, "policyfile.rawRule", "a rule ("+ruleKeys+")", 1)
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	if m := lineMsg.FindStringSubmatch(msg); m != nil {

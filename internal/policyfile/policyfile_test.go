@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/policy/policytest"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -42,6 +43,15 @@ func TestParseValid(t *testing.T) {
 			{Target: "dns-01", Line: 11, Rules: []Rule{
 				{Port: 53, Protocol: policy.UDP, Line: 13, AllowedSources: []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")}},
 			}},
+		}}},
+		{"full.yaml", File{Policies: []Policy{
+			{Target: "app-01", Line: 3, Rules: []Rule{{
+				Port: 22, Protocol: policy.TCP, MaxDuration: 90 * time.Minute, Line: 5,
+				AllowedSources:   []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.7/32")},
+				Approval:         &wire.Approval{Mode: "manual", Approvals: 2},
+				Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: "^(INC|CHG)-[0-9]+"},
+				CloseEstablished: true, Publish: true, MappedPort: 20022,
+			}}},
 		}}},
 		{"minimal.yaml", File{Policies: []Policy{
 			{Target: "db-01", Line: 2, Rules: []Rule{{Port: 5432, Protocol: policy.TCP, Line: 4}}},
@@ -99,6 +109,9 @@ func TestParseErrors(t *testing.T) {
 		{"syntax.yaml", -1, []string{"did not find expected"}},
 		{"duplicate_key.yaml", 3, []string{`"target" already defined at line 2`}},
 		{"wrong_shape.yaml", 2, []string{"cannot unmarshal", "a list of policies"}},
+		{"bad_bool.yaml", 5, []string{"policies[0].rules[0].close_established", `"yes" is not true or false`}},
+		{"mapped_without_publish.yaml", 5, []string{"rules[0].mapped_port", "only a published port", "publish: true"}},
+		{"bad_mapped_port.yaml", 6, []string{"rules[0].mapped_port", `"70000" is not a port number`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -144,6 +157,62 @@ func TestWire(t *testing.T) {
 	}}
 	if diff := cmp.Diff(want, f.Policies[0].Wire()); diff != "" {
 		t.Errorf("Wire mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// fullWireRule is a rule as the API shows it, with every field set
+// (TestEncodeRoundTrip checks that none is left zero).
+func fullWireRule() wire.PortRule {
+	return wire.PortRule{
+		Port: 22, Protocol: "tcp", AllowedSources: []string{"198.51.100.0/24", "2001:db8::/48", "203.0.113.7/32"},
+		MaxDuration: wire.Duration(90 * time.Minute), Approval: &wire.Approval{Mode: "manual", Approvals: 2},
+		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+: '"# x`},
+		CloseEstablished: true, Publish: true, MappedPort: 20022,
+	}
+}
+
+// TestEncodeRoundTrip encodes policies as the API shows them and parses
+// the file back: every setting must survive. It fails when wire.PortRule
+// gains a field the file cannot say (set it in fullWireRule first: the
+// ZeroFields check makes sure it is).
+func TestEncodeRoundTrip(t *testing.T) {
+	full := fullWireRule()
+	if z := policytest.ZeroFields(full); len(z) > 0 {
+		t.Fatalf("fullWireRule leaves %v unset: set every field of wire.PortRule", z)
+	}
+	policies := []wire.Policy{
+		{Rules: []wire.PortRule{full, {Port: 53, Protocol: "udp", MaxDuration: wire.Duration(3 * time.Hour), Approval: &wire.Approval{Mode: "auto"}}}},
+		{Rules: []wire.PortRule{{Port: 3389, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "auto"},
+			Justification: &wire.Justification{Pattern: "^x$"}}}},
+	}
+	var f File
+	for i, wp := range policies {
+		p, err := FromWire([]string{"app-01", "web-01"}[i], wp)
+		if err != nil {
+			t.Fatalf("FromWire: %v", err)
+		}
+		f.Policies = append(f.Policies, p)
+	}
+	var buf strings.Builder
+	if err := f.Encode(&buf); err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	got, err := Parse(strings.NewReader(buf.String()))
+	if err != nil {
+		t.Fatalf("Parse of the encoded file: %v\n%s", err, buf.String())
+	}
+	if len(got.Policies) != len(policies) {
+		t.Fatalf("%d policies back, want %d:\n%s", len(got.Policies), len(policies), buf.String())
+	}
+	for i, want := range policies {
+		if diff := cmp.Diff(want, got.Policies[i].Wire()); diff != "" {
+			t.Errorf("policy %d after Encode and Parse (-want +got):\n%s\nfile:\n%s", i, diff, buf.String())
+		}
+	}
+	// Encoding what was parsed writes the same file.
+	var again strings.Builder
+	if err := got.Encode(&again); err != nil || again.String() != buf.String() {
+		t.Errorf("re-encoding differs (%v):\n%s\nvs\n%s", err, again.String(), buf.String())
 	}
 }
 

@@ -199,7 +199,40 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 // SetPolicy replaces a target's policy (already normalised by the caller).
 // Setting the policy it already has changes nothing and reports false.
 func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol policy.Policy, now time.Time) (bool, error) {
-	changed := false
+	res, err := s.SetPolicyWith(ctx, actor, name, pol, now, PolicyOptions{})
+	return res.Changed, err
+}
+
+// PolicyOptions change how SetPolicyWith replaces a policy.
+type PolicyOptions struct {
+	// DryRun runs every check (placement, mapped ports) in a transaction
+	// that is then rolled back: nothing is written, no revision is bumped,
+	// no audit event is recorded.
+	DryRun bool
+	// KeepExisting leaves a target that already has a policy alone (bulk
+	// actions never overwrite one); the outcome says Kept. It is decided
+	// in the same transaction as the write, so a policy set concurrently
+	// is not overwritten either.
+	KeepExisting bool
+}
+
+// PolicyOutcome is what SetPolicyWith did, or in a dry run would do.
+type PolicyOutcome struct {
+	// Old is the policy the target had (nil: none).
+	Old *policy.Policy
+	// Changed is false when the target already had this policy, or kept
+	// its own (Kept).
+	Changed bool
+	Kept    bool
+}
+
+// errDryRun rolls a dry run's transaction back.
+var errDryRun = errors.New("dry run")
+
+// SetPolicyWith replaces a target's policy (already normalised by the
+// caller) as SetPolicy does, with options.
+func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol policy.Policy, now time.Time, opts PolicyOptions) (PolicyOutcome, error) {
+	var out PolicyOutcome
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, name))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -207,6 +240,11 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 		}
 		if err != nil {
 			return fmt.Errorf("reading target %s: %w", name, err)
+		}
+		out.Old = t.Policy
+		if t.Policy != nil && opts.KeepExisting {
+			out.Kept = true
+			return nil
 		}
 		if t.Policy != nil && t.Policy.Equal(pol) {
 			return nil
@@ -222,6 +260,10 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 				return err
 			}
 		}
+		if opts.DryRun {
+			out.Changed = true
+			return errDryRun
+		}
 		b, err := json.Marshal(pol)
 		if err != nil {
 			return fmt.Errorf("encoding policy: %w", err)
@@ -232,7 +274,7 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 		if _, err := bumpRevision(ctx, tx, name); err != nil {
 			return err
 		}
-		changed = true
+		out.Changed = true
 		ports := make([]string, len(pol.Rules))
 		for i, r := range pol.Rules {
 			ports[i] = r.Port.String()
@@ -240,10 +282,13 @@ func (s *Store) SetPolicy(ctx context.Context, actor Actor, name string, pol pol
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicySet, Target: name,
 			Details: map[string]any{"ports": ports, "policy": json.RawMessage(b)}})
 	})
-	if err == nil && changed {
+	if errors.Is(err, errDryRun) {
+		return out, nil
+	}
+	if err == nil && out.Changed {
 		s.changed(name)
 	}
-	return changed, err
+	return out, err
 }
 
 // RemovePolicy removes a target's policy: its ports are no longer protected.

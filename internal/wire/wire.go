@@ -161,11 +161,54 @@ type TargetCreated struct {
 	EnrollExpiresAt time.Time `json:"enroll_expires_at"`
 }
 
-// PolicyResult says whether setting a policy changed anything.
+// PolicyResult says what setting a policy changed or, in a dry run, would
+// change.
 type PolicyResult struct {
 	Target  string `json:"target"`
 	Changed bool   `json:"changed"`
-	Policy  Policy `json:"policy"`
+	// DryRun is true when nothing was written (?dry_run=true): Changed,
+	// Changes and Dropped say what setting the policy would do.
+	DryRun bool   `json:"dry_run,omitempty"`
+	Policy Policy `json:"policy"`
+	// Changes lists every difference from the target's previous policy,
+	// each marked when it weakens the gate.
+	Changes []PolicyChange `json:"changes,omitempty"`
+	// Dropped lists the ports ("3389/tcp") the previous policy gated and
+	// this one does not: they are no longer gated.
+	Dropped []string `json:"dropped,omitempty"`
+}
+
+// PolicyChange is one difference between a target's policy and the one
+// replacing it.
+type PolicyChange struct {
+	// Port is the rule's port, "22/tcp".
+	Port string `json:"port"`
+	// Field is the changed setting ("approval", "close_established", ...),
+	// or "" when the whole rule is added (From "") or dropped (To "").
+	Field string `json:"field,omitempty"`
+	From  string `json:"from,omitempty"`
+	To    string `json:"to,omitempty"`
+	// Weaker marks a change that lets through someone or something the old
+	// setting stopped.
+	Weaker bool `json:"weaker,omitempty"`
+	// Summary says the change in one line.
+	Summary string `json:"summary"`
+}
+
+// PolicyEnableResult says, per matching target, whether the default policy
+// was set (Enabled) or why not (Skipped). A target that already has a
+// policy is never overwritten.
+type PolicyEnableResult struct {
+	// DryRun is true when nothing was written (?dry_run=true).
+	DryRun  bool           `json:"dry_run,omitempty"`
+	Enabled []PolicyResult `json:"enabled"`
+	Skipped []PolicySkip   `json:"skipped"`
+}
+
+// PolicySkip is a target a bulk action left alone, and why.
+type PolicySkip struct {
+	Target string `json:"target"`
+	Reason string `json:"reason"`
 }
 
 // RequestCreate asks for access.

@@ -1,0 +1,64 @@
+package api
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/policy/policytest"
+	"github.com/jitgate/jitgate/internal/policyfile"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestEveryRuleFieldCrossesWireAndFile carries a rule with every field of
+// policy.Rule set (policytest.FullRule, itself checked to leave none zero)
+// through the API's JSON and through a policy file, and back. It fails when
+// policy.Rule gains a field that the API or the file format cannot say: an
+// apply of an exported file would then turn that setting off, silently.
+func TestEveryRuleFieldCrossesWireAndFile(t *testing.T) {
+	if z := policytest.ZeroFields(policytest.FullRule()); len(z) > 0 {
+		t.Fatalf("policytest.FullRule leaves %v unset", z)
+	}
+	want := policy.Policy{Rules: []policy.Rule{policytest.FullRule()}}
+	limits := policy.DefaultLimits()
+	back := func(t *testing.T, how string, w wire.Policy) {
+		t.Helper()
+		got, err := fromWirePolicy(w)
+		if err == nil {
+			got, err = limits.Normalize(got)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		if !got.Equal(want) {
+			t.Errorf("%s: got %+v, want %+v (changes: %v)", how, got, want, limits.Compare(&want, got))
+		}
+	}
+
+	// Through the API's JSON.
+	b, err := json.Marshal(toWirePolicy(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w wire.Policy
+	if err := json.Unmarshal(b, &w); err != nil {
+		t.Fatal(err)
+	}
+	back(t, "through JSON "+string(b), w)
+
+	// Through a policy file, as export writes it and apply reads it.
+	p, err := policyfile.FromWire("app-01", toWirePolicy(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file strings.Builder
+	if err := (policyfile.File{Policies: []policyfile.Policy{p}}).Encode(&file); err != nil {
+		t.Fatal(err)
+	}
+	f, err := policyfile.Parse(strings.NewReader(file.String()))
+	if err != nil {
+		t.Fatalf("parsing the encoded file: %v\n%s", err, file.String())
+	}
+	back(t, "through the file\n"+file.String(), f.Policies[0].Wire())
+}
