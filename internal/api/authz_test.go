@@ -112,6 +112,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"DELETE", "/api/v1/targets/web-01", "", target, []authz.Role{P, A}},
 		{"PUT", "/api/v1/targets/web-01/policy", `{"rules":[{"port":22}]}`, target, []authz.Role{P, A}},
 		{"DELETE", "/api/v1/targets/web-01/policy", "", target, []authz.Role{P, A}},
+		{"PUT", "/api/v1/targets/web-01/policy?dry_run=true", `{"rules":[{"port":22}]}`, target, []authz.Role{P, A}},
+		{"POST", "/api/v1/policies/enable?dry_run=true", `{"selector":"group=prod","default":true}`, target, []authz.Role{P, A}},
 		{"POST", "/api/v1/requests", `{"target":"web-01","ports":["22"],"source":"198.51.100.9","duration":"1h","reason":"x"}`, target, []authz.Role{Q, A}},
 		{"GET", "/api/v1/requests/{granted}", "", target, []authz.Role{D, P, U, A}},
 		{"POST", "/api/v1/requests/{granted}/revoke", "", target, []authz.Role{D, A}},
