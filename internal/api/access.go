@@ -237,7 +237,7 @@ func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request, p store.Prin
 }
 
 func toWireToken(t store.TokenInfo) wire.Token {
-	out := wire.Token{ID: t.ID, Kind: t.Kind, Subject: t.Subject, Name: t.Name, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, CreatedBy: t.CreatedBy}
+	out := wire.Token{ID: t.ID, Kind: t.Kind, Subject: t.Subject, Name: t.Name, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, CreatedBy: t.CreatedBy, Parent: t.Parent}
 	for _, g := range t.Limits {
 		out.Limits = append(out.Limits, wire.Grant{Role: string(g.Role), Scope: string(g.Scope)})
 	}
@@ -245,7 +245,16 @@ func toWireToken(t store.TokenInfo) wire.Token {
 }
 
 // createToken makes a personal token of the caller, never wider than the
-// caller's own grants, or (for admins) a service token.
+// caller's own grants, or (for admins) a service token, or a personal token
+// of another user (impersonation: only without single sign-on, and audited
+// as such).
+//
+// A caller's own token derives from the token that asked (its parent): it
+// never outlives it and is revoked with it. A longer TTL is capped, and the
+// answer's note says so, rather than refused: the caller asked for "a token
+// for as long as possible up to TTL", and the expiry in the answer is the
+// truth. So a personal token made with a single sign-on session keeps the
+// session's groups only as long as the session would have lived.
 func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	var in wire.TokenCreate
 	if err := decode(w, r, &in); err != nil {
@@ -266,7 +275,7 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Princi
 		}
 		limits = append(limits, lg)
 	}
-	spec := store.TokenSpec{Kind: store.KindPersonal, Subject: p.Subject, Name: in.Name, Groups: p.Groups, Limits: limits, TTL: ttl}
+	spec := store.TokenSpec{Kind: store.KindPersonal, Subject: p.Subject, Name: in.Name, Groups: p.Groups, Limits: limits, TTL: ttl, Parent: p.TokenID}
 	owner := p.Authz()
 	if in.Service != "" {
 		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
@@ -277,16 +286,21 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Princi
 			return invalidField("service", "%v", err)
 		}
 		spec.Kind, spec.Subject, spec.Groups = store.KindService, strings.TrimPrefix(name, "service:"), nil
+		spec.Parent, spec.CreatedWith = "", p.TokenID
 		owner = authz.Subject{Principals: []string{name}}
 	} else if in.User != "" {
 		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 			return err
+		}
+		if a.SSO != nil {
+			return fmt.Errorf("single sign-on is configured: people get their own tokens by signing in (jitgate login, then jitgate token create), and nobody may issue tokens in their name: %w", errForbidden)
 		}
 		name, err := authz.ParsePrincipal("user:" + in.User)
 		if err != nil {
 			return invalidField("user", "%v", err)
 		}
 		spec.Subject, spec.Groups = strings.TrimPrefix(name, "user:"), nil
+		spec.Parent, spec.CreatedWith, spec.Impersonation = "", p.TokenID, true
 		owner = authz.Subject{Principals: []string{name}}
 	} else if p.Kind == store.KindService {
 		return fmt.Errorf("a service token cannot create tokens: %w", errForbidden)
@@ -309,31 +323,37 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, p store.Princi
 	if len(spec.Limits) > 0 && other && !authz.Within(bs, owner, spec.Limits) {
 		return invalidField("limits", "the principal has no binding for some of these roles; bind it first")
 	}
-	secret, info, err := a.Store.CreateToken(r.Context(), a.actor(r, p), spec, a.Now())
+	now := a.Now()
+	secret, info, err := a.Store.CreateToken(r.Context(), a.actor(r, p), spec, now)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, wire.TokenCreated{Token: toWireToken(info), Secret: secret})
+	out := wire.TokenCreated{Token: toWireToken(info), Secret: secret}
+	if info.ExpiresAt != nil && info.ExpiresAt.Before(now.Add(ttl).Truncate(time.Millisecond)) {
+		out.Note = fmt.Sprintf("expires at %s, when the token that created it (%s) does, not after the %s asked for: a token never outlives the token it was made with",
+			info.ExpiresAt.UTC().Format(time.RFC3339), info.Parent, ttl)
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
+// listTokens lists the caller's own tokens (same owner: kind and name), or
+// with ?all=true everyone's (admin).
 func (a *api) listTokens(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	subject := p.Subject
+	owner := p.Owner()
+	filter := &owner
 	if r.URL.Query().Get("all") == "true" {
 		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 			return err
 		}
-		subject = ""
+		filter = nil
 	}
-	ts, err := a.Store.ListTokens(r.Context(), "", subject, a.Now())
+	ts, err := a.Store.ListTokens(r.Context(), filter, a.Now())
 	if err != nil {
 		return err
 	}
 	out := make([]wire.Token, 0, len(ts))
 	for _, t := range ts {
-		if subject != "" && t.Kind == store.KindService && p.Kind != store.KindService {
-			continue // a user named like a service does not see its tokens
-		}
 		out = append(out, toWireToken(t))
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -346,13 +366,12 @@ func (a *api) revokeToken(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return err
 	}
-	own := t.Subject == p.Subject && (t.Kind == store.KindService) == (p.Kind == store.KindService)
-	if !own {
+	if t.Owner() != p.Owner() {
 		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 			return err
 		}
 	}
-	if err := a.Store.RevokeToken(r.Context(), a.actor(r, p), id, a.Now()); err != nil {
+	if _, err := a.Store.RevokeToken(r.Context(), a.actor(r, p), id, a.Now()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -51,6 +51,12 @@ const (
 	DatabaseRestored Action = "database.restored"
 )
 
+// TokenImpersonation is a personal token an admin issued in another user's
+// name (jitgate token create --user, refused when single sign-on is
+// configured): whoever holds it acts as that user. It is written instead of
+// token.created, so that impersonation stands out in the trail.
+const TokenImpersonation Action = "token.impersonation"
+
 // System is the actor of events nobody asked for (expiry, timeouts).
 const System = "system"
 

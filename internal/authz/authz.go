@@ -175,9 +175,26 @@ func ParsePrincipal(s string) (string, error) {
 	}
 	switch kind {
 	case "user", "group", "service":
+		if err := CheckName(kind, name); err != nil {
+			return "", fmt.Errorf("principal %q: %w", s, err)
+		}
 		return kind + ":" + name, nil
 	}
 	return "", fmt.Errorf("principal %q: use user:NAME, group:NAME or service:NAME", s)
+}
+
+// CheckName refuses a user or service name that could pass for a principal
+// of another kind. Users and services appear as actors, requesters and
+// token owners by name ("alice", "service:deploy"), so a user named
+// "service:deploy" would read, and once compared, as the service. No user
+// or service name may hold a colon (no kind prefix of any kind, present or
+// future). Group names come from the identity provider and only ever appear
+// with their "group:" prefix, so they may.
+func CheckName(kind, name string) error {
+	if (kind == "user" || kind == "service") && strings.Contains(name, ":") {
+		return fmt.Errorf("%s name %q holds a colon: names of users and services cannot carry a kind prefix such as service: or user:", kind, name)
+	}
+	return nil
 }
 
 // Subject is who is asking: the principals (user or service, and groups) a

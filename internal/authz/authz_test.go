@@ -129,7 +129,9 @@ func TestAllowedWithGroupsAndLimits(t *testing.T) {
 }
 
 func TestParsePrincipal(t *testing.T) {
-	for in, ok := range map[string]bool{"user:alice": true, "group:ops": true, "service:ci": true, "alice": false, "role:x": false, "user:": false, "user:a b": false} {
+	for in, ok := range map[string]bool{"user:alice": true, "group:ops": true, "service:ci": true, "alice": false, "role:x": false, "user:": false, "user:a b": false,
+		// No name passes for another kind of principal (issue 9, item 6d).
+		"user:service:ci": false, "user:user:alice": false, "service:user:alice": false, "user:group:ops": false, "group:team:a": true} {
 		if _, err := authz.ParsePrincipal(in); (err == nil) != ok {
 			t.Errorf("ParsePrincipal(%q) error = %v, want ok=%v", in, err, ok)
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,6 +59,23 @@ func (p Principal) Name() string {
 	return p.Subject
 }
 
+// Owner is whom the principal's tokens belong to: a user or a service.
+func (p Principal) Owner() Owner { return Owner{Service: p.Kind == KindService, Name: p.Subject} }
+
+// Owner is whom a token belongs to: a user (admin, personal and session
+// tokens) or a service account (service tokens), by name. Ownership compares
+// both: a user named "deploy" owns nothing of the service "deploy", whatever
+// the two look like once formatted.
+type Owner struct {
+	Service bool
+	Name    string
+}
+
+// userKinds are the token kinds that speak for a user (not a service).
+func userKind(kind string) bool {
+	return kind == KindAdmin || kind == KindPersonal || kind == KindSession
+}
+
 // Authz is the principal as the authorizer sees it.
 func (p Principal) Authz() authz.Subject {
 	sub := authz.Subject{Limit: p.Limits}
@@ -90,12 +108,23 @@ func hashSecret(secret string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// insertToken stores a new token's hash and returns the secret.
+// insertToken stores a new token's hash and returns the secret; ttl 0 means
+// no expiry.
 func insertToken(ctx context.Context, tx *sql.Tx, kind, subject string, now time.Time, ttl time.Duration) (string, error) {
+	var expires time.Time
+	if ttl > 0 {
+		expires = now.Add(ttl)
+	}
+	return insertTokenUntil(ctx, tx, kind, subject, now, expires)
+}
+
+// insertTokenUntil stores a new token's hash and returns the secret. A zero
+// expires means the token does not expire.
+func insertTokenUntil(ctx context.Context, tx *sql.Tx, kind, subject string, now, expires time.Time) (string, error) {
 	secret, id := newSecret(kind)
 	var exp sql.NullInt64
-	if ttl > 0 {
-		exp = sql.NullInt64{Int64: ms(now.Add(ttl)), Valid: true}
+	if !expires.IsZero() {
+		exp = sql.NullInt64{Int64: ms(expires), Valid: true}
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO tokens (hash, id, kind, subject, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
 		hashSecret(secret), id, kind, subject, ms(now), exp)
@@ -107,6 +136,9 @@ func insertToken(ctx context.Context, tx *sql.Tx, kind, subject string, now time
 
 // CreateAdminToken creates an admin token for name (the first-start token).
 func (s *Store) CreateAdminToken(ctx context.Context, actor Actor, name string, now time.Time) (string, error) {
+	if err := authz.CheckName("user", name); err != nil {
+		return "", err
+	}
 	var secret string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -151,6 +183,11 @@ func (s *Store) Authenticate(ctx context.Context, secret string, now time.Time) 
 	if exp.Valid && !now.Before(fromMS(exp.Int64)) {
 		return Principal{}, ErrUnauthorized
 	}
+	if userKind(p.Kind) && authz.CheckName("user", p.Subject) != nil {
+		// A token issued before user names were checked, to a name that
+		// passes for another kind of principal ("service:deploy").
+		return Principal{}, ErrUnauthorized
+	}
 	if err := json.Unmarshal([]byte(groups), &p.Groups); err != nil {
 		return Principal{}, fmt.Errorf("decoding token groups: %w", err)
 	}
@@ -169,6 +206,19 @@ type TokenSpec struct {
 	Limits  []authz.Grant
 	// TTL is the token's life; 0 means no expiry (only for admin tokens).
 	TTL time.Duration
+	// Parent is the token this one is derived from: the token of the same
+	// person that asked for it (a personal token made with a session, a
+	// console session made with a pasted token). The new token never
+	// outlives its parent (its expiry is capped at the parent's) and is
+	// revoked with it. Empty for root tokens.
+	Parent string
+	// CreatedWith is the token that asked, when it is not the parent (a
+	// service token, or a token issued for another user): recorded in the
+	// audit event so that what a stolen token minted can be found.
+	CreatedWith string
+	// Impersonation marks a personal token an admin issues for another user:
+	// it is audited as audit.TokenImpersonation, not token.created.
+	Impersonation bool
 }
 
 // TokenInfo is a token as listed: never its secret.
@@ -182,10 +232,19 @@ type TokenInfo struct {
 	CreatedAt time.Time
 	ExpiresAt *time.Time
 	CreatedBy string
+	// Parent is the token this one derives from (see TokenSpec.Parent).
+	Parent string
 }
 
+// Owner is whom the token belongs to.
+func (t TokenInfo) Owner() Owner { return Owner{Service: t.Kind == KindService, Name: t.Subject} }
+
 // CreateToken stores a new token and returns its secret, which is shown
-// once: only its hash is kept.
+// once: only its hash is kept. A token with a parent expires at the latest
+// when the parent does (info.ExpiresAt says when; it may be earlier than
+// now+TTL), and cannot be made once the parent is revoked or expired
+// (ErrUnauthorized): the check and the insert share one transaction, so a
+// concurrent revocation of the parent either refuses the child or revokes it.
 func (s *Store) CreateToken(ctx context.Context, actor Actor, spec TokenSpec, now time.Time) (string, TokenInfo, error) {
 	switch spec.Kind {
 	case KindPersonal, KindSession, KindService, KindAdmin:
@@ -195,31 +254,75 @@ func (s *Store) CreateToken(ctx context.Context, actor Actor, spec TokenSpec, no
 	if spec.Subject == "" {
 		return "", TokenInfo{}, fmt.Errorf("a token needs a subject")
 	}
+	kind := "user"
+	if spec.Kind == KindService {
+		kind = "service"
+	}
+	if err := authz.CheckName(kind, spec.Subject); err != nil {
+		return "", TokenInfo{}, err
+	}
 	groups, _ := json.Marshal(nonNilStrings(spec.Groups))
 	limits, _ := json.Marshal(nonNilGrants(spec.Limits))
 	var (
-		secret string
-		id     string
+		secret  string
+		id      string
+		expires time.Time
 	)
+	if spec.TTL > 0 {
+		expires = now.Add(spec.TTL)
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var parent sql.NullString
+		if spec.Parent != "" {
+			var (
+				pkind, psubject string
+				pexp            sql.NullInt64
+			)
+			err := tx.QueryRowContext(ctx, `SELECT kind, subject, expires_at FROM tokens WHERE id = $1`, spec.Parent).Scan(&pkind, &psubject, &pexp)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && pexp.Valid && !now.Before(fromMS(pexp.Int64)) {
+				return fmt.Errorf("the token %s that asked for this one was revoked or has expired: %w", spec.Parent, ErrUnauthorized)
+			}
+			if err != nil {
+				return fmt.Errorf("reading parent token %s: %w", spec.Parent, err)
+			}
+			if !userKind(pkind) || !userKind(spec.Kind) || psubject != spec.Subject {
+				return fmt.Errorf("a %s token of %q cannot derive from %s token %s of %q", spec.Kind, spec.Subject, pkind, spec.Parent, psubject)
+			}
+			if pexp.Valid && (expires.IsZero() || fromMS(pexp.Int64).Before(expires)) {
+				expires = fromMS(pexp.Int64)
+			}
+			parent = sql.NullString{String: spec.Parent, Valid: true}
+		}
 		var err error
-		if secret, err = insertToken(ctx, tx, spec.Kind, spec.Subject, now, spec.TTL); err != nil {
+		if secret, err = insertTokenUntil(ctx, tx, spec.Kind, spec.Subject, now, expires); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx, `UPDATE tokens SET name = $1, groups = $2, limits = $3, created_by = $4 WHERE hash = $5 RETURNING id`,
-			spec.Name, string(groups), string(limits), actor.Name, hashSecret(secret)).Scan(&id); err != nil {
+		if err := tx.QueryRowContext(ctx, `UPDATE tokens SET name = $1, groups = $2, limits = $3, created_by = $4, parent_id = $5 WHERE hash = $6 RETURNING id`,
+			spec.Name, string(groups), string(limits), actor.Name, parent, hashSecret(secret)).Scan(&id); err != nil {
 			return fmt.Errorf("describing token: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
-			Details: map[string]any{"kind": spec.Kind, "subject": spec.Subject, "name": spec.Name, "token_id": id, "ttl": spec.TTL.String()}})
+		action, details := audit.TokenCreated, map[string]any{"kind": spec.Kind, "subject": spec.Subject, "name": spec.Name, "token_id": id, "ttl": spec.TTL.String()}
+		if !expires.IsZero() {
+			details["expires_at"] = expires.UTC().Format(time.RFC3339Nano)
+		}
+		if spec.Parent != "" {
+			details["parent"] = spec.Parent
+		}
+		if spec.CreatedWith != "" {
+			details["created_with"] = spec.CreatedWith
+		}
+		if spec.Impersonation {
+			action = audit.TokenImpersonation
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action, Details: details})
 	})
 	if err != nil {
 		return "", TokenInfo{}, err
 	}
 	info := TokenInfo{ID: id, Kind: spec.Kind, Subject: spec.Subject, Name: spec.Name, Groups: spec.Groups, Limits: spec.Limits,
-		CreatedAt: now.UTC(), CreatedBy: actor.Name}
-	if spec.TTL > 0 {
-		e := now.Add(spec.TTL).UTC()
+		CreatedAt: now.UTC(), CreatedBy: actor.Name, Parent: spec.Parent}
+	if !expires.IsZero() {
+		e := fromMS(ms(expires)).UTC() // as stored, to the millisecond
 		info.ExpiresAt = &e
 	}
 	return secret, info, nil
@@ -239,7 +342,7 @@ func nonNilGrants(g []authz.Grant) []authz.Grant {
 	return g
 }
 
-const tokenColumns = `id, kind, subject, name, groups, limits, created_at, expires_at, created_by`
+const tokenColumns = `id, kind, subject, name, groups, limits, created_at, expires_at, created_by, parent_id`
 
 // humanKinds selects the tokens of people and services (not agents' or
 // enrollment tokens), unexpired at $1.
@@ -251,10 +354,12 @@ func scanToken(r scanner) (TokenInfo, error) {
 		groups, limits string
 		created        int64
 		exp            sql.NullInt64
+		parent         sql.NullString
 	)
-	if err := r.Scan(&t.ID, &t.Kind, &t.Subject, &t.Name, &groups, &limits, &created, &exp, &t.CreatedBy); err != nil {
+	if err := r.Scan(&t.ID, &t.Kind, &t.Subject, &t.Name, &groups, &limits, &created, &exp, &t.CreatedBy, &parent); err != nil {
 		return TokenInfo{}, err
 	}
+	t.Parent = parent.String
 	if err := json.Unmarshal([]byte(groups), &t.Groups); err != nil {
 		return TokenInfo{}, fmt.Errorf("decoding groups of token %s: %w", t.ID, err)
 	}
@@ -265,18 +370,20 @@ func scanToken(r scanner) (TokenInfo, error) {
 	return t, nil
 }
 
-// ListTokens lists the people's and services' tokens, of one subject when
-// subject is not empty; expired tokens are left out.
-func (s *Store) ListTokens(ctx context.Context, kind, subject string, now time.Time) ([]TokenInfo, error) {
+// ListTokens lists the people's and services' tokens, of one owner when
+// owner is not nil (a user's admin, personal and session tokens, or a
+// service's service tokens: never the other kind's of the same name);
+// expired tokens are left out.
+func (s *Store) ListTokens(ctx context.Context, owner *Owner, now time.Time) ([]TokenInfo, error) {
 	q := `SELECT ` + tokenColumns + ` FROM tokens WHERE ` + humanKinds
 	args := []any{ms(now)}
-	if kind != "" {
-		args = append(args, kind)
-		q += fmt.Sprintf(" AND kind = $%d", len(args))
-	}
-	if subject != "" {
-		args = append(args, subject)
-		q += fmt.Sprintf(" AND subject = $%d", len(args))
+	if owner != nil {
+		kinds := `('admin', 'personal', 'session')`
+		if owner.Service {
+			kinds = `('service')`
+		}
+		args = append(args, owner.Name)
+		q += ` AND kind IN ` + kinds + ` AND subject = $2`
 	}
 	rows, err := s.db.QueryContext(ctx, q+" ORDER BY created_at, id", args...)
 	if err != nil {
@@ -306,9 +413,25 @@ func (s *Store) GetToken(ctx context.Context, id string, now time.Time) (TokenIn
 	return t, nil
 }
 
-// RevokeToken deletes a token: it stops working at once.
-func (s *Store) RevokeToken(ctx context.Context, actor Actor, id string, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+// deleteDescendants deletes every token derived from token id, transitively
+// (parent_id chains; a chain cannot loop, since a parent exists before its
+// children), and returns them ordered by id.
+const deleteDescendants = `WITH RECURSIVE lineage(id) AS (
+	SELECT id FROM tokens WHERE parent_id = $1
+	UNION
+	SELECT t.id FROM tokens t JOIN lineage l ON t.parent_id = l.id
+)
+DELETE FROM tokens WHERE id IN (SELECT id FROM lineage) RETURNING id, kind, subject, parent_id`
+
+// RevokeToken deletes a token and every token derived from it (personal
+// tokens and console sessions made with it, and theirs): they all stop
+// working at once, in one transaction, and each is audited as
+// token.revoked (the derived ones with the revoked token as "revoked_with").
+// It returns the ids of the derived tokens it revoked.
+func (s *Store) RevokeToken(ctx context.Context, actor Actor, id string, now time.Time) ([]string, error) {
+	var derived []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		derived = nil
 		var kind, subject string
 		err := tx.QueryRowContext(ctx, `DELETE FROM tokens WHERE id = $1 AND kind IN ('admin', 'personal', 'session', 'service') RETURNING kind, subject`, id).Scan(&kind, &subject)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -317,7 +440,43 @@ func (s *Store) RevokeToken(ctx context.Context, actor Actor, id string, now tim
 		if err != nil {
 			return fmt.Errorf("revoking token: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked,
-			Details: map[string]any{"kind": kind, "subject": subject, "token_id": id}})
+		rows, err := tx.QueryContext(ctx, deleteDescendants, id)
+		if err != nil {
+			return fmt.Errorf("revoking the tokens derived from %s: %w", id, err)
+		}
+		type row struct{ id, kind, subject, parent string }
+		var gone []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.kind, &r.subject, &r.parent); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading a revoked derived token: %w", err)
+			}
+			gone = append(gone, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("revoking the tokens derived from %s: %w", id, err)
+		}
+		slices.SortFunc(gone, func(a, b row) int { return strings.Compare(a.id, b.id) })
+		for _, r := range gone {
+			derived = append(derived, r.id)
+		}
+		details := map[string]any{"kind": kind, "subject": subject, "token_id": id}
+		if len(derived) > 0 {
+			details["derived"] = derived
+		}
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked, Details: details}); err != nil {
+			return err
+		}
+		for _, r := range gone {
+			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked,
+				Reason:  "derived from revoked token " + id,
+				Details: map[string]any{"kind": r.kind, "subject": r.subject, "token_id": r.id, "parent": r.parent, "revoked_with": id}}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+	return derived, err
 }

@@ -344,7 +344,7 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	addr := c.clientAddr(r)
 	secret, info, err := c.Store.CreateToken(r.Context(), store.Actor{Name: p.Name(), ClientAddr: addr}, store.TokenSpec{
 		Kind: store.KindSession, Subject: p.Subject, Name: "web console (token " + p.TokenID + ")",
-		Groups: p.Groups, Limits: p.Limits, TTL: ttl,
+		Groups: p.Groups, Limits: p.Limits, TTL: ttl, Parent: p.TokenID,
 	}, now)
 	if err != nil {
 		c.fail(w, r, err)
@@ -370,7 +370,7 @@ func (c *console) signout(w http.ResponseWriter, r *http.Request) {
 	if sc, err := r.Cookie(httpedge.SessionCookie); err == nil {
 		now := c.Now()
 		if p, err := c.Store.Authenticate(r.Context(), sc.Value, now); err == nil && p.Kind == store.KindSession {
-			if err := c.Store.RevokeToken(r.Context(), store.Actor{Name: p.Name(), ClientAddr: c.clientAddr(r)}, p.TokenID, now); err != nil {
+			if _, err := c.Store.RevokeToken(r.Context(), store.Actor{Name: p.Name(), ClientAddr: c.clientAddr(r)}, p.TokenID, now); err != nil {
 				c.Logger.Error("revoking a console session", "err", err)
 			}
 		}

@@ -320,12 +320,18 @@ type Token struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	CreatedBy string     `json:"created_by,omitempty"`
+	// Parent is the token this one was made with: it ends when that one
+	// expires or is revoked.
+	Parent string `json:"parent,omitempty"`
 }
 
 // TokenCreated carries the secret, shown once.
 type TokenCreated struct {
 	Token  Token  `json:"token"`
 	Secret string `json:"secret"`
+	// Note says when the token expires earlier than asked (it never
+	// outlives the token it was made with).
+	Note string `json:"note,omitempty"`
 }
 
 // Revoke ends a request early.

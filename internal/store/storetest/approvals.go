@@ -200,15 +200,16 @@ func testUserTokens(t *testing.T, s *store.Store) {
 	if got := p.Authz().Principals; len(got) != 3 || got[0] != "user:bob" || got[1] != "group:ops" {
 		t.Errorf("session principals = %v", got)
 	}
-	ts, err := s.ListTokens(ctx, "", "alice", at(time.Minute))
+	ts, err := s.ListTokens(ctx, &store.Owner{Name: "alice"}, at(time.Minute))
 	if err != nil || len(ts) != 1 || ts[0].Name != "laptop" {
 		t.Fatalf("ListTokens(alice) = %v, %v", ts, err)
 	}
-	if err := s.RevokeToken(ctx, alice, info.ID, t0); err != nil {
+	if _, err := s.RevokeToken(ctx, alice, info.ID, t0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Authenticate(ctx, secret, at(time.Minute)); err == nil {
 		t.Error("a revoked token authenticated")
 	}
-	wantErrIs(t, "revoking twice", s.RevokeToken(ctx, alice, info.ID, t0), store.ErrNotFound)
+	_, err = s.RevokeToken(ctx, alice, info.ID, t0)
+	wantErrIs(t, "revoking twice", err, store.ErrNotFound)
 }

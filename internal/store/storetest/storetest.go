@@ -55,6 +55,9 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"ApprovalRace", testApprovalRace},
 		{"Bindings", testBindings},
 		{"UserTokens", testUserTokens},
+		{"TokenLineage", testTokenLineage},
+		{"TokenCascade", testTokenCascade},
+		{"TokenOwners", testTokenOwners},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
