@@ -184,6 +184,12 @@ func (a *app) newTokenCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use:   "create --name NAME --ttl DURATION [--limit ROLE@SCOPE ...] [--service NAME]",
 		Short: "Create a personal token (or, as admin, a service token); the secret is shown once",
+		Long: `Create a personal token (or, as admin, a service token); the secret is shown once.
+
+A personal token is made with the token you use (a single sign-on session,
+another personal token): it never outlives that token (a longer --ttl is
+capped, and the output says so) and is revoked with it. Service tokens
+and --user tokens stand on their own.`,
 		Example: `  jitgate token create --name laptop --ttl 720h
   jitgate token create --name ci --ttl 2160h --limit requester@group=ci
   jitgate token create --service deploy --name pipeline --ttl 720h --limit requester@web-01`,
@@ -193,7 +199,7 @@ func (a *app) newTokenCmd() *cobra.Command {
 	create.Flags().Var(newDuration(&ttl, 0), "ttl", "how long the token is valid, such as 720h (required)")
 	create.Flags().StringArrayVar(&limits, "limit", nil, "narrow the token to ROLE@SCOPE (repeatable); default: all your roles")
 	create.Flags().StringVar(&service, "service", "", "create a token of this service account (admin)")
-	create.Flags().StringVar(&user, "user", "", "create a personal token for this user (admin; for installations without single sign-on)")
+	create.Flags().StringVar(&user, "user", "", "create a personal token for this user (admin; refused with single sign-on; audited as impersonation)")
 	create.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		if ttl == 0 {
 			return usagef("--ttl is required, such as --ttl 720h")
@@ -224,7 +230,11 @@ func (a *app) newTokenCmd() *cobra.Command {
 		if a.jsonOut() {
 			return a.printJSON(out)
 		}
-		fmt.Fprintf(a.stdout, "token %s created for %s, valid until %s\n\nSecret (shown once):\n  %s\n", esc(out.Token.ID), esc(out.Token.Subject), fmtTime(*out.Token.ExpiresAt), out.Secret)
+		fmt.Fprintf(a.stdout, "token %s created for %s, valid until %s\n", esc(out.Token.ID), esc(out.Token.Subject), fmtTime(*out.Token.ExpiresAt))
+		if out.Note != "" {
+			fmt.Fprintf(a.stdout, "note: %s\n", esc(out.Note))
+		}
+		fmt.Fprintf(a.stdout, "\nSecret (shown once):\n  %s\n", out.Secret)
 		return nil
 	})
 	list := &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List your tokens (--all: everyone's, admin)", Args: noArgs}

@@ -46,7 +46,7 @@ func newSSOEnv(t *testing.T, edit func(*oidc.Config), noSSO bool) *ssoEnv {
 		t.Fatalf("OpenSQLite: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	op := oidctest.Start(t, carol)
+	op := oidctest.Start(t, carol, mallory)
 	var sso *oidc.Provider
 	if !noSSO {
 		cfg := oidc.Config{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret,

@@ -26,6 +26,7 @@ func TestIdentityFromClaims(t *testing.T) {
 		{name: "one group as a string", claims: map[string]any{"sub": "s1", "groups": "Team A"}, want: Identity{Username: "s1", Subject: "s1", Groups: []string{"Team A"}}},
 		{name: "groups of the wrong type", claims: map[string]any{"sub": "s1", "groups": 7.0}, err: "not a list"},
 		{name: "admin is reserved", claims: map[string]any{"sub": "s1", "preferred_username": "admin"}, err: "reserved"},
+		{name: "a kind prefix passes for a service", claims: map[string]any{"sub": "s1", "preferred_username": "service:deploy"}, err: "kind prefix"},
 		{name: "space in user name", claims: map[string]any{"sub": "s1", "preferred_username": "a b"}, err: "spaces"},
 	}
 	for _, tt := range tests {

@@ -25,6 +25,7 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/text"
 )
 
@@ -294,6 +295,9 @@ func (p *Provider) identity(claims map[string]any) (Identity, error) {
 	}
 	if id.Username == "admin" {
 		return Identity{}, errors.New(`user name "admin" is reserved for the first-start admin token`)
+	}
+	if err := authz.CheckName("user", id.Username); err != nil {
+		return Identity{}, fmt.Errorf("ID token: %w", err)
 	}
 	switch g := claims[p.cfg.GroupsClaim].(type) {
 	case nil:

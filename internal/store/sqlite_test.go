@@ -331,3 +331,28 @@ func rawDB(t *testing.T, path string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestSQLiteLegacyUserNamedLikeService: a user token issued before user
+// names were checked, to a name that reads as a service ("service:ci"),
+// no longer authenticates (issue 9, item 6d): it would act, and own
+// requests, as the service.
+func TestSQLiteLegacyUserNamedLikeService(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jitgate.db")
+	s := openSQLite(t, path)
+	defer s.Close()
+	secret, info, err := s.CreateToken(t.Context(), store.Actor{Name: "admin"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "ci", TTL: time.Hour}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), `UPDATE tokens SET subject = 'service:ci' WHERE id = $1`, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.Authenticate(t.Context(), secret, t0); !errors.Is(err, store.ErrUnauthorized) {
+		t.Errorf("a personal token of user %q authenticated as %+v, %v; want ErrUnauthorized", "service:ci", p, err)
+	}
+}

@@ -236,6 +236,46 @@ func TestStateChangesNeedCSRF(t *testing.T) {
 	}
 }
 
+// TestConsoleSessionEndsWithItsToken (issue 9, item 6b): a console session
+// made by pasting a token derives from it: it never outlives the token and
+// ends the moment the token is revoked, so revoking a leaked token also
+// signs out every browser that signed in with it.
+func TestConsoleSessionEndsWithItsToken(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	laptop, err := e.api.CreateToken(ctx, wire.TokenCreate{Name: "laptop", TTL: wire.Duration(30 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.browser(t)
+	resp := e.signin(t, c, laptop.Secret)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in with the laptop token: %d", resp.StatusCode)
+	}
+	session := cookie(resp, "jitgate_session").Value
+	p, err := e.st.Authenticate(ctx, session, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.st.GetToken(ctx, p.TokenID, time.Now())
+	if err != nil || info.Parent != laptop.Token.ID || info.ExpiresAt == nil || info.ExpiresAt.After(*laptop.Token.ExpiresAt) {
+		t.Fatalf("console session %+v, %v: want parent %s, expiring by %v", info, err, laptop.Token.ID, laptop.Token.ExpiresAt)
+	}
+	if status, body, _ := get(t, c, e.srv.URL+"/ui/"); status != http.StatusOK {
+		t.Fatalf("dashboard while signed in: %d\n%s", status, body)
+	}
+	if err := e.api.RevokeToken(ctx, laptop.Token.ID); err != nil {
+		t.Fatal(err)
+	}
+	status, _, h := get(t, c, e.srv.URL+"/ui/")
+	if status != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/ui/signin") {
+		t.Errorf("dashboard after the token was revoked: %d to %q, want a redirect to the sign-in page", status, h.Get("Location"))
+	}
+	if _, err := e.api.WithToken(session).Whoami(ctx); client.StatusOf(err) != http.StatusUnauthorized {
+		t.Errorf("the console session after its token was revoked: %v, want 401", err)
+	}
+}
+
 // TestDashboardTabs puts a target in each tab.
 func TestDashboardTabs(t *testing.T) {
 	e := newEnv(t, false)
