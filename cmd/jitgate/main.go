@@ -187,6 +187,7 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newWhoamiCmd(),
 		a.newTargetsCmd(),
 		a.newWebhookCmd(),
+		a.newBackupCmd(), a.newRestoreCmd(),
 	)
 	return root
 }
