@@ -71,10 +71,16 @@ func (a *api) targetOf(ctx context.Context, name string) *authz.Target {
 }
 
 // auditDenied records a refused attempt to change something (a wrong role, an
-// approval of one's own request, a stale decision): the trail shows attempts,
-// not only successes. Refused access requests are audited by the store.
+// approval of one's own request, a stale decision, a request over a cap on
+// live requests): the trail shows attempts, not only successes. Refusals by
+// a target's policy are audited by the store, with the request. Identical
+// refusals are counted and audited once per window (RefusalLog), so that
+// hammering a refused call does not grow the trail by a row per call.
 func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
-	var de *policy.DenyError
+	var (
+		de *policy.DenyError
+		le *policy.LimitError
+	)
 	if r.Method == http.MethodGet || r.Method == http.MethodHead || errors.As(err, &de) {
 		return
 	}
@@ -89,6 +95,14 @@ func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
 	}
 	if name := r.PathValue("name"); name != "" {
 		e.Target = name
+	}
+	if errors.As(err, &le) {
+		e.Action, e.Target = audit.RequestRefused, le.Target
+		e.Details["limit"], e.Details["max"] = le.Limit, le.Max
+	}
+	if a.Refusals != nil {
+		a.Refusals.Record(r.Context(), e)
+		return
 	}
 	if err := a.Store.Audit(r.Context(), e); err != nil {
 		a.Logger.Error("auditing a refused attempt", "err", err)

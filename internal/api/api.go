@@ -46,6 +46,9 @@ type Deps struct {
 	// SSO is the OpenID provider people sign in with; nil means single
 	// sign-on is not configured.
 	SSO *oidc.Provider
+	// Refusals counts repeated identical refusals and audits them once per
+	// window (refusals.go); nil writes each refusal at once.
+	Refusals *RefusalLog
 	// FailedLogins limits failed logins per source (default: 5, then one
 	// more every 12 s; Burst < 0 turns the limit off).
 	FailedLogins LoginLimit

@@ -70,6 +70,7 @@ func classify(err error) (int, wire.Error) {
 		ie     *inputError
 		fe     *policy.FieldError
 		de     *policy.DenyError
+		le     *policy.LimitError
 		mbe    *http.MaxBytesError
 	)
 	switch {
@@ -81,6 +82,8 @@ func classify(err error) (int, wire.Error) {
 		status, body = http.StatusUnprocessableEntity, wire.Error{Error: fe.Error(), Field: fe.Field}
 	case errors.As(err, &de):
 		status, body = http.StatusForbidden, wire.Error{Error: de.Error(), Rule: de.Rule}
+	case errors.As(err, &le):
+		status, body = http.StatusTooManyRequests, wire.Error{Error: le.Error()}
 	case errors.Is(err, store.ErrUnauthorized):
 		status, body = http.StatusUnauthorized, wire.Error{Error: "missing, invalid or expired bearer token"}
 	case errors.Is(err, errForbidden), errors.Is(err, store.ErrForbidden):

@@ -325,6 +325,8 @@ func outcome(err error) string {
 		return "refused"
 	case *policy.FieldError:
 		return "invalid"
+	case *policy.LimitError:
+		return "limited"
 	}
 	return "error"
 }

@@ -21,7 +21,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, activeGrants, agentsConnected func() float64) *Metrics {
 	m := &Metrics{
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jitgate_requests_total", Help: "Access requests by outcome (created, refused, invalid, error).",
+			Name: "jitgate_requests_total", Help: "Access requests by outcome (created, refused, limited, invalid, error).",
 		}, []string{"outcome"}),
 		GrantLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "jitgate_grant_latency_seconds",
@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer, activeGrants, agentsConnected func() 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_active_grants", Help: "Requests currently active."}, activeGrants),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_agents_connected", Help: "Agents with an open connection or recent contact."}, agentsConnected),
 	)
-	for _, o := range []string{"created", "refused", "invalid", "error"} {
+	for _, o := range []string{"created", "refused", "limited", "invalid", "error"} {
 		m.Requests.WithLabelValues(o)
 	}
 	return m

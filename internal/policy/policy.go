@@ -184,6 +184,13 @@ type Limits struct {
 	// requester may name on a rule without allowed sources (32 and 128: a
 	// single address).
 	PerRequestBits4, PerRequestBits6 int
+	// MaxLivePerRequester caps the live requests (awaiting approval, pending
+	// or active) one requester holds on one target (256), and
+	// MaxLivePerTarget those of all requesters on one target (100,000): every
+	// live request costs rows, a firewall element and bytes in each agent
+	// poll, so a requester (or a script gone wrong) must not grow them
+	// without bound.
+	MaxLivePerRequester, MaxLivePerTarget int
 }
 
 // DefaultLimits returns the documented defaults.
@@ -195,6 +202,8 @@ func DefaultLimits() Limits {
 		MinRequestDuration:  time.Second,
 		PerRequestBits4:     32,
 		PerRequestBits6:     128,
+		MaxLivePerRequester: 256,
+		MaxLivePerTarget:    100_000,
 	}
 }
 
@@ -209,6 +218,59 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("per-request IPv4 prefix length %d must be 0-32", l.PerRequestBits4)
 	case l.PerRequestBits6 < 0 || l.PerRequestBits6 > 128:
 		return fmt.Errorf("per-request IPv6 prefix length %d must be 0-128", l.PerRequestBits6)
+	case l.MaxLivePerRequester < 1:
+		return fmt.Errorf("%s %d must be at least 1", LimitLivePerRequester, l.MaxLivePerRequester)
+	case l.MaxLivePerTarget < l.MaxLivePerRequester:
+		return fmt.Errorf("%s %d must be at least %s (%d)", LimitLivePerTarget, l.MaxLivePerTarget, LimitLivePerRequester, l.MaxLivePerRequester)
+	}
+	return nil
+}
+
+// The names of the caps on live requests, as the server flags that set them.
+const (
+	LimitLivePerRequester = "max-live-requests-per-requester"
+	LimitLivePerTarget    = "max-live-requests-per-target"
+)
+
+// Live counts live requests (awaiting approval, pending or active): those of
+// one requester on one target, and those of the whole target.
+type Live struct {
+	Requester, Target int
+}
+
+// LimitError is a request refused because it would exceed a cap on live
+// requests. It is not a *DenyError: the policy allows the request, the
+// installation has no room for it now.
+type LimitError struct {
+	// Limit is the name of the cap (LimitLivePerRequester or
+	// LimitLivePerTarget) and Max its value.
+	Limit string
+	Max   int
+	// Requester and Target say whose requests are counted.
+	Requester, Target string
+}
+
+func (e *LimitError) Error() string {
+	if e.Limit == LimitLivePerRequester {
+		return fmt.Sprintf("too many live requests: %s already holds the maximum of %d live (pending or active) requests on target %s (limit %s); revoke some or wait for them to end",
+			e.Requester, e.Max, e.Target, e.Limit)
+	}
+	return fmt.Sprintf("too many live requests: target %s already holds the maximum of %d live (pending or active) requests (limit %s)",
+		e.Target, e.Max, e.Limit)
+}
+
+// CheckLive decides whether a new request of requester on target may take
+// the live counts from before to after. Only growth is refused: a request
+// that adds nothing to a count (one that only extends grants the requester
+// holds, superseding the request they came from) passes at the cap, and
+// even above it after the cap was lowered. The returned error is a
+// *LimitError naming the cap.
+func (l Limits) CheckLive(requester, target string, before, after Live) error {
+	if after.Requester > before.Requester && after.Requester > l.MaxLivePerRequester {
+		return &LimitError{Limit: LimitLivePerRequester, Max: l.MaxLivePerRequester, Requester: requester, Target: target}
+	}
+	if after.Target > before.Target && after.Target > l.MaxLivePerTarget {
+		return &LimitError{Limit: LimitLivePerTarget, Max: l.MaxLivePerTarget, Requester: requester, Target: target}
 	}
 	return nil
 }

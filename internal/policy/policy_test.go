@@ -356,6 +356,8 @@ func TestDefaultLimits(t *testing.T) {
 		MinRequestDuration:  time.Second,
 		PerRequestBits4:     32,
 		PerRequestBits6:     128,
+		MaxLivePerRequester: 256,
+		MaxLivePerTarget:    100_000,
 	}
 	if diff := cmp.Diff(want, policy.DefaultLimits()); diff != "" {
 		t.Errorf("DefaultLimits() mismatch (-want +got):\n%s", diff)
@@ -387,6 +389,10 @@ func TestLimitsValidate(t *testing.T) {
 		{name: "bits6 negative", mod: func(l *policy.Limits) { l.PerRequestBits6 = -1 }, wantErr: "IPv6 prefix length -1"},
 		{name: "bits6 129", mod: func(l *policy.Limits) { l.PerRequestBits6 = 129 }, wantErr: "IPv6 prefix length 129"},
 		{name: "zero value", mod: func(l *policy.Limits) { *l = policy.Limits{} }, wantErr: "max rule duration"},
+		{name: "live per requester zero", mod: func(l *policy.Limits) { l.MaxLivePerRequester = 0 }, wantErr: "max-live-requests-per-requester 0 must be at least 1"},
+		{name: "live per target below per requester", mod: func(l *policy.Limits) { l.MaxLivePerTarget = 10; l.MaxLivePerRequester = 11 },
+			wantErr: "max-live-requests-per-target 10 must be at least"},
+		{name: "live caps of one", mod: func(l *policy.Limits) { l.MaxLivePerTarget, l.MaxLivePerRequester = 1, 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -404,6 +410,41 @@ func TestLimitsValidate(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("Validate() = %q, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestCheckLive(t *testing.T) {
+	l := policy.DefaultLimits()
+	l.MaxLivePerRequester, l.MaxLivePerTarget = 2, 3
+	tests := []struct {
+		name          string
+		before, after policy.Live
+		wantLimit     string
+	}{
+		{name: "below both caps", before: policy.Live{Requester: 0, Target: 0}, after: policy.Live{Requester: 1, Target: 1}},
+		{name: "reaching the requester cap", before: policy.Live{Requester: 1, Target: 1}, after: policy.Live{Requester: 2, Target: 2}},
+		{name: "past the requester cap", before: policy.Live{Requester: 2, Target: 2}, after: policy.Live{Requester: 3, Target: 3},
+			wantLimit: policy.LimitLivePerRequester},
+		{name: "past the target cap", before: policy.Live{Requester: 0, Target: 3}, after: policy.Live{Requester: 1, Target: 4},
+			wantLimit: policy.LimitLivePerTarget},
+		{name: "an extension at the cap adds nothing", before: policy.Live{Requester: 2, Target: 3}, after: policy.Live{Requester: 2, Target: 3}},
+		{name: "an extension merging two requests", before: policy.Live{Requester: 2, Target: 3}, after: policy.Live{Requester: 1, Target: 2}},
+		{name: "above a lowered cap without growth", before: policy.Live{Requester: 5, Target: 5}, after: policy.Live{Requester: 5, Target: 5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := l.CheckLive("alice", "web-01", tt.before, tt.after)
+			var le *policy.LimitError
+			switch {
+			case tt.wantLimit == "" && err != nil:
+				t.Fatalf("CheckLive = %v, want nil", err)
+			case tt.wantLimit == "":
+			case !errors.As(err, &le) || le.Limit != tt.wantLimit:
+				t.Fatalf("CheckLive = %v, want a *LimitError of %s", err, tt.wantLimit)
+			case !strings.Contains(err.Error(), tt.wantLimit) || !strings.Contains(err.Error(), "web-01"):
+				t.Errorf("message %q names neither the limit nor the target", err)
 			}
 		})
 	}

@@ -81,7 +81,8 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 			return fmt.Errorf("approving %s: %w", id, err)
 		}
 		granted = r.Target
-		return grantRequest(ctx, tx, id, approver, now)
+		_, err = grantRequest(ctx, tx, id, approver, now)
+		return err
 	})
 	if err != nil {
 		return Request{}, err

@@ -54,6 +54,19 @@ func (s *Store) Audit(ctx context.Context, e audit.Event) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return writeAudit(ctx, tx, e) })
 }
 
+// AuditEvents records events that change no state in one transaction (the
+// API's aggregated refusals).
+func (s *Store) AuditEvents(ctx context.Context, es []audit.Event) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, e := range es {
+			if err := writeAudit(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // AuditFilter selects audit events; zero fields match everything.
 type AuditFilter struct {
 	Target    string

@@ -119,6 +119,14 @@ func newRequestID() string { return random.ID("r-", 10) }
 // asks for approvers, otherwise approved at once (see grantRequest). A
 // refusal is audited and returned as a *policy.DenyError or
 // *policy.FieldError; it changes nothing else.
+//
+// The caps on live requests (limits.CheckLive) are decided in the same
+// transaction as the insert, after it, so that an extension that supersedes
+// the request it extends counts as no growth, and so that concurrent
+// requests cannot overshoot: write transactions are serialized. A request
+// over a cap is returned as a *policy.LimitError with nothing written, not
+// even an audit event: the API audits such refusals, aggregated, so that a
+// requester hammering at the cap cannot grow the trail one row per call.
 func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, req policy.Request, limits policy.Limits, now time.Time) (Request, error) {
 	var (
 		id      string
@@ -141,6 +149,10 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if refusal = limits.Evaluate(pol, req); refusal != nil {
 			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": req.Source.String()}})
+		}
+		before, err := countLive(ctx, tx, target, actor.Name)
+		if err != nil {
+			return err
 		}
 		id = newRequestID()
 		need := pol.ApprovalsRequired(req.Ports)
@@ -167,11 +179,17 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 			Target: target, RequestID: id, Reason: req.Reason, Details: details}); err != nil {
 			return err
 		}
-		if need > 0 {
-			return nil
+		superseded := 0
+		if need == 0 {
+			if superseded, err = grantRequest(ctx, tx, id, actor, now); err != nil {
+				return err
+			}
+			granted = true
 		}
-		granted = true
-		return grantRequest(ctx, tx, id, actor, now)
+		// The requests this one superseded were the same requester's on the
+		// same target (grants match on both), so both counts move alike.
+		after := policy.Live{Requester: before.Requester + 1 - superseded, Target: before.Target + 1 - superseded}
+		return limits.CheckLive(actor.Name, target, before, after)
 	})
 	if err != nil {
 		return Request{}, err
@@ -185,21 +203,39 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 	return s.GetRequest(ctx, id)
 }
 
+// countLive counts the live requests of requester on target, and of target.
+func countLive(ctx context.Context, tx *sql.Tx, target, requester string) (policy.Live, error) {
+	var l policy.Live
+	// Both use the partial index requests_live (migration 0011), whose
+	// condition the queries repeat word for word.
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE target = $1 AND requester = $2
+		AND state IN ('pending_approval', 'pending', 'active')`, target, requester).Scan(&l.Requester)
+	if err != nil {
+		return policy.Live{}, fmt.Errorf("counting live requests of %s on %s: %w", requester, target, err)
+	}
+	err = tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE target = $1
+		AND state IN ('pending_approval', 'pending', 'active')`, target).Scan(&l.Target)
+	if err != nil {
+		return policy.Live{}, fmt.Errorf("counting live requests on %s: %w", target, err)
+	}
+	return l, nil
+}
+
 // grantRequest turns an approved request into grants, inside the caller's
 // transaction: one grant row per port with the deadline now + duration (the
 // clock starts at approval, not at the ask), the target's revision advanced,
 // and the request pending until its agent confirms. A grant the same
 // requester already holds for the same (source, protocol, port) is extended
 // (never shortened) and moves to this request; a request left with no grants
-// becomes superseded.
-func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time) error {
+// becomes superseded. It returns how many requests it superseded.
+func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time) (int, error) {
 	r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
 	if err != nil {
-		return fmt.Errorf("reading request %s: %w", id, err)
+		return 0, fmt.Errorf("reading request %s: %w", id, err)
 	}
 	rev, err := bumpRevision(ctx, tx, r.Target)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	asked := access.Deadline(now, r.Duration)
 	expires := asked
@@ -218,14 +254,14 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 			_, err = tx.ExecContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, r.Target, r.Requester, r.Source.String(), string(p.Protocol), int(p.Number), ms(asked))
 			if err != nil {
-				return fmt.Errorf("inserting grant: %w", err)
+				return 0, fmt.Errorf("inserting grant: %w", err)
 			}
 		case err != nil:
-			return fmt.Errorf("looking up live grant: %w", err)
+			return 0, fmt.Errorf("looking up live grant: %w", err)
 		default:
 			exp := access.Extend(fromMS(oldExp), asked)
 			if _, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = $1, expires_at = $2 WHERE id = $3`, id, ms(exp), gid); err != nil {
-				return fmt.Errorf("extending grant: %w", err)
+				return 0, fmt.Errorf("extending grant: %w", err)
 			}
 			expires = access.Extend(expires, exp)
 			extended = append(extended, p)
@@ -235,39 +271,45 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = 'pending', revision = $1, expires_at = $2, extended = $3, approved_at = $4,
 		version = version + 1 WHERE id = $5`, rev, ms(expires), encodePorts(extended), ms(now), id)
 	if err != nil {
-		return fmt.Errorf("granting request %s: %w", id, err)
+		return 0, fmt.Errorf("granting request %s: %w", id, err)
 	}
+	superseded := 0
 	for old := range previous {
-		if err := supersedeIfEmpty(ctx, tx, old, id, actor, now); err != nil {
-			return err
+		ended, err := supersedeIfEmpty(ctx, tx, old, id, actor, now)
+		if err != nil {
+			return 0, err
+		}
+		if ended {
+			superseded++
 		}
 	}
-	return nil
+	return superseded, nil
 }
 
-// supersedeIfEmpty ends a request whose grants all moved to a newer one.
-func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Actor, now time.Time) error {
+// supersedeIfEmpty ends a request whose grants all moved to a newer one, and
+// reports whether it did.
+func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Actor, now time.Time) (bool, error) {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM grants WHERE request_id = $1`, id).Scan(&n); err != nil {
-		return fmt.Errorf("counting grants of %s: %w", id, err)
+		return false, fmt.Errorf("counting grants of %s: %w", id, err)
 	}
 	if n > 0 {
-		return nil
+		return false, nil
 	}
 	var state, target string
 	if err := tx.QueryRowContext(ctx, `SELECT state, target FROM requests WHERE id = $1`, id).Scan(&state, &target); err != nil {
-		return fmt.Errorf("reading request %s: %w", id, err)
+		return false, fmt.Errorf("reading request %s: %w", id, err)
 	}
 	next, err := access.Next(access.State(state), access.Supersede)
 	if err != nil {
-		return nil // already ended: nothing to supersede
+		return false, nil // already ended: nothing to supersede
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = $1, superseded_by = $2, ended_at = $3, message = $4, version = version + 1 WHERE id = $5`,
 		string(next), by, ms(now), "extended by request "+by, id)
 	if err != nil {
-		return fmt.Errorf("superseding %s: %w", id, err)
+		return false, fmt.Errorf("superseding %s: %w", id, err)
 	}
-	return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestSuperseded,
+	return true, writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestSuperseded,
 		Target: target, RequestID: id, Details: map[string]any{"superseded_by": by}})
 }
 
