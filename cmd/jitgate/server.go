@@ -47,6 +47,8 @@ func (a *app) newServerCmd() *cobra.Command {
 		maxDuration    time.Duration
 		prefix4        int
 		prefix6        int
+		livePerUser    int
+		livePerTarget  int
 		logs           logFlags
 	)
 	cmd := &cobra.Command{
@@ -73,6 +75,10 @@ SIGINT or SIGTERM stop it.`,
 	f.Var(newDuration(&maxDuration, policy.DefaultLimits().MaxRuleDuration), "max-duration", "the longest max duration any policy rule may set")
 	f.IntVar(&prefix4, "per-request-prefix-v4", policy.DefaultLimits().PerRequestBits4, "shortest IPv4 prefix a requester may name on a rule without allowed sources")
 	f.IntVar(&prefix6, "per-request-prefix-v6", policy.DefaultLimits().PerRequestBits6, "shortest IPv6 prefix a requester may name on a rule without allowed sources")
+	f.IntVar(&livePerUser, policy.LimitLivePerRequester, policy.DefaultLimits().MaxLivePerRequester, "most live (pending or active) requests one requester may hold on one target; more are refused with 429")
+	f.IntVar(&livePerTarget, policy.LimitLivePerTarget, policy.DefaultLimits().MaxLivePerTarget, "most live (pending or active) requests of all requesters on one target; more are refused with 429")
+	f.Var(newDuration(&cfg.BodyTimeout, server.DefaultBodyTimeout), "body-timeout", "longest a request body may take to arrive, however slowly it is sent (long-polls have no body and are not cut)")
+	f.IntVar(&cfg.MaxConnsPerAddress, "max-conns-per-address", server.DefaultMaxConnsPerAddress, "most connections open at once from one client address (IPv6: one /64); --trusted-proxy peers are exempt; negative: no cap")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (off when empty; see docs/sso.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "jitgate's client id at the OpenID provider")
 	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "client secret (default $JITGATE_OIDC_CLIENT_SECRET; empty for a public client)")
@@ -97,6 +103,7 @@ SIGINT or SIGTERM stop it.`,
 			cfg.TrustedProxies = append(cfg.TrustedProxies, p)
 		}
 		cfg.Limits = serverLimits(maxDuration, prefix4, prefix6)
+		cfg.Limits.MaxLivePerRequester, cfg.Limits.MaxLivePerTarget = livePerUser, livePerTarget
 		cfg.Logger = log
 		if cfg.OIDC.ClientSecret == "" {
 			cfg.OIDC.ClientSecret = a.env("JITGATE_OIDC_CLIENT_SECRET")

@@ -69,7 +69,26 @@ func New(d Deps) http.Handler {
 		d.Registry.MustRegister(newBlockedCollector(d.Store))
 	}
 	mux, _ := a.routes()
-	return a.recoverer(mux)
+	return a.recoverer(limitBodies(a.Logger, mux))
+}
+
+// limitBodies bounds the body of every request, whether its endpoint reads
+// one or not: a body declared larger than maxBody is refused with 413 before
+// any handler runs, and an undeclared (chunked) one is cut at maxBody, which
+// decode reports as 413. The time a body may take is bounded by the server
+// (internal/server bodyDeadline), which decode reports as 408.
+func limitBodies(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBody {
+			w.Header().Set("Connection", "close") // the rest of the body is not read
+			writeError(w, log, &http.MaxBytesError{Limit: maxBody})
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // routes registers every endpoint and returns the patterns (the OpenAPI test

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/jitgate/jitgate/internal/policy"
@@ -35,6 +36,10 @@ func invalidField(field, format string, a ...any) error {
 	return &inputError{status: http.StatusUnprocessableEntity, field: field, msg: field + ": " + fmt.Sprintf(format, a...)}
 }
 
+// errBodyTimeout is a request body that did not arrive in the time the
+// server allows (its read deadline passed).
+var errBodyTimeout = &inputError{status: http.StatusRequestTimeout, msg: "request body not received in the time allowed; send it at once"}
+
 // errForbidden is a principal acting outside what its token allows.
 var errForbidden = errors.New("this token may not do that")
 
@@ -47,8 +52,8 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		// a server error, and nobody reads the answer.
 		return
 	}
-	if status == http.StatusInternalServerError {
-		log.Error("request failed", "err", err)
+	if status >= http.StatusInternalServerError {
+		log.Error("request failed", "status", status, "err", err)
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="jitgate"`)
@@ -84,6 +89,9 @@ func classify(err error) (int, wire.Error) {
 		status, body = http.StatusForbidden, wire.Error{Error: de.Error(), Rule: de.Rule}
 	case errors.As(err, &le):
 		status, body = http.StatusTooManyRequests, wire.Error{Error: le.Error()}
+	case errors.Is(err, store.ErrStorageFull):
+		// Nothing was recorded; the client may retry once space is freed.
+		status, body = http.StatusServiceUnavailable, wire.Error{Error: store.ErrStorageFull.Error()}
 	case errors.Is(err, store.ErrUnauthorized):
 		status, body = http.StatusUnauthorized, wire.Error{Error: "missing, invalid or expired bearer token"}
 	case errors.Is(err, errForbidden), errors.Is(err, store.ErrForbidden):
@@ -127,6 +135,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		switch {
 		case errors.As(err, &mbe):
 			return err
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return errBodyTimeout
 		case errors.Is(err, io.EOF):
 			return badRequest("request body is empty; expected a JSON object")
 		case errors.As(err, &se):
@@ -144,6 +154,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return err
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return errBodyTimeout
 		}
 		return badRequest("request body holds more than one JSON value")
 	}

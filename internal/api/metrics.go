@@ -14,6 +14,10 @@ type Metrics struct {
 	Requests     *prometheus.CounterVec
 	GrantLatency prometheus.Histogram
 	ApplySeconds prometheus.Histogram
+	// StoreWriteErrors counts write transactions that failed for a storage
+	// reason, by cause (disk_full, io_error); the server feeds it from
+	// store.OnWriteError.
+	StoreWriteErrors *prometheus.CounterVec
 }
 
 // NewMetrics registers the instruments on reg. activeGrants and
@@ -33,13 +37,19 @@ func NewMetrics(reg prometheus.Registerer, activeGrants, agentsConnected func() 
 			Help:    "Time agents take to apply a desired state to the kernel, as they report it.",
 			Buckets: []float64{.0001, .0005, .001, .002, .005, .01, .025, .05, .1, .5, 1},
 		}),
+		StoreWriteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jitgate_store_write_errors_total", Help: "Database writes that failed for a storage reason, by cause (disk_full, io_error); nothing of them was recorded.",
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.Requests, m.GrantLatency, m.ApplySeconds,
+	reg.MustRegister(m.Requests, m.GrantLatency, m.ApplySeconds, m.StoreWriteErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_active_grants", Help: "Requests currently active."}, activeGrants),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_agents_connected", Help: "Agents with an open connection or recent contact."}, agentsConnected),
 	)
 	for _, o := range []string{"created", "refused", "limited", "invalid", "error"} {
 		m.Requests.WithLabelValues(o)
+	}
+	for _, c := range []string{store.WriteErrDiskFull, store.WriteErrIO} {
+		m.StoreWriteErrors.WithLabelValues(c)
 	}
 	return m
 }

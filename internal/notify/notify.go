@@ -41,7 +41,6 @@ type outbox interface {
 	AckOutbox(ctx context.Context, id int64, now time.Time) error
 	FailOutbox(ctx context.Context, id int64, errMsg string, next time.Time) error
 	NextOutboxAttempt(ctx context.Context) (time.Time, error)
-	PruneOutbox(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Options tune a Deliverer; zero fields take the defaults.
@@ -62,8 +61,6 @@ type Options struct {
 	Poll time.Duration
 	// PerWebhook bounds the attempts in flight to one webhook (default 4).
 	PerWebhook int
-	// Retention is how long finished deliveries are kept (default 7 days).
-	Retention time.Duration
 	// Client sends the requests (default: one that follows no redirects).
 	Client *http.Client
 	Logger *slog.Logger
@@ -85,7 +82,6 @@ func (o Options) withDefaults() Options {
 	def(&o.MaxBackoff, 5*time.Minute)
 	def(&o.GiveUpAfter, 24*time.Hour)
 	def(&o.Poll, 2*time.Second)
-	def(&o.Retention, 7*24*time.Hour)
 	if o.PerWebhook <= 0 {
 		o.PerWebhook = 4
 	}
@@ -131,22 +127,11 @@ func (d *Deliverer) Wake() {
 // Run delivers until ctx is cancelled, then waits for the attempts in flight
 // (cancelled with ctx; they are due again at once on the next start).
 func (d *Deliverer) Run(ctx context.Context) {
-	var (
-		wg        sync.WaitGroup
-		lastPrune time.Time
-	)
+	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
 		d.claim(ctx, &wg)
 		now := d.o.Now()
-		if now.Sub(lastPrune) >= time.Hour {
-			lastPrune = now
-			if n, err := d.st.PruneOutbox(ctx, now.Add(-d.o.Retention)); err != nil && ctx.Err() == nil {
-				d.o.Logger.Error("pruning webhook deliveries", "err", err)
-			} else if n > 0 {
-				d.o.Logger.Debug("pruned webhook deliveries", "count", n)
-			}
-		}
 		sleep := d.o.Poll
 		next, err := d.st.NextOutboxAttempt(ctx)
 		if err != nil && ctx.Err() == nil {

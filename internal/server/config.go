@@ -44,6 +44,17 @@ type Config struct {
 	AgentPollWait time.Duration
 	// EnrollTokenTTL is how long an enrollment token stays valid (default 24 h).
 	EnrollTokenTTL time.Duration
+	// BodyTimeout is the longest a request body may take to arrive, however
+	// its bytes are spaced (default 30 s). Requests without a body, such as
+	// long-polls, are not bounded by it.
+	BodyTimeout time.Duration
+	// MaxConnsPerAddress caps the connections open at once from one client
+	// address (an IPv4 address or an IPv6 /64; default 64; negative: no
+	// cap). Trusted proxies are exempt.
+	MaxConnsPerAddress int
+	// PruneInterval is how often expired tokens and sessions and finished
+	// webhook deliveries are deleted (default 1 h).
+	PruneInterval time.Duration
 	// OIDC configures single sign-on; an empty Issuer turns it off.
 	OIDC oidc.Config
 	// Logger receives structured logs (default: text to stderr).
@@ -51,6 +62,12 @@ type Config struct {
 	// Ready, if set, is called with the address actually listened on.
 	Ready func(addr string)
 }
+
+// Defaults of the resource bounds (the server flags say the same).
+const (
+	DefaultBodyTimeout        = 30 * time.Second
+	DefaultMaxConnsPerAddress = 64
+)
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
@@ -74,6 +91,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EnrollTokenTTL == 0 {
 		c.EnrollTokenTTL = 24 * time.Hour
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
+	}
+	if c.MaxConnsPerAddress == 0 {
+		c.MaxConnsPerAddress = DefaultMaxConnsPerAddress
+	}
+	if c.PruneInterval == 0 {
+		c.PruneInterval = time.Hour
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"
@@ -106,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if c.AgentPollWait < time.Second || c.AgentPollWait > 50*time.Second {
 		return fmt.Errorf("agent-poll-wait: %s must lie between 1s and 50s", c.AgentPollWait)
+	}
+	if c.BodyTimeout < 0 || c.BodyTimeout > 10*time.Minute {
+		return fmt.Errorf("body-timeout: %s must lie between 0s and 10m", c.BodyTimeout)
 	}
 	if c.OIDC.Issuer != "" || c.OIDC.ClientID != "" {
 		if err := c.OIDC.Validate(); err != nil {

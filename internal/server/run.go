@@ -106,14 +106,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return float64(n)
 	}, func() float64 { return float64(presence.Connected()) })
 
+	// A write that fails for a storage reason (a full disk) is logged and
+	// counted wherever it happens: API call, sweeper, deliverer.
+	st.OnWriteError(func(cause string, err error) {
+		metrics.StoreWriteErrors.WithLabelValues(cause).Inc()
+		log.Error("database write failed", "cause", cause, "err", err)
+	})
+
 	sso, err := startSSO(ctx, cfg.OIDC, log)
 	if err != nil {
 		return err
 	}
+	refusals := api.NewRefusalLog(st, log)
 	handler := api.New(api.Deps{
 		Store: st, Hub: hub, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies,
 		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
-		Metrics: metrics, Registry: reg, Logger: log, SSO: sso,
+		Metrics: metrics, Registry: reg, Logger: log, SSO: sso, Refusals: refusals,
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,
@@ -126,8 +134,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	if cfg.MaxConnsPerAddress > 0 {
+		ln = newConnLimiter(ln, cfg.MaxConnsPerAddress, cfg.TrustedProxies, log)
+	}
+	// No ReadTimeout or WriteTimeout: both would cut long-polls (see
+	// bodyDeadline, which bounds bodies instead).
 	srv := &http.Server{
-		Handler:           logRequests(log, handler),
+		Handler:           bodyDeadline(cfg.BodyTimeout, logRequests(log, handler)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -152,6 +165,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	go sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log)
 	go presenceLoop(ctx, st, presence, log)
+	go pruneLoop(ctx, st, cfg.PruneInterval, log)
+	go refusals.Run(ctx)
+	// Refusals still being counted are written before the store closes
+	// (deferred calls run last to first: this one before st.Close).
+	defer refusals.Close(context.WithoutCancel(ctx))
 	delivered := make(chan struct{})
 	go func() { deliverer.Run(ctx); close(delivered) }()
 	// The deliverer records its attempts in flight before the store closes.

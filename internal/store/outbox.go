@@ -394,17 +394,21 @@ func (s *Store) NextOutboxAttempt(ctx context.Context) (time.Time, error) {
 	return fromMS(next.Int64), nil
 }
 
-// PruneOutbox deletes the deliveries done (delivered or given up) that were
-// created before before, and returns how many.
-func (s *Store) PruneOutbox(ctx context.Context, before time.Time) (int64, error) {
+// PruneOutbox deletes at most limit deliveries that are done (delivered,
+// or given up) and were created before before, oldest first, and returns
+// how many. Deliveries still due are never deleted. Like PruneExpiredTokens
+// it works in bounded batches: the caller repeats while a full batch came
+// back.
+func (s *Store) PruneOutbox(ctx context.Context, before time.Time, limit int) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE next_attempt_at IS NULL AND created_at < $1`, ms(before))
+		res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id IN
+			(SELECT id FROM outbox WHERE next_attempt_at IS NULL AND created_at < $1 ORDER BY id LIMIT $2)`, ms(before), limit)
 		if err != nil {
 			return fmt.Errorf("pruning deliveries: %w", err)
 		}
-		n, _ = res.RowsAffected()
-		return nil
+		n, err = res.RowsAffected()
+		return err
 	})
 	return n, err
 }

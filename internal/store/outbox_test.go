@@ -339,9 +339,16 @@ func TestOutboxClaim(t *testing.T) {
 			t.Errorf("ack of delivery %d to %s: %v", it.ID, it.WebhookID, err)
 		}
 	}
-	n, err := s.PruneOutbox(ctx, t0.Add(90*time.Minute))
-	if err != nil || n != 2 {
-		t.Errorf("PruneOutbox = %d, %v; want the 2 finished deliveries older than 90m", n, err)
+	// The 2 finished deliveries older than 90m go, one batch of 1 at a
+	// time; the ones still due stay.
+	for i, want := range []int64{1, 1, 0} {
+		n, err := s.PruneOutbox(ctx, t0.Add(90*time.Minute), 1)
+		if err != nil || n != want {
+			t.Errorf("PruneOutbox batch %d = %d, %v; want %d", i, n, err, want)
+		}
+	}
+	if ds, err := s.ListDeliveries(ctx, h.ID, 100); err != nil || len(ds) != 5 {
+		t.Errorf("deliveries left after pruning: %d, %v; want the 5 created after 90m", len(ds), err)
 	}
 }
 

@@ -43,6 +43,9 @@ type Store struct {
 	// bruteForceThreshold is how many blocked attempts from one source
 	// within an hour raise a "possible brute force" event (0: never).
 	bruteForceThreshold int
+	// onWriteError is told of write transactions that failed for a storage
+	// reason (storage.go).
+	onWriteError func(cause string, err error)
 }
 
 // DefaultBruteForceThreshold is the default of SetBruteForceThreshold.
@@ -144,17 +147,19 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 // tx runs f in a write transaction and commits it, or rolls back on error.
+// A storage failure (a full disk) is classified by writeFailed: the caller
+// gets ErrStorageFull and reports nothing done.
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("beginning transaction: %w", err)
+		return s.writeFailed(fmt.Errorf("beginning transaction: %w", err))
 	}
 	if err := f(tx); err != nil {
 		tx.Rollback()
-		return err
+		return s.writeFailed(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", err)
+		return s.writeFailed(fmt.Errorf("committing: %w", err))
 	}
 	return nil
 }

@@ -58,6 +58,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"TokenLineage", testTokenLineage},
 		{"TokenCascade", testTokenCascade},
 		{"TokenOwners", testTokenOwners},
+		{"LiveCaps", testLiveCaps},
+		{"PruneTokens", testPruneTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,347 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/testenv"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// failAfter bounds how long a test waits for something that must happen
+// (it is a failure bound, not a measurement).
+const failAfter = 10 * time.Second
+
+// serve runs the real server with cfg (DataDir and Listen filled when empty)
+// until the test ends, and returns its address and admin token.
+func serve(t *testing.T, cfg Config, logs io.Writer) (addr, token string) {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	}
+	cfg.Listen = "127.0.0.1:0"
+	if logs == nil {
+		logs = io.Discard
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	ready := make(chan string, 1)
+	cfg.Ready = func(a string) { ready <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server stopped with %v", err)
+		}
+	})
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("server stopped at start: %v", err)
+	case <-time.After(failAfter):
+		t.Fatal("server did not start")
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr, strings.TrimSpace(string(raw))
+}
+
+// rawConn dials addr and bounds every read and write by failAfter.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(failAfter))
+	return c
+}
+
+// healthz sends GET /healthz on c and returns the status line, or the error
+// that came instead.
+func healthz(c net.Conn, br *bufio.Reader) (string, error) {
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: jitgate\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Status, nil
+}
+
+// TestSlowBodyIsCut: a request body trickled a byte at a time is cut when
+// the body timeout passes, with a 408 that says why, and nothing is
+// created; long-polls, which have no body, outlive that timeout.
+func TestSlowBodyIsCut(t *testing.T) {
+	const bodyTimeout = 300 * time.Millisecond
+	addr, token := serve(t, Config{BodyTimeout: bodyTimeout, AgentPollWait: 2 * time.Second}, nil)
+
+	c := rawConn(t, addr)
+	fmt.Fprintf(c, "POST /api/v1/targets HTTP/1.1\r\nHost: jitgate\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{", token)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the attacker: one more byte every 50 ms, for ever
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := c.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a trickled body: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "not received in the time allowed") {
+		t.Fatalf("trickled body: %s %s, want 408 saying the body came too slowly", resp.Status, b)
+	}
+
+	ctx := context.Background()
+	admin, err := client.New("http://"+addr, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts, err := admin.Targets(ctx); err != nil || len(ts) != 0 {
+		t.Fatalf("targets after the cut request: %v, %v; want none", ts, err)
+	}
+	// A long-poll waits its full time (2 s, longer than the body timeout)
+	// and answers; so does a request long-poll.
+	tc, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New("http://"+addr, "")
+	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := anon.WithToken(er.Credential)
+	first, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Desired(ctx, first.Revision, 2*time.Second); err != nil {
+		t.Fatalf("an agent long-poll longer than the body timeout: %v", err)
+	}
+}
+
+// TestConnectionCapPerAddress: beyond the cap, a new connection from the
+// same address is closed without an answer; closing one frees a place;
+// trusted proxies are exempt.
+func TestConnectionCapPerAddress(t *testing.T) {
+	addr, _ := serve(t, Config{MaxConnsPerAddress: 2}, nil)
+	var held []net.Conn
+	for i := range 2 {
+		c := rawConn(t, addr)
+		if status, err := healthz(c, bufio.NewReader(c)); err != nil || status != "200 OK" {
+			t.Fatalf("connection %d within the cap: %q, %v", i+1, status, err)
+		}
+		held = append(held, c)
+	}
+	over := rawConn(t, addr)
+	if status, err := healthz(over, bufio.NewReader(over)); err == nil {
+		t.Fatalf("a third connection from one address was answered %q, want it closed", status)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a third connection was neither answered nor closed: %v", err)
+	}
+
+	// Closing a held connection frees its place (once the server has seen
+	// the close).
+	held[0].Close()
+	deadline := time.Now().Add(failAfter)
+	for {
+		c := rawConn(t, addr)
+		status, err := healthz(c, bufio.NewReader(c))
+		c.Close()
+		if err == nil && status == "200 OK" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no place freed after a connection closed: %v", err)
+		}
+	}
+
+	// A trusted proxy carries many clients' connections: not capped.
+	proxied, _ := serve(t, Config{MaxConnsPerAddress: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, nil)
+	for i := range 3 {
+		c := rawConn(t, proxied)
+		if status, err := healthz(c, bufio.NewReader(c)); err != nil || status != "200 OK" {
+			t.Fatalf("connection %d from a trusted proxy: %q, %v", i+1, status, err)
+		}
+	}
+}
+
+// TestDiskFull fills a small real filesystem under the database: a write
+// then fails with a 503 that names the cause, is logged and counted, and
+// nothing of it is recorded; once space is free again, writes work.
+func TestDiskFull(t *testing.T) {
+	testenv.RequireRoot(t)
+	data := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", data).CombinedOutput(); err != nil {
+		t.Fatalf("mounting a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { // after the server stopped (cleanups run last to first)
+		if out, err := exec.Command("umount", data).CombinedOutput(); err != nil {
+			t.Errorf("unmounting %s: %v: %s", data, err, out)
+		}
+	})
+	var logs lockedBuffer
+	addr, token := serve(t, Config{DataDir: data}, &logs)
+	ctx := context.Background()
+	admin, err := client.New("http://"+addr, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, MaxDuration: wire.Duration(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	filler := filepath.Join(data, "filler")
+	fill(t, filler)
+	_, err = admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-02"})
+	if client.StatusOf(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "database write failed: disk full") {
+		t.Fatalf("creating a target on a full disk: %v, want 503 naming the full disk", err)
+	}
+	_, err = admin.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+		Duration: wire.Duration(time.Hour), Reason: "disk full test"})
+	if client.StatusOf(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "database write failed: disk full") {
+		t.Fatalf("an access request on a full disk: %v, want 503 naming the full disk", err)
+	}
+	// Nothing reported done was recorded.
+	if ts, err := admin.Targets(ctx); err != nil || len(ts) != 1 {
+		t.Fatalf("targets after the failed write: %+v, %v; want only web-01", ts, err)
+	}
+	if rs, err := admin.Requests(ctx, client.RequestFilter{}); err != nil || len(rs) != 0 {
+		t.Fatalf("requests after the failed write: %+v, %v; want none", rs, err)
+	}
+	if !strings.Contains(logs.String(), "database write failed") || !strings.Contains(logs.String(), "cause=disk_full") {
+		t.Errorf("no log line names the full disk:\n%s", logs.String())
+	}
+	metrics := scrape(t, addr, token)
+	if !strings.Contains(metrics, `jitgate_store_write_errors_total{cause="disk_full"} `) ||
+		strings.Contains(metrics, `jitgate_store_write_errors_total{cause="disk_full"} 0`) {
+		t.Errorf("the disk_full write error is not counted:\n%s", grepLines(metrics, "jitgate_store_write_errors_total"))
+	}
+
+	// Space freed: writes work again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-02"}); err != nil {
+		t.Fatalf("creating a target after space was freed: %v", err)
+	}
+}
+
+// fill writes path until the filesystem holding it is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling %s: %v", path, err)
+			}
+			return
+		}
+	}
+}
+
+func scrape(t *testing.T, addr, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// fakePruner deletes from counts of rows, at most limit per call.
+type fakePruner struct {
+	tokens, deliveries int64
+	calls              int
+	before             time.Time
+}
+
+func (f *fakePruner) PruneExpiredTokens(_ context.Context, _ time.Time, limit int) (int64, error) {
+	f.calls++
+	n := min(f.tokens, int64(limit))
+	f.tokens -= n
+	return n, nil
+}
+
+func (f *fakePruner) PruneOutbox(_ context.Context, before time.Time, limit int) (int64, error) {
+	f.calls++
+	f.before = before
+	n := min(f.deliveries, int64(limit))
+	f.deliveries -= n
+	return n, nil
+}
+
+// TestPruneDrainsInBatches: one pruning pass repeats full batches until a
+// short one, and keeps finished deliveries for deliveryRetention.
+func TestPruneDrainsInBatches(t *testing.T) {
+	now := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	f := &fakePruner{tokens: 2*pruneBatch + 3, deliveries: pruneBatch}
+	prune(context.Background(), f, now, slog.New(slog.DiscardHandler))
+	if f.tokens != 0 || f.deliveries != 0 {
+		t.Errorf("left %d tokens and %d deliveries, want none", f.tokens, f.deliveries)
+	}
+	if f.calls != 3+2 { // tokens: full, full, short; deliveries: full, empty
+		t.Errorf("%d prune calls, want 5", f.calls)
+	}
+	if !f.before.Equal(now.Add(-deliveryRetention)) {
+		t.Errorf("deliveries pruned before %v, want %v", f.before, now.Add(-deliveryRetention))
+	}
+}
