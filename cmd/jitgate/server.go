@@ -72,6 +72,7 @@ SIGINT or SIGTERM stop it.`,
 	f.Var(newDuration(&cfg.ApprovalTimeout, time.Hour), "approval-timeout", "how long a request awaits its approvers before it expires")
 	f.Var(newDuration(&cfg.ExpiryWarning, store.DefaultExpiryWarning), "expiry-warning", "how long before its end an active request is announced as expiring (webhook event request.expiring)")
 	f.Var(newDuration(&cfg.WebhookTimeout, 10*time.Second), "webhook-timeout", "how long one webhook delivery attempt may take (1s to 1m)")
+	f.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", false, "let webhooks reach loopback, link-local and private addresses (refused by default, also when a name resolves to one)")
 	f.Var(newDuration(&maxDuration, policy.DefaultLimits().MaxRuleDuration), "max-duration", "the longest max duration any policy rule may set")
 	f.IntVar(&prefix4, "per-request-prefix-v4", policy.DefaultLimits().PerRequestBits4, "shortest IPv4 prefix a requester may name on a rule without allowed sources")
 	f.IntVar(&prefix6, "per-request-prefix-v6", policy.DefaultLimits().PerRequestBits6, "shortest IPv6 prefix a requester may name on a rule without allowed sources")

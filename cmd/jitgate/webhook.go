@@ -16,12 +16,15 @@ func (a *app) newWebhookCmd() *cobra.Command {
 		Use:   "webhook",
 		Short: "Send notifications of requests to webhooks (admin)",
 		Long: `Webhooks receive an HTTP POST when a request awaits approval, is approved,
-denied, activated, about to expire, expired or revoked. The generic format is
-JSON signed with HMAC-SHA256 (header X-Jitgate-Signature: sha256=HEX of the
-body, keyed with the webhook's secret); the slack format is a one-line
+denied, activated, about to expire, expired or revoked, and when an attack is
+suspected (many blocked attempts from one source). Requests are signed the
+Standard Webhooks way: webhook-signature is "v1," and the base64 HMAC-SHA256,
+keyed with the webhook's secret, of "webhook-id.webhook-timestamp.body"
+(docs/webhooks.md shows how to verify). The slack format is a one-line
 {"text": ...} for Slack-compatible incoming webhooks. Deliveries are retried
 with backoff for 24 hours, and may arrive more than once: de-duplicate on the
-X-Jitgate-Delivery header.`,
+webhook-id header. URLs on loopback, link-local and private addresses are
+refused unless the server runs with --webhook-allow-private.`,
 	})
 	a.addConnFlags(cmd)
 	var (

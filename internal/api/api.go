@@ -52,6 +52,10 @@ type Deps struct {
 	// FailedLogins limits failed logins per source (default: 5, then one
 	// more every 12 s; Burst < 0 turns the limit off).
 	FailedLogins LoginLimit
+	// WebhookAllowPrivate admits webhook URLs on loopback, link-local and
+	// private addresses (the deliverer's notify.Options.AllowPrivate must
+	// agree: it checks the dialled address).
+	WebhookAllowPrivate bool
 }
 
 type api struct {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/text"
@@ -32,7 +33,10 @@ func toWireWebhook(w store.Webhook) wire.Webhook {
 
 // parseWebhook validates a new webhook and fills the defaults (format
 // generic, a generated secret).
-func parseWebhook(in wire.WebhookCreate) (store.Webhook, error) {
+// A URL whose host is a literal non-public address (or localhost) is
+// refused unless allowPrivate; names are checked again when each delivery
+// dials.
+func parseWebhook(in wire.WebhookCreate, allowPrivate bool) (store.Webhook, error) {
 	raw := strings.TrimSpace(in.URL)
 	if raw == "" {
 		return store.Webhook{}, invalidField("url", "required")
@@ -46,6 +50,9 @@ func parseWebhook(in wire.WebhookCreate) (store.Webhook, error) {
 	}
 	if u.Fragment != "" {
 		return store.Webhook{}, invalidField("url", "must not have a #fragment")
+	}
+	if err := notify.CheckURL(u, allowPrivate); err != nil {
+		return store.Webhook{}, invalidField("url", "%v", err)
 	}
 	w := store.Webhook{URL: u.String(), Format: in.Format, Secret: in.Secret, Events: []string{}}
 	switch w.Format {
@@ -85,7 +92,7 @@ func (a *api) createWebhook(w http.ResponseWriter, r *http.Request, p store.Prin
 	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 		return err
 	}
-	hook, err := parseWebhook(in)
+	hook, err := parseWebhook(in, a.WebhookAllowPrivate)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/store"
@@ -106,5 +107,31 @@ func TestWebhooks(t *testing.T) {
 	}
 	if _, err := e.c.WebhookDeliveries(ctx, created.Webhook.ID, 10); client.StatusOf(err) != http.StatusNotFound {
 		t.Errorf("deliveries of a removed webhook: %v, want 404", err)
+	}
+}
+
+// TestWebhookPrivateURL: a webhook aimed at loopback, link-local or private
+// addresses (or localhost) is refused, naming the field and the flag, unless
+// the server allows private destinations.
+func TestWebhookPrivateURL(t *testing.T) {
+	urls := []string{"http://127.0.0.1:8080/hook", "http://[::1]/hook", "https://localhost/hook",
+		"http://169.254.169.254/latest/meta-data/", "https://10.0.0.7/hook", "http://[fe80::1]/x", "http://0.0.0.0/x"}
+	e := newEnv(t)
+	for _, u := range urls {
+		code, body := e.raw(t, "POST", "/api/v1/webhooks", e.admin, "application/json", strings.NewReader(`{"url": "`+u+`"}`))
+		var we wire.Error
+		_ = json.Unmarshal(body, &we)
+		if code != http.StatusUnprocessableEntity || we.Field != "url" || !strings.Contains(we.Error, "--webhook-allow-private") {
+			t.Errorf("POST webhook %s = %d %s, want 422 on url naming --webhook-allow-private", u, code, body)
+		}
+	}
+	if hs, err := e.c.Webhooks(context.Background()); err != nil || len(hs) != 0 {
+		t.Errorf("webhooks after refusals = %+v, %v", hs, err)
+	}
+	allowed := newEnvWith(t, func(d *api.Deps) { d.WebhookAllowPrivate = true })
+	for _, u := range urls {
+		if _, err := allowed.c.CreateWebhook(context.Background(), wire.WebhookCreate{URL: u}); err != nil {
+			t.Errorf("with private destinations allowed, %s: %v", u, err)
+		}
 	}
 }

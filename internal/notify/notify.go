@@ -2,7 +2,16 @@
 // notification to an outbox in the same transaction as the change it
 // reports; a Deliverer claims the due rows, POSTs them, and records the
 // outcome, retrying with exponential backoff. Delivery is at least once:
-// a receiver de-duplicates on the X-Jitgate-Delivery header.
+// a receiver de-duplicates on the webhook-id header. Requests are signed
+// the Standard Webhooks way (webhook-id, webhook-timestamp,
+// webhook-signature over id, timestamp and body), so a captured delivery
+// cannot be replayed later with a fresh timestamp.
+//
+// Receivers are dialled only at public addresses unless the server allows
+// private ones (AllowPrivate): the check runs on the address actually
+// dialled, after name resolution, so a name that resolves to 127.0.0.1 or
+// to a cloud metadata address is refused like the literal. The receiver's
+// answer body is never stored or logged: only its status.
 //
 // Failure semantics: an attempt that fails (error, timeout, status other than
 // 2xx, redirects included) is retried after 1 s, 2 s, 4 s … (±20 % jitter,
@@ -19,7 +28,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +37,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,10 +69,15 @@ type Options struct {
 	Poll time.Duration
 	// PerWebhook bounds the attempts in flight to one webhook (default 4).
 	PerWebhook int
-	// Client sends the requests (default: one that follows no redirects).
+	// Client sends the requests (default: one that follows no redirects
+	// and dials only addresses CheckAddr allows).
 	Client *http.Client
-	Logger *slog.Logger
-	Now    func() time.Time
+	// AllowPrivate lets the default client dial loopback, link-local,
+	// private and other non-public addresses (jitgate server
+	// --webhook-allow-private).
+	AllowPrivate bool
+	Logger       *slog.Logger
+	Now          func() time.Time
 	// Jitter returns a number in [0, 1) (default math/rand/v2.Float64);
 	// 0.5 gives the backoff without jitter.
 	Jitter func() float64
@@ -86,7 +99,10 @@ func (o Options) withDefaults() Options {
 		o.PerWebhook = 4
 	}
 	if o.Client == nil {
-		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		o.Client = &http.Client{
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Transport:     guardedTransport(o.AllowPrivate),
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -232,12 +248,13 @@ func (d *Deliverer) backoff(attempt int) time.Duration {
 	return min(b, d.o.MaxBackoff)
 }
 
-// Headers of a delivery.
+// Headers of a delivery: the event name, and the three headers of the
+// Standard Webhooks scheme (https://www.standardwebhooks.com).
 const (
 	HeaderEvent     = "X-Jitgate-Event"
-	HeaderDelivery  = "X-Jitgate-Delivery"
-	HeaderSignature = "X-Jitgate-Signature"
-	HeaderTimestamp = "X-Jitgate-Timestamp"
+	HeaderID        = "webhook-id"        // the delivery's id, the same on every retry
+	HeaderTimestamp = "webhook-timestamp" // Unix seconds of this attempt
+	HeaderSignature = "webhook-signature" // "v1," + base64 HMAC-SHA256 of "id.timestamp.body"
 )
 
 // send makes one attempt: a POST of the body in the webhook's format,
@@ -255,10 +272,11 @@ func (d *Deliverer) send(ctx context.Context, it store.OutboxItem) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "jitgate-webhook/1")
+	id, ts := strconv.FormatInt(it.ID, 10), strconv.FormatInt(d.o.Now().Unix(), 10)
 	req.Header.Set(HeaderEvent, it.Event)
-	req.Header.Set(HeaderDelivery, strconv.FormatInt(it.ID, 10))
-	req.Header.Set(HeaderTimestamp, strconv.FormatInt(d.o.Now().Unix(), 10))
-	req.Header.Set(HeaderSignature, sign(it.Secret, body))
+	req.Header.Set(HeaderID, id)
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, Sign(it.Secret, id, ts, body))
 	resp, err := d.o.Client.Do(req)
 	if err != nil {
 		// The URL (whose path may be a secret, as Slack's is) stays out of
@@ -273,22 +291,23 @@ func (d *Deliverer) send(ctx context.Context, it store.OutboxItem) error {
 		return err
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	// The body is drained (to reuse the connection) but never kept: a
+	// receiver, or whoever answers at its address, must not be able to
+	// put text into jitgate's database, logs and CLI.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		msg := fmt.Sprintf("the receiver answered %s", resp.Status)
-		if s := strings.Join(strings.Fields(string(snippet)), " "); s != "" {
-			msg += ": " + s
-		}
-		return errors.New(msg)
+		return fmt.Errorf("the receiver answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	return nil
 }
 
-// sign is the X-Jitgate-Signature of body: "sha256=" and the hex HMAC-SHA256
-// of the body keyed with the webhook's secret.
-func sign(secret string, body []byte) string {
+// Sign is the webhook-signature of one attempt: "v1," and the base64
+// HMAC-SHA256, keyed with the webhook's secret (its bytes as given or
+// generated), of "id.timestamp.body". Covering the timestamp lets a receiver
+// refuse an old delivery replayed as new.
+func Sign(secret, id, timestamp string, body []byte) string {
 	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(id + "." + timestamp + "."))
 	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }

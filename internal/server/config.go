@@ -40,6 +40,10 @@ type Config struct {
 	ExpiryWarning time.Duration
 	// WebhookTimeout bounds one webhook delivery attempt (default 10 s).
 	WebhookTimeout time.Duration
+	// WebhookAllowPrivate lets webhooks reach loopback, link-local and
+	// private addresses (off: a webhook cannot be aimed at the server's own
+	// network, such as a cloud metadata service or an internal admin API).
+	WebhookAllowPrivate bool
 	// AgentPollWait is the longest an agent's long-poll is held (default 25 s).
 	AgentPollWait time.Duration
 	// EnrollTokenTTL is how long an enrollment token stays valid (default 24 h).

@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	hub := api.NewHub()
 	wake := make(chan struct{}, 1)
-	deliverer := notify.New(st, notify.Options{Timeout: cfg.WebhookTimeout, Logger: log})
+	deliverer := notify.New(st, notify.Options{Timeout: cfg.WebhookTimeout, AllowPrivate: cfg.WebhookAllowPrivate, Logger: log})
 	// After a commit the agents' long-polls wake at once: that is the grant
 	// path. The sweeper and the webhook deliverer look a moment later, so
 	// their reads do not compete with it (and a burst of commits wakes them
@@ -122,6 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: st, Hub: hub, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies,
 		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
 		Metrics: metrics, Registry: reg, Logger: log, SSO: sso, Refusals: refusals,
+		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,

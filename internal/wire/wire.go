@@ -533,7 +533,7 @@ type WebhookCreated struct {
 
 // WebhookDelivery is one event's delivery to one webhook.
 type WebhookDelivery struct {
-	// ID is sent as the X-Jitgate-Delivery header.
+	// ID is sent as the webhook-id header.
 	ID      int64  `json:"id"`
 	EventID int64  `json:"event_id"`
 	Event   string `json:"event"`
