@@ -29,8 +29,8 @@ type targetCreated struct {
 
 func (a *app) newTargetAddCmd() *cobra.Command {
 	var (
-		labels []string
-		place  wire.TargetCreate
+		labels, addresses []string
+		place             wire.TargetCreate
 	)
 	cmd := &cobra.Command{
 		Use:   "add NAME [--label KEY=VALUE ...]",
@@ -39,15 +39,16 @@ func (a *app) newTargetAddCmd() *cobra.Command {
 exact command to run on the host. The token is shown only once.`,
 		Example: `  jitgate target add web-01 --label env=prod
   jitgate target add gw-1 --public-address 203.0.113.10      # then: jitgate agent --mode gateway ...
-  jitgate target add db-01 --gateway gw-1 --address 10.0.0.5  # behind gw-1: no agent of its own`,
+  jitgate target add db-01 --gateway gw-1 --address 10.0.0.5  # behind gw-1: no agent of its own
+  jitgate target add db-02 --gateway gw-1 --address 10.0.0.6,2001:db8:10::6   # dual-stack: both gated`,
 		Args: oneArg("target NAME"),
 	}
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
 	cmd.Flags().StringVar(&place.Gateway, "gateway", "", "the gateway target that enforces for this one (it needs no agent)")
-	cmd.Flags().StringVar(&place.Address, "address", "", "with --gateway: the target's address behind the gateway")
+	cmd.Flags().StringSliceVar(&addresses, "address", nil, "with --gateway: the target's address behind the gateway; repeat it or separate with commas for several (IPv4 and IPv6 of a dual-stack host: every one is gated)")
 	cmd.Flags().StringVar(&place.PublicAddress, "public-address", "", "for a gateway: the address clients reach its published ports on")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
-		in := wire.TargetCreate{Name: args[0], Gateway: place.Gateway, Address: place.Address, PublicAddress: place.PublicAddress}
+		in := wire.TargetCreate{Name: args[0], Gateway: place.Gateway, Addresses: addresses, PublicAddress: place.PublicAddress}
 		for _, l := range labels {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
@@ -75,7 +76,7 @@ exact command to run on the host. The token is shown only once.`,
 		}
 		w := a.stdout
 		if out.EnrollToken == "" {
-			fmt.Fprintf(w, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", esc(out.Target.Name), esc(out.Target.Gateway), esc(out.Target.Address))
+			fmt.Fprintf(w, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", esc(out.Target.Name), esc(out.Target.Gateway), esc(strings.Join(behindAddresses(out.Target), ", ")))
 			return nil
 		}
 		fmt.Fprintf(w, "target %s added\n\n", esc(out.Target.Name))
@@ -128,7 +129,7 @@ func (a *app) newTargetListCmd() *cobra.Command {
 			}
 			addrs := strings.Join(t.Addresses, ",")
 			if t.Gateway != "" {
-				addrs = t.Address + " via " + t.Gateway
+				addrs = strings.Join(behindAddresses(t), ",") + " via " + t.Gateway
 			}
 			last := ""
 			if t.Stats != nil && t.Stats.LastAccess != nil {
@@ -172,7 +173,7 @@ func (a *app) newTargetShowCmd() *cobra.Command {
 			row(tw, "Recommendation:", t.Recommendation)
 		}
 		if t.Gateway != "" {
-			row(tw, "Behind gateway:", t.Gateway+" at "+t.Address)
+			row(tw, "Behind gateway:", t.Gateway+" at "+strings.Join(behindAddresses(t), ", "))
 		}
 		if t.Mode != "" {
 			row(tw, "Mode:", t.Mode)
@@ -306,4 +307,13 @@ func (a *app) newTargetsCmd() *cobra.Command {
 	cmd.Aliases = nil
 	a.addConnFlags(cmd)
 	return cmd
+}
+
+// behindAddresses lists the addresses of a target behind a gateway (a
+// server older than multi-address targets sends only Address).
+func behindAddresses(t wire.Target) []string {
+	if len(t.Addresses) > 0 {
+		return t.Addresses
+	}
+	return []string{t.Address}
 }

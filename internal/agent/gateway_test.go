@@ -34,6 +34,13 @@ func TestInventoryFromProc(t *testing.T) {
 			{Address: "0.0.0.0", Port: 53, Protocol: "udp"},
 		},
 		Routes: []string{"172.16.0.0/16", "192.0.2.0/24", "198.51.100.0/24", "2001:db8:100::/64", "2001:db8::/64"},
+		// Per interface: eth0 holds the default routes (the client side
+		// when no public address says otherwise); 172.16.0.0/16 goes
+		// through a next hop on eth1.
+		Links: []wire.Link{
+			{Name: "eth0", Prefixes: []string{"192.0.2.0/24", "2001:db8::/64"}, Default: true},
+			{Name: "eth1", Prefixes: []string{"172.16.0.0/16", "198.51.100.0/24", "2001:db8:100::/64"}},
+		},
 	}
 	if diff := cmp.Diff(want, inv); diff != "" {
 		t.Errorf("inventory mismatch (-want +got):\n%s", diff)

@@ -37,7 +37,8 @@ func (p procFS) inventory(mode firewall.Mode, probeErr error) *wire.Inventory {
 	}
 	inv.Listening = p.listeners()
 	if mode == firewall.GatewayMode {
-		inv.Routes = p.routes()
+		table := p.routeTable()
+		inv.Routes, inv.Links = routes(table), links(table)
 	}
 	return inv
 }
@@ -142,11 +143,16 @@ func (p procFS) socketOwners() map[string]string {
 	return out
 }
 
-// routes lists the prefixes the host routes to from /proc/net/route and
-// /proc/net/ipv6_route: connected networks and routes, without default
-// routes, loopback, link-local and multicast.
-func (p procFS) routes() []string {
-	var out []netip.Prefix
+// route is one entry of the main routing table.
+type route struct {
+	dev string
+	dst netip.Prefix
+}
+
+// routeTable reads /proc/net/route and /proc/net/ipv6_route: every route
+// with the interface it leaves through, loopback left out.
+func (p procFS) routeTable() []route {
+	var out []route
 	if b, err := os.ReadFile(filepath.Join(string(p), "net/route")); err == nil {
 		for _, line := range strings.Split(string(b), "\n")[1:] {
 			cols := strings.Fields(line)
@@ -164,7 +170,7 @@ func (p procFS) routes() []string {
 			}
 			var a [4]byte
 			binary.BigEndian.PutUint32(a[:], dst)
-			out = append(out, netip.PrefixFrom(netip.AddrFrom4(a), bits))
+			out = append(out, route{cols[0], netip.PrefixFrom(netip.AddrFrom4(a), bits)})
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(string(p), "net/ipv6_route")); err == nil {
@@ -178,19 +184,63 @@ func (p procFS) routes() []string {
 			if err != nil || err2 != nil || len(raw) != 16 {
 				continue
 			}
-			out = append(out, netip.PrefixFrom(netip.AddrFrom16([16]byte(raw)), int(bits)))
+			out = append(out, route{cols[9], netip.PrefixFrom(netip.AddrFrom16([16]byte(raw)), int(bits))})
 		}
 	}
+	return out
+}
+
+// forwardable reports whether a route's prefix is one a gateway forwards
+// clients to: not a default route, loopback, link-local or multicast.
+func forwardable(pfx netip.Prefix) bool {
+	a := pfx.Addr()
+	return pfx.IsValid() && pfx.Bits() != 0 && !a.IsLoopback() && !a.IsLinkLocalUnicast() && !a.IsMulticast()
+}
+
+// routes lists the prefixes the host routes to: connected networks and
+// routes, without default routes, loopback, link-local and multicast.
+func routes(table []route) []string {
 	var s []string
-	for _, pfx := range out {
-		a := pfx.Addr()
-		if pfx.Bits() == 0 || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || !pfx.IsValid() {
-			continue
+	for _, r := range table {
+		if forwardable(r.dst) {
+			s = append(s, r.dst.Masked().String())
 		}
-		s = append(s, pfx.Masked().String())
 	}
 	slices.Sort(s)
 	return slices.Compact(s)
+}
+
+// links groups the routes by interface, and says which interfaces carry a
+// default route: what the server needs to find the gateway's client side.
+func links(table []route) []wire.Link {
+	byName := map[string]*wire.Link{}
+	var names []string
+	for _, r := range table {
+		l, ok := byName[r.dev]
+		if !ok {
+			l = &wire.Link{Name: r.dev}
+			byName[r.dev] = l
+			names = append(names, r.dev)
+		}
+		switch {
+		case r.dst.IsValid() && r.dst.Bits() == 0:
+			l.Default = true
+		case forwardable(r.dst):
+			l.Prefixes = append(l.Prefixes, r.dst.Masked().String())
+		}
+	}
+	slices.Sort(names)
+	var out []wire.Link
+	for _, n := range names {
+		l := byName[n]
+		if len(l.Prefixes) == 0 && !l.Default {
+			continue
+		}
+		slices.Sort(l.Prefixes)
+		l.Prefixes = slices.Compact(l.Prefixes)
+		out = append(out, *l)
+	}
+	return out
 }
 
 func hexLE32(s string) (uint32, error) {

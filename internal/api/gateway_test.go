@@ -12,18 +12,31 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// gatewayEnv has gateway gw-1 (public 203.0.113.10, routing 10.0.0.0/24 and
-// 2001:db8:10::/64) whose agent reported gateway mode and its routes.
+// gatewayEnv has gateway gw-1 (public 203.0.113.10 on its client side,
+// eth0: 203.0.113.0/24 and 2001:db8:1::/64; routing 10.0.0.0/24 and
+// 2001:db8:10::/64 on eth1, behind it) whose agent reported gateway mode,
+// its routes and links, and its own addresses.
 func gatewayEnv(t *testing.T) (*env, *client.Client) {
 	t.Helper()
 	e := newEnv(t)
 	ctx := context.Background()
 	gw := e.createEnrolled(t, wire.TargetCreate{Name: "gw-1", PublicAddress: "203.0.113.10"})
-	if err := gw.Report(ctx, wire.AgentReport{Revision: 0, Mode: "gateway", Inventory: &wire.Inventory{CanEnforce: true,
-		Routes: []string{"10.0.0.0/24", "2001:db8:10::/64"}}}); err != nil {
+	if err := gw.Report(ctx, wire.AgentReport{Revision: 0, Mode: "gateway", Inventory: gatewayInventory(false),
+		Addresses: []string{"203.0.113.10", "2001:db8:1::fe", "10.0.0.254", "2001:db8:10::fe"}}); err != nil {
 		t.Fatalf("gateway report: %v", err)
 	}
 	return e, gw
+}
+
+// gatewayInventory is what gw-1 reports; with defaultVia1, its default
+// route leaves through eth1 instead of nowhere.
+func gatewayInventory(defaultVia1 bool) *wire.Inventory {
+	return &wire.Inventory{CanEnforce: true,
+		Routes: []string{"10.0.0.0/24", "2001:db8:10::/64", "203.0.113.0/24", "2001:db8:1::/64"},
+		Links: []wire.Link{
+			{Name: "eth0", Prefixes: []string{"203.0.113.0/24", "2001:db8:1::/64"}},
+			{Name: "eth1", Prefixes: []string{"10.0.0.0/24", "2001:db8:10::/64"}, Default: defaultVia1},
+		}}
 }
 
 func TestGatewayTargets(t *testing.T) {
@@ -332,5 +345,120 @@ func TestGatewayUnpublish(t *testing.T) {
 	}
 	if len(r.Connect) != 1 || strings.Contains(r.Connect[0], "203.0.113.10") || !strings.Contains(r.Connect[0], "10.0.0.5") {
 		t.Errorf("contact information for an unpublished port: %q; want the target's address, not the gateway's", r.Connect)
+	}
+}
+
+// TestGatewayClientSide: a target whose address is on the gateway's client
+// side (the link of its public address) is refused with 422 and a message
+// that says why, and so is one of the gateway's own addresses; nothing is
+// created. When the gateway later reports that a target's network became its
+// client side, the target shows as unsupported, with the reason.
+func TestGatewayClientSide(t *testing.T) {
+	e, gw := gatewayEnv(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		in  wire.TargetCreate
+		msg string
+	}{
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "203.0.113.50"},
+			"203.0.113.50 is on the client side of gateway gw-1 (interface eth0, 203.0.113.0/24, where clients reach the public address 203.0.113.10)"},
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "2001:db8:1::50"}, "2001:db8:1::50 is on the client side of gateway gw-1"},
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Addresses: []string{"10.0.0.5", "2001:db8:1::5"}}, "addresses[1]: 2001:db8:1::5 is on the client side"},
+		{wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "10.0.0.254"}, "10.0.0.254 is an address of gateway gw-1 itself"},
+	} {
+		_, err := e.c.CreateTarget(ctx, tc.in)
+		if client.StatusOf(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("CreateTarget(%+v) = %v; want 422 saying %q", tc.in, err, tc.msg)
+		}
+		if _, err := e.c.Target(ctx, "web-01"); client.StatusOf(err) != http.StatusNotFound {
+			t.Errorf("a refused target exists: %v", err)
+		}
+	}
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Address: "10.0.0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	if tg, _ := e.c.Target(ctx, "web-01"); tg.Class == "unsupported" {
+		t.Fatalf("web-01 behind the gateway is unsupported: %s", tg.ClassReason)
+	}
+	// The gateway's default route now leaves through eth1: clients arrive
+	// on web-01's own network.
+	if err := gw.Report(ctx, wire.AgentReport{Revision: 0, Mode: "gateway", Inventory: gatewayInventory(true)}); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := e.c.Target(ctx, "web-01")
+	if err != nil || tg.Class != "unsupported" || !strings.Contains(tg.ClassReason, "10.0.0.5 is on the client side of gateway gw-1 (interface eth1, 10.0.0.0/24, where a default route leaves)") {
+		t.Errorf("web-01 after the gateway's default route moved to its network: %v, class %q (%s); want unsupported with the reason", err, tg.Class, tg.ClassReason)
+	}
+}
+
+// TestGatewayDualStack: a target behind a gateway with an IPv4 and an IPv6
+// address has both gated: the gateway protects each, a grant opens the
+// addresses of its source's family only, and a published port maps to the
+// address of the public address's family.
+func TestGatewayDualStack(t *testing.T) {
+	e, gw := gatewayEnv(t)
+	ctx := context.Background()
+	tc, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Gateway: "gw-1", Addresses: []string{"10.0.0.5", "2001:db8:10::5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(tc.Target.Addresses) != "[10.0.0.5 2001:db8:10::5]" || tc.Target.Address != "10.0.0.5" {
+		t.Fatalf("web-01 addresses %v (address %q), want both", tc.Target.Addresses, tc.Target.Address)
+	}
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-02", Gateway: "gw-1", Address: "2001:db8:10::5"}); client.StatusOf(err) != http.StatusConflict || !strings.Contains(err.Error(), "web-01") {
+		t.Errorf("another target at web-01's IPv6 address: %v, want 409 naming web-01", err)
+	}
+	// Sources of both families may be allowed.
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, AllowedSources: []string{"198.51.100.0/24", "2001:db8:99::/48"}}}})
+	ds, err := gw.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protected []string
+	for _, p := range ds.Protected {
+		protected = append(protected, fmt.Sprintf("%s %d/%s", p.Destination, p.Port, p.Protocol))
+	}
+	if fmt.Sprint(protected) != "[10.0.0.5 22/tcp 2001:db8:10::5 22/tcp]" {
+		t.Errorf("the gateway protects %v; want both addresses of web-01", protected)
+	}
+	if len(ds.Published) != 1 || ds.Published[0].Destination != "10.0.0.5" || ds.Published[0].PublicAddress != "203.0.113.10" {
+		t.Errorf("published %+v; want one mapping from the IPv4 public address to the IPv4 address", ds.Published)
+	}
+	grants := func(after int64) []string {
+		t.Helper()
+		ds, err := gw.Desired(ctx, after, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, g := range ds.Grants {
+			out = append(out, g.Source+" -> "+g.Destination)
+		}
+		return out
+	}
+	r4, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := grants(0); fmt.Sprint(got) != "[198.51.100.7/32 -> 10.0.0.5]" {
+		t.Errorf("an IPv4 grant opens %v; want the IPv4 address only (the IPv6 one stays closed)", got)
+	}
+	r6, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "2001:db8:99::7", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatalf("an IPv6 source to the dual-stack target: %v", err)
+	}
+	if got := grants(0); fmt.Sprint(got) != "[198.51.100.7/32 -> 10.0.0.5 2001:db8:99::7/128 -> 2001:db8:10::5]" {
+		t.Errorf("grants %v; want each source to its own family's address", got)
+	}
+	if !strings.Contains(fmt.Sprint(r4.Connect), "ssh -p 20000 203.0.113.10") || !strings.Contains(fmt.Sprint(r6.Connect), "ssh 2001:db8:10::5") {
+		t.Errorf("contact information: IPv4 %q, IPv6 %q; want the mapped port for IPv4 and the IPv6 address for IPv6", r4.Connect, r6.Connect)
+	}
+	// An IPv6-only target refuses IPv4 sources, as before.
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-03", Gateway: "gw-1", Address: "2001:db8:10::6"}); err != nil {
+		t.Fatal(err)
+	}
+	e.setPolicy(t, "web-03", wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-03", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"}); client.StatusOf(err) != http.StatusUnprocessableEntity {
+		t.Errorf("an IPv4 source to an IPv6-only target: %v, want 422", err)
 	}
 }

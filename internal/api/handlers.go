@@ -90,11 +90,14 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 			continue
 		}
 		wt.Stats = toWireStats(stats[t.Name])
-		k := gateDest{t.Name, ""}
-		if t.Gateway != "" {
-			k = gateDest{t.Gateway, t.Address}
+		var cs []wire.BlockedCounter
+		if t.Gateway == "" {
+			cs = blocked[gateDest{t.Name, ""}]
 		}
-		if cs := blocked[k]; len(cs) > 0 {
+		for _, a := range t.BehindAddresses() {
+			cs = append(cs, blocked[gateDest{t.Gateway, a}]...)
+		}
+		if len(cs) > 0 {
 			wt.Blocked = &wire.Blocked{Counters: cs, TopSources: []wire.BlockedSource{}}
 		}
 		out = append(out, wt)
@@ -127,7 +130,7 @@ func (a *api) getTarget(w http.ResponseWriter, r *http.Request, p store.Principa
 		if err != nil {
 			return err
 		}
-		out.Mappings = toWireMappings(ms, t.Address)
+		out.Mappings = toWireMappings(ms)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

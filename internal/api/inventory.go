@@ -37,6 +37,7 @@ func (a *api) view(ctx context.Context, t store.Target, gateways map[string]stor
 			g, _ = a.Store.GetTarget(ctx, t.Gateway)
 		}
 		f.Agent, f.Inventory = g.AgentState, g.Inventory
+		f.Addresses, f.GatewayPublic = t.BehindAddresses(), g.PublicAddress
 		out.Agent.State = g.AgentState
 	}
 	c := inventory.Classify(f)
@@ -51,8 +52,14 @@ func (a *api) createTargetSpec(ctx context.Context, r *http.Request, p store.Pri
 			return store.Target{}, "", err
 		}
 	}
+	var addrs []string
+	for _, s := range append([]string{in.Address}, in.Addresses...) {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(addrs, s) {
+			addrs = append(addrs, s)
+		}
+	}
 	return a.Store.CreateTargetSpec(ctx, a.actor(r, p), store.TargetSpec{Name: in.Name, Labels: in.Labels, Gateway: in.Gateway,
-		Address: in.Address, PublicAddress: in.PublicAddress}, a.Now(), a.EnrollTokenTTL)
+		Addresses: addrs, PublicAddress: in.PublicAddress}, a.Now(), a.EnrollTokenTTL)
 }
 
 // requireGatewayWrite refuses a change to what gateway gw enforces or
@@ -198,23 +205,24 @@ func portList(pol policy.Policy) string {
 }
 
 // checkSourceFamily refuses a source that cannot reach a target behind a
-// gateway: its address family must match the target's (no NAT64).
+// gateway: the target needs an address of the source's family (no NAT64).
+// The grant then opens the target's addresses of that family only.
 func checkSourceFamily(t store.Target, src netip.Prefix) error {
-	if t.Gateway == "" {
+	addrs := t.BehindAddresses()
+	if len(addrs) == 0 || store.AddressOfFamily(addrs, policy.Canonical(src).Addr().Is6()) != "" {
 		return nil
 	}
-	a, err := netip.ParseAddr(t.Address)
-	if err != nil || a.Is4() == src.Addr().Is4() {
-		return nil
-	}
-	return invalidField("source", "%s cannot reach %s, whose address behind gateway %s is %s", src, t.Name, t.Gateway, t.Address)
+	return invalidField("source", "%s cannot reach %s, whose address behind gateway %s is %s", src, t.Name, t.Gateway, strings.Join(addrs, ", "))
 }
 
-// wireMappings lists a target's published ports.
-func toWireMappings(ms []store.Mapping, address string) []wire.Mapping {
+// toWireMappings lists a target's published ports.
+func toWireMappings(ms []store.Mapping) []wire.Mapping {
 	out := make([]wire.Mapping, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, wire.Mapping{Destination: address, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
+		if !m.Published() {
+			continue
+		}
+		out = append(out, wire.Mapping{Destination: m.Destination, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
 			PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
 	}
 	return out
@@ -227,11 +235,17 @@ func (a *api) connectFor(ctx context.Context, req store.Request, t store.Target)
 		return connectHints(req.Target, pickAddress(t.Addresses, req.Source.Addr().Is6()), req.Ports)
 	}
 	ms, _ := a.Store.Mappings(ctx, t.Name, false)
+	v6 := policy.Canonical(req.Source).Addr().Is6()
+	direct := store.AddressOfFamily(t.BehindAddresses(), v6)
 	var out []string
 	for _, p := range req.Ports {
-		i := slices.IndexFunc(ms, func(m store.Mapping) bool { return m.Port == p && m.PublicAddress != "" })
+		// A mapping helps only a source of the public address's family.
+		i := slices.IndexFunc(ms, func(m store.Mapping) bool {
+			pub, err := netip.ParseAddr(m.PublicAddress)
+			return m.Port == p && m.Published() && err == nil && pub.Unmap().Is6() == v6
+		})
 		if i < 0 {
-			out = append(out, connectHints(req.Target, t.Address, []policy.Port{p})...)
+			out = append(out, connectHints(req.Target, direct, []policy.Port{p})...)
 			continue
 		}
 		m := ms[i]
@@ -240,10 +254,10 @@ func (a *api) connectFor(ctx context.Context, req store.Request, t store.Target)
 			host = "[" + host + "]"
 		}
 		if p.Number == 22 && p.Protocol == policy.TCP {
-			out = append(out, fmt.Sprintf("ssh -p %d %s   (%s:%d/tcp on gateway %s, forwarded to %s:%d)", m.MappedPort, m.PublicAddress, host, m.MappedPort, t.Gateway, t.Address, p.Number))
+			out = append(out, fmt.Sprintf("ssh -p %d %s   (%s:%d/tcp on gateway %s, forwarded to %s:%d)", m.MappedPort, m.PublicAddress, host, m.MappedPort, t.Gateway, m.Destination, p.Number))
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s:%d/%s   (on gateway %s, forwarded to %s:%d)", host, m.MappedPort, p.Protocol, t.Gateway, t.Address, p.Number))
+		out = append(out, fmt.Sprintf("%s:%d/%s   (on gateway %s, forwarded to %s:%d)", host, m.MappedPort, p.Protocol, t.Gateway, m.Destination, p.Number))
 	}
 	return out
 }

@@ -38,8 +38,12 @@ type Facts struct {
 	Agent string
 	// Inventory is what that agent reported (nil: nothing yet).
 	Inventory *wire.Inventory
-	// Behind is the gateway enforcing for the target, if any.
-	Behind string
+	// Behind is the gateway enforcing for the target, if any; Addresses
+	// are then the target's addresses behind it and GatewayPublic the
+	// gateway's public address.
+	Behind        string
+	Addresses     []string
+	GatewayPublic string
 }
 
 // Result is a target's class, why, and a recommendation.
@@ -62,6 +66,16 @@ func Classify(f Facts) Result {
 			reason = fmt.Sprintf("its gateway %s cannot enforce: %s", f.Behind, reason)
 		}
 		return Result{Class: Unsupported, Reason: reason}
+	}
+	if f.Behind != "" {
+		public, _ := netip.ParseAddr(f.GatewayPublic)
+		for _, s := range f.Addresses {
+			if a, err := netip.ParseAddr(s); err == nil {
+				if b, ok := ClientSide(f.Inventory, public, a); ok {
+					return Result{Class: Unsupported, Reason: b.Explain(f.Behind)}
+				}
+			}
+		}
 	}
 	if f.HasPolicy {
 		r := Result{Class: Configured}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -21,13 +22,18 @@ import (
 type TargetSpec struct {
 	Name   string
 	Labels map[string]string
-	// Gateway and Address place the target behind a gateway target, which
-	// enforces for it; such a target needs no agent and gets no enrollment
-	// token.
-	Gateway, Address string
+	// Gateway and Addresses place the target behind a gateway target,
+	// which enforces for it; such a target needs no agent and gets no
+	// enrollment token. A dual-stack host has an address of each family:
+	// every one is gated.
+	Gateway   string
+	Addresses []string
 	// PublicAddress is, for a gateway, where clients reach its mappings.
 	PublicAddress string
 }
+
+// MaxGatewayAddresses bounds the addresses of one target behind a gateway.
+const MaxGatewayAddresses = 16
 
 // MappedPortMin and MappedPortMax are where mapped ports are allocated on
 // each gateway (the policy refuses explicit ones outside).
@@ -36,36 +42,60 @@ const (
 	MappedPortMax = policy.MappedPortMax
 )
 
-// checkBehindGateway validates a target placed behind gw at addr: the
-// gateway exists, its agent runs in gateway mode and routes the address.
-func checkBehindGateway(ctx context.Context, tx *sql.Tx, gw, addr string) (netip.Addr, error) {
-	a, err := netip.ParseAddr(addr)
-	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("%q is not an IPv4 or IPv6 address", addr)}
-	}
-	a = a.Unmap()
+// readGateway reads gw and checks it can enforce for targets behind it: it
+// exists, is not itself behind a gateway, its agent runs in gateway mode
+// and has reported its routes.
+func readGateway(ctx context.Context, tx *sql.Tx, gw string) (Target, error) {
 	g, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, gw))
 	if errors.Is(err, sql.ErrNoRows) {
-		return netip.Addr{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("no target %q", gw)}
+		return Target{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("no target %q", gw)}
 	}
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("reading gateway %s: %w", gw, err)
+		return Target{}, fmt.Errorf("reading gateway %s: %w", gw, err)
 	}
 	if g.Gateway != "" {
-		return netip.Addr{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("%s is itself behind gateway %s", gw, g.Gateway)}
+		return Target{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("%s is itself behind gateway %s", gw, g.Gateway)}
 	}
 	if !g.IsGateway() {
-		return netip.Addr{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("%s is not a gateway: its agent must run with --mode gateway (it reports %q)", gw, orNone(g.Mode))}
+		return Target{}, &policy.FieldError{Field: "gateway", Reason: fmt.Sprintf("%s is not a gateway: its agent must run with --mode gateway (it reports %q)", gw, orNone(g.Mode))}
 	}
 	if g.Inventory == nil || len(g.Inventory.Routes) == 0 {
-		return netip.Addr{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("gateway %s has not reported its routes yet", gw)}
+		return Target{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("gateway %s has not reported its routes yet", gw)}
 	}
-	for _, r := range g.Inventory.Routes {
-		if p, err := netip.ParsePrefix(r); err == nil && p.Contains(a) {
-			return a, nil
+	return g, nil
+}
+
+// checkBehindGateway validates one address of a target placed behind
+// gateway g: the gateway routes it, it is not one of the gateway's own
+// addresses (traffic to those is not forwarded, so the forward-path gate
+// never sees it), and it is not on the gateway's client side (clients
+// there reach it directly: see inventory.ClientSide).
+func checkBehindGateway(g Target, field, addr string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, &policy.FieldError{Field: field, Reason: fmt.Sprintf("%q is not an IPv4 or IPv6 address", addr)}
+	}
+	a = a.Unmap()
+	if !a.IsGlobalUnicast() {
+		return netip.Addr{}, &policy.FieldError{Field: field, Reason: fmt.Sprintf("%s is not a unicast address a gateway forwards to", a)}
+	}
+	routed := slices.ContainsFunc(g.Inventory.Routes, func(r string) bool {
+		p, err := netip.ParsePrefix(r)
+		return err == nil && p.Contains(a)
+	})
+	if !routed {
+		return netip.Addr{}, &policy.FieldError{Field: field, Reason: fmt.Sprintf("%s is not routed by gateway %s (it routes %s)", a, g.Name, strings.Join(g.Inventory.Routes, ", "))}
+	}
+	for _, own := range g.Addresses {
+		if o, err := netip.ParseAddr(own); err == nil && o.Unmap() == a {
+			return netip.Addr{}, &policy.FieldError{Field: field, Reason: fmt.Sprintf("%s is an address of gateway %s itself: a gateway gates what it forwards, not its own services", a, g.Name)}
 		}
 	}
-	return netip.Addr{}, &policy.FieldError{Field: "address", Reason: fmt.Sprintf("%s is not routed by gateway %s (it routes %s)", a, gw, strings.Join(g.Inventory.Routes, ", "))}
+	public, _ := netip.ParseAddr(g.PublicAddress)
+	if b, ok := inventory.ClientSide(g.Inventory, public, a); ok {
+		return netip.Addr{}, &policy.FieldError{Field: field, Reason: b.Explain(g.Name) + "; place it on a network behind the gateway"}
+	}
+	return a, nil
 }
 
 func orNone(s string) string {
@@ -84,8 +114,11 @@ func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSp
 	if err := policy.ValidateLabels(spec.Labels); err != nil {
 		return Target{}, "", err
 	}
-	if (spec.Gateway == "") != (spec.Address == "") {
+	if (spec.Gateway == "") != (len(spec.Addresses) == 0) {
 		return Target{}, "", &policy.FieldError{Field: "address", Reason: "a target behind a gateway needs both gateway and address"}
+	}
+	if len(spec.Addresses) > MaxGatewayAddresses {
+		return Target{}, "", &policy.FieldError{Field: "addresses", Reason: fmt.Sprintf("at most %d addresses", MaxGatewayAddresses)}
 	}
 	if spec.PublicAddress != "" {
 		if _, err := netip.ParseAddr(spec.PublicAddress); err != nil {
@@ -105,22 +138,37 @@ func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSp
 		if n > 0 {
 			return fmt.Errorf("target %q already exists: %w", spec.Name, ErrConflict)
 		}
-		addr := ""
+		addrs := []string{}
 		if spec.Gateway != "" {
-			a, err := checkBehindGateway(ctx, tx, spec.Gateway, spec.Address)
+			g, err := readGateway(ctx, tx, spec.Gateway)
 			if err != nil {
 				return err
 			}
-			addr = a.String()
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE gateway = $1 AND address = $2`, spec.Gateway, addr).Scan(&n); err != nil {
-				return fmt.Errorf("checking address: %w", err)
+			taken, err := addressesBehind(ctx, tx, spec.Gateway)
+			if err != nil {
+				return err
 			}
-			if n > 0 {
-				return fmt.Errorf("another target behind %s already has address %s: %w", spec.Gateway, addr, ErrConflict)
+			for i, raw := range spec.Addresses {
+				field := "address"
+				if len(spec.Addresses) > 1 {
+					field = fmt.Sprintf("addresses[%d]", i)
+				}
+				a, err := checkBehindGateway(g, field, raw)
+				if err != nil {
+					return err
+				}
+				if slices.Contains(addrs, a.String()) {
+					return &policy.FieldError{Field: field, Reason: fmt.Sprintf("%s is listed twice", a)}
+				}
+				if other, ok := taken[a.String()]; ok {
+					return fmt.Errorf("target %s behind %s already has address %s: %w", other, spec.Gateway, a, ErrConflict)
+				}
+				addrs = append(addrs, a.String())
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO targets (name, labels, created_at, gateway, address, public_address) VALUES ($1, $2, $3, $4, $5, $6)`,
-			spec.Name, string(lb), ms(now), spec.Gateway, addr, spec.PublicAddress); err != nil {
+		al, _ := json.Marshal(addrs)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO targets (name, labels, created_at, gateway, address, addresses, public_address) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			spec.Name, string(lb), ms(now), spec.Gateway, firstOr(addrs, ""), string(al), spec.PublicAddress); err != nil {
 			return fmt.Errorf("inserting target: %w", err)
 		}
 		if spec.Gateway == "" {
@@ -131,7 +179,7 @@ func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSp
 		}
 		details := map[string]any{"labels": spec.Labels}
 		if spec.Gateway != "" {
-			details["gateway"], details["address"] = spec.Gateway, addr
+			details["gateway"], details["address"], details["addresses"] = spec.Gateway, addrs[0], addrs
 		}
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: spec.Name, Details: details})
 	})
@@ -140,6 +188,33 @@ func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSp
 	}
 	t, err := s.GetTarget(ctx, spec.Name)
 	return t, token, err
+}
+
+func firstOr(s []string, def string) string {
+	if len(s) == 0 {
+		return def
+	}
+	return s[0]
+}
+
+// addressesBehind maps every address of the targets behind gw to its target.
+func addressesBehind(ctx context.Context, tx *sql.Tx, gw string) (map[string]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE gateway = $1`, gw)
+	if err != nil {
+		return nil, fmt.Errorf("listing targets behind %s: %w", gw, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		t, err := scanTarget(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading target behind %s: %w", gw, err)
+		}
+		for _, a := range t.BehindAddresses() {
+			out[a] = t.Name
+		}
+	}
+	return out, rows.Err()
 }
 
 // allocateMappings gives every published rule of target (behind gw) a
@@ -244,6 +319,24 @@ type Mapping struct {
 	Port            policy.Port
 	MappedPort      uint16
 	PublicAddress   string
+	// Destination is the target's address the mapping forwards to: its
+	// first address of the public address's family ("" when it has none,
+	// or the gateway has no public address: then nothing is published).
+	Destination string
+}
+
+// Published reports whether the gateway installs the mapping.
+func (m Mapping) Published() bool { return m.PublicAddress != "" && m.Destination != "" }
+
+// AddressOfFamily returns the first address in addrs of the family of
+// like (IPv6 when v6), or "".
+func AddressOfFamily(addrs []string, v6 bool) string {
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() == v6 {
+			return s
+		}
+	}
+	return ""
 }
 
 // Mappings lists the mappings of a target (or of every target behind a
@@ -253,8 +346,8 @@ func (s *Store) Mappings(ctx context.Context, name string, gateway bool) ([]Mapp
 	if gateway {
 		col = "m.gateway"
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT m.gateway, m.target, m.protocol, m.port, m.mapped_port, g.public_address
-		FROM mappings m JOIN targets g ON g.name = m.gateway WHERE `+col+` = $1 ORDER BY m.target, m.port`, name)
+	rows, err := s.db.QueryContext(ctx, `SELECT m.gateway, m.target, m.protocol, m.port, m.mapped_port, g.public_address, t.address, t.addresses
+		FROM mappings m JOIN targets g ON g.name = m.gateway JOIN targets t ON t.name = m.target WHERE `+col+` = $1 ORDER BY m.target, m.port`, name)
 	if err != nil {
 		return nil, fmt.Errorf("listing mappings: %w", err)
 	}
@@ -262,14 +355,22 @@ func (s *Store) Mappings(ctx context.Context, name string, gateway bool) ([]Mapp
 	var out []Mapping
 	for rows.Next() {
 		var (
-			m            Mapping
-			proto        string
-			port, mapped int
+			m              Mapping
+			proto          string
+			port, mapped   int
+			address, addrs string
 		)
-		if err := rows.Scan(&m.Gateway, &m.Target, &proto, &port, &mapped, &m.PublicAddress); err != nil {
+		if err := rows.Scan(&m.Gateway, &m.Target, &proto, &port, &mapped, &m.PublicAddress, &address, &addrs); err != nil {
 			return nil, fmt.Errorf("reading mapping: %w", err)
 		}
 		m.Port, m.MappedPort = policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}, uint16(mapped)
+		t := Target{Gateway: m.Gateway, Address: address}
+		if err := json.Unmarshal([]byte(addrs), &t.Addresses); err != nil {
+			return nil, fmt.Errorf("decoding addresses of %s: %w", m.Target, err)
+		}
+		if pub, err := netip.ParseAddr(m.PublicAddress); err == nil {
+			m.Destination = AddressOfFamily(t.BehindAddresses(), pub.Unmap().Is6())
+		}
 		out = append(out, m)
 	}
 	return out, rows.Err()
@@ -285,34 +386,40 @@ type GatewayDesired struct {
 
 // GatewayState returns the desired state of gateway gw at now. As in
 // DesiredState, the revision is read before the grants.
+//
+// Every address of a target is protected, so a dual-stack host is closed on
+// both families. A grant opens the target's addresses of its source's family
+// only: a packet keeps its family through the gateway (no NAT64), so an IPv4
+// source can only ever reach the IPv4 addresses, and the IPv6 ones stay
+// closed until an IPv6 source is granted.
 func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (GatewayDesired, error) {
 	g, err := s.GetTarget(ctx, gw)
 	if err != nil {
 		return GatewayDesired{}, err
 	}
 	out := GatewayDesired{Revision: g.Revision, Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
-	rows, err := s.db.QueryContext(ctx, `SELECT name, address, policy FROM targets WHERE gateway = $1 AND policy IS NOT NULL ORDER BY name`, gw)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE gateway = $1 AND policy IS NOT NULL ORDER BY name`, gw)
 	if err != nil {
 		return GatewayDesired{}, fmt.Errorf("listing targets behind %s: %w", gw, err)
 	}
-	addr := map[string]string{}
+	addrs := map[string][]string{}
 	for rows.Next() {
-		var name, address, pj string
-		if err := rows.Scan(&name, &address, &pj); err != nil {
+		t, err := scanTarget(rows)
+		if err != nil {
 			rows.Close()
 			return GatewayDesired{}, fmt.Errorf("reading target behind %s: %w", gw, err)
 		}
-		var pol policy.Policy
-		if err := json.Unmarshal([]byte(pj), &pol); err != nil {
-			rows.Close()
-			return GatewayDesired{}, fmt.Errorf("decoding policy of %s: %w", name, err)
-		}
-		addr[name] = address
-		for _, r := range pol.Rules {
-			out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: address, CloseEstablished: r.CloseEstablished})
+		addrs[t.Name] = t.BehindAddresses()
+		for _, r := range t.Policy.Rules {
+			for _, a := range addrs[t.Name] {
+				out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: a, CloseEstablished: r.CloseEstablished})
+			}
 		}
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return GatewayDesired{}, fmt.Errorf("listing targets behind %s: %w", gw, err)
+	}
 	grows, err := s.db.QueryContext(ctx, `SELECT target, source, protocol, port, expires_at FROM grants
 		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 ORDER BY id`, gw, ms(now))
 	if err != nil {
@@ -328,22 +435,40 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 			grows.Close()
 			return GatewayDesired{}, fmt.Errorf("reading grant: %w", err)
 		}
-		if a, ok := addr[target]; ok {
-			out.Grants = append(out.Grants, wire.GrantEntry{Source: src, Protocol: proto, Port: uint16(port), ExpiresAt: fromMS(exp), Destination: a})
+		v6 := sourceIs6(src)
+		for _, a := range addrs[target] {
+			if d, err := netip.ParseAddr(a); err == nil && d.Is6() == v6 {
+				out.Grants = append(out.Grants, wire.GrantEntry{Source: src, Protocol: proto, Port: uint16(port), ExpiresAt: fromMS(exp), Destination: a})
+			}
 		}
 	}
 	grows.Close()
+	if err := grows.Err(); err != nil {
+		return GatewayDesired{}, fmt.Errorf("listing grants behind %s: %w", gw, err)
+	}
 	ms, err := s.Mappings(ctx, gw, true)
 	if err != nil {
 		return GatewayDesired{}, err
 	}
 	for _, m := range ms {
-		if a, ok := addr[m.Target]; ok && m.PublicAddress != "" {
-			out.Published = append(out.Published, wire.Mapping{Destination: a, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
+		if _, ok := addrs[m.Target]; ok && m.Published() {
+			out.Published = append(out.Published, wire.Mapping{Destination: m.Destination, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
 				PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
 		}
 	}
 	return out, nil
+}
+
+// sourceIs6 reports whether a stored grant source (a prefix, or a bare
+// address) is IPv6; IPv4-mapped forms count as IPv4.
+func sourceIs6(src string) bool {
+	if p, err := netip.ParsePrefix(src); err == nil {
+		return policy.Canonical(p).Addr().Is6()
+	}
+	if a, err := netip.ParseAddr(src); err == nil {
+		return a.Unmap().Is6()
+	}
+	return strings.Contains(src, ":")
 }
 
 // RecordAgentReport stores what an agent reports besides its revision: its
@@ -444,13 +569,16 @@ func (s *Store) BlockedFor(ctx context.Context, t Target, now time.Time, top int
 	eps := []endpoint{{"", 0}}
 	if t.Gateway != "" {
 		gate = t.Gateway
-		eps = []endpoint{{t.Address, 0}}
+		eps = nil
+		for _, a := range t.BehindAddresses() {
+			eps = append(eps, endpoint{a, 0})
+		}
 		ms, err := s.Mappings(ctx, t.Name, false)
 		if err != nil {
 			return Blocked{}, err
 		}
 		for _, m := range ms {
-			if m.PublicAddress != "" {
+			if m.Published() {
 				eps = append(eps, endpoint{m.PublicAddress, int(m.MappedPort)})
 			}
 		}

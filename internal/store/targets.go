@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
@@ -35,7 +36,8 @@ type Target struct {
 	AgentVersion    string
 	CreatedAt       time.Time
 	// Gateway is the gateway target enforcing for this one, and Address its
-	// address behind it; both empty for a target with its own agent.
+	// first address behind it (Addresses lists them all, see
+	// BehindAddresses); both empty for a target with its own agent.
 	Gateway, Address string
 	// Mode is what the target's agent reports: host or gateway ("" before).
 	Mode string
@@ -43,6 +45,22 @@ type Target struct {
 	PublicAddress string
 	// Inventory is the agent's last report of its host (nil before).
 	Inventory *wire.Inventory
+}
+
+// BehindAddresses returns the addresses of a target behind a gateway: all
+// of them (Addresses; a dual-stack host has one of each family), or the one
+// Address of a row written before targets had several. Nil for a target
+// with its own agent.
+func (t Target) BehindAddresses() []string {
+	switch {
+	case t.Gateway == "":
+		return nil
+	case len(t.Addresses) > 0:
+		return t.Addresses
+	case t.Address != "":
+		return []string{t.Address}
+	}
+	return nil
 }
 
 // IsGateway reports whether the target's agent enforces for targets behind it.
@@ -324,29 +342,31 @@ func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now 
 
 // checkPolicyPlacement refuses what a target's placement cannot enforce:
 // published ports and family-crossing sources need a gateway; a target
-// behind a gateway is reached over its address's family only (no NAT64), so
-// every allowed source must be of that family.
+// behind a gateway is reached over its addresses' families only (no NAT64),
+// so every allowed source must be of the family of one of its addresses.
 func checkPolicyPlacement(t Target, pol policy.Policy) error {
+	var has4, has6 bool
+	for _, s := range t.BehindAddresses() {
+		if a, err := netip.ParseAddr(s); err == nil {
+			has4, has6 = has4 || a.Is4(), has6 || a.Is6()
+		}
+	}
 	for i, r := range pol.Rules {
 		field := fmt.Sprintf("rules[%d]", i)
 		if r.Publish && t.Gateway == "" {
 			return &policy.FieldError{Field: field + ".publish", Reason: fmt.Sprintf("%s is not behind a gateway: only such targets have ports to publish", t.Name)}
 		}
-		if t.Gateway == "" {
-			continue
-		}
-		a, err := netip.ParseAddr(t.Address)
-		if err != nil {
+		if t.Gateway == "" || !(has4 || has6) {
 			continue
 		}
 		for j, src := range r.AllowedSources {
-			if src.Addr().Is4() != a.Is4() {
+			if src.Addr().Is4() && !has4 || src.Addr().Is6() && !has6 {
 				fam := "IPv4"
-				if a.Is6() {
+				if has6 {
 					fam = "IPv6"
 				}
 				return &policy.FieldError{Field: fmt.Sprintf("%s.allowed_sources[%d]", field, j),
-					Reason: fmt.Sprintf("%s cannot reach %s at its %s address %s", src, t.Name, fam, t.Address)}
+					Reason: fmt.Sprintf("%s cannot reach %s at its %s address %s", src, t.Name, fam, strings.Join(t.BehindAddresses(), ", "))}
 			}
 		}
 	}

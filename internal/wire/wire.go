@@ -95,7 +95,8 @@ type Target struct {
 	CreatedAt time.Time         `json:"created_at"`
 	// Stats summarises recent access to the target.
 	Stats *TargetStats `json:"stats,omitempty"`
-	// Gateway and Address place the target behind a gateway target.
+	// Gateway and Address place the target behind a gateway target;
+	// Address is its first address there, Addresses lists them all.
 	Gateway string `json:"gateway,omitempty"`
 	Address string `json:"address,omitempty"`
 	// Mode is what its agent reports: host or gateway.
@@ -148,7 +149,11 @@ type TargetCreate struct {
 	Name    string            `json:"name"`
 	Labels  map[string]string `json:"labels,omitempty"`
 	Gateway string            `json:"gateway,omitempty"`
-	Address string            `json:"address,omitempty"`
+	// Address and Addresses are, with Gateway, the target's addresses
+	// behind the gateway (one of each family for a dual-stack host): every
+	// one is gated. Address is kept for clients that send one.
+	Address   string   `json:"address,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
 	// PublicAddress is, for a gateway, the address clients reach its DNAT
 	// mappings on.
 	PublicAddress string `json:"public_address,omitempty"`
@@ -475,6 +480,21 @@ type Inventory struct {
 	// Routes are the prefixes a gateway forwards to (its connected networks
 	// and routes), so the server can check that a target behind it is reachable.
 	Routes []string `json:"routes,omitempty"`
+	// Links are a gateway's interfaces with the prefixes routed out of
+	// each, so the server can tell which side its clients come in on and
+	// refuse a target that sits on that side (clients there reach it
+	// without passing the gateway).
+	Links []Link `json:"links,omitempty"`
+}
+
+// Link is one network interface of a gateway.
+type Link struct {
+	Name string `json:"name"`
+	// Prefixes are reached through this interface: connected networks and
+	// routes through a next hop on it (default routes left out).
+	Prefixes []string `json:"prefixes,omitempty"`
+	// Default is true when a default route leaves through this interface.
+	Default bool `json:"default,omitempty"`
 }
 
 // Listener is one listening socket.

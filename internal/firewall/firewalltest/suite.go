@@ -45,6 +45,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) firewall.Backend) {
 		{"InvalidRuleset", testInvalidRuleset},
 		{"GatewayGrants", testGatewayGrants},
 		{"GatewayIPv6", testGatewayIPv6},
+		{"GatewayDualStack", testGatewayDualStack},
 		{"GatewayPublished", testGatewayPublished},
 		{"GatewayCloseEstablished", testGatewayCloseEstablished},
 		{"ModeSwitch", testModeSwitch},

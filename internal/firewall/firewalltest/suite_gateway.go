@@ -180,6 +180,48 @@ func testGatewayIPv6(t *testing.T, b firewall.Backend) {
 	checkResult(t, "re-apply", apply(t, b, rs), firewall.ApplyResult{})
 }
 
+// testGatewayDualStack protects a dual-stack host behind the gateway (web4
+// and web6 are its two addresses) the way the server describes it: every
+// address protected, each grant given for the addresses of its source's
+// family. The IPv6 address stays closed to everyone, IPv6 sources included,
+// while only IPv4 sources are granted, even with the IPv4 grant also listed
+// for the IPv6 address (across families: nothing installed); it opens for
+// exactly the IPv6 source granted later, and closes with that grant's
+// revocation while the IPv4 grant stays.
+func testGatewayDualStack(t *testing.T, b firewall.Backend) {
+	now := time.Now()
+	rs := firewall.Ruleset{
+		Mode:      firewall.GatewayMode,
+		Protected: []firewall.PortKey{at(web4, ssh), at(web6, ssh)},
+		Grants: []firewall.Grant{
+			gw("192.0.2.7/32", web4, ssh, now.Add(time.Hour)),
+			gw("192.0.2.7/32", web6, ssh, now.Add(time.Hour)), // across families: not installed
+		},
+	}
+	checkResult(t, "dual-stack host, IPv4 grant", apply(t, b, rs), firewall.ApplyResult{Changed: true, Added: 1, ProtectedAdded: 2})
+	st := checkHolds(t, b, rs, now)
+	checkFlows(t, st, now, []flow{
+		{"192.0.2.7", web4, ssh, 0, true},
+		{"192.0.2.8", web4, ssh, 0, false},
+		{"2001:db8::7", web6, ssh, 0, false},
+		{"2001:db8::8", web6, ssh, 0, false},
+	})
+	rs.Grants = append(rs.Grants, gw("2001:db8::7/128", web6, ssh, now.Add(30*time.Minute)))
+	checkResult(t, "IPv6 grant", apply(t, b, rs), firewall.ApplyResult{Changed: true, Added: 1})
+	st = checkHolds(t, b, rs, now)
+	checkFlows(t, st, now, []flow{
+		{"192.0.2.7", web4, ssh, 0, true},
+		{"2001:db8::7", web6, ssh, 29 * time.Minute, true},
+		{"2001:db8::7", web6, ssh, 31 * time.Minute, false},
+		{"2001:db8::8", web6, ssh, 0, false},
+	})
+	checkResult(t, "re-apply", apply(t, b, rs), firewall.ApplyResult{})
+	rs.Grants = rs.Grants[:2]
+	checkResult(t, "revoke the IPv6 grant", apply(t, b, rs), firewall.ApplyResult{Changed: true, Removed: 1})
+	st = checkHolds(t, b, rs, now)
+	checkFlows(t, st, now, []flow{{"2001:db8::7", web6, ssh, 0, false}, {"192.0.2.7", web4, ssh, 0, true}})
+}
+
 func testGatewayPublished(t *testing.T, b firewall.Backend) {
 	now := time.Now()
 	rs := gatewayRuleset(now)

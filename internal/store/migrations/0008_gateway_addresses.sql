@@ -8,3 +8,8 @@ DELETE FROM mappings WHERE NOT EXISTS (
       AND json_extract(r.value, '$.port') = mappings.port
       AND json_extract(r.value, '$.protocol') = mappings.protocol
 );
+
+-- A target behind a gateway keeps all its addresses (IPv4 and IPv6 of a
+-- dual-stack host) in addresses; address stays its first. Rows written
+-- before held only address.
+UPDATE targets SET addresses = json_array(address) WHERE gateway != '' AND address != '' AND addresses = '[]';

@@ -1,0 +1,50 @@
+package inventory
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+func TestClientSide(t *testing.T) {
+	// eth0: the client link (public address 192.0.2.254); eth1, eth2:
+	// protected networks; 10.0.5.0/24 is carved out of eth0's 10.0.0.0/16
+	// and reached through eth2; eth3 carries the default route.
+	inv := &wire.Inventory{Links: []wire.Link{
+		{Name: "eth0", Prefixes: []string{"10.0.0.0/16", "192.0.2.0/24", "2001:db8::/64"}},
+		{Name: "eth1", Prefixes: []string{"172.16.0.0/16", "198.51.100.0/24", "2001:db8:100::/64"}},
+		{Name: "eth2", Prefixes: []string{"10.0.5.0/24"}},
+		{Name: "eth3", Prefixes: []string{"100.64.0.0/24"}, Default: true},
+	}}
+	public := netip.MustParseAddr("192.0.2.254")
+	for _, tc := range []struct {
+		addr   string
+		public netip.Addr
+		inv    *wire.Inventory
+		want   string // "" when not on the client side, else words of the reason
+	}{
+		{"192.0.2.50", public, inv, "interface eth0, 192.0.2.0/24, where clients reach the public address 192.0.2.254"},
+		{"2001:db8::50", public, inv, "interface eth0, 2001:db8::/64"},
+		{"10.0.9.1", public, inv, "interface eth0, 10.0.0.0/16"},
+		{"::ffff:192.0.2.50", public, inv, "192.0.2.50 is on the client side"},
+		{"10.0.5.7", public, inv, ""},
+		{"198.51.100.10", public, inv, ""},
+		{"2001:db8:100::10", public, inv, ""},
+		{"172.16.3.4", public, inv, ""},
+		{"100.64.0.9", public, inv, "interface eth3, 100.64.0.0/24, where a default route leaves"},
+		{"192.0.2.50", netip.Addr{}, inv, ""},                                         // no public address: eth0 is not known as client side
+		{"192.0.2.50", public, &wire.Inventory{Routes: []string{"192.0.2.0/24"}}, ""}, // no links reported
+		{"192.0.2.50", public, nil, ""},
+	} {
+		b, ok := ClientSide(tc.inv, tc.public, netip.MustParseAddr(tc.addr))
+		msg := b.Explain("gw-1")
+		switch {
+		case tc.want == "" && ok:
+			t.Errorf("%s (public %v): on the client side: %s; want not", tc.addr, tc.public, msg)
+		case tc.want != "" && (!ok || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "gateway gw-1")):
+			t.Errorf("%s (public %v): %v %q; want on the client side, saying %q", tc.addr, tc.public, ok, msg, tc.want)
+		}
+	}
+}
