@@ -44,6 +44,15 @@ granted sources only); the server must describe the target as a gateway.
 Without the privilege to program nftables (or without kernel support) the agent
 keeps running: it reports that it cannot enforce, and why, and applies nothing.
 
+One agent programs a host's table: a second agent in the same network
+namespace (whatever its --state-dir) refuses to start and names the first
+(lock in /run/jitgate).
+
+The agent remembers in --state-dir the highest revision it applied. A server
+that sends a lower one (its database was restored from an older copy) is not
+obeyed: the agent removes every grant (protected ports stay closed) and tells
+the server, which ends that target's grants and moves past the revision.
+
 SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		Example: `  jitgate agent --server https://jit.example.com --enroll-token jge_...`,
 		Args:    noArgs,
@@ -82,6 +91,17 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 				return errors.New("stopped before the server sent the desired state")
 			}
 			return nil
+		}
+		// One agent per host's table: a second one refuses, naming the first.
+		// An agent that cannot even take the lock (no privilege to write
+		// /run) cannot program nftables either: it runs on and reports that.
+		switch lock, err := agent.LockHost(agent.DefaultLockDir, cfg.StateDir); {
+		case errors.Is(err, agent.ErrHostLocked):
+			return err
+		case err != nil:
+			log.Warn("cannot take the host lock; not guarding against a second agent", "err", err)
+		default:
+			defer lock.Release()
 		}
 		var backend firewall.Backend
 		if b, err := nft.New(); err != nil {

@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// DefaultLockDir is where agents take the lock of their network namespace.
+const DefaultLockDir = "/run/jitgate"
+
+// ErrHostLocked is returned by LockHost when another agent holds the lock.
+var ErrHostLocked = errors.New("another jitgate agent already programs table inet jitgate on this host")
+
+// HostLock is held by the agent that programs table inet jitgate of one
+// network namespace. Two agents on one host would each reconcile the table
+// to their own desired state, undoing each other's changes many times a
+// minute (and one would delete the other's grants); so the second refuses
+// to start and names the first. The lock is per network namespace (the
+// table's scope), not per state directory: agents with different state
+// directories collide too. The kernel releases it when the holder exits,
+// however it exits.
+type HostLock struct {
+	f *os.File
+}
+
+// lockInfo is what the lock file says about its holder.
+type lockInfo struct {
+	PID      int    `json:"pid"`
+	StateDir string `json:"state_dir"`
+	Target   string `json:"target,omitempty"`
+}
+
+// LockHost takes the lock of the current network namespace in dir (created
+// 0755 if needed), or returns an error naming the agent that holds it.
+func LockHost(dir, stateDir string) (*HostLock, error) {
+	ns, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return nil, fmt.Errorf("agent: identifying the network namespace: %w", err)
+	}
+	// "net:[4026531840]" -> "4026531840"
+	id := strings.TrimSuffix(strings.TrimPrefix(ns, "net:["), "]")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("agent: creating the lock directory: %w", err)
+	}
+	path := filepath.Join(dir, "agent-netns-"+id+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("agent: opening %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("agent: locking %s: %w", path, err)
+		}
+		return nil, fmt.Errorf("agent: %w (network namespace %s): %s; two agents would undo each other's rules: stop it first",
+			ErrHostLocked, id, describeHolder(path))
+	}
+	abs, _ := filepath.Abs(stateDir)
+	info := lockInfo{PID: os.Getpid(), StateDir: abs}
+	if c, err := loadCredential(filepath.Join(stateDir, credentialName)); err == nil {
+		info.Target = c.Target
+	}
+	b, _ := json.Marshal(info)
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt(append(b, '\n'), 0)
+	}
+	return &HostLock{f: f}, nil
+}
+
+// describeHolder names the agent holding the lock at path: its pid, its
+// state directory and its target (from its credential when the lock file
+// was written before it enrolled).
+func describeHolder(path string) string {
+	var info lockInfo
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &info) != nil || info.PID == 0 {
+		return "its lock " + path + " is held (holder unknown)"
+	}
+	if info.Target == "" && info.StateDir != "" {
+		if c, err := loadCredential(filepath.Join(info.StateDir, credentialName)); err == nil {
+			info.Target = c.Target
+		}
+	}
+	target := info.Target
+	if target == "" {
+		target = "not enrolled yet"
+	}
+	return fmt.Sprintf("pid %d, target %s, state directory %s", info.PID, target, info.StateDir)
+}
+
+// Release lets another agent take the table.
+func (l *HostLock) Release() error { return l.f.Close() }
