@@ -176,7 +176,7 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
-	res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), name, pol, a.Now(), store.PolicyOptions{DryRun: dry})
+	res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), name, pol, a.Now(), store.PolicyOptions{DryRun: dry, Compare: a.Limits.Compare})
 	if err != nil {
 		return err
 	}

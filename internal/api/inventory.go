@@ -180,7 +180,7 @@ func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 			out.Skipped = append(out.Skipped, wire.PolicySkip{Target: t.Name, Reason: "unsupported: " + v.ClassReason})
 			continue
 		}
-		res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), t.Name, pol, a.Now(), store.PolicyOptions{DryRun: dry, KeepExisting: true})
+		res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), t.Name, pol, a.Now(), store.PolicyOptions{DryRun: dry, KeepExisting: true, Compare: a.Limits.Compare})
 		if err != nil {
 			return fmt.Errorf("setting the default policy on %s: %w", t.Name, err)
 		}

@@ -188,6 +188,26 @@ func TestSetPolicyDryRunAndDropped(t *testing.T) {
 	if after := e.snapshot(t, "web-01"); after.revision == before.revision || after.events != before.events+1 {
 		t.Errorf("set: revision %d -> %d, policy events %d -> %d", before.revision, after.revision, before.events, after.events)
 	}
+	// The audit trail names the weakened settings too.
+	ev, err := e.c.Audit(ctx, client.AuditFilter{Target: "web-01", Action: "policy.set"})
+	if err != nil || len(ev) == 0 {
+		t.Fatalf("policy.set events: %v %v", ev, err)
+	}
+	last := ev[0]
+	for _, x := range ev {
+		if x.ID > last.ID {
+			last = x
+		}
+	}
+	var weakened []string
+	if w, ok := last.Details["weakened"].([]any); ok {
+		for _, s := range w {
+			weakened = append(weakened, s.(string))
+		}
+	}
+	if diff := cmp.Diff(wantChanges, weakened); diff != "" {
+		t.Errorf("audit details weakened (-want +got):\n%s", diff)
+	}
 }
 
 // TestExportAppliesBackUnchanged sets a policy with every setting through

@@ -253,7 +253,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse accepted invalid policy %+v", p)
 			}
 			for _, r := range p.Rules {
-				if r.Port == 0 || (r.Protocol != policy.TCP && r.Protocol != policy.UDP) || r.MaxDuration < 0 {
+				if r.Port == 0 || (r.Protocol != policy.TCP && r.Protocol != policy.UDP) || r.MaxDuration < 0 || (r.MappedPort != 0 && !r.Publish) {
 					t.Fatalf("Parse accepted invalid rule %+v", r)
 				}
 				for _, s := range r.AllowedSources {

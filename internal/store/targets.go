@@ -232,6 +232,10 @@ type PolicyOptions struct {
 	// in the same transaction as the write, so a policy set concurrently
 	// is not overwritten either.
 	KeepExisting bool
+	// Compare, when set, lists the changes from the old policy; the audit
+	// event records those that weaken the gate ("weakened"), so that the
+	// trail says it too. The API passes policy.Limits.Compare.
+	Compare func(old *policy.Policy, pol policy.Policy) []policy.Change
 }
 
 // PolicyOutcome is what SetPolicyWith did, or in a dry run would do.
@@ -297,8 +301,18 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 		for i, r := range pol.Rules {
 			ports[i] = r.Port.String()
 		}
+		details := map[string]any{"ports": ports, "policy": json.RawMessage(b)}
+		if opts.Compare != nil {
+			var weakened []string
+			for _, c := range policy.Weaker(opts.Compare(t.Policy, pol)) {
+				weakened = append(weakened, c.String())
+			}
+			if len(weakened) > 0 {
+				details["weakened"] = weakened
+			}
+		}
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicySet, Target: name,
-			Details: map[string]any{"ports": ports, "policy": json.RawMessage(b)}})
+			Details: details})
 	})
 	if errors.Is(err, errDryRun) {
 		return out, nil
