@@ -265,7 +265,7 @@ and --user tokens stand on their own.`,
 		}
 		return tw.Flush()
 	})
-	revoke := &cobra.Command{Use: "revoke ID", Short: "Revoke a token at once", Args: oneArg("token ID")}
+	revoke := &cobra.Command{Use: "revoke ID", Short: "Revoke a token at once, and every token and console session made with it", Args: oneArg("token ID")}
 	revoke.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
