@@ -106,6 +106,13 @@ func loadClient(t *testing.T, l *testlab.Lab) *client.Client {
 	return c
 }
 
+// loadServerFlags are the server flags of the load test: a longer
+// activation timeout, and the resource caps lifted, since the test is one
+// requester on one target from one address, thousands of requests and
+// hundreds of long-polls at once: it measures the server, not its limits.
+var loadServerFlags = []string{"--activation-timeout", "60s", "--max-live-requests-per-requester", "1000000",
+	"--max-live-requests-per-target", "1000000", "--max-conns-per-address", "-1"}
+
 // TestControlPlaneLoad measures what the server sustains on SQLite with
 // 10,000 targets and 100,000 live grants, with a real agent confirming every
 // request; the memory of server and agent at that size; a restarted
@@ -114,7 +121,7 @@ func loadClient(t *testing.T, l *testlab.Lab) *client.Client {
 func TestControlPlaneLoad(t *testing.T) {
 	rate, seconds := envInt("BENCH_LOAD_RATE", defaultLoadRate), envInt("BENCH_LOAD_SECONDS", defaultLoadSeconds)
 	l := testlab.New(t)
-	setupJitgate(t, l, "--activation-timeout", "60s")
+	setupJitgate(t, l, loadServerFlags...)
 	ctx := context.Background()
 	res := Load{Targets: loadTargets, LiveGrants: loadGrants, TargetGrants: loadTargetGrants, Rate: float64(rate), Seconds: float64(seconds)}
 
@@ -131,7 +138,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	}
 	res.SeedSeconds = time.Since(start).Seconds()
 	t.Logf("seeded %d targets and %d live grants (%d on %s) in %.1f s", loadTargets, loadGrants, loadTargetGrants, target, res.SeedSeconds)
-	l.StartServer("--activation-timeout", "60s")
+	l.StartServer(loadServerFlags...)
 	api := loadClient(t, l)
 	l.Eventually("agent applied the seeded grants", 120*time.Second, func() bool {
 		tg, err := api.Target(ctx, target)
@@ -219,7 +226,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	// The server restart: from starting the process to the first request
 	// that succeeds.
 	start = time.Now()
-	l.StartServer("--activation-timeout", "60s")
+	l.StartServer(loadServerFlags...)
 	api = loadClient(t, l)
 	probe := netip.MustParseAddr("203.0.113.1")
 	for {
