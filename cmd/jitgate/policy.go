@@ -237,6 +237,8 @@ Each target's policy is replaced by the file's: a key left out means what it
 means in a rule created fresh (auto approval, an optional reason, sessions
 kept at expiry, not published). The output lists every change and marks the
 ones that weaken the gate (weaker); --dry-run shows them and changes nothing.
+Every policy in the file is checked by the server before any is set: a file
+with one refused policy changes nothing.
 "jitgate policy export" writes a file that applies back with no change.
 
   policies:
@@ -276,19 +278,26 @@ ones that weaken the gate (weaker); --dry-run shows them and changes nothing.
 		if err != nil {
 			return err
 		}
-		set := c.SetPolicy
-		if dry {
-			set = c.PlanPolicy
-		}
+		// Every policy is checked by the server (a dry run) before any is
+		// set, so a file with one bad policy changes nothing.
 		var results []wire.PolicyResult
 		for _, p := range pf.Policies {
-			res, err := set(ctx, p.Target, p.Wire())
+			res, err := c.PlanPolicy(ctx, p.Target, p.Wire())
 			if err != nil {
-				return fmt.Errorf("%s line %d: target %s: %w", file, p.Line, p.Target, err)
+				return fmt.Errorf("%s line %d: target %s: %w (nothing was changed)", file, p.Line, p.Target, err)
 			}
 			results = append(results, res)
+		}
+		for i, p := range pf.Policies {
+			if !dry {
+				res, err := c.SetPolicy(ctx, p.Target, p.Wire())
+				if err != nil {
+					return fmt.Errorf("%s line %d: target %s: %w", file, p.Line, p.Target, err)
+				}
+				results[i] = res
+			}
 			if !a.jsonOut() {
-				a.printResult(res)
+				a.printResult(results[i])
 			}
 		}
 		if a.jsonOut() {

@@ -180,3 +180,25 @@ func TestPolicyEnableSkips(t *testing.T) {
 		t.Errorf("web-01 after enable:\n%s", p)
 	}
 }
+
+// TestApplyChecksEveryPolicyFirst applies a file whose second policy the
+// server refuses: the first target is left as it was.
+func TestApplyChecksEveryPolicyFirst(t *testing.T) {
+	c := newCLI(t, newTestServer(t))
+	c.ok("target", "add", "web-01")
+	c.ok("target", "add", "db-01")
+	c.ok("policy", "set", "web-01", "--port", "22/tcp", "--approval", "manual")
+	pol, rev, events := policyState(t, c, "web-01")
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	// db-01 is not behind a gateway: it has no port to publish.
+	body := "policies:\n  - target: web-01\n    rules:\n      - port: 22\n  - target: db-01\n    rules:\n      - port: 5432\n        publish: true\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := c.run("apply", "-f", file)
+	if r.code == 0 {
+		t.Fatalf("apply of a file with a refused policy succeeded:\n%s", r.stdout)
+	}
+	checkErrorLine(t, r, 1, "line 5", "db-01", "not behind a gateway", "nothing was changed")
+	checkUnchanged(t, c, "web-01", "a refused apply", pol, rev, events)
+}
