@@ -70,6 +70,27 @@ func (a *api) targetOf(ctx context.Context, name string) *authz.Target {
 	return authzTarget(t)
 }
 
+// targetFor loads target name for act by p. Authorization comes first, and
+// a missing target is judged by its name alone (as targetOf does): a
+// principal that may not do act there gets the same 403, word for word,
+// whether the target exists or not, so target names cannot be probed
+// through 404s. Only a principal whose roles would cover the name learns
+// that it does not exist.
+func (a *api) targetFor(ctx context.Context, p store.Principal, act authz.Action, name string) (store.Target, error) {
+	t, err := a.Store.GetTarget(ctx, name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.Target{}, err
+	}
+	at := &authz.Target{Name: name}
+	if err == nil {
+		at = authzTarget(t)
+	}
+	if rerr := a.require(ctx, p, act, at); rerr != nil {
+		return store.Target{}, rerr
+	}
+	return t, err
+}
+
 // auditDenied records a refused attempt to change something (a wrong role, an
 // approval of one's own request, a stale decision, a request over a cap on
 // live requests): the trail shows attempts, not only successes. Refusals by

@@ -162,11 +162,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 						}
 					}
 					got := f.do(t, tok, ep.method, ep.path, ep.body)
+					refused := http.StatusForbidden
+					if !inScope && strings.HasPrefix(ep.path, "/api/v1/policies/enable") {
+						// Out of scope, web-01 does not exist for the caller:
+						// the selector matches nothing it may read.
+						refused = http.StatusUnprocessableEntity
+					}
 					switch {
 					case allowed && (got < 200 || got > 299):
 						t.Errorf("%s as %s (in scope %v): %d, want success", ep.path, role, inScope, got)
-					case !allowed && got != http.StatusForbidden:
-						t.Errorf("%s as %s (in scope %v): %d, want 403", ep.path, role, inScope, got)
+					case !allowed && got != refused:
+						t.Errorf("%s as %s (in scope %v): %d, want %d", ep.path, role, inScope, got, refused)
 					}
 				})
 			}
@@ -267,5 +273,58 @@ func TestAuthorizationMatrixGateway(t *testing.T) {
 				t.Errorf("web-01 changed after a refusal: policy %+v, mappings %+v", after.Policy, after.Mappings)
 			}
 		})
+	}
+}
+
+// TestTargetNamesCannotBeProbed: a principal with no role at all, and one
+// whose roles cover other targets only, get the same answer, status and
+// body, for an existing target and a missing one on every endpoint that
+// names a target (the name itself aside); the default-policy selector
+// neither matches nor names targets they cannot read.
+func TestTargetNamesCannotBeProbed(t *testing.T) {
+	f := newMatrixFixture(t)
+	ctx := context.Background()
+	nobody, _, err := f.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "nobody", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := f.user(t, "bob", authz.Admin, "label:group=production")
+	for _, ep := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/targets/NAME", ""},
+		{"DELETE", "/api/v1/targets/NAME", ""},
+		{"GET", "/api/v1/targets/NAME/policy", ""},
+		{"PUT", "/api/v1/targets/NAME/policy", `{"rules":[{"port":22}]}`},
+		{"PUT", "/api/v1/targets/NAME/policy?dry_run=true", `{"rules":[{"port":22}]}`},
+		{"DELETE", "/api/v1/targets/NAME/policy", ""},
+		{"POST", "/api/v1/requests", `{"target":"NAME","ports":["22"],"source":"198.51.100.9","duration":"1h","reason":"x"}`},
+		{"GET", "/api/v1/audit?target=NAME", ""},
+		{"GET", "/api/v1/requests?target=NAME", ""},
+		{"POST", "/api/v1/targets", `{"name":"web-02","gateway":"NAME","address":"10.0.0.9"}`},
+		{"POST", "/api/v1/policies/enable", `{"selector":"group=NAME","default":true}`},
+	} {
+		for who, tok := range map[string]string{"no role": nobody, "roles elsewhere": outside} {
+			answer := func(name string) (int, string) {
+				r := strings.NewReplacer("NAME", name)
+				status, body := f.raw(t, ep.method, r.Replace(ep.path), tok, "application/json", strings.NewReader(r.Replace(ep.body)))
+				return status, strings.ReplaceAll(string(body), name, "NAME")
+			}
+			// web-01 exists (label group=prod); web-99 does not.
+			name, missing := "web-01", "web-99"
+			if strings.Contains(ep.body, "group=NAME") {
+				name, missing = "prod", "nope"
+			}
+			s1, b1 := answer(name)
+			s2, b2 := answer(missing)
+			if s1 != s2 || b1 != b2 {
+				t.Errorf("%s %s as %s: existing %d %s; missing %d %s; want the same", ep.method, ep.path, who, s1, b1, s2, b2)
+			}
+			if s1 >= 200 && s1 < 300 && ep.method != "GET" {
+				t.Errorf("%s %s as %s succeeded: %d %s", ep.method, ep.path, who, s1, b1)
+			}
+		}
+	}
+	// Nothing changed: web-01 keeps its policy and stays.
+	if tg, err := f.c.Target(ctx, "web-01"); err != nil || tg.Policy == nil || len(tg.Policy.Rules) != 2 {
+		t.Errorf("web-01 after the probes: %+v, %v", tg, err)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -107,11 +108,8 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 }
 
 func (a *api) getTarget(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	t, err := a.Store.GetTarget(r.Context(), r.PathValue("name"))
+	t, err := a.targetFor(r.Context(), p, authz.ReadTarget, r.PathValue("name"))
 	if err != nil {
-		return err
-	}
-	if err := a.require(r.Context(), p, authz.ReadTarget, authzTarget(t)); err != nil {
 		return err
 	}
 	stats, err := a.Store.TargetStats(r.Context(), t.Name, a.Now())
@@ -160,11 +158,8 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 		return err
 	}
 	name := r.PathValue("name")
-	t, err := a.Store.GetTarget(r.Context(), name)
+	t, err := a.targetFor(r.Context(), p, authz.WritePolicy, name)
 	if err != nil {
-		return err
-	}
-	if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
 		return err
 	}
 	if pub := publishes(pol); t.Gateway != "" && len(pub) > 0 {
@@ -218,11 +213,8 @@ func (a *api) policyResult(target string, res store.PolicyOutcome, pol policy.Po
 }
 
 func (a *api) getPolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	t, err := a.Store.GetTarget(r.Context(), r.PathValue("name"))
+	t, err := a.targetFor(r.Context(), p, authz.ReadTarget, r.PathValue("name"))
 	if err != nil {
-		return err
-	}
-	if err := a.require(r.Context(), p, authz.ReadTarget, authzTarget(t)); err != nil {
 		return err
 	}
 	if t.Policy == nil {
@@ -233,11 +225,7 @@ func (a *api) getPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 }
 
 func (a *api) removePolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	t, err := a.Store.GetTarget(r.Context(), r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
+	if _, err := a.targetFor(r.Context(), p, authz.WritePolicy, r.PathValue("name")); err != nil {
 		return err
 	}
 	if err := a.Store.RemovePolicy(r.Context(), a.actor(r, p), r.PathValue("name"), a.Now()); err != nil {
@@ -258,12 +246,11 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		a.Metrics.Requests.WithLabelValues("invalid").Inc()
 		return err
 	}
-	t, err := a.Store.GetTarget(r.Context(), in.Target)
-	if err != nil {
-		return err
-	}
-	if err := a.require(r.Context(), p, authz.CreateRequest, authzTarget(t)); err != nil {
+	t, err := a.targetFor(r.Context(), p, authz.CreateRequest, in.Target)
+	if errors.Is(err, errForbidden) {
 		a.Metrics.Requests.WithLabelValues("forbidden").Inc()
+	}
+	if err != nil {
 		return err
 	}
 	if err := checkSourceFamily(t, req.Source); err != nil {

@@ -124,6 +124,7 @@ func parseSelector(s string) (map[string]string, error) {
 // enablePolicy applies the default policy to every target the selector
 // matches that has no policy yet and can be gated. It never overwrites a
 // target's own policy and skips unsupported targets, saying why for each.
+// Only targets the caller may read match (others are never named to it).
 // It changes nothing unless the caller may set policies on all matching
 // targets; a selector that matches nothing is an error. With ?dry_run=true
 // it says what it would do and changes nothing.
@@ -147,11 +148,17 @@ func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err != nil {
 		return err
 	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
 	var match []store.Target
 	gateways := map[string]store.Target{}
 	for _, t := range ts {
 		gateways[t.Name] = t
-		ok := true
+		// Targets the caller cannot read do not exist for it: they are not
+		// matched, so neither the results nor a refusal name them.
+		ok := authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t))
 		for k, v := range sel {
 			if t.Labels[k] != v {
 				ok = false
