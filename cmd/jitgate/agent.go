@@ -28,7 +28,8 @@ func (a *app) newAgentCmd() *cobra.Command {
 		Long: `Run the agent on a protected host (as root): it enrolls once with the token
 'jitgate target add' printed, then keeps the nftables table inet jitgate in line
 with the grants the server holds. The credential is kept in --state-dir; once
-enrolled, --server and --enroll-token may be left out.
+enrolled, --server and --enroll-token may be left out. A plain http:// server URL
+is refused unless it is loopback or --insecure-http is given.
 
 The enrollment token may also come from JITGATE_ENROLL_TOKEN, which keeps it out
 of the process list.
@@ -62,6 +63,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 	f.StringVar(&cfg.EnrollToken, "enroll-token", "", "one-time enrollment token from 'jitgate target add' (default $JITGATE_ENROLL_TOKEN)")
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/jitgate-agent", "directory holding the agent credential")
 	f.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to trust for the server's TLS")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "allow a plain http:// server URL that is not loopback (the credential then crosses the network in cleartext)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the nftables table the agent would build, once, and exit without applying it")
 	f.StringVar(&mode, "mode", "host", "what to protect: host (this host's own ports) or gateway (the destinations behind this router)")
 	f.DurationVar(&cfg.ResyncEvery, "resync", agent.DefaultResyncEvery, "period of the full re-apply and of the report with counters and inventory")

@@ -50,6 +50,7 @@ func (a *app) newServerCmd() *cobra.Command {
 		livePerUser    int
 		livePerTarget  int
 		logs           logFlags
+		bruteForce     int
 	)
 	cmd := &cobra.Command{
 		Use:   "server --data-dir DIR [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
@@ -73,6 +74,7 @@ SIGINT or SIGTERM stop it.`,
 	f.Var(newDuration(&cfg.ExpiryWarning, store.DefaultExpiryWarning), "expiry-warning", "how long before its end an active request is announced as expiring (webhook event request.expiring)")
 	f.Var(newDuration(&cfg.WebhookTimeout, 10*time.Second), "webhook-timeout", "how long one webhook delivery attempt may take (1s to 1m)")
 	f.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", false, "let webhooks reach loopback, link-local and private addresses (refused by default, also when a name resolves to one)")
+	f.IntVar(&bruteForce, "brute-force-threshold", store.DefaultBruteForceThreshold, "blocked attempts from one source on one target within an hour that raise an attack.suspected event (0: never)")
 	f.Var(newDuration(&maxDuration, policy.DefaultLimits().MaxRuleDuration), "max-duration", "the longest max duration any policy rule may set")
 	f.IntVar(&prefix4, "per-request-prefix-v4", policy.DefaultLimits().PerRequestBits4, "shortest IPv4 prefix a requester may name on a rule without allowed sources")
 	f.IntVar(&prefix6, "per-request-prefix-v6", policy.DefaultLimits().PerRequestBits6, "shortest IPv6 prefix a requester may name on a rule without allowed sources")
@@ -105,6 +107,14 @@ SIGINT or SIGTERM stop it.`,
 		}
 		cfg.Limits = serverLimits(maxDuration, prefix4, prefix6)
 		cfg.Limits.MaxLivePerRequester, cfg.Limits.MaxLivePerTarget = livePerUser, livePerTarget
+		switch {
+		case bruteForce < 0:
+			return usagef("--brute-force-threshold %d: must be 0 (never) or more", bruteForce)
+		case bruteForce == 0:
+			cfg.BruteForceThreshold = -1 // Config's zero means the default
+		default:
+			cfg.BruteForceThreshold = bruteForce
+		}
 		cfg.Logger = log
 		if cfg.OIDC.ClientSecret == "" {
 			cfg.OIDC.ClientSecret = a.env("JITGATE_OIDC_CLIENT_SECRET")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/jitgate/jitgate/internal/agent"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -70,6 +71,9 @@ exact command to run on the host. The token is shown only once.`,
 		agentCmd := "jitgate agent --server " + shellQuote(conn.server) + " --enroll-token " + shellQuote(out.EnrollToken)
 		if conn.caFile != "" {
 			agentCmd += " --ca-file " + shellQuote(conn.caFile)
+		}
+		if agent.NeedsInsecureHTTP(conn.server) {
+			agentCmd += " --insecure-http" // as the CLI itself talks to it; better: serve TLS
 		}
 		if a.jsonOut() {
 			return a.printJSON(targetCreated{out, agentCmd})

@@ -40,6 +40,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +88,9 @@ type Config struct {
 	StateDir string
 	// CAFile, when set, is the PEM CA bundle to trust for the server's TLS.
 	CAFile string
+	// InsecureHTTP lets the agent talk plain HTTP to a server that is not
+	// on loopback (see CheckServerURL).
+	InsecureHTTP bool
 	// PollWait is how long the server may hold a long-poll (default 25s,
 	// at most 55s because the HTTP client gives up at 60s).
 	PollWait time.Duration
@@ -266,6 +271,9 @@ func (a *Agent) connect(ctx context.Context) (server, error) {
 	cred, err := loadCredential(a.credPath)
 	switch {
 	case err == nil:
+		if err := a.checkServerURL(cred.ServerURL); err != nil {
+			return nil, err
+		}
 		if a.cfg.ServerURL != "" && !sameURL(a.cfg.ServerURL, cred.ServerURL) {
 			// Sending the credential to another server would hand it over.
 			return nil, fmt.Errorf("agent: credential in %s is for server %s, not %s: delete it and enroll again to switch servers",
@@ -287,6 +295,9 @@ func (a *Agent) connect(ctx context.Context) (server, error) {
 
 	if a.cfg.EnrollToken == "" {
 		return nil, fmt.Errorf("agent: not enrolled (no %s) and no enrollment token given", a.credPath)
+	}
+	if err := a.checkServerURL(a.cfg.ServerURL); err != nil {
+		return nil, err
 	}
 	c, err := client.New(a.cfg.ServerURL, "", opts...)
 	if err != nil {
@@ -708,4 +719,45 @@ func warnIfReadable(log *slog.Logger, path string) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		log.Warn("credential file is readable by group or others; it should be 0600", "credential_file", path, "mode", fi.Mode().Perm().String())
 	}
+}
+
+// checkServerURL applies CheckServerURL and warns when plain HTTP was
+// allowed to a remote server.
+func (a *Agent) checkServerURL(raw string) error {
+	if err := CheckServerURL(raw, a.cfg.InsecureHTTP); err != nil {
+		return err
+	}
+	if NeedsInsecureHTTP(raw) {
+		a.log.Warn("talking plain HTTP to a server that is not on loopback (--insecure-http): the credential and the grants cross the network in cleartext", "server", raw)
+	}
+	return nil
+}
+
+// CheckServerURL refuses a plain-http server URL whose host is not loopback
+// unless insecure is set: over it, anyone on the path reads the agent's
+// credential (and can then poll as the agent) and can forge the desired
+// state the agent programs into the kernel. Loopback (127.0.0.0/8, ::1,
+// localhost) stays allowed: a server on the same host, or a local
+// TLS-terminating tunnel.
+func CheckServerURL(raw string, insecure bool) error {
+	if NeedsInsecureHTTP(raw) && !insecure {
+		return fmt.Errorf("agent: server %s is plain HTTP to a host that is not loopback, so the credential would cross the network in cleartext: use https (--ca-file for a private CA) or pass --insecure-http", raw)
+	}
+	return nil
+}
+
+// NeedsInsecureHTTP reports whether raw is a plain-http URL to a host that
+// is not loopback (a host name other than localhost counts as remote: what
+// it resolves to can change).
+func NeedsInsecureHTTP(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return false // https, or not a URL at all (client.New says why)
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.Unmap().IsLoopback()
 }

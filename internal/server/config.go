@@ -59,6 +59,10 @@ type Config struct {
 	// PruneInterval is how often expired tokens and sessions and finished
 	// webhook deliveries are deleted (default 1 h).
 	PruneInterval time.Duration
+	// BruteForceThreshold is how many blocked attempts from one source on
+	// one target within an hour raise an attack.suspected event (default
+	// store.DefaultBruteForceThreshold; negative: never).
+	BruteForceThreshold int
 	// OIDC configures single sign-on; an empty Issuer turns it off.
 	OIDC oidc.Config
 	// Logger receives structured logs (default: text to stderr).
@@ -104,6 +108,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PruneInterval == 0 {
 		c.PruneInterval = time.Hour
+	}
+	if c.BruteForceThreshold == 0 {
+		c.BruteForceThreshold = store.DefaultBruteForceThreshold
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"

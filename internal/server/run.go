@@ -60,6 +60,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	st.SetApprovalTimeout(cfg.ApprovalTimeout)
 	st.SetExpiryWarning(cfg.ExpiryWarning)
+	st.SetBruteForceThreshold(max(cfg.BruteForceThreshold, 0))
 	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -158,6 +159,10 @@ func Run(ctx context.Context, cfg Config) error {
 		scheme = "https"
 	}
 	log.Info("jitgate server listening", "url", scheme+"://"+ln.Addr().String(), "data_dir", cfg.DataDir)
+	if scheme == "http" && !loopback(ln.Addr()) {
+		log.Warn("serving plain HTTP on a non-loopback address: tokens, agent credentials and grants cross the network in cleartext; "+
+			"use --tls-cert and --tls-key, or listen on loopback behind a TLS-terminating proxy", "listen", ln.Addr().String())
+	}
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -349,4 +354,12 @@ func (s *statusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// loopback reports whether a listener's address is a loopback address
+// (127.0.0.0/8, ::1): only then may plain HTTP stay on the host. An
+// unspecified address (0.0.0.0, ::) listens on every interface.
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// startServer runs the real server with cfg (a fresh data directory and a
+// logger into logs) until the test ends; it returns the address it
+// listens on and an admin client when it serves plain HTTP.
+func startServer(t *testing.T, cfg Config, logs *lockedBuffer) (addr string, admin *client.Client) {
+	t.Helper()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	ready := make(chan string, 1)
+	cfg.Ready = func(a string) { ready <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("server stopped at start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not start")
+	}
+	if cfg.TLSCert != "" {
+		return addr, nil
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err = client.New("http://"+addr, strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr, admin
+}
+
+// TestCleartextWarning: the server warns when it serves plain HTTP on an
+// address other hosts can reach, and only then.
+func TestCleartextWarning(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	for _, tc := range []struct {
+		name   string
+		listen string
+		tls    bool
+		warn   bool
+	}{
+		{name: "IPv4 loopback", listen: "127.0.0.1:0"},
+		{name: "IPv6 loopback", listen: "[::1]:0"},
+		{name: "every address", listen: "0.0.0.0:0", warn: true},
+		{name: "every address, IPv6", listen: "[::]:0", warn: true},
+		{name: "every address with TLS", listen: "0.0.0.0:0", tls: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Listen: tc.listen}
+			if tc.tls {
+				cfg.TLSCert, cfg.TLSKey = cert, key
+			}
+			var logs lockedBuffer
+			startServer(t, cfg, &logs)
+			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "plain HTTP on a non-loopback address")
+			if warned != tc.warn {
+				t.Errorf("warned %v, want %v; log:\n%s", warned, tc.warn, logs.String())
+			}
+		})
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "127.1.2.3:8080": true, "[::1]:8080": true, "[::ffff:127.0.0.1]:8080": true,
+		"0.0.0.0:8080": false, "[::]:8080": false, "192.0.2.2:8080": false, "[2001:db8::2]:8080": false,
+	} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := loopback(a); got != want {
+			t.Errorf("loopback(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// TestBruteForceThresholdSetting: the server's BruteForceThreshold (flag
+// --brute-force-threshold) decides how many blocked attempts from one
+// source raise attack.suspected.
+func TestBruteForceThresholdSetting(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold int // Config value: 0 default (20), negative never
+		attempts  int
+		want      int // attack.suspected events
+	}{
+		{name: "lowered to 3: 5 attempts raise it", threshold: 3, attempts: 5, want: 1},
+		{name: "default 20: 5 attempts do not", threshold: 0, attempts: 5},
+		{name: "default 20: 25 attempts do", threshold: 0, attempts: 25, want: 1},
+		{name: "raised to 100: 25 attempts do not", threshold: 100, attempts: 25},
+		{name: "never", threshold: -1, attempts: 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs lockedBuffer
+			_, admin := startServer(t, Config{Listen: "127.0.0.1:0", BruteForceThreshold: tc.threshold}, &logs)
+			ctx := context.Background()
+			tc2, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			er, err := admin.WithToken("").Enroll(ctx, tc2.EnrollToken, wire.EnrollRequest{Hostname: "web-01"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			agent := admin.WithToken(er.Credential)
+			src := wire.BlockedSource{Source: "203.0.113.66", Protocol: "tcp", Port: 22, Count: tc.attempts, LastSeen: time.Now()}
+			if err := agent.Report(ctx, wire.AgentReport{BlockedSources: []wire.BlockedSource{src}}); err != nil {
+				t.Fatalf("report: %v (status %d)", err, client.StatusOf(err))
+			}
+			es, err := admin.Audit(ctx, client.AuditFilter{Action: "attack.suspected"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) != tc.want {
+				t.Errorf("%d attack.suspected events after %d blocked attempts, want %d: %+v", len(es), tc.attempts, tc.want, es)
+			}
+		})
+	}
+}
