@@ -204,7 +204,19 @@ func (a *app) newPolicyShowCmd() *cobra.Command {
 }
 
 func (a *app) newPolicyRemoveCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "remove TARGET", Aliases: []string{"rm"}, Short: "Remove a target's JIT policy: its ports open again", Args: oneArg("TARGET")}
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:     "remove TARGET [--wait D]",
+		Aliases: []string{"rm"},
+		Short:   "Remove a target's JIT policy: its ports open again once its agent applies that",
+		Long: `Remove a target's JIT policy. Its ports open again when the target's agent (or
+its gateway's) applies the change, which it confirms as it confirms a grant. The
+command waits up to --wait for that confirmation and says whether it came; until
+it does, the target shows the policy removal as unconfirmed and the ports may
+still be closed.`,
+		Args: oneArg("TARGET"),
+	}
+	cmd.Flags().Var(newDuration(&wait, 5*time.Second), "wait", "how long to wait for the agent to confirm (0: do not wait)")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
@@ -213,13 +225,44 @@ func (a *app) newPolicyRemoveCmd() *cobra.Command {
 		if err := c.RemovePolicy(ctx, args[0]); err != nil {
 			return err
 		}
-		if a.jsonOut() {
-			return a.printJSON(map[string]any{"target": args[0], "removed": true})
+		t, err := c.Target(ctx, args[0])
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(a.stdout, "%s: policy removed; its ports are no longer gated\n", args[0])
+		// Targets have no long-poll: ask again until confirmed or wait ends.
+		for deadline := a.now().Add(wait); t.PolicyRemoval != nil && t.PolicyRemoval.State == "unconfirmed" && a.now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			if t, err = c.Target(ctx, args[0]); err != nil {
+				return err
+			}
+		}
+		if a.jsonOut() {
+			return a.printJSON(map[string]any{"target": args[0], "removed": true, "policy_removal": t.PolicyRemoval})
+		}
+		fmt.Fprintf(a.stdout, "%s: policy removed; %s\n", args[0], describePolicyRemoval(t.PolicyRemoval))
 		return nil
 	})
 	return cmd
+}
+
+// describePolicyRemoval says whether the agent applied a policy removal.
+func describePolicyRemoval(rm *wire.Removal) string {
+	switch {
+	case rm == nil:
+		return "its ports are no longer gated"
+	case rm.State == "confirmed":
+		return fmt.Sprintf("its ports are no longer gated: the agent of %s confirmed it at %s", rm.Agent, fmtTime(derefTime(rm.ConfirmedAt)))
+	}
+	agent := rm.AgentState
+	if rm.AgentLastSeen != nil {
+		agent += ", last seen " + fmtTime(*rm.AgentLastSeen)
+	}
+	return fmt.Sprintf("not yet confirmed by the agent of %s (%s, since %s): its ports stay closed until it applies revision %d",
+		rm.Agent, agent, fmtTime(rm.Since), rm.Revision)
 }
 
 func (a *app) newApplyCmd() *cobra.Command {

@@ -128,6 +128,9 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	if r.SupersededBy != "" {
 		row(tw, "Superseded by:", r.SupersededBy)
 	}
+	if r.Removal != nil {
+		row(tw, "Removal:", describeRemoval(r, now))
+	}
 	for _, d := range r.Decisions {
 		row(tw, "Decision:", fmt.Sprintf("%s by %s at %s %s", d.Decision, d.Approver, fmtTime(d.At), d.Reason))
 	}
@@ -206,7 +209,11 @@ func (a *app) newRequestsCmd() *cobra.Command {
 		now := a.now()
 		tw := a.table("ID", "TARGET", "REQUESTER", "SOURCE", "PORTS", "STATE", "EXPIRES")
 		for _, r := range rs {
-			row(tw, r.ID, r.Target, r.Requester, r.Source, strings.Join(r.Ports, ","), r.State, fmtRelative(r.ExpiresAt, now))
+			state := r.State
+			if r.Removal != nil && r.Removal.State == "unconfirmed" {
+				state += " (removal unconfirmed)"
+			}
+			row(tw, r.ID, r.Target, r.Requester, r.Source, strings.Join(r.Ports, ","), state, fmtRelative(r.ExpiresAt, now))
 		}
 		return tw.Flush()
 	})
@@ -214,9 +221,23 @@ func (a *app) newRequestsCmd() *cobra.Command {
 }
 
 func (a *app) newRevokeCmd() *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{Use: "revoke ID [--reason TEXT]", Short: "End a request at once: its ports close", Args: oneArg("request ID")}
+	var (
+		reason string
+		wait   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke ID [--reason TEXT] [--wait D]",
+		Short: "End a request at once: its ports close when its agent applies that",
+		Long: `End a request at once. The server takes its grants out of the desired state
+immediately; the ports close when the target's agent applies that, which it
+confirms as it confirms an activation. The command waits up to --wait for that
+confirmation and says whether it came. When it did not (the agent is offline),
+the request shows the removal as unconfirmed until the agent reports, and the
+kernel closes the grant by its deadline at the latest, whatever happens.`,
+		Args: oneArg("request ID"),
+	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
+	cmd.Flags().Var(newDuration(&wait, 5*time.Second), "wait", "how long to wait for the agent to confirm the ports closed (0: do not wait)")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
@@ -227,11 +248,76 @@ func (a *app) newRevokeCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		if r, err = a.awaitRemoval(ctx, c, r, wait); err != nil {
+			return err
+		}
 		if a.jsonOut() {
 			return a.printJSON(r)
 		}
-		fmt.Fprintf(a.stdout, "request %s revoked; %s closes now\n", esc(r.ID), esc(strings.Join(r.Ports, ", ")))
+		fmt.Fprintf(a.stdout, "request %s revoked; %s\n", esc(r.ID), esc(describeRemoval(r, a.now())))
 		return nil
 	})
 	return cmd
+}
+
+// awaitRemoval long-polls an ended request until its agent confirmed the
+// removal of its grants, or for at most wait.
+func (a *app) awaitRemoval(ctx context.Context, c *client.Client, r wire.Request, wait time.Duration) (wire.Request, error) {
+	deadline := a.now().Add(wait)
+	for r.Removal != nil && r.Removal.State == "unconfirmed" && r.Removal.Agent != "" {
+		left := deadline.Sub(a.now())
+		if left <= 0 {
+			break
+		}
+		next, err := c.WaitRequestVersion(ctx, r.ID, r.Version, min(left, 30*time.Second).String())
+		if err != nil {
+			return r, err
+		}
+		r = next
+	}
+	return r, nil
+}
+
+// describeRemoval says, after a request ended, whether its ports are known
+// to be closed: never "closes now" before the agent confirmed it.
+func describeRemoval(r wire.Request, now time.Time) string {
+	ports := strings.Join(r.Ports, ", ")
+	rm := r.Removal
+	switch {
+	case rm == nil:
+		if r.ActivatedAt == nil {
+			return "it held no open port"
+		}
+		return ports + " closed"
+	case rm.State == "confirmed":
+		at := ""
+		if rm.ConfirmedAt != nil {
+			at = " at " + fmtTime(*rm.ConfirmedAt)
+		}
+		return fmt.Sprintf("%s closed: the agent of %s confirmed it%s", ports, rm.Agent, at)
+	case rm.State == "deadline_passed":
+		return fmt.Sprintf("%s closed by the kernel at its deadline %s (the agent never confirmed the removal)", ports, fmtTime(derefTime(rm.ClosesBy)))
+	}
+	closes := ""
+	if rm.ClosesBy != nil {
+		closes = fmt.Sprintf("; the kernel closes %s by %s (%s) at the latest", ports, fmtTime(*rm.ClosesBy), fmtRelative(*rm.ClosesBy, now))
+	}
+	if rm.Agent == "" {
+		return "removal not confirmed: the target was removed, so no agent will confirm it" + closes
+	}
+	agent := rm.AgentState
+	switch {
+	case rm.AgentLastSeen != nil && rm.AgentState != "connected":
+		agent = fmt.Sprintf("%s, offline since %s", rm.AgentState, fmtTime(*rm.AgentLastSeen))
+	case rm.AgentLastSeen != nil:
+		agent = fmt.Sprintf("%s, last seen %s", rm.AgentState, fmtTime(*rm.AgentLastSeen))
+	}
+	return fmt.Sprintf("removal not yet confirmed by the agent of %s (%s, since %s)%s", rm.Agent, agent, fmtTime(rm.Since), closes)
+}
+
+func derefTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }

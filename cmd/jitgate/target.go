@@ -189,6 +189,9 @@ func (a *app) newTargetShowCmd() *cobra.Command {
 			row(tw, "Published:", fmt.Sprintf("%s:%d/%s -> %s:%d", m.PublicAddress, m.MappedPort, m.Protocol, m.Destination, m.Port))
 		}
 		row(tw, "Active grants:", fmt.Sprint(t.ActiveGrants))
+		if t.PolicyRemoval != nil {
+			row(tw, "Policy removal:", describePolicyRemoval(t.PolicyRemoval))
+		}
 		if t.Stats != nil && t.Stats.LastAccess != nil {
 			row(tw, "Last access:", fmtTime(*t.Stats.LastAccess)+" by "+t.Stats.LastUser)
 		}
@@ -240,8 +243,20 @@ func (a *app) newTargetRemoveCmd() *cobra.Command {
 		Use:     "remove NAME",
 		Aliases: []string{"rm"},
 		Short:   "Remove a target and revoke its live requests",
-		Long: `Remove a target and revoke its live requests. Its agent removes the nftables
-table and its credential on its next contact.`,
+		Long: `Remove a target and revoke its live requests.
+
+A target with its own agent: the agent learns of the removal on its next
+contact with the server (at once if it is connected, whenever it comes back
+otherwise); it then deletes its nftables table, so the ports the policy
+protected are open again, deletes its credential and stops. Until then the
+kernel keeps the table as it was: protected ports stay closed, and the grants
+of the revoked requests stay open until their deadline at the latest (those
+revocations show as unconfirmed: no agent will confirm them). To remove the
+table of a host whose agent will never come back, run
+'nft delete table inet jitgate' on it.
+
+A target behind a gateway: the gateway stops gating and mapping it when its
+agent applies the next revision, which confirms the revocations.`,
 		Args: oneArg("target NAME"),
 	}
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
@@ -255,7 +270,7 @@ table and its credential on its next contact.`,
 		if a.jsonOut() {
 			return a.printJSON(map[string]any{"target": args[0], "removed": true})
 		}
-		fmt.Fprintf(a.stdout, "target %s removed\n", args[0])
+		fmt.Fprintf(a.stdout, "target %s removed; its live requests are revoked (see 'jitgate target remove --help' for what happens to its firewall)\n", args[0])
 		return nil
 	})
 	return cmd

@@ -108,3 +108,69 @@ func Extend(current, asked time.Time) time.Time {
 	}
 	return current.UTC()
 }
+
+// Removal is the end of a request's grants before their deadline (a
+// revocation, a denial after approval, a failure), or the removal of a
+// target's policy. The server takes them out of the desired state at once,
+// but only the enforcing agent can say when the kernel let them go: until
+// it reports a revision at least Revision, the removal is unconfirmed, and
+// a grant may still be open until its kernel deadline.
+type Removal struct {
+	// Revision is the enforcer's desired-state revision that no longer
+	// holds the grants (or the policy).
+	Revision int64
+	// At is when the server removed them.
+	At time.Time
+	// Deadline is the grants' kernel deadline: the kernel closes them then
+	// at the latest, whatever the agent does. Zero for a policy removal,
+	// which opens ports and has no deadline.
+	Deadline time.Time
+	// ConfirmedAt is when the agent reported a revision without them.
+	ConfirmedAt *time.Time
+	// Confirmable is false when no agent will ever confirm it: the target
+	// was removed, so its agent stands down instead of reporting.
+	Confirmable bool
+}
+
+// RemovalState says whether a removal has reached the kernel.
+type RemovalState string
+
+// The states of a removal.
+const (
+	// RemovalUnconfirmed: the agent has not reported a revision without the
+	// grants yet; they may still be open until the deadline.
+	RemovalUnconfirmed RemovalState = "unconfirmed"
+	// RemovalConfirmed: the agent reported a revision without them.
+	RemovalConfirmed RemovalState = "confirmed"
+	// RemovalDeadlinePassed: never confirmed, but the deadline passed, so
+	// the kernel's own timeout removed the grants.
+	RemovalDeadlinePassed RemovalState = "deadline_passed"
+)
+
+// State is the removal's state at now.
+func (r Removal) State(now time.Time) RemovalState {
+	switch {
+	case r.ConfirmedAt != nil:
+		return RemovalConfirmed
+	case !r.Deadline.IsZero() && !now.Before(r.Deadline):
+		return RemovalDeadlinePassed
+	}
+	return RemovalUnconfirmed
+}
+
+// ConfirmedBy reports whether an agent that reports it applied revision
+// applied confirms the removal: the one rule for revocations, denials,
+// failures and policy removals alike.
+func (r Removal) ConfirmedBy(applied int64) bool {
+	return r.Confirmable && r.Revision > 0 && applied >= r.Revision
+}
+
+// NeedsRemovalConfirmation reports whether a request that moves from from to
+// to at now, holding grants until deadline, leaves grants in kernels that
+// only its agent can take out: it held grants (pending or active), ends
+// before their deadline, and they were not handed over to another request.
+// An expiry needs none: the kernel removed the element at the deadline on
+// its own.
+func NeedsRemovalConfirmation(from, to State, deadline, now time.Time) bool {
+	return from.HoldsGrants() && to.Terminal() && to != Superseded && now.Before(deadline)
+}

@@ -70,7 +70,7 @@ func New(d Deps) http.Handler {
 	}
 	a := &api{Deps: d, logins: newLogins(d.FailedLogins)}
 	if d.Registry != nil && d.Store != nil {
-		d.Registry.MustRegister(newBlockedCollector(d.Store))
+		d.Registry.MustRegister(newBlockedCollector(d.Store), newRemovalCollector(d.Store, d.Now))
 	}
 	mux, _ := a.routes()
 	return a.recoverer(limitBodies(a.Logger, mux))

@@ -422,7 +422,9 @@ func TestAuth(t *testing.T) {
 		t.Errorf("/metrics: %d, lacks jitgate_requests_total created 1:\n%s", status, b)
 	}
 
-	// Removing the target deletes the agent credential.
+	// Removing the target tells its agent, whenever it calls next, that the
+	// target is gone (410: it removes its table and stops), rather than
+	// refusing it (401: it would stop and leave the table behind).
 	if _, err := agent.Desired(ctx, 0, 0); err != nil {
 		t.Fatalf("Desired before removal: %v", err)
 	}
@@ -430,11 +432,25 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("RemoveTarget: %v", err)
 	}
 	_, err := agent.Desired(ctx, 0, 0)
-	if client.StatusOf(err) != http.StatusUnauthorized {
-		t.Errorf("Desired after target removal: %v (status %d), want 401", err, client.StatusOf(err))
+	if client.StatusOf(err) != http.StatusGone {
+		t.Errorf("Desired after target removal: %v (status %d), want 410", err, client.StatusOf(err))
 	}
-	if err := agent.Report(ctx, wire.AgentReport{Revision: 1}); client.StatusOf(err) != http.StatusUnauthorized {
-		t.Errorf("Report after target removal: %v, want 401", err)
+	if err := agent.Report(ctx, wire.AgentReport{Revision: 1}); client.StatusOf(err) != http.StatusGone {
+		t.Errorf("Report after target removal: %v, want 410", err)
+	}
+	// The credential still cannot reach anything else.
+	for _, r := range humanRoutes {
+		body, ct := bodyFor(r.method)
+		if status, b := e.raw(t, r.method, r.path, cred, ct, body); status != http.StatusForbidden {
+			t.Errorf("%s %s with a removed target's agent credential: %d, want 403 (%s)", r.method, r.path, status, b)
+		}
+	}
+	// A new target of the same name does not inherit the old credential.
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Desired(ctx, 0, 0); client.StatusOf(err) != http.StatusUnauthorized {
+		t.Errorf("old agent credential after the name was reused: %v, want 401", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
@@ -88,6 +89,20 @@ func toWireRequest(r store.Request) wire.Request {
 	}
 	if len(r.Extended) > 0 {
 		out.Extended = portStrings(r.Extended)
+	}
+	return out
+}
+
+// toWireRemoval describes removal r at now. enforcer is the target whose
+// agent must confirm it (nil when none will: the target was removed).
+func toWireRemoval(r access.Removal, enforcer *store.Target, now time.Time) *wire.Removal {
+	out := &wire.Removal{State: string(r.State(now)), Revision: r.Revision, Since: r.At, ConfirmedAt: r.ConfirmedAt}
+	if !r.Deadline.IsZero() {
+		d := r.Deadline
+		out.ClosesBy = &d
+	}
+	if r.Confirmable && enforcer != nil && enforcer.Name != "" {
+		out.Agent, out.AgentState, out.AgentLastSeen = enforcer.Name, enforcer.AgentState, enforcer.AgentSeenAt
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -326,8 +327,29 @@ func (a *api) writeRequest(w http.ResponseWriter, r *http.Request, status int, r
 	if t, err := a.Store.GetTarget(r.Context(), req.Target); err == nil && req.State.HoldsGrants() {
 		out.Connect = a.connectFor(r.Context(), req, t)
 	}
+	a.addRemoval(r.Context(), &out, req, map[string]*store.Target{})
 	writeJSON(w, status, out)
 	return nil
+}
+
+// addRemoval describes the removal of req's grants, if it has one, with the
+// state of the agent that must confirm it (enforcers caches them by name).
+func (a *api) addRemoval(ctx context.Context, out *wire.Request, req store.Request, enforcers map[string]*store.Target) {
+	if req.Removal == nil {
+		return
+	}
+	var enf *store.Target
+	if name := req.RemovalEnforcer; name != "" {
+		var ok bool
+		if enf, ok = enforcers[name]; !ok {
+			if t, err := a.Store.GetTarget(ctx, name); err == nil {
+				enf = &t
+			}
+			enforcers[name] = enf
+		}
+	}
+	out.Removal = toWireRemoval(*req.Removal, enf, a.Now())
+	out.RemovalConfirmedAt = req.Removal.ConfirmedAt
 }
 
 func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Principal) error {
@@ -359,6 +381,7 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 		return err
 	}
 	targets := map[string]store.Target{}
+	enforcers := map[string]*store.Target{}
 	out := make([]wire.Request, 0, len(rs))
 	for _, req := range rs {
 		t, ok := targets[req.Target]
@@ -376,6 +399,7 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 		if req.State.HoldsGrants() {
 			wr.Connect = a.connectFor(r.Context(), req, t)
 		}
+		a.addRemoval(r.Context(), &wr, req, enforcers)
 		out = append(out, wr)
 	}
 	writeJSON(w, http.StatusOK, out)

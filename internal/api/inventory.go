@@ -39,6 +39,11 @@ func (a *api) view(ctx context.Context, t store.Target, gateways map[string]stor
 		f.Agent, f.Inventory = g.AgentState, g.Inventory
 		f.Addresses, f.GatewayPublic = t.BehindAddresses(), g.PublicAddress
 		out.Agent.State = g.AgentState
+		if t.PolicyRemoval != nil {
+			out.PolicyRemoval = toWireRemoval(*t.PolicyRemoval, &g, a.Now())
+		}
+	} else if t.PolicyRemoval != nil {
+		out.PolicyRemoval = toWireRemoval(*t.PolicyRemoval, &t, a.Now())
 	}
 	c := inventory.Classify(f)
 	out.Class, out.ClassReason, out.Recommendation, out.Exposed = c.Class, c.Reason, c.Recommendation, c.Exposed

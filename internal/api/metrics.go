@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,4 +82,34 @@ func (c *blockedCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(r.Packets), l...)
 		ch <- prometheus.MustNewConstMetric(c.newConns, prometheus.CounterValue, float64(r.Connections), l...)
 	}
+}
+
+// removalCollector exposes how many removals their agents have not
+// confirmed yet, read from the store at scrape time: revoked (denied,
+// failed) requests whose grants may still be open until their kernel
+// deadline, and removed policies whose ports may still be closed.
+type removalCollector struct {
+	st                 *store.Store
+	now                func() time.Time
+	requests, policies *prometheus.Desc
+}
+
+func newRemovalCollector(st *store.Store, now func() time.Time) *removalCollector {
+	return &removalCollector{st: st, now: now,
+		requests: prometheus.NewDesc("jitgate_unconfirmed_revocations",
+			"Ended requests (revoked, denied, failed) whose agent has not yet confirmed that their grants left the kernel, and whose kernel deadline has not passed.", nil, nil),
+		policies: prometheus.NewDesc("jitgate_unconfirmed_policy_removals",
+			"Targets whose policy was removed but whose agent has not yet confirmed applying that (their ports may still be closed).", nil, nil),
+	}
+}
+
+func (c *removalCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.requests; ch <- c.policies }
+
+func (c *removalCollector) Collect(ch chan<- prometheus.Metric) {
+	reqs, pols, err := c.st.UnconfirmedRemovals(context.Background(), c.now())
+	if err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.GaugeValue, float64(reqs))
+	ch <- prometheus.MustNewConstMetric(c.policies, prometheus.GaugeValue, float64(pols))
 }

@@ -107,13 +107,14 @@ func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) 
 
 // ReportApplied records that a target's agent applied revision rev (or
 // failed to, when applyErr is set). On success every pending request of the
-// target whose revision is at most rev becomes active; on failure they fail
-// and their grants leave the desired state. It returns the requests it
-// activated.
+// target whose revision is at most rev becomes active, and every removal it
+// enforces that rev confirms (access.Removal.ConfirmedBy) is recorded
+// confirmed; on failure the pending requests fail and their grants leave the
+// desired state. It returns the requests it activated.
 func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, applyErr string, addresses []string, version string, now time.Time) ([]Request, error) {
 	var (
-		activated []string
-		bumped    bool
+		activated, confirmed []string
+		bumped               bool
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var current int64
@@ -156,9 +157,10 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 				access.Failed, "the agent could not apply the grant: "+applyErr, agent, audit.RequestFailed, now); err != nil {
 				return err
 			}
+			// endLiveRequests took their grants out of the desired state and
+			// advanced the revision.
 			bumped = true
-			_, err := bumpRevision(ctx, tx, target)
-			return err
+			return nil
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT id, created_at, target FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, target, rev)
 		if err != nil {
@@ -189,13 +191,19 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 			}
 			activated = append(activated, p.id)
 		}
-		return nil
+		confirmed, err = confirmRemovals(ctx, tx, target, rev, now)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	if bumped {
 		s.changed(target)
+	}
+	if len(confirmed) > 0 {
+		// Wake clients following the requests and targets whose removal
+		// was just confirmed.
+		s.onChange(confirmed...)
 	}
 	out := make([]Request, 0, len(activated))
 	for _, id := range activated {
@@ -273,10 +281,9 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 		rows.Close()
 		for _, l := range ls {
 			msg := fmt.Sprintf("the agent of target %s did not confirm the grant within %s (agent %s); nothing was opened", l.target, activationTimeout, l.agent)
+			// endLiveRequests takes the grant out of the desired state
+			// (advancing the revision), so a returning agent does not open it.
 			if err := endLiveRequests(ctx, tx, `id = $1`, []any{l.id}, access.Failed, msg, sys, audit.RequestFailed, now); err != nil {
-				return err
-			}
-			if _, err := bumpRevision(ctx, tx, l.target); err != nil {
 				return err
 			}
 			changed = append(changed, l.target)
@@ -352,4 +359,108 @@ func (s *Store) TargetsWithAgentState(ctx context.Context, state string) ([]stri
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// confirmRemovals records as confirmed, inside the caller's transaction,
+// the removals enforced by enforcer's agent that its report of revision rev
+// confirms: revoked (or denied, or failed) requests' grants, and removed
+// policies of the enforcer and the targets behind it. It returns the
+// targets whose requests or policy changed.
+func confirmRemovals(ctx context.Context, tx *sql.Tx, enforcer string, rev int64, now time.Time) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, target, removal_revision FROM requests
+		WHERE removal_enforcer = $1 AND removal_revision > 0 AND removal_confirmed_at IS NULL`, enforcer)
+	if err != nil {
+		return nil, fmt.Errorf("selecting unconfirmed removals: %w", err)
+	}
+	type pending struct {
+		id, target string
+		rev        int64
+	}
+	var reqs []pending
+	for rows.Next() {
+		var p pending
+		if err := rows.Scan(&p.id, &p.target, &p.rev); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("reading unconfirmed removal: %w", err)
+		}
+		reqs = append(reqs, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var changed []string
+	for _, p := range reqs {
+		if !(access.Removal{Revision: p.rev, Confirmable: true}).ConfirmedBy(rev) {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE requests SET removal_confirmed_at = $1, version = version + 1 WHERE id = $2`, ms(now), p.id); err != nil {
+			return nil, fmt.Errorf("confirming the removal of %s: %w", p.id, err)
+		}
+		changed = append(changed, p.target)
+	}
+
+	rows, err = tx.QueryContext(ctx, `SELECT name, policy_removed_revision FROM targets
+		WHERE (name = $1 OR gateway = $1) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, enforcer)
+	if err != nil {
+		return nil, fmt.Errorf("selecting unconfirmed policy removals: %w", err)
+	}
+	var pols []pending
+	for rows.Next() {
+		var p pending
+		if err := rows.Scan(&p.target, &p.rev); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("reading unconfirmed policy removal: %w", err)
+		}
+		pols = append(pols, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, p := range pols {
+		if !(access.Removal{Revision: p.rev, Confirmable: true}).ConfirmedBy(rev) {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy_removal_confirmed_at = $1 WHERE name = $2`, ms(now), p.target); err != nil {
+			return nil, fmt.Errorf("confirming the policy removal of %s: %w", p.target, err)
+		}
+		changed = append(changed, p.target)
+	}
+	return changed, nil
+}
+
+// UnconfirmedRemovals counts, at now, the requests whose grants left the
+// desired state but whose agent has not confirmed it yet and whose kernel
+// deadline has not passed (they may still be open), and the targets whose
+// policy removal is not confirmed yet (their ports may still be closed).
+func (s *Store) UnconfirmedRemovals(ctx context.Context, now time.Time) (requests, policies int, err error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT removal_revision, removal_enforcer, removal_at, expires_at FROM requests
+		WHERE removal_revision > 0 AND removal_confirmed_at IS NULL`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counting unconfirmed removals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			r            access.Removal
+			enforcer     string
+			at, deadline int64
+		)
+		if err := rows.Scan(&r.Revision, &enforcer, &at, &deadline); err != nil {
+			return 0, 0, fmt.Errorf("reading unconfirmed removal: %w", err)
+		}
+		r.At, r.Deadline, r.Confirmable = fromMS(at), fromMS(deadline), enforcer != ""
+		if r.State(now) == access.RemovalUnconfirmed {
+			requests++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, err
+	}
+	err = s.db.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`).Scan(&policies)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counting unconfirmed policy removals: %w", err)
+	}
+	return requests, policies, nil
 }

@@ -118,13 +118,13 @@ func (s *Store) DenyRequest(ctx context.Context, approver Actor, id, reason stri
 		if reason != "" {
 			msg += ": " + reason
 		}
+		// A request that held grants loses them: endLiveRequests advances
+		// the revision its agent must confirm.
 		if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Denied, msg, approver, audit.RequestDenied, now); err != nil {
 			return err
 		}
 		if r.State.HoldsGrants() {
 			target = r.Target
-			_, err := bumpRevision(ctx, tx, r.Target)
-			return err
 		}
 		return nil
 	})

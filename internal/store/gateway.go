@@ -166,6 +166,12 @@ func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSp
 				addrs = append(addrs, a.String())
 			}
 		}
+		// A removed target of the same name keeps its agent credential (it
+		// tells the old agent to stand down, see RemoveTarget); the new
+		// target must not inherit it.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'agent' AND subject = $1`, spec.Name); err != nil {
+			return fmt.Errorf("deleting the old agent credential of %s: %w", spec.Name, err)
+		}
 		al, _ := json.Marshal(addrs)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO targets (name, labels, created_at, gateway, address, addresses, public_address) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			spec.Name, string(lb), ms(now), spec.Gateway, firstOr(addrs, ""), string(al), spec.PublicAddress); err != nil {

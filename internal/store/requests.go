@@ -42,6 +42,11 @@ type Request struct {
 	Version           int64
 	// Decisions are the approvals (and a denial) given so far.
 	Decisions []Decision
+	// Removal is set when the request ended while its grants were still in
+	// a kernel (see access.NeedsRemovalConfirmation); RemovalEnforcer names
+	// the target whose agent must confirm it ("" when none will).
+	Removal         *access.Removal
+	RemovalEnforcer string
 }
 
 // Decision is one approver's approval or denial.
@@ -54,7 +59,7 @@ type Decision struct {
 
 const requestColumns = `id, target, requester, source, ports, duration_ms, reason, state, message, revision,
 	created_at, activated_at, expires_at, ended_at, superseded_by, extended, client_addr,
-	approvals_required, approve_by, approved_at, version`
+	approvals_required, approve_by, approved_at, version, removal_revision, removal_enforcer, removal_at, removal_confirmed_at`
 
 func scanRequest(r scanner) (Request, error) {
 	var (
@@ -63,10 +68,12 @@ func scanRequest(r scanner) (Request, error) {
 		durMS, created, expires int64
 		activated, ended        sql.NullInt64
 		approveBy, approved     sql.NullInt64
+		removalRev              int64
+		removalAt, confirmedAt  sql.NullInt64
 	)
 	if err := r.Scan(&q.ID, &q.Target, &q.Requester, &src, &ports, &durMS, &q.Reason, &state, &q.Message, &q.Revision,
 		&created, &activated, &expires, &ended, &q.SupersededBy, &ext, &q.ClientAddr,
-		&q.ApprovalsRequired, &approveBy, &approved, &q.Version); err != nil {
+		&q.ApprovalsRequired, &approveBy, &approved, &q.Version, &removalRev, &q.RemovalEnforcer, &removalAt, &confirmedAt); err != nil {
 		return Request{}, err
 	}
 	var err error
@@ -84,6 +91,10 @@ func scanRequest(r scanner) (Request, error) {
 	q.CreatedAt, q.ExpiresAt = fromMS(created), fromMS(expires)
 	q.ActivatedAt, q.EndedAt = fromNullMS(activated), fromNullMS(ended)
 	q.ApproveBy, q.ApprovedAt = fromNullMS(approveBy), fromNullMS(approved)
+	if removalRev > 0 && removalAt.Valid {
+		q.Removal = &access.Removal{Revision: removalRev, At: fromMS(removalAt.Int64), Deadline: q.ExpiresAt,
+			ConfirmedAt: fromNullMS(confirmedAt), Confirmable: q.RemovalEnforcer != ""}
+	}
 	return q, nil
 }
 
@@ -314,19 +325,25 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 }
 
 // endLiveRequests moves the live requests (awaiting approval, pending or
-// active) matching where (a condition on
-// the requests table with $1.. placeholders) to state to with message,
-// deletes their grants and audits each.
+// active) matching where (a condition on the requests table with $1..
+// placeholders) to state to with message, deletes their grants and audits
+// each. A request whose grants were still in a kernel
+// (access.NeedsRemovalConfirmation) takes them out of the desired state: the
+// revision of its enforcer advances (once per call) and the request records
+// it, so that its agent confirms the removal as it confirms an activation.
 func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, to access.State, message string, actor Actor, action audit.Action, now time.Time) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id, target, state FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+where+` ORDER BY created_at, id`, args...)
+	rows, err := tx.QueryContext(ctx, `SELECT id, target, state, expires_at FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return fmt.Errorf("selecting requests to end: %w", err)
 	}
-	type row struct{ id, target, state string }
+	type row struct {
+		id, target, state string
+		expires           int64
+	}
 	var ended []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.target, &r.state); err != nil {
+		if err := rows.Scan(&r.id, &r.target, &r.state, &r.expires); err != nil {
 			rows.Close()
 			return fmt.Errorf("reading request: %w", err)
 		}
@@ -336,6 +353,11 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	type removal struct {
+		enforcer string
+		rev      int64
+	}
+	removals := map[string]removal{} // by target
 	for _, r := range ended {
 		if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = $1, message = $2, ended_at = $3, version = version + 1 WHERE id = $4`,
 			string(to), message, ms(now), r.id); err != nil {
@@ -343,6 +365,22 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE request_id = $1`, r.id); err != nil {
 			return fmt.Errorf("deleting grants of %s: %w", r.id, err)
+		}
+		if access.NeedsRemovalConfirmation(access.State(r.state), to, fromMS(r.expires), now) {
+			rm, ok := removals[r.target]
+			if !ok {
+				if rm.enforcer, err = revisionOwner(ctx, tx, r.target); err != nil {
+					return err
+				}
+				if rm.rev, err = bumpRevision(ctx, tx, r.target); err != nil {
+					return err
+				}
+				removals[r.target] = rm
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE requests SET removal_revision = $1, removal_enforcer = $2, removal_at = $3 WHERE id = $4`,
+				rm.rev, rm.enforcer, ms(now), r.id); err != nil {
+				return fmt.Errorf("recording the removal of %s: %w", r.id, err)
+			}
 		}
 		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action,
 			Target: r.target, RequestID: r.id, Reason: message, Details: map[string]any{"from": r.state}}); err != nil {
@@ -419,7 +457,8 @@ func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, e
 }
 
 // RevokeRequest ends a live request at once; its grants leave the desired
-// state in the same transaction.
+// state in the same transaction. Until its agent confirms, the request
+// reports the removal as unconfirmed (Request.Removal).
 func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason string, now time.Time) (Request, error) {
 	var target string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -447,11 +486,9 @@ func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason strin
 		if reason != "" {
 			msg += ": " + reason
 		}
-		if err := endLiveRequests(ctx, tx, `id = $1`, []any{ids[len(ids)-1]}, access.Revoked, msg, actor, audit.RequestRevoked, now); err != nil {
-			return err
-		}
-		_, err = bumpRevision(ctx, tx, target)
-		return err
+		// Its grants leave the desired state (endLiveRequests advances the
+		// revision its agent must confirm).
+		return endLiveRequests(ctx, tx, `id = $1`, []any{ids[len(ids)-1]}, access.Revoked, msg, actor, audit.RequestRevoked, now)
 	})
 	if err != nil {
 		return Request{}, err

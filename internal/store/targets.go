@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -45,6 +46,10 @@ type Target struct {
 	PublicAddress string
 	// Inventory is the agent's last report of its host (nil before).
 	Inventory *wire.Inventory
+	// PolicyRemoval is set while the target has no policy because one was
+	// removed: removing it re-opens ports, which the enforcing agent
+	// confirms as it confirms a revocation (see access.Removal).
+	PolicyRemoval *access.Removal
 }
 
 // BehindAddresses returns the addresses of a target behind a gateway: all
@@ -73,7 +78,7 @@ const (
 )
 
 const targetColumns = `name, labels, addresses, policy, revision, applied_revision, agent_state, agent_seen_at, agent_error, agent_version, created_at,
-	gateway, address, mode, public_address, inventory`
+	gateway, address, mode, public_address, inventory, policy_removed_revision, policy_removed_at, policy_removal_confirmed_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -84,9 +89,12 @@ func scanTarget(r scanner) (Target, error) {
 		pol, inv      sql.NullString
 		seen          sql.NullInt64
 		created       int64
+		polRemovedRev int64
+		polRemovedAt  sql.NullInt64
+		polConfirmed  sql.NullInt64
 	)
 	if err := r.Scan(&t.Name, &labels, &addrs, &pol, &t.Revision, &t.AppliedRevision, &t.AgentState, &seen, &t.AgentError, &t.AgentVersion, &created,
-		&t.Gateway, &t.Address, &t.Mode, &t.PublicAddress, &inv); err != nil {
+		&t.Gateway, &t.Address, &t.Mode, &t.PublicAddress, &inv, &polRemovedRev, &polRemovedAt, &polConfirmed); err != nil {
 		return Target{}, err
 	}
 	if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
@@ -108,6 +116,9 @@ func scanTarget(r scanner) (Target, error) {
 		}
 	}
 	t.AgentSeenAt, t.CreatedAt = fromNullMS(seen), fromMS(created)
+	if polRemovedRev > 0 && polRemovedAt.Valid {
+		t.PolicyRemoval = &access.Removal{Revision: polRemovedRev, At: fromMS(polRemovedAt.Int64), ConfirmedAt: fromNullMS(polConfirmed), Confirmable: true}
+	}
 	return t, nil
 }
 
@@ -131,6 +142,11 @@ func (s *Store) CreateTarget(ctx context.Context, actor Actor, name string, labe
 		}
 		if n > 0 {
 			return fmt.Errorf("target %q already exists: %w", name, ErrConflict)
+		}
+		// See CreateTargetSpec: a new target never inherits the credential
+		// a removed one of the same name left behind.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'agent' AND subject = $1`, name); err != nil {
+			return fmt.Errorf("deleting the old agent credential of %s: %w", name, err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO targets (name, labels, created_at) VALUES ($1, $2, $3)`, name, string(lb), ms(now)); err != nil {
 			return fmt.Errorf("inserting target: %w", err)
@@ -179,9 +195,24 @@ func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
 	return out, rows.Err()
 }
 
-// RemoveTarget deletes a target, revokes its live requests and deletes its
-// tokens (the agent's credential stops working).
+// RemoveTarget deletes a target and revokes its live requests. What
+// happens to its firewall table, as docs/design.md and 'jitgate target
+// remove' say:
+//   - A target with its own agent: its agent credential is kept, but every
+//     agent call now answers 410 Gone (the target is not found). On its next
+//     contact — at once if it is connected, whenever it comes back
+//     otherwise — the agent deletes its table (the ports it protected are
+//     open again) and its credential, and stops. Until then the kernel keeps
+//     the table as it was: protected ports stay closed, and the grants of
+//     the revoked requests stay open until their kernel deadline at the
+//     latest. No agent will confirm those revocations (removal_enforcer is
+//     cleared), so they show as unconfirmed until that deadline. Adding a
+//     target of the same name later deletes the old credential first.
+//   - A target behind a gateway: the gateway's revision advances without
+//     the target's grants, protection and mappings, and the gateway's agent
+//     confirms the revocations as usual.
 func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now time.Time) error {
+	var gateway string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var behind int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM targets WHERE gateway = $1`, name).Scan(&behind); err != nil {
@@ -190,26 +221,46 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		if behind > 0 {
 			return fmt.Errorf("%d targets are behind gateway %s: remove them first: %w", behind, name, ErrConflict)
 		}
+		err := tx.QueryRowContext(ctx, `SELECT gateway FROM targets WHERE name = $1`, name).Scan(&gateway)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", name, err)
+		}
+		// End the requests while the target (and so its enforcer) is still
+		// known: their removals are recorded against the enforcer's revision.
+		if err := endLiveRequests(ctx, tx, `target = $1`, []any{name}, access.Revoked, "target removed", actor, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		if gateway != "" {
+			// The gateway stops protecting and mapping the target.
+			if _, err := bumpRevision(ctx, tx, gateway); err != nil {
+				return err
+			}
+		} else {
+			// The agent of a removed target stands down instead of
+			// reporting: none of its removals will be confirmed.
+			if _, err := tx.ExecContext(ctx, `UPDATE requests SET removal_enforcer = '' WHERE removal_enforcer = $1 AND removal_confirmed_at IS NULL`, name); err != nil {
+				return fmt.Errorf("marking removals of %s unconfirmable: %w", name, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM mappings WHERE target = $1`, name); err != nil {
 			return fmt.Errorf("deleting mappings of %s: %w", name, err)
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM targets WHERE name = $1`, name)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM targets WHERE name = $1`, name); err != nil {
 			return fmt.Errorf("deleting target: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("target %q: %w", name, ErrNotFound)
-		}
-		if err := endLiveRequests(ctx, tx, `target = $1`, []any{name}, "revoked", "target removed", actor, audit.RequestRevoked, now); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind IN ('agent', 'enroll') AND subject = $1`, name); err != nil {
-			return fmt.Errorf("deleting tokens of %s: %w", name, err)
+		// The agent credential stays (see above): it now only earns 410.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'enroll' AND subject = $1`, name); err != nil {
+			return fmt.Errorf("deleting the enrollment token of %s: %w", name, err)
 		}
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetRemoved, Target: name})
 	})
-	if err == nil {
-		s.changed(name)
+	if err == nil && gateway != "" {
+		s.changed(name, gateway)
+	} else if err == nil {
+		s.changed(name) // wakes the agent's long-poll, which answers 410
 	}
 	return err
 }
@@ -290,7 +341,10 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 		if err != nil {
 			return fmt.Errorf("encoding policy: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = $1 WHERE name = $2`, string(b), name); err != nil {
+		// A new policy ends any pending policy removal: the target is
+		// protected again from this revision on.
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = $1, policy_removed_revision = 0, policy_removed_at = NULL,
+			policy_removal_confirmed_at = NULL WHERE name = $2`, string(b), name); err != nil {
 			return fmt.Errorf("updating policy of %s: %w", name, err)
 		}
 		if _, err := bumpRevision(ctx, tx, name); err != nil {
@@ -323,7 +377,9 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 	return out, err
 }
 
-// RemovePolicy removes a target's policy: its ports are no longer protected.
+// RemovePolicy removes a target's policy: its ports are no longer protected
+// once its agent applies the new revision; until the agent confirms it,
+// Target.PolicyRemoval says the removal is unconfirmed.
 func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now time.Time) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var pol sql.NullString
@@ -337,14 +393,18 @@ func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now 
 		if !pol.Valid {
 			return fmt.Errorf("target %q has no policy: %w", name, ErrNotFound)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = NULL WHERE name = $1`, name); err != nil {
-			return fmt.Errorf("removing policy of %s: %w", name, err)
+		rev, err := bumpRevision(ctx, tx, name)
+		if err != nil {
+			return err
 		}
 		if err := dropUnpublished(ctx, tx, name, nil); err != nil {
 			return err
 		}
-		if _, err := bumpRevision(ctx, tx, name); err != nil {
-			return err
+		// Removing the policy re-opens ports: a change its agent confirms
+		// by reporting rev (see confirmRemovals).
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy = NULL, policy_removed_revision = $1, policy_removed_at = $2,
+			policy_removal_confirmed_at = NULL WHERE name = $3`, rev, ms(now), name); err != nil {
+			return fmt.Errorf("removing policy of %s: %w", name, err)
 		}
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicyRemoved, Target: name})
 	})

@@ -115,6 +115,38 @@ type Target struct {
 	Blocked *Blocked `json:"blocked,omitempty"`
 	// ActiveGrants counts its active requests.
 	ActiveGrants int `json:"active_grants"`
+	// PolicyRemoval is set while the target has no policy because one was
+	// removed: its ports re-open once the agent applies that; until it
+	// confirms, State is "unconfirmed" (the ports may still be closed).
+	PolicyRemoval *Removal `json:"policy_removal,omitempty"`
+}
+
+// Removal says whether the enforcing agent confirmed that something the
+// server took out of the desired state (a revoked, denied or failed
+// request's grants; a removed policy) has left the kernel.
+type Removal struct {
+	// State is "unconfirmed" (the agent has not reported a revision without
+	// it: a grant may still be open until ClosesBy), "confirmed" (it did, at
+	// ConfirmedAt) or "deadline_passed" (never confirmed, but the kernel's
+	// own timeout closed the grant at ClosesBy).
+	State string `json:"state"`
+	// Revision is the enforcer's desired-state revision without it; the
+	// agent confirms by reporting this revision or a later one.
+	Revision int64 `json:"revision"`
+	// Since is when the server removed it.
+	Since time.Time `json:"since"`
+	// ClosesBy is the grant's kernel deadline: the kernel closes it then at
+	// the latest, whatever the agent does (absent for a policy removal).
+	ClosesBy *time.Time `json:"closes_by,omitempty"`
+	// ConfirmedAt is when the agent confirmed it.
+	ConfirmedAt *time.Time `json:"confirmed_at,omitempty"`
+	// Agent is the target whose agent must confirm it (the target itself,
+	// or its gateway); empty when no agent will, because the target was
+	// removed.
+	Agent string `json:"agent,omitempty"`
+	// AgentState and AgentLastSeen describe that agent now.
+	AgentState    string     `json:"agent_state,omitempty"`
+	AgentLastSeen *time.Time `json:"agent_last_seen,omitempty"`
 }
 
 // Blocked is what a target's gate dropped: cumulative counters per port and
@@ -258,6 +290,12 @@ type Request struct {
 	// Version changes with every change of the request; send it back with a
 	// decision to refuse acting on a stale view.
 	Version int64 `json:"version"`
+	// Removal is set when the request ended (revoked, denied, failed) while
+	// its grants were still in a kernel: it says whether the agent has
+	// confirmed they are gone, and by when the kernel closes them anyway.
+	Removal *Removal `json:"removal,omitempty"`
+	// RemovalConfirmedAt repeats Removal.ConfirmedAt for easy filtering.
+	RemovalConfirmedAt *time.Time `json:"removal_confirmed_at,omitempty"`
 }
 
 // Decision is one approver's approval or denial.

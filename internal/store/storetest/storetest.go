@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"ReportApplied", testReportApplied},
 		{"ReportAppliedError", testReportAppliedError},
 		{"Revoke", testRevoke},
+		{"RemovalConfirmation", testRemovalConfirmation},
 		{"Sweep", testSweep},
 		{"SweepPendingPastDeadline", testSweepPendingPastDeadline},
 		{"ListAudit", testListAudit},
@@ -294,9 +295,19 @@ func testRemoveTarget(t *testing.T, s *store.Store) {
 		if r.Message != "target removed" || r.EndedAt == nil || !r.EndedAt.Equal(at(3*time.Minute)) {
 			t.Errorf("request %s after removal: message %q, ended %v; want \"target removed\" at %v", id, r.Message, r.EndedAt, at(3*time.Minute))
 		}
+		// Its grants may stay in the kernel until the deadline, and no
+		// agent will ever confirm their removal.
+		if r.Removal == nil || r.Removal.Confirmable || r.RemovalEnforcer != "" || r.Removal.State(at(3*time.Minute)) != access.RemovalUnconfirmed ||
+			!r.Removal.Deadline.Equal(r.ExpiresAt) || r.Removal.State(r.ExpiresAt) != access.RemovalDeadlinePassed {
+			t.Errorf("request %s after removal: removal %+v (enforcer %q), want unconfirmable and unconfirmed until %v", id, r.Removal, r.RemovalEnforcer, r.ExpiresAt)
+		}
 	}
-	_, err = s.Authenticate(ctx, cred, at(3*time.Minute))
-	wantErrIs(t, "agent credential of a removed target", err, store.ErrUnauthorized)
+	// The agent credential stays, so the agent, whenever it comes back,
+	// learns that its target is gone (the API answers 410) and removes its
+	// table, instead of being refused (401) and leaving it behind.
+	if p, err := s.Authenticate(ctx, cred, at(3*time.Minute)); err != nil || p.Kind != store.KindAgent || p.Subject != "web-1" {
+		t.Errorf("agent credential of a removed target: %+v, %v; want the agent of web-1", p, err)
+	}
 	_, _, _, err = s.DesiredState(ctx, "web-1", at(3*time.Minute))
 	wantErrIs(t, "DesiredState of a removed target", err, store.ErrNotFound)
 	_, err = s.ReportApplied(ctx, "web-1", 1, "", nil, "", at(3*time.Minute))
