@@ -216,7 +216,7 @@ it does, the target shows the policy removal as unconfirmed and the ports may
 still be closed.`,
 		Args: oneArg("TARGET"),
 	}
-	cmd.Flags().Var(newDuration(&wait, 5*time.Second), "wait", "how long to wait for the agent to confirm (0: do not wait)")
+	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the agent to confirm (0: do not wait)")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {

@@ -237,7 +237,7 @@ kernel closes the grant by its deadline at the latest, whatever happens.`,
 		Args: oneArg("request ID"),
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
-	cmd.Flags().Var(newDuration(&wait, 5*time.Second), "wait", "how long to wait for the agent to confirm the ports closed (0: do not wait)")
+	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the agent to confirm the ports closed (0: do not wait)")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
@@ -264,7 +264,8 @@ kernel closes the grant by its deadline at the latest, whatever happens.`,
 // removal of its grants, or for at most wait.
 func (a *app) awaitRemoval(ctx context.Context, c *client.Client, r wire.Request, wait time.Duration) (wire.Request, error) {
 	deadline := a.now().Add(wait)
-	for r.Removal != nil && r.Removal.State == "unconfirmed" && r.Removal.Agent != "" {
+	// An agent that is not connected will not confirm within seconds.
+	for r.Removal != nil && r.Removal.State == "unconfirmed" && r.Removal.Agent != "" && r.Removal.AgentState == "connected" {
 		left := deadline.Sub(a.now())
 		if left <= 0 {
 			break

@@ -228,6 +228,10 @@ type targetView struct {
 	EditRules  []ruleView // the editor's rows: the policy, or the default one
 	NewRule    ruleView   // the editor's template for an added row
 	Live       []wire.Request
+	// Closing are ended requests whose agent has not confirmed yet that
+	// their grants left the kernel: they may still be open until their
+	// deadline.
+	Closing    []wire.Request
 	Recent     []wire.Request
 	Audit      []wire.AuditEvent
 	AuditErr   string
@@ -299,6 +303,9 @@ func (c *console) target(w http.ResponseWriter, r *http.Request, s *session) (st
 		switch req.State {
 		case "pending_approval", "pending", "active":
 			tv.Live = append(tv.Live, req)
+		}
+		if req.Removal != nil && req.Removal.State == "unconfirmed" {
+			tv.Closing = append(tv.Closing, req)
 		}
 	}
 	tv.Recent = reqs

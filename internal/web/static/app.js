@@ -159,6 +159,17 @@
     return { rules: [22, 3389, 5985, 5986].map((port) => ({ port, protocol: "tcp", max_duration: "3h" })) };
   }
 
+  // removalText says whether the agent confirmed that a revoked request's
+  // ports closed: never "closed" before it did.
+  function removalText(q) {
+    const rm = q.removal;
+    if (!rm) return `Revoked ${q.id}.`;
+    if (rm.state === "confirmed") return `Revoked ${q.id}: the agent confirmed the port is closed.`;
+    if (rm.state === "deadline_passed") return `Revoked ${q.id}: the kernel closed it at its deadline.`;
+    const by = rm.closes_by ? ` The kernel closes it by ${new Date(rm.closes_by).toUTCString()} at the latest.` : "";
+    return `Revoked ${q.id}; not yet confirmed closed by the agent${rm.agent ? " of " + rm.agent + " (" + rm.agent_state + ")" : ""}.${by}`;
+  }
+
   // ---- target page: revoke, policy editor ----
   function initRevoke() {
     for (const b of $$("[data-revoke]")) {
@@ -167,8 +178,8 @@
         const r = await api("POST", `/api/v1/requests/${encodeURIComponent(b.dataset.revoke)}/revoke`, { reason: "revoked in the web console" });
         const status = $("#live-status");
         if (r.ok) {
-          status.textContent = `Revoked ${r.data.id}.`;
-          setTimeout(() => location.reload(), 500);
+          status.textContent = removalText(r.data);
+          setTimeout(() => location.reload(), 1500);
         } else {
           status.textContent = r.data.error;
           status.classList.add("error");
@@ -391,7 +402,7 @@
       pending: () => "Approved; waiting for the target's agent to open the port.",
       active: () => "Open now.",
       expired: () => "The grant has ended.",
-      revoked: (q) => q.message || "Revoked.",
+      revoked: (q) => (q.message || "Revoked.") + (q.removal && q.removal.state === "unconfirmed" ? " " + removalText(q) : ""),
       failed: (q) => q.message || "The agent could not open the port.",
       denied: (q) => q.message || "Denied by an approver.",
       superseded: (q) => q.message || "A newer request took over its grants.",

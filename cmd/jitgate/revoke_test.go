@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestRevokeUnconfirmed: 'jitgate revoke' never says "closes now" before the
+// agent confirmed; it says since when the removal waits, and the kernel
+// deadline that closes the grant anyway. With the agent answering, it says
+// the agent confirmed.
+func TestRevokeUnconfirmed(t *testing.T) {
+	srv := newTestServer(t)
+	c := newCLI(t, srv)
+	ctx := context.Background()
+	created := decode[wire.TargetCreated](t, c.ok("target", "add", "web-01", "-o", "json").stdout)
+	anon, err := client.New(srv.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := anon.Enroll(ctx, created.EnrollToken, wire.EnrollRequest{Hostname: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := anon.WithToken(er.Credential)
+	c.ok("policy", "set", "web-01", "--port", "22/tcp", "--source", "198.51.100.0/24")
+	// applyAll has the agent apply the current desired state.
+	applyAll := func() {
+		t.Helper()
+		ds, err := agent.Desired(ctx, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	request := func(src string) wire.Request {
+		t.Helper()
+		req := decode[wire.Request](t, c.ok("request", "web-01", "--port", "22", "--duration", "1h", "--source", src, "--reason", "x", "-o", "json").stdout)
+		applyAll()
+		return req
+	}
+
+	t.Log("the agent does not apply the revocation: unconfirmed, with the kernel deadline")
+	req := request("198.51.100.7")
+	r := c.ok("revoke", req.ID, "--wait", "0")
+	full := decode[wire.Request](t, c.ok("requests", req.ID, "-o", "json").stdout)
+	for _, w := range []string{"request " + req.ID + " revoked", "removal not yet confirmed by the agent of web-01", "connected, last seen",
+		"since " + fmtTime(full.Removal.Since), "the kernel closes 22/tcp by " + fmtTime(full.ExpiresAt), "at the latest"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("revoke output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "closes now") || strings.Contains(r.stdout, "closed") {
+		t.Errorf("revoke claims the port is closed before the agent confirmed it:\n%s", r.stdout)
+	}
+	if r := c.ok("requests", req.ID); !strings.Contains(r.stdout, "Removal:") || !strings.Contains(r.stdout, "removal not yet confirmed") {
+		t.Errorf("requests ID does not show the unconfirmed removal:\n%s", r.stdout)
+	}
+	if r := c.ok("requests", "--target", "web-01"); !strings.Contains(r.stdout, "revoked (removal unconfirmed)") {
+		t.Errorf("requests list does not show the unconfirmed removal:\n%s", r.stdout)
+	}
+
+	t.Log("the agent applies it while the CLI waits: confirmed")
+	applyAll()
+	req = request("198.51.100.8")
+	held, err := agent.Desired(ctx, 0, 0)
+	if err != nil || len(held.Grants) != 1 {
+		t.Fatalf("desired state before the revoke: %v, %+v", err, held)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// The agent's long-poll answers with the revision without the grant.
+		ds, err := agent.Desired(ctx, held.Revision, 10*time.Second)
+		for err == nil && len(ds.Grants) > 0 {
+			ds, err = agent.Desired(ctx, ds.Revision, 10*time.Second)
+		}
+		if err == nil {
+			err = agent.Report(ctx, wire.AgentReport{Revision: ds.Revision})
+		}
+		done <- err
+	}()
+	r = c.ok("revoke", req.ID)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.stdout, "22/tcp closed: the agent of web-01 confirmed it at") {
+		t.Errorf("revoke with the agent answering:\n%s", r.stdout)
+	}
+
+	t.Log("policy removal: unconfirmed until the agent applies it")
+	r = c.ok("policy", "remove", "web-01", "--wait", "0")
+	if !strings.Contains(r.stdout, "not yet confirmed by the agent of web-01") || strings.Contains(r.stdout, "no longer gated") {
+		t.Errorf("policy remove before the agent applied it:\n%s", r.stdout)
+	}
+	if r := c.ok("target", "show", "web-01"); !strings.Contains(r.stdout, "Policy removal:") {
+		t.Errorf("target show lacks the unconfirmed policy removal:\n%s", r.stdout)
+	}
+	applyAll()
+	if r := c.ok("target", "show", "web-01"); !strings.Contains(r.stdout, "no longer gated: the agent of web-01 confirmed it") {
+		t.Errorf("target show after the agent applied the policy removal:\n%s", r.stdout)
+	}
+}
