@@ -222,12 +222,12 @@ func portKey(r wire.PortRule) string {
 // ---- target page ----
 
 type targetView struct {
-	T          wire.Target
-	Tab, Hint  string
-	Rules      []ruleView
-	EditRules  []ruleView // the editor's rows: the policy, or the default one
-	NewRule    ruleView   // the editor's template for an added row
-	Live       []wire.Request
+	T         wire.Target
+	Tab, Hint string
+	Rules     []ruleView
+	EditRules []ruleView // the editor's rows: the policy, or the default one
+	NewRule   ruleView   // the editor's template for an added row
+	Live      []wire.Request
 	// Closing are ended requests whose agent has not confirmed yet that
 	// their grants left the kernel: they may still be open until their
 	// deadline.
