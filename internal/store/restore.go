@@ -129,7 +129,13 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater int64, 
 		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoked, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
 			return err
 		}
-		if _, err := liftRevisions(ctx, tx, `name = $2`, []any{target}, highWater+1-current); err != nil {
+		// Ending them advanced the revision (their removals await the
+		// agent's confirmation): lift from where it is now.
+		var after int64
+		if err := tx.QueryRowContext(ctx, `SELECT revision FROM targets WHERE name = $1`, target).Scan(&after); err != nil {
+			return fmt.Errorf("reading target %s: %w", target, err)
+		}
+		if _, err := liftRevisions(ctx, tx, `name = $2`, []any{target}, highWater+1-after); err != nil {
 			return err
 		}
 		lifted = true
@@ -168,6 +174,20 @@ func liftRevisions(ctx context.Context, tx *sql.Tx, where string, args []any, li
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + $1 WHERE key = 'generation'`, lift); err != nil {
 		return nil, fmt.Errorf("advancing the database generation: %w", err)
+	}
+	// Unconfirmed removals move with their enforcer's revisions: a revision
+	// number below the lifted ones may have been applied with other
+	// contents, so only a revision of the new numbering confirms them
+	// (access.Removal.ConfirmedBy).
+	for _, n := range names {
+		if _, err := tx.ExecContext(ctx, `UPDATE requests SET removal_revision = removal_revision + $1
+			WHERE removal_enforcer = $2 AND removal_revision > 0 AND removal_confirmed_at IS NULL`, lift, n); err != nil {
+			return nil, fmt.Errorf("lifting unconfirmed removals of %s: %w", n, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy_removed_revision = policy_removed_revision + $1
+			WHERE (name = $2 OR gateway = $2) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, lift, n); err != nil {
+			return nil, fmt.Errorf("lifting the unconfirmed policy removals of %s: %w", n, err)
+		}
 	}
 	return names, nil
 }
