@@ -61,7 +61,7 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 	cmd.Flags().IntVar(&just.MinLength, "min-reason", 0, "shortest reason accepted")
 	cmd.Flags().BoolVar(&cut, "close-established", false, "expiry and revocation also end established sessions")
 	cmd.Flags().BoolVar(&publish, "publish", false, "behind a gateway: publish the port on the gateway's public address (DNAT)")
-	cmd.Flags().Uint16Var(&mapped, "mapped-port", 0, "with --publish: the mapped port to use (default: allocated)")
+	cmd.Flags().Uint16Var(&mapped, "mapped-port", 0, "with --publish: the mapped port to use, 20000-29999 (default: allocated there); publishing needs write rights on the gateway too")
 	cmd.Flags().StringVar(&just.Pattern, "reason-pattern", "", "regular expression the reason must match, such as '^(INC|CHG)-[0-9]+'")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would change, and change nothing")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
