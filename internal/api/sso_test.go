@@ -326,8 +326,8 @@ func TestDeviceLogin(t *testing.T) {
 }
 
 // TestFailedLoginsAreLimited: five bad tokens from one address are refused
-// (401) and audited; the sixth attempt gets 429 with Retry-After, and so do
-// the login endpoints for that address.
+// (401) and audited; the sixth attempt gets 429 with Retry-After, and so
+// does an unknown device code from that address.
 func TestFailedLoginsAreLimited(t *testing.T) {
 	t.Parallel()
 	e := newSSOEnv(t, nil, false)
@@ -378,5 +378,62 @@ func TestSSONotConfigured(t *testing.T) {
 		if status, b := postJSON(t, e.url+path, nil); status != http.StatusNotFound || !strings.Contains(string(b), "not configured") {
 			t.Errorf("%s: %d %s", path, status, b)
 		}
+	}
+}
+
+// TestLoginsWhileAddressLimited: once an address is over the failed-login
+// limit, its failures get 429, but a person signing in from it (behind the
+// same NAT as whoever failed) is not refused: the browser login completes
+// and a device login starts, is pending (not 429) and ends in a session.
+func TestLoginsWhileAddressLimited(t *testing.T) {
+	t.Parallel()
+	e := newSSOEnv(t, nil, false)
+	for i := range 6 {
+		req, _ := http.NewRequest(http.MethodGet, e.url+"/api/v1/whoami", nil)
+		req.Header.Set("Authorization", "Bearer jgp_guess"+strings.Repeat("x", i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if i == 5 && resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("sixth bad token: %s, want 429", resp.Status)
+		}
+	}
+
+	c := browser(t, nil)
+	page, err := c.Get(e.url + "/auth/login?return=/api/v1/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := e.op.SubmitLogin(t, c, page, carol.Name, carol.Password)
+	if b := body(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(b, "carol@example.com") {
+		t.Fatalf("browser login from the limited address: %s at %s: %s", resp.Status, resp.Request.URL, b)
+	}
+
+	status, b := postJSON(t, e.url+"/api/v1/auth/device", nil)
+	if status != http.StatusOK {
+		t.Fatalf("device login start from the limited address: %d %s", status, b)
+	}
+	var dl wire.DeviceLogin
+	if err := json.Unmarshal(b, &dl); err != nil {
+		t.Fatal(err)
+	}
+	poll := func() (int, []byte) {
+		return postJSON(t, e.url+"/api/v1/auth/device/token", wire.DeviceTokenRequest{DeviceCode: dl.DeviceCode})
+	}
+	if status, b := poll(); status != http.StatusBadRequest || !strings.Contains(string(b), `"authorization_pending"`) {
+		t.Fatalf("device poll from the limited address: %d %s, want authorization_pending", status, b)
+	}
+	e.op.ApproveDevice(t, browser(t, nil), dl.UserCode, carol.Name, carol.Password)
+	deadline := time.Now().Add(20 * time.Second)
+	for status, b = poll(); status == http.StatusBadRequest && time.Now().Before(deadline); status, b = poll() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status != http.StatusOK {
+		t.Fatalf("device login from the limited address after approval: %d %s", status, b)
+	}
+	if evs := e.events(t, audit.LoginSucceeded); len(evs) != 2 {
+		t.Errorf("%d login.succeeded events, want 2 (browser and device)", len(evs))
 	}
 }
