@@ -3,9 +3,13 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -23,5 +27,36 @@ func BenchmarkCreateRequest(b *testing.B) {
 		if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: src, Duration: wire.Duration(time.Hour), Reason: "bench"}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkBadTokenWhileLimited measures what one bad bearer token costs the
+// server once its address is over the failed-login limit (one token lookup,
+// a 429, no audit row), next to a valid token's whoami: a flood is cheap to
+// refuse, so no cache of refused tokens is kept.
+func BenchmarkBadTokenWhileLimited(b *testing.B) {
+	e := newEnvWith(b, func(d *api.Deps) { d.FailedLogins = api.LoginLimit{} })
+	for i := range 5 {
+		e.raw(b, http.MethodGet, "/api/v1/whoami", fmt.Sprintf("jga_bad%d", i), "", nil)
+	}
+	for _, bc := range []struct {
+		name, token string
+		want        int
+	}{
+		{"bad token (429)", "jga_" + strings.Repeat("A", 43), http.StatusTooManyRequests},
+		{"valid token (200)", e.admin, http.StatusOK},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, "/api/v1/whoami", nil)
+			req.RemoteAddr = "127.0.0.1:1234"
+			req.Header.Set("Authorization", "Bearer "+bc.token)
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				e.handler.ServeHTTP(w, req)
+				if w.Code != bc.want {
+					b.Fatalf("status %d, want %d", w.Code, bc.want)
+				}
+			}
+		})
 	}
 }
