@@ -300,6 +300,7 @@ func TestTargetNamesCannotBeProbed(t *testing.T) {
 		{"GET", "/api/v1/audit?target=NAME", ""},
 		{"GET", "/api/v1/requests?target=NAME", ""},
 		{"POST", "/api/v1/targets", `{"name":"web-02","gateway":"NAME","address":"10.0.0.9"}`},
+		{"POST", "/api/v1/targets", `{"name":"NAME"}`},
 		{"POST", "/api/v1/policies/enable", `{"selector":"group=NAME","default":true}`},
 	} {
 		for who, tok := range map[string]string{"no role": nobody, "roles elsewhere": outside} {
