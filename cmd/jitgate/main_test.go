@@ -373,6 +373,7 @@ func TestUsageErrors(t *testing.T) {
 		{"output yaml", []string{"target", "list", "--output", "yaml"}, []string{"--output", "yaml"}},
 		{"apply without file", []string{"apply"}, []string{"-f FILE"}},
 		{"bad label", []string{"target", "add", "x", "--label", "novalue"}, []string{"KEY=VALUE"}},
+		{"negative brute-force threshold", []string{"server", "--data-dir", "/nonexistent/jitgate", "--brute-force-threshold", "-1"}, []string{"--brute-force-threshold", "0 (never)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -499,4 +500,13 @@ func TestPrecedence(t *testing.T) {
 		c := &cli{t: t, env: map[string]string{"XDG_CONFIG_HOME": dir}}
 		checkOneLineError(t, c.run("target", "list"), "tokn", "unknown")
 	})
+}
+
+// TestAgentRefusesRemotePlainHTTP: the agent command stops with one line
+// before it sends the enrollment token to a plain-http server that is not
+// loopback, and names the flag that allows it.
+func TestAgentRefusesRemotePlainHTTP(t *testing.T) {
+	c := &cli{t: t, env: map[string]string{}}
+	r := c.run("agent", "--dry-run", "--server", "http://192.0.2.2:8080", "--enroll-token", "jge_x", "--state-dir", t.TempDir())
+	checkOneLineError(t, r, "plain HTTP", "--insecure-http")
 }
