@@ -38,7 +38,7 @@ open (or the request failed), and fails when it did not open.`,
 	f := cmd.Flags()
 	f.StringArrayVarP(&ports, "port", "p", nil, "port: 22, 22/tcp or 53/udp (repeatable)")
 	f.StringVar(&source, "source", "my-ip", "source: my-ip, an address or a CIDR prefix")
-	f.StringVar(&reason, "reason", "", "why you need access (recorded in the audit trail)")
+	f.StringVar(&reason, "reason", "", "why you need access: one line, at most 1000 characters (recorded in the audit trail)")
 	f.Var(newDuration(&duration, 0), "duration", "how long, such as 30m or 1h (required)")
 	f.BoolVarP(&wait, "wait", "w", false, "wait until the port is open or the request failed")
 	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long")
