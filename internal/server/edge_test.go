@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,5 +138,38 @@ func TestBruteForceThresholdSetting(t *testing.T) {
 				t.Errorf("%d attack.suspected events after %d blocked attempts, want %d: %+v", len(es), tc.attempts, tc.want, es)
 			}
 		})
+	}
+}
+
+// TestFloodOfBadTokensIsQuiet: a flood of bad tokens from one address costs
+// one log line (and one audit event) for each of the first five failures,
+// then nothing per refused attempt; a valid token from the same address is
+// still served.
+func TestFloodOfBadTokensIsQuiet(t *testing.T) {
+	var logs lockedBuffer
+	addr, admin := startServer(t, Config{Listen: "127.0.0.1:0"}, &logs)
+	statuses := map[int]int{}
+	for i := range 50 {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/v1/whoami", nil)
+		req.Header.Set("Authorization", fmt.Sprintf("Bearer jga_bogus%d", i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+	}
+	if statuses[http.StatusUnauthorized] != 5 || statuses[http.StatusTooManyRequests] != 45 {
+		t.Fatalf("answers %v, want 5 × 401 then 45 × 429", statuses)
+	}
+	if _, err := admin.Whoami(context.Background()); err != nil {
+		t.Fatalf("admin from the flooding address: %v", err)
+	}
+	out := logs.String()
+	if n := strings.Count(out, `msg="login failed"`); n != 5 {
+		t.Errorf("%d \"login failed\" lines, want 5", n)
+	}
+	if n := strings.Count(out, "status=429"); n != 0 {
+		t.Errorf("%d log lines for 429 answers, want none (the flood must not fill the log)", n)
 	}
 }

@@ -330,8 +330,11 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		next.ServeHTTP(rec, r)
+		// Refusals are worth a line, except 429s: they answer floods, and a
+		// line each would make the flood the log's (the failed-login limit
+		// and the request caps count them and audit one event per period).
 		level := slog.LevelDebug
-		if rec.status >= 400 {
+		if rec.status >= 400 && rec.status != http.StatusTooManyRequests {
 			level = slog.LevelInfo
 		}
 		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
