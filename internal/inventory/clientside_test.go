@@ -48,3 +48,51 @@ func TestClientSide(t *testing.T) {
 		}
 	}
 }
+
+// FuzzClientSide feeds arbitrary links and addresses (an agent's report is
+// untrusted input): ClientSide never panics, and when it says an address is
+// on the client side, the prefix it names holds the address, belongs to the
+// link it names, is the most specific one holding it, and that link holds a
+// default route or the public address.
+func FuzzClientSide(f *testing.F) {
+	f.Add("eth0", "192.0.2.0/24", false, "eth1", "198.51.100.0/24", true, "192.0.2.254", "192.0.2.50")
+	f.Add("eth0", "2001:db8::/64", false, "eth1", "2001:db8::/48", false, "2001:db8::fe", "2001:db8:0:1::5")
+	f.Add("eth0", "10.0.0.0/8", true, "eth0", "not a prefix", false, "", "10.1.2.3")
+	f.Add("a", "::ffff:192.0.2.0/120", false, "b", "0.0.0.0/0", false, "::ffff:192.0.2.1", "192.0.2.9")
+	f.Fuzz(func(t *testing.T, l1, p1 string, d1 bool, l2, p2 string, d2 bool, public, addr string) {
+		inv := &wire.Inventory{Links: []wire.Link{{Name: l1, Prefixes: []string{p1}, Default: d1}, {Name: l2, Prefixes: []string{p2}, Default: d2}}}
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			return
+		}
+		pub, _ := netip.ParseAddr(public)
+		b, ok := ClientSide(inv, pub, a)
+		if !ok {
+			return
+		}
+		if !b.Prefix.Contains(a.Unmap()) || b.Address != a.Unmap() {
+			t.Fatalf("ClientSide(%s) = %+v: the prefix does not hold the address", a, b)
+		}
+		owner := false
+		for _, l := range inv.Links {
+			for _, s := range l.Prefixes {
+				p, err := netip.ParsePrefix(s)
+				if err != nil || !p.Contains(a.Unmap()) {
+					continue
+				}
+				if p.Bits() > b.Prefix.Bits() {
+					t.Fatalf("ClientSide(%s) = %+v, but %s on %s is more specific", a, b, p, l.Name)
+				}
+				if l.Name == b.Link && p == b.Prefix {
+					owner = true
+				}
+			}
+		}
+		if !owner || b.Why == "" {
+			t.Fatalf("ClientSide(%s) = %+v: link and prefix do not match the report %+v", a, b, inv.Links)
+		}
+		if msg := b.Explain("gw"); !strings.Contains(msg, b.Link) {
+			t.Fatalf("Explain = %q", msg)
+		}
+	})
+}

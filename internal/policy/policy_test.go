@@ -585,6 +585,21 @@ func TestNormalizeErrors(t *testing.T) {
 			wantField: "rules[1].port", wantReason: "1 to 65535",
 		},
 		{
+			name:      "mapped port below the gateways' range",
+			in:        policy.Policy{Rules: []policy.Rule{{Port: tcp(22), Publish: true, MappedPort: 22}}},
+			wantField: "rules[0].mapped_port", wantReason: "22 is outside the range 20000-29999",
+		},
+		{
+			name:      "mapped port above the gateways' range",
+			in:        policy.Policy{Rules: []policy.Rule{{Port: tcp(22)}, {Port: tcp(3389), Publish: true, MappedPort: 30000}}},
+			wantField: "rules[1].mapped_port", wantReason: "30000 is outside the range 20000-29999",
+		},
+		{
+			name:      "mapped port without publish",
+			in:        policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MappedPort: 20022}}},
+			wantField: "rules[0].mapped_port", wantReason: "only a published port",
+		},
+		{
 			name:      "bad protocol",
 			in:        policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22, Protocol: "icmp"}}}},
 			wantField: "rules[0].protocol", wantReason: "tcp or udp",
