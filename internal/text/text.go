@@ -43,7 +43,7 @@ func Check(s string) error {
 			}
 		}
 		if refused(r) {
-			return fmt.Errorf("holds the control character %s at character %d (control characters, newlines and bidirectional overrides are refused)", quoteRune(r), Len(s[:i])+1)
+			return fmt.Errorf("holds the character %s at character %d (control characters, newlines and bidirectional overrides are refused)", quoteRune(r), Len(s[:i])+1)
 		}
 	}
 	return nil
