@@ -65,8 +65,11 @@ func NewRefusalLog(st auditWriter, log *slog.Logger) *RefusalLog {
 	return &RefusalLog{st: st, log: log, window: RefusalWindow, open: map[refusalKey]*refusal{}}
 }
 
-// Record counts a refusal; e.At is when it happened.
+// Record counts a refusal; e.At is when it happened. What it writes at once
+// (after Close, or when the table is full) is written even if ctx (the
+// refused request's) is cancelled meanwhile.
 func (l *RefusalLog) Record(ctx context.Context, e audit.Event) {
+	ctx = context.WithoutCancel(ctx)
 	k := refusalKey{actor: e.Actor, action: e.Action, target: e.Target, reason: e.Reason}
 	l.mu.Lock()
 	if l.closed {

@@ -77,6 +77,19 @@ func testLiveCaps(t *testing.T, s *store.Store) {
 	if _, err := s.CreateRequest(t.Context(), bob, "web-1", ask("198.51.100.201/32", time.Hour, tcp(443)), limits, at(2*time.Minute)); err != nil {
 		t.Fatalf("a request after a revocation: %v", err)
 	}
+	// Requests the sweeper ends free their places too; the cap still holds.
+	if _, err := s.Sweep(t.Context(), at(3*time.Hour), activation); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		_, err := s.CreateRequest(t.Context(), alice, "web-1", ask(fmt.Sprintf("198.51.100.%d/32", 100+i), time.Hour, tcp(443)), limits, at(3*time.Hour))
+		if i < 3 && err != nil {
+			t.Fatalf("request %d after the sweep: %v", i, err)
+		}
+		if i == 3 && !errors.As(err, &le) {
+			t.Fatalf("a 4th live request after the sweep: %v, want the per-requester cap", err)
+		}
+	}
 }
 
 // testPruneTokens: expired tokens (sessions, personal, enrollment) are
