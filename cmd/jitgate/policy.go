@@ -243,7 +243,7 @@ still be closed.`,
 		if a.jsonOut() {
 			return a.printJSON(map[string]any{"target": args[0], "removed": true, "policy_removal": t.PolicyRemoval})
 		}
-		fmt.Fprintf(a.stdout, "%s: policy removed; %s\n", args[0], describePolicyRemoval(t.PolicyRemoval))
+		fmt.Fprintf(a.stdout, "%s: policy removed; %s\n", esc(args[0]), esc(describePolicyRemoval(t.PolicyRemoval)))
 		return nil
 	})
 	return cmd

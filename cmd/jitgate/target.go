@@ -270,7 +270,7 @@ agent applies the next revision, which confirms the revocations.`,
 		if a.jsonOut() {
 			return a.printJSON(map[string]any{"target": args[0], "removed": true})
 		}
-		fmt.Fprintf(a.stdout, "target %s removed; its live requests are revoked (see 'jitgate target remove --help' for what happens to its firewall)\n", args[0])
+		fmt.Fprintf(a.stdout, "target %s removed; its live requests are revoked (see 'jitgate target remove --help' for what happens to its firewall)\n", esc(args[0]))
 		return nil
 	})
 	return cmd

@@ -435,8 +435,10 @@ func confirmRemovals(ctx context.Context, tx *sql.Tx, enforcer string, rev int64
 // deadline has not passed (they may still be open), and the targets whose
 // policy removal is not confirmed yet (their ports may still be closed).
 func (s *Store) UnconfirmedRemovals(ctx context.Context, now time.Time) (requests, policies int, err error) {
+	// The deadline condition only narrows the scan (removals of removed
+	// targets are never confirmed and would pile up); the domain decides.
 	rows, err := s.db.QueryContext(ctx, `SELECT removal_revision, removal_enforcer, removal_at, expires_at FROM requests
-		WHERE removal_revision > 0 AND removal_confirmed_at IS NULL`)
+		WHERE removal_revision > 0 AND removal_confirmed_at IS NULL AND expires_at > $1`, ms(now))
 	if err != nil {
 		return 0, 0, fmt.Errorf("counting unconfirmed removals: %w", err)
 	}
