@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -343,5 +345,48 @@ func TestPruneDrainsInBatches(t *testing.T) {
 	}
 	if !f.before.Equal(now.Add(-deliveryRetention)) {
 		t.Errorf("deliveries pruned before %v, want %v", f.before, now.Add(-deliveryRetention))
+	}
+}
+
+// TestRefusalsFlushedAtShutdown: identical refusals still being counted when
+// the server stops are written, as one event with their count, before the
+// store closes.
+func TestRefusalsFlushedAtShutdown(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Listen: "127.0.0.1:0", DataDir: data, Logger: slog.New(slog.DiscardHandler), Ready: func(a string) { ready <- a }})
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("server stopped at start: %v", err)
+	}
+	raw, err := os.ReadFile(filepath.Join(data, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := client.New("http://"+addr, strings.TrimSpace(string(raw)))
+	const n = 5
+	for range n {
+		if _, err := admin.Revoke(context.Background(), "r-nosuchrequest", ""); client.StatusOf(err) != http.StatusNotFound {
+			t.Fatalf("revoking a request that does not exist: %v, want 404", err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(data, "jitgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	es, err := st.ListAudit(context.Background(), store.AuditFilter{Action: string(audit.AccessDenied)})
+	if err != nil || len(es) != 1 || es[0].Details["count"] != float64(n) {
+		t.Fatalf("access.denied events after shutdown: %+v, %v; want one with count %d", es, err, n)
 	}
 }
