@@ -377,7 +377,10 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 		polledAt := time.Now()
 		callCtx, cancel := context.WithTimeout(ctx, wait+callGrace)
-		ds, err := a.srv.Desired(callCtx, a.applied, wait)
+		// after is the highest revision ever applied (also across restarts):
+		// a server that knows less than that has lost its database's recent
+		// past, and can tell even when later changes caught up with it.
+		ds, err := a.srv.Desired(callCtx, max(a.applied, a.highWater), wait)
 		cancel()
 		if err == nil {
 			err = a.checkTarget(ds)

@@ -82,6 +82,18 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	if err := a.Presence.MarkConnected(r.Context(), target, a.clientAddr(r).String()); err != nil {
 		return a.goneOr(err)
 	}
+	// after is the highest revision the agent applied. One above anything
+	// this process knew for the target, while the target's revision has
+	// already caught up with it (so the agent cannot tell), means the
+	// database went back and later changes reused the agent's revision
+	// numbers: end what the older copy brought back before answering.
+	if t, err := a.Store.GetTarget(r.Context(), target); err != nil {
+		return a.goneOr(err)
+	} else if t.Revision >= after {
+		if err := a.agentAhead(r.Context(), target, after, a.Now()); err != nil {
+			return a.goneOr(err)
+		}
+	}
 	deadline := time.Now().Add(wait)
 	for {
 		ch := a.Hub.Watch(target)
@@ -95,6 +107,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 				return a.goneOr(err)
 			}
 			if gs.Revision != after || time.Until(deadline) <= 0 || r.Context().Err() != nil {
+				a.known.raise(target, gs.Revision)
 				writeJSON(w, http.StatusOK, wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
 					Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published})
 				return nil
@@ -111,6 +124,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		// not know (it was restored from an older copy); answer at once so
 		// that the agent can say so (see AgentReport.HighWater).
 		if rev != after || remaining <= 0 || r.Context().Err() != nil {
+			a.known.raise(target, rev)
 			ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
 			if pol != nil {
 				for _, rule := range pol.Rules {
@@ -125,6 +139,62 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		}
 		waitFor(r.Context(), ch, remaining)
 	}
+}
+
+// agentAhead handles an agent that says it applied revision agentRev of
+// target: above the highest revision this process knows for the target (the
+// revision at start or any served since; without RevisionsAtStart, the
+// current one), it is the sign of a database that went back, and
+// store.AgentAhead ends what the older copy brought back.
+func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now time.Time) error {
+	known, ok := a.known.get(target)
+	if !ok {
+		t, err := a.Store.GetTarget(ctx, target)
+		if err != nil {
+			return err
+		}
+		known = t.Revision
+	}
+	if agentRev <= known {
+		return nil
+	}
+	ended, newRev, err := a.Store.AgentAhead(ctx, target, agentRev, known, now)
+	if err != nil {
+		return err
+	}
+	a.known.raise(target, newRev)
+	a.Logger.Warn("an agent had applied a higher revision than this server knows (database restored from an older copy?): the target's live grants ended",
+		"target", target, "agent_revision", agentRev, "known_revision", known, "ended_requests", ended, "new_revision", newRev)
+	return nil
+}
+
+// knownRevisions is the highest revision of each target this server process
+// knows: the one in the database at start, raised by every answer to an
+// agent. An agent can only have applied a revision some server sent it, and
+// a server only sends committed ones, so an agent claiming more than that
+// proves the database went back. nil (the check off) knows nothing.
+type knownRevisions struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+// get returns the known revision; ok is false when the check is off.
+func (k *knownRevisions) get(target string) (int64, bool) {
+	if k == nil {
+		return 0, false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.m[target], true
+}
+
+func (k *knownRevisions) raise(target string, rev int64) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[target] = max(k.m[target], rev)
 }
 
 // goneOr turns "target not found" into 410 Gone for the agent: its target
@@ -166,13 +236,8 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		// The agent refused our state because it had applied a higher
 		// revision: the database went back. End what the copy brought
 		// back for this target before anything else is recorded.
-		ended, lifted, err := a.Store.AgentAhead(r.Context(), p.Subject, in.HighWater, now)
-		if err != nil {
+		if err := a.agentAhead(r.Context(), p.Subject, in.HighWater, now); err != nil {
 			return a.goneOr(err)
-		}
-		if lifted {
-			a.Logger.Warn("an agent had applied a higher revision than the database holds (restored from an older copy?): its live grants ended",
-				"target", p.Subject, "agent_revision", in.HighWater, "ended_requests", ended)
 		}
 	}
 	activated, err := a.Store.ReportApplied(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now)

@@ -13,6 +13,7 @@ import (
 	"context"
 	_ "embed"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -56,11 +57,18 @@ type Deps struct {
 	// private addresses (the deliverer's notify.Options.AllowPrivate must
 	// agree: it checks the dialled address).
 	WebhookAllowPrivate bool
+	// RevisionsAtStart are the targets' revisions when the server started
+	// (after its restore guard). With them, an agent that claims a revision
+	// above both that and every revision served since is taken for a sign
+	// that the database went back (agent.go, knownRevisions); nil turns
+	// that check off.
+	RevisionsAtStart map[string]int64
 }
 
 type api struct {
 	Deps
-	logins *logins // single sign-on in progress and failed-login limits (sso.go)
+	logins *logins         // single sign-on in progress and failed-login limits (sso.go)
+	known  *knownRevisions // highest revision of each target known to this process (agent.go)
 }
 
 // New returns the HTTP handler of the whole API.
@@ -69,6 +77,9 @@ func New(d Deps) http.Handler {
 		d.Now = time.Now
 	}
 	a := &api{Deps: d, logins: newLogins(d.FailedLogins)}
+	if d.RevisionsAtStart != nil {
+		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}
+	}
 	if d.Registry != nil && d.Store != nil {
 		d.Registry.MustRegister(newBlockedCollector(d.Store), newRemovalCollector(d.Store, d.Now))
 	}

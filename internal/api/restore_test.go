@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -57,5 +58,57 @@ func TestAgentAheadOfDatabase(t *testing.T) {
 	}
 	if next.Revision <= hw || len(next.Grants) != 0 {
 		t.Errorf("desired state after the report: revision %d with %d grants, want above %d with none", next.Revision, len(next.Grants), hw)
+	}
+}
+
+// TestAgentAheadAfterTheDatabaseCaughtUp: the database went back and later
+// changes already reused the revision number the agent applied, so the
+// agent cannot see anything wrong. The server can: the agent's poll claims a
+// revision this server process never had at start nor served. It ends the
+// target's live grants before answering, and answers a revision above both.
+func TestAgentAheadAfterTheDatabaseCaughtUp(t *testing.T) {
+	e := newEnvWith(t, func(d *api.Deps) { d.RevisionsAtStart = map[string]int64{} })
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
+	old, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.1/32",
+		Duration: wire.Duration(30 * time.Minute), Reason: "in the restored copy, revoked since"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A change the server has not sent yet takes the next revision number,
+	// which the agent had applied (with other contents) before the restore.
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.2/32",
+		Duration: wire.Duration(30 * time.Minute), Reason: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	reused := ds.Revision + 1
+	got, err := agent.Desired(ctx, reused, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Revision <= reused || len(got.Grants) != 0 {
+		t.Errorf("answer to an agent at revision %d: revision %d with grants %+v; want a higher revision without the restored grants", reused, got.Revision, got.Grants)
+	}
+	r, err := e.c.Request(ctx, old.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != "revoked" || !strings.Contains(r.Message, "database restored") {
+		t.Errorf("restored request: %s %q, want revoked by the restore", r.State, r.Message)
+	}
+
+	// A normal poll afterwards changes nothing more.
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.3/32",
+		Duration: wire.Duration(30 * time.Minute), Reason: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := agent.Desired(ctx, got.Revision, 0)
+	if err != nil || len(next.Grants) != 1 {
+		t.Errorf("next poll: %+v, %v; want the new grant", next, err)
 	}
 }

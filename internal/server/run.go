@@ -119,11 +119,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	refusals := api.NewRefusalLog(st, log)
+	// What this process knows of each target's revision, after the guard:
+	// an agent claiming more proves the database went back (api.agentAhead).
+	revisionsAtStart, err := st.TargetRevisions(ctx)
+	if err != nil {
+		return err
+	}
 	handler := api.New(api.Deps{
 		Store: st, Hub: hub, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies,
 		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
 		Metrics: metrics, Registry: reg, Logger: log, SSO: sso, Refusals: refusals,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
+		RevisionsAtStart:    revisionsAtStart,
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,

@@ -98,16 +98,21 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 	return ended, nil
 }
 
-// AgentAhead handles an agent's report that it had applied revision
-// highWater of target while the database holds a lower one: the database
+// AgentAhead handles an agent that says it applied revision highWater of
+// target when the server knew that target only up to revision known (its
+// revision when the server started, or any it served since): the database
 // went back (restored from an older copy) and may hold grants that were
-// revoked or expired since. In one transaction it revokes every live request
-// the agent enforces (the target's, or those of the targets behind the
-// gateway), audited, and moves the target's revision to highWater+1 so that
-// the agent accepts the state again. When the database has meanwhile caught
-// up (revision ≥ highWater) it does nothing. It returns how many requests it
-// ended and whether it moved the revision.
-func (s *Store) AgentAhead(ctx context.Context, target string, highWater int64, now time.Time) (ended int, lifted bool, err error) {
+// revoked or expired since, possibly under revision numbers the agent
+// already applied with other contents. In one transaction it revokes every
+// live request the agent enforces (the target's, or those of the targets
+// behind the gateway), audited, and moves the target's revision above both
+// highWater and its current one, so that the agent accepts the state again
+// and no number is reused. When highWater ≤ known it does nothing. It
+// returns how many requests it ended and the new revision (0: nothing done).
+func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known int64, now time.Time) (ended int, newRev int64, err error) {
+	if highWater <= known {
+		return 0, 0, nil
+	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var current int64
 		err := tx.QueryRowContext(ctx, `SELECT revision FROM targets WHERE name = $1`, target).Scan(&current)
@@ -117,38 +122,55 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater int64, 
 		if err != nil {
 			return fmt.Errorf("reading target %s: %w", target, err)
 		}
-		if highWater <= current {
-			return nil
-		}
 		enforced := `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1))`
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+enforced, target).Scan(&ended); err != nil {
 			return fmt.Errorf("counting live requests of %s: %w", target, err)
 		}
-		reason := fmt.Sprintf("database restored: grant ended (the agent of %s had applied revision %d, the database only knew revision %d); request access again",
-			target, highWater, current)
+		reason := fmt.Sprintf("database restored: grant ended (the agent of %s had applied revision %d, the database knew only revision %d); request access again",
+			target, highWater, known)
 		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoked, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
 			return err
 		}
-		// Ending them advanced the revision (their removals await the
-		// agent's confirmation): lift from where it is now.
+		// Ending them may have advanced the revision (their removals await
+		// the agent's confirmation): lift from where it is now.
 		var after int64
 		if err := tx.QueryRowContext(ctx, `SELECT revision FROM targets WHERE name = $1`, target).Scan(&after); err != nil {
 			return fmt.Errorf("reading target %s: %w", target, err)
 		}
-		if _, err := liftRevisions(ctx, tx, `name = $2`, []any{target}, highWater+1-after); err != nil {
+		newRev = max(after, highWater) + 1
+		if _, err := liftRevisions(ctx, tx, `name = $2`, []any{target}, newRev-after); err != nil {
 			return err
 		}
-		lifted = true
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, Action: audit.AgentRevisionAhead, Target: target, Reason: reason,
-			Details: map[string]any{"agent_revision": highWater, "database_revision": current, "ended": ended}})
+			Details: map[string]any{"agent_revision": highWater, "known_revision": known, "database_revision": current, "ended": ended}})
 	})
 	if err != nil {
-		return 0, false, err
+		return 0, 0, err
 	}
-	if lifted {
-		s.changed(target)
+	s.changed(target)
+	return ended, newRev, nil
+}
+
+// TargetRevisions returns every target's revision; the server reads them
+// at start, as the highest revisions it knows (see AgentAhead).
+func (s *Store) TargetRevisions(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, revision FROM targets`)
+	if err != nil {
+		return nil, fmt.Errorf("reading revisions: %w", err)
 	}
-	return ended, lifted, nil
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var (
+			n string
+			r int64
+		)
+		if err := rows.Scan(&n, &r); err != nil {
+			return nil, fmt.Errorf("reading revisions: %w", err)
+		}
+		out[n] = r
+	}
+	return out, rows.Err()
 }
 
 // liftRevisions adds lift to the revision of the targets matching where

@@ -53,9 +53,9 @@ func TestAgentAheadEndsLiveGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ended, lifted, err := s.AgentAhead(ctx, "web-1", rev+3, t0.Add(time.Minute))
-	if err != nil || ended != 1 || !lifted {
-		t.Fatalf("AgentAhead = %d, %v, %v; want 1 request ended and the revision lifted", ended, lifted, err)
+	ended, newRev, err := s.AgentAhead(ctx, "web-1", rev+3, rev, t0.Add(time.Minute))
+	if err != nil || ended != 1 || newRev != rev+4 {
+		t.Fatalf("AgentAhead = %d, %d, %v; want 1 request ended and revision %d", ended, newRev, err, rev+4)
 	}
 	got, err := s.GetRequest(ctx, req.ID)
 	if err != nil {
@@ -80,11 +80,19 @@ func TestAgentAheadEndsLiveGrants(t *testing.T) {
 		t.Errorf("%d agent.revision_ahead events, want 1", n)
 	}
 
-	// The same report again (the agent retries): nothing more happens.
-	if ended, lifted, err := s.AgentAhead(ctx, "web-1", rev+3, t0.Add(2*time.Minute)); err != nil || ended != 0 || lifted {
-		t.Errorf("repeated AgentAhead = %d, %v, %v; want a no-op", ended, lifted, err)
+	// The same report again, now that the server knows revision rev+4:
+	// nothing more happens.
+	if ended, newRev, err := s.AgentAhead(ctx, "web-1", rev+3, rev+4, t0.Add(2*time.Minute)); err != nil || ended != 0 || newRev != 0 {
+		t.Errorf("repeated AgentAhead = %d, %d, %v; want a no-op", ended, newRev, err)
 	}
-	if _, _, err := s.AgentAhead(ctx, "nope", 9, t0); !errors.Is(err, store.ErrNotFound) {
+
+	// Later changes already carried the revision past the agent's (the
+	// agent cannot tell): the revision still moves above both.
+	cur, _, _, _ := s.DesiredState(ctx, "web-1", t0)
+	if _, newRev, err := s.AgentAhead(ctx, "web-1", cur-1, cur-2, t0.Add(3*time.Minute)); err != nil || newRev != cur+1 {
+		t.Errorf("AgentAhead below the current revision = %d, %v; want revision %d", newRev, err, cur+1)
+	}
+	if _, _, err := s.AgentAhead(ctx, "nope", 9, 1, t0); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("AgentAhead of an unknown target = %v, want ErrNotFound", err)
 	}
 }
