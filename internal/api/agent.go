@@ -56,7 +56,8 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 }
 
 // desired is the agent's long-poll: it answers as soon as the target's
-// revision exceeds ?after=, or after the poll wait with the current state.
+// revision differs from ?after= (the highest revision the agent applied),
+// or after the poll wait with the current state.
 func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	target := p.Subject
 	q := r.URL.Query()

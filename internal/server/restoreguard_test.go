@@ -29,6 +29,7 @@ func openGuarded(t *testing.T, dir string, log *slog.Logger) *store.Store {
 		st.Close()
 		t.Fatalf("guardRestore: %v", err)
 	}
+	t.Cleanup(func() { g.close() })
 	st.OnChange(func(...string) {
 		if err := g.note(context.Background()); err != nil {
 			t.Errorf("note: %v", err)
@@ -168,9 +169,24 @@ func TestRestoreGuardWithoutMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = openGuarded(t, newHost, log)
-	defer st.Close()
 	if got, _ := st.GetRequest(ctx, req.ID); got.State != access.Revoked {
 		t.Errorf("request in a restored backup: %s, want revoked at the first start", got.State)
+	}
+
+	// A mark that cannot be read cannot vouch for the database: restore.
+	req2, err := st.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
+		Source: netip.MustParsePrefix("198.51.100.8/32"), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := os.WriteFile(filepath.Join(newHost, GenerationFile), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st = openGuarded(t, newHost, log)
+	defer st.Close()
+	if got, _ := st.GetRequest(ctx, req2.ID); got.State != access.Revoked {
+		t.Errorf("request after starting with an unreadable mark: %s, want revoked", got.State)
 	}
 }
 
@@ -191,5 +207,27 @@ func TestLockDataDir(t *testing.T) {
 		t.Errorf("lock after release: %v", err)
 	} else {
 		release2()
+	}
+}
+
+// BenchmarkRestoreMarkNote is what the restore guard adds to every
+// desired-state change: read the generation, rewrite the mark file.
+func BenchmarkRestoreMarkNote(b *testing.B) {
+	dir := b.TempDir()
+	st, err := store.OpenSQLite(b.Context(), filepath.Join(dir, "jitgate.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	g, err := guardRestore(b.Context(), st, dir, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.close()
+	for b.Loop() {
+		g.written = -1 // write every time, as after a real change
+		if err := g.note(b.Context()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -58,6 +58,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defer guard.close()
 	st.SetApprovalTimeout(cfg.ApprovalTimeout)
 	st.SetExpiryWarning(cfg.ExpiryWarning)
 	st.SetBruteForceThreshold(max(cfg.BruteForceThreshold, 0))
