@@ -164,6 +164,8 @@ type Agent struct {
 	applied    int64             // revision last applied successfully
 	highWater  int64             // highest revision ever applied (persisted; see rollback)
 	hwLoaded   bool              // highWater was read from the state directory
+	hwFile     *os.File          // the high-water mark, open once written
+	hwSized    bool              // hwFile was cut to the line's length
 	lastRS     *firewall.Ruleset // ruleset last applied successfully
 	refused    int64             // revision last refused as a rollback (log once per revision)
 	shift      time.Duration     // deadline shift in use (see nextShift)
@@ -259,6 +261,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.loadHighWater(); err != nil {
 		return err
 	}
+	defer a.closeHighWater()
 	return a.loop(ctx)
 }
 
@@ -444,6 +447,7 @@ func (a *Agent) removed(ctx context.Context) error {
 	} else {
 		a.log.Warn("the firewall backend cannot remove its table; leaving it as it is (ports stay closed)")
 	}
+	a.closeHighWater()
 	if err := removeHighWater(a.hwPath); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -541,7 +545,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 			// Remembered before the report: once the server has heard of a
 			// revision, this agent never takes an older one again.
 			a.highWater = cur.ds.Revision
-			if err := saveHighWater(a.hwPath, highWaterFile{Target: a.Status().Target, Revision: a.highWater}); err != nil {
+			if err := a.saveHighWater(); err != nil {
 				a.log.Error("cannot remember the applied revision in the state directory; a restart would not notice a server that went back", "err", err)
 			}
 		}

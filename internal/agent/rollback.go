@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,12 +18,14 @@ import (
 // agent applied, next to the credential.
 const highWaterName = "applied-revision"
 
-// highWaterFile is its content. Target ties it to the credential: a state
-// directory enrolled again as another target starts from zero.
-type highWaterFile struct {
-	Target   string `json:"target"`
-	Revision int64  `json:"revision"`
-}
+// highWaterFormat is the file's one line. The target ties it to the
+// credential: a state directory enrolled again as another target starts
+// from zero. The revision is fixed-width so that every update is one
+// in-place write of the same length: replacing the file by a rename would
+// make ext4 flush it on every applied revision (~0.5 ms measured, on the
+// grant path); an in-place write costs about a microsecond and is not torn
+// by a crash of the agent.
+const highWaterFormat = "jitgate applied revision %020d of target %q\n"
 
 // loadHighWater reads the high-water mark once, before the first poll. A
 // mark of another target than the credential's is ignored (the directory
@@ -36,49 +37,63 @@ func (a *Agent) loadHighWater() error {
 	}
 	b, err := os.ReadFile(a.hwPath)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0):
 	case err != nil:
 		return fmt.Errorf("agent: reading %s: %w", a.hwPath, err)
 	default:
-		var hw highWaterFile
-		if err := json.Unmarshal(b, &hw); err != nil || hw.Revision < 0 {
+		var (
+			rev    int64
+			target string
+		)
+		if _, err := fmt.Sscanf(string(b), highWaterFormat, &rev, &target); err != nil || rev < 0 {
 			return fmt.Errorf("agent: %s is not a revision mark (delete it only if this host's server was not restored from an older copy)", a.hwPath)
 		}
-		if target := a.Status().Target; target != "" && hw.Target != "" && hw.Target != target {
-			a.log.Info("ignoring the applied revision of another target", "file", a.hwPath, "its_target", hw.Target, "target", target)
+		if own := a.Status().Target; own != "" && target != "" && target != own {
+			a.log.Info("ignoring the applied revision of another target", "file", a.hwPath, "its_target", target, "target", own)
 		} else {
-			a.highWater = hw.Revision
+			a.highWater = rev
 		}
 	}
 	a.hwLoaded = true
 	return nil
 }
 
-// saveHighWater replaces the mark atomically. It is not fsynced: a crash of
-// the agent keeps it; a power loss that loses it also empties the kernel's
-// table, so nothing stays open that the mark was guarding.
-func saveHighWater(path string, hw highWaterFile) error {
-	b, _ := json.Marshal(hw)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating state directory: %w", err)
+// saveHighWater writes a.highWater to the mark, in place. It is not
+// fsynced: a crash of the agent keeps it; a power loss that loses it also
+// empties the kernel's table, so nothing stays open that the mark was
+// guarding (and the server's own check remains).
+func (a *Agent) saveHighWater() error {
+	if a.hwFile == nil {
+		if err := os.MkdirAll(filepath.Dir(a.hwPath), 0o700); err != nil {
+			return fmt.Errorf("creating state directory: %w", err)
+		}
+		f, err := os.OpenFile(a.hwPath, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("opening %s: %w", a.hwPath, err)
+		}
+		a.hwFile, a.hwSized = f, false
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+highWaterName+"-*.tmp")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	line := fmt.Sprintf(highWaterFormat, a.highWater, a.Status().Target)
+	if n, err := a.hwFile.WriteAt([]byte(line), 0); err != nil || n != len(line) {
+		return fmt.Errorf("writing %s: %d bytes, %w", a.hwPath, n, err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = f.Write(append(b, '\n'))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if !a.hwSized {
+		// The first write drops whatever longer content was there; later
+		// ones have the same length.
+		if err := a.hwFile.Truncate(int64(len(line))); err != nil {
+			return fmt.Errorf("writing %s: %w", a.hwPath, err)
+		}
+		a.hwSized = true
 	}
 	return nil
+}
+
+// closeHighWater closes the mark file (Run's end).
+func (a *Agent) closeHighWater() {
+	if a.hwFile != nil {
+		a.hwFile.Close()
+		a.hwFile = nil
+	}
 }
 
 // removeHighWater deletes the mark (the target was removed).
