@@ -259,7 +259,7 @@ func BackupSQLite(ctx context.Context, dbPath, to string, now time.Time) error {
 func RestoreSQLite(ctx context.Context, from, dbPath string, now time.Time) (replaced string, err error) {
 	src, err := openPlain(from, true)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("restore: %s is not a sound jitgate database: %w", from, err)
 	}
 	var n int
 	err = src.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n)
