@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,7 +49,14 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 		return nil, fmt.Errorf("agent: creating the lock directory: %w", err)
 	}
 	path := filepath.Join(dir, "agent-netns-"+id+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// World-readable (it names a pid, a target and a directory, no
+	// secret): an agent of another user that was given CAP_NET_ADMIN can
+	// still take (flock works on a read-only file) or see the lock.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	writable := err == nil
+	if errors.Is(err, fs.ErrPermission) {
+		f, err = os.Open(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: opening %s: %w", path, err)
 	}
@@ -65,9 +73,11 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 	if c, err := loadCredential(filepath.Join(stateDir, credentialName)); err == nil {
 		info.Target = c.Target
 	}
-	b, _ := json.Marshal(info)
-	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt(append(b, '\n'), 0)
+	if writable {
+		b, _ := json.Marshal(info)
+		if err := f.Truncate(0); err == nil {
+			f.WriteAt(append(b, '\n'), 0)
+		}
 	}
 	return &HostLock{f: f}, nil
 }
