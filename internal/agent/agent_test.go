@@ -558,6 +558,10 @@ func TestTargetRemovedRemovesTableAndCredential(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, credentialName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("credential file still there after 410 (stat: %v)", err)
 	}
+	// A target enrolled later from this directory starts from revision 0.
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, highWaterName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("applied-revision file still there after 410 (stat: %v)", err)
+	}
 }
 
 func TestCredentialForAnotherServerIsRefused(t *testing.T) {
