@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jitgate/jitgate/internal/store"
 )
 
 func TestAudit(t *testing.T) {
@@ -83,7 +85,7 @@ func TestAuditVerifyBroken(t *testing.T) {
 	if len(paths) != 1 {
 		t.Fatalf("found databases %v, want one", paths)
 	}
-	db, err := sql.Open("sqlite", "file:"+paths[0]+"?_pragma=busy_timeout(5000)")
+	db, err := sql.Open("sqlite", store.SQLiteDSN(paths[0], "_pragma=busy_timeout(5000)"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 // someone with access to the file could.
 func rwDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path, "_pragma=busy_timeout(5000)"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -241,7 +241,7 @@ func BackupSQLite(ctx context.Context, dbPath, to string, now time.Time) error {
 		return err
 	}
 	defer src.Close()
-	if _, err := src.ExecContext(ctx, `VACUUM INTO $1`, to); err != nil {
+	if _, err := src.ExecContext(ctx, `VACUUM INTO $1`, SQLiteDSN(to)); err != nil {
 		return fmt.Errorf("backup: copying %s to %s: %w", dbPath, to, err)
 	}
 	if err := markRestored(ctx, to, now); err != nil {
@@ -282,7 +282,7 @@ func RestoreSQLite(ctx context.Context, from, dbPath string, now time.Time) (rep
 	}
 	f.Close()
 	// VACUUM INTO also folds a WAL that came with the copy into one file.
-	_, err = src.ExecContext(ctx, `VACUUM INTO $1`, tmp)
+	_, err = src.ExecContext(ctx, `VACUUM INTO $1`, SQLiteDSN(tmp))
 	src.Close()
 	if err != nil {
 		os.Remove(tmp)
@@ -342,7 +342,7 @@ func openPlain(path string, mustExist bool) (*sql.DB, error) {
 			return nil, fmt.Errorf("opening %s: %w", path, err)
 		}
 	}
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)"
+	dsn := SQLiteDSN(path, "_pragma=busy_timeout(10000)", "_pragma=synchronous(FULL)")
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)

@@ -324,7 +324,7 @@ func TestSQLiteConcurrentWriters(t *testing.T) {
 
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path, "mode=ro", "_pragma=busy_timeout(5000)"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestSQLiteLegacyUserNamedLikeService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path, "_pragma=busy_timeout(5000)"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,8 +81,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("restricting %s: %w", p, err)
 		}
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	dsn := SQLiteDSN(path, "_pragma=journal_mode(WAL)", "_pragma=synchronous(FULL)",
+		"_pragma=busy_timeout(10000)", "_pragma=foreign_keys(1)", "_txlock=immediate")
 	db := sql.OpenDB(cachingConnector{dsn: dsn, drv: &sqlite.Driver{}})
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/store"
+
 	_ "modernc.org/sqlite" // the server's driver, to seed its database
 )
 
@@ -47,7 +49,7 @@ func SeedDB(ctx context.Context, path string, s Seed) error {
 	if s.Prefix == "" {
 		s.Prefix = "seed"
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path, "_pragma=busy_timeout(10000)", "_pragma=journal_mode(WAL)", "_txlock=immediate"))
 	if err != nil {
 		return err
 	}

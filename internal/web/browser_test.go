@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/web"
@@ -406,7 +407,7 @@ func measureDashboard(t *testing.T, l *testlab.Lab, admin *person) {
 	}
 	load("store as is")
 	l.Server.Kill()
-	db, err := sql.Open("sqlite", "file:"+l.DBPath())
+	db, err := sql.Open("sqlite", store.SQLiteDSN(l.DBPath()))
 	if err != nil {
 		t.Fatal(err)
 	}
