@@ -45,7 +45,7 @@ func (a *Agent) loadHighWater() error {
 			rev    int64
 			target string
 		)
-		if _, err := fmt.Sscanf(string(b), highWaterFormat, &rev, &target); err != nil || rev < 0 {
+		if _, err := fmt.Sscanf(string(b), highWaterFormat, &rev, &target); err != nil || rev < 0 || rev > wire.MaxRevision {
 			return fmt.Errorf("agent: %s is not a revision mark (delete it only if this host's server was not restored from an older copy)", a.hwPath)
 		}
 		if own := a.Status().Target; own != "" && target != "" && target != own {

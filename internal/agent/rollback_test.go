@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -139,6 +141,33 @@ func TestRestartedAgentRemembersAppliedRevision(t *testing.T) {
 		}
 		if err := stop(); err != nil {
 			t.Errorf("Run = %v", err)
+		}
+	})
+}
+
+// TestImpossibleAppliedRevisionRefused: an applied-revision file claiming a
+// revision no server can send (above wire.MaxRevision: tampered, or written
+// by something else) is not a mark. The agent stops with the file named
+// instead of reporting it (the server refuses such a claim) and touches
+// nothing: the kernel keeps the gate it has.
+func TestImpossibleAppliedRevisionRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		mark := fmt.Sprintf(highWaterFormat, int64(wire.MaxRevision)+1, "web-1")
+		if err := os.WriteFile(filepath.Join(dir, highWaterName), []byte(mark), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		backend := &fakeBackend{}
+		srv := newMemServer(protectedSSH(3))
+		_, stop := runInBubble(t, srv, backend, Config{StateDir: dir})
+		time.Sleep(time.Second)
+		synctest.Wait()
+		err := stop()
+		if err == nil || !strings.Contains(err.Error(), "not a revision mark") {
+			t.Errorf("Run = %v, want the mark refused", err)
+		}
+		if reps := srv.reportsSnapshot(); len(reps) != 0 {
+			t.Errorf("reports = %+v, want none", reps)
 		}
 	})
 }

@@ -64,8 +64,8 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	var after int64
 	if s := q.Get("after"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return invalidField("after", "must be a revision number")
+		if err != nil || n < 0 || n > wire.MaxRevision {
+			return invalidField("after", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
 		}
 		after = n
 	}
@@ -214,6 +214,9 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	}
 	if in.Revision < 0 {
 		return invalidField("revision", "must not be negative")
+	}
+	if in.HighWater < 0 || in.HighWater > wire.MaxRevision {
+		return invalidField("high_water", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
 	}
 	if len(in.Error) > 4096 {
 		in.Error = in.Error[:4096]

@@ -2,11 +2,15 @@ package api_test
 
 import (
 	"context"
+	"errors"
+	"math"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -110,5 +114,43 @@ func TestAgentAheadAfterTheDatabaseCaughtUp(t *testing.T) {
 	next, err := agent.Desired(ctx, got.Revision, 0)
 	if err != nil || len(next.Grants) != 1 {
 		t.Errorf("next poll: %+v, %v; want the new grant", next, err)
+	}
+}
+
+// TestAgentClaimAboveMaxRevisionRefused: a compromised agent (or a tampered
+// applied-revision file) claims a revision near the int64 limit. Lifting the
+// target's revision and the database generation above it overflowed: the
+// generation saturated, which disabled the restore guard of every target.
+// The claim is refused with 422 and nothing changes.
+func TestAgentClaimAboveMaxRevisionRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
+	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "my-ip",
+		Duration: wire.Duration(30 * time.Minute), Reason: "deploy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hw := range []int64{wire.MaxRevision + 1, math.MaxInt64 - 5, math.MaxInt64} {
+		err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Error: "refusing revision: went back", HighWater: hw})
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || !strings.Contains(ae.Error(), "high_water") {
+			t.Errorf("report with high_water %d = %v, want 422 naming high_water", hw, err)
+		}
+	}
+	if _, err := agent.Desired(ctx, math.MaxInt64, 0); client.StatusOf(err) != http.StatusUnprocessableEntity {
+		t.Errorf("poll after=MaxInt64: %v, want 422", err)
+	}
+	next, err := agent.Desired(ctx, 0, 0)
+	if err != nil || next.Revision != ds.Revision || len(next.Grants) != 1 {
+		t.Errorf("desired state after the refused claims: %+v, %v; want revision %d with the grant", next, err, ds.Revision)
+	}
+	if got, err := e.c.Request(ctx, req.ID); err != nil || got.State == "revoked" {
+		t.Errorf("request after the refused claims: %+v, %v; want it untouched", got, err)
 	}
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // Generation returns the number of desired-state changes the database has
@@ -112,6 +113,11 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known int64, now time.Time) (ended int, newRev int64, err error) {
 	if highWater <= known {
 		return 0, 0, nil
+	}
+	if highWater > wire.MaxRevision {
+		// A claim no server can have sent: lifting to it would overflow
+		// the revisions and the generation of the whole database.
+		return 0, 0, fmt.Errorf("agent of %s claims revision %d, above the highest possible %d: %w", target, highWater, int64(wire.MaxRevision), ErrConflict)
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var current int64

@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // activeGrant seeds a target with an active request and returns it with the
@@ -163,5 +165,31 @@ func TestBackupAndRestoreSQLite(t *testing.T) {
 	}
 	if n := auditCount(t, s, audit.DatabaseRestored); n != 1 {
 		t.Errorf("%d database.restored events, want 1", n)
+	}
+}
+
+// TestAgentAheadRefusesImpossibleRevision: a claimed revision above
+// wire.MaxRevision is refused before any arithmetic, so neither the target's
+// revision nor the generation overflows (an overflow saturated the
+// generation, which ended the restore guard's detection for every target).
+func TestAgentAheadRefusesImpossibleRevision(t *testing.T) {
+	ctx := t.Context()
+	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
+	defer s.Close()
+	req, rev := activeGrant(t, s)
+	gen0, err := s.Generation(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hw := range []int64{wire.MaxRevision + 1, math.MaxInt64 - 5, math.MaxInt64} {
+		if _, _, err := s.AgentAhead(ctx, "web-1", hw, rev, t0.Add(time.Minute)); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("AgentAhead(%d) = %v, want ErrConflict", hw, err)
+		}
+	}
+	if gen, err := s.Generation(ctx); err != nil || gen != gen0 {
+		t.Errorf("generation after refused claims = %d, %v; want %d", gen, err, gen0)
+	}
+	if got, err := s.GetRequest(ctx, req.ID); err != nil || got.State != access.Active {
+		t.Errorf("request after refused claims = %s, %v; want active", got.State, err)
 	}
 }
