@@ -2,7 +2,6 @@ package api
 
 import (
 	"bufio"
-	"encoding/csv"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -139,14 +138,10 @@ func writeJSONLines(w *bufio.Writer, es []audit.Event) error {
 var csvHeader = []string{"id", "at", "actor", "action", "target", "request_id", "client_addr", "reason", "details"}
 
 func writeCSVHeader(w io.Writer) error {
-	cw := csv.NewWriter(w)
-	cw.Write(csvHeader)
-	cw.Flush()
-	return cw.Error()
+	return writeCSVRecord(w, csvHeader)
 }
 
 func writeCSVRows(w *bufio.Writer, es []audit.Event) error {
-	cw := csv.NewWriter(w)
 	for _, e := range es {
 		details := ""
 		if len(e.Details) > 0 {
@@ -156,12 +151,33 @@ func writeCSVRows(w *bufio.Writer, es []audit.Event) error {
 			}
 			details = string(b)
 		}
-		cw.Write([]string{strconv.FormatInt(e.ID, 10), e.At.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
+		if err := writeCSVRecord(w, []string{strconv.FormatInt(e.ID, 10), e.At.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 			csvCell(e.Actor), csvCell(string(e.Action)), csvCell(e.Target), csvCell(e.RequestID), csvCell(e.ClientAddr),
-			csvCell(e.Reason), details})
+			csvCell(e.Reason), details}); err != nil {
+			return err
+		}
 	}
-	cw.Flush()
-	return cw.Error()
+	return nil
+}
+
+// writeCSVRecord writes one CSV record (RFC 4180) with every cell quoted.
+// encoding/csv quotes only cells holding a comma, quote or line break, so a
+// reason such as "ok;=1+2" went out bare: a spreadsheet set to split on
+// semicolons (the default in many locales) cut it in two and ran the second
+// cell as a formula. Inside quotes no separator of any locale splits a cell.
+func writeCSVRecord(w io.Writer, cells []string) error {
+	var b strings.Builder
+	for i, c := range cells {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(strings.ReplaceAll(c, `"`, `""`))
+		b.WriteByte('"')
+	}
+	b.WriteByte('\n')
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // csvCell keeps a spreadsheet from reading free text (a request's reason)

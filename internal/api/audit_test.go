@@ -164,6 +164,47 @@ func TestAuditExportCSV(t *testing.T) {
 	}
 }
 
+// TestAuditExportCSVSemicolonLocale: a spreadsheet in a locale that splits
+// CSV on semicolons must not find a cell that starts a formula. Every ';'
+// (and tab) of the export lies inside a quoted cell, so no split happens,
+// and each cell still reads back whole with a comma-separated reader.
+func TestAuditExportCSVSemicolonLocale(t *testing.T) {
+	e := newEnv(t)
+	at := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	reasons := []string{"ok;=1+2", "INC-1;@SUM(1+1)", "a;-2+3;+4", "x\t=cmd|' /C calc'!A0"}
+	for _, r := range reasons {
+		if err := e.st.Audit(context.Background(), audit.Event{At: at, Actor: "bob;=1", Action: audit.RequestRefused, Target: "web-01", Reason: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.export(t, url.Values{"format": {"csv"}, "actor": {"bob;=1"}}, "text/csv", ".csv")
+	for n, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		quotes := 0
+		for i, c := range line {
+			switch c {
+			case '"':
+				quotes++
+			case ';', '\t':
+				if quotes%2 == 0 {
+					t.Errorf("line %d: %q at byte %d is outside quotes: a semicolon-locale spreadsheet splits the cell there:\n%s", n+1, c, i, line)
+				}
+			}
+		}
+	}
+	recs, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil || len(recs) != len(reasons)+1 {
+		t.Fatalf("export: %d records, %v:\n%s", len(recs), err, b)
+	}
+	for i, r := range reasons {
+		if got := recs[i+1][7]; got != r {
+			t.Errorf("reason %d = %q, want %q", i, got, r)
+		}
+		if got := recs[i+1][2]; got != "bob;=1" {
+			t.Errorf("actor = %q", got)
+		}
+	}
+}
+
 // TestAuditExportPages: an export holds every event, past the 1000 a
 // listing returns at most by default.
 func TestAuditExportPages(t *testing.T) {
