@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -43,6 +44,9 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, a.Logger, err)
 		return
+	}
+	if err == nil {
+		httpedge.Authenticated(r) // a valid enrollment token (see api.auth)
 	}
 	if err == nil && in.Mode != "" {
 		err = a.Store.RecordAgentReport(r.Context(), target, wire.AgentReport{Mode: in.Mode}, a.Now())

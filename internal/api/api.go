@@ -196,6 +196,9 @@ func (a *api) auth(h handlerFunc, kind string) http.Handler {
 			a.authFailed(w, r, fromCookie, err)
 			return
 		}
+		// The connection carries a valid credential: it no longer counts
+		// against its address's connection cap.
+		httpedge.Authenticated(r)
 		if fromCookie && !csrfOK(w, r) {
 			return
 		}

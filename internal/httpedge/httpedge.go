@@ -8,6 +8,7 @@
 package httpedge
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -102,4 +103,26 @@ func SetSessionCookies(w http.ResponseWriter, token, csrf string, maxAge int, se
 // ClearCookie tells the browser to drop the cookie name (Path /).
 func ClearCookie(w http.ResponseWriter, name string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Path: "/", MaxAge: -1})
+}
+
+type authenticatedKey struct{}
+
+// WithAuthenticated returns ctx (a connection's base context) carrying f,
+// which Authenticated calls. The server's connection cap counts only the
+// connections that have not yet carried a valid credential (f stops
+// counting one), so that nobody without a credential can hold the places
+// a valid client needs (internal/server connLimiter).
+func WithAuthenticated(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, authenticatedKey{}, f)
+}
+
+// Authenticated tells the connection r came on that r carried a valid
+// credential. The API and the console call it once a token, session
+// cookie or enrollment token checked out, before anything else is done
+// with the request; it does nothing for a request that came another way
+// (tests, in-process calls without a connection).
+func Authenticated(r *http.Request) {
+	if f, ok := r.Context().Value(authenticatedKey{}).(func()); ok {
+		f()
+	}
 }

@@ -54,7 +54,8 @@ type Config struct {
 	BodyTimeout time.Duration
 	// MaxConnsPerAddress caps the connections open at once from one client
 	// address (an IPv4 address or an IPv6 /64; default 64; negative: no
-	// cap). Trusted proxies are exempt.
+	// cap) that have not carried a valid credential; at the cap the oldest
+	// of them is closed (connLimiter). Trusted proxies are exempt.
 	MaxConnsPerAddress int
 	// PruneInterval is how often expired tokens and sessions and finished
 	// webhook deliveries are deleted (default 1 h).

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -54,27 +56,41 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// connLimiter caps the connections open at once from one address: an IPv4
-// address, or an IPv6 /64 (one host commonly holds a whole /64). Beyond the
-// cap a new connection is closed at once, before TLS or HTTP: a client
-// cannot exhaust the server's sockets, goroutines and handshake work alone.
-// An agent needs one or two connections, a CLI a few, a browser six. Peers
-// in exempt (the trusted reverse proxies, which carry everyone's
-// connections) are not counted.
+// connLimiter caps the connections open at once from one address (an IPv4
+// address, or an IPv6 /64: one host commonly holds a whole /64) that have
+// not yet carried a valid credential: a client without one cannot exhaust
+// the server's sockets, goroutines and handshake work alone. An agent needs
+// one or two connections, a CLI a few, a browser six. Peers in exempt (the
+// trusted reverse proxies, which carry everyone's connections) are not
+// counted.
+//
+// A connection stops counting once a request on it authenticated
+// (httpedge.Authenticated, through the server's ConnContext): its holder
+// is known and accountable, and its token can be revoked. At the cap, a new
+// connection is not refused: the oldest connection of that address that
+// never authenticated is closed to make room. Refusing the new one would
+// let anyone who shares an address with a valid client (an unprivileged
+// process on an agent's own host, a neighbour behind one NAT) hold the cap
+// with idle keep-alive connections and keep that client out: a lockout by
+// someone else's doing, which item 1 of the threat model forbids (see
+// docs/design.md). With eviction, such a squatter must open cap new
+// connections within the moment between a valid client's connect and its
+// first request's headers to push it out, and loses its own places doing so.
 type connLimiter struct {
 	net.Listener
 	max    int
 	exempt []netip.Prefix
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	open     map[netip.Prefix]int
+	mu sync.Mutex
+	// open holds, per address, the counted connections, oldest first.
+	open     map[netip.Prefix][]*countedConn
 	lastWarn time.Time
-	refused  int
+	evicted  int
 }
 
 func newConnLimiter(ln net.Listener, max int, exempt []netip.Prefix, log *slog.Logger) *connLimiter {
-	return &connLimiter{Listener: ln, max: max, exempt: exempt, log: log, open: map[netip.Prefix]int{}}
+	return &connLimiter{Listener: ln, max: max, exempt: exempt, log: log, open: map[netip.Prefix][]*countedConn{}}
 }
 
 // connKey is the address a connection is counted under.
@@ -91,37 +107,41 @@ func connKey(addr net.Addr) (netip.Prefix, bool) {
 	return p, true
 }
 
-// Accept returns the next connection within the cap; those beyond it are
-// closed and logged (at most once a minute, with a count).
+// Accept returns the next connection. When its address is at the cap, the
+// oldest of that address's counted connections is closed first (logged at
+// most once a minute, with a count).
 func (l *connLimiter) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		key, ok := connKey(c.RemoteAddr())
-		if !ok || l.isExempt(key.Addr()) {
-			return c, nil
-		}
-		l.mu.Lock()
-		if l.open[key] >= l.max {
-			l.refused++
-			warn := time.Since(l.lastWarn) >= time.Minute
-			refused := l.refused
-			if warn {
-				l.lastWarn, l.refused = time.Now(), 0
-			}
-			l.mu.Unlock()
-			c.Close()
-			if warn {
-				l.log.Warn("refused connections over the per-address cap", "address", key.String(), "cap", l.max, "refused", refused)
-			}
-			continue
-		}
-		l.open[key]++
-		l.mu.Unlock()
-		return &countedConn{Conn: c, release: func() { l.release(key) }}, nil
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
+	key, ok := connKey(c.RemoteAddr())
+	if !ok || l.isExempt(key.Addr()) {
+		return c, nil
+	}
+	cc := &countedConn{Conn: c, l: l, key: key, counted: true}
+	l.mu.Lock()
+	var victim *countedConn
+	if conns := l.open[key]; len(conns) >= l.max {
+		victim = conns[0]
+		victim.counted = false
+		l.open[key] = conns[1:]
+		l.evicted++
+	}
+	l.open[key] = append(l.open[key], cc)
+	warn := victim != nil && time.Since(l.lastWarn) >= time.Minute
+	evicted := l.evicted
+	if warn {
+		l.lastWarn, l.evicted = time.Now(), 0
+	}
+	l.mu.Unlock()
+	if victim != nil {
+		victim.Conn.Close()
+	}
+	if warn {
+		l.log.Warn("closed unauthenticated connections over the per-address cap", "address", key.String(), "cap", l.max, "closed", evicted)
+	}
+	return cc, nil
 }
 
 func (l *connLimiter) isExempt(a netip.Addr) bool {
@@ -133,25 +153,58 @@ func (l *connLimiter) isExempt(a netip.Addr) bool {
 	return false
 }
 
-func (l *connLimiter) release(key netip.Prefix) {
+// forget stops counting c (closed, or authenticated).
+func (l *connLimiter) forget(c *countedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.open[key]--; l.open[key] <= 0 {
-		delete(l.open, key)
+	if !c.counted {
+		return
+	}
+	c.counted = false
+	conns := l.open[c.key]
+	for i, o := range conns {
+		if o == c {
+			conns = append(conns[:i:i], conns[i+1:]...)
+			break
+		}
+	}
+	if len(conns) == 0 {
+		delete(l.open, c.key)
+	} else {
+		l.open[c.key] = conns
 	}
 }
 
-// countedConn gives its place back once, when closed.
+// countedConn is a connection the limiter counts until it is closed or
+// authenticates.
 type countedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l   *connLimiter
+	key netip.Prefix
+	// counted is guarded by l.mu.
+	counted bool
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.l.forget(c)
 	return err
+}
+
+// authenticated stops counting c: a request on it carried a valid
+// credential.
+func (c *countedConn) authenticated() { c.l.forget(c) }
+
+// connContext is the server's ConnContext: it lets the API and the console
+// tell a counted connection that it authenticated (httpedge.Authenticated).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*countedConn); ok {
+		return httpedge.WithAuthenticated(ctx, cc.authenticated)
+	}
+	return ctx
 }
 
 // pruneBatch is how many rows one pruning transaction deletes at most.

@@ -81,7 +81,17 @@ func rawConn(t *testing.T, addr string) net.Conn {
 // healthz sends GET /healthz on c and returns the status line, or the error
 // that came instead.
 func healthz(c net.Conn, br *bufio.Reader) (string, error) {
-	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: jitgate\r\n\r\n"); err != nil {
+	return get(c, br, "/healthz", "")
+}
+
+// get sends GET path on c, with token as the bearer unless empty, and
+// returns the status line, or the error that came instead.
+func get(c net.Conn, br *bufio.Reader, path, token string) (string, error) {
+	auth := ""
+	if token != "" {
+		auth = "Authorization: Bearer " + token + "\r\n"
+	}
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: jitgate\r\n"+auth+"\r\n"); err != nil {
 		return "", err
 	}
 	resp, err := http.ReadResponse(br, nil)
@@ -91,6 +101,32 @@ func healthz(c net.Conn, br *bufio.Reader) (string, error) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.Status, nil
+}
+
+// heldConn is a raw keep-alive connection and its reader.
+type heldConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func hold(t *testing.T, addr string) heldConn {
+	t.Helper()
+	c := rawConn(t, addr)
+	return heldConn{c, bufio.NewReader(c)}
+}
+
+func (h heldConn) get(path, token string) (string, error) { return get(h.Conn, h.br, path, token) }
+
+// closedByServer reports whether the server closed h: a request on it gets
+// an error that is not a timeout (a timeout would mean it hangs).
+func closedByServer(t *testing.T, h heldConn) bool {
+	t.Helper()
+	status, err := h.get("/healthz", "")
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a connection was neither answered nor closed: %v", err)
+	}
+	_ = status
+	return err != nil
 }
 
 // TestSlowBodyIsCut: a request body trickled a byte at a time is cut when
@@ -157,49 +193,120 @@ func TestSlowBodyIsCut(t *testing.T) {
 	}
 }
 
-// TestConnectionCapPerAddress: beyond the cap, a new connection from the
-// same address is closed without an answer; closing one frees a place;
-// trusted proxies are exempt.
+// TestConnectionCapPerAddress: at the cap, a new connection from the same
+// address is served and the oldest connection that never authenticated is
+// closed instead; trusted proxies are exempt.
 func TestConnectionCapPerAddress(t *testing.T) {
 	addr, _ := serve(t, Config{MaxConnsPerAddress: 2}, nil)
-	var held []net.Conn
-	for i := range 2 {
-		c := rawConn(t, addr)
-		if status, err := healthz(c, bufio.NewReader(c)); err != nil || status != "200 OK" {
-			t.Fatalf("connection %d within the cap: %q, %v", i+1, status, err)
+	var held []heldConn
+	for i := range 3 {
+		h := hold(t, addr)
+		if status, err := h.get("/healthz", ""); err != nil || status != "200 OK" {
+			t.Fatalf("connection %d: %q, %v", i+1, status, err)
 		}
-		held = append(held, c)
+		held = append(held, h)
 	}
-	over := rawConn(t, addr)
-	if status, err := healthz(over, bufio.NewReader(over)); err == nil {
-		t.Fatalf("a third connection from one address was answered %q, want it closed", status)
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatalf("a third connection was neither answered nor closed: %v", err)
+	if !closedByServer(t, held[0]) {
+		t.Fatal("the oldest of three unauthenticated connections (cap 2) is still open")
 	}
-
-	// Closing a held connection frees its place (once the server has seen
-	// the close).
-	held[0].Close()
-	deadline := time.Now().Add(failAfter)
-	for {
-		c := rawConn(t, addr)
-		status, err := healthz(c, bufio.NewReader(c))
-		c.Close()
-		if err == nil && status == "200 OK" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no place freed after a connection closed: %v", err)
+	for i, h := range held[1:] {
+		if closedByServer(t, h) {
+			t.Fatalf("connection %d of the newest two was closed", i+2)
 		}
 	}
 
 	// A trusted proxy carries many clients' connections: not capped.
 	proxied, _ := serve(t, Config{MaxConnsPerAddress: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, nil)
+	var viaProxy []heldConn
 	for i := range 3 {
-		c := rawConn(t, proxied)
-		if status, err := healthz(c, bufio.NewReader(c)); err != nil || status != "200 OK" {
+		h := hold(t, proxied)
+		if status, err := h.get("/healthz", ""); err != nil || status != "200 OK" {
 			t.Fatalf("connection %d from a trusted proxy: %q, %v", i+1, status, err)
 		}
+		viaProxy = append(viaProxy, h)
+	}
+	for i, h := range viaProxy {
+		if closedByServer(t, h) {
+			t.Fatalf("connection %d from a trusted proxy was closed", i+1)
+		}
+	}
+}
+
+// TestConnectionCapIsNoLockout: an unprivileged process on the agent's host
+// (the same address) holds every place of the per-address cap with idle
+// keep-alive connections, and keeps opening more. The agent's credential
+// still gets through on a new connection, an agent connection that
+// authenticated earlier is never the one closed, and the squatter's own
+// oldest connections are closed instead.
+func TestConnectionCapIsNoLockout(t *testing.T) {
+	const capN = 4
+	addr, token := serve(t, Config{MaxConnsPerAddress: capN}, nil)
+	ctx := context.Background()
+	admin, err := client.New("http://"+addr, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New("http://"+addr, "")
+	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const desired = "/api/v1/agent/desired"
+
+	// The agent's long-lived connection, authenticated before the attack.
+	agentOld := hold(t, addr)
+	if status, err := agentOld.get(desired, er.Credential); err != nil || status != "200 OK" {
+		t.Fatalf("the agent before the attack: %q, %v", status, err)
+	}
+	// The squatter fills the cap, then opens as many again.
+	var squat []heldConn
+	for range 2 * capN {
+		h := hold(t, addr)
+		if status, err := h.get("/healthz", ""); err != nil || status != "200 OK" {
+			t.Fatalf("squatter connection: %q, %v", status, err)
+		}
+		squat = append(squat, h)
+	}
+	// The agent reconnects while the squatter holds the cap: served.
+	agentNew := hold(t, addr)
+	if status, err := agentNew.get(desired, er.Credential); err != nil || status != "200 OK" {
+		t.Fatalf("the agent's new connection while the cap is held: %q, %v; want 200", status, err)
+	}
+	// So is an admin (a bad token from the squatter changes nothing).
+	bad := hold(t, addr)
+	if status, err := bad.get("/api/v1/whoami", "jg_bogus"); err != nil || status != "401 Unauthorized" {
+		t.Fatalf("a bogus token: %q, %v; want 401", status, err)
+	}
+	adminConn := hold(t, addr)
+	if status, err := adminConn.get("/api/v1/whoami", token); err != nil || status != "200 OK" {
+		t.Fatalf("the admin while the cap is held: %q, %v; want 200", status, err)
+	}
+	// The squatter keeps churning: authenticated connections stay open.
+	for range 2 * capN {
+		h := hold(t, addr)
+		if _, err := h.get("/healthz", ""); err != nil {
+			t.Fatal(err)
+		}
+		squat = append(squat, h)
+	}
+	for name, h := range map[string]heldConn{"old agent": agentOld, "new agent": agentNew, "admin": adminConn} {
+		if closedByServer(t, h) {
+			t.Errorf("the %s connection was closed by the squatter's connections", name)
+		}
+	}
+	// The squatter holds at most the cap: its oldest connections are gone.
+	open := 0
+	for _, h := range squat {
+		if !closedByServer(t, h) {
+			open++
+		}
+	}
+	if open > capN {
+		t.Errorf("the squatter holds %d connections, cap %d", open, capN)
 	}
 }
 

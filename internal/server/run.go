@@ -153,6 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Handler:           bodyDeadline(cfg.BodyTimeout, logRequests(log, handler)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"
