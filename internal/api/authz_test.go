@@ -118,6 +118,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"DELETE", "/api/v1/targets/web-01/policy", "", target, []authz.Role{P, A}},
 		{"PUT", "/api/v1/targets/web-01/policy?dry_run=true", `{"rules":[{"port":22}]}`, target, []authz.Role{P, A}},
 		{"POST", "/api/v1/policies/enable?dry_run=true", `{"selector":"group=prod","default":true}`, target, []authz.Role{P, A}},
+		{"POST", "/api/v1/policies/enable?dry_run=true", `{"targets":["web-01"],"default":true}`, target, []authz.Role{P, A}},
 		{"POST", "/api/v1/requests", `{"target":"web-01","ports":["22"],"source":"198.51.100.9","duration":"1h","reason":"x"}`, target, []authz.Role{Q, A}},
 		{"GET", "/api/v1/requests/{granted}", "", target, []authz.Role{D, P, U, A}},
 		{"POST", "/api/v1/requests/{granted}/revoke", "", target, []authz.Role{D, A}},
@@ -163,9 +164,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 					}
 					got := f.do(t, tok, ep.method, ep.path, ep.body)
 					refused := http.StatusForbidden
-					if !inScope && strings.HasPrefix(ep.path, "/api/v1/policies/enable") {
+					if !inScope && strings.HasPrefix(ep.path, "/api/v1/policies/enable") && strings.Contains(ep.body, "selector") {
 						// Out of scope, web-01 does not exist for the caller:
-						// the selector matches nothing it may read.
+						// the selector matches nothing it may read (named, it
+						// is refused as any target it may not see).
 						refused = http.StatusUnprocessableEntity
 					}
 					switch {
@@ -302,6 +304,7 @@ func TestTargetNamesCannotBeProbed(t *testing.T) {
 		{"POST", "/api/v1/targets", `{"name":"web-02","gateway":"NAME","address":"10.0.0.9"}`},
 		{"POST", "/api/v1/targets", `{"name":"NAME"}`},
 		{"POST", "/api/v1/policies/enable", `{"selector":"group=NAME","default":true}`},
+		{"POST", "/api/v1/policies/enable", `{"targets":["NAME"],"default":true}`},
 	} {
 		for who, tok := range map[string]string{"no role": nobody, "roles elsewhere": outside} {
 			answer := func(name string) (int, string) {

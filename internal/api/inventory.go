@@ -127,10 +127,12 @@ func parseSelector(s string) (map[string]string, error) {
 }
 
 // enablePolicy applies the default policy to every target the selector
-// matches that has no policy yet and can be gated. It never overwrites a
-// target's own policy and skips unsupported targets, saying why for each.
-// Only targets the caller may read match (others are never named to it).
-// It changes nothing unless the caller may set policies on all matching
+// matches (or the request names) that has no policy yet and can be gated.
+// It never overwrites a target's own policy and skips unsupported targets,
+// saying why for each: the console's "Enable JIT on selected" names its
+// selection here, so a policy set since the page loaded is kept. Only
+// targets the caller may read match (others are never named to it). It
+// changes nothing unless the caller may set policies on all matching
 // targets; a selector that matches nothing is an error. With ?dry_run=true
 // it says what it would do and changes nothing.
 func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
@@ -141,41 +143,24 @@ func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	if !in.Default {
 		return invalidField("default", "must be true: only the default policy (22, 3389, 5985, 5986/tcp, %s) is applied in bulk", a.Limits.DefaultRuleDuration)
 	}
-	sel, err := parseSelector(in.Selector)
-	if err != nil {
-		return err
-	}
 	dry, err := dryRun(r)
 	if err != nil {
 		return err
 	}
-	ts, err := a.Store.ListTargets(r.Context())
-	if err != nil {
-		return err
-	}
-	bs, err := a.Store.ListBindings(r.Context())
-	if err != nil {
-		return err
-	}
 	var match []store.Target
-	gateways := map[string]store.Target{}
-	for _, t := range ts {
-		gateways[t.Name] = t
-		// Targets the caller cannot read do not exist for it: they are not
-		// matched, so neither the results nor a refusal name them.
-		ok := authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t))
-		for k, v := range sel {
-			if t.Labels[k] != v {
-				ok = false
-				break
-			}
+	if in.Targets != nil {
+		if in.Selector != "" {
+			return invalidField("targets", "give either a selector or target names, not both")
 		}
-		if ok {
-			match = append(match, t)
+		if match, err = a.namedTargets(r, p, in.Targets); err != nil {
+			return err
 		}
+	} else if match, err = a.selectTargets(r, p, in.Selector); err != nil {
+		return err
 	}
-	if len(match) == 0 {
-		return invalidField("selector", "%s matches no target", in.Selector)
+	gateways, err := a.targetsByName(r.Context())
+	if err != nil {
+		return err
 	}
 	for _, t := range match {
 		if err := a.require(r.Context(), p, authz.WritePolicy, authzTarget(t)); err != nil {
@@ -205,6 +190,78 @@ func (a *api) enablePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// targetsByName maps every target by name (the views look gateways up).
+func (a *api) targetsByName(ctx context.Context) (map[string]store.Target, error) {
+	ts, err := a.Store.ListTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]store.Target, len(ts))
+	for _, t := range ts {
+		m[t.Name] = t
+	}
+	return m, nil
+}
+
+// namedTargets looks up the targets a bulk action names, once each, in the
+// order given. A name that does not exist or that the caller may not read
+// refuses the whole action, with the same answer either way (targetFor).
+func (a *api) namedTargets(r *http.Request, p store.Principal, names []string) ([]store.Target, error) {
+	if len(names) == 0 {
+		return nil, invalidField("targets", "names no target")
+	}
+	seen := map[string]bool{}
+	var out []store.Target
+	for _, n := range names {
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		t, err := a.targetFor(r.Context(), p, authz.ReadTarget, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// selectTargets lists the targets the caller may read that a label
+// selector matches; matching none is an error.
+func (a *api) selectTargets(r *http.Request, p store.Principal, selector string) ([]store.Target, error) {
+	sel, err := parseSelector(selector)
+	if err != nil {
+		return nil, err
+	}
+	ts, err := a.Store.ListTargets(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	var match []store.Target
+	for _, t := range ts {
+		// Targets the caller cannot read do not exist for it: they are not
+		// matched, so neither the results nor a refusal name them.
+		ok := authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t))
+		for k, v := range sel {
+			if t.Labels[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			match = append(match, t)
+		}
+	}
+	if len(match) == 0 {
+		return nil, invalidField("selector", "%s matches no target", selector)
+	}
+	return match, nil
 }
 
 // portList names a policy's ports, "22/tcp, 3389/tcp".

@@ -418,3 +418,53 @@ func measureDashboard(t *testing.T, l *testlab.Lab, admin *person) {
 	l.StartServer()
 	load("with an index on requests(target, activated_at)")
 }
+
+// TestConsoleEnableKeepsPolicySetMeanwhile: "Enable JIT on selected" goes
+// through the server's rule (POST /api/v1/policies/enable, as `policy enable
+// --default`): a target that got its own policy after the page loaded keeps
+// it, one whose agent since reported it cannot enforce is left alone, and
+// the page lists both with the server's reasons.
+func TestConsoleEnableKeepsPolicySetMeanwhile(t *testing.T) {
+	l := testlab.New(t)
+	browser := startBrowser(t, l)
+	l.StartServer()
+	ctx := context.Background()
+	c := l.APIClient()
+	enroll := map[string]string{}
+	for _, n := range []string{"plain-01", "own-01", "nonft-01"} {
+		created, err := c.CreateTarget(ctx, wire.TargetCreate{Name: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		enroll[n] = created.EnrollToken
+	}
+	admin := newPerson(t, browser, "admin", l.Token)
+	admin.do(chromedp.Navigate(testlab.ServerURL+"/ui/?tab=not-configured"), chromedp.WaitVisible(chromedp.ID("enable-jit")))
+	admin.do(chromedp.Click(chromedp.ID("select-all")))
+
+	// Meanwhile, someone gives own-01 its own policy and nonft-01's agent
+	// reports that it cannot enforce.
+	own := wire.Policy{Rules: []wire.PortRule{{Port: 2222, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour)}}}
+	if _, err := c.SetPolicy(ctx, "own-01", own); err != nil {
+		t.Fatal(err)
+	}
+	unsupported(t, c, enroll["nonft-01"])
+
+	admin.do(chromedp.Click(chromedp.ID("enable-jit")))
+	admin.waitFor("the outcome", `document.querySelector('#enable-status').textContent.includes('JIT enabled on 1 target')`)
+	if got := admin.text(`#enable-skipped li[data-name="own-01"]`); !strings.Contains(got, "already has a policy (2222/tcp)") {
+		t.Errorf("own-01 in the skipped list: %q", got)
+	}
+	if got := admin.text(`#enable-skipped li[data-name="nonft-01"]`); !strings.Contains(got, "unsupported: nf_tables is not available") {
+		t.Errorf("nonft-01 in the skipped list: %q", got)
+	}
+	for name, want := range map[string]uint16{"plain-01": 22, "own-01": 2222} {
+		tg, err := c.Target(ctx, name)
+		if err != nil || tg.Policy == nil || len(tg.Policy.Rules) == 0 || tg.Policy.Rules[0].Port != want {
+			t.Errorf("%s's policy after enabling JIT: %+v, %v; want its first port %d", name, tg.Policy, err, want)
+		}
+	}
+	if tg, err := c.Target(ctx, "nonft-01"); err != nil || tg.Policy != nil && len(tg.Policy.Rules) > 0 {
+		t.Errorf("nonft-01 got a policy: %+v, %v", tg.Policy, err)
+	}
+}

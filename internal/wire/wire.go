@@ -167,10 +167,13 @@ type Blocked struct {
 }
 
 // PolicyEnable applies the default policy (22, 3389, 5985, 5986 over TCP,
-// 3 h) to every target matching a label selector.
+// 3 h) to every target matching a label selector, or to the targets named.
 type PolicyEnable struct {
 	// Selector is KEY=VALUE[,KEY=VALUE...]: all must match.
-	Selector string `json:"selector"`
+	Selector string `json:"selector,omitempty"`
+	// Targets names the targets instead of a selector (the console's
+	// selection): exactly one of Selector and Targets is given.
+	Targets []string `json:"targets,omitempty"`
 	// Default must be true: the default policy is the only one applied in bulk.
 	Default bool `json:"default"`
 }

@@ -136,27 +136,34 @@
     enable.addEventListener("click", async () => {
       const names = picks.filter((p) => p.checked && !p.closest("tr").hidden).map((p) => p.value);
       const status = $("#enable-status");
+      const skippedList = $("#enable-skipped");
       enable.disabled = true;
-      const failed = [];
-      let done = 0;
-      for (const name of names) {
-        status.textContent = `Enabling JIT on ${name} (${done + 1} of ${names.length})…`;
-        const r = await api("PUT", `/api/v1/targets/${encodeURIComponent(name)}/policy`, defaultPolicy());
-        if (r.ok) done++;
-        else failed.push(`${name}: ${r.data.error}`);
-      }
-      if (failed.length) {
-        status.textContent = `JIT enabled on ${done} of ${names.length}. Refused: ${failed.join("; ")}`;
+      status.classList.remove("error");
+      status.textContent = `Enabling JIT on ${names.length} target${names.length === 1 ? "" : "s"}…`;
+      // The server's rule, as `policy enable --default`: a target that got a
+      // policy since this page loaded keeps it, an unsupported one is left
+      // alone, and each skipped target comes back with its reason.
+      const r = await api("POST", "/api/v1/policies/enable", { targets: names, default: true });
+      if (!r.ok) {
+        status.textContent = `Nothing changed: ${r.data.error}`;
         status.classList.add("error");
         enable.disabled = false;
-      } else {
-        status.textContent = `JIT enabled on ${done} target${done === 1 ? "" : "s"}.`;
-        setTimeout(() => location.reload(), 800);
+        return;
       }
+      const done = r.data.enabled.length;
+      const skipped = r.data.skipped || [];
+      status.textContent = `JIT enabled on ${done} target${done === 1 ? "" : "s"}.` +
+        (skipped.length ? ` Left ${skipped.length} alone:` : "");
+      skippedList.replaceChildren(...skipped.map((s) => {
+        const li = document.createElement("li");
+        li.dataset.name = s.target;
+        li.textContent = `${s.target}: ${s.reason}`;
+        return li;
+      }));
+      skippedList.hidden = skipped.length === 0;
+      // Reload to show the new tabs, unless there are reasons to read.
+      if (!skipped.length) setTimeout(() => location.reload(), 800);
     });
-  }
-  function defaultPolicy() {
-    return { rules: [22, 3389, 5985, 5986].map((port) => ({ port, protocol: "tcp", max_duration: "3h" })) };
   }
 
   // removalText says whether the agent confirmed that a revoked request's
