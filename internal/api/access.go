@@ -95,7 +95,7 @@ func (a *api) targetFor(ctx context.Context, p store.Principal, act authz.Action
 // approval of one's own request, a stale decision, a request over a cap on
 // live requests): the trail shows attempts, not only successes. Refusals by
 // a target's policy are audited by the store, with the request. Identical
-// refusals are counted and audited once per window (RefusalLog), so that
+// refusals after the first are counted and audited once per window (RefusalLog), so that
 // hammering a refused call does not grow the trail by a row per call.
 func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
 	var (

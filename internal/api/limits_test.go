@@ -175,9 +175,55 @@ func TestLiveRequestCapConcurrent(t *testing.T) {
 	}
 }
 
-// TestRefusalsAggregated: N identical refusals within a minute are one
-// audit event with count N, written when the minute ends; different
-// refusals are different events; Close writes what is still counted.
+// TestRefusalsVaryingTargets: a principal that varies the target name on
+// every refused call (here: removing targets that do not exist, with a
+// role that may not) does not get a row per call: beyond a bound of kinds
+// per principal, its refusals are counted as one kind. Every refusal is
+// still counted.
+func TestRefusalsVaryingTargets(t *testing.T) {
+	var refusals *api.RefusalLog
+	t0 := time.Now()
+	e := capsEnv(t, 1, 100, func(d *api.Deps) {
+		refusals = api.NewRefusalLog(d.Store, slog.New(slog.DiscardHandler))
+		d.Refusals = refusals
+		d.Now = func() time.Time { return t0 }
+	})
+	ctx := context.Background()
+	mallory := e.requester(t, "mallory")
+	const n = 200
+	for i := range n {
+		if err := mallory.RemoveTarget(ctx, fmt.Sprintf("ghost-%d", i)); client.StatusOf(err) != http.StatusForbidden {
+			t.Fatalf("mallory removing a target: %v, want 403", err)
+		}
+	}
+	es, err := e.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.AccessDenied)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) > 20 {
+		t.Fatalf("%d access.denied rows for %d refusals with varying targets, want at most 20", len(es), n)
+	}
+	refusals.Flush(ctx, t0.Add(time.Minute))
+	es, err = e.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.AccessDenied)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, ev := range es {
+		if ev.Actor != "mallory" {
+			t.Errorf("an access.denied event by %q", ev.Actor)
+		}
+		total += ev.Details["count"].(float64)
+	}
+	if len(es) > 20 || total != n {
+		t.Fatalf("after the minute: %d events counting %v refusals, want at most 20 counting %d", len(es), total, n)
+	}
+}
+
+// TestRefusalsAggregated: the first refusal of a kind is audited at once;
+// the N-1 identical ones after it within a minute are one audit event with
+// count N-1, written when the minute ends; different refusals are
+// different events; Close writes what is still counted.
 func TestRefusalsAggregated(t *testing.T) {
 	var refusals *api.RefusalLog
 	t0 := time.Now()
@@ -193,6 +239,14 @@ func TestRefusalsAggregated(t *testing.T) {
 	if _, err := ask(alice, "198.51.100.1", "22"); err != nil {
 		t.Fatal(err)
 	}
+	events := func(action audit.Action) []audit.Event {
+		t.Helper()
+		es, err := e.st.ListAudit(ctx, store.AuditFilter{Action: string(action)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
 	const n = 7
 	for i := range n {
 		at := t0.Add(time.Duration(i) * time.Second)
@@ -205,47 +259,57 @@ func TestRefusalsAggregated(t *testing.T) {
 				t.Fatalf("mallory removing a target: %v, want 403", err)
 			}
 		}
-	}
-	events := func(action audit.Action) []audit.Event {
-		t.Helper()
-		es, err := e.st.ListAudit(ctx, store.AuditFilter{Action: string(action)})
-		if err != nil {
-			t.Fatal(err)
+		if i == 0 {
+			// An attack in progress shows in the trail at once: the
+			// first refusal of each kind is written when it happens.
+			refused, denied := events(audit.RequestRefused), events(audit.AccessDenied)
+			if len(refused) != 1 || refused[0].Details["count"] != float64(1) || refused[0].Actor != "alice" {
+				t.Fatalf("request.refused right after the first refusal: %+v; want one by alice with count 1", refused)
+			}
+			if len(denied) != 1 || denied[0].Details["count"] != float64(1) || denied[0].Actor != "mallory" || denied[0].Target != "web-01" {
+				t.Fatalf("access.denied right after the first refusal: %+v; want one by mallory with count 1", denied)
+			}
 		}
-		return es
 	}
 	refusals.Flush(ctx, t0.Add(59*time.Second))
-	if got := len(events(audit.RequestRefused)) + len(events(audit.AccessDenied)); got != 0 {
-		t.Fatalf("%d refusal events before the minute ended, want 0", got)
+	if got := len(events(audit.RequestRefused)) + len(events(audit.AccessDenied)); got != 2 {
+		t.Fatalf("%d refusal events before the minute ended, want the 2 first ones", got)
 	}
 	refusals.Flush(ctx, t0.Add(time.Minute))
 	refused := events(audit.RequestRefused)
-	if len(refused) != 1 || refused[0].Details["count"] != float64(n) || refused[0].Actor != "alice" || !refused[0].At.Equal(t0.Truncate(time.Millisecond)) {
-		t.Fatalf("request.refused events = %+v; want one by alice at t0 with count %d", refused, n)
+	if len(refused) != 2 || refused[1].Details["count"] != float64(n-1) || refused[1].Actor != "alice" ||
+		!refused[1].At.Equal(t0.Add(time.Second).Truncate(time.Millisecond)) {
+		t.Fatalf("request.refused events = %+v; want the first, then one at t0+1s by alice with count %d", refused, n-1)
 	}
-	if last := refused[0].Details["last_at"]; last != t0.Add((n-1)*time.Second).UTC().Format(time.RFC3339Nano) {
+	if last := refused[1].Details["last_at"]; last != t0.Add((n-1)*time.Second).UTC().Format(time.RFC3339Nano) {
 		t.Errorf("last_at = %v, want the time of the last refusal", last)
 	}
 	denied := events(audit.AccessDenied)
-	if len(denied) != 1 || denied[0].Details["count"] != float64(3) || denied[0].Actor != "mallory" || denied[0].Target != "web-01" {
-		t.Fatalf("access.denied events = %+v; want one by mallory with count 3", denied)
+	if len(denied) != 2 || denied[1].Details["count"] != float64(2) || denied[1].Actor != "mallory" || denied[1].Target != "web-01" {
+		t.Fatalf("access.denied events = %+v; want the first, then one by mallory with count 2", denied)
 	}
 
-	// A new minute starts a new count; Close (at shutdown) writes it.
-	later := t0.Add(2 * time.Minute)
-	now.Store(&later)
-	if _, err := ask(alice, "198.51.100.2", "22"); client.StatusOf(err) != http.StatusTooManyRequests {
-		t.Fatalf("a request over the cap: %v", err)
+	// A new minute: its first refusal is written at once again, and Close
+	// (at shutdown) writes what was counted after it.
+	for _, d := range []time.Duration{2 * time.Minute, 2*time.Minute + time.Second} {
+		later := t0.Add(d)
+		now.Store(&later)
+		if _, err := ask(alice, "198.51.100.2", "22"); client.StatusOf(err) != http.StatusTooManyRequests {
+			t.Fatalf("a request over the cap: %v", err)
+		}
+	}
+	if refused := events(audit.RequestRefused); len(refused) != 3 || refused[2].Details["count"] != float64(1) {
+		t.Fatalf("after a new minute's first refusal: %+v; want a third event with count 1", refused)
 	}
 	refusals.Close(ctx)
-	if refused := events(audit.RequestRefused); len(refused) != 2 || refused[1].Details["count"] != float64(1) {
-		t.Fatalf("after Close: %+v; want a second event with count 1", refused)
+	if refused := events(audit.RequestRefused); len(refused) != 4 || refused[3].Details["count"] != float64(1) {
+		t.Fatalf("after Close: %+v; want a fourth event with count 1", refused)
 	}
 	// After Close, refusals are written at once.
 	if err := mallory.RemoveTarget(ctx, "web-01"); client.StatusOf(err) != http.StatusForbidden {
 		t.Fatal(err)
 	}
-	if denied := events(audit.AccessDenied); len(denied) != 2 {
-		t.Fatalf("a refusal after Close: %d access.denied events, want 2", len(denied))
+	if denied := events(audit.AccessDenied); len(denied) != 3 {
+		t.Fatalf("a refusal after Close: %d access.denied events, want 3", len(denied))
 	}
 }
