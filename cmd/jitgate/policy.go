@@ -64,9 +64,18 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 	cmd.Flags().Uint16Var(&mapped, "mapped-port", 0, "with --publish: the mapped port to use, 20000-29999 (default: allocated there); publishing needs write rights on the gateway too")
 	cmd.Flags().StringVar(&just.Pattern, "reason-pattern", "", "regular expression the reason must match, such as '^(INC|CHG)-[0-9]+'")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would change, and change nothing")
+	var accessFlag string
+	cmd.Flags().StringVar(&accessFlag, "access", "direct", "how a grant is used: direct (opens the port to the source address), bastion (only through `jitgate connect`/`jitgate ssh`; opens nothing) or both")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
 			return usagef("name at least one --port")
+		}
+		acc, err := policy.ParseAccess(accessFlag)
+		if err != nil {
+			return usagef("--access %q: use direct, bastion or both", accessFlag)
+		}
+		if acc == policy.AccessDirect {
+			acc = ""
 		}
 		var pol wire.Policy
 		for _, s := range sources {
@@ -93,7 +102,7 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 			}
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
 				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification,
-				CloseEstablished: cut, Publish: publish, MappedPort: mapped})
+				CloseEstablished: cut, Publish: publish, MappedPort: mapped, Access: string(acc)})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -169,6 +178,9 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 			reason = strings.Join(parts, ", ")
 		}
 		var opts []string
+		if r.Access != "" && r.Access != string(policy.AccessDirect) {
+			opts = append(opts, "access "+r.Access)
+		}
 		if r.CloseEstablished {
 			opts = append(opts, "close established")
 		}

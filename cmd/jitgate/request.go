@@ -22,6 +22,7 @@ func (a *app) newRequestCmd() *cobra.Command {
 		duration    time.Duration
 		wait        bool
 		waitTimeout time.Duration
+		bastion     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "request TARGET --port PORT ... --duration D --reason TEXT [--source my-ip|PREFIX] [--wait]",
@@ -41,6 +42,7 @@ open (or the request failed), and fails when it did not open.`,
 	f.StringVar(&reason, "reason", "", "why you need access: one line, at most 1000 characters (recorded in the audit trail)")
 	f.Var(newDuration(&duration, 0), "duration", "how long, such as 30m or 1h (required)")
 	f.BoolVarP(&wait, "wait", "w", false, "wait until the port is open or the request failed")
+	f.BoolVar(&bastion, "bastion", false, "ask for access through the bastion only (jitgate connect, jitgate ssh): no source, nothing opened to your address")
 	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
@@ -58,7 +60,11 @@ open (or the request failed), and fails when it did not open.`,
 		if err != nil {
 			return err
 		}
-		req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: args[0], Ports: ports, Source: source, Duration: wire.Duration(duration), Reason: reason})
+		in := wire.RequestCreate{Target: args[0], Ports: ports, Source: source, Duration: wire.Duration(duration), Reason: reason, Bastion: bastion}
+		if bastion {
+			in.Source = ""
+		}
+		req, err := c.CreateRequest(ctx, in)
 		if err != nil {
 			return err
 		}
@@ -110,7 +116,7 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	tw := a.table("Request:", r.ID)
 	row(tw, "Target:", r.Target)
 	row(tw, "Ports:", strings.Join(r.Ports, ", "))
-	row(tw, "Source:", r.Source)
+	row(tw, "Source:", orDefault(r.Source, "none: through the bastion only"))
 	row(tw, "State:", describeState(r))
 	if r.Message != "" {
 		row(tw, "Message:", r.Message)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/httpedge"
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -131,13 +132,29 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		if rev != after || remaining <= 0 || r.Context().Err() != nil {
 			a.known.raise(target, rev)
 			ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
+			var rules policy.Policy
 			if pol != nil {
+				rules = *pol
 				for _, rule := range pol.Rules {
-					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished})
+					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished,
+						Access: string(rule.Access)})
 				}
 			}
 			for _, g := range grants {
-				ds.Grants = append(ds.Grants, wire.GrantEntry{Source: g.Source.String(), Protocol: string(g.Port.Protocol), Port: g.Port.Number, ExpiresAt: g.ExpiresAt})
+				// The rule as it stands now decides how a grant may be used:
+				// a bastion-only grant (no source) or a port reached only
+				// through the bastion opens nothing in the kernel.
+				rule, ok := rules.Rule(g.Port)
+				if !ok {
+					continue
+				}
+				if rule.Access.Direct() && g.Source.IsValid() {
+					ds.Grants = append(ds.Grants, wire.GrantEntry{Source: g.Source.String(), Protocol: string(g.Port.Protocol), Port: g.Port.Number, ExpiresAt: g.ExpiresAt})
+				}
+				if rule.Access.Bastion() {
+					ds.Bastion = append(ds.Bastion, wire.BastionGrant{RequestID: g.RequestID, Principal: g.Requester, Protocol: string(g.Port.Protocol),
+						Port: g.Port.Number, ExpiresAt: g.ExpiresAt})
+				}
 			}
 			writeJSON(w, http.StatusOK, ds)
 			return nil

@@ -21,7 +21,7 @@ func toWirePolicy(p policy.Policy) wire.Policy {
 		}
 		out.Rules[i] = wire.PortRule{Port: r.Number, Protocol: string(r.Protocol), AllowedSources: srcs, MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: &wire.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}, CloseEstablished: r.CloseEstablished,
-			Publish: r.Publish, MappedPort: r.MappedPort}
+			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access)}
 		if j := r.Justification; j != (policy.Justification{}) {
 			out.Rules[i].Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
 		}
@@ -34,7 +34,7 @@ func fromWirePolicy(p wire.Policy) (policy.Policy, error) {
 	out := policy.Policy{Rules: make([]policy.Rule, len(p.Rules))}
 	for i, r := range p.Rules {
 		rule := policy.Rule{Port: policy.Port{Number: r.Port, Protocol: policy.Protocol(r.Protocol)}, MaxDuration: time.Duration(r.MaxDuration),
-			CloseEstablished: r.CloseEstablished, Publish: r.Publish, MappedPort: r.MappedPort}
+			CloseEstablished: r.CloseEstablished, Publish: r.Publish, MappedPort: r.MappedPort, Access: policy.Access(r.Access)}
 		if r.Approval != nil {
 			rule.Approval = policy.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}
 		}
@@ -78,7 +78,7 @@ func portStrings(ps []policy.Port) []string {
 // which needs the target.
 func toWireRequest(r store.Request) wire.Request {
 	out := wire.Request{
-		ID: r.ID, Target: r.Target, Requester: r.Requester, Source: r.Source.String(), Ports: portStrings(r.Ports),
+		ID: r.ID, Target: r.Target, Requester: r.Requester, Source: sourceString(r.Source), Ports: portStrings(r.Ports),
 		Duration: wire.Duration(r.Duration), Reason: r.Reason, State: string(r.State), Message: r.Message,
 		CreatedAt: r.CreatedAt, ActivatedAt: r.ActivatedAt, ExpiresAt: r.ExpiresAt, EndedAt: r.EndedAt,
 		SupersededBy: r.SupersededBy, ApprovalsRequired: r.ApprovalsRequired, ApproveBy: r.ApproveBy, ApprovedAt: r.ApprovedAt,
@@ -155,4 +155,12 @@ func connectHints(target, addr string, ports []policy.Port) []string {
 func toWireAudit(e audit.Event) wire.AuditEvent {
 	return wire.AuditEvent{ID: e.ID, At: e.At, Actor: e.Actor, Action: string(e.Action), Target: e.Target,
 		RequestID: e.RequestID, ClientAddr: e.ClientAddr, Reason: e.Reason, Details: e.Details}
+}
+
+// sourceString writes a request's source: "" for a bastion-only request.
+func sourceString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }

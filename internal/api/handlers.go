@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -254,9 +255,20 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 	if err != nil {
 		return err
 	}
-	if err := checkSourceFamily(t, req.Source); err != nil {
-		a.Metrics.Requests.WithLabelValues("invalid").Inc()
-		return err
+	// A bastion-only request names no source: asked for explicitly, or
+	// implied when no source is named and every port is reached only
+	// through the bastion.
+	if t.Policy != nil && (in.Bastion || (impliedSource(in.Source) && t.Policy.BastionOnly(req.Ports))) {
+		req.Source = netip.Prefix{}
+	} else if in.Bastion {
+		a.Metrics.Requests.WithLabelValues("refused").Inc()
+		return &policy.DenyError{Reason: "the target has no JIT policy"}
+	}
+	if req.Source.IsValid() {
+		if err := checkSourceFamily(t, req.Source); err != nil {
+			a.Metrics.Requests.WithLabelValues("invalid").Inc()
+			return err
+		}
 	}
 	created, err := a.Store.CreateRequest(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now())
 	if err != nil {
@@ -293,8 +305,13 @@ func (a *api) parseRequest(r *http.Request, in wire.RequestCreate) (policy.Reque
 	if in.Duration == 0 {
 		return policy.Request{}, invalidField("duration", "required, such as \"1h\"")
 	}
-	switch src := strings.TrimSpace(in.Source); src {
-	case "", "my-ip":
+	if in.Bastion && strings.TrimSpace(in.Source) != "" {
+		return policy.Request{}, invalidField("source", "a bastion request names no source")
+	}
+	switch src := strings.TrimSpace(in.Source); {
+	case in.Bastion:
+		// No source: decided with the target's policy (createRequest).
+	case src == "", src == "my-ip":
 		addr := a.clientAddr(r)
 		if !addr.IsValid() {
 			return policy.Request{}, invalidField("source", "cannot tell your address; name the source explicitly")
@@ -308,6 +325,12 @@ func (a *api) parseRequest(r *http.Request, in wire.RequestCreate) (policy.Reque
 		out.Source = pfx
 	}
 	return out, nil
+}
+
+// impliedSource reports whether a request leaves its source to the server.
+func impliedSource(src string) bool {
+	src = strings.TrimSpace(src)
+	return src == "" || src == "my-ip"
 }
 
 func outcome(err error) string {

@@ -143,6 +143,11 @@ func (l Limits) compareRule(o, r Rule) []Change {
 	if o.MappedPort != r.MappedPort {
 		add("mapped_port", describeMapped(o.MappedPort), describeMapped(r.MappedPort), false)
 	}
+	if oa, ra := accessOf(o.Access), accessOf(r.Access); oa != ra {
+		// Weaker when it adds a way in: direct->both, bastion->both,
+		// bastion->direct (the port opens to addresses again).
+		add("access", string(oa), string(ra), (!oa.Direct() && ra.Direct()) || (!oa.Bastion() && ra.Bastion()))
+	}
 	return out
 }
 
@@ -206,7 +211,18 @@ func describeRule(r Rule) string {
 	if r.Publish {
 		s += ", published"
 	}
+	if a := accessOf(r.Access); a != AccessDirect {
+		s += ", access " + string(a)
+	}
 	return s
+}
+
+// accessOf reads "" as direct, as Normalize does.
+func accessOf(a Access) Access {
+	if a == "" {
+		return AccessDirect
+	}
+	return a
 }
 
 func describeSources(ps []netip.Prefix) string {

@@ -209,3 +209,40 @@ func mutate(t *testing.T, v reflect.Value) {
 		t.Fatalf("field of kind %s: teach mutate to change it", v.Kind())
 	}
 }
+
+// TestCompareAccess checks that a change of access counts as weaker exactly
+// when it adds a way in: the bastion where there was none, or the direct
+// path (the kernel opening to an address) where there was none.
+func TestCompareAccess(t *testing.T) {
+	l := policy.DefaultLimits()
+	tests := []struct {
+		from, to policy.Access
+		want     string
+	}{
+		{"", policy.AccessBoth, "22/tcp access: direct -> both (weaker)"},
+		{policy.AccessBastion, policy.AccessBoth, "22/tcp access: bastion -> both (weaker)"},
+		{policy.AccessBastion, policy.AccessDirect, "22/tcp access: bastion -> direct (weaker)"},
+		{policy.AccessBastion, "", "22/tcp access: bastion -> direct (weaker)"},
+		{"", policy.AccessBastion, "22/tcp access: direct -> bastion (weaker)"},
+		{policy.AccessBoth, policy.AccessBastion, "22/tcp access: both -> bastion"},
+		{policy.AccessBoth, policy.AccessDirect, "22/tcp access: both -> direct"},
+		{policy.AccessDirect, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.from)+"->"+string(tt.to), func(t *testing.T) {
+			old := policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Access: tt.from}}}
+			pol := policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Access: tt.to}}}
+			var got []string
+			for _, c := range l.Compare(&old, pol) {
+				got = append(got, c.String())
+			}
+			var want []string
+			if tt.want != "" {
+				want = []string{tt.want}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("changes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -79,6 +79,51 @@ type Rule struct {
 	// one is allocated.
 	Publish    bool   `json:"publish,omitempty"`
 	MappedPort uint16 `json:"mapped_port,omitempty"`
+	// Access says how a grant on this port may be used: directly from the
+	// granted source address (a kernel element; the default), only through
+	// jitgate's bastion relay (nothing is opened in the kernel), or both.
+	Access Access `json:"access,omitempty"`
+}
+
+// Access is the way a port rule may be reached.
+type Access string
+
+// The ways a port may be reached. A bastion grant opens nothing in the
+// kernel: the target's agent reaches the service from inside, for one
+// authenticated principal's tunnel at a time.
+const (
+	AccessDirect  Access = "direct"
+	AccessBastion Access = "bastion"
+	AccessBoth    Access = "both"
+)
+
+// ParseAccess accepts direct, bastion or both ("" means direct).
+func ParseAccess(s string) (Access, error) {
+	switch a := Access(strings.ToLower(strings.TrimSpace(s))); a {
+	case "":
+		return AccessDirect, nil
+	case AccessDirect, AccessBastion, AccessBoth:
+		return a, nil
+	}
+	return "", fmt.Errorf("access %q: must be direct, bastion or both", s)
+}
+
+// Direct reports whether a grant opens the port to its source address.
+func (a Access) Direct() bool { return a == "" || a == AccessDirect || a == AccessBoth }
+
+// Bastion reports whether a grant may be used through the bastion relay.
+func (a Access) Bastion() bool { return a == AccessBastion || a == AccessBoth }
+
+// BastionOnly reports whether every one of ports is reached only through
+// the bastion: a request for them needs no source address.
+func (pol Policy) BastionOnly(ports []Port) bool {
+	for _, p := range ports {
+		r, ok := pol.Rule(p)
+		if !ok || r.Access.Direct() {
+			return false
+		}
+	}
+	return len(ports) > 0
 }
 
 // Approval modes.
@@ -158,7 +203,8 @@ func (pol Policy) Equal(o Policy) bool {
 		q := o.Rules[i]
 		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) ||
 			r.Approval != q.Approval || r.Justification != q.Justification ||
-			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort {
+			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort ||
+			r.Access != q.Access {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -359,6 +405,19 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 		if r.MappedPort != 0 && (r.MappedPort < MappedPortMin || r.MappedPort > MappedPortMax) {
 			return Policy{}, &FieldError{field + ".mapped_port", fmt.Sprintf("%d is outside the range %d-%d that gateways publish on", r.MappedPort, MappedPortMin, MappedPortMax)}
 		}
+		acc, err := ParseAccess(string(r.Access))
+		if err != nil {
+			return Policy{}, &FieldError{field + ".access", fmt.Sprintf("%q must be direct, bastion or both", r.Access)}
+		}
+		// Direct is kept as "" (the zero value), so that policies stored
+		// before access existed compare equal to their normal form.
+		r.Access = acc
+		if acc == AccessDirect {
+			r.Access = ""
+		}
+		if r.Publish && !acc.Direct() {
+			return Policy{}, &FieldError{field + ".publish", "a port reached only through the bastion cannot be published"}
+		}
 		out.Rules = append(out.Rules, r)
 	}
 	return out, nil
@@ -497,9 +556,8 @@ func (l Limits) Evaluate(pol Policy, req Request) error {
 	if len(req.Ports) == 0 {
 		return &FieldError{"ports", "name at least one port"}
 	}
-	if !req.Source.IsValid() {
-		return &FieldError{"source", "must be an address or CIDR prefix"}
-	}
+	// No source means a bastion-only request: it opens nothing in the
+	// kernel, and every port must allow the bastion (checked per rule).
 	if req.Duration < l.MinRequestDuration {
 		return &FieldError{"duration", fmt.Sprintf("%s is shorter than the minimum of %s", req.Duration, l.MinRequestDuration)}
 	}
@@ -525,6 +583,16 @@ func (l Limits) Evaluate(pol Policy, req Request) error {
 		}
 		if req.Duration > r.MaxDuration {
 			return &DenyError{Rule: p.String(), Reason: fmt.Sprintf("duration %s exceeds the maximum of %s", req.Duration, r.MaxDuration)}
+		}
+		if !req.Source.IsValid() {
+			if !r.Access.Bastion() {
+				return &FieldError{"source", fmt.Sprintf("must be an address or CIDR prefix: port %s is reached directly, not through the bastion", p)}
+			}
+			continue
+		}
+		if !r.Access.Direct() {
+			// Reached only through the bastion: the source opens nothing.
+			continue
 		}
 		if len(r.AllowedSources) == 0 {
 			limit := l.PerRequestBits4

@@ -14,6 +14,7 @@
 //	        close_established: true  # default false
 //	        publish: true            # behind a gateway; default false
 //	        mapped_port: 20022       # with publish; default: allocated
+//	        access: both             # direct (default), bastion or both
 //
 // The file says every setting of a port rule (a test checks it against
 // policy.Rule), so an apply never turns a setting off because the file
@@ -80,7 +81,9 @@ type Rule struct {
 	// is allocated).
 	Publish    bool
 	MappedPort uint16
-	Line       int
+	// Access is direct (""), bastion or both.
+	Access policy.Access
+	Line   int
 }
 
 // Wire returns the policy as the API's request body.
@@ -89,7 +92,7 @@ func (p Policy) Wire() wire.Policy {
 	for _, r := range p.Rules {
 		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: r.Approval, Justification: r.Justification, CloseEstablished: r.CloseEstablished,
-			Publish: r.Publish, MappedPort: r.MappedPort}
+			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access)}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
@@ -104,6 +107,15 @@ func FromWire(target string, p wire.Policy) (Policy, error) {
 	for i, wr := range p.Rules {
 		r := Rule{Port: wr.Port, Protocol: policy.TCP, MaxDuration: time.Duration(wr.MaxDuration),
 			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort}
+		if wr.Access != "" {
+			acc, err := policy.ParseAccess(wr.Access)
+			if err != nil {
+				return Policy{}, fmt.Errorf("%s rules[%d]: %w", target, i, err)
+			}
+			if acc != policy.AccessDirect {
+				r.Access = acc
+			}
+		}
 		if wr.Protocol != "" {
 			proto, err := policy.ParseProtocol(wr.Protocol)
 			if err != nil {
@@ -148,6 +160,7 @@ type (
 		CloseEstablished bool         `yaml:"close_established,omitempty"`
 		Publish          bool         `yaml:"publish,omitempty"`
 		MappedPort       uint16       `yaml:"mapped_port,omitempty"`
+		Access           string       `yaml:"access,omitempty"`
 	}
 	outApproval struct {
 		Mode      string `yaml:"mode"`
@@ -168,7 +181,7 @@ func (f File) Encode(w io.Writer) error {
 		op := outPolicy{Target: p.Target, Rules: make([]outRule, 0, len(p.Rules))}
 		for _, r := range p.Rules {
 			or := outRule{Port: r.Port, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
-				Publish: r.Publish, MappedPort: r.MappedPort}
+				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access)}
 			if or.Protocol == "" {
 				or.Protocol = string(policy.TCP)
 			}
@@ -237,6 +250,7 @@ type rawRule struct {
 	CloseEstablished yaml.Node `yaml:"close_established"`
 	Publish          yaml.Node `yaml:"publish"`
 	MappedPort       yaml.Node `yaml:"mapped_port"`
+	Access           yaml.Node `yaml:"access"`
 	Approval         *struct {
 		Mode      string `yaml:"mode"`
 		Approvals int    `yaml:"approvals"`
@@ -257,7 +271,7 @@ var knownKeys = map[string]string{
 }
 
 // ruleKeys are the keys of a rule.
-const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port"
+const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access"
 
 // Parse reads and validates a policy file. The error is an *Error when the
 // problem is in the file's content.
@@ -464,6 +478,19 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 			return fail(n, ".mapped_port", "only a published port takes a mapped port: add \"publish: true\"")
 		}
 		r.MappedPort = mp
+	}
+	if n := deref(rr.Access); n.Kind != 0 && n.ShortTag() != "!!null" {
+		v, err := scalarString(n, "direct, bastion or both")
+		if err != nil {
+			return fail(n, ".access", err.Error())
+		}
+		acc, err := policy.ParseAccess(v)
+		if err != nil {
+			return fail(n, ".access", fmt.Sprintf("%q must be direct, bastion or both", v))
+		}
+		if acc != policy.AccessDirect {
+			r.Access = acc
+		}
 	}
 	return r, nil
 }

@@ -112,6 +112,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad_bool.yaml", 5, []string{"policies[0].rules[0].close_established", `"yes" is not true or false`}},
 		{"mapped_without_publish.yaml", 5, []string{"rules[0].mapped_port", "only a published port", "publish: true"}},
 		{"bad_mapped_port.yaml", 6, []string{"rules[0].mapped_port", `"70000" is not a port number`}},
+		{"bad_access.yaml", 5, []string{"rules[0].access", `"tunnel" must be direct, bastion or both`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -167,7 +168,7 @@ func fullWireRule() wire.PortRule {
 		Port: 22, Protocol: "tcp", AllowedSources: []string{"198.51.100.0/24", "2001:db8::/48", "203.0.113.7/32"},
 		MaxDuration: wire.Duration(90 * time.Minute), Approval: &wire.Approval{Mode: "manual", Approvals: 2},
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+: '"# x`},
-		CloseEstablished: true, Publish: true, MappedPort: 20022,
+		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both",
 	}
 }
 

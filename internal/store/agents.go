@@ -63,9 +63,15 @@ func updateAgentInfo(ctx context.Context, tx *sql.Tx, target string, addresses [
 
 // GrantRow is one live grant of a target.
 type GrantRow struct {
+	// Source is the zero Prefix for a bastion-only grant: it opens nothing
+	// in the kernel.
 	Source    netip.Prefix
 	Port      policy.Port
 	ExpiresAt time.Time
+	// RequestID and Requester say whose grant it is: the bastion relay
+	// admits a tunnel only for the grant's own principal.
+	RequestID string
+	Requester string
 }
 
 // DesiredState returns what a target's agent must enforce at now: the
@@ -80,7 +86,7 @@ func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) 
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT source, protocol, port, expires_at FROM grants WHERE target = $1 AND expires_at > $2 ORDER BY id`, target, ms(now))
+	rows, err := s.db.QueryContext(ctx, `SELECT source, protocol, port, expires_at, request_id, requester FROM grants WHERE target = $1 AND expires_at > $2 ORDER BY id`, target, ms(now))
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("listing grants of %s: %w", target, err)
 	}
@@ -93,10 +99,10 @@ func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) 
 			port       int
 			exp        int64
 		)
-		if err := rows.Scan(&src, &proto, &port, &exp); err != nil {
+		if err := rows.Scan(&src, &proto, &port, &exp, &g.RequestID, &g.Requester); err != nil {
 			return 0, nil, nil, fmt.Errorf("reading grant: %w", err)
 		}
-		if g.Source, err = netip.ParsePrefix(src); err != nil {
+		if g.Source, err = parseSource(src); err != nil {
 			return 0, nil, nil, fmt.Errorf("decoding grant source %q: %w", src, err)
 		}
 		g.Port, g.ExpiresAt = policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}, fromMS(exp)

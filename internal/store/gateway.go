@@ -409,6 +409,7 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 		return GatewayDesired{}, fmt.Errorf("listing targets behind %s: %w", gw, err)
 	}
 	addrs := map[string][]string{}
+	pols := map[string]policy.Policy{}
 	for rows.Next() {
 		t, err := scanTarget(rows)
 		if err != nil {
@@ -416,6 +417,7 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 			return GatewayDesired{}, fmt.Errorf("reading target behind %s: %w", gw, err)
 		}
 		addrs[t.Name] = t.BehindAddresses()
+		pols[t.Name] = *t.Policy
 		for _, r := range t.Policy.Rules {
 			for _, a := range addrs[t.Name] {
 				out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: a, CloseEstablished: r.CloseEstablished})
@@ -440,6 +442,11 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 		if err := grows.Scan(&target, &src, &proto, &port, &exp); err != nil {
 			grows.Close()
 			return GatewayDesired{}, fmt.Errorf("reading grant: %w", err)
+		}
+		// A bastion-only grant (no source), or a grant on a port reached
+		// only through the bastion, opens nothing in the kernel.
+		if r, ok := pols[target].Rule(policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}); src == "" || !ok || !r.Access.Direct() {
+			continue
 		}
 		v6 := sourceIs6(src)
 		for _, a := range addrs[target] {

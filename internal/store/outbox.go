@@ -241,7 +241,7 @@ func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) e
 		for i, port := range r.Ports {
 			ports[i] = port.String()
 		}
-		p.Request = &wire.WebhookRequest{Requester: r.Requester, Source: r.Source.String(), Ports: ports, Duration: wire.Duration(r.Duration),
+		p.Request = &wire.WebhookRequest{Requester: r.Requester, Source: sourceString(r.Source), Ports: ports, Duration: wire.Duration(r.Duration),
 			Reason: r.Reason, State: string(r.State), ExpiresAt: r.ExpiresAt, ApprovalsRequired: r.ApprovalsRequired}
 	} else if e.Action == audit.RequestCreated {
 		return nil

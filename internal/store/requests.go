@@ -77,7 +77,7 @@ func scanRequest(r scanner) (Request, error) {
 		return Request{}, err
 	}
 	var err error
-	if q.Source, err = netip.ParsePrefix(src); err != nil {
+	if q.Source, err = parseSource(src); err != nil {
 		return Request{}, fmt.Errorf("decoding source of %s: %w", q.ID, err)
 	}
 	if q.Ports, err = decodePorts(ports); err != nil {
@@ -96,6 +96,23 @@ func scanRequest(r scanner) (Request, error) {
 			ConfirmedAt: fromNullMS(confirmedAt), Confirmable: q.RemovalEnforcer != ""}
 	}
 	return q, nil
+}
+
+// sourceString stores a request's or grant's source: "" for a bastion-only
+// request, which names no source and opens nothing in the kernel.
+func sourceString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+// parseSource reads what sourceString wrote.
+func parseSource(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	return netip.ParsePrefix(s)
 }
 
 func encodePorts(ps []policy.Port) string {
@@ -156,10 +173,12 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if t.Policy != nil {
 			pol = *t.Policy
 		}
-		req.Source = policy.Canonical(req.Source)
+		if req.Source.IsValid() {
+			req.Source = policy.Canonical(req.Source)
+		}
 		if refusal = limits.Evaluate(pol, req); refusal != nil {
 			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
-				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": req.Source.String()}})
+				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": sourceString(req.Source)}})
 		}
 		before, err := countLive(ctx, tx, target, actor.Name)
 		if err != nil {
@@ -175,12 +194,12 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
 			created_at, expires_at, client_addr, approvals_required, approve_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13)`,
-			id, target, actor.Name, req.Source.String(), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
+			id, target, actor.Name, sourceString(req.Source), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
 			string(state), ms(now), ms(access.Deadline(now, req.Duration)), actor.ClientAddr, need, approveBy)
 		if err != nil {
 			return fmt.Errorf("inserting request: %w", err)
 		}
-		details := map[string]any{"ports": encodePorts(req.Ports), "source": req.Source.String(), "duration": req.Duration.String()}
+		details := map[string]any{"ports": encodePorts(req.Ports), "source": sourceString(req.Source), "duration": req.Duration.String()}
 		if need > 0 {
 			details["approvals_required"] = need
 		}
@@ -254,11 +273,11 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 		)
 		err := tx.QueryRowContext(ctx, `SELECT id, request_id, expires_at FROM grants
 			WHERE target = $1 AND requester = $2 AND source = $3 AND protocol = $4 AND port = $5`,
-			r.Target, r.Requester, r.Source.String(), string(p.Protocol), int(p.Number)).Scan(&gid, &oldReq, &oldExp)
+			r.Target, r.Requester, sourceString(r.Source), string(p.Protocol), int(p.Number)).Scan(&gid, &oldReq, &oldExp)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			_, err = tx.ExecContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, r.Target, r.Requester, r.Source.String(), string(p.Protocol), int(p.Number), ms(asked))
+				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, r.Target, r.Requester, sourceString(r.Source), string(p.Protocol), int(p.Number), ms(asked))
 			if err != nil {
 				return 0, fmt.Errorf("inserting grant: %w", err)
 			}

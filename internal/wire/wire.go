@@ -64,6 +64,10 @@ type PortRule struct {
 	// a gateway); MappedPort asks for a given mapped port.
 	Publish    bool   `json:"publish,omitempty"`
 	MappedPort uint16 `json:"mapped_port,omitempty"`
+	// Access is direct (the default: a grant opens the port to its source
+	// address), bastion (only through jitgate's relay; nothing opens in the
+	// kernel) or both.
+	Access string `json:"access,omitempty"`
 }
 
 // Approval is a port rule's approval workflow.
@@ -271,6 +275,11 @@ type RequestCreate struct {
 	Source   string   `json:"source,omitempty"`
 	Duration Duration `json:"duration"`
 	Reason   string   `json:"reason"`
+	// Bastion asks for access through the bastion relay only: no source,
+	// nothing opened in the kernel; every port's rule must allow the
+	// bastion. A request without a source whose ports are all reached only
+	// through the bastion is one too.
+	Bastion bool `json:"bastion,omitempty"`
 }
 
 // Request is an access request and the grant it holds.
@@ -447,6 +456,20 @@ type Port struct {
 	// CloseEstablished makes expiry and revocation also end established
 	// sessions on this port.
 	CloseEstablished bool `json:"close_established,omitempty"`
+	// Access is the rule's access (direct when empty): the agent relays
+	// bastion streams only to ports whose rule allows the bastion.
+	Access string `json:"access,omitempty"`
+}
+
+// BastionGrant is a live grant usable through the bastion relay: the agent
+// admits a relayed stream only when it names one of these, for its port,
+// before its deadline, and ends the stream at the deadline on its own.
+type BastionGrant struct {
+	RequestID string    `json:"request_id"`
+	Principal string    `json:"principal"`
+	Protocol  string    `json:"protocol"`
+	Port      uint16    `json:"port"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // Mapping publishes a destination port on the gateway's own address and a
@@ -479,6 +502,8 @@ type DesiredState struct {
 	ServerTime time.Time    `json:"server_time"`
 	Protected  []Port       `json:"protected"`
 	Grants     []GrantEntry `json:"grants"`
+	// Bastion are the live grants usable through the bastion relay.
+	Bastion []BastionGrant `json:"bastion,omitempty"`
 	// Mode is "host" (the default: protect this host) or "gateway" (protect
 	// the destinations behind this host, in the forward path).
 	Mode string `json:"mode,omitempty"`

@@ -30,6 +30,7 @@ func FullRule() policy.Rule {
 		CloseEstablished: true,
 		Publish:          true,
 		MappedPort:       20022,
+		Access:           policy.AccessBoth,
 	}
 }
 

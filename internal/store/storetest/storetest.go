@@ -86,7 +86,10 @@ var (
 )
 
 // cmpOpts compares store values: prefixes by ==, nil and empty alike.
-var cmpOpts = cmp.Options{cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty()}
+// cmpOpts compare grants by what the kernel sees; whose grant it is
+// (request, requester) is checked where it matters (TestBastionGrants).
+var cmpOpts = cmp.Options{cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty(),
+	cmpopts.IgnoreFields(store.GrantRow{}, "RequestID", "Requester")}
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func tcp(n uint16) policy.Port  { return policy.Port{Number: n, Protocol: policy.TCP} }
