@@ -33,6 +33,7 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, a.Logger, invalidField("addresses", "at most 256"))
 		return
 	}
+	sanitizeEnroll(&in)
 	if in.Mode != "" && in.Mode != store.ModeHost && in.Mode != store.ModeGateway {
 		writeError(w, a.Logger, invalidField("mode", "must be host or gateway"))
 		return
@@ -239,12 +240,10 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	if in.HighWater < 0 || in.HighWater > wire.MaxRevision {
 		return invalidField("high_water", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
 	}
-	if len(in.Error) > 4096 {
-		in.Error = in.Error[:4096]
-	}
 	if len(in.Addresses) > 256 {
 		return invalidField("addresses", "at most 256")
 	}
+	sanitizeReport(&in)
 	now := a.Now()
 	if in.Mode != "" && in.Mode != store.ModeHost && in.Mode != store.ModeGateway {
 		return invalidField("mode", "must be host or gateway")

@@ -13,7 +13,8 @@
 //
 // Output that may still hold such characters (rows written before the rule,
 // text an agent reports) is escaped when printed: Escape for one value,
-// NewWriter for a whole stream.
+// NewWriter for a whole stream. Text an agent reports is also made inert
+// and bounded on its way in (Sanitize), so that what is stored passes Check.
 package text
 
 import (
@@ -71,6 +72,31 @@ func Escape(s string) string {
 	var b strings.Builder
 	escapeTo(&b, s, false)
 	return b.String()
+}
+
+// Sanitize returns s made inert and bounded, for text the server keeps but
+// must not refuse (what agents report about their hosts: refusing the
+// report would blind the server to the host). Every character Check
+// refuses is escaped as Escape does, and the result is cut to at most max
+// characters, the last of them "…" when something was cut. The result
+// always passes CheckLen(_, max) (max ≥ 1), text that already does comes
+// back unchanged, and Sanitize of its own result changes nothing.
+func Sanitize(s string, max int) string {
+	s = Escape(s)
+	if max < 1 {
+		return ""
+	}
+	if Len(s) <= max {
+		return s
+	}
+	n := 0
+	for i := range s {
+		if n == max-1 {
+			return s[:i] + "…"
+		}
+		n++
+	}
+	return s
 }
 
 // escapeTo writes s to b, escaped; with keepLines, newlines and tabs pass.

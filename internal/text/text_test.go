@@ -126,3 +126,46 @@ func FuzzCheckAndEscape(f *testing.F) {
 		}
 	})
 }
+
+func TestSanitize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"web-01", 64, "web-01"},
+		{"host\x1b]0;owned\x07", 64, `host\u001b]0;owned\u0007`},
+		{"sshd\nforged line", 64, `sshd\nforged line`},
+		{"evil\u202egpj.exe", 64, `evil\u202egpj.exe`},
+		{"bad\xffutf8", 64, `bad\xffutf8`},
+		{"ééééé", 5, "ééééé"},
+		{"éééééé", 5, "éééé…"},
+		{"a\x1b", 3, "a\\…"},
+		{"x", 0, ""},
+	} {
+		if got := Sanitize(tc.in, tc.max); got != tc.want {
+			t.Errorf("Sanitize(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}
+
+// FuzzSanitize: whatever Sanitize returns passes CheckLen at its bound, is
+// the input itself when the input already did, and is its own Sanitize.
+func FuzzSanitize(f *testing.F) {
+	for _, s := range []string{"web-01", "a\nb", "\x1b[31m", "\u202e", "\xff\xfe", "ééé", "INC-1\r\n"} {
+		f.Add(s, uint8(4))
+	}
+	f.Fuzz(func(t *testing.T, s string, n uint8) {
+		max := int(n%64) + 1
+		got := Sanitize(s, max)
+		if err := CheckLen(got, max); err != nil {
+			t.Fatalf("Sanitize(%q, %d) = %q fails CheckLen: %v", s, max, got, err)
+		}
+		if CheckLen(s, max) == nil && got != s {
+			t.Fatalf("Sanitize changed accepted text %q to %q", s, got)
+		}
+		if again := Sanitize(got, max); again != got {
+			t.Fatalf("Sanitize(Sanitize(%q)) = %q, want %q", s, again, got)
+		}
+	})
+}
