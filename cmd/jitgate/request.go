@@ -239,7 +239,11 @@ immediately; the ports close when the target's agent applies that, which it
 confirms as it confirms an activation. The command waits up to --wait for that
 confirmation and says whether it came. When it did not (the agent is offline),
 the request shows the removal as unconfirmed until the agent reports, and the
-kernel closes the grant by its deadline at the latest, whatever happens.`,
+kernel closes the grant by its deadline at the latest, whatever happens.
+
+A request that was extended (asked for again, so its grant moved to the newer
+request) is revoked with every request that carries its grants now; when it
+was fully superseded, the command names the request it revoked instead.`,
 		Args: oneArg("request ID"),
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
@@ -259,6 +263,11 @@ kernel closes the grant by its deadline at the latest, whatever happens.`,
 		}
 		if a.jsonOut() {
 			return a.printJSON(r)
+		}
+		if r.ID != args[0] {
+			// It was extended: the request carrying its grant was revoked.
+			fmt.Fprintf(a.stdout, "request %s was extended by request %s: %s revoked; %s\n", esc(args[0]), esc(r.ID), esc(r.ID), esc(describeRemoval(r, a.now())))
+			return nil
 		}
 		fmt.Fprintf(a.stdout, "request %s revoked; %s\n", esc(r.ID), esc(describeRemoval(r, a.now())))
 		return nil

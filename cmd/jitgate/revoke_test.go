@@ -107,3 +107,48 @@ func TestRevokeUnconfirmed(t *testing.T) {
 		t.Errorf("target show after the agent applied the policy removal:\n%s", r.stdout)
 	}
 }
+
+// TestRevokeExtendedRequest: revoking a request that was extended (asked for
+// again: its grant moved to the newer request) said "request A revoked;
+// 22/tcp closed" at once, although the grant lived on in the newer request
+// and the port stayed open. It says which request carried the grant, and
+// that its removal is not confirmed yet.
+func TestRevokeExtendedRequest(t *testing.T) {
+	srv := newTestServer(t)
+	c := newCLI(t, srv)
+	ctx := context.Background()
+	created := decode[wire.TargetCreated](t, c.ok("target", "add", "web-01", "-o", "json").stdout)
+	anon, err := client.New(srv.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := anon.Enroll(ctx, created.EnrollToken, wire.EnrollRequest{Hostname: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := anon.WithToken(er.Credential)
+	c.ok("policy", "set", "web-01", "--port", "22/tcp", "--source", "198.51.100.0/24")
+	request := func() wire.Request {
+		t.Helper()
+		req := decode[wire.Request](t, c.ok("request", "web-01", "--port", "22", "--duration", "1h", "--source", "198.51.100.7", "--reason", "x", "-o", "json").stdout)
+		ds, err := agent.Desired(ctx, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	first := request()
+	second := request() // extends first's grant: first is superseded
+	r := c.ok("revoke", first.ID, "--wait", "0")
+	if strings.Contains(r.stdout, "closed") {
+		t.Errorf("revoke of an extended request claims the port closed before the agent confirmed it:\n%s", r.stdout)
+	}
+	for _, w := range []string{"request " + first.ID + " was extended by request " + second.ID, second.ID + " revoked", "removal not yet confirmed"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("revoke output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+}

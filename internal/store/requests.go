@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -473,40 +474,130 @@ func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, e
 // RevokeRequest ends a live request at once; its grants leave the desired
 // state in the same transaction. Until its agent confirms, the request
 // reports the removal as unconfirmed (Request.Removal).
+//
+// Revocation wins the race with extension: asking again for a live grant
+// moves it to the newer request (grantRequest), so revoking a request also
+// revokes every live request that carries one of its grants now — the one
+// that superseded it, and any that took over only some of its ports. It
+// returns the request asked for when it was live, otherwise the request
+// that carried its grants (its ID differs: the caller must say so), so that
+// the removal the caller reports is the one that closes the ports.
 func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason string, now time.Time) (Request, error) {
-	var target string
+	var (
+		target   string
+		reported string
+	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var state, next string
-		err := tx.QueryRowContext(ctx, `SELECT state, target, superseded_by FROM requests WHERE id = $1`, id).Scan(&state, &target, &next)
+		var state string
+		err := tx.QueryRowContext(ctx, `SELECT state, target FROM requests WHERE id = $1`, id).Scan(&state, &target)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("request %q: %w", id, ErrNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("reading request %s: %w", id, err)
 		}
-		// Revoking a request that was extended revokes the request that
-		// carries its grant now: revocation wins the race with extension.
-		ids := []string{id}
-		for hops := 0; access.State(state) == access.Superseded && next != "" && hops < 100; hops++ {
-			ids = append(ids, next)
-			if err := tx.QueryRowContext(ctx, `SELECT state, superseded_by FROM requests WHERE id = $1`, next).Scan(&state, &next); err != nil {
-				return fmt.Errorf("following the extension of %s: %w", id, err)
-			}
+		carriers, err := grantCarriers(ctx, tx, id)
+		if err != nil {
+			return err
 		}
-		if _, err := access.Next(access.State(state), access.Revoke); err != nil {
+		var ids []any
+		if _, err := access.Next(access.State(state), access.Revoke); err == nil {
+			ids, reported = append(ids, id), id
+		}
+		for _, c := range carriers {
+			ids = append(ids, c)
+		}
+		if len(ids) == 0 {
+			_, err := access.Next(access.State(state), access.Revoke)
 			return fmt.Errorf("cannot revoke %s: %w (%w)", id, err, ErrConflict)
+		}
+		if reported == "" {
+			reported = carriers[len(carriers)-1]
 		}
 		msg := "revoked by " + actor.Name
 		if reason != "" {
 			msg += ": " + reason
 		}
-		// Its grants leave the desired state (endLiveRequests advances the
+		// Their grants leave the desired state (endLiveRequests advances the
 		// revision its agent must confirm).
-		return endLiveRequests(ctx, tx, `id = $1`, []any{ids[len(ids)-1]}, access.Revoked, msg, actor, audit.RequestRevoked, now)
+		marks := make([]string, len(ids))
+		for i := range ids {
+			marks[i] = fmt.Sprintf("$%d", i+1)
+		}
+		if err := endLiveRequests(ctx, tx, `id IN (`+strings.Join(marks, ", ")+`)`, ids, access.Revoked, msg, actor, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		if reported == id && len(carriers) > 0 {
+			// Some of its ports were carried by extensions with a later
+			// deadline: its removal (Removal.Deadline is expires_at) may
+			// say "closed by the kernel" only once those have passed too.
+			if _, err := tx.ExecContext(ctx, `UPDATE requests SET expires_at = (SELECT max(expires_at) FROM requests WHERE `+
+				`id IN (`+strings.Join(marks, ", ")+`)) WHERE id = $`+fmt.Sprint(len(ids)+1), append(ids, id)...); err != nil {
+				return fmt.Errorf("recording the kernel deadline of %s: %w", id, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return Request{}, err
 	}
 	s.changed(target)
-	return s.GetRequest(ctx, id)
+	return s.GetRequest(ctx, reported)
+}
+
+// grantCarriers returns the live requests that carry grants of request id
+// now, oldest first: grantRequest moves a live grant of the same requester,
+// target, source and port to the request that asks for it again (recording
+// the port in its extended list), and ends the old request as superseded
+// when none is left; the grant may move on again. A later live request of
+// the same requester, target and source that extended one of the ports of
+// id, or of a request that carried them, carries it.
+func grantCarriers(ctx context.Context, tx *sql.Tx, id string) ([]string, error) {
+	type req struct {
+		id       string
+		approved int64
+		ports    map[policy.Port]bool
+	}
+	var (
+		target, requester, source string
+		approved                  sql.NullInt64
+		portsJS                   string
+	)
+	if err := tx.QueryRowContext(ctx, `SELECT target, requester, source, approved_at, ports FROM requests WHERE id = $1`, id).
+		Scan(&target, &requester, &source, &approved, &portsJS); err != nil {
+		return nil, fmt.Errorf("reading request %s: %w", id, err)
+	}
+	if !approved.Valid {
+		return nil, nil // never granted: nothing to carry
+	}
+	ports, err := decodePorts(portsJS)
+	if err != nil {
+		return nil, fmt.Errorf("decoding ports of %s: %w", id, err)
+	}
+	carried := map[policy.Port]bool{}
+	for _, p := range ports {
+		carried[p] = true
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, extended FROM requests
+		WHERE target = $1 AND requester = $2 AND source = $3 AND state IN ('pending', 'active') AND approved_at >= $4 AND id <> $5
+		ORDER BY approved_at, created_at, id`, target, requester, source, approved.Int64, id)
+	if err != nil {
+		return nil, fmt.Errorf("finding the requests that extended %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var cid, extJS string
+		if err := rows.Scan(&cid, &extJS); err != nil {
+			return nil, fmt.Errorf("reading extension of %s: %w", id, err)
+		}
+		ext, err := decodePorts(extJS)
+		if err != nil {
+			return nil, fmt.Errorf("decoding extended ports of %s: %w", cid, err)
+		}
+		if slices.ContainsFunc(ext, func(p policy.Port) bool { return carried[p] }) {
+			out = append(out, cid)
+		}
+	}
+	return out, rows.Err()
 }

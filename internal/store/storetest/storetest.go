@@ -953,6 +953,41 @@ func testRevoke(t *testing.T, s *store.Store) {
 	_, err = s.RevokeRequest(ctx, alice, r3.ID, "", at(9*time.Minute))
 	wantErrIs(t, "second revoke through the chain", err, store.ErrConflict)
 
+	// An extension that took over only some of the ports carries them: r5
+	// keeps 443 (still live), r6 took 22. Revoking r5 ends r6 as well, or
+	// 22 stayed open while the revocation of r5 said its ports closed.
+	r5 := mustRequest(t, s, alice, "web-1", ask("198.51.100.9/32", time.Hour, tcp(22), tcp(443)), at(10*time.Minute))
+	r6 := mustRequest(t, s, alice, "web-1", ask("198.51.100.9/32", time.Hour, tcp(22)), at(11*time.Minute))
+	// A request of the same requester and source that took nothing of r5's
+	// is not touched.
+	r7 := mustRequest(t, s, alice, "web-1", ask("198.51.100.9/32", 30*time.Minute, udp(53)), at(11*time.Minute))
+	wantState(t, s, r5.ID, access.Pending)
+	got, err = s.RevokeRequest(ctx, bob, r5.ID, "partial", at(12*time.Minute))
+	if err != nil || got.ID != r5.ID || got.State != access.Revoked {
+		t.Fatalf("revoke of a partly extended request = %s %s, %v; want %s revoked", got.ID, got.State, err, r5.ID)
+	}
+	if r := wantState(t, s, r6.ID, access.Revoked); r.Removal == nil || got.Removal == nil || r.Removal.Revision != got.Removal.Revision {
+		t.Errorf("carrier r6: removal %+v, want the same as r5's %+v", r.Removal, got.Removal)
+	} else if !got.Removal.Deadline.Equal(r.ExpiresAt) {
+		// 22 stays in the kernel until r6's (extended) deadline.
+		t.Errorf("r5's removal deadline = %v, want r6's %v", got.Removal.Deadline, r.ExpiresAt)
+	}
+	wantState(t, s, r7.ID, access.Pending)
+	for _, g := range grants(t, s, "web-1", at(12*time.Minute)) {
+		if g.Source == pfx("198.51.100.9/32") && g.Port != udp(53) {
+			t.Errorf("grant %v survived the revocation of the request it came from", g)
+		}
+	}
+	// Revoking a fully superseded request returns the request that carried
+	// its grant, whose removal closes the port.
+	r8 := mustRequest(t, s, alice, "web-1", ask("198.51.100.10/32", time.Hour, tcp(22)), at(13*time.Minute))
+	r9 := mustRequest(t, s, alice, "web-1", ask("198.51.100.10/32", time.Hour, tcp(22)), at(14*time.Minute))
+	wantState(t, s, r8.ID, access.Superseded)
+	got, err = s.RevokeRequest(ctx, bob, r8.ID, "", at(15*time.Minute))
+	if err != nil || got.ID != r9.ID || got.State != access.Revoked || got.Removal == nil {
+		t.Errorf("revoke of a superseded request returned %s %s removal %+v, %v; want %s revoked with its removal", got.ID, got.State, got.Removal, err, r9.ID)
+	}
+
 	wantTrail(t, s, store.AuditFilter{RequestID: r1.ID},
 		"request.created "+r1.ID, "request.activated "+r1.ID, "request.revoked "+r1.ID)
 	es, _ := s.ListAudit(ctx, store.AuditFilter{RequestID: r1.ID, Action: string(audit.RequestRevoked)})
