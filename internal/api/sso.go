@@ -10,7 +10,12 @@ package api
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,8 +36,9 @@ import (
 
 const (
 	browserLoginTTL = 10 * time.Minute
-	// maxLogins bounds the logins in progress (memory); maxDevicesPerSource
-	// the device logins one source may have waiting at the provider.
+	// maxLogins bounds the device logins in progress (memory; browser
+	// logins keep nothing here, see loginSeal); maxDevicesPerSource the
+	// device logins one source may have waiting at the provider.
 	maxLogins           = 10_000
 	maxDevicesPerSource = 5
 	defaultReturn       = "/api/v1/whoami"
@@ -44,9 +50,10 @@ type logins struct {
 	// failures limits failed logins per source (5 in a burst, then one
 	// every 12 s); nil when the limit is off.
 	failures *failureLimiter
+	// seal carries browser logins in their cookie.
+	seal cipher.AEAD
 
 	mu      sync.Mutex
-	browser map[string]browserLogin // by state
 	devices map[string]*deviceLogin // by our device code
 }
 
@@ -68,12 +75,66 @@ func newLogins(l LoginLimit) *logins {
 	if l.Burst > 0 {
 		f = newFailureLimiter(l.Burst, l.Every)
 	}
-	return &logins{failures: f, browser: map[string]browserLogin{}, devices: map[string]*deviceLogin{}}
+	return &logins{failures: f, seal: newSeal(), devices: map[string]*deviceLogin{}}
 }
 
+// browserLogin is a browser login begun: what the callback needs to finish
+// it. It travels in the login cookie, sealed (AES-256-GCM under a key made
+// at start), not in server memory: a table of logins in progress, however
+// large, can be filled by anyone who asks /auth/login often enough, and
+// then refuses everybody else's login. The cookie binds the login to the
+// browser that began it (the state in the callback must be the sealed
+// one), the seal keeps the PKCE verifier and nonce from being read or
+// chosen, and the provider redeems each code once.
 type browserLogin struct {
-	nonce, verifier, redirect, ret string
-	expires                        time.Time
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Redirect string `json:"r"`
+	Return   string `json:"t"`
+	Expires  int64  `json:"e"` // Unix milliseconds
+}
+
+// loginSealAD binds a sealed value to its use.
+var loginSealAD = []byte("jitgate browser login")
+
+func newSeal() cipher.AEAD {
+	key := make([]byte, 32)
+	rand.Read(key) // never fails (crypto/rand)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err) // a 32-byte key is always accepted
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err)
+	}
+	return aead
+}
+
+// sealLogin returns bl sealed for the login cookie.
+func (l *logins) sealLogin(bl browserLogin) string {
+	plain, _ := json.Marshal(bl)
+	nonce := make([]byte, l.seal.NonceSize())
+	rand.Read(nonce)
+	return base64.RawURLEncoding.EncodeToString(l.seal.Seal(nonce, nonce, plain, loginSealAD))
+}
+
+// openLogin returns the login sealed in v, if v is one of ours.
+func (l *logins) openLogin(v string) (browserLogin, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil || len(raw) < l.seal.NonceSize() {
+		return browserLogin{}, false
+	}
+	plain, err := l.seal.Open(nil, raw[:l.seal.NonceSize()], raw[l.seal.NonceSize():], loginSealAD)
+	if err != nil {
+		return browserLogin{}, false
+	}
+	var bl browserLogin
+	if json.Unmarshal(plain, &bl) != nil {
+		return browserLogin{}, false
+	}
+	return bl, true
 }
 
 type deviceLogin struct {
@@ -84,13 +145,8 @@ type deviceLogin struct {
 	err     error
 }
 
-// sweep drops logins past their time; the caller holds mu.
+// sweep drops device logins past their time; the caller holds mu.
 func (l *logins) sweep(now time.Time) {
-	for k, b := range l.browser {
-		if now.After(b.expires) {
-			delete(l.browser, k)
-		}
-	}
 	for k, d := range l.devices {
 		if now.After(d.expires.Add(time.Minute)) {
 			delete(l.devices, k)
@@ -124,19 +180,9 @@ func (a *api) ssoLogin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadGateway, wire.Error{Error: "the identity provider cannot be reached"})
 		return
 	}
-	now := a.Now()
-	a.logins.mu.Lock()
-	a.logins.sweep(now)
-	full := len(a.logins.browser)+len(a.logins.devices) >= maxLogins
-	if !full {
-		a.logins.browser[state] = browserLogin{nonce: nonce, verifier: verifier, redirect: redirect, ret: ret, expires: now.Add(browserLoginTTL)}
-	}
-	a.logins.mu.Unlock()
-	if full {
-		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
-		return
-	}
-	http.SetCookie(w, &http.Cookie{Name: httpedge.LoginCookie, Value: state, Path: "/auth/callback", MaxAge: int(browserLoginTTL.Seconds()),
+	sealed := a.logins.sealLogin(browserLogin{State: state, Nonce: nonce, Verifier: verifier, Redirect: redirect, Return: ret,
+		Expires: a.Now().Add(browserLoginTTL).UnixMilli()})
+	http.SetCookie(w, &http.Cookie{Name: httpedge.LoginCookie, Value: sealed, Path: "/auth/callback", MaxAge: int(browserLoginTTL.Seconds()),
 		HttpOnly: true, Secure: a.scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, to, http.StatusFound)
 }
@@ -152,10 +198,6 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: httpedge.LoginCookie, Path: "/auth/callback", MaxAge: -1})
 	q := r.URL.Query()
 	state := q.Get("state")
-	a.logins.mu.Lock()
-	bl, ok := a.logins.browser[state]
-	delete(a.logins.browser, state)
-	a.logins.mu.Unlock()
 	fail := func(status int, user, reason string) {
 		if wait := a.loginFailed(r.Context(), a.clientAddr(r), "browser", user, reason); wait > 0 {
 			tooMany(w, wait, failedLoginsMsg)
@@ -163,13 +205,18 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, status, wire.Error{Error: "login failed: " + reason})
 	}
+	var bl browserLogin
 	c, _ := r.Cookie(httpedge.LoginCookie)
+	ok := c != nil
+	if ok {
+		bl, ok = a.logins.openLogin(c.Value)
+	}
 	switch {
-	case !ok || a.Now().After(bl.expires):
-		fail(http.StatusBadRequest, "", "unknown or expired login state; start again at /auth/login")
+	case !ok || a.Now().UnixMilli() > bl.Expires:
+		fail(http.StatusBadRequest, "", "unknown or expired login state (or the login was begun in another browser); start again at /auth/login")
 		return
-	case c == nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1:
-		fail(http.StatusBadRequest, "", "the login was begun in another browser")
+	case subtle.ConstantTimeCompare([]byte(bl.State), []byte(state)) != 1:
+		fail(http.StatusBadRequest, "", "the login state does not match this browser's login; start again at /auth/login")
 		return
 	case q.Get("error") != "":
 		fail(http.StatusUnauthorized, "", "the identity provider refused: "+clip(q.Get("error")+" "+q.Get("error_description")))
@@ -178,7 +225,7 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "", "no authorization code")
 		return
 	}
-	id, err := p.Exchange(r.Context(), q.Get("code"), bl.verifier, bl.nonce, bl.redirect)
+	id, err := p.Exchange(r.Context(), q.Get("code"), bl.Verifier, bl.Nonce, bl.Redirect)
 	if err != nil {
 		fail(http.StatusUnauthorized, "", clip(err.Error()))
 		return
@@ -191,7 +238,7 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	secure := a.scheme(r) == "https"
 	maxAge := int(time.Until(s.ExpiresAt).Seconds())
 	httpedge.SetSessionCookies(w, s.Token, random.Secret(), maxAge, secure)
-	http.Redirect(w, r, bl.ret, http.StatusFound)
+	http.Redirect(w, r, bl.Return, http.StatusFound)
 }
 
 // deviceStart begins a device login at the provider. A goroutine waits for
@@ -213,7 +260,7 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 			mine++
 		}
 	}
-	total := len(a.logins.browser) + len(a.logins.devices)
+	total := len(a.logins.devices)
 	a.logins.mu.Unlock()
 	if mine >= maxDevicesPerSource {
 		tooMany(w, time.Minute, "too many device logins in progress from this address")
@@ -430,7 +477,7 @@ func (a *api) scheme(r *http.Request) string {
 // safeReturn keeps a post-login destination only if it is a path on this
 // server: never another origin ("//evil.example", "https://...", "/\evil").
 func safeReturn(s string) string {
-	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.ContainsAny(s, "\\\r\n\t") {
+	if len(s) > 2048 || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.ContainsAny(s, "\\\r\n\t") {
 		return defaultReturn
 	}
 	u, err := url.Parse(s)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -206,6 +207,100 @@ func TestBrowserLogin(t *testing.T) {
 	}
 	if diff := cmp.Diff([]any{"dba", "ops"}, evs[0].Details["groups"]); diff != "" {
 		t.Errorf("audited groups (-want +got):\n%s", diff)
+	}
+}
+
+// TestBrowserLoginsCannotBeExhausted: an outsider who begins more browser
+// logins than the server ever held at once (10,000, from one address,
+// never finishing them) does not refuse anyone else's login: the server
+// keeps no state per login begun (it travels, sealed, in the login cookie).
+func TestBrowserLoginsCannotBeExhausted(t *testing.T) {
+	t.Parallel()
+	e := newSSOEnv(t, nil, false)
+	flood := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for i := range 10_001 {
+		resp, err := flood.Get(e.url + "/auth/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			t.Fatalf("login %d begun by the flood: %s, want 302", i+1, resp.Status)
+		}
+	}
+	c := browser(t, nil)
+	page, err := c.Get(e.url + "/auth/login?return=/api/v1/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := e.op.SubmitLogin(t, c, page, carol.Name, carol.Password)
+	if b := body(t, resp); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/api/v1/whoami" {
+		t.Fatalf("carol's login during the flood: %s at %s: %s", resp.Status, resp.Request.URL, b)
+	}
+}
+
+// TestBrowserLoginCookie: the login cookie binds a login to its browser
+// and its state: a callback with the state of a login begun elsewhere,
+// without that login's cookie, with another login's cookie, or with a
+// forged cookie is refused and audited.
+func TestBrowserLoginCookie(t *testing.T) {
+	t.Parallel()
+	e := newSSOEnv(t, nil, false)
+	begin := func() (state string, cookie *http.Cookie) {
+		t.Helper()
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Get(e.url + "/auth/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "jitgate_login" {
+				cookie = ck
+			}
+		}
+		if cookie == nil || loc.Query().Get("state") == "" {
+			t.Fatalf("a login begun without a login cookie or state: %v %s", resp.Cookies(), loc)
+		}
+		if strings.Contains(cookie.Value, loc.Query().Get("state")) {
+			t.Errorf("the login cookie shows its state in clear")
+		}
+		return loc.Query().Get("state"), cookie
+	}
+	victimState, _ := begin()
+	_, attackerCookie := begin()
+	forged := *attackerCookie
+	forged.Value = forged.Value[:len(forged.Value)-2] + "AA"
+	for _, tc := range []struct {
+		name   string
+		cookie *http.Cookie
+	}{
+		{"no cookie", nil},
+		{"another login's cookie", attackerCookie},
+		{"a forged cookie", &forged},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, e.url+"/auth/callback?code=whatever&state="+url.QueryEscape(victimState), nil)
+		if tc.cookie != nil {
+			req.AddCookie(tc.cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := body(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "login state") {
+			t.Errorf("callback with %s: %s %s, want 400 about the login state", tc.name, resp.Status, b)
+		}
+	}
+	if evs := e.events(t, audit.LoginFailed); len(evs) != 3 {
+		t.Errorf("%d login.failed events, want 3", len(evs))
+	}
+	if len(e.events(t, audit.LoginSucceeded)) != 0 {
+		t.Errorf("a refused callback was audited as a success")
 	}
 }
 

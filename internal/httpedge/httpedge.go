@@ -25,8 +25,9 @@ const (
 	CSRFCookie = "jitgate_csrf"
 	// CSRFHeader carries the CSRF cookie's value on API calls.
 	CSRFHeader = "X-CSRF-Token"
-	// LoginCookie binds a browser login's state to the browser that began
-	// it, so nobody can make a victim's browser finish their own login.
+	// LoginCookie carries a browser login begun (state, nonce, PKCE
+	// verifier; sealed) and so binds it to the browser that began it:
+	// nobody can make a victim's browser finish their own login.
 	LoginCookie = "jitgate_login"
 )
 
