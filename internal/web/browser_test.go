@@ -357,7 +357,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	var csv, jsonl string
 	admin.eval(`fetch(document.querySelector('#export-csv').href).then(r => r.text())`, &csv)
 	admin.eval(`fetch(document.querySelector('#export-jsonl').href).then(r => r.text())`, &jsonl)
-	if !strings.HasPrefix(csv, "id,at,actor,action,target") || !strings.Contains(csv, "request.activated") || !strings.Contains(csv, "bob") {
+	if !strings.HasPrefix(csv, `"id","at","actor","action","target"`) || !strings.Contains(csv, "request.activated") || !strings.Contains(csv, "bob") {
 		t.Errorf("CSV export:\n%s", csv)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(jsonl), "\n") {
