@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -76,7 +77,15 @@ func (a *api) targetOf(ctx context.Context, name string) *authz.Target {
 // whether the target exists or not, so target names cannot be probed
 // through 404s. Only a principal whose roles would cover the name learns
 // that it does not exist.
+//
+// A name that is not a target name (a DNS label) is refused first, for
+// everyone: no target can hold it, so the refusal tells nothing about which
+// exist, and the name, untrusted text from a URL path or a body, never
+// reaches a message or the audit trail raw.
 func (a *api) targetFor(ctx context.Context, p store.Principal, act authz.Action, name string) (store.Target, error) {
+	if policy.ValidateTargetName(name) != nil {
+		return store.Target{}, invalidField("target", "%q is not a target name: targets are named by DNS labels, 1-63 lowercase letters, digits and '-'", name)
+	}
 	t, err := a.Store.GetTarget(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.Target{}, err
@@ -90,6 +99,10 @@ func (a *api) targetFor(ctx context.Context, p store.Principal, act authz.Action
 	}
 	return t, err
 }
+
+// requestID is the form of a request id (store.newRequestID: "r-" and
+// base32 in lower case).
+var requestID = regexp.MustCompile(`^r-[a-z2-7]{1,64}$`)
 
 // auditDenied records a refused attempt to change something (a wrong role, an
 // approval of one's own request, a stale decision, a request over a cap on
@@ -109,12 +122,16 @@ func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
 	if status < 400 || status >= 500 || status == http.StatusUnauthorized {
 		return
 	}
+	// The path is recorded percent-encoded, and a name or id from it only
+	// when it has the form of one: they are the caller's text, and a
+	// principal without any role must not be able to plant escape
+	// sequences, newlines or bidirectional overrides in the trail.
 	e := audit.Event{At: a.Now(), Actor: p.Name(), ClientAddr: a.clientAddr(r).String(), Action: audit.AccessDenied,
-		Reason: err.Error(), Details: map[string]any{"method": r.Method, "path": r.URL.Path, "status": status}}
-	if id := r.PathValue("id"); id != "" && strings.HasPrefix(id, "r-") {
+		Reason: err.Error(), Details: map[string]any{"method": r.Method, "path": r.URL.EscapedPath(), "status": status}}
+	if id := r.PathValue("id"); requestID.MatchString(id) {
 		e.RequestID = id
 	}
-	if name := r.PathValue("name"); name != "" {
+	if name := r.PathValue("name"); name != "" && policy.ValidateTargetName(name) == nil {
 		e.Target = name
 	}
 	if errors.As(err, &le) {

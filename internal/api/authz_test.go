@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -330,5 +331,61 @@ func TestTargetNamesCannotBeProbed(t *testing.T) {
 	// Nothing changed: web-01 keeps its policy and stays.
 	if tg, err := f.c.Target(ctx, "web-01"); err != nil || tg.Policy == nil || len(tg.Policy.Rules) != 2 {
 		t.Errorf("web-01 after the probes: %+v, %v", tg, err)
+	}
+}
+
+// TestNamesInPathsAreInert: a target name or request id in a URL path is
+// untrusted text too. A name that is not a DNS label (escape sequences,
+// newlines, bidirectional overrides, percent-encoded in the path) is
+// refused as such, before any authorization, and nothing of it reaches the
+// answer or the audit trail raw: before, a principal without any role
+// planted "\u202e..." (which displays reversed in the console) or
+// ESC sequences in the trail's target, reason and path of its own refusals.
+func TestNamesInPathsAreInert(t *testing.T) {
+	f := newMatrixFixture(t)
+	ctx := context.Background()
+	nobody, _, err := f.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "nobody", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const evil = "%1b%5d0;pwned%07%0aApproved%20by%20the%20CISO%e2%80%ae"
+	// raw reports a character of the name that must not reach a reader
+	// as is; rawJSON the same in JSON (which escapes ESC, BEL and newline
+	// but not U+202E). A name quoted with its escapes (%q) is inert.
+	raw := func(s string) bool { return strings.ContainsAny(s, "\x1b\x07\n\u202e") }
+	rawJSON := func(s string) bool {
+		return raw(s) || strings.Contains(s, `\u001b`) || strings.Contains(s, `\u0007`) || strings.Contains(s, `\n`)
+	}
+	for _, ep := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/targets/" + evil, ""},
+		{"DELETE", "/api/v1/targets/" + evil, ""},
+		{"PUT", "/api/v1/targets/" + evil + "/policy", `{"rules":[{"port":22}]}`},
+		{"DELETE", "/api/v1/targets/" + evil + "/policy", ""},
+		{"POST", "/api/v1/requests/r-" + evil + "/revoke", `{"reason":"x"}`},
+		{"POST", "/api/v1/requests/r-" + evil + "/approve", `{"reason":"x"}`},
+		{"POST", "/api/v1/requests", `{"target":"\u001b]0;pwned\u0007\u202e","ports":["22"],"source":"198.51.100.9","duration":"1h","reason":"x"}`},
+	} {
+		for who, tok := range map[string]string{"no role": nobody, "admin": f.admin} {
+			status, body := f.raw(t, ep.method, ep.path, tok, "application/json", strings.NewReader(ep.body))
+			var m map[string]any
+			if err := json.Unmarshal(body, &m); err != nil {
+				t.Fatalf("%s %s as %s: %d %s", ep.method, ep.path, who, status, body)
+			}
+			msg, _ := m["error"].(string)
+			if status != http.StatusUnprocessableEntity && status != http.StatusNotFound || raw(msg) {
+				t.Errorf("%s %s as %s: %d %q; want 422 or 404, the name escaped", ep.method, ep.path, who, status, msg)
+			}
+		}
+	}
+	es, err := f.st.ListAudit(ctx, store.AuditFilter{Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		b, _ := json.Marshal(e.Details)
+		details := string(b) // JSON escapes ESC, BEL and newline; not U+202E
+		if raw(e.Target) || raw(e.RequestID) || raw(e.Reason) || rawJSON(details) {
+			t.Errorf("audit event %s holds the raw name: target %q, request %q, reason %q, details %s", e.Action, e.Target, e.RequestID, e.Reason, details)
+		}
 	}
 }

@@ -137,7 +137,7 @@ func (a *api) getTarget(w http.ResponseWriter, r *http.Request, p store.Principa
 }
 
 func (a *api) removeTarget(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	if err := a.require(r.Context(), p, authz.WriteTarget, a.targetOf(r.Context(), r.PathValue("name"))); err != nil {
+	if _, err := a.targetFor(r.Context(), p, authz.WriteTarget, r.PathValue("name")); err != nil {
 		return err
 	}
 	if err := a.Store.RemoveTarget(r.Context(), a.actor(r, p), r.PathValue("name"), a.Now()); err != nil {
