@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -21,7 +22,7 @@ type failureLimiter struct {
 	burst int
 	per   time.Duration
 	// maxKeys bounds memory: beyond it, full buckets (which limit nothing)
-	// are dropped, and if that is not enough the oldest entry goes.
+	// are dropped, and if that is not enough a tenth of the others (prune).
 	maxKeys int
 
 	mu      sync.Mutex
@@ -91,21 +92,28 @@ func (l *failureLimiter) Fail(key string, now time.Time) (wait time.Duration, re
 	return 0, refusedBefore
 }
 
-// prune drops full buckets, then (under a flood of sources) the oldest.
+// prune drops full buckets, then (under a flood of sources) the tenth of
+// the buckets that are nearest to full, oldest first. Dropping a tenth at
+// once, not the one oldest, keeps the cost of a flood of new sources at an
+// amortized O(log n) each: otherwise, with the table full of buckets that
+// all limit something, every new source would scan the whole table under
+// the lock that every failed login takes.
 func (l *failureLimiter) prune(now time.Time) {
-	var oldestKey string
-	var oldest time.Time
 	for k, b := range l.buckets {
 		if !b.full.After(now) {
 			delete(l.buckets, k)
-			continue
-		}
-		if oldestKey == "" || b.full.Before(oldest) {
-			oldestKey, oldest = k, b.full
 		}
 	}
-	if len(l.buckets) >= l.maxKeys {
-		delete(l.buckets, oldestKey)
+	if len(l.buckets) < l.maxKeys {
+		return
+	}
+	keys := make([]string, 0, len(l.buckets))
+	for k := range l.buckets {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return l.buckets[a].full.Compare(l.buckets[b].full) })
+	for _, k := range keys[:len(keys)-l.maxKeys*9/10] {
+		delete(l.buckets, k)
 	}
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -72,6 +73,28 @@ func TestFailureLimiterBoundsMemory(t *testing.T) {
 	}
 	if len(l.buckets) > 3 {
 		t.Fatalf("%d buckets, want at most 3", len(l.buckets))
+	}
+}
+
+// TestFailureLimiterPrunesInBatches: under a flood of new sources that all
+// stay limited, a full table makes room for a tenth of its size at once,
+// so that the next new sources do not each scan the whole table again.
+func TestFailureLimiterPrunesInBatches(t *testing.T) {
+	l := newFailureLimiter(5, 12*time.Second)
+	l.maxKeys = 1000
+	t0 := time.Now()
+	for i := range l.maxKeys + 1 {
+		l.Fail(fmt.Sprintf("k%d", i), t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if n := len(l.buckets); n > l.maxKeys*9/10+1 {
+		t.Fatalf("%d buckets after the table filled, want at most %d: every next new source would prune again", n, l.maxKeys*9/10+1)
+	}
+	// The sources dropped are the oldest; the newest is kept.
+	if _, ok := l.buckets["k0"]; ok {
+		t.Errorf("the oldest source was kept")
+	}
+	if _, ok := l.buckets[fmt.Sprintf("k%d", l.maxKeys)]; !ok {
+		t.Errorf("the newest source was dropped")
 	}
 }
 
