@@ -154,3 +154,37 @@ func TestAgentClaimAboveMaxRevisionRefused(t *testing.T) {
 		t.Errorf("request after the refused claims: %+v, %v; want it untouched", got, err)
 	}
 }
+
+// TestRestoreLiftsGatewayPolicyRemovalOnce: the policy removal of a target
+// behind a gateway waits for a revision of the gateway. A restore lifts every
+// target's revision, the gateway's and the target's; the removal was lifted
+// for both, twice as far as the gateway's revision, so it stayed unconfirmed
+// after the gateway applied the revision without the policy.
+func TestRestoreLiftsGatewayPolicyRemovalOnce(t *testing.T) {
+	e, gw := gatewayEnv(t)
+	ctx := context.Background()
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "db-01", Gateway: "gw-1", Address: "10.0.0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	e.setPolicy(t, "db-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
+	if err := e.c.RemovePolicy(ctx, "db-01"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.EndRestored(ctx, 5, "restored in a test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := gw.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := e.c.Target(ctx, "db-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.PolicyRemoval == nil || tg.PolicyRemoval.State != "confirmed" {
+		t.Errorf("policy removal after the gateway applied revision %d: %+v, want confirmed", ds.Revision, tg.PolicyRemoval)
+	}
+}

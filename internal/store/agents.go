@@ -407,7 +407,7 @@ func confirmRemovals(ctx context.Context, tx *sql.Tx, enforcer string, rev int64
 	}
 
 	rows, err = tx.QueryContext(ctx, `SELECT name, policy_removed_revision FROM targets
-		WHERE (name = $1 OR gateway = $1) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, enforcer)
+		WHERE ((name = $1 AND gateway = '') OR gateway = $1) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, enforcer)
 	if err != nil {
 		return nil, fmt.Errorf("selecting unconfirmed policy removals: %w", err)
 	}

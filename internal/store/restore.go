@@ -212,8 +212,11 @@ func liftRevisions(ctx context.Context, tx *sql.Tx, where string, args []any, li
 			WHERE removal_enforcer = $2 AND removal_revision > 0 AND removal_confirmed_at IS NULL`, lift, n); err != nil {
 			return nil, fmt.Errorf("lifting unconfirmed removals of %s: %w", n, err)
 		}
+		// A policy removal counts in its enforcer's revisions: the target's
+		// own, or its gateway's (never both, or a restore that lifts both
+		// would lift it twice).
 		if _, err := tx.ExecContext(ctx, `UPDATE targets SET policy_removed_revision = policy_removed_revision + $1
-			WHERE (name = $2 OR gateway = $2) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, lift, n); err != nil {
+			WHERE ((name = $2 AND gateway = '') OR gateway = $2) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, lift, n); err != nil {
 			return nil, fmt.Errorf("lifting the unconfirmed policy removals of %s: %w", n, err)
 		}
 	}
