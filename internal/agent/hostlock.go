@@ -49,16 +49,31 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 		return nil, fmt.Errorf("agent: creating the lock directory: %w", err)
 	}
 	path := filepath.Join(dir, "agent-netns-"+id+".lock")
-	// World-readable (it names a pid, a target and a directory, no
-	// secret): an agent of another user that was given CAP_NET_ADMIN can
-	// still take (flock works on a read-only file) or see the lock.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	writable := err == nil
+	// The agent's own (0600): flock works on a file opened read-only, so a
+	// lock file others can read is one any local user can take and hold,
+	// keeping the agent from starting again (no grant applied, no
+	// revocation confirmed). An agent of another user (given CAP_NET_ADMIN)
+	// cannot open it and refuses too, naming the file's owner: two agents
+	// still never share the table.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if errors.Is(err, fs.ErrPermission) {
-		f, err = os.Open(path)
+		owner := "another user"
+		if fi, serr := os.Stat(path); serr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				owner = fmt.Sprintf("uid %d", st.Uid)
+			}
+		}
+		return nil, fmt.Errorf("agent: %w (network namespace %s): its lock %s belongs to %s, the user of another agent; "+
+			"two agents would undo each other's rules: stop it first (remove the file if no agent of that user runs)", ErrHostLocked, id, path, owner)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: opening %s: %w", path, err)
+	}
+	// A lock file made readable by others (an earlier version) is theirs to
+	// flock: make it the agent's own again.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("agent: restricting %s: %w", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
@@ -73,11 +88,9 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 	if c, err := loadCredential(filepath.Join(stateDir, credentialName)); err == nil {
 		info.Target = c.Target
 	}
-	if writable {
-		b, _ := json.Marshal(info)
-		if err := f.Truncate(0); err == nil {
-			f.WriteAt(append(b, '\n'), 0)
-		}
+	b, _ := json.Marshal(info)
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt(append(b, '\n'), 0)
 	}
 	return &HostLock{f: f}, nil
 }

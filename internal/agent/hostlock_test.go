@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -38,4 +41,58 @@ func TestSecondAgentOnOneHostRefused(t *testing.T) {
 		t.Fatalf("after the first agent stopped: %v", err)
 	}
 	l3.Release()
+}
+
+// TestUnprivilegedUserCannotHoldHostLock: the lock file was world-readable,
+// and flock works on a read-only file, so any local user of the target
+// (nobody here) could take the lock while the agent restarted and keep it
+// from ever starting again: no new grant applied, no revocation confirmed.
+// The lock file is the agent's own (0600); another user cannot open it.
+func TestUnprivilegedUserCannotHoldHostLock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root (to run a process as nobody)")
+		}
+		t.Skip("needs root (to run a process as nobody)")
+	}
+	// A lock directory anyone may traverse, as /run/jitgate is.
+	lockDir, err := os.MkdirTemp("", "jitgate-lock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(lockDir) })
+	if err := os.Chmod(lockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	l, err := LockHost(lockDir, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release() // the agent restarts
+	files, _ := filepath.Glob(filepath.Join(lockDir, "agent-netns-*.lock"))
+	if len(files) != 1 {
+		t.Fatalf("lock files: %v", files)
+	}
+	// nobody tries to take the lock and keep it: flock says "locked" once
+	// it holds it, or fails at once.
+	cmd := exec.Command("flock", "-n", files[0], "sh", "-c", "echo locked; exec sleep 60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	first, _ := bufio.NewReader(stdout).ReadString('\n') // "locked", or EOF when flock failed
+	if strings.TrimSpace(first) == "locked" {
+		t.Log("nobody holds the agent's lock")
+	}
+	l2, err := LockHost(lockDir, state)
+	if err != nil {
+		t.Fatalf("the agent could not take its lock back from an unprivileged user: %v", err)
+	}
+	l2.Release()
 }
