@@ -468,3 +468,50 @@ func TestConsoleEnableKeepsPolicySetMeanwhile(t *testing.T) {
 		t.Errorf("nonft-01 got a policy: %+v, %v", tg.Policy, err)
 	}
 }
+
+// TestConsoleRequestFormRE2Pattern: the request form checks a rule's
+// justification pattern in the browser only where JavaScript reads it as
+// RE2 does. Before, JavaScript read valid RE2 such as `\z` (end of text) or
+// `[[:digit:]]` as something else, and the form refused, with "needs a
+// justification that matches", a reason the server accepts: nobody could
+// ask for such a port from the console. Now a pattern JavaScript parses
+// differently (a syntax error in its strict Unicode mode) is left to the
+// server.
+func TestConsoleRequestFormRE2Pattern(t *testing.T) {
+	l := testlab.New(t)
+	browser := startBrowser(t, l)
+	l.StartServer()
+	ctx := context.Background()
+	c := l.APIClient()
+	if _, err := c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"}); err != nil {
+		t.Fatal(err)
+	}
+	pol := wire.Policy{Rules: []wire.PortRule{
+		{Port: 22, Protocol: "tcp", Justification: &wire.Justification{Pattern: `^INC-[0-9]+\z`}},
+		{Port: 2222, Protocol: "tcp", Justification: &wire.Justification{Pattern: `^INC-[[:digit:]]+$`}},
+		{Port: 3389, Protocol: "tcp", Justification: &wire.Justification{Pattern: `^INC-[0-9]+$`}},
+	}}
+	if _, err := c.SetPolicy(ctx, "web-01", pol); err != nil {
+		t.Fatal(err)
+	}
+	admin := newPerson(t, browser, "admin", l.Token)
+	admin.do(chromedp.Navigate(testlab.ServerURL+"/ui/targets/web-01"), chromedp.Click(chromedp.ID("open-request")),
+		chromedp.WaitVisible(chromedp.ID("request-form")))
+	for _, port := range []string{"22/tcp", "2222/tcp", "3389/tcp"} {
+		for _, tc := range []struct {
+			reason string
+			ok     bool
+		}{{"INC-12", true}, {"no ticket", port != "3389/tcp"}} {
+			// Select only this port, then type the reason.
+			admin.eval(`(() => { for (const p of document.querySelectorAll('#request-form input[name=port]')) { p.checked = p.value === `+jsString(port)+`; } return true; })()`, new(bool))
+			admin.setValue("#reason", tc.reason)
+			got := admin.text("#err-reason")
+			if tc.ok && got != "" {
+				t.Errorf("%s, reason %q: the form refuses it: %q", port, tc.reason, got)
+			}
+			if !tc.ok && !strings.Contains(got, "matches") {
+				t.Errorf("%s, reason %q: the form accepts it (%q); JavaScript reads this pattern as RE2 does, so it should check", port, tc.reason, got)
+			}
+		}
+	}
+}

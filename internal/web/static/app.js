@@ -342,8 +342,11 @@
         if ((p.dataset.reasonRequired === "true" || min) && !text) errs.reason = `${p.value} needs a justification.`;
         else if (min && text.length < min) errs.reason = `${p.value} needs at least ${min} characters.`;
         else if (pattern) {
+          // Unicode mode ("u") is strict: RE2 syntax that JavaScript would
+          // read as something else (\z, \A, [[:digit:]], \pL, (?i)) is a
+          // syntax error there, and the server's RE2 decides alone.
           let re = null;
-          try { re = new RegExp(pattern); } catch (e) { /* the server's RE2 decides */ }
+          try { re = new RegExp(pattern, "u"); } catch (e) { /* the server's RE2 decides */ }
           if (re && !re.test(reason.value)) errs.reason = `${p.value} needs a justification that matches ${pattern}.`;
         }
       }
