@@ -22,6 +22,8 @@ import (
 type matrixFixture struct {
 	*env
 	granted, awaiting string
+	webhook           string // a webhook's id
+	foreign           string // the id of another user's (dave's) token
 }
 
 func newMatrixFixture(t *testing.T) *matrixFixture {
@@ -48,7 +50,15 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "group:ops", Role: authz.Auditor, Scope: authz.Everywhere}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID}
+	wh, err := e.c.CreateWebhook(ctx, wire.WebhookCreate{URL: "https://hooks.example.com/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dave, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "dave", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID}
 }
 
 // user makes a personal token for name, bound to role in scope.
@@ -67,7 +77,7 @@ func (f *matrixFixture) user(t *testing.T, name string, role authz.Role, scope a
 
 func (f *matrixFixture) do(t *testing.T, token, method, path, body string) int {
 	t.Helper()
-	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting).Replace(path)
+	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign).Replace(path)
 	req, _ := http.NewRequest(method, f.srv.URL+path, bytes.NewBufferString(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -109,6 +119,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"POST", "/api/v1/tokens", `{"name":"t","ttl":"1h","service":"ci"}`, global, []authz.Role{A}},
 		// Impersonation (allowed without single sign-on, as here; TestUserTokensWithSSO refuses it with).
 		{"POST", "/api/v1/tokens", `{"name":"t","ttl":"1h","user":"carol"}`, global, []authz.Role{A}},
+		// A limit may not widen the caller's own grants.
+		{"POST", "/api/v1/tokens", `{"name":"t","ttl":"1h","limits":[{"role":"admin","scope":"*"}]}`, global, []authz.Role{A}},
+		{"DELETE", "/api/v1/tokens/{foreign}", "", global, []authz.Role{A}},
+		{"GET", "/api/v1/webhooks", "", global, []authz.Role{A}},
+		{"POST", "/api/v1/webhooks", `{"url":"https://hooks.example.com/y"}`, global, []authz.Role{A}},
+		{"GET", "/api/v1/webhooks/{webhook}/deliveries", "", global, []authz.Role{A}},
+		{"DELETE", "/api/v1/webhooks/{webhook}", "", global, []authz.Role{A}},
 		{"GET", "/api/v1/targets", "", own, all}, // filtered, never refused
 		{"GET", "/api/v1/requests", "", own, all},
 		{"GET", "/api/v1/targets/web-01", "", target, all},
