@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +27,7 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("64:ff9b::/96"),
 	netip.MustParsePrefix("64:ff9b:1::/48"),
 	netip.MustParsePrefix("2002::/16"),
+	netip.MustParsePrefix("fec0::/10"), // site-local (deprecated, still routed where configured)
 }
 
 // ErrPrivateAddress is a webhook destination that is not public.
@@ -65,7 +67,59 @@ func CheckURL(u *url.URL, allowPrivate bool) error {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return CheckAddr(a, false)
 	}
+	if a, ok := legacyIPv4(host); ok {
+		return CheckAddr(a, false)
+	}
 	return nil
+}
+
+// legacyIPv4 reads the forms of an IPv4 address that inet_aton, and with it
+// getaddrinfo, curl and many proxies, accept besides the dotted quad: one to
+// four parts, each decimal, octal (leading 0) or hexadecimal (0x), the last
+// filling the remaining bytes ("2130706433", "0x7f.1", "127.1", "0177.0.0.1"
+// are all 127.0.0.1). Go's resolver reads them as names (and the dial-time
+// check would catch what they resolve to), but a URL holding one is an
+// address in disguise and is judged as the address when it is added.
+func legacyIPv4(host string) (netip.Addr, bool) {
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	vals := make([]uint64, len(parts))
+	for i, p := range parts {
+		base, digits := 10, p
+		switch {
+		case len(p) > 1 && (p[:2] == "0x" || p[:2] == "0X"):
+			base, digits = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, digits = 8, p[1:]
+		}
+		if digits == "" && base != 16 {
+			return netip.Addr{}, false
+		}
+		v := uint64(0)
+		if digits != "" {
+			var err error
+			if v, err = strconv.ParseUint(digits, base, 32); err != nil {
+				return netip.Addr{}, false
+			}
+		}
+		vals[i] = v
+	}
+	// All but the last part are one byte; the last fills the rest.
+	var n uint64
+	for i, v := range vals[:len(vals)-1] {
+		if v > 0xff {
+			return netip.Addr{}, false
+		}
+		n |= v << (8 * (3 - i))
+	}
+	last := vals[len(vals)-1]
+	if last >= 1<<(8*(5-len(vals))) {
+		return netip.Addr{}, false
+	}
+	n |= last
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), true
 }
 
 // guardedTransport is an HTTP transport that refuses, at connect time, every

@@ -24,8 +24,8 @@ func TestCheckAddr(t *testing.T) {
 		"10.1.2.3": false, "172.16.0.1": false, "192.168.1.1": false, "fd00::1": false,
 		"169.254.169.254": false, "fe80::1": false, "100.100.100.200": false, "224.0.0.1": false,
 		"255.255.255.255": false, "::ffff:127.0.0.1": false, "::ffff:10.0.0.1": false, "64:ff9b::7f00:1": false,
-		"2002:7f00:1::": false,
-		"192.0.2.1":     true, "198.51.100.7": true, "8.8.8.8": true, "2001:db8::1": true, "2606:4700::1111": true,
+		"2002:7f00:1::": false, "fec0::1": false,
+		"192.0.2.1": true, "198.51.100.7": true, "8.8.8.8": true, "2001:db8::1": true, "2606:4700::1111": true,
 	} {
 		err := notify.CheckAddr(netip.MustParseAddr(s), false)
 		if (err == nil) != ok {
@@ -39,6 +39,12 @@ func TestCheckAddr(t *testing.T) {
 		"http://127.0.0.1:8080/x": false, "http://[::1]/x": false, "https://localhost/x": false, "https://LOCALHOST./x": false,
 		"https://a.localhost/x": false, "http://169.254.169.254/latest/meta-data": false, "https://10.0.0.5/x": false,
 		"https://hooks.example.com/x": true, "http://192.0.2.1:9000/hook": true,
+		// IPv4 in the forms inet_aton reads (getaddrinfo, curl, proxies):
+		// addresses in disguise, judged as the address.
+		"http://2130706433/": false, "http://0x7f.1/": false, "http://127.1/": false, "http://0177.0.0.1/": false,
+		"http://0x7f000001/": false, "http://10.1/": false, "http://0/": false, "http://169.254.43518/": false,
+		"http://3221225985/": true, "http://0xc0.0.2.1/": true, // 192.0.2.1
+		"https://1.example/x": true, "https://0x.example/x": true, "https://example.0/x": true, "https://a.b.c.d.e/x": true,
 	} {
 		u, _ := url.Parse(raw)
 		if err := notify.CheckURL(u, false); (err == nil) != ok {
