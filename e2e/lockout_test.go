@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -125,4 +126,72 @@ func (f *flood) stop() map[int]int {
 		out[k] = v
 	}
 	return out
+}
+
+// TestConnectionSquatterOnAgentHost: an unprivileged process on a target
+// holds every place of the server's per-address connection cap (64) from
+// the agent's own address with idle keep-alive connections, and the agent
+// restarts meanwhile. The agent reconnects (its authenticated connections
+// do not count, and the squatter's oldest unauthenticated ones make room),
+// so a new request opens port 22 and a revoke closes it on time, with real
+// packets. Before the fix, the cap refused the agent's new connections at
+// TCP level: the request failed its activation and the agent stayed away.
+func TestConnectionSquatterOnAgentHost(t *testing.T) {
+	l := newLab(t)
+	l.startServer()
+	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
+	l.startAgent(created.EnrollToken)
+	l.eventually("agent connected", 10*time.Second, func() bool {
+		return cliJSON[wire.Target](l, "target", "show", "web-01").Agent.State == "connected"
+	})
+	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
+	l.waitApplied("web-01")
+
+	// The squatter: as many idle keep-alive connections from 127.0.0.1 in
+	// the target's namespace as the server answers, up to the cap of 64.
+	addr := fmt.Sprintf("127.0.0.1:%d", testlab.APIPort)
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	squat := func() bool { // one more connection, answered once
+		c, err := l.ServerNS.DialContext(context.Background(), &net.Dialer{}, "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: jitgate\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			return false
+		}
+		resp.Body.Close()
+		held = append(held, c)
+		return true
+	}
+	for i := 0; i < 64 && squat(); i++ {
+	}
+
+	// The agent restarts, and the squatter takes the place its old
+	// connection leaves as soon as there is one: the agent must still get
+	// back in.
+	l.Agent.Kill()
+	l.eventually("the squatter holds one connection more", 5*time.Second, squat)
+	l.startAgent("")
+	for i := range 2 {
+		req := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", fmt.Sprintf("squat %d", i), "--wait")
+		if req.State != "active" {
+			t.Fatalf("round %d: request %s while the cap is held, want active", i, req.State)
+		}
+		if !l.canConnect(client1, serverIP, 22) {
+			t.Fatalf("round %d: port 22 closed for an active request while the cap is held", i)
+		}
+		l.cli("revoke", req.ID, "--reason", "squat test")
+		l.eventually(fmt.Sprintf("round %d: port closed after the revoke while the cap is held", i), time.Second, func() bool {
+			return !l.canConnect(client1, serverIP, 22)
+		})
+	}
 }
