@@ -9,7 +9,10 @@
 // webhook receivers, chat — to escape them, and a one-line justification
 // loses nothing), the bidirectional overrides and isolates
 // (U+202A–U+202E, U+2066–U+2069: they make a name display as another), and
-// bytes that are not UTF-8. Lengths count characters (runes), not bytes.
+// bytes that are not UTF-8, and runs of more than MaxMarks combining marks
+// (stacked on one character, they draw over the lines above and below: a
+// reason could cover the requester's name or the ports an approver reads).
+// Lengths count characters (runes), not bytes.
 //
 // Output that may still hold such characters (rows written before the rule,
 // text an agent reports) is escaped when printed: Escape for one value,
@@ -22,8 +25,19 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 )
+
+// MaxMarks bounds a run of combining marks (nonspacing or enclosing) on one
+// character. Writing systems need a few (Vietnamese two, Tibetan stacks
+// four or five); "Zalgo" text stacks hundreds, which a browser or terminal
+// draws far above and below the line.
+const MaxMarks = 8
+
+// isMark reports whether r combines with the character before it and is
+// drawn over or around it.
+func isMark(r rune) bool { return unicode.In(r, unicode.Mn, unicode.Me) }
 
 // Len is the length of s in characters, as the messages that bound it say.
 func Len(s string) int { return utf8.RuneCountInString(s) }
@@ -37,7 +51,11 @@ func refused(r rune) bool {
 // Check returns nil when s is printable one-line text, else an error that
 // names the first offending character and where it is (without echoing s).
 func Check(s string) error {
+	marks := 0
 	for i, r := range s {
+		if marks = nextMarks(marks, r); marks > MaxMarks {
+			return fmt.Errorf("holds more than %d combining marks in a row at character %d (stacked marks draw over the lines around them)", MaxMarks, Len(s[:i])+1)
+		}
 		if r == utf8.RuneError {
 			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
 				return fmt.Errorf("holds a byte that is not UTF-8 at byte %d", i)
@@ -48,6 +66,15 @@ func Check(s string) error {
 		}
 	}
 	return nil
+}
+
+// nextMarks is the length of the run of combining marks that r ends, given
+// the length of the run before it.
+func nextMarks(run int, r rune) int {
+	if isMark(r) {
+		return run + 1
+	}
+	return 0
 }
 
 // CheckLen is Check plus a bound of at most max characters.
@@ -63,14 +90,16 @@ func CheckLen(s string, max int) error {
 func quoteRune(r rune) string { return fmt.Sprintf(`\u%04x`, r) }
 
 // Escape returns s with every character Check refuses written as \uNNNN
-// (newline as \n, tab as \t, carriage return as \r) and every byte that is
-// not UTF-8 as \xNN, so that s prints as one inert line.
+// (newline as \n, tab as \t, carriage return as \r; combining marks past
+// the MaxMarks-th of a run too) and every byte that is not UTF-8 as \xNN,
+// so that s prints as one inert line.
 func Escape(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return refused(r) || r == utf8.RuneError }) < 0 {
+	if Check(s) == nil {
 		return s
 	}
 	var b strings.Builder
-	escapeTo(&b, s, false)
+	marks := 0
+	escapeTo(&b, s, false, &marks)
 	return b.String()
 }
 
@@ -100,11 +129,16 @@ func Sanitize(s string, max int) string {
 }
 
 // escapeTo writes s to b, escaped; with keepLines, newlines and tabs pass.
-func escapeTo(b *strings.Builder, s string, keepLines bool) {
+// marks carries the length of the current run of combining marks (across
+// the writes of a Writer).
+func escapeTo(b *strings.Builder, s string, keepLines bool, marks *int) {
 	for i, w := 0, 0; i < len(s); i += w {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		w = size
+		*marks = nextMarks(*marks, r)
 		switch {
+		case *marks > MaxMarks:
+			b.WriteString(quoteRune(r))
 		case r == utf8.RuneError && size == 1:
 			fmt.Fprintf(b, `\x%02x`, s[i])
 		case keepLines && (r == '\n' || r == '\t'):
@@ -131,9 +165,10 @@ func escapeTo(b *strings.Builder, s string, keepLines bool) {
 // It is safe for concurrent use (loggers of the server and agent write
 // through it too).
 type Writer struct {
-	mu   sync.Mutex
-	w    io.Writer
-	tail []byte
+	mu    sync.Mutex
+	w     io.Writer
+	tail  []byte
+	marks int // the run of combining marks written last
 }
 
 // NewWriter returns a Writer on w.
@@ -152,7 +187,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		buf = buf[:len(buf)-k]
 	}
 	var b strings.Builder
-	escapeTo(&b, string(buf), true)
+	escapeTo(&b, string(buf), true, &w.marks)
 	if _, err := io.WriteString(w.w, b.String()); err != nil {
 		return 0, err
 	}

@@ -30,6 +30,10 @@ func TestCheck(t *testing.T) {
 		{"bad\xffutf8", false, "not UTF-8"},
 		{"zero\u200bwidth", true, ""}, // not a control character; shown as is
 		{"\ufffd literal replacement", true, ""},
+		{"Tie\u0302\u0301ng Vie\u0323\u0302t, \u0f40\u0fb2\u0f71\u0f74\u0f7a", true, ""}, // decomposed Vietnamese, Tibetan stack
+		{"a" + strings.Repeat("\u0301", MaxMarks), true, ""},
+		{"ok" + strings.Repeat("\u0336\u0301\u20dd", 3), false, "more than 8 combining marks in a row at character 11"},
+		{"Zalgo" + strings.Repeat("\u0300", 500), false, "combining marks"},
 	} {
 		err := Check(tc.in)
 		if (err == nil) != tc.ok {
@@ -63,6 +67,7 @@ func TestEscape(t *testing.T) {
 		"Zoë \ufffd":       "Zoë \ufffd",
 		"\x00\x7f":         `\u0000\u007f`,
 		"mixed é\x1bé end": `mixed é\u001bé end`,
+		"z" + strings.Repeat("\u0301", 10) + "y\u0301": "z" + strings.Repeat("\u0301", 8) + `\u0301\u0301` + "y\u0301",
 	} {
 		if got := Escape(in); got != want {
 			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
@@ -90,7 +95,7 @@ func TestWriterKeepsLayoutEscapesTheRest(t *testing.T) {
 // when Check accepted it; the Writer never lets a control byte other than
 // newline and tab through, however the input is split.
 func FuzzCheckAndEscape(f *testing.F) {
-	for _, s := range []string{"web-01", "a\nb", "\x1b[31m", "\u009b", "\u202e", "\xff\xfe", "é", "\xe2\x80", "INC-1\r\n", "\x00"} {
+	for _, s := range []string{"web-01", "a\nb", "\x1b[31m", "\u009b", "\u202e", "\xff\xfe", "é", "\xe2\x80", "INC-1\r\n", "\x00", "a\u0301\u0301\u0301\u0301\u0301\u0301\u0301\u0301\u0301\u0301"} {
 		f.Add(s, uint8(1))
 	}
 	f.Fuzz(func(t *testing.T, s string, split uint8) {
@@ -119,7 +124,11 @@ func FuzzCheckAndEscape(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
+		run := 0
 		for _, r := range b.String() {
+			if run = nextMarks(run, r); run > MaxMarks {
+				t.Fatalf("Writer let a run of more than %d combining marks through for %q: %q", MaxMarks, s, b.String())
+			}
 			if r != '\n' && r != '\t' && (r < 0x20 || r >= 0x7f && r <= 0x9f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069) {
 				t.Fatalf("Writer let %U through for %q: %q", r, s, b.String())
 			}
