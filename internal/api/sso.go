@@ -37,7 +37,7 @@ import (
 const (
 	browserLoginTTL = 10 * time.Minute
 	// maxLogins bounds the device logins in progress (memory; browser
-	// logins keep nothing here, see loginSeal); maxDevicesPerSource the
+	// logins keep nothing here, see browserLogin); maxDevicesPerSource the
 	// device logins one source may have waiting at the provider.
 	maxLogins           = 10_000
 	maxDevicesPerSource = 5
@@ -139,11 +139,17 @@ func (l *logins) openLogin(v string) (browserLogin, bool) {
 
 type deviceLogin struct {
 	source  string // limiter key of the address that began it
+	started time.Time
 	expires time.Time
+	cancel  context.CancelFunc // ends the wait at the provider
 	done    bool
 	id      oidc.Identity
 	err     error
 }
+
+// errSuperseded ends a device login that a newer one from the same source
+// pushed out (maxDevicesPerSource).
+var errSuperseded = errors.New("a newer device login from the same address took its place; start again")
 
 // sweep drops device logins past their time; the caller holds mu.
 func (l *logins) sweep(now time.Time) {
@@ -252,19 +258,32 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 	addr := a.clientAddr(r)
 	key := sourceKey(addr)
 	now := a.Now()
+	// At its source's bound, the source's oldest device login in progress
+	// ends to make room: refusing the new one would let anyone behind the
+	// same address (an office NAT, a shared jump host) begin five device
+	// logins, never finish them, and keep everybody else there from
+	// signing in with the CLI for their 30 minutes.
 	a.logins.mu.Lock()
 	a.logins.sweep(now)
+	var oldest *deviceLogin
 	mine := 0
 	for _, d := range a.logins.devices {
 		if d.source == key && !d.done {
 			mine++
+			if oldest == nil || d.started.Before(oldest.started) {
+				oldest = d
+			}
 		}
 	}
 	total := len(a.logins.devices)
+	var endOldest context.CancelFunc
+	if total < maxLogins && mine >= maxDevicesPerSource {
+		oldest.done, oldest.err = true, errSuperseded
+		endOldest = oldest.cancel
+	}
 	a.logins.mu.Unlock()
-	if mine >= maxDevicesPerSource {
-		tooMany(w, time.Minute, "too many device logins in progress from this address")
-		return
+	if endOldest != nil {
+		endOldest()
 	}
 	if total >= maxLogins {
 		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
@@ -282,11 +301,12 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 	}
 	da.Expiry = expires
 	code := random.Secret()
-	d := &deviceLogin{source: key, expires: expires}
+	ctx, cancel := context.WithDeadline(context.Background(), expires)
+	d := &deviceLogin{source: key, started: now, expires: expires, cancel: cancel}
 	a.logins.mu.Lock()
 	a.logins.devices[code] = d
 	a.logins.mu.Unlock()
-	go a.waitDevice(p, d, da, addr)
+	go a.waitDevice(ctx, p, d, da, addr)
 
 	interval := int(da.Interval)
 	if interval <= 0 {
@@ -296,11 +316,14 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 		VerificationURIComplete: da.VerificationURIComplete, Interval: interval, ExpiresIn: int(expires.Sub(now).Seconds())})
 }
 
-func (a *api) waitDevice(p *oidc.Provider, d *deviceLogin, da *oidc.DeviceAuthorization, addr netip.Addr) {
-	ctx, cancel := context.WithDeadline(context.Background(), d.expires)
-	defer cancel()
+func (a *api) waitDevice(ctx context.Context, p *oidc.Provider, d *deviceLogin, da *oidc.DeviceAuthorization, addr netip.Addr) {
+	defer d.cancel()
 	id, err := p.DeviceWait(ctx, da)
 	a.logins.mu.Lock()
+	if d.done { // superseded: not a failure of anyone's
+		a.logins.mu.Unlock()
+		return
+	}
 	d.done, d.id, d.err = true, id, err
 	a.logins.mu.Unlock()
 	if err != nil {
@@ -347,6 +370,8 @@ func (a *api) deviceToken(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, wire.Error{Error: wire.AccessDenied})
 	case errors.Is(d.err, oidc.ErrExpired):
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken})
+	case errors.Is(d.err, errSuperseded):
+		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
 	case d.err != nil: // audited when it happened
 		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "login failed: " + clip(d.err.Error())})
 	default:

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -354,6 +355,56 @@ func postJSON(t *testing.T, url string, in any) (int, []byte) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, []byte(body(t, resp))
+}
+
+// TestDeviceLoginsCannotBeHeld: someone behind the same address (an office
+// NAT, a shared jump host) begins as many device logins as the address may
+// have in progress and never finishes them. Carol's device login from that
+// address still begins and ends in a session; the oldest of the squatter's
+// logins is the one that ends, answered expired_token.
+func TestDeviceLoginsCannotBeHeld(t *testing.T) {
+	t.Parallel()
+	e := newSSOEnv(t, nil, false)
+	start := func(who string) wire.DeviceLogin {
+		t.Helper()
+		status, b := postJSON(t, e.url+"/api/v1/auth/device", nil)
+		if status != http.StatusOK {
+			t.Fatalf("%s beginning a device login: %d %s", who, status, b)
+		}
+		var dl wire.DeviceLogin
+		if err := json.Unmarshal(b, &dl); err != nil {
+			t.Fatal(err)
+		}
+		return dl
+	}
+	poll := func(dl wire.DeviceLogin) (int, []byte) {
+		return postJSON(t, e.url+"/api/v1/auth/device/token", wire.DeviceTokenRequest{DeviceCode: dl.DeviceCode})
+	}
+	var squatted []wire.DeviceLogin
+	for i := range 5 {
+		squatted = append(squatted, start(fmt.Sprintf("the squatter (%d)", i+1)))
+	}
+	mine := start("carol")
+	if status, b := poll(squatted[0]); status != http.StatusBadRequest || !strings.Contains(string(b), "expired_token") {
+		t.Errorf("the squatter's oldest login after carol began hers: %d %s, want expired_token", status, b)
+	}
+	for _, dl := range squatted[1:] {
+		if status, b := poll(dl); status != http.StatusBadRequest || !strings.Contains(string(b), "authorization_pending") {
+			t.Errorf("a newer squatter login: %d %s, want authorization_pending", status, b)
+		}
+	}
+	e.op.ApproveDevice(t, browser(t, nil), mine.UserCode, carol.Name, carol.Password)
+	deadline := time.Now().Add(20 * time.Second)
+	status, b := poll(mine)
+	for ; status == http.StatusBadRequest && strings.Contains(string(b), "authorization_pending") && time.Now().Before(deadline); status, b = poll(mine) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status != http.StatusOK || !strings.Contains(string(b), "carol@example.com") {
+		t.Fatalf("carol's device login: %d %s, want her session", status, b)
+	}
+	if evs := e.events(t, audit.LoginFailed); len(evs) != 0 {
+		t.Errorf("login.failed events %+v: a login that a newer one ended is nobody's failure", evs)
+	}
 }
 
 // TestDeviceLogin runs the device flow through jitgate: the CLI starts it,
