@@ -100,6 +100,9 @@ func (a *api) targetFor(ctx context.Context, p store.Principal, act authz.Action
 	return t, err
 }
 
+// maxAuditPath bounds the path a refusal records, in characters.
+const maxAuditPath = 256
+
 // requestID is the form of a request id (store.newRequestID: "r-" and
 // base32 in lower case).
 var requestID = regexp.MustCompile(`^r-[a-z2-7]{1,64}$`)
@@ -126,8 +129,11 @@ func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
 	// when it has the form of one: they are the caller's text, and a
 	// principal without any role must not be able to plant escape
 	// sequences, newlines or bidirectional overrides in the trail.
+	// Both are bounded too: the message may quote what the caller sent (a
+	// name of a megabyte in the path), and every distinct refusal is a row.
 	e := audit.Event{At: a.Now(), Actor: p.Name(), ClientAddr: a.clientAddr(r).String(), Action: audit.AccessDenied,
-		Reason: err.Error(), Details: map[string]any{"method": r.Method, "path": r.URL.EscapedPath(), "status": status}}
+		Reason:  text.Sanitize(err.Error(), policy.MaxReasonLen),
+		Details: map[string]any{"method": r.Method, "path": text.Sanitize(r.URL.EscapedPath(), maxAuditPath), "status": status}}
 	if id := r.PathValue("id"); requestID.MatchString(id) {
 		e.RequestID = id
 	}

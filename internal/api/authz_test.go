@@ -406,3 +406,38 @@ func TestNamesInPathsAreInert(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalAuditIsBounded: what a refused call writes to the audit trail
+// is bounded, however long the name or id the caller sent: before, a
+// principal without any role wrote its whole path (and the message quoting
+// the name) into a row, up to the server's header limit of a megabyte per
+// call.
+func TestRefusalAuditIsBounded(t *testing.T) {
+	f := newMatrixFixture(t)
+	ctx := context.Background()
+	nobody, _, err := f.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "nobody", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("a", 100_000)
+	for _, ep := range []struct{ method, path, body string }{
+		{"PUT", "/api/v1/targets/" + long + "/policy", `{"rules":[{"port":22}]}`},
+		{"DELETE", "/api/v1/targets/" + long, ""},
+		{"POST", "/api/v1/requests/r-" + long + "/revoke", `{"reason":"x"}`},
+		{"POST", "/api/v1/requests", `{"target":"` + long + `","ports":["22"],"source":"198.51.100.9","duration":"1h","reason":"x"}`},
+	} {
+		if status, body := f.raw(t, ep.method, ep.path, nobody, "application/json", strings.NewReader(ep.body)); status < 400 || status >= 500 {
+			t.Fatalf("%s %.40s...: %d %.200s", ep.method, ep.path, status, body)
+		}
+	}
+	es, err := f.st.ListAudit(ctx, store.AuditFilter{Actor: "nobody", Limit: 100})
+	if err != nil || len(es) != 4 {
+		t.Fatalf("%d refusals audited, %v; want 4", len(es), err)
+	}
+	for _, e := range es {
+		b, _ := json.Marshal(e)
+		if len(b) > 4000 {
+			t.Errorf("refusal audited with %d bytes: %.300s...", len(b), b)
+		}
+	}
+}
