@@ -104,6 +104,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 			log.Warn("cannot take the host lock; not guarding against a second agent", "err", err)
 		default:
 			defer lock.Release()
+			cfg.Table = lock
 		}
 		var backend firewall.Backend
 		if b, err := nft.New(); err != nil {

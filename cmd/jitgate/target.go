@@ -253,7 +253,9 @@ kernel keeps the table as it was: protected ports stay closed, and the grants
 of the revoked requests stay open until their deadline at the latest (those
 revocations show as unconfirmed: no agent will confirm them). To remove the
 table of a host whose agent will never come back, run
-'nft delete table inet jitgate' on it.
+'nft delete table inet jitgate' on it. An agent whose host's table was last
+programmed by the agent of another target (the host was enrolled again under
+another name) leaves that table alone.
 
 A target behind a gateway: the gateway stops gating and mapping it when its
 agent applies the next revision, which confirms the revocations.`,

@@ -109,6 +109,18 @@ type Config struct {
 	// Sampler, when set, supplies the sampled sources of blocked attempts
 	// reported with each report.
 	Sampler Sampler
+	// Table, when set, records which target's agent programs the host's
+	// table (the host lock does): the agent claims it before every apply,
+	// and deletes the table after its target was removed only when it is
+	// its own.
+	Table TableRecord
+}
+
+// TableRecord records which target's agent last programmed the host's
+// table; *HostLock implements it.
+type TableRecord interface {
+	Claim(target string) error
+	Owner() string
 }
 
 // Sampler drains the blocked attempts sampled since its last call.
@@ -434,12 +446,36 @@ func (a *Agent) final(ctx context.Context, err error) (done bool, ret error) {
 	return false, nil
 }
 
+// claimTable records that this agent's target programs the host's table,
+// before it touches it (Config.Table).
+func (a *Agent) claimTable() error {
+	if a.cfg.Table == nil {
+		return nil
+	}
+	return a.cfg.Table.Claim(a.Status().Target)
+}
+
+// tableOwner is the target whose agent last programmed the host's table (""
+// when unknown).
+func (a *Agent) tableOwner() string {
+	if a.cfg.Table == nil {
+		return ""
+	}
+	return a.cfg.Table.Owner()
+}
+
 // removed tears the gate down after the server said the target is gone.
 // The credential is deleted only after the table is, so that a failed
 // removal is retried on restart instead of leaving an orphaned table behind.
 func (a *Agent) removed(ctx context.Context) error {
-	a.log.Warn("the server says this target was removed; removing the firewall table")
-	if r, ok := a.backend.(remover); ok {
+	own := a.Status().Target
+	if owner := a.tableOwner(); owner != "" && owner != own {
+		// A leftover agent of a removed target, started while the host's
+		// current agent was down: the table is the other target's.
+		a.log.Warn("the server says this target was removed; the firewall table was last programmed by the agent of another target: leaving it",
+			"target", own, "table_of", owner)
+	} else if r, ok := a.backend.(remover); ok {
+		a.log.Warn("the server says this target was removed; removing the firewall table")
 		if err := r.Remove(ctx); err != nil {
 			a.setError(err)
 			return fmt.Errorf("agent: target removed on the server, but removing the firewall table failed (credential kept, a restart retries): %w", err)
@@ -454,7 +490,7 @@ func (a *Agent) removed(ctx context.Context) error {
 	if err := removeCredential(a.credPath); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	a.log.Info("target removed: firewall table and credential deleted; agent stopping")
+	a.log.Info("target removed: credential deleted; agent stopping")
 	return nil
 }
 
@@ -516,6 +552,9 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	case probeErr != nil:
 		err = fmt.Errorf("cannot enforce revision %d: %w", cur.ds.Revision, probeErr)
 	default:
+		if err = a.claimTable(); err != nil {
+			break
+		}
 		res, err = a.backend.Apply(ctx, rs, now)
 		if err != nil {
 			err = fmt.Errorf("applying revision %d: %w", cur.ds.Revision, err)

@@ -935,3 +935,60 @@ func TestDesiredStateForAnotherTargetIsRefused(t *testing.T) {
 		t.Errorf("own desired state refused: %v", err)
 	}
 }
+
+// TestLeftoverAgentOfRemovedTargetLeavesTheTable: the host is target web-1
+// now; a leftover agent of a removed target (an old unit, another state
+// directory) takes the host lock while web-1's agent restarts and hears 410.
+// It deleted the table, opening every port web-1 protects. The host lock
+// records which target programmed the table: the leftover agent leaves it,
+// deletes only its own credential and stops; web-1's own agent, told the
+// same, deletes it.
+func TestLeftoverAgentOfRemovedTargetLeavesTheTable(t *testing.T) {
+	lockDir := t.TempDir()
+	backend := &fakeBackend{}
+	apiX, srvX := newFakeAPI(t)
+	cfgX := enrolledConfig(t, apiX, srvX.URL, testLogger(&syncBuffer{}))
+	lock, err := LockHost(lockDir, cfgX.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgX.Table = lock
+	x := start(t, cfgX, backend)
+	apiX.waitReport(t, "for revision 1", revision(1))
+	if err := x.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	lock.Release()
+
+	apiY, srvY := newFakeAPI(t)
+	apiY.target = "web-old"
+	cfgY := enrolledConfig(t, apiY, srvY.URL, testLogger(&syncBuffer{}))
+	if lock, err = LockHost(lockDir, cfgY.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	cfgY.Table = lock
+	apiY.force(http.StatusGone)
+	if err := start(t, cfgY, backend).wait(t); err != nil {
+		t.Fatalf("leftover agent: Run = %v, want nil after 410", err)
+	}
+	if _, _, removed := backend.snapshot(); removed {
+		t.Error("the leftover agent of a removed target deleted the table web-1's agent programmed")
+	}
+	if _, err := os.Stat(filepath.Join(cfgY.StateDir, credentialName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the leftover agent kept its credential (stat: %v)", err)
+	}
+	lock.Release()
+
+	if lock, err = LockHost(lockDir, cfgX.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	cfgX.Table = lock
+	apiX.force(http.StatusGone)
+	if err := start(t, cfgX, backend).wait(t); err != nil {
+		t.Fatalf("web-1's agent: Run = %v, want nil after 410", err)
+	}
+	if _, _, removed := backend.snapshot(); !removed {
+		t.Error("web-1's own agent did not delete its table after 410")
+	}
+}

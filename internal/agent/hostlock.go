@@ -27,6 +27,10 @@ var ErrHostLocked = errors.New("another jitgate agent already programs table ine
 // however it exits.
 type HostLock struct {
 	f *os.File
+	// tablePath records which target's agent last programmed the table
+	// (see Claim); claimed is what this process wrote there last.
+	tablePath string
+	claimed   string
 }
 
 // lockInfo is what the lock file says about its holder.
@@ -92,7 +96,35 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt(append(b, '\n'), 0)
 	}
-	return &HostLock{f: f}, nil
+	return &HostLock{f: f, tablePath: filepath.Join(dir, "agent-netns-"+id+".table")}, nil
+}
+
+// Claim records, before the agent of target programs the table, that the
+// table is that target's. The record lives in /run like the lock: it goes
+// with a reboot, as the kernel table does. An agent told that its target
+// was removed deletes the table only when the record names its target or
+// nothing (see Owner): a leftover agent of a removed target that took the
+// lock while the host's agent restarted must not delete the table of the
+// target this host is now, opening every port it protects.
+func (l *HostLock) Claim(target string) error {
+	if target == "" || target == l.claimed {
+		return nil
+	}
+	if err := os.WriteFile(l.tablePath, []byte(target+"\n"), 0o600); err != nil {
+		return fmt.Errorf("agent: recording the table's target in %s: %w", l.tablePath, err)
+	}
+	l.claimed = target
+	return nil
+}
+
+// Owner returns the target whose agent last programmed the table ("" when
+// unknown: no record since boot, or unreadable).
+func (l *HostLock) Owner() string {
+	b, err := os.ReadFile(l.tablePath)
+	if err != nil || len(b) > 1024 {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // describeHolder names the agent holding the lock at path: its pid, its

@@ -118,7 +118,11 @@ func (a *Agent) rollback(ctx context.Context, cur *received, now time.Time) {
 		"every grant was removed, protected ports stay closed, until the server moves past revision %d", cur.ds.Revision, a.highWater, a.highWater)
 	rs := a.closedRuleset(ctx, cur, now)
 	start := time.Now()
-	res, err := a.backend.Apply(ctx, rs, now)
+	err := a.claimTable()
+	var res firewall.ApplyResult
+	if err == nil {
+		res, err = a.backend.Apply(ctx, rs, now)
+	}
 	took := time.Since(start)
 	a.failed = true
 	a.nextResync = now.Add(a.cfg.ResyncEvery)

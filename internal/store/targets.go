@@ -208,6 +208,8 @@ func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
 //     latest. No agent will confirm those revocations (removal_enforcer is
 //     cleared), so they show as unconfirmed until that deadline. Adding a
 //     target of the same name later deletes the old credential first.
+//     An agent whose host's table was last programmed by the agent of
+//     another target leaves that table alone.
 //   - A target behind a gateway: the gateway's revision advances without
 //     the target's grants, protection and mappings, and the gateway's agent
 //     confirms the revocations as usual.
