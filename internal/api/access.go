@@ -418,16 +418,24 @@ func (a *api) listTokens(w http.ResponseWriter, r *http.Request, p store.Princip
 	return nil
 }
 
+// revokeToken revokes one of the caller's own tokens, or (for admins) anyone's.
+// Authorization comes before existence: a principal that may not manage
+// access gets the same 403 for another user's token as for an id that
+// does not exist, so token ids cannot be probed (as targetFor does for
+// target names).
 func (a *api) revokeToken(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	id := r.PathValue("id")
 	t, err := a.Store.GetToken(r.Context(), id, a.Now())
-	if err != nil {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if t.Owner() != p.Owner() {
-		if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
-			return err
+	if err != nil || t.Owner() != p.Owner() {
+		if rerr := a.require(r.Context(), p, authz.ManageAccess, nil); rerr != nil {
+			return rerr
 		}
+	}
+	if err != nil {
+		return err
 	}
 	if _, err := a.Store.RevokeToken(r.Context(), a.actor(r, p), id, a.Now()); err != nil {
 		return err

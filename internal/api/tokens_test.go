@@ -263,3 +263,32 @@ func TestUserTokensWithSSO(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenIDsCannotBeProbed: a principal who may not manage access gets
+// the same refusal, word for word, for revoking another user's token and a
+// token id that does not exist, so it cannot learn which ids exist; an
+// admin learns it (404).
+func TestTokenIDsCannotBeProbed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	bob, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "bob", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dave, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "dave", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := "p-000000000000"
+	codeDave, bodyDave := e.raw(t, "DELETE", "/api/v1/tokens/"+dave.ID, bob, "", nil)
+	codeGhost, bodyGhost := e.raw(t, "DELETE", "/api/v1/tokens/"+ghost, bob, "", nil)
+	if codeDave != http.StatusForbidden || codeGhost != codeDave || strings.ReplaceAll(string(bodyGhost), ghost, dave.ID) != string(bodyDave) {
+		t.Errorf("revoking dave's token: %d %s; a token that does not exist: %d %s; want the same 403", codeDave, bodyDave, codeGhost, bodyGhost)
+	}
+	if code, body := e.raw(t, "DELETE", "/api/v1/tokens/"+ghost, e.admin, "", nil); code != http.StatusNotFound {
+		t.Errorf("an admin revoking a token that does not exist: %d %s, want 404", code, body)
+	}
+}
