@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -162,5 +164,41 @@ func TestBadEnrollmentTokensAreLimited(t *testing.T) {
 		if ev.ClientAddr != "127.0.0.1" || !strings.Contains(ev.Reason, "enrollment token") || strings.Contains(ev.Reason, "jg") {
 			t.Errorf("event %+v: want the client address and a reason naming the enrollment token, never the token", ev)
 		}
+	}
+}
+
+// TestFailedLoginsFromManySources: an outsider with many addresses (here
+// 1,000 IPv6 /64s behind a trusted proxy) sends one bogus token from each.
+// Every one is answered 401 (each source is within its own limit), but the
+// audit trail does not grow by a row per source: failed logins are audited
+// within an installation-wide budget, and the next one audited after it
+// says how many went unaudited meanwhile.
+func TestFailedLoginsFromManySources(t *testing.T) {
+	clk := newClock(time.Now())
+	e := newEnvWith(t, func(d *api.Deps) {
+		d.FailedLogins, d.Now = api.LoginLimit{}, clk.Now
+		d.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	const sources = 1000
+	for i := range sources {
+		from := fmt.Sprintf("2001:db8:%x:%x::1", i/256, i%256)
+		if status, b := e.raw(t, http.MethodGet, "/api/v1/whoami", "jga_bogus", "", nil, "X-Forwarded-For", from); status != http.StatusUnauthorized {
+			t.Fatalf("the first bogus token from %s: %d %s, want 401", from, status, b)
+		}
+	}
+	audited := e.failedLogins(t, "bearer")
+	if len(audited) > 200 {
+		t.Fatalf("%d login.failed rows for %d sources failing once each, want at most 200", len(audited), sources)
+	}
+	clk.Advance(time.Minute)
+	if status, _ := e.raw(t, http.MethodGet, "/api/v1/whoami", "jga_bogus", "", nil, "X-Forwarded-For", "2001:db8:ffff::1"); status != http.StatusUnauthorized {
+		t.Fatalf("a bogus token a minute later: %d, want 401", status)
+	}
+	after := e.failedLogins(t, "bearer")
+	if len(after) != len(audited)+1 {
+		t.Fatalf("a failure a minute later was not audited: %d events, want %d", len(after), len(audited)+1)
+	}
+	if got := after[len(after)-1].Details["unaudited_elsewhere"]; got != float64(sources-len(audited)) {
+		t.Errorf("the next audited failure says %v went unaudited, want %d", got, sources-len(audited))
 	}
 }

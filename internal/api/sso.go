@@ -41,7 +41,11 @@ const (
 	// device logins one source may have waiting at the provider.
 	maxLogins           = 10_000
 	maxDevicesPerSource = 5
-	defaultReturn       = "/api/v1/whoami"
+	// auditedFailuresBurst and auditedFailuresEvery bound the failed
+	// logins audited installation-wide: 100 at once, then 10 a second.
+	auditedFailuresBurst = 100
+	auditedFailuresEvery = 100 * time.Millisecond
+	defaultReturn        = "/api/v1/whoami"
 )
 
 // logins is what single sign-on keeps between requests, in memory: a
@@ -50,6 +54,14 @@ type logins struct {
 	// failures limits failed logins per source (5 in a burst, then one
 	// every 12 s); nil when the limit is off.
 	failures *failureLimiter
+	// audits bounds the failed logins audited installation-wide (one key):
+	// an outsider with many addresses (an IPv6 /48 holds 65,536 /64s, each
+	// a source of its own) would otherwise write five rows, and as many
+	// webhook deliveries, per address. Beyond it a failure is still
+	// answered as its source's limit says, but only counted; the next one
+	// audited says how many went unaudited (unaudited_elsewhere). Nil when
+	// the limit is off.
+	audits *failureLimiter
 	// seal carries browser logins in their cookie.
 	seal cipher.AEAD
 
@@ -71,11 +83,12 @@ func newLogins(l LoginLimit) *logins {
 	if l.Every <= 0 {
 		l.Every = 12 * time.Second
 	}
-	var f *failureLimiter
+	var f, audits *failureLimiter
 	if l.Burst > 0 {
 		f = newFailureLimiter(l.Burst, l.Every)
+		audits = newFailureLimiter(auditedFailuresBurst, auditedFailuresEvery)
 	}
-	return &logins{failures: f, seal: newSeal(), devices: map[string]*deviceLogin{}}
+	return &logins{failures: f, audits: audits, seal: newSeal(), devices: map[string]*deviceLogin{}}
 }
 
 // browserLogin is a browser login begun: what the callback needs to finish
@@ -412,12 +425,18 @@ func (a *api) createSession(ctx context.Context, addr netip.Addr, id oidc.Identi
 // loginFailed returns how long the source must wait, for the caller to
 // answer 429: a flood of failures costs no audit row or log line each, and
 // the next failure audited after the wait says how many were refused in
-// between (details.refused_while_limited).
+// between (details.refused_while_limited). Within the source's limit but
+// beyond the installation-wide audit budget (logins.audits), a failure is
+// answered as usual and only counted (details.unaudited_elsewhere).
 func (a *api) loginFailed(ctx context.Context, addr netip.Addr, method, user, reason string) time.Duration {
 	now := a.Now()
 	wait, refused := a.logins.failures.Fail(sourceKey(addr), now)
 	if wait > 0 {
 		return wait
+	}
+	over, unaudited := a.logins.audits.Fail("", now)
+	if over > 0 {
+		return 0 // answered as its source's limit says, counted, not audited
 	}
 	if user == "" {
 		user = "anonymous"
@@ -425,6 +444,9 @@ func (a *api) loginFailed(ctx context.Context, addr netip.Addr, method, user, re
 	details := map[string]any{"method": method}
 	if refused > 0 {
 		details["refused_while_limited"] = refused
+	}
+	if unaudited > 0 {
+		details["unaudited_elsewhere"] = unaudited
 	}
 	a.Logger.Info("login failed", "method", method, "client", addr, "reason", reason, "refused_while_limited", refused)
 	if err := a.Store.Audit(context.WithoutCancel(ctx), audit.Event{At: now, Actor: user, ClientAddr: addrString(addr), Action: audit.LoginFailed,
