@@ -447,12 +447,17 @@ func (a *Agent) final(ctx context.Context, err error) (done bool, ret error) {
 }
 
 // claimTable records that this agent's target programs the host's table,
-// before it touches it (Config.Table).
+// before it touches it (Config.Table). A record that cannot be written (a
+// full /run) does not stop the apply: that would let whoever fills /run keep
+// grants from opening and revocations from being applied; it is logged.
 func (a *Agent) claimTable() error {
 	if a.cfg.Table == nil {
 		return nil
 	}
-	return a.cfg.Table.Claim(a.Status().Target)
+	if err := a.cfg.Table.Claim(a.Status().Target); err != nil {
+		a.log.Warn("cannot record this target as the table's owner; applying anyway", "err", err)
+	}
+	return nil
 }
 
 // tableOwner is the target whose agent last programmed the host's table (""
