@@ -3,12 +3,14 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -496,5 +499,37 @@ func TestRefusalsFlushedAtShutdown(t *testing.T) {
 	// The first refusal at once, the repeats counted until shutdown.
 	if err != nil || len(es) != 2 || es[0].Details["count"] != float64(1) || es[1].Details["count"] != float64(n-1) {
 		t.Fatalf("access.denied events after shutdown: %+v, %v; want the first, then one with count %d", es, err, n-1)
+	}
+}
+
+// TestConnContextSeesThroughTLS: behind TLS (the limiter wraps the TCP
+// listener, TLS wraps the limiter) a request that authenticated still
+// reaches its counted TCP connection, which stops counting.
+func TestConnContextSeesThroughTLS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := newConnLimiter(ln, 1, nil, slog.New(slog.DiscardHandler))
+	dialed, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := connContext(context.Background(), tls.Server(c, &tls.Config{}))
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	key, _ := connKey(c.RemoteAddr())
+	if n := len(l.open[key]); n != 1 {
+		t.Fatalf("%d counted connections before authentication, want 1", n)
+	}
+	httpedge.Authenticated(req)
+	if n := len(l.open[key]); n != 0 {
+		t.Fatalf("%d counted connections after a request on it authenticated through TLS, want 0", n)
 	}
 }
