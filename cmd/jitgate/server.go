@@ -81,7 +81,7 @@ SIGINT or SIGTERM stop it.`,
 	f.IntVar(&livePerUser, policy.LimitLivePerRequester, policy.DefaultLimits().MaxLivePerRequester, "most live (pending or active) requests one requester may hold on one target; more are refused with 429")
 	f.IntVar(&livePerTarget, policy.LimitLivePerTarget, policy.DefaultLimits().MaxLivePerTarget, "most live (pending or active) requests of all requesters on one target; more are refused with 429")
 	f.Var(newDuration(&cfg.BodyTimeout, server.DefaultBodyTimeout), "body-timeout", "longest a request body may take to arrive, however slowly it is sent (long-polls have no body and are not cut)")
-	f.IntVar(&cfg.MaxConnsPerAddress, "max-conns-per-address", server.DefaultMaxConnsPerAddress, "most connections open at once from one client address (IPv6: one /64) that have not authenticated; at the cap the oldest such connection is closed; --trusted-proxy peers are exempt; negative: no cap")
+	f.IntVar(&cfg.MaxConnsPerAddress, "max-conns-per-address", server.DefaultMaxConnsPerAddress, "most connections open at once from one client address (IPv6: one /64) that have not authenticated (authenticated ones: 16 times as many); at the cap the oldest unauthenticated connection is closed; --trusted-proxy peers are exempt; negative: no cap")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (off when empty; see docs/sso.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "jitgate's client id at the OpenID provider")
 	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "client secret (default $JITGATE_OIDC_CLIENT_SECRET; empty for a public client)")

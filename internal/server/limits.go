@@ -76,21 +76,32 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 // docs/design.md). With eviction, such a squatter must open cap new
 // connections within the moment between a valid client's connect and its
 // first request's headers to push it out, and loses its own places doing so.
+//
+// Authenticated connections have a bound of their own, authMax (16 times
+// max) per address, so that a holder of any valid token (with single
+// sign-on: anyone the provider knows, even without a role) cannot open
+// connections without end. Beyond it, a connection that authenticates keeps
+// counting as unauthenticated: it is served, but is the first to go when a
+// new connection arrives at the cap.
 type connLimiter struct {
 	net.Listener
-	max    int
-	exempt []netip.Prefix
-	log    *slog.Logger
+	max     int
+	authMax int
+	exempt  []netip.Prefix
+	log     *slog.Logger
 
 	mu sync.Mutex
 	// open holds, per address, the counted connections, oldest first.
-	open     map[netip.Prefix][]*countedConn
+	open map[netip.Prefix][]*countedConn
+	// authed counts, per address, the connections that stopped counting.
+	authed   map[netip.Prefix]int
 	lastWarn time.Time
 	evicted  int
 }
 
 func newConnLimiter(ln net.Listener, max int, exempt []netip.Prefix, log *slog.Logger) *connLimiter {
-	return &connLimiter{Listener: ln, max: max, exempt: exempt, log: log, open: map[netip.Prefix][]*countedConn{}}
+	return &connLimiter{Listener: ln, max: max, authMax: 16 * max, exempt: exempt, log: log,
+		open: map[netip.Prefix][]*countedConn{}, authed: map[netip.Prefix]int{}}
 }
 
 // connKey is the address a connection is counted under.
@@ -153,10 +164,32 @@ func (l *connLimiter) isExempt(a netip.Addr) bool {
 	return false
 }
 
-// forget stops counting c (closed, or authenticated).
+// forget stops counting c: it closed.
 func (l *connLimiter) forget(c *countedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if c.authed {
+		c.authed = false
+		if l.authed[c.key]--; l.authed[c.key] <= 0 {
+			delete(l.authed, c.key)
+		}
+	}
+	l.uncountLocked(c)
+}
+
+// promote stops counting c as unauthenticated, within authMax.
+func (l *connLimiter) promote(c *countedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !c.counted || l.authed[c.key] >= l.authMax {
+		return
+	}
+	l.uncountLocked(c)
+	c.authed = true
+	l.authed[c.key]++
+}
+
+func (l *connLimiter) uncountLocked(c *countedConn) {
 	if !c.counted {
 		return
 	}
@@ -181,8 +214,9 @@ type countedConn struct {
 	net.Conn
 	l   *connLimiter
 	key netip.Prefix
-	// counted is guarded by l.mu.
-	counted bool
+	// counted (among the unauthenticated) and authed (among the
+	// authenticated) are guarded by l.mu.
+	counted, authed bool
 }
 
 func (c *countedConn) Close() error {
@@ -191,9 +225,9 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// authenticated stops counting c: a request on it carried a valid
-// credential.
-func (c *countedConn) authenticated() { c.l.forget(c) }
+// authenticated stops counting c as unauthenticated: a request on it
+// carried a valid credential.
+func (c *countedConn) authenticated() { c.l.promote(c) }
 
 // connContext is the server's ConnContext: it lets the API and the console
 // tell a counted connection that it authenticated (httpedge.Authenticated).

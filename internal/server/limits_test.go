@@ -533,3 +533,61 @@ func TestConnContextSeesThroughTLS(t *testing.T) {
 		t.Fatalf("%d counted connections after a request on it authenticated through TLS, want 0", n)
 	}
 }
+
+// TestAuthenticatedConnectionsBounded: authenticated connections stop
+// counting only up to their own bound (16 times the cap) per address; a
+// connection authenticating beyond it keeps counting and is the first to
+// go at the cap, while the ones within the bound stay open.
+func TestAuthenticatedConnectionsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := newConnLimiter(ln, 2, nil, slog.New(slog.DiscardHandler))
+	type pair struct{ client, server net.Conn }
+	open := func() pair {
+		t.Helper()
+		cl, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		sc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Close() })
+		return pair{cl, sc}
+	}
+	var ps []pair
+	for range l.authMax + 2 {
+		p := open()
+		p.server.(*countedConn).authenticated()
+		ps = append(ps, p)
+	}
+	key, _ := connKey(ps[0].server.RemoteAddr())
+	if got := l.authed[key]; got != l.authMax {
+		t.Fatalf("%d connections stopped counting, want the bound %d", got, l.authMax)
+	}
+	if got := len(l.open[key]); got != 2 {
+		t.Fatalf("%d connections still counted, want the 2 beyond the bound", got)
+	}
+	open() // at the cap: the oldest still counted goes
+	closed := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(failAfter))
+		_, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("a connection was neither closed nor written to")
+		}
+		return err != nil
+	}
+	if !closed(ps[l.authMax].client) {
+		t.Error("the first connection beyond the bound was not closed at the cap")
+	}
+	// A connection within the bound is open: nothing to read yet.
+	ps[0].client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := ps[0].client.Read(make([]byte, 1)); err == nil || !err.(net.Error).Timeout() {
+		t.Errorf("an authenticated connection within the bound: %v, want it open", err)
+	}
+}
