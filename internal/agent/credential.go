@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/jitgate/jitgate/internal/smallfile"
 )
 
 // credentialName is the file in StateDir holding the agent's credential.
@@ -26,7 +28,7 @@ type credential struct {
 // fs.ErrNotExist when the agent has not enrolled yet.
 func loadCredential(path string) (credential, error) {
 	var c credential
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, 64<<10)
 	if err != nil {
 		return c, fmt.Errorf("reading credential file: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/jitgate/jitgate/internal/smallfile"
 )
 
 // DefaultLockDir is where agents take the lock of their network namespace.
@@ -120,8 +122,8 @@ func (l *HostLock) Claim(target string) error {
 // Owner returns the target whose agent last programmed the table ("" when
 // unknown: no record since boot, or unreadable).
 func (l *HostLock) Owner() string {
-	b, err := os.ReadFile(l.tablePath)
-	if err != nil || len(b) > 1024 {
+	b, err := smallfile.Read(l.tablePath, 1024)
+	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
@@ -132,7 +134,7 @@ func (l *HostLock) Owner() string {
 // was written before it enrolled).
 func describeHolder(path string) string {
 	var info lockInfo
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, 64<<10)
 	if err != nil || json.Unmarshal(b, &info) != nil || info.PID == 0 {
 		return "its lock " + path + " is held (holder unknown)"
 	}

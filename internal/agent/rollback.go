@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/smallfile"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -35,7 +36,7 @@ func (a *Agent) loadHighWater() error {
 	if a.hwLoaded {
 		return nil
 	}
-	b, err := os.ReadFile(a.hwPath)
+	b, err := smallfile.Read(a.hwPath, 4096)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0):
 	case err != nil:

@@ -171,3 +171,27 @@ func TestImpossibleAppliedRevisionRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestEndlessAppliedRevisionRefused: a mark file that never ends (a link to
+// /dev/zero) is refused after a few kilobytes instead of being read into
+// memory until the agent dies; the agent applies nothing without its mark.
+func TestEndlessAppliedRevisionRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.Symlink("/dev/zero", filepath.Join(dir, highWaterName)); err != nil {
+			t.Fatal(err)
+		}
+		backend := &fakeBackend{}
+		srv := newMemServer(protectedSSH(3))
+		_, stop := runInBubble(t, srv, backend, Config{StateDir: dir})
+		time.Sleep(time.Second)
+		synctest.Wait()
+		err := stop()
+		if err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("Run = %v, want the endless mark refused", err)
+		}
+		if reps := srv.reportsSnapshot(); len(reps) != 0 {
+			t.Errorf("reports = %+v, want none", reps)
+		}
+	})
+}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/smallfile"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -143,7 +144,7 @@ func (g *restoreGuard) note(ctx context.Context) error {
 // readMark reads GenerationFile; found is false when there is none (or it
 // is empty: created, never written).
 func readMark(path string) (m genMark, found bool, err error) {
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, 4096)
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0) {
 		return m, false, nil
 	}
@@ -170,7 +171,7 @@ func LockDataDir(dir string) (release func(), err error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(path)
+		b, _ := smallfile.Read(path, 64)
 		f.Close()
 		holder := strings.TrimSpace(string(b))
 		if holder == "" {

@@ -231,3 +231,15 @@ func BenchmarkRestoreMarkNote(b *testing.B) {
 		}
 	}
 }
+
+// TestReadMarkRefusesEndlessFile: a generation mark that never ends is an
+// error (taken for a restore), not a read until memory runs out.
+func TestReadMarkRefusesEndlessFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mark")
+	if err := os.Symlink("/dev/zero", path); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readMark(path); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("readMark(/dev/zero) = %v, want refused as too large", err)
+	}
+}
