@@ -341,14 +341,11 @@
         else if (p.dataset.reasonRequired === "true" || min) helps.push(`${p.value}: required`);
         if ((p.dataset.reasonRequired === "true" || min) && !text) errs.reason = `${p.value} needs a justification.`;
         else if (min && text.length < min) errs.reason = `${p.value} needs at least ${min} characters.`;
-        else if (pattern) {
-          // Unicode mode ("u") is strict: RE2 syntax that JavaScript would
-          // read as something else (\z, \A, [[:digit:]], \pL, (?i)) is a
-          // syntax error there, and the server's RE2 decides alone.
-          let re = null;
-          try { re = new RegExp(pattern, "u"); } catch (e) { /* the server's RE2 decides */ }
-          if (re && !re.test(reason.value)) errs.reason = `${p.value} needs a justification that matches ${pattern}.`;
-        }
+        // A pattern is not tested here: JavaScript's backtracking engine can
+        // take exponential time on a pattern RE2 runs in linear time (say
+        // (a+)+$), so a policy-admin could freeze requesters' browsers. The
+        // help line shows the pattern; the server's RE2 decides, and its
+        // refusal is shown next to the field.
       }
       $("#reason-help").textContent = helps.length ? helps.join("; ") : "Optional for these ports; it is recorded in the audit trail.";
       for (const f of ["ports", "duration", "source", "reason"]) setErr(f, errs[f]);
