@@ -46,10 +46,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -192,6 +194,11 @@ type Agent struct {
 
 	mu     sync.Mutex
 	status Status
+
+	// relay serves the bastion streams the server opens on the agent's
+	// relay connection, checked against relayState (tunnel.go).
+	relay      *relay.Agent
+	relayState atomic.Pointer[wire.DesiredState]
 }
 
 // received is a desired state and the agent-clock instant it arrived, which
@@ -274,6 +281,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.closeHighWater()
+	if t, ok := a.srv.(tunneler); ok {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { a.runRelay(rctx, t); close(done) }()
+		defer func() { cancel(); <-done }()
+	}
 	return a.loop(ctx)
 }
 
@@ -506,6 +519,7 @@ func (a *Agent) removed(ctx context.Context) error {
 func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.Time) bool {
 	isNew := a.cur == nil || a.failed || ds.Revision != a.cur.ds.Revision
 	a.cur = &received{ds: ds, recvAt: recvAt}
+	a.setRelayState(ds)
 	if isNew {
 		a.apply(ctx, "revision")
 		return true

@@ -25,6 +25,7 @@ import (
 	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -63,12 +64,16 @@ type Deps struct {
 	// that the database went back (agent.go, knownRevisions); nil turns
 	// that check off.
 	RevisionsAtStart map[string]int64
+	// Relay holds the agents' bastion relay connections (nil: a new one).
+	// The server closes it when it stops, which ends every session.
+	Relay *relay.Server
 }
 
 type api struct {
 	Deps
-	logins *logins         // single sign-on in progress and failed-login limits (sso.go)
-	known  *knownRevisions // highest revision of each target known to this process (agent.go)
+	logins   *logins         // single sign-on in progress and failed-login limits (sso.go)
+	known    *knownRevisions // highest revision of each target known to this process (agent.go)
+	sessions *liveSessions   // bastion sessions relayed by this process (bastion.go)
 }
 
 // New returns the HTTP handler of the whole API.
@@ -76,12 +81,16 @@ func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	a := &api{Deps: d, logins: newLogins(d.FailedLogins)}
+	if d.Relay == nil {
+		d.Relay = relay.NewServer()
+	}
+	a := &api{Deps: d, logins: newLogins(d.FailedLogins), sessions: &liveSessions{m: map[string]*liveSession{}}}
 	if d.RevisionsAtStart != nil {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}
 	}
 	if d.Registry != nil && d.Store != nil {
 		d.Registry.MustRegister(newBlockedCollector(d.Store), newRemovalCollector(d.Store, d.Now))
+		registerSessionMetrics(d.Registry, a.sessions)
 	}
 	mux, _ := a.routes()
 	return a.recoverer(limitBodies(a.Logger, mux))
@@ -165,6 +174,10 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("POST /api/v1/agent/enroll", http.HandlerFunc(a.enroll))
 	handle("GET /api/v1/agent/desired", agent(a.desired))
 	handle("POST /api/v1/agent/report", agent(a.report))
+	handle("GET /api/v1/agent/tunnel", agent(a.agentTunnel))
+	handle("GET /api/v1/tunnel", human(a.tunnel))
+	handle("GET /api/v1/sessions", human(a.listSessions))
+	handle("POST /api/v1/sessions/{id}/kill", human(a.killSession))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -24,6 +25,7 @@ type matrixFixture struct {
 	granted, awaiting string
 	webhook           string // a webhook's id
 	foreign           string // the id of another user's (dave's) token
+	session           string // a bastion session of alice on web-01, recorded live
 }
 
 func newMatrixFixture(t *testing.T) *matrixFixture {
@@ -34,7 +36,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		t.Fatal(err)
 	}
 	if _, err := e.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{
-		{Port: 22, MaxDuration: wire.Duration(time.Hour)},
+		{Port: 22, MaxDuration: wire.Duration(time.Hour), Access: "both"},
 		{Port: 3389, MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "manual", Approvals: 1}},
 	}}); err != nil {
 		t.Fatal(err)
@@ -58,7 +60,12 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID}
+	sess := session.Session{ID: store.NewSessionID(), Target: "web-01", Principal: "alice", RequestID: g.ID, Protocol: "tcp", Port: 22,
+		StartedAt: time.Now(), Deadline: time.Now().Add(time.Hour), State: session.Live}
+	if err := e.st.StartSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID, session: sess.ID}
 }
 
 // user makes a personal token for name, bound to role in scope.
@@ -77,7 +84,7 @@ func (f *matrixFixture) user(t *testing.T, name string, role authz.Role, scope a
 
 func (f *matrixFixture) do(t *testing.T, token, method, path, body string) int {
 	t.Helper()
-	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign).Replace(path)
+	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign, "{session}", f.session).Replace(path)
 	req, _ := http.NewRequest(method, f.srv.URL+path, bytes.NewBufferString(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -150,6 +157,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/v1/bindings", "", global, []authz.Role{A}},
 		{"POST", "/api/v1/bindings", `{"principal":"group:ops","role":"reader","scope":"*"}`, global, []authz.Role{A}},
 		{"DELETE", "/api/v1/bindings", `{"principal":"group:ops","role":"auditor","scope":"*"}`, global, []authz.Role{A}},
+		{"GET", "/api/v1/sessions", "", own, all}, // filtered, never refused
+		{"GET", "/api/v1/sessions?active=true", "", own, all},
+		{"POST", "/api/v1/sessions/{session}/kill", `{"reason":"x"}`, target, []authz.Role{D, A}},
+		// Nobody but the grant's own principal gets a tunnel: bob holds no
+		// grant, so every role is refused (TestTunnelRefusals tells the
+		// refusals apart).
+		{"GET", "/api/v1/tunnel?target=web-01&port=22", "", target, nil},
+		{"GET", "/api/v1/agent/tunnel", "", own, nil},
 		{"GET", "/api/v1/agent/desired", "", own, nil},
 		{"POST", "/api/v1/agent/report", `{"revision":1}`, own, nil},
 	}

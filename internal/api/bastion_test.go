@@ -1,10 +1,23 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -63,5 +76,199 @@ func TestBastionGrantOpensNothingInKernel(t *testing.T) {
 	}
 	if got, _ := e.c.Request(ctx, req.ID); got.State != "active" {
 		t.Errorf("bastion request state %q after report, want active", got.State)
+	}
+}
+
+// echoPort starts a line echo service on loopback and returns its port.
+func echoPort(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// relayAgent connects a relay agent for target, serving the desired state
+// the agent client polls, and returns it once the server relays to it.
+func relayAgent(t *testing.T, e *env, agent *client.Client) *relay.Agent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var cur atomic.Pointer[wire.DesiredState]
+	ra := &relay.Agent{Log: slog.New(slog.DiscardHandler), State: func() (wire.DesiredState, bool) {
+		if ds := cur.Load(); ds != nil {
+			return *ds, true
+		}
+		return wire.DesiredState{}, false
+	}}
+	refresh := func() {
+		ds, err := agent.Desired(ctx, 0, 0)
+		if err != nil {
+			return
+		}
+		cur.Store(&ds)
+		ra.Recheck(ds)
+	}
+	refresh()
+	go func() {
+		var after int64
+		for ctx.Err() == nil {
+			ds, err := agent.Desired(ctx, after, 5*time.Second)
+			if err != nil {
+				continue
+			}
+			after = ds.Revision
+			cur.Store(&ds)
+			ra.Recheck(ds)
+		}
+	}()
+	conn, err := agent.AgentTunnel(ctx)
+	if err != nil {
+		t.Fatalf("AgentTunnel: %v", err)
+	}
+	go ra.ServeConn(ctx, conn)
+	return ra
+}
+
+// waitClosed fails unless c ends (EOF or reset) within 5 s.
+func waitClosed(t *testing.T, c net.Conn, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: the tunnel is still open 5 s later", what)
+	}
+}
+
+func sessionByID(t *testing.T, c *client.Client, id string) wire.BastionSession {
+	t.Helper()
+	ss, err := c.Sessions(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.ID == id || (id == "" && s.State == "live") {
+			return s
+		}
+	}
+	t.Fatalf("session %q not listed in %+v", id, ss)
+	return wire.BastionSession{}
+}
+
+// TestTunnelThroughRelay runs the relay in process, over real WebSockets
+// and yamux: a tunnel reaches a loopback service, is listed live with its
+// bytes, and ends on kill and on revocation with the client seeing the
+// close; refusals (no grant, a port reached directly, no agent) say why.
+func TestTunnelThroughRelay(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	port := echoPort(t)
+	agent := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
+		{Port: 3389, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour)},
+	}})
+	// No grant yet, and no agent: the grant is checked first.
+	if _, err := e.c.Tunnel(ctx, "web-01", port); client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "no active grant") {
+		t.Fatalf("tunnel without a grant: %v, want 403 naming the missing grant", err)
+	}
+	if _, err := e.c.Tunnel(ctx, "web-01", 3389); client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "not reachable through the bastion") {
+		t.Fatalf("tunnel to a direct port: %v, want 403", err)
+	}
+	if _, err := e.c.Tunnel(ctx, "web-01", 25); client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "does not configure this port") {
+		t.Fatalf("tunnel to a port the policy does not name: %v, want 403", err)
+	}
+	grant := func() wire.Request {
+		req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, err := agent.Desired(ctx, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	req := grant()
+	if _, err := e.c.Tunnel(ctx, "web-01", port); client.StatusOf(err) != http.StatusServiceUnavailable {
+		t.Fatalf("tunnel with no agent connected: %v, want 503", err)
+	}
+	relayAgent(t, e, agent)
+	var conn net.Conn
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := e.c.Tunnel(ctx, "web-01", port)
+		if err == nil {
+			conn = c
+			break
+		}
+		if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("Tunnel: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := bufio.NewReader(conn)
+	fmt.Fprintf(conn, "hello\n")
+	if line, err := r.ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("echo through the tunnel = %q, %v", line, err)
+	}
+	live := sessionByID(t, e.c, "")
+	if live.Principal != "alice" || live.RequestID != req.ID || live.BytesIn != 6 || live.BytesOut != 6 || live.Port != fmt.Sprintf("%d/tcp", port) {
+		t.Errorf("live session = %+v, want alice's on request %s with 6 bytes each way", live, req.ID)
+	}
+	killed, err := e.c.KillSession(ctx, live.ID, "suspicious")
+	if err != nil {
+		t.Fatalf("KillSession: %v", err)
+	}
+	if killed.State != "ended" || killed.EndReason != "killed" || killed.EndedBy != "alice" || killed.Message != "suspicious" || killed.BytesIn != 6 {
+		t.Errorf("killed session = %+v", killed)
+	}
+	waitClosed(t, conn, "kill")
+	if _, err := e.c.KillSession(ctx, live.ID, "again"); client.StatusOf(err) != http.StatusConflict {
+		t.Errorf("killing an ended session: %v, want 409", err)
+	}
+
+	// Revocation ends the next one, whatever close_established says.
+	conn, err = e.c.Tunnel(ctx, "web-01", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := sessionByID(t, e.c, "")
+	if _, err := e.c.Revoke(ctx, req.ID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, conn, "revoke")
+	for sessionByID(t, e.c, second.ID).State != "ended" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := sessionByID(t, e.c, second.ID); got.EndReason != "revoked" {
+		t.Errorf("session after revoke = %+v, want ended revoked", got)
+	}
+	events, err := e.c.Audit(ctx, client.AuditFilter{Target: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, ev := range events {
+		if strings.HasPrefix(ev.Action, "session.") {
+			actions = append(actions, ev.Action)
+		}
+	}
+	if want := []string{"session.started", "session.killed", "session.started", "session.ended"}; !slices.Equal(actions, want) {
+		t.Errorf("session audit = %q, want %q", actions, want)
 	}
 }

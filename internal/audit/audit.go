@@ -39,6 +39,12 @@ const (
 	RequestExpiring Action = "request.expiring"
 	WebhookCreated  Action = "webhook.created"
 	WebhookDeleted  Action = "webhook.deleted"
+	// SessionStarted, SessionEnded and SessionKilled follow a bastion
+	// session (internal/session): a killed session is audited as killed,
+	// with the killer as actor, instead of ended.
+	SessionStarted Action = "session.started"
+	SessionEnded   Action = "session.ended"
+	SessionKilled  Action = "session.killed"
 )
 
 // The actions of the restore guard (docs/operations.md).

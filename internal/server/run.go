@@ -20,6 +20,8 @@ import (
 	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
+	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/web"
 )
@@ -65,6 +67,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
+	// Bastion sessions cannot outlive the process that relayed them: those
+	// a dead (or stopped) server left recorded live ended with it.
+	if n, err := st.EndLiveSessions(ctx, session.ServerLost, time.Now()); err != nil {
+		return err
+	} else if n > 0 {
+		log.Warn("bastion sessions left live by a previous server marked ended (server lost)", "sessions", n)
+	}
+	bastion := relay.NewServer()
 
 	hub := api.NewHub()
 	wake := make(chan struct{}, 1)
@@ -132,6 +142,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: metrics, Registry: reg, Logger: log, SSO: sso, Refusals: refusals,
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
 		RevisionsAtStart:    revisionsAtStart,
+		Relay:               bastion,
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,
@@ -202,6 +213,14 @@ func Run(ctx context.Context, cfg Config) error {
 	// Long-polls would hold a graceful shutdown for their whole wait; every
 	// state change is already committed, so closing at once loses nothing.
 	srv.Close()
+	// Hijacked connections outlive srv.Close: closing the relay ends every
+	// agent connection and so every bastion session.
+	bastion.Close()
+	if n, err := st.EndLiveSessions(context.WithoutCancel(ctx), session.ServerLost, time.Now()); err != nil {
+		log.Error("ending bastion sessions at stop", "err", err)
+	} else if n > 0 {
+		log.Info("bastion sessions ended: the server stopped", "sessions", n)
+	}
 	log.Info("jitgate server stopped")
 	return nil
 }
@@ -355,6 +374,10 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status int
 }
+
+// Unwrap lets http.ResponseController and WebSocket upgrades (the bastion
+// relay) reach the connection.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	s.status = code

@@ -29,12 +29,17 @@ const (
 	// EventAttackSuspected reports a possible brute force: many blocked
 	// attempts from one source on a protected port.
 	EventAttackSuspected = "attack.suspected"
+	// The bastion's session events.
+	EventSessionStarted = "session.started"
+	EventSessionEnded   = "session.ended"
+	EventSessionKilled  = "session.killed"
 )
 
 // WebhookEvents lists every event a webhook can subscribe to.
 func WebhookEvents() []string {
 	return []string{EventRequestPending, EventRequestApproved, EventRequestDenied, EventRequestActivated,
-		EventRequestExpiring, EventRequestExpired, EventRequestRevoked, EventAttackSuspected}
+		EventRequestExpiring, EventRequestExpired, EventRequestRevoked, EventAttackSuspected,
+		EventSessionStarted, EventSessionEnded, EventSessionKilled}
 }
 
 // webhookEventOf maps audit actions to the events they are reported as.
@@ -51,6 +56,9 @@ var webhookEventOf = map[audit.Action]string{
 	audit.RequestExpired:      EventRequestExpired,
 	audit.RequestRevoked:      EventRequestRevoked,
 	audit.BruteForceSuspected: EventAttackSuspected,
+	audit.SessionStarted:      EventSessionStarted,
+	audit.SessionEnded:        EventSessionEnded,
+	audit.SessionKilled:       EventSessionKilled,
 }
 
 // Webhook formats.

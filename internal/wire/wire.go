@@ -671,3 +671,32 @@ type WebhookRequest struct {
 	// ApprovalsRequired is 0 for requests approved automatically.
 	ApprovalsRequired int `json:"approvals_required,omitempty"`
 }
+
+// BastionSession is a bastion session: one client tunnel relayed to a
+// target's agent under a live bastion grant.
+type BastionSession struct {
+	ID         string    `json:"id"`
+	Target     string    `json:"target"`
+	Principal  string    `json:"principal"`
+	RequestID  string    `json:"request_id"`
+	Port       string    `json:"port"` // "22/tcp"
+	ClientAddr string    `json:"client_addr,omitempty"`
+	State      string    `json:"state"` // live | ended
+	StartedAt  time.Time `json:"started_at"`
+	// Deadline is when the session ends at the latest: its grant's deadline.
+	Deadline time.Time  `json:"deadline"`
+	EndedAt  *time.Time `json:"ended_at,omitempty"`
+	// EndReason is closed, grant_expired, revoked, killed, idle,
+	// server_lost or agent_lost; EndedBy names who killed it.
+	EndReason string `json:"end_reason,omitempty"`
+	EndedBy   string `json:"ended_by,omitempty"`
+	Message   string `json:"message,omitempty"`
+	// BytesIn counts client to target, BytesOut target to client.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+}
+
+// SessionKill ends a live session; the reason is recorded.
+type SessionKill struct {
+	Reason string `json:"reason"`
+}

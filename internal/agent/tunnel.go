@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// tunneler opens the agent's outbound relay connection; *client.Client
+// implements it.
+type tunneler interface {
+	AgentTunnel(ctx context.Context) (net.Conn, error)
+}
+
+// relayAgent returns the agent's relay side, made on first use.
+func (a *Agent) relayAgent() *relay.Agent {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.relay == nil {
+		a.relay = &relay.Agent{Log: a.log, State: func() (wire.DesiredState, bool) {
+			ds := a.relayState.Load()
+			if ds == nil {
+				return wire.DesiredState{}, false
+			}
+			return *ds, true
+		}}
+	}
+	return a.relay
+}
+
+// setRelayState gives the relay the desired state just received, and ends
+// the streams it no longer allows. A state the agent refuses as a rollback
+// (a revision below its high-water mark) grants nothing through the relay
+// either, as it opens nothing in the kernel.
+func (a *Agent) setRelayState(ds wire.DesiredState) {
+	if ds.Revision < a.highWater {
+		ds.Bastion = nil
+	}
+	a.relayState.Store(&ds)
+	a.relayAgent().Recheck(ds)
+}
+
+// runRelay keeps the agent's one outbound relay connection to the server
+// open, reconnecting with backoff, until ctx ends. The target needs no
+// inbound port: the server opens the bastion's streams on this connection,
+// and the agent checks each against its own desired state (relay.Authorize).
+// A 401 or 410 stops it (the main loop stops the agent for those).
+func (a *Agent) runRelay(ctx context.Context, t tunneler) {
+	bo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	ra := a.relayAgent()
+	for ctx.Err() == nil {
+		conn, err := t.AgentTunnel(ctx)
+		if err != nil {
+			if st := client.StatusOf(err); st == http.StatusUnauthorized || st == http.StatusGone {
+				return
+			}
+			d := bo.next()
+			a.log.Warn("bastion relay: cannot connect; retrying", "err", err, "retry_in", d.Round(time.Millisecond))
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		a.log.Info("bastion relay connected")
+		start := time.Now()
+		err = ra.ServeConn(ctx, conn)
+		if time.Since(start) > 10*time.Second {
+			bo.reset()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d := bo.next()
+		a.log.Warn("bastion relay connection ended; reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}

@@ -1,0 +1,409 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/session"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// The bastion's endpoints. An agent holds GET /api/v1/agent/tunnel open (a
+// WebSocket carrying a yamux session, internal/relay); a client opens GET
+// /api/v1/tunnel?target=T&port=P (a WebSocket carrying one TCP connection).
+// The server admits a client only for a live bastion grant of that client's
+// own principal, records the session, opens a stream to the target's agent
+// (which checks the grant again against its own desired state) and splices.
+//
+// A session ends, once (internal/session), at the grant's deadline, when the
+// grant stops being live (revoked, or its rule no longer allows the
+// bastion: whatever close_established says), when killed, when the client,
+// the service or the agent goes away, and when the server stops (the next
+// start marks sessions a dead server left live as server_lost).
+
+// liveSession is a session being relayed by this process.
+type liveSession struct {
+	x     session.Session
+	count relay.Counter
+	conns []net.Conn
+	once  sync.Once
+	// why is set once by end; done is closed once the end is recorded.
+	why struct {
+		reason  session.EndReason
+		by, msg string
+	}
+	stop  chan struct{}
+	done  chan struct{}
+	ended session.Session
+}
+
+// end asks the session to end for reason; the first call wins.
+func (ls *liveSession) end(reason session.EndReason, by, msg string) {
+	ls.once.Do(func() {
+		ls.why.reason, ls.why.by, ls.why.msg = reason, by, msg
+		close(ls.stop)
+		for _, c := range ls.conns {
+			c.SetDeadline(time.Unix(1, 0))
+			c.Close()
+		}
+	})
+}
+
+// liveSessions are the sessions this process relays, with the byte totals
+// of those it ended (for the Prometheus counters).
+type liveSessions struct {
+	mu                sync.Mutex
+	m                 map[string]*liveSession
+	endedIn, endedOut atomic.Int64
+}
+
+func (l *liveSessions) get(id string) *liveSession {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[id]
+}
+
+func (l *liveSessions) all() []*liveSession {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*liveSession, 0, len(l.m))
+	for _, ls := range l.m {
+		out = append(out, ls)
+	}
+	return out
+}
+
+func (l *liveSessions) bytes() (in, out int64) {
+	in, out = l.endedIn.Load(), l.endedOut.Load()
+	for _, ls := range l.all() {
+		in += ls.count.In.Load()
+		out += ls.count.Out.Load()
+	}
+	return in, out
+}
+
+// registerSessionMetrics adds the bastion's gauges and counters.
+func registerSessionMetrics(reg *prometheus.Registry, l *liveSessions) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_bastion_sessions_live", Help: "Bastion sessions relayed now."},
+			func() float64 { return float64(len(l.all())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jitgate_bastion_bytes_in_total", Help: "Bytes relayed from clients to targets."},
+			func() float64 { in, _ := l.bytes(); return float64(in) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jitgate_bastion_bytes_out_total", Help: "Bytes relayed from targets to clients."},
+			func() float64 { _, out := l.bytes(); return float64(out) }),
+	)
+}
+
+// errStatus is a refusal with its own HTTP status (the agent is not
+// connected: 503; it refused the stream: 502).
+func errStatus(status int, format string, a ...any) error {
+	return &inputError{status: status, msg: fmt.Sprintf(format, a...)}
+}
+
+// agentTunnel holds an agent's relay connection until it ends.
+func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		return nil // Accept answered the client
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
+	err = a.Relay.ServeAgent(ctx, p.Subject, websocket.NetConn(ctx, c, websocket.MessageBinary))
+	a.Logger.Info("agent relay disconnected", "target", p.Subject, "err", err)
+	return nil
+}
+
+// bastionRule returns the rule of port on t when it allows the bastion.
+func bastionRule(t store.Target, port policy.Port) (policy.Rule, error) {
+	if t.Policy == nil {
+		return policy.Rule{}, &policy.DenyError{Reason: "the target has no JIT policy"}
+	}
+	rule, ok := t.Policy.Rule(port)
+	if !ok {
+		return policy.Rule{}, &policy.DenyError{Rule: port.String(), Reason: "the target's policy does not configure this port"}
+	}
+	if !rule.Access.Bastion() {
+		return policy.Rule{}, &policy.DenyError{Rule: port.String(), Reason: "this port is not reachable through the bastion (its rule's access is direct)"}
+	}
+	return rule, nil
+}
+
+// tunnel relays one client connection to port of target.
+func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	q := r.URL.Query()
+	name := strings.TrimSpace(q.Get("target"))
+	if name == "" {
+		return invalidField("target", "required")
+	}
+	port, err := policy.ParsePort(q.Get("port"))
+	if err != nil {
+		return invalidField("port", "%v", err)
+	}
+	if port.Protocol != policy.TCP {
+		return invalidField("port", "only TCP ports are relayed")
+	}
+	// Using a grant needs the role that asks for one, in the target's scope
+	// (a principal whose role was taken away cannot use what it holds).
+	t, err := a.targetFor(r.Context(), p, authz.CreateRequest, name)
+	if err != nil {
+		return err
+	}
+	if _, err := bastionRule(t, port); err != nil {
+		return err
+	}
+	now := a.Now()
+	g, err := a.Store.BastionGrant(r.Context(), name, p.Name(), port, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%s holds no active grant for %s on %s: ask for one first (jitgate request %s --port %d --bastion, or jitgate ssh): %w",
+			p.Name(), port, name, name, port.Number, errForbidden)
+	}
+	if err != nil {
+		return err
+	}
+	x := session.Session{ID: store.NewSessionID(), Target: name, Principal: p.Name(), RequestID: g.RequestID, Protocol: string(port.Protocol),
+		Port: port.Number, StartedAt: now, Deadline: g.ExpiresAt, State: session.Live}
+	if addr := a.clientAddr(r); addr.IsValid() {
+		x.ClientAddr = addr.String()
+	}
+	octx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	st, err := a.Relay.Open(octx, name, relay.Header{Session: x.ID, RequestID: g.RequestID, Principal: p.Name(), Protocol: string(port.Protocol),
+		Port: port.Number, Deadline: g.ExpiresAt})
+	cancel()
+	var refusal *relay.Refusal
+	switch {
+	case errors.Is(err, relay.ErrNoAgent):
+		return errStatus(http.StatusServiceUnavailable, "the agent of %s is not connected to the bastion relay; try again when it is", name)
+	case errors.As(err, &refusal):
+		return errStatus(http.StatusBadGateway, "%v", refusal)
+	case err != nil:
+		return errStatus(http.StatusBadGateway, "opening the tunnel to %s: %v", name, err)
+	}
+	if err := a.Store.StartSession(r.Context(), x); err != nil {
+		st.Close()
+		return err
+	}
+	ls := &liveSession{x: x, stop: make(chan struct{}), done: make(chan struct{})}
+	ls.conns = append(ls.conns, st)
+	a.sessions.mu.Lock()
+	a.sessions.m[x.ID] = ls
+	a.sessions.mu.Unlock()
+	defer func() {
+		a.sessions.mu.Lock()
+		delete(a.sessions.m, x.ID)
+		a.sessions.mu.Unlock()
+		a.sessions.endedIn.Add(ls.count.In.Load())
+		a.sessions.endedOut.Add(ls.count.Out.Load())
+		close(ls.done)
+	}()
+
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		ls.end(session.Closed, "", "the client's WebSocket upgrade failed")
+		a.recordEnd(ls)
+		return nil
+	}
+	sctx, scancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer scancel()
+	conn := websocket.NetConn(sctx, c, websocket.MessageBinary)
+	ls.conns = append(ls.conns, conn)
+	a.Logger.Info("bastion session started", "session", x.ID, "target", name, "principal", x.Principal, "port", port, "until", x.Deadline)
+	go a.watchSession(sctx, ls)
+	relay.Splice(conn, st, &ls.count)
+	if !a.Relay.Connected(name) {
+		ls.end(session.AgentLost, "", "")
+	}
+	ls.end(session.Closed, "", "")
+	a.recordEnd(ls)
+	return nil
+}
+
+// recordEnd writes the session's end; a session already ended elsewhere
+// (the server's stop) is left as it is.
+func (a *api) recordEnd(ls *liveSession) {
+	// The end is recorded even when the client's request is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	x, err := a.Store.EndSession(ctx, ls.x.ID, ls.why.reason, ls.why.by, ls.why.msg, ls.count.In.Load(), ls.count.Out.Load(), a.Now())
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		a.Logger.Error("recording the end of a bastion session", "session", ls.x.ID, "err", err)
+	}
+	ls.ended = x
+	a.Logger.Info("bastion session ended", "session", ls.x.ID, "reason", ls.why.reason, "bytes_in", ls.count.In.Load(), "bytes_out", ls.count.Out.Load())
+}
+
+// watchSession ends ls at its grant's deadline, or as soon as its grant is
+// no longer live: it re-reads the grant whenever the target changes (the
+// hub wakes it on revocation, policy changes, extensions), so a tunnel
+// never outlives its grant whatever close_established says.
+func (a *api) watchSession(ctx context.Context, ls *liveSession) {
+	x := ls.x
+	port := policy.Port{Number: x.Port, Protocol: policy.Protocol(x.Protocol)}
+	deadline := x.Deadline
+	for {
+		ch := a.Hub.Watch(x.Target)
+		now := a.Now()
+		live, known := true, true
+		g, err := a.Store.BastionGrant(ctx, x.Target, x.Principal, port, now)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			live = false
+		case err != nil:
+			known = false // a read failed: decide at the next wake
+		default:
+			deadline = g.ExpiresAt // an extension moves the deadline
+			if t, err := a.Store.GetTarget(ctx, x.Target); err == nil {
+				if _, err := bastionRule(t, port); err != nil {
+					live = false
+				}
+			} else if errors.Is(err, store.ErrNotFound) {
+				live = false
+			}
+		}
+		cur := x
+		cur.Deadline = deadline
+		if known {
+			if reason := cur.ReasonAt(now, live); reason != "" {
+				ls.end(reason, "", "")
+				return
+			}
+		}
+		wait := time.Until(deadline)
+		if !known {
+			wait = min(wait, time.Second)
+		}
+		timer := time.NewTimer(max(wait, 0))
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-ls.stop:
+			timer.Stop()
+			return
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		}
+		timer.Stop()
+	}
+}
+
+func toWireSession(x session.Session) wire.BastionSession {
+	return wire.BastionSession{ID: x.ID, Target: x.Target, Principal: x.Principal, RequestID: x.RequestID, Port: fmt.Sprintf("%d/%s", x.Port, x.Protocol),
+		ClientAddr: x.ClientAddr, State: string(x.State), StartedAt: x.StartedAt, Deadline: x.Deadline, EndedAt: x.EndedAt,
+		EndReason: string(x.Reason), EndedBy: x.EndedBy, Message: x.Message, BytesIn: x.BytesIn, BytesOut: x.BytesOut}
+}
+
+// sessionVisible reports whether p may see session x: its own, or any on a
+// target where p's roles read others' requests.
+func (a *api) sessionVisible(ctx context.Context, p store.Principal, bs []authz.Binding, x session.Session, targets map[string]*authz.Target) bool {
+	if x.Principal == p.Name() {
+		return true
+	}
+	t, ok := targets[x.Target]
+	if !ok {
+		t = a.targetOf(ctx, x.Target)
+		targets[x.Target] = t
+	}
+	return authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, t)
+}
+
+// listSessions lists the sessions p may see, newest first; ?active=true
+// keeps the live ones. A live session relayed here shows its bytes so far.
+func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	active := false
+	switch v := r.URL.Query().Get("active"); v {
+	case "", "false":
+	case "true":
+		active = true
+	default:
+		return invalidField("active", "must be true or false")
+	}
+	xs, err := a.Store.ListSessions(r.Context(), active, 0)
+	if err != nil {
+		return err
+	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	targets := map[string]*authz.Target{}
+	out := []wire.BastionSession{}
+	for _, x := range xs {
+		if !a.sessionVisible(r.Context(), p, bs, x, targets) {
+			continue
+		}
+		if ls := a.sessions.get(x.ID); ls != nil && x.State == session.Live {
+			x.BytesIn, x.BytesOut = ls.count.In.Load(), ls.count.Out.Load()
+		}
+		out = append(out, toWireSession(x))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// killSession ends a live session at once. Who may: whoever may revoke
+// others' requests on the session's target (approvers in its scope and
+// admins): killing a session is revoking its use of the grant. The grant
+// itself stays live; revoke it to keep the person out.
+func (a *api) killSession(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	var in wire.SessionKill
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	reason := strings.TrimSpace(in.Reason)
+	if reason == "" {
+		return invalidField("reason", "required: say why the session is ended")
+	}
+	if err := policy.CheckReason(reason); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	x, err := a.Store.GetSession(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		// As for targets: a principal that may not kill anywhere learns
+		// nothing about which ids exist.
+		if rerr := a.require(r.Context(), p, authz.RevokeAny, nil); rerr != nil {
+			return rerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.require(r.Context(), p, authz.RevokeAny, a.targetOf(r.Context(), x.Target)); err != nil {
+		return err
+	}
+	if x.State != session.Live {
+		return fmt.Errorf("session %s already ended (%s): %w", id, x.Reason, store.ErrConflict)
+	}
+	if ls := a.sessions.get(id); ls != nil {
+		ls.end(session.Killed, p.Name(), reason)
+		select {
+		case <-ls.done:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		x, err = a.Store.GetSession(r.Context(), id)
+	} else {
+		// Recorded live but not relayed here: its server is gone.
+		x, err = a.Store.EndSession(r.Context(), id, session.Killed, p.Name(), reason, x.BytesIn, x.BytesOut, a.Now())
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toWireSession(x))
+	return nil
+}

@@ -1,0 +1,80 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/coder/websocket"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// dialWS upgrades GET path?query to a WebSocket and returns it as a
+// net.Conn that lives until ctx ends or it is closed. A refusal comes back
+// as an *APIError with the server's message.
+func (c *Client) dialWS(ctx context.Context, path string, query url.Values) (net.Conn, error) {
+	u := *c.base
+	u.Path += path
+	if query != nil {
+		u.RawQuery = query.Encode()
+	}
+	hdr := http.Header{}
+	if c.token != "" {
+		hdr.Set("Authorization", "Bearer "+c.token)
+	}
+	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr,
+		CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 400 {
+			ae := &APIError{Status: resp.StatusCode}
+			if resp.Body != nil {
+				data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				json.Unmarshal(data, &ae.Body)
+			}
+			if ae.Body.Error == "" {
+				ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+			}
+			return nil, ae
+		}
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	return websocket.NetConn(ctx, ws, websocket.MessageBinary), nil
+}
+
+// Tunnel opens a bastion tunnel to port of target: one TCP connection to
+// the service, relayed by the server and the target's agent, as long as the
+// caller holds a live bastion grant for it. The connection ends when ctx
+// ends, when it is closed, and when the server ends the session (deadline,
+// revocation, kill).
+func (c *Client) Tunnel(ctx context.Context, target string, port uint16) (net.Conn, error) {
+	return c.dialWS(ctx, "/api/v1/tunnel", url.Values{"target": {target}, "port": {strconv.Itoa(int(port))}})
+}
+
+// AgentTunnel opens the agent's relay connection (agent credential).
+func (c *Client) AgentTunnel(ctx context.Context) (net.Conn, error) {
+	return c.dialWS(ctx, "/api/v1/agent/tunnel", nil)
+}
+
+// Sessions lists bastion sessions (only live ones with active).
+func (c *Client) Sessions(ctx context.Context, active bool) ([]wire.BastionSession, error) {
+	var q url.Values
+	if active {
+		q = url.Values{"active": {"true"}}
+	}
+	var out []wire.BastionSession
+	err := c.do(ctx, http.MethodGet, "/api/v1/sessions", q, nil, &out)
+	return out, err
+}
+
+// KillSession ends a live session.
+func (c *Client) KillSession(ctx context.Context, id, reason string) (wire.BastionSession, error) {
+	var out wire.BastionSession
+	err := c.do(ctx, http.MethodPost, "/api/v1/sessions/"+url.PathEscape(id)+"/kill", nil, wire.SessionKill{Reason: reason}, &out)
+	return out, err
+}

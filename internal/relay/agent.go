@@ -1,0 +1,208 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// Agent is the agent's side of the relay: it accepts the streams the
+// server opens, checks each against the latest desired state (Authorize),
+// dials the local service and splices, and ends each stream at its
+// deadline on its own clock.
+type Agent struct {
+	// State returns the latest desired state; ok is false before the
+	// first, and then every stream is refused.
+	State func() (wire.DesiredState, bool)
+	// Dial dials the local service (default net.Dialer).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Now is the agent's clock (default time.Now).
+	Now func() time.Time
+	Log *slog.Logger
+
+	mu      sync.Mutex
+	streams map[*agentStream]struct{}
+}
+
+type agentStream struct {
+	h     Header
+	conns [2]net.Conn
+	once  sync.Once
+	timer *time.Timer // ends the stream at its deadline
+}
+
+func (s *agentStream) close() {
+	s.once.Do(func() {
+		for _, c := range s.conns {
+			if c != nil {
+				closeHard(c)
+			}
+		}
+	})
+}
+
+func (a *Agent) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Agent) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.Default()
+}
+
+// ServeConn runs the agent's side of one relay connection until it ends.
+// The agent is the yamux server: it accepts the streams.
+func (a *Agent) ServeConn(ctx context.Context, conn net.Conn) error {
+	sess, err := yamux.Server(conn, Config())
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer sess.Close()
+	go func() {
+		select {
+		case <-ctx.Done():
+			sess.Close()
+		case <-sess.CloseChan():
+		}
+	}()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, yamux.ErrSessionShutdown) {
+				return nil
+			}
+			return err
+		}
+		go a.Handle(ctx, st)
+	}
+}
+
+// Handle serves one relayed stream: read its header, authorize it, dial,
+// answer, splice until either side ends or the deadline passes.
+func (a *Agent) Handle(ctx context.Context, st net.Conn) {
+	st.SetReadDeadline(a.now().Add(10 * time.Second))
+	h, err := ReadHeader(st)
+	if err != nil {
+		st.Close()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	refuse := func(why string) {
+		a.log().Warn("bastion tunnel refused", "session", h.Session, "request", h.RequestID, "principal", h.Principal, "port", h.Port, "reason", why)
+		writeFrame(st, reply{Error: why})
+		st.Close()
+	}
+	ds, ok := a.State()
+	if !ok {
+		refuse("the agent has no desired state yet")
+		return
+	}
+	addr, until, err := Authorize(ds, h, a.now())
+	if err != nil {
+		var r *Refusal
+		if errors.As(err, &r) {
+			refuse(r.Reason)
+		} else {
+			refuse(err.Error())
+		}
+		return
+	}
+	dial := a.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	local, err := dial(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		refuse("cannot reach the service: " + err.Error())
+		return
+	}
+	if err := writeFrame(st, reply{}); err != nil {
+		local.Close()
+		st.Close()
+		return
+	}
+	s := &agentStream{h: h, conns: [2]net.Conn{st, local}}
+	// The deadline is kept on the agent's own clock: the stream ends then
+	// even if the server never says so (it may be gone).
+	s.timer = time.AfterFunc(until.Sub(a.now()), s.close)
+	defer s.timer.Stop()
+	a.mu.Lock()
+	if a.streams == nil {
+		a.streams = map[*agentStream]struct{}{}
+	}
+	a.streams[s] = struct{}{}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.streams, s)
+		a.mu.Unlock()
+	}()
+	a.log().Info("bastion tunnel opened", "session", h.Session, "request", h.RequestID, "principal", h.Principal, "port", h.Port, "until", until)
+	Splice(st, local, nil)
+	s.close()
+}
+
+// Recheck ends the streams the desired state ds no longer allows (a
+// revoked or expired grant, a rule no longer open to the bastion) and moves
+// the deadline of the others to that of the principal's live grant for the
+// port (an extension moves a grant to a newer request). The agent calls it
+// with every desired state it receives.
+func (a *Agent) Recheck(ds wire.DesiredState) {
+	now := a.now()
+	a.mu.Lock()
+	var ended []*agentStream
+	for s := range a.streams {
+		until, ok := liveUntil(ds, s.h, now)
+		if !ok {
+			ended = append(ended, s)
+			continue
+		}
+		s.timer.Reset(until.Sub(now))
+	}
+	a.mu.Unlock()
+	for _, s := range ended {
+		a.log().Info("bastion tunnel ended: its grant is gone", "session", s.h.Session, "request", s.h.RequestID)
+		s.close()
+	}
+}
+
+// Live counts the streams being relayed.
+func (a *Agent) Live() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.streams)
+}
+
+// liveUntil is the latest deadline of a live bastion grant of h's principal
+// for h's port in ds, if the port still allows the bastion.
+func liveUntil(ds wire.DesiredState, h Header, now time.Time) (time.Time, bool) {
+	var until time.Time
+	for _, g := range ds.Bastion {
+		if g.Principal != h.Principal || g.Port != h.Port || g.Protocol != h.Protocol || !now.Before(g.ExpiresAt) {
+			continue
+		}
+		// Authorize checks the rule; only the request id may differ.
+		hh := h
+		hh.RequestID, hh.Deadline = g.RequestID, time.Time{}
+		if _, u, err := Authorize(ds, hh, now); err == nil && u.After(until) {
+			until = u
+		}
+	}
+	return until, !until.IsZero()
+}

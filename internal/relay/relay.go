@@ -1,0 +1,195 @@
+// Package relay is jitgate's bastion relay. A target's agent keeps one
+// outbound connection to the server (a WebSocket carrying a yamux session);
+// for each client tunnel the server opens one stream on it, headed by a
+// Header that names the session, the grant (request id and principal), the
+// port and the deadline. The agent checks every stream against its own
+// desired state (Authorize) before it dials anything, and ends it at the
+// grant's deadline on its own clock, even when the server is gone.
+//
+// Threat model in one paragraph: the relay is never an open proxy. The
+// server admits a client's tunnel only for a live bastion grant of that
+// client's principal (checked in internal/api), and the agent, which trusts
+// the server no further than its desired state, dials only 127.0.0.1:PORT
+// for a port its policy names with bastion access, for a grant it holds,
+// until that grant's deadline. A compromised or confused server can
+// therefore reach nothing through an agent that the agent's own desired
+// state does not already allow.
+package relay
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// Header is the first frame of a relayed stream, from the server to the
+// agent.
+type Header struct {
+	Session   string    `json:"session"`
+	RequestID string    `json:"request_id"`
+	Principal string    `json:"principal"`
+	Protocol  string    `json:"protocol"`
+	Port      uint16    `json:"port"`
+	Deadline  time.Time `json:"deadline"`
+}
+
+// reply is the agent's answer to a header: empty Error means accepted, and
+// the stream carries the connection's bytes from then on.
+type reply struct {
+	Error string `json:"error,omitempty"`
+}
+
+// maxFrame bounds a header or reply: a peer cannot make the other side
+// allocate more.
+const maxFrame = 4096
+
+func writeFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(b) > maxFrame {
+		return fmt.Errorf("relay frame of %d bytes exceeds %d", len(b), maxFrame)
+	}
+	buf := make([]byte, 2+len(b))
+	binary.BigEndian.PutUint16(buf, uint16(len(b)))
+	copy(buf[2:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+func readFrame(r io.Reader, v any) error {
+	var n [2]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return fmt.Errorf("reading relay frame: %w", err)
+	}
+	size := int(binary.BigEndian.Uint16(n[:]))
+	if size > maxFrame {
+		return fmt.Errorf("relay frame of %d bytes exceeds %d", size, maxFrame)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return fmt.Errorf("reading relay frame: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decoding relay frame: %w", err)
+	}
+	return nil
+}
+
+// WriteHeader sends h on a new stream.
+func WriteHeader(w io.Writer, h Header) error { return writeFrame(w, h) }
+
+// ReadHeader reads the header a stream starts with.
+func ReadHeader(r io.Reader) (Header, error) {
+	var h Header
+	err := readFrame(r, &h)
+	return h, err
+}
+
+// Refusal is a stream the agent refused; Reason says why.
+type Refusal struct{ Reason string }
+
+func (e *Refusal) Error() string { return "the target's agent refused the tunnel: " + e.Reason }
+
+// Authorize decides, on the agent, whether to relay the stream headed h
+// under desired state ds at now (the agent's clock). It returns the address
+// to dial and when the stream must end: the earlier of the grant's deadline
+// and the header's. A refusal is a *Refusal.
+//
+// The stream must name a live bastion grant of the desired state by request
+// id, for the same principal, protocol and port; the port must be one the
+// policy protects with bastion access. Only TCP is relayed; in host mode the
+// agent dials the local service on 127.0.0.1. Gateway mode is refused until
+// the gateway relay is built (it would dial the target's address behind the
+// gateway, which the desired state names per port).
+func Authorize(ds wire.DesiredState, h Header, now time.Time) (string, time.Time, error) {
+	if h.Protocol != "tcp" {
+		return "", time.Time{}, &Refusal{fmt.Sprintf("protocol %q: only tcp is relayed", h.Protocol)}
+	}
+	if ds.Mode != "" && ds.Mode != "host" {
+		return "", time.Time{}, &Refusal{"this agent runs in " + ds.Mode + " mode; the relay serves host mode only"}
+	}
+	allowed := false
+	for _, p := range ds.Protected {
+		if p.Port == h.Port && p.Protocol == h.Protocol && (p.Access == "bastion" || p.Access == "both") {
+			allowed = true
+		}
+	}
+	if !allowed {
+		return "", time.Time{}, &Refusal{fmt.Sprintf("port %d/%s is not reachable through the bastion here", h.Port, h.Protocol)}
+	}
+	for _, g := range ds.Bastion {
+		if g.RequestID != h.RequestID || g.Port != h.Port || g.Protocol != h.Protocol {
+			continue
+		}
+		if g.Principal != h.Principal {
+			return "", time.Time{}, &Refusal{"the grant belongs to another principal"}
+		}
+		if !now.Before(g.ExpiresAt) {
+			return "", time.Time{}, &Refusal{"the grant has expired"}
+		}
+		until := g.ExpiresAt
+		if !h.Deadline.IsZero() && h.Deadline.Before(until) {
+			until = h.Deadline
+		}
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))), until, nil
+	}
+	return "", time.Time{}, &Refusal{fmt.Sprintf("no live bastion grant %q for port %d", h.RequestID, h.Port)}
+}
+
+// Counter counts the bytes a splice moved each way.
+type Counter struct {
+	// In is client to target, Out target to client.
+	In, Out atomic.Int64
+}
+
+// Splice copies between client and target until either side ends, then
+// closes both. It counts into c (may be nil).
+func Splice(client, target net.Conn, c *Counter) {
+	if c == nil {
+		c = &Counter{}
+	}
+	var once sync.Once
+	// Closing a yamux stream only half-closes it; a past deadline also
+	// ends a read still waiting on the other half.
+	closeBoth := func() { once.Do(func() { closeHard(client); closeHard(target) }) }
+	done := make(chan struct{}, 2)
+	go func() { copyCount(target, client, &c.In); closeBoth(); done <- struct{}{} }()
+	go func() { copyCount(client, target, &c.Out); closeBoth(); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+func closeHard(c net.Conn) {
+	c.SetDeadline(time.Unix(1, 0))
+	c.Close()
+}
+
+func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64) {
+	buf := make([]byte, 32*1024)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+			n.Add(int64(k))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// ErrNoAgent is returned when the target's agent holds no relay connection.
+var ErrNoAgent = errors.New("the target's agent is not connected to the relay")

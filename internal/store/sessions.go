@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/random"
+	"github.com/jitgate/jitgate/internal/session"
+)
+
+// NewSessionID returns a fresh session id.
+func NewSessionID() string { return random.ID("s-", 10) }
+
+// BastionGrant returns the live grant through which requester may reach
+// port of target at now: the grant of an active request with the latest
+// deadline. Whether the port's rule allows the bastion is the caller's to
+// check against the target's policy. ErrNotFound when there is none.
+func (s *Store) BastionGrant(ctx context.Context, target, requester string, port policy.Port, now time.Time) (GrantRow, error) {
+	g := GrantRow{Port: port, Requester: requester}
+	var exp int64
+	var src string
+	err := s.db.QueryRowContext(ctx, `SELECT g.request_id, g.source, g.expires_at FROM grants g JOIN requests r ON r.id = g.request_id
+		WHERE g.target = $1 AND g.requester = $2 AND g.protocol = $3 AND g.port = $4 AND g.expires_at > $5 AND r.state = 'active'
+		ORDER BY g.expires_at DESC, g.id LIMIT 1`, target, requester, string(port.Protocol), int(port.Number), ms(now)).Scan(&g.RequestID, &src, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return GrantRow{}, fmt.Errorf("no live grant of %s for %s on %s: %w", requester, port, target, ErrNotFound)
+	}
+	if err != nil {
+		return GrantRow{}, fmt.Errorf("looking up the live grant of %s on %s: %w", requester, target, err)
+	}
+	g.ExpiresAt = fromMS(exp)
+	if g.Source, err = parseSource(src); err != nil {
+		return GrantRow{}, fmt.Errorf("decoding grant source %q: %w", src, err)
+	}
+	return g, nil
+}
+
+const sessionColumns = `id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline,
+	ended_at, end_reason, ended_by, message, bytes_in, bytes_out`
+
+func scanSession(r scanner) (session.Session, error) {
+	var (
+		x             session.Session
+		state, reason string
+		port          int
+		started, dl   int64
+		ended         sql.NullInt64
+	)
+	if err := r.Scan(&x.ID, &x.Target, &x.Principal, &x.RequestID, &x.Protocol, &port, &x.ClientAddr, &state, &started, &dl,
+		&ended, &reason, &x.EndedBy, &x.Message, &x.BytesIn, &x.BytesOut); err != nil {
+		return session.Session{}, err
+	}
+	x.Port, x.State, x.Reason = uint16(port), session.State(state), session.EndReason(reason)
+	x.StartedAt, x.Deadline, x.EndedAt = fromMS(started), fromMS(dl), fromNullMS(ended)
+	return x, nil
+}
+
+// StartSession records a live session and audits session.started in the
+// same transaction.
+func (s *Store) StartSession(ctx context.Context, x session.Session) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, x.ID, x.Target, x.Principal, x.RequestID, x.Protocol, int(x.Port), x.ClientAddr,
+			string(session.Live), ms(x.StartedAt), ms(x.Deadline))
+		if err != nil {
+			return fmt.Errorf("recording session %s: %w", x.ID, err)
+		}
+		return writeAudit(ctx, tx, audit.Event{At: x.StartedAt, Actor: x.Principal, ClientAddr: x.ClientAddr, Action: audit.SessionStarted,
+			Target: x.Target, RequestID: x.RequestID, Details: map[string]any{"session": x.ID, "port": fmt.Sprintf("%d/%s", x.Port, x.Protocol),
+				"until": x.Deadline.Format(time.RFC3339)}})
+	})
+}
+
+// EndSession ends live session id for reason (the domain decides: the first
+// end wins; a later one is ErrConflict), records its byte counts and audits
+// session.ended, or session.killed with the killer as actor.
+func (s *Store) EndSession(ctx context.Context, id string, reason session.EndReason, by, message string, in, out int64, now time.Time) (session.Session, error) {
+	var x session.Session
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		x, err = scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("session %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading session %s: %w", id, err)
+		}
+		return endSession(ctx, tx, &x, reason, by, message, in, out, now)
+	})
+	return x, err
+}
+
+func endSession(ctx context.Context, tx *sql.Tx, x *session.Session, reason session.EndReason, by, message string, in, out int64, now time.Time) error {
+	next, err := x.End(reason, by, message, now)
+	if errors.Is(err, session.ErrEnded) {
+		return fmt.Errorf("session %s: %v: %w", x.ID, err, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("ending session %s: %w", x.ID, err)
+	}
+	next.BytesIn, next.BytesOut = max(in, x.BytesIn), max(out, x.BytesOut)
+	if _, err := tx.ExecContext(ctx, `UPDATE sessions SET state = $1, ended_at = $2, end_reason = $3, ended_by = $4, message = $5,
+		bytes_in = $6, bytes_out = $7 WHERE id = $8 AND state = 'live'`, string(next.State), ms(now), string(next.Reason), next.EndedBy,
+		next.Message, next.BytesIn, next.BytesOut, x.ID); err != nil {
+		return fmt.Errorf("ending session %s: %w", x.ID, err)
+	}
+	action, actor := audit.SessionEnded, audit.System
+	if reason == session.Killed {
+		action, actor = audit.SessionKilled, by
+	} else if reason == session.Closed {
+		actor = x.Principal
+	}
+	*x = next
+	return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: action, Target: x.Target, RequestID: x.RequestID, Reason: message,
+		Details: map[string]any{"session": x.ID, "principal": x.Principal, "end_reason": string(x.Reason), "bytes_in": x.BytesIn, "bytes_out": x.BytesOut}})
+}
+
+// EndLiveSessions ends every session still recorded live for reason: at
+// start, those a server that stopped without ending them left behind
+// (server_lost). It returns how many it ended.
+func (s *Store) EndLiveSessions(ctx context.Context, reason session.EndReason, now time.Time) (int, error) {
+	n := 0
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE state = 'live' ORDER BY started_at, id`)
+		if err != nil {
+			return fmt.Errorf("listing live sessions: %w", err)
+		}
+		var live []session.Session
+		for rows.Next() {
+			x, err := scanSession(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("reading session: %w", err)
+			}
+			live = append(live, x)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for i := range live {
+			if err := endSession(ctx, tx, &live[i], reason, "", "", live[i].BytesIn, live[i].BytesOut, now); err != nil {
+				return err
+			}
+		}
+		n = len(live)
+		return nil
+	})
+	return n, err
+}
+
+// RecordSessionBytes stores the byte counts of a live session so far.
+func (s *Store) RecordSessionBytes(ctx context.Context, id string, in, out int64) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE sessions SET bytes_in = $1, bytes_out = $2 WHERE id = $3 AND state = 'live'`, in, out, id); err != nil {
+		return s.writeFailed(fmt.Errorf("recording bytes of session %s: %w", id, err))
+	}
+	return nil
+}
+
+// GetSession returns one session.
+func (s *Store) GetSession(ctx context.Context, id string) (session.Session, error) {
+	x, err := scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return session.Session{}, fmt.Errorf("session %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return session.Session{}, fmt.Errorf("reading session %s: %w", id, err)
+	}
+	return x, nil
+}
+
+// ListSessions returns sessions newest first: only live ones when live is
+// set; at most limit (0: 1000).
+func (s *Store) ListSessions(ctx context.Context, live bool, limit int) ([]session.Session, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	q := `SELECT ` + sessionColumns + ` FROM sessions`
+	if live {
+		q += ` WHERE state = 'live'`
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY started_at DESC, id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []session.Session
+	for rows.Next() {
+		x, err := scanSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading session: %w", err)
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
