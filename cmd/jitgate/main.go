@@ -88,6 +88,10 @@ func (a *app) run(args []string) int {
 	if cmd == nil {
 		cmd = root
 	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		return int(es) // ssh's own status; ssh printed why
+	}
 	msg := errorLine(err)
 	var ue *usageError
 	if !a.started || errors.As(err, &ue) {
@@ -157,6 +161,7 @@ and a limited time, when someone asks with a reason.
   jitgate target ...  enroll and manage protected hosts
   jitgate policy ...  say which ports are gated, for how long, from where
   jitgate request     ask for access; jitgate revoke ends it
+  jitgate ssh         log in through the bastion (jitgate connect for other clients)
 
 Client commands find the server and token in --server/--token, else in
 JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
@@ -188,6 +193,7 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newTargetsCmd(),
 		a.newWebhookCmd(),
 		a.newBackupCmd(), a.newRestoreCmd(),
+		a.newConnectCmd(), a.newSSHCmd(), a.newSessionsCmd(),
 	)
 	return root
 }

@@ -1,3 +1,5 @@
+//go:build unix
+
 package agent
 
 import (
@@ -81,7 +83,7 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 		f.Close()
 		return nil, fmt.Errorf("agent: restricting %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f); err != nil {
 		f.Close()
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("agent: locking %s: %w", path, err)

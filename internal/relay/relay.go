@@ -180,10 +180,12 @@ func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64) {
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
+			// Counted before the write: the peer may answer (and its
+			// bytes be counted) before this write returns.
+			n.Add(int64(k))
 			if _, werr := dst.Write(buf[:k]); werr != nil {
 				return
 			}
-			n.Add(int64(k))
 		}
 		if err != nil {
 			return

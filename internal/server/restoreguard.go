@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/smallfile"
@@ -170,7 +169,7 @@ func LockDataDir(dir string) (release func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f); err != nil {
 		b, _ := smallfile.Read(path, 64)
 		f.Close()
 		holder := strings.TrimSpace(string(b))

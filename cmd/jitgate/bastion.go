@@ -1,0 +1,367 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// exitStatus is a command's own exit status (jitgate ssh returns ssh's),
+// passed through without an error line.
+type exitStatus int
+
+func (e exitStatus) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
+func parseTunnelPort(s string) (uint16, error) {
+	p, err := policy.ParsePort(s)
+	if err != nil {
+		return 0, usagef("--port: %v", err)
+	}
+	if p.Protocol != policy.TCP {
+		return 0, usagef("--port %s: only TCP ports go through the bastion", s)
+	}
+	return p.Number, nil
+}
+
+func (a *app) newConnectCmd() *cobra.Command {
+	var (
+		portFlag, local string
+		stdio           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "connect TARGET --port PORT [--local 127.0.0.1:PORT | --stdio]",
+		Short: "Open bastion tunnels to a port of a target for native clients",
+		Long: `Open tunnels through the bastion to a port of a target: the connection goes
+through the jitgate server and the target's agent, which reaches the service
+from inside, so no port opens to your address and the target needs no inbound
+path. It needs a live bastion grant of yours for the port (jitgate request
+TARGET --port P --bastion, or jitgate ssh, which asks for one).
+
+With --local (default 127.0.0.1:0) the command listens there and opens one
+tunnel per accepted connection, until interrupted: point ssh, an RDP client or
+psql at the address it prints. With --stdio it carries one tunnel on standard
+input and output, for ssh's ProxyCommand.`,
+		Example: `  jitgate connect db-01 --port 5432 --local 127.0.0.1:15432
+  ssh -o ProxyCommand='jitgate connect --stdio --port 22 web-01' admin@web-01`,
+		Args: oneArg("TARGET"),
+	}
+	cmd.Flags().StringVarP(&portFlag, "port", "p", "", "the target's port (required)")
+	cmd.Flags().StringVar(&local, "local", "", "local address to listen on (default 127.0.0.1:0: a free port)")
+	cmd.Flags().BoolVar(&stdio, "stdio", false, "carry one tunnel on standard input and output (ssh ProxyCommand)")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		if portFlag == "" {
+			return usagef("--port is required")
+		}
+		port, err := parseTunnelPort(portFlag)
+		if err != nil {
+			return err
+		}
+		if stdio && local != "" {
+			return usagef("--stdio and --local exclude each other")
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		if stdio {
+			return stdioTunnel(ctx, c, args[0], port, os.Stdin, os.Stdout)
+		}
+		if local == "" {
+			local = "127.0.0.1:0"
+		}
+		ln, err := net.Listen("tcp", local)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", local, err)
+		}
+		defer ln.Close()
+		fmt.Fprintf(a.stdout, "listening on %s: connections go to %s port %d through the bastion (interrupt to stop)\n", ln.Addr(), args[0], port)
+		return serveLocal(ctx, c, args[0], port, ln, a.stderr)
+	})
+	return cmd
+}
+
+// stdioTunnel carries one tunnel on in and out until either side ends.
+func stdioTunnel(ctx context.Context, c *client.Client, target string, port uint16, in io.Reader, out io.Writer) error {
+	conn, err := c.Tunnel(ctx, target, port)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(conn, in); done <- struct{}{} }()
+	go func() { io.Copy(out, conn); done <- struct{}{} }()
+	<-done
+	return nil
+}
+
+// serveLocal opens one tunnel per connection accepted on ln until ctx ends.
+// A tunnel that cannot be opened is reported and its connection closed;
+// the listener goes on.
+func serveLocal(ctx context.Context, c *client.Client, target string, port uint16, ln net.Listener, errw io.Writer) error {
+	go func() { <-ctx.Done(); ln.Close() }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		lc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accepting: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer lc.Close()
+			tc, err := c.Tunnel(ctx, target, port)
+			if err != nil {
+				fmt.Fprintf(errw, "tunnel for %s: %s\n", lc.RemoteAddr(), errorLine(err))
+				return
+			}
+			defer tc.Close()
+			done := make(chan struct{}, 2)
+			go func() { io.Copy(tc, lc); done <- struct{}{} }()
+			go func() { io.Copy(lc, tc); done <- struct{}{} }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}()
+	}
+}
+
+func (a *app) newSSHCmd() *cobra.Command {
+	var (
+		portFlag, reason string
+		duration, waitTO time.Duration
+		identity         string
+		sshOpts          []string
+	)
+	cmd := &cobra.Command{
+		Use:   "ssh [USER@]TARGET [--duration D --reason TEXT] [-- COMMAND ...]",
+		Short: "Log in to a target with the system's ssh, through the bastion",
+		Long: `Log in to a target with the system's ssh client through the bastion. Without a
+live grant of yours for the port, it asks for a bastion grant first (--duration
+and --reason are then required) and follows it through approval until it is
+active. Then it runs ssh with a ProxyCommand of 'jitgate connect --stdio'; the
+server address and token reach that command through the environment, never its
+arguments.`,
+		Example: `  jitgate ssh admin@web-01 --duration 30m --reason "INC-1234"
+  jitgate ssh web-01 -- uptime`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("missing [USER@]TARGET")
+			}
+			if cmd.ArgsLenAtDash() > 1 || (cmd.ArgsLenAtDash() < 0 && len(args) > 1) {
+				return usagef("put the remote command after --: jitgate ssh TARGET -- COMMAND")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&portFlag, "port", "p", "22", "the target's ssh port")
+	f.Var(newDuration(&duration, 0), "duration", "how long a new grant lasts, such as 30m (needed when no live grant exists)")
+	f.StringVar(&reason, "reason", "", "why you need access (for a new grant)")
+	f.Var(newDuration(&waitTO, 2*time.Minute), "wait-timeout", "give up waiting for approval after this long")
+	f.StringVarP(&identity, "identity", "i", "", "ssh identity file (passed to ssh -i)")
+	f.StringArrayVar(&sshOpts, "ssh-option", nil, "an ssh -o option such as StrictHostKeyChecking=accept-new (repeatable)")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		port, err := parseTunnelPort(portFlag)
+		if err != nil {
+			return err
+		}
+		dest := args[0]
+		target := dest
+		if i := strings.LastIndex(dest, "@"); i >= 0 {
+			target = dest[i+1:]
+		}
+		if err := policy.ValidateTargetName(target); err != nil {
+			return usagef("target %q: %v", target, err)
+		}
+		var command []string
+		if n := cmd.ArgsLenAtDash(); n >= 0 {
+			command = args[n:]
+		}
+		c, conn, err := a.client()
+		if err != nil {
+			return err
+		}
+		if err := a.ensureBastionGrant(ctx, c, target, port, duration, reason, waitTO); err != nil {
+			return err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding the jitgate binary for ssh's ProxyCommand: %w", err)
+		}
+		proxy := proxyCommand(self, target, port)
+		sshArgs := []string{"-o", "ProxyCommand=" + proxy, "-p", strconv.Itoa(int(port))}
+		if identity != "" {
+			sshArgs = append(sshArgs, "-i", identity)
+		}
+		for _, o := range sshOpts {
+			sshArgs = append(sshArgs, "-o", o)
+		}
+		sshArgs = append(sshArgs, dest)
+		sshArgs = append(sshArgs, command...)
+		run := exec.CommandContext(ctx, "ssh", sshArgs...)
+		run.Stdin, run.Stdout, run.Stderr = os.Stdin, os.Stdout, os.Stderr
+		// The token goes through the environment: arguments are visible to
+		// every user of the machine (ps), the environment is not.
+		run.Env = append(os.Environ(), "JITGATE_SERVER="+conn.server, "JITGATE_TOKEN="+conn.token)
+		if conn.caFile != "" {
+			run.Env = append(run.Env, "JITGATE_CA_FILE="+conn.caFile)
+		}
+		if err := run.Run(); err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return exitStatus(ee.ExitCode())
+			}
+			return fmt.Errorf("running ssh: %w", err)
+		}
+		return nil
+	})
+	return cmd
+}
+
+// proxyCommand is the ProxyCommand line that runs this binary's connect
+// --stdio. ssh runs it through the user's shell on Unix (so the path is
+// shell-quoted) and directly on Windows.
+func proxyCommand(self, target string, port uint16) string {
+	quoted := shellQuote(self)
+	if runtime.GOOS == "windows" {
+		quoted = `"` + self + `"`
+	}
+	return fmt.Sprintf("%s connect --stdio --port %d %s", quoted, port, target)
+}
+
+// ensureBastionGrant finds the caller's active request holding port on
+// target or asks for a bastion grant and follows it until it is active.
+func (a *app) ensureBastionGrant(ctx context.Context, c *client.Client, target string, port uint16, duration time.Duration, reason string, waitTO time.Duration) error {
+	me, err := c.Whoami(ctx)
+	if err != nil {
+		return err
+	}
+	rs, err := c.Requests(ctx, client.RequestFilter{Target: target, Active: true})
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%d/tcp", port)
+	for _, r := range rs {
+		if r.Requester == me.Subject && r.State == "active" && slices.Contains(r.Ports, want) {
+			return nil
+		}
+	}
+	if duration == 0 {
+		return usagef("you hold no live grant for %s on %s: give --duration (and --reason) to ask for one", want, target)
+	}
+	req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{want}, Bastion: true,
+		Duration: wire.Duration(duration), Reason: reason})
+	if err != nil {
+		return err
+	}
+	if req, err = a.follow(ctx, c, req, waitTO); err != nil {
+		return err
+	}
+	if req.State != "active" {
+		return fmt.Errorf("request %s is %s: %s", req.ID, req.State, orDefault(req.Message, "not active"))
+	}
+	return nil
+}
+
+func (a *app) newSessionsCmd() *cobra.Command {
+	var active bool
+	cmd := &cobra.Command{
+		Use:   "sessions [--active] | sessions kill ID --reason TEXT",
+		Short: "List bastion sessions, or end one",
+		Long: `List bastion sessions, newest first: yours, and those on targets where your
+roles read others' requests. 'sessions kill' ends a live session at once
+(approvers and admins in the target's scope); the grant stays live.`,
+		Args: noArgs,
+	}
+	cmd.Flags().BoolVar(&active, "active", false, "only live sessions")
+	a.addConnFlags(cmd)
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		ss, err := c.Sessions(ctx, active)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(nonNil(ss))
+		}
+		if len(ss) == 0 {
+			fmt.Fprintln(a.stderr, "no sessions")
+			return nil
+		}
+		now := a.now()
+		tw := a.table("ID", "TARGET", "PRINCIPAL", "PORT", "FROM", "STATE", "STARTED", "IN", "OUT", "ENDED")
+		for _, s := range ss {
+			state, ended := s.State, ""
+			if s.State == "live" {
+				ended = "closes " + fmtRelative(s.Deadline, now)
+			} else {
+				state = s.EndReason
+				if s.EndedBy != "" {
+					state += " by " + s.EndedBy
+				}
+				if s.EndedAt != nil {
+					ended = fmtRelative(*s.EndedAt, now)
+				}
+			}
+			row(tw, s.ID, s.Target, s.Principal, s.Port, s.ClientAddr, state, fmtRelative(s.StartedAt, now),
+				strconv.FormatInt(s.BytesIn, 10), strconv.FormatInt(s.BytesOut, 10), ended)
+		}
+		return tw.Flush()
+	})
+	var reason string
+	kill := &cobra.Command{
+		Use:   "kill ID --reason TEXT",
+		Short: "End a live bastion session at once",
+		Args:  oneArg("session ID"),
+	}
+	kill.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit trail)")
+	kill.RunE = a.runE(func(ctx context.Context, args []string) error {
+		if strings.TrimSpace(reason) == "" {
+			return usagef("--reason is required")
+		}
+		if err := policy.CheckReason(strings.TrimSpace(reason)); err != nil {
+			return usagef("--reason: %s", strings.TrimPrefix(err.Error(), "reason: "))
+		}
+		c, _, err := a.client()
+		if err != nil {
+			return err
+		}
+		s, err := c.KillSession(ctx, args[0], reason)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(s)
+		}
+		fmt.Fprintf(a.stdout, "session %s ended (%s by %s)\n", s.ID, s.EndReason, s.EndedBy)
+		return nil
+	})
+	cmd.AddCommand(kill)
+	return cmd
+}
