@@ -224,6 +224,11 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	a.Logger.Info("bastion session started", "session", x.ID, "target", name, "principal", x.Principal, "port", port, "until", x.Deadline)
 	go a.watchSession(sctx, ls)
 	relay.Splice(conn, st, &ls.count)
+	// The agent may have ended the stream first (it watches the grant
+	// too): say why the grant ended rather than "closed".
+	if reason, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
+		ls.end(reason, "", "")
+	}
 	if !a.Relay.Connected(name) {
 		ls.end(session.AgentLost, "", "")
 	}
@@ -252,35 +257,16 @@ func (a *api) recordEnd(ls *liveSession) {
 // never outlives its grant whatever close_established says.
 func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 	x := ls.x
-	port := policy.Port{Number: x.Port, Protocol: policy.Protocol(x.Protocol)}
-	deadline := x.Deadline
 	for {
 		ch := a.Hub.Watch(x.Target)
-		now := a.Now()
-		live, known := true, true
-		g, err := a.Store.BastionGrant(ctx, x.Target, x.Principal, port, now)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			live = false
-		case err != nil:
-			known = false // a read failed: decide at the next wake
-		default:
-			deadline = g.ExpiresAt // an extension moves the deadline
-			if t, err := a.Store.GetTarget(ctx, x.Target); err == nil {
-				if _, err := bastionRule(t, port); err != nil {
-					live = false
-				}
-			} else if errors.Is(err, store.ErrNotFound) {
-				live = false
-			}
+		reason, deadline := a.grantCheck(ctx, x)
+		if reason != "" {
+			ls.end(reason, "", "")
+			return
 		}
-		cur := x
-		cur.Deadline = deadline
-		if known {
-			if reason := cur.ReasonAt(now, live); reason != "" {
-				ls.end(reason, "", "")
-				return
-			}
+		known := !deadline.IsZero()
+		if !known {
+			deadline = x.Deadline
 		}
 		wait := time.Until(deadline)
 		if !known {
@@ -299,6 +285,39 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 		}
 		timer.Stop()
 	}
+}
+
+// grantCheck says why session x must end now ("" when it may go on) and
+// the deadline of the grant it runs under (zero when a read failed: decide
+// at the next wake). An extension of the grant moves the deadline.
+func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndReason, time.Time) {
+	port := policy.Port{Number: x.Port, Protocol: policy.Protocol(x.Protocol)}
+	now := a.Now()
+	live := true
+	deadline := x.Deadline
+	g, err := a.Store.BastionGrant(ctx, x.Target, x.Principal, port, now)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		live = false
+	case err != nil:
+		return "", time.Time{}
+	default:
+		deadline = g.ExpiresAt
+		t, err := a.Store.GetTarget(ctx, x.Target)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			live = false
+		case err != nil:
+			return "", time.Time{}
+		default:
+			if _, err := bastionRule(t, port); err != nil {
+				live = false
+			}
+		}
+	}
+	cur := x
+	cur.Deadline = deadline
+	return cur.ReasonAt(now, live), deadline
 }
 
 func toWireSession(x session.Session) wire.BastionSession {
