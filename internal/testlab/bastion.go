@@ -1,0 +1,107 @@
+package testlab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/testenv"
+)
+
+// A bastion lab: the client reaches only the jitgate server; the target,
+// with a real sshd and the agent, sits on another link of the server's host,
+// which does not forward. The client has no route to the target at all: the
+// only way in is the bastion relay (the agent dials out to the server).
+//
+//	client                  server (no forwarding)          target
+//	192.0.2.1  ──eth0       192.0.2.2   eth1──              198.51.100.10
+//	                        198.51.100.254                  agent, sshd :22
+var BastionTarget = netip.MustParseAddr("198.51.100.10")
+
+// BastionServerInside is the server's address on the target's link.
+var BastionServerInside = netip.MustParseAddr("198.51.100.254")
+
+// BastionLab is the bastion topology. Its embedded Lab has the client as
+// ClientNS and the jitgate server's host as ServerNS, so StartServer, CLI
+// and Eventually work on it.
+type BastionLab struct {
+	*Lab
+	Target *testenv.Netns
+}
+
+// NewBastion builds the bastion lab and starts sshd on the target. It skips
+// (or under CI fails) tb without root or tools.
+func NewBastion(tb testing.TB) *BastionLab {
+	tb.Helper()
+	testenv.RequireKernel(tb)
+	for _, tool := range []string{"sshd", "ssh", "ssh-keygen"} {
+		testenv.RequireTool(tb, tool)
+	}
+	if binary == "" {
+		tb.Fatal("testlab: no jitgate binary; call testlab.Run from TestMain")
+	}
+	b := &BastionLab{Lab: &Lab{tb: tb, ClientNS: testenv.NewNetns(tb), ServerNS: testenv.NewNetns(tb), Dir: tb.TempDir(), Binary: binary},
+		Target: testenv.NewNetns(tb)}
+	testenv.NewLink(tb,
+		testenv.LinkEnd{NS: b.ClientNS, Name: "eth0", Addrs: []netip.Prefix{netip.PrefixFrom(Client1, 24)}},
+		testenv.LinkEnd{NS: b.ServerNS, Name: "eth0", Addrs: []netip.Prefix{netip.PrefixFrom(ServerIP, 24)}})
+	testenv.NewLink(tb,
+		testenv.LinkEnd{NS: b.ServerNS, Name: "eth1", Addrs: []netip.Prefix{netip.PrefixFrom(BastionServerInside, 24)}},
+		testenv.LinkEnd{NS: b.Target, Name: "eth0", Addrs: []netip.Prefix{netip.PrefixFrom(BastionTarget, 24)}})
+	g := &GatewayLab{Lab: b.Lab}
+	g.makeSSHKey()
+	g.startSSHDIn(b.Target, "target")
+	b.Eventually("sshd listening on the target", 5*time.Second, func() bool {
+		d := &net.Dialer{Timeout: 300 * time.Millisecond}
+		c, err := b.Target.DialContext(context.Background(), d, "tcp", "127.0.0.1:22")
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	return b
+}
+
+// StartTargetAgent starts (or restarts) the agent on the target, talking to
+// the server over the target's link; enrollToken is needed only the first
+// time.
+func (b *BastionLab) StartTargetAgent(enrollToken string) {
+	b.tb.Helper()
+	args := []string{"agent", "--server", fmt.Sprintf("http://%s:%d", BastionServerInside, APIPort), "--insecure-http",
+		"--state-dir", filepath.Join(b.Dir, "agent")}
+	if enrollToken != "" {
+		args = append(args, "--enroll-token", enrollToken)
+	}
+	b.Agent = b.Start(b.Target, "jitgate agent", b.Binary, args...)
+}
+
+// ClientReaches reports whether the client can open a TCP connection to
+// addr:port directly (within 300 ms).
+func (b *BastionLab) ClientReaches(addr netip.Addr, port uint16) bool {
+	d := &net.Dialer{Timeout: 300 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	c, err := b.ClientNS.DialContext(ctx, d, "tcp", netip.AddrPortFrom(addr, port).String())
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// SSHOptions are the ssh options for the lab's key and throwaway host keys.
+func (b *BastionLab) SSHOptions() []string {
+	return []string{"-i", b.SSHKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"}
+}
+
+// ClientEnv is the environment of a client-side process: the server and
+// the admin token.
+func (b *BastionLab) ClientEnv() []string {
+	return []string{"JITGATE_SERVER=" + ServerURL, "JITGATE_TOKEN=" + b.Token, "HOME=" + b.Dir}
+}
