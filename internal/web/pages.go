@@ -29,6 +29,7 @@ type view struct {
 	Target    *targetView
 	Approvals *approvalsView
 	Audit     *auditView
+	Sessions  *sessionsView
 }
 
 // The dashboard's tabs: the classes of wire.Target.Class.
@@ -383,6 +384,50 @@ func (c *console) approvals(w http.ResponseWriter, r *http.Request, s *session) 
 	return "approvals", &view{Title: "Approvals", Approvals: av}, nil
 }
 
+// ---- bastion sessions ----
+
+type sessionsView struct {
+	Live, Ended []wire.BastionSession
+	// CanKill offers the Disconnect button: the person holds a role that
+	// revokes others' access somewhere (approver, admin). The API decides
+	// per session, in the session's target's scope.
+	CanKill bool
+}
+
+// recentEnded is how many ended sessions the page shows under the live ones.
+const recentEnded = 50
+
+func (c *console) sessions(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	var xs []wire.BastionSession
+	if err := c.get(r, "/api/v1/sessions", nil, &xs); err != nil {
+		return "", nil, err
+	}
+	sv := &sessionsView{CanKill: s.can("approver")}
+	for _, x := range xs {
+		switch {
+		case x.State == "live":
+			sv.Live = append(sv.Live, x)
+		case len(sv.Ended) < recentEnded:
+			sv.Ended = append(sv.Ended, x)
+		}
+	}
+	return "sessions", &view{Title: "Sessions", Sessions: sv}, nil
+}
+
+// bytesText writes a byte count for people: 512 B, 1.5 KiB, 3.2 MiB.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
 // ---- audit ----
 
 type auditView struct {
@@ -398,7 +443,8 @@ type auditView struct {
 var auditActions = []string{"request.created", "request.refused", "request.approved", "request.denied", "request.activated",
 	"request.expired", "request.revoked", "request.failed", "request.superseded", "policy.set", "policy.removed",
 	"target.added", "target.removed", "agent.enrolled", "agent.connected", "agent.disconnected", "agent.apply_failed",
-	"login.succeeded", "login.failed", "access.denied", "token.created", "token.revoked", "binding.created", "binding.deleted"}
+	"login.succeeded", "login.failed", "access.denied", "token.created", "token.revoked", "binding.created", "binding.deleted",
+	"session.started", "session.ended", "session.killed"}
 
 // The audit page's time inputs are datetime-local values, read as UTC.
 const localMinute = "2006-01-02T15:04"
@@ -464,6 +510,7 @@ var funcs = template.FuncMap{
 	"iso":      iso,
 	"dur":      fmtDuration,
 	"join":     strings.Join,
+	"bytes":    bytesText,
 	"labels":   labelText,
 	"compact":  compactJSON,
 	"stateCls": func(s string) string { return "state state-" + strings.ReplaceAll(s, "_", "-") },
@@ -478,7 +525,7 @@ var funcs = template.FuncMap{
 }
 
 func (c *console) parse() error {
-	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit"} {
+	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit", "sessions"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return fmt.Errorf("parsing console template %s: %w", name, err)

@@ -114,6 +114,7 @@ func New(d Deps) (http.Handler, error) {
 	mux.HandleFunc("GET /ui/targets/{name}", c.page(c.target))
 	mux.HandleFunc("GET /ui/approvals", c.page(c.approvals))
 	mux.HandleFunc("GET /ui/audit", c.page(c.audit))
+	mux.HandleFunc("GET /ui/sessions", c.page(c.sessions))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &view{Title: "Not found", Error: "There is no page at " + r.URL.Path + "."})
 	})

@@ -143,7 +143,7 @@ func TestSignInWithToken(t *testing.T) {
 			if s.Value == e.admin {
 				t.Error("the session cookie holds the pasted token itself; want a session token of its own")
 			}
-			for _, page := range []string{"/ui/", "/ui/approvals", "/ui/audit", "/ui/?tab=unsupported"} {
+			for _, page := range []string{"/ui/", "/ui/approvals", "/ui/audit", "/ui/sessions", "/ui/?tab=unsupported"} {
 				status, body, h := get(t, c, e.srv.URL+page)
 				if status != http.StatusOK {
 					t.Errorf("%s: %d\n%s", page, status, body)

@@ -507,6 +507,58 @@
     }
   }
 
+  // ---- bastion sessions ----
+  // initSessions wires the Disconnect buttons (shown only to roles that may
+  // kill sessions; the API decides per session): a dialog asks for the
+  // reason, POST /api/v1/sessions/{id}/kill ends the session, and the row
+  // shows how it ended.
+  function initSessions() {
+    const dialog = $("#kill-dialog");
+    if (!dialog) return;
+    const form = $("#kill-form"), reason = $("#kill-reason"), err = $("#kill-error");
+    let button = null;
+    for (const b of $$("[data-kill]")) {
+      b.addEventListener("click", () => {
+        button = b;
+        $("#kill-what").textContent = `${b.dataset.who}'s session ${b.dataset.kill} to ${b.dataset.target}.`;
+        reason.value = "";
+        err.textContent = "";
+        dialog.showModal();
+        reason.focus();
+      });
+    }
+    $$(".close-dialog", dialog).forEach((b) => b.addEventListener("click", () => dialog.close()));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const text = reason.value.trim();
+      if (!text) {
+        err.textContent = "Say why you disconnect it: the reason is recorded.";
+        reason.focus();
+        return;
+      }
+      const id = button.dataset.kill;
+      $("#kill-submit").disabled = true;
+      const r = await api("POST", `/api/v1/sessions/${encodeURIComponent(id)}/kill`, { reason: text });
+      $("#kill-submit").disabled = false;
+      const status = $("#sessions-status");
+      if (!r.ok) {
+        err.textContent = r.data.error;
+        if (r.status === 409) setTimeout(() => location.reload(), 1500);
+        return;
+      }
+      dialog.close();
+      const row = $("#session-" + CSS.escape(id));
+      const cell = $(".s-state", row);
+      const badge = document.createElement("span");
+      badge.className = "state state-" + (r.data.end_reason || "ended").replace(/_/g, "-");
+      badge.textContent = (r.data.end_reason || "ended").replace(/_/g, " ");
+      cell.replaceChildren(badge, document.createTextNode(r.data.ended_by ? " by " + r.data.ended_by : ""));
+      button.remove();
+      status.classList.remove("error");
+      status.textContent = `Disconnected ${r.data.principal}'s session ${id} (${r.data.bytes_in} bytes in, ${r.data.bytes_out} out).`;
+    });
+  }
+
   // ---- audit ----
   async function initAudit() {
     const el = $("#verify");
@@ -532,6 +584,7 @@
     initPolicyEditor();
     initRequest();
     initApprovals();
+    initSessions();
     initAudit();
   });
 })();
