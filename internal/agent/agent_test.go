@@ -103,7 +103,8 @@ type fakeAPI struct {
 	rev         int64
 	protected   []wire.Port
 	grants      []wire.GrantEntry
-	changed     chan struct{} // closed and replaced on every change
+	bastion     []wire.BastionGrant // served with the desired state (tunnel_test.go)
+	changed     chan struct{}       // closed and replaced on every change
 	forced      int           // when non-zero, desired and report answer this
 	reports     []wire.AgentReport
 	polls       int
@@ -204,7 +205,7 @@ answer:
 		f.mu.Unlock()
 		return
 	}
-	ds := wire.DesiredState{Target: f.target, Revision: f.rev, ServerTime: time.Now(), Protected: f.protected, Grants: f.grants}
+	ds := wire.DesiredState{Target: f.target, Revision: f.rev, ServerTime: time.Now(), Protected: f.protected, Grants: f.grants, Bastion: f.bastion}
 	f.mu.Unlock()
 	json.NewEncoder(w).Encode(ds)
 }

@@ -230,6 +230,10 @@ func TestTunnelThroughRelay(t *testing.T) {
 	if live.Principal != "alice" || live.RequestID != req.ID || live.BytesIn != 6 || live.BytesOut != 6 || live.Port != fmt.Sprintf("%d/tcp", port) {
 		t.Errorf("live session = %+v, want alice's on request %s with 6 bytes each way", live, req.ID)
 	}
+	if code, body := e.raw(t, "GET", "/metrics", e.admin, "", nil); code != http.StatusOK ||
+		!strings.Contains(string(body), "jitgate_bastion_sessions_live 1") || !strings.Contains(string(body), "jitgate_bastion_bytes_in_total 6") {
+		t.Errorf("metrics (%d) lack the live session and its bytes", code)
+	}
 	killed, err := e.c.KillSession(ctx, live.ID, "suspicious")
 	if err != nil {
 		t.Fatalf("KillSession: %v", err)

@@ -80,6 +80,15 @@ func SlackText(p wire.WebhookPayload) string {
 		s = fmt.Sprintf(":lock: %s was %s", what, by("revoked"))
 	case store.EventAttackSuspected:
 		s = fmt.Sprintf(":rotating_light: %s: %s", p.Target, p.Reason)
+	case store.EventSessionStarted:
+		s = fmt.Sprintf(":link: %s connected to %s %v through the bastion (session %v, %s)", p.Actor, p.Target, p.Details["port"], p.Details["session"], what)
+	case store.EventSessionEnded:
+		s = fmt.Sprintf(":end: bastion session %v of %v on %s ended: %v", p.Details["session"], p.Details["principal"], p.Target, p.Details["end_reason"])
+	case store.EventSessionKilled:
+		s = fmt.Sprintf(":scissors: %s ended bastion session %v of %v on %s", p.Actor, p.Details["session"], p.Details["principal"], p.Target)
+		if p.Reason != "" {
+			s += ": " + p.Reason
+		}
 	default:
 		s = fmt.Sprintf("%s: %s", p.Event, what)
 	}

@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestAgentRelayChecksStreamsItself runs the real agent (its poll loop, its
+// client's outbound WebSocket, its relay side) against a server whose relay
+// end the test drives: streams with bogus headers are refused by the agent
+// (nothing is dialled beyond what its desired state names), a stream for a
+// live bastion grant reaches the local service, and the stream ends when
+// the next desired state no longer holds the grant.
+func TestAgentRelayChecksStreamsItself(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	port := uint16(echo.Addr().(*net.TCPAddr).Port)
+
+	api, _ := newFakeAPI(t)
+	rs := relay.NewServer()
+	defer rs.Close()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/agent/enroll", api.enroll)
+	mux.HandleFunc("GET /api/v1/agent/desired", api.desired)
+	mux.HandleFunc("POST /api/v1/agent/report", api.report)
+	mux.HandleFunc("GET /api/v1/agent/tunnel", func(w http.ResponseWriter, r *http.Request) {
+		if !api.authorized(w, r) {
+			return
+		}
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		defer cancel()
+		rs.ServeAgent(ctx, "web-1", websocket.NetConn(ctx, c, websocket.MessageBinary))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	api.mu.Lock()
+	api.bastion = []wire.BastionGrant{{RequestID: "r-1", Principal: "alice", Protocol: "tcp", Port: port, ExpiresAt: time.Now().Add(time.Hour)}}
+	api.mu.Unlock()
+	rev := api.update([]wire.Port{{Port: port, Protocol: "tcp", Access: "bastion"}, {Port: 22, Protocol: "tcp"}}, nil)
+	start(t, Config{ServerURL: srv.URL, EnrollToken: api.enrollToken, StateDir: t.TempDir(), PollWait: 2 * time.Second}, &fakeBackend{})
+	api.waitReport(t, "for the revision with the bastion grant", revision(rev))
+	deadline := time.Now().Add(5 * time.Second)
+	for !rs.Connected("web-1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never opened its relay connection")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	ctx := context.Background()
+	for _, h := range []relay.Header{
+		{RequestID: "r-1", Principal: "alice", Protocol: "tcp", Port: 22},     // protected, but direct only
+		{RequestID: "r-1", Principal: "alice", Protocol: "tcp", Port: 25},     // not in the policy
+		{RequestID: "r-2", Principal: "alice", Protocol: "tcp", Port: port},   // no such grant
+		{RequestID: "r-1", Principal: "mallory", Protocol: "tcp", Port: port}, // someone else's grant
+		{RequestID: "r-1", Principal: "alice", Protocol: "udp", Port: port},   // not TCP
+	} {
+		_, err := rs.Open(ctx, "web-1", h)
+		var refusal *relay.Refusal
+		if !errors.As(err, &refusal) {
+			t.Errorf("stream %+v: %v, want the agent's refusal", h, err)
+		}
+	}
+	st, err := rs.Open(ctx, "web-1", relay.Header{Session: "s-1", RequestID: "r-1", Principal: "alice", Protocol: "tcp", Port: port})
+	if err != nil {
+		t.Fatalf("stream for the live grant: %v", err)
+	}
+	fmt.Fprintf(st, "ping\n")
+	if line, err := bufio.NewReader(st).ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("echo through the agent = %q, %v", line, err)
+	}
+	// The grant leaves the desired state (a revocation): the agent ends the
+	// stream on its own.
+	api.mu.Lock()
+	api.bastion = nil
+	api.mu.Unlock()
+	api.update([]wire.Port{{Port: port, Protocol: "tcp", Access: "bastion"}}, nil)
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, st); err != nil {
+		t.Fatalf("the stream outlived its grant: %v", err)
+	}
+}
