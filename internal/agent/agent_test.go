@@ -105,7 +105,7 @@ type fakeAPI struct {
 	grants      []wire.GrantEntry
 	bastion     []wire.BastionGrant // served with the desired state (tunnel_test.go)
 	changed     chan struct{}       // closed and replaced on every change
-	forced      int           // when non-zero, desired and report answer this
+	forced      int                 // when non-zero, desired and report answer this
 	reports     []wire.AgentReport
 	polls       int
 	waits       []string
