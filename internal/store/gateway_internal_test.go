@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 )
 
@@ -14,28 +13,13 @@ import (
 // gateway stops installing them.
 func TestMigration0008(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "j.db")
-	s, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	s := remigrate(t, "0008_gateway_addresses",
 		`INSERT INTO targets (name, labels, created_at, gateway, address, policy) VALUES ('a', '{}', 0, 'g', '10.0.0.5',
 			'{"rules":[{"port":22,"protocol":"tcp","publish":true},{"port":3389,"protocol":"tcp"},{"port":53,"protocol":"udp","publish":true}]}')`,
 		`INSERT INTO targets (name, labels, created_at, gateway, address) VALUES ('b', '{}', 0, 'g', '10.0.0.6')`,
 		`INSERT INTO targets (name, labels, created_at, addresses) VALUES ('h', '{}', 0, '["192.0.2.5"]')`,
 		`INSERT INTO mappings VALUES ('g','a','tcp',22,20000), ('g','a','tcp',3389,20001), ('g','a','udp',53,20000), ('g','a','tcp',53,20003), ('g','b','tcp',22,20002)`,
-		`DELETE FROM schema_migrations WHERE version = '0008_gateway_addresses'`,
-	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	s.Close()
-	if s, err = OpenSQLite(ctx, path); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	)
 	rows, err := s.db.QueryContext(ctx, `SELECT target, protocol, port FROM mappings ORDER BY target, protocol, port`)
 	if err != nil {
 		t.Fatal(err)

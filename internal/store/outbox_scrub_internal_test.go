@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 )
 
@@ -10,27 +9,12 @@ import (
 // receiver's answer body: only the status stays; other errors are untouched.
 func TestMigration0013(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "j.db")
-	s, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	s := remigrate(t, "0013_webhook_error_scrub",
 		`INSERT INTO outbox (id, webhook_id, event_id, event, payload, last_error, created_at) VALUES
 			(1, 'wh-1', 1, 'request.revoked', '{}', 'the receiver answered 502 Bad Gateway: internal stack trace: db password', 0),
 			(2, 'wh-1', 2, 'request.revoked', '{}', 'no answer within 10s', 0),
 			(3, 'wh-1', 3, 'request.revoked', '{}', 'the receiver answered 404 Not Found', 0)`,
-		`DELETE FROM schema_migrations WHERE version = '0013_webhook_error_scrub'`,
-	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	s.Close()
-	if s, err = OpenSQLite(ctx, path); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	)
 	want := map[int]string{1: "the receiver answered 502 Bad Gateway", 2: "no answer within 10s", 3: "the receiver answered 404 Not Found"}
 	for id, w := range want {
 		var got string
