@@ -145,6 +145,26 @@ func TestRestartedAgentRemembersAppliedRevision(t *testing.T) {
 	})
 }
 
+// wantMarkRefused runs the agent, inside a synctest bubble, with the state
+// directory dir whose applied-revision file the caller wrote, and checks that
+// it stops with an error containing want (what names the refusal in the
+// failure message) and reports nothing to the server.
+func wantMarkRefused(t *testing.T, dir, want, what string) {
+	t.Helper()
+	backend := &fakeBackend{}
+	srv := newMemServer(protectedSSH(3))
+	_, stop := runInBubble(t, srv, backend, Config{StateDir: dir})
+	time.Sleep(time.Second)
+	synctest.Wait()
+	err := stop()
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run = %v, want %s", err, what)
+	}
+	if reps := srv.reportsSnapshot(); len(reps) != 0 {
+		t.Errorf("reports = %+v, want none", reps)
+	}
+}
+
 // TestImpossibleAppliedRevisionRefused: an applied-revision file claiming a
 // revision no server can send (above wire.MaxRevision: tampered, or written
 // by something else) is not a mark. The agent stops with the file named
@@ -157,18 +177,7 @@ func TestImpossibleAppliedRevisionRefused(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, highWaterName), []byte(mark), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		backend := &fakeBackend{}
-		srv := newMemServer(protectedSSH(3))
-		_, stop := runInBubble(t, srv, backend, Config{StateDir: dir})
-		time.Sleep(time.Second)
-		synctest.Wait()
-		err := stop()
-		if err == nil || !strings.Contains(err.Error(), "not a revision mark") {
-			t.Errorf("Run = %v, want the mark refused", err)
-		}
-		if reps := srv.reportsSnapshot(); len(reps) != 0 {
-			t.Errorf("reports = %+v, want none", reps)
-		}
+		wantMarkRefused(t, dir, "not a revision mark", "the mark refused")
 	})
 }
 
@@ -181,17 +190,6 @@ func TestEndlessAppliedRevisionRefused(t *testing.T) {
 		if err := os.Symlink("/dev/zero", filepath.Join(dir, highWaterName)); err != nil {
 			t.Fatal(err)
 		}
-		backend := &fakeBackend{}
-		srv := newMemServer(protectedSSH(3))
-		_, stop := runInBubble(t, srv, backend, Config{StateDir: dir})
-		time.Sleep(time.Second)
-		synctest.Wait()
-		err := stop()
-		if err == nil || !strings.Contains(err.Error(), "larger than") {
-			t.Errorf("Run = %v, want the endless mark refused", err)
-		}
-		if reps := srv.reportsSnapshot(); len(reps) != 0 {
-			t.Errorf("reports = %+v, want none", reps)
-		}
+		wantMarkRefused(t, dir, "larger than", "the endless mark refused")
 	})
 }
