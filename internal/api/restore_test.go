@@ -14,12 +14,12 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// TestAgentAheadOfDatabase: an agent that already applied a higher revision
-// than the server holds (the database was restored from an older copy) gets
-// the desired state at once instead of waiting out its long-poll, and its
-// report with high_water ends the target's live grants and moves the
-// revision past the agent's, so its next poll brings a state without them.
-func TestAgentAheadOfDatabase(t *testing.T) {
+// grantedWeb01 is a server with target web-01 (its agent enrolled, 22/tcp
+// gated) and one request of the admin's own address for 22: it returns the
+// agent's client, the request, and the desired state the agent fetched once
+// (it has not reported it yet).
+func grantedWeb01(t *testing.T) (*env, *client.Client, wire.Request, wire.DesiredState) {
+	t.Helper()
 	e := newEnv(t)
 	ctx := context.Background()
 	agent := e.addTarget(t, "web-01", "198.51.100.10")
@@ -33,6 +33,17 @@ func TestAgentAheadOfDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e, agent, req, ds
+}
+
+// TestAgentAheadOfDatabase: an agent that already applied a higher revision
+// than the server holds (the database was restored from an older copy) gets
+// the desired state at once instead of waiting out its long-poll, and its
+// report with high_water ends the target's live grants and moves the
+// revision past the agent's, so its next poll brings a state without them.
+func TestAgentAheadOfDatabase(t *testing.T) {
+	e, agent, req, ds := grantedWeb01(t)
+	ctx := context.Background()
 	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
 		t.Fatal(err)
 	}
@@ -123,19 +134,8 @@ func TestAgentAheadAfterTheDatabaseCaughtUp(t *testing.T) {
 // generation saturated, which disabled the restore guard of every target.
 // The claim is refused with 422 and nothing changes.
 func TestAgentClaimAboveMaxRevisionRefused(t *testing.T) {
-	e := newEnv(t)
+	e, agent, req, ds := grantedWeb01(t)
 	ctx := context.Background()
-	agent := e.addTarget(t, "web-01", "198.51.100.10")
-	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
-	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "my-ip",
-		Duration: wire.Duration(30 * time.Minute), Reason: "deploy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, hw := range []int64{wire.MaxRevision + 1, math.MaxInt64 - 5, math.MaxInt64} {
 		err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Error: "refusing revision: went back", HighWater: hw})
 		var ae *client.APIError
