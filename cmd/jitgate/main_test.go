@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // testServer is a real jitgate API on a temporary SQLite store.
@@ -57,6 +59,35 @@ func newTestServer(t *testing.T) testServer {
 type cli struct {
 	t   *testing.T
 	env map[string]string
+}
+
+// enrollAgent enrolls an agent on s with the enrollment token 'target add'
+// printed and returns a client that holds the agent's credential.
+func enrollAgent(t *testing.T, s testServer, token string, er wire.EnrollRequest) *client.Client {
+	t.Helper()
+	anon, err := client.New(s.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrolled, err := anon.Enroll(context.Background(), token, er)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return anon.WithToken(enrolled.Credential)
+}
+
+// applyDesired has agent fetch the current desired state and report it
+// applied, as a real agent would.
+func applyDesired(t *testing.T, agent *client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newCLI returns a CLI configured for s through the environment, with an

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -100,15 +99,8 @@ func TestExportApply(t *testing.T) {
 	c := newCLI(t, s)
 	ctx := context.Background()
 	gw := decode[wire.TargetCreated](t, c.ok("target", "add", "gw-1", "--public-address", "203.0.113.10", "-o", "json").stdout)
-	anon, err := client.New(s.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := anon.Enroll(ctx, gw.EnrollToken, wire.EnrollRequest{Hostname: "gw-1", Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := anon.WithToken(er.Credential).Report(ctx, wire.AgentReport{Mode: "gateway",
+	agent := enrollAgent(t, s, gw.EnrollToken, wire.EnrollRequest{Hostname: "gw-1", Version: "test"})
+	if err := agent.Report(ctx, wire.AgentReport{Mode: "gateway",
 		Inventory: &wire.Inventory{CanEnforce: true, Routes: []string{"10.0.0.0/24"}}}); err != nil {
 		t.Fatal(err)
 	}

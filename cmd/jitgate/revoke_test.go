@@ -10,42 +10,37 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
+// gatedWeb01 is a test server with target web-01, its agent enrolled (the
+// returned client; it applies only when the test says so) and 22/tcp gated
+// for 198.51.100.0/24.
+func gatedWeb01(t *testing.T) (*cli, *client.Client) {
+	t.Helper()
+	srv := newTestServer(t)
+	c := newCLI(t, srv)
+	created := decode[wire.TargetCreated](t, c.ok("target", "add", "web-01", "-o", "json").stdout)
+	agent := enrollAgent(t, srv, created.EnrollToken, wire.EnrollRequest{Hostname: "web-01"})
+	c.ok("policy", "set", "web-01", "--port", "22/tcp", "--source", "198.51.100.0/24")
+	return c, agent
+}
+
+// requestApplied asks for web-01's 22 from src for an hour with the CLI and
+// has agent apply the desired state that holds it.
+func requestApplied(t *testing.T, c *cli, agent *client.Client, src string) wire.Request {
+	t.Helper()
+	req := decode[wire.Request](t, c.ok("request", "web-01", "--port", "22", "--duration", "1h", "--source", src, "--reason", "x", "-o", "json").stdout)
+	applyDesired(t, agent)
+	return req
+}
+
 // TestRevokeUnconfirmed: 'jitgate revoke' never says "closes now" before the
 // agent confirmed; it says since when the removal waits, and the kernel
 // deadline that closes the grant anyway. With the agent answering, it says
 // the agent confirmed.
 func TestRevokeUnconfirmed(t *testing.T) {
-	srv := newTestServer(t)
-	c := newCLI(t, srv)
+	c, agent := gatedWeb01(t)
 	ctx := context.Background()
-	created := decode[wire.TargetCreated](t, c.ok("target", "add", "web-01", "-o", "json").stdout)
-	anon, err := client.New(srv.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := anon.Enroll(ctx, created.EnrollToken, wire.EnrollRequest{Hostname: "web-01"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := anon.WithToken(er.Credential)
-	c.ok("policy", "set", "web-01", "--port", "22/tcp", "--source", "198.51.100.0/24")
-	// applyAll has the agent apply the current desired state.
-	applyAll := func() {
-		t.Helper()
-		ds, err := agent.Desired(ctx, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	request := func(src string) wire.Request {
-		t.Helper()
-		req := decode[wire.Request](t, c.ok("request", "web-01", "--port", "22", "--duration", "1h", "--source", src, "--reason", "x", "-o", "json").stdout)
-		applyAll()
-		return req
-	}
+	applyAll := func() { t.Helper(); applyDesired(t, agent) }
+	request := func(src string) wire.Request { t.Helper(); return requestApplied(t, c, agent, src) }
 
 	t.Log("the agent does not apply the revocation: unconfirmed, with the kernel deadline")
 	req := request("198.51.100.7")
@@ -114,34 +109,9 @@ func TestRevokeUnconfirmed(t *testing.T) {
 // and the port stayed open. It says which request carried the grant, and
 // that its removal is not confirmed yet.
 func TestRevokeExtendedRequest(t *testing.T) {
-	srv := newTestServer(t)
-	c := newCLI(t, srv)
-	ctx := context.Background()
-	created := decode[wire.TargetCreated](t, c.ok("target", "add", "web-01", "-o", "json").stdout)
-	anon, err := client.New(srv.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := anon.Enroll(ctx, created.EnrollToken, wire.EnrollRequest{Hostname: "web-01"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := anon.WithToken(er.Credential)
-	c.ok("policy", "set", "web-01", "--port", "22/tcp", "--source", "198.51.100.0/24")
-	request := func() wire.Request {
-		t.Helper()
-		req := decode[wire.Request](t, c.ok("request", "web-01", "--port", "22", "--duration", "1h", "--source", "198.51.100.7", "--reason", "x", "-o", "json").stdout)
-		ds, err := agent.Desired(ctx, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-			t.Fatal(err)
-		}
-		return req
-	}
-	first := request()
-	second := request() // extends first's grant: first is superseded
+	c, agent := gatedWeb01(t)
+	first := requestApplied(t, c, agent, "198.51.100.7")
+	second := requestApplied(t, c, agent, "198.51.100.7") // extends first's grant: first is superseded
 	r := c.ok("revoke", first.ID, "--wait", "0")
 	if strings.Contains(r.stdout, "closed") {
 		t.Errorf("revoke of an extended request claims the port closed before the agent confirmed it:\n%s", r.stdout)
