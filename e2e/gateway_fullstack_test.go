@@ -2,13 +2,10 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -20,33 +17,8 @@ import (
 // the dropped attempts show up in `target show`, and the grant ends on time.
 func TestGatewayFullStack(t *testing.T) {
 	t.Parallel()
-	g := testlab.NewGateway(t)
-	server := fmt.Sprintf("http://%s:%d", gwPublic, testlab.APIPort)
-	data := filepath.Join(g.Dir, "server")
-	g.Start(g.Gateway, "jitgate server", g.Binary, "server", "--listen", fmt.Sprintf("0.0.0.0:%d", testlab.APIPort),
-		"--data-dir", data, "--activation-timeout", "5s")
-	g.Eventually("server healthy", 10*time.Second, func() bool { return g.CanDial(client1, gwPublic, testlab.APIPort) })
-	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Token = strings.TrimSpace(string(tok))
-	cli := func(args ...string) []string { return append(args, "--server", server) }
-	run := func(args ...string) string { t.Helper(); return g.CLI(cli(args...)...) }
-	asJSON := func(v any, args ...string) {
-		t.Helper()
-		testlab.CLIJSONInto(g.Lab, v, cli(args...)...)
-	}
-
-	var gw wire.TargetCreated
-	asJSON(&gw, "target", "add", "gw-1", "--public-address", gwPublic.String())
-	g.Start(g.Gateway, "jitgate agent (gateway)", g.Binary, "agent", "--mode", "gateway", "--resync", "2s",
-		"--server", fmt.Sprintf("http://127.0.0.1:%d", testlab.APIPort), "--enroll-token", gw.EnrollToken, "--state-dir", filepath.Join(g.Dir, "agent"))
-	g.Eventually("the gateway reports gateway mode and its routes", 10*time.Second, func() bool {
-		var tg wire.Target
-		asJSON(&tg, "target", "show", "gw-1")
-		return tg.Mode == "gateway" && tg.Inventory != nil && len(tg.Inventory.Routes) > 0
-	})
+	s := newGatewayStack(t)
+	g, cli, run, asJSON := s.GatewayLab, s.args, s.run, s.json
 
 	_, stderr, err := g.CLIResult(cli("target", "add", "web-01", "--gateway", "gw-1", "--address", "10.99.0.5")...)
 	if err == nil || !strings.Contains(stderr, "not routed by gateway gw-1") {

@@ -38,10 +38,10 @@ func newGatewayStack(t *testing.T) *gatewayStack {
 	s.json(&gw, "target", "add", "gw-1", "--public-address", gwPublic.String())
 	g.Start(g.Gateway, "jitgate agent (gateway)", g.Binary, "agent", "--mode", "gateway", "--resync", "2s",
 		"--server", fmt.Sprintf("http://127.0.0.1:%d", testlab.APIPort), "--enroll-token", gw.EnrollToken, "--state-dir", filepath.Join(g.Dir, "agent"))
-	g.Eventually("the gateway reports gateway mode and its links", 10*time.Second, func() bool {
+	g.Eventually("the gateway reports gateway mode, its links and its routes", 10*time.Second, func() bool {
 		var tg wire.Target
 		s.json(&tg, "target", "show", "gw-1")
-		return tg.Mode == "gateway" && tg.Inventory != nil && len(tg.Inventory.Links) > 0
+		return tg.Mode == "gateway" && tg.Inventory != nil && len(tg.Inventory.Links) > 0 && len(tg.Inventory.Routes) > 0
 	})
 	return s
 }
