@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/testlab"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 var (
@@ -39,6 +40,23 @@ func newLab(t *testing.T) *lab {
 	l := &lab{Lab: testlab.New(t), t: t}
 	l.server = procHandle{kill: func() { l.Server.Kill() }}
 	l.agent = procHandle{kill: func() { l.Agent.Kill() }}
+	return l
+}
+
+// newGatedLab is a lab with the server and web-01's agent running (the
+// agent connected) and a policy that gates web-01's 22/tcp for at most an
+// hour, applied by the agent: the start of most tests of one target.
+func newGatedLab(t *testing.T) *lab {
+	t.Helper()
+	l := newLab(t)
+	l.startServer()
+	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
+	l.startAgent(created.EnrollToken)
+	l.eventually("agent connected", 10*time.Second, func() bool {
+		return cliJSON[wire.Target](l, "target", "show", "web-01").Agent.State == "connected"
+	})
+	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
+	l.waitApplied("web-01")
 	return l
 }
 

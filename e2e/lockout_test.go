@@ -24,15 +24,7 @@ import (
 // with real packets. Before the fix, the failed-login limit answered the
 // agent's polls with 429 too, so a revoke left the port open.
 func TestBadTokenFloodOnAgentHost(t *testing.T) {
-	l := newLab(t)
-	l.startServer()
-	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
-	l.startAgent(created.EnrollToken)
-	l.eventually("agent connected", 10*time.Second, func() bool {
-		return cliJSON[wire.Target](l, "target", "show", "web-01").Agent.State == "connected"
-	})
-	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
-	l.waitApplied("web-01")
+	l := newGatedLab(t)
 
 	floodStart := time.Now()
 	f := startFlood(t, l.Lab, fmt.Sprintf("http://127.0.0.1:%d/api/v1/agent/desired", testlab.APIPort))
@@ -137,15 +129,7 @@ func (f *flood) stop() map[int]int {
 // packets. Before the fix, the cap refused the agent's new connections at
 // TCP level: the request failed its activation and the agent stayed away.
 func TestConnectionSquatterOnAgentHost(t *testing.T) {
-	l := newLab(t)
-	l.startServer()
-	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
-	l.startAgent(created.EnrollToken)
-	l.eventually("agent connected", 10*time.Second, func() bool {
-		return cliJSON[wire.Target](l, "target", "show", "web-01").Agent.State == "connected"
-	})
-	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
-	l.waitApplied("web-01")
+	l := newGatedLab(t)
 
 	// The squatter: as many idle keep-alive connections from 127.0.0.1 in
 	// the target's namespace as the server answers, up to the cap of 64.

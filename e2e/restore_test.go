@@ -26,13 +26,8 @@ import (
 //     `jitgate restore` (refused while the server runs) into the stopped
 //     server's data directory.
 func TestRestoreNeverReopens(t *testing.T) {
-	l := newLab(t)
-	l.startServer()
+	l := newGatedLab(t)
 	data := filepath.Join(l.Dir, "server")
-	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
-	l.startAgent(created.EnrollToken)
-	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
-	l.waitApplied("web-01")
 
 	// grant opens 22 for src for an hour and returns the request.
 	grant := func(src netip.Addr) wire.Request {

@@ -19,12 +19,7 @@ import (
 // starts again, and the agent's return closes the port and confirms it
 // (real packets).
 func TestRevokeSurvivesRestartsInAnyOrder(t *testing.T) {
-	l := newLab(t)
-	l.startServer()
-	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
-	l.startAgent(created.EnrollToken)
-	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
-	l.waitApplied("web-01")
+	l := newGatedLab(t)
 
 	metric := func() string {
 		t.Helper()

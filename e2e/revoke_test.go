@@ -15,12 +15,7 @@ import (
 // by that deadline at the latest; a restarted agent closes it at once and
 // confirms.
 func TestRevokeWithAgentDown(t *testing.T) {
-	l := newLab(t)
-	l.startServer()
-	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
-	l.startAgent(created.EnrollToken)
-	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h")
-	l.waitApplied("web-01")
+	l := newGatedLab(t)
 
 	t.Log("the agent is up: revoke waits for its confirmation")
 	req := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", "e2e revoke up", "--wait")
