@@ -31,17 +31,7 @@ func TestBadTokenFloodOnAgentHost(t *testing.T) {
 	l.eventually("the flood is answered 429", 10*time.Second, func() bool { return f.count(http.StatusTooManyRequests) > 0 })
 
 	for i := range 3 {
-		req := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", fmt.Sprintf("flood %d", i), "--wait")
-		if req.State != "active" {
-			t.Fatalf("round %d: request %s during the flood, want active", i, req.State)
-		}
-		if !l.canConnect(client1, serverIP, 22) {
-			t.Fatalf("round %d: port 22 closed for an active request during the flood", i)
-		}
-		l.cli("revoke", req.ID, "--reason", "flood test")
-		l.eventually(fmt.Sprintf("round %d: port closed after the revoke during the flood", i), time.Second, func() bool {
-			return !l.canConnect(client1, serverIP, 22)
-		})
+		openAndRevoke(t, l, "flood", i, "during the flood")
 	}
 	if tg := cliJSON[wire.Target](l, "target", "show", "web-01"); tg.Agent.State != "connected" {
 		t.Errorf("agent %s after the flood, want connected", tg.Agent.State)
@@ -54,6 +44,24 @@ func TestBadTokenFloodOnAgentHost(t *testing.T) {
 	if n := counts[http.StatusUnauthorized]; n < 5 || n > most || counts[http.StatusTooManyRequests] < 10*n || len(counts) != 2 {
 		t.Errorf("flood answers %v, want 5 to %d × 401 and the rest (most) 429", counts, most)
 	}
+}
+
+// openAndRevoke is one round of a lockout test: a request for web-01's 22
+// opens the port for client1, and its revoke closes it within a second.
+// name goes into the reasons, during into the failure messages.
+func openAndRevoke(t *testing.T, l *lab, name string, round int, during string) {
+	t.Helper()
+	req := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", fmt.Sprintf("%s %d", name, round), "--wait")
+	if req.State != "active" {
+		t.Fatalf("round %d: request %s %s, want active", round, req.State, during)
+	}
+	if !l.canConnect(client1, serverIP, 22) {
+		t.Fatalf("round %d: port 22 closed for an active request %s", round, during)
+	}
+	l.cli("revoke", req.ID, "--reason", name+" test")
+	l.eventually(fmt.Sprintf("round %d: port closed after the revoke %s", round, during), time.Second, func() bool {
+		return !l.canConnect(client1, serverIP, 22)
+	})
 }
 
 // flood sends GETs with random bogus bearer tokens from the target's
@@ -166,16 +174,6 @@ func TestConnectionSquatterOnAgentHost(t *testing.T) {
 	l.eventually("the squatter holds one connection more", 5*time.Second, squat)
 	l.startAgent("")
 	for i := range 2 {
-		req := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", fmt.Sprintf("squat %d", i), "--wait")
-		if req.State != "active" {
-			t.Fatalf("round %d: request %s while the cap is held, want active", i, req.State)
-		}
-		if !l.canConnect(client1, serverIP, 22) {
-			t.Fatalf("round %d: port 22 closed for an active request while the cap is held", i)
-		}
-		l.cli("revoke", req.ID, "--reason", "squat test")
-		l.eventually(fmt.Sprintf("round %d: port closed after the revoke while the cap is held", i), time.Second, func() bool {
-			return !l.canConnect(client1, serverIP, 22)
-		})
+		openAndRevoke(t, l, "squat", i, "while the cap is held")
 	}
 }
