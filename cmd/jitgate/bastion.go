@@ -83,18 +83,28 @@ input and output, for ssh's ProxyCommand.`,
 		if stdio {
 			return stdioTunnel(ctx, c, args[0], port, os.Stdin, os.Stdout)
 		}
-		if local == "" {
-			local = "127.0.0.1:0"
-		}
-		ln, err := net.Listen("tcp", local)
+		ln, err := a.listenLocal(local, args[0], port)
 		if err != nil {
-			return fmt.Errorf("listening on %s: %w", local, err)
+			return err
 		}
 		defer ln.Close()
-		fmt.Fprintf(a.stdout, "listening on %s: connections go to %s port %d through the bastion (interrupt to stop)\n", ln.Addr(), args[0], port)
 		return serveLocal(ctx, c, args[0], port, ln, a.stderr)
 	})
 	return cmd
+}
+
+// listenLocal opens the local listener of a tunnel (local empty: a free
+// port on 127.0.0.1) and says where it listens.
+func (a *app) listenLocal(local, target string, port uint16) (net.Listener, error) {
+	if local == "" {
+		local = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", local)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", local, err)
+	}
+	fmt.Fprintf(a.stdout, "listening on %s: connections go to %s port %d through the bastion (interrupt to stop)\n", ln.Addr(), target, port)
+	return ln, nil
 }
 
 // stdioTunnel carries one tunnel on in and out until either side ends.

@@ -116,7 +116,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 			if gs.Revision != after || time.Until(deadline) <= 0 || r.Context().Err() != nil {
 				a.known.raise(target, gs.Revision)
 				writeJSON(w, http.StatusOK, wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
-					Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published})
+					Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published, Bastion: gs.Bastion})
 				return nil
 			}
 			waitFor(r.Context(), ch, time.Until(deadline))

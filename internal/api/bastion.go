@@ -180,14 +180,20 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	if addr := a.clientAddr(r); addr.IsValid() {
 		x.ClientAddr = addr.String()
 	}
+	// A target behind a gateway runs no agent: the gateway's agent holds
+	// the relay connection and dials the target's address itself.
+	via := name
+	if t.Gateway != "" {
+		via = t.Gateway
+	}
 	octx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	st, err := a.Relay.Open(octx, name, relay.Header{Session: x.ID, RequestID: g.RequestID, Principal: p.Name(), Protocol: string(port.Protocol),
+	st, err := a.Relay.Open(octx, via, relay.Header{Session: x.ID, RequestID: g.RequestID, Principal: p.Name(), Protocol: string(port.Protocol),
 		Port: port.Number, Deadline: g.ExpiresAt})
 	cancel()
 	var refusal *relay.Refusal
 	switch {
 	case errors.Is(err, relay.ErrNoAgent):
-		return errStatus(http.StatusServiceUnavailable, "the agent of %s is not connected to the bastion relay; try again when it is", name)
+		return errStatus(http.StatusServiceUnavailable, "the agent of %s is not connected to the bastion relay; try again when it is", via)
 	case errors.As(err, &refusal):
 		return errStatus(http.StatusBadGateway, "%v", refusal)
 	case err != nil:
@@ -229,7 +235,7 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	if reason, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
 		ls.end(reason, "", "")
 	}
-	if !a.Relay.Connected(name) {
+	if !a.Relay.Connected(via) {
 		ls.end(session.AgentLost, "", "")
 	}
 	ls.end(session.Closed, "", "")

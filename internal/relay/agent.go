@@ -33,6 +33,7 @@ type Agent struct {
 
 type agentStream struct {
 	h     Header
+	addr  string // what the agent dialed
 	conns [2]net.Conn
 	once  sync.Once
 	timer *time.Timer // ends the stream at its deadline
@@ -137,7 +138,7 @@ func (a *Agent) Handle(ctx context.Context, st net.Conn) {
 		st.Close()
 		return
 	}
-	s := &agentStream{h: h, conns: [2]net.Conn{st, local}}
+	s := &agentStream{h: h, addr: addr, conns: [2]net.Conn{st, local}}
 	// The deadline is kept on the agent's own clock: the stream ends then
 	// even if the server never says so (it may be gone).
 	s.timer = time.AfterFunc(until.Sub(a.now()), s.close)
@@ -168,7 +169,7 @@ func (a *Agent) Recheck(ds wire.DesiredState) {
 	a.mu.Lock()
 	var ended []*agentStream
 	for s := range a.streams {
-		until, ok := liveUntil(ds, s.h, now)
+		until, ok := liveUntil(ds, s.h, s.addr, now)
 		if !ok {
 			ended = append(ended, s)
 			continue
@@ -190,8 +191,10 @@ func (a *Agent) Live() int {
 }
 
 // liveUntil is the latest deadline of a live bastion grant of h's principal
-// for h's port in ds, if the port still allows the bastion.
-func liveUntil(ds wire.DesiredState, h Header, now time.Time) (time.Time, bool) {
+// for h's port in ds that still leads to addr (a gateway serves several
+// targets: a grant for another one does not keep this stream), if the port
+// still allows the bastion.
+func liveUntil(ds wire.DesiredState, h Header, addr string, now time.Time) (time.Time, bool) {
 	var until time.Time
 	for _, g := range ds.Bastion {
 		if g.Principal != h.Principal || g.Port != h.Port || g.Protocol != h.Protocol || !now.Before(g.ExpiresAt) {
@@ -200,7 +203,7 @@ func liveUntil(ds wire.DesiredState, h Header, now time.Time) (time.Time, bool) 
 		// Authorize checks the rule; only the request id may differ.
 		hh := h
 		hh.RequestID, hh.Deadline = g.RequestID, time.Time{}
-		if _, u, err := Authorize(ds, hh, now); err == nil && u.After(until) {
+		if a, u, err := Authorize(ds, hh, now); err == nil && a == addr && u.After(until) {
 			until = u
 		}
 	}

@@ -13,7 +13,9 @@
 // for a port its policy names with bastion access, for a grant it holds,
 // until that grant's deadline. A compromised or confused server can
 // therefore reach nothing through an agent that the agent's own desired
-// state does not already allow.
+// state does not already allow. A gateway agent dials, instead of
+// 127.0.0.1, the address of the target behind it that its desired state
+// names for the grant (a server that runs no agent, such as Windows RDP).
 package relay
 
 import (
@@ -108,30 +110,44 @@ func (e *Refusal) Error() string { return "the target's agent refused the tunnel
 //
 // The stream must name a live bastion grant of the desired state by request
 // id, for the same principal, protocol and port; the port must be one the
-// policy protects with bastion access. Only TCP is relayed; in host mode the
-// agent dials the local service on 127.0.0.1. Gateway mode is refused until
-// the gateway relay is built (it would dial the target's address behind the
-// gateway, which the desired state names per port).
+// policy protects with bastion access. Only TCP is relayed. In host mode the
+// agent dials the local service on 127.0.0.1; in gateway mode it dials the
+// address of the target behind the gateway that the grant names, and only
+// when the desired state protects that address and port with bastion access:
+// the address always comes from the desired state, never from the header, so
+// a gateway reaches nothing its policy does not name.
 func Authorize(ds wire.DesiredState, h Header, now time.Time) (string, time.Time, error) {
 	if h.Protocol != "tcp" {
 		return "", time.Time{}, &Refusal{fmt.Sprintf("protocol %q: only tcp is relayed", h.Protocol)}
 	}
-	if ds.Mode != "" && ds.Mode != "host" {
-		return "", time.Time{}, &Refusal{"this agent runs in " + ds.Mode + " mode; the relay serves host mode only"}
+	gateway := false
+	switch ds.Mode {
+	case "", "host":
+	case "gateway":
+		gateway = true
+	default:
+		return "", time.Time{}, &Refusal{"this agent runs in unknown mode " + ds.Mode}
 	}
-	allowed := false
-	for _, p := range ds.Protected {
-		if p.Port == h.Port && p.Protocol == h.Protocol && (p.Access == "bastion" || p.Access == "both") {
-			allowed = true
+	// allowed reports whether the policy protects port on dest (the
+	// agent's own host in host mode) with bastion access.
+	allowed := func(dest string) bool {
+		for _, p := range ds.Protected {
+			if p.Port == h.Port && p.Protocol == h.Protocol && p.Destination == dest && (p.Access == "bastion" || p.Access == "both") {
+				return true
+			}
 		}
+		return false
 	}
-	if !allowed {
-		return "", time.Time{}, &Refusal{fmt.Sprintf("port %d/%s is not reachable through the bastion here", h.Port, h.Protocol)}
+	refusePort := &Refusal{fmt.Sprintf("port %d/%s is not reachable through the bastion here", h.Port, h.Protocol)}
+	if !gateway && !allowed("") {
+		return "", time.Time{}, refusePort
 	}
+	found := false
 	for _, g := range ds.Bastion {
 		if g.RequestID != h.RequestID || g.Port != h.Port || g.Protocol != h.Protocol {
 			continue
 		}
+		found = true
 		if g.Principal != h.Principal {
 			return "", time.Time{}, &Refusal{"the grant belongs to another principal"}
 		}
@@ -142,7 +158,17 @@ func Authorize(ds wire.DesiredState, h Header, now time.Time) (string, time.Time
 		if !h.Deadline.IsZero() && h.Deadline.Before(until) {
 			until = h.Deadline
 		}
-		return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))), until, nil
+		host := "127.0.0.1"
+		if gateway {
+			if g.Destination == "" || !allowed(g.Destination) {
+				continue
+			}
+			host = g.Destination
+		}
+		return net.JoinHostPort(host, strconv.Itoa(int(h.Port))), until, nil
+	}
+	if found {
+		return "", time.Time{}, refusePort
 	}
 	return "", time.Time{}, &Refusal{fmt.Sprintf("no live bastion grant %q for port %d", h.RequestID, h.Port)}
 }

@@ -74,6 +74,59 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+// gatewayDesired is a gateway's desired state: web-01 (198.51.100.10)
+// behind it exposes 3389 through the bastion and 22 only directly; db-01
+// (203.0.113.20) exposes 3389 through the bastion too.
+func gatewayDesired() wire.DesiredState {
+	return wire.DesiredState{Target: "gw-1", Mode: "gateway",
+		Protected: []wire.Port{
+			{Port: 3389, Protocol: "tcp", Destination: "198.51.100.10", Access: "bastion"},
+			{Port: 22, Protocol: "tcp", Destination: "198.51.100.10"},
+			{Port: 3389, Protocol: "tcp", Destination: "203.0.113.20", Access: "both"},
+		},
+		Bastion: []wire.BastionGrant{
+			{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 3389, ExpiresAt: t0.Add(time.Hour), Destination: "198.51.100.10"},
+			{RequestID: "r-2", Principal: "user:alice", Protocol: "tcp", Port: 22, ExpiresAt: t0.Add(time.Hour), Destination: "198.51.100.10"},
+			{RequestID: "r-3", Principal: "user:bob", Protocol: "tcp", Port: 3389, ExpiresAt: t0.Add(time.Hour), Destination: "203.0.113.20"},
+			{RequestID: "r-4", Principal: "user:bob", Protocol: "tcp", Port: 3389, ExpiresAt: t0.Add(time.Hour), Destination: "192.0.2.99"},
+		},
+	}
+}
+
+// TestAuthorizeGateway checks a gateway agent's decision: it dials the
+// address of the target behind it that the grant names, only on a port the
+// policy protects there with bastion access; the header cannot choose the
+// address.
+func TestAuthorizeGateway(t *testing.T) {
+	tests := []struct {
+		name     string
+		h        relay.Header
+		wantAddr string // empty: refused
+	}{
+		{"grant to web-01", relay.Header{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 3389}, "198.51.100.10:3389"},
+		{"grant to db-01 (both)", relay.Header{RequestID: "r-3", Principal: "user:bob", Protocol: "tcp", Port: 3389}, "203.0.113.20:3389"},
+		{"port whose rule is direct", relay.Header{RequestID: "r-2", Principal: "user:alice", Protocol: "tcp", Port: 22}, ""},
+		{"address the policy does not protect", relay.Header{RequestID: "r-4", Principal: "user:bob", Protocol: "tcp", Port: 3389}, ""},
+		{"port the grant does not name", relay.Header{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 445}, ""},
+		{"another principal's grant", relay.Header{RequestID: "r-3", Principal: "user:alice", Protocol: "tcp", Port: 3389}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, _, err := relay.Authorize(gatewayDesired(), tt.h, t0)
+			if tt.wantAddr == "" {
+				var r *relay.Refusal
+				if !errors.As(err, &r) {
+					t.Fatalf("Authorize = %q, %v; want a refusal", addr, err)
+				}
+				return
+			}
+			if err != nil || addr != tt.wantAddr {
+				t.Fatalf("Authorize = %q, %v; want %s", addr, err, tt.wantAddr)
+			}
+		})
+	}
+}
+
 // echoServer listens on loopback and echoes lines; it returns its port.
 func echoServer(t *testing.T) uint16 {
 	t.Helper()

@@ -388,6 +388,9 @@ type GatewayDesired struct {
 	Protected []wire.Port
 	Grants    []wire.GrantEntry
 	Published []wire.Mapping
+	// Bastion are the live grants usable through the gateway's relay, one
+	// per address of the target behind it (Destination).
+	Bastion []wire.BastionGrant
 }
 
 // GatewayState returns the desired state of gateway gw at now. As in
@@ -420,7 +423,8 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 		pols[t.Name] = *t.Policy
 		for _, r := range t.Policy.Rules {
 			for _, a := range addrs[t.Name] {
-				out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: a, CloseEstablished: r.CloseEstablished})
+				out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: a, CloseEstablished: r.CloseEstablished,
+					Access: string(r.Access)})
 			}
 		}
 	}
@@ -428,7 +432,7 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 	if err := rows.Err(); err != nil {
 		return GatewayDesired{}, fmt.Errorf("listing targets behind %s: %w", gw, err)
 	}
-	grows, err := s.db.QueryContext(ctx, `SELECT target, source, protocol, port, expires_at FROM grants
+	grows, err := s.db.QueryContext(ctx, `SELECT target, source, protocol, port, expires_at, request_id, requester FROM grants
 		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 ORDER BY id`, gw, ms(now))
 	if err != nil {
 		return GatewayDesired{}, fmt.Errorf("listing grants behind %s: %w", gw, err)
@@ -436,16 +440,29 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 	for grows.Next() {
 		var (
 			target, src, proto string
+			reqID, requester   string
 			port               int
 			exp                int64
 		)
-		if err := grows.Scan(&target, &src, &proto, &port, &exp); err != nil {
+		if err := grows.Scan(&target, &src, &proto, &port, &exp, &reqID, &requester); err != nil {
 			grows.Close()
 			return GatewayDesired{}, fmt.Errorf("reading grant: %w", err)
 		}
+		r, ok := pols[target].Rule(policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)})
+		if !ok {
+			continue
+		}
+		// The gateway's relay reaches the target's addresses itself, so a
+		// bastion grant names each of them; the agent dials only these.
+		if r.Access.Bastion() {
+			for _, a := range addrs[target] {
+				out.Bastion = append(out.Bastion, wire.BastionGrant{RequestID: reqID, Principal: requester, Protocol: proto, Port: uint16(port),
+					ExpiresAt: fromMS(exp), Destination: a})
+			}
+		}
 		// A bastion-only grant (no source), or a grant on a port reached
 		// only through the bastion, opens nothing in the kernel.
-		if r, ok := pols[target].Rule(policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}); src == "" || !ok || !r.Access.Direct() {
+		if src == "" || !r.Access.Direct() {
 			continue
 		}
 		v6 := sourceIs6(src)

@@ -470,6 +470,10 @@ type BastionGrant struct {
 	Protocol  string    `json:"protocol"`
 	Port      uint16    `json:"port"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Destination is set in gateway mode: the address of the target behind
+	// the gateway that the gateway's agent dials for this grant (one entry
+	// per address of the target).
+	Destination string `json:"destination,omitempty"`
 }
 
 // Mapping publishes a destination port on the gateway's own address and a
