@@ -38,7 +38,9 @@ import (
 // tunnel to a port the policy does not name, or to one without a grant, is
 // refused.
 func TestBastionGatewayRDP(t *testing.T) {
-	testenv.RequireTool(t, "xrdp")
+	for _, tool := range []string{"xrdp", "xfreerdp", "Xvfb"} {
+		testenv.RequireTool(t, tool)
+	}
 	t.Parallel()
 	g := testlab.NewGateway(t)
 	server := fmt.Sprintf("http://%s:%d", gwPublic, testlab.APIPort)
@@ -150,6 +152,28 @@ func TestBastionGatewayRDP(t *testing.T) {
 		return len(ss) == 1 && ss[0].State != "live" && ss[0].BytesIn > 0 && ss[0].BytesOut > 0
 	})
 
+	// The real RDP client, started by jitgate rdp on a tunnel of its own
+	// (a free local port, the grant already live): xfreerdp /auth-only
+	// with TLS security connects, negotiates and completes TLS with xrdp,
+	// then stops. xrdp has no NLA: it checks a password only after the
+	// connection, in its login screen (xrdp-sesman, PAM and an X session),
+	// so /auth-only cannot prove a login here; the RDP handshake above and
+	// this exit status prove the path.
+	display := startXvfb(t, g)
+	xf := g.ClientNS.Command(context.Background(), g.Binary, cli("rdp", "win-01",
+		"--rdp-option", "/auth-only", "--rdp-option", "/sec:tls", "--rdp-option", "/cert:ignore",
+		"--rdp-option", "/u:e2e", "--rdp-option", "/p:e2e")...)
+	xf.Env = append(os.Environ(), "JITGATE_TOKEN="+g.Token, "HOME="+g.Dir, "DISPLAY="+display)
+	xfOut, err := xf.CombinedOutput()
+	if err != nil || !strings.Contains(string(xfOut), "Authentication only, exit status 0") {
+		t.Fatalf("jitgate rdp with xfreerdp /auth-only: %v\n%s", err, xfOut)
+	}
+	g.Eventually("xfreerdp's session is recorded", 10*time.Second, func() bool {
+		var ss []wire.BastionSession
+		testlab.CLIJSONInto(g.Lab, &ss, cli("sessions")...)
+		return len(ss) == 2 && ss[0].State != "live" && ss[0].BytesIn > 0 && ss[0].BytesOut > 0
+	})
+
 	// A port the policy does not name is refused by the server, and so is
 	// one it names but for which the principal holds no grant.
 	for _, tc := range []struct{ port, why string }{
@@ -162,6 +186,32 @@ func TestBastionGatewayRDP(t *testing.T) {
 		}
 	}
 	rdp.Process.Kill()
+}
+
+// startXvfb runs a virtual X display in the client namespace for xfreerdp
+// (which opens one even for /auth-only) and returns its DISPLAY. Xvfb picks
+// a free display number and writes it on fd 3.
+func startXvfb(t *testing.T, g *testlab.GatewayLab) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	x := g.ClientNS.Command(context.Background(), "Xvfb", "-displayfd", "3", "-nolisten", "tcp", "-screen", "0", "800x600x24")
+	x.ExtraFiles = []*os.File{w}
+	var xout bytes.Buffer
+	x.Stdout, x.Stderr = &xout, &xout
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { x.Process.Kill(); x.Wait() })
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		t.Fatalf("Xvfb wrote no display number: %v\n%s", err, xout.String())
+	}
+	return ":" + strings.TrimSpace(line)
 }
 
 // rdpNegotiateTLS sends an X.224 Connection Request carrying an RDP

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pkg_tool in nftables:nft iproute2:ip openssh-server:sshd openssh-client:ssh conntrack:conntrack chromium:chromium xrdp:xrdp; do
+for pkg_tool in nftables:nft iproute2:ip openssh-server:sshd openssh-client:ssh conntrack:conntrack chromium:chromium xrdp:xrdp freerdp2-x11:xfreerdp xvfb:Xvfb; do
 	pkg=${pkg_tool%%:*}
 	tool=${pkg_tool##*:}
 	if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
