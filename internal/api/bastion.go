@@ -145,6 +145,12 @@ func bastionRule(t store.Target, port policy.Port) (policy.Rule, error) {
 
 // tunnel relays one client connection to port of target.
 func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	// A browser's session cookie does not open tunnels: a page of another
+	// site could otherwise open one with it (cross-site WebSocket
+	// hijacking). The clients send their token as a bearer.
+	if _, ok := bearer(r); !ok {
+		return fmt.Errorf("a tunnel needs a bearer token (jitgate connect), not a browser session: %w", errForbidden)
+	}
 	q := r.URL.Query()
 	name := strings.TrimSpace(q.Get("target"))
 	if name == "" {

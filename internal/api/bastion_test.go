@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -179,6 +180,12 @@ func TestTunnelThroughRelay(t *testing.T) {
 		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
 		{Port: 3389, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour)},
 	}})
+	// A browser session's cookie opens no tunnel (cross-site WebSocket
+	// hijacking): only a bearer token does.
+	if code, body := e.raw(t, "GET", fmt.Sprintf("/api/v1/tunnel?target=web-01&port=%d", port), "", "", nil,
+		"Cookie", httpedge.SessionCookie+"="+e.admin); code != http.StatusForbidden || !strings.Contains(string(body), "bearer token") {
+		t.Fatalf("tunnel with a session cookie: %d %s, want 403 asking for a bearer token", code, body)
+	}
 	// No grant yet, and no agent: the grant is checked first.
 	if _, err := e.c.Tunnel(ctx, "web-01", port); client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "no active grant") {
 		t.Fatalf("tunnel without a grant: %v, want 403 naming the missing grant", err)

@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"TokenOwners", testTokenOwners},
 		{"LiveCaps", testLiveCaps},
 		{"PruneTokens", testPruneTokens},
+		{"Bastion", testBastion},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,9 +86,9 @@ var (
 	bob   = store.Actor{Name: "bob", ClientAddr: "192.0.2.11"}
 )
 
-// cmpOpts compares store values: prefixes by ==, nil and empty alike.
-// cmpOpts compare grants by what the kernel sees; whose grant it is
-// (request, requester) is checked where it matters (TestBastionGrants).
+// cmpOpts compares store values: prefixes by ==, nil and empty alike, and
+// grants by what the kernel sees; whose grant it is (request, requester) is
+// checked where it matters (testBastion).
 var cmpOpts = cmp.Options{cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty(),
 	cmpopts.IgnoreFields(store.GrantRow{}, "RequestID", "Requester")}
 
