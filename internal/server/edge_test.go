@@ -3,11 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,34 +13,16 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// startServer runs the real server with cfg (a fresh data directory and a
-// logger into logs) until the test ends; it returns the address it
-// listens on and an admin client when it serves plain HTTP.
+// startServer runs the real server with cfg like serve (logs into logs),
+// and returns the address it listens on and an admin client when it serves
+// plain HTTP.
 func startServer(t *testing.T, cfg Config, logs *lockedBuffer) (addr string, admin *client.Client) {
 	t.Helper()
-	cfg.DataDir = filepath.Join(t.TempDir(), "data")
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	ready := make(chan string, 1)
-	cfg.Ready = func(a string) { ready <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("server stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start")
-	}
+	addr, token := serve(t, cfg, logs)
 	if cfg.TLSCert != "" {
 		return addr, nil
 	}
-	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err = client.New("http://"+addr, strings.TrimSpace(string(raw)))
+	admin, err := client.New("http://"+addr, token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,14 +32,17 @@ import (
 // (it is a failure bound, not a measurement).
 const failAfter = 10 * time.Second
 
-// serve runs the real server with cfg (DataDir and Listen filled when empty)
-// until the test ends, and returns its address and admin token.
+// serve runs the real server with cfg (a fresh data directory when DataDir
+// is empty, 127.0.0.1:0 when Listen is) until the test ends, checking that it
+// stops cleanly, and returns its address and admin token.
 func serve(t *testing.T, cfg Config, logs io.Writer) (addr, token string) {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	}
-	cfg.Listen = "127.0.0.1:0"
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
 	if logs == nil {
 		logs = io.Discard
 	}
