@@ -72,6 +72,26 @@ func serve(t *testing.T, cfg Config, logs io.Writer) (addr, token string) {
 	return addr, strings.TrimSpace(string(raw))
 }
 
+// enrollWeb01 creates target web-01 with admin and enrolls its agent at the
+// server at addr; it returns the agent's credential.
+func enrollWeb01(t *testing.T, admin *client.Client, addr string) string {
+	t.Helper()
+	ctx := context.Background()
+	tc, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := client.New("http://"+addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return er.Credential
+}
+
 // rawConn dials addr and bounds every read and write by failAfter.
 func rawConn(t *testing.T, addr string) net.Conn {
 	t.Helper()
@@ -180,16 +200,10 @@ func TestSlowBodyIsCut(t *testing.T) {
 	}
 	// A long-poll waits its full time (2 s, longer than the body timeout)
 	// and answers; so does a request long-poll.
-	tc, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
+	agent, err := client.New("http://"+addr, enrollWeb01(t, admin, addr))
 	if err != nil {
 		t.Fatal(err)
 	}
-	anon, _ := client.New("http://"+addr, "")
-	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := anon.WithToken(er.Credential)
 	first, err := agent.Desired(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -247,25 +261,16 @@ func TestConnectionCapPerAddress(t *testing.T) {
 func TestConnectionCapIsNoLockout(t *testing.T) {
 	const capN = 4
 	addr, token := serve(t, Config{MaxConnsPerAddress: capN}, nil)
-	ctx := context.Background()
 	admin, err := client.New("http://"+addr, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := admin.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	anon, _ := client.New("http://"+addr, "")
-	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	credential := enrollWeb01(t, admin, addr)
 	const desired = "/api/v1/agent/desired"
 
 	// The agent's long-lived connection, authenticated before the attack.
 	agentOld := hold(t, addr)
-	if status, err := agentOld.get(desired, er.Credential); err != nil || status != "200 OK" {
+	if status, err := agentOld.get(desired, credential); err != nil || status != "200 OK" {
 		t.Fatalf("the agent before the attack: %q, %v", status, err)
 	}
 	// The squatter fills the cap, then opens as many again.
@@ -279,7 +284,7 @@ func TestConnectionCapIsNoLockout(t *testing.T) {
 	}
 	// The agent reconnects while the squatter holds the cap: served.
 	agentNew := hold(t, addr)
-	if status, err := agentNew.get(desired, er.Credential); err != nil || status != "200 OK" {
+	if status, err := agentNew.get(desired, credential); err != nil || status != "200 OK" {
 		t.Fatalf("the agent's new connection while the cap is held: %q, %v; want 200", status, err)
 	}
 	// So is an admin (a bad token from the squatter changes nothing).
