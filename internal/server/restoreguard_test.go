@@ -60,6 +60,36 @@ func copyDB(t *testing.T, from, to string) {
 	os.Remove(filepath.Join(to, "jitgate.db-shm"))
 }
 
+// guardActor is the actor of the restore-guard tests' changes.
+var guardActor = store.Actor{Name: "admin"}
+
+// gateWeb1 creates target web-1 in st and gates its 22/tcp.
+func gateWeb1(t *testing.T, st *store.Store, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	if _, _, err := st.CreateTarget(ctx, guardActor, "web-1", nil, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetPolicy(ctx, guardActor, "web-1", pol, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// requestWeb1 asks for web-1's 22/tcp from src for an hour.
+func requestWeb1(t *testing.T, st *store.Store, src string, now time.Time) store.Request {
+	t.Helper()
+	req, err := st.CreateRequest(context.Background(), guardActor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
+		Source: netip.MustParsePrefix(src), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
 // TestRestoreGuardEndsGrantsOfAnOlderCopy: a database file copied while a
 // grant was live, put back after the grant was revoked, must not show it
 // active or send it to the agent: the server's start ends it (revoked, with
@@ -73,22 +103,8 @@ func TestRestoreGuardEndsGrantsOfAnOlderCopy(t *testing.T) {
 	now := time.Now()
 
 	st := openGuarded(t, dir, log)
-	actor := store.Actor{Name: "admin"}
-	if _, _, err := st.CreateTarget(ctx, actor, "web-1", nil, now, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.SetPolicy(ctx, actor, "web-1", pol, now); err != nil {
-		t.Fatal(err)
-	}
-	req, err := st.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
-		Source: netip.MustParsePrefix("198.51.100.7/32"), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gateWeb1(t, st, now)
+	req := requestWeb1(t, st, "198.51.100.7/32", now)
 	if _, err := st.ReportApplied(ctx, "web-1", req.Revision, "", nil, "", now); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +112,7 @@ func TestRestoreGuardEndsGrantsOfAnOlderCopy(t *testing.T) {
 	copyDB(t, dir, old) // the copy: the grant is live in it
 
 	st = openGuarded(t, dir, log)
-	if _, err := st.RevokeRequest(ctx, actor, req.ID, "done", now); err != nil {
+	if _, err := st.RevokeRequest(ctx, guardActor, req.ID, "done", now); err != nil {
 		t.Fatal(err)
 	}
 	revokedAt, _, _, err := st.DesiredState(ctx, "web-1", now)
@@ -142,19 +158,8 @@ func TestRestoreGuardWithoutMark(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	now := time.Now()
 	st := openGuarded(t, dir, log)
-	actor := store.Actor{Name: "admin"}
-	if _, _, err := st.CreateTarget(ctx, actor, "web-1", nil, now, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	pol, _ := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22}}}})
-	if _, err := st.SetPolicy(ctx, actor, "web-1", pol, now); err != nil {
-		t.Fatal(err)
-	}
-	req, err := st.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
-		Source: netip.MustParsePrefix("198.51.100.7/32"), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gateWeb1(t, st, now)
+	req := requestWeb1(t, st, "198.51.100.7/32", now)
 	if got, _ := st.GetRequest(ctx, req.ID); got.State != access.Pending {
 		t.Fatalf("a fresh data directory was taken for a restore: request %s", got.State)
 	}
@@ -174,11 +179,7 @@ func TestRestoreGuardWithoutMark(t *testing.T) {
 	}
 
 	// A mark that cannot be read cannot vouch for the database: restore.
-	req2, err := st.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
-		Source: netip.MustParsePrefix("198.51.100.8/32"), Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req2 := requestWeb1(t, st, "198.51.100.8/32", now)
 	st.Close()
 	if err := os.WriteFile(filepath.Join(newHost, GenerationFile), []byte("garbage\n"), 0o600); err != nil {
 		t.Fatal(err)
