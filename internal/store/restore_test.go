@@ -40,6 +40,21 @@ func auditCount(t *testing.T, s *store.Store, action audit.Action) int {
 	return len(evs)
 }
 
+// agentAheadSetup opens a fresh database (closed when the test ends) with
+// an active grant on web-1, and returns the request, the revision its agent
+// applied and the database generation before anything else happens.
+func agentAheadSetup(t *testing.T) (*store.Store, store.Request, int64, int64) {
+	t.Helper()
+	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
+	t.Cleanup(func() { s.Close() })
+	req, rev := activeGrant(t, s)
+	gen0, err := s.Generation(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, req, rev, gen0
+}
+
 // TestAgentAheadEndsLiveGrants: an agent that applied a higher revision than
 // the database holds proves the database went back. Its target's live grants
 // end (revoked, with the reason, audited) and the revision moves above the
@@ -47,13 +62,7 @@ func auditCount(t *testing.T, s *store.Store, action audit.Action) int {
 // same mark changes nothing.
 func TestAgentAheadEndsLiveGrants(t *testing.T) {
 	ctx := t.Context()
-	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
-	defer s.Close()
-	req, rev := activeGrant(t, s)
-	gen0, err := s.Generation(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, req, rev, gen0 := agentAheadSetup(t)
 
 	ended, newRev, err := s.AgentAhead(ctx, "web-1", rev+3, rev, t0.Add(time.Minute))
 	if err != nil || ended != 1 || newRev != rev+4 {
@@ -174,13 +183,7 @@ func TestBackupAndRestoreSQLite(t *testing.T) {
 // generation, which ended the restore guard's detection for every target).
 func TestAgentAheadRefusesImpossibleRevision(t *testing.T) {
 	ctx := t.Context()
-	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
-	defer s.Close()
-	req, rev := activeGrant(t, s)
-	gen0, err := s.Generation(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, req, rev, gen0 := agentAheadSetup(t)
 	for _, hw := range []int64{wire.MaxRevision + 1, math.MaxInt64 - 5, math.MaxInt64} {
 		if _, _, err := s.AgentAhead(ctx, "web-1", hw, rev, t0.Add(time.Minute)); !errors.Is(err, store.ErrConflict) {
 			t.Errorf("AgentAhead(%d) = %v, want ErrConflict", hw, err)
