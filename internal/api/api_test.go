@@ -19,6 +19,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
@@ -101,6 +102,21 @@ func (e *env) addTarget(tb testing.TB, name string, addrs ...string) *client.Cli
 	}
 	e.creds[name] = er.Credential
 	return anon.WithToken(er.Credential)
+}
+
+// approverEverywhere binds user:name as an approver of every target and
+// returns a personal token of that user.
+func (e *env) approverEverywhere(t *testing.T, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:" + name, Role: authz.Approver, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret
 }
 
 func (e *env) setPolicy(tb testing.TB, target string, p wire.Policy) {

@@ -271,13 +271,7 @@ func TestUserTokensWithSSO(t *testing.T) {
 func TestTokenIDsCannotBeProbed(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	bob, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "bob", TTL: time.Hour}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bob := e.approverEverywhere(t, "bob")
 	_, dave, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "dave", TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)

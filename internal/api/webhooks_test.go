@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/api"
-	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
-	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -22,13 +20,7 @@ func TestWebhooks(t *testing.T) {
 	ctx := context.Background()
 
 	// A non-admin (an approver everywhere) may not touch webhooks.
-	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	bob, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "bob", TTL: time.Hour}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bob := e.approverEverywhere(t, "bob")
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", "/api/v1/webhooks", ""},
 		{"POST", "/api/v1/webhooks", `{"url": "https://hooks.example.com/x"}`},
