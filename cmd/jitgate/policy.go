@@ -64,7 +64,11 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 	cmd.Flags().Uint16Var(&mapped, "mapped-port", 0, "with --publish: the mapped port to use, 20000-29999 (default: allocated there); publishing needs write rights on the gateway too")
 	cmd.Flags().StringVar(&just.Pattern, "reason-pattern", "", "regular expression the reason must match, such as '^(INC|CHG)-[0-9]+'")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would change, and change nothing")
-	var accessFlag string
+	var (
+		accessFlag string
+		idle       time.Duration
+	)
+	cmd.Flags().Var(newDuration(&idle, 0), "idle-timeout", "with --access bastion or both: end bastion sessions idle this long (default never)")
 	cmd.Flags().StringVar(&accessFlag, "access", "direct", "how a grant is used: direct (opens the port to the source address), bastion (only through `jitgate connect`/`jitgate ssh`; opens nothing) or both")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
@@ -102,7 +106,8 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 			}
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
 				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification,
-				CloseEstablished: cut, Publish: publish, MappedPort: mapped, Access: string(acc)})
+				CloseEstablished: cut, Publish: publish, MappedPort: mapped, Access: string(acc),
+				IdleTimeout: wire.Duration(idle)})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -180,6 +185,9 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 		var opts []string
 		if r.Access != "" && r.Access != string(policy.AccessDirect) {
 			opts = append(opts, "access "+r.Access)
+		}
+		if r.IdleTimeout != 0 {
+			opts = append(opts, "idle timeout "+fmtDuration(time.Duration(r.IdleTimeout)))
 		}
 		if r.CloseEstablished {
 			opts = append(opts, "close established")

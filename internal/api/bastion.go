@@ -210,6 +210,7 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		return err
 	}
 	ls := &liveSession{x: x, stop: make(chan struct{}), done: make(chan struct{})}
+	ls.count.Touch(time.Now()) // idle time counts from the start
 	ls.conns = append(ls.conns, st)
 	a.sessions.mu.Lock()
 	a.sessions.m[x.ID] = ls
@@ -238,7 +239,7 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	relay.Splice(conn, st, &ls.count)
 	// The agent may have ended the stream first (it watches the grant
 	// too): say why the grant ended rather than "closed".
-	if reason, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
+	if reason, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
 		ls.end(reason, "", "")
 	}
 	if !a.Relay.Connected(via) {
@@ -271,7 +272,7 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 	x := ls.x
 	for {
 		ch := a.Hub.Watch(x.Target)
-		reason, deadline := a.grantCheck(ctx, x)
+		reason, deadline, idle := a.grantCheck(ctx, x)
 		if reason != "" {
 			ls.end(reason, "", "")
 			return
@@ -283,6 +284,14 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 		wait := time.Until(deadline)
 		if !known {
 			wait = min(wait, time.Second)
+		}
+		// Idle time runs on the wall clock of the bytes (Counter.Touch).
+		if last := ls.count.LastActive(); idle > 0 {
+			if session.IdleAt(last, idle, time.Now()) {
+				ls.end(session.Idle, "", fmt.Sprintf("no byte moved for %s", policy.FormatDuration(idle)))
+				return
+			}
+			wait = min(wait, time.Until(last.Add(idle)))
 		}
 		timer := time.NewTimer(max(wait, 0))
 		select {
@@ -299,20 +308,22 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 	}
 }
 
-// grantCheck says why session x must end now ("" when it may go on) and
-// the deadline of the grant it runs under (zero when a read failed: decide
-// at the next wake). An extension of the grant moves the deadline.
-func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndReason, time.Time) {
+// grantCheck says why session x must end now ("" when it may go on), the
+// deadline of the grant it runs under (zero when a read failed: decide at
+// the next wake; an extension of the grant moves it) and the rule's idle
+// timeout.
+func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndReason, time.Time, time.Duration) {
 	port := policy.Port{Number: x.Port, Protocol: policy.Protocol(x.Protocol)}
 	now := a.Now()
 	live := true
 	deadline := x.Deadline
+	var idle time.Duration
 	g, err := a.Store.BastionGrant(ctx, x.Target, x.Principal, port, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		live = false
 	case err != nil:
-		return "", time.Time{}
+		return "", time.Time{}, 0
 	default:
 		deadline = g.ExpiresAt
 		t, err := a.Store.GetTarget(ctx, x.Target)
@@ -320,16 +331,18 @@ func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndRea
 		case errors.Is(err, store.ErrNotFound):
 			live = false
 		case err != nil:
-			return "", time.Time{}
+			return "", time.Time{}, 0
 		default:
-			if _, err := bastionRule(t, port); err != nil {
+			if rule, err := bastionRule(t, port); err != nil {
 				live = false
+			} else {
+				idle = rule.IdleTimeout
 			}
 		}
 	}
 	cur := x
 	cur.Deadline = deadline
-	return cur.ReasonAt(now, live), deadline
+	return cur.ReasonAt(now, live), deadline, idle
 }
 
 func toWireSession(x session.Session) wire.BastionSession {

@@ -283,3 +283,81 @@ func TestTunnelThroughRelay(t *testing.T) {
 		t.Errorf("session audit = %q, want %q", actions, want)
 	}
 }
+
+// TestTunnelIdleTimeout: a session in which no byte moves for the rule's
+// idle timeout ends (idle) and the client sees the close; one that keeps
+// talking outlives the same span.
+func TestTunnelIdleTimeout(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	port := echoPort(t)
+	agent := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion", IdleTimeout: wire.Duration(time.Second)},
+	}})
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	relayAgent(t, e, agent)
+	open := func() net.Conn {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := e.c.Tunnel(ctx, "web-01", port)
+			if err == nil {
+				return c
+			}
+			if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
+				t.Fatalf("Tunnel: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	busy, quiet := open(), open()
+	stop := make(chan struct{})
+	talked := make(chan error, 1)
+	go func() {
+		r := bufio.NewReader(busy)
+		for {
+			select {
+			case <-stop:
+				talked <- nil
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			fmt.Fprintf(busy, "x\n")
+			if _, err := r.ReadString('\n'); err != nil {
+				talked <- err
+				return
+			}
+		}
+	}()
+	waitClosed(t, quiet, "idle timeout")
+	time.Sleep(time.Second) // the busy one has now outlived the idle timeout too
+	close(stop)
+	if err := <-talked; err != nil {
+		t.Fatalf("the busy session ended: %v", err)
+	}
+	var idle, live int
+	ss, err := e.c.Sessions(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		switch {
+		case s.State == "ended" && s.EndReason == "idle":
+			idle++
+		case s.State == "live":
+			live++
+		}
+	}
+	if idle != 1 || live != 1 {
+		t.Errorf("sessions %+v: want one ended idle, one live", ss)
+	}
+}

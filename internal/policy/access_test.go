@@ -95,3 +95,46 @@ func TestEvaluateBastion(t *testing.T) {
 		t.Error("BastionOnly: want true only for ports that are all bastion-only")
 	}
 }
+
+// TestIdleTimeout checks the idle timeout of a rule: only bastion rules
+// take one, within bounds; a longer one, or none where there was one, is
+// weaker.
+func TestIdleTimeout(t *testing.T) {
+	l := policy.DefaultLimits()
+	for _, tt := range []struct {
+		name      string
+		rule      policy.Rule
+		wantField string
+	}{
+		{"bastion", policy.Rule{Port: tcp(22), Access: policy.AccessBastion, IdleTimeout: 15 * time.Minute}, ""},
+		{"direct", policy.Rule{Port: tcp(22), IdleTimeout: 15 * time.Minute}, "rules[0].idle_timeout"},
+		{"too short", policy.Rule{Port: tcp(22), Access: policy.AccessBoth, IdleTimeout: time.Millisecond}, "rules[0].idle_timeout"},
+		{"too long", policy.Rule{Port: tcp(22), Access: policy.AccessBoth, IdleTimeout: 25 * time.Hour}, "rules[0].idle_timeout"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := l.Normalize(policy.Policy{Rules: []policy.Rule{tt.rule}})
+			var fe *policy.FieldError
+			if tt.wantField == "" && err != nil || tt.wantField != "" && (!errors.As(err, &fe) || fe.Field != tt.wantField) {
+				t.Errorf("Normalize = %v, want field %q", err, tt.wantField)
+			}
+		})
+	}
+	rule := func(d time.Duration) policy.Policy {
+		return policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Access: policy.AccessBastion, IdleTimeout: d}}}
+	}
+	for _, tt := range []struct {
+		from, to time.Duration
+		want     string
+	}{
+		{0, 10 * time.Minute, "22/tcp idle_timeout: none -> 10m"},
+		{10 * time.Minute, 0, "22/tcp idle_timeout: 10m -> none (weaker)"},
+		{10 * time.Minute, 20 * time.Minute, "22/tcp idle_timeout: 10m -> 20m (weaker)"},
+		{20 * time.Minute, 10 * time.Minute, "22/tcp idle_timeout: 20m -> 10m"},
+	} {
+		old := rule(tt.from)
+		cs := l.Compare(&old, rule(tt.to))
+		if len(cs) != 1 || cs[0].String() != tt.want {
+			t.Errorf("Compare %s -> %s = %v, want %q", tt.from, tt.to, cs, tt.want)
+		}
+	}
+}

@@ -143,6 +143,11 @@ func (l Limits) compareRule(o, r Rule) []Change {
 	if o.MappedPort != r.MappedPort {
 		add("mapped_port", describeMapped(o.MappedPort), describeMapped(r.MappedPort), false)
 	}
+	if o.IdleTimeout != r.IdleTimeout {
+		// Longer, or none where there was one: an idle session lives on.
+		add("idle_timeout", describeIdle(o.IdleTimeout), describeIdle(r.IdleTimeout),
+			r.IdleTimeout == 0 || (o.IdleTimeout != 0 && r.IdleTimeout > o.IdleTimeout))
+	}
 	if oa, ra := accessOf(o.Access), accessOf(r.Access); oa != ra {
 		// Weaker when it adds a way in: direct->both, bastion->both,
 		// bastion->direct (the port opens to addresses again).
@@ -215,6 +220,13 @@ func describeRule(r Rule) string {
 		s += ", access " + string(a)
 	}
 	return s
+}
+
+func describeIdle(d time.Duration) string {
+	if d == 0 {
+		return "none"
+	}
+	return FormatDuration(d)
 }
 
 // accessOf reads "" as direct, as Normalize does.

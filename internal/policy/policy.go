@@ -83,7 +83,14 @@ type Rule struct {
 	// granted source address (a kernel element; the default), only through
 	// jitgate's bastion relay (nothing is opened in the kernel), or both.
 	Access Access `json:"access,omitempty"`
+	// IdleTimeout ends a bastion session in which no byte moved either way
+	// for this long (0: never idle out). Only rules reachable through the
+	// bastion take one: the kernel path keeps no sessions.
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 }
+
+// MinIdleTimeout is the shortest idle timeout a rule may set.
+const MinIdleTimeout = time.Second
 
 // Access is the way a port rule may be reached.
 type Access string
@@ -204,7 +211,7 @@ func (pol Policy) Equal(o Policy) bool {
 		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) ||
 			r.Approval != q.Approval || r.Justification != q.Justification ||
 			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort ||
-			r.Access != q.Access {
+			r.Access != q.Access || r.IdleTimeout != q.IdleTimeout {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -414,6 +421,12 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 		r.Access = acc
 		if acc == AccessDirect {
 			r.Access = ""
+		}
+		if r.IdleTimeout != 0 && !acc.Bastion() {
+			return Policy{}, &FieldError{field + ".idle_timeout", "only a rule reachable through the bastion (access bastion or both) takes an idle timeout"}
+		}
+		if r.IdleTimeout != 0 && (r.IdleTimeout < MinIdleTimeout || r.IdleTimeout > l.MaxRuleDuration) {
+			return Policy{}, &FieldError{field + ".idle_timeout", fmt.Sprintf("%s is outside %s to %s", r.IdleTimeout, MinIdleTimeout, l.MaxRuleDuration)}
 		}
 		if r.Publish && !acc.Direct() {
 			return Policy{}, &FieldError{field + ".publish", "a port reached only through the bastion cannot be published"}

@@ -15,6 +15,7 @@
 //	        publish: true            # behind a gateway; default false
 //	        mapped_port: 20022       # with publish; default: allocated
 //	        access: both             # direct (default), bastion or both
+//	        idle_timeout: 15m        # bastion sessions idle this long end; default never
 //
 // The file says every setting of a port rule (a test checks it against
 // policy.Rule), so an apply never turns a setting off because the file
@@ -83,6 +84,8 @@ type Rule struct {
 	MappedPort uint16
 	// Access is direct (""), bastion or both.
 	Access policy.Access
+	// IdleTimeout ends idle bastion sessions (0: never).
+	IdleTimeout time.Duration
 	Line   int
 }
 
@@ -92,7 +95,7 @@ func (p Policy) Wire() wire.Policy {
 	for _, r := range p.Rules {
 		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: r.Approval, Justification: r.Justification, CloseEstablished: r.CloseEstablished,
-			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access)}
+			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout)}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
@@ -106,7 +109,7 @@ func FromWire(target string, p wire.Policy) (Policy, error) {
 	out := Policy{Target: target, Rules: make([]Rule, 0, len(p.Rules))}
 	for i, wr := range p.Rules {
 		r := Rule{Port: wr.Port, Protocol: policy.TCP, MaxDuration: time.Duration(wr.MaxDuration),
-			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort}
+			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort, IdleTimeout: time.Duration(wr.IdleTimeout)}
 		if wr.Access != "" {
 			acc, err := policy.ParseAccess(wr.Access)
 			if err != nil {
@@ -161,6 +164,7 @@ type (
 		Publish          bool         `yaml:"publish,omitempty"`
 		MappedPort       uint16       `yaml:"mapped_port,omitempty"`
 		Access           string       `yaml:"access,omitempty"`
+		IdleTimeout      string       `yaml:"idle_timeout,omitempty"`
 	}
 	outApproval struct {
 		Mode      string `yaml:"mode"`
@@ -182,6 +186,9 @@ func (f File) Encode(w io.Writer) error {
 		for _, r := range p.Rules {
 			or := outRule{Port: r.Port, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
 				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access)}
+			if r.IdleTimeout != 0 {
+				or.IdleTimeout = policy.FormatDuration(r.IdleTimeout)
+			}
 			if or.Protocol == "" {
 				or.Protocol = string(policy.TCP)
 			}
@@ -251,6 +258,7 @@ type rawRule struct {
 	Publish          yaml.Node `yaml:"publish"`
 	MappedPort       yaml.Node `yaml:"mapped_port"`
 	Access           yaml.Node `yaml:"access"`
+	IdleTimeout      yaml.Node `yaml:"idle_timeout"`
 	Approval         *struct {
 		Mode      string `yaml:"mode"`
 		Approvals int    `yaml:"approvals"`
@@ -271,7 +279,7 @@ var knownKeys = map[string]string{
 }
 
 // ruleKeys are the keys of a rule.
-const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access"
+const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout"
 
 // Parse reads and validates a policy file. The error is an *Error when the
 // problem is in the file's content.
@@ -491,6 +499,17 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 		if acc != policy.AccessDirect {
 			r.Access = acc
 		}
+	}
+	if n := deref(rr.IdleTimeout); n.Kind != 0 && n.ShortTag() != "!!null" {
+		const want = "a duration such as 15m or 1h"
+		d, err := time.ParseDuration(n.Value)
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" || err != nil || d <= 0 {
+			return fail(n, ".idle_timeout", fmt.Sprintf("%s is not %s (units: s, m, h)", describe(n), want))
+		}
+		if !r.Access.Bastion() {
+			return fail(n, ".idle_timeout", "only a rule reachable through the bastion takes an idle timeout: add \"access: bastion\" (or both)")
+		}
+		r.IdleTimeout = d
 	}
 	return r, nil
 }

@@ -169,6 +169,7 @@ func fullWireRule() wire.PortRule {
 		MaxDuration: wire.Duration(90 * time.Minute), Approval: &wire.Approval{Mode: "manual", Approvals: 2},
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+: '"# x`},
 		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both",
+		IdleTimeout: wire.Duration(15 * time.Minute),
 	}
 }
 

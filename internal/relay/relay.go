@@ -177,7 +177,16 @@ func Authorize(ds wire.DesiredState, h Header, now time.Time) (string, time.Time
 type Counter struct {
 	// In is client to target, Out target to client.
 	In, Out atomic.Int64
+	// last is when a byte last moved either way (Unix nanoseconds), for
+	// idle timeouts.
+	last atomic.Int64
 }
+
+// Touch records activity at t.
+func (c *Counter) Touch(t time.Time) { c.last.Store(t.UnixNano()) }
+
+// LastActive is when a byte last moved either way (or the last Touch).
+func (c *Counter) LastActive() time.Time { return time.Unix(0, c.last.Load()) }
 
 // Splice copies between client and target until either side ends, then
 // closes both. It counts into c (may be nil).
@@ -190,8 +199,8 @@ func Splice(client, target net.Conn, c *Counter) {
 	// ends a read still waiting on the other half.
 	closeBoth := func() { once.Do(func() { closeHard(client); closeHard(target) }) }
 	done := make(chan struct{}, 2)
-	go func() { copyCount(target, client, &c.In); closeBoth(); done <- struct{}{} }()
-	go func() { copyCount(client, target, &c.Out); closeBoth(); done <- struct{}{} }()
+	go func() { copyCount(target, client, &c.In, c); closeBoth(); done <- struct{}{} }()
+	go func() { copyCount(client, target, &c.Out, c); closeBoth(); done <- struct{}{} }()
 	<-done
 	<-done
 }
@@ -201,7 +210,7 @@ func closeHard(c net.Conn) {
 	c.Close()
 }
 
-func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64) {
+func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64, c *Counter) {
 	buf := make([]byte, 32*1024)
 	for {
 		k, err := src.Read(buf)
@@ -209,6 +218,7 @@ func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64) {
 			// Counted before the write: the peer may answer (and its
 			// bytes be counted) before this write returns.
 			n.Add(int64(k))
+			c.Touch(time.Now())
 			if _, werr := dst.Write(buf[:k]); werr != nil {
 				return
 			}

@@ -109,6 +109,12 @@ func (s Session) End(reason EndReason, by, message string, now time.Time) (Sessi
 	return s, nil
 }
 
+// IdleAt reports whether a session whose last byte moved at last is idle
+// at now under idle timeout idle (0: never).
+func IdleAt(last time.Time, idle time.Duration, now time.Time) bool {
+	return idle > 0 && !now.Before(last.Add(idle))
+}
+
 // ReasonAt is why a live session must end at now given whether its grant
 // is still live, or "" when it may go on: the deadline first (an expired
 // grant is reported as expired, not revoked), then the grant.

@@ -87,3 +87,19 @@ func TestParseEndReason(t *testing.T) {
 		t.Error("ParseEndReason(nope): no error")
 	}
 }
+
+func TestIdleAt(t *testing.T) {
+	for _, tt := range []struct {
+		idle, since time.Duration
+		want        bool
+	}{
+		{0, time.Hour, false},
+		{time.Minute, 59 * time.Second, false},
+		{time.Minute, time.Minute, true},
+		{time.Minute, 2 * time.Minute, true},
+	} {
+		if got := session.IdleAt(t0, tt.idle, t0.Add(tt.since)); got != tt.want {
+			t.Errorf("IdleAt(idle %s, %s later) = %v, want %v", tt.idle, tt.since, got, tt.want)
+		}
+	}
+}

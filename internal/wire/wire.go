@@ -68,6 +68,9 @@ type PortRule struct {
 	// address), bastion (only through jitgate's relay; nothing opens in the
 	// kernel) or both.
 	Access string `json:"access,omitempty"`
+	// IdleTimeout ends a bastion session idle this long ("15m"; absent:
+	// never). Only rules with bastion access take one.
+	IdleTimeout Duration `json:"idle_timeout,omitempty"`
 }
 
 // Approval is a port rule's approval workflow.

@@ -31,6 +31,7 @@ func FullRule() policy.Rule {
 		Publish:          true,
 		MappedPort:       20022,
 		Access:           policy.AccessBoth,
+		IdleTimeout:      15 * time.Minute,
 	}
 }
 
