@@ -462,3 +462,50 @@ func TestGatewayDualStack(t *testing.T) {
 		t.Errorf("an IPv4 source to an IPv6-only target: %v, want 422", err)
 	}
 }
+
+// TestGatewayBastionDesired checks what a gateway's agent is told for a
+// bastion port of a target behind it: the port's access, and each live
+// bastion grant once per address of the target (what the agent may dial),
+// with nothing opened in the kernel for it; a direct grant names no
+// bastion entry.
+func TestGatewayBastionDesired(t *testing.T) {
+	e, gw := gatewayEnv(t)
+	ctx := context.Background()
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "win-01", Gateway: "gw-1", Addresses: []string{"10.0.0.5", "2001:db8:10::5"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.setPolicy(t, "win-01", wire.Policy{Rules: []wire.PortRule{{Port: 3389, Access: "bastion"}, {Port: 22}}})
+	r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "win-01", Ports: []string{"3389"}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "win-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := gw.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protected, bastion, grants []string
+	for _, p := range ds.Protected {
+		protected = append(protected, fmt.Sprintf("%s %d %s", p.Destination, p.Port, p.Access))
+	}
+	for _, g := range ds.Bastion {
+		if g.RequestID != r.ID || g.Principal == "" {
+			t.Errorf("bastion grant %+v, want request %s with its principal", g, r.ID)
+		}
+		bastion = append(bastion, fmt.Sprintf("%s %d", g.Destination, g.Port))
+	}
+	for _, g := range ds.Grants {
+		grants = append(grants, fmt.Sprintf("%s -> %s %d", g.Source, g.Destination, g.Port))
+	}
+	if want := "[10.0.0.5 3389 bastion 2001:db8:10::5 3389 bastion 10.0.0.5 22  2001:db8:10::5 22 ]"; fmt.Sprint(protected) != want {
+		t.Errorf("protected %v, want %s", protected, want)
+	}
+	if want := "[10.0.0.5 3389 2001:db8:10::5 3389]"; fmt.Sprint(bastion) != want {
+		t.Errorf("bastion grants %v, want %s", bastion, want)
+	}
+	if want := "[198.51.100.7/32 -> 10.0.0.5 22]"; fmt.Sprint(grants) != want {
+		t.Errorf("kernel grants %v, want only the direct one: %s", grants, want)
+	}
+}
