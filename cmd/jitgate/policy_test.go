@@ -194,3 +194,25 @@ func TestApplyChecksEveryPolicyFirst(t *testing.T) {
 	checkErrorLine(t, r, 1, "line 5", "db-01", "not behind a gateway", "nothing was changed")
 	checkUnchanged(t, c, "web-01", "a refused apply", pol, rev, events)
 }
+
+// TestPolicySetIdleTimeout: policy set --idle-timeout sets a bastion
+// rule's idle timeout, policy show says it, a longer one or none is
+// reported weaker, and one on a rule reached only directly is refused with
+// one line naming the field, changing nothing.
+func TestPolicySetIdleTimeout(t *testing.T) {
+	c := newCLI(t, newTestServer(t))
+	c.ok("target", "add", "web-01")
+	c.ok("policy", "set", "web-01", "--port", "22", "--access", "bastion", "--idle-timeout", "10m")
+	mustContain(t, "policy show", c.ok("policy", "show", "web-01").stdout, "idle timeout 10m")
+	mustContain(t, "policy set --idle-timeout 30m", c.ok("policy", "set", "web-01", "--port", "22", "--access", "bastion", "--idle-timeout", "30m").stdout,
+		"22/tcp idle_timeout: 10m -> 30m (weaker)")
+	mustContain(t, "policy set without --idle-timeout", c.ok("policy", "set", "web-01", "--port", "22", "--access", "bastion", "--dry-run").stdout,
+		"22/tcp idle_timeout: 30m -> none (weaker)")
+	pol, rev, events := policyState(t, c, "web-01")
+	r := c.run("policy", "set", "web-01", "--port", "22", "--idle-timeout", "10m")
+	if r.code == 0 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("policy set --idle-timeout on a direct rule: exit %d, stderr %q; want a failure in one line", r.code, r.stderr)
+	}
+	mustContain(t, "policy set --idle-timeout on a direct rule", r.stderr, "idle_timeout", "bastion")
+	checkUnchanged(t, c, "web-01", "a refused --idle-timeout", pol, rev, events)
+}

@@ -86,7 +86,7 @@ type Rule struct {
 	Access policy.Access
 	// IdleTimeout ends idle bastion sessions (0: never).
 	IdleTimeout time.Duration
-	Line   int
+	Line        int
 }
 
 // Wire returns the policy as the API's request body.

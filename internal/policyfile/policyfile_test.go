@@ -113,6 +113,8 @@ func TestParseErrors(t *testing.T) {
 		{"mapped_without_publish.yaml", 5, []string{"rules[0].mapped_port", "only a published port", "publish: true"}},
 		{"bad_mapped_port.yaml", 6, []string{"rules[0].mapped_port", `"70000" is not a port number`}},
 		{"bad_access.yaml", 5, []string{"rules[0].access", `"tunnel" must be direct, bastion or both`}},
+		{"bad_idle.yaml", 6, []string{"rules[0].idle_timeout", `"soon" is not a duration`}},
+		{"idle_direct.yaml", 5, []string{"rules[0].idle_timeout", "access: bastion"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
