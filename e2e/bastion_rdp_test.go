@@ -36,7 +36,7 @@ import (
 // negotiation (RDP_NEG_RSP selecting TLS) and the TLS handshake with
 // xrdp's own certificate. The session is listed with bytes both ways. A
 // tunnel to a port the policy does not name, or to one without a grant, is
-// refused.
+// refused; revoking the grant closes a live RDP connection.
 func TestBastionGatewayRDP(t *testing.T) {
 	for _, tool := range []string{"xrdp", "xfreerdp", "Xvfb"} {
 		testenv.RequireTool(t, tool)
@@ -119,33 +119,13 @@ func TestBastionGatewayRDP(t *testing.T) {
 	}
 
 	// An RDP client through the tunnel: negotiation, then TLS with xrdp.
-	err = g.ClientNS.Do(func() error {
-		c, err := net.DialTimeout("tcp", local, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(15 * time.Second))
-		if err := rdpNegotiateTLS(c); err != nil {
-			return err
-		}
-		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
-		if err := tc.Handshake(); err != nil {
-			return fmt.Errorf("TLS handshake with the RDP server: %w", err)
-		}
-		if peer := tc.ConnectionState().PeerCertificates; len(peer) == 0 || !bytes.Equal(peer[0].Raw, block.Bytes) {
-			return errors.New("the TLS peer is not the target's xrdp (another certificate)")
-		}
-		var ss []wire.BastionSession
-		testlab.CLIJSONInto(g.Lab, &ss, cli("sessions", "--active")...)
-		if len(ss) != 1 || ss[0].Target != "win-01" || ss[0].Port != "3389/tcp" {
-			return fmt.Errorf("live sessions %+v, want one on win-01 3389/tcp", ss)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	tc := rdpTLS(t, g, local, block.Bytes)
+	var ss []wire.BastionSession
+	testlab.CLIJSONInto(g.Lab, &ss, cli("sessions", "--active")...)
+	if len(ss) != 1 || ss[0].Target != "win-01" || ss[0].Port != "3389/tcp" {
+		t.Fatalf("live sessions %+v, want one on win-01 3389/tcp", ss)
 	}
+	tc.Close()
 	g.Eventually("the ended session is recorded with bytes both ways", 10*time.Second, func() bool {
 		var ss []wire.BastionSession
 		testlab.CLIJSONInto(g.Lab, &ss, cli("sessions")...)
@@ -185,6 +165,27 @@ func TestBastionGatewayRDP(t *testing.T) {
 			t.Errorf("tunnel to win-01 port %s: err=%v stderr=%q; want a refusal saying %q", tc.port, err, stderr, tc.why)
 		}
 	}
+
+	// Revoking the grant ends a live RDP session through the gateway: the
+	// client sees its TLS connection close.
+	tc = rdpTLS(t, g, local, block.Bytes)
+	defer tc.Close()
+	var rs []wire.Request
+	testlab.CLIJSONInto(g.Lab, &rs, cli("requests", "--target", "win-01", "--active")...)
+	if len(rs) != 1 {
+		t.Fatalf("active requests on win-01: %+v, want the rdp grant", rs)
+	}
+	run("revoke", rs[0].ID, "--reason", "e2e revoke")
+	// xrdp waits for the client's next PDU: a read ends only when the
+	// tunnel does (rdpTLS's deadline bounds the wait).
+	if _, err := tc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the RDP connection is still open after the revocation: %v", err)
+	}
+	g.Eventually("the session is recorded as revoked", 10*time.Second, func() bool {
+		var ss []wire.BastionSession
+		testlab.CLIJSONInto(g.Lab, &ss, cli("sessions")...)
+		return len(ss) == 3 && ss[0].State != "live" && ss[0].EndReason == "revoked"
+	})
 	rdp.Process.Kill()
 }
 
@@ -212,6 +213,32 @@ func startXvfb(t *testing.T, g *testlab.GatewayLab) string {
 		t.Fatalf("Xvfb wrote no display number: %v\n%s", err, xout.String())
 	}
 	return ":" + strings.TrimSpace(line)
+}
+
+// rdpTLS connects to addr in the client namespace, negotiates TLS the RDP
+// way and completes the TLS handshake, checking that the server presents
+// the certificate certDER. The connection's deadline is 15 s away.
+func rdpTLS(t *testing.T, g *testlab.GatewayLab, addr string, certDER []byte) *tls.Conn {
+	t.Helper()
+	c, err := g.ClientNS.DialContext(context.Background(), &net.Dialer{Timeout: 5 * time.Second}, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	if err := rdpNegotiateTLS(c); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		t.Fatalf("TLS handshake with the RDP server: %v", err)
+	}
+	if peer := tc.ConnectionState().PeerCertificates; len(peer) == 0 || !bytes.Equal(peer[0].Raw, certDER) {
+		c.Close()
+		t.Fatal("the TLS peer is not the target's xrdp (another certificate)")
+	}
+	return tc
 }
 
 // rdpNegotiateTLS sends an X.224 Connection Request carrying an RDP
