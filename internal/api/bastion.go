@@ -37,10 +37,12 @@ import (
 
 // liveSession is a session being relayed by this process.
 type liveSession struct {
-	x     session.Session
-	count relay.Counter
-	conns []net.Conn
-	once  sync.Once
+	x         session.Session
+	count     relay.Counter
+	mu        sync.Mutex // guards conns and ended
+	conns     []net.Conn
+	endedFlag bool
+	once      sync.Once
 	// why is set once by end; done is closed once the end is recorded.
 	why struct {
 		reason  session.EndReason
@@ -56,11 +58,26 @@ func (ls *liveSession) end(reason session.EndReason, by, msg string) {
 	ls.once.Do(func() {
 		ls.why.reason, ls.why.by, ls.why.msg = reason, by, msg
 		close(ls.stop)
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
+		ls.endedFlag = true
 		for _, c := range ls.conns {
 			c.SetDeadline(time.Unix(1, 0))
 			c.Close()
 		}
 	})
+}
+
+// add makes c end with the session; a session already ended closes it at
+// once (a kill may come while the client's upgrade is under way).
+func (ls *liveSession) add(c net.Conn) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.conns = append(ls.conns, c)
+	if ls.endedFlag {
+		c.SetDeadline(time.Unix(1, 0))
+		c.Close()
+	}
 }
 
 // liveSessions are the sessions this process relays, with the byte totals
@@ -211,7 +228,7 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	}
 	ls := &liveSession{x: x, stop: make(chan struct{}), done: make(chan struct{})}
 	ls.count.Touch(time.Now()) // idle time counts from the start
-	ls.conns = append(ls.conns, st)
+	ls.add(st)
 	a.sessions.mu.Lock()
 	a.sessions.m[x.ID] = ls
 	a.sessions.mu.Unlock()
@@ -233,7 +250,7 @@ func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	sctx, scancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer scancel()
 	conn := websocket.NetConn(sctx, c, websocket.MessageBinary)
-	ls.conns = append(ls.conns, conn)
+	ls.add(conn)
 	a.Logger.Info("bastion session started", "session", x.ID, "target", name, "principal", x.Principal, "port", port, "until", x.Deadline)
 	go a.watchSession(sctx, ls)
 	relay.Splice(conn, st, &ls.count)
