@@ -63,7 +63,6 @@ func TestConsoleSessionsInBrowser(t *testing.T) {
 		t.Fatalf("sshd's banner through the tunnel: %q, %v", banner, err)
 	}
 	conn.SetReadDeadline(time.Time{})
-	fmt.Fprint(conn, "SSH-2.0-jitgate_test\r\n")
 	ss, err := c.Sessions(ctx, true)
 	if err != nil || len(ss) != 1 {
 		t.Fatalf("live sessions: %+v, %v", ss, err)
@@ -124,9 +123,17 @@ func TestConsoleSessionsInBrowser(t *testing.T) {
 			t.Errorf("the session's row %q lacks %q", text, want)
 		}
 	}
-	if bytes := admin.text(row + " .bytes"); bytes == "0 B / 0 B" || !strings.HasSuffix(bytes, "B") {
-		t.Errorf("the row's bytes: %q, want both ways counted", bytes)
+	// sshd sent its banner and waits for ours: nothing in yet.
+	before := admin.text(row + " .bytes")
+	if !strings.HasPrefix(before, "0 B / ") || before == "0 B / 0 B" {
+		t.Errorf("the row's bytes: %q, want sshd's banner out and nothing in", before)
 	}
+	// Our banner goes in, sshd answers with its key exchange: the open
+	// page follows the bytes without a reload.
+	fmt.Fprint(conn, "SSH-2.0-jitgate_test\r\n")
+	admin.waitFor("the bytes move both ways on the open page", fmt.Sprintf(
+		`(t => t.startsWith('22 B / ') && t.split(' / ')[1] !== %s)(document.querySelector('#session-%s .bytes').textContent)`,
+		jsString(strings.TrimPrefix(before, "0 B / ")), id))
 	admin.shot("sessions")
 	admin.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-kill=%q]`, id))), chromedp.WaitVisible(chromedp.ID("kill-reason")))
 	// An empty reason is refused in the dialog, nothing is sent.

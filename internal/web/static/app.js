@@ -512,7 +512,49 @@
   // kill sessions; the API decides per session): a dialog asks for the
   // reason, POST /api/v1/sessions/{id}/kill ends the session, and the row
   // shows how it ended.
+  // fmtBytes writes a byte count as the server's page does (bytesText).
+  function fmtBytes(n) {
+    if (n < 1024) return `${n} B`;
+    let div = 1024, exp = 0;
+    for (let m = Math.floor(n / 1024); m >= 1024 && exp < 4; m = Math.floor(m / 1024)) { div *= 1024; exp++; }
+    return `${(n / div).toFixed(1)} ${"KMGTP"[exp]}iB`;
+  }
+  // refreshLive polls the live sessions every few seconds: bytes move on,
+  // a session that ended is marked so, and new ones are announced (reload
+  // to list them with their details).
+  function refreshLive() {
+    const table = $("#live-sessions");
+    const note = $("#sessions-new");
+    if (!table && !$("#no-live")) return;
+    setInterval(async () => {
+      const r = await api("GET", "/api/v1/sessions?active=true");
+      if (!r.ok) return;
+      const live = new Map(r.data.map((x) => [x.id, x]));
+      const shown = new Set();
+      for (const row of table ? $$("tbody tr[data-id]", table) : []) {
+        shown.add(row.dataset.id);
+        const x = live.get(row.dataset.id);
+        const cell = $(".bytes", row);
+        if (x) {
+          cell.textContent = `${fmtBytes(x.bytes_in)} / ${fmtBytes(x.bytes_out)}`;
+          cell.title = `${x.bytes_in} bytes to the target, ${x.bytes_out} bytes back`;
+        } else if (!row.dataset.ended) {
+          row.dataset.ended = "true";
+          const badge = document.createElement("span");
+          badge.className = "state state-ended";
+          badge.textContent = "ended";
+          $(".s-state", row).replaceChildren(badge, document.createTextNode(" reload to see why"));
+          const b = $("[data-kill]", row);
+          if (b) b.remove();
+        }
+      }
+      const fresh = r.data.filter((x) => !shown.has(x.id)).length;
+      note.textContent = fresh ? `${fresh} new session${fresh === 1 ? "" : "s"} started: reload to list ${fresh === 1 ? "it" : "them"}.` : "";
+    }, 3000);
+  }
+
   function initSessions() {
+    refreshLive();
     const dialog = $("#kill-dialog");
     if (!dialog) return;
     const form = $("#kill-form"), reason = $("#kill-reason"), err = $("#kill-error");
@@ -548,6 +590,7 @@
       }
       dialog.close();
       const row = $("#session-" + CSS.escape(id));
+      row.dataset.ended = "true";
       const cell = $(".s-state", row);
       const badge = document.createElement("span");
       badge.className = "state state-" + (r.data.end_reason || "ended").replace(/_/g, "-");
