@@ -36,9 +36,16 @@ func (a *Agent) relayAgent() *relay.Agent {
 // setRelayState gives the relay the desired state just received, and ends
 // the streams it no longer allows. A state the agent refuses as a rollback
 // (a revision below its high-water mark) grants nothing through the relay
-// either, as it opens nothing in the kernel.
+// either, as it opens nothing in the kernel; nor does one it could not
+// apply at all: of the other mode than the agent's own (--mode), or
+// malformed. Without this a host agent sent a gateway-mode state (by a
+// compromised or confused server) would dial whatever address that state
+// names, from inside the host's network, instead of only 127.0.0.1.
 func (a *Agent) setRelayState(ds wire.DesiredState) {
 	if ds.Revision < a.highWater {
+		ds.Bastion = nil
+	}
+	if _, err := toRuleset(ds, 0, a.cfg.Mode); err != nil {
 		ds.Bastion = nil
 	}
 	a.relayState.Store(&ds)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -108,5 +109,59 @@ func TestAgentRelayChecksStreamsItself(t *testing.T) {
 	st.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.Copy(io.Discard, st); err != nil {
 		t.Fatalf("the stream outlived its grant: %v", err)
+	}
+}
+
+// TestRelayIgnoresStatesItCannotApply gives the agent's relay desired states
+// a compromised or confused server could send: one of the other mode (a
+// host agent told it is a gateway would otherwise dial the address the
+// state names, reaching into the host's network), and a malformed one. The
+// relay then allows no stream at all, as the kernel applies none of it; a
+// state of the agent's own mode still allows its grant.
+func TestRelayIgnoresStatesItCannotApply(t *testing.T) {
+	exp := time.Now().Add(time.Hour)
+	host := wire.DesiredState{Target: "web-1", Mode: "host", Revision: 1,
+		Protected: []wire.Port{{Port: 22, Protocol: "tcp", Access: "bastion"}},
+		Bastion:   []wire.BastionGrant{{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22, ExpiresAt: exp}}}
+	gateway := wire.DesiredState{Target: "web-1", Mode: "gateway", Revision: 1,
+		Protected: []wire.Port{{Port: 22, Protocol: "tcp", Destination: "198.51.100.10", Access: "bastion"}},
+		Bastion:   []wire.BastionGrant{{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22, ExpiresAt: exp, Destination: "198.51.100.10"}}}
+	malformed := host
+	malformed.Protected = []wire.Port{{Port: 22, Protocol: "tcp", Access: "bastion"}, {Port: 25, Protocol: "sctp"}}
+	tests := []struct {
+		name     string
+		mode     firewall.Mode
+		ds       wire.DesiredState
+		wantAddr string // empty: refused
+	}{
+		{"host agent, host state", firewall.HostMode, host, "127.0.0.1:22"},
+		{"gateway agent, gateway state", firewall.GatewayMode, gateway, "198.51.100.10:22"},
+		{"host agent sent a gateway state", firewall.HostMode, gateway, ""},
+		{"gateway agent sent a host state", firewall.GatewayMode, host, ""},
+		{"malformed state", firewall.HostMode, malformed, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := New(Config{ServerURL: "http://192.0.2.1", StateDir: t.TempDir(), Mode: tt.mode}, &fakeBackend{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.setRelayState(tt.ds)
+			ds, ok := a.relayAgent().State()
+			if !ok {
+				t.Fatal("the relay has no state")
+			}
+			addr, _, err := relay.Authorize(ds, relay.Header{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22}, time.Now())
+			if tt.wantAddr == "" {
+				var r *relay.Refusal
+				if !errors.As(err, &r) {
+					t.Fatalf("the relay would dial %q (%v); want a refusal", addr, err)
+				}
+				return
+			}
+			if err != nil || addr != tt.wantAddr {
+				t.Fatalf("Authorize = %q, %v; want %s", addr, err, tt.wantAddr)
+			}
+		})
 	}
 }

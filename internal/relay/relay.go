@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -160,7 +161,7 @@ func Authorize(ds wire.DesiredState, h Header, now time.Time) (string, time.Time
 		}
 		host := "127.0.0.1"
 		if gateway {
-			if g.Destination == "" || !allowed(g.Destination) {
+			if !dialable(g.Destination) || !allowed(g.Destination) {
 				continue
 			}
 			host = g.Destination
@@ -171,6 +172,18 @@ func Authorize(ds wire.DesiredState, h Header, now time.Time) (string, time.Time
 		return "", time.Time{}, refusePort
 	}
 	return "", time.Time{}, &Refusal{fmt.Sprintf("no live bastion grant %q for port %d", h.RequestID, h.Port)}
+}
+
+// dialable reports whether a gateway may dial dest for the bastion: an IP
+// address written plainly (a name would be resolved by whoever answers DNS,
+// a zone picks an interface) that is global unicast, as the server demands
+// of an address placed behind a gateway (store.checkBehindGateway). So even
+// a desired state from a compromised server cannot make a gateway dial its
+// own loopback services, a link-local address such as a cloud's metadata
+// service (169.254.169.254), a multicast group or a host name.
+func dialable(dest string) bool {
+	a, err := netip.ParseAddr(dest)
+	return err == nil && a.Zone() == "" && !a.Is4In6() && a.String() == dest && a.IsGlobalUnicast()
 }
 
 // Counter counts the bytes a splice moved each way.

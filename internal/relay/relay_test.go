@@ -93,6 +93,51 @@ func gatewayDesired() wire.DesiredState {
 	}
 }
 
+// TestAuthorizeGatewayDestinations feeds a gateway the desired state a
+// compromised server could send: a bastion grant, and a protected port with
+// bastion access, for an address no target behind a gateway may have (the
+// gateway's own loopback, a cloud metadata address, a host name, an address
+// with an IPv6 zone, multicast, unspecified, a mapped address). The gateway
+// dials none of them; a global unicast address still works.
+func TestAuthorizeGatewayDestinations(t *testing.T) {
+	for _, tt := range []struct {
+		dest string
+		ok   bool
+	}{
+		{"198.51.100.10", true},
+		{"2001:db8::10", true},
+		{"127.0.0.1", false},
+		{"::1", false},
+		{"169.254.169.254", false},
+		{"fe80::1%eth0", false},
+		{"fe80::1", false},
+		{"localhost", false},
+		{"metadata.google.internal", false},
+		{"224.0.0.1", false},
+		{"0.0.0.0", false},
+		{"::ffff:198.51.100.10", false},
+		{"", false},
+	} {
+		t.Run(tt.dest, func(t *testing.T) {
+			ds := wire.DesiredState{Target: "gw-1", Mode: "gateway",
+				Protected: []wire.Port{{Port: 22, Protocol: "tcp", Destination: tt.dest, Access: "bastion"}},
+				Bastion:   []wire.BastionGrant{{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22, ExpiresAt: t0.Add(time.Hour), Destination: tt.dest}},
+			}
+			addr, _, err := relay.Authorize(ds, relay.Header{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22}, t0)
+			if !tt.ok {
+				var r *relay.Refusal
+				if !errors.As(err, &r) {
+					t.Fatalf("Authorize = %q, %v; want a refusal", addr, err)
+				}
+				return
+			}
+			if want := net.JoinHostPort(tt.dest, "22"); err != nil || addr != want {
+				t.Fatalf("Authorize = %q, %v; want %s", addr, err, want)
+			}
+		})
+	}
+}
+
 // TestAuthorizeGateway checks a gateway agent's decision: it dials the
 // address of the target behind it that the grant names, only on a port the
 // policy protects there with bastion access; the header cannot choose the
