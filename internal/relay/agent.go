@@ -154,6 +154,15 @@ func (a *Agent) Handle(ctx context.Context, st net.Conn) {
 		delete(a.streams, s)
 		a.mu.Unlock()
 	}()
+	// A Recheck that ran while the service was being dialled did not see
+	// this stream: check it against the latest state now that any later
+	// Recheck will.
+	if ds, ok := a.State(); !ok {
+		s.close()
+	} else if _, live := liveUntil(ds, h, addr, a.now()); !live {
+		a.log().Info("bastion tunnel ended: its grant is gone", "session", h.Session, "request", h.RequestID)
+		s.close()
+	}
 	a.log().Info("bastion tunnel opened", "session", h.Session, "request", h.RequestID, "principal", h.Principal, "port", h.Port, "until", until)
 	Splice(st, local, nil)
 	s.close()

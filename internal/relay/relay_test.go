@@ -297,3 +297,33 @@ func TestRelayStreamEndsAtDeadline(t *testing.T) {
 		t.Fatalf("Recheck did not end the stream: %v", err)
 	}
 }
+
+// TestRelayRecheckDuringDial revokes the grant while the agent is dialling
+// the service for a stream it has just authorized: the revocation's Recheck
+// runs before the stream is registered as live, and must still end it (the
+// agent re-checks the stream against the latest state once registered).
+func TestRelayRecheckDuringDial(t *testing.T) {
+	port := echoServer(t)
+	ds := desired(port, "bastion")
+	ds.Bastion[0].ExpiresAt = time.Now().Add(time.Hour)
+	var cur atomic.Pointer[wire.DesiredState]
+	cur.Store(&ds)
+	srv, ag := pair(t, func() (wire.DesiredState, bool) { return *cur.Load(), true }, time.Now)
+	ag.Dial = func(ctx context.Context, n, addr string) (net.Conn, error) {
+		revoked := ds
+		revoked.Bastion = nil
+		cur.Store(&revoked)
+		ag.Recheck(revoked)
+		var d net.Dialer
+		return d.DialContext(ctx, n, addr)
+	}
+	st, err := srv.Open(context.Background(), "web-01", relay.Header{Session: "s-1", RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: port})
+	if err != nil {
+		return // refused: nothing is relayed
+	}
+	st.SetDeadline(time.Now().Add(5 * time.Second))
+	st.Write([]byte("hello\n"))
+	if _, err := io.Copy(io.Discard, st); err != nil {
+		t.Fatalf("the stream outlived its revoked grant: %v", err)
+	}
+}
