@@ -114,10 +114,7 @@ var requestID = regexp.MustCompile(`^r-[a-z2-7]{1,64}$`)
 // refusals after the first are counted and audited once per window (RefusalLog), so that
 // hammering a refused call does not grow the trail by a row per call.
 func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
-	var (
-		de *policy.DenyError
-		le *policy.LimitError
-	)
+	var de *policy.DenyError
 	if r.Method == http.MethodGet || r.Method == http.MethodHead || errors.As(err, &de) {
 		return
 	}
@@ -125,6 +122,12 @@ func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
 	if status < 400 || status >= 500 || status == http.StatusUnauthorized {
 		return
 	}
+	a.recordDenied(r, a.deniedEvent(r, p, err, status))
+}
+
+// deniedEvent is the access.denied event of a refused call (auditDenied).
+func (a *api) deniedEvent(r *http.Request, p store.Principal, err error, status int) audit.Event {
+	var le *policy.LimitError
 	// The path is recorded percent-encoded, and a name or id from it only
 	// when it has the form of one: they are the caller's text, and a
 	// principal without any role must not be able to plant escape
@@ -144,6 +147,12 @@ func (a *api) auditDenied(r *http.Request, p store.Principal, err error) {
 		e.Action, e.Target = audit.RequestRefused, le.Target
 		e.Details["limit"], e.Details["max"] = le.Limit, le.Max
 	}
+	return e
+}
+
+// recordDenied writes a refusal's event, through the refusal log when there
+// is one (identical refusals are counted, not written each).
+func (a *api) recordDenied(r *http.Request, e audit.Event) {
 	if a.Refusals != nil {
 		a.Refusals.Record(r.Context(), e)
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -160,8 +161,29 @@ func bastionRule(t store.Target, port policy.Port) (policy.Rule, error) {
 	return rule, nil
 }
 
-// tunnel relays one client connection to port of target.
+// tunnel relays one client connection to port of target, and audits a
+// refusal as access.denied (through the refusal log, so a flood of the
+// same refusal is one row and a count). Opening a tunnel uses a grant, as
+// a request changes state, although it is a GET (a WebSocket upgrade):
+// without this, probing which targets and ports a principal can reach
+// through the relay (no grant, a direct-only or unnamed port, another
+// scope) left no trace, since auditDenied skips GETs and refusals by a
+// policy (which the store audits with the request; here there is none).
 func (a *api) tunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	err := a.openTunnel(w, r, p)
+	if status := statusOf(err); err != nil && status >= 400 && status < 500 && status != http.StatusUnauthorized {
+		e := a.deniedEvent(r, p, err, status)
+		q := r.URL.Query()
+		if name := q.Get("target"); policy.ValidateTargetName(name) == nil {
+			e.Target = name
+		}
+		e.Details["port"] = text.Sanitize(q.Get("port"), 16)
+		a.recordDenied(r, e)
+	}
+	return err
+}
+
+func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	// A browser's session cookie does not open tunnels: a page of another
 	// site could otherwise open one with it (cross-site WebSocket
 	// hijacking). The clients send their token as a bearer.

@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -365,5 +368,52 @@ func TestTunnelIdleTimeout(t *testing.T) {
 	}
 	if idle != 1 || live != 1 {
 		t.Errorf("sessions %+v: want one ended idle, one live", ss)
+	}
+}
+
+// TestTunnelRefusalsAudited probes the relay for what it would reach: no
+// grant, a port reached only directly, a port the policy does not name, a
+// target that does not exist. Each refusal is in the audit trail as
+// access.denied with the target and port asked for (the endpoint is a GET,
+// which refusals of other endpoints skip), and a flood of the same refusal
+// is one row, counted, not one per attempt.
+func TestTunnelRefusalsAudited(t *testing.T) {
+	var refusals *api.RefusalLog
+	e := newEnvWith(t, func(d *api.Deps) {
+		refusals = api.NewRefusalLog(d.Store, slog.New(slog.DiscardHandler))
+		d.Refusals = refusals
+	})
+	ctx := context.Background()
+	port := echoPort(t)
+	e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
+		{Port: 3389, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour)},
+	}})
+	for range 50 {
+		if _, err := e.c.Tunnel(ctx, "web-01", port); client.StatusOf(err) != http.StatusForbidden {
+			t.Fatalf("tunnel without a grant: %v, want 403", err)
+		}
+	}
+	for _, p := range []uint16{3389, 25} {
+		if _, err := e.c.Tunnel(ctx, "web-01", p); client.StatusOf(err) != http.StatusForbidden {
+			t.Fatalf("tunnel to port %d: %v, want 403", p, err)
+		}
+	}
+	events, err := e.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.AccessDenied)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports []string
+	for _, ev := range events {
+		if ev.Target != "web-01" || ev.Actor != "alice" || ev.Details["path"] != "/api/v1/tunnel" {
+			t.Errorf("refusal event %+v, want alice's on web-01 for /api/v1/tunnel", ev)
+		}
+		p, _ := ev.Details["port"].(string)
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	if want := []string{"25", "3389", fmt.Sprint(port)}; !slices.Equal(ports, want) {
+		t.Fatalf("audited refusals for ports %q, want one each for %q (the 50 alike counted in one)", ports, want)
 	}
 }
