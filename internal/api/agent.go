@@ -138,7 +138,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 				rules = *pol
 				for _, rule := range pol.Rules {
 					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished,
-						Access: string(rule.Access)})
+						Access: string(rule.Access), IdleTimeout: wire.Duration(rule.IdleTimeout)})
 				}
 			}
 			for _, g := range grants {

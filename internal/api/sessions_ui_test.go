@@ -202,3 +202,24 @@ func TestSessionListVisibility(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredStateCarriesIdleTimeout: the agent learns each bastion rule's
+// idle timeout from its desired state, so it can end idle streams itself
+// (relay.TestRelayStreamEndsWhenIdle) even when the server is gone.
+func TestDesiredStateCarriesIdleTimeout(t *testing.T) {
+	e := newEnv(t)
+	agent := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: 22, Access: "bastion", IdleTimeout: wire.Duration(15 * time.Minute)}, {Port: 3389}}})
+	ds, err := agent.Desired(context.Background(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint16]time.Duration{}
+	for _, p := range ds.Protected {
+		got[p.Port] = time.Duration(p.IdleTimeout)
+	}
+	if got[22] != 15*time.Minute || got[3389] != 0 || len(got) != 2 {
+		t.Errorf("idle timeouts in the desired state: %v, want 22: 15m and 3389: none", got)
+	}
+}

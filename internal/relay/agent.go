@@ -164,8 +164,56 @@ func (a *Agent) Handle(ctx context.Context, st net.Conn) {
 		s.close()
 	}
 	a.log().Info("bastion tunnel opened", "session", h.Session, "request", h.RequestID, "principal", h.Principal, "port", h.Port, "until", until)
-	Splice(st, local, nil)
+	var count Counter
+	count.Touch(time.Now())
+	if idle := idleTimeout(ds, h, addr); idle > 0 {
+		// The agent enforces the rule's idle timeout too, on its own
+		// clock and its own count of the bytes, as it does the deadline,
+		// as a backstop: IdleGrace later, so that the server, which
+		// records why a session ended, ends it first.
+		stop := make(chan struct{})
+		defer close(stop)
+		go a.endWhenIdle(s, &count, idle+IdleGrace, stop)
+	}
+	Splice(st, local, &count)
 	s.close()
+}
+
+// IdleGrace is how much longer than the rule's idle timeout the agent lets
+// an idle stream live before it ends it itself.
+const IdleGrace = time.Second
+
+// idleTimeout is the idle timeout of the rule under which a stream headed
+// h dials addr (0: none): the protected port of h's port and protocol, and
+// in gateway mode of the dialled destination.
+func idleTimeout(ds wire.DesiredState, h Header, addr string) time.Duration {
+	host, _, _ := net.SplitHostPort(addr)
+	for _, p := range ds.Protected {
+		if p.Port == h.Port && p.Protocol == h.Protocol && (p.Destination == "" || p.Destination == host) {
+			return time.Duration(p.IdleTimeout)
+		}
+	}
+	return 0
+}
+
+// endWhenIdle ends stream s once no byte moved through count for idle,
+// until stop is closed. The bytes are stamped on the wall clock.
+func (a *Agent) endWhenIdle(s *agentStream, count *Counter, idle time.Duration, stop <-chan struct{}) {
+	for {
+		wait := time.Until(count.LastActive().Add(idle))
+		if wait <= 0 {
+			a.log().Info("bastion tunnel ended: idle", "session", s.h.Session, "request", s.h.RequestID, "idle_timeout", idle)
+			s.close()
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Recheck ends the streams the desired state ds no longer allows (a

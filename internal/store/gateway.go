@@ -424,7 +424,7 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 		for _, r := range t.Policy.Rules {
 			for _, a := range addrs[t.Name] {
 				out.Protected = append(out.Protected, wire.Port{Port: r.Number, Protocol: string(r.Protocol), Destination: a, CloseEstablished: r.CloseEstablished,
-					Access: string(r.Access)})
+					Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout)})
 			}
 		}
 	}

@@ -462,6 +462,9 @@ type Port struct {
 	// Access is the rule's access (direct when empty): the agent relays
 	// bastion streams only to ports whose rule allows the bastion.
 	Access string `json:"access,omitempty"`
+	// IdleTimeout is the rule's idle timeout (absent: none): the agent too
+	// ends a relayed stream in which no byte moved for this long.
+	IdleTimeout Duration `json:"idle_timeout,omitempty"`
 }
 
 // BastionGrant is a live grant usable through the bastion relay: the agent
