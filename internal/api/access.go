@@ -299,6 +299,8 @@ func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request, p store.Prin
 	if err := a.Store.DeleteBinding(r.Context(), a.actor(r, p), b, a.Now()); err != nil {
 		return err
 	}
+	// A principal that lost the role that uses grants keeps no tunnel.
+	a.sessions.credentialsChanged()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -449,6 +451,8 @@ func (a *api) revokeToken(w http.ResponseWriter, r *http.Request, p store.Princi
 	if _, err := a.Store.RevokeToken(r.Context(), a.actor(r, p), id, a.Now()); err != nil {
 		return err
 	}
+	// Tunnels opened with it (or with a token derived from it) end now.
+	a.sessions.credentialsChanged()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

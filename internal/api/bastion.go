@@ -52,6 +52,13 @@ type liveSession struct {
 	stop  chan struct{}
 	done  chan struct{}
 	ended session.Session
+	// p is who opened the tunnel, with the token it used; tokenExp is when
+	// that token expires (zero: never). The session ends with the token.
+	p        store.Principal
+	tokenExp time.Time
+	// wake asks watchSession to check the credential again (a token was
+	// revoked somewhere).
+	wake chan struct{}
 }
 
 // end asks the session to end for reason; the first call wins.
@@ -103,6 +110,17 @@ func (l *liveSessions) all() []*liveSession {
 		out = append(out, ls)
 	}
 	return out
+}
+
+// credentialsChanged wakes every live session to check the token that
+// opened it (a token was revoked: perhaps that one, or its parent).
+func (l *liveSessions) credentialsChanged() {
+	for _, ls := range l.all() {
+		select {
+		case ls.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (l *liveSessions) bytes() (in, out int64) {
@@ -220,6 +238,14 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	if err != nil {
 		return err
 	}
+	// The tunnel lives no longer than the token that opens it.
+	tok, err := a.Store.GetToken(r.Context(), p.TokenID, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.ErrUnauthorized
+	}
+	if err != nil {
+		return err
+	}
 	x := session.Session{ID: store.NewSessionID(), Target: name, Principal: p.Name(), RequestID: g.RequestID, Protocol: string(port.Protocol),
 		Port: port.Number, StartedAt: now, Deadline: g.ExpiresAt, State: session.Live}
 	if addr := a.clientAddr(r); addr.IsValid() {
@@ -248,7 +274,10 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 		st.Close()
 		return err
 	}
-	ls := &liveSession{x: x, stop: make(chan struct{}), done: make(chan struct{})}
+	ls := &liveSession{x: x, stop: make(chan struct{}), done: make(chan struct{}), p: p, wake: make(chan struct{}, 1)}
+	if tok.ExpiresAt != nil {
+		ls.tokenExp = *tok.ExpiresAt
+	}
 	ls.count.Touch(time.Now()) // idle time counts from the start
 	ls.add(st)
 	a.sessions.mu.Lock()
@@ -316,6 +345,10 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 			ls.end(reason, "", "")
 			return
 		}
+		if why := a.credentialCheck(ctx, ls); why != "" {
+			ls.end(session.Revoked, "", why)
+			return
+		}
 		known := !deadline.IsZero()
 		if !known {
 			deadline = x.Deadline
@@ -332,9 +365,17 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 			}
 			wait = min(wait, time.Until(last.Add(idle)))
 		}
+		if !ls.tokenExp.IsZero() {
+			wait = min(wait, ls.tokenExp.Sub(a.Now()))
+		}
+		// A token revoked through the API wakes the session at once
+		// (credentialsChanged); other ends of a token or of the role
+		// (a console logout, a binding removed) are seen within this.
+		wait = min(wait, credentialRecheck)
 		timer := time.NewTimer(max(wait, 0))
 		select {
 		case <-ch:
+		case <-ls.wake:
 		case <-timer.C:
 		case <-ls.stop:
 			timer.Stop()
@@ -345,6 +386,33 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 		}
 		timer.Stop()
 	}
+}
+
+// credentialRecheck bounds how long a session goes without checking that
+// the token that opened it still authenticates and its principal may still
+// use grants on the target.
+const credentialRecheck = 10 * time.Second
+
+// credentialCheck says why ls must end now because of who opened it ("" when
+// it may go on): the token expired or was revoked (or the one it was made
+// with), or the principal lost the role that uses grants on the target. A
+// read that fails decides nothing (the next wake checks again).
+func (a *api) credentialCheck(ctx context.Context, ls *liveSession) string {
+	now := a.Now()
+	if !ls.tokenExp.IsZero() && !now.Before(ls.tokenExp) {
+		return "the token that opened the tunnel expired"
+	}
+	_, err := a.Store.GetToken(ctx, ls.p.TokenID, now)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "the token that opened the tunnel was revoked"
+	case err != nil:
+		return ""
+	}
+	if err := a.require(ctx, ls.p, authz.CreateRequest, a.targetOf(ctx, ls.x.Target)); errors.Is(err, errForbidden) {
+		return "its principal may no longer use grants on " + ls.x.Target
+	}
+	return ""
 }
 
 // grantCheck says why session x must end now ("" when it may go on), the

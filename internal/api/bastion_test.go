@@ -417,3 +417,83 @@ func TestTunnelRefusalsAudited(t *testing.T) {
 		t.Fatalf("audited refusals for ports %q, want one each for %q (the 50 alike counted in one)", ports, want)
 	}
 }
+
+// TestTunnelEndsWithItsCredential opens a tunnel as bob, then takes away
+// what let him open it while the grant (held by the person, not the token)
+// stays live: the token that bob's token was made with is revoked, or bob's
+// requester role is removed. The live tunnel ends at once, its client sees
+// the close, and the session says why. A tunnel is the use of a credential
+// as much as of a grant: a stolen token that is revoked must not keep the
+// sessions it opened.
+func TestTunnelEndsWithItsCredential(t *testing.T) {
+	for _, tt := range []struct {
+		name, why string
+		take      func(e *env, parentID string) error
+	}{
+		{"parent token revoked", "token", func(e *env, parentID string) error {
+			return e.c.RevokeToken(context.Background(), parentID)
+		}},
+		{"role removed", "may no longer use grants", func(e *env, _ string) error {
+			return e.c.Unbind(context.Background(), wire.Binding{Principal: "user:bob", Role: "requester", Scope: "*"})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			port := echoPort(t)
+			agent := e.addTarget(t, "web-01")
+			e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+				{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
+			}})
+			bob := e.requester(t, "bob")
+			parent, err := bob.CreateToken(ctx, wire.TokenCreate{Name: "laptop", TTL: wire.Duration(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			child, err := bob.WithToken(parent.Secret).CreateToken(ctx, wire.TokenCreate{Name: "tunnel", TTL: wire.Duration(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc := bob.WithToken(child.Secret)
+			if _, err := cc.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			ds, err := agent.Desired(ctx, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+				t.Fatal(err)
+			}
+			relayAgent(t, e, agent)
+			var conn net.Conn
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				c, err := cc.Tunnel(ctx, "web-01", port)
+				if err == nil {
+					conn = c
+					break
+				}
+				if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
+					t.Fatalf("Tunnel: %v", err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			fmt.Fprintf(conn, "hello\n")
+			if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "hello\n" {
+				t.Fatalf("echo through the tunnel = %q, %v", line, err)
+			}
+			live := sessionByID(t, e.c, "")
+			if err := tt.take(e, parent.Token.ID); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, conn, tt.name)
+			for sessionByID(t, e.c, live.ID).State != "ended" {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got := sessionByID(t, e.c, live.ID); got.EndReason != "revoked" || !strings.Contains(got.Message, tt.why) {
+				t.Errorf("session = %+v, want ended revoked, saying %q", got, tt.why)
+			}
+		})
+	}
+}
