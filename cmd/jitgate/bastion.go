@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -62,7 +63,7 @@ input and output, for ssh's ProxyCommand.`,
 		Args: oneArg("TARGET"),
 	}
 	cmd.Flags().StringVarP(&portFlag, "port", "p", "", "the target's port (required)")
-	cmd.Flags().StringVar(&local, "local", "", "local address to listen on (default 127.0.0.1:0: a free port)")
+	cmd.Flags().StringVar(&local, "local", "", "loopback address to listen on (default 127.0.0.1:0: a free port)")
 	cmd.Flags().BoolVar(&stdio, "stdio", false, "carry one tunnel on standard input and output (ssh ProxyCommand)")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
@@ -95,9 +96,21 @@ input and output, for ssh's ProxyCommand.`,
 
 // listenLocal opens the local listener of a tunnel (local empty: a free
 // port on 127.0.0.1) and says where it listens.
+//
+// Only a loopback address is accepted: every connection the listener takes
+// is relayed under your token and grant, so a listener others can reach
+// (0.0.0.0, ":PORT", a LAN address) would hand your access to anyone on the
+// network, and the trail would show you.
 func (a *app) listenLocal(local, target string, port uint16) (net.Listener, error) {
 	if local == "" {
 		local = "127.0.0.1:0"
+	}
+	host, _, err := net.SplitHostPort(local)
+	if err != nil {
+		return nil, usagef("--local %q: want HOST:PORT, such as 127.0.0.1:15432", local)
+	}
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback() || ip.Zone() != "") {
+		return nil, usagef("--local %q: listen on a loopback address (127.0.0.1 or ::1); anyone who reaches the listener uses your grant", local)
 	}
 	ln, err := net.Listen("tcp", local)
 	if err != nil {

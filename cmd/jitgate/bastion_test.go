@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -17,6 +19,7 @@ func TestBastionCommandErrors(t *testing.T) {
 	}{
 		{"connect without port", []string{"connect", "web-01", "--stdio"}, []string{"--port is required"}},
 		{"connect udp", []string{"connect", "web-01", "--port", "53/udp", "--stdio"}, []string{"only TCP"}},
+		{"connect on every address", []string{"connect", "web-01", "--port", "22", "--local", "0.0.0.0:0"}, []string{"loopback"}},
 		{"connect stdio and local", []string{"connect", "web-01", "--port", "22", "--stdio", "--local", "127.0.0.1:0"}, []string{"exclude each other"}},
 		{"ssh without target", []string{"ssh"}, []string{"missing [USER@]TARGET"}},
 		{"ssh command without dash", []string{"ssh", "web-01", "uptime"}, []string{"after --"}},
@@ -53,5 +56,39 @@ func TestBastionCommandErrors(t *testing.T) {
 	}
 	if r := c.ok("sessions"); r.stdout != "" || !strings.Contains(r.stderr, "no sessions") {
 		t.Errorf("sessions with none: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+}
+
+// TestConnectListensOnLoopbackOnly: every connection a local tunnel
+// listener accepts is relayed under the user's token and grant, so a
+// listener on every address (or a LAN one) would make the user's access an
+// open proxy for the network. Only loopback addresses are accepted.
+func TestConnectListensOnLoopbackOnly(t *testing.T) {
+	a := &app{stdout: io.Discard, stderr: io.Discard}
+	for _, tt := range []struct {
+		local string
+		ok    bool
+	}{
+		{"", true},
+		{"127.0.0.1:0", true},
+		{"localhost:0", true},
+		{"0.0.0.0:0", false},
+		{":0", false},
+		{"[::]:0", false},
+		{"[fe80::1%lo]:0", false},
+	} {
+		t.Run(tt.local, func(t *testing.T) {
+			ln, err := a.listenLocal(tt.local, "web-01", 22)
+			if ln != nil {
+				ln.Close()
+			}
+			if tt.ok && err != nil {
+				t.Fatalf("listenLocal(%q): %v", tt.local, err)
+			}
+			var ue *usageError
+			if !tt.ok && (err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), "loopback")) {
+				t.Fatalf("listenLocal(%q) = %v, want a usage error asking for a loopback address", tt.local, err)
+			}
+		})
 	}
 }

@@ -42,7 +42,7 @@ the client exits, and the command exits with the client's status.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&portFlag, "port", "p", "3389", "the target's RDP port")
-	f.StringVar(&local, "local", "", "local address of the tunnel (default 127.0.0.1:0: a free port)")
+	f.StringVar(&local, "local", "", "loopback address of the tunnel (default 127.0.0.1:0: a free port)")
 	f.BoolVar(&printOnly, "print", false, "print the RDP client's command line instead of starting it")
 	f.Var(newDuration(&duration, 0), "duration", "how long a new grant lasts, such as 1h (needed when no live grant exists)")
 	f.StringVar(&reason, "reason", "", "why you need access (for a new grant)")
