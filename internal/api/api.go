@@ -64,6 +64,9 @@ type Deps struct {
 	// that the database went back (agent.go, knownRevisions); nil turns
 	// that check off.
 	RevisionsAtStart map[string]int64
+	// MaxSessionsPerPrincipal caps the bastion tunnels one principal holds
+	// open at once (0: DefaultMaxSessionsPerPrincipal); more get 429.
+	MaxSessionsPerPrincipal int
 	// Relay holds the agents' bastion relay connections (nil: a new one).
 	// The server closes it when it stops, which ends every session.
 	Relay *relay.Server

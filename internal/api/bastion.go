@@ -94,6 +94,34 @@ type liveSessions struct {
 	mu                sync.Mutex
 	m                 map[string]*liveSession
 	endedIn, endedOut atomic.Int64
+	// opened counts each principal's sessions being opened or relayed.
+	opened map[string]int
+}
+
+// DefaultMaxSessionsPerPrincipal is the cap on the tunnels one principal
+// holds open at once through this server (Deps.MaxSessionsPerPrincipal).
+const DefaultMaxSessionsPerPrincipal = 256
+
+// reserve takes one of principal's max session places, counted from before
+// the tunnel is opened (so that many opened at once cannot all pass the
+// check), and returns the function that gives it back.
+func (l *liveSessions) reserve(principal string, max int) (release func(), ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opened[principal] >= max {
+		return nil, false
+	}
+	if l.opened == nil {
+		l.opened = map[string]int{}
+	}
+	l.opened[principal]++
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.opened[principal]--; l.opened[principal] <= 0 {
+			delete(l.opened, principal)
+		}
+	}, true
 }
 
 func (l *liveSessions) get(id string) *liveSession {
@@ -238,6 +266,18 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	if err != nil {
 		return err
 	}
+	// Every tunnel costs the server and the agent a connection, goroutines
+	// and rows: one principal (or a script gone wrong, or a stolen token)
+	// does not get to hold them without bound.
+	maxSessions := a.MaxSessionsPerPrincipal
+	if maxSessions <= 0 {
+		maxSessions = DefaultMaxSessionsPerPrincipal
+	}
+	release, ok := a.sessions.reserve(p.Name(), maxSessions)
+	if !ok {
+		return errStatus(http.StatusTooManyRequests, "%s already holds the maximum of %d open bastion tunnels; close some first", p.Name(), maxSessions)
+	}
+	defer release()
 	// The tunnel lives no longer than the token that opens it.
 	tok, err := a.Store.GetToken(r.Context(), p.TokenID, now)
 	if errors.Is(err, store.ErrNotFound) {

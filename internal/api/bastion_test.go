@@ -497,3 +497,71 @@ func TestTunnelEndsWithItsCredential(t *testing.T) {
 		})
 	}
 }
+
+// TestTunnelsPerPrincipalCapped: one principal cannot hold more tunnels
+// open than the cap (each costs the server and the agent a connection,
+// goroutines and rows); more get 429 and are audited, another principal
+// is not held back, and a closed tunnel frees its place.
+func TestTunnelsPerPrincipalCapped(t *testing.T) {
+	e := newEnvWith(t, func(d *api.Deps) { d.MaxSessionsPerPrincipal = 2 })
+	ctx := context.Background()
+	port := echoPort(t)
+	agent := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
+	}})
+	bob := e.requester(t, "bob")
+	for _, c := range []*client.Client{e.c, bob} {
+		if _, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	relayAgent(t, e, agent)
+	open := func(c *client.Client) (net.Conn, error) {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			conn, err := c.Tunnel(ctx, "web-01", port)
+			if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
+				return conn, err
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	var conns []net.Conn
+	for range 2 {
+		conn, err := open(e.c)
+		if err != nil {
+			t.Fatalf("tunnel within the cap: %v", err)
+		}
+		conns = append(conns, conn)
+	}
+	if _, err := open(e.c); client.StatusOf(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "maximum of 2") {
+		t.Fatalf("a third tunnel: %v, want 429 naming the cap", err)
+	}
+	bc, err := open(bob)
+	if err != nil {
+		t.Fatalf("bob's tunnel while alice is at her cap: %v", err)
+	}
+	bc.Close()
+	conns[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := open(e.c)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if client.StatusOf(err) != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("a tunnel after one was closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conns[1].Close()
+}
