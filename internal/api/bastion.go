@@ -180,16 +180,58 @@ func errStatus(status int, format string, a ...any) error {
 
 // agentTunnel holds an agent's relay connection until it ends.
 func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	// A removed target's credential lingers until a target of the same name
+	// is enrolled: its agent gets 410 here, as from its other endpoints.
+	if _, err := a.Store.GetTarget(r.Context(), p.Subject); errors.Is(err, store.ErrNotFound) {
+		return &inputError{status: http.StatusGone, msg: "target removed"}
+	} else if err != nil {
+		return err
+	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return nil // Accept answered the client
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
+	secret, _, _ := credential(r)
+	go a.watchAgentCredential(ctx, cancel, p.Subject, secret)
 	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
 	err = a.Relay.ServeAgent(ctx, p.Subject, websocket.NetConn(ctx, c, websocket.MessageBinary))
 	a.Logger.Info("agent relay disconnected", "target", p.Subject, "err", err)
 	return nil
+}
+
+// watchAgentCredential ends an agent's relay connection (cancel) once the
+// credential that opened it no longer authenticates (the target was
+// enrolled anew, which deletes the old credential, or its agent
+// re-enrolled) or its target is removed. Otherwise the old host (perhaps the reason the target was
+// removed) would keep receiving the tunnels of the target's new agent until
+// that one connected. It checks when the target changes and at least every
+// credentialRecheck.
+func (a *api) watchAgentCredential(ctx context.Context, cancel context.CancelFunc, target, secret string) {
+	for {
+		ch := a.Hub.Watch(target)
+		timer := time.NewTimer(credentialRecheck)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-ch:
+		case <-timer.C:
+		}
+		timer.Stop()
+		p, err := a.Store.Authenticate(ctx, secret, a.Now())
+		if errors.Is(err, store.ErrUnauthorized) || err == nil && (p.Kind != store.KindAgent || p.Subject != target) {
+			a.Logger.Info("agent relay closed: its credential no longer authenticates", "target", target)
+			cancel()
+			return
+		}
+		if _, err := a.Store.GetTarget(ctx, target); errors.Is(err, store.ErrNotFound) {
+			a.Logger.Info("agent relay closed: its target was removed", "target", target)
+			cancel()
+			return
+		}
+	}
 }
 
 // bastionRule returns the rule of port on t when it allows the bastion.

@@ -413,7 +413,9 @@ func TestTunnelRefusalsAudited(t *testing.T) {
 		ports = append(ports, p)
 	}
 	slices.Sort(ports)
-	if want := []string{"25", "3389", fmt.Sprint(port)}; !slices.Equal(ports, want) {
+	want := []string{"25", "3389", fmt.Sprint(port)}
+	slices.Sort(want)
+	if !slices.Equal(ports, want) {
 		t.Fatalf("audited refusals for ports %q, want one each for %q (the 50 alike counted in one)", ports, want)
 	}
 }
@@ -564,4 +566,42 @@ func TestTunnelsPerPrincipalCapped(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	conns[1].Close()
+}
+
+// TestRelayConnectionEndsWithItsCredential: web-01 is removed (say its host
+// was compromised): the old agent's relay connection ends and cannot be
+// opened again, also once a new web-01 is enrolled; otherwise tunnels to the
+// new web-01 would go to the old host until the new agent connects.
+func TestRelayConnectionEndsWithItsCredential(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old := e.addTarget(t, "web-01")
+	conn, err := old.AgentTunnel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := &relay.Agent{Log: slog.New(slog.DiscardHandler), State: func() (wire.DesiredState, bool) { return wire.DesiredState{}, false }}
+	done := make(chan struct{})
+	go func() { ra.ServeConn(ctx, conn); close(done) }()
+	if err := e.c.RemoveTarget(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		t.Fatal("the old agent's relay connection outlived its target")
+	}
+	// Nor can it connect again, before or after a new web-01 is enrolled.
+	if _, err := old.AgentTunnel(ctx); client.StatusOf(err) != http.StatusGone {
+		t.Fatalf("relay connection of a removed target: %v, want 410", err)
+	}
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.AgentTunnel(ctx); client.StatusOf(err) != http.StatusUnauthorized {
+		t.Fatalf("relay connection with the old credential of a re-enrolled target: %v, want 401", err)
+	}
 }
