@@ -69,6 +69,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 	f.BoolVar(&dryRun, "dry-run", false, "print the nftables table the agent would build, once, and exit without applying it")
 	f.StringVar(&mode, "mode", "host", "what to protect: host (this host's own ports) or gateway (the destinations behind this router)")
 	f.DurationVar(&cfg.ResyncEvery, "resync", agent.DefaultResyncEvery, "period of the full re-apply and of the report with counters and inventory")
+	f.StringVar(&cfg.SSHTrustedCA, "ssh-trusted-ca", "", "keep this file holding the server's SSH certificate authority key; name it in sshd_config as TrustedUserCAKeys (opt-in: jitgate's certificates log in only where sshd trusts it)")
 	logs.add(cmd)
 
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {

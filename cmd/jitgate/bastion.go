@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -17,6 +22,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
@@ -185,7 +191,13 @@ live grant of yours for the port, it asks for a bastion grant first (--duration
 and --reason are then required) and follows it through approval until it is
 active. Then it runs ssh with a ProxyCommand of 'jitgate connect --stdio'; the
 server address and token reach that command through the environment, never its
-arguments.`,
+arguments.
+
+Without -i, when the port's rule names logins, it logs in with a short-lived
+certificate of the server's SSH CA for an ephemeral key (for the USER of
+USER@TARGET, or the rule's first login), valid until the grant ends; the
+target's sshd must trust the CA (see jitgate ssh-ca). When the rule names no
+logins, ssh uses your own keys.`,
 		Example: `  jitgate ssh admin@web-01 --duration 30m --reason "INC-1234"
   jitgate ssh web-01 -- uptime`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -227,8 +239,30 @@ arguments.`,
 		if err != nil {
 			return err
 		}
-		if err := a.ensureBastionGrant(ctx, c, target, port, duration, reason, waitTO); err != nil {
+		reqID, err := a.ensureGrantRequest(ctx, c, target, port, duration, reason, waitTO)
+		if err != nil {
 			return err
+		}
+		// With no identity named, log in with a certificate of jitgate's
+		// SSH CA for an ephemeral key; a rule that names no logins leaves
+		// the user's own keys to ssh.
+		var certArgs []string
+		if identity == "" {
+			login := ""
+			if i := strings.LastIndex(dest, "@"); i >= 0 {
+				login = dest[:i]
+			}
+			dir, args, err := sshCertificateLogin(ctx, c, reqID, login, port)
+			if dir != "" {
+				defer os.RemoveAll(dir)
+			}
+			if err != nil {
+				return err
+			}
+			if args == nil {
+				fmt.Fprintf(a.stderr, "the rule of %d/tcp on %s names no logins for certificates: ssh uses your own keys\n", port, target)
+			}
+			certArgs = args
 		}
 		self, err := os.Executable()
 		if err != nil {
@@ -239,6 +273,7 @@ arguments.`,
 		if identity != "" {
 			sshArgs = append(sshArgs, "-i", identity)
 		}
+		sshArgs = append(sshArgs, certArgs...)
 		for _, o := range sshOpts {
 			sshArgs = append(sshArgs, "-o", o)
 		}
@@ -267,6 +302,52 @@ arguments.`,
 // proxyCommand is the ProxyCommand line that runs this binary's connect
 // --stdio. ssh runs it through the user's shell on Unix (so the path is
 // shell-quoted) and directly on Windows.
+// sshCertificateLogin makes an ephemeral ed25519 key in a new private
+// temporary directory (0700; the key 0600), has the server's SSH CA sign it
+// for login on request id's grant and returns the directory (the caller
+// removes it) and ssh's arguments that log in with it and nothing else. No
+// arguments and no error: the rule names no logins (the user's own keys
+// are left to ssh). An empty login takes the rule's first, passed as -l.
+func sshCertificateLogin(ctx context.Context, c *client.Client, id, login string, port uint16) (string, []string, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", nil, fmt.Errorf("making an SSH key: %w", err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return "", nil, fmt.Errorf("making an SSH key: %w", err)
+	}
+	cert, err := c.SSHCertificate(ctx, id, wire.SSHCertificateRequest{
+		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), Login: login, Port: port})
+	var ae *client.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.Body.Field == "login" {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("getting an SSH certificate: %w", err)
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "jitgate "+cert.KeyID)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding the SSH key: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "jitgate-ssh-")
+	if err != nil {
+		return "", nil, fmt.Errorf("writing the SSH key: %w", err)
+	}
+	key := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(key, pem.EncodeToMemory(blk), 0o600); err != nil {
+		return dir, nil, fmt.Errorf("writing the SSH key: %w", err)
+	}
+	if err := os.WriteFile(key+"-cert.pub", []byte(cert.Certificate+"\n"), 0o600); err != nil {
+		return dir, nil, fmt.Errorf("writing the SSH certificate: %w", err)
+	}
+	args := []string{"-i", key, "-o", "CertificateFile=" + key + "-cert.pub", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"}
+	if login == "" && len(cert.Principals) > 0 {
+		args = append(args, "-l", cert.Principals[0])
+	}
+	return dir, args, nil
+}
+
 func proxyCommand(self, target string, port uint16) string {
 	quoted := shellQuote(self)
 	if runtime.GOOS == "windows" {
@@ -278,35 +359,42 @@ func proxyCommand(self, target string, port uint16) string {
 // ensureBastionGrant finds the caller's active request holding port on
 // target or asks for a bastion grant and follows it until it is active.
 func (a *app) ensureBastionGrant(ctx context.Context, c *client.Client, target string, port uint16, duration time.Duration, reason string, waitTO time.Duration) error {
+	_, err := a.ensureGrantRequest(ctx, c, target, port, duration, reason, waitTO)
+	return err
+}
+
+// ensureGrantRequest is ensureBastionGrant that also returns the id of the
+// active request holding the grant (for an SSH certificate).
+func (a *app) ensureGrantRequest(ctx context.Context, c *client.Client, target string, port uint16, duration time.Duration, reason string, waitTO time.Duration) (string, error) {
 	me, err := c.Whoami(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	rs, err := c.Requests(ctx, client.RequestFilter{Target: target, Active: true})
 	if err != nil {
-		return err
+		return "", err
 	}
 	want := fmt.Sprintf("%d/tcp", port)
 	for _, r := range rs {
 		if r.Requester == me.Subject && r.State == "active" && slices.Contains(r.Ports, want) {
-			return nil
+			return r.ID, nil
 		}
 	}
 	if duration == 0 {
-		return usagef("you hold no live grant for %s on %s: give --duration (and --reason) to ask for one", want, target)
+		return "", usagef("you hold no live grant for %s on %s: give --duration (and --reason) to ask for one", want, target)
 	}
 	req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{want}, Bastion: true,
 		Duration: wire.Duration(duration), Reason: reason})
 	if err != nil {
-		return err
+		return "", err
 	}
 	if req, err = a.follow(ctx, c, req, waitTO); err != nil {
-		return err
+		return "", err
 	}
 	if req.State != "active" {
-		return fmt.Errorf("request %s is %s: %s", req.ID, req.State, orDefault(req.Message, "not active"))
+		return "", fmt.Errorf("request %s is %s: %s", req.ID, req.State, orDefault(req.Message, "not active"))
 	}
-	return nil
+	return req.ID, nil
 }
 
 func (a *app) newSessionsCmd() *cobra.Command {

@@ -193,7 +193,7 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newTargetsCmd(),
 		a.newWebhookCmd(),
 		a.newBackupCmd(), a.newRestoreCmd(),
-		a.newConnectCmd(), a.newSSHCmd(), a.newRDPCmd(), a.newSessionsCmd(),
+		a.newConnectCmd(), a.newSSHCmd(), a.newSSHCertCmd(), a.newSSHCACmd(), a.newRDPCmd(), a.newSessionsCmd(),
 	)
 	return root
 }

@@ -67,7 +67,9 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 	var (
 		accessFlag string
 		idle       time.Duration
+		logins     []string
 	)
+	cmd.Flags().StringArrayVar(&logins, "login", nil, "a user name on the target that jitgate's SSH CA may sign certificates for on these ports (repeat; `jitgate ssh` then logs in without the user's own keys)")
 	cmd.Flags().Var(newDuration(&idle, 0), "idle-timeout", "with --access bastion or both: end bastion sessions idle this long (default never)")
 	cmd.Flags().StringVar(&accessFlag, "access", "direct", "how a grant is used: direct (opens the port to the source address), bastion (only through `jitgate connect`/`jitgate ssh`; opens nothing) or both")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
@@ -80,6 +82,11 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 		}
 		if acc == policy.AccessDirect {
 			acc = ""
+		}
+		for _, l := range logins {
+			if err := policy.CheckLogin(l); err != nil {
+				return usagef("--login: %v", err)
+			}
 		}
 		var pol wire.Policy
 		for _, s := range sources {
@@ -107,7 +114,7 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
 				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification,
 				CloseEstablished: cut, Publish: publish, MappedPort: mapped, Access: string(acc),
-				IdleTimeout: wire.Duration(idle)})
+				IdleTimeout: wire.Duration(idle), Logins: logins})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -188,6 +195,9 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 		}
 		if r.IdleTimeout != 0 {
 			opts = append(opts, "idle timeout "+fmtDuration(time.Duration(r.IdleTimeout)))
+		}
+		if len(r.Logins) > 0 {
+			opts = append(opts, "logins "+strings.Join(r.Logins, ","))
 		}
 		if r.CloseEstablished {
 			opts = append(opts, "close established")

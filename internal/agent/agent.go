@@ -116,6 +116,10 @@ type Config struct {
 	// and deletes the table after its target was removed only when it is
 	// its own.
 	Table TableRecord
+	// SSHTrustedCA, when set, is a file the agent keeps holding the server's
+	// SSH certificate authority key, for sshd's TrustedUserCAKeys (opt-in:
+	// only then do jitgate's certificates log in on this host).
+	SSHTrustedCA string
 }
 
 // TableRecord records which target's agent last programmed the host's
@@ -285,6 +289,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { a.runRelay(rctx, t); close(done) }()
+		defer func() { cancel(); <-done }()
+	}
+	if f, ok := a.srv.(caFetcher); ok && a.cfg.SSHTrustedCA != "" {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { a.runTrustedCA(cctx, f); close(done) }()
 		defer func() { cancel(); <-done }()
 	}
 	return a.loop(ctx)

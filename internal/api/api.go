@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/oidc"
@@ -70,6 +71,9 @@ type Deps struct {
 	// Relay holds the agents' bastion relay connections (nil: a new one).
 	// The server closes it when it stops, which ends every session.
 	Relay *relay.Server
+	// SSHCA signs SSH user certificates for grants (internal/sshca); nil:
+	// the certificate endpoints answer 503.
+	SSHCA ssh.Signer
 }
 
 type api struct {
@@ -181,6 +185,9 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/tunnel", human(a.tunnel))
 	handle("GET /api/v1/sessions", human(a.listSessions))
 	handle("POST /api/v1/sessions/{id}/kill", human(a.killSession))
+	handle("POST /api/v1/requests/{id}/ssh-certificate", human(a.sshCertificate))
+	handle("GET /api/v1/ssh/ca", human(a.sshCA))
+	handle("GET /api/v1/agent/ssh-ca", agent(a.sshCA))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

@@ -63,6 +63,7 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 		AgentPollWait: 30 * time.Second, EnrollTokenTTL: time.Hour, Presence: presence,
 		Metrics: metrics, Registry: reg, Logger: slog.New(slog.DiscardHandler),
 		FailedLogins: api.LoginLimit{Burst: -1}, // TestAuth sends many bad tokens on purpose
+		SSHCA:        newCASigner(tb),
 	}
 	if edit != nil {
 		edit(&deps)

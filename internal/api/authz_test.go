@@ -100,6 +100,9 @@ func (f *matrixFixture) do(t *testing.T, token, method, path, body string) int {
 	return resp.StatusCode
 }
 
+// matrixUserKey is a public key the SSH certificate rows ask to sign.
+const matrixUserKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
 // TestAuthorizationMatrix sends every endpoint as every role, bound in scope
 // and out of scope, and unauthenticated. Target endpoints are in scope for a
 // binding on label group=prod and out of scope for group=production (scopes
@@ -164,6 +167,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		// grant, so every role is refused (TestTunnelRefusals tells the
 		// refusals apart).
 		{"GET", "/api/v1/tunnel?target=web-01&port=22", "", target, nil},
+		// Nobody but the request's requester gets an SSH certificate for
+		// it (TestSSHCertificate covers the requester's own).
+		{"POST", "/api/v1/requests/{granted}/ssh-certificate", `{"public_key":"` + matrixUserKey + `"}`, target, nil},
+		{"GET", "/api/v1/ssh/ca", "", own, all},
+		{"GET", "/api/v1/agent/ssh-ca", "", own, nil},
 		{"GET", "/api/v1/agent/tunnel", "", own, nil},
 		{"GET", "/api/v1/agent/desired", "", own, nil},
 		{"POST", "/api/v1/agent/report", `{"revision":1}`, own, nil},

@@ -45,6 +45,9 @@ const (
 	SessionStarted Action = "session.started"
 	SessionEnded   Action = "session.ended"
 	SessionKilled  Action = "session.killed"
+	// SSHCertificateIssued: the SSH certificate authority signed a user
+	// certificate for a grant (internal/sshca).
+	SSHCertificateIssued Action = "ssh.certificate_issued"
 )
 
 // The actions of the restore guard (docs/operations.md).

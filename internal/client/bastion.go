@@ -78,3 +78,27 @@ func (c *Client) KillSession(ctx context.Context, id, reason string) (wire.Basti
 	err := c.do(ctx, http.MethodPost, "/api/v1/sessions/"+url.PathEscape(id)+"/kill", nil, wire.SessionKill{Reason: reason}, &out)
 	return out, err
 }
+
+// SSHCertificate asks the server's SSH certificate authority to sign a user
+// certificate for the caller's live grant of request id.
+func (c *Client) SSHCertificate(ctx context.Context, id string, in wire.SSHCertificateRequest) (wire.SSHCertificate, error) {
+	var out wire.SSHCertificate
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+url.PathEscape(id)+"/ssh-certificate", nil, in, &out)
+	return out, err
+}
+
+// SSHCA returns the server's SSH certificate authority public key (with a
+// person's token).
+func (c *Client) SSHCA(ctx context.Context) (wire.SSHCA, error) {
+	var out wire.SSHCA
+	err := c.do(ctx, http.MethodGet, "/api/v1/ssh/ca", nil, nil, &out)
+	return out, err
+}
+
+// AgentSSHCA returns the SSH certificate authority public key (with an
+// agent credential), for sshd's TrustedUserCAKeys.
+func (c *Client) AgentSSHCA(ctx context.Context) (wire.SSHCA, error) {
+	var out wire.SSHCA
+	err := c.do(ctx, http.MethodGet, "/api/v1/agent/ssh-ca", nil, nil, &out)
+	return out, err
+}

@@ -2,6 +2,9 @@ package policy_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +138,65 @@ func TestIdleTimeout(t *testing.T) {
 		cs := l.Compare(&old, rule(tt.to))
 		if len(cs) != 1 || cs[0].String() != tt.want {
 			t.Errorf("Compare %s -> %s = %v, want %q", tt.from, tt.to, cs, tt.want)
+		}
+	}
+}
+
+// TestLogins checks a rule's login names: POSIX user names only, on a TCP
+// port, each once; adding one is weaker, removing one is not.
+func TestLogins(t *testing.T) {
+	l := policy.DefaultLimits()
+	many := make([]string, policy.MaxLogins+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("u%d", i)
+	}
+	for _, tt := range []struct {
+		name      string
+		logins    []string
+		port      policy.Port
+		wantField string
+	}{
+		{"two", []string{"ubuntu", "deploy"}, tcp(22), ""},
+		{"dotted and underscored", []string{"svc.backup_1", "_apt"}, tcp(22), ""},
+		{"control character", []string{"ubuntu\n"}, tcp(22), "rules[0].logins[0]"},
+		{"comma", []string{"ubuntu", "a,b"}, tcp(22), "rules[0].logins[1]"},
+		{"space", []string{"a b"}, tcp(22), "rules[0].logins[0]"},
+		{"wildcard", []string{"*"}, tcp(22), "rules[0].logins[0]"},
+		{"option-like", []string{"-oProxyCommand"}, tcp(22), "rules[0].logins[0]"},
+		{"empty", []string{""}, tcp(22), "rules[0].logins[0]"},
+		{"too long", []string{strings.Repeat("a", 33)}, tcp(22), "rules[0].logins[0]"},
+		{"twice", []string{"deploy", "deploy"}, tcp(22), "rules[0].logins[1]"},
+		{"too many", many, tcp(22), "rules[0].logins"},
+		{"udp", []string{"ubuntu"}, policy.Port{Number: 53, Protocol: policy.UDP}, "rules[0].logins"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pol, err := l.Normalize(policy.Policy{Rules: []policy.Rule{{Port: tt.port, Logins: tt.logins}}})
+			var fe *policy.FieldError
+			if tt.wantField == "" && err != nil || tt.wantField != "" && (!errors.As(err, &fe) || fe.Field != tt.wantField) {
+				t.Fatalf("Normalize = %v, want field %q", err, tt.wantField)
+			}
+			if err == nil && !slices.Equal(pol.Rules[0].Logins, tt.logins) {
+				t.Errorf("logins %q, want %q", pol.Rules[0].Logins, tt.logins)
+			}
+		})
+	}
+	rule := func(ls ...string) policy.Policy {
+		return policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Logins: ls}}}
+	}
+	for _, tt := range []struct {
+		from, to []string
+		want     string
+	}{
+		{nil, []string{"ubuntu"}, "22/tcp logins: none -> ubuntu (weaker)"},
+		{[]string{"ubuntu"}, []string{"ubuntu", "root"}, "22/tcp logins: ubuntu -> ubuntu,root (weaker)"},
+		{[]string{"ubuntu", "root"}, []string{"ubuntu"}, "22/tcp logins: ubuntu,root -> ubuntu"},
+		{[]string{"ubuntu"}, nil, "22/tcp logins: ubuntu -> none"},
+		{[]string{"ubuntu"}, []string{"deploy"}, "22/tcp logins: ubuntu -> deploy (weaker)"},
+	} {
+		old := rule(tt.from...)
+		cs := l.Compare(&old, rule(tt.to...))
+		if len(cs) != 1 || cs[0].String() != tt.want {
+			t.Errorf("Compare %q -> %q = %v, want %q", tt.from, tt.to, cs, tt.want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -148,6 +149,15 @@ func (l Limits) compareRule(o, r Rule) []Change {
 		add("idle_timeout", describeIdle(o.IdleTimeout), describeIdle(r.IdleTimeout),
 			r.IdleTimeout == 0 || (o.IdleTimeout != 0 && r.IdleTimeout > o.IdleTimeout))
 	}
+	if !slices.Equal(o.Logins, r.Logins) {
+		// A login the old rule did not name lets a certificate in as one
+		// more user; removing logins only narrows.
+		added := false
+		for _, l := range r.Logins {
+			added = added || !slices.Contains(o.Logins, l)
+		}
+		add("logins", describeLogins(o.Logins), describeLogins(r.Logins), added)
+	}
 	if oa, ra := accessOf(o.Access), accessOf(r.Access); oa != ra {
 		// Weaker when it adds a way in: direct->both, bastion->both,
 		// bastion->direct (the port opens to addresses again).
@@ -227,6 +237,13 @@ func describeIdle(d time.Duration) string {
 		return "none"
 	}
 	return FormatDuration(d)
+}
+
+func describeLogins(ls []string) string {
+	if len(ls) == 0 {
+		return "none"
+	}
+	return strings.Join(ls, ",")
 }
 
 // accessOf reads "" as direct, as Normalize does.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +88,29 @@ type Rule struct {
 	// for this long (0: never idle out). Only rules reachable through the
 	// bastion take one: the kernel path keeps no sessions.
 	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
+	// Logins are the user names on the target that jitgate's SSH
+	// certificate authority may sign a certificate for, on a grant for this
+	// port (sshd's TrustedUserCAKeys then lets the holder in as one of them
+	// until the grant's deadline). Empty: no certificates; people log in
+	// with their own keys.
+	Logins []string `json:"logins,omitempty"`
+}
+
+// MaxLogins bounds the login names of one rule.
+const MaxLogins = 32
+
+// loginRE is a portable POSIX user name (IEEE Std 1003.1 3.437) that does
+// not start with a hyphen, at most 32 bytes as useradd allows. Nothing else
+// reaches a certificate's principals: no control characters, spaces, commas
+// (sshd's list separator) or wildcards.
+var loginRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$`)
+
+// CheckLogin says why s is not a login name a rule may name, or nil.
+func CheckLogin(s string) error {
+	if !loginRE.MatchString(s) {
+		return fmt.Errorf("%q is not a POSIX user name (letters, digits, '.', '_', '-', not starting with '-', at most 32)", s)
+	}
+	return nil
 }
 
 // MinIdleTimeout is the shortest idle timeout a rule may set.
@@ -211,7 +235,7 @@ func (pol Policy) Equal(o Policy) bool {
 		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) ||
 			r.Approval != q.Approval || r.Justification != q.Justification ||
 			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort ||
-			r.Access != q.Access || r.IdleTimeout != q.IdleTimeout {
+			r.Access != q.Access || r.IdleTimeout != q.IdleTimeout || !slices.Equal(r.Logins, q.Logins) {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -427,6 +451,26 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 		}
 		if r.IdleTimeout != 0 && (r.IdleTimeout < MinIdleTimeout || r.IdleTimeout > l.MaxRuleDuration) {
 			return Policy{}, &FieldError{field + ".idle_timeout", fmt.Sprintf("%s is outside %s to %s", r.IdleTimeout, MinIdleTimeout, l.MaxRuleDuration)}
+		}
+		if len(r.Logins) > MaxLogins {
+			return Policy{}, &FieldError{field + ".logins", fmt.Sprintf("%d login names: at most %d", len(r.Logins), MaxLogins)}
+		}
+		if len(r.Logins) > 0 && r.Protocol != TCP {
+			return Policy{}, &FieldError{field + ".logins", "only a TCP port (an SSH server) takes login names"}
+		}
+		logins := make([]string, 0, len(r.Logins))
+		for j, l := range r.Logins {
+			if err := CheckLogin(l); err != nil {
+				return Policy{}, &FieldError{fmt.Sprintf("%s.logins[%d]", field, j), err.Error()}
+			}
+			if slices.Contains(logins, l) {
+				return Policy{}, &FieldError{fmt.Sprintf("%s.logins[%d]", field, j), fmt.Sprintf("%q is named twice", l)}
+			}
+			logins = append(logins, l)
+		}
+		r.Logins = nil
+		if len(logins) > 0 {
+			r.Logins = logins
 		}
 		if r.Publish && !acc.Direct() {
 			return Policy{}, &FieldError{field + ".publish", "a port reached only through the bastion cannot be published"}

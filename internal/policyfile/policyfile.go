@@ -86,7 +86,9 @@ type Rule struct {
 	Access policy.Access
 	// IdleTimeout ends idle bastion sessions (0: never).
 	IdleTimeout time.Duration
-	Line        int
+	// Logins are the user names SSH certificates may be signed for.
+	Logins []string
+	Line   int
 }
 
 // Wire returns the policy as the API's request body.
@@ -95,7 +97,8 @@ func (p Policy) Wire() wire.Policy {
 	for _, r := range p.Rules {
 		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: r.Approval, Justification: r.Justification, CloseEstablished: r.CloseEstablished,
-			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout)}
+			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout),
+			Logins: r.Logins}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
@@ -109,7 +112,8 @@ func FromWire(target string, p wire.Policy) (Policy, error) {
 	out := Policy{Target: target, Rules: make([]Rule, 0, len(p.Rules))}
 	for i, wr := range p.Rules {
 		r := Rule{Port: wr.Port, Protocol: policy.TCP, MaxDuration: time.Duration(wr.MaxDuration),
-			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort, IdleTimeout: time.Duration(wr.IdleTimeout)}
+			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort, IdleTimeout: time.Duration(wr.IdleTimeout),
+			Logins: wr.Logins}
 		if wr.Access != "" {
 			acc, err := policy.ParseAccess(wr.Access)
 			if err != nil {
@@ -165,6 +169,7 @@ type (
 		MappedPort       uint16       `yaml:"mapped_port,omitempty"`
 		Access           string       `yaml:"access,omitempty"`
 		IdleTimeout      string       `yaml:"idle_timeout,omitempty"`
+		Logins           []string     `yaml:"logins,flow,omitempty"`
 	}
 	outApproval struct {
 		Mode      string `yaml:"mode"`
@@ -185,7 +190,7 @@ func (f File) Encode(w io.Writer) error {
 		op := outPolicy{Target: p.Target, Rules: make([]outRule, 0, len(p.Rules))}
 		for _, r := range p.Rules {
 			or := outRule{Port: r.Port, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
-				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access)}
+				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), Logins: r.Logins}
 			if r.IdleTimeout != 0 {
 				or.IdleTimeout = policy.FormatDuration(r.IdleTimeout)
 			}
@@ -259,6 +264,7 @@ type rawRule struct {
 	MappedPort       yaml.Node `yaml:"mapped_port"`
 	Access           yaml.Node `yaml:"access"`
 	IdleTimeout      yaml.Node `yaml:"idle_timeout"`
+	Logins           yaml.Node `yaml:"logins"`
 	Approval         *struct {
 		Mode      string `yaml:"mode"`
 		Approvals int    `yaml:"approvals"`
@@ -279,7 +285,7 @@ var knownKeys = map[string]string{
 }
 
 // ruleKeys are the keys of a rule.
-const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout"
+const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout, logins"
 
 // Parse reads and validates a policy file. The error is an *Error when the
 // problem is in the file's content.
@@ -510,6 +516,20 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 			return fail(n, ".idle_timeout", "only a rule reachable through the bastion takes an idle timeout: add \"access: bastion\" (or both)")
 		}
 		r.IdleTimeout = d
+	}
+	if n := deref(rr.Logins); n.Kind != 0 && n.ShortTag() != "!!null" {
+		if n.Kind != yaml.SequenceNode {
+			return fail(n, ".logins", fmt.Sprintf("%s is not a list of login names such as [ubuntu, deploy]", describe(n)))
+		}
+		for j, e := range n.Content {
+			if e.Kind != yaml.ScalarNode || e.ShortTag() != "!!str" {
+				return fail(*e, fmt.Sprintf(".logins[%d]", j), fmt.Sprintf("%s is not a login name", describe(*e)))
+			}
+			if err := policy.CheckLogin(e.Value); err != nil {
+				return fail(*e, fmt.Sprintf(".logins[%d]", j), err.Error())
+			}
+			r.Logins = append(r.Logins, e.Value)
+		}
 	}
 	return r, nil
 }

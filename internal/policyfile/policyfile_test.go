@@ -115,6 +115,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad_access.yaml", 5, []string{"rules[0].access", `"tunnel" must be direct, bastion or both`}},
 		{"bad_idle.yaml", 6, []string{"rules[0].idle_timeout", `"soon" is not a duration`}},
 		{"idle_direct.yaml", 5, []string{"rules[0].idle_timeout", "access: bastion"}},
+		{"bad_login.yaml", 5, []string{"rules[0].logins[1]", "not a POSIX user name"}},
+		{"logins_not_list.yaml", 5, []string{"rules[0].logins", "not a list of login names"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -171,7 +173,7 @@ func fullWireRule() wire.PortRule {
 		MaxDuration: wire.Duration(90 * time.Minute), Approval: &wire.Approval{Mode: "manual", Approvals: 2},
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+: '"# x`},
 		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both",
-		IdleTimeout: wire.Duration(15 * time.Minute),
+		IdleTimeout: wire.Duration(15 * time.Minute), Logins: []string{"ubuntu", "deploy"},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/api"
@@ -22,6 +23,7 @@ import (
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/session"
+	"github.com/jitgate/jitgate/internal/sshca"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/web"
 )
@@ -75,6 +77,13 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("bastion sessions left live by a previous server marked ended (server lost)", "sessions", n)
 	}
 	bastion := relay.NewServer()
+	// The SSH certificate authority's key: created on first start, 0600,
+	// beside the database (docs/operations.md says how to rotate it).
+	caKey, err := sshca.LoadOrCreate(filepath.Join(cfg.DataDir, sshca.FileName))
+	if err != nil {
+		return err
+	}
+	log.Info("SSH certificate authority", "key", ssh.FingerprintSHA256(caKey.PublicKey()))
 
 	hub := api.NewHub()
 	wake := make(chan struct{}, 1)
@@ -143,6 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 		WebhookAllowPrivate: cfg.WebhookAllowPrivate,
 		RevisionsAtStart:    revisionsAtStart,
 		Relay:               bastion,
+		SSHCA:               caKey,
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,

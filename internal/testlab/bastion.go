@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,10 +73,11 @@ func NewBastion(tb testing.TB) *BastionLab {
 // StartTargetAgent starts (or restarts) the agent on the target, talking to
 // the server over the target's link; enrollToken is needed only the first
 // time.
-func (b *BastionLab) StartTargetAgent(enrollToken string) {
+func (b *BastionLab) StartTargetAgent(enrollToken string, extra ...string) {
 	b.tb.Helper()
 	args := []string{"agent", "--server", fmt.Sprintf("http://%s:%d", BastionServerInside, APIPort), "--insecure-http",
 		"--state-dir", filepath.Join(b.Dir, "agent")}
+	args = append(args, extra...)
 	if enrollToken != "" {
 		args = append(args, "--enroll-token", enrollToken)
 	}
@@ -104,4 +108,56 @@ func (b *BastionLab) SSHOptions() []string {
 // the admin token.
 func (b *BastionLab) ClientEnv() []string {
 	return []string{"JITGATE_SERVER=" + ServerURL, "JITGATE_TOKEN=" + b.Token, "HOME=" + b.Dir}
+}
+
+// StartCertSSHD starts a second sshd on the target, on port, that trusts the
+// user certificates of the CA key in file trustedCA (TrustedUserCAKeys) and
+// has no authorized_keys at all: only a certificate logs in. Its host key is
+// returned (the public key line).
+func (b *BastionLab) StartCertSSHD(port uint16, trustedCA string) string {
+	b.tb.Helper()
+	d := filepath.Join(b.Dir, fmt.Sprintf("sshd-cert-%d", port))
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		b.tb.Fatal(err)
+	}
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(d, "host_ed25519")).CombinedOutput(); err != nil {
+		b.tb.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	conf := fmt.Sprintf(`Port %[2]d
+ListenAddress 127.0.0.1
+HostKey %[1]s/host_ed25519
+AuthorizedKeysFile none
+TrustedUserCAKeys %[3]s
+PidFile %[1]s/sshd.pid
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+StrictModes no
+LogLevel VERBOSE
+`, d, port, trustedCA)
+	if err := os.WriteFile(filepath.Join(d, "sshd_config"), []byte(conf), 0o600); err != nil {
+		b.tb.Fatal(err)
+	}
+	os.MkdirAll("/run/sshd", 0o755)
+	p := b.Start(b.Target, fmt.Sprintf("sshd :%d", port), "/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(d, "sshd_config"))
+	b.tb.Cleanup(func() {
+		for _, pid := range childrenOf(p.Pid()) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	b.Eventually(fmt.Sprintf("sshd listening on the target's port %d", port), 5*time.Second, func() bool {
+		dl := &net.Dialer{Timeout: 300 * time.Millisecond}
+		c, err := b.Target.DialContext(context.Background(), dl, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	pub, err := os.ReadFile(filepath.Join(d, "host_ed25519.pub"))
+	if err != nil {
+		b.tb.Fatal(err)
+	}
+	return string(pub)
 }

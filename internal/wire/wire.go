@@ -71,6 +71,9 @@ type PortRule struct {
 	// IdleTimeout ends a bastion session idle this long ("15m"; absent:
 	// never). Only rules with bastion access take one.
 	IdleTimeout Duration `json:"idle_timeout,omitempty"`
+	// Logins are the user names jitgate's SSH certificate authority may
+	// sign a certificate for on a grant for this port (absent: none).
+	Logins []string `json:"logins,omitempty"`
 }
 
 // Approval is a port rule's approval workflow.
@@ -709,4 +712,33 @@ type BastionSession struct {
 // SessionKill ends a live session; the reason is recorded.
 type SessionKill struct {
 	Reason string `json:"reason"`
+}
+
+// SSHCertificateRequest asks jitgate's SSH certificate authority for a user
+// certificate on a live grant of the caller's own request.
+type SSHCertificateRequest struct {
+	// PublicKey is the key to certify, in authorized_keys form
+	// ("ssh-ed25519 AAAA..."); a certificate is refused.
+	PublicKey string `json:"public_key"`
+	// Login is the user name on the target; it must be one the port's
+	// rule names. Absent: the rule's first login.
+	Login string `json:"login,omitempty"`
+	// Port is the SSH port of the request (absent: 22).
+	Port uint16 `json:"port,omitempty"`
+}
+
+// SSHCertificate is a signed user certificate.
+type SSHCertificate struct {
+	// Certificate in authorized_keys form, to save as the key's -cert.pub.
+	Certificate string    `json:"certificate"`
+	KeyID       string    `json:"key_id"`
+	Principals  []string  `json:"principals"`
+	ValidAfter  time.Time `json:"valid_after"`
+	ValidBefore time.Time `json:"valid_before"`
+}
+
+// SSHCA is the certificate authority's public key, in authorized_keys form:
+// the line a target's sshd trusts with TrustedUserCAKeys.
+type SSHCA struct {
+	PublicKey string `json:"public_key"`
 }

@@ -32,6 +32,7 @@ func FullRule() policy.Rule {
 		MappedPort:       20022,
 		Access:           policy.AccessBoth,
 		IdleTimeout:      15 * time.Minute,
+		Logins:           []string{"ubuntu", "deploy"},
 	}
 }
 
