@@ -222,7 +222,8 @@ func TestExportAppliesBackUnchanged(t *testing.T) {
 	full := wire.PortRule{Port: 22, Protocol: "tcp", AllowedSources: []string{"198.51.100.0/24", "203.0.113.7/32"},
 		MaxDuration: wire.Duration(90 * time.Minute), Approval: &wire.Approval{Mode: "manual", Approvals: 2},
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+`},
-		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both", IdleTimeout: wire.Duration(15 * time.Minute)}
+		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both", IdleTimeout: wire.Duration(15 * time.Minute),
+		Logins: []string{"ubuntu", "deploy"}}
 	if z := policytest.ZeroFields(full); len(z) > 0 {
 		t.Fatalf("the full rule leaves %v unset: set every field of wire.PortRule", z)
 	}
