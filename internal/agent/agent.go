@@ -529,7 +529,7 @@ func (a *Agent) removed(ctx context.Context) error {
 func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.Time) bool {
 	isNew := a.cur == nil || a.failed || ds.Revision != a.cur.ds.Revision
 	a.cur = &received{ds: ds, recvAt: recvAt}
-	a.setRelayState(ds)
+	a.setRelayState(ds, recvAt)
 	if isNew {
 		a.apply(ctx, "revision")
 		return true

@@ -41,12 +41,26 @@ func (a *Agent) relayAgent() *relay.Agent {
 // malformed. Without this a host agent sent a gateway-mode state (by a
 // compromised or confused server) would dial whatever address that state
 // names, from inside the host's network, instead of only 127.0.0.1.
-func (a *Agent) setRelayState(ds wire.DesiredState) {
+//
+// The relay's deadlines are the grants' on the earlier of the two clocks,
+// as the kernel's are (toRuleset): a grant's deadline moves earlier by the
+// server clock's lead over the agent's, estimated from the state's server
+// time and recvAt, when it arrived. An agent whose clock is behind would
+// otherwise keep relaying a stream after its grant ended.
+func (a *Agent) setRelayState(ds wire.DesiredState, recvAt time.Time) {
 	if ds.Revision < a.highWater {
 		ds.Bastion = nil
 	}
 	if _, err := toRuleset(ds, 0, a.cfg.Mode); err != nil {
 		ds.Bastion = nil
+	}
+	if shift := skewShift(ds.ServerTime, recvAt); shift > 0 && len(ds.Bastion) > 0 {
+		bs := make([]wire.BastionGrant, len(ds.Bastion))
+		for i, g := range ds.Bastion {
+			g.ExpiresAt = g.ExpiresAt.Add(-shift)
+			bs[i] = g
+		}
+		ds.Bastion = bs
 	}
 	a.relayState.Store(&ds)
 	a.relayAgent().Recheck(ds)

@@ -146,7 +146,7 @@ func TestRelayIgnoresStatesItCannotApply(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a.setRelayState(tt.ds)
+			a.setRelayState(tt.ds, time.Now())
 			ds, ok := a.relayAgent().State()
 			if !ok {
 				t.Fatal("the relay has no state")
@@ -163,5 +163,38 @@ func TestRelayIgnoresStatesItCannotApply(t *testing.T) {
 				t.Fatalf("Authorize = %q, %v; want %s", addr, err, tt.wantAddr)
 			}
 		})
+	}
+}
+
+// TestRelayDeadlinesOnTheEarlierClock: the server's clock is an hour ahead
+// of the agent's, and a bastion grant ends in half an hour by the server's
+// clock, so it has ended (half an hour ago) by the server's reading. The
+// relay refuses it, as the kernel would close a grant at the earlier of the
+// two clocks' readings; a grant that ends two hours from the server's now
+// is relayed until one hour from the agent's.
+func TestRelayDeadlinesOnTheEarlierClock(t *testing.T) {
+	a, err := New(Config{ServerURL: "http://192.0.2.1", StateDir: t.TempDir()}, &fakeBackend{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := time.Now()
+	server := local.Add(time.Hour)
+	ds := wire.DesiredState{Target: "web-1", Mode: "host", Revision: 1, ServerTime: server,
+		Protected: []wire.Port{{Port: 22, Protocol: "tcp", Access: "bastion"}},
+		Bastion: []wire.BastionGrant{
+			{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22, ExpiresAt: server.Add(-30 * time.Minute)},
+			{RequestID: "r-2", Principal: "user:bob", Protocol: "tcp", Port: 22, ExpiresAt: server.Add(time.Hour)},
+		}}
+	a.setRelayState(ds, local)
+	got, _ := a.relayAgent().State()
+	if addr, until, err := relay.Authorize(got, relay.Header{RequestID: "r-1", Principal: "user:alice", Protocol: "tcp", Port: 22}, local); err == nil {
+		t.Errorf("a grant that ended by the server's clock is relayed to %s until %v", addr, until)
+	}
+	_, until, err := relay.Authorize(got, relay.Header{RequestID: "r-2", Principal: "user:bob", Protocol: "tcp", Port: 22}, local)
+	if err != nil || !until.Equal(local.Add(time.Hour)) {
+		t.Errorf("live grant relayed until %v (%v), want %v (an hour from the agent's now)", until, err, local.Add(time.Hour))
+	}
+	if !ds.Bastion[1].ExpiresAt.Equal(server.Add(time.Hour)) {
+		t.Error("setRelayState changed the desired state it was given")
 	}
 }
