@@ -24,8 +24,13 @@ func TestSSHCertificateLogin(t *testing.T) {
 	l := &lab{Lab: b.Lab, t: t}
 	l.startServer()
 	caFile := filepath.Join(b.Dir, "jitgate_user_ca.pub")
+	// The sshd trusts the CA file the agent writes (it reads it at each
+	// login); the agent reports that sshd's host key.
+	hostKey := b.StartCertSSHD(2022, caFile)
+	hostKeyFile := filepath.Join(b.Dir, "sshd-cert-2022", "host_ed25519.pub")
 	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
-	b.StartTargetAgent(created.EnrollToken, "--ssh-trusted-ca", caFile)
+	agentArgs := []string{"--ssh-trusted-ca", caFile, "--ssh-host-keys", hostKeyFile}
+	b.StartTargetAgent(created.EnrollToken, agentArgs...)
 	l.eventually("the agent installed the CA key", 10*time.Second, func() bool {
 		_, err := os.Stat(caFile)
 		return err == nil
@@ -38,12 +43,16 @@ func TestSSHCertificateLogin(t *testing.T) {
 	if got, want := strings.Fields(string(installed)), strings.Fields(ca.PublicKey); len(got) < 2 || len(want) < 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("installed CA key %q, server's %q", installed, ca.PublicKey)
 	}
-	b.StartCertSSHD(2022, caFile)
 	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "2022/tcp", "--max", "1h", "--access", "bastion", "--login", "root")
 	l.waitApplied("web-01")
 
-	opts := []string{"--ssh-option", "BatchMode=yes", "--ssh-option", "StrictHostKeyChecking=no", "--ssh-option", "UserKnownHostsFile=/dev/null",
-		"--ssh-option", "LogLevel=ERROR"}
+	l.eventually("the agent reported the sshd's host key", 10*time.Second, func() bool {
+		inv := cliJSON[wire.Target](l, "target", "show", "web-01").Inventory
+		return inv != nil && len(inv.SSHHostKeys) == 1 && strings.HasPrefix(hostKey, inv.SSHHostKeys[0])
+	})
+	// No StrictHostKeyChecking or known_hosts options: jitgate ssh checks
+	// the host key against what the agent reported, and nothing else.
+	opts := []string{"--ssh-option", "BatchMode=yes", "--ssh-option", "LogLevel=ERROR"}
 	t.Log("jitgate ssh logs in with a certificate: sshd holds no authorized key")
 	var out, errOut string
 	l.eventually("jitgate ssh logs in with its certificate", 15*time.Second, func() bool {
@@ -91,6 +100,30 @@ func TestSSHCertificateLogin(t *testing.T) {
 	if _, errOut, err := l.cliResult(append(append([]string{"ssh", "nobody@web-01", "--port", "2022"}, opts...), "--", "true")...); err == nil ||
 		!strings.Contains(errOut, "not one the rule names") {
 		t.Fatalf("jitgate ssh nobody@: err %v, stderr %q", err, errOut)
+	}
+
+	t.Log("a host key other than the one the agent reports is refused (no trust on first use)")
+	other := filepath.Join(b.Dir, "other_host_ed25519")
+	if o, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, o)
+	}
+	otherKey, err := os.ReadFile(other + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Agent.Kill()
+	b.StartTargetAgent("", "--ssh-trusted-ca", caFile, "--ssh-host-keys", other+".pub")
+	l.eventually("the agent reports the other host key", 10*time.Second, func() bool {
+		inv := cliJSON[wire.Target](l, "target", "show", "web-01").Inventory
+		return inv != nil && len(inv.SSHHostKeys) == 1 && strings.HasPrefix(string(otherKey), inv.SSHHostKeys[0])
+	})
+	l.eventually("the agent's relay is back", 10*time.Second, func() bool {
+		o, err := sshVia("-i", key, "-o", "CertificateFile="+key+"-cert.pub")
+		return err == nil && strings.Contains(o, "via-cert")
+	})
+	out, errOut, err = l.cliResult(append(append([]string{"ssh", "root@web-01", "--port", "2022"}, opts...), "--", "echo", "must-not-run")...)
+	if err == nil || strings.Contains(out, "must-not-run") || !strings.Contains(errOut, "Host key verification failed") {
+		t.Fatalf("jitgate ssh with a host key the agent does not report: err %v, stdout %q, stderr %q", err, out, errOut)
 	}
 
 	t.Log("after revocation the same certificate no longer logs in, and no new one is signed")

@@ -70,6 +70,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 	f.StringVar(&mode, "mode", "host", "what to protect: host (this host's own ports) or gateway (the destinations behind this router)")
 	f.DurationVar(&cfg.ResyncEvery, "resync", agent.DefaultResyncEvery, "period of the full re-apply and of the report with counters and inventory")
 	f.StringVar(&cfg.SSHTrustedCA, "ssh-trusted-ca", "", "keep this file holding the server's SSH certificate authority key; name it in sshd_config as TrustedUserCAKeys (opt-in: jitgate's certificates log in only where sshd trusts it)")
+	f.StringVar(&cfg.SSHHostKeys, "ssh-host-keys", agent.DefaultSSHHostKeys, "glob of this host's SSH host public key files, reported so that jitgate ssh accepts only these keys (\"none\": report none)")
 	logs.add(cmd)
 
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/sshca/sshhost"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -246,16 +247,18 @@ logins, ssh uses your own keys.`,
 		// With no identity named, log in with a certificate of jitgate's
 		// SSH CA for an ephemeral key; a rule that names no logins leaves
 		// the user's own keys to ssh.
+		dir, err := os.MkdirTemp("", "jitgate-ssh-")
+		if err != nil {
+			return fmt.Errorf("making a private directory for ssh's files: %w", err)
+		}
+		defer os.RemoveAll(dir)
 		var certArgs []string
 		if identity == "" {
 			login := ""
 			if i := strings.LastIndex(dest, "@"); i >= 0 {
 				login = dest[:i]
 			}
-			dir, args, err := sshCertificateLogin(ctx, c, reqID, login, port)
-			if dir != "" {
-				defer os.RemoveAll(dir)
-			}
+			args, err := sshCertificateLogin(ctx, c, dir, reqID, login, port)
 			if err != nil {
 				return err
 			}
@@ -274,9 +277,16 @@ logins, ssh uses your own keys.`,
 			sshArgs = append(sshArgs, "-i", identity)
 		}
 		sshArgs = append(sshArgs, certArgs...)
+		hostArgs, err := a.knownHostsArgs(ctx, c, dir, target, port)
+		if err != nil {
+			return err
+		}
 		for _, o := range sshOpts {
 			sshArgs = append(sshArgs, "-o", o)
 		}
+		// After the user's options: ssh takes the first value of each, so
+		// an explicit --ssh-option StrictHostKeyChecking=... still decides.
+		sshArgs = append(sshArgs, hostArgs...)
 		sshArgs = append(sshArgs, dest)
 		sshArgs = append(sshArgs, command...)
 		run := exec.CommandContext(ctx, "ssh", sshArgs...)
@@ -308,44 +318,74 @@ logins, ssh uses your own keys.`,
 // removes it) and ssh's arguments that log in with it and nothing else. No
 // arguments and no error: the rule names no logins (the user's own keys
 // are left to ssh). An empty login takes the rule's first, passed as -l.
-func sshCertificateLogin(ctx context.Context, c *client.Client, id, login string, port uint16) (string, []string, error) {
+func sshCertificateLogin(ctx context.Context, c *client.Client, dir, id, login string, port uint16) ([]string, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return "", nil, fmt.Errorf("making an SSH key: %w", err)
+		return nil, fmt.Errorf("making an SSH key: %w", err)
 	}
 	signer, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
-		return "", nil, fmt.Errorf("making an SSH key: %w", err)
+		return nil, fmt.Errorf("making an SSH key: %w", err)
 	}
 	cert, err := c.SSHCertificate(ctx, id, wire.SSHCertificateRequest{
 		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), Login: login, Port: port})
 	var ae *client.APIError
 	if errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.Body.Field == "login" {
-		return "", nil, nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("getting an SSH certificate: %w", err)
+		return nil, fmt.Errorf("getting an SSH certificate: %w", err)
 	}
 	blk, err := ssh.MarshalPrivateKey(priv, "jitgate "+cert.KeyID)
 	if err != nil {
-		return "", nil, fmt.Errorf("encoding the SSH key: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "jitgate-ssh-")
-	if err != nil {
-		return "", nil, fmt.Errorf("writing the SSH key: %w", err)
+		return nil, fmt.Errorf("encoding the SSH key: %w", err)
 	}
 	key := filepath.Join(dir, "id_ed25519")
 	if err := os.WriteFile(key, pem.EncodeToMemory(blk), 0o600); err != nil {
-		return dir, nil, fmt.Errorf("writing the SSH key: %w", err)
+		return nil, fmt.Errorf("writing the SSH key: %w", err)
 	}
 	if err := os.WriteFile(key+"-cert.pub", []byte(cert.Certificate+"\n"), 0o600); err != nil {
-		return dir, nil, fmt.Errorf("writing the SSH certificate: %w", err)
+		return nil, fmt.Errorf("writing the SSH certificate: %w", err)
 	}
 	args := []string{"-i", key, "-o", "CertificateFile=" + key + "-cert.pub", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"}
 	if login == "" && len(cert.Principals) > 0 {
 		args = append(args, "-l", cert.Principals[0])
 	}
-	return dir, args, nil
+	return args, nil
+}
+
+// knownHostsArgs writes a known_hosts file in dir holding the host keys the
+// target's agent reported and returns ssh's options that accept those keys
+// only (StrictHostKeyChecking=yes, no other known_hosts file): no trust on
+// first use, a key that differs is refused by ssh. A target whose agent
+// reported no host keys (none readable, a target behind a gateway, an older
+// agent) is left to ssh's own known_hosts, with a note.
+func (a *app) knownHostsArgs(ctx context.Context, c *client.Client, dir, target string, port uint16) ([]string, error) {
+	t, err := c.Target(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	if t.Inventory != nil {
+		keys = sshhost.Clean(t.Inventory.SSHHostKeys)
+	}
+	if len(keys) == 0 {
+		fmt.Fprintf(a.stderr, "the agent of %s reported no SSH host keys: ssh checks the host key against your own known_hosts\n", target)
+		return nil, nil
+	}
+	// The alias names the target and port, so that these lines never meet
+	// the user's own known_hosts entries.
+	alias := fmt.Sprintf("jitgate.%s.%d", target, port)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s %s\n", alias, k)
+	}
+	file := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		return nil, fmt.Errorf("writing the known_hosts file: %w", err)
+	}
+	return []string{"-o", "HostKeyAlias=" + alias, "-o", "UserKnownHostsFile=" + file, "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no"}, nil
 }
 
 func proxyCommand(self, target string, port uint16) string {

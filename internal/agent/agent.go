@@ -120,6 +120,10 @@ type Config struct {
 	// SSH certificate authority key, for sshd's TrustedUserCAKeys (opt-in:
 	// only then do jitgate's certificates log in on this host).
 	SSHTrustedCA string
+	// SSHHostKeys is a glob of the host's SSH host public key files reported
+	// in the inventory, so that jitgate ssh checks the host key without
+	// trust on first use (default DefaultSSHHostKeys; "none": report none).
+	SSHHostKeys string
 }
 
 // TableRecord records which target's agent last programmed the host's
@@ -569,6 +573,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		// each resync, and when enforcement becomes (im)possible, not on
 		// every revision.
 		a.inventory = a.proc.inventory(a.cfg.Mode, probeErr)
+		a.inventory.SSHHostKeys = readHostKeys(a.cfg.SSHHostKeys)
 	}
 	start := time.Now()
 	rs, err := toRuleset(cur.ds, shift, a.cfg.Mode)

@@ -13,6 +13,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/jitgate/jitgate/internal/sshca/sshhost"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -92,4 +93,15 @@ func writeTrustedCA(path, line string) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// DefaultSSHHostKeys are the host key files OpenSSH's sshd uses by default.
+const DefaultSSHHostKeys = "/etc/ssh/ssh_host_*_key.pub"
+
+// readHostKeys reads the host's SSH host public keys for the inventory.
+func readHostKeys(glob string) []string {
+	if glob == "" {
+		glob = DefaultSSHHostKeys
+	}
+	return sshhost.Read(glob)
 }

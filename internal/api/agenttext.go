@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/jitgate/jitgate/internal/sshca/sshhost"
 	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -37,6 +38,7 @@ func sanitizeReport(in *wire.AgentReport) {
 			l.Protocol = text.Sanitize(l.Protocol, maxAgentShort)
 			l.Process = text.Sanitize(l.Process, maxAgentName)
 		}
+		inv.SSHHostKeys = sshhost.Clean(inv.SSHHostKeys)
 		for i := range inv.Links {
 			inv.Links[i].Name = text.Sanitize(inv.Links[i].Name, maxAgentName)
 			sanitizeAll(inv.Links[i].Prefixes, maxAgentShort)

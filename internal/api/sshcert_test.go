@@ -146,3 +146,25 @@ func TestSSHCertificate(t *testing.T) {
 		t.Errorf("after revocation: %v, want 409", err)
 	}
 }
+
+// TestAgentReportsHostKeys: the server stores the SSH host keys an agent
+// reports per target, keeping only plain public keys (re-encoded, no
+// comment), and shows them with the target's inventory.
+func TestAgentReportsHostKeys(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01")
+	good := userKeyLine(t)
+	err := agent.Report(ctx, wire.AgentReport{Inventory: &wire.Inventory{SSHHostKeys: []string{
+		good + " root@web-01", `command="sh" ` + good, "\x1b]0;owned\x07", "@cert-authority * " + good}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := e.c.Target(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Inventory == nil || len(tg.Inventory.SSHHostKeys) != 1 || tg.Inventory.SSHHostKeys[0] != good {
+		t.Fatalf("stored host keys %+v, want only %q", tg.Inventory, good)
+	}
+}

@@ -574,6 +574,10 @@ type Inventory struct {
 	// refuse a target that sits on that side (clients there reach it
 	// without passing the gateway).
 	Links []Link `json:"links,omitempty"`
+	// SSHHostKeys are the host's SSH host public keys in authorized_keys
+	// form without comment ("ssh-ed25519 AAAA..."): jitgate ssh accepts
+	// only these for the target (no trust on first use).
+	SSHHostKeys []string `json:"ssh_host_keys,omitempty"`
 }
 
 // Link is one network interface of a gateway.
