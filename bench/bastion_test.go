@@ -25,11 +25,11 @@ import (
 )
 
 const (
-	bastionSetupTrials = 150 // recorded
-	bastionSetupWarmup = 5
-	bastionIdle        = 1000 // concurrent idle sessions
-	bastionIperfSeconds       = 8
-	iperfRounds        = 3
+	bastionSetupTrials  = 150 // recorded
+	bastionSetupWarmup  = 5
+	bastionIdle         = 1000 // concurrent idle sessions
+	bastionIperfSeconds = 8
+	iperfRounds         = 3
 	// Ports in the server namespace: sshd (22, from the lab), the iperf3
 	// server reached through the tunnel, the one reached directly (not in
 	// the policy, so the kernel leaves it open), and a service that holds
