@@ -79,7 +79,7 @@ func TestBastion(t *testing.T) {
 	l := testlab.New(t)
 	// One client address opens a thousand WebSockets: the per-address
 	// connection cap (64, and 16 × for authenticated ones) is off here.
-	l.StartServer("--max-conns-per-address", "-1")
+	l.StartServer("--max-conns-per-address", "-1", "--max-tunnels-per-principal", "2000")
 	api := l.APIClient()
 	ctx := context.Background()
 	created, err := api.CreateTarget(ctx, wire.TargetCreate{Name: target})

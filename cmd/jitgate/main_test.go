@@ -404,6 +404,7 @@ func TestUsageErrors(t *testing.T) {
 		{"output yaml", []string{"target", "list", "--output", "yaml"}, []string{"--output", "yaml"}},
 		{"apply without file", []string{"apply"}, []string{"-f FILE"}},
 		{"bad label", []string{"target", "add", "x", "--label", "novalue"}, []string{"KEY=VALUE"}},
+		{"no bastion tunnels per principal", []string{"server", "--data-dir", "/nonexistent/jitgate", "--max-tunnels-per-principal", "0"}, []string{"--max-tunnels-per-principal", "1 or more"}},
 		{"negative brute-force threshold", []string{"server", "--data-dir", "/nonexistent/jitgate", "--brute-force-threshold", "-1"}, []string{"--brute-force-threshold", "0 (never)"}},
 	}
 	for _, tt := range tests {

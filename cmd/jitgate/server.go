@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/server"
 	"github.com/jitgate/jitgate/internal/store"
@@ -82,6 +83,7 @@ SIGINT or SIGTERM stop it.`,
 	f.IntVar(&livePerTarget, policy.LimitLivePerTarget, policy.DefaultLimits().MaxLivePerTarget, "most live (pending or active) requests of all requesters on one target; more are refused with 429")
 	f.Var(newDuration(&cfg.BodyTimeout, server.DefaultBodyTimeout), "body-timeout", "longest a request body may take to arrive, however slowly it is sent (long-polls have no body and are not cut)")
 	f.IntVar(&cfg.MaxConnsPerAddress, "max-conns-per-address", server.DefaultMaxConnsPerAddress, "most connections open at once from one client address (IPv6: one /64) that have not authenticated (authenticated ones: 16 times as many); at the cap the oldest unauthenticated connection is closed; --trusted-proxy peers are exempt; negative: no cap")
+	f.IntVar(&cfg.MaxTunnelsPerPrincipal, "max-tunnels-per-principal", api.DefaultMaxSessionsPerPrincipal, "most bastion tunnels one person or service holds open at once; more are refused with 429")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (off when empty; see docs/sso.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "jitgate's client id at the OpenID provider")
 	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "client secret (default $JITGATE_OIDC_CLIENT_SECRET; empty for a public client)")
@@ -107,6 +109,9 @@ SIGINT or SIGTERM stop it.`,
 		}
 		cfg.Limits = serverLimits(maxDuration, prefix4, prefix6)
 		cfg.Limits.MaxLivePerRequester, cfg.Limits.MaxLivePerTarget = livePerUser, livePerTarget
+		if cfg.MaxTunnelsPerPrincipal < 1 {
+			return usagef("--max-tunnels-per-principal %d: must be 1 or more", cfg.MaxTunnelsPerPrincipal)
+		}
 		switch {
 		case bruteForce < 0:
 			return usagef("--brute-force-threshold %d: must be 0 (never) or more", bruteForce)

@@ -57,6 +57,10 @@ type Config struct {
 	// cap) that have not carried a valid credential; at the cap the oldest
 	// of them is closed (connLimiter). Trusted proxies are exempt.
 	MaxConnsPerAddress int
+	// MaxTunnelsPerPrincipal caps the bastion tunnels one principal holds
+	// open at once through this server (default
+	// api.DefaultMaxSessionsPerPrincipal); more get 429.
+	MaxTunnelsPerPrincipal int
 	// PruneInterval is how often expired tokens and sessions and finished
 	// webhook deliveries are deleted (default 1 h).
 	PruneInterval time.Duration

@@ -153,6 +153,8 @@ func Run(ctx context.Context, cfg Config) error {
 		RevisionsAtStart:    revisionsAtStart,
 		Relay:               bastion,
 		SSHCA:               caKey,
+
+		MaxSessionsPerPrincipal: cfg.MaxTunnelsPerPrincipal,
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,
