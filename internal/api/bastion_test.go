@@ -143,6 +143,66 @@ func relayAgent(t *testing.T, e *env, agent *client.Client) *relay.Agent {
 	return ra
 }
 
+// bastionTarget enrols web-01 with one bastion-only rule for port (edited
+// by edit, may be nil) and returns its agent's client.
+func bastionTarget(t *testing.T, e *env, port uint16, edit func(*wire.PortRule)) *client.Client {
+	t.Helper()
+	agent := e.addTarget(t, "web-01")
+	rule := wire.PortRule{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"}
+	if edit != nil {
+		edit(&rule)
+	}
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{rule}})
+	return agent
+}
+
+// grantBastion has c request a bastion grant on web-01's port for an hour.
+func grantBastion(t *testing.T, c *client.Client, port uint16) wire.Request {
+	t.Helper()
+	req, err := c.CreateRequest(context.Background(), wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// applyDesired has agent fetch its desired state and report its revision
+// as applied, which makes the grants in it active.
+func applyDesired(t *testing.T, agent *client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dialTunnel opens a tunnel as c to web-01's port, trying again for up to
+// 5 s while the server answers 503 (the relay agent is still connecting).
+func dialTunnel(c *client.Client, port uint16) (net.Conn, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := c.Tunnel(context.Background(), "web-01", port)
+		if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return conn, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// openTunnel is dialTunnel that fails the test on an error.
+func openTunnel(t *testing.T, c *client.Client, port uint16) net.Conn {
+	t.Helper()
+	conn, err := dialTunnel(c, port)
+	if err != nil {
+		t.Fatalf("Tunnel: %v", err)
+	}
+	return conn
+}
+
 // waitClosed fails unless c ends (EOF or reset) within 5 s. It sets no
 // read deadline: a client tunnel (a WebSocket's net.Conn) reports a passed
 // deadline as "context canceled", not os.ErrDeadlineExceeded, and closes
@@ -206,17 +266,8 @@ func TestTunnelThroughRelay(t *testing.T) {
 		t.Fatalf("tunnel to a port the policy does not name: %v, want 403", err)
 	}
 	grant := func() wire.Request {
-		req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds, err := agent.Desired(ctx, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-			t.Fatal(err)
-		}
+		req := grantBastion(t, e.c, port)
+		applyDesired(t, agent)
 		return req
 	}
 	req := grant()
@@ -224,19 +275,7 @@ func TestTunnelThroughRelay(t *testing.T) {
 		t.Fatalf("tunnel with no agent connected: %v, want 503", err)
 	}
 	relayAgent(t, e, agent)
-	var conn net.Conn
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := e.c.Tunnel(ctx, "web-01", port)
-		if err == nil {
-			conn = c
-			break
-		}
-		if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			t.Fatalf("Tunnel: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	conn := openTunnel(t, e.c, port)
 	r := bufio.NewReader(conn)
 	fmt.Fprintf(conn, "hello\n")
 	if line, err := r.ReadString('\n'); err != nil || line != "hello\n" {
@@ -300,35 +339,11 @@ func TestTunnelIdleTimeout(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	port := echoPort(t)
-	agent := e.addTarget(t, "web-01")
-	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
-		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion", IdleTimeout: wire.Duration(time.Second)},
-	}})
-	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-		t.Fatal(err)
-	}
+	agent := bastionTarget(t, e, port, func(r *wire.PortRule) { r.IdleTimeout = wire.Duration(time.Second) })
+	grantBastion(t, e.c, port)
+	applyDesired(t, agent)
 	relayAgent(t, e, agent)
-	open := func() net.Conn {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			c, err := e.c.Tunnel(ctx, "web-01", port)
-			if err == nil {
-				return c
-			}
-			if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
-				t.Fatalf("Tunnel: %v", err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	busy, quiet := open(), open()
+	busy, quiet := openTunnel(t, e.c, port), openTunnel(t, e.c, port)
 	stop := make(chan struct{})
 	talked := make(chan error, 1)
 	go func() {
@@ -443,10 +458,7 @@ func TestTunnelEndsWithItsCredential(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
 			port := echoPort(t)
-			agent := e.addTarget(t, "web-01")
-			e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
-				{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
-			}})
+			agent := bastionTarget(t, e, port, nil)
 			bob := e.requester(t, "bob")
 			parent, err := bob.CreateToken(ctx, wire.TokenCreate{Name: "laptop", TTL: wire.Duration(time.Hour)})
 			if err != nil {
@@ -457,30 +469,10 @@ func TestTunnelEndsWithItsCredential(t *testing.T) {
 				t.Fatal(err)
 			}
 			cc := bob.WithToken(child.Secret)
-			if _, err := cc.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
-				t.Fatal(err)
-			}
-			ds, err := agent.Desired(ctx, 0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-				t.Fatal(err)
-			}
+			grantBastion(t, cc, port)
+			applyDesired(t, agent)
 			relayAgent(t, e, agent)
-			var conn net.Conn
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				c, err := cc.Tunnel(ctx, "web-01", port)
-				if err == nil {
-					conn = c
-					break
-				}
-				if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
-					t.Fatalf("Tunnel: %v", err)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			conn := openTunnel(t, cc, port)
 			fmt.Fprintf(conn, "hello\n")
 			if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "hello\n" {
 				t.Fatalf("echo through the tunnel = %q, %v", line, err)
@@ -506,36 +498,15 @@ func TestTunnelEndsWithItsCredential(t *testing.T) {
 // is not held back, and a closed tunnel frees its place.
 func TestTunnelsPerPrincipalCapped(t *testing.T) {
 	e := newEnvWith(t, func(d *api.Deps) { d.MaxSessionsPerPrincipal = 2 })
-	ctx := context.Background()
 	port := echoPort(t)
-	agent := e.addTarget(t, "web-01")
-	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
-		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
-	}})
+	agent := bastionTarget(t, e, port, nil)
 	bob := e.requester(t, "bob")
 	for _, c := range []*client.Client{e.c, bob} {
-		if _, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
-			t.Fatal(err)
-		}
+		grantBastion(t, c, port)
 	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-		t.Fatal(err)
-	}
+	applyDesired(t, agent)
 	relayAgent(t, e, agent)
-	open := func(c *client.Client) (net.Conn, error) {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			conn, err := c.Tunnel(ctx, "web-01", port)
-			if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
-				return conn, err
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	open := func(c *client.Client) (net.Conn, error) { return dialTunnel(c, port) }
 	var conns []net.Conn
 	for range 2 {
 		conn, err := open(e.c)

@@ -20,13 +20,7 @@ func activate(t *testing.T, e *env, agent *client.Client, target, source string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-		t.Fatal(err)
-	}
+	applyDesired(t, agent)
 	if r, err = e.c.Request(ctx, r.ID); err != nil || r.State != "active" {
 		t.Fatalf("request %s: %v, state %s; want active", r.ID, err, r.State)
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/authz"
-	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -24,39 +23,14 @@ import (
 // a relay agent and returns a function that opens a tunnel to it.
 func bastionTunnel(t *testing.T, e *env, edit func(*wire.PortRule)) (open func() net.Conn, req wire.Request) {
 	t.Helper()
-	ctx := context.Background()
 	port := echoPort(t)
-	agent := e.addTarget(t, "web-01")
-	rule := wire.PortRule{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"}
-	if edit != nil {
-		edit(&rule)
-	}
-	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{rule}})
-	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{fmt.Sprint(port)}, Bastion: true, Duration: wire.Duration(time.Hour), Reason: "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-		t.Fatal(err)
-	}
+	agent := bastionTarget(t, e, port, edit)
+	req = grantBastion(t, e.c, port)
+	applyDesired(t, agent)
 	relayAgent(t, e, agent)
 	return func() net.Conn {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			c, err := e.c.Tunnel(ctx, "web-01", port)
-			if err == nil {
-				return c
-			}
-			if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
-				t.Fatalf("Tunnel: %v", err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		return openTunnel(t, e.c, port)
 	}, req
 }
 

@@ -54,13 +54,7 @@ func TestSSHCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
-		t.Fatal(err)
-	}
+	applyDesired(t, agent)
 	if r, err = alice.Request(ctx, r.ID); err != nil || r.State != "active" {
 		t.Fatalf("request: %v %s", err, r.State)
 	}
