@@ -18,6 +18,11 @@ for pkg_tool in nftables:nft iproute2:ip openssh-server:sshd openssh-client:ssh 
 		need+=("$pkg")
 	fi
 done
+# PostgreSQL's server binaries (initdb, postgres) live outside PATH; the store
+# tests start a throwaway cluster with them (internal/testenv/postgres.go).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+	need+=(postgresql)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,262 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+)
+
+// Postgres returns the URL of a new, empty PostgreSQL database that only tb
+// uses, on a real server that this test binary started itself: Debian's
+// initdb into a temporary directory, postgres listening on a unix socket in
+// that directory only (no TCP port), owned by an unprivileged user because
+// PostgreSQL refuses to run as root. The database is dropped when tb ends.
+//
+// One server serves every test of the binary (initdb costs a second or two,
+// a database a few tens of milliseconds). A package that uses Postgres stops
+// it from TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(testenv.RunWithPostgres(m)) }
+//
+// Without that, the server ends with the test process anyway (it gets
+// SIGQUIT when its parent dies) and only its temporary directory is left.
+//
+// When the PostgreSQL binaries are missing the test is skipped, or fails
+// under CI (scripts/test.sh installs Debian's postgresql package). The
+// binaries are looked up in $JITGATE_PG_BINDIR, then under
+// /usr/lib/postgresql/*/bin (newest version first), then on PATH.
+func Postgres(tb testing.TB) string {
+	tb.Helper()
+	srv, err := sharedPostgres()
+	if err != nil {
+		unavailable(tb, "%v", err)
+	}
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), pgDatabases.Add(1))
+	if _, err := srv.admin.Exec(`CREATE DATABASE ` + name); err != nil {
+		tb.Fatalf("creating database %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		// FORCE ends the connections a store left open (PostgreSQL 13+).
+		if _, err := srv.admin.Exec(`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`); err != nil {
+			tb.Errorf("dropping database %s: %v", name, err)
+		}
+	})
+	return srv.url(name)
+}
+
+// RunWithPostgres runs the tests of m and then stops the PostgreSQL server
+// that Postgres started, if any, removing its directory; it returns m.Run's
+// exit code.
+func RunWithPostgres(m *testing.M) int {
+	code := m.Run()
+	StopPostgres()
+	return code
+}
+
+// StopPostgres stops the shared server (fast shutdown) and removes its
+// directory. Tests must not call Postgres afterwards.
+func StopPostgres() {
+	pgMu.Lock()
+	defer pgMu.Unlock()
+	if pgServer == nil {
+		return
+	}
+	pgServer.stop()
+	pgServer = nil
+}
+
+var (
+	pgMu        sync.Mutex
+	pgServer    *pgCluster
+	pgErr       error
+	pgDatabases atomic.Int64
+)
+
+func sharedPostgres() (*pgCluster, error) {
+	pgMu.Lock()
+	defer pgMu.Unlock()
+	if pgServer == nil && pgErr == nil {
+		pgServer, pgErr = startPostgres()
+	}
+	return pgServer, pgErr
+}
+
+// pgCluster is a running postmaster with its data directory and socket.
+type pgCluster struct {
+	dir   string // holds data/ and the socket
+	cmd   *exec.Cmd
+	done  chan struct{}
+	log   *Buffer
+	admin *sql.DB // connected to the "postgres" database
+}
+
+const pgSuperuser = "postgres"
+
+func (c *pgCluster) url(db string) string {
+	q := url.Values{"host": {c.dir}, "sslmode": {"disable"}}
+	return (&url.URL{Scheme: "postgres", User: url.User(pgSuperuser), Path: "/" + db, RawQuery: q.Encode()}).String()
+}
+
+// pgBinDir finds the directory that holds initdb and postgres.
+func pgBinDir() (string, error) {
+	if d := os.Getenv("JITGATE_PG_BINDIR"); d != "" {
+		return d, nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	sort.Slice(matches, func(i, j int) bool { return pgMajor(matches[i]) > pgMajor(matches[j]) })
+	if len(matches) > 0 {
+		return filepath.Dir(matches[0]), nil
+	}
+	if p, err := exec.LookPath("postgres"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", fmt.Errorf("test needs PostgreSQL's initdb and postgres (Debian package postgresql): none in $JITGATE_PG_BINDIR, /usr/lib/postgresql/*/bin or PATH")
+}
+
+// pgMajor reads the version from /usr/lib/postgresql/<major>/bin/postgres.
+func pgMajor(p string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
+	return n
+}
+
+// pgCredential returns the identity to run PostgreSQL as: the current one
+// unless it is root, else the "postgres" system user of Debian's package, or
+// "nobody".
+func pgCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	for _, name := range []string{"postgres", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+		if err1 != nil || err2 != nil || uid == 0 {
+			continue
+		}
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+	}
+	return nil, fmt.Errorf("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as")
+}
+
+func startPostgres() (_ *pgCluster, err error) {
+	bin, err := pgBinDir()
+	if err != nil {
+		return nil, err
+	}
+	for _, tool := range []string{"initdb", "postgres"} {
+		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
+			return nil, fmt.Errorf("test needs PostgreSQL's %s: %v", tool, err)
+		}
+	}
+	cred, err := pgCredential()
+	if err != nil {
+		return nil, err
+	}
+	// A short path: the socket's name (dir + "/.s.PGSQL.5432") must fit in
+	// the 107 bytes of sockaddr_un.
+	dir, err := os.MkdirTemp("", "jitgate-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("creating PostgreSQL directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("handing %s to uid %d: %w", dir, cred.Uid, err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	var out bytes.Buffer
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", pgSuperuser,
+		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+	initdb.Dir = dir
+	initdb.Stdout, initdb.Stderr = &out, &out
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := initdb.Run(); err != nil {
+		return nil, fmt.Errorf("initdb: %v: %s", err, out.String())
+	}
+
+	c := &pgCluster{dir: dir, done: make(chan struct{}), log: &Buffer{}}
+	// Durability settings are off: the cluster lives for one test run. The
+	// socket is the only way in (listen_addresses empty: no TCP port).
+	c.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data,
+		"-c", "listen_addresses=", "-c", "unix_socket_directories="+dir,
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
+	c.cmd.Dir = dir
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	// Pdeathsig: a test binary that exits without StopPostgres (a panic, a
+	// timeout) takes the server with it; SIGQUIT is an immediate shutdown.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting postgres: %w", err)
+	}
+	go func() { c.cmd.Wait(); close(c.done) }()
+
+	c.admin, err = sql.Open("pgx", c.url("postgres"))
+	if err != nil {
+		c.stop()
+		return nil, fmt.Errorf("opening the admin connection: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = c.admin.PingContext(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-c.done:
+			log := c.log.String()
+			c.stop()
+			return nil, fmt.Errorf("postgres exited at start: %s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log := c.log.String()
+			c.stop()
+			return nil, fmt.Errorf("postgres not ready after 30s: %v: %s", err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.admin.SetMaxOpenConns(2)
+	return c, nil
+}
+
+// stop ends the server (SIGINT: fast shutdown, SIGKILL after 10 s) and
+// removes its directory.
+func (c *pgCluster) stop() {
+	if c.admin != nil {
+		c.admin.Close()
+	}
+	c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+	os.RemoveAll(c.dir)
+}
