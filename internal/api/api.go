@@ -28,6 +28,7 @@ import (
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/webterm"
 )
 
 //go:embed openapi.json
@@ -74,6 +75,9 @@ type Deps struct {
 	// SSHCA signs SSH user certificates for grants (internal/sshca); nil:
 	// the certificate endpoints answer 503.
 	SSHCA ssh.Signer
+	// TerminalObserver makes the Observer of each browser terminal session
+	// (the recorder, watchers: internal/webterm); nil: none.
+	TerminalObserver webterm.ObserverFunc
 }
 
 type api struct {
