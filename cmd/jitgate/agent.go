@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,19 +20,26 @@ import (
 
 func (a *app) newAgentCmd() *cobra.Command {
 	var (
-		cfg    agent.Config
-		dryRun bool
-		mode   string
-		logs   logFlags
+		cfg     agent.Config
+		dryRun  bool
+		mode    string
+		logs    logFlags
+		servers []string
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --server URL [--enroll-token TOKEN]",
+		Use:   "agent --server URL[,URL...] [--enroll-token TOKEN]",
 		Short: "Run the agent on a protected host",
 		Long: `Run the agent on a protected host (as root): it enrolls once with the token
 'jitgate target add' printed, then keeps the nftables table inet jitgate in line
 with the grants the server holds. The credential is kept in --state-dir; once
 enrolled, --server and --enroll-token may be left out. A plain http:// server URL
 is refused unless it is loopback or --insecure-http is given.
+
+With several server replicas (sharing one database), give each URL (--server
+repeated, or a comma-separated list): the agent uses one at a time and moves on
+to the next when it stops answering (connection refused, time-outs, 502/503/504),
+with backoff and jitter once none answers; its bastion relay connection follows.
+Moving changes nothing in the kernel. One URL behind a load balancer works too.
 
 The enrollment token may also come from JITGATE_ENROLL_TOKEN, which keeps it out
 of the process list.
@@ -61,7 +69,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		Args:    noArgs,
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ServerURL, "server", "", "server URL (remembered in the state directory after enrollment)")
+	f.StringSliceVar(&servers, "server", nil, "server URL; repeat it or separate URLs with commas for several replicas (remembered in the state directory after enrollment)")
 	f.StringVar(&cfg.EnrollToken, "enroll-token", "", "one-time enrollment token from 'jitgate target add' (default $JITGATE_ENROLL_TOKEN)")
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/jitgate-agent", "directory holding the agent credential")
 	f.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to trust for the server's TLS")
@@ -78,6 +86,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		if err != nil {
 			return err
 		}
+		cfg.ServerURL = strings.Join(servers, ",")
 		if cfg.EnrollToken == "" {
 			cfg.EnrollToken = a.env("JITGATE_ENROLL_TOKEN")
 		}

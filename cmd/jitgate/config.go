@@ -26,7 +26,7 @@ type connFlags struct {
 // subcommands.
 func (a *app) addConnFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&a.conn.server, "server", "", "server URL (default $JITGATE_SERVER, else the config file)")
+	f.StringVar(&a.conn.server, "server", "", "server URL, or several replicas' URLs separated by commas: a read is retried on the next when one does not answer, a write only when it never reached the server (default $JITGATE_SERVER, else the config file)")
 	f.StringVar(&a.conn.token, "token", "", "API token (default $JITGATE_TOKEN, else the config file)")
 	f.StringVar(&a.conn.caFile, "ca-file", "", "PEM CA bundle to trust for the server's TLS (default $JITGATE_CA_FILE, else the config file)")
 }

@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -80,8 +81,12 @@ var ErrCredentialRejected = errors.New("agent credential rejected by the server"
 
 // Config configures an agent.
 type Config struct {
-	// ServerURL is the server's base URL. It may be empty once enrolled: the
-	// credential file remembers it.
+	// ServerURL is the server's base URL, or several URLs of one deployment
+	// (replicas sharing one database) separated by commas: the agent uses
+	// one at a time and moves on to the next when it stops answering
+	// (internal/client, failover.go). It may be empty once enrolled: the
+	// credential file remembers it. One URL behind a load balancer works
+	// as well.
 	ServerURL string
 	// EnrollToken is the one-time enrollment token; needed only when
 	// StateDir holds no credential yet.
@@ -166,6 +171,8 @@ type Status struct {
 	LastError string
 	// Skew is the latest estimate of the server's clock minus the agent's.
 	Skew time.Duration
+	// Server is the server URL in use (one of Config.ServerURL's).
+	Server string
 }
 
 // Agent keeps one host's firewall in line with its target's desired state.
@@ -306,7 +313,15 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // connect loads the credential or enrolls, and returns a client holding it.
 func (a *Agent) connect(ctx context.Context) (server, error) {
-	var opts []client.Option
+	// Moving to another server changes nothing in the kernel: the agent
+	// goes on polling there, and only a desired state it receives (with a
+	// revision not below its high-water mark) changes the gate.
+	opts := []client.Option{client.WithSwitchHook(func(from, to string, why error) {
+		a.log.Warn("server not answering; moving on to the next", "from", from, "to", to, "err", why)
+		a.mu.Lock()
+		a.status.Server = to
+		a.mu.Unlock()
+	})}
 	if a.cfg.CAFile != "" {
 		opts = append(opts, client.WithCAFile(a.cfg.CAFile))
 	}
@@ -318,7 +333,7 @@ func (a *Agent) connect(ctx context.Context) (server, error) {
 		}
 		if a.cfg.ServerURL != "" && !sameURL(a.cfg.ServerURL, cred.ServerURL) {
 			// Sending the credential to another server would hand it over.
-			return nil, fmt.Errorf("agent: credential in %s is for server %s, not %s: delete it and enroll again to switch servers",
+			return nil, fmt.Errorf("agent: credential in %s is for server %s, not %s: delete it and enroll again to switch servers (to add or drop a replica's URL of the same deployment, edit server_url in it: a comma-separated list)",
 				a.credPath, cred.ServerURL, a.cfg.ServerURL)
 		}
 		if a.cfg.EnrollToken != "" {
@@ -330,6 +345,7 @@ func (a *Agent) connect(ctx context.Context) (server, error) {
 			return nil, fmt.Errorf("agent: credential file %s: %w", a.credPath, err)
 		}
 		a.setTarget(cred.Target)
+		a.useServer(c)
 		return c, nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("agent: %w", err)
@@ -359,7 +375,16 @@ func (a *Agent) connect(ctx context.Context) (server, error) {
 	}
 	a.log.Info("enrolled", "target", resp.Target, "credential_file", a.credPath)
 	a.setTarget(resp.Target)
+	a.useServer(c)
 	return c.WithToken(resp.Credential), nil
+}
+
+// useServer logs the server URLs c knows and the one in use.
+func (a *Agent) useServer(c *client.Client) {
+	a.mu.Lock()
+	a.status.Server = c.Server()
+	a.mu.Unlock()
+	a.log.Info("server", "using", c.Server(), "known", strings.Join(c.Servers(), ","))
 }
 
 // enroll calls Enroll, retrying with backoff while the server is unreachable
@@ -779,7 +804,20 @@ func (a *Agent) applyOK(rev int64, at time.Time) {
 }
 
 // sameURL compares server URLs ignoring a trailing slash.
-func sameURL(a, b string) bool { return strings.TrimRight(a, "/") == strings.TrimRight(b, "/") }
+// sameURL reports whether a and b name the same server URLs (each one URL,
+// or several of one deployment separated by commas), in whatever order.
+func sameURL(a, b string) bool {
+	set := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, u := range strings.Split(s, ",") {
+			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+				m[u] = true
+			}
+		}
+		return m
+	}
+	return maps.Equal(set(a), set(b))
+}
 
 // checkWritable makes dir (0700) and proves a file can be created in it.
 func checkWritable(dir string) error {
@@ -807,8 +845,10 @@ func (a *Agent) checkServerURL(raw string) error {
 	if err := CheckServerURL(raw, a.cfg.InsecureHTTP); err != nil {
 		return err
 	}
-	if NeedsInsecureHTTP(raw) {
-		a.log.Warn("talking plain HTTP to a server that is not on loopback (--insecure-http): the credential and the grants cross the network in cleartext", "server", raw)
+	for _, u := range strings.Split(raw, ",") {
+		if u = strings.TrimSpace(u); NeedsInsecureHTTP(u) {
+			a.log.Warn("talking plain HTTP to a server that is not on loopback (--insecure-http): the credential and the grants cross the network in cleartext", "server", u)
+		}
 	}
 	return nil
 }
@@ -819,9 +859,12 @@ func (a *Agent) checkServerURL(raw string) error {
 // state the agent programs into the kernel. Loopback (127.0.0.0/8, ::1,
 // localhost) stays allowed: a server on the same host, or a local
 // TLS-terminating tunnel.
+// raw may name several URLs separated by commas: each is checked.
 func CheckServerURL(raw string, insecure bool) error {
-	if NeedsInsecureHTTP(raw) && !insecure {
-		return fmt.Errorf("agent: server %s is plain HTTP to a host that is not loopback, so the credential would cross the network in cleartext: use https (--ca-file for a private CA) or pass --insecure-http", raw)
+	for _, u := range strings.Split(raw, ",") {
+		if u = strings.TrimSpace(u); NeedsInsecureHTTP(u) && !insecure {
+			return fmt.Errorf("agent: server %s is plain HTTP to a host that is not loopback, so the credential would cross the network in cleartext: use https (--ca-file for a private CA) or pass --insecure-http", u)
+		}
 	}
 	return nil
 }

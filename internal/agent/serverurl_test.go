@@ -30,6 +30,10 @@ func TestCheckServerURL(t *testing.T) {
 		{url: "Http://192.0.2.2", refused: true},
 		{url: "http://192.0.2.2:8080", insecure: true},
 		{url: "http://jit.example.com", insecure: true},
+		// Several replicas: every URL is checked.
+		{url: "https://a.example.com,https://b.example.com"},
+		{url: "http://127.0.0.1:8080, http://127.0.0.2:8080"},
+		{url: "https://a.example.com,http://192.0.2.3:8080", refused: true},
 	} {
 		err := CheckServerURL(tc.url, tc.insecure)
 		if (err != nil) != tc.refused {
@@ -62,4 +66,20 @@ func TestRunRefusesRemotePlainHTTP(t *testing.T) {
 			t.Fatalf("Run = %v, want a refusal naming --insecure-http", err)
 		}
 	})
+}
+
+func TestSameURL(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"https://a.example", "https://a.example/", true},
+		{"https://a.example,https://b.example", "https://b.example/, https://a.example", true},
+		{"https://a.example", "https://a.example,https://b.example", false},
+		{"https://a.example,https://b.example", "https://a.example,https://c.example", false},
+	} {
+		if got := sameURL(tc.a, tc.b); got != tc.want {
+			t.Errorf("sameURL(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
 }

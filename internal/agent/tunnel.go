@@ -87,7 +87,7 @@ func (a *Agent) runRelay(ctx context.Context, t tunneler) {
 			}
 			continue
 		}
-		a.log.Info("bastion relay connected")
+		a.log.Info("bastion relay connected", "server", a.Status().Server)
 		start := time.Now()
 		err = ra.ServeConn(ctx, conn)
 		if time.Since(start) > 10*time.Second {

@@ -222,35 +222,38 @@ func (c *Client) ExportAudit(ctx context.Context, f AuditFilter, format string, 
 	q := f.query()
 	q.Del("limit")
 	q.Set("format", format)
-	u := *c.base
-	u.Path += "/api/v1/audit/export"
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return fmt.Errorf("building request: %w", err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	// A large export may take longer than the client's timeout for one
 	// answer; ctx bounds it instead.
 	hc := *c.http
 	hc.Timeout = 0
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET /api/v1/audit/export: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		ae := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
-			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+	return c.each(ctx, http.MethodGet, func(base *url.URL) (int, error) {
+		u := *base
+		u.Path += "/api/v1/audit/export"
+		u.RawQuery = q.Encode()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			return 0, &noRetry{fmt.Errorf("building request: %w", err)}
 		}
-		return ae
-	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("GET /api/v1/audit/export: reading answer: %w", err)
-	}
-	return nil
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, fmt.Errorf("GET /api/v1/audit/export: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			ae := &APIError{Status: resp.StatusCode}
+			if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
+				ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+			}
+			return resp.StatusCode, ae
+		}
+		// Part of the export may be written already: never sent again.
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			return resp.StatusCode, &noRetry{fmt.Errorf("GET /api/v1/audit/export: reading answer: %w", err)}
+		}
+		return resp.StatusCode, nil
+	})
 }

@@ -19,32 +19,37 @@ import (
 // net.Conn that lives until ctx ends or it is closed. A refusal comes back
 // as an *APIError with the server's message.
 func (c *Client) dialWS(ctx context.Context, path string, query url.Values) (net.Conn, error) {
-	u := *c.base
-	u.Path += path
-	if query != nil {
-		u.RawQuery = query.Encode()
-	}
-	hdr := http.Header{}
-	if c.token != "" {
-		hdr.Set("Authorization", "Bearer "+c.token)
-	}
-	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr,
-		CompressionMode: websocket.CompressionDisabled})
-	if err != nil {
-		if resp != nil && resp.StatusCode >= 400 {
-			ae := &APIError{Status: resp.StatusCode}
-			if resp.Body != nil {
-				data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-				json.Unmarshal(data, &ae.Body)
-			}
-			if ae.Body.Error == "" {
-				ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
-			}
-			return nil, ae
+	var conn net.Conn
+	err := c.each(ctx, http.MethodGet, func(base *url.URL) (int, error) {
+		u := *base
+		u.Path += path
+		if query != nil {
+			u.RawQuery = query.Encode()
 		}
-		return nil, fmt.Errorf("GET %s: %w", path, err)
-	}
-	return websocket.NetConn(ctx, ws, websocket.MessageBinary), nil
+		hdr := http.Header{}
+		if c.token != "" {
+			hdr.Set("Authorization", "Bearer "+c.token)
+		}
+		ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr,
+			CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			if resp != nil && resp.StatusCode >= 400 {
+				ae := &APIError{Status: resp.StatusCode}
+				if resp.Body != nil {
+					data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+					json.Unmarshal(data, &ae.Body)
+				}
+				if ae.Body.Error == "" {
+					ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+				}
+				return resp.StatusCode, ae
+			}
+			return 0, fmt.Errorf("GET %s: %w", path, err)
+		}
+		conn = websocket.NetConn(ctx, ws, websocket.MessageBinary)
+		return http.StatusSwitchingProtocols, nil
+	})
+	return conn, err
 }
 
 // Tunnel opens a bastion tunnel to port of target: one TCP connection to

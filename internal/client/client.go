@@ -15,16 +15,28 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// Client talks to one jitgate server with one bearer token.
+// Client talks to a jitgate server with one bearer token. It may know
+// several URLs of the same deployment (replicas sharing one database): it
+// uses one at a time and moves on to the next when that one does not answer
+// (see failover.go for when a request is retried on another).
 type Client struct {
-	base  *url.URL
+	bases []*url.URL
+	// cur is the index in bases of the URL in use, shared by the copies
+	// WithToken makes, so that one that found a replica dead spares the
+	// others the attempt.
+	cur   *atomic.Int32
 	token string
 	http  *http.Client
+	// switched, when set, is told when the URL in use changes and why.
+	switched *func(from, to string, why error)
+	switchMu *sync.Mutex
 }
 
 // Option configures a Client.
@@ -42,7 +54,9 @@ func WithCAFile(path string) Option {
 		if !pool.AppendCertsFromPEM(pem) {
 			return fmt.Errorf("CA file %s holds no PEM certificate", path)
 		}
-		c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		tr := defaultTransport()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		c.http.Transport = tr
 		return nil
 	}
 }
@@ -52,16 +66,53 @@ func WithHTTPClient(h *http.Client) Option {
 	return func(c *Client) error { c.http = h; return nil }
 }
 
-// New returns a client for the server at rawURL using token.
-func New(rawURL, token string, opts ...Option) (*Client, error) {
-	if rawURL == "" {
+// WithSwitchHook has f told (from the goroutine that made the call) each
+// time the client moves from one server URL to another, with the error that
+// made it move; the agent logs it.
+func WithSwitchHook(f func(from, to string, why error)) Option {
+	return func(c *Client) error {
+		c.switchMu.Lock()
+		defer c.switchMu.Unlock()
+		*c.switched = f
+		return nil
+	}
+}
+
+// ParseServers splits rawURLs, one URL or several separated by commas (the
+// replicas of one deployment), into URLs; each must be http:// or https://.
+// Duplicates are dropped; the order is kept (the first is tried first).
+func ParseServers(rawURLs string) ([]*url.URL, error) {
+	var out []*url.URL
+	seen := map[string]bool{}
+	for _, raw := range strings.Split(rawURLs, ",") {
+		raw = strings.TrimRight(strings.TrimSpace(raw), "/")
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("server %q must be an http:// or https:// URL", raw)
+		}
+		if !seen[u.String()] {
+			seen[u.String()] = true
+			out = append(out, u)
+		}
+	}
+	if len(out) == 0 {
 		return nil, errors.New("no server given: use --server or JITGATE_SERVER")
 	}
-	u, err := url.Parse(strings.TrimRight(rawURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("server %q must be an http:// or https:// URL", rawURL)
+	return out, nil
+}
+
+// New returns a client for the server at rawURL using token. rawURL may
+// name several URLs of one deployment separated by commas (ParseServers).
+func New(rawURL, token string, opts ...Option) (*Client, error) {
+	bases, err := ParseServers(rawURL)
+	if err != nil {
+		return nil, err
 	}
-	c := &Client{base: u, token: token, http: &http.Client{Timeout: 60 * time.Second}}
+	c := &Client{bases: bases, cur: new(atomic.Int32), token: token, http: &http.Client{Timeout: 60 * time.Second, Transport: defaultTransport()},
+		switched: new(func(from, to string, why error)), switchMu: new(sync.Mutex)}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
@@ -100,26 +151,40 @@ func StatusOf(err error) int {
 }
 
 // do sends a request with an optional JSON body and decodes a JSON answer
-// into out (when out is non-nil and the answer has a body).
+// into out (when out is non-nil and the answer has a body). With several
+// server URLs it moves on to the next when the one in use does not answer,
+// and sends the request there too when that is safe (retryable).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	u := *c.base
-	u.Path += path
-	if query != nil {
-		u.RawQuery = query.Encode()
-	}
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encoding request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	return c.each(ctx, method, func(base *url.URL) (int, error) {
+		return c.once(ctx, base, method, path, query, body, in != nil, out)
+	})
+}
+
+// once sends the request to base; it returns the answer's status (0 when
+// none came).
+func (c *Client) once(ctx context.Context, base *url.URL, method, path string, query url.Values, body []byte, hasBody bool, out any) (int, error) {
+	u := *base
+	u.Path += path
+	if query != nil {
+		u.RawQuery = query.Encode()
+	}
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
+		return 0, fmt.Errorf("building request: %w", err)
 	}
-	if in != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
@@ -128,24 +193,24 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+		return resp.StatusCode, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
 	if resp.StatusCode >= 400 {
 		ae := &APIError{Status: resp.StatusCode}
 		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
 			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
 		}
-		return ae
+		return resp.StatusCode, ae
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+			return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 		}
 	}
-	return nil
+	return resp.StatusCode, nil
 }
