@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -68,6 +70,11 @@ type Config struct {
 	// one target within an hour raise an attack.suspected event (default
 	// store.DefaultBruteForceThreshold; negative: never).
 	BruteForceThreshold int
+	// ReplicaID names this server among the replicas sharing its database:
+	// it is the holder of the singleton leases it takes (logs, metric
+	// jitgate_singleton_lease_held). Default: host name, process id and a
+	// random suffix.
+	ReplicaID string
 	// OIDC configures single sign-on; an empty Issuer turns it off.
 	OIDC oidc.Config
 	// Logger receives structured logs (default: text to stderr).
@@ -126,6 +133,10 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		c.ReplicaID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), random.ID("", 3))
+	}
 	return c
 }
 
@@ -151,6 +162,9 @@ func (c Config) Validate() error {
 	}
 	if c.BodyTimeout < 0 || c.BodyTimeout > 10*time.Minute {
 		return fmt.Errorf("body-timeout: %s must lie between 0s and 10m", c.BodyTimeout)
+	}
+	if len(c.ReplicaID) > 128 {
+		return fmt.Errorf("replica-id: %d characters; at most 128", len(c.ReplicaID))
 	}
 	if c.OIDC.Issuer != "" || c.OIDC.ClientID != "" {
 		if err := c.OIDC.Validate(); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/lease"
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/relay"
@@ -201,17 +202,20 @@ func Run(ctx context.Context, cfg Config) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log)
-	go presenceLoop(ctx, st, presence, log)
-	go pruneLoop(ctx, st, cfg.PruneInterval, log)
-	go refusals.Run(ctx)
-	// Refusals still being counted are written before the store closes
+	// The singleton jobs run on the one replica holding each one's lease
+	// (internal/lease); the others take a job over within seconds of its
+	// holder's death.
+	singletons := newSingletons(reg, st, cfg.ReplicaID, log)
+	singletons.start(ctx, "sweeper", func(ctx context.Context) { sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log) })
+	singletons.start(ctx, "prune", func(ctx context.Context) { pruneLoop(ctx, st, cfg.PruneInterval, log) })
+	// The deliverer records its attempts in flight before the store closes
 	// (deferred calls run last to first: this one before st.Close).
+	singletons.start(ctx, "webhooks", deliverer.Run)
+	defer func() { cancel(); singletons.wait() }()
+	go presenceLoop(ctx, st, presence, log)
+	go refusals.Run(ctx)
+	// Refusals still being counted are written before the store closes.
 	defer refusals.Close(context.WithoutCancel(ctx))
-	delivered := make(chan struct{})
-	go func() { deliverer.Run(ctx); close(delivered) }()
-	// The deliverer records its attempts in flight before the store closes.
-	defer func() { cancel(); <-delivered }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -236,6 +240,48 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("jitgate server stopped")
 	return nil
 }
+
+// singletons runs this replica's candidacy for each singleton job.
+type singletons struct {
+	st     *store.Store
+	holder string
+	log    *slog.Logger
+	held   *prometheus.GaugeVec
+	wg     sync.WaitGroup
+}
+
+func newSingletons(reg prometheus.Registerer, st *store.Store, holder string, log *slog.Logger) *singletons {
+	held := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "jitgate_singleton_lease_held",
+		Help: "1 while this replica holds the lease of the singleton job (sweeper, webhooks, prune) and runs it, else 0.",
+	}, []string{"job"})
+	reg.MustRegister(held)
+	log.Info("replica", "id", holder)
+	return &singletons{st: st, holder: holder, log: log, held: held}
+}
+
+// start runs job under its lease until ctx ends.
+func (s *singletons) start(ctx context.Context, name string, job func(context.Context)) {
+	g := s.held.WithLabelValues(name)
+	g.Set(0)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		err := lease.Run(ctx, s.st, lease.Config{Name: name, Holder: s.holder, Logger: s.log, Held: func(h bool) {
+			if h {
+				g.Set(1)
+			} else {
+				g.Set(0)
+			}
+		}}, job)
+		if err != nil {
+			s.log.Error("singleton job", "job", name, "err", err)
+		}
+	}()
+}
+
+// wait returns once every job has stopped and its lease is released.
+func (s *singletons) wait() { s.wg.Wait() }
 
 // startSSO returns the OpenID provider of cfg, or nil when single sign-on
 // is off. A provider that cannot be reached now is logged, not fatal:

@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"SweepPendingPastDeadline", testSweepPendingPastDeadline},
 		{"ListAudit", testListAudit},
 		{"OnChange", testOnChange},
+		{"Leases", testLeases},
+		{"SharedKey", testSharedKey},
 		{"ConcurrentRequests", testConcurrentRequests},
 		{"ConcurrentExtension", testConcurrentExtension},
 		{"ConcurrentEnroll", testConcurrentEnroll},
