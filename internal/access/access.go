@@ -29,14 +29,9 @@ const (
 // States lists every state, for validation of filters.
 var States = []State{PendingApproval, Pending, Active, Expired, Revoked, Failed, Superseded, Denied}
 
-// Terminal reports whether no transition leaves s.
-func (s State) Terminal() bool {
-	switch s {
-	case PendingApproval, Pending, Active:
-		return false
-	}
-	return true
-}
+// Terminal reports whether no transition leaves s: the transition table
+// has no row from it.
+func (s State) Terminal() bool { return len(table[s]) == 0 }
 
 // Live reports whether a request in s can still change.
 func (s State) Live() bool { return !s.Terminal() }
@@ -62,39 +57,101 @@ const (
 // ErrTransition is returned for an event that does not apply to a state.
 var ErrTransition = errors.New("invalid transition")
 
-// Next returns the state that ev moves s to. Terminal states stay terminal:
-// a revoked request never becomes active again, whatever arrives late.
+// Transition is one row of the state machine: event Event moves a request
+// in state From to state To.
+type Transition struct {
+	From  State
+	Event Event
+	To    State
+}
+
+// transitions is the whole state machine, as data: every row a store may
+// write. What is not here is refused (Next returns ErrTransition); no row
+// leaves a terminal state, so a revoked request never becomes active again,
+// whatever arrives late. docs/design.md reproduces it.
+var transitions = []Transition{
+	{PendingApproval, Approve, Pending},
+	// Nobody approved in time: it never held access.
+	{PendingApproval, Expire, Expired},
+	// A deny wins even after approval: the security-biased outcome.
+	{PendingApproval, Deny, Denied},
+	{PendingApproval, Revoke, Revoked},
+
+	{Pending, Activate, Active},
+	{Pending, Fail, Failed},
+	// A grant that ran out before its agent confirmed it never was really
+	// usable: say so rather than calling it expired.
+	{Pending, Expire, Failed},
+	{Pending, Deny, Denied},
+	{Pending, Revoke, Revoked},
+	{Pending, Supersede, Superseded},
+
+	{Active, Expire, Expired},
+	{Active, Fail, Failed},
+	{Active, Deny, Denied},
+	{Active, Revoke, Revoked},
+	{Active, Supersede, Superseded},
+}
+
+// table indexes transitions.
+var table = func() map[State]map[Event]State {
+	m := map[State]map[Event]State{}
+	for _, t := range transitions {
+		if m[t.From] == nil {
+			m[t.From] = map[Event]State{}
+		}
+		m[t.From][t.Event] = t.To
+	}
+	return m
+}()
+
+// Transitions returns the state machine, one row per allowed transition, in
+// a fixed order (for documentation and for the stores' checks).
+func Transitions() []Transition { return append([]Transition(nil), transitions...) }
+
+// Next returns the state that ev moves s to, or ErrTransition when the
+// table has no such row. Every change of a request's state in a store goes
+// through it.
 func Next(s State, ev Event) (State, error) {
-	switch {
-	case s == PendingApproval && ev == Approve:
-		return Pending, nil
-	case s == PendingApproval && ev == Expire:
-		// Nobody approved in time: it never held access.
-		return Expired, nil
-	case s.Live() && ev == Deny:
-		// A deny wins even after approval: the security-biased outcome.
-		return Denied, nil
-	case s == Pending && ev == Activate:
-		return Active, nil
-	case s == Pending && ev == Fail:
-		return Failed, nil
-	case s == Pending && ev == Expire:
-		// A grant that ran out before its agent confirmed it never was
-		// really usable: say so rather than calling it expired.
-		return Failed, nil
-	case s == Active && ev == Expire:
-		return Expired, nil
-	case s == Active && ev == Fail:
-		return Failed, nil
-	case s.Live() && ev == Revoke:
-		return Revoked, nil
-	case s.HoldsGrants() && ev == Supersede:
-		return Superseded, nil
+	if to, ok := table[s][ev]; ok {
+		return to, nil
 	}
 	if s.Terminal() {
 		return s, fmt.Errorf("%w: request is already %s", ErrTransition, s)
 	}
 	return s, fmt.Errorf("%w: cannot %s a %s request", ErrTransition, ev, s)
+}
+
+// Start is the state a new request starts in: awaiting approval when its
+// rules ask for approvers, otherwise pending (approved at once, sent to the
+// agent).
+func Start(approvalsRequired int) State {
+	if approvalsRequired > 0 {
+		return PendingApproval
+	}
+	return Pending
+}
+
+// ApproveBy is when a request created at now stops waiting for its
+// approvers and expires (Expire from PendingApproval).
+func ApproveBy(now time.Time, timeout time.Duration) time.Time { return now.Add(timeout).UTC() }
+
+// LiveStates lists the states a request can still leave, in States order:
+// the stores build their "live" SQL filters from it, never from literals.
+func LiveStates() []State { return filterStates(State.Live) }
+
+// GrantStates lists the states that hold grants (HoldsGrants), in States
+// order.
+func GrantStates() []State { return filterStates(State.HoldsGrants) }
+
+func filterStates(keep func(State) bool) []State {
+	var out []State
+	for _, s := range States {
+		if keep(s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Deadline is when a grant of d starting at start ends.

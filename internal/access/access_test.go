@@ -281,3 +281,62 @@ func TestExtend(t *testing.T) {
 		}
 	}
 }
+
+// TestTransitionTable checks the table's invariants: Next answers exactly
+// its rows, nothing leaves a terminal state, and every live state can be
+// denied and revoked (so those win every race: whatever state a racing
+// approval or activation left, the deny or revoke still applies).
+func TestTransitionTable(t *testing.T) {
+	rows := map[access.State]map[access.Event]access.State{}
+	for _, tr := range access.Transitions() {
+		if rows[tr.From] == nil {
+			rows[tr.From] = map[access.Event]access.State{}
+		}
+		if _, dup := rows[tr.From][tr.Event]; dup {
+			t.Errorf("two rows for (%s, %s)", tr.From, tr.Event)
+		}
+		rows[tr.From][tr.Event] = tr.To
+	}
+	for _, s := range access.States {
+		for _, ev := range events {
+			got, err := access.Next(s, ev)
+			want, ok := rows[s][ev]
+			switch {
+			case ok && (err != nil || got != want):
+				t.Errorf("Next(%s, %s) = %s, %v; the table says %s", s, ev, got, err, want)
+			case !ok && !errors.Is(err, access.ErrTransition):
+				t.Errorf("Next(%s, %s) = %s, %v; the table has no such row, want ErrTransition", s, ev, got, err)
+			}
+		}
+		if s.Terminal() {
+			if len(rows[s]) != 0 {
+				t.Errorf("terminal state %s has transitions %v", s, rows[s])
+			}
+			continue
+		}
+		for _, ev := range []access.Event{access.Deny, access.Revoke} {
+			if to, ok := rows[s][ev]; !ok || !to.Terminal() {
+				t.Errorf("live state %s: %s leads to %q, want a terminal state", s, ev, to)
+			}
+		}
+	}
+}
+
+func TestStateLists(t *testing.T) {
+	if diff := cmp.Diff([]access.State{access.PendingApproval, access.Pending, access.Active}, access.LiveStates()); diff != "" {
+		t.Errorf("LiveStates mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]access.State{access.Pending, access.Active}, access.GrantStates()); diff != "" {
+		t.Errorf("GrantStates mismatch (-want +got):\n%s", diff)
+	}
+	if got, want := access.Start(0), access.Pending; got != want {
+		t.Errorf("Start(0) = %s, want %s", got, want)
+	}
+	if got, want := access.Start(2), access.PendingApproval; got != want {
+		t.Errorf("Start(2) = %s, want %s", got, want)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if got, want := access.ApproveBy(now, time.Hour), now.Add(time.Hour); !got.Equal(want) {
+		t.Errorf("ApproveBy = %s, want %s", got, want)
+	}
+}

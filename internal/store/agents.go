@@ -153,14 +153,14 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 				}
 			}
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, target, rev).Scan(&n); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = `+statePending+` AND revision <= $2`, target, rev).Scan(&n); err != nil {
 				return fmt.Errorf("counting pending requests: %w", err)
 			}
 			if n == 0 {
 				return nil
 			}
-			if err := endLiveRequests(ctx, tx, `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, []any{target, rev},
-				access.Failed, "the agent could not apply the grant: "+applyErr, agent, audit.RequestFailed, now); err != nil {
+			if err := endLiveRequests(ctx, tx, `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = `+statePending+` AND revision <= $2`, []any{target, rev},
+				access.Fail, "the agent could not apply the grant: "+applyErr, agent, audit.RequestFailed, now); err != nil {
 				return err
 			}
 			// endLiveRequests took their grants out of the desired state and
@@ -168,7 +168,7 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 			bumped = true
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, created_at, target FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = 'pending' AND revision <= $2`, target, rev)
+		rows, err := tx.QueryContext(ctx, `SELECT id, created_at, target, version FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = `+statePending+` AND revision <= $2`, target, rev)
 		if err != nil {
 			return fmt.Errorf("selecting requests to activate: %w", err)
 		}
@@ -176,11 +176,12 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 			id      string
 			created int64
 			target  string
+			version int64
 		}
 		var ps []pend
 		for rows.Next() {
 			var p pend
-			if err := rows.Scan(&p.id, &p.created, &p.target); err != nil {
+			if err := rows.Scan(&p.id, &p.created, &p.target, &p.version); err != nil {
 				rows.Close()
 				return fmt.Errorf("reading pending request: %w", err)
 			}
@@ -188,7 +189,7 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 		}
 		rows.Close()
 		for _, p := range ps {
-			if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = 'active', activated_at = $1, version = version + 1 WHERE id = $2`, ms(now), p.id); err != nil {
+			if _, err := transition(ctx, tx, p.id, access.Pending, p.version, access.Activate, set{"activated_at", ms(now)}); err != nil {
 				return fmt.Errorf("activating %s: %w", p.id, err)
 			}
 			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: p.target, RequestID: p.id,
@@ -257,20 +258,20 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 	var changed []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		sys := Actor{Name: audit.System}
-		if err := endLiveRequests(ctx, tx, `state = 'active' AND expires_at <= $1`, []any{ms(now)},
-			access.Expired, "", sys, audit.RequestExpired, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `state = `+stateActive+` AND expires_at <= $1`, []any{ms(now)},
+			access.Expire, "", sys, audit.RequestExpired, now); err != nil {
 			return err
 		}
-		if err := endLiveRequests(ctx, tx, `state = 'pending_approval' AND approve_by <= $1`, []any{ms(now)},
-			access.Expired, "not approved in time", sys, audit.RequestExpired, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `state = `+stateAwaiting+` AND approve_by <= $1`, []any{ms(now)},
+			access.Expire, "not approved in time", sys, audit.RequestExpired, now); err != nil {
 			return err
 		}
-		if err := endLiveRequests(ctx, tx, `state = 'pending' AND expires_at <= $1`, []any{ms(now)},
-			access.Failed, "the grant ran out before the target's agent confirmed it", sys, audit.RequestFailed, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `state = `+statePending+` AND expires_at <= $1`, []any{ms(now)},
+			access.Expire, "the grant ran out before the target's agent confirmed it", sys, audit.RequestFailed, now); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT r.id, r.target, t.agent_state FROM requests r JOIN targets t ON t.name = r.target
-			WHERE r.state = 'pending' AND r.created_at <= $1`, ms(now.Add(-activationTimeout)))
+			WHERE r.state = `+statePending+` AND r.created_at <= $1`, ms(now.Add(-activationTimeout)))
 		if err != nil {
 			return fmt.Errorf("selecting unconfirmed requests: %w", err)
 		}
@@ -289,7 +290,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 			msg := fmt.Sprintf("the agent of target %s did not confirm the grant within %s (agent %s); nothing was opened", l.target, activationTimeout, l.agent)
 			// endLiveRequests takes the grant out of the desired state
 			// (advancing the revision), so a returning agent does not open it.
-			if err := endLiveRequests(ctx, tx, `id = $1`, []any{l.id}, access.Failed, msg, sys, audit.RequestFailed, now); err != nil {
+			if err := endLiveRequests(ctx, tx, `id = $1`, []any{l.id}, access.Fail, msg, sys, audit.RequestFailed, now); err != nil {
 				return err
 			}
 			changed = append(changed, l.target)
@@ -316,11 +317,11 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 // expiry warning. It only reads, so a sweeper can call it after every change.
 func (s *Store) NextDeadline(ctx context.Context, activationTimeout time.Duration) (time.Time, error) {
 	var next1, next2 sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = 'pending_approval' THEN approve_by ELSE expires_at END)
-		FROM requests WHERE state IN ('pending_approval', 'pending', 'active')`).Scan(&next1); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = `+stateAwaiting+` THEN approve_by ELSE expires_at END)
+		FROM requests WHERE state IN (`+liveStates+`)`).Scan(&next1); err != nil {
 		return time.Time{}, fmt.Errorf("finding next deadline: %w", err)
 	}
-	if err := s.db.QueryRowContext(ctx, `SELECT min(created_at) FROM requests WHERE state = 'pending'`).Scan(&next2); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT min(created_at) FROM requests WHERE state = `+statePending).Scan(&next2); err != nil {
 		return time.Time{}, fmt.Errorf("finding next activation deadline: %w", err)
 	}
 	var next time.Time

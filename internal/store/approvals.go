@@ -120,7 +120,7 @@ func (s *Store) DenyRequest(ctx context.Context, approver Actor, id, reason stri
 		}
 		// A request that held grants loses them: endLiveRequests advances
 		// the revision its agent must confirm.
-		if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Denied, msg, approver, audit.RequestDenied, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Deny, msg, approver, audit.RequestDenied, now); err != nil {
 			return err
 		}
 		if r.State.HoldsGrants() {

@@ -30,7 +30,7 @@ func warnExpiring(ctx context.Context, tx *sql.Tx, lead time.Duration, now time.
 		return nil
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT id, target, expires_at FROM requests
-		WHERE state = 'active' AND expiry_warned = 0 AND expires_at > $1 AND expires_at <= $2 AND expires_at - activated_at > $3
+		WHERE state = `+stateActive+` AND expiry_warned = 0 AND expires_at > $1 AND expires_at <= $2 AND expires_at - activated_at > $3
 		ORDER BY expires_at, id`, ms(now), ms(now.Add(lead)), lead.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("selecting requests expiring soon: %w", err)
@@ -76,7 +76,7 @@ func (s *Store) nextExpiryWarning(ctx context.Context) (time.Time, error) {
 	}
 	var next sql.NullInt64
 	if err := s.db.QueryRowContext(ctx, `SELECT min(expires_at) FROM requests
-		WHERE state = 'active' AND expiry_warned = 0 AND expires_at - activated_at > $1`, lead.Milliseconds()).Scan(&next); err != nil {
+		WHERE state = `+stateActive+` AND expiry_warned = 0 AND expires_at - activated_at > $1`, lead.Milliseconds()).Scan(&next); err != nil {
 		return time.Time{}, fmt.Errorf("finding next expiry warning: %w", err)
 	}
 	if !next.Valid {

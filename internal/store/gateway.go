@@ -721,7 +721,7 @@ func (s *Store) changed(targets ...string) {
 
 // ActiveCounts counts active requests per target.
 func (s *Store) ActiveCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT target, count(*) FROM requests WHERE state = 'active' GROUP BY target`)
+	rows, err := s.db.QueryContext(ctx, `SELECT target, count(*) FROM requests WHERE state = `+stateActive+` GROUP BY target`)
 	if err != nil {
 		return nil, fmt.Errorf("counting active requests: %w", err)
 	}

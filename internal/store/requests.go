@@ -187,11 +187,10 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		}
 		id = newRequestID()
 		need := pol.ApprovalsRequired(req.Ports)
-		state := access.Pending
+		state := access.Start(need)
 		var approveBy sql.NullInt64
-		if need > 0 {
-			state = access.PendingApproval
-			approveBy = sql.NullInt64{Int64: ms(now.Add(s.approvalTimeout)), Valid: true}
+		if state == access.PendingApproval {
+			approveBy = sql.NullInt64{Int64: ms(access.ApproveBy(now, s.approvalTimeout)), Valid: true}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
 			created_at, expires_at, client_addr, approvals_required, approve_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13)`,
@@ -294,9 +293,20 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 			previous[oldReq] = true
 		}
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = 'pending', revision = $1, expires_at = $2, extended = $3, approved_at = $4,
-		version = version + 1 WHERE id = $5`, rev, ms(expires), encodePorts(extended), ms(now), id)
-	if err != nil {
+	grant := []set{{"revision", rev}, {"expires_at", ms(expires)}, {"extended", encodePorts(extended)}, {"approved_at", ms(now)}}
+	if r.State == access.Start(0) {
+		// Approved at creation (no approvers): it starts pending, so no
+		// state changes here.
+		q, args := "UPDATE requests SET version = version + 1", []any{}
+		for _, g := range grant {
+			args = append(args, g.value)
+			q += fmt.Sprintf(", %s = $%d", g.column, len(args))
+		}
+		args = append(args, id)
+		if _, err := tx.ExecContext(ctx, q+fmt.Sprintf(" WHERE id = $%d", len(args)), args...); err != nil {
+			return 0, fmt.Errorf("granting request %s: %w", id, err)
+		}
+	} else if _, err := transition(ctx, tx, id, r.State, r.Version, access.Approve, grant...); err != nil {
 		return 0, fmt.Errorf("granting request %s: %w", id, err)
 	}
 	superseded := 0
@@ -322,17 +332,18 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 	if n > 0 {
 		return false, nil
 	}
-	var state, target string
-	if err := tx.QueryRowContext(ctx, `SELECT state, target FROM requests WHERE id = $1`, id).Scan(&state, &target); err != nil {
+	var (
+		state, target string
+		version       int64
+	)
+	if err := tx.QueryRowContext(ctx, `SELECT state, target, version FROM requests WHERE id = $1`, id).Scan(&state, &target, &version); err != nil {
 		return false, fmt.Errorf("reading request %s: %w", id, err)
 	}
-	next, err := access.Next(access.State(state), access.Supersede)
-	if err != nil {
+	if _, err := access.Next(access.State(state), access.Supersede); err != nil {
 		return false, nil // already ended: nothing to supersede
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = $1, superseded_by = $2, ended_at = $3, message = $4, version = version + 1 WHERE id = $5`,
-		string(next), by, ms(now), "extended by request "+by, id)
-	if err != nil {
+	if _, err := transition(ctx, tx, id, access.State(state), version, access.Supersede,
+		set{"superseded_by", by}, set{"ended_at", ms(now)}, set{"message", "extended by request " + by}); err != nil {
 		return false, fmt.Errorf("superseding %s: %w", id, err)
 	}
 	return true, writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestSuperseded,
@@ -341,24 +352,25 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 
 // endLiveRequests moves the live requests (awaiting approval, pending or
 // active) matching where (a condition on the requests table with $1..
-// placeholders) to state to with message, deletes their grants and audits
-// each. A request whose grants were still in a kernel
+// placeholders) by event ev (access.Next says to what; a request the event
+// does not apply to is refused, and the whole transaction with it) with
+// message, deletes their grants and audits each. A request whose grants were still in a kernel
 // (access.NeedsRemovalConfirmation) takes them out of the desired state: the
 // revision of its enforcer advances (once per call) and the request records
 // it, so that its agent confirms the removal as it confirms an activation.
-func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, to access.State, message string, actor Actor, action audit.Action, now time.Time) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id, target, state, expires_at FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+where+` ORDER BY created_at, id`, args...)
+func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, target, state, expires_at, version FROM requests WHERE state IN (`+liveStates+`) AND `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return fmt.Errorf("selecting requests to end: %w", err)
 	}
 	type row struct {
 		id, target, state string
-		expires           int64
+		expires, version  int64
 	}
 	var ended []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.target, &r.state, &r.expires); err != nil {
+		if err := rows.Scan(&r.id, &r.target, &r.state, &r.expires, &r.version); err != nil {
 			rows.Close()
 			return fmt.Errorf("reading request: %w", err)
 		}
@@ -374,8 +386,8 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 	}
 	removals := map[string]removal{} // by target
 	for _, r := range ended {
-		if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = $1, message = $2, ended_at = $3, version = version + 1 WHERE id = $4`,
-			string(to), message, ms(now), r.id); err != nil {
+		to, err := transition(ctx, tx, r.id, access.State(r.state), r.version, ev, set{"message", message}, set{"ended_at", ms(now)})
+		if err != nil {
 			return fmt.Errorf("ending request %s: %w", r.id, err)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE request_id = $1`, r.id); err != nil {
@@ -524,7 +536,7 @@ func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason strin
 		for i := range ids {
 			marks[i] = fmt.Sprintf("$%d", i+1)
 		}
-		if err := endLiveRequests(ctx, tx, `id IN (`+strings.Join(marks, ", ")+`)`, ids, access.Revoked, msg, actor, audit.RequestRevoked, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `id IN (`+strings.Join(marks, ", ")+`)`, ids, access.Revoke, msg, actor, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		if reported == id && len(carriers) > 0 {
@@ -579,7 +591,7 @@ func grantCarriers(ctx context.Context, tx *sql.Tx, id string) ([]string, error)
 		carried[p] = true
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT id, extended FROM requests
-		WHERE target = $1 AND requester = $2 AND source = $3 AND state IN ('pending', 'active') AND approved_at >= $4 AND id <> $5
+		WHERE target = $1 AND requester = $2 AND source = $3 AND state IN (`+grantStates+`) AND approved_at >= $4 AND id <> $5
 		ORDER BY approved_at, created_at, id`, target, requester, source, approved.Int64, id)
 	if err != nil {
 		return nil, fmt.Errorf("finding the requests that extended %s: %w", id, err)

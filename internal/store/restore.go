@@ -73,11 +73,11 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 		targets []string
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN ('pending_approval', 'pending', 'active')`).Scan(&ended); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN (`+liveStates+`)`).Scan(&ended); err != nil {
 			return fmt.Errorf("counting live requests: %w", err)
 		}
 		// Every live state may be revoked (access.Next(state, Revoke)).
-		if err := endLiveRequests(ctx, tx, `1 = 1`, nil, access.Revoked, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `1 = 1`, nil, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		var err error
@@ -129,12 +129,12 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known 
 			return fmt.Errorf("reading target %s: %w", target, err)
 		}
 		enforced := `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1))`
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN ('pending_approval', 'pending', 'active') AND `+enforced, target).Scan(&ended); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN (`+liveStates+`) AND `+enforced, target).Scan(&ended); err != nil {
 			return fmt.Errorf("counting live requests of %s: %w", target, err)
 		}
 		reason := fmt.Sprintf("database restored: grant ended (the agent of %s had applied revision %d, the database knew only revision %d); request access again",
 			target, highWater, known)
-		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoked, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		// Ending them may have advanced the revision (their removals await

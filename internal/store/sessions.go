@@ -25,7 +25,7 @@ func (s *Store) BastionGrant(ctx context.Context, target, requester string, port
 	var exp int64
 	var src string
 	err := s.db.QueryRowContext(ctx, `SELECT g.request_id, g.source, g.expires_at FROM grants g JOIN requests r ON r.id = g.request_id
-		WHERE g.target = $1 AND g.requester = $2 AND g.protocol = $3 AND g.port = $4 AND g.expires_at > $5 AND r.state = 'active'
+		WHERE g.target = $1 AND g.requester = $2 AND g.protocol = $3 AND g.port = $4 AND g.expires_at > $5 AND r.state = `+stateActive+`
 		ORDER BY g.expires_at DESC, g.id LIMIT 1`, target, requester, string(port.Protocol), int(port.Number), ms(now)).Scan(&g.RequestID, &src, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return GrantRow{}, fmt.Errorf("no live grant of %s for %s on %s: %w", requester, port, target, ErrNotFound)

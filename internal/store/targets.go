@@ -232,7 +232,7 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		}
 		// End the requests while the target (and so its enforcer) is still
 		// known: their removals are recorded against the enforcer's revision.
-		if err := endLiveRequests(ctx, tx, `target = $1`, []any{name}, access.Revoked, "target removed", actor, audit.RequestRevoked, now); err != nil {
+		if err := endLiveRequests(ctx, tx, `target = $1`, []any{name}, access.Revoke, "target removed", actor, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		if gateway != "" {

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/jitgate/jitgate/internal/access"
+)
+
+// The store writes no request state of its own: every state it stores is
+// access.Start's or access.Next's, and every SQL filter on states is built
+// here from access's lists (TestNoStateLiterals keeps it so).
+
+// inStates renders states as a SQL list of string literals, for
+// "state IN (...)". The states are access's constants, never input; one
+// that is not a plain lower-case word would be a programming error.
+func inStates(states ...access.State) string {
+	quoted := make([]string, len(states))
+	for i, s := range states {
+		quoted[i] = stateLit(s)
+	}
+	return strings.Join(quoted, ", ")
+}
+
+// stateLit renders one state as a SQL string literal.
+func stateLit(s access.State) string {
+	if s == "" || strings.Trim(string(s), "abcdefghijklmnopqrstuvwxyz_") != "" {
+		panic(fmt.Sprintf("store: state %q cannot be a SQL literal", s))
+	}
+	return "'" + string(s) + "'"
+}
+
+// SQL fragments on request states, generated from access.
+var (
+	// liveStates are the states a request can still leave.
+	liveStates = inStates(access.LiveStates()...)
+	// grantStates are the states whose grants are in the desired state.
+	grantStates = inStates(access.GrantStates()...)
+	// Single states, for filters that select one step of the machine.
+	stateAwaiting = stateLit(access.PendingApproval)
+	statePending  = stateLit(access.Pending)
+	stateActive   = stateLit(access.Active)
+)
+
+// set is one more column a transition writes with the state.
+type set struct {
+	column string
+	value  any
+}
+
+// transition moves request id from state from, as read at version, by
+// event ev: access.Next decides the next state (a transition the table
+// forbids is refused, with ErrConflict), and the update is a
+// compare-and-set on (state, version), so that a change committed since
+// the read is never overwritten: it fails with ErrStale instead. With
+// SQLite's serialized writers the guard never trips; with concurrent
+// writers (PostgreSQL, several replicas) it is what lets a deny or a
+// revocation win against a racing approval or activation. The version
+// advances with every transition. It returns the new state.
+func transition(ctx context.Context, tx *sql.Tx, id string, from access.State, version int64, ev access.Event, extra ...set) (access.State, error) {
+	to, err := access.Next(from, ev)
+	if err != nil {
+		return from, fmt.Errorf("request %s: %w (%w)", id, err, ErrConflict)
+	}
+	q := `UPDATE requests SET state = $1, version = version + 1`
+	args := []any{string(to)}
+	for _, x := range extra {
+		args = append(args, x.value)
+		q += fmt.Sprintf(", %s = $%d", x.column, len(args))
+	}
+	args = append(args, id, string(from), version)
+	n := len(args)
+	q += fmt.Sprintf(` WHERE id = $%d AND state = $%d AND version = $%d`, n-2, n-1, n)
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return from, fmt.Errorf("moving request %s from %s to %s: %w", id, from, to, err)
+	}
+	changed, err := res.RowsAffected()
+	if err != nil {
+		return from, fmt.Errorf("moving request %s from %s to %s: %w", id, from, to, err)
+	}
+	if changed != 1 {
+		return from, fmt.Errorf("request %s is no longer %s at version %d: %w", id, from, version, ErrStale)
+	}
+	return to, nil
+}
