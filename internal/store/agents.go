@@ -63,6 +63,12 @@ func updateAgentInfo(ctx context.Context, tx *sql.Tx, target string, addresses [
 
 // GrantRow is one live grant of a target.
 type GrantRow struct {
+	// ID is the grant row's id: the desired state's entries carry it, and a
+	// delta names the grants it replaces by it.
+	ID int64
+	// Target is the target the grant opens (a target behind a gateway, in
+	// a gateway's delta).
+	Target string
 	// Source is the zero Prefix for a bastion-only grant: it opens nothing
 	// in the kernel.
 	Source    netip.Prefix
@@ -86,10 +92,21 @@ func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) 
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT source, protocol, port, expires_at, request_id, requester FROM grants WHERE target = $1 AND expires_at > $2 ORDER BY id`, target, ms(now))
+	rows, err := s.db.QueryContext(ctx, `SELECT `+grantColumns+` FROM grants WHERE target = $1 AND expires_at > $2 ORDER BY id`, target, ms(now))
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("listing grants of %s: %w", target, err)
 	}
+	out, err := scanGrants(rows)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return t.Revision, t.Policy, out, nil
+}
+
+const grantColumns = `id, target, source, protocol, port, expires_at, request_id, requester`
+
+// scanGrants reads rows of grantColumns and closes them.
+func scanGrants(rows *sql.Rows) ([]GrantRow, error) {
 	defer rows.Close()
 	var out []GrantRow
 	for rows.Next() {
@@ -99,16 +116,20 @@ func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) 
 			port       int
 			exp        int64
 		)
-		if err := rows.Scan(&src, &proto, &port, &exp, &g.RequestID, &g.Requester); err != nil {
-			return 0, nil, nil, fmt.Errorf("reading grant: %w", err)
+		if err := rows.Scan(&g.ID, &g.Target, &src, &proto, &port, &exp, &g.RequestID, &g.Requester); err != nil {
+			return nil, fmt.Errorf("reading grant: %w", err)
 		}
+		var err error
 		if g.Source, err = parseSource(src); err != nil {
-			return 0, nil, nil, fmt.Errorf("decoding grant source %q: %w", src, err)
+			return nil, fmt.Errorf("decoding grant source %q: %w", src, err)
 		}
 		g.Port, g.ExpiresAt = policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}, fromMS(exp)
 		out = append(out, g)
 	}
-	return t.Revision, t.Policy, out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading grants: %w", err)
+	}
+	return out, nil
 }
 
 // ReportApplied records that a target's agent applied revision rev (or

@@ -432,49 +432,21 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 	if err := rows.Err(); err != nil {
 		return GatewayDesired{}, fmt.Errorf("listing targets behind %s: %w", gw, err)
 	}
-	grows, err := s.db.QueryContext(ctx, `SELECT target, source, protocol, port, expires_at, request_id, requester FROM grants
+	grows, err := s.db.QueryContext(ctx, `SELECT `+grantColumns+` FROM grants
 		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 ORDER BY id`, gw, ms(now))
 	if err != nil {
 		return GatewayDesired{}, fmt.Errorf("listing grants behind %s: %w", gw, err)
 	}
-	for grows.Next() {
-		var (
-			target, src, proto string
-			reqID, requester   string
-			port               int
-			exp                int64
-		)
-		if err := grows.Scan(&target, &src, &proto, &port, &exp, &reqID, &requester); err != nil {
-			grows.Close()
-			return GatewayDesired{}, fmt.Errorf("reading grant: %w", err)
-		}
-		r, ok := pols[target].Rule(policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)})
+	gs, err := scanGrants(grows)
+	if err != nil {
+		return GatewayDesired{}, fmt.Errorf("listing grants behind %s: %w", gw, err)
+	}
+	for _, g := range gs {
+		pol, ok := pols[g.Target]
 		if !ok {
 			continue
 		}
-		// The gateway's relay reaches the target's addresses itself, so a
-		// bastion grant names each of them; the agent dials only these.
-		if r.Access.Bastion() {
-			for _, a := range addrs[target] {
-				out.Bastion = append(out.Bastion, wire.BastionGrant{RequestID: reqID, Principal: requester, Protocol: proto, Port: uint16(port),
-					ExpiresAt: fromMS(exp), Destination: a})
-			}
-		}
-		// A bastion-only grant (no source), or a grant on a port reached
-		// only through the bastion, opens nothing in the kernel.
-		if src == "" || !r.Access.Direct() {
-			continue
-		}
-		v6 := sourceIs6(src)
-		for _, a := range addrs[target] {
-			if d, err := netip.ParseAddr(a); err == nil && d.Is6() == v6 {
-				out.Grants = append(out.Grants, wire.GrantEntry{Source: src, Protocol: proto, Port: uint16(port), ExpiresAt: fromMS(exp), Destination: a})
-			}
-		}
-	}
-	grows.Close()
-	if err := grows.Err(); err != nil {
-		return GatewayDesired{}, fmt.Errorf("listing grants behind %s: %w", gw, err)
+		out.Grants, out.Bastion = AppendEntries(out.Grants, out.Bastion, g, pol, addrs[g.Target], true)
 	}
 	ms, err := s.Mappings(ctx, gw, true)
 	if err != nil {
@@ -489,17 +461,49 @@ func (s *Store) GatewayState(ctx context.Context, gw string, now time.Time) (Gat
 	return out, nil
 }
 
-// sourceIs6 reports whether a stored grant source (a prefix, or a bare
-// address) is IPv6; IPv4-mapped forms count as IPv4.
-func sourceIs6(src string) bool {
-	if p, err := netip.ParsePrefix(src); err == nil {
-		return policy.Canonical(p).Addr().Is6()
+// AppendEntries appends what an agent is sent for live grant g, by the rule
+// of its port in the policy of its target (pol) as it stands now: a kernel
+// entry (host mode; behind a gateway, one per address of the target of the
+// source's family, which is all a packet can reach: no NAT64) unless the
+// grant is bastion-only (no source) or its port is reached only through the
+// bastion, and a bastion entry (behind a gateway, one per address of the
+// target, which the gateway's relay dials itself) when the rule allows the
+// bastion. A grant on a port no rule names adds nothing. Every entry carries
+// the grant's id, by which a delta replaces it.
+func AppendEntries(grants []wire.GrantEntry, bastion []wire.BastionGrant, g GrantRow, pol policy.Policy, addrs []string, gateway bool) ([]wire.GrantEntry, []wire.BastionGrant) {
+	r, ok := pol.Rule(g.Port)
+	if !ok {
+		return grants, bastion
 	}
-	if a, err := netip.ParseAddr(src); err == nil {
-		return a.Unmap().Is6()
+	proto, port := string(g.Port.Protocol), g.Port.Number
+	if !gateway {
+		if r.Access.Direct() && g.Source.IsValid() {
+			grants = append(grants, wire.GrantEntry{ID: g.ID, Source: g.Source.String(), Protocol: proto, Port: port, ExpiresAt: g.ExpiresAt})
+		}
+		if r.Access.Bastion() {
+			bastion = append(bastion, wire.BastionGrant{GrantID: g.ID, RequestID: g.RequestID, Principal: g.Requester, Protocol: proto, Port: port,
+				ExpiresAt: g.ExpiresAt})
+		}
+		return grants, bastion
 	}
-	return strings.Contains(src, ":")
+	if r.Access.Bastion() {
+		for _, a := range addrs {
+			bastion = append(bastion, wire.BastionGrant{GrantID: g.ID, RequestID: g.RequestID, Principal: g.Requester, Protocol: proto, Port: port,
+				ExpiresAt: g.ExpiresAt, Destination: a})
+		}
+	}
+	if !g.Source.IsValid() || !r.Access.Direct() {
+		return grants, bastion
+	}
+	v6 := policy.Canonical(g.Source).Addr().Is6()
+	for _, a := range addrs {
+		if d, err := netip.ParseAddr(a); err == nil && d.Unmap().Is6() == v6 {
+			grants = append(grants, wire.GrantEntry{ID: g.ID, Source: g.Source.String(), Protocol: proto, Port: port, ExpiresAt: g.ExpiresAt, Destination: a})
+		}
+	}
+	return grants, bastion
 }
+
 
 // RecordAgentReport stores what an agent reports besides its revision: its
 // mode, inventory and blocked-attempt counters and samples. A source seen

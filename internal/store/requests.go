@@ -258,7 +258,7 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 	if err != nil {
 		return 0, fmt.Errorf("reading request %s: %w", id, err)
 	}
-	rev, err := bumpRevision(ctx, tx, r.Target)
+	enforcer, rev, err := bumpForGrants(ctx, tx, r.Target)
 	if err != nil {
 		return 0, err
 	}
@@ -268,18 +268,22 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 	previous := map[string]bool{}
 	for _, p := range r.Ports {
 		var (
-			gid, oldReq string
-			oldExp      int64
+			gid    int64
+			oldReq string
+			oldExp int64
 		)
 		err := tx.QueryRowContext(ctx, `SELECT id, request_id, expires_at FROM grants
 			WHERE target = $1 AND requester = $2 AND source = $3 AND protocol = $4 AND port = $5`,
 			r.Target, r.Requester, sourceString(r.Source), string(p.Protocol), int(p.Number)).Scan(&gid, &oldReq, &oldExp)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, r.Target, r.Requester, sourceString(r.Source), string(p.Protocol), int(p.Number), ms(asked))
+			err = tx.QueryRowContext(ctx, `INSERT INTO grants (request_id, target, requester, source, protocol, port, expires_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`, id, r.Target, r.Requester, sourceString(r.Source), string(p.Protocol), int(p.Number), ms(asked)).Scan(&gid)
 			if err != nil {
 				return 0, fmt.Errorf("inserting grant: %w", err)
+			}
+			if err := logGrant(ctx, tx, enforcer, rev, gid); err != nil {
+				return 0, err
 			}
 		case err != nil:
 			return 0, fmt.Errorf("looking up live grant: %w", err)
@@ -287,6 +291,9 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 			exp := access.Extend(fromMS(oldExp), asked)
 			if _, err := tx.ExecContext(ctx, `UPDATE grants SET request_id = $1, expires_at = $2 WHERE id = $3`, id, ms(exp), gid); err != nil {
 				return 0, fmt.Errorf("extending grant: %w", err)
+			}
+			if err := logGrant(ctx, tx, enforcer, rev, gid); err != nil {
+				return 0, err
 			}
 			expires = access.Extend(expires, exp)
 			extended = append(extended, p)
@@ -385,25 +392,44 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 		rev      int64
 	}
 	removals := map[string]removal{} // by target
+	// removalFor advances the revision of target's enforcer once per call,
+	// for a change of grants only (the deleted ones are logged with it).
+	removalFor := func(target string) (removal, error) {
+		rm, ok := removals[target]
+		if !ok {
+			var err error
+			if rm.enforcer, rm.rev, err = bumpForGrants(ctx, tx, target); err != nil {
+				return rm, err
+			}
+			removals[target] = rm
+		}
+		return rm, nil
+	}
 	for _, r := range ended {
 		to, err := transition(ctx, tx, r.id, access.State(r.state), r.version, ev, set{"message", message}, set{"ended_at", ms(now)})
 		if err != nil {
 			return fmt.Errorf("ending request %s: %w", r.id, err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE request_id = $1`, r.id); err != nil {
-			return fmt.Errorf("deleting grants of %s: %w", r.id, err)
+		live, err := deleteGrants(ctx, tx, r.id, now)
+		if err != nil {
+			return err
 		}
-		if access.NeedsRemovalConfirmation(access.State(r.state), to, fromMS(r.expires), now) {
-			rm, ok := removals[r.target]
-			if !ok {
-				if rm.enforcer, err = revisionOwner(ctx, tx, r.target); err != nil {
-					return err
-				}
-				if rm.rev, err = bumpRevision(ctx, tx, r.target); err != nil {
-					return err
-				}
-				removals[r.target] = rm
+		confirm := access.NeedsRemovalConfirmation(access.State(r.state), to, fromMS(r.expires), now)
+		if confirm || len(live) > 0 {
+			// A live grant leaves the desired state: a new revision, which
+			// names it in the change log.
+			rm, err := removalFor(r.target)
+			if err != nil {
+				return err
 			}
+			for _, gid := range live {
+				if err := logGrant(ctx, tx, rm.enforcer, rm.rev, gid); err != nil {
+					return err
+				}
+			}
+		}
+		if confirm {
+			rm := removals[r.target]
 			if _, err := tx.ExecContext(ctx, `UPDATE requests SET removal_revision = $1, removal_enforcer = $2, removal_at = $3 WHERE id = $4`,
 				rm.rev, rm.enforcer, ms(now), r.id); err != nil {
 				return fmt.Errorf("recording the removal of %s: %w", r.id, err)
@@ -415,6 +441,30 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 		}
 	}
 	return nil
+}
+
+// deleteGrants deletes the grants of request id and returns those that were
+// still live at now (in the desired state until this change).
+func deleteGrants(ctx context.Context, tx *sql.Tx, id string, now time.Time) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, `DELETE FROM grants WHERE request_id = $1 RETURNING id, expires_at`, id)
+	if err != nil {
+		return nil, fmt.Errorf("deleting grants of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var live []int64
+	for rows.Next() {
+		var gid, exp int64
+		if err := rows.Scan(&gid, &exp); err != nil {
+			return nil, fmt.Errorf("deleting grants of %s: %w", id, err)
+		}
+		if exp > ms(now) {
+			live = append(live, gid)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("deleting grants of %s: %w", id, err)
+	}
+	return live, nil
 }
 
 // GetRequest returns one request.

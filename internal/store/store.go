@@ -182,25 +182,70 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
+// The kinds of desired_changes rows that are not grant ids (migration 0021).
+const (
+	// changeFull marks a revision that changed more than grants (a policy,
+	// a target's addresses, a mapping): an agent behind it takes a snapshot.
+	changeFull int64 = 0
+	// changeGrants marks a revision that changed grants only; each grant it
+	// touched has its own row.
+	changeGrants int64 = -1
+)
+
+// ChangeWindow is how many revisions of an enforcer the change log keeps:
+// an agent further behind than that gets a snapshot.
+const ChangeWindow = 4096
+
 // bumpRevision advances the desired-state revision of a target's enforcer
-// (the target itself, or its gateway) and returns it.
+// (the target itself, or its gateway) and returns it. The change is logged
+// as one that needs a snapshot: use bumpForGrants for grant changes.
 func bumpRevision(ctx context.Context, tx *sql.Tx, target string) (int64, error) {
+	_, rev, err := bump(ctx, tx, target, changeFull)
+	return rev, err
+}
+
+// bumpForGrants advances the revision of target's enforcer for a change of
+// grants only; the caller logs every grant it adds, extends or deletes with
+// logGrant, so that the agent is sent those grants and nothing else.
+func bumpForGrants(ctx context.Context, tx *sql.Tx, target string) (enforcer string, rev int64, err error) {
+	return bump(ctx, tx, target, changeGrants)
+}
+
+// logGrant records that revision rev of enforcer touched grant id (added,
+// extended or deleted it), in the transaction of the change.
+func logGrant(ctx context.Context, tx *sql.Tx, enforcer string, rev, id int64) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO desired_changes (enforcer, revision, grant_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		enforcer, rev, id); err != nil {
+		return fmt.Errorf("logging the change of grant %d: %w", id, err)
+	}
+	return nil
+}
+
+func bump(ctx context.Context, tx *sql.Tx, target string, kind int64) (string, int64, error) {
 	owner, err := revisionOwner(ctx, tx, target)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	var rev int64
 	err = tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, owner).Scan(&rev)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("target %q: %w", target, ErrNotFound)
+		return "", 0, fmt.Errorf("target %q: %w", target, ErrNotFound)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("advancing revision of %s: %w", target, err)
+		return "", 0, fmt.Errorf("advancing revision of %s: %w", target, err)
 	}
 	// The generation counts every desired-state change of the database:
 	// the restore guard (restore.go) compares it with a mark kept outside.
 	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + 1 WHERE key = 'generation'`); err != nil {
-		return 0, fmt.Errorf("advancing the database generation: %w", err)
+		return "", 0, fmt.Errorf("advancing the database generation: %w", err)
 	}
-	return rev, nil
+	// The change log, in the same transaction: an agent is sent what changed
+	// since its revision only when every revision in between is logged.
+	if err := logGrant(ctx, tx, owner, rev, kind); err != nil {
+		return "", 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM desired_changes WHERE enforcer = $1 AND revision <= $2`, owner, rev-ChangeWindow); err != nil {
+		return "", 0, fmt.Errorf("pruning the change log of %s: %w", owner, err)
+	}
+	return owner, rev, nil
 }

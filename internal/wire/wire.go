@@ -474,6 +474,8 @@ type Port struct {
 // admits a relayed stream only when it names one of these, for its port,
 // before its deadline, and ends the stream at the deadline on its own.
 type BastionGrant struct {
+	// GrantID is the grant's id (see GrantEntry.ID).
+	GrantID   int64     `json:"grant_id,omitempty"`
 	RequestID string    `json:"request_id"`
 	Principal string    `json:"principal"`
 	Protocol  string    `json:"protocol"`
@@ -498,6 +500,10 @@ type Mapping struct {
 
 // GrantEntry is one opened (source, protocol, port) with an absolute deadline.
 type GrantEntry struct {
+	// ID is the grant's id: a delta replaces every entry of the grants it
+	// names (DesiredState.Changed). Behind a gateway one grant has an entry
+	// per address of its target.
+	ID        int64     `json:"id,omitempty"`
 	Source    string    `json:"source"`
 	Protocol  string    `json:"protocol"`
 	Port      uint16    `json:"port"`

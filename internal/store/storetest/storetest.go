@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Refusals", testRefusals},
 		{"Extension", testExtension},
 		{"DesiredState", testDesiredState},
+		{"DesiredChanges", testDesiredChanges},
 		{"ReportApplied", testReportApplied},
 		{"ReportAppliedError", testReportAppliedError},
 		{"Revoke", testRevoke},
@@ -92,7 +93,7 @@ var (
 // grants by what the kernel sees; whose grant it is (request, requester) is
 // checked where it matters (testBastion).
 var cmpOpts = cmp.Options{cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty(),
-	cmpopts.IgnoreFields(store.GrantRow{}, "RequestID", "Requester")}
+	cmpopts.IgnoreFields(store.GrantRow{}, "RequestID", "Requester", "ID", "Target")}
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func tcp(n uint16) policy.Port  { return policy.Port{Number: n, Protocol: policy.TCP} }
