@@ -15,10 +15,9 @@ import (
 // the event with the greatest id, read in the same transaction. SQLite
 // serialises writers (every write transaction is BEGIN IMMEDIATE), so no
 // other event can be appended between that read and the insert.
-// PostgreSQL will need a lock for the same guarantee, such as
-// SELECT ... FOR UPDATE on a one-row chain-head table, and explicit ids
-// taken under it (its sequences leave gaps on rollback, which verification
-// reports as missing events).
+// On PostgreSQL every write transaction holds the store's write lock
+// (dialect.lockWrites) for the same guarantee across replicas, and ids are
+// assigned by a trigger under it (migrations_postgres/0001_init.sql).
 func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
 	details := []byte("{}")
 	if len(e.Details) > 0 {

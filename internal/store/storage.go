@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -30,7 +31,12 @@ func (s *Store) OnWriteError(f func(cause string, err error)) { s.onWriteError =
 // a domain refusal, a conflict, a cancelled context).
 func storageCause(err error) string {
 	var se *sqlite.Error
+	var pe *pgconn.PgError
 	switch {
+	case errors.As(err, &pe) && pe.Code == "53100": // disk_full
+		return WriteErrDiskFull
+	case errors.As(err, &pe) && pe.Code == "58030": // io_error
+		return WriteErrIO
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return WriteErrDiskFull
 	case errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL:

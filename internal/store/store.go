@@ -27,12 +27,14 @@ var (
 	ErrUnauthorized = errors.New("invalid or expired token")
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations_postgres/*.sql
 var migrations embed.FS
 
 // Store is a jitgate database.
 type Store struct {
 	db *sql.DB
+	// dialect holds what differs between SQLite and PostgreSQL (dialect.go).
+	dialect dialect
 	// onChange is called after a commit that changed targets' desired state.
 	onChange func(targets ...string)
 	// approvalTimeout is how long a request waits for its approvers.
@@ -87,7 +89,13 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).
 	db.SetMaxOpenConns(4)
-	s := &Store{db: db, onChange: func(...string) {}, approvalTimeout: DefaultApprovalTimeout, bruteForceThreshold: DefaultBruteForceThreshold}
+	return open(ctx, db, sqliteDialect)
+}
+
+// open finishes opening a store on db: it brings the schema up to date and
+// chains audit events written before the chain existed.
+func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
+	s := &Store{db: db, dialect: d, onChange: func(...string) {}, approvalTimeout: DefaultApprovalTimeout, bruteForceThreshold: DefaultBruteForceThreshold}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -107,10 +115,17 @@ func (s *Store) OnChange(f func(targets ...string)) { s.onChange = f }
 func (s *Store) Close() error { return s.db.Close() }
 
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+	// In a transaction of its own: two replicas starting together on one
+	// PostgreSQL database take turns (the write lock), and the second finds
+	// every migration applied.
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("creating migrations table: %w", err)
 	}
-	entries, err := migrations.ReadDir("migrations")
+	entries, err := migrations.ReadDir(s.dialect.migrations)
 	if err != nil {
 		return fmt.Errorf("reading migrations: %w", err)
 	}
@@ -129,7 +144,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			if n > 0 {
 				return nil
 			}
-			body, err := migrations.ReadFile("migrations/" + name)
+			body, err := migrations.ReadFile(s.dialect.migrations + "/" + name)
 			if err != nil {
 				return err
 			}
@@ -153,6 +168,12 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return s.writeFailed(fmt.Errorf("beginning transaction: %w", err))
+	}
+	if s.dialect.lockWrites != "" {
+		if _, err := tx.ExecContext(ctx, s.dialect.lockWrites); err != nil {
+			tx.Rollback()
+			return s.writeFailed(fmt.Errorf("taking the write lock: %w", err))
+		}
 	}
 	if err := f(tx); err != nil {
 		tx.Rollback()

@@ -492,8 +492,8 @@ func (s *Store) RevokeToken(ctx context.Context, actor Actor, id string, now tim
 func (s *Store) PruneExpiredTokens(ctx context.Context, now time.Time, limit int) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE rowid IN
-			(SELECT rowid FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`, ms(now), limit)
+		res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE hash IN
+			(SELECT hash FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2)`, ms(now), limit)
 		if err != nil {
 			return fmt.Errorf("pruning expired tokens: %w", err)
 		}

@@ -1,0 +1,30 @@
+package store_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/store/storetest"
+	"github.com/jitgate/jitgate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithPostgres(m)) }
+
+func openPostgres(t *testing.T, url string) *store.Store {
+	t.Helper()
+	s, err := store.OpenPostgres(t.Context(), url)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestPostgres runs the conformance suite against a real PostgreSQL server
+// (testenv.Postgres), a new database per subtest.
+func TestPostgres(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) *store.Store {
+		return openPostgres(t, testenv.Postgres(t))
+	})
+}
