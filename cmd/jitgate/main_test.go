@@ -41,7 +41,7 @@ func newTestServer(t *testing.T) testServer {
 		t.Fatal(err)
 	}
 	hub := api.NewHub()
-	st.OnChange(hub.Notify)
+	st.Subscribe(hub.Notify)
 	presence := api.NewPresence(st, 30*time.Second)
 	reg := prometheus.NewRegistry()
 	metrics := api.NewMetrics(reg, func() float64 { return 0 }, func() float64 { return 0 })

@@ -51,7 +51,7 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 	}
 	tb.Cleanup(func() { st.Close() })
 	hub := api.NewHub()
-	st.OnChange(hub.Notify)
+	st.Subscribe(hub.Notify)
 	presence := api.NewPresence(st, time.Minute)
 	reg := prometheus.NewRegistry()
 	metrics := api.NewMetrics(reg, func() float64 {

@@ -36,9 +36,10 @@ import (
 
 const (
 	browserLoginTTL = 10 * time.Minute
-	// maxLogins bounds the device logins in progress (memory; browser
-	// logins keep nothing here, see browserLogin); maxDevicesPerSource the
-	// device logins one source may have waiting at the provider.
+	// maxLogins bounds the device logins in progress (rows of the
+	// database; browser logins keep nothing there, see browserLogin);
+	// maxDevicesPerSource the device logins one source may have waiting at
+	// the provider.
 	maxLogins           = 10_000
 	maxDevicesPerSource = 5
 	// auditedFailuresBurst and auditedFailuresEvery bound the failed
@@ -48,8 +49,10 @@ const (
 	defaultReturn        = "/api/v1/whoami"
 )
 
-// logins is what single sign-on keeps between requests, in memory: a
-// restart only makes people start a login again.
+// logins is what single sign-on keeps in this process. What a login in
+// progress needs is in the database (device logins) or in the browser's
+// cookie under a seal whose key is in the database (browser logins), so
+// the load balancer may send each step of a login to any replica.
 type logins struct {
 	// failures limits failed logins per source (5 in a burst, then one
 	// every 12 s); nil when the limit is off.
@@ -62,11 +65,15 @@ type logins struct {
 	// audited says how many went unaudited (unaudited_elsewhere). Nil when
 	// the limit is off.
 	audits *failureLimiter
-	// seal carries browser logins in their cookie.
-	seal cipher.AEAD
+	// seal carries browser logins in their cookie: made from the key all
+	// replicas share (loginSealKey), at the first login.
+	sealMu sync.Mutex
+	seal   cipher.AEAD
 
+	// waiting ends the waits at the provider that this replica runs, by
+	// device login id (a newer login from the same source supersedes one).
 	mu      sync.Mutex
-	devices map[string]*deviceLogin // by our device code
+	waiting map[string]context.CancelFunc
 }
 
 // LoginLimit is how many failed logins a source may make: Burst at once,
@@ -88,12 +95,12 @@ func newLogins(l LoginLimit) *logins {
 		f = newFailureLimiter(l.Burst, l.Every)
 		audits = newFailureLimiter(auditedFailuresBurst, auditedFailuresEvery)
 	}
-	return &logins{failures: f, audits: audits, seal: newSeal(), devices: map[string]*deviceLogin{}}
+	return &logins{failures: f, audits: audits, waiting: map[string]context.CancelFunc{}}
 }
 
 // browserLogin is a browser login begun: what the callback needs to finish
-// it. It travels in the login cookie, sealed (AES-256-GCM under a key made
-// at start), not in server memory: a table of logins in progress, however
+// it. It travels in the login cookie, sealed (AES-256-GCM under a key that
+// every replica reads from the database), not in the server: a table of logins in progress, however
 // large, can be filled by anyone who asks /auth/login often enough, and
 // then refuses everybody else's login. The cookie binds the login to the
 // browser that began it (the state in the callback must be the sealed
@@ -111,35 +118,54 @@ type browserLogin struct {
 // loginSealAD binds a sealed value to its use.
 var loginSealAD = []byte("jitgate browser login")
 
-func newSeal() cipher.AEAD {
-	key := make([]byte, 32)
-	rand.Read(key) // never fails (crypto/rand)
+// loginSealKey names the seal's key among the database's shared keys.
+const loginSealKey = "sso-login-seal"
+
+// loginSeal returns the seal of browser login cookies, reading (or, at the
+// very first login, making) its key in the database, so that a login begun
+// at one replica can be finished at any other.
+func (a *api) loginSeal(ctx context.Context) (cipher.AEAD, error) {
+	l := a.logins
+	l.sealMu.Lock()
+	defer l.sealMu.Unlock()
+	if l.seal != nil {
+		return l.seal, nil
+	}
+	key, err := a.Store.SharedKey(ctx, loginSealKey, func() []byte {
+		k := make([]byte, 32)
+		rand.Read(k) // never fails (crypto/rand)
+		return k
+	}, a.Now())
+	if err != nil {
+		return nil, fmt.Errorf("reading the login seal key: %w", err)
+	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		panic(err) // a 32-byte key is always accepted
+		return nil, fmt.Errorf("the login seal key in the database: %w", err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		panic(err)
+		return nil, fmt.Errorf("the login seal: %w", err)
 	}
-	return aead
+	l.seal = aead
+	return aead, nil
 }
 
 // sealLogin returns bl sealed for the login cookie.
-func (l *logins) sealLogin(bl browserLogin) string {
+func sealLogin(seal cipher.AEAD, bl browserLogin) string {
 	plain, _ := json.Marshal(bl)
-	nonce := make([]byte, l.seal.NonceSize())
+	nonce := make([]byte, seal.NonceSize())
 	rand.Read(nonce)
-	return base64.RawURLEncoding.EncodeToString(l.seal.Seal(nonce, nonce, plain, loginSealAD))
+	return base64.RawURLEncoding.EncodeToString(seal.Seal(nonce, nonce, plain, loginSealAD))
 }
 
 // openLogin returns the login sealed in v, if v is one of ours.
-func (l *logins) openLogin(v string) (browserLogin, bool) {
+func openLogin(seal cipher.AEAD, v string) (browserLogin, bool) {
 	raw, err := base64.RawURLEncoding.DecodeString(v)
-	if err != nil || len(raw) < l.seal.NonceSize() {
+	if err != nil || len(raw) < seal.NonceSize() {
 		return browserLogin{}, false
 	}
-	plain, err := l.seal.Open(nil, raw[:l.seal.NonceSize()], raw[l.seal.NonceSize():], loginSealAD)
+	plain, err := seal.Open(nil, raw[:seal.NonceSize()], raw[seal.NonceSize():], loginSealAD)
 	if err != nil {
 		return browserLogin{}, false
 	}
@@ -148,29 +174,6 @@ func (l *logins) openLogin(v string) (browserLogin, bool) {
 		return browserLogin{}, false
 	}
 	return bl, true
-}
-
-type deviceLogin struct {
-	source  string // limiter key of the address that began it
-	started time.Time
-	expires time.Time
-	cancel  context.CancelFunc // ends the wait at the provider
-	done    bool
-	id      oidc.Identity
-	err     error
-}
-
-// errSuperseded ends a device login that a newer one from the same source
-// pushed out (maxDevicesPerSource).
-var errSuperseded = errors.New("a newer device login from the same address took its place; start again")
-
-// sweep drops device logins past their time; the caller holds mu.
-func (l *logins) sweep(now time.Time) {
-	for k, d := range l.devices {
-		if now.After(d.expires.Add(time.Minute)) {
-			delete(l.devices, k)
-		}
-	}
 }
 
 // provider returns the OpenID provider, or answers 404 when there is none.
@@ -199,7 +202,12 @@ func (a *api) ssoLogin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadGateway, wire.Error{Error: "the identity provider cannot be reached"})
 		return
 	}
-	sealed := a.logins.sealLogin(browserLogin{State: state, Nonce: nonce, Verifier: verifier, Redirect: redirect, Return: ret,
+	seal, err := a.loginSeal(r.Context())
+	if err != nil {
+		writeError(w, a.Logger, err)
+		return
+	}
+	sealed := sealLogin(seal, browserLogin{State: state, Nonce: nonce, Verifier: verifier, Redirect: redirect, Return: ret,
 		Expires: a.Now().Add(browserLoginTTL).UnixMilli()})
 	http.SetCookie(w, &http.Cookie{Name: httpedge.LoginCookie, Value: sealed, Path: "/auth/callback", MaxAge: int(browserLoginTTL.Seconds()),
 		HttpOnly: true, Secure: a.scheme(r) == "https", SameSite: http.SameSiteLaxMode})
@@ -228,7 +236,12 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	c, _ := r.Cookie(httpedge.LoginCookie)
 	ok := c != nil
 	if ok {
-		bl, ok = a.logins.openLogin(c.Value)
+		seal, err := a.loginSeal(r.Context())
+		if err != nil {
+			writeError(w, a.Logger, err)
+			return
+		}
+		bl, ok = openLogin(seal, c.Value)
 	}
 	switch {
 	case !ok || a.Now().UnixMilli() > bl.Expires:
@@ -269,39 +282,7 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := a.clientAddr(r)
-	key := sourceKey(addr)
 	now := a.Now()
-	// At its source's bound, the source's oldest device login in progress
-	// ends to make room: refusing the new one would let anyone behind the
-	// same address (an office NAT, a shared jump host) begin five device
-	// logins, never finish them, and keep everybody else there from
-	// signing in with the CLI for their 30 minutes.
-	a.logins.mu.Lock()
-	a.logins.sweep(now)
-	var oldest *deviceLogin
-	mine := 0
-	for _, d := range a.logins.devices {
-		if d.source == key && !d.done {
-			mine++
-			if oldest == nil || d.started.Before(oldest.started) {
-				oldest = d
-			}
-		}
-	}
-	total := len(a.logins.devices)
-	var endOldest context.CancelFunc
-	if total < maxLogins && mine >= maxDevicesPerSource {
-		oldest.done, oldest.err = true, errSuperseded
-		endOldest = oldest.cancel
-	}
-	a.logins.mu.Unlock()
-	if endOldest != nil {
-		endOldest()
-	}
-	if total >= maxLogins {
-		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
-		return
-	}
 	da, err := p.DeviceAuth(r.Context())
 	if err != nil {
 		a.Logger.Error("single sign-on", "err", err)
@@ -313,13 +294,31 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 		expires = now.Add(30 * time.Minute)
 	}
 	da.Expiry = expires
+	// At its source's bound, the source's oldest device login in progress
+	// ends to make room (whichever replica waits for it): refusing the new
+	// one would let anyone behind the same address (an office NAT, a shared
+	// jump host) begin five device logins, never finish them, and keep
+	// everybody else there from signing in with the CLI for their 30
+	// minutes.
 	code := random.Secret()
+	id, superseded, err := a.Store.BeginDeviceLogin(r.Context(), code, sourceKey(addr), now, expires, maxDevicesPerSource, maxLogins)
+	if errors.Is(err, store.ErrTooManyLogins) {
+		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
+		return
+	}
+	if err != nil {
+		writeError(w, a.Logger, err)
+		return
+	}
 	ctx, cancel := context.WithDeadline(context.Background(), expires)
-	d := &deviceLogin{source: key, started: now, expires: expires, cancel: cancel}
 	a.logins.mu.Lock()
-	a.logins.devices[code] = d
+	endOldest := a.logins.waiting[superseded]
+	a.logins.waiting[id] = cancel
 	a.logins.mu.Unlock()
-	go a.waitDevice(ctx, p, d, da, addr)
+	if endOldest != nil {
+		endOldest()
+	}
+	go a.waitDevice(ctx, p, id, da, addr)
 
 	interval := int(da.Interval)
 	if interval <= 0 {
@@ -329,26 +328,49 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 		VerificationURIComplete: da.VerificationURIComplete, Interval: interval, ExpiresIn: int(expires.Sub(now).Seconds())})
 }
 
-func (a *api) waitDevice(ctx context.Context, p *oidc.Provider, d *deviceLogin, da *oidc.DeviceAuthorization, addr netip.Addr) {
-	defer d.cancel()
-	id, err := p.DeviceWait(ctx, da)
-	a.logins.mu.Lock()
-	if d.done { // superseded: not a failure of anyone's
+// waitDevice waits at the provider for the device login id and records
+// its outcome in the database, for whichever replica the CLI polls. A
+// login superseded meanwhile (here or at another replica) is nobody's
+// failure: its outcome is dropped.
+func (a *api) waitDevice(ctx context.Context, p *oidc.Provider, id string, da *oidc.DeviceAuthorization, addr netip.Addr) {
+	defer func() {
+		a.logins.mu.Lock()
+		cancel := a.logins.waiting[id]
+		delete(a.logins.waiting, id)
 		a.logins.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+	}()
+	who, err := p.DeviceWait(ctx, da)
+	state, identity, errText := store.DeviceLoginSucceeded, "", ""
+	switch {
+	case err == nil:
+		b, _ := json.Marshal(who)
+		identity = string(b)
+	case errors.Is(err, oidc.ErrDenied):
+		state = store.DeviceLoginDenied
+	case errors.Is(err, oidc.ErrExpired):
+		state = store.DeviceLoginExpired
+	default:
+		state, errText = store.DeviceLoginFailed, clip(err.Error())
+	}
+	recorded, rerr := a.Store.EndDeviceLogin(context.WithoutCancel(ctx), id, state, identity, errText)
+	if rerr != nil {
+		a.Logger.Error("recording the end of a device login", "err", rerr)
 		return
 	}
-	d.done, d.id, d.err = true, id, err
-	a.logins.mu.Unlock()
-	if err != nil {
-		reason := clip(err.Error())
-		switch {
-		case errors.Is(err, oidc.ErrDenied):
-			reason = "the user refused at the identity provider"
-		case errors.Is(err, oidc.ErrExpired):
-			reason = "nobody approved the device code before it expired"
-		}
-		a.loginFailed(context.Background(), addr, "device", "", reason)
+	if !recorded || err == nil { // superseded, or succeeded
+		return
 	}
+	reason := clip(err.Error())
+	switch {
+	case errors.Is(err, oidc.ErrDenied):
+		reason = "the user refused at the identity provider"
+	case errors.Is(err, oidc.ErrExpired):
+		reason = "nobody approved the device code before it expired"
+	}
+	a.loginFailed(context.Background(), addr, "device", "", reason)
 }
 
 // deviceToken answers a poll of the CLI: authorization_pending until the
@@ -363,32 +385,35 @@ func (a *api) deviceToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, a.Logger, err)
 		return
 	}
-	a.logins.mu.Lock()
-	d, ok := a.logins.devices[in.DeviceCode]
-	done := ok && d.done
-	if done {
-		delete(a.logins.devices, in.DeviceCode) // the outcome is told once
+	d, err := a.Store.TakeDeviceLogin(r.Context(), in.DeviceCode, a.Now())
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		writeError(w, a.Logger, err)
+		return
 	}
-	a.logins.mu.Unlock()
 	switch {
-	case !ok:
+	case err != nil:
 		if wait := a.loginFailed(r.Context(), a.clientAddr(r), "device", "", "unknown or expired device code"); wait > 0 {
 			tooMany(w, wait, failedLoginsMsg)
 			return
 		}
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
-	case !done:
+	case d.State == store.DeviceLoginPending:
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.AuthorizationPending})
-	case errors.Is(d.err, oidc.ErrDenied):
+	case d.State == store.DeviceLoginDenied:
 		writeJSON(w, http.StatusForbidden, wire.Error{Error: wire.AccessDenied})
-	case errors.Is(d.err, oidc.ErrExpired):
+	case d.State == store.DeviceLoginExpired:
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken})
-	case errors.Is(d.err, errSuperseded):
+	case d.State == store.DeviceLoginSuperseded:
 		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
-	case d.err != nil: // audited when it happened
-		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "login failed: " + clip(d.err.Error())})
+	case d.State != store.DeviceLoginSucceeded: // audited when it happened
+		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "login failed: " + d.Error})
 	default:
-		s, err := a.createSession(r.Context(), a.clientAddr(r), d.id, "device")
+		var id oidc.Identity
+		if err := json.Unmarshal([]byte(d.Identity), &id); err != nil {
+			writeError(w, a.Logger, fmt.Errorf("reading the identity of a device login: %w", err))
+			return
+		}
+		s, err := a.createSession(r.Context(), a.clientAddr(r), id, "device")
 		if err != nil {
 			writeError(w, a.Logger, err)
 			return

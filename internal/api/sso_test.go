@@ -32,9 +32,11 @@ import (
 var carol = oidctest.User{Name: "carol", Password: "correct horse", Email: "carol@example.com", Groups: []string{"ops", "dba"}}
 
 type ssoEnv struct {
-	st  *store.Store
-	op  *oidctest.Provider
-	url string
+	st   *store.Store
+	op   *oidctest.Provider
+	url  string
+	path string      // the database file
+	cfg  oidc.Config // jitgate's OIDC configuration
 }
 
 // newSSOEnv serves the API with single sign-on at a real OpenID provider on
@@ -43,15 +45,17 @@ type ssoEnv struct {
 func newSSOEnv(t *testing.T, edit func(*oidc.Config), noSSO bool) *ssoEnv {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"))
+	path := filepath.Join(t.TempDir(), "j.db")
+	st, err := store.OpenSQLite(ctx, path)
 	if err != nil {
 		t.Fatalf("OpenSQLite: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
 	op := oidctest.Start(t, carol, mallory)
 	var sso *oidc.Provider
+	var cfg oidc.Config
 	if !noSSO {
-		cfg := oidc.Config{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret,
+		cfg = oidc.Config{Issuer: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret,
 			Scopes: []string{"openid", "profile", "email", "groups"}, SessionTTL: time.Hour}
 		if edit != nil {
 			edit(&cfg)
@@ -74,7 +78,7 @@ func newSSOEnv(t *testing.T, edit func(*oidc.Config), noSSO bool) *ssoEnv {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	op.AllowRedirect(srv.URL + "/auth/callback")
-	return &ssoEnv{st: st, op: op, url: srv.URL}
+	return &ssoEnv{st: st, op: op, url: srv.URL, path: path, cfg: cfg}
 }
 
 // browser is an HTTP client with a cookie jar, as a browser without

@@ -30,7 +30,7 @@ func openGuarded(t *testing.T, dir string, log *slog.Logger) *store.Store {
 		t.Fatalf("guardRestore: %v", err)
 	}
 	t.Cleanup(func() { g.close() })
-	st.OnChange(func(...string) {
+	st.Subscribe(func(...string) {
 		if err := g.note(context.Background()); err != nil {
 			t.Errorf("note: %v", err)
 		}

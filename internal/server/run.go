@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// once).
 	var bookkeeping sync.Mutex
 	bookkeepingDue := false
-	st.OnChange(func(targets ...string) {
+	st.Subscribe(func(targets ...string) {
 		// The mark covers a revision before any agent is woken for it.
 		if err := guard.note(ctx); err != nil {
 			log.Error("keeping the restore mark current", "err", err)

@@ -231,7 +231,7 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 	if len(confirmed) > 0 {
 		// Wake clients following the requests and targets whose removal
 		// was just confirmed.
-		s.onChange(confirmed...)
+		s.feed.publish(confirmed...)
 	}
 	out := make([]Request, 0, len(activated))
 	for _, id := range activated {

@@ -684,13 +684,13 @@ func revisionOwner(ctx context.Context, tx *sql.Tx, target string) (string, erro
 	return target, nil
 }
 
-// changed tells the OnChange hook about targets after a commit, together
+// changed tells the change feed about targets after a commit, together
 // with their gateways and the targets behind them, so waiting agents and
 // clients of any of them wake up.
 func (s *Store) changed(targets ...string) {
 	// Wake the targets' own watchers first (the agent of a host target is
 	// the one waiting on the grant path); their relations cost queries.
-	s.onChange(targets...)
+	s.feed.publish(targets...)
 	seen := map[string]bool{}
 	for _, t := range targets {
 		seen[t] = true
@@ -719,7 +719,7 @@ func (s *Store) changed(targets ...string) {
 		}
 	}
 	if len(all) > 0 {
-		s.onChange(all...)
+		s.feed.publish(all...)
 	}
 }
 

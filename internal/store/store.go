@@ -35,8 +35,8 @@ type Store struct {
 	db *sql.DB
 	// dialect holds what differs between SQLite and PostgreSQL (dialect.go).
 	dialect dialect
-	// onChange is called after a commit that changed targets' desired state.
-	onChange func(targets ...string)
+	// feed tells subscribers about committed changes (feed.go).
+	feed feed
 	// approvalTimeout is how long a request waits for its approvers.
 	approvalTimeout time.Duration
 	// expiryWarning is how long before its deadline an active request is
@@ -95,7 +95,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 // open finishes opening a store on db: it brings the schema up to date and
 // chains audit events written before the chain existed.
 func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
-	s := &Store{db: db, dialect: d, onChange: func(...string) {}, approvalTimeout: DefaultApprovalTimeout, bruteForceThreshold: DefaultBruteForceThreshold}
+	s := &Store{db: db, dialect: d, approvalTimeout: DefaultApprovalTimeout, bruteForceThreshold: DefaultBruteForceThreshold}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -106,10 +106,6 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 	}
 	return s, nil
 }
-
-// OnChange registers the function told which targets' desired state changed,
-// after the change is committed (the server wakes waiting agents with it).
-func (s *Store) OnChange(f func(targets ...string)) { s.onChange = f }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }

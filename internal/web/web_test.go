@@ -46,7 +46,7 @@ func newEnv(tb testing.TB, tls bool) *env {
 	}
 	tb.Cleanup(func() { st.Close() })
 	hub := api.NewHub()
-	st.OnChange(hub.Notify)
+	st.Subscribe(hub.Notify)
 	reg := prometheus.NewRegistry()
 	presence := api.NewPresence(st, time.Minute)
 	h := api.New(api.Deps{Store: st, Hub: hub, Limits: policy.DefaultLimits(), AgentPollWait: time.Second,

@@ -49,9 +49,11 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Sweep", testSweep},
 		{"SweepPendingPastDeadline", testSweepPendingPastDeadline},
 		{"ListAudit", testListAudit},
-		{"OnChange", testOnChange},
+		{"ChangeFeed", testOnChange},
+		{"ChangeFeedSubscribers", testFeedSubscribers},
 		{"Leases", testLeases},
 		{"SharedKey", testSharedKey},
+		{"DeviceLogins", testDeviceLogins},
 		{"ConcurrentRequests", testConcurrentRequests},
 		{"ConcurrentExtension", testConcurrentExtension},
 		{"ConcurrentEnroll", testConcurrentEnroll},
@@ -1135,15 +1137,15 @@ func testListAudit(t *testing.T, s *store.Store) {
 	}
 }
 
-// testOnChange: the store tells its listener about every committed change
-// of a target's desired state, and only after the commit.
+// testOnChange: the store's change feed tells its subscriber about every
+// committed change of a target's desired state, and only after the commit.
 func testOnChange(t *testing.T, s *store.Store) {
 	ctx := t.Context()
 	var (
 		mu   sync.Mutex
 		seen []string
 	)
-	s.OnChange(func(targets ...string) {
+	s.Subscribe(func(targets ...string) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, targets...)
@@ -1153,7 +1155,7 @@ func testOnChange(t *testing.T, s *store.Store) {
 		mu.Lock()
 		defer mu.Unlock()
 		if diff := cmp.Diff(want, seen, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("OnChange after %s (-want +got):\n%s", what, diff)
+			t.Errorf("change feed after %s (-want +got):\n%s", what, diff)
 		}
 		seen = nil
 	}
