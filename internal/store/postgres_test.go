@@ -28,3 +28,16 @@ func TestPostgres(t *testing.T) {
 		return openPostgres(t, testenv.Postgres(t))
 	})
 }
+
+// TestPostgresReplicas races requests, approvals and audit events through
+// three stores on one PostgreSQL database, as three server replicas do.
+func TestPostgresReplicas(t *testing.T) {
+	storetest.RunReplicas(t, func(t *testing.T, n int) []*store.Store {
+		url := testenv.Postgres(t)
+		ss := make([]*store.Store, n)
+		for i := range ss {
+			ss[i] = openPostgres(t, url)
+		}
+		return ss
+	})
+}

@@ -34,6 +34,20 @@ func TestSQLite(t *testing.T) {
 	})
 }
 
+// TestSQLiteReplicas: the replica invariants hold with several stores (as
+// several processes) on one SQLite file too.
+func TestSQLiteReplicas(t *testing.T) {
+	storetest.RunReplicas(t, func(t *testing.T, n int) []*store.Store {
+		path := filepath.Join(t.TempDir(), "jitgate.db")
+		ss := make([]*store.Store, n)
+		for i := range ss {
+			ss[i] = openSQLite(t, path)
+			t.Cleanup(func() { ss[i].Close() })
+		}
+		return ss
+	})
+}
+
 var t0 = time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
 
 // seed creates a target with a policy, an enrolled agent and a pending
