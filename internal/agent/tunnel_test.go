@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -53,13 +51,13 @@ func TestAgentRelayChecksStreamsItself(t *testing.T) {
 		if !api.authorized(w, r) {
 			return
 		}
-		c, err := websocket.Accept(w, r, nil)
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		defer cancel()
+		c, err := relay.AcceptWS(ctx, w, r)
 		if err != nil {
 			return
 		}
-		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-		defer cancel()
-		rs.ServeAgent(ctx, "web-1", websocket.NetConn(ctx, c, websocket.MessageBinary))
+		rs.ServeAgent(ctx, "web-1", c)
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/internal/authz"
@@ -187,16 +186,16 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 	} else if err != nil {
 		return err
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-	if err != nil {
-		return nil // Accept answered the client
-	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
+	conn, err := relay.AcceptWS(ctx, w, r)
+	if err != nil {
+		return nil // AcceptWS answered the client
+	}
 	secret, _, _ := credential(r)
 	go a.watchAgentCredential(ctx, cancel, p.Subject, secret)
 	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
-	err = a.Relay.ServeAgent(ctx, p.Subject, websocket.NetConn(ctx, c, websocket.MessageBinary))
+	err = a.Relay.ServeAgent(ctx, p.Subject, conn)
 	a.Logger.Info("agent relay disconnected", "target", p.Subject, "err", err)
 	return nil
 }
@@ -374,15 +373,14 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 		close(ls.done)
 	}()
 
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	sctx, scancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer scancel()
+	conn, err := relay.AcceptWS(sctx, w, r)
 	if err != nil {
 		ls.end(session.Closed, "", "the client's WebSocket upgrade failed")
 		a.recordEnd(ls)
 		return nil
 	}
-	sctx, scancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer scancel()
-	conn := websocket.NetConn(sctx, c, websocket.MessageBinary)
 	ls.add(conn)
 	a.Logger.Info("bastion session started", "session", x.ID, "target", name, "principal", x.Principal, "port", port, "until", x.Deadline)
 	go a.watchSession(sctx, ls)

@@ -10,8 +10,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/coder/websocket"
-
+	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -30,8 +29,7 @@ func (c *Client) dialWS(ctx context.Context, path string, query url.Values) (net
 		if c.token != "" {
 			hdr.Set("Authorization", "Bearer "+c.token)
 		}
-		ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr,
-			CompressionMode: websocket.CompressionDisabled})
+		ws, resp, err := relay.DialWS(ctx, u.String(), c.http, hdr)
 		if err != nil {
 			if resp != nil && resp.StatusCode >= 400 {
 				ae := &APIError{Status: resp.StatusCode}
@@ -46,7 +44,7 @@ func (c *Client) dialWS(ctx context.Context, path string, query url.Values) (net
 			}
 			return 0, fmt.Errorf("GET %s: %w", path, err)
 		}
-		conn = websocket.NetConn(ctx, ws, websocket.MessageBinary)
+		conn = ws
 		return http.StatusSwitchingProtocols, nil
 	})
 	return conn, err

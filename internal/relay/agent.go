@@ -66,7 +66,7 @@ func (a *Agent) log() *slog.Logger {
 // ServeConn runs the agent's side of one relay connection until it ends.
 // The agent is the yamux server: it accepts the streams.
 func (a *Agent) ServeConn(ctx context.Context, conn net.Conn) error {
-	sess, err := yamux.Server(conn, Config())
+	sess, err := yamux.Server(&coalesceConn{Conn: conn}, Config())
 	if err != nil {
 		conn.Close()
 		return err

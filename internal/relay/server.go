@@ -36,7 +36,7 @@ func NewServer() *Server { return &Server{agents: map[string]*yamux.Session{}} }
 // ServeAgent runs target's agent connection conn until it ends, ctx ends or
 // the server closes. The server is the yamux client: it opens the streams.
 func (s *Server) ServeAgent(ctx context.Context, target string, conn net.Conn) error {
-	sess, err := yamux.Client(conn, Config())
+	sess, err := yamux.Client(&coalesceConn{Conn: conn}, Config())
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("starting relay session of %s: %w", target, err)
