@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver for PostgreSQL
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver for PostgreSQL
+
+	"github.com/jitgate/jitgate/internal/random"
 )
 
 // dialect is what differs between the two databases the store runs on. The
@@ -61,10 +63,15 @@ func Open(ctx context.Context, database string) (*Store, error) {
 // servers may open the same database: migrations and writes are serialized
 // between them (dialect.lockWrites).
 func OpenPostgres(ctx context.Context, url string) (*Store, error) {
-	db, err := sql.Open("pgx", url)
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("opening PostgreSQL: %w", err)
 	}
+	// Every connection of this handle names it, so that its own commits'
+	// notifications are told apart from the other replicas' (feed_postgres.go).
+	origin := random.ID("", 10)
+	cfg.RuntimeParams[originParam] = origin
+	db := stdlib.OpenDB(*cfg)
 	// Reads run in parallel; writers queue on the write lock while holding a
 	// connection each, so leave room for readers beside them.
 	db.SetMaxOpenConns(16)
@@ -73,7 +80,12 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	return open(ctx, db, postgresDialect)
+	s, err := open(ctx, db, postgresDialect)
+	if err != nil {
+		return nil, err
+	}
+	s.startListener(url, origin)
+	return s, nil
 }
 
 // Dialect names the database the store runs on: "sqlite" or "postgres".

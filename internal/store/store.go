@@ -35,8 +35,11 @@ type Store struct {
 	db *sql.DB
 	// dialect holds what differs between SQLite and PostgreSQL (dialect.go).
 	dialect dialect
-	// feed tells subscribers about committed changes (feed.go).
-	feed feed
+	// feed tells subscribers about committed changes (feed.go); on
+	// PostgreSQL, listener hears those of the other replicas
+	// (feed_postgres.go).
+	feed     feed
+	listener *pgListener
 	// approvalTimeout is how long a request waits for its approvers.
 	approvalTimeout time.Duration
 	// expiryWarning is how long before its deadline an active request is
@@ -108,7 +111,12 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.listener != nil {
+		s.listener.stop()
+	}
+	return s.db.Close()
+}
 
 func (s *Store) migrate(ctx context.Context) error {
 	// In a transaction of its own: two replicas starting together on one
