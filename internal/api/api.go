@@ -191,6 +191,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("POST /api/v1/sessions/{id}/kill", human(a.killSession))
 	handle("POST /api/v1/requests/{id}/ssh-certificate", human(a.sshCertificate))
 	handle("GET /api/v1/ssh/ca", human(a.sshCA))
+	handle("GET /api/v1/requests/{id}/terminal", human(a.terminal))
 	handle("GET /api/v1/agent/ssh-ca", agent(a.sshCA))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})

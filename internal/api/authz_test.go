@@ -170,6 +170,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		// Nobody but the request's requester gets an SSH certificate for
 		// it (TestSSHCertificate covers the requester's own).
 		{"POST", "/api/v1/requests/{granted}/ssh-certificate", `{"public_key":"` + matrixUserKey + `"}`, target, nil},
+		// Nobody but the request's requester opens a terminal with it
+		// (TestTerminal* and the e2e browser test cover the requester).
+		{"GET", "/api/v1/requests/{granted}/terminal?port=22&login=ubuntu", "", target, nil},
 		{"GET", "/api/v1/ssh/ca", "", own, all},
 		{"GET", "/api/v1/agent/ssh-ca", "", own, nil},
 		{"GET", "/api/v1/agent/tunnel", "", own, nil},

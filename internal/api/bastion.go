@@ -533,7 +533,7 @@ func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndRea
 }
 
 func toWireSession(x session.Session) wire.BastionSession {
-	return wire.BastionSession{ID: x.ID, Target: x.Target, Principal: x.Principal, RequestID: x.RequestID, Port: fmt.Sprintf("%d/%s", x.Port, x.Protocol),
+	return wire.BastionSession{ID: x.ID, Target: x.Target, Principal: x.Principal, RequestID: x.RequestID, Port: fmt.Sprintf("%d/%s", x.Port, x.Protocol), Via: x.Via, Login: x.Login,
 		ClientAddr: x.ClientAddr, State: string(x.State), StartedAt: x.StartedAt, Deadline: x.Deadline, EndedAt: x.EndedAt,
 		EndReason: string(x.Reason), EndedBy: x.EndedBy, Message: x.Message, BytesIn: x.BytesIn, BytesOut: x.BytesOut}
 }

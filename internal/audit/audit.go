@@ -48,6 +48,10 @@ const (
 	// SSHCertificateIssued: the SSH certificate authority signed a user
 	// certificate for a grant (internal/sshca).
 	SSHCertificateIssued Action = "ssh.certificate_issued"
+	// SessionHostKeyMismatch: the server's SSH client (the browser
+	// terminal) refused a target whose host key is not one its agent
+	// reported, or whose agent reported none.
+	SessionHostKeyMismatch Action = "session.host_key_mismatch"
 )
 
 // The actions of the restore guard (docs/operations.md).

@@ -67,7 +67,11 @@ type Session struct {
 	Target    string
 	Principal string
 	// RequestID is the request whose bastion grant admitted the session.
-	RequestID  string
+	RequestID string
+	// Via is how the session reaches the target: ViaTunnel or ViaTerminal.
+	Via string
+	// Login is the user the browser terminal logged in as (terminal only).
+	Login      string
 	Protocol   string
 	Port       uint16
 	ClientAddr string
@@ -85,6 +89,14 @@ type Session struct {
 	// BytesIn counts client to target, BytesOut target to client.
 	BytesIn, BytesOut int64
 }
+
+// How a session reaches its target.
+const (
+	// ViaTunnel: a client's raw TCP stream (jitgate connect, jitgate ssh).
+	ViaTunnel = "tunnel"
+	// ViaTerminal: the browser terminal; the server's SSH client logs in.
+	ViaTerminal = "terminal"
+)
 
 // ErrEnded is returned when ending a session that already ended: the first
 // end wins, a late one changes nothing.

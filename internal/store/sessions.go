@@ -41,7 +41,7 @@ func (s *Store) BastionGrant(ctx context.Context, target, requester string, port
 }
 
 const sessionColumns = `id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline,
-	ended_at, end_reason, ended_by, message, bytes_in, bytes_out`
+	ended_at, end_reason, ended_by, message, bytes_in, bytes_out, via, login`
 
 func scanSession(r scanner) (session.Session, error) {
 	var (
@@ -52,7 +52,7 @@ func scanSession(r scanner) (session.Session, error) {
 		ended         sql.NullInt64
 	)
 	if err := r.Scan(&x.ID, &x.Target, &x.Principal, &x.RequestID, &x.Protocol, &port, &x.ClientAddr, &state, &started, &dl,
-		&ended, &reason, &x.EndedBy, &x.Message, &x.BytesIn, &x.BytesOut); err != nil {
+		&ended, &reason, &x.EndedBy, &x.Message, &x.BytesIn, &x.BytesOut, &x.Via, &x.Login); err != nil {
 		return session.Session{}, err
 	}
 	x.Port, x.State, x.Reason = uint16(port), session.State(state), session.EndReason(reason)
@@ -63,16 +63,23 @@ func scanSession(r scanner) (session.Session, error) {
 // StartSession records a live session and audits session.started in the
 // same transaction.
 func (s *Store) StartSession(ctx context.Context, x session.Session) error {
+	if x.Via == "" {
+		x.Via = session.ViaTunnel
+	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, x.ID, x.Target, x.Principal, x.RequestID, x.Protocol, int(x.Port), x.ClientAddr,
-			string(session.Live), ms(x.StartedAt), ms(x.Deadline))
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline, via, login)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, x.ID, x.Target, x.Principal, x.RequestID, x.Protocol, int(x.Port), x.ClientAddr,
+			string(session.Live), ms(x.StartedAt), ms(x.Deadline), x.Via, x.Login)
 		if err != nil {
 			return fmt.Errorf("recording session %s: %w", x.ID, err)
 		}
+		details := map[string]any{"session": x.ID, "port": fmt.Sprintf("%d/%s", x.Port, x.Protocol),
+			"until": x.Deadline.Format(time.RFC3339), "via": x.Via}
+		if x.Login != "" {
+			details["login"] = x.Login
+		}
 		return writeAudit(ctx, tx, audit.Event{At: x.StartedAt, Actor: x.Principal, ClientAddr: x.ClientAddr, Action: audit.SessionStarted,
-			Target: x.Target, RequestID: x.RequestID, Details: map[string]any{"session": x.ID, "port": fmt.Sprintf("%d/%s", x.Port, x.Protocol),
-				"until": x.Deadline.Format(time.RFC3339)}})
+			Target: x.Target, RequestID: x.RequestID, Details: details})
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -30,6 +31,7 @@ type view struct {
 	Approvals *approvalsView
 	Audit     *auditView
 	Sessions  *sessionsView
+	Terminal  *terminalView
 }
 
 // The dashboard's tabs: the classes of wire.Target.Class.
@@ -238,6 +240,8 @@ type targetView struct {
 	AuditErr   string
 	Connect    []string
 	ClientAddr string
+	// Terminals are the Connect links of the viewer's live requests, by id.
+	Terminals map[string][]termLink
 	CanRequest bool
 	CanEdit    bool
 	CanApprove bool
@@ -304,6 +308,12 @@ func (c *console) target(w http.ResponseWriter, r *http.Request, s *session) (st
 		switch req.State {
 		case "pending_approval", "pending", "active":
 			tv.Live = append(tv.Live, req)
+			if links := terminalLinks(t, req, s.Subject); len(links) > 0 {
+				if tv.Terminals == nil {
+					tv.Terminals = map[string][]termLink{}
+				}
+				tv.Terminals[req.ID] = links
+			}
 		}
 		if req.Removal != nil && req.Removal.State == "unconfirmed" {
 			tv.Closing = append(tv.Closing, req)
@@ -444,7 +454,7 @@ var auditActions = []string{"request.created", "request.refused", "request.appro
 	"request.expired", "request.revoked", "request.failed", "request.superseded", "policy.set", "policy.removed",
 	"target.added", "target.removed", "agent.enrolled", "agent.connected", "agent.disconnected", "agent.apply_failed",
 	"login.succeeded", "login.failed", "access.denied", "token.created", "token.revoked", "binding.created", "binding.deleted",
-	"session.started", "session.ended", "session.killed"}
+	"session.started", "session.ended", "session.killed", "session.host_key_mismatch"}
 
 // The audit page's time inputs are datetime-local values, read as UTC.
 const localMinute = "2006-01-02T15:04"
@@ -525,7 +535,7 @@ var funcs = template.FuncMap{
 }
 
 func (c *console) parse() error {
-	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit", "sessions"} {
+	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit", "sessions", "terminal"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return fmt.Errorf("parsing console template %s: %w", name, err)
@@ -603,4 +613,81 @@ func compactJSON(v any) string {
 		return ""
 	}
 	return string(b)
+}
+
+// ---- browser terminal ----
+
+// termLink is a Connect button of a live request: a terminal to one of its
+// ports whose rule allows the bastion and which is SSH (port 22, or a rule
+// that names logins).
+type termLink struct {
+	Port uint16
+	URL  string
+}
+
+// terminalLinks are the Connect links of req on t, for its own requester.
+func terminalLinks(t wire.Target, req wire.Request, who string) []termLink {
+	if req.State != "active" || req.Requester != who || t.Policy == nil {
+		return nil
+	}
+	var out []termLink
+	for _, p := range req.Ports {
+		for _, pr := range t.Policy.Rules {
+			if portKey(pr) != p && fmt.Sprint(pr.Port) != p {
+				continue
+			}
+			if pr.Access != "bastion" && pr.Access != "both" || pr.Protocol != "" && pr.Protocol != "tcp" {
+				continue
+			}
+			if pr.Port == 22 || len(pr.Logins) > 0 {
+				out = append(out, termLink{Port: pr.Port, URL: fmt.Sprintf("/ui/terminal/%s?port=%d", url.PathEscape(req.ID), pr.Port)})
+			}
+		}
+	}
+	return out
+}
+
+type terminalView struct {
+	Req    wire.Request
+	Port   uint16
+	Logins []string
+	// Cert tells whether the server signs certificates for this port (its
+	// rule names logins).
+	Cert bool
+	// Nonce is the style nonce of this response: xterm.js makes <style>
+	// elements, which the page's CSP admits only with it.
+	Nonce string
+}
+
+// terminal is the browser terminal of one live request's port: a form (login,
+// how to log in) and the terminal, which app.js connects over a WebSocket
+// to GET /api/v1/requests/{id}/terminal.
+func (c *console) terminal(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	id := r.PathValue("id")
+	var req wire.Request
+	if err := c.get(r, "/api/v1/requests/"+url.PathEscape(id), nil, &req); err != nil {
+		return "", nil, err
+	}
+	port := uint16(22)
+	if p := r.URL.Query().Get("port"); p != "" {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return "", nil, &apiError{Status: http.StatusBadRequest, Body: wire.Error{Error: "port: not a port number"}}
+		}
+		port = uint16(n)
+	}
+	tv := &terminalView{Req: req, Port: port, Nonce: random.Secret()}
+	var t wire.Target
+	if err := c.get(r, "/api/v1/targets/"+url.PathEscape(req.Target), nil, &t); err != nil {
+		return "", nil, err
+	}
+	if t.Policy != nil {
+		for _, pr := range t.Policy.Rules {
+			if pr.Port == port && (pr.Protocol == "" || pr.Protocol == "tcp") {
+				tv.Logins = pr.Logins
+			}
+		}
+	}
+	tv.Cert = len(tv.Logins) > 0
+	return "terminal", &view{Title: "Terminal · " + req.Target, Terminal: tv}, nil
 }

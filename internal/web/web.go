@@ -115,11 +115,20 @@ func New(d Deps) (http.Handler, error) {
 	mux.HandleFunc("GET /ui/approvals", c.page(c.approvals))
 	mux.HandleFunc("GET /ui/audit", c.page(c.audit))
 	mux.HandleFunc("GET /ui/sessions", c.page(c.sessions))
+	mux.HandleFunc("GET /ui/terminal/{id}", c.page(c.terminal))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &view{Title: "Not found", Error: "There is no page at " + r.URL.Path + "."})
 	})
 	mux.Handle("/", d.API)
 	return mux, nil
+}
+
+// TerminalCSP is the terminal page's policy: the console's, but xterm.js
+// makes <style> elements (its theme and cell sizes), admitted by a nonce of
+// the response; scripts stay 'self' only, nothing inline.
+func TerminalCSP(nonce string) string {
+	return "default-src 'self'; script-src 'self'; style-src 'self' 'nonce-" + nonce + "'; img-src 'self' data:; " +
+		"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 }
 
 // headers sets the security headers of every console response.
@@ -207,6 +216,9 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	w.Header().Set("Cache-Control", "no-store")
 	v.Version = c.version
 	v.Path = r.URL.Path
+	if v.Terminal != nil {
+		w.Header().Set("Content-Security-Policy", TerminalCSP(v.Terminal.Nonce))
+	}
 	var buf bytes.Buffer
 	if err := c.pages[name].ExecuteTemplate(&buf, "layout", v); err != nil {
 		c.Logger.Error("rendering console page", "page", name, "err", err)

@@ -698,11 +698,15 @@ type WebhookRequest struct {
 // BastionSession is a bastion session: one client tunnel relayed to a
 // target's agent under a live bastion grant.
 type BastionSession struct {
-	ID         string    `json:"id"`
-	Target     string    `json:"target"`
-	Principal  string    `json:"principal"`
-	RequestID  string    `json:"request_id"`
-	Port       string    `json:"port"` // "22/tcp"
+	ID        string `json:"id"`
+	Target    string `json:"target"`
+	Principal string `json:"principal"`
+	RequestID string `json:"request_id"`
+	Port      string `json:"port"` // "22/tcp"
+	// Via is tunnel (a client's TCP stream) or terminal (the browser
+	// terminal, logged in as Login).
+	Via        string    `json:"via"`
+	Login      string    `json:"login,omitempty"`
 	ClientAddr string    `json:"client_addr,omitempty"`
 	State      string    `json:"state"` // live | ended
 	StartedAt  time.Time `json:"started_at"`

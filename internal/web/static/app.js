@@ -619,6 +619,160 @@
     if (v.ok) el.title = "head hash " + v.head_hash;
   }
 
+
+  // ---- browser terminal ----
+  // The terminal page (templates/terminal.html): xterm.js (vendored) over a
+  // WebSocket to GET /api/v1/requests/{id}/terminal. Binary frames carry the
+  // terminal's bytes; text frames carry JSON control messages (start, resize
+  // from here; status, notice, end from the server).
+  //
+  // The page's CSP has no 'unsafe-inline': xterm.js's <style> elements get
+  // the response's style nonce, and a style attribute it would set with
+  // setAttribute goes through the CSSOM (element.style), which CSP allows.
+  function cspShims(nonce) {
+    const create = Document.prototype.createElement;
+    Document.prototype.createElement = function (name, opts) {
+      const el = create.call(this, name, opts);
+      if (String(name).toLowerCase() === "style") el.nonce = nonce;
+      return el;
+    };
+    const setAttr = Element.prototype.setAttribute;
+    Element.prototype.setAttribute = function (name, value) {
+      if (String(name).toLowerCase() === "style" && this.style) {
+        this.style.cssText = value;
+        return;
+      }
+      return setAttr.call(this, name, value);
+    };
+  }
+
+  function initTerminal() {
+    const form = $("#term-form");
+    if (!form || !window.Terminal) return;
+    cspShims(form.dataset.nonce);
+    const box = $("#terminal");
+    const status = $("#term-status");
+    const notice = $("#term-notice");
+    const lost = $("#term-lost");
+    const lostText = $("#term-lost-text");
+    const secrets = $$(".term-secret", form);
+    const showSecrets = () => {
+      const auth = (form.querySelector("input[name=auth]:checked") || {}).value;
+      secrets.forEach((el) => { el.hidden = el.dataset.for !== auth; });
+    };
+    $$("input[name=auth]", form).forEach((r) => r.addEventListener("change", showSecrets));
+    showSecrets();
+
+    const term = new window.Terminal({ cursorBlink: true, convertEol: false, fontSize: 14, scrollback: 5000 });
+    const fit = new window.FitAddon.FitAddon();
+    term.loadAddon(fit);
+    let ws = null;
+    let ended = false;
+    let opened = false;
+    let lastStart = null;
+    const enc = new TextEncoder();
+    const say = (text, bad) => { status.textContent = text; status.classList.toggle("error", !!bad); };
+    const send = (obj) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
+    term.onData((d) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
+    term.onBinary((d) => {
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      const b = new Uint8Array(d.length);
+      for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 255;
+      ws.send(b);
+    });
+    term.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
+    window.addEventListener("resize", () => { if (!box.hidden) fit.fit(); });
+
+    function showLost(text) {
+      lostText.textContent = text;
+      lost.hidden = false;
+    }
+
+    // refused asks the same URL without the upgrade why the WebSocket was
+    // refused (a browser does not show a failed upgrade's answer).
+    async function refused(url) {
+      const r = await api("GET", url);
+      return r.ok ? "the server closed the connection" : r.data.error;
+    }
+
+    function connect(start) {
+      lastStart = start;
+      ended = false;
+      opened = false;
+      lost.hidden = true;
+      const q = new URLSearchParams({ port: form.dataset.port, login: start.login });
+      const path = `/api/v1/requests/${encodeURIComponent(form.dataset.request)}/terminal?${q}`;
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      say("Connecting…");
+      ws = new WebSocket(`${proto}//${location.host}${path}`);
+      ws.binaryType = "arraybuffer";
+      ws.onopen = () => {
+        opened = true;
+        box.hidden = false;
+        fit.fit();
+        ws.send(JSON.stringify({ type: "start", cols: term.cols, rows: term.rows, auth: start.auth,
+          password: start.password, private_key: start.private_key, passphrase: start.passphrase,
+          csrf: document.body.dataset.csrf || "" }));
+        // The secrets are sent once; a reconnect asks for them again.
+        start.password = start.private_key = start.passphrase = "";
+        term.focus();
+      };
+      ws.onmessage = (ev) => {
+        if (typeof ev.data !== "string") {
+          term.write(new Uint8Array(ev.data));
+          return;
+        }
+        let m;
+        try { m = JSON.parse(ev.data); } catch (e) { return; }
+        if (m.type === "status") {
+          say(m.text === "connected" ? `Connected to ${form.dataset.request} as ${start.login}.` : m.text + "…");
+          if (m.text === "connected") form.hidden = true;
+        } else if (m.type === "notice") {
+          notice.textContent = m.text;
+          notice.hidden = false;
+        } else if (m.type === "end") {
+          ended = true;
+          say(`Session ended: ${m.message || m.reason}`, m.reason !== "closed");
+          term.write(`\r\n\x1b[1m[session ended: ${m.message || m.reason}]\x1b[0m\r\n`);
+          form.hidden = false;
+          if (m.reason === "agent_lost" || m.reason === "server_lost") showLost("Connection lost: " + (m.message || m.reason) + ".");
+        }
+      };
+      ws.onclose = async () => {
+        if (ended) return;
+        ended = true;
+        form.hidden = false;
+        if (!opened) {
+          say("Could not connect: " + await refused(path), true);
+          return;
+        }
+        say("Connection lost.", true);
+        term.write("\r\n\x1b[1m[connection lost]\x1b[0m\r\n");
+        showLost("Connection lost — reconnect?");
+      };
+    }
+
+    term.open(box);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const fd = new FormData(form);
+      connect({ login: String(fd.get("login") || ""), auth: String(fd.get("auth") || ""),
+        password: String(fd.get("password") || ""), private_key: String(fd.get("private_key") || ""),
+        passphrase: String(fd.get("passphrase") || "") });
+      // The secrets leave the form as soon as they are sent.
+      $$("#term-password, #term-key, #term-passphrase").forEach((el) => { el.value = ""; });
+    });
+    $("#term-reconnect").addEventListener("click", () => {
+      if (lastStart && lastStart.auth === "certificate") {
+        term.reset();
+        connect({ login: lastStart.login, auth: "certificate" });
+      } else {
+        lost.hidden = true;
+        say("Type the password or key again and connect.");
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     tickCountdowns();
     setInterval(tickCountdowns, 1000);
@@ -629,5 +783,6 @@
     initApprovals();
     initSessions();
     initAudit();
+    initTerminal();
   });
 })();
