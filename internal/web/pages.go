@@ -241,7 +241,7 @@ type targetView struct {
 	Connect    []string
 	ClientAddr string
 	// Terminals are the Connect links of the viewer's live requests, by id.
-	Terminals map[string][]termLink
+	Terminals  map[string][]termLink
 	CanRequest bool
 	CanEdit    bool
 	CanApprove bool
