@@ -75,6 +75,16 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		}
 		after = n
 	}
+	// since is the revision whose state the agent holds: with it, the
+	// answer may be a delta (see delta).
+	var since int64
+	if s := q.Get("since"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 || n > wire.MaxRevision {
+			return invalidField("since", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
+		}
+		since = n
+	}
 	// No wait means answer at once (the agent's first poll, and its retries).
 	var wait time.Duration
 	if s := q.Get("wait"); s != "" {
@@ -108,60 +118,119 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		if err != nil {
 			return a.goneOr(err)
 		}
-		if t.IsGateway() {
-			gs, err := a.Store.GatewayState(r.Context(), target, a.Now())
-			if err != nil {
-				return a.goneOr(err)
-			}
-			if gs.Revision != after || time.Until(deadline) <= 0 || r.Context().Err() != nil {
-				a.known.raise(target, gs.Revision)
-				writeJSON(w, http.StatusOK, wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
-					Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published, Bastion: gs.Bastion})
-				return nil
-			}
-			waitFor(r.Context(), ch, time.Until(deadline))
-			continue
-		}
-		rev, pol, grants, err := a.Store.DesiredState(r.Context(), target, a.Now())
-		if err != nil {
-			return a.goneOr(err)
-		}
-		remaining := time.Until(deadline)
 		// rev < after: the agent has applied a revision this database does
 		// not know (it was restored from an older copy); answer at once so
 		// that the agent can say so (see AgentReport.HighWater).
-		if rev != after || remaining <= 0 || r.Context().Err() != nil {
-			a.known.raise(target, rev)
-			ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
-			var rules policy.Policy
-			if pol != nil {
-				rules = *pol
-				for _, rule := range pol.Rules {
-					ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished,
-						Access: string(rule.Access), IdleTimeout: wire.Duration(rule.IdleTimeout)})
-				}
-			}
-			for _, g := range grants {
-				// The rule as it stands now decides how a grant may be used:
-				// a bastion-only grant (no source) or a port reached only
-				// through the bastion opens nothing in the kernel.
-				rule, ok := rules.Rule(g.Port)
-				if !ok {
-					continue
-				}
-				if rule.Access.Direct() && g.Source.IsValid() {
-					ds.Grants = append(ds.Grants, wire.GrantEntry{Source: g.Source.String(), Protocol: string(g.Port.Protocol), Port: g.Port.Number, ExpiresAt: g.ExpiresAt})
-				}
-				if rule.Access.Bastion() {
-					ds.Bastion = append(ds.Bastion, wire.BastionGrant{RequestID: g.RequestID, Principal: g.Requester, Protocol: string(g.Port.Protocol),
-						Port: g.Port.Number, ExpiresAt: g.ExpiresAt})
-				}
-			}
-			writeJSON(w, http.StatusOK, ds)
-			return nil
+		if t.Revision == after && time.Until(deadline) > 0 && r.Context().Err() == nil {
+			waitFor(r.Context(), ch, time.Until(deadline))
+			continue
 		}
-		waitFor(r.Context(), ch, remaining)
+		if since > 0 {
+			ds, ok, err := a.delta(r.Context(), t, since)
+			if err != nil {
+				return a.goneOr(err)
+			}
+			if ok {
+				a.known.raise(target, ds.Revision)
+				writeJSON(w, http.StatusOK, ds)
+				return nil
+			}
+		}
+		ds, err := a.snapshot(r.Context(), t)
+		if err != nil {
+			return a.goneOr(err)
+		}
+		a.known.raise(target, ds.Revision)
+		writeJSON(w, http.StatusOK, ds)
+		return nil
 	}
+}
+
+// snapshot is the full desired state of enforcer t at its current revision.
+func (a *api) snapshot(ctx context.Context, t store.Target) (wire.DesiredState, error) {
+	target := t.Name
+	if t.IsGateway() {
+		gs, err := a.Store.GatewayState(ctx, target, a.Now())
+		if err != nil {
+			return wire.DesiredState{}, err
+		}
+		return wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
+			Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published, Bastion: gs.Bastion}, nil
+	}
+	rev, pol, grants, err := a.Store.DesiredState(ctx, target, a.Now())
+	if err != nil {
+		return wire.DesiredState{}, err
+	}
+	ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
+	var rules policy.Policy
+	if pol != nil {
+		rules = *pol
+		for _, rule := range pol.Rules {
+			ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished,
+				Access: string(rule.Access), IdleTimeout: wire.Duration(rule.IdleTimeout)})
+		}
+	}
+	for _, g := range grants {
+		// The rule as it stands now decides how a grant may be used: a
+		// bastion-only grant (no source) or a port reached only through the
+		// bastion opens nothing in the kernel.
+		ds.Grants, ds.Bastion = store.AppendEntries(ds.Grants, ds.Bastion, g, rules, nil, false)
+	}
+	return ds, nil
+}
+
+// delta is what changed in enforcer t's desired state since revision since,
+// the revision whose state its agent holds, from the store's change log: the
+// entries of the grants added, extended or removed since, nothing else. ok
+// is false when only a snapshot can bring the agent up to date (a gap in the
+// log, a change of more than grants, a revision this database does not
+// know).
+func (a *api) delta(ctx context.Context, t store.Target, since int64) (wire.DesiredState, bool, error) {
+	now := a.Now()
+	d, err := a.Store.DesiredChanges(ctx, t.Name, since, now)
+	if err != nil || d.Snapshot {
+		return wire.DesiredState{}, false, err
+	}
+	ds := wire.DesiredState{Target: t.Name, Revision: d.Revision, Since: since, ServerTime: now.UTC(), Changed: d.Changed}
+	gateway := t.IsGateway()
+	if gateway {
+		ds.Mode = store.ModeGateway
+	}
+	// Behind a gateway each grant is opened by the policy and addresses of
+	// its own target, read once per target.
+	behind := map[string]*store.Target{}
+	for _, g := range d.Grants {
+		var (
+			pol   policy.Policy
+			addrs []string
+		)
+		switch {
+		case !gateway:
+			if g.Target != t.Name || t.Policy == nil {
+				continue
+			}
+			pol = *t.Policy
+		default:
+			bt, ok := behind[g.Target]
+			if !ok {
+				got, err := a.Store.GetTarget(ctx, g.Target)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+				case err != nil:
+					return wire.DesiredState{}, false, err
+				default:
+					bt = &got
+				}
+				behind[g.Target] = bt
+			}
+			if bt == nil || bt.Gateway != t.Name || bt.Policy == nil {
+				continue
+			}
+			pol, addrs = *bt.Policy, bt.BehindAddresses()
+		}
+		ds.Grants, ds.Bastion = store.AppendEntries(ds.Grants, ds.Bastion, g, pol, addrs, gateway)
+	}
+	return ds, true, nil
 }
 
 // agentAhead handles an agent that says it applied revision agentRev of

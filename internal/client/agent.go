@@ -40,6 +40,13 @@ func (c *Client) Enroll(ctx context.Context, enrollToken string, req wire.Enroll
 // short would look like an unreachable server. A removed target answers 410
 // Gone, which StatusOf reports as http.StatusGone.
 func (c *Client) Desired(ctx context.Context, after int64, wait time.Duration) (wire.DesiredState, error) {
+	return c.DesiredSince(ctx, after, 0, wait)
+}
+
+// DesiredSince is Desired for an agent that holds the state of revision
+// since (0: none): the answer may then be a delta (wire.DesiredState.Since)
+// holding only the grants changed since.
+func (c *Client) DesiredSince(ctx context.Context, after, since int64, wait time.Duration) (wire.DesiredState, error) {
 	var out wire.DesiredState
 	if wait < 0 {
 		return out, fmt.Errorf("long-poll wait %s must not be negative", wait)
@@ -48,6 +55,9 @@ func (c *Client) Desired(ctx context.Context, after int64, wait time.Duration) (
 		return out, fmt.Errorf("long-poll wait %s must be at least %s below the HTTP client timeout %s", wait, pollMargin, t)
 	}
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
+	if since > 0 {
+		q.Set("since", strconv.FormatInt(since, 10))
+	}
 	if wait > 0 {
 		q.Set("wait", wait.String())
 	}

@@ -270,9 +270,12 @@ func ComparePorts(a, b PortKey) int {
 // Grants on unprotected ports and grants expired at now are dropped, and so
 // are gateway grants whose source and destination are of different families
 // (no packet can match them). Where grants overlap, each address gets the
-// latest deadline of the grants that cover it; adjacent ranges with the same
-// deadline are merged. The result is sorted by (proto, port, dest, family,
-// from).
+// latest deadline of the grants that cover it; adjacent pieces of one
+// overlap component (grants whose ranges overlap, directly or through
+// others) with the same deadline are merged, pieces of different components
+// never are: so a change of one grant changes the elements of its component
+// only, which is what lets Index apply a change without normalising every
+// grant again. The result is sorted by (proto, port, dest, family, from).
 func (r Ruleset) Elements(now time.Time) []Element {
 	protected := make(map[PortKey]bool, len(r.Protected))
 	for _, p := range r.Protected {
@@ -284,7 +287,7 @@ func (r Ruleset) Elements(now time.Time) []Element {
 	}
 	groups := map[group][]Grant{}
 	for _, g := range r.Grants {
-		if !g.Source.IsValid() || !g.Expires.After(now) || !protected[g.Key()] {
+		if !g.Source.IsValid() || !protected[g.Key()] {
 			continue
 		}
 		g.Source = canonical(g.Source)
@@ -296,7 +299,7 @@ func (r Ruleset) Elements(now time.Time) []Element {
 	}
 	var out []Element
 	for k, gs := range groups {
-		out = append(out, sweep(k.key, gs)...)
+		out = append(out, sweep(k.key, gs, now)...)
 	}
 	sort.Slice(out, func(i, j int) bool { return CompareKeys(out[i].Key(), out[j].Key()) < 0 })
 	return out
@@ -314,22 +317,71 @@ func canonical(p netip.Prefix) netip.Prefix {
 }
 
 // sweep turns overlapping ranges of one (proto, port, family) into disjoint
-// ranges, each carrying the latest deadline of the ranges covering it. It runs
-// in O(n log n): boundaries are range starts and the successors of range ends,
-// so coverage is uniform between two boundaries, and a max-heap on deadlines
-// (with lazy removal of ranges that ended) gives the latest one.
-func sweep(k PortKey, gs []Grant) []Element {
+// elements live at now (see normalize).
+func sweep(k PortKey, gs []Grant, now time.Time) []Element {
 	rs := make([]rng, len(gs))
-	bounds := make([]netip.Addr, 0, 2*len(gs))
 	for i, g := range gs {
 		from, to := RangeOf(g.Source)
 		rs[i] = rng{from, to, g.Expires}
-		bounds = append(bounds, from)
-		if next := to.Next(); next.IsValid() {
+	}
+	return normalize(k, rs, now)
+}
+
+// normalize turns ranges of one (proto, port, family) into disjoint ranges,
+// each carrying the latest deadline at now of the ranges covering it,
+// component by component: ranges are sorted, cut where a range starts past
+// every earlier one's end, and each component is swept on its own, so that
+// pieces merge only within a component. Components are those of every range
+// given, expired ones included, so that the elements of a set of grants do
+// not change shape as some of them expire (the kernel's do not either);
+// only live ranges cover addresses.
+func normalize(k PortKey, rs []rng, now time.Time) []Element {
+	slices.SortFunc(rs, func(a, b rng) int { return a.from.Compare(b.from) })
+	if len(rs) == 0 {
+		return nil
+	}
+	var out []Element
+	start, end := 0, rs[0].to
+	live := func(c []rng) []rng {
+		out := c[:0:0]
+		for _, r := range c {
+			if r.exp.After(now) {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	for i := 1; i < len(rs); i++ {
+		if end.Less(rs[i].from) {
+			out = append(out, sweepComponent(k, live(rs[start:i]))...)
+			start, end = i, rs[i].to
+			continue
+		}
+		if end.Less(rs[i].to) {
+			end = rs[i].to
+		}
+	}
+	return append(out, sweepComponent(k, live(rs[start:]))...)
+}
+
+// sweepComponent normalises one overlap component. It runs in O(n log n):
+// boundaries are range starts and the successors of range ends, so coverage
+// is uniform between two boundaries, and a max-heap on deadlines (with lazy
+// removal of ranges that ended) gives the latest one. rs is sorted by start.
+func sweepComponent(k PortKey, rs []rng) []Element {
+	if len(rs) == 0 {
+		return nil
+	}
+	if len(rs) == 1 {
+		return []Element{{From: rs[0].from, To: rs[0].to, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: rs[0].exp}}
+	}
+	bounds := make([]netip.Addr, 0, 2*len(rs))
+	for _, r := range rs {
+		bounds = append(bounds, r.from)
+		if next := r.to.Next(); next.IsValid() {
 			bounds = append(bounds, next)
 		}
 	}
-	sort.Slice(rs, func(i, j int) bool { return rs[i].from.Less(rs[j].from) })
 	sort.Slice(bounds, func(i, j int) bool { return bounds[i].Less(bounds[j]) })
 	bounds = dedupAddrs(bounds)
 	var (

@@ -504,7 +504,6 @@ func AppendEntries(grants []wire.GrantEntry, bastion []wire.BastionGrant, g Gran
 	return grants, bastion
 }
 
-
 // RecordAgentReport stores what an agent reports besides its revision: its
 // mode, inventory and blocked-attempt counters and samples. A source seen
 // threshold times or more within an hour on one target raises an audited

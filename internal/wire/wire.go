@@ -531,6 +531,17 @@ type DesiredState struct {
 	// BlockedSampleRate bounds how many blocked packets per second the agent
 	// samples for their sources (0: the agent's default).
 	BlockedSampleRate int `json:"blocked_sample_rate,omitempty"`
+	// Since is set on a delta (the agent asked with ?since= and the server
+	// could tell what changed): the answer brings the state of revision
+	// Since to Revision by replacing the entries of the grants in Changed
+	// with those in Grants and Bastion. Protected, Published, Mode and
+	// BlockedSampleRate are then absent and unchanged (a change of them is
+	// never sent as a delta). Zero: a full snapshot.
+	Since int64 `json:"since,omitempty"`
+	// Changed are the ids of the grants a delta replaces (added, extended
+	// or removed since Since); an id without entries in the delta left the
+	// desired state.
+	Changed []int64 `json:"changed,omitempty"`
 }
 
 // AgentReport tells the server which revision the agent applied.

@@ -1,0 +1,164 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// entries is a desired state's grant and bastion entries, by grant id, as
+// comparable strings.
+type entries map[int64][]string
+
+func entriesOf(ds wire.DesiredState) entries {
+	out := entries{}
+	for _, g := range ds.Grants {
+		out[g.ID] = append(out[g.ID], fmt.Sprintf("grant %s %s %d/%s until %s", g.Source, g.Destination, g.Port, g.Protocol, g.ExpiresAt.Format(time.RFC3339Nano)))
+	}
+	for _, b := range ds.Bastion {
+		out[b.GrantID] = append(out[b.GrantID], fmt.Sprintf("bastion %s %s %s %d/%s until %s", b.RequestID, b.Principal, b.Destination, b.Port, b.Protocol, b.ExpiresAt.Format(time.RFC3339Nano)))
+	}
+	for id := range out {
+		slices.Sort(out[id])
+	}
+	return out
+}
+
+// apply is what an agent does with a delta: every entry of a changed grant
+// is replaced by the delta's entries of that grant.
+func (e entries) apply(d wire.DesiredState) entries {
+	out := entries{}
+	for id, v := range e {
+		if !slices.Contains(d.Changed, id) {
+			out[id] = v
+		}
+	}
+	for id, v := range entriesOf(d) {
+		out[id] = v
+	}
+	return out
+}
+
+// TestDesiredDelta follows a host target and a gateway through grant changes
+// and a rule change: an agent that says which revision it holds (?since=)
+// gets only the grants changed since, and the state it builds from them is
+// the snapshot's; a rule change, a revision the server does not know, or no
+// since, gets a snapshot.
+func TestDesiredDelta(t *testing.T) {
+	ctx := context.Background()
+	e, gw := gatewayEnv(t)
+	host := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"198.51.100.0/24"}}, {Port: 3389, Access: "both"}}})
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "db-01", Gateway: "gw-1", Addresses: []string{"10.0.0.5", "2001:db8:10::5"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.setPolicy(t, "db-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, AllowedSources: []string{"198.51.100.0/24", "2001:db8:99::/48"}}}})
+
+	request := func(target, source, port string, d time.Duration) wire.Request {
+		t.Helper()
+		r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{port}, Source: source, Duration: wire.Duration(d), Reason: "x"})
+		if err != nil {
+			t.Fatalf("CreateRequest %s %s: %v", target, source, err)
+		}
+		return r
+	}
+	var reqs []wire.Request
+	steps := []struct {
+		name     string
+		change   func()
+		snapshot bool // the change must come as a snapshot
+	}{
+		{"added", func() {
+			reqs = append(reqs, request("web-01", "198.51.100.7", "22", time.Hour), request("db-01", "198.51.100.7", "22", time.Hour))
+		}, false},
+		{"added with bastion and IPv6", func() {
+			reqs = append(reqs, request("web-01", "198.51.100.8", "3389", time.Hour), request("db-01", "2001:db8:99::7", "22", time.Hour))
+		}, false},
+		{"extended", func() {
+			request("web-01", "198.51.100.7", "22", 2*time.Hour)
+			request("db-01", "198.51.100.7", "22", 2*time.Hour)
+		}, false},
+		{"removed", func() {
+			for _, r := range reqs[2:] {
+				if _, err := e.c.Revoke(ctx, r.ID, "done"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, false},
+		{"nothing changed", func() {}, false},
+		{"rule changed", func() {
+			e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"198.51.100.0/24"}}}})
+			e.setPolicy(t, "db-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"198.51.100.0/24", "2001:db8:99::/48"}}}})
+		}, true},
+		{"added after the rule change", func() {
+			request("web-01", "198.51.100.9", "22", time.Hour)
+			request("db-01", "198.51.100.9", "22", time.Hour)
+		}, false},
+	}
+	type follower struct {
+		name string
+		c    *client.Client
+		cur  wire.DesiredState
+		held entries
+	}
+	agents := []*follower{{name: "host", c: host}, {name: "gateway", c: gw}}
+	for _, ag := range agents {
+		cur, err := ag.c.DesiredSince(ctx, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Since != 0 {
+			t.Fatalf("%s: an agent that holds nothing got a delta: %+v", ag.name, cur)
+		}
+		ag.cur, ag.held = cur, entriesOf(cur)
+	}
+	for _, st := range steps {
+		st.change()
+		for _, ag := range agents {
+			got, err := ag.c.DesiredSince(ctx, ag.cur.Revision, ag.cur.Revision, 0)
+			if err != nil {
+				t.Fatalf("%s %s: %v", ag.name, st.name, err)
+			}
+			snap, err := ag.c.DesiredSince(ctx, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Revision != snap.Revision {
+				t.Fatalf("%s %s: revision %d, snapshot's %d", ag.name, st.name, got.Revision, snap.Revision)
+			}
+			if (got.Since == 0) != st.snapshot {
+				t.Fatalf("%s %s: since %d (changed %v), want a snapshot: %v", ag.name, st.name, got.Since, got.Changed, st.snapshot)
+			}
+			if got.Since == 0 {
+				ag.held = entriesOf(got)
+			} else {
+				if got.Since != ag.cur.Revision || len(got.Protected) != 0 {
+					t.Errorf("%s %s: delta since %d with %d protected ports; want since %d, none", ag.name, st.name, got.Since, len(got.Protected), ag.cur.Revision)
+				}
+				if st.name == "nothing changed" && (len(got.Changed) != 0 || got.Revision != ag.cur.Revision) {
+					t.Errorf("%s: nothing changed, yet the delta changes %v (revision %d -> %d)", ag.name, got.Changed, ag.cur.Revision, got.Revision)
+				}
+				ag.held = ag.held.apply(got)
+			}
+			want := entriesOf(snap)
+			if fmt.Sprint(ag.held) != fmt.Sprint(want) {
+				t.Errorf("%s %s: the state built from deltas\n%v\nis not the snapshot\n%v", ag.name, st.name, ag.held, want)
+			}
+			if len(want) == 0 {
+				t.Errorf("%s %s: the snapshot holds no grant; the test proves nothing", ag.name, st.name)
+			}
+			ag.cur = got
+		}
+	}
+	for _, ag := range agents {
+		// A revision this server does not know: a snapshot.
+		if got, err := ag.c.DesiredSince(ctx, ag.cur.Revision, ag.cur.Revision+7, 0); err != nil || got.Since != 0 {
+			t.Errorf("%s: since a revision the server never had: since %d, %v; want a snapshot", ag.name, got.Since, err)
+		}
+	}
+}

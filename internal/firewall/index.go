@@ -1,0 +1,403 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Delta is a change of a gate's grant elements, and in gateway mode of the
+// DNAT translations that follow them, as Index computes it: elements to
+// delete (as they were written) and to add. An element whose deadline
+// changed is in both. Protected ports and mappings never change in a Delta:
+// a change of them takes a full Apply.
+type Delta struct {
+	Del, Add                         []Element
+	DelTranslations, AddTranslations []Translation
+}
+
+// Empty reports whether d changes nothing.
+func (d Delta) Empty() bool {
+	return len(d.Del) == 0 && len(d.Add) == 0 && len(d.DelTranslations) == 0 && len(d.AddTranslations) == 0
+}
+
+// Index holds the grants of one Ruleset normalised into elements, and
+// updates both for a change of some grants in time proportional to the
+// change, not to the number of grants: the agent's incremental path, where
+// Ruleset.Elements would sort every grant again for each one that changed.
+//
+// Elements are kept per overlap component (see Ruleset.Elements): grant
+// sources are prefixes, which either nest or are disjoint, so a component is
+// the grants inside one root prefix (a grant no other grant's prefix
+// contains), and a change recomputes the root's component only. Changing a
+// grant wider than a host that becomes a root (or stops being one) walks the
+// roots of its (port, family): rare, and still without a sort of every
+// grant. Index(rs).Elements(now) always equals rs.Elements(now) for the
+// grants it holds.
+//
+// An Index is not safe for concurrent use.
+type Index struct {
+	mode      Mode
+	protected map[PortKey]bool
+	published map[PortKey][]Mapping // by target
+	groups    map[groupKey]*group
+	elements  int
+}
+
+type groupKey struct {
+	key PortKey
+	v6  bool
+}
+
+// group holds the grants of one (port, family).
+type group struct {
+	deadlines map[netip.Prefix][]time.Time   // by canonical source
+	root      map[netip.Prefix]netip.Prefix  // source -> its component's root
+	members   map[netip.Prefix][]netip.Prefix // root -> sources in its component (roots with others only)
+	elements  map[netip.Prefix][]Element     // root -> its component's elements
+	wide      int                            // sources shorter than a host
+}
+
+// NewIndex indexes rs's grants at now. Protected ports and published
+// mappings are fixed for the Index's life.
+func NewIndex(rs Ruleset, now time.Time) *Index {
+	x := &Index{mode: rs.Mode, protected: map[PortKey]bool{}, published: map[PortKey][]Mapping{}, groups: map[groupKey]*group{}}
+	for _, p := range rs.Protected {
+		x.protected[p] = true
+	}
+	for _, m := range rs.SortedPublished() {
+		x.published[m.Target] = append(x.published[m.Target], m)
+	}
+	for _, g := range rs.Grants {
+		x.add(g)
+	}
+	for k, g := range x.groups {
+		for p, r := range g.root {
+			if p == r {
+				if els := g.compute(k.key, r, now); len(els) > 0 {
+					g.elements[r] = els
+					x.elements += len(els)
+				}
+			}
+		}
+	}
+	return x
+}
+
+// Elements is the number of live elements the Index holds, as of the last
+// change (elements that expired since are counted until the next change of
+// their component).
+func (x *Index) Elements() int { return x.elements }
+
+// Update removes the grants del (each exactly as it was added: one
+// occurrence) and adds add, and returns the change of elements at now. A
+// grant to remove that the Index does not hold is ignored.
+func (x *Index) Update(del, add []Grant, now time.Time) Delta {
+	// Per group: the elements each affected root had before any change
+	// (saved at its first touch), and every root touched before or after a
+	// change. A root that appears during the update covers addresses a saved
+	// root covered, so the saved elements are everything the touched roots
+	// replace.
+	type touched struct {
+		old   map[netip.Prefix][]Element
+		roots map[netip.Prefix]bool
+	}
+	st := map[groupKey]*touched{}
+	change := func(gr Grant, insert bool) {
+		k, src, ok := x.place(gr)
+		if !ok {
+			return
+		}
+		g := x.groups[k]
+		if g == nil {
+			if !insert {
+				return
+			}
+			g = newGroup()
+			x.groups[k] = g
+		}
+		if !insert && !slices.ContainsFunc(g.deadlines[src], gr.Expires.Equal) {
+			return
+		}
+		t := st[k]
+		if t == nil {
+			t = &touched{old: map[netip.Prefix][]Element{}, roots: map[netip.Prefix]bool{}}
+			st[k] = t
+		}
+		mark := func() {
+			for _, r := range g.rootsAffected(src) {
+				if _, ok := t.old[r]; !ok {
+					t.old[r] = g.elements[r]
+				}
+				t.roots[r] = true
+			}
+		}
+		mark()
+		if insert {
+			g.insert(src, gr.Expires)
+		} else {
+			g.remove(src, gr.Expires)
+		}
+		mark()
+	}
+	for _, gr := range del {
+		change(gr, false)
+	}
+	for _, gr := range add {
+		change(gr, true)
+	}
+	var d Delta
+	for k, t := range st {
+		g := x.groups[k]
+		var before, after []Element
+		for _, els := range t.old {
+			before = append(before, els...)
+		}
+		for r := range t.roots {
+			if g.root[r] != r {
+				delete(g.elements, r) // no longer a root
+				continue
+			}
+			els := g.compute(k.key, r, now)
+			if len(els) == 0 {
+				delete(g.elements, r)
+			} else {
+				g.elements[r] = els
+			}
+			after = append(after, els...)
+		}
+		x.elements += len(after) - len(before)
+		x.diff(before, after, now, &d)
+		if len(g.deadlines) == 0 {
+			delete(x.groups, k)
+		}
+	}
+	sortElements(d.Del)
+	sortElements(d.Add)
+	SortTranslations(d.DelTranslations)
+	SortTranslations(d.AddTranslations)
+	return d
+}
+
+func sortElements(els []Element) {
+	slices.SortFunc(els, func(a, b Element) int { return CompareKeys(a.Key(), b.Key()) })
+}
+
+// add inserts one grant while building: everything is new, so no diff.
+func (x *Index) add(gr Grant) {
+	k, src, ok := x.place(gr)
+	if !ok {
+		return
+	}
+	g := x.groups[k]
+	if g == nil {
+		g = newGroup()
+		x.groups[k] = g
+	}
+	g.insert(src, gr.Expires)
+}
+
+// place says which group a grant belongs to and its canonical source, as
+// Ruleset.Elements decides which grants count; ok is false for a grant that
+// opens nothing (no source, unprotected port, families that differ). An
+// expired grant counts as Ruleset.Elements counts it: it opens nothing but
+// still shapes its component.
+func (x *Index) place(gr Grant) (groupKey, netip.Prefix, bool) {
+	if !gr.Source.IsValid() || !x.protected[gr.Key()] {
+		return groupKey{}, netip.Prefix{}, false
+	}
+	src := canonical(gr.Source)
+	if gr.Dest.IsValid() && gr.Dest.Is4() != src.Addr().Is4() {
+		return groupKey{}, netip.Prefix{}, false
+	}
+	return groupKey{gr.Key(), src.Addr().Is6()}, src, true
+}
+
+// diff adds to d the change from the elements before to after, and the
+// translations that follow them. Elements already expired at now are gone
+// from the kernel and are not deleted.
+func (x *Index) diff(before, after []Element, now time.Time, d *Delta) {
+	held := make(map[Element]bool, len(before))
+	for _, e := range before {
+		held[e] = true
+	}
+	want := make(map[Element]bool, len(after))
+	for _, e := range after {
+		want[e] = true
+	}
+	for _, e := range before {
+		if !want[e] && e.Expires.Sub(now) >= time.Millisecond {
+			d.Del = append(d.Del, e)
+			x.translate(e, &d.DelTranslations)
+		}
+	}
+	for _, e := range after {
+		if !held[e] {
+			d.Add = append(d.Add, e)
+			x.translate(e, &d.AddTranslations)
+		}
+	}
+}
+
+// translate appends the DNAT translations element e carries (see
+// Ruleset.Translations).
+func (x *Index) translate(e Element, out *[]Translation) {
+	for _, m := range x.published[e.PortKey()] {
+		if e.From.Is4() == m.Public.Is4() {
+			*out = append(*out, Translation{From: e.From, To: e.To, Mapping: m, Expires: e.Expires})
+		}
+	}
+}
+
+func newGroup() *group {
+	return &group{deadlines: map[netip.Prefix][]time.Time{}, root: map[netip.Prefix]netip.Prefix{},
+		members: map[netip.Prefix][]netip.Prefix{}, elements: map[netip.Prefix][]Element{}}
+}
+
+func hostBits(p netip.Prefix) int { return p.Addr().BitLen() }
+
+// container returns the widest source of g that contains p (p excluded),
+// probing p's shorter prefixes; ok is false when none does.
+func (g *group) container(p netip.Prefix) (netip.Prefix, bool) {
+	if g.wide == 0 {
+		return netip.Prefix{}, false
+	}
+	for bits := 0; bits < p.Bits(); bits++ {
+		q := netip.PrefixFrom(p.Addr(), bits).Masked()
+		if _, ok := g.deadlines[q]; ok {
+			return q, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// rootOf is the root of the component src belongs to, or would join.
+func (g *group) rootOf(src netip.Prefix) (netip.Prefix, bool) {
+	if r, ok := g.root[src]; ok {
+		return r, true
+	}
+	if c, ok := g.container(src); ok {
+		return g.root[c], true
+	}
+	return netip.Prefix{}, false
+}
+
+// rootsInside are the roots strictly inside src. It walks every source of
+// the group: only a source wider than a host that is (or becomes, or stops
+// being) a root needs it.
+func (g *group) rootsInside(src netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for p, r := range g.root {
+		if p == r && p != src && src.Bits() < p.Bits() && src.Contains(p.Addr()) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// rootsAffected are the roots whose components a change of src touches:
+// the component holding it, or src itself and (wider than a host) the roots
+// inside it.
+func (g *group) rootsAffected(src netip.Prefix) []netip.Prefix {
+	if r, ok := g.rootOf(src); ok && r != src {
+		return []netip.Prefix{r}
+	}
+	out := []netip.Prefix{src}
+	if src.Bits() < hostBits(src) {
+		out = append(out, g.rootsInside(src)...)
+	}
+	return out
+}
+
+// insert adds one deadline of src, making src a member of the component
+// that contains it, or the root of a new one that takes in the roots
+// inside it.
+func (g *group) insert(src netip.Prefix, exp time.Time) {
+	if _, ok := g.deadlines[src]; ok {
+		g.deadlines[src] = append(g.deadlines[src], exp)
+		return
+	}
+	var inside []netip.Prefix
+	r, contained := g.rootOf(src)
+	if !contained && src.Bits() < hostBits(src) {
+		inside = g.rootsInside(src)
+	}
+	g.deadlines[src] = []time.Time{exp}
+	if src.Bits() < hostBits(src) {
+		g.wide++
+	}
+	if contained {
+		g.root[src] = r
+		g.members[r] = append(g.members[r], src)
+		return
+	}
+	g.root[src] = src
+	for _, ir := range inside {
+		for _, m := range append([]netip.Prefix{ir}, g.members[ir]...) {
+			g.root[m] = src
+			g.members[src] = append(g.members[src], m)
+		}
+		delete(g.members, ir)
+	}
+}
+
+// remove drops one deadline of src; a source left without deadlines leaves
+// its component, and a root that leaves splits its component into the roots
+// of what remains.
+func (g *group) remove(src netip.Prefix, exp time.Time) {
+	ds := g.deadlines[src]
+	i := slices.IndexFunc(ds, exp.Equal)
+	if i < 0 {
+		return
+	}
+	ds = slices.Delete(ds, i, i+1)
+	if len(ds) > 0 {
+		g.deadlines[src] = ds
+		return
+	}
+	delete(g.deadlines, src)
+	if src.Bits() < hostBits(src) {
+		g.wide--
+	}
+	r := g.root[src]
+	delete(g.root, src)
+	if r != src {
+		g.members[r] = slices.DeleteFunc(g.members[r], func(p netip.Prefix) bool { return p == src })
+		if len(g.members[r]) == 0 {
+			delete(g.members, r)
+		}
+		return
+	}
+	// The root left: its members regroup, widest first.
+	ms := g.members[src]
+	delete(g.members, src)
+	slices.SortFunc(ms, func(a, b netip.Prefix) int { return a.Bits() - b.Bits() })
+	var roots []netip.Prefix
+	for _, m := range ms {
+		placed := false
+		for _, nr := range roots {
+			if nr.Bits() <= m.Bits() && nr.Contains(m.Addr()) {
+				g.root[m] = nr
+				g.members[nr] = append(g.members[nr], m)
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			g.root[m] = m
+			roots = append(roots, m)
+		}
+	}
+}
+
+// compute normalises the component of root at now.
+func (g *group) compute(k PortKey, root netip.Prefix, now time.Time) []Element {
+	var rs []rng
+	for _, p := range append([]netip.Prefix{root}, g.members[root]...) {
+		from, to := RangeOf(p)
+		for _, exp := range g.deadlines[p] {
+			rs = append(rs, rng{from, to, exp})
+		}
+	}
+	return normalize(k, rs, now)
+}
