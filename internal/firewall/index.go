@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -15,6 +17,25 @@ type Delta struct {
 	Del, Add                         []Element
 	DelTranslations, AddTranslations []Translation
 }
+
+// DeltaApplier is implemented by backends that can apply a Delta without
+// reading back what the gate holds: the agent's incremental path.
+//
+// ApplyDelta assumes the gate holds what the backend's last successful Apply
+// and the Deltas since produced (Index computes Deltas against that), and
+// sends d as one atomic batch: deletions first, then additions, each added
+// element with a timeout of Expires-now (one with less than 1 ms left is
+// skipped). On any error nothing of d is applied and the caller must do a
+// full Apply, which repairs whatever the error was about (an element the
+// kernel expired early, a table someone edited or deleted). Without a
+// successful Apply before it, it returns ErrNeedFullApply.
+type DeltaApplier interface {
+	ApplyDelta(ctx context.Context, d Delta, now time.Time) (ApplyResult, error)
+}
+
+// ErrNeedFullApply is ApplyDelta's answer when the backend does not know
+// the gate's layout yet (no successful Apply in this process).
+var ErrNeedFullApply = errors.New("the gate needs a full apply first")
 
 // Empty reports whether d changes nothing.
 func (d Delta) Empty() bool {
@@ -51,11 +72,11 @@ type groupKey struct {
 
 // group holds the grants of one (port, family).
 type group struct {
-	deadlines map[netip.Prefix][]time.Time   // by canonical source
-	root      map[netip.Prefix]netip.Prefix  // source -> its component's root
+	deadlines map[netip.Prefix][]time.Time    // by canonical source
+	root      map[netip.Prefix]netip.Prefix   // source -> its component's root
 	members   map[netip.Prefix][]netip.Prefix // root -> sources in its component (roots with others only)
-	elements  map[netip.Prefix][]Element     // root -> its component's elements
-	wide      int                            // sources shorter than a host
+	elements  map[netip.Prefix][]Element      // root -> its component's elements
+	wide      int                             // sources shorter than a host
 }
 
 // NewIndex indexes rs's grants at now. Protected ports and published

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -57,6 +58,7 @@ var (
 	_ firewall.Backend        = (*Fake)(nil)
 	_ firewall.BlockedCounter = (*Fake)(nil)
 	_ firewall.Prober         = (*Fake)(nil)
+	_ firewall.DeltaApplier   = (*Fake)(nil)
 )
 
 // NewFake returns an empty gate.
@@ -155,6 +157,50 @@ func (f *Fake) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (f
 	}
 	f.batches++
 	return res, nil
+}
+
+// ApplyDelta implements firewall.DeltaApplier as the nft backend does: it
+// refuses to delete an element it does not hold or to add one that overlaps
+// another (the kernel's ENOENT and EEXIST), changing nothing then.
+func (f *Fake) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Time) (firewall.ApplyResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.usable(ctx); err != nil {
+		return firewall.ApplyResult{}, fmt.Errorf("applying delta to fake: %w", err)
+	}
+	if !f.installed {
+		return firewall.ApplyResult{}, firewall.ErrNeedFullApply
+	}
+	f.expire(now)
+	if err := f.failNext; err != nil {
+		f.failNext = nil
+		return firewall.ApplyResult{}, fmt.Errorf("applying delta to fake: %w", err)
+	}
+	elements := maps.Clone(f.elements)
+	for _, e := range d.Del {
+		if !valid(e.Key()) {
+			continue
+		}
+		if _, ok := elements[e.Key()]; !ok {
+			return firewall.ApplyResult{}, fmt.Errorf("applying delta to fake: deleting %v: no such element", e)
+		}
+		delete(elements, e.Key())
+	}
+	for _, e := range d.Add {
+		timeout := e.Expires.Sub(now).Truncate(time.Millisecond)
+		if timeout < time.Millisecond || !valid(e.Key()) {
+			continue
+		}
+		for k := range elements {
+			if k.PortKey() == e.PortKey() && k.From.BitLen() == e.From.BitLen() && k != e.Key() && k.From.Compare(e.To) <= 0 && e.From.Compare(k.To) <= 0 {
+				return firewall.ApplyResult{}, fmt.Errorf("applying delta to fake: adding %v: overlaps %v", e, k)
+			}
+		}
+		elements[e.Key()] = now.Add(timeout)
+	}
+	f.elements = elements
+	f.batches++
+	return firewall.ApplyResult{Changed: true, Added: len(d.Add), Removed: len(d.Del), Elements: len(elements)}, nil
 }
 
 // State implements firewall.Backend: the elements still live at now.

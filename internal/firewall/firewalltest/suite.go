@@ -50,6 +50,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) firewall.Backend) {
 		{"GatewayCloseEstablished", testGatewayCloseEstablished},
 		{"ModeSwitch", testModeSwitch},
 		{"BlockedCounters", testBlockedCounters},
+		{"Delta", testDelta},
+		{"GatewayDelta", testGatewayDelta},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

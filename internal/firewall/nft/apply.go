@@ -87,6 +87,7 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to table inet %s: %w", tableName, err)
 	}
 	res.Elements = d.grantCount()
+	b.layout = &d.layout
 	return res, nil
 }
 

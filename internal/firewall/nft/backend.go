@@ -58,6 +58,9 @@ type Backend struct {
 	cache     *kernelState
 	cacheGen  uint32
 	cacheRead time.Time
+	// layout is the table's layout as the last successful Apply left it:
+	// ApplyDelta writes into it without reading the table. Remove drops it.
+	layout *layout
 
 	// Test hooks, set only by this package's tests.
 	beforeFlush func(c *nftables.Conn, l layout) // queues extra messages
@@ -214,7 +217,7 @@ func (b *Backend) Remove(ctx context.Context) (err error) {
 	if err != nil || !exists {
 		return err
 	}
-	b.cache = nil
+	b.cache, b.layout = nil, nil
 	c.DelTable(ourTable())
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("removing table inet %s: %w", tableName, err)

@@ -425,3 +425,31 @@ func TestChunksFitOneAttribute(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyDeltaReadsNothing: a delta is one batch and no read of the table,
+// keeps the cache, so the next full Apply still reads nothing, and leaves
+// the kernel as a full Apply of the same grants would.
+func TestApplyDeltaReadsNothing(t *testing.T) {
+	b, _ := newTestBackend(t)
+	now := time.Now()
+	rs := sampleRuleset(now)
+	mustApply(t, b, rs)
+	reads, flushes := b.reads, b.flushes
+	x := firewall.NewIndex(rs, now)
+	add := []firewall.Grant{{Source: netip.MustParsePrefix("203.0.113.9/32"), Proto: ssh.Proto, Port: ssh.Port, Expires: now.Add(time.Hour)}}
+	d := x.Update([]firewall.Grant{rs.Grants[0]}, add, now)
+	if _, err := b.ApplyDelta(context.Background(), d, now); err != nil {
+		t.Fatalf("ApplyDelta: %v", err)
+	}
+	if b.reads != reads || b.flushes != flushes+1 {
+		t.Errorf("ApplyDelta read the table %d times and sent %d batches; want 0 and 1", b.reads-reads, b.flushes-flushes)
+	}
+	rs.Grants = append(rs.Grants[1:len(rs.Grants):len(rs.Grants)], add...)
+	res, err := b.Apply(context.Background(), rs, time.Now())
+	if err != nil || res.Changed {
+		t.Errorf("a full Apply after the delta = %+v, %v; want no change", res, err)
+	}
+	if b.reads != reads {
+		t.Errorf("the full Apply after a delta read the table: the delta dropped the cache")
+	}
+}
