@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -21,16 +23,7 @@ func TestRevokeClosesPortsTakenOverByAnExtension(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testenv.Serve(t, ln, func(c net.Conn) { c.Close() })
 	l.startServer()
 	created := cliJSON[wire.TargetCreated](l, "target", "add", "web-01")
 	l.startAgent(created.EnrollToken)

@@ -20,6 +20,7 @@ import (
 	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -79,26 +80,6 @@ func TestBastionGrantOpensNothingInKernel(t *testing.T) {
 	if got, _ := e.c.Request(ctx, req.ID); got.State != "active" {
 		t.Errorf("bastion request state %q after report, want active", got.State)
 	}
-}
-
-// echoPort starts a line echo service on loopback and returns its port.
-func echoPort(t *testing.T) uint16 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // relayAgent connects a relay agent for target, serving the desired state
@@ -183,14 +164,7 @@ func applyDesired(t *testing.T, agent *client.Client) {
 // dialTunnel opens a tunnel as c to web-01's port, trying again for up to
 // 5 s while the server answers 503 (the relay agent is still connecting).
 func dialTunnel(c *client.Client, port uint16) (net.Conn, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		conn, err := c.Tunnel(context.Background(), "web-01", port)
-		if client.StatusOf(err) != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			return conn, err
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return testenv.DialTunnel(context.Background(), c, "web-01", port, 5*time.Second)
 }
 
 // openTunnel is dialTunnel that fails the test on an error.
@@ -243,7 +217,7 @@ func sessionByID(t *testing.T, c *client.Client, id string) wire.BastionSession 
 func TestTunnelThroughRelay(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	port := echoPort(t)
+	port := testenv.Echo(t)
 	agent := e.addTarget(t, "web-01")
 	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
 		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
@@ -338,7 +312,7 @@ func TestTunnelThroughRelay(t *testing.T) {
 func TestTunnelIdleTimeout(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	port := echoPort(t)
+	port := testenv.Echo(t)
 	agent := bastionTarget(t, e, port, func(r *wire.PortRule) { r.IdleTimeout = wire.Duration(time.Second) })
 	grantBastion(t, e.c, port)
 	applyDesired(t, agent)
@@ -399,7 +373,7 @@ func TestTunnelRefusalsAudited(t *testing.T) {
 		d.Refusals = refusals
 	})
 	ctx := context.Background()
-	port := echoPort(t)
+	port := testenv.Echo(t)
 	e.addTarget(t, "web-01")
 	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
 		{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion"},
@@ -457,7 +431,7 @@ func TestTunnelEndsWithItsCredential(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
-			port := echoPort(t)
+			port := testenv.Echo(t)
 			agent := bastionTarget(t, e, port, nil)
 			bob := e.requester(t, "bob")
 			parent, err := bob.CreateToken(ctx, wire.TokenCreate{Name: "laptop", TTL: wire.Duration(time.Hour)})
@@ -498,7 +472,7 @@ func TestTunnelEndsWithItsCredential(t *testing.T) {
 // is not held back, and a closed tunnel frees its place.
 func TestTunnelsPerPrincipalCapped(t *testing.T) {
 	e := newEnvWith(t, func(d *api.Deps) { d.MaxSessionsPerPrincipal = 2 })
-	port := echoPort(t)
+	port := testenv.Echo(t)
 	agent := bastionTarget(t, e, port, nil)
 	bob := e.requester(t, "bob")
 	for _, c := range []*client.Client{e.c, bob} {

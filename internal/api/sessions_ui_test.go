@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -23,7 +24,7 @@ import (
 // a relay agent and returns a function that opens a tunnel to it.
 func bastionTunnel(t *testing.T, e *env, edit func(*wire.PortRule)) (open func() net.Conn, req wire.Request) {
 	t.Helper()
-	port := echoPort(t)
+	port := testenv.Echo(t)
 	agent := bastionTarget(t, e, port, edit)
 	req = grantBastion(t, e.c, port)
 	applyDesired(t, agent)

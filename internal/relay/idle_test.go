@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -16,7 +17,7 @@ import (
 // state, with nothing from the server), and leaves a talking one alone
 // past the same span.
 func TestRelayStreamEndsWhenIdle(t *testing.T) {
-	port := echoServer(t)
+	port := testenv.Echo(t)
 	ds := desired(port, "bastion")
 	ds.Protected[0].IdleTimeout = wire.Duration(time.Second)
 	ds.Bastion[0].ExpiresAt = time.Now().Add(time.Hour)

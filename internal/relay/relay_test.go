@@ -6,12 +6,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -172,28 +172,6 @@ func TestAuthorizeGateway(t *testing.T) {
 	}
 }
 
-// echoServer listens on loopback and echoes lines; it returns its port.
-func echoServer(t *testing.T) uint16 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	n, _ := strconv.Atoi(p)
-	return uint16(n)
-}
-
 // pair connects a relay server and an agent over an in-memory connection
 // and waits until the server sees the agent.
 func pair(t *testing.T, state func() (wire.DesiredState, bool), now func() time.Time) (*relay.Server, *relay.Agent) {
@@ -219,7 +197,7 @@ func pair(t *testing.T, state func() (wire.DesiredState, bool), now func() time.
 // headers the desired state does not allow: the agent refuses each one and
 // dials nothing.
 func TestRelayRefusesBogusStreams(t *testing.T) {
-	port := echoServer(t)
+	port := testenv.Echo(t)
 	ds := desired(port, "bastion")
 	ds.Bastion[0].ExpiresAt = time.Now().Add(time.Hour)
 	var dialed atomic.Int32
@@ -253,7 +231,7 @@ func TestRelayRefusesBogusStreams(t *testing.T) {
 // server), and that Recheck ends a stream whose grant left the desired
 // state.
 func TestRelayStreamEndsAtDeadline(t *testing.T) {
-	port := echoServer(t)
+	port := testenv.Echo(t)
 	ds := desired(port, "both")
 	ds.Bastion[0].ExpiresAt = time.Now().Add(300 * time.Millisecond)
 	var cur atomic.Pointer[wire.DesiredState]
@@ -303,7 +281,7 @@ func TestRelayStreamEndsAtDeadline(t *testing.T) {
 // runs before the stream is registered as live, and must still end it (the
 // agent re-checks the stream against the latest state once registered).
 func TestRelayRecheckDuringDial(t *testing.T) {
-	port := echoServer(t)
+	port := testenv.Echo(t)
 	ds := desired(port, "bastion")
 	ds.Bastion[0].ExpiresAt = time.Now().Add(time.Hour)
 	var cur atomic.Pointer[wire.DesiredState]

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -91,39 +92,28 @@ func sinkSource(tb testing.TB) uint16 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	testenv.Serve(tb, ln, func(c net.Conn) {
+		defer c.Close()
+		var h [9]byte
+		if _, err := io.ReadFull(c, h[:]); err != nil {
+			return
+		}
+		n := int64(binary.BigEndian.Uint64(h[1:]))
+		buf := make([]byte, 256<<10)
+		if h[0] == 0 {
+			io.CopyBuffer(io.Discard, io.LimitReader(c, n), buf)
+			c.Write([]byte{1})
+			return
+		}
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			if _, err := c.Write(buf[:k]); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				var h [9]byte
-				if _, err := io.ReadFull(c, h[:]); err != nil {
-					return
-				}
-				n := int64(binary.BigEndian.Uint64(h[1:]))
-				buf := make([]byte, 256<<10)
-				if h[0] == 0 {
-					io.CopyBuffer(io.Discard, io.LimitReader(c, n), buf)
-					c.Write([]byte{1})
-					return
-				}
-				for n > 0 {
-					k := min(n, int64(len(buf)))
-					if _, err := c.Write(buf[:k]); err != nil {
-						return
-					}
-					n -= k
-				}
-			}()
+			n -= k
 		}
-	}()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	k, _ := strconv.Atoi(p)
-	return uint16(k)
+	})
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // relayHTTP serves the relay over HTTP on loopback as internal/api does,
@@ -220,21 +210,15 @@ func tcpProxy(tb testing.TB, to string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t, err := net.Dial("tcp", to)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() { io.Copy(t, c); t.(*net.TCPConn).CloseWrite() }()
-			go func() { io.Copy(c, t); c.Close() }()
+	testenv.Serve(tb, ln, func(c net.Conn) {
+		t, err := net.Dial("tcp", to)
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
+		go func() { io.Copy(t, c); t.(*net.TCPConn).CloseWrite() }()
+		io.Copy(c, t)
+		c.Close()
+	})
 	return ln.Addr().String()
 }

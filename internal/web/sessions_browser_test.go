@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,7 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -49,14 +48,10 @@ func TestConsoleSessionsInBrowser(t *testing.T) {
 		r, err := c.Request(ctx, req.ID)
 		return err == nil && r.State == "active"
 	})
-	var conn net.Conn
-	l.Eventually("a tunnel through the agent's relay", 10*time.Second, func() bool {
-		conn, err = c.Tunnel(ctx, "web-01", 22)
-		if err != nil && client.StatusOf(err) != http.StatusServiceUnavailable {
-			t.Fatalf("Tunnel: %v", err)
-		}
-		return err == nil
-	})
+	conn, err := testenv.DialTunnel(ctx, c, "web-01", 22, 10*time.Second)
+	if err != nil {
+		t.Fatalf("a tunnel through the agent's relay: %v", err)
+	}
 	defer conn.Close()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if banner, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasPrefix(banner, "SSH-2.0-") {
