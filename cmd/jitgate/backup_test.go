@@ -15,7 +15,7 @@ import (
 // line, and say what they did.
 func TestBackupRestoreCLI(t *testing.T) {
 	data := t.TempDir()
-	st, err := store.OpenSQLite(t.Context(), filepath.Join(data, "jitgate.db"))
+	st, err := store.OpenSQLite(t.Context(), filepath.Join(data, "jitgate.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

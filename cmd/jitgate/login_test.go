@@ -34,7 +34,7 @@ type syncBuffer = testenv.Buffer
 func TestLoginLogout(t *testing.T) {
 	user := oidctest.User{Name: "dave", Password: "pw-dave", Email: "dave@example.com", Groups: []string{"ops"}}
 	op := oidctest.Start(t, user)
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "jitgate.db"))
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "jitgate.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ type testServer struct {
 func newTestServer(t *testing.T) testServer {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "jitgate.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "jitgate.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

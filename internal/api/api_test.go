@@ -45,7 +45,7 @@ func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
 func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 	tb.Helper()
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "j.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "j.db"), store.DefaultConfig())
 	if err != nil {
 		tb.Fatalf("OpenSQLite: %v", err)
 	}

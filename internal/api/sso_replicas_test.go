@@ -25,7 +25,7 @@ import (
 // database.
 func (e *ssoEnv) replica(t *testing.T) string {
 	t.Helper()
-	st, err := store.OpenSQLite(context.Background(), e.path)
+	st, err := store.OpenSQLite(context.Background(), e.path, store.DefaultConfig())
 	if err != nil {
 		t.Fatalf("OpenSQLite: %v", err)
 	}

@@ -46,7 +46,7 @@ func newSSOEnv(t *testing.T, edit func(*oidc.Config), noSSO bool) *ssoEnv {
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "j.db")
-	st, err := store.OpenSQLite(ctx, path)
+	st, err := store.OpenSQLite(ctx, path, store.DefaultConfig())
 	if err != nil {
 		t.Fatalf("OpenSQLite: %v", err)
 	}

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 func helperReplica(path string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	st, err := store.OpenSQLite(ctx, path)
+	st, err := store.OpenSQLite(ctx, path, store.DefaultConfig())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -57,7 +57,7 @@ func helperReplica(path string) int {
 func TestTakeoverAfterKill(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jitgate.db")
 	ctx := t.Context()
-	st, err := store.OpenSQLite(ctx, path) // migrated before the helper opens it
+	st, err := store.OpenSQLite(ctx, path, store.DefaultConfig()) // migrated before the helper opens it
 	if err != nil {
 		t.Fatal(err)
 	}

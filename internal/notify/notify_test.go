@@ -30,7 +30,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 func openStore(t *testing.T, path string) *store.Store {
 	t.Helper()
-	st, err := store.OpenSQLite(context.Background(), path)
+	st, err := store.OpenSQLite(context.Background(), path, store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,6 +140,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// storeConfig is what the store is opened with: a negative brute-force
+// threshold and expiry warning mean none.
+func (c Config) storeConfig() store.Config {
+	return store.Config{ApprovalTimeout: c.ApprovalTimeout, ExpiryWarning: max(c.ExpiryWarning, 0), BruteForceThreshold: max(c.BruteForceThreshold, 0)}
+}
+
 // Validate checks the configuration and names the bad field.
 func (c Config) Validate() error {
 	if c.DataDir == "" {

@@ -498,7 +498,7 @@ func TestRefusalsFlushedAtShutdown(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(data, "jitgate.db"))
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(data, "jitgate.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // guard first, then the mark kept current after every change.
 func openGuarded(t *testing.T, dir string, log *slog.Logger) *store.Store {
 	t.Helper()
-	st, err := store.OpenSQLite(t.Context(), filepath.Join(dir, "jitgate.db"))
+	st, err := store.OpenSQLite(t.Context(), filepath.Join(dir, "jitgate.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestLockDataDir(t *testing.T) {
 // desired-state change: read the generation, rewrite the mark file.
 func BenchmarkRestoreMarkNote(b *testing.B) {
 	dir := b.TempDir()
-	st, err := store.OpenSQLite(b.Context(), filepath.Join(dir, "jitgate.db"))
+	st, err := store.OpenSQLite(b.Context(), filepath.Join(dir, "jitgate.db"), store.DefaultConfig())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer release()
-	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "jitgate.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "jitgate.db"), cfg.storeConfig())
 	if err != nil {
 		return err
 	}
@@ -64,9 +64,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer guard.close()
-	st.SetApprovalTimeout(cfg.ApprovalTimeout)
-	st.SetExpiryWarning(cfg.ExpiryWarning)
-	st.SetBruteForceThreshold(max(cfg.BruteForceThreshold, 0))
 	if err := bootstrapAdmin(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}

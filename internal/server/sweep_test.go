@@ -21,11 +21,12 @@ func TestSweepLoopExpiresUnapprovedRequests(t *testing.T) {
 	dir := t.TempDir()
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		st, err := store.OpenSQLite(ctx, filepath.Join(dir, "j.db"))
+		cfg := store.DefaultConfig()
+		cfg.ApprovalTimeout = 30 * time.Minute
+		st, err := store.OpenSQLite(ctx, filepath.Join(dir, "j.db"), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st.SetApprovalTimeout(30 * time.Minute)
 		actor := store.Actor{Name: "alice"}
 		if _, _, err := st.CreateTarget(ctx, actor, "db-01", nil, time.Now(), time.Hour); err != nil {
 			t.Fatal(err)

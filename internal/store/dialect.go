@@ -49,20 +49,24 @@ func IsPostgresURL(database string) bool {
 
 // Open opens the database named by database: a postgres:// (or
 // postgresql://) URL opens PostgreSQL (OpenPostgres), anything else is the
-// path of an SQLite file (OpenSQLite).
-func Open(ctx context.Context, database string) (*Store, error) {
+// path of an SQLite file (OpenSQLite). An invalid cfg is an error.
+func Open(ctx context.Context, database string, cfg Config) (*Store, error) {
 	if IsPostgresURL(database) {
-		return OpenPostgres(ctx, database)
+		return OpenPostgres(ctx, database, cfg)
 	}
-	return OpenSQLite(ctx, database)
+	return OpenSQLite(ctx, database, cfg)
 }
 
 // OpenPostgres connects to the PostgreSQL database at url (a libpq-style
 // URL: postgres://user:password@host:port/db?sslmode=verify-full, or
 // ?host=/dir for a unix socket) and brings its schema up to date. Several
 // servers may open the same database: migrations and writes are serialized
-// between them (dialect.lockWrites).
-func OpenPostgres(ctx context.Context, url string) (*Store, error) {
+// between them (dialect.lockWrites). An invalid cfg is an error, before
+// anything is connected.
+func OpenPostgres(ctx context.Context, url string, config Config) (*Store, error) {
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("opening PostgreSQL: %w", err)
@@ -80,7 +84,7 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s, err := open(ctx, db, postgresDialect)
+	s, err := open(ctx, db, postgresDialect, config)
 	if err != nil {
 		return nil, err
 	}

@@ -13,15 +13,8 @@ import (
 // an active request as expiring (audit event request.expiring).
 const DefaultExpiryWarning = 10 * time.Minute
 
-// SetExpiryWarning sets how long before its deadline Sweep announces that an
-// active request expires soon. Requests active for no longer than that in
-// all are not announced: the warning would come with the access. Zero (a
-// new Store's setting, which keeps Sweep's trail as it was) turns the
-// warnings off; the server sets DefaultExpiryWarning unless told otherwise.
-func (s *Store) SetExpiryWarning(d time.Duration) { s.expiryWarning = d }
-
-// expiryLead is the warning period; not positive: none.
-func (s *Store) expiryLead() time.Duration { return s.expiryWarning }
+// expiryLead is the warning period; zero: none.
+func (s *Store) expiryLead() time.Duration { return s.cfg.ExpiryWarning }
 
 // warnExpiring, a step of Sweep, audits request.expiring (once) for every
 // active request within lead of its deadline.

@@ -544,11 +544,11 @@ func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.Age
 		if _, err := tx.ExecContext(ctx, `DELETE FROM blocked_sources WHERE hour < $1`, ms(now.Add(-25*time.Hour))); err != nil {
 			return fmt.Errorf("pruning blocked sources: %w", err)
 		}
-		if len(r.BlockedSources) == 0 || s.bruteForceThreshold <= 0 {
+		if len(r.BlockedSources) == 0 || s.cfg.BruteForceThreshold <= 0 {
 			return nil
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT source, sum(count) FROM blocked_sources WHERE target = $1 AND last_seen > $2
-			GROUP BY source HAVING sum(count) >= $3`, target, ms(now.Add(-time.Hour)), s.bruteForceThreshold)
+			GROUP BY source HAVING sum(count) >= $3`, target, ms(now.Add(-time.Hour)), s.cfg.BruteForceThreshold)
 		if err != nil {
 			return fmt.Errorf("checking for brute force: %w", err)
 		}
@@ -575,7 +575,7 @@ func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.Age
 			}
 			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.BruteForceSuspected, Target: target,
 				Reason:  fmt.Sprintf("possible brute force: %d blocked attempts from %s within an hour", h.n, h.src),
-				Details: map[string]any{"source": h.src, "attempts": h.n, "threshold": s.bruteForceThreshold}}); err != nil {
+				Details: map[string]any{"source": h.src, "attempts": h.n, "threshold": s.cfg.BruteForceThreshold}}); err != nil {
 				return err
 			}
 		}

@@ -15,7 +15,7 @@ func remigrate(t *testing.T, version string, seed ...string) *Store {
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "j.db")
-	s, err := OpenSQLite(ctx, path)
+	s, err := OpenSQLite(ctx, path, DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func remigrate(t *testing.T, version string, seed ...string) *Store {
 		}
 	}
 	s.Close()
-	if s, err = OpenSQLite(ctx, path); err != nil {
+	if s, err = OpenSQLite(ctx, path, DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })

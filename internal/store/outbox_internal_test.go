@@ -27,7 +27,7 @@ func countOutbox(t *testing.T, s *Store, event string) int {
 func TestEnqueueRollsBack(t *testing.T) {
 	ctx := t.Context()
 	now := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
-	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"))
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

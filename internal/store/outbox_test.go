@@ -25,7 +25,13 @@ var (
 // 3389/tcp after two approvals.
 func hookStore(t *testing.T) *store.Store {
 	t.Helper()
-	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
+	return hookStoreWith(t, store.DefaultConfig())
+}
+
+// hookStoreWith is hookStore with cfg.
+func hookStoreWith(t *testing.T, cfg store.Config) *store.Store {
+	t.Helper()
+	s := openSQLiteWith(t, filepath.Join(t.TempDir(), "jitgate.db"), cfg)
 	t.Cleanup(func() { s.Close() })
 	if _, _, err := s.CreateTarget(t.Context(), alice, "web-1", nil, t0, time.Hour); err != nil {
 		t.Fatal(err)
@@ -92,8 +98,9 @@ func events(t *testing.T, s *store.Store, hook string) []string {
 // subscribed webhook, with the request as it stood after the change.
 func TestWebhookEvents(t *testing.T) {
 	ctx := t.Context()
-	s := hookStore(t)
-	s.SetExpiryWarning(10 * time.Minute)
+	cfg := store.DefaultConfig()
+	cfg.ExpiryWarning = 10 * time.Minute
+	s := hookStoreWith(t, cfg)
 	all := addHook(t, s, store.FormatGeneric)
 	some := addHook(t, s, store.FormatSlack, store.EventRequestActivated, store.EventRequestRevoked)
 
@@ -166,8 +173,9 @@ func TestWebhookEvents(t *testing.T) {
 // sweeper is told to wake for it; requests shorter than the lead get none.
 func TestSweepExpiryWarning(t *testing.T) {
 	ctx := t.Context()
-	s := hookStore(t)
-	s.SetExpiryWarning(10 * time.Minute)
+	cfg := store.DefaultConfig()
+	cfg.ExpiryWarning = 10 * time.Minute
+	s := hookStoreWith(t, cfg)
 	long := ask(t, s, 22, time.Hour, t0)
 	report(t, s, t0.Add(time.Second))
 	version := mustGet(t, s, long.ID).Version

@@ -13,7 +13,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.RunWithPostgres(m)) }
 
 func openPostgres(t *testing.T, url string) *store.Store {
 	t.Helper()
-	s, err := store.OpenPostgres(t.Context(), url)
+	s, err := store.OpenPostgres(t.Context(), url, store.DefaultConfig())
 	if err != nil {
 		t.Fatalf("OpenPostgres: %v", err)
 	}

@@ -190,7 +190,7 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		state := access.Start(need)
 		var approveBy sql.NullInt64
 		if state == access.PendingApproval {
-			approveBy = sql.NullInt64{Int64: ms(access.ApproveBy(now, s.approvalTimeout)), Valid: true}
+			approveBy = sql.NullInt64{Int64: ms(access.ApproveBy(now, s.cfg.ApprovalTimeout)), Valid: true}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
 			created_at, expires_at, client_addr, approvals_required, approve_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13)`,

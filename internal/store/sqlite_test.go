@@ -19,7 +19,12 @@ import (
 
 func openSQLite(t *testing.T, path string) *store.Store {
 	t.Helper()
-	s, err := store.OpenSQLite(t.Context(), path)
+	return openSQLiteWith(t, path, store.DefaultConfig())
+}
+
+func openSQLiteWith(t *testing.T, path string, cfg store.Config) *store.Store {
+	t.Helper()
+	s, err := store.OpenSQLite(t.Context(), path, cfg)
 	if err != nil {
 		t.Fatalf("OpenSQLite(%s): %v", path, err)
 	}

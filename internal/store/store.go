@@ -40,36 +40,67 @@ type Store struct {
 	// (feed_postgres.go).
 	feed     feed
 	listener *pgListener
-	// approvalTimeout is how long a request waits for its approvers.
-	approvalTimeout time.Duration
-	// expiryWarning is how long before its deadline an active request is
-	// announced as expiring (expiring.go).
-	expiryWarning time.Duration
-	// bruteForceThreshold is how many blocked attempts from one source
-	// within an hour raise a "possible brute force" event (0: never).
-	bruteForceThreshold int
+	// cfg is the configuration the store was opened with (validated).
+	cfg Config
 	// onWriteError is told of write transactions that failed for a storage
 	// reason (storage.go).
 	onWriteError func(cause string, err error)
 }
 
-// DefaultBruteForceThreshold is the default of SetBruteForceThreshold.
+// DefaultBruteForceThreshold is the default Config.BruteForceThreshold.
 const DefaultBruteForceThreshold = 20
 
-// SetBruteForceThreshold sets how many blocked attempts from one source
-// within an hour raise a "possible brute force" event (0: never).
-func (s *Store) SetBruteForceThreshold(n int) { s.bruteForceThreshold = n }
-
-// DefaultApprovalTimeout is how long a request awaits approval by default.
+// DefaultApprovalTimeout is the default Config.ApprovalTimeout.
 const DefaultApprovalTimeout = time.Hour
 
-// SetApprovalTimeout sets how long a request awaits approval before it
-// expires.
-func (s *Store) SetApprovalTimeout(d time.Duration) { s.approvalTimeout = d }
+// Config is what a store is told at construction and keeps for its life:
+// the parameters of the rules the domain packages decide (approval timeout,
+// expiry warnings, brute-force alerting). The store decides nothing with
+// them itself; it passes them to those rules inside its transactions.
+type Config struct {
+	// ApprovalTimeout is how long a request awaits its approvers before it
+	// expires (access.ApproveBy). Must be positive.
+	ApprovalTimeout time.Duration
+	// ExpiryWarning is how long before its deadline Sweep announces that an
+	// active request expires soon (audit event request.expiring); requests
+	// active for no longer than that in all are not announced, the warning
+	// would come with the access. Zero turns the warnings off; negative is
+	// invalid.
+	ExpiryWarning time.Duration
+	// BruteForceThreshold is how many blocked attempts from one source
+	// within an hour raise a "possible brute force" event. Zero: never;
+	// negative is invalid.
+	BruteForceThreshold int
+}
+
+// DefaultConfig is the configuration of a store nobody configured: the
+// default approval timeout and brute-force threshold, and no expiry
+// warnings (the server asks for DefaultExpiryWarning).
+func DefaultConfig() Config {
+	return Config{ApprovalTimeout: DefaultApprovalTimeout, BruteForceThreshold: DefaultBruteForceThreshold}
+}
+
+// Validate checks c and names the bad field.
+func (c Config) Validate() error {
+	if c.ApprovalTimeout <= 0 {
+		return fmt.Errorf("store config: approval timeout %s must be positive", c.ApprovalTimeout)
+	}
+	if c.ExpiryWarning < 0 {
+		return fmt.Errorf("store config: expiry warning %s must not be negative (0: none)", c.ExpiryWarning)
+	}
+	if c.BruteForceThreshold < 0 {
+		return fmt.Errorf("store config: brute-force threshold %d must not be negative (0: never)", c.BruteForceThreshold)
+	}
+	return nil
+}
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
-// brings its schema up to date.
-func OpenSQLite(ctx context.Context, path string) (*Store, error) {
+// brings its schema up to date. An invalid cfg is an error, before anything
+// is created.
+func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating database directory: %w", err)
 	}
@@ -92,13 +123,13 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).
 	db.SetMaxOpenConns(4)
-	return open(ctx, db, sqliteDialect)
+	return open(ctx, db, sqliteDialect, cfg)
 }
 
 // open finishes opening a store on db: it brings the schema up to date and
-// chains audit events written before the chain existed.
-func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
-	s := &Store{db: db, dialect: d, approvalTimeout: DefaultApprovalTimeout, bruteForceThreshold: DefaultBruteForceThreshold}
+// chains audit events written before the chain existed. cfg is valid.
+func open(ctx context.Context, db *sql.DB, d dialect, cfg Config) (*Store, error) {
+	s := &Store{db: db, dialect: d, cfg: cfg}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err

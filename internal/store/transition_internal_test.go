@@ -49,7 +49,7 @@ func TestNoStateLiterals(t *testing.T) {
 // the table forbids is refused before anything is written.
 func TestTransitionCompareAndSet(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "db.sqlite"))
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "db.sqlite"), DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

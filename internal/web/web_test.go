@@ -40,7 +40,7 @@ func newEnv(tb testing.TB, tls bool) *env {
 	tb.Helper()
 	ctx := context.Background()
 	dbPath := filepath.Join(tb.TempDir(), "j.db")
-	st, err := store.OpenSQLite(ctx, dbPath)
+	st, err := store.OpenSQLite(ctx, dbPath, store.DefaultConfig())
 	if err != nil {
 		tb.Fatal(err)
 	}
