@@ -88,7 +88,7 @@ func OpenPostgres(ctx context.Context, url string, config Config) (*Store, error
 	if err != nil {
 		return nil, err
 	}
-	s.startListener(url, origin)
+	s.startListener(ctx, url, origin)
 	return s, nil
 }
 

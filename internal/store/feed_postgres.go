@@ -46,11 +46,18 @@ type pgListener struct {
 }
 
 // startListener begins listening for s (a PostgreSQL store opened at url).
-func (s *Store) startListener(url, origin string) {
-	ctx, cancel := context.WithCancel(context.Background())
+// The first connection is made before it returns, so every commit after
+// the store opened is heard; if it cannot be made, the listener keeps
+// trying in the background (and wakes everybody when it succeeds).
+func (s *Store) startListener(ctx context.Context, url, origin string) {
+	lctx, cancel := context.WithCancel(context.Background())
 	l := &pgListener{s: s, url: url, origin: origin, log: slog.Default().With("component", "change feed"), cancel: cancel, done: make(chan struct{})}
 	s.listener = l
-	go func() { defer close(l.done); l.run(ctx) }()
+	conn, err := l.connect(ctx)
+	if err != nil {
+		l.log.Warn("the change feed cannot listen yet; retrying", "err", err)
+	}
+	go func() { defer close(l.done); l.run(lctx, conn) }()
 }
 
 // stop ends the listener and waits for it.
@@ -59,11 +66,29 @@ func (l *pgListener) stop() {
 	<-l.done
 }
 
-func (l *pgListener) run(ctx context.Context) {
+// run serves first (nil if the first connection failed), then reconnects
+// whenever the connection is lost.
+func (l *pgListener) run(ctx context.Context, first *pgx.Conn) {
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
+	conn := first
 	for ctx.Err() == nil {
-		err := l.listen(ctx, func() { backoff = minBackoff })
+		var err error
+		if conn == nil {
+			conn, err = l.connect(ctx)
+			if err == nil {
+				// Notifications sent while nobody listened are lost.
+				err = l.wakeAll(ctx)
+			}
+		}
+		if err == nil {
+			backoff = minBackoff
+			err = l.serve(ctx, conn)
+		}
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			conn = nil
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -80,29 +105,29 @@ func (l *pgListener) run(ctx context.Context) {
 	}
 }
 
-// listen connects, listens, wakes everybody (notifications may have been
-// missed before), then publishes each notification from another origin
-// until the connection fails.
-func (l *pgListener) listen(ctx context.Context, connected func()) error {
+// connect opens a connection and listens on the feed's channel.
+func (l *pgListener) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(l.url)
 	if err != nil {
-		return fmt.Errorf("parsing the database URL: %w", err)
+		return nil, fmt.Errorf("parsing the database URL: %w", err)
 	}
 	// Named, for pg_stat_activity (and for tests that cut it).
 	cfg.RuntimeParams["application_name"] = FeedApplicationName
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("connecting: %w", err)
+		return nil, fmt.Errorf("connecting: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+feedChannel); err != nil {
-		return fmt.Errorf("listening: %w", err)
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("listening: %w", err)
 	}
-	connected()
 	l.setListening(true)
-	if err := l.wakeAll(ctx); err != nil {
-		return err
-	}
+	return conn, nil
+}
+
+// serve publishes each notification from another origin until the
+// connection fails.
+func (l *pgListener) serve(ctx context.Context, conn *pgx.Conn) error {
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
