@@ -27,6 +27,7 @@ import (
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/relay"
+	"github.com/jitgate/jitgate/internal/replica"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/webterm"
 )
@@ -78,13 +79,17 @@ type Deps struct {
 	// TerminalObserver makes the Observer of each browser terminal session
 	// (the recorder, watchers: internal/webterm); nil: none.
 	TerminalObserver webterm.ObserverFunc
+	// Replica places this server among replicas sharing one database
+	// (replicas.go); nil: the only server, and no stream is forwarded.
+	Replica *Replica
 }
 
 type api struct {
 	Deps
-	logins   *logins         // single sign-on in progress and failed-login limits (sso.go)
-	known    *knownRevisions // highest revision of each target known to this process (agent.go)
-	sessions *liveSessions   // bastion sessions relayed by this process (bastion.go)
+	logins   *logins           // single sign-on in progress and failed-login limits (sso.go)
+	known    *knownRevisions   // highest revision of each target known to this process (agent.go)
+	sessions *liveSessions     // bastion sessions relayed by this process (bastion.go)
+	verifier *replica.Verifier // checks streams forwarded by other replicas (replicas.go)
 }
 
 // New returns the HTTP handler of the whole API.
@@ -95,7 +100,10 @@ func New(d Deps) http.Handler {
 	if d.Relay == nil {
 		d.Relay = relay.NewServer()
 	}
-	a := &api{Deps: d, logins: newLogins(d.FailedLogins), sessions: &liveSessions{m: map[string]*liveSession{}}}
+	a := &api{Deps: d, logins: newLogins(d.FailedLogins), sessions: &liveSessions{m: map[string]*liveSession{}}, verifier: &replica.Verifier{}}
+	if d.Replica != nil {
+		a.verifier.Secret = d.Replica.Secret
+	}
 	if d.RevisionsAtStart != nil {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}
 	}
@@ -187,6 +195,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("POST /api/v1/agent/report", agent(a.report))
 	handle("GET /api/v1/agent/tunnel", agent(a.agentTunnel))
 	handle("GET /api/v1/tunnel", human(a.tunnel))
+	handle("GET /api/v1/replica/tunnel", http.HandlerFunc(a.replicaTunnel))
 	handle("GET /api/v1/sessions", human(a.listSessions))
 	handle("POST /api/v1/sessions/{id}/kill", human(a.killSession))
 	handle("POST /api/v1/requests/{id}/ssh-certificate", human(a.sshCertificate))

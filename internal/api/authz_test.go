@@ -167,6 +167,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		// grant, so every role is refused (TestTunnelRefusals tells the
 		// refusals apart).
 		{"GET", "/api/v1/tunnel?target=web-01&port=22", "", target, nil},
+		// Only another replica, with the replicas' secret, forwards a
+		// stream (TestReplicaEndpointRefusals attacks it with and without).
+		{"GET", "/api/v1/replica/tunnel?target=web-01&port=22&principal=alice&session=s-x", "", own, nil},
 		// Nobody but the request's requester gets an SSH certificate for
 		// it (TestSSHCertificate covers the requester's own).
 		{"POST", "/api/v1/requests/{granted}/ssh-certificate", `{"public_key":"` + matrixUserKey + `"}`, target, nil},

@@ -95,6 +95,60 @@ type liveSessions struct {
 	endedIn, endedOut atomic.Int64
 	// opened counts each principal's sessions being opened or relayed.
 	opened map[string]int
+	// watching is set while watchEndedElsewhere runs.
+	watching bool
+}
+
+// trackSession lists ls among the sessions relayed here, and makes sure
+// watchEndedElsewhere runs.
+func (a *api) trackSession(ls *liveSession) {
+	a.sessions.mu.Lock()
+	defer a.sessions.mu.Unlock()
+	a.sessions.m[ls.x.ID] = ls
+	if !a.sessions.watching {
+		a.sessions.watching = true
+		go a.watchEndedElsewhere()
+	}
+}
+
+// endedElsewhereEvery is how often a server with live sessions looks for
+// those ended in the database by another replica (a kill through its API).
+const endedElsewhereEvery = time.Second
+
+// watchEndedElsewhere ends the sessions relayed here that another replica
+// ended in the database (killed through its API, or swept as lost): that
+// replica cannot reach this one's connections, so the kill travels through
+// the database, and is carried out within endedElsewhereEvery. It runs
+// while this process relays sessions, one query per round whatever their
+// number.
+func (a *api) watchEndedElsewhere() {
+	for {
+		time.Sleep(endedElsewhereEvery)
+		a.sessions.mu.Lock()
+		if len(a.sessions.m) == 0 {
+			a.sessions.watching = false
+			a.sessions.mu.Unlock()
+			return
+		}
+		ids := make([]string, 0, len(a.sessions.m))
+		for id := range a.sessions.m {
+			ids = append(ids, id)
+		}
+		a.sessions.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ended, err := a.Store.SessionsEnded(ctx, ids)
+		cancel()
+		if err != nil {
+			a.Logger.Warn("bastion: reading the state of live sessions", "err", err)
+			continue
+		}
+		for _, x := range ended {
+			if ls := a.sessions.get(x.ID); ls != nil {
+				a.Logger.Info("bastion session ended by another replica", "session", x.ID, "reason", x.Reason, "by", x.EndedBy)
+				ls.end(x.Reason, x.EndedBy, x.Message)
+			}
+		}
+	}
 }
 
 // DefaultMaxSessionsPerPrincipal is the cap on the tunnels one principal
@@ -195,6 +249,21 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 	secret, _, _ := credential(r)
 	go a.watchAgentCredential(ctx, cancel, p.Subject, secret)
 	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
+	if a.forwarding() {
+		// Other replicas find the agent here (replicas.go). A route that
+		// cannot be written only keeps the others from forwarding.
+		routeConn := store.NewRelayConnID()
+		if err := a.Store.SetRelayRoute(ctx, p.Subject, a.Replica.ID, routeConn, a.Now()); err != nil {
+			a.Logger.Error("recording the agent's relay route", "target", p.Subject, "err", err)
+		}
+		defer func() {
+			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer dcancel()
+			if err := a.Store.DeleteRelayRoute(dctx, p.Subject, a.Replica.ID, routeConn); err != nil {
+				a.Logger.Error("removing the agent's relay route", "target", p.Subject, "err", err)
+			}
+		}()
+	}
 	err = a.Relay.ServeAgent(ctx, p.Subject, conn)
 	a.Logger.Info("agent relay disconnected", "target", p.Subject, "err", err)
 	return nil
@@ -328,7 +397,7 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 		return err
 	}
 	x := session.Session{ID: store.NewSessionID(), Target: name, Principal: p.Name(), RequestID: g.RequestID, Protocol: string(port.Protocol),
-		Port: port.Number, StartedAt: now, Deadline: g.ExpiresAt, State: session.Live}
+		Port: port.Number, StartedAt: now, Deadline: g.ExpiresAt, State: session.Live, Replica: a.replicaID()}
 	if addr := a.clientAddr(r); addr.IsValid() {
 		x.ClientAddr = addr.String()
 	}
@@ -341,11 +410,19 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	octx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	st, err := a.Relay.Open(octx, via, relay.Header{Session: x.ID, RequestID: g.RequestID, Principal: p.Name(), Protocol: string(port.Protocol),
 		Port: port.Number, Deadline: g.ExpiresAt})
+	// The agent's relay connection may be held by another replica: the
+	// stream goes there (which checks the grant again).
+	forwardedTo := ""
+	if errors.Is(err, relay.ErrNoAgent) && a.forwarding() {
+		st, forwardedTo, err = a.forward(octx, via, name, port, p.Name(), x.ID)
+	}
 	cancel()
 	var refusal *relay.Refusal
 	switch {
 	case errors.Is(err, relay.ErrNoAgent):
 		return errStatus(http.StatusServiceUnavailable, "the agent of %s is not connected to the bastion relay; try again when it is", via)
+	case errors.Is(err, errForbidden):
+		return err
 	case errors.As(err, &refusal):
 		return errStatus(http.StatusBadGateway, "%v", refusal)
 	case err != nil:
@@ -361,9 +438,7 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	}
 	ls.count.Touch(time.Now()) // idle time counts from the start
 	ls.add(st)
-	a.sessions.mu.Lock()
-	a.sessions.m[x.ID] = ls
-	a.sessions.mu.Unlock()
+	a.trackSession(ls)
 	defer func() {
 		a.sessions.mu.Lock()
 		delete(a.sessions.m, x.ID)
@@ -390,7 +465,7 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	if reason, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
 		ls.end(reason, "", "")
 	}
-	if !a.Relay.Connected(via) {
+	if forwardedTo == "" && !a.Relay.Connected(via) || forwardedTo != "" && !a.replicaAlive(forwardedTo) {
 		ls.end(session.AgentLost, "", "")
 	}
 	ls.end(session.Closed, "", "")

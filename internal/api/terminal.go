@@ -234,7 +234,8 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	}
 
 	x := session.Session{ID: store.NewSessionID(), Target: tg.req.Target, Principal: p.Name(), RequestID: tg.req.ID, Protocol: string(tg.port.Protocol),
-		Port: tg.port.Number, StartedAt: now, Deadline: tg.grant.ExpiresAt, State: session.Live, Via: session.ViaTerminal, Login: tg.login}
+		Port: tg.port.Number, StartedAt: now, Deadline: tg.grant.ExpiresAt, State: session.Live, Via: session.ViaTerminal, Login: tg.login,
+		Replica: a.replicaID()}
 	if addr := a.clientAddr(r); addr.IsValid() {
 		x.ClientAddr = addr.String()
 	}
@@ -246,9 +247,16 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	octx, ocancel := context.WithTimeout(sctx, 10*time.Second)
 	st, err := a.Relay.Open(octx, via, relay.Header{Session: x.ID, RequestID: tg.req.ID, Principal: p.Name(), Protocol: string(tg.port.Protocol),
 		Port: tg.port.Number, Deadline: tg.grant.ExpiresAt})
+	if errors.Is(err, relay.ErrNoAgent) && a.forwarding() {
+		// The agent's relay connection is on another replica (replicas.go).
+		st, _, err = a.forward(octx, via, tg.req.Target, tg.port, p.Name(), x.ID)
+	}
 	ocancel()
 	var refusal *relay.Refusal
 	switch {
+	case errors.Is(err, errForbidden):
+		term.End("refused", err.Error())
+		return nil
 	case errors.Is(err, relay.ErrNoAgent):
 		term.End(string(session.AgentLost), fmt.Sprintf("the agent of %s is not connected to the bastion relay; try again when it is", via))
 		return nil
@@ -283,9 +291,7 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 		return err
 	}
 	ls.add(st)
-	a.sessions.mu.Lock()
-	a.sessions.m[x.ID] = ls
-	a.sessions.mu.Unlock()
+	a.trackSession(ls)
 	defer func() {
 		a.sessions.mu.Lock()
 		delete(a.sessions.m, x.ID)

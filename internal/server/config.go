@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"net/url"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/oidc"
@@ -75,6 +76,17 @@ type Config struct {
 	// jitgate_singleton_lease_held). Default: host name, process id and a
 	// random suffix.
 	ReplicaID string
+	// ReplicaSecretFile holds the secret shared by the replicas of one
+	// deployment (one database); with it, a bastion stream reaching this
+	// replica for an agent connected to another is forwarded there, and
+	// streams forwarded by the others are accepted (internal/replica).
+	ReplicaSecretFile string
+	// ReplicaAddress is the base URL the other replicas reach this one at
+	// (default: the listening address, when it names a host).
+	ReplicaAddress string
+	// ReplicaCAFile is a PEM CA bundle to trust for the other replicas'
+	// TLS (default: the system's).
+	ReplicaCAFile string
 	// OIDC configures single sign-on; an empty Issuer turns it off.
 	OIDC oidc.Config
 	// Logger receives structured logs (default: text to stderr).
@@ -171,6 +183,15 @@ func (c Config) Validate() error {
 	}
 	if len(c.ReplicaID) > 128 {
 		return fmt.Errorf("replica-id: %d characters; at most 128", len(c.ReplicaID))
+	}
+	if c.ReplicaSecretFile == "" && (c.ReplicaAddress != "" || c.ReplicaCAFile != "") {
+		return errors.New("replica-address and replica-ca-file: need replica-secret-file")
+	}
+	if c.ReplicaAddress != "" {
+		u, err := url.Parse(c.ReplicaAddress)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("replica-address: %q must be an http:// or https:// URL without a path", c.ReplicaAddress)
+		}
 	}
 	if c.OIDC.Issuer != "" || c.OIDC.ClientID != "" {
 		if err := c.OIDC.Validate(); err != nil {

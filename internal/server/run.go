@@ -23,7 +23,6 @@ import (
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/relay"
-	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/sshca"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/web"
@@ -68,8 +67,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	// Bastion sessions cannot outlive the process that relayed them: those
-	// a dead (or stopped) server left recorded live ended with it.
-	if n, err := st.EndLiveSessions(ctx, session.ServerLost, time.Now()); err != nil {
+	// this server's previous run (the replica id is the data directory's)
+	// or a dead replica left recorded live ended with it; those of other
+	// live replicas sharing the database go on.
+	replicaID, err := loadReplicaID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if n, err := st.EndLostSessions(ctx, replicaID, time.Now()); err != nil {
 		return err
 	} else if n > 0 {
 		log.Warn("bastion sessions left live by a previous server marked ended (server lost)", "sessions", n)
@@ -143,6 +148,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Filled in once the listening address is known (replicaDeps).
+	rep := &api.Replica{ID: replicaID}
 	handler := api.New(api.Deps{
 		Store: st, Hub: hub, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies,
 		AgentPollWait: cfg.AgentPollWait, EnrollTokenTTL: cfg.EnrollTokenTTL, Presence: presence,
@@ -151,6 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 		RevisionsAtStart:    revisionsAtStart,
 		Relay:               bastion,
 		SSHCA:               caKey,
+		Replica:             rep,
 
 		MaxSessionsPerPrincipal: cfg.MaxTunnelsPerPrincipal,
 	})
@@ -193,6 +201,17 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("serving plain HTTP on a non-loopback address: tokens, agent credentials and grants cross the network in cleartext; "+
 			"use --tls-cert and --tls-key, or listen on loopback behind a TLS-terminating proxy", "listen", ln.Addr().String())
 	}
+	r, err := replicaDeps(cfg, replicaID, ln.Addr(), scheme)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	*rep = *r
+	if err := st.HeartbeatReplica(ctx, rep.ID, rep.Address, time.Now(), replicaTTL); err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("replica", "id", rep.ID, "forwarding", len(rep.Secret) > 0, "address", rep.Address)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -204,6 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// holder's death.
 	singletons := newSingletons(reg, st, cfg.ReplicaID, log)
 	singletons.start(ctx, "sweeper", func(ctx context.Context) { sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log) })
+	go replicaLoop(ctx, st, rep, log)
 	singletons.start(ctx, "prune", func(ctx context.Context) { pruneLoop(ctx, st, cfg.PruneInterval, log) })
 	// The deliverer records its attempts in flight before the store closes
 	// (deferred calls run last to first: this one before st.Close).
@@ -229,11 +249,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Hijacked connections outlive srv.Close: closing the relay ends every
 	// agent connection and so every bastion session.
 	bastion.Close()
-	if n, err := st.EndLiveSessions(context.WithoutCancel(ctx), session.ServerLost, time.Now()); err != nil {
-		log.Error("ending bastion sessions at stop", "err", err)
-	} else if n > 0 {
-		log.Info("bastion sessions ended: the server stopped", "sessions", n)
-	}
+	stopReplica(context.WithoutCancel(ctx), st, rep, log)
 	log.Info("jitgate server stopped")
 	return nil
 }

@@ -88,6 +88,9 @@ type Session struct {
 	Message string
 	// BytesIn counts client to target, BytesOut target to client.
 	BytesIn, BytesOut int64
+	// Replica is the id of the server replica that relays the session and
+	// records its end ("" : the only server). Written at the start only.
+	Replica string
 }
 
 // How a session reaches its target.

@@ -67,9 +67,9 @@ func (s *Store) StartSession(ctx context.Context, x session.Session) error {
 		x.Via = session.ViaTunnel
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline, via, login)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, x.ID, x.Target, x.Principal, x.RequestID, x.Protocol, int(x.Port), x.ClientAddr,
-			string(session.Live), ms(x.StartedAt), ms(x.Deadline), x.Via, x.Login)
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, target, principal, request_id, protocol, port, client_addr, state, started_at, deadline, via, login, replica)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, x.ID, x.Target, x.Principal, x.RequestID, x.Protocol, int(x.Port), x.ClientAddr,
+			string(session.Live), ms(x.StartedAt), ms(x.Deadline), x.Via, x.Login, x.Replica)
 		if err != nil {
 			return fmt.Errorf("recording session %s: %w", x.ID, err)
 		}
@@ -131,9 +131,19 @@ func endSession(ctx context.Context, tx *sql.Tx, x *session.Session, reason sess
 // start, those a server that stopped without ending them left behind
 // (server_lost). It returns how many it ended.
 func (s *Store) EndLiveSessions(ctx context.Context, reason session.EndReason, now time.Time) (int, error) {
+	return s.endLiveWhere(ctx, "", reason, now)
+}
+
+// endLiveWhere ends the live sessions matching the SQL condition where
+// ("" : all) with args, for reason, in one transaction with their audit.
+func (s *Store) endLiveWhere(ctx context.Context, where string, reason session.EndReason, now time.Time, args ...any) (int, error) {
+	q := `SELECT ` + sessionColumns + ` FROM sessions WHERE state = 'live'`
+	if where != "" {
+		q += ` AND (` + where + `)`
+	}
 	n := 0
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE state = 'live' ORDER BY started_at, id`)
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY started_at, id`, args...)
 		if err != nil {
 			return fmt.Errorf("listing live sessions: %w", err)
 		}

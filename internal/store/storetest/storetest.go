@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"LiveCaps", testLiveCaps},
 		{"PruneTokens", testPruneTokens},
 		{"Bastion", testBastion},
+		{"RelayRoutes", testRelayRoutes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,173 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/replica"
+	"github.com/jitgate/jitgate/internal/testenv"
+)
+
+var (
+	replicaSecret = replica.Secret("0123456789abcdef0123456789abcdef")
+	otherSecret   = replica.Secret("fedcba9876543210fedcba9876543210")
+)
+
+// replicaPair is two API servers (replicas A and B) sharing one database,
+// one hub (as a change feed would) and the replicas' secret; A's address is
+// recorded live so that B forwards to it.
+type replicaPair struct {
+	a  *env
+	b  *httptest.Server
+	cB *client.Client // alice (admin) on B
+}
+
+func newReplicaPair(t *testing.T, secretB replica.Secret) *replicaPair {
+	t.Helper()
+	repA := &api.Replica{ID: "A", Secret: replicaSecret}
+	var deps api.Deps
+	a := newEnvWith(t, func(d *api.Deps) { d.Replica = repA; deps = *d })
+	repA.Address = a.srv.URL
+	if err := a.st.HeartbeatReplica(context.Background(), "A", repA.Address, time.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	deps.Relay = nil // B's own: the agent is not connected to it
+	deps.Registry = prometheus.NewRegistry()
+	deps.Replica = &api.Replica{ID: "B", Secret: secretB}
+	b := httptest.NewServer(api.New(deps))
+	t.Cleanup(b.Close)
+	cB, err := client.New(b.URL, a.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &replicaPair{a: a, b: b, cB: cB}
+}
+
+// TestTunnelAcrossReplicas: the agent's relay connection is on replica A,
+// the client's tunnel arrives at replica B: B checks the grant, records the
+// session and forwards the stream to A, which checks the grant again and
+// splices; a kill through A's API (which does not hold the session) ends
+// it on B through the database.
+func TestTunnelAcrossReplicas(t *testing.T) {
+	p := newReplicaPair(t, replicaSecret)
+	ctx := context.Background()
+	port := testenv.Echo(t)
+	agent := bastionTarget(t, p.a, port, nil)
+	grantBastion(t, p.a.c, port)
+	applyDesired(t, agent)
+	relayAgent(t, p.a, agent)
+
+	conn := openTunnel(t, p.cB, port)
+	fmt.Fprintf(conn, "hello\n")
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("echo through B to the agent on A = %q, %v", line, err)
+	}
+	live := sessionByID(t, p.cB, "")
+	if live.Principal != "alice" || live.BytesIn != 6 {
+		t.Errorf("session listed on B = %+v, want alice's with 6 bytes in", live)
+	}
+	killed, err := p.a.c.KillSession(ctx, live.ID, "ended from the other replica")
+	if err != nil || killed.EndReason != "killed" {
+		t.Fatalf("kill through A = %+v, %v", killed, err)
+	}
+	waitClosed(t, conn, "kill through the replica that does not hold the session")
+	if got := sessionByID(t, p.cB, live.ID); got.State != "ended" || got.EndReason != "killed" || got.EndedBy != "alice" {
+		t.Errorf("session after the kill = %+v, want ended, killed by alice", got)
+	}
+}
+
+// TestTunnelAcrossReplicasWrongSecret: a replica whose secret differs is
+// refused by the one holding the agent; the client gets 503 (no agent
+// reachable), never a stream.
+func TestTunnelAcrossReplicasWrongSecret(t *testing.T) {
+	p := newReplicaPair(t, otherSecret)
+	port := testenv.Echo(t)
+	agent := bastionTarget(t, p.a, port, nil)
+	grantBastion(t, p.a.c, port)
+	applyDesired(t, agent)
+	relayAgent(t, p.a, agent)
+	if _, err := p.cB.Tunnel(context.Background(), "web-01", port); client.StatusOf(err) != http.StatusServiceUnavailable {
+		t.Fatalf("tunnel through a replica with another secret: %v, want 503", err)
+	}
+}
+
+// TestReplicaEndpointRefusals attacks the inter-replica endpoint directly:
+// without the replica header it is the API's usual 401, and 403 for any
+// person's token; with a wrong secret, a replayed or a stale MAC 401; with
+// the right secret but for a principal without a live grant (or a port the
+// policy does not open to the bastion) 403. Only the valid case upgrades.
+func TestReplicaEndpointRefusals(t *testing.T) {
+	p := newReplicaPair(t, replicaSecret)
+	port := testenv.Echo(t)
+	agent := bastionTarget(t, p.a, port, nil)
+	grantBastion(t, p.a.c, port)
+	applyDesired(t, agent)
+	relayAgent(t, p.a, agent)
+	openTunnel(t, p.cB, port).Close() // the agent's relay connection is up
+	query := func(principal string, port uint16) string {
+		return url.Values{"target": {"web-01"}, "port": {fmt.Sprint(port)}, "principal": {principal}, "session": {"s-x"}}.Encode()
+	}
+	replayed, _ := http.NewRequest("GET", p.a.srv.URL+"/api/v1/replica/tunnel?"+query("alice", port), nil)
+	replicaSecret.Sign(replayed, time.Now())
+	tests := []struct {
+		name   string
+		query  string
+		sign   replica.Secret
+		signAt time.Time
+		token  string
+		header http.Header // used as is when set
+		want   int
+	}{
+		{name: "nothing", query: query("alice", port), want: http.StatusUnauthorized},
+		{name: "admin token", query: query("alice", port), token: p.a.admin, want: http.StatusForbidden},
+		{name: "wrong secret", query: query("alice", port), sign: otherSecret, signAt: time.Now(), want: http.StatusUnauthorized},
+		{name: "stale MAC", query: query("alice", port), sign: replicaSecret, signAt: time.Now().Add(-time.Hour), want: http.StatusUnauthorized},
+		{name: "secret and admin token but forged header", query: query("alice", port), token: p.a.admin,
+			header: http.Header{replica.Header: {"v1 1 00000000000000000000000000000000 00"}}, want: http.StatusUnauthorized},
+		{name: "no grant", query: query("bob", port), sign: replicaSecret, signAt: time.Now(), want: http.StatusForbidden},
+		{name: "port without bastion", query: query("alice", 25), sign: replicaSecret, signAt: time.Now(), want: http.StatusForbidden},
+		{name: "valid, not an upgrade", query: query("alice", port), sign: replicaSecret, signAt: time.Now(), want: http.StatusBadRequest},
+		{name: "replayed", header: replayed.Header, query: query("alice", port), want: http.StatusUnauthorized},
+	}
+	// The replayed request is used once first.
+	if resp, err := http.DefaultClient.Do(replayed); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", p.a.srv.URL+"/api/v1/replica/tunnel?"+tt.query, nil)
+			if tt.sign != nil {
+				tt.sign.Sign(req, tt.signAt)
+			}
+			for k, v := range tt.header {
+				req.Header[k] = v
+			}
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, strings.TrimSpace(string(body)), tt.want)
+			}
+		})
+	}
+}
