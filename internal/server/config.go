@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/oidc"
