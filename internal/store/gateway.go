@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/alert"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
@@ -547,8 +548,12 @@ func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.Age
 		if len(r.BlockedSources) == 0 || s.cfg.BruteForceThreshold <= 0 {
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT source, sum(count) FROM blocked_sources WHERE target = $1 AND last_seen > $2
-			GROUP BY source HAVING sum(count) >= $3`, target, ms(now.Add(-time.Hour)), s.cfg.BruteForceThreshold)
+		// Whether a source is suspect is alert.BruteForce's to decide; the
+		// store only adds up its attempts within the window and remembers
+		// its last alert.
+		rows, err := tx.QueryContext(ctx, `SELECT b.source, sum(b.count), max(a.at) FROM blocked_sources b
+			LEFT JOIN brute_force_alerts a ON a.target = b.target AND a.source = b.source
+			WHERE b.target = $1 AND b.last_seen > $2 GROUP BY b.source ORDER BY b.source`, target, ms(now.Add(-alert.BruteForceWindow)))
 		if err != nil {
 			return fmt.Errorf("checking for brute force: %w", err)
 		}
@@ -558,17 +563,27 @@ func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.Age
 		}
 		var hits []hit
 		for rows.Next() {
-			var h hit
-			rows.Scan(&h.src, &h.n)
-			hits = append(hits, h)
+			var (
+				h    hit
+				last sql.NullInt64
+			)
+			if err := rows.Scan(&h.src, &h.n, &last); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading blocked attempts: %w", err)
+			}
+			var lastAlert time.Time
+			if last.Valid {
+				lastAlert = fromMS(last.Int64)
+			}
+			if alert.BruteForce(h.n, s.cfg.BruteForceThreshold, lastAlert, now) {
+				hits = append(hits, h)
+			}
 		}
 		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("checking for brute force: %w", err)
+		}
 		for _, h := range hits {
-			var last sql.NullInt64
-			tx.QueryRowContext(ctx, `SELECT at FROM brute_force_alerts WHERE target = $1 AND source = $2`, target, h.src).Scan(&last)
-			if last.Valid && fromMS(last.Int64).After(now.Add(-time.Hour)) {
-				continue
-			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO brute_force_alerts (target, source, at) VALUES ($1, $2, $3)
 				ON CONFLICT (target, source) DO UPDATE SET at = excluded.at`, target, h.src, ms(now)); err != nil {
 				return fmt.Errorf("recording alert: %w", err)
