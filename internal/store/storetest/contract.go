@@ -14,4 +14,7 @@ var contractTests = []struct {
 	f    func(*testing.T, *store.Store)
 }{
 	{"Blocked", testBlocked},
+	{"Gateway", testGateway},
+	{"AuditChain", testAuditChain},
+	{"Outbox", testOutbox},
 }

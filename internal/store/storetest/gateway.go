@@ -1,0 +1,123 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// cmpIgnoreRuleDetail compares protected ports by what they protect.
+var cmpIgnoreRuleDetail = cmpopts.IgnoreFields(wire.Port{}, "CloseEstablished", "Access", "IdleTimeout")
+
+// newGateway creates gateway gw (clients reach its mappings at public)
+// whose agent has reported gateway mode and the routes it forwards to.
+func newGateway(t *testing.T, s *store.Store, gw, public string, routes ...string) {
+	t.Helper()
+	if _, _, err := s.CreateTargetSpec(t.Context(), alice, store.TargetSpec{Name: gw, PublicAddress: public}, t0, enrollTTL); err != nil {
+		t.Fatalf("CreateTargetSpec(%s): %v", gw, err)
+	}
+	r := wire.AgentReport{Mode: store.ModeGateway, Inventory: &wire.Inventory{Hostname: gw, Routes: routes}}
+	if err := s.RecordAgentReport(t.Context(), gw, r, t0); err != nil {
+		t.Fatalf("RecordAgentReport(%s): %v", gw, err)
+	}
+}
+
+// testGateway: placement behind a gateway (refused where the gateway cannot
+// enforce), published ports mapped on the gateway, and the gateway's
+// desired state and confirmations carrying the grants of the targets
+// behind it.
+func testGateway(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	newGateway(t, s, "gw", "192.0.2.1", "10.20.0.0/24")
+	newTarget(t, s, "host-1", t0)
+
+	placements := []struct {
+		name string
+		spec store.TargetSpec
+	}{
+		{"an address the gateway does not route", store.TargetSpec{Name: "x1", Gateway: "gw", Addresses: []string{"10.99.0.5"}}},
+		{"a gateway that is not in gateway mode", store.TargetSpec{Name: "x2", Gateway: "host-1", Addresses: []string{"10.20.0.5"}}},
+		{"no such gateway", store.TargetSpec{Name: "x3", Gateway: "nope", Addresses: []string{"10.20.0.5"}}},
+		{"not an address", store.TargetSpec{Name: "x4", Gateway: "gw", Addresses: []string{"app.example"}}},
+	}
+	for _, p := range placements {
+		_, _, err := s.CreateTargetSpec(ctx, alice, p.spec, t0, enrollTTL)
+		var fe *policy.FieldError
+		if !errors.As(err, &fe) {
+			t.Errorf("placing behind %s: error = %v, want a *policy.FieldError", p.name, err)
+		}
+		if _, err := s.GetTarget(ctx, p.spec.Name); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a refused placement (%s) left target %s: %v", p.name, p.spec.Name, err)
+		}
+	}
+
+	app, tok, err := s.CreateTargetSpec(ctx, alice, store.TargetSpec{Name: "app", Gateway: "gw", Addresses: []string{"10.20.0.5"}}, t0, enrollTTL)
+	if err != nil {
+		t.Fatalf("CreateTargetSpec(app behind gw): %v", err)
+	}
+	if tok != "" || app.Gateway != "gw" {
+		t.Errorf("target behind a gateway: token %q, gateway %q; want no token (it has no agent), gateway gw", tok, app.Gateway)
+	}
+	pol, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{
+		{Port: tcp(22), MaxDuration: time.Hour, Publish: true},
+		{Port: tcp(5432), MaxDuration: time.Hour},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetPolicy(ctx, alice, "app", pol, at(time.Minute)); err != nil {
+		t.Fatalf("SetPolicy(app): %v", err)
+	}
+	ms, err := s.Mappings(ctx, "gw", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Target != "app" || ms[0].Port != tcp(22) || ms[0].Destination != "10.20.0.5" || !ms[0].Published() ||
+		ms[0].MappedPort < store.MappedPortMin || ms[0].MappedPort > store.MappedPortMax {
+		t.Fatalf("mappings of gw = %+v, want 22/tcp of app published at 192.0.2.1:[%d-%d] to 10.20.0.5", ms, store.MappedPortMin, store.MappedPortMax)
+	}
+
+	// A request on the target behind moves the gateway's revision, and the
+	// gateway's confirmation activates it.
+	before := mustTarget(t, s, "gw").Revision
+	r := mustRequest(t, s, alice, "app", ask("198.51.100.7/32", 30*time.Minute, tcp(22)), at(2*time.Minute))
+	g, err := s.GatewayState(ctx, "gw", at(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Revision <= before {
+		t.Errorf("gateway revision %d after a request behind it, want above %d", g.Revision, before)
+	}
+	wantProtected := []wire.Port{{Port: 22, Protocol: "tcp", Destination: "10.20.0.5"}, {Port: 5432, Protocol: "tcp", Destination: "10.20.0.5"}}
+	if diff := cmp.Diff(wantProtected, g.Protected, cmpOpts, cmpIgnoreRuleDetail); diff != "" {
+		t.Errorf("gateway protected ports (-want +got):\n%s", diff)
+	}
+	if len(g.Grants) != 1 || g.Grants[0].Destination != "10.20.0.5" || g.Grants[0].Source != "198.51.100.7/32" || g.Grants[0].Port != 22 ||
+		!g.Grants[0].ExpiresAt.Equal(at(32*time.Minute)) {
+		t.Errorf("gateway grants = %+v, want 198.51.100.7/32 -> 10.20.0.5:22/tcp until +32m", g.Grants)
+	}
+	if len(g.Published) != 1 || g.Published[0].Destination != "10.20.0.5" || g.Published[0].Port != 22 || g.Published[0].MappedPort != ms[0].MappedPort {
+		t.Errorf("gateway published = %+v, want 22/tcp of 10.20.0.5 at mapped port %d", g.Published, ms[0].MappedPort)
+	}
+	if got := mustReport(t, s, "gw", g.Revision, at(3*time.Minute)); len(got) != 1 || got[0].ID != r.ID {
+		t.Errorf("the gateway's confirmation activated %+v, want %s", got, r.ID)
+	}
+	wantState(t, s, r.ID, access.Active)
+
+	// Unpublishing removes the mapping.
+	pol.Rules[0].Publish, pol.Rules[0].MappedPort = false, 0
+	if _, err := s.SetPolicy(ctx, alice, "app", pol, at(4*time.Minute)); err != nil {
+		t.Fatalf("SetPolicy(app, unpublished): %v", err)
+	}
+	if ms, err := s.Mappings(ctx, "gw", true); err != nil || len(ms) != 0 {
+		t.Errorf("mappings after unpublishing = %+v, %v; want none", ms, err)
+	}
+}
