@@ -68,7 +68,11 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 		accessFlag string
 		idle       time.Duration
 		logins     []string
+		record     bool
+		recordIn   bool
 	)
+	cmd.Flags().BoolVar(&record, "record", false, "with --access bastion: sessions go through the server's recorded SSH terminal (raw tunnels refused)")
+	cmd.Flags().BoolVar(&recordIn, "record-input", false, "with --record: record keystrokes too")
 	cmd.Flags().StringArrayVar(&logins, "login", nil, "a user name on the target that jitgate's SSH CA may sign certificates for on these ports (repeat; `jitgate ssh` then logs in without the user's own keys)")
 	cmd.Flags().Var(newDuration(&idle, 0), "idle-timeout", "with --access bastion or both: end bastion sessions idle this long (default never)")
 	cmd.Flags().StringVar(&accessFlag, "access", "direct", "how a grant is used: direct (opens the port to the source address), bastion (only through `jitgate connect`/`jitgate ssh`; opens nothing) or both")
@@ -114,7 +118,7 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
 				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification,
 				CloseEstablished: cut, Publish: publish, MappedPort: mapped, Access: string(acc),
-				IdleTimeout: wire.Duration(idle), Logins: logins})
+				IdleTimeout: wire.Duration(idle), Logins: logins, Record: record, RecordInput: recordIn})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -198,6 +202,12 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 		}
 		if len(r.Logins) > 0 {
 			opts = append(opts, "logins "+strings.Join(r.Logins, ","))
+		}
+		if r.Record {
+			opts = append(opts, "recorded")
+		}
+		if r.RecordInput {
+			opts = append(opts, "input recorded")
 		}
 		if r.CloseEstablished {
 			opts = append(opts, "close established")

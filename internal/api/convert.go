@@ -22,7 +22,7 @@ func toWirePolicy(p policy.Policy) wire.Policy {
 		out.Rules[i] = wire.PortRule{Port: r.Number, Protocol: string(r.Protocol), AllowedSources: srcs, MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: &wire.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}, CloseEstablished: r.CloseEstablished,
 			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout),
-			Logins: r.Logins}
+			Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput}
 		if j := r.Justification; j != (policy.Justification{}) {
 			out.Rules[i].Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
 		}
@@ -36,7 +36,7 @@ func fromWirePolicy(p wire.Policy) (policy.Policy, error) {
 	for i, r := range p.Rules {
 		rule := policy.Rule{Port: policy.Port{Number: r.Port, Protocol: policy.Protocol(r.Protocol)}, MaxDuration: time.Duration(r.MaxDuration),
 			CloseEstablished: r.CloseEstablished, Publish: r.Publish, MappedPort: r.MappedPort, Access: policy.Access(r.Access),
-			IdleTimeout: time.Duration(r.IdleTimeout), Logins: r.Logins}
+			IdleTimeout: time.Duration(r.IdleTimeout), Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput}
 		if r.Approval != nil {
 			rule.Approval = policy.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}
 		}

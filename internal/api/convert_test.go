@@ -17,10 +17,10 @@ import (
 // policy.Rule gains a field that the API or the file format cannot say: an
 // apply of an exported file would then turn that setting off, silently.
 func TestEveryRuleFieldCrossesWireAndFile(t *testing.T) {
-	if z := policytest.ZeroFields(policytest.FullRule()); len(z) > 0 {
-		t.Fatalf("policytest.FullRule leaves %v unset", z)
+	if z := policytest.ZeroFieldsOfAll(policytest.FullRule(), policytest.RecordedRule()); len(z) > 0 {
+		t.Fatalf("policytest.FullRule and RecordedRule leave %v unset", z)
 	}
-	want := policy.Policy{Rules: []policy.Rule{policytest.FullRule()}}
+	want := policy.Policy{Rules: []policy.Rule{policytest.FullRule(), policytest.RecordedRule()}}
 	limits := policy.DefaultLimits()
 	back := func(t *testing.T, how string, w wire.Policy) {
 		t.Helper()

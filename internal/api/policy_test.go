@@ -224,10 +224,11 @@ func TestExportAppliesBackUnchanged(t *testing.T) {
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+`},
 		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both", IdleTimeout: wire.Duration(15 * time.Minute),
 		Logins: []string{"ubuntu", "deploy"}}
-	if z := policytest.ZeroFields(full); len(z) > 0 {
-		t.Fatalf("the full rule leaves %v unset: set every field of wire.PortRule", z)
+	recorded := wire.PortRule{Port: 2222, Access: "bastion", Record: true, RecordInput: true}
+	if z := policytest.ZeroFieldsOfAll(full, recorded); len(z) > 0 {
+		t.Fatalf("the full and recorded rules leave %v unset: set every field of wire.PortRule", z)
 	}
-	e.setPolicy(t, "app-01", wire.Policy{Rules: []wire.PortRule{full, {Port: 3389, Publish: true}, {Port: 53, Protocol: "udp"}}})
+	e.setPolicy(t, "app-01", wire.Policy{Rules: []wire.PortRule{full, recorded, {Port: 3389, Publish: true}, {Port: 53, Protocol: "udp"}}})
 
 	before := e.snapshot(t, "app-01")
 	gwBefore := e.snapshot(t, "gw-1")

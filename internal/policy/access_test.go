@@ -200,3 +200,49 @@ func TestLogins(t *testing.T) {
 		}
 	}
 }
+
+// TestRecord checks where a rule may be recorded: only a TCP port reached
+// through the bastion alone (a direct grant would pass around the
+// recorder), input only with output; turning recording off is weaker.
+func TestRecord(t *testing.T) {
+	l := policy.DefaultLimits()
+	for _, tt := range []struct {
+		name      string
+		rule      policy.Rule
+		wantField string
+	}{
+		{"bastion", policy.Rule{Port: tcp(22), Access: policy.AccessBastion, Record: true}, ""},
+		{"bastion with input", policy.Rule{Port: tcp(22), Access: policy.AccessBastion, Record: true, RecordInput: true}, ""},
+		{"direct", policy.Rule{Port: tcp(22), Record: true}, "rules[0].record"},
+		{"both", policy.Rule{Port: tcp(22), Access: policy.AccessBoth, Record: true}, "rules[0].record"},
+		{"input without record", policy.Rule{Port: tcp(22), Access: policy.AccessBastion, RecordInput: true}, "rules[0].record_input"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := l.Normalize(policy.Policy{Rules: []policy.Rule{tt.rule}})
+			var fe *policy.FieldError
+			if tt.wantField == "" && err != nil || tt.wantField != "" && (!errors.As(err, &fe) || fe.Field != tt.wantField) {
+				t.Fatalf("Normalize = %v, want field %q", err, tt.wantField)
+			}
+		})
+	}
+	rule := func(rec, in bool) policy.Policy {
+		return policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Access: policy.AccessBastion, Record: rec, RecordInput: in}}}
+	}
+	for _, tt := range []struct {
+		from, to policy.Policy
+		want     []string
+	}{
+		{rule(false, false), rule(true, false), []string{"22/tcp record: off -> on"}},
+		{rule(true, false), rule(false, false), []string{"22/tcp record: on -> off (weaker)"}},
+		{rule(true, true), rule(true, false), []string{"22/tcp record_input: on -> off (weaker)"}},
+	} {
+		cs := l.Compare(&tt.from, tt.to)
+		var got []string
+		for _, c := range cs {
+			got = append(got, c.String())
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Compare = %q, want %q", got, tt.want)
+		}
+	}
+}

@@ -158,6 +158,13 @@ func (l Limits) compareRule(o, r Rule) []Change {
 		}
 		add("logins", describeLogins(o.Logins), describeLogins(r.Logins), added)
 	}
+	if o.Record != r.Record {
+		// Not recording lets sessions go unseen (and raw tunnels in).
+		add("record", onOff(o.Record), onOff(r.Record), o.Record)
+	}
+	if o.RecordInput != r.RecordInput {
+		add("record_input", onOff(o.RecordInput), onOff(r.RecordInput), o.RecordInput)
+	}
 	if oa, ra := accessOf(o.Access), accessOf(r.Access); oa != ra {
 		// Weaker when it adds a way in: direct->both, bastion->both,
 		// bastion->direct (the port opens to addresses again).

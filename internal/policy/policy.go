@@ -94,6 +94,16 @@ type Rule struct {
 	// until the grant's deadline). Empty: no certificates; people log in
 	// with their own keys.
 	Logins []string `json:"logins,omitempty"`
+	// Record makes every session on this port go through a path the
+	// server records (its SSH terminal: the browser's, or jitgate ssh's):
+	// output always, in asciicast v2 under the data directory. Raw
+	// tunnels to the port are refused, since the server cannot see into
+	// them. Only a port reached through the bastion alone may be recorded:
+	// a direct grant would be a way around the recorder.
+	Record bool `json:"record,omitempty"`
+	// RecordInput also records what the person types (passwords typed at
+	// a prompt included: keystrokes are not echoed, but they are input).
+	RecordInput bool `json:"record_input,omitempty"`
 }
 
 // MaxLogins bounds the login names of one rule.
@@ -235,7 +245,8 @@ func (pol Policy) Equal(o Policy) bool {
 		if r.Port != q.Port || r.MaxDuration != q.MaxDuration || len(r.AllowedSources) != len(q.AllowedSources) ||
 			r.Approval != q.Approval || r.Justification != q.Justification ||
 			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort ||
-			r.Access != q.Access || r.IdleTimeout != q.IdleTimeout || !slices.Equal(r.Logins, q.Logins) {
+			r.Access != q.Access || r.IdleTimeout != q.IdleTimeout || !slices.Equal(r.Logins, q.Logins) ||
+			r.Record != q.Record || r.RecordInput != q.RecordInput {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -471,6 +482,12 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 		r.Logins = nil
 		if len(logins) > 0 {
 			r.Logins = logins
+		}
+		if r.RecordInput && !r.Record {
+			return Policy{}, &FieldError{field + ".record_input", "only a recorded rule (record: true) records input"}
+		}
+		if r.Record && (acc != AccessBastion || r.Protocol != TCP) {
+			return Policy{}, &FieldError{field + ".record", "only a TCP port reached through the bastion alone (access: bastion) can be recorded: a direct grant would not pass the recorder"}
 		}
 		if r.Publish && !acc.Direct() {
 			return Policy{}, &FieldError{field + ".publish", "a port reached only through the bastion cannot be published"}

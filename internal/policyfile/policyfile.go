@@ -16,6 +16,9 @@
 //	        mapped_port: 20022       # with publish; default: allocated
 //	        access: both             # direct (default), bastion or both
 //	        idle_timeout: 15m        # bastion sessions idle this long end; default never
+//	        logins: [ubuntu, deploy] # SSH certificate principals; default none
+//	        record: true             # with access: bastion; sessions recorded; default false
+//	        record_input: true       # with record: keystrokes too; default false
 //
 // The file says every setting of a port rule (a test checks it against
 // policy.Rule), so an apply never turns a setting off because the file
@@ -88,7 +91,9 @@ type Rule struct {
 	IdleTimeout time.Duration
 	// Logins are the user names SSH certificates may be signed for.
 	Logins []string
-	Line   int
+	// Record and RecordInput: sessions go through the recorded terminal.
+	Record, RecordInput bool
+	Line                int
 }
 
 // Wire returns the policy as the API's request body.
@@ -98,7 +103,7 @@ func (p Policy) Wire() wire.Policy {
 		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: r.Approval, Justification: r.Justification, CloseEstablished: r.CloseEstablished,
 			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout),
-			Logins: r.Logins}
+			Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
@@ -113,7 +118,7 @@ func FromWire(target string, p wire.Policy) (Policy, error) {
 	for i, wr := range p.Rules {
 		r := Rule{Port: wr.Port, Protocol: policy.TCP, MaxDuration: time.Duration(wr.MaxDuration),
 			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort, IdleTimeout: time.Duration(wr.IdleTimeout),
-			Logins: wr.Logins}
+			Logins: wr.Logins, Record: wr.Record, RecordInput: wr.RecordInput}
 		if wr.Access != "" {
 			acc, err := policy.ParseAccess(wr.Access)
 			if err != nil {
@@ -170,6 +175,8 @@ type (
 		Access           string       `yaml:"access,omitempty"`
 		IdleTimeout      string       `yaml:"idle_timeout,omitempty"`
 		Logins           []string     `yaml:"logins,flow,omitempty"`
+		Record           bool         `yaml:"record,omitempty"`
+		RecordInput      bool         `yaml:"record_input,omitempty"`
 	}
 	outApproval struct {
 		Mode      string `yaml:"mode"`
@@ -190,7 +197,8 @@ func (f File) Encode(w io.Writer) error {
 		op := outPolicy{Target: p.Target, Rules: make([]outRule, 0, len(p.Rules))}
 		for _, r := range p.Rules {
 			or := outRule{Port: r.Port, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
-				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), Logins: r.Logins}
+				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), Logins: r.Logins,
+				Record: r.Record, RecordInput: r.RecordInput}
 			if r.IdleTimeout != 0 {
 				or.IdleTimeout = policy.FormatDuration(r.IdleTimeout)
 			}
@@ -265,6 +273,8 @@ type rawRule struct {
 	Access           yaml.Node `yaml:"access"`
 	IdleTimeout      yaml.Node `yaml:"idle_timeout"`
 	Logins           yaml.Node `yaml:"logins"`
+	Record           yaml.Node `yaml:"record"`
+	RecordInput      yaml.Node `yaml:"record_input"`
 	Approval         *struct {
 		Mode      string `yaml:"mode"`
 		Approvals int    `yaml:"approvals"`
@@ -285,7 +295,7 @@ var knownKeys = map[string]string{
 }
 
 // ruleKeys are the keys of a rule.
-const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout, logins"
+const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout, logins, record, record_input"
 
 // Parse reads and validates a policy file. The error is an *Error when the
 // problem is in the file's content.
@@ -474,7 +484,8 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 		n   yaml.Node
 		key string
 		dst *bool
-	}{{rr.CloseEstablished, "close_established", &r.CloseEstablished}, {rr.Publish, "publish", &r.Publish}} {
+	}{{rr.CloseEstablished, "close_established", &r.CloseEstablished}, {rr.Publish, "publish", &r.Publish},
+		{rr.Record, "record", &r.Record}, {rr.RecordInput, "record_input", &r.RecordInput}} {
 		n := deref(b.n)
 		if n.Kind == 0 || n.ShortTag() == "!!null" {
 			continue
@@ -530,6 +541,12 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 			}
 			r.Logins = append(r.Logins, e.Value)
 		}
+	}
+	if r.Record && r.Access != policy.AccessBastion {
+		return fail(deref(rr.Record), ".record", "only a rule reached through the bastion alone is recorded: add \"access: bastion\"")
+	}
+	if r.RecordInput && !r.Record {
+		return fail(deref(rr.RecordInput), ".record_input", "only a recorded rule records input: add \"record: true\"")
 	}
 	return r, nil
 }

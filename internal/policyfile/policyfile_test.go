@@ -117,6 +117,8 @@ func TestParseErrors(t *testing.T) {
 		{"idle_direct.yaml", 5, []string{"rules[0].idle_timeout", "access: bastion"}},
 		{"bad_login.yaml", 5, []string{"rules[0].logins[1]", "not a POSIX user name"}},
 		{"logins_not_list.yaml", 5, []string{"rules[0].logins", "not a list of login names"}},
+		{"record_direct.yaml", 5, []string{"rules[0].record", "access: bastion"}},
+		{"record_input_alone.yaml", 6, []string{"rules[0].record_input", "record: true"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -183,11 +185,13 @@ func fullWireRule() wire.PortRule {
 // ZeroFields check makes sure it is).
 func TestEncodeRoundTrip(t *testing.T) {
 	full := fullWireRule()
-	if z := policytest.ZeroFields(full); len(z) > 0 {
-		t.Fatalf("fullWireRule leaves %v unset: set every field of wire.PortRule", z)
+	recorded := wire.PortRule{Port: 2222, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "auto"},
+		Access: "bastion", Record: true, RecordInput: true}
+	if z := policytest.ZeroFieldsOfAll(full, recorded); len(z) > 0 {
+		t.Fatalf("fullWireRule and recorded leave %v unset: set every field of wire.PortRule", z)
 	}
 	policies := []wire.Policy{
-		{Rules: []wire.PortRule{full, {Port: 53, Protocol: "udp", MaxDuration: wire.Duration(3 * time.Hour), Approval: &wire.Approval{Mode: "auto"}}}},
+		{Rules: []wire.PortRule{full, recorded, {Port: 53, Protocol: "udp", MaxDuration: wire.Duration(3 * time.Hour), Approval: &wire.Approval{Mode: "auto"}}}},
 		{Rules: []wire.PortRule{{Port: 3389, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "auto"},
 			Justification: &wire.Justification{Pattern: "^x$"}}}},
 	}

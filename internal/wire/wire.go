@@ -74,6 +74,11 @@ type PortRule struct {
 	// Logins are the user names jitgate's SSH certificate authority may
 	// sign a certificate for on a grant for this port (absent: none).
 	Logins []string `json:"logins,omitempty"`
+	// Record makes sessions on this port go through the server's recorded
+	// SSH terminal; raw tunnels are refused. Needs access "bastion".
+	Record bool `json:"record,omitempty"`
+	// RecordInput also records keystrokes (needs record).
+	RecordInput bool `json:"record_input,omitempty"`
 }
 
 // Approval is a port rule's approval workflow.

@@ -36,6 +36,43 @@ func FullRule() policy.Rule {
 	}
 }
 
+// RecordedRule returns a normalized recorded rule: the fields FullRule
+// cannot set with its own (recording needs bastion-only access, which
+// FullRule's publish excludes) are set here. Tests that need every field
+// said check ZeroFieldsOfAll(FullRule(), RecordedRule()).
+func RecordedRule() policy.Rule {
+	return policy.Rule{
+		Port:        policy.Port{Number: 2222, Protocol: policy.TCP},
+		MaxDuration: time.Hour,
+		Approval:    policy.Approval{Mode: policy.Auto},
+		Access:      policy.AccessBastion,
+		Record:      true,
+		RecordInput: true,
+	}
+}
+
+// ZeroFieldsOfAll returns the field paths that are zero in every one of vs
+// (values of one type).
+func ZeroFieldsOfAll(vs ...any) []string {
+	count := map[string]int{}
+	var order []string
+	for _, v := range vs {
+		for _, f := range ZeroFields(v) {
+			if count[f] == 0 {
+				order = append(order, f)
+			}
+			count[f]++
+		}
+	}
+	var out []string
+	for _, f := range order {
+		if count[f] == len(vs) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // ZeroFields returns the paths of the fields of v that hold their zero
 // value (an empty slice or a nil pointer counts as zero). It walks into
 // structs declared in jitgate's packages and treats other types (such as

@@ -11,10 +11,10 @@ import (
 // FullRule leaves unset: set it there, and the round-trip tests built on
 // FullRule then check that the API and the policy file carry it.
 func TestFullRuleSetsEveryField(t *testing.T) {
-	if z := policytest.ZeroFields(policytest.FullRule()); len(z) > 0 {
-		t.Errorf("FullRule leaves %v unset: give every field of policy.Rule a non-zero value", z)
+	if z := policytest.ZeroFieldsOfAll(policytest.FullRule(), policytest.RecordedRule()); len(z) > 0 {
+		t.Errorf("FullRule and RecordedRule leave %v unset: give every field of policy.Rule a non-zero value in one of them", z)
 	}
-	pol := policy.Policy{Rules: []policy.Rule{policytest.FullRule()}}
+	pol := policy.Policy{Rules: []policy.Rule{policytest.FullRule(), policytest.RecordedRule()}}
 	if got, err := policy.DefaultLimits().Normalize(pol); err != nil || !got.Equal(pol) {
 		t.Errorf("FullRule is not normalized and valid: %v, %+v", err, got)
 	}
