@@ -26,6 +26,7 @@ import (
 	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/replica"
 	"github.com/jitgate/jitgate/internal/store"
@@ -82,14 +83,18 @@ type Deps struct {
 	// Replica places this server among replicas sharing one database
 	// (replicas.go); nil: the only server, and no stream is forwarded.
 	Replica *Replica
+	// Recordings keeps the recordings of sessions whose rule records
+	// (internal/recording); nil: such sessions are refused.
+	Recordings *recording.Dir
 }
 
 type api struct {
 	Deps
-	logins   *logins           // single sign-on in progress and failed-login limits (sso.go)
-	known    *knownRevisions   // highest revision of each target known to this process (agent.go)
-	sessions *liveSessions     // bastion sessions relayed by this process (bastion.go)
-	verifier *replica.Verifier // checks streams forwarded by other replicas (replicas.go)
+	logins    *logins           // single sign-on in progress and failed-login limits (sso.go)
+	known     *knownRevisions   // highest revision of each target known to this process (agent.go)
+	sessions  *liveSessions     // bastion sessions relayed by this process (bastion.go)
+	verifier  *replica.Verifier // checks streams forwarded by other replicas (replicas.go)
+	terminals *terminals        // browser terminals of this process, for watchers (recording.go)
 }
 
 // New returns the HTTP handler of the whole API.
@@ -100,10 +105,14 @@ func New(d Deps) http.Handler {
 	if d.Relay == nil {
 		d.Relay = relay.NewServer()
 	}
-	a := &api{Deps: d, logins: newLogins(d.FailedLogins), sessions: &liveSessions{m: map[string]*liveSession{}}, verifier: &replica.Verifier{}}
+	a := &api{Deps: d, logins: newLogins(d.FailedLogins), sessions: &liveSessions{m: map[string]*liveSession{}}, verifier: &replica.Verifier{},
+		terminals: &terminals{}}
 	if d.Replica != nil {
 		a.verifier.Secret = d.Replica.Secret
 	}
+	// Every terminal is watchable, and recorded where its rule says so,
+	// whatever observer the server adds (recording.go).
+	a.TerminalObserver = a.observe(d.TerminalObserver)
 	if d.RevisionsAtStart != nil {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}
 	}
@@ -198,6 +207,8 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/replica/tunnel", http.HandlerFunc(a.replicaTunnel))
 	handle("GET /api/v1/sessions", human(a.listSessions))
 	handle("POST /api/v1/sessions/{id}/kill", human(a.killSession))
+	handle("GET /api/v1/sessions/{id}/recording", human(a.getRecording))
+	handle("GET /api/v1/sessions/{id}/watch", human(a.watchTerminal))
 	handle("POST /api/v1/requests/{id}/ssh-certificate", human(a.sshCertificate))
 	handle("GET /api/v1/ssh/ca", human(a.sshCA))
 	handle("GET /api/v1/requests/{id}/terminal", human(a.terminal))

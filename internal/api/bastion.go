@@ -364,8 +364,16 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	if err != nil {
 		return err
 	}
-	if _, err := bastionRule(t, port); err != nil {
+	rule, err := bastionRule(t, port)
+	if err != nil {
 		return err
+	}
+	// A recorded port is reached only through the server's own SSH
+	// terminal, which sees (and records) the session; a raw tunnel would
+	// carry it encrypted past the recorder.
+	if rule.Record {
+		return &policy.DenyError{Rule: port.String(), Reason: "sessions on this port are recorded, and a raw tunnel cannot be: " +
+			"use the console's terminal or jitgate ssh, which go through the server's recorded SSH terminal"}
 	}
 	now := a.Now()
 	g, err := a.Store.BastionGrant(r.Context(), name, p.Name(), port, now)

@@ -52,6 +52,15 @@ const (
 	// terminal) refused a target whose host key is not one its agent
 	// reported, or whose agent reported none.
 	SessionHostKeyMismatch Action = "session.host_key_mismatch"
+	// SessionRecorded: a recorded session's asciicast file was saved; its
+	// details carry the file's SHA-256 and size, so the chain vouches for
+	// the file (internal/recording).
+	SessionRecorded Action = "session.recorded"
+	// RecordingDeleted: a recording's file was deleted (retention).
+	RecordingDeleted Action = "recording.deleted"
+	// SessionWatched: an approver or auditor began watching a live terminal
+	// session read-only (moderated join).
+	SessionWatched Action = "session.watched"
 )
 
 // The actions of the restore guard (docs/operations.md).

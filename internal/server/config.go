@@ -64,6 +64,9 @@ type Config struct {
 	// open at once through this server (default
 	// api.DefaultMaxSessionsPerPrincipal); more get 429.
 	MaxTunnelsPerPrincipal int
+	// RecordingRetention is how long session recordings are kept (default
+	// DefaultRecordingRetention); older ones are deleted, audited.
+	RecordingRetention time.Duration
 	// PruneInterval is how often expired tokens and sessions and finished
 	// webhook deliveries are deleted (default 1 h).
 	PruneInterval time.Duration
@@ -102,6 +105,9 @@ const (
 )
 
 // withDefaults fills zero fields.
+// DefaultRecordingRetention is how long recordings are kept by default.
+const DefaultRecordingRetention = 90 * 24 * time.Hour
+
 func (c Config) withDefaults() Config {
 	if c.Limits == (policy.Limits{}) {
 		c.Limits = policy.DefaultLimits()
@@ -126,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BodyTimeout == 0 {
 		c.BodyTimeout = DefaultBodyTimeout
+	}
+	if c.RecordingRetention == 0 {
+		c.RecordingRetention = DefaultRecordingRetention
 	}
 	if c.MaxConnsPerAddress == 0 {
 		c.MaxConnsPerAddress = DefaultMaxConnsPerAddress
@@ -177,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.AgentPollWait < time.Second || c.AgentPollWait > 50*time.Second {
 		return fmt.Errorf("agent-poll-wait: %s must lie between 1s and 50s", c.AgentPollWait)
+	}
+	if c.RecordingRetention < time.Minute {
+		return fmt.Errorf("recording-retention: %s is shorter than 1m", c.RecordingRetention)
 	}
 	if c.BodyTimeout < 0 || c.BodyTimeout > 10*time.Minute {
 		return fmt.Errorf("body-timeout: %s must lie between 0s and 10m", c.BodyTimeout)

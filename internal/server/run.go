@@ -22,6 +22,7 @@ import (
 	"github.com/jitgate/jitgate/internal/lease"
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
+	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/sshca"
 	"github.com/jitgate/jitgate/internal/store"
@@ -87,6 +88,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("SSH certificate authority", "key", ssh.FingerprintSHA256(caKey.PublicKey()))
+	// Recordings of sessions on recorded ports (DATA_DIR/recordings, 0700).
+	// Those a previous server left unsaved are saved now, marked incomplete,
+	// so the audit trail vouches for what is on disk.
+	recordings, err := recording.OpenDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if n, err := recordings.SaveUnfinished(ctx, st, time.Now()); err != nil {
+		return fmt.Errorf("saving the recordings a previous server left unfinished: %w", err)
+	} else if n > 0 {
+		log.Warn("recordings left unfinished by a previous server saved as incomplete", "recordings", n)
+	}
 
 	hub := api.NewHub()
 	wake := make(chan struct{}, 1)
@@ -159,6 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Relay:               bastion,
 		SSHCA:               caKey,
 		Replica:             rep,
+		Recordings:          recordings,
 
 		MaxSessionsPerPrincipal: cfg.MaxTunnelsPerPrincipal,
 	})
@@ -225,6 +239,12 @@ func Run(ctx context.Context, cfg Config) error {
 	singletons.start(ctx, "sweeper", func(ctx context.Context) { sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log) })
 	go replicaLoop(ctx, st, rep, log)
 	singletons.start(ctx, "prune", func(ctx context.Context) { pruneLoop(ctx, st, cfg.PruneInterval, log) })
+	// Recordings live in each replica's DATA_DIR/recordings: with replicas,
+	// that directory must be shared (docs/operations.md), or a recording
+	// can be played back and expired only where it was made.
+	singletons.start(ctx, "recordings", func(ctx context.Context) {
+		recordingSweepLoop(ctx, st, recordings, cfg.RecordingRetention, log)
+	})
 	// The deliverer records its attempts in flight before the store closes
 	// (deferred calls run last to first: this one before st.Close).
 	singletons.start(ctx, "webhooks", deliverer.Run)
@@ -295,6 +315,26 @@ func (s *singletons) start(ctx context.Context, name string, job func(context.Co
 
 // wait returns once every job has stopped and its lease is released.
 func (s *singletons) wait() { s.wg.Wait() }
+
+// recordingSweepLoop deletes expired recordings at start and then every
+// hour (or every tenth of the retention, when shorter).
+func recordingSweepLoop(ctx context.Context, st *store.Store, d *recording.Dir, retention time.Duration, log *slog.Logger) {
+	every := min(time.Hour, max(retention/10, time.Second))
+	for {
+		if n, err := d.SweepExpired(ctx, st, retention, time.Now()); err != nil {
+			if ctx.Err() == nil {
+				log.Error("deleting expired recordings", "err", err)
+			}
+		} else if n > 0 {
+			log.Info("expired recordings deleted", "recordings", n, "retention", retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
 
 // startSSO returns the OpenID provider of cfg, or nil when single sign-on
 // is off. A provider that cannot be reached now is logged, not fatal:

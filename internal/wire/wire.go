@@ -737,6 +737,25 @@ type BastionSession struct {
 	// BytesIn counts client to target, BytesOut target to client.
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
+	// Recording is the session's recording, when its rule records.
+	Recording *SessionRecording `json:"recording,omitempty"`
+	// Watchable: a live terminal session of this server that an approver
+	// or auditor may watch (GET /api/v1/sessions/{id}/watch).
+	Watchable bool `json:"watchable,omitempty"`
+}
+
+// SessionRecording describes a session's recording (asciicast v2, GET
+// /api/v1/sessions/{id}/recording). SHA256 and Bytes are also in the
+// session.recorded audit event, inside the audit hash chain.
+type SessionRecording struct {
+	// State is recording (the session is live), saved or deleted
+	// (retention ended).
+	State     string     `json:"state"`
+	Input     bool       `json:"input"`
+	SHA256    string     `json:"sha256,omitempty"`
+	Bytes     int64      `json:"bytes,omitempty"`
+	SavedAt   *time.Time `json:"saved_at,omitempty"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
 }
 
 // SessionKill ends a live session; the reason is recorded.
