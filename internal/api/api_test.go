@@ -22,6 +22,7 @@ import (
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -34,6 +35,8 @@ type env struct {
 	admin   string
 	c       *client.Client    // admin client
 	creds   map[string]string // agent credentials by target
+	// recordings is the API's recordings directory (Deps.Recordings).
+	recordings *recording.Dir
 }
 
 func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
@@ -64,6 +67,7 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 		Metrics: metrics, Registry: reg, Logger: slog.New(slog.DiscardHandler),
 		FailedLogins: api.LoginLimit{Burst: -1}, // TestAuth sends many bad tokens on purpose
 		SSHCA:        newCASigner(tb),
+		Recordings:   newRecordingsDir(tb),
 	}
 	if edit != nil {
 		edit(&deps)
@@ -79,7 +83,7 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 	if err != nil {
 		tb.Fatalf("client.New: %v", err)
 	}
-	return &env{st: st, handler: h, srv: srv, admin: admin, c: c, creds: map[string]string{}}
+	return &env{st: st, handler: h, srv: srv, admin: admin, c: c, creds: map[string]string{}, recordings: deps.Recordings}
 }
 
 // addTarget creates and enrolls a target and returns its agent client.

@@ -65,6 +65,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	if err := e.st.StartSession(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
+	saveRecording(t, e, sess, "$ ")
 	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID, session: sess.ID}
 }
 
@@ -163,6 +164,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/v1/sessions", "", own, all}, // filtered, never refused
 		{"GET", "/api/v1/sessions?active=true", "", own, all},
 		{"POST", "/api/v1/sessions/{session}/kill", `{"reason":"x"}`, target, []authz.Role{D, A}},
+		// A recording: those who see others' sessions on the target (and
+		// the session's own principal, alice here: TestRecordingAccess).
+		{"GET", "/api/v1/sessions/{session}/recording", "", target, []authz.Role{D, P, U, A}},
+		// Watching: the same roles. The fixture's session is no live
+		// browser terminal, so the allowed get 409 after authorization
+		// (TestWatchTerminal watches one).
+		{"GET", "/api/v1/sessions/{session}/watch", "", target, []authz.Role{D, P, U, A}},
 		// Nobody but the grant's own principal gets a tunnel: bob holds no
 		// grant, so every role is refused (TestTunnelRefusals tells the
 		// refusals apart).
@@ -216,6 +224,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 						// the selector matches nothing it may read (named, it
 						// is refused as any target it may not see).
 						refused = http.StatusUnprocessableEntity
+					}
+					if allowed && strings.HasSuffix(ep.path, "/watch") && got == http.StatusConflict {
+						got = http.StatusOK // authorized; not a live terminal (see its row)
 					}
 					switch {
 					case allowed && (got < 200 || got > 299):

@@ -646,6 +646,10 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 	default:
 		return invalidField("active", "must be true or false")
 	}
+	f, err := sessionSearch(r.URL.Query())
+	if err != nil {
+		return err
+	}
 	xs, err := a.Store.ListSessions(r.Context(), active, 0)
 	if err != nil {
 		return err
@@ -657,13 +661,16 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 	targets := map[string]*authz.Target{}
 	out := []wire.BastionSession{}
 	for _, x := range xs {
-		if !a.sessionVisible(r.Context(), p, bs, x, targets) {
+		if !f.match(x) || !a.sessionVisible(r.Context(), p, bs, x, targets) {
 			continue
 		}
 		if ls := a.sessions.get(x.ID); ls != nil && x.State == session.Live {
 			x.BytesIn, x.BytesOut = ls.count.In.Load(), ls.count.Out.Load()
 		}
 		out = append(out, toWireSession(x))
+	}
+	if err := a.addRecordings(r.Context(), out); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

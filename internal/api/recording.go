@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -149,6 +151,50 @@ func (r *recorder) Close(at time.Time, reason string) {
 		}
 		r.a.Logger.Info("recording saved", "session", r.id, "sha256", sha, "bytes", size, "end", reason)
 	})
+}
+
+// sessionFilter is the search of GET /api/v1/sessions: ?id=, ?principal=
+// (or ?user=), ?target=; each exact, all must match.
+type sessionFilter struct{ id, principal, target string }
+
+func sessionSearch(q url.Values) (sessionFilter, error) {
+	f := sessionFilter{id: strings.TrimSpace(q.Get("id")), principal: strings.TrimSpace(q.Get("principal")), target: strings.TrimSpace(q.Get("target"))}
+	if u := strings.TrimSpace(q.Get("user")); u != "" {
+		if f.principal != "" && f.principal != u {
+			return f, invalidField("user", "give principal or user, not both")
+		}
+		f.principal = u
+	}
+	for k, v := range map[string]string{"id": f.id, "principal": f.principal, "target": f.target} {
+		if len(v) > 256 {
+			return f, invalidField(k, "longer than 256 characters")
+		}
+	}
+	return f, nil
+}
+
+func (f sessionFilter) match(x session.Session) bool {
+	return (f.id == "" || x.ID == f.id) && (f.principal == "" || x.Principal == f.principal) && (f.target == "" || x.Target == f.target)
+}
+
+// addRecordings fills in the recordings of the listed sessions and which
+// of them can be watched here.
+func (a *api) addRecordings(ctx context.Context, xs []wire.BastionSession) error {
+	ids := make([]string, len(xs))
+	for i, x := range xs {
+		ids[i] = x.ID
+	}
+	recs, err := a.Store.RecordingsOf(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range xs {
+		if rec, ok := recs[xs[i].ID]; ok {
+			xs[i].Recording = toWireRecording(rec)
+		}
+		xs[i].Watchable = xs[i].State == string(session.Live) && a.terminals.get(xs[i].ID) != nil
+	}
+	return nil
 }
 
 // toWireRecording describes a recording; live says whether its session is.
