@@ -41,62 +41,74 @@ func (c *Client) SearchSessions(ctx context.Context, q SessionQuery) ([]wire.Bas
 // the SHA-256 the server says it audited (its X-Recording-SHA256).
 func (c *Client) Recording(ctx context.Context, id string, w io.Writer) (string, error) {
 	path := "/api/v1/sessions/" + url.PathEscape(id) + "/recording"
-	u := *c.base
-	u.Path += path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return "", fmt.Errorf("building request: %w", err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	hc := *c.http
 	hc.Timeout = 0 // a long recording may take longer than one answer
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		ae := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
-			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+	var sha string
+	err := c.each(ctx, http.MethodGet, func(base *url.URL) (int, error) {
+		u := *base
+		u.Path += path
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			return 0, &noRetry{fmt.Errorf("building request: %w", err)}
 		}
-		return "", ae
-	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return "", fmt.Errorf("GET %s: reading answer: %w", path, err)
-	}
-	return resp.Header.Get("X-Recording-SHA256"), nil
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, fmt.Errorf("GET %s: %w", path, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			ae := &APIError{Status: resp.StatusCode}
+			if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
+				ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+			}
+			return resp.StatusCode, ae
+		}
+		// Part of it may be written already: never sent again.
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			return resp.StatusCode, &noRetry{fmt.Errorf("GET %s: reading answer: %w", path, err)}
+		}
+		sha = resp.Header.Get("X-Recording-SHA256")
+		return resp.StatusCode, nil
+	})
+	return sha, err
 }
 
 // Watch joins live terminal session id read-only (moderated join). The
 // connection delivers binary frames (output) and text frames (JSON
 // controls); it is closed by the caller or at the session's end.
 func (c *Client) Watch(ctx context.Context, id string) (*websocket.Conn, error) {
-	u := *c.base
-	u.Path += "/api/v1/sessions/" + url.PathEscape(id) + "/watch"
-	hdr := http.Header{}
-	if c.token != "" {
-		hdr.Set("Authorization", "Bearer "+c.token)
-	}
-	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr,
-		CompressionMode: websocket.CompressionDisabled})
-	if err != nil {
-		if resp != nil && resp.StatusCode >= 400 {
-			ae := &APIError{Status: resp.StatusCode}
-			if resp.Body != nil {
-				data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-				json.Unmarshal(data, &ae.Body)
-			}
-			if ae.Body.Error == "" {
-				ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
-			}
-			return nil, ae
+	path := "/api/v1/sessions/" + url.PathEscape(id) + "/watch"
+	var ws *websocket.Conn
+	err := c.each(ctx, http.MethodGet, func(base *url.URL) (int, error) {
+		u := *base
+		u.Path += path
+		hdr := http.Header{}
+		if c.token != "" {
+			hdr.Set("Authorization", "Bearer "+c.token)
 		}
-		return nil, fmt.Errorf("watching session %s: %w", id, err)
-	}
-	ws.SetReadLimit(1 << 20)
-	return ws, nil
+		conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: hdr,
+			CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			if resp != nil && resp.StatusCode >= 400 {
+				ae := &APIError{Status: resp.StatusCode}
+				if resp.Body != nil {
+					data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+					json.Unmarshal(data, &ae.Body)
+				}
+				if ae.Body.Error == "" {
+					ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
+				}
+				return resp.StatusCode, ae
+			}
+			return 0, fmt.Errorf("GET %s: %w", path, err)
+		}
+		conn.SetReadLimit(1 << 20)
+		ws = conn
+		return http.StatusSwitchingProtocols, nil
+	})
+	return ws, err
 }
