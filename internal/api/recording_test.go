@@ -2,13 +2,18 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
@@ -16,6 +21,7 @@ import (
 	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/webterm"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -172,5 +178,139 @@ func TestRecordingAccess(t *testing.T) {
 		if _, err := f.c.Recording(ctx, id, io.Discard); client.StatusOf(err) != http.StatusNotFound {
 			t.Errorf("recording of %s: %v, want 404", id, err)
 		}
+	}
+}
+
+// TestRecordedTerminal drives a browser terminal on a recorded port
+// (record_input too) while an auditor watches: the watcher sees the
+// output live, the person is told who watches, the watch is audited; at
+// the end the recording is a valid asciicast holding the output and the
+// keystrokes, and its SHA-256 and size are those of session.recorded.
+func TestRecordedTerminal(t *testing.T) {
+	te := newTermEnv(t, nil)
+	ctx := context.Background()
+	te.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: te.port, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour),
+		Access: "bastion", Logins: []string{"ubuntu"}, Record: true, RecordInput: true}}})
+	if _, err := te.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:dave", Role: authz.Auditor, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dave, _, err := te.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "dave", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tc := dialTerm(t, te, "ubuntu", webterm.Start{Auth: webterm.AuthCertificate, Cols: 100, Rows: 30})
+	var x wire.BastionSession
+	waitFor(t, "the terminal to be listed as watchable", func() bool {
+		xs, err := te.c.SearchSessions(ctx, client.SessionQuery{Active: true, Principal: "alice2"})
+		if err == nil && len(xs) == 1 && xs[0].Watchable {
+			x = xs[0]
+			return true
+		}
+		return false
+	})
+	if x.Recording == nil || x.Recording.State != "recording" || !x.Recording.Input {
+		t.Errorf("listed recording %+v, want recording with input", x.Recording)
+	}
+	// Alice2 may not watch (not even herself: she reads no one's requests).
+	if _, err := te.c.WithToken(te.alice).Watch(ctx, x.ID); client.StatusOf(err) != http.StatusForbidden {
+		t.Errorf("watch by the requester: %v, want 403", err)
+	}
+	ws, err := te.c.WithToken(dave).Watch(ctx, x.ID)
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	defer ws.CloseNow()
+	var seen strings.Builder
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			typ, b, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			if typ == websocket.MessageBinary {
+				seen.Write(b)
+				if strings.Contains(seen.String(), "echo: marker-7") {
+					return
+				}
+			}
+		}
+	}()
+	waitFor(t, "the person to see the watching notice", func() bool {
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		return slices.ContainsFunc(tc.notices, func(s string) bool { return strings.Contains(s, "dave is watching") })
+	})
+	if err := tc.ws.Write(ctx, websocket.MessageText, []byte(`{"type":"resize","cols":120,"rows":40}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.ws.Write(ctx, websocket.MessageBinary, []byte("marker-7\r")); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOutput(t, "echo: marker-7")
+	select {
+	case <-watched:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the watcher saw %q, never the marker", seen.String())
+	}
+	if !strings.Contains(seen.String(), "echo: marker-7") {
+		t.Fatalf("the watcher saw %q", seen.String())
+	}
+	if _, err := te.c.KillSession(ctx, x.ID, "test over"); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitEnd(t)
+
+	var rec store.Recording
+	waitFor(t, "the recording to be saved", func() bool {
+		rec, err = te.st.GetRecording(ctx, x.ID)
+		return err == nil && rec.SavedAt != nil
+	})
+	var file strings.Builder
+	sha, err := te.c.Recording(ctx, x.ID, &file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, events, err := recording.Parse(strings.NewReader(file.String()))
+	if err != nil {
+		t.Fatalf("the recording is not asciicast v2: %v\n%s", err, file.String())
+	}
+	if h.Width != 100 || h.Height != 30 || !strings.Contains(h.Title, x.ID) {
+		t.Errorf("header %+v, want 100x30 naming the session", h)
+	}
+	var out, in, resize strings.Builder
+	for _, e := range events {
+		map[string]*strings.Builder{"o": &out, "i": &in, "r": &resize}[e.Code].WriteString(e.Data)
+	}
+	if !strings.Contains(out.String(), "echo: marker-7") || !strings.Contains(in.String(), "marker-7\r") || resize.String() != "120x40" {
+		t.Errorf("recorded output %q, input %q, resize %q; want the echo, the keystrokes and 120x40", out.String(), in.String(), resize.String())
+	}
+	sum := sha256.Sum256([]byte(file.String()))
+	var ev audit.Event
+	evs, err := te.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.SessionRecorded)})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("session.recorded events %+v, %v; want one", evs, err)
+	}
+	ev = evs[0]
+	if ev.Details["sha256"] != hex.EncodeToString(sum[:]) || sha != ev.Details["sha256"] || ev.Details["bytes"] != float64(file.Len()) || ev.Details["session"] != x.ID {
+		t.Errorf("session.recorded %+v; the file served has sha256 %x and %d bytes (header %s)", ev.Details, sum, file.Len(), sha)
+	}
+	w, err := te.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.SessionWatched)})
+	if err != nil || len(w) != 1 || w[0].Actor != "dave" || w[0].Details["session"] != x.ID || w[0].Details["principal"] != "alice2" {
+		t.Errorf("session.watched events %+v, %v; want dave's of %s", w, err, x.ID)
+	}
+}
+
+// waitFor polls cond until it holds, or fails the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

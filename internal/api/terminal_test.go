@@ -135,10 +135,11 @@ func (te *termEnv) path(login string) string {
 
 // termConn is a terminal's WebSocket as a test drives it.
 type termConn struct {
-	ws  *websocket.Conn
-	mu  sync.Mutex
-	out bytes.Buffer
-	end chan webterm.Control
+	ws      *websocket.Conn
+	mu      sync.Mutex
+	out     bytes.Buffer
+	notices []string // the texts of notice controls
+	end     chan webterm.Control
 }
 
 // dialTerm opens a terminal as token (bearer), sends start and collects
@@ -173,6 +174,11 @@ func dialTerm(t *testing.T, te *termEnv, login string, start webterm.Start) *ter
 			}
 			var c webterm.Control
 			json.Unmarshal(b, &c)
+			if c.Type == webterm.TypeNotice {
+				tc.mu.Lock()
+				tc.notices = append(tc.notices, c.Text)
+				tc.mu.Unlock()
+			}
 			if c.Type == webterm.TypeEnd {
 				tc.end <- c
 			}
