@@ -21,6 +21,7 @@ import (
 	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/webterm"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -32,7 +33,7 @@ import (
 func TestRawTunnelToRecordedPortRefused(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	port := echoPort(t)
+	port := testenv.Echo(t)
 	agent := bastionTarget(t, e, port, func(r *wire.PortRule) { r.Record = true })
 	relayAgent(t, e, agent)
 	grantBastion(t, e.c, port)

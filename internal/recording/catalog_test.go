@@ -16,7 +16,7 @@ import (
 func openStore(t *testing.T) (*store.Store, *recording.Dir) {
 	t.Helper()
 	data := t.TempDir()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(data, "j.db"))
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(data, "j.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
