@@ -67,6 +67,7 @@ SIGINT or SIGTERM stop it.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "", "address to listen on (default 127.0.0.1:8443 with TLS, 127.0.0.1:8080 without)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the database and the first admin token (required)")
+	f.StringVar(&cfg.Database, "database", "", "PostgreSQL URL, postgres://USER@HOST/DB?sslmode=verify-full, to keep the state there instead of the SQLite file in --data-dir; replicas share one (default $JITGATE_DATABASE; see docs/operations.md)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve HTTPS")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of --tls-cert")
 	f.StringSliceVar(&trustedProxies, "trusted-proxy", nil, "CIDR of a reverse proxy whose X-Forwarded-For is believed for \"my-ip\" (repeatable)")
@@ -127,6 +128,14 @@ SIGINT or SIGTERM stop it.`,
 		cfg.Logger = log
 		if cfg.OIDC.ClientSecret == "" {
 			cfg.OIDC.ClientSecret = a.env("JITGATE_OIDC_CLIENT_SECRET")
+		}
+		// From the environment, a password in the URL stays out of the
+		// process list.
+		if cfg.Database == "" {
+			cfg.Database = a.env("JITGATE_DATABASE")
+		}
+		if cfg.Database != "" && !store.IsPostgresURL(cfg.Database) {
+			return usagef("--database: not a postgres:// or postgresql:// URL (leave it out for SQLite in --data-dir)")
 		}
 		if err := server.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 			return err

@@ -24,6 +24,11 @@ type Config struct {
 	Listen string
 	// DataDir holds the database (jitgate.db) and the first admin token file.
 	DataDir string
+	// Database, when set, is the URL of a PostgreSQL database
+	// (postgres://...) that holds the state instead of DataDir/jitgate.db;
+	// several servers (replicas) may share it. DataDir still holds this
+	// server's files (the first admin token, the restore guard's mark).
+	Database string
 	// TLSCert and TLSKey enable TLS when both are set.
 	TLSCert, TLSKey string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
@@ -171,6 +176,9 @@ func (c Config) storeConfig() store.Config {
 func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data-dir: required")
+	}
+	if c.Database != "" && !store.IsPostgresURL(c.Database) {
+		return errors.New("database: not a postgres:// or postgresql:// URL (leave it out for SQLite in data-dir)")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls-cert and tls-key: give both or neither")

@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer release()
-	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "jitgate.db"), cfg.storeConfig())
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -508,4 +508,13 @@ func (s *statusRecorder) Flush() {
 func loopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
+}
+
+// openStore opens the PostgreSQL database of cfg.Database, or else the
+// SQLite file in the data directory.
+func openStore(ctx context.Context, cfg Config) (*store.Store, error) {
+	if cfg.Database != "" {
+		return store.OpenPostgres(ctx, cfg.Database, cfg.storeConfig())
+	}
+	return store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "jitgate.db"), cfg.storeConfig())
 }

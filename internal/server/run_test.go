@@ -154,6 +154,7 @@ func TestConfigValidate(t *testing.T) {
 		{"cert without key", Config{DataDir: "x", TLSCert: "c"}, "tls-cert and tls-key"},
 		{"activation too short", Config{DataDir: "x", ActivationTimeout: time.Millisecond}, "activation-timeout"},
 		{"poll wait too long", Config{DataDir: "x", AgentPollWait: time.Minute}, "agent-poll-wait"},
+		{"database not PostgreSQL", Config{DataDir: "x", Database: "/var/lib/jitgate/jitgate.db"}, "database: not a postgres://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// withDefaults fills only zero fields, so the bad ones survive.
