@@ -438,23 +438,26 @@ func (a *app) ensureGrantRequest(ctx context.Context, c *client.Client, target s
 }
 
 func (a *app) newSessionsCmd() *cobra.Command {
-	var active bool
+	var q client.SessionQuery
 	cmd := &cobra.Command{
-		Use:   "sessions [--active] | sessions kill ID --reason TEXT",
+		Use:   "sessions [--active] [--target NAME] [--principal NAME] | sessions kill ID --reason TEXT",
 		Short: "List bastion sessions, or end one",
 		Long: `List bastion sessions, newest first: yours, and those on targets where your
-roles read others' requests. 'sessions kill' ends a live session at once
+roles read others' requests (all of them: the server answers a page at a time
+and this follows the pages). 'sessions kill' ends a live session at once
 (approvers and admins in the target's scope); the grant stays live.`,
 		Args: noArgs,
 	}
-	cmd.Flags().BoolVar(&active, "active", false, "only live sessions")
+	cmd.Flags().BoolVar(&q.Active, "active", false, "only live sessions")
+	cmd.Flags().StringVar(&q.Target, "target", "", "only this target's sessions")
+	cmd.Flags().StringVar(&q.Principal, "principal", "", "only this principal's sessions (a user name, or service:NAME)")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
 			return err
 		}
-		ss, err := c.Sessions(ctx, active)
+		ss, err := c.ListSessions(ctx, q)
 		if err != nil {
 			return err
 		}

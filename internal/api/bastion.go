@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -635,45 +638,148 @@ func (a *api) sessionVisible(ctx context.Context, p store.Principal, bs []authz.
 	return authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, t)
 }
 
-// listSessions lists the sessions p may see, newest first; ?active=true
-// keeps the live ones. A live session relayed here shows its bytes so far.
+// Paging of GET /api/v1/sessions: at most maxSessionPage a page (also the
+// default), and at most sessionScan rows read for one page. Visibility
+// (one's own sessions, and those on targets where one's roles read others'
+// requests) is decided here, by authz, after the SQL filters: a page of a
+// principal who sees few of many rows may come back short, with a next
+// link, rather than read the whole table.
+const (
+	maxSessionPage = 1000
+	sessionScan    = 10000
+)
+
+// listSessions lists the sessions p may see, newest first, a page at a
+// time: ?active=true keeps the live ones, ?target= one target's,
+// ?principal= one principal's; ?limit= sets the page size and ?cursor=
+// (from the previous page's Link: rel="next") continues. A live session
+// relayed here shows its bytes so far.
 func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	active := false
-	switch v := r.URL.Query().Get("active"); v {
+	q := r.URL.Query()
+	search, err := sessionSearch(q)
+	if err != nil {
+		return err
+	}
+	f := store.SessionFilter{ID: search.id, Target: search.target, Principal: search.principal}
+	switch v := q.Get("active"); v {
 	case "", "false":
 	case "true":
-		active = true
+		f.Live = true
 	default:
 		return invalidField("active", "must be true or false")
 	}
-	f, err := sessionSearch(r.URL.Query())
-	if err != nil {
-		return err
+	if f.Target != "" {
+		if err := policy.ValidateTargetName(f.Target); err != nil {
+			return invalidField("target", "%v", err)
+		}
 	}
-	xs, err := a.Store.ListSessions(r.Context(), active, 0)
-	if err != nil {
-		return err
+	limit := maxSessionPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxSessionPage {
+			return invalidField("limit", "must be a whole number from 1 to %d", maxSessionPage)
+		}
+		limit = n
+	}
+	if v := q.Get("cursor"); v != "" {
+		k, err := decodeSessionCursor(v)
+		if err != nil {
+			return invalidField("cursor", "not a cursor this server gave out (take it from the previous page's Link header)")
+		}
+		f.After = &k
 	}
 	bs, err := a.Store.ListBindings(r.Context())
 	if err != nil {
 		return err
 	}
+	// Whoever reads others' requests nowhere sees only their own
+	// sessions: ask the database for those alone.
+	if !readsOthers(bs, p) {
+		if f.Principal != "" && f.Principal != p.Name() {
+			writeJSON(w, http.StatusOK, []wire.BastionSession{})
+			return nil
+		}
+		f.Principal = p.Name()
+	}
 	targets := map[string]*authz.Target{}
 	out := []wire.BastionSession{}
-	for _, x := range xs {
-		if !f.match(x) || !a.sessionVisible(r.Context(), p, bs, x, targets) {
-			continue
+	more := false
+	f.Limit = limit
+	for scanned := 0; len(out) < limit; {
+		xs, err := a.Store.ListSessions(r.Context(), f)
+		if err != nil {
+			return err
 		}
-		if ls := a.sessions.get(x.ID); ls != nil && x.State == session.Live {
-			x.BytesIn, x.BytesOut = ls.count.In.Load(), ls.count.Out.Load()
+		for i, x := range xs {
+			k := store.SessionKeyOf(x)
+			f.After = &k
+			scanned++
+			if !a.sessionVisible(r.Context(), p, bs, x, targets) {
+				continue
+			}
+			if ls := a.sessions.get(x.ID); ls != nil && x.State == session.Live {
+				x.BytesIn, x.BytesOut = ls.count.In.Load(), ls.count.Out.Load()
+			}
+			out = append(out, toWireSession(x))
+			if len(out) == limit {
+				more = i < len(xs)-1 || len(xs) == f.Limit
+				break
+			}
 		}
-		out = append(out, toWireSession(x))
+		if len(out) == limit {
+			break
+		}
+		// A full batch may have more behind it.
+		more = len(xs) == f.Limit
+		if !more || scanned >= sessionScan {
+			break
+		}
+	}
+	if err := a.addRecordings(r.Context(), out); err != nil {
+		return err
+	}
+	if more {
+		next := url.Values{}
+		for k, v := range q {
+			next[k] = v
+		}
+		next.Set("cursor", encodeSessionCursor(*f.After))
+		w.Header().Set("Link", `</api/v1/sessions?`+next.Encode()+`>; rel="next"`)
 	}
 	if err := a.addRecordings(r.Context(), out); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// readsOthers reports whether p reads others' requests anywhere.
+func readsOthers(bs []authz.Binding, p store.Principal) bool {
+	for _, g := range authz.Grants(bs, p.Authz()) {
+		if g.Role.Allows(authz.ReadAnyRequest) {
+			return true
+		}
+	}
+	return false
+}
+
+// A session cursor is the key of the last session a page held, opaque to
+// clients: base64url of "<started_at in ms>.<id>".
+func encodeSessionCursor(k store.SessionKey) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(k.StartedAt.UnixMilli(), 10) + "." + k.ID))
+}
+
+func decodeSessionCursor(s string) (store.SessionKey, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return store.SessionKey{}, err
+	}
+	msPart, id, ok := strings.Cut(string(b), ".")
+	n, err := strconv.ParseInt(msPart, 10, 64)
+	if !ok || err != nil || id == "" || len(id) > 64 {
+		return store.SessionKey{}, errors.New("malformed session cursor")
+	}
+	return store.SessionKey{StartedAt: time.UnixMilli(n).UTC(), ID: id}, nil
 }
 
 // killSession ends a live session at once. Who may: whoever may revoke

@@ -173,10 +173,6 @@ func sessionSearch(q url.Values) (sessionFilter, error) {
 	return f, nil
 }
 
-func (f sessionFilter) match(x session.Session) bool {
-	return (f.id == "" || x.ID == f.id) && (f.principal == "" || x.Principal == f.principal) && (f.target == "" || x.Target == f.target)
-}
-
 // addRecordings fills in the recordings of the listed sessions and which
 // of them can be watched here.
 func (a *api) addRecordings(ctx context.Context, xs []wire.BastionSession) error {

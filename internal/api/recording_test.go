@@ -43,7 +43,7 @@ func TestRawTunnelToRecordedPortRefused(t *testing.T) {
 	if client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "recorded") || !strings.Contains(err.Error(), "jitgate ssh") {
 		t.Fatalf("raw tunnel to a recorded port: %v, want 403 saying it is recorded and to use jitgate ssh", err)
 	}
-	if xs, err := e.st.ListSessions(ctx, false, 0); err != nil || len(xs) != 0 {
+	if xs, err := e.st.ListSessions(ctx, store.SessionFilter{}); err != nil || len(xs) != 0 {
 		t.Errorf("sessions after the refusal: %v, %v; want none", xs, err)
 	}
 	events, err := e.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.AccessDenied), Target: "web-01"})

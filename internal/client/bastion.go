@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -64,15 +65,94 @@ func (c *Client) AgentTunnel(ctx context.Context) (net.Conn, error) {
 	return c.dialWS(ctx, "/api/v1/agent/tunnel", nil)
 }
 
-// Sessions lists bastion sessions (only live ones with active).
-func (c *Client) Sessions(ctx context.Context, active bool) ([]wire.BastionSession, error) {
-	var q url.Values
-	if active {
-		q = url.Values{"active": {"true"}}
+// SessionQuery selects bastion sessions (GET /api/v1/sessions).
+type SessionQuery struct {
+	Active    bool   // only live sessions
+	ID        string // only this session
+	Target    string // only this target's
+	Principal string // only this principal's (a user name, or service:NAME)
+	Limit     int    // sessions a page (0: the server's default)
+}
+
+// SessionsPage returns one page of the sessions q selects, newest first,
+// from cursor ("" for the first), and the cursor of the next page ("" when
+// this was the last).
+func (c *Client) SessionsPage(ctx context.Context, q SessionQuery, cursor string) ([]wire.BastionSession, string, error) {
+	v := url.Values{}
+	if q.Active {
+		v.Set("active", "true")
 	}
-	var out []wire.BastionSession
-	err := c.do(ctx, http.MethodGet, "/api/v1/sessions", q, nil, &out)
-	return out, err
+	if q.ID != "" {
+		v.Set("id", q.ID)
+	}
+	if q.Target != "" {
+		v.Set("target", q.Target)
+	}
+	if q.Principal != "" {
+		v.Set("principal", q.Principal)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if cursor != "" {
+		v.Set("cursor", cursor)
+	}
+	var page sessionPage
+	err := c.do(ctx, http.MethodGet, "/api/v1/sessions", v, nil, &page)
+	return page.sessions, page.next, err
+}
+
+// ListSessions returns every session q selects, newest first, following
+// the pages.
+func (c *Client) ListSessions(ctx context.Context, q SessionQuery) ([]wire.BastionSession, error) {
+	var (
+		out    []wire.BastionSession
+		cursor string
+	)
+	for {
+		page, next, err := c.SessionsPage(ctx, q, cursor)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if next == "" || next == cursor {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// Sessions lists bastion sessions (only live ones with active), every page.
+func (c *Client) Sessions(ctx context.Context, active bool) ([]wire.BastionSession, error) {
+	return c.ListSessions(ctx, SessionQuery{Active: active})
+}
+
+// sessionPage is one page of GET /api/v1/sessions: the body is the
+// sessions, the Link header (rel="next") carries the next page's cursor.
+type sessionPage struct {
+	sessions []wire.BastionSession
+	next     string
+}
+
+func (p *sessionPage) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &p.sessions) }
+
+func (p *sessionPage) receiveHeader(h http.Header) { p.next = nextCursor(h.Values("Link")) }
+
+// nextCursor is the cursor of the rel="next" link among links ("" none).
+func nextCursor(links []string) string {
+	for _, l := range links {
+		for _, part := range strings.Split(l, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(part), ";")
+			if !ok || !strings.Contains(params, `rel="next"`) {
+				continue
+			}
+			u, err := url.Parse(strings.Trim(strings.TrimSpace(target), "<>"))
+			if err == nil {
+				return u.Query().Get("cursor")
+			}
+		}
+	}
+	return ""
 }
 
 // KillSession ends a live session.

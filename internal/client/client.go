@@ -168,6 +168,10 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	})
 }
 
+// headerReceiver is an answer that also reads the response's headers (a
+// page's Link to the next).
+type headerReceiver interface{ receiveHeader(http.Header) }
+
 // once sends the request to base; it returns the answer's status (0 when
 // none came).
 func (c *Client) once(ctx context.Context, base *url.URL, method, path string, query url.Values, body []byte, hasBody bool, out any) (int, error) {
@@ -206,6 +210,9 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
 		}
 		return resp.StatusCode, ae
+	}
+	if hr, ok := out.(headerReceiver); ok {
+		hr.receiveHeader(resp.Header)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -13,28 +13,10 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// SessionQuery searches the sessions list; zero fields match everything.
-type SessionQuery struct {
-	Active    bool
-	ID        string
-	Principal string
-	Target    string
-}
-
-// SearchSessions lists the sessions matching q that the caller may see.
+// SearchSessions lists the sessions matching q that the caller may see,
+// every page.
 func (c *Client) SearchSessions(ctx context.Context, q SessionQuery) ([]wire.BastionSession, error) {
-	v := url.Values{}
-	if q.Active {
-		v.Set("active", "true")
-	}
-	for k, s := range map[string]string{"id": q.ID, "principal": q.Principal, "target": q.Target} {
-		if s != "" {
-			v.Set(k, s)
-		}
-	}
-	var out []wire.BastionSession
-	err := c.do(ctx, http.MethodGet, "/api/v1/sessions", v, nil, &out)
-	return out, err
+	return c.ListSessions(ctx, q)
 }
 
 // Recording writes session id's recording (asciicast v2) to w and returns

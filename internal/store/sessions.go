@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
@@ -191,17 +192,64 @@ func (s *Store) GetSession(ctx context.Context, id string) (session.Session, err
 	return x, nil
 }
 
-// ListSessions returns sessions newest first: only live ones when live is
-// set; at most limit (0: 1000).
-func (s *Store) ListSessions(ctx context.Context, live bool, limit int) ([]session.Session, error) {
-	if limit <= 0 {
-		limit = 1000
+// SessionFilter selects the sessions ListSessions returns. The filters are
+// applied in SQL, so a page costs the rows it returns, not the table.
+type SessionFilter struct {
+	Live      bool   // only live sessions
+	ID        string // only this session ("": all)
+	Target    string // only this target's ("": all)
+	Principal string // only this principal's ("": all)
+	// After continues a listing: only the sessions that come after this
+	// one in the order (newest first; id breaks ties).
+	After *SessionKey
+	Limit int // at most this many (0: 1000)
+}
+
+// SessionKey is a session's place in the order of ListSessions.
+type SessionKey struct {
+	StartedAt time.Time
+	ID        string
+}
+
+// SessionKeyOf is x's place in the order of ListSessions.
+func SessionKeyOf(x session.Session) SessionKey { return SessionKey{x.StartedAt, x.ID} }
+
+// ListSessions returns the sessions f selects, newest first (started_at
+// descending, then id).
+func (s *Store) ListSessions(ctx context.Context, f SessionFilter) ([]session.Session, error) {
+	if f.Limit <= 0 {
+		f.Limit = 1000
+	}
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Live {
+		where = append(where, `state = 'live'`)
+	}
+	if f.ID != "" {
+		where = append(where, `id = `+arg(f.ID))
+	}
+	if f.Target != "" {
+		where = append(where, `target = `+arg(f.Target))
+	}
+	if f.Principal != "" {
+		where = append(where, `principal = `+arg(f.Principal))
+	}
+	if f.After != nil {
+		at := arg(ms(f.After.StartedAt))
+		where = append(where, `(started_at < `+at+` OR started_at = `+at+` AND id > `+arg(f.After.ID)+`)`)
 	}
 	q := `SELECT ` + sessionColumns + ` FROM sessions`
-	if live {
-		q += ` WHERE state = 'live'`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY started_at DESC, id LIMIT $1`, limit)
+	q += ` ORDER BY started_at DESC, id LIMIT ` + arg(f.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing sessions: %w", err)
 	}

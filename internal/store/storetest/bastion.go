@@ -72,7 +72,7 @@ func testBastion(t *testing.T, s *store.Store) {
 	if _, err := s.EndSession(ctx, x.ID, session.Closed, "", "", 0, 0, at(3*time.Minute)); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("ending an ended session: %v, want a conflict", err)
 	}
-	live, err := s.ListSessions(ctx, true, 0)
+	live, err := s.ListSessions(ctx, store.SessionFilter{Live: true})
 	if err != nil || len(live) != 1 || live[0].ID != y.ID {
 		t.Fatalf("live sessions = %+v, %v; want only %s", live, err, y.ID)
 	}
@@ -94,5 +94,82 @@ func testBastion(t *testing.T, s *store.Store) {
 	want := []string{"session.started", "session.started", "session.killed", "session.ended"}
 	if !slices.Equal(actions, want) {
 		t.Errorf("session audit = %q, want %q", actions, want)
+	}
+}
+
+// testSessionPaging pages through sessions newest first with the filters
+// (live, target, principal) applied by the store: every page follows the
+// last one's key without a gap or a repeat, sessions started in the same
+// millisecond included, and a filtered listing (by id too) holds exactly
+// the sessions that match.
+func testSessionPaging(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	var all []session.Session
+	for i := range 12 {
+		x := session.Session{ID: store.NewSessionID(), Target: []string{"web-1", "db-1", "web-1"}[i%3],
+			Principal: []string{"user:alice", "user:bob"}[i%2], RequestID: "r-1", Protocol: "tcp", Port: 22,
+			// Pairs start in the same millisecond: the id orders them.
+			StartedAt: at(time.Duration(i/2) * time.Minute), Deadline: at(time.Hour), State: session.Live}
+		if err := s.StartSession(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 0 {
+			if _, err := s.EndSession(ctx, x.ID, session.Closed, "", "", 0, 0, at(30*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			x.State = session.Ended
+		}
+		all = append(all, x)
+	}
+	slices.SortFunc(all, func(a, b session.Session) int {
+		if c := b.StartedAt.Compare(a.StartedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	for _, f := range []store.SessionFilter{
+		{},
+		{Live: true},
+		{Target: "web-1"},
+		{Principal: "user:bob"},
+		{Live: true, Target: "db-1", Principal: "user:bob"},
+		{Target: "nowhere"},
+		{ID: all[3].ID},
+		{ID: all[3].ID, Live: !(all[3].State == session.Live)},
+	} {
+		var want []string
+		for _, x := range all {
+			if (f.ID == "" || x.ID == f.ID) && (!f.Live || x.State == session.Live) && (f.Target == "" || x.Target == f.Target) && (f.Principal == "" || x.Principal == f.Principal) {
+				want = append(want, x.ID)
+			}
+		}
+		for _, limit := range []int{1, 2, 5, 100} {
+			var got []string
+			f := f
+			f.Limit = limit
+			for pages := 0; ; pages++ {
+				if pages > len(all) {
+					t.Fatalf("%+v: the pages never end", f)
+				}
+				page, err := s.ListSessions(ctx, f)
+				if err != nil {
+					t.Fatalf("ListSessions(%+v): %v", f, err)
+				}
+				if len(page) > limit {
+					t.Fatalf("ListSessions(%+v): %d sessions, more than the limit", f, len(page))
+				}
+				for _, x := range page {
+					got = append(got, x.ID)
+				}
+				if len(page) < limit {
+					break
+				}
+				k := store.SessionKeyOf(page[len(page)-1])
+				f.After = &k
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("filter %+v, pages of %d:\n got %v\nwant %v", f, limit, got, want)
+			}
+		}
 	}
 }

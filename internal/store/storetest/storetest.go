@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"PruneTokens", testPruneTokens},
 		{"Bastion", testBastion},
 		{"RelayRoutes", testRelayRoutes},
+		{"SessionPaging", testSessionPaging},
 	}
 	tests = append(tests, contractTests...)
 	for _, tc := range tests {
