@@ -235,9 +235,10 @@ func (a *api) delta(ctx context.Context, t store.Target, since int64) (wire.Desi
 
 // agentAhead handles an agent that says it applied revision agentRev of
 // target: above the highest revision this process knows for the target (the
-// revision at start or any served since; without RevisionsAtStart, the
-// current one), it is the sign of a database that went back, and
-// store.AgentAhead ends what the older copy brought back.
+// revision at start or any served since) and above the database's current
+// one (another replica may have served more), it is the sign of a database
+// that went back, and store.AgentAhead ends what the older copy brought
+// back.
 func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now time.Time) error {
 	known, ok := a.known.get(target)
 	if !ok {
@@ -249,6 +250,27 @@ func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now
 	}
 	if agentRev <= known {
 		return nil
+	}
+	others, err := a.Store.OtherReplicasLive(ctx, a.replicaID(), now)
+	if err != nil {
+		return err
+	}
+	if ok && others {
+		// Another replica sharing the database may have served it (the
+		// agent moved here from there): only a revision above the
+		// database's own proves it went back. (Alone, this server also
+		// catches a database that went back and reused the revision
+		// numbers since: with replicas, the restore guard at start and
+		// the agent's own high-water mark remain for that.)
+		t, err := a.Store.GetTarget(ctx, target)
+		if err != nil {
+			return err
+		}
+		if agentRev <= t.Revision {
+			a.known.raise(target, t.Revision)
+			return nil
+		}
+		known = max(known, t.Revision)
 	}
 	ended, newRev, err := a.Store.AgentAhead(ctx, target, agentRev, known, now)
 	if err != nil {

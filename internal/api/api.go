@@ -107,9 +107,6 @@ func New(d Deps) http.Handler {
 	}
 	a := &api{Deps: d, logins: newLogins(d.FailedLogins), sessions: &liveSessions{m: map[string]*liveSession{}}, verifier: &replica.Verifier{},
 		terminals: &terminals{}}
-	if d.Replica != nil {
-		a.verifier.Secret = d.Replica.Secret
-	}
 	// Every terminal is watchable, and recorded where its rule says so,
 	// whatever observer the server adds (recording.go).
 	a.TerminalObserver = a.observe(d.TerminalObserver)

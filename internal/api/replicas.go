@@ -158,7 +158,11 @@ func (a *api) replicaTunnel(w http.ResponseWriter, r *http.Request) {
 		}, store.KindAdmin).ServeHTTP(w, r)
 		return
 	}
-	if err := a.verifier.Verify(r, time.Now()); err != nil {
+	var secret replica.Secret
+	if a.Replica != nil {
+		secret = a.Replica.Secret
+	}
+	if err := a.verifier.Verify(secret, r, time.Now()); err != nil {
 		a.Logger.Warn("bastion: refused a replica stream", "client", a.clientAddr(r), "err", err)
 		writeError(w, a.Logger, store.ErrUnauthorized)
 		return

@@ -80,17 +80,17 @@ func (s Secret) Sign(r *http.Request, now time.Time) {
 }
 
 // Verifier checks the requests of other replicas, remembering the nonces
-// seen within the window.
+// seen within the window. The zero value is ready.
 type Verifier struct {
-	Secret Secret
-	mu     sync.Mutex
-	seen   map[string]time.Time // nonce -> when it may be forgotten
+	mu   sync.Mutex
+	seen map[string]time.Time // nonce -> when it may be forgotten
 }
 
-// Verify checks r's Header at now; ErrUnauthenticated (wrapped with why)
-// when it is missing, malformed, wrong, out of the window or replayed.
-func (v *Verifier) Verify(r *http.Request, now time.Time) error {
-	if len(v.Secret) == 0 {
+// Verify checks r's Header against secret at now; ErrUnauthenticated
+// (wrapped with why) when there is no secret, or the header is missing,
+// malformed, wrong, out of the window or replayed.
+func (v *Verifier) Verify(secret Secret, r *http.Request, now time.Time) error {
+	if len(secret) == 0 {
 		return fmt.Errorf("%w: this server has no replica secret", ErrUnauthenticated)
 	}
 	f := strings.Fields(r.Header.Get(Header))
@@ -101,7 +101,7 @@ func (v *Verifier) Verify(r *http.Request, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%w: malformed time", ErrUnauthenticated)
 	}
-	want := v.Secret.mac(f[1], f[2], r.Method, r.URL.Path, r.URL.RawQuery)
+	want := secret.mac(f[1], f[2], r.Method, r.URL.Path, r.URL.RawQuery)
 	if !hmac.Equal([]byte(want), []byte(f[3])) {
 		return fmt.Errorf("%w: wrong MAC", ErrUnauthenticated)
 	}

@@ -43,8 +43,8 @@ func TestVerify(t *testing.T) {
 			if tt.edit != nil {
 				tt.edit(r)
 			}
-			v := &Verifier{Secret: secret}
-			err := v.Verify(r, now)
+			v := &Verifier{}
+			err := v.Verify(secret, r, now)
 			if (err == nil) != tt.ok {
 				t.Fatalf("Verify = %v, want ok %v", err, tt.ok)
 			}
@@ -60,15 +60,15 @@ type httptestRequest = http.Request
 func TestReplay(t *testing.T) {
 	r := httptest.NewRequest("GET", "/api/v1/replica/tunnel?target=web-1", nil)
 	secret.Sign(r, now)
-	v := &Verifier{Secret: secret}
-	if err := v.Verify(r, now); err != nil {
+	v := &Verifier{}
+	if err := v.Verify(secret, r, now); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Verify(r, now.Add(time.Second)); !errors.Is(err, ErrUnauthenticated) {
+	if err := v.Verify(secret, r, now.Add(time.Second)); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("replayed request: %v, want refused", err)
 	}
 	// A server without a secret accepts nothing.
-	if err := (&Verifier{}).Verify(r, now); !errors.Is(err, ErrUnauthenticated) {
+	if err := (&Verifier{}).Verify(nil, r, now); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("verifier without a secret: %v", err)
 	}
 }

@@ -225,7 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
-	log.Info("replica", "id", rep.ID, "forwarding", len(rep.Secret) > 0, "address", rep.Address)
+	log.Info("bastion replica", "id", rep.ID, "forwarding", len(rep.Secret) > 0, "address", rep.Address)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}

@@ -41,6 +41,16 @@ func (s *Store) HeartbeatReplica(ctx context.Context, id, address string, now ti
 	return nil
 }
 
+// OtherReplicasLive reports whether a replica other than self holds a live
+// row at now.
+func (s *Store) OtherReplicasLive(ctx context.Context, self string, now time.Time) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM replicas WHERE id <> $1 AND expires_at > $2`, self, ms(now)).Scan(&n); err != nil {
+		return false, fmt.Errorf("counting live replicas: %w", err)
+	}
+	return n > 0, nil
+}
+
 // RemoveReplica removes replica id and its relay routes (a replica that
 // stops cleanly).
 func (s *Store) RemoveReplica(ctx context.Context, id string) error {

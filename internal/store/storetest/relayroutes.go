@@ -44,6 +44,9 @@ func testRelayRoutes(t *testing.T, s *store.Store) {
 		}
 		return out
 	}
+	if live, err := s.OtherReplicasLive(ctx, "A", at(time.Second)); err != nil || !live {
+		t.Errorf("OtherReplicasLive(A) = %v, %v; want true (B and C beat)", live, err)
+	}
 	// C has no address: nothing can be forwarded to it.
 	if got := routes("Z", at(time.Second)); !slices.Equal(got, []string{"B=http://b.internal", "A=http://a.internal"}) {
 		t.Errorf("routes = %q, want B then A", got)
@@ -109,6 +112,9 @@ func testRelayRoutes(t *testing.T, s *store.Store) {
 	}
 	if err := s.RemoveReplica(ctx, "B"); err != nil {
 		t.Fatal(err)
+	}
+	if live, err := s.OtherReplicasLive(ctx, "Z", at(41*time.Second)); err != nil || live {
+		t.Errorf("OtherReplicasLive once B stopped and A and C are dead = %v, %v; want false", live, err)
 	}
 	if got := routes("Z", at(41*time.Second)); len(got) != 0 {
 		t.Errorf("routes after B stopped = %q, want none", got)
