@@ -59,6 +59,11 @@ func sameOriginWS(r *http.Request) bool {
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 }
 
+// isUpgrade reports whether r asks for a WebSocket.
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
 // terminal admits and runs one browser terminal, auditing a refusal as a
 // tunnel's is (access.denied through the refusal log).
 func (a *api) terminal(w http.ResponseWriter, r *http.Request, p store.Principal) error {
@@ -87,7 +92,10 @@ type terminalGrant struct {
 // checkTerminal runs every check that needs no WebSocket.
 func (a *api) checkTerminal(r *http.Request, p store.Principal) (terminalGrant, error) {
 	var tg terminalGrant
-	if _, ok := bearer(r); !ok && !sameOriginWS(r) {
+	// Only the upgrade opens anything: the console's page asks the same
+	// URL without it (and without Origin, which a same-origin GET does not
+	// send) to learn why an upgrade was refused.
+	if _, ok := bearer(r); !ok && isUpgrade(r) && !sameOriginWS(r) {
 		return tg, fmt.Errorf("a terminal opened with the console's cookie must come from the console's own pages (Origin %q is not this server): %w",
 			r.Header.Get("Origin"), errForbidden)
 	}
@@ -182,7 +190,7 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err != nil {
 		return err
 	}
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	if !isUpgrade(r) {
 		return errStatus(http.StatusUpgradeRequired, "every check passed: open this URL as a WebSocket for the terminal")
 	}
 	maxSessions := a.MaxSessionsPerPrincipal

@@ -287,15 +287,19 @@ func TestTerminalRefusals(t *testing.T) {
 	}
 	cookie := httpedge.SessionCookie + "=" + sess + "; " + httpedge.CSRFCookie + "=c"
 	host := strings.TrimPrefix(te.srv.URL, "http://")
+	upgrade := []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}
 	for _, tt := range []struct {
 		name, path, token string
 		hdr               []string
 		want              int
 		says              string
 	}{
-		{"cookie from another site", te.path("ubuntu"), "", []string{"Cookie", cookie, "Origin", "https://evil.example"}, http.StatusForbidden, "Origin"},
-		{"cookie without Origin", te.path("ubuntu"), "", []string{"Cookie", cookie}, http.StatusForbidden, "Origin"},
+		{"cookie WebSocket from another site", te.path("ubuntu"), "", append([]string{"Cookie", cookie, "Origin", "https://evil.example"}, upgrade...), http.StatusForbidden, "Origin"},
+		{"cookie WebSocket without Origin", te.path("ubuntu"), "", append([]string{"Cookie", cookie}, upgrade...), http.StatusForbidden, "Origin"},
 		{"cookie from the console", te.path("ubuntu"), "", []string{"Cookie", cookie, "Origin", "http://" + host}, http.StatusUpgradeRequired, "WebSocket"},
+		// The console's page asks why an upgrade failed with a plain
+		// same-origin GET, which carries no Origin and opens nothing.
+		{"cookie, no upgrade, no Origin", te.path("root"), "", []string{"Cookie", cookie}, http.StatusForbidden, "not one the rule names"},
 		{"bearer", te.path("ubuntu"), te.alice, nil, http.StatusUpgradeRequired, "WebSocket"},
 		{"login not in the rule's logins", te.path("root"), te.alice, nil, http.StatusForbidden, "not one the rule names"},
 		{"no login", te.path(""), te.alice, nil, http.StatusUnprocessableEntity, "login"},

@@ -672,10 +672,13 @@
     let lastStart = null;
     const enc = new TextEncoder();
     const say = (text, bad) => { status.textContent = text; status.classList.toggle("error", !!bad); };
-    const send = (obj) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
-    term.onData((d) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
+    // started: the start frame went out (the server reads it first: a
+    // resize before it would be taken for a broken client).
+    let started = false;
+    const send = (obj) => { if (started && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
+    term.onData((d) => { if (started && ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
     term.onBinary((d) => {
-      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      if (!started || !ws || ws.readyState !== WebSocket.OPEN) return;
       const b = new Uint8Array(d.length);
       for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 255;
       ws.send(b);
@@ -699,6 +702,7 @@
       lastStart = start;
       ended = false;
       opened = false;
+      started = false;
       lost.hidden = true;
       const q = new URLSearchParams({ port: form.dataset.port, login: start.login });
       const path = `/api/v1/requests/${encodeURIComponent(form.dataset.request)}/terminal?${q}`;
@@ -713,6 +717,7 @@
         ws.send(JSON.stringify({ type: "start", cols: term.cols, rows: term.rows, auth: start.auth,
           password: start.password, private_key: start.private_key, passphrase: start.passphrase,
           csrf: document.body.dataset.csrf || "" }));
+        started = true;
         // The secrets are sent once; a reconnect asks for them again.
         start.password = start.private_key = start.passphrase = "";
         term.focus();
@@ -725,7 +730,7 @@
         let m;
         try { m = JSON.parse(ev.data); } catch (e) { return; }
         if (m.type === "status") {
-          say(m.text === "connected" ? `Connected to ${form.dataset.request} as ${start.login}.` : m.text + "…");
+          say(m.text === "connected" ? `Connected to ${form.dataset.target} as ${start.login}.` : m.text + "…");
           if (m.text === "connected") form.hidden = true;
         } else if (m.type === "notice") {
           notice.textContent = m.text;
@@ -771,6 +776,7 @@
         say("Type the password or key again and connect.");
       }
     });
+    form.dataset.ready = "1";
   }
 
   document.addEventListener("DOMContentLoaded", () => {
