@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -24,26 +25,15 @@ type bastionReplica struct {
 	proc *testlab.Proc
 }
 
-// startBastionReplica runs replica name on port in the server namespace:
-// a data directory of its own whose database file is the shared one (a
-// symbolic link to the first replica's: SQLite in WAL mode resolves it, so
-// both processes share one database, its WAL and its locks), and the
-// replicas' secret.
-func startBastionReplica(t *testing.T, b *testlab.BastionLab, name string, port uint16, secret string) *bastionReplica {
+// startBastionReplica runs replica name on port in the server namespace,
+// with a data directory of its own, on the shared PostgreSQL database, and
+// the replicas' secret.
+func startBastionReplica(t *testing.T, b *testlab.BastionLab, database, name string, port uint16, secret string) *bastionReplica {
 	t.Helper()
 	data := filepath.Join(b.Dir, "server-"+name)
-	shared := filepath.Join(b.Dir, "server-a", "jitgate.db")
-	if name != "a" {
-		if err := os.MkdirAll(data, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(shared, filepath.Join(data, "jitgate.db")); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
-		}
-	}
 	r := &bastionReplica{name: name, url: fmt.Sprintf("http://%s", netip.AddrPortFrom(testlab.ServerIP, port))}
 	r.proc = b.Start(b.ServerNS, "jitgate server "+name, b.Binary, "server",
-		"--listen", fmt.Sprintf("0.0.0.0:%d", port), "--data-dir", data,
+		"--listen", fmt.Sprintf("0.0.0.0:%d", port), "--data-dir", data, "--database", database,
 		"--activation-timeout", testlab.DefaultActivationTimeout.String(),
 		"--replica-secret-file", secret, "--replica-address", fmt.Sprintf("http://127.0.0.1:%d", port))
 	b.Eventually("replica "+name+" listening", 20*time.Second, func() bool { return b.CanConnect(testlab.Client1, testlab.ServerIP, port) })
@@ -51,7 +41,7 @@ func startBastionReplica(t *testing.T, b *testlab.BastionLab, name string, port 
 }
 
 // TestBastionAcrossReplicas proves issue 12's bastion across replicas with
-// real parts: two real servers sharing one database, a real agent on the
+// real parts: two real servers sharing one real PostgreSQL database, a real agent on the
 // target (which the client cannot reach) given both servers' URLs, a real
 // sshd and ssh client.
 //   - The agent's relay connection is on replica a; `jitgate connect` to
@@ -68,13 +58,14 @@ func TestBastionAcrossReplicas(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("e2e-replica-secret-0123456789abcdef0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ra := startBastionReplica(t, b, "a", testlab.APIPort, secret)
+	database := testenv.Postgres(t)
+	ra := startBastionReplica(t, b, database, "a", testlab.APIPort, secret)
 	tok, err := os.ReadFile(filepath.Join(b.Dir, "server-a", "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Token = strings.TrimSpace(string(tok))
-	rb := startBastionReplica(t, b, "b", testlab.APIPort+1, secret)
+	rb := startBastionReplica(t, b, database, "b", testlab.APIPort+1, secret)
 	on := func(r *bastionReplica, args ...string) []string { return append(args, "--server", r.url) }
 
 	created := cliJSON[wire.TargetCreated](l, on(ra, "target", "add", "web-01")...)
@@ -91,9 +82,9 @@ func TestBastionAcrossReplicas(t *testing.T) {
 	if b.ClientReaches(testlab.BastionTarget, 22) {
 		t.Fatal("the client reaches the target directly: the lab must give it no route")
 	}
-	// Requested through a, whose long-poll the agent holds (the change
-	// feed of one SQLite file does not cross processes).
-	cliJSON[wire.Request](l, on(ra, "request", "web-01", "--port", "22", "--bastion", "--duration", "30m", "--reason", "e2e replicas", "--wait")...)
+	// Requested through b: the change feed (LISTEN/NOTIFY) wakes the
+	// agent's long-poll on a.
+	cliJSON[wire.Request](l, on(rb, "request", "web-01", "--port", "22", "--bastion", "--duration", "30m", "--reason", "e2e replicas", "--wait")...)
 
 	// ssh through `jitgate connect --stdio` to replica b.
 	envB := []string{"JITGATE_SERVER=" + rb.url, "JITGATE_TOKEN=" + b.Token, "HOME=" + b.Dir}
