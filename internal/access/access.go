@@ -154,6 +154,15 @@ func filterStates(keep func(State) bool) []State {
 	return out
 }
 
+// MaxRevision is the highest desired-state revision an agent may claim to
+// have applied. Real revisions stay far below it (2^53: a million changes a
+// second for 285 years); the bound keeps a server's arithmetic on a claimed
+// revision (lifting a target's revision and the database generation above
+// it) from overflowing int64, which would saturate the generation and so
+// disable the restore guard for every target, and keeps revisions exact as
+// JSON numbers in the console.
+const MaxRevision = 1 << 53
+
 // Deadline is when a grant of d starting at start ends.
 func Deadline(start time.Time, d time.Duration) time.Time { return start.Add(d).UTC() }
 

@@ -51,7 +51,7 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 		httpedge.Authenticated(r) // a valid enrollment token (see api.auth)
 	}
 	if err == nil && in.Mode != "" {
-		err = a.Store.RecordAgentReport(r.Context(), target, wire.AgentReport{Mode: in.Mode}, a.Now())
+		err = a.Store.RecordAgentReport(r.Context(), target, store.AgentReport{Mode: in.Mode}, a.Now())
 	}
 	if err != nil {
 		writeError(w, a.Logger, err)
@@ -343,7 +343,7 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		if len(in.BlockedSources) > 10000 {
 			in.BlockedSources = in.BlockedSources[:10000]
 		}
-		if err := a.Store.RecordAgentReport(r.Context(), p.Subject, in, now); err != nil {
+		if err := a.Store.RecordAgentReport(r.Context(), p.Subject, fromWireReport(in), now); err != nil {
 			return a.goneOr(err)
 		}
 	}

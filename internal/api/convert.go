@@ -166,3 +166,34 @@ func sourceString(p netip.Prefix) string {
 	}
 	return p.String()
 }
+
+// fromWireReport is what the store records of an agent's report.
+func fromWireReport(in wire.AgentReport) store.AgentReport {
+	out := store.AgentReport{Mode: in.Mode, Inventory: in.Inventory}
+	for _, c := range in.Blocked {
+		out.Blocked = append(out.Blocked, store.BlockedCounter{Destination: c.Destination, Protocol: c.Protocol, Port: c.Port,
+			Packets: c.Packets, Connections: c.Connections})
+	}
+	for _, b := range in.BlockedSources {
+		out.BlockedSources = append(out.BlockedSources, store.BlockedSource{Source: b.Source, Destination: b.Destination, Protocol: b.Protocol,
+			Port: b.Port, Count: b.Count, LastSeen: b.LastSeen})
+	}
+	return out
+}
+
+func toWireCounter(c store.BlockedCounter) wire.BlockedCounter {
+	return wire.BlockedCounter{Destination: c.Destination, Protocol: c.Protocol, Port: c.Port, Packets: c.Packets, Connections: c.Connections}
+}
+
+// toWireBlocked shows what a target's gate dropped (empty lists, not null).
+func toWireBlocked(b store.Blocked) *wire.Blocked {
+	out := &wire.Blocked{Counters: []wire.BlockedCounter{}, TopSources: []wire.BlockedSource{}}
+	for _, c := range b.Counters {
+		out.Counters = append(out.Counters, toWireCounter(c))
+	}
+	for _, s := range b.Sources {
+		out.TopSources = append(out.TopSources, wire.BlockedSource{Source: s.Source, Destination: s.Destination, Protocol: s.Protocol,
+			Port: s.Port, Count: s.Count, LastSeen: s.LastSeen})
+	}
+	return out
+}

@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/policy/policytest"
 	"github.com/jitgate/jitgate/internal/policyfile"
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -61,4 +65,25 @@ func TestEveryRuleFieldCrossesWireAndFile(t *testing.T) {
 		t.Fatalf("parsing the encoded file: %v\n%s", err, file.String())
 	}
 	back(t, "through the file\n"+file.String(), f.Policies[0].Wire())
+}
+
+// TestBlockedCrossesStore carries an agent's blocked counters and sources,
+// every field set, through the store's types and back to the wire: a field
+// the conversion drops would vanish from the console and the metrics.
+func TestBlockedCrossesStore(t *testing.T) {
+	seen := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	in := wire.AgentReport{Mode: "gateway",
+		Blocked:        []wire.BlockedCounter{{Destination: "10.20.0.5", Protocol: "tcp", Port: 22, Packets: 7, Connections: 3}},
+		BlockedSources: []wire.BlockedSource{{Source: "203.0.113.9", Destination: "10.20.0.5", Protocol: "tcp", Port: 22, Count: 5, LastSeen: seen}}}
+	r := fromWireReport(in)
+	if r.Mode != in.Mode {
+		t.Errorf("mode %q, want %q", r.Mode, in.Mode)
+	}
+	got := toWireBlocked(store.Blocked{Counters: r.Blocked, Sources: r.BlockedSources})
+	if diff := cmp.Diff(&wire.Blocked{Counters: in.Blocked, TopSources: in.BlockedSources}, got); diff != "" {
+		t.Errorf("blocked attempts after the store (-want +got):\n%s", diff)
+	}
+	if empty := toWireBlocked(store.Blocked{}); empty.Counters == nil || empty.TopSources == nil {
+		t.Errorf("no blocked attempts = %+v, want empty lists (JSON [] rather than null)", empty)
+	}
 }

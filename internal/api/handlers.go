@@ -73,7 +73,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 	}
 	for _, b := range rows {
 		k := gateDest{b.Target, b.Destination}
-		blocked[k] = append(blocked[k], b.BlockedCounter)
+		blocked[k] = append(blocked[k], toWireCounter(b.BlockedCounter))
 	}
 	stats, err := a.Store.AllTargetStats(r.Context(), a.Now())
 	if err != nil {

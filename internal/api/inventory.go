@@ -340,12 +340,5 @@ func (a *api) blockedOf(ctx context.Context, t store.Target, now time.Time) *wir
 		a.Logger.Error("reading blocked attempts", "target", t.Name, "err", err)
 		return nil
 	}
-	return &wire.Blocked{Counters: nonNilSlice(b.Counters), TopSources: nonNilSlice(b.Sources)}
-}
-
-func nonNilSlice[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
+	return toWireBlocked(b)
 }

@@ -509,7 +509,7 @@ func AppendEntries(grants []wire.GrantEntry, bastion []wire.BastionGrant, g Gran
 // mode, inventory and blocked-attempt counters and samples. A source seen
 // threshold times or more within an hour on one target raises an audited
 // "possible brute force" event, at most once an hour per source.
-func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.AgentReport, now time.Time) error {
+func (s *Store) RecordAgentReport(ctx context.Context, target string, r AgentReport, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if r.Mode != "" {
 			if _, err := tx.ExecContext(ctx, `UPDATE targets SET mode = $1 WHERE name = $2`, r.Mode, target); err != nil {
@@ -598,11 +598,54 @@ func (s *Store) RecordAgentReport(ctx context.Context, target string, r wire.Age
 	})
 }
 
+// AgentReport is what an agent reports besides its revision, as the store
+// records it (the API converts its wire form).
+type AgentReport struct {
+	// Mode is the mode the agent runs in: ModeHost or ModeGateway ("":
+	// not reported).
+	Mode string
+	// Inventory describes the host; nil: unchanged.
+	Inventory *wire.Inventory
+	// Blocked are the gate's counters, cumulative since it was built.
+	Blocked []BlockedCounter
+	// BlockedSources are sampled sources of blocked attempts since the
+	// previous report.
+	BlockedSources []BlockedSource
+}
+
+// BlockedCounter counts what a gate dropped on one protected port.
+type BlockedCounter struct {
+	// Destination is the protected address behind a gateway ("" on a host).
+	Destination string
+	Protocol    string
+	Port        uint16
+	Packets     uint64
+	// Connections counts new connection attempts (TCP SYN, first UDP
+	// packet).
+	Connections uint64
+}
+
+// BlockedSource is a sampled source of blocked attempts.
+type BlockedSource struct {
+	Source      string
+	Destination string
+	Protocol    string
+	Port        uint16
+	Count       int
+	LastSeen    time.Time
+}
+
+// TargetBlocked is one counter of the gate of Target (AllBlocked).
+type TargetBlocked struct {
+	Target string
+	BlockedCounter
+}
+
 // Blocked is what a target's gate dropped: counters per protected port and
 // the top sources of the last 24 hours.
 type Blocked struct {
-	Counters []wire.BlockedCounter
-	Sources  []wire.BlockedSource
+	Counters []BlockedCounter
+	Sources  []BlockedSource
 }
 
 // BlockedFor returns the blocked attempts on target t: its own gate's, or,
@@ -640,7 +683,7 @@ func (s *Store) BlockedFor(ctx context.Context, t Target, now time.Time, top int
 		}
 		for rows.Next() {
 			var (
-				c           wire.BlockedCounter
+				c           BlockedCounter
 				port        int
 				pkts, conns int64
 			)
@@ -660,7 +703,7 @@ func (s *Store) BlockedFor(ctx context.Context, t Target, now time.Time, top int
 		}
 		for rows.Next() {
 			var (
-				b     wire.BlockedSource
+				b     BlockedSource
 				port  int
 				count int
 				last  int64
@@ -759,25 +802,16 @@ func (s *Store) ActiveCounts(ctx context.Context) (map[string]int, error) {
 }
 
 // AllBlocked sums the blocked counters per gate and destination, for metrics.
-func (s *Store) AllBlocked(ctx context.Context) ([]struct {
-	Target string
-	wire.BlockedCounter
-}, error) {
+func (s *Store) AllBlocked(ctx context.Context) ([]TargetBlocked, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT target, destination, protocol, port, packets, connections FROM blocked_counters ORDER BY target, destination, port`)
 	if err != nil {
 		return nil, fmt.Errorf("reading blocked counters: %w", err)
 	}
 	defer rows.Close()
-	var out []struct {
-		Target string
-		wire.BlockedCounter
-	}
+	var out []TargetBlocked
 	for rows.Next() {
 		var (
-			e struct {
-				Target string
-				wire.BlockedCounter
-			}
+			e           TargetBlocked
 			port        int
 			pkts, conns int64
 		)

@@ -27,7 +27,6 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // Generation returns the number of desired-state changes the database has
@@ -114,10 +113,10 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known 
 	if highWater <= known {
 		return 0, 0, nil
 	}
-	if highWater > wire.MaxRevision {
+	if highWater > access.MaxRevision {
 		// A claim no server can have sent: lifting to it would overflow
 		// the revisions and the generation of the whole database.
-		return 0, 0, fmt.Errorf("agent of %s claims revision %d, above the highest possible %d: %w", target, highWater, int64(wire.MaxRevision), ErrConflict)
+		return 0, 0, fmt.Errorf("agent of %s claims revision %d, above the highest possible %d: %w", target, highWater, int64(access.MaxRevision), ErrConflict)
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var current int64

@@ -7,17 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
 )
 
 // MaxRevision is the highest desired-state revision an agent may claim to
-// have applied (a report's revision or high_water, a poll's after). Real
-// revisions stay far below it (2^53: a million changes a second for 285
-// years); the bound keeps the server's arithmetic on a claimed revision
-// (lifting a target's revision and the database generation above it) from
-// overflowing int64, which would saturate the generation and so disable the
-// restore guard for every target, and keeps revisions exact as JSON
-// numbers in the console.
-const MaxRevision = 1 << 53
+// have applied (a report's revision or high_water, a poll's after): the
+// domain's bound, access.MaxRevision.
+const MaxRevision = access.MaxRevision
 
 // Duration is a time.Duration written as a Go duration string ("3h", "90s").
 type Duration time.Duration

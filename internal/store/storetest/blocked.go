@@ -8,7 +8,6 @@ import (
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/store"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // testBlocked: an agent's blocked-attempt counters replace the previous
@@ -18,15 +17,15 @@ import (
 func testBlocked(t *testing.T, s *store.Store) {
 	ctx := t.Context()
 	newTarget(t, s, "web-1", t0)
-	report := func(now time.Time, packets uint64, sources ...wire.BlockedSource) {
+	report := func(now time.Time, packets uint64, sources ...store.BlockedSource) {
 		t.Helper()
-		r := wire.AgentReport{Blocked: []wire.BlockedCounter{{Protocol: "tcp", Port: 22, Packets: packets, Connections: packets / 2}}, BlockedSources: sources}
+		r := store.AgentReport{Blocked: []store.BlockedCounter{{Protocol: "tcp", Port: 22, Packets: packets, Connections: packets / 2}}, BlockedSources: sources}
 		if err := s.RecordAgentReport(ctx, "web-1", r, now); err != nil {
 			t.Fatalf("RecordAgentReport at %s: %v", now, err)
 		}
 	}
-	src := func(addr string, n int, seen time.Time) wire.BlockedSource {
-		return wire.BlockedSource{Source: addr, Protocol: "tcp", Port: 22, Count: n, LastSeen: seen}
+	src := func(addr string, n int, seen time.Time) store.BlockedSource {
+		return store.BlockedSource{Source: addr, Protocol: "tcp", Port: 22, Count: n, LastSeen: seen}
 	}
 	alerts := func() []string {
 		t.Helper()
@@ -54,11 +53,11 @@ func testBlocked(t *testing.T, s *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounters := []wire.BlockedCounter{{Protocol: "tcp", Port: 22, Packets: 90, Connections: 45}}
+	wantCounters := []store.BlockedCounter{{Protocol: "tcp", Port: 22, Packets: 90, Connections: 45}}
 	if diff := cmp.Diff(wantCounters, b.Counters); diff != "" {
 		t.Errorf("blocked counters (-want +got):\n%s", diff)
 	}
-	wantSources := []wire.BlockedSource{src("203.0.113.9", 51, at(20*time.Minute)), src("203.0.113.10", 2, at(time.Minute))}
+	wantSources := []store.BlockedSource{src("203.0.113.9", 51, at(20*time.Minute)), src("203.0.113.10", 2, at(time.Minute))}
 	if diff := cmp.Diff(wantSources, b.Sources); diff != "" {
 		t.Errorf("blocked sources (-want +got):\n%s", diff)
 	}

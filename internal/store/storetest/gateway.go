@@ -24,7 +24,7 @@ func newGateway(t *testing.T, s *store.Store, gw, public string, routes ...strin
 	if _, _, err := s.CreateTargetSpec(t.Context(), alice, store.TargetSpec{Name: gw, PublicAddress: public}, t0, enrollTTL); err != nil {
 		t.Fatalf("CreateTargetSpec(%s): %v", gw, err)
 	}
-	r := wire.AgentReport{Mode: store.ModeGateway, Inventory: &wire.Inventory{Hostname: gw, Routes: routes}}
+	r := store.AgentReport{Mode: store.ModeGateway, Inventory: &wire.Inventory{Hostname: gw, Routes: routes}}
 	if err := s.RecordAgentReport(t.Context(), gw, r, t0); err != nil {
 		t.Fatalf("RecordAgentReport(%s): %v", gw, err)
 	}
