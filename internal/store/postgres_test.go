@@ -13,7 +13,12 @@ func TestMain(m *testing.M) { os.Exit(testenv.RunWithPostgres(m)) }
 
 func openPostgres(t *testing.T, url string) *store.Store {
 	t.Helper()
-	s, err := store.OpenPostgres(t.Context(), url, store.DefaultConfig())
+	return openPostgresWith(t, url, store.DefaultConfig())
+}
+
+func openPostgresWith(t *testing.T, url string, cfg store.Config) *store.Store {
+	t.Helper()
+	s, err := store.OpenPostgres(t.Context(), url, cfg)
 	if err != nil {
 		t.Fatalf("OpenPostgres: %v", err)
 	}
@@ -26,6 +31,14 @@ func openPostgres(t *testing.T, url string) *store.Store {
 func TestPostgres(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) *store.Store {
 		return openPostgres(t, testenv.Postgres(t))
+	})
+}
+
+// TestPostgresConfigured runs the suite's cases that need a configured
+// store against a real PostgreSQL server.
+func TestPostgresConfigured(t *testing.T) {
+	storetest.RunConfigured(t, func(t *testing.T, cfg store.Config) *store.Store {
+		return openPostgresWith(t, testenv.Postgres(t), cfg)
 	})
 }
 

@@ -31,6 +31,15 @@ func openSQLiteWith(t *testing.T, path string, cfg store.Config) *store.Store {
 	return s
 }
 
+// TestSQLiteConfigured runs the suite's cases that need a configured store.
+func TestSQLiteConfigured(t *testing.T) {
+	storetest.RunConfigured(t, func(t *testing.T, cfg store.Config) *store.Store {
+		s := openSQLiteWith(t, filepath.Join(t.TempDir(), "jitgate.db"), cfg)
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
 func TestSQLite(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) *store.Store {
 		s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))

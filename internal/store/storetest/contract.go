@@ -18,3 +18,23 @@ var contractTests = []struct {
 	{"AuditChain", testAuditChain},
 	{"Outbox", testOutbox},
 }
+
+// RunConfigured runs the cases that need a store opened with a particular
+// store.Config (the rules' parameters arrive at construction): open must
+// return a new, empty store opened with cfg and register its closing with
+// t.Cleanup.
+func RunConfigured(t *testing.T, open func(t *testing.T, cfg store.Config) *store.Store) {
+	tests := []struct {
+		name string
+		f    func(*testing.T, func(store.Config) *store.Store)
+	}{
+		{"ExpiryWarning", testExpiryWarning},
+		{"ApprovalTimeout", testApprovalTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.f(t, func(cfg store.Config) *store.Store { return open(t, cfg) })
+		})
+	}
+}
