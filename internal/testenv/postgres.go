@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -209,10 +210,26 @@ func startPostgres() (_ *pgCluster, err error) {
 	// Pdeathsig: a test binary that exits without StopPostgres (a panic, a
 	// timeout) takes the server with it; SIGQUIT is an immediate shutdown.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
-	if err := c.cmd.Start(); err != nil {
+	// Pdeathsig fires when the *thread* that forked the child exits, and Go
+	// ends threads: one that a goroutine locked (Netns.Do) and left locked
+	// dies with it, and it may be the thread that forked postgres. So the
+	// fork happens on a thread of its own, locked and kept until postgres
+	// ends; otherwise a test in a network namespace killed the server
+	// under the other tests ("connecting to PostgreSQL: ... no such file").
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := c.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		c.cmd.Wait()
+		close(c.done)
+	}()
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("starting postgres: %w", err)
 	}
-	go func() { c.cmd.Wait(); close(c.done) }()
 
 	c.admin, err = sql.Open("pgx", c.url("postgres"))
 	if err != nil {
