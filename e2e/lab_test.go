@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -22,7 +23,11 @@ var (
 	server6  = testlab.Server6
 )
 
-func TestMain(m *testing.M) { os.Exit(testlab.Run(m)) }
+func TestMain(m *testing.M) {
+	code := testlab.Run(m)
+	testenv.StopPostgres() // started by the tests of replicas, if any ran
+	os.Exit(code)
+}
 
 // lab is a testlab.Lab under the names the tests use.
 type lab struct {
