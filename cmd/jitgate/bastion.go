@@ -194,6 +194,11 @@ active. Then it runs ssh with a ProxyCommand of 'jitgate connect --stdio'; the
 server address and token reach that command through the environment, never its
 arguments.
 
+On a port whose rule records sessions (record: true), raw tunnels are
+refused: jitgate ssh then opens the server's SSH terminal instead (the server
+logs in with a certificate for USER or the rule's first login, and records),
+with this terminal in raw mode; no remote command, -i or --ssh-option.
+
 Without -i, when the port's rule names logins, it logs in with a short-lived
 certificate of the server's SSH CA for an ephemeral key (for the USER of
 USER@TARGET, or the rule's first login), valid until the grant ends; the
@@ -243,6 +248,27 @@ logins, ssh uses your own keys.`,
 		reqID, err := a.ensureGrantRequest(ctx, c, target, port, duration, reason, waitTO)
 		if err != nil {
 			return err
+		}
+		// A recorded port takes no raw tunnel: the server's own SSH
+		// terminal carries (and records) the session instead.
+		if pol, err := c.Policy(ctx, target); err == nil {
+			for _, r := range pol.Rules {
+				if r.Port != port || (r.Protocol != "" && r.Protocol != "tcp") || !r.Record {
+					continue
+				}
+				if len(command) > 0 || identity != "" || len(sshOpts) > 0 {
+					return usagef("port %d/tcp of %s is recorded: sessions go through the server's SSH terminal, which takes no remote command, -i or --ssh-option", port, target)
+				}
+				user := ""
+				if i := strings.LastIndex(dest, "@"); i >= 0 {
+					user = dest[:i]
+				}
+				login, err := recordedLogin(r, user)
+				if err != nil {
+					return err
+				}
+				return a.runRecordedTerminal(ctx, c, reqID, port, login)
+			}
 		}
 		// With no identity named, log in with a certificate of jitgate's
 		// SSH CA for an ephemeral key; a rule that names no logins leaves
@@ -440,14 +466,17 @@ func (a *app) ensureGrantRequest(ctx context.Context, c *client.Client, target s
 func (a *app) newSessionsCmd() *cobra.Command {
 	var q client.SessionQuery
 	cmd := &cobra.Command{
-		Use:   "sessions [--active] [--target NAME] [--principal NAME] | sessions kill ID --reason TEXT",
-		Short: "List bastion sessions, or end one",
+		Use:   "sessions [--active] [--id ID] [--target NAME] [--principal NAME] | sessions kill|play|verify ID",
+		Short: "List bastion sessions, end one, play or verify a recording",
 		Long: `List bastion sessions, newest first: yours, and those on targets where your
 roles read others' requests (all of them: the server answers a page at a time
 and this follows the pages). 'sessions kill' ends a live session at once
-(approvers and admins in the target's scope); the grant stays live.`,
+(approvers and admins in the target's scope); the grant stays live.
+'sessions play' plays a recorded session in this terminal; 'sessions verify'
+checks a recording against its audit event and the audit chain.`,
 		Args: noArgs,
 	}
+	cmd.Flags().StringVar(&q.ID, "id", "", "only the session with this id")
 	cmd.Flags().BoolVar(&q.Active, "active", false, "only live sessions")
 	cmd.Flags().StringVar(&q.Target, "target", "", "only this target's sessions")
 	cmd.Flags().StringVar(&q.Principal, "principal", "", "only this principal's sessions (a user name, or service:NAME)")
@@ -516,6 +545,6 @@ and this follows the pages). 'sessions kill' ends a live session at once
 		fmt.Fprintf(a.stdout, "session %s ended (%s by %s)\n", s.ID, s.EndReason, s.EndedBy)
 		return nil
 	})
-	cmd.AddCommand(kill)
+	cmd.AddCommand(kill, a.newSessionsPlayCmd(), a.newSessionsVerifyCmd())
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/coder/websocket"
 
@@ -63,11 +64,28 @@ func (c *Client) Recording(ctx context.Context, id string, w io.Writer) (string,
 // connection delivers binary frames (output) and text frames (JSON
 // controls); it is closed by the caller or at the session's end.
 func (c *Client) Watch(ctx context.Context, id string) (*websocket.Conn, error) {
-	path := "/api/v1/sessions/" + url.PathEscape(id) + "/watch"
+	return c.dialWSConn(ctx, "/api/v1/sessions/"+url.PathEscape(id)+"/watch", nil)
+}
+
+// Terminal opens the server's SSH terminal for request id's live grant on
+// port as login (internal/webterm's protocol: the caller sends the start
+// frame first). The server runs the SSH client, and records the session
+// when the port's rule says so.
+func (c *Client) Terminal(ctx context.Context, id string, port uint16, login string) (*websocket.Conn, error) {
+	return c.dialWSConn(ctx, "/api/v1/requests/"+url.PathEscape(id)+"/terminal",
+		url.Values{"port": {strconv.Itoa(int(port))}, "login": {login}})
+}
+
+// dialWSConn upgrades GET path?query to a WebSocket that carries both
+// binary and text frames.
+func (c *Client) dialWSConn(ctx context.Context, path string, query url.Values) (*websocket.Conn, error) {
 	var ws *websocket.Conn
 	err := c.each(ctx, http.MethodGet, func(base *url.URL) (int, error) {
 		u := *base
 		u.Path += path
+		if query != nil {
+			u.RawQuery = query.Encode()
+		}
 		hdr := http.Header{}
 		if c.token != "" {
 			hdr.Set("Authorization", "Bearer "+c.token)
