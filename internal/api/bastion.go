@@ -825,7 +825,9 @@ func (a *api) killSession(w http.ResponseWriter, r *http.Request, p store.Princi
 		}
 		x, err = a.Store.GetSession(r.Context(), id)
 	} else {
-		// Recorded live but not relayed here: its server is gone.
+		// Recorded live but not relayed here: its server is gone, or
+		// another replica relays it and sees the end in the database
+		// within endedElsewhereEvery (watchEndedElsewhere).
 		x, err = a.Store.EndSession(r.Context(), id, session.Killed, p.Name(), reason, x.BytesIn, x.BytesOut, a.Now())
 	}
 	if err != nil {
