@@ -178,9 +178,8 @@ func openTunnel(t *testing.T, c *client.Client, port uint16) net.Conn {
 }
 
 // waitClosed fails unless c ends (EOF or reset) within 5 s. It sets no
-// read deadline: a client tunnel (a WebSocket's net.Conn) reports a passed
-// deadline as "context canceled", not os.ErrDeadlineExceeded, and closes
-// itself, so a deadline would pass for a close.
+// read deadline: after a passed deadline a client tunnel (a WebSocket's
+// net.Conn) stays broken for good, so a deadline could pass for a close.
 func waitClosed(t *testing.T, c net.Conn, what string) {
 	t.Helper()
 	done := make(chan struct{})
