@@ -192,7 +192,7 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newWhoamiCmd(),
 		a.newTargetsCmd(),
 		a.newWebhookCmd(),
-		a.newBackupCmd(), a.newRestoreCmd(),
+		a.newBackupCmd(), a.newRestoreCmd(), a.newMigrateCmd(),
 		a.newConnectCmd(), a.newSSHCmd(), a.newSSHCertCmd(), a.newSSHCACmd(), a.newRDPCmd(), a.newSessionsCmd(),
 	)
 	return root
