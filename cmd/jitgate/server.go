@@ -89,7 +89,7 @@ SIGINT or SIGTERM stop it.`,
 	f.StringVar(&cfg.ReplicaSecretFile, "replica-secret-file", "", "file holding the secret shared by the replicas of one deployment (one database), 0600, at least 32 bytes; with it, bastion streams reach an agent connected to another replica (see docs/operations.md)")
 	f.StringVar(&cfg.ReplicaAddress, "replica-address", "", "base URL the other replicas reach this one at, e.g. https://10.0.0.5:8443 (default: the --listen address when it names a host)")
 	f.StringVar(&cfg.ReplicaCAFile, "replica-ca-file", "", "PEM CA bundle to trust for the other replicas' TLS (default: the system's)")
-	f.StringVar(&cfg.ReplicaID, "replica-id", "", "this server's name among the replicas sharing its database, in logs and in the metric jitgate_singleton_lease_held (default: host name, process id and a random suffix)")
+	f.StringVar(&cfg.ReplicaID, "replica-id", "", "this server's name among the replicas sharing its database, as the holder of singleton leases, in logs and in the metric jitgate_singleton_lease_held (default: the id kept in DATA_DIR/replica.id)")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (off when empty; see docs/sso.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "jitgate's client id at the OpenID provider")
 	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "client secret (default $JITGATE_OIDC_CLIENT_SECRET; empty for a public client)")

@@ -8,12 +8,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
-	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -81,8 +79,8 @@ type Config struct {
 	BruteForceThreshold int
 	// ReplicaID names this server among the replicas sharing its database:
 	// it is the holder of the singleton leases it takes (logs, metric
-	// jitgate_singleton_lease_held). Default: host name, process id and a
-	// random suffix.
+	// jitgate_singleton_lease_held). Default: the replica id kept in the
+	// data directory (ReplicaIDFile).
 	ReplicaID string
 	// ReplicaSecretFile holds the secret shared by the replicas of one
 	// deployment (one database); with it, a bastion stream reaching this
@@ -158,10 +156,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.ReplicaID == "" {
-		host, _ := os.Hostname()
-		c.ReplicaID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), random.ID("", 3))
 	}
 	return c
 }

@@ -235,7 +235,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// The singleton jobs run on the one replica holding each one's lease
 	// (internal/lease); the others take a job over within seconds of its
 	// holder's death.
-	singletons := newSingletons(reg, st, cfg.ReplicaID, log)
+	holder := cfg.ReplicaID
+	if holder == "" {
+		holder = replicaID
+	}
+	singletons := newSingletons(reg, st, holder, log)
 	singletons.start(ctx, "sweeper", func(ctx context.Context) { sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log) })
 	go replicaLoop(ctx, st, rep, log)
 	singletons.start(ctx, "prune", func(ctx context.Context) { pruneLoop(ctx, st, cfg.PruneInterval, log) })
