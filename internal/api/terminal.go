@@ -255,13 +255,17 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	octx, ocancel := context.WithTimeout(sctx, 10*time.Second)
 	st, err := a.Relay.Open(octx, via, relay.Header{Session: x.ID, RequestID: tg.req.ID, Principal: p.Name(), Protocol: string(tg.port.Protocol),
 		Port: tg.port.Number, Deadline: tg.grant.ExpiresAt})
+	forwardedTo := ""
 	if errors.Is(err, relay.ErrNoAgent) && a.forwarding() {
 		// The agent's relay connection is on another replica (replicas.go).
-		st, _, err = a.forward(octx, via, tg.req.Target, tg.port, p.Name(), x.ID)
+		st, forwardedTo, err = a.forward(octx, via, tg.req.Target, tg.port, p.Name(), x.ID)
 	}
 	ocancel()
 	var refusal *relay.Refusal
 	switch {
+	case errors.Is(err, errForbidden):
+		term.End("refused", err.Error())
+		return nil
 	case errors.Is(err, errForbidden):
 		term.End("refused", err.Error())
 		return nil
@@ -332,7 +336,7 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	if reason, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
 		ls.end(reason, "", "")
 	}
-	if !a.Relay.Connected(via) {
+	if forwardedTo == "" && !a.Relay.Connected(via) || forwardedTo != "" && !a.replicaAlive(forwardedTo) {
 		ls.end(session.AgentLost, "", "")
 	}
 	ls.end(session.Closed, "", "")

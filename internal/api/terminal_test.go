@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,8 +106,13 @@ type termEnv struct {
 func newTermEnv(t *testing.T, reported ssh.PublicKey) *termEnv {
 	t.Helper()
 	ca := newCASigner(t)
-	host := newCASigner(t)
-	e := newEnvWith(t, func(d *api.Deps) { d.SSHCA = ca })
+	return termEnvOn(t, newEnvWith(t, func(d *api.Deps) { d.SSHCA = ca }), ca, newCASigner(t), reported)
+}
+
+// termEnvOn sets up termEnv's target and grant on e, whose SSH CA is ca; the
+// target's host key is host.
+func termEnvOn(t *testing.T, e *env, ca, host ssh.Signer, reported ssh.PublicKey) *termEnv {
+	t.Helper()
 	port := sshTarget(t, ca.PublicKey(), host)
 	agent := bastionTarget(t, e, port, func(r *wire.PortRule) { r.Logins = []string{"ubuntu", "deploy"} })
 	if reported == nil {
@@ -332,4 +339,87 @@ func TestTerminalNoHostKeys(t *testing.T) {
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("host key audit %+v, %v", evs, err)
 	}
+}
+
+// recObserver records what a terminal's Observer sees.
+type recObserver struct {
+	mu      sync.Mutex
+	out, in bytes.Buffer
+	sizes   [][2]int
+	closed  string
+}
+
+func (o *recObserver) Output(_ time.Time, p []byte) { o.mu.Lock(); o.out.Write(p); o.mu.Unlock() }
+func (o *recObserver) Input(_ time.Time, p []byte)  { o.mu.Lock(); o.in.Write(p); o.mu.Unlock() }
+func (o *recObserver) Resize(_ time.Time, c, r int) {
+	o.mu.Lock()
+	o.sizes = append(o.sizes, [2]int{c, r})
+	o.mu.Unlock()
+}
+func (o *recObserver) Close(_ time.Time, reason string) { o.mu.Lock(); o.closed = reason; o.mu.Unlock() }
+
+// TestTerminalObserver: the configured observer gets the session's facts,
+// sees input, output, resizes and the end, and its Notice reaches the
+// browser as a control message (not in the terminal stream). An observer
+// that cannot start refuses the session.
+func TestTerminalObserver(t *testing.T) {
+	obs := &recObserver{}
+	infos := make(chan webterm.SessionInfo, 1)
+	var fail atomic.Bool
+	ca := newCASigner(t)
+	host := newCASigner(t)
+	e := newEnvWith(t, func(d *api.Deps) {
+		d.SSHCA = ca
+		d.TerminalObserver = func(si webterm.SessionInfo) (webterm.Observer, error) {
+			if fail.Load() {
+				return nil, fmt.Errorf("disk full")
+			}
+			infos <- si
+			return obs, nil
+		}
+	})
+	te := termEnvOn(t, e, ca, host, nil)
+	tc := dialTerm(t, te, "deploy", webterm.Start{Auth: webterm.AuthCertificate, Cols: 120, Rows: 40})
+	si := <-infos
+	if si.Login != "deploy" || si.Principal != "alice2" || si.RequestID != te.req.ID || si.Target != "web-01" || si.Port != te.port ||
+		si.Cols != 120 || si.Rows != 40 || si.SessionID == "" || len(si.Rule.Logins) != 2 || si.Notice == nil {
+		t.Fatalf("SessionInfo %+v", si)
+	}
+	si.Notice("bob is watching")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tc.mu.Lock()
+		got := slices.Contains(tc.notices, "bob is watching")
+		tc.mu.Unlock()
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the notice never reached the browser")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, _ := json.Marshal(webterm.Control{Type: webterm.TypeResize, Cols: 90, Rows: 20})
+	tc.ws.Write(context.Background(), websocket.MessageText, b)
+	tc.ws.Write(context.Background(), websocket.MessageBinary, []byte("watched\r"))
+	tc.waitOutput(t, "echo: watched")
+	if _, err := te.c.KillSession(context.Background(), si.SessionID, "over"); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitEnd(t)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if !strings.Contains(obs.out.String(), "echo: watched") || obs.in.String() != "watched\r" || len(obs.sizes) != 1 || obs.sizes[0] != [2]int{90, 20} || obs.closed != "killed" {
+		t.Fatalf("observer saw out %q, in %q, sizes %v, closed %q", obs.out.String(), obs.in.String(), obs.sizes, obs.closed)
+	}
+	if strings.Contains(tc.out.String(), "bob is watching") {
+		t.Error("the notice went into the terminal stream")
+	}
+	obs.mu.Unlock()
+	fail.Store(true)
+	tc = dialTerm(t, te, "deploy", webterm.Start{Auth: webterm.AuthCertificate})
+	if end := tc.waitEnd(t); !strings.Contains(end.Message, "recording could not start") {
+		t.Fatalf("end %+v: an observer that cannot start refuses the session", end)
+	}
+	obs.mu.Lock()
 }
