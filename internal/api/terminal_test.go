@@ -356,7 +356,11 @@ func (o *recObserver) Resize(_ time.Time, c, r int) {
 	o.sizes = append(o.sizes, [2]int{c, r})
 	o.mu.Unlock()
 }
-func (o *recObserver) Close(_ time.Time, reason string) { o.mu.Lock(); o.closed = reason; o.mu.Unlock() }
+func (o *recObserver) Close(_ time.Time, reason string) {
+	o.mu.Lock()
+	o.closed = reason
+	o.mu.Unlock()
+}
 
 // TestTerminalObserver: the configured observer gets the session's facts,
 // sees input, output, resizes and the end, and its Notice reaches the
