@@ -104,6 +104,9 @@ type Config struct {
 	// ResyncEvery is the period of the full re-apply of the last desired
 	// state, which repairs a kernel table someone edited (default 60s).
 	ResyncEvery time.Duration
+	// SnapshotEvery is how often the agent asks the server for a full
+	// snapshot instead of a delta (default 10 minutes; see delta.go).
+	SnapshotEvery time.Duration
 	// Version is reported to the server.
 	Version string
 	// Logger receives the agent's logs (default slog.Default()). The
@@ -207,6 +210,16 @@ type Agent struct {
 	sentInv    *wire.Inventory // inventory last delivered
 	sources    map[sourceKey]*wire.BlockedSource
 
+	// Incremental desired state (delta.go): the entries of the state held,
+	// by grant id, and the Index of their elements as last applied with
+	// indexShift; nil when the next apply must be a full one.
+	held         *held
+	index        *firewall.Index
+	indexShift   time.Duration
+	wantSnapshot bool      // ask for a snapshot at once (a delta was refused)
+	nextSnapshot time.Time // ask for a snapshot instead of a delta from then on
+	fullNext     bool      // the snapshot asked for is applied whatever its revision
+
 	mu     sync.Mutex
 	status Status
 
@@ -251,6 +264,9 @@ func New(cfg Config, backend firewall.Backend) (*Agent, error) {
 	}
 	if cfg.ResyncEvery == 0 {
 		cfg.ResyncEvery = DefaultResyncEvery
+	}
+	if cfg.SnapshotEvery <= 0 {
+		cfg.SnapshotEvery = DefaultSnapshotEvery
 	}
 	if cfg.ResyncEvery < 0 {
 		return nil, fmt.Errorf("agent: ResyncEvery %s must be positive", cfg.ResyncEvery)
@@ -437,8 +453,8 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 
 		wait := a.cfg.PollWait
-		if a.cur == nil || a.failed {
-			wait = 0 // first contact or retrying an apply: answer now
+		if a.cur == nil || a.failed || a.wantSnapshot {
+			wait = 0 // first contact, retrying an apply or a refused delta: answer now
 		} else if untilResync := time.Until(a.nextResync); untilResync < wait {
 			wait = max(untilResync, 0)
 		}
@@ -447,7 +463,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		// after is the highest revision ever applied (also across restarts):
 		// a server that knows less than that has lost its database's recent
 		// past, and can tell even when later changes caught up with it.
-		ds, err := a.srv.Desired(callCtx, max(a.applied, a.highWater), wait)
+		ds, err := a.poll(callCtx, max(a.applied, a.highWater), wait)
 		cancel()
 		if err == nil {
 			err = a.checkTarget(ds)
@@ -556,8 +572,13 @@ func (a *Agent) removed(ctx context.Context) error {
 // the clock-skew sample, and is applied again when the skew moved enough to
 // change the deadlines (see nextShift). It reports whether it applied.
 func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.Time) bool {
-	isNew := a.cur == nil || a.failed || ds.Revision != a.cur.ds.Revision
-	a.cur = &received{ds: ds, recvAt: recvAt}
+	if ds.Since > 0 {
+		return a.receiveDelta(ctx, ds, recvAt)
+	}
+	isNew := a.cur == nil || a.failed || ds.Revision != a.cur.ds.Revision || a.fullNext
+	a.fullNext = false
+	base, h := split(ds)
+	a.cur, a.held = &received{ds: base, recvAt: recvAt}, h
 	a.setRelayState(ds, recvAt)
 	if isNew {
 		a.apply(ctx, "revision")
@@ -601,7 +622,12 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		a.inventory.SSHHostKeys = readHostKeys(a.cfg.SSHHostKeys)
 	}
 	start := time.Now()
-	rs, err := toRuleset(cur.ds, shift, a.cfg.Mode)
+	full := cur.ds
+	if a.held != nil {
+		full = a.held.full(cur.ds)
+	}
+	a.index = nil
+	rs, err := toRuleset(full, shift, a.cfg.Mode)
 	var res firewall.ApplyResult
 	switch {
 	case errors.Is(err, errModeMismatch):
@@ -619,10 +645,26 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 			err = fmt.Errorf("applying revision %d: %w", cur.ds.Revision, err)
 		}
 	}
-	took := time.Since(start)
+	if err == nil {
+		if _, ok := a.backend.(firewall.DeltaApplier); ok {
+			// The base of the deltas that follow: built from the grants
+			// just applied, with the same shift.
+			a.index, a.indexShift = firewall.NewIndex(rs, now), shift
+		}
+		a.shift = shift
+		a.lastRS = &rs
+	}
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
+	a.finish(ctx, cur.ds.Revision, reason, start, now, res, err)
+}
+
+// finish records the outcome of applying revision rev (a full apply or a
+// delta begun at start), remembers a new high-water mark before anything is
+// reported, and queues and sends the report.
+func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now time.Time, res firewall.ApplyResult, err error) {
+	took := time.Since(start)
 	rep := &wire.AgentReport{
-		Revision:    cur.ds.Revision,
+		Revision:    rev,
 		ApplyMillis: float64(took.Microseconds()) / 1000,
 		Addresses:   hostAddresses(),
 		Version:     a.cfg.Version,
@@ -633,29 +675,27 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		rep.Error = err.Error()
 		rep.Elements = a.elements // the kernel still holds the previous state
 		a.setError(err)
-		a.log.Error("apply failed; the firewall keeps its previous state", "reason", reason, "revision", cur.ds.Revision, "err", err)
+		a.log.Error("apply failed; the firewall keeps its previous state", "reason", reason, "revision", rev, "err", err)
 	} else {
 		a.failed = false
-		a.applied = cur.ds.Revision
-		a.shift = shift
-		a.lastRS = &rs
-		if cur.ds.Revision > a.highWater {
+		a.applied = rev
+		if rev > a.highWater {
 			// Remembered before the report: once the server has heard of a
 			// revision, this agent never takes an older one again.
-			a.highWater = cur.ds.Revision
+			a.highWater = rev
 			if err := a.saveHighWater(); err != nil {
 				a.log.Error("cannot remember the applied revision in the state directory; a restart would not notice a server that went back", "err", err)
 			}
 		}
 		a.elements = res.Elements
 		rep.Elements = a.elements
-		a.applyOK(cur.ds.Revision, now)
+		a.applyOK(rev, now)
 		switch {
 		case reason == "resync" && res.Changed:
-			a.log.Warn("the firewall table differed from the desired state; repaired", "revision", cur.ds.Revision,
+			a.log.Warn("the firewall table differed from the desired state; repaired", "revision", rev,
 				"added", res.Added, "removed", res.Removed, "protected_added", res.ProtectedAdded, "protected_removed", res.ProtectedRemoved)
 		case res.Changed:
-			a.log.Info("applied", "reason", reason, "revision", cur.ds.Revision, "elements", a.elements,
+			a.log.Info("applied", "reason", reason, "revision", rev, "elements", a.elements,
 				"added", res.Added, "removed", res.Removed, "took", took.Round(time.Microsecond))
 		}
 	}

@@ -83,31 +83,11 @@ func toRuleset(ds wire.DesiredState, shift time.Duration, mode firewall.Mode) (f
 		}
 	}
 	for i, g := range ds.Grants {
-		proto, err := parseProtocol(g.Protocol)
+		gr, err := toGrant(g, shift, gateway)
 		if err != nil {
-			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: %w", i, g.Source, g.Port, g.Protocol, err)
+			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %w", i, err)
 		}
-		if g.Port == 0 {
-			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s: port 0 is not a port", i, g.Source)
-		}
-		src, err := parseSource(g.Source)
-		if err != nil {
-			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %d/%s: %w", i, g.Port, g.Protocol, err)
-		}
-		dest, err := parseDest(g.Destination, gateway)
-		if err != nil {
-			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: %w", i, g.Source, g.Port, g.Protocol, err)
-		}
-		if g.ExpiresAt.IsZero() {
-			return firewall.Ruleset{}, fmt.Errorf("grants[%d] %s %d/%s: no deadline", i, g.Source, g.Port, g.Protocol)
-		}
-		rs.Grants = append(rs.Grants, firewall.Grant{
-			Source:  src,
-			Dest:    dest,
-			Proto:   proto,
-			Port:    g.Port,
-			Expires: g.ExpiresAt.Add(-shift),
-		})
+		rs.Grants = append(rs.Grants, gr)
 	}
 	for i, m := range ds.Published {
 		if !gateway {
@@ -133,6 +113,31 @@ func toRuleset(ds wire.DesiredState, shift time.Duration, mode firewall.Mode) (f
 		return firewall.Ruleset{}, err
 	}
 	return rs, nil
+}
+
+// toGrant converts one grant entry, its deadline moved shift earlier (see
+// toRuleset); a malformed entry is an error, which fails the whole state or
+// delta it came with.
+func toGrant(g wire.GrantEntry, shift time.Duration, gateway bool) (firewall.Grant, error) {
+	proto, err := parseProtocol(g.Protocol)
+	if err != nil {
+		return firewall.Grant{}, fmt.Errorf("%s %d/%s: %w", g.Source, g.Port, g.Protocol, err)
+	}
+	if g.Port == 0 {
+		return firewall.Grant{}, fmt.Errorf("%s: port 0 is not a port", g.Source)
+	}
+	src, err := parseSource(g.Source)
+	if err != nil {
+		return firewall.Grant{}, fmt.Errorf("%d/%s: %w", g.Port, g.Protocol, err)
+	}
+	dest, err := parseDest(g.Destination, gateway)
+	if err != nil {
+		return firewall.Grant{}, fmt.Errorf("%s %d/%s: %w", g.Source, g.Port, g.Protocol, err)
+	}
+	if g.ExpiresAt.IsZero() {
+		return firewall.Grant{}, fmt.Errorf("%s %d/%s: no deadline", g.Source, g.Port, g.Protocol)
+	}
+	return firewall.Grant{Source: src, Dest: dest, Proto: proto, Port: g.Port, Expires: g.ExpiresAt.Add(-shift)}, nil
 }
 
 // errModeMismatch marks a desired state of the other mode.

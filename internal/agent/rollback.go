@@ -118,6 +118,7 @@ func (a *Agent) rollback(ctx context.Context, cur *received, now time.Time) {
 	refusal := fmt.Errorf("refusing revision %d: this agent already applied revision %d, so the server's database went back (restored from an older copy?); "+
 		"every grant was removed, protected ports stay closed, until the server moves past revision %d", cur.ds.Revision, a.highWater, a.highWater)
 	rs := a.closedRuleset(ctx, cur, now)
+	a.index = nil // the kernel no longer holds the grants deltas would be based on
 	start := time.Now()
 	err := a.claimTable()
 	var res firewall.ApplyResult
