@@ -149,13 +149,13 @@ func TestGrantLatency(t *testing.T) {
 		return "{ " + src.String() + " . tcp . 2222" + timeout + " }"
 	}
 	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", func(src netip.Addr) error {
-		out, err := execIn(l.ServerNS, "nft", "add", "element", "inet", "jitgate", "grants4", elem(src, " timeout 600s"))
+		out, err := execIn(l.ServerNS, "nft", "add", "element", "inet", "jitgate", "hosts4", elem(src, " timeout 600s"))
 		if err != nil {
 			t.Logf("nft: %s", out)
 		}
 		return err
 	}, func(src netip.Addr) error {
-		out, err := execIn(l.ServerNS, "nft", "delete", "element", "inet", "jitgate", "grants4", elem(src, ""))
+		out, err := execIn(l.ServerNS, "nft", "delete", "element", "inet", "jitgate", "hosts4", elem(src, ""))
 		if err != nil {
 			t.Logf("nft: %s", out)
 		}

@@ -97,7 +97,7 @@ probe 192.0.2.1
 step "jitgate request web-01 --port 22 --duration $GRANT --reason 'demo' --wait"
 in_cli "$jg" request web-01 --port 22 --duration "$GRANT" --reason "demo" --wait
 probe 192.0.2.1
-in_srv nft list set inet jitgate grants4
+in_srv nft list set inet jitgate hosts4
 
 step "ssh root@192.0.2.2 through the grant"
 in_cli ssh -i "$work/ssh/id" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \

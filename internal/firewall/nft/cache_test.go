@@ -37,7 +37,7 @@ func TestApplyTrustsItsCache(t *testing.T) {
 
 	// Someone else deletes an element: the generation moves, Apply reads
 	// and repairs.
-	load(t, ns, "delete element inet jitgate grants4 { 203.0.113.9 . tcp . 22 }")
+	load(t, ns, "delete element inet jitgate hosts4 { 203.0.113.9 . tcp . 22 }")
 	if res := mustApply(t, b, rs); res.Added != 1 {
 		t.Fatalf("after a foreign deletion Apply = %+v, want the element re-added", res)
 	}

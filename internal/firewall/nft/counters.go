@@ -31,7 +31,11 @@ func (b *Backend) Blocked(ctx context.Context) (out []firewall.Blocked, err erro
 		return nil, fmt.Errorf("reading counters of table inet %s: %w", tableName, err)
 	}
 	defer func() { err = end(err) }()
-	ks, err := readKernel(c, newLayout(firewall.HostMode, 0), newClock(time.Now()))
+	// Only the port sets carry counters: reading the grant sets too made
+	// every report cost as much as reading every grant (~200 ms at 10,000).
+	ks, err := readKernelSets(c, newLayout(firewall.HostMode, 0), newClock(time.Now()), func(s setSpec) bool {
+		return s.role == roleProtected || s.role == roleAttempts || s.role == rolePublished
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reading counters of table inet %s: %w", tableName, err)
 	}

@@ -39,26 +39,26 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 	del, add := map[string][]elem{}, map[string][]elem{}
 	for _, e := range d.Del {
 		if validElement(e.Key(), gateway) {
-			name := l.spec(roleGrants, e.From.Is6()).name
+			name := l.spec(grantRole(e.From, e.To), e.From.Is6()).name
 			del[name] = append(del[name], grantElem(e))
 		}
 	}
 	for _, e := range d.Add {
 		if validElement(e.Key(), gateway) {
-			name := l.spec(roleGrants, e.From.Is6()).name
+			name := l.spec(grantRole(e.From, e.To), e.From.Is6()).name
 			add[name] = append(add[name], grantElem(e))
 		}
 	}
 	if gateway {
 		for _, t := range d.DelTranslations {
 			if validElement(firewall.ElementKey{From: t.From, To: t.To, Dest: t.Mapping.Public}, true) {
-				name := l.spec(roleDNAT, t.From.Is6()).name
+				name := l.spec(dnatRole(t.From, t.To), t.From.Is6()).name
 				del[name] = append(del[name], dnatElem(t))
 			}
 		}
 		for _, t := range d.AddTranslations {
 			if validElement(firewall.ElementKey{From: t.From, To: t.To, Dest: t.Mapping.Public}, true) {
-				name := l.spec(roleDNAT, t.From.Is6()).name
+				name := l.spec(dnatRole(t.From, t.To), t.From.Is6()).name
 				add[name] = append(add[name], dnatElem(t))
 			}
 		}

@@ -95,8 +95,10 @@ type desired struct {
 func (d desired) grantCount() int {
 	n := 0
 	for _, v6 := range []bool{false, true} {
-		if s, ok := d.sets[d.layout.spec(roleGrants, v6).name]; ok {
-			n += len(s.order)
+		for _, r := range []role{roleGrants, roleHosts} {
+			if s, ok := d.sets[d.layout.spec(r, v6).name]; ok {
+				n += len(s.order)
+			}
 		}
 	}
 	return n
@@ -129,7 +131,7 @@ func desiredState(rs firewall.Ruleset, now time.Time) desired {
 		if e.Expires.Sub(now) < time.Millisecond || !validElement(e.Key(), gateway) {
 			continue
 		}
-		put(roleGrants, e.From.Is6(), grantElem(e))
+		put(grantRole(e.From, e.To), e.From.Is6(), grantElem(e))
 	}
 	if !gateway {
 		return d
@@ -144,7 +146,7 @@ func desiredState(rs firewall.Ruleset, now time.Time) desired {
 		if t.Expires.Sub(now) < time.Millisecond || !validElement(firewall.ElementKey{From: t.From, To: t.To, Dest: t.Mapping.Public}, true) {
 			continue
 		}
-		put(roleDNAT, t.From.Is6(), dnatElem(t))
+		put(dnatRole(t.From, t.To), t.From.Is6(), dnatElem(t))
 	}
 	return d
 }
@@ -185,22 +187,29 @@ func grantKeyBytes(src netip.Addr, k firewall.PortKey) []byte {
 	return concat(src.AsSlice(), portKeyBytes(k))
 }
 
+// grantElem encodes a grant element; one of a single address (the hosts
+// set's) has no key end.
 func grantElem(e firewall.Element) elem {
 	k := e.PortKey()
-	return elem{
-		key: grantKeyBytes(e.From, k), keyEnd: grantKeyBytes(e.To, k), deadline: e.Expires,
-		text: renderRange(e.From, e.To) + " . " + portText(k),
+	out := elem{key: grantKeyBytes(e.From, k), deadline: e.Expires, text: renderRange(e.From, e.To) + " . " + portText(k)}
+	if e.From != e.To {
+		out.keyEnd = grantKeyBytes(e.To, k)
 	}
+	return out
 }
 
 func targetBytes(k firewall.PortKey) []byte { return concat(k.Dest.AsSlice(), portBytes(k.Port)) }
 
 func dnatElem(t firewall.Translation) elem {
 	pub := t.Mapping.PublicKey()
-	return elem{
-		key: grantKeyBytes(t.From, pub), keyEnd: grantKeyBytes(t.To, pub), val: targetBytes(t.Mapping.Target),
+	out := elem{
+		key: grantKeyBytes(t.From, pub), val: targetBytes(t.Mapping.Target),
 		deadline: t.Expires, text: renderRange(t.From, t.To) + " . " + portText(pub), valText: targetText(t.Mapping.Target),
 	}
+	if t.From != t.To {
+		out.keyEnd = grantKeyBytes(t.To, pub)
+	}
+	return out
 }
 
 func portText(k firewall.PortKey) string {

@@ -166,7 +166,7 @@ func TestRepairsChain(t *testing.T) {
 		{"flushed", fixed("flush chain inet jitgate input")},
 		{"drop rule deleted", func(t *testing.T, ns *testenv.Netns) string {
 			for _, line := range strings.Split(ns.Run(t, "nft", "-a", "list", "chain", "inet", "jitgate", "input"), "\n") {
-				if _, h, ok := strings.Cut(line, `"jitgate:v2:7" # handle `); ok {
+				if _, h, ok := strings.Cut(line, `"jitgate:v3:9" # handle `); ok {
 					return "delete rule inet jitgate input handle " + h
 				}
 			}
@@ -358,7 +358,7 @@ func TestMakePlanTolerance(t *testing.T) {
 			ks.sets[name] = held
 		}
 		p := makePlan(ks, d)
-		grants := d.layout.spec(roleGrants, false).name
+		grants := d.layout.spec(roleHosts, false).name // a single address
 		if len(p.del[grants]) != tc.updates || len(p.add[grants]) != tc.updates || p.rebuild || p.empty() != (tc.updates == 0) {
 			t.Errorf("kernel deadline off by %v: plan deletes %d, adds %d, rebuild %v; want %d update(s)", tc.held, len(p.del[grants]), len(p.add[grants]), p.rebuild, tc.updates)
 		}

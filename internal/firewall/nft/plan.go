@@ -30,7 +30,7 @@ func makePlan(ks kernelState, d desired) plan {
 	}
 	count := func(r role, added, removed int) {
 		switch r {
-		case roleGrants:
+		case roleGrants, roleHosts:
 			p.res.Added += added
 			p.res.Removed += removed
 		case roleProtected:

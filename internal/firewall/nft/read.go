@@ -73,6 +73,13 @@ func tableExists(c *nftables.Conn) (bool, error) {
 // Elements of sets with the right type are read even when the rest of the
 // layout is wrong.
 func readKernel(c *nftables.Conn, want layout, clk clock) (kernelState, error) {
+	return readKernelSets(c, want, clk, nil)
+}
+
+// readKernelSets is readKernel reading the elements of the sets only
+// accepts (all when nil): the counters need the port sets, not the grant
+// sets that hold every grant.
+func readKernelSets(c *nftables.Conn, want layout, clk clock, only func(setSpec) bool) (kernelState, error) {
 	ks := kernelState{mode: want.mode, counters: map[string]expr.Counter{}, sets: map[string]*setElems{}}
 	var err error
 	if ks.tableExists, err = tableExists(c); err != nil || !ks.tableExists {
@@ -125,6 +132,9 @@ func readKernel(c *nftables.Conn, want layout, clk clock) (kernelState, error) {
 			setsOK = false
 			continue
 		}
+		if only != nil && !only(spec) {
+			continue
+		}
 		held, counted, err := readElements(c, s, spec, clk)
 		if err != nil {
 			return ks, err
@@ -152,10 +162,10 @@ func readElements(c *nftables.Conn, s *nftables.Set, spec setSpec, clk clock) (*
 			continue // not produced by concatenated interval sets; be safe
 		}
 		h := elem{key: e.Key, keyEnd: e.KeyEnd, val: e.Val, counter: e.Counter}
-		if spec.interval() {
-			if len(h.keyEnd) == 0 {
-				h.keyEnd = h.key
-			}
+		if spec.interval() && len(h.keyEnd) == 0 {
+			h.keyEnd = h.key
+		}
+		if spec.timeout() {
 			h.deadline = deadline(e, before, after)
 		}
 		if spec.counter && e.Counter == nil {
@@ -226,7 +236,7 @@ func (ks kernelState) state() (firewall.State, error) {
 						cut = append(cut, k)
 					}
 				}
-			case roleGrants:
+			case roleGrants, roleHosts:
 				var from, to netip.Addr
 				var k firewall.PortKey
 				if from, to, k, err = decodeRange(e.key, e.keyEnd, gateway, s.spec.v6); err == nil {
@@ -239,7 +249,7 @@ func (ks kernelState) state() (firewall.State, error) {
 						published = append(published, firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port})
 					}
 				}
-			case roleDNAT:
+			case roleDNAT, roleDNATHosts:
 				var from, to netip.Addr
 				var pub, target firewall.PortKey
 				if from, to, pub, err = decodeRange(e.key, e.keyEnd, true, s.spec.v6); err == nil {

@@ -30,6 +30,8 @@ func Render(rs firewall.Ruleset, now time.Time) string {
 		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.name, typ)
 		if s.interval() {
 			b.WriteString("\t\tflags interval,timeout\n")
+		} else if s.timeout() {
+			b.WriteString("\t\tflags timeout\n")
 		}
 		if s.counter {
 			b.WriteString("\t\tcounter\n")
