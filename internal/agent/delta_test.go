@@ -43,7 +43,7 @@ func (c *countingFake) ApplyDelta(ctx context.Context, d firewall.Delta, now tim
 func realServer(t *testing.T) (*client.Client, string, string) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
