@@ -29,8 +29,9 @@ import (
 // terminal that runs what is typed (the shell's arithmetic comes back); the
 // session is listed as a terminal; xterm.js's styles apply under the nonce
 // CSP; a kill closes the terminal with who and why; a revoked grant closes it
-// and refuses the next Connect; a grant's expiry closes it; a host key other
-// than the one the agent reports is refused and audited.
+// and refuses the next Connect; a grant's expiry closes it; the agent's loss
+// closes it with "connection lost" and a Reconnect button; a host key other
+// than the one the agent reports is refused (on Reconnect) and audited.
 func TestTerminalInBrowser(t *testing.T) {
 	b := testlab.NewBastion(t)
 	browser := startBrowser(t, b.Lab)
@@ -147,12 +148,20 @@ func TestTerminalInBrowser(t *testing.T) {
 		t.Fatalf("the terminal did not end with the grant's expiry: status %q: %v", status(), err)
 	}
 
+	t.Log("the agent's loss ends the terminal with a reconnect offer")
+	third := grant(30 * time.Minute)
+	admin.do(chromedp.Navigate(fmt.Sprintf("%s/ui/terminal/%s?port=2022", testlab.ServerURL, third.ID)), chromedp.WaitVisible(chromedp.ID("term-connect")))
+	connect()
+	typeLine("echo third-$((5*5))", "third-25")
+	b.Agent.Kill()
+	admin.waitFor("the terminal offers to reconnect", `!document.querySelector('#term-lost').hidden &&
+		document.querySelector('#term-lost').textContent.includes('Connection lost') && document.querySelector('#term-status').textContent.includes('agent was lost')`)
+
 	t.Log("a host key other than the one the agent reports is refused and audited")
 	other := filepath.Join(b.Dir, "other_host_ed25519")
 	if o, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v %s", err, o)
 	}
-	b.Agent.Kill()
 	b.StartTargetAgent("", "--ssh-trusted-ca", caFile, "--ssh-host-keys", other+".pub")
 	otherKey, err := os.ReadFile(other + ".pub")
 	if err != nil {
@@ -162,11 +171,10 @@ func TestTerminalInBrowser(t *testing.T) {
 		t, err := c.Target(ctx, "web-01")
 		return err == nil && t.Inventory != nil && len(t.Inventory.SSHHostKeys) == 1 && strings.HasPrefix(string(otherKey), t.Inventory.SSHHostKeys[0])
 	})
-	third := grant(30 * time.Minute)
-	admin.do(chromedp.Navigate(fmt.Sprintf("%s/ui/terminal/%s?port=2022", testlab.ServerURL, third.ID)), chromedp.WaitVisible(chromedp.ID("term-connect")))
-	admin.waitFor("the terminal page's script ready", `document.querySelector('#term-form').dataset.ready === '1'`)
+	// Reconnect (a certificate login needs nothing typed again) reaches the
+	// target once the agent's relay is back, and is refused for its key.
 	b.Eventually("the agent's relay is back and the target answers", 15*time.Second, func() bool {
-		admin.do(chromedp.Click(chromedp.ID("term-connect")))
+		admin.do(chromedp.Click(chromedp.ID("term-reconnect")))
 		admin.waitFor("an answer", `/ended|Could not connect/.test(document.querySelector('#term-status').textContent)`)
 		return strings.Contains(status(), "not one its agent reported")
 	})
