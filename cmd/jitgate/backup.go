@@ -47,11 +47,12 @@ it never reopens access. See docs/operations.md.`,
 	return cmd
 }
 
-// newRestoreCmd puts a backup in place of the server's database.
+// newRestoreCmd puts a backup in place of the server's database, or marks a
+// PostgreSQL database that was put back by PostgreSQL's own tools.
 func (a *app) newRestoreCmd() *cobra.Command {
-	var dataDir, from string
+	var dataDir, from, database string
 	cmd := &cobra.Command{
-		Use:   "restore --data-dir DIR --from FILE",
+		Use:   "restore (--data-dir DIR --from FILE | --database postgres://...)",
 		Short: "Put a backup in place of the stopped server's database",
 		Long: `Put the database copy FILE in place of the server's database in DIR. The
 server must be stopped (restore refuses while it holds the data directory).
@@ -61,18 +62,50 @@ At its next start the server ends every grant live in the restored copy
 (revoked, "database restored"), and moves every target's revision above the
 ones its agents applied, so nothing the copy brings back opens a port or shows
 active. Agents that notice a revision lower than one they applied remove every
-grant until the server moves past it. Requesters ask again. See
-docs/operations.md.`,
+grant until the server moves past it. Requesters ask again.
+
+With --database, the PostgreSQL database was put back with pg_restore (or
+from a base backup) while every server was stopped: restore only marks it, so
+that the first server start on it does the same. See docs/operations.md.`,
 		Example: `  systemctl stop jitgate
   jitgate restore --data-dir /var/lib/jitgate --from /backup/jitgate-2026-01-02.db
-  systemctl start jitgate`,
+  systemctl start jitgate
+
+  pg_restore --clean --dbname jitgate /backup/jitgate.dump
+  jitgate restore --database 'postgres://jitgate@db.example/jitgate?sslmode=verify-full'`,
 		Args: noArgs,
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the server's data directory (required)")
-	cmd.Flags().StringVar(&from, "from", "", "the database copy to restore (required)")
-	_ = cmd.MarkFlagRequired("data-dir")
-	_ = cmd.MarkFlagRequired("from")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the server's data directory (SQLite)")
+	cmd.Flags().StringVar(&from, "from", "", "the database copy to restore (SQLite)")
+	cmd.Flags().StringVar(&database, "database", "", "PostgreSQL URL of a database put back by PostgreSQL's tools, to mark (default $JITGATE_DATABASE when --from is not given)")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		if database == "" && from == "" {
+			database = a.env("JITGATE_DATABASE")
+		}
+		if database != "" {
+			if from != "" || dataDir != "" {
+				return usagef("--database marks a PostgreSQL database restored with its own tools; --from and --data-dir are for SQLite")
+			}
+			if !store.IsPostgresURL(database) {
+				return usagef("--database: want a postgres:// or postgresql:// URL")
+			}
+			st, err := store.OpenPostgres(ctx, database, store.DefaultConfig())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.MarkRestored(ctx, time.Now()); err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(map[string]string{"marked": "database"})
+			}
+			fmt.Fprintln(a.stdout, "database marked as restored; its live grants end when the first server starts on it")
+			return nil
+		}
+		if dataDir == "" || from == "" {
+			return usagef("restore needs --data-dir and --from (SQLite), or --database (PostgreSQL)")
+		}
 		release, err := server.LockDataDir(dataDir)
 		if err != nil {
 			return err

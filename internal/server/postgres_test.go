@@ -1,9 +1,18 @@
 package server
 
 import (
+	"context"
+	"database/sql"
+	"log/slog"
+	neturl "net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/store"
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/testenv"
@@ -56,5 +65,131 @@ func TestRunOnPostgres(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dirA, "jitgate.db")); err == nil {
 		t.Error("an SQLite file was created beside a PostgreSQL database")
+	}
+}
+
+// openGuardedPG opens the PostgreSQL database at url as Run does with
+// Database set: restore guard first (its mark in dir), then the mark kept
+// current after every change.
+func openGuardedPG(t *testing.T, dir, url string, log *slog.Logger) *store.Store {
+	t.Helper()
+	st, err := store.OpenPostgres(t.Context(), url, store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := guardRestore(t.Context(), st, dir, log, time.Now())
+	if err != nil {
+		st.Close()
+		t.Fatalf("guardRestore: %v", err)
+	}
+	t.Cleanup(func() { g.close() })
+	st.Subscribe(func(...string) {
+		if err := g.note(context.Background()); err != nil {
+			t.Errorf("note: %v", err)
+		}
+	})
+	return st
+}
+
+// copyPGDatabase copies the database at url (no connection may be open to
+// it) into a new database on the same server, as a backup taken then, and
+// returns the copy's URL; the copy is dropped when the test ends.
+func copyPGDatabase(t *testing.T, url string) string {
+	t.Helper()
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	copyName := name + "_copy"
+	admin := *u
+	admin.Path = "/postgres"
+	db, err := sql.Open("pgx", admin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), `CREATE DATABASE `+copyName+` TEMPLATE `+name); err != nil {
+		t.Fatalf("copying database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		db, err := sql.Open("pgx", admin.String())
+		if err == nil {
+			db.Exec(`DROP DATABASE IF EXISTS ` + copyName + ` WITH (FORCE)`)
+			db.Close()
+		}
+	})
+	u.Path = "/" + copyName
+	return u.String()
+}
+
+// TestRestoreGuardOnPostgres: the restore guard holds for PostgreSQL as for
+// SQLite. A database put back from a copy taken while a grant was live,
+// after the grant was revoked, is caught by the data directory's mark: the
+// start ends the grant and lifts the revision above what was served. A
+// restore onto a replica with a fresh data directory (no mark) is caught by
+// the mark jitgate restore --database sets (MarkRestored).
+func TestRestoreGuardOnPostgres(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	now := time.Now()
+	url := testenv.Postgres(t)
+
+	st := openGuardedPG(t, dir, url, log)
+	gateWeb1(t, st, now)
+	req := requestWeb1(t, st, "198.51.100.7/32", now)
+	if _, err := st.ReportApplied(ctx, "web-1", req.Revision, "", nil, "", now); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	backup := copyPGDatabase(t, url) // the grant is live in it
+	backup2 := copyPGDatabase(t, backup)
+
+	st = openGuardedPG(t, dir, url, log)
+	if _, err := st.RevokeRequest(ctx, guardActor, req.ID, "done", now); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt, _, _, err := st.DesiredState(ctx, "web-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	for _, tc := range []struct {
+		name string
+		dir  string
+		url  string
+		mark bool
+	}{
+		{"older copy, same data directory", dir, backup, false},
+		{"marked copy, new data directory", t.TempDir(), backup2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.mark {
+				st, err := store.OpenPostgres(ctx, tc.url, store.DefaultConfig())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.MarkRestored(ctx, now); err != nil {
+					t.Fatal(err)
+				}
+				st.Close()
+			}
+			st := openGuardedPG(t, tc.dir, tc.url, log)
+			defer st.Close()
+			got, err := st.GetRequest(ctx, req.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != access.Revoked || !strings.Contains(got.Message, "database restored") {
+				t.Errorf("request after starting on the copy: %s %q, want revoked with \"database restored\"", got.State, got.Message)
+			}
+			rev, _, grants, err := st.DesiredState(ctx, "web-1", now)
+			if err != nil || len(grants) != 0 || rev <= revokedAt {
+				t.Errorf("desired state after the restore: revision %d with %d grants (%v), want none and a revision above %d", rev, len(grants), err, revokedAt)
+			}
+		})
 	}
 }

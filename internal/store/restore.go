@@ -362,3 +362,17 @@ func openPlain(path string, mustExist bool) (*sql.DB, error) {
 	}
 	return db, nil
 }
+
+// MarkRestored sets the restore mark in the store's database, as
+// RestoreSQLite does in the file it installs: the first server start on it
+// ends every grant live in it. For a PostgreSQL database put back with
+// pg_restore or from a base backup (jitgate restore --database).
+func (s *Store) MarkRestored(ctx context.Context, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO store_meta (key, value) VALUES ('restore_pending', $1)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, ms(now)); err != nil {
+			return fmt.Errorf("marking the database as restored: %w", err)
+		}
+		return nil
+	})
+}
