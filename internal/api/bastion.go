@@ -125,8 +125,12 @@ const endedElsewhereEvery = time.Second
 // while this process relays sessions, one query per round whatever their
 // number.
 func (a *api) watchEndedElsewhere() {
-	for {
+	recorded := map[*liveSession][2]int64{}
+	for round := 1; ; round++ {
 		time.Sleep(endedElsewhereEvery)
+		if round%bytesRecordRounds == 0 {
+			a.recordLiveBytes(recorded)
+		}
 		a.sessions.mu.Lock()
 		if len(a.sessions.m) == 0 {
 			a.sessions.watching = false
@@ -150,6 +154,41 @@ func (a *api) watchEndedElsewhere() {
 				a.Logger.Info("bastion session ended by another replica", "session", x.ID, "reason", x.Reason, "by", x.EndedBy)
 				ls.end(x.Reason, x.EndedBy, x.Message)
 			}
+		}
+	}
+}
+
+// bytesRecordRounds is how many rounds of watchEndedElsewhere pass between
+// two writes of the live sessions' byte counts.
+const bytesRecordRounds = 5
+
+// recordLiveBytes writes the byte counts of the sessions relayed here that
+// moved since the last write (recorded), when other replicas are live:
+// their lists show the sessions this one relays with these counts (its own
+// list shows the exact ones).
+func (a *api) recordLiveBytes(recorded map[*liveSession][2]int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if others, err := a.Store.OtherReplicasLive(ctx, a.replicaID(), a.Now()); err != nil || !others {
+		return
+	}
+	live := a.sessions.all()
+	seen := make(map[*liveSession]bool, len(live))
+	for _, ls := range live {
+		seen[ls] = true
+		now := [2]int64{ls.count.In.Load(), ls.count.Out.Load()}
+		if recorded[ls] == now {
+			continue
+		}
+		if err := a.Store.RecordSessionBytes(ctx, ls.x.ID, now[0], now[1]); err != nil {
+			a.Logger.Warn("bastion: recording the bytes of a live session", "session", ls.x.ID, "err", err)
+			continue
+		}
+		recorded[ls] = now
+	}
+	for ls := range recorded {
+		if !seen[ls] {
+			delete(recorded, ls)
 		}
 	}
 }

@@ -40,8 +40,10 @@ func newReplicaPair(t *testing.T, secretB replica.Secret) *replicaPair {
 	var deps api.Deps
 	a := newEnvWith(t, func(d *api.Deps) { d.Replica = repA; deps = *d })
 	repA.Address = a.srv.URL
-	if err := a.st.HeartbeatReplica(context.Background(), "A", repA.Address, time.Now(), time.Hour); err != nil {
-		t.Fatal(err)
+	for id, addr := range map[string]string{"A": repA.Address, "B": ""} {
+		if err := a.st.HeartbeatReplica(context.Background(), id, addr, time.Now(), time.Hour); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deps.Relay = nil // B's own: the agent is not connected to it
 	deps.Registry = prometheus.NewRegistry()
@@ -77,6 +79,14 @@ func TestTunnelAcrossReplicas(t *testing.T) {
 	live := sessionByID(t, p.cB, "")
 	if live.Principal != "alice" || live.BytesIn != 6 {
 		t.Errorf("session listed on B = %+v, want alice's with 6 bytes in", live)
+	}
+	// A lists it too, with the bytes B records every few seconds.
+	deadline := time.Now().Add(10 * time.Second)
+	for sessionByID(t, p.a.c, live.ID).BytesIn != 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("replica A lists the live session B relays as %+v, want 6 bytes in within 10 s", sessionByID(t, p.a.c, live.ID))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	killed, err := p.a.c.KillSession(ctx, live.ID, "ended from the other replica")
 	if err != nil || killed.EndReason != "killed" {
