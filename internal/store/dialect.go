@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -32,13 +33,21 @@ type dialect struct {
 	// file. The cost is that writes do not run in parallel, as on SQLite;
 	// reads (agents' long polls, listings) do not take the lock.
 	lockWrites string
+	// writeTx are the options of write transactions. On PostgreSQL READ
+	// COMMITTED is asked for explicitly: under a stricter default
+	// (default_transaction_isolation set by an operator) the snapshot
+	// would be taken by the lock statement, before the lock is granted,
+	// and the transaction would not see the writer before it
+	// (TestPostgresReplicasStricterDefault).
+	writeTx *sql.TxOptions
 }
 
 var (
 	sqliteDialect = dialect{name: "sqlite", migrations: "migrations"}
 	// 0x6a697467 is "jitg": the one advisory lock key of the store.
 	postgresDialect = dialect{name: "postgres", migrations: "migrations_postgres",
-		lockWrites: `SELECT pg_advisory_xact_lock(1785295975)`}
+		lockWrites: `SELECT pg_advisory_xact_lock(1785295975)`,
+		writeTx:    &sql.TxOptions{Isolation: sql.LevelReadCommitted}}
 )
 
 // IsPostgresURL reports whether database names a PostgreSQL database

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"database/sql"
 	"os"
 	"testing"
 
@@ -47,6 +48,29 @@ func TestPostgresConfigured(t *testing.T) {
 func TestPostgresReplicas(t *testing.T) {
 	storetest.RunReplicas(t, func(t *testing.T, n int) []*store.Store {
 		url := testenv.Postgres(t)
+		ss := make([]*store.Store, n)
+		for i := range ss {
+			ss[i] = openPostgres(t, url)
+		}
+		return ss
+	})
+}
+
+// TestPostgresReplicasStricterDefault: a database whose default isolation
+// is REPEATABLE READ (an operator's setting) keeps the invariants: the
+// store's write transactions ask for READ COMMITTED themselves, so each
+// statement after the write lock sees what the writer before committed.
+func TestPostgresReplicasStricterDefault(t *testing.T) {
+	storetest.RunReplicas(t, func(t *testing.T, n int) []*store.Store {
+		url := testenv.Postgres(t)
+		db, err := sql.Open("pgx", url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(t.Context(), `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = ''repeatable read''', current_database()); END $$`); err != nil {
+			t.Fatal(err)
+		}
 		ss := make([]*store.Store, n)
 		for i := range ss {
 			ss[i] = openPostgres(t, url)

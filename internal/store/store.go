@@ -200,7 +200,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // A storage failure (a full disk) is classified by writeFailed: the caller
 // gets ErrStorageFull and reports nothing done.
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.BeginTx(ctx, s.dialect.writeTx)
 	if err != nil {
 		return s.writeFailed(fmt.Errorf("beginning transaction: %w", err))
 	}
