@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -97,6 +98,8 @@ type wsConn struct {
 	r    io.Reader // the message being read
 	stop func() bool
 	once sync.Once
+	// writeDeadline is the write deadline in Unix nanoseconds (0: none).
+	writeDeadline atomic.Int64
 }
 
 func newWSConn(ctx context.Context, c *websocket.Conn) *wsConn {
@@ -134,6 +137,14 @@ func (w *wsConn) Read(p []byte) (int, error) {
 }
 
 func (w *wsConn) Write(p []byte) (int, error) {
+	// The library reads its write deadline in the writing goroutine, so
+	// it is handed over here rather than in SetWriteDeadline, which may
+	// run concurrently with a write.
+	var dl time.Time
+	if n := w.writeDeadline.Load(); n != 0 {
+		dl = time.Unix(0, n)
+	}
+	w.c.SetWriteDeadline(dl)
 	if err := w.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -162,10 +173,14 @@ func (w *wsConn) SetReadDeadline(t time.Time) error { return w.c.SetReadDeadline
 
 // SetWriteDeadline sets the deadline of later writes and also of a write
 // already waiting on the socket (the WebSocket library applies its own only
-// when a write starts): a past deadline ends a blocked write at once, as
-// Splice's hard close needs.
+// when it writes a frame): a past deadline ends a blocked write at once, as
+// Splice's hard close needs. It is safe to call during a write.
 func (w *wsConn) SetWriteDeadline(t time.Time) error {
-	w.c.SetWriteDeadline(t)
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+	}
+	w.writeDeadline.Store(n)
 	return w.c.NetConn().SetWriteDeadline(t)
 }
 
