@@ -31,10 +31,16 @@ func rwDB(t *testing.T, path string) *sql.DB {
 // request.activated, request.revoked, request.refused (ids 1 to 8).
 func trail(t *testing.T) (*store.Store, string) {
 	t.Helper()
-	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "jitgate.db")
 	s := openSQLite(t, path)
 	t.Cleanup(func() { s.Close() })
+	return fillTrail(t, s), path
+}
+
+// fillTrail writes trail's events into s.
+func fillTrail(t *testing.T, s *store.Store) *store.Store {
+	t.Helper()
+	ctx := t.Context()
 	_, _, req := seed(t, s)
 	if _, err := s.ReportApplied(ctx, "web-1", req.Revision, "", nil, "", t0.Add(time.Second)); err != nil {
 		t.Fatal(err)
@@ -46,7 +52,7 @@ func trail(t *testing.T) (*store.Store, string) {
 		Reason: "no", Details: map[string]any{"rule": "22/tcp", "b": 1.5}}); err != nil {
 		t.Fatal(err)
 	}
-	return s, path
+	return s
 }
 
 func verify(t *testing.T, s *store.Store) store.VerifyResult {
@@ -168,50 +174,54 @@ func TestAuditChainMigration(t *testing.T) {
 }
 
 func TestListAuditActorUntil(t *testing.T) {
-	s, _ := trail(t)
-	ctx := t.Context()
-	for _, tc := range []struct {
-		f    store.AuditFilter
-		want []int64
-	}{
-		{store.AuditFilter{Actor: "bob"}, []int64{7}},
-		{store.AuditFilter{Actor: "carol", Target: "web-1"}, []int64{8}},
-		{store.AuditFilter{Until: t0.Add(time.Second)}, []int64{1, 2, 3, 4, 5}},
-		{store.AuditFilter{Since: t0.Add(time.Second), Until: t0.Add(2 * time.Minute)}, []int64{6, 7}},
-		{store.AuditFilter{Actor: "nobody"}, nil},
-	} {
-		es, err := s.ListAudit(ctx, tc.f)
-		if err != nil {
-			t.Fatalf("ListAudit(%+v): %v", tc.f, err)
+	eachDatabase(t, func(t *testing.T, open opener) {
+		s := fillTrail(t, open(t, store.DefaultConfig()))
+		ctx := t.Context()
+		for _, tc := range []struct {
+			f    store.AuditFilter
+			want []int64
+		}{
+			{store.AuditFilter{Actor: "bob"}, []int64{7}},
+			{store.AuditFilter{Actor: "carol", Target: "web-1"}, []int64{8}},
+			{store.AuditFilter{Until: t0.Add(time.Second)}, []int64{1, 2, 3, 4, 5}},
+			{store.AuditFilter{Since: t0.Add(time.Second), Until: t0.Add(2 * time.Minute)}, []int64{6, 7}},
+			{store.AuditFilter{Actor: "nobody"}, nil},
+		} {
+			es, err := s.ListAudit(ctx, tc.f)
+			if err != nil {
+				t.Fatalf("ListAudit(%+v): %v", tc.f, err)
+			}
+			var got []int64
+			for _, e := range es {
+				got = append(got, e.ID)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("ListAudit(%+v) ids = %v, want %v", tc.f, got, tc.want)
+			}
 		}
-		var got []int64
-		for _, e := range es {
-			got = append(got, e.ID)
-		}
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("ListAudit(%+v) ids = %v, want %v", tc.f, got, tc.want)
-		}
-	}
+	})
 }
 
 func TestTargetStats(t *testing.T) {
-	s, _ := trail(t)
-	ctx := t.Context()
-	st, err := s.TargetStats(ctx, "web-1", t0.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.LastAccess == nil || !st.LastAccess.Equal(t0.Add(time.Second)) || st.LastUser != "alice" || st.Approved7d != 1 {
-		t.Errorf("TargetStats = %+v, want last access at t0+1s by alice, 1 in 7 days", st)
-	}
-	if st, _ := s.TargetStats(ctx, "web-1", t0.Add(8*24*time.Hour)); st.Approved7d != 0 || st.LastAccess == nil {
-		t.Errorf("8 days later TargetStats = %+v, want the last access kept and 0 in 7 days", st)
-	}
-	if st, err := s.TargetStats(ctx, "nope", t0); err != nil || st.LastAccess != nil || st.Approved7d != 0 {
-		t.Errorf("TargetStats of an unknown target = %+v, %v; want zero", st, err)
-	}
-	all, err := s.AllTargetStats(ctx, t0.Add(time.Hour))
-	if err != nil || len(all) != 1 || all["web-1"].Approved7d != 1 {
-		t.Errorf("AllTargetStats = %+v, %v", all, err)
-	}
+	eachDatabase(t, func(t *testing.T, open opener) {
+		s := fillTrail(t, open(t, store.DefaultConfig()))
+		ctx := t.Context()
+		st, err := s.TargetStats(ctx, "web-1", t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LastAccess == nil || !st.LastAccess.Equal(t0.Add(time.Second)) || st.LastUser != "alice" || st.Approved7d != 1 {
+			t.Errorf("TargetStats = %+v, want last access at t0+1s by alice, 1 in 7 days", st)
+		}
+		if st, _ := s.TargetStats(ctx, "web-1", t0.Add(8*24*time.Hour)); st.Approved7d != 0 || st.LastAccess == nil {
+			t.Errorf("8 days later TargetStats = %+v, want the last access kept and 0 in 7 days", st)
+		}
+		if st, err := s.TargetStats(ctx, "nope", t0); err != nil || st.LastAccess != nil || st.Approved7d != 0 {
+			t.Errorf("TargetStats of an unknown target = %+v, %v; want zero", st, err)
+		}
+		all, err := s.AllTargetStats(ctx, t0.Add(time.Hour))
+		if err != nil || len(all) != 1 || all["web-1"].Approved7d != 1 {
+			t.Errorf("AllTargetStats = %+v, %v", all, err)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"database/sql"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/jitgate/jitgate/internal/store"
@@ -76,5 +77,30 @@ func TestPostgresReplicasStricterDefault(t *testing.T) {
 			ss[i] = openPostgres(t, url)
 		}
 		return ss
+	})
+}
+
+// opener opens a new, empty store with cfg, closed when the test ends.
+type opener func(t *testing.T, cfg store.Config) *store.Store
+
+// eachDatabase runs f as a subtest on a new SQLite store and on a new
+// PostgreSQL one, for the store tests that are not (yet) in storetest.
+func eachDatabase(t *testing.T, f func(t *testing.T, open opener)) {
+	t.Run("SQLite", func(t *testing.T) {
+		f(t, func(t *testing.T, cfg store.Config) *store.Store {
+			s := openSQLiteWith(t, filepath.Join(t.TempDir(), "jitgate.db"), cfg)
+			t.Cleanup(func() { s.Close() })
+			return s
+		})
+	})
+	t.Run("PostgreSQL", func(t *testing.T) {
+		f(t, func(t *testing.T, cfg store.Config) *store.Store {
+			s, err := store.OpenPostgres(t.Context(), testenv.Postgres(t), cfg)
+			if err != nil {
+				t.Fatalf("OpenPostgres: %v", err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		})
 	})
 }
