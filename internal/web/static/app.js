@@ -676,7 +676,13 @@
     // resize before it would be taken for a broken client).
     let started = false;
     const send = (obj) => { if (started && ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
-    term.onData((d) => { if (started && ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
+    // A paste can be large: it goes in frames of at most 16 KiB (the server
+    // refuses frames over 64 KiB).
+    term.onData((d) => {
+      if (!started || !ws || ws.readyState !== WebSocket.OPEN) return;
+      const b = enc.encode(d);
+      for (let i = 0; i < b.length; i += 16384) ws.send(b.subarray(i, i + 16384));
+    });
     term.onBinary((d) => {
       if (!started || !ws || ws.readyState !== WebSocket.OPEN) return;
       const b = new Uint8Array(d.length);
