@@ -9,9 +9,12 @@
 //   - The agent never changes the kernel because the server is unreachable or
 //     answers errors. Kernel element timeouts keep closing grants on time with
 //     the agent disconnected or dead, so "leave the gate as it is" is safe.
-//   - Every apply carries the complete state (firewall.Backend.Apply is
-//     atomic): a failed apply leaves the previous state and is retried with
-//     backoff; a periodic full resync repairs a table someone edited.
+//   - Every apply is atomic, whether it carries the complete state
+//     (firewall.Backend.Apply) or a delta of it (firewall.DeltaApplier, see
+//     delta.go): a failed apply leaves the previous state and is retried
+//     with backoff as a full apply; a delta the agent cannot apply exactly
+//     is not applied at all, and a snapshot is asked for; a periodic full
+//     resync repairs a table someone edited.
 //   - A grant closes at the earlier of the server's and the agent's clock
 //     readings of its deadline (see toRuleset).
 //   - The periodic resync keeps running while the server is unreachable: it

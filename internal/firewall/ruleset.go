@@ -66,9 +66,10 @@ type Grant struct {
 // Key is the port the grant opens.
 func (g Grant) Key() PortKey { return PortKey{Proto: g.Proto, Port: g.Port, Dest: g.Dest} }
 
-// Ruleset is the complete desired state of one gate. Backends never receive
-// increments: every Apply carries the full state, so a lost or repeated Apply
-// cannot leave the kernel in a state nobody asked for.
+// Ruleset is the complete desired state of one gate. Apply always carries
+// the full state, so a lost or repeated Apply cannot leave the kernel in a
+// state nobody asked for; the agent's incremental path (Index, Delta,
+// DeltaApplier) falls back to it on any doubt.
 type Ruleset struct {
 	// Mode says what the gate protects: the host itself (the zero value)
 	// or the destinations behind a gateway. Ports, grants and mappings

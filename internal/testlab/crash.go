@@ -18,7 +18,10 @@ import (
 const CrashSeedEnv = "JITGATE_CRASH_SEED"
 
 // The points of a grant's life at which a crash run kills processes.
-var crashPoints = []string{"request", "apply", "expiry", "reconcile"}
+// "delta" and "revoke" aim at the agent's incremental path: a kill between a
+// delta reaching the kernel and its report, and between a revocation's
+// delta and its report (whose confirmation must then mean the port closed).
+var crashPoints = []string{"request", "apply", "expiry", "reconcile", "delta", "revoke"}
 
 // CrashConfig configures Lab.RunCrashes. The lab's server must be running
 // with the default activation timeout, its agent enrolled and running, and
@@ -173,6 +176,7 @@ func (r *crashRun) trial(i int) {
 		req     wire.Request
 		ok      bool
 		restart func()
+		revoked bool
 	)
 	switch point {
 	case "request":
@@ -195,6 +199,35 @@ func (r *crashRun) trial(i int) {
 			r.jitter(300 * time.Millisecond)
 		}
 		restart = r.kill(victim)
+	case "delta":
+		// Kill as soon as the kernel holds the grant (a delta applied),
+		// before or while the agent reports it.
+		req, ok = r.request(src, d)
+		if ok {
+			r.waitOpen(src, 2*time.Second)
+		}
+		restart = r.kill(victim)
+	case "revoke":
+		// Revoke an active grant and kill while its removal delta is
+		// applied and reported.
+		req, ok = r.request(src, d)
+		if ok {
+			req = r.follow(req, src)
+		}
+		if !ok || req.State != "active" {
+			restart = r.kill(victim)
+			break
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			r.api.Revoke(ctx, req.ID, "crash harness") // the answer may be cut off by the kill
+		})
+		r.jitter(4 * time.Millisecond)
+		restart = r.kill(victim)
+		wg.Wait()
+		revoked = true
 	case "reconcile":
 		// A request made while the agent is dead; kill again during the
 		// restarted agent's first reconcile.
@@ -208,7 +241,10 @@ func (r *crashRun) trial(i int) {
 	r.jitter(300 * time.Millisecond)
 	restart()
 	if ok {
-		r.follow(req, src)
+		req = r.follow(req, src)
+	}
+	if revoked {
+		r.checkRemoval(req, src)
 	}
 	r.checkNoneStuck(false)
 	r.checkDue()
@@ -251,6 +287,41 @@ func (r *crashRun) follow(req wire.Request, src netip.Addr) wire.Request {
 		}
 	}
 	return req
+}
+
+// waitOpen waits (at most limit) until src can connect to the port.
+func (r *crashRun) waitOpen(src netip.Addr, limit time.Duration) {
+	for end := time.Now().Add(limit); time.Now().Before(end); {
+		if r.l.CanConnect(src, ServerIP, r.cfg.Port) {
+			return
+		}
+	}
+}
+
+// checkRemoval follows a request whose revocation may have been cut off by
+// a kill: once the server says the removal is confirmed (the agent
+// reported a revision without the grant), src must not connect any more.
+// A revocation the kill lost leaves the request active, which expires.
+func (r *crashRun) checkRemoval(req wire.Request, src netip.Addr) {
+	limit := time.Now().Add(DefaultActivationTimeout + crashSlack)
+	for time.Now().Before(limit) && time.Now().Before(req.ExpiresAt) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		got, err := r.api.Request(ctx, req.ID)
+		cancel()
+		switch {
+		case err != nil:
+			r.api = r.l.APIClient()
+		case got.State == "active":
+			return // the revocation was lost with the server: nothing to confirm
+		case got.Removal != nil && got.Removal.State == "confirmed":
+			r.rep.ClosedChecks++
+			if r.l.CanConnect(src, ServerIP, r.cfg.Port) {
+				r.violation("request %s: removal confirmed, but %s still connects to port %d", req.ID, src, r.cfg.Port)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // checkDue checks every source whose deadline + 1 s has passed.
