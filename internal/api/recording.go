@@ -424,6 +424,11 @@ func (a *api) watchTerminal(w http.ResponseWriter, r *http.Request, p store.Prin
 	if x.State != session.Live || t == nil {
 		return fmt.Errorf("session %s is not a live browser terminal on this server (only those can be watched): %w", x.ID, store.ErrConflict)
 	}
+	// A plain GET (the page asking why an upgrade failed) learns that it
+	// would pass, and is not a watch: nothing is audited.
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return errStatus(http.StatusUpgradeRequired, "every check passed: open this URL as a WebSocket to watch")
+	}
 	if err := a.Store.Audit(r.Context(), audit.Event{At: a.Now(), Actor: p.Name(), Action: audit.SessionWatched, Target: x.Target,
 		RequestID: x.RequestID, ClientAddr: addrString(a.clientAddr(r)), Details: map[string]any{"session": x.ID, "principal": x.Principal}}); err != nil {
 		return err

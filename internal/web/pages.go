@@ -32,6 +32,8 @@ type view struct {
 	Audit     *auditView
 	Sessions  *sessionsView
 	Terminal  *terminalView
+	Player    *playerView
+	Watch     *watchView
 }
 
 // The dashboard's tabs: the classes of wire.Target.Class.
@@ -402,6 +404,12 @@ type sessionsView struct {
 	// revokes others' access somewhere (approver, admin). The API decides
 	// per session, in the session's target's scope.
 	CanKill bool
+	// CanWatch offers Watch on live browser terminals: the person holds a
+	// role that reads others' requests somewhere (approver, auditor,
+	// policy admin, admin); the API decides per session.
+	CanWatch bool
+	// Search is the search the list shows (id, user, target).
+	Search struct{ ID, User, Target string }
 }
 
 // recentEnded is how many ended sessions the page shows under the live ones.
@@ -409,10 +417,18 @@ const recentEnded = 50
 
 func (c *console) sessions(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
 	var xs []wire.BastionSession
-	if err := c.get(r, "/api/v1/sessions", nil, &xs); err != nil {
+	sv := &sessionsView{CanKill: s.can("approver"), CanWatch: s.can("approver", "auditor", "policy-admin")}
+	q := r.URL.Query()
+	sv.Search.ID, sv.Search.User, sv.Search.Target = strings.TrimSpace(q.Get("id")), strings.TrimSpace(q.Get("user")), strings.TrimSpace(q.Get("target"))
+	f := url.Values{}
+	for k, v := range map[string]string{"id": sv.Search.ID, "principal": sv.Search.User, "target": sv.Search.Target} {
+		if v != "" {
+			f.Set(k, v)
+		}
+	}
+	if err := c.get(r, "/api/v1/sessions", f, &xs); err != nil {
 		return "", nil, err
 	}
-	sv := &sessionsView{CanKill: s.can("approver")}
 	for _, x := range xs {
 		switch {
 		case x.State == "live":
@@ -422,6 +438,60 @@ func (c *console) sessions(w http.ResponseWriter, r *http.Request, s *session) (
 		}
 	}
 	return "sessions", &view{Title: "Sessions", Sessions: sv}, nil
+}
+
+// ---- recordings: playback and watching ----
+
+// playerView is the playback page of one recorded session.
+type playerView struct {
+	Session wire.BastionSession
+	// Src is the recording's URL (the API's, with the console's cookie).
+	Src   string
+	Nonce string
+}
+
+// sessionByID reads one session through the API (the list, searched by
+// id: it shows only what the person may see).
+func (c *console) sessionByID(r *http.Request, id string) (wire.BastionSession, error) {
+	var xs []wire.BastionSession
+	if err := c.get(r, "/api/v1/sessions", url.Values{"id": {id}}, &xs); err != nil {
+		return wire.BastionSession{}, err
+	}
+	if len(xs) != 1 {
+		return wire.BastionSession{}, &apiError{Status: http.StatusNotFound, Body: wire.Error{Error: "session " + id + ": not found"}}
+	}
+	return xs[0], nil
+}
+
+// player plays a session's recording with asciinema-player (vendored),
+// which fetches GET /api/v1/sessions/{id}/recording.
+func (c *console) player(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	x, err := c.sessionByID(r, r.PathValue("id"))
+	if err != nil {
+		return "", nil, err
+	}
+	if x.Recording == nil {
+		return "", nil, &apiError{Status: http.StatusNotFound, Body: wire.Error{Error: "session " + x.ID + " was not recorded"}}
+	}
+	pv := &playerView{Session: x, Src: "/api/v1/sessions/" + url.PathEscape(x.ID) + "/recording", Nonce: random.Secret()}
+	return "player", &view{Title: "Recording · " + x.ID, Player: pv}, nil
+}
+
+// watchView is the read-only view of a live browser terminal.
+type watchView struct {
+	Session wire.BastionSession
+	Nonce   string
+}
+
+// watch shows a live browser terminal read-only (xterm.js, vendored),
+// over GET /api/v1/sessions/{id}/watch; the watched person sees who
+// watches, and the watch is audited.
+func (c *console) watch(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
+	x, err := c.sessionByID(r, r.PathValue("id"))
+	if err != nil {
+		return "", nil, err
+	}
+	return "watch", &view{Title: "Watching · " + x.ID, Watch: &watchView{Session: x, Nonce: random.Secret()}}, nil
 }
 
 // bytesText writes a byte count for people: 512 B, 1.5 KiB, 3.2 MiB.
@@ -454,7 +524,7 @@ var auditActions = []string{"request.created", "request.refused", "request.appro
 	"request.expired", "request.revoked", "request.failed", "request.superseded", "policy.set", "policy.removed",
 	"target.added", "target.removed", "agent.enrolled", "agent.connected", "agent.disconnected", "agent.apply_failed",
 	"login.succeeded", "login.failed", "access.denied", "token.created", "token.revoked", "binding.created", "binding.deleted",
-	"session.started", "session.ended", "session.killed", "session.host_key_mismatch"}
+	"session.started", "session.ended", "session.killed", "session.host_key_mismatch", "session.recorded", "session.watched", "recording.deleted"}
 
 // The audit page's time inputs are datetime-local values, read as UTC.
 const localMinute = "2006-01-02T15:04"
@@ -535,7 +605,7 @@ var funcs = template.FuncMap{
 }
 
 func (c *console) parse() error {
-	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit", "sessions", "terminal"} {
+	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit", "sessions", "terminal", "player", "watch"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return fmt.Errorf("parsing console template %s: %w", name, err)

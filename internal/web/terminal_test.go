@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/recording"
+	"github.com/jitgate/jitgate/internal/session"
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -66,5 +69,69 @@ func TestTerminalPageCSP(t *testing.T) {
 	// The dashboard's other pages keep the console's CSP.
 	if _, _, h := get(t, c, e.srv.URL+"/ui/sessions"); strings.Contains(h.Get("Content-Security-Policy"), "nonce") {
 		t.Error("the sessions page got the terminal's policy")
+	}
+}
+
+// TestPlayerAndWatchPages: a recorded session's playback page keeps the
+// strict policy, widened only by 'wasm-unsafe-eval' (asciinema-player's
+// emulator is WebAssembly; no JavaScript eval, nothing inline) and a style
+// nonce; the vendored player and its licence are served; the Sessions page
+// links the recording; the watch page has the terminal's policy.
+func TestPlayerAndWatchPages(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	start := time.Now().Add(-time.Minute)
+	x := session.Session{ID: store.NewSessionID(), Target: "web-01", Principal: "admin", RequestID: "r-1", Protocol: "tcp", Port: 22,
+		StartedAt: start, Deadline: start.Add(time.Hour), State: session.Live}
+	if err := e.st.StartSession(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.EndSession(ctx, x.ID, session.Closed, "", "", 1, 1, start.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.StartRecording(ctx, store.Recording{SessionID: x.ID, Target: x.Target, Principal: x.Principal, StartedAt: start}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.recordings.Create(x.ID, recording.Header{Width: 80, Height: 24}, start, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Output(start.Add(time.Second), []byte("marker-1\r\n"))
+	sha, size, err := rec.Close(start.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.SaveRecording(ctx, x.ID, sha, size, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c := e.browser(t)
+	e.signin(t, c, e.admin)
+	if status, body, _ := get(t, c, e.srv.URL+"/ui/sessions"); status != http.StatusOK || !strings.Contains(body, `href="/ui/sessions/`+x.ID+`/play"`) {
+		t.Errorf("sessions page: %d, no link to the recording", status)
+	}
+	status, body, h := get(t, c, e.srv.URL+"/ui/sessions/"+x.ID+"/play")
+	if status != http.StatusOK || !strings.Contains(body, `data-src="/api/v1/sessions/`+x.ID+`/recording"`) || !strings.Contains(body, sha) {
+		t.Fatalf("playback page: %d\n%s", status, body)
+	}
+	csp := h.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self' 'wasm-unsafe-eval';") || !regexp.MustCompile(`style-src 'self' 'nonce-[A-Za-z0-9_-]{16,}'`).MatchString(csp) {
+		t.Errorf("playback CSP %q: want script-src 'self' 'wasm-unsafe-eval' and a style nonce", csp)
+	}
+	for _, bad := range []string{"unsafe-inline", "'unsafe-eval'", "unsafe-hashes", "*"} {
+		if strings.Contains(csp, bad) {
+			t.Errorf("playback CSP %q contains %s", csp, bad)
+		}
+	}
+	if strings.Contains(body, "<script>") || strings.Contains(body, " style=") {
+		t.Error("the playback page has inline script or style")
+	}
+	for _, f := range []string{"vendor/asciinema-player/asciinema-player.min.js", "vendor/asciinema-player/asciinema-player.css", "vendor/asciinema-player/LICENSE"} {
+		if status, body, _ := get(t, c, e.srv.URL+"/ui/static/"+f); status != http.StatusOK || len(body) == 0 {
+			t.Errorf("%s: %d", f, status)
+		}
+	}
+	status, _, h = get(t, c, e.srv.URL+"/ui/sessions/"+x.ID+"/watch")
+	if csp := h.Get("Content-Security-Policy"); status != http.StatusOK || !strings.Contains(csp, "script-src 'self';") || !strings.Contains(csp, "nonce-") {
+		t.Errorf("watch page: %d, CSP %q", status, csp)
 	}
 }

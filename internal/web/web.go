@@ -116,6 +116,8 @@ func New(d Deps) (http.Handler, error) {
 	mux.HandleFunc("GET /ui/audit", c.page(c.audit))
 	mux.HandleFunc("GET /ui/sessions", c.page(c.sessions))
 	mux.HandleFunc("GET /ui/terminal/{id}", c.page(c.terminal))
+	mux.HandleFunc("GET /ui/sessions/{id}/play", c.page(c.player))
+	mux.HandleFunc("GET /ui/sessions/{id}/watch", c.page(c.watch))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &view{Title: "Not found", Error: "There is no page at " + r.URL.Path + "."})
 	})
@@ -129,6 +131,14 @@ func New(d Deps) (http.Handler, error) {
 func TerminalCSP(nonce string) string {
 	return "default-src 'self'; script-src 'self'; style-src 'self' 'nonce-" + nonce + "'; img-src 'self' data:; " +
 		"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+}
+
+// PlayerCSP is the playback page's policy: the terminal page's, and
+// asciinema-player's terminal emulator is WebAssembly, whose compilation
+// needs 'wasm-unsafe-eval' (it admits WebAssembly only: no eval of
+// JavaScript, no inline script).
+func PlayerCSP(nonce string) string {
+	return strings.Replace(TerminalCSP(nonce), "script-src 'self';", "script-src 'self' 'wasm-unsafe-eval';", 1)
 }
 
 // headers sets the security headers of every console response.
@@ -216,8 +226,13 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	w.Header().Set("Cache-Control", "no-store")
 	v.Version = c.version
 	v.Path = r.URL.Path
-	if v.Terminal != nil {
+	switch {
+	case v.Terminal != nil:
 		w.Header().Set("Content-Security-Policy", TerminalCSP(v.Terminal.Nonce))
+	case v.Watch != nil:
+		w.Header().Set("Content-Security-Policy", TerminalCSP(v.Watch.Nonce))
+	case v.Player != nil:
+		w.Header().Set("Content-Security-Policy", PlayerCSP(v.Player.Nonce))
 	}
 	var buf bytes.Buffer
 	if err := c.pages[name].ExecuteTemplate(&buf, "layout", v); err != nil {

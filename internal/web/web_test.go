@@ -20,6 +20,7 @@ import (
 	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/web"
@@ -29,6 +30,7 @@ import (
 // env is the API and the console over one SQLite store, as server.Run
 // wires them.
 type env struct {
+	recordings *recording.Dir
 	st     *store.Store
 	dbPath string
 	srv    *httptest.Server
@@ -49,14 +51,18 @@ func newEnv(tb testing.TB, tls bool) *env {
 	st.Subscribe(hub.Notify)
 	reg := prometheus.NewRegistry()
 	presence := api.NewPresence(st, time.Minute)
+	recs, err := recording.OpenDir(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
 	h := api.New(api.Deps{Store: st, Hub: hub, Limits: policy.DefaultLimits(), AgentPollWait: time.Second,
 		EnrollTokenTTL: time.Hour, Presence: presence, Registry: reg, Logger: slog.New(slog.DiscardHandler),
-		Metrics: api.NewMetrics(reg, func() float64 { return 0 }, func() float64 { return 0 })})
+		Metrics: api.NewMetrics(reg, func() float64 { return 0 }, func() float64 { return 0 }), Recordings: recs})
 	console, err := web.New(web.Deps{API: h, Store: st, Logger: slog.New(slog.NewTextHandler(testWriter{tb}, nil))})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &env{st: st, dbPath: dbPath}
+	e := &env{st: st, dbPath: dbPath, recordings: recs}
 	if tls {
 		e.srv = httptest.NewTLSServer(console)
 	} else {

@@ -785,6 +785,67 @@
     form.dataset.ready = "1";
   }
 
+  // ---- recordings: playback and watching ----
+  // The playback page (templates/player.html): asciinema-player (vendored)
+  // fetches the asciicast from GET /api/v1/sessions/{id}/recording with the
+  // console's cookie. Its emulator is WebAssembly (the page's CSP admits
+  // 'wasm-unsafe-eval', nothing inline); its <style> elements get the
+  // response's nonce (cspShims).
+  function initPlayer() {
+    const el = $("#player");
+    if (!el || !window.AsciinemaPlayer) return;
+    cspShims(el.dataset.nonce);
+    window.AsciinemaPlayer.create(el.dataset.src, el, { fit: "width", idleTimeLimit: 2, preload: true, controls: true });
+    el.dataset.ready = "1";
+  }
+
+  // The watch page (templates/watch.html): a read-only xterm.js over the
+  // WebSocket GET /api/v1/sessions/{id}/watch. Binary frames are what the
+  // target prints; text frames resize it or end it. Nothing typed here is
+  // sent.
+  function initWatch() {
+    const box = $("#watch");
+    if (!box || !window.Terminal) return;
+    cspShims(box.dataset.nonce);
+    const status = $("#watch-status");
+    const say = (text, bad) => { status.textContent = text; status.classList.toggle("error", !!bad); };
+    const term = new window.Terminal({ disableStdin: true, cursorBlink: false, fontSize: 14, scrollback: 5000 });
+    term.open(box);
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const path = `/api/v1/sessions/${encodeURIComponent(box.dataset.session)}/watch`;
+    let ended = false;
+    let opened = false;
+    say("Connecting…");
+    const ws = new WebSocket(`${proto}//${location.host}${path}`);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { opened = true; say("Watching, read-only."); box.dataset.ready = "1"; };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== "string") {
+        term.write(new Uint8Array(ev.data));
+        return;
+      }
+      let m;
+      try { m = JSON.parse(ev.data); } catch (e) { return; }
+      if (m.type === "resize" && m.cols > 0 && m.rows > 0) {
+        term.resize(m.cols, m.rows);
+      } else if (m.type === "end") {
+        ended = true;
+        say(`Session ended (${m.reason || "closed"}).`);
+        term.write("\r\n\x1b[1m[session ended]\x1b[0m\r\n");
+      }
+    };
+    ws.onclose = async () => {
+      if (ended) return;
+      ended = true;
+      if (!opened) {
+        const r = await api("GET", path);
+        say("Could not watch: " + (r.ok ? "the server closed the connection" : r.data.error), true);
+        return;
+      }
+      say("The session ended or the connection was lost.", true);
+    };
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     tickCountdowns();
     setInterval(tickCountdowns, 1000);
@@ -796,5 +857,7 @@
     initSessions();
     initAudit();
     initTerminal();
+    initPlayer();
+    initWatch();
   });
 })();
