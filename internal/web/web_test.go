@@ -31,11 +31,11 @@ import (
 // wires them.
 type env struct {
 	recordings *recording.Dir
-	st     *store.Store
-	dbPath string
-	srv    *httptest.Server
-	admin  string
-	api    *client.Client
+	st         *store.Store
+	dbPath     string
+	srv        *httptest.Server
+	admin      string
+	api        *client.Client
 }
 
 func newEnv(tb testing.TB, tls bool) *env {
