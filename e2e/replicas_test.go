@@ -65,7 +65,8 @@ func leaseHolders(t *testing.T, db *sql.DB) map[string]string {
 //     every request reported active is open to its source;
 //   - the sweeper's work continues on another replica: a grant that ends
 //     after the kill is marked expired and audited;
-//   - `audit verify` holds over events written by several replicas.
+//   - `audit verify` holds over events written by several replicas;
+//   - replicas that never serve the agent's polls do not take it for gone.
 func TestReplicas(t *testing.T) {
 	l := newLab(t)
 	database := testenv.Postgres(t)
@@ -186,6 +187,11 @@ func TestReplicas(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no request.expired event for %s among %d", short.ID, len(events))
+	}
+
+	t.Log("the agent, polling a all along, is still recorded connected by every replica's reckoning")
+	if st := cliJSON[wire.Target](l, append([]string{"target", "show", "web-01"}, via(c)...)...).Agent.State; st != "connected" {
+		t.Errorf("agent state after %s with replicas it never polled: %q, want connected", time.Since(killed).Round(time.Second), st)
 	}
 
 	t.Log("the audit chain holds over events from several replicas")

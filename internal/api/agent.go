@@ -383,6 +383,7 @@ type Presence struct {
 	inflight map[string]int
 	lastSeen map[string]time.Time
 	marked   map[string]bool // recorded connected in the store by this process
+	addr     map[string]string
 	store    *store.Store
 	grace    time.Duration
 	started  time.Time
@@ -391,7 +392,7 @@ type Presence struct {
 // NewPresence returns a tracker that declares an agent disconnected after
 // grace without a poll.
 func NewPresence(s *store.Store, grace time.Duration) *Presence {
-	return &Presence{inflight: map[string]int{}, lastSeen: map[string]time.Time{}, marked: map[string]bool{}, store: s, grace: grace, started: time.Now()}
+	return &Presence{inflight: map[string]int{}, lastSeen: map[string]time.Time{}, marked: map[string]bool{}, addr: map[string]string{}, store: s, grace: grace, started: time.Now()}
 }
 
 // Begin marks a poll of target as open; the returned func closes it.
@@ -421,6 +422,7 @@ func (p *Presence) Seen(target string) {
 func (p *Presence) MarkConnected(ctx context.Context, target, clientAddr string) error {
 	p.mu.Lock()
 	done := p.marked[target]
+	p.addr[target] = clientAddr
 	p.mu.Unlock()
 	if done {
 		return nil
@@ -431,19 +433,6 @@ func (p *Presence) MarkConnected(ctx context.Context, target, clientAddr string)
 	p.mu.Lock()
 	p.marked[target] = true
 	p.mu.Unlock()
-	return nil
-}
-
-// MarkDisconnected records stale agents as disconnected (audited).
-func (p *Presence) MarkDisconnected(ctx context.Context, targets []string) error {
-	for _, t := range targets {
-		p.mu.Lock()
-		delete(p.marked, t)
-		p.mu.Unlock()
-		if err := p.store.SetAgentState(ctx, t, store.AgentDisconnected, "", time.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -460,21 +449,50 @@ func (p *Presence) Connected() int {
 	return n
 }
 
-// Stale returns the targets recorded connected whose agents have not been
-// seen within the grace period (nor since the server started).
-func (p *Presence) Stale(connected []string) []string {
+// Check runs every few seconds on every replica (server.presenceLoop). The
+// agents whose polls this replica serves are recorded as seen now in the
+// store, and recorded connected again if another replica took them for
+// gone; then every agent recorded connected that no replica has seen
+// within the grace period is recorded disconnected (audited once, by
+// whichever replica looks first). In the grace period after this process
+// started nothing is recorded disconnected: agents are still finding it.
+//
+// The grace period must be several times the period of Check, so that a
+// replica serving an agent refreshes it before another finds it stale.
+func (p *Presence) Check(ctx context.Context, now time.Time) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for _, t := range connected {
-		seen, ok := p.lastSeen[t]
-		if !ok {
-			seen = p.started
-		}
-		if p.inflight[t] == 0 && time.Since(seen) > p.grace {
-			out = append(out, t)
+	var live []string
+	for t, seen := range p.lastSeen {
+		if p.inflight[t] > 0 || now.Sub(seen) < p.grace {
+			live = append(live, t)
 		}
 	}
-	sort.Strings(out)
-	return out
+	p.mu.Unlock()
+	sort.Strings(live)
+	back, err := p.store.TouchAgents(ctx, live, now)
+	if err != nil {
+		return err
+	}
+	for _, t := range back {
+		p.mu.Lock()
+		delete(p.marked, t)
+		addr := p.addr[t]
+		p.mu.Unlock()
+		if err := p.MarkConnected(ctx, t, addr); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	if now.Sub(p.started) < p.grace {
+		return nil
+	}
+	gone, err := p.store.DisconnectStaleAgents(ctx, now.Add(-p.grace), now)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	for _, t := range gone {
+		delete(p.marked, t)
+	}
+	p.mu.Unlock()
+	return nil
 }

@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// (deferred calls run last to first: this one before st.Close).
 	singletons.start(ctx, "webhooks", deliverer.Run)
 	defer func() { cancel(); singletons.wait() }()
-	go presenceLoop(ctx, st, presence, log)
+	go presenceLoop(ctx, presence, log)
 	go refusals.Run(ctx)
 	// Refusals still being counted are written before the store closes.
 	defer refusals.Close(context.WithoutCancel(ctx))
@@ -442,8 +442,10 @@ func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, w
 	}
 }
 
-// presenceLoop records agents that stopped polling as disconnected.
-func presenceLoop(ctx context.Context, st *store.Store, p *api.Presence, log *slog.Logger) {
+// presenceLoop keeps agent presence in the store (api.Presence.Check): the
+// agents this replica serves are refreshed, those no replica has seen
+// within the grace period are recorded disconnected.
+func presenceLoop(ctx context.Context, p *api.Presence, log *slog.Logger) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -452,17 +454,8 @@ func presenceLoop(ctx context.Context, st *store.Store, p *api.Presence, log *sl
 			return
 		case <-t.C:
 		}
-		connected, err := st.TargetsWithAgentState(ctx, store.AgentConnected)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("listing connected agents", "err", err)
-			}
-			continue
-		}
-		if stale := p.Stale(connected); len(stale) > 0 {
-			if err := p.MarkDisconnected(ctx, stale); err != nil && ctx.Err() == nil {
-				log.Error("recording disconnected agents", "err", err)
-			}
+		if err := p.Check(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			log.Error("recording agent presence", "err", err)
 		}
 	}
 }
