@@ -406,6 +406,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bad label", []string{"target", "add", "x", "--label", "novalue"}, []string{"KEY=VALUE"}},
 		{"no bastion tunnels per principal", []string{"server", "--data-dir", "/nonexistent/jitgate", "--max-tunnels-per-principal", "0"}, []string{"--max-tunnels-per-principal", "1 or more"}},
 		{"negative brute-force threshold", []string{"server", "--data-dir", "/nonexistent/jitgate", "--brute-force-threshold", "-1"}, []string{"--brute-force-threshold", "0 (never)"}},
+		{"database not PostgreSQL", []string{"server", "--data-dir", "/nonexistent/jitgate", "--database", "/var/lib/jitgate/jitgate.db"}, []string{"--database", "postgres://"}},
+		{"restore with neither", []string{"restore"}, []string{"--data-dir and --from", "--database"}},
+		{"restore with both", []string{"restore", "--database", "postgres://x/y", "--from", "b.db"}, []string{"--database", "SQLite"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
