@@ -11,12 +11,24 @@ import (
 	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 )
 
-func openStore(t *testing.T) (*store.Store, *recording.Dir) {
+// openStore opens a store on SQLite, or on a throwaway PostgreSQL
+// database when pg (testenv.Postgres: skipped locally without one, a
+// failure under CI).
+func openStore(t *testing.T, pg bool) (*store.Store, *recording.Dir) {
 	t.Helper()
 	data := t.TempDir()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(data, "j.db"), store.DefaultConfig())
+	var (
+		st  *store.Store
+		err error
+	)
+	if pg {
+		st, err = store.OpenPostgres(context.Background(), testenv.Postgres(t), store.DefaultConfig())
+	} else {
+		st, err = store.OpenSQLite(context.Background(), filepath.Join(data, "j.db"), store.DefaultConfig())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +95,7 @@ func recordedEvent(t *testing.T, st *store.Store, action audit.Action, id string
 // are in its session.recorded event, which the audit chain covers; they
 // match the file on disk, and a file altered afterwards no longer does.
 func TestRecordingSHA256InAuditChain(t *testing.T) {
-	st, d := openStore(t)
+	st, d := openStore(t, false)
 	ctx := context.Background()
 	t0 := time.Now().Add(-time.Minute)
 	record(t, st, d, "s-one", t0, false, true)
@@ -122,7 +134,13 @@ func TestRecordingSHA256InAuditChain(t *testing.T) {
 // recording of a live session stay; an unsaved one a dead server left is
 // saved as incomplete at start, and then expires like the others.
 func TestRetentionSweep(t *testing.T) {
-	st, d := openStore(t)
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) { testRetentionSweep(t, pg) })
+	}
+}
+
+func testRetentionSweep(t *testing.T, pg bool) {
+	st, d := openStore(t, pg)
 	ctx := context.Background()
 	now := time.Now()
 	const retention = 30 * 24 * time.Hour
