@@ -627,7 +627,8 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	start := time.Now()
 	full := cur.ds
 	if a.held != nil {
-		full = a.held.full(cur.ds)
+		// Expired by the server's clock an hour ago: gone by either clock.
+		full = a.held.full(cur.ds, now.Add(-shift).Add(-time.Hour))
 	}
 	a.index = nil
 	rs, err := toRuleset(full, shift, a.cfg.Mode)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/firewall"
@@ -64,7 +65,26 @@ func split(ds wire.DesiredState) (wire.DesiredState, *held) {
 }
 
 // full is base with every held entry: the whole state, for a full apply.
-func (h *held) full(base wire.DesiredState) wire.DesiredState {
+// Entries whose deadline passed before gone (they open nothing; the server
+// deletes their rows without a revision) are dropped from h first, so that
+// what the agent holds between snapshots stays bounded by the live grants.
+func (h *held) full(base wire.DesiredState, gone time.Time) wire.DesiredState {
+	for id, es := range h.grants {
+		es = slices.DeleteFunc(es, func(g wire.GrantEntry) bool { return !g.ExpiresAt.After(gone) })
+		if len(es) == 0 {
+			delete(h.grants, id)
+		} else {
+			h.grants[id] = es
+		}
+	}
+	for id, es := range h.bastion {
+		es = slices.DeleteFunc(es, func(b wire.BastionGrant) bool { return !b.ExpiresAt.After(gone) })
+		if len(es) == 0 {
+			delete(h.bastion, id)
+		} else {
+			h.bastion[id] = es
+		}
+	}
 	n := 0
 	for _, es := range h.grants {
 		n += len(es)
