@@ -240,11 +240,12 @@ func (r *crashRun) trial(i int) {
 	}
 	r.jitter(300 * time.Millisecond)
 	restart()
-	if ok {
-		req = r.follow(req, src)
-	}
-	if revoked {
+	switch {
+	case revoked:
+		// req is its state before the revocation: re-read, not followed.
 		r.checkRemoval(req, src)
+	case ok:
+		r.follow(req, src)
 	}
 	r.checkNoneStuck(false)
 	r.checkDue()
