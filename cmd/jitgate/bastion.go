@@ -498,7 +498,7 @@ checks a recording against its audit event and the audit chain.`,
 			return nil
 		}
 		now := a.now()
-		tw := a.table("ID", "TARGET", "PRINCIPAL", "PORT", "FROM", "STATE", "STARTED", "IN", "OUT", "ENDED")
+		tw := a.table("ID", "TARGET", "PRINCIPAL", "PORT", "FROM", "STATE", "STARTED", "IN", "OUT", "ENDED", "RECORDING")
 		for _, s := range ss {
 			state, ended := s.State, ""
 			if s.State == "live" {
@@ -512,8 +512,12 @@ checks a recording against its audit event and the audit chain.`,
 					ended = fmtRelative(*s.EndedAt, now)
 				}
 			}
+			rec := ""
+			if s.Recording != nil {
+				rec = s.Recording.State // recording, saved (jitgate sessions play ID) or deleted
+			}
 			row(tw, s.ID, s.Target, s.Principal, s.Port, s.ClientAddr, state, fmtRelative(s.StartedAt, now),
-				strconv.FormatInt(s.BytesIn, 10), strconv.FormatInt(s.BytesOut, 10), ended)
+				strconv.FormatInt(s.BytesIn, 10), strconv.FormatInt(s.BytesOut, 10), ended, rec)
 		}
 		return tw.Flush()
 	})
