@@ -146,35 +146,47 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	}
 }
 
-// snapshot is the full desired state of enforcer t at its current revision.
+// snapshot is the full desired state of enforcer t at its current revision:
+// the store's one read (store.Desired), host or gateway alike, in the
+// agent's terms.
 func (a *api) snapshot(ctx context.Context, t store.Target) (wire.DesiredState, error) {
-	target := t.Name
-	if t.IsGateway() {
-		gs, err := a.Store.GatewayState(ctx, target, a.Now())
-		if err != nil {
-			return wire.DesiredState{}, err
-		}
-		return wire.DesiredState{Target: target, Revision: gs.Revision, ServerTime: a.Now().UTC(), Mode: store.ModeGateway,
-			Protected: gs.Protected, Grants: gs.Grants, Published: gs.Published, Bastion: gs.Bastion}, nil
-	}
-	rev, pol, grants, err := a.Store.DesiredState(ctx, target, a.Now())
+	now := a.Now()
+	d, err := a.Store.Desired(ctx, t.Name, now)
 	if err != nil {
 		return wire.DesiredState{}, err
 	}
-	ds := wire.DesiredState{Target: target, Revision: rev, ServerTime: a.Now().UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
-	var rules policy.Policy
-	if pol != nil {
-		rules = *pol
-		for _, rule := range pol.Rules {
-			ds.Protected = append(ds.Protected, wire.Port{Port: rule.Number, Protocol: string(rule.Protocol), CloseEstablished: rule.CloseEstablished,
-				Access: string(rule.Access), IdleTimeout: wire.Duration(rule.IdleTimeout)})
+	ds := wire.DesiredState{Target: t.Name, Revision: d.Revision, ServerTime: now.UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
+	if d.Gateway {
+		ds.Mode = store.ModeGateway
+	}
+	byName := map[string]store.Enforced{}
+	for _, e := range d.Targets {
+		byName[e.Name] = e
+		for _, r := range e.Policy.Rules {
+			p := wire.Port{Port: r.Number, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
+				Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout)}
+			if !d.Gateway {
+				ds.Protected = append(ds.Protected, p)
+				continue
+			}
+			// Every address of a target behind a gateway is protected, so
+			// a dual-stack host is closed on both families.
+			for _, addr := range e.Addresses {
+				p.Destination = addr
+				ds.Protected = append(ds.Protected, p)
+			}
 		}
 	}
-	for _, g := range grants {
+	for _, g := range d.Grants {
 		// The rule as it stands now decides how a grant may be used: a
 		// bastion-only grant (no source) or a port reached only through the
 		// bastion opens nothing in the kernel.
-		ds.Grants, ds.Bastion = store.AppendEntries(ds.Grants, ds.Bastion, g, rules, nil, false)
+		e := byName[g.Target]
+		ds.Grants, ds.Bastion = appendEntries(ds.Grants, ds.Bastion, g, e.Policy, e.Addresses, d.Gateway)
+	}
+	for _, m := range d.Published {
+		ds.Published = append(ds.Published, wire.Mapping{Destination: m.Destination, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
+			PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
 	}
 	return ds, nil
 }
@@ -228,7 +240,7 @@ func (a *api) delta(ctx context.Context, t store.Target, since int64) (wire.Desi
 			}
 			pol, addrs = *bt.Policy, bt.BehindAddresses()
 		}
-		ds.Grants, ds.Bastion = store.AppendEntries(ds.Grants, ds.Bastion, g, pol, addrs, gateway)
+		ds.Grants, ds.Bastion = appendEntries(ds.Grants, ds.Bastion, g, pol, addrs, gateway)
 	}
 	return ds, true, nil
 }

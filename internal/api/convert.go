@@ -197,3 +197,46 @@ func toWireBlocked(b store.Blocked) *wire.Blocked {
 	}
 	return out
 }
+
+// appendEntries appends what an agent is sent for live grant g, by the rule
+// of its port in the policy of its target (pol) as it stands now: a kernel
+// entry (host mode; behind a gateway, one per address of the target of the
+// source's family, which is all a packet can reach: no NAT64) unless the
+// grant is bastion-only (no source) or its port is reached only through the
+// bastion, and a bastion entry (behind a gateway, one per address of the
+// target, which the gateway's relay dials itself) when the rule allows the
+// bastion. A grant on a port no rule names adds nothing. Every entry carries
+// the grant's id, by which a delta replaces it.
+func appendEntries(grants []wire.GrantEntry, bastion []wire.BastionGrant, g store.GrantRow, pol policy.Policy, addrs []string, gateway bool) ([]wire.GrantEntry, []wire.BastionGrant) {
+	r, ok := pol.Rule(g.Port)
+	if !ok {
+		return grants, bastion
+	}
+	proto, port := string(g.Port.Protocol), g.Port.Number
+	if !gateway {
+		if r.Access.Direct() && g.Source.IsValid() {
+			grants = append(grants, wire.GrantEntry{ID: g.ID, Source: g.Source.String(), Protocol: proto, Port: port, ExpiresAt: g.ExpiresAt})
+		}
+		if r.Access.Bastion() {
+			bastion = append(bastion, wire.BastionGrant{GrantID: g.ID, RequestID: g.RequestID, Principal: g.Requester, Protocol: proto, Port: port,
+				ExpiresAt: g.ExpiresAt})
+		}
+		return grants, bastion
+	}
+	if r.Access.Bastion() {
+		for _, a := range addrs {
+			bastion = append(bastion, wire.BastionGrant{GrantID: g.ID, RequestID: g.RequestID, Principal: g.Requester, Protocol: proto, Port: port,
+				ExpiresAt: g.ExpiresAt, Destination: a})
+		}
+	}
+	if !g.Source.IsValid() || !r.Access.Direct() {
+		return grants, bastion
+	}
+	v6 := policy.Canonical(g.Source).Addr().Is6()
+	for _, a := range addrs {
+		if d, err := netip.ParseAddr(a); err == nil && d.Unmap().Is6() == v6 {
+			grants = append(grants, wire.GrantEntry{ID: g.ID, Source: g.Source.String(), Protocol: proto, Port: port, ExpiresAt: g.ExpiresAt, Destination: a})
+		}
+	}
+	return grants, bastion
+}

@@ -80,13 +80,13 @@ type GrantRow struct {
 	Requester string
 }
 
-// DesiredState returns what a target's agent must enforce at now: the
-// revision, the policy (nil: nothing protected) and the live grants.
+// DesiredState returns one target's revision, policy (nil: nothing
+// protected) and live grants at now, wherever they are enforced. Agents are
+// served from Desired, the one read of an enforcer's state in either mode;
+// this is the target's own view of it.
 //
 // The revision is read before the grants, on purpose: any change committed
-// between the two reads carries a higher revision, so an agent that applies
-// this snapshot and reports its revision can never activate a request whose
-// grant the snapshot lacks.
+// between the two reads carries a higher revision.
 func (s *Store) DesiredState(ctx context.Context, target string, now time.Time) (int64, *policy.Policy, []GrantRow, error) {
 	t, err := s.GetTarget(ctx, target)
 	if err != nil {

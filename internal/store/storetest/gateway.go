@@ -14,9 +14,6 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// cmpIgnoreRuleDetail compares protected ports by what they protect.
-var cmpIgnoreRuleDetail = cmpopts.IgnoreFields(wire.Port{}, "CloseEstablished", "Access", "IdleTimeout")
-
 // newGateway creates gateway gw (clients reach its mappings at public)
 // whose agent has reported gateway mode and the routes it forwards to.
 func newGateway(t *testing.T, s *store.Store, gw, public string, routes ...string) {
@@ -89,23 +86,30 @@ func testGateway(t *testing.T, s *store.Store) {
 	// gateway's confirmation activates it.
 	before := mustTarget(t, s, "gw").Revision
 	r := mustRequest(t, s, alice, "app", ask("198.51.100.7/32", 30*time.Minute, tcp(22)), at(2*time.Minute))
-	g, err := s.GatewayState(ctx, "gw", at(2*time.Minute))
+	g, err := s.Desired(ctx, "gw", at(2*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.Revision <= before {
-		t.Errorf("gateway revision %d after a request behind it, want above %d", g.Revision, before)
+	if !g.Gateway || g.Revision <= before {
+		t.Errorf("desired state of gw: gateway %v, revision %d after a request behind it; want a gateway above %d", g.Gateway, g.Revision, before)
 	}
-	wantProtected := []wire.Port{{Port: 22, Protocol: "tcp", Destination: "10.20.0.5"}, {Port: 5432, Protocol: "tcp", Destination: "10.20.0.5"}}
-	if diff := cmp.Diff(wantProtected, g.Protected, cmpOpts, cmpIgnoreRuleDetail); diff != "" {
-		t.Errorf("gateway protected ports (-want +got):\n%s", diff)
+	if len(g.Targets) != 1 || g.Targets[0].Name != "app" || len(g.Targets[0].Policy.Rules) != 2 ||
+		!cmp.Equal(g.Targets[0].Addresses, []string{"10.20.0.5"}) {
+		t.Errorf("targets enforced by gw = %+v, want app at 10.20.0.5 with its two rules", g.Targets)
 	}
-	if len(g.Grants) != 1 || g.Grants[0].Destination != "10.20.0.5" || g.Grants[0].Source != "198.51.100.7/32" || g.Grants[0].Port != 22 ||
-		!g.Grants[0].ExpiresAt.Equal(at(32*time.Minute)) {
-		t.Errorf("gateway grants = %+v, want 198.51.100.7/32 -> 10.20.0.5:22/tcp until +32m", g.Grants)
+	wantGrants := []store.GrantRow{{Target: "app", Source: pfx("198.51.100.7/32"), Port: tcp(22), ExpiresAt: at(32 * time.Minute)}}
+	if diff := cmp.Diff(wantGrants, g.Grants, cmpOpts, cmpopts.IgnoreFields(store.GrantRow{}, "ID")); diff != "" {
+		t.Errorf("grants enforced by gw (-want +got):\n%s", diff)
 	}
-	if len(g.Published) != 1 || g.Published[0].Destination != "10.20.0.5" || g.Published[0].Port != 22 || g.Published[0].MappedPort != ms[0].MappedPort {
-		t.Errorf("gateway published = %+v, want 22/tcp of 10.20.0.5 at mapped port %d", g.Published, ms[0].MappedPort)
+	if diff := cmp.Diff(ms, g.Published); diff != "" {
+		t.Errorf("published by gw (-want +got):\n%s", diff)
+	}
+	host, err := s.Desired(ctx, "host-1", at(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host.Gateway || len(host.Targets) != 1 || host.Targets[0].Name != "host-1" || host.Targets[0].Addresses != nil || len(host.Published) != 0 {
+		t.Errorf("desired state of a host = %+v, want itself as the one target, no addresses, nothing published", host)
 	}
 	if got := mustReport(t, s, "gw", g.Revision, at(3*time.Minute)); len(got) != 1 || got[0].ID != r.ID {
 		t.Errorf("the gateway's confirmation activated %+v, want %s", got, r.ID)
