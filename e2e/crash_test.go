@@ -13,7 +13,9 @@ import (
 
 // TestCrashFaults runs short grant lifecycles while killing the server and
 // the agent with SIGKILL at random points (during the request, the apply,
-// around the deadline, the reconcile after a restart) and checks with real
+// around the deadline, the reconcile after a restart, between a delta
+// reaching the kernel and its report, during a revocation's delta, after
+// which a confirmed removal must mean a closed port) and checks with real
 // packets that no access outlives its deadline by more than a second, that
 // nothing reported active is closed, and that no request is lost. It prints
 // its seed: JITGATE_CRASH_SEED=N replays a run, JITGATE_CRASH_TRIALS=N makes
