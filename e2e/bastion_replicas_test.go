@@ -35,7 +35,8 @@ func startBastionReplica(t *testing.T, b *testlab.BastionLab, database, name str
 	r.proc = b.Start(b.ServerNS, "jitgate server "+name, b.Binary, "server",
 		"--listen", fmt.Sprintf("0.0.0.0:%d", port), "--data-dir", data, "--database", database,
 		"--activation-timeout", testlab.DefaultActivationTimeout.String(),
-		"--replica-secret-file", secret, "--replica-address", fmt.Sprintf("http://127.0.0.1:%d", port))
+		"--replica-secret-file", secret, "--replica-address", fmt.Sprintf("http://127.0.0.1:%d", port),
+		"--ssh-ca-key-file", filepath.Join(b.Dir, "ssh_ca_ed25519"))
 	b.Eventually("replica "+name+" listening", 20*time.Second, func() bool { return b.CanConnect(testlab.Client1, testlab.ServerIP, port) })
 	return r
 }

@@ -32,7 +32,9 @@ func startReplica(l *lab, database, name string, port int) *replica {
 	r := &replica{name: name, url: fmt.Sprintf("http://%s", netip.AddrPortFrom(serverIP, uint16(port)))}
 	r.proc = l.Start(l.ServerNS, "jitgate server "+name, l.Binary, "server",
 		"--listen", fmt.Sprintf("0.0.0.0:%d", port), "--data-dir", filepath.Join(l.Dir, "server-"+name),
-		"--database", database, "--replica-id", name, "--activation-timeout", testlab.DefaultActivationTimeout.String())
+		"--database", database, "--replica-id", name, "--activation-timeout", testlab.DefaultActivationTimeout.String(),
+		// Replicas sign with one SSH CA key (a server with another is refused).
+		"--ssh-ca-key-file", filepath.Join(l.Dir, "ssh_ca_ed25519"))
 	l.eventually("replica "+name+" listening", 20*time.Second, func() bool { return l.canConnect(client1, serverIP, uint16(port)) })
 	return r
 }

@@ -89,6 +89,8 @@ SIGINT or SIGTERM stop it.`,
 	f.StringVar(&cfg.ReplicaSecretFile, "replica-secret-file", "", "file holding the secret shared by the replicas of one deployment (one database), 0600, at least 32 bytes; with it, bastion streams reach an agent connected to another replica (see docs/operations.md)")
 	f.StringVar(&cfg.ReplicaAddress, "replica-address", "", "base URL the other replicas reach this one at, e.g. https://10.0.0.5:8443 (default: the --listen address when it names a host)")
 	f.StringVar(&cfg.ReplicaCAFile, "replica-ca-file", "", "PEM CA bundle to trust for the other replicas' TLS (default: the system's)")
+	f.StringVar(&cfg.SSHCAKeyFile, "ssh-ca-key-file", "", "the SSH certificate authority's private key, 0600 (default DATA_DIR/ssh_ca_ed25519, made at the first start); every replica of one database must use the same key: a server whose key differs from the one the database records refuses to start")
+	f.BoolVar(&cfg.SSHCARotate, "ssh-ca-rotate", false, "record this server's SSH CA key in the database as the one every replica must use, replacing the recorded one (a key rotation; audited as ssh.ca_replaced; see docs/operations.md)")
 	f.StringVar(&cfg.ReplicaID, "replica-id", "", "this server's name among the replicas sharing its database, as the holder of singleton leases, in logs and in the metric jitgate_singleton_lease_held (default: the id kept in DATA_DIR/replica.id)")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for single sign-on (off when empty; see docs/sso.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "jitgate's client id at the OpenID provider")

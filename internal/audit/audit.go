@@ -61,6 +61,10 @@ const (
 	// SessionWatched: an approver or auditor began watching a live terminal
 	// session read-only (moderated join).
 	SessionWatched Action = "session.watched"
+	// SSHCAReplaced: a server started with --ssh-ca-rotate recorded its SSH
+	// CA key as the one every replica must sign with, replacing another
+	// (a rotation; replicas still holding the old key refuse to start).
+	SSHCAReplaced Action = "ssh.ca_replaced"
 )
 
 // The actions of the restore guard (docs/operations.md).

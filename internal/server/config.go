@@ -93,6 +93,15 @@ type Config struct {
 	// ReplicaCAFile is a PEM CA bundle to trust for the other replicas'
 	// TLS (default: the system's).
 	ReplicaCAFile string
+	// SSHCAKeyFile is the SSH certificate authority's private key (default
+	// DATA_DIR/ssh_ca_ed25519, made at the first start). Replicas must
+	// share one key: the first server on a database records its public key
+	// there, and a server whose key differs refuses to start.
+	SSHCAKeyFile string
+	// SSHCARotate records this server's SSH CA key in the database as the
+	// one every replica must use, replacing the key recorded before
+	// (audited ssh.ca_replaced): the step that makes a rotation take.
+	SSHCARotate bool
 	// OIDC configures single sign-on; an empty Issuer turns it off.
 	OIDC oidc.Config
 	// Logger receives structured logs (default: text to stderr).

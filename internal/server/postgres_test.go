@@ -41,7 +41,8 @@ func TestRunOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	addrB, tokenB := serve(t, Config{Database: url}, nil)
+	// Another data directory, the same SSH CA key (TestSSHCAAcrossReplicas).
+	addrB, tokenB := serve(t, Config{Database: url, SSHCAKeyFile: filepath.Join(dirA, "ssh_ca_ed25519")}, nil)
 	if tokenB != "" {
 		t.Error("a second server on a database that has an admin token made another one")
 	}
@@ -192,4 +193,80 @@ func TestRestoreGuardOnPostgres(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startErr runs a server with cfg that must refuse to start, and returns
+// its error.
+func startErr(t *testing.T, cfg Config) error {
+	t.Helper()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg.Ready = func(string) { cancel() }
+	err := Run(ctx, cfg)
+	if err == nil {
+		t.Fatalf("a server with data directory %s and CA key file %q started; want it refused", cfg.DataDir, cfg.SSHCAKeyFile)
+	}
+	return err
+}
+
+// TestSSHCAAcrossReplicas: replicas of one database sign SSH certificates
+// with one CA key. The first server records its key's public half in the
+// database; a second server (another data directory) with a key of its own
+// refuses to start and says to copy the file or name a shared one; given
+// the first one's file with --ssh-ca-key-file it starts and serves the same
+// CA key. --ssh-ca-rotate records a new key, audited, after which a server
+// with the old key is refused in turn. Before, the second server started
+// and signed with a different key.
+func TestSSHCAAcrossReplicas(t *testing.T) {
+	ctx := t.Context()
+	url := testenv.Postgres(t)
+	dirA := t.TempDir()
+	addrA, token := serve(t, Config{Database: url, DataDir: dirA}, nil)
+	keyA := filepath.Join(dirA, "ssh_ca_ed25519")
+
+	err := startErr(t, Config{Database: url, DataDir: t.TempDir()})
+	for _, want := range []string{"SSH CA key", "not the key the other servers of this database sign with", "copy the ssh_ca_ed25519 file", "--ssh-ca-key-file"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second server with its own key: %v; want it to say %q", err, want)
+		}
+	}
+
+	addrB, _ := serve(t, Config{Database: url, DataDir: t.TempDir(), SSHCAKeyFile: keyA}, nil)
+	var keys []string
+	for _, addr := range []string{addrA, addrB} {
+		c, err := client.New("http://"+addr, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca, err := c.SSHCA(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, ca.PublicKey)
+	}
+	if keys[0] != keys[1] || keys[0] == "" {
+		t.Fatalf("CA keys served by the two replicas: %q; want one key", keys)
+	}
+
+	// Rotation: a server with a new key and --ssh-ca-rotate records it.
+	dirC := t.TempDir()
+	addrC, _ := serve(t, Config{Database: url, DataDir: dirC, SSHCARotate: true}, nil)
+	c, err := client.New("http://"+addrC, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, err := c.SSHCA(ctx); err != nil || ca.PublicKey == keys[0] {
+		t.Fatalf("CA key after the rotation: %q, %v; want a new one", ca.PublicKey, err)
+	}
+	events, err := c.Audit(ctx, client.AuditFilter{Action: "ssh.ca_replaced"})
+	if err != nil || len(events) != 1 {
+		t.Fatalf("ssh.ca_replaced events: %+v, %v; want one", events, err)
+	}
+	err = startErr(t, Config{Database: url, DataDir: t.TempDir(), SSHCAKeyFile: keyA})
+	if !strings.Contains(err.Error(), "not the key the other servers") {
+		t.Errorf("a server with the key rotated out: %v; want it refused", err)
+	}
+	serve(t, Config{Database: url, DataDir: t.TempDir(), SSHCAKeyFile: filepath.Join(dirC, "ssh_ca_ed25519")}, nil)
 }

@@ -83,8 +83,15 @@ func Run(ctx context.Context, cfg Config) error {
 	bastion := relay.NewServer()
 	// The SSH certificate authority's key: created on first start, 0600,
 	// beside the database (docs/operations.md says how to rotate it).
-	caKey, err := sshca.LoadOrCreate(filepath.Join(cfg.DataDir, sshca.FileName))
+	caPath := cfg.SSHCAKeyFile
+	if caPath == "" {
+		caPath = filepath.Join(cfg.DataDir, sshca.FileName)
+	}
+	caKey, err := sshca.LoadOrCreate(caPath)
 	if err != nil {
+		return err
+	}
+	if err := checkSharedCA(ctx, st, caKey, caPath, cfg.SSHCARotate, replicaID, log, time.Now()); err != nil {
 		return err
 	}
 	log.Info("SSH certificate authority", "key", ssh.FingerprintSHA256(caKey.PublicKey()))

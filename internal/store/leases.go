@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jitgate/jitgate/internal/audit"
 )
 
 // Lease says which replica runs a singleton job (the sweeper, webhook
@@ -107,4 +109,18 @@ func (s *Store) SharedKey(ctx context.Context, name string, gen func() []byte, n
 		return tx.QueryRowContext(ctx, `SELECT value FROM shared_keys WHERE name = $1`, name).Scan(&key)
 	})
 	return key, err
+}
+
+// ReplaceSharedKey records value as the key called name, replacing the
+// one recorded (or recording it), and audits e in the same transaction: a
+// deliberate change such as a rotation of the SSH CA key.
+func (s *Store) ReplaceSharedKey(ctx context.Context, name string, value []byte, e audit.Event) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO shared_keys (name, value, created_at) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value, created_at = excluded.created_at`,
+			name, value, ms(e.At)); err != nil {
+			return fmt.Errorf("replacing shared key %s: %w", name, err)
+		}
+		return writeAudit(ctx, tx, e)
+	})
 }
