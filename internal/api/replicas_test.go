@@ -34,11 +34,17 @@ type replicaPair struct {
 	cB *client.Client // alice (admin) on B
 }
 
-func newReplicaPair(t *testing.T, secretB replica.Secret) *replicaPair {
+func newReplicaPair(t *testing.T, secretB replica.Secret, more ...func(*api.Deps)) *replicaPair {
 	t.Helper()
 	repA := &api.Replica{ID: "A", Secret: replicaSecret}
 	var deps api.Deps
-	a := newEnvWith(t, func(d *api.Deps) { d.Replica = repA; deps = *d })
+	a := newEnvWith(t, func(d *api.Deps) {
+		for _, f := range more { // both replicas' (deps is copied for B)
+			f(d)
+		}
+		d.Replica = repA
+		deps = *d
+	})
 	repA.Address = a.srv.URL
 	for id, addr := range map[string]string{"A": repA.Address, "B": ""} {
 		if err := a.st.HeartbeatReplica(context.Background(), id, addr, time.Now(), time.Hour); err != nil {
