@@ -244,6 +244,13 @@ func TestGatewayPackets(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cut=%v: connect through DNAT during the grant: %v", cut, err)
 		}
+		// During the grant the established connections live, whichever
+		// set (hash or interval) holds the grant's element.
+		for name, c := range map[string]net.Conn{"direct": direct, "DNAT": viaNAT} {
+			if err := echo(c); err != nil {
+				t.Errorf("cut=%v: the %s connection broke during the grant: %v", cut, name, err)
+			}
+		}
 		time.Sleep(time.Until(start.Add(short + 100*time.Millisecond)))
 		for name, c := range map[string]net.Conn{"direct": direct, "DNAT": viaNAT} {
 			err := echo(c)
