@@ -29,7 +29,11 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-func TestMain(m *testing.M) { os.Exit(testlab.Run(m)) }
+func TestMain(m *testing.M) {
+	code := testlab.Run(m)
+	testenv.StopPostgres() // started by the replica benchmarks, if any ran
+	os.Exit(code)
+}
 
 // benchPort is the protected port; a listener that accepts and closes
 // stands for the target service.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -32,11 +33,39 @@ func TestCrashFaults(t *testing.T) {
 	}
 }
 
-// runCrashLab sets up the target, its policy on port 22 (the lab's sshd)
-// and sources, and runs the crash harness.
+// TestCrashFaultsReplicas is the crash harness in replica mode: three
+// real servers on one real PostgreSQL database, the agent given every
+// replica (it polls a), the harness's calls sent to b first; the kills hit
+// a replica chosen at random (the agent's, the client's, the holder of the
+// singleton leases), the agent, or both, and the invariants are the same:
+// nothing reported active that is not open, nothing open past its deadline
+// + 1 s, no request lost or left pending. 12 trials here (~1 minute);
+// bench/crash_test.go runs 200.
+func TestCrashFaultsReplicas(t *testing.T) {
+	trials := 12
+	if n, err := strconv.Atoi(os.Getenv("JITGATE_CRASH_TRIALS")); err == nil && n > 0 {
+		trials = n
+	}
+	l := newLab(t)
+	database := testenv.Postgres(t)
+	rep := runCrashLabWith(t, l.Lab, trials, func() { l.StartReplicas(database, 3) })
+	if len(rep.Violations) > 0 {
+		t.Fatalf("%d violations in %d trials (seed %d; replay with %s=%d)", len(rep.Violations), trials, rep.Seed, testlab.CrashSeedEnv, rep.Seed)
+	}
+}
+
+// runCrashLab sets up the server, the target, its policy on port 22 (the
+// lab's sshd) and sources, and runs the crash harness.
 func runCrashLab(t *testing.T, l *testlab.Lab, trials int) testlab.CrashReport {
 	t.Helper()
-	l.StartServer()
+	return runCrashLabWith(t, l, trials, func() { l.StartServer() })
+}
+
+// runCrashLabWith is runCrashLab with the server (or replicas) started by
+// startServers.
+func runCrashLabWith(t *testing.T, l *testlab.Lab, trials int, startServers func()) testlab.CrashReport {
+	t.Helper()
+	startServers()
 	created := testlab.CLIJSON[wire.TargetCreated](l, "target", "add", "crash-01")
 	l.StartAgent(created.EnrollToken)
 	testlab.CLIJSON[wire.PolicyResult](l, "policy", "set", "crash-01", "--port", "22/tcp", "--max", "1h")

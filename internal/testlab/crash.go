@@ -45,7 +45,7 @@ type CrashReport struct {
 	Seed   uint64         `json:"seed"`
 	Trials int            `json:"trials"`
 	Points map[string]int `json:"trials_per_point"`
-	Kills  map[string]int `json:"kills"` // server, agent
+	Kills  map[string]int `json:"kills"` // server, agent; "replica NAME" in replica mode
 	// Requests the harness asked for; of them, calls whose answer a kill
 	// cut off (the server may or may not have recorded them: the listing
 	// checks cover them); and the state every recorded request ended in.
@@ -117,19 +117,30 @@ func (r *crashRun) violation(format string, args ...any) {
 }
 
 // kill kills the victims ("server", "agent" or "both") and returns a
-// function that restarts them (server first).
+// function that restarts them (server first). With replicas (replica
+// mode, Lab.StartReplicas) "server" is one replica chosen at random: the
+// one the agent polls, the one the client's next call reaches, or another
+// (the holder of the singleton leases, perhaps).
 func (r *crashRun) kill(victim string) func() {
 	server, agent := victim != "agent", victim != "server"
 	if agent {
 		r.l.Agent.Kill()
 		r.rep.Kills["agent"]++
 	}
-	if server {
+	var rep *Replica
+	if server && len(r.l.Replicas) > 0 {
+		rep = r.l.Replicas[r.rng.IntN(len(r.l.Replicas))]
+		rep.Kill()
+		r.rep.Kills["replica "+rep.Name]++
+	} else if server {
 		r.l.Server.Kill()
 		r.rep.Kills["server"]++
 	}
 	return func() {
-		if server {
+		if rep != nil {
+			rep.Start()
+			r.api = r.l.APIClient()
+		} else if server {
 			r.l.StartServer()
 			r.api = r.l.APIClient()
 		}

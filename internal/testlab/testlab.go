@@ -105,6 +105,13 @@ type Lab struct {
 	Server, Agent *Proc
 	// SSHKey is the private key authorised for root on the server's sshd.
 	SSHKey string
+	// Replicas are the servers StartReplicas started on one database (nil
+	// with one server). With them, the CLI and APIClient are given every
+	// replica's URL and the agent every replica's address (replicas.go).
+	Replicas []*Replica
+	// clientServers and agentServers override ServerURL and the agent's
+	// server when set (comma-separated lists of replicas).
+	clientServers, agentServers string
 }
 
 // New builds the two namespaces and the link between them and starts sshd
@@ -260,7 +267,11 @@ func (l *Lab) StartServer(extraFlags ...string) {
 // enrollToken is needed only the first time.
 func (l *Lab) StartAgent(enrollToken string) {
 	l.tb.Helper()
-	args := []string{"agent", "--server", fmt.Sprintf("http://127.0.0.1:%d", APIPort), "--state-dir", filepath.Join(l.Dir, "agent")}
+	server := fmt.Sprintf("http://127.0.0.1:%d", APIPort)
+	if l.agentServers != "" {
+		server = l.agentServers
+	}
+	args := []string{"agent", "--server", server, "--state-dir", filepath.Join(l.Dir, "agent")}
 	if enrollToken != "" {
 		args = append(args, "--enroll-token", enrollToken)
 	}
@@ -282,7 +293,7 @@ func (l *Lab) CLI(args ...string) string {
 // returns its output and error, whether it failed or not.
 func (l *Lab) CLIResult(args ...string) (stdout, stderr string, err error) {
 	cmd := l.ClientNS.Command(context.Background(), l.Binary, args...)
-	cmd.Env = append(os.Environ(), "JITGATE_SERVER="+ServerURL, "JITGATE_TOKEN="+l.Token, "HOME="+l.Dir)
+	cmd.Env = append(os.Environ(), "JITGATE_SERVER="+l.ClientServers(), "JITGATE_TOKEN="+l.Token, "HOME="+l.Dir)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -311,7 +322,7 @@ func (l *Lab) APIClient() *client.Client {
 		},
 		MaxIdleConnsPerHost: 4,
 	}
-	c, err := client.New(ServerURL, l.Token, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 60 * time.Second}))
+	c, err := client.New(l.ClientServers(), l.Token, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 60 * time.Second}))
 	if err != nil {
 		l.tb.Fatal(err)
 	}
@@ -432,4 +443,13 @@ func CLIJSONInto(l *Lab, v any, args ...string) {
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		l.tb.Fatalf("jitgate %s: decoding %q: %v", strings.Join(args, " "), out, err)
 	}
+}
+
+// ClientServers is the server URL (or comma-separated URLs of the
+// replicas) that the CLI and APIClient use from the client namespace.
+func (l *Lab) ClientServers() string {
+	if l.clientServers != "" {
+		return l.clientServers
+	}
+	return ServerURL
 }
