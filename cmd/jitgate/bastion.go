@@ -26,7 +26,6 @@ import (
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
-	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/sshca/sshhost"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -136,8 +135,8 @@ func stdioTunnel(ctx context.Context, c *client.Client, target string, port uint
 	}
 	defer conn.Close()
 	done := make(chan struct{}, 2)
-	go func() { relay.Copy(conn, in); done <- struct{}{} }()
-	go func() { relay.Copy(out, conn); done <- struct{}{} }()
+	go func() { io.Copy(conn, in); done <- struct{}{} }()
+	go func() { io.Copy(out, conn); done <- struct{}{} }()
 	<-done
 	return nil
 }
@@ -168,8 +167,8 @@ func serveLocal(ctx context.Context, c *client.Client, target string, port uint1
 			}
 			defer tc.Close()
 			done := make(chan struct{}, 2)
-			go func() { relay.Copy(tc, lc); done <- struct{}{} }()
-			go func() { relay.Copy(lc, tc); done <- struct{}{} }()
+			go func() { io.Copy(tc, lc); done <- struct{}{} }()
+			go func() { io.Copy(lc, tc); done <- struct{}{} }()
 			select {
 			case <-done:
 			case <-ctx.Done():

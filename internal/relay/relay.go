@@ -223,28 +223,9 @@ func closeHard(c net.Conn) {
 	c.Close()
 }
 
-// copyCount copies src to dst, counting into n and c, until either fails.
-//
-// While a session is idle it waits in Read with a small buffer of its own
-// (copySmall); when a read fills it, bytes are flowing, and it reads on into
-// a large buffer from copyPool (copyLarge) until a read no longer fills
-// that, then hands it back. Large reads and writes cost fewer system calls,
-// WebSocket messages and yamux frames per byte (BenchmarkTunnel: see
-// docs/benchmarks.md §7.2), and the pool means an idle session holds only
-// the small buffer: a thousand idle tunnels do not pin 128 MiB.
 func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64, c *Counter) {
-	small := make([]byte, copySmall)
-	var large *[]byte
-	defer func() {
-		if large != nil {
-			copyPool.Put(large)
-		}
-	}()
+	buf := make([]byte, 32*1024)
 	for {
-		buf := small
-		if large != nil {
-			buf = *large
-		}
 		k, err := src.Read(buf)
 		if k > 0 {
 			// Counted before the write: the peer may answer (and its
@@ -258,29 +239,8 @@ func copyCount(dst io.Writer, src io.Reader, n *atomic.Int64, c *Counter) {
 		if err != nil {
 			return
 		}
-		switch {
-		case large == nil && k == len(small):
-			large = copyPool.Get().(*[]byte)
-		case large != nil && k < len(*large):
-			copyPool.Put(large)
-			large = nil
-		}
 	}
 }
-
-// Copy copies src to dst as a tunnel's splice does (the same buffers, see
-// copyCount) until either fails: for the client's end of a tunnel.
-func Copy(dst io.Writer, src io.Reader) {
-	copyCount(dst, src, new(atomic.Int64), &Counter{})
-}
-
-// The copy buffers' sizes (see copyCount).
-const (
-	copySmall = 4 << 10
-	copyLarge = 128 << 10
-)
-
-var copyPool = sync.Pool{New: func() any { b := make([]byte, copyLarge); return &b }}
 
 // ErrNoAgent is returned when the target's agent holds no relay connection.
 var ErrNoAgent = errors.New("the target's agent is not connected to the relay")
