@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -115,8 +116,12 @@ func TestSessionMetricsAndWebhooks(t *testing.T) {
 		if it.WebhookID != wh.Webhook.ID || !strings.HasPrefix(it.Event, "session.") {
 			continue
 		}
+		body, err := notify.Body(it)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var p wire.WebhookPayload
-		if err := json.Unmarshal(it.Payload, &p); err != nil {
+		if err := json.Unmarshal(body, &p); err != nil {
 			t.Fatal(err)
 		}
 		if p.Event != it.Event || p.Target != "web-01" || p.RequestID != req.ID || p.Details["session"] == nil {

@@ -260,7 +260,7 @@ const (
 // send makes one attempt: a POST of the body in the webhook's format,
 // signed, that succeeds with a 2xx answer within the timeout.
 func (d *Deliverer) send(ctx context.Context, it store.OutboxItem) error {
-	body, err := Body(it.Format, it.Payload)
+	body, err := Body(it)
 	if err != nil {
 		return err
 	}

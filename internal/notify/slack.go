@@ -10,20 +10,50 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// Body renders a delivery's body in a webhook's format from the stored
-// generic payload.
-func Body(format string, payload []byte) ([]byte, error) {
-	switch format {
+// Payload is the generic body of an event: the store's snapshot of it in
+// the webhook API's form. The payload format lives here, not in the store.
+func Payload(e store.WebhookEvent) wire.WebhookPayload {
+	p := wire.WebhookPayload{Event: e.Event, ID: e.ID, At: e.At, Actor: e.Actor, Target: e.Target, RequestID: e.RequestID,
+		Reason: e.Reason, Details: e.Details}
+	if r := e.Request; r != nil {
+		ports := make([]string, len(r.Ports))
+		for i, port := range r.Ports {
+			ports[i] = port.String()
+		}
+		source := ""
+		if r.Source.IsValid() {
+			source = r.Source.String()
+		}
+		p.Request = &wire.WebhookRequest{Requester: r.Requester, Source: source, Ports: ports, Duration: wire.Duration(r.Duration),
+			Reason: r.Reason, State: string(r.State), ExpiresAt: r.ExpiresAt, ApprovalsRequired: r.ApprovalsRequired}
+	}
+	return p
+}
+
+// Body renders a claimed delivery's body in its webhook's format: the
+// generic payload (Payload, or the body a delivery enqueued before the
+// outbox kept snapshots was given), or Slack's text built from it.
+func Body(it store.OutboxItem) ([]byte, error) {
+	generic := it.Legacy
+	if generic == nil {
+		var err error
+		if generic, err = json.Marshal(Payload(it.Snapshot)); err != nil {
+			return nil, fmt.Errorf("encoding payload: %w", err)
+		}
+	}
+	switch it.Format {
 	case store.FormatGeneric:
-		return payload, nil
+		return generic, nil
 	case store.FormatSlack:
+		// Slack's text is built from the generic payload as a receiver
+		// reads it, so both formats say the same.
 		var p wire.WebhookPayload
-		if err := json.Unmarshal(payload, &p); err != nil {
+		if err := json.Unmarshal(generic, &p); err != nil {
 			return nil, fmt.Errorf("decoding payload: %w", err)
 		}
 		return json.Marshal(map[string]string{"text": SlackText(p)})
 	}
-	return nil, fmt.Errorf("unknown webhook format %q", format)
+	return nil, fmt.Errorf("unknown webhook format %q", it.Format)
 }
 
 // slackEscape escapes the characters Slack's mrkdwn gives meaning to, so a

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,8 +14,8 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/random"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // The webhook events, each reported from one audit action.
@@ -63,7 +64,7 @@ var webhookEventOf = map[audit.Action]string{
 
 // Webhook formats.
 const (
-	FormatGeneric = "generic" // the JSON of wire.WebhookPayload, signed
+	FormatGeneric = "generic" // the JSON payload notify builds from the event, signed
 	FormatSlack   = "slack"   // {"text": "..."}
 )
 
@@ -235,7 +236,7 @@ func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) e
 	if len(targets) == 0 {
 		return nil
 	}
-	p := wire.WebhookPayload{Event: event, ID: id, At: fromMS(ms(e.At)), Actor: e.Actor, Target: e.Target, RequestID: e.RequestID,
+	snap := WebhookEvent{Event: event, ID: id, At: fromMS(ms(e.At)), Actor: e.Actor, Target: e.Target, RequestID: e.RequestID,
 		Reason: e.Reason, Details: e.Details}
 	if e.RequestID != "" {
 		r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, e.RequestID))
@@ -245,18 +246,14 @@ func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) e
 		if e.Action == audit.RequestCreated && r.State != access.PendingApproval {
 			return nil
 		}
-		ports := make([]string, len(r.Ports))
-		for i, port := range r.Ports {
-			ports[i] = port.String()
-		}
-		p.Request = &wire.WebhookRequest{Requester: r.Requester, Source: sourceString(r.Source), Ports: ports, Duration: wire.Duration(r.Duration),
-			Reason: r.Reason, State: string(r.State), ExpiresAt: r.ExpiresAt, ApprovalsRequired: r.ApprovalsRequired}
+		snap.Request = &WebhookRequest{Requester: r.Requester, Source: r.Source, Ports: r.Ports, Duration: r.Duration,
+			Reason: r.Reason, State: r.State, ExpiresAt: r.ExpiresAt, ApprovalsRequired: r.ApprovalsRequired}
 	} else if e.Action == audit.RequestCreated {
 		return nil
 	}
-	body, err := json.Marshal(p)
+	body, err := encodeSnapshot(snap)
 	if err != nil {
-		return fmt.Errorf("encoding webhook payload: %w", err)
+		return err
 	}
 	for _, w := range targets {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (webhook_id, event_id, event, payload, next_attempt_at, created_at)
@@ -265,6 +262,76 @@ func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) e
 		}
 	}
 	return nil
+}
+
+// WebhookEvent is what the outbox keeps of an event for its webhooks: the
+// audit event and, when it concerns a request, the request as it stood
+// after the change. It is taken inside the change's transaction, so a
+// delivery reports that state even when it is sent much later; the notify
+// package turns it into the body each format sends (the store knows no
+// payload format).
+type WebhookEvent struct {
+	Event string `json:"event"` // EventRequestPending, ...
+	// ID is the audit event's id: the same for every webhook.
+	ID        int64          `json:"id"`
+	At        time.Time      `json:"at"`
+	Actor     string         `json:"actor"`
+	Target    string         `json:"target,omitempty"`
+	RequestID string         `json:"request_id,omitempty"`
+	Reason    string         `json:"reason,omitempty"`
+	Details   map[string]any `json:"details,omitempty"`
+	// Request is nil for events that concern no request.
+	Request *WebhookRequest `json:"request,omitempty"`
+}
+
+// WebhookRequest is what a WebhookEvent keeps of its request.
+type WebhookRequest struct {
+	Requester         string        `json:"requester"`
+	Source            netip.Prefix  `json:"source"`
+	Ports             []policy.Port `json:"ports"`
+	Duration          time.Duration `json:"duration_ns"`
+	Reason            string        `json:"reason,omitempty"`
+	State             access.State  `json:"state"`
+	ExpiresAt         time.Time     `json:"expires_at"`
+	ApprovalsRequired int           `json:"approvals_required,omitempty"`
+}
+
+// snapshotVersion marks the outbox rows holding a WebhookEvent (the JSON
+// above, with "snapshot" set). Rows written before hold the generic body
+// the store used to build, and are delivered as they are (Legacy).
+const snapshotVersion = 1
+
+type storedSnapshot struct {
+	Snapshot int `json:"snapshot"`
+	WebhookEvent
+}
+
+func encodeSnapshot(e WebhookEvent) (string, error) {
+	b, err := json.Marshal(storedSnapshot{Snapshot: snapshotVersion, WebhookEvent: e})
+	if err != nil {
+		return "", fmt.Errorf("encoding webhook event %d: %w", e.ID, err)
+	}
+	return string(b), nil
+}
+
+func decodeSnapshot(stored string) (WebhookEvent, []byte, error) {
+	var v struct {
+		Snapshot int `json:"snapshot"`
+	}
+	if err := json.Unmarshal([]byte(stored), &v); err != nil {
+		return WebhookEvent{}, nil, fmt.Errorf("decoding webhook event: %w", err)
+	}
+	switch v.Snapshot {
+	case 0:
+		return WebhookEvent{}, []byte(stored), nil
+	case snapshotVersion:
+		var s storedSnapshot
+		if err := json.Unmarshal([]byte(stored), &s); err != nil {
+			return WebhookEvent{}, nil, fmt.Errorf("decoding webhook event: %w", err)
+		}
+		return s.WebhookEvent, nil, nil
+	}
+	return WebhookEvent{}, nil, fmt.Errorf("webhook event of unknown version %d", v.Snapshot)
 }
 
 // OutboxItem is a claimed delivery: what to send where, and how to sign it.
@@ -276,7 +343,14 @@ type OutboxItem struct {
 	Secret    string
 	EventID   int64
 	Event     string
-	Payload   []byte // the generic body (wire.WebhookPayload)
+	// Snapshot is the event as it stood when the change committed (it was
+	// taken in that transaction); the notify package builds the body from
+	// it. Zero when Legacy is set.
+	Snapshot WebhookEvent
+	// Legacy is the generic body of a delivery enqueued before the outbox
+	// kept snapshots (the store then built the payload itself), to be sent
+	// as it is; nil otherwise.
+	Legacy []byte
 	// Attempt numbers this attempt, from 1.
 	Attempt   int
 	CreatedAt time.Time
@@ -329,7 +403,11 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, lease time.Durat
 				rows.Close()
 				return fmt.Errorf("reading due delivery: %w", err)
 			}
-			it.Payload, it.Attempt, it.CreatedAt = []byte(payload), attempts+1, fromMS(created)
+			if it.Snapshot, it.Legacy, err = decodeSnapshot(payload); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading delivery %d: %w", it.ID, err)
+			}
+			it.Attempt, it.CreatedAt = attempts+1, fromMS(created)
 			out = append(out, it)
 		}
 		rows.Close()

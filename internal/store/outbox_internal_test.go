@@ -103,3 +103,41 @@ func TestEnqueueRollsBack(t *testing.T) {
 		t.Errorf("outbox holds %d deliveries, %v; want 2 (pending, approved)", total, err)
 	}
 }
+
+// TestOutboxLegacyRows: a delivery enqueued before the outbox kept event
+// snapshots holds the generic body the store built then; it is claimed
+// with that body (Legacy) to be sent as it is, and a snapshot of an
+// unknown version is an error rather than an empty delivery.
+func TestOutboxLegacyRows(t *testing.T) {
+	ctx := t.Context()
+	now := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w, err := s.CreateWebhook(ctx, Actor{Name: "alice"}, Webhook{URL: "https://hooks.example.com/x", Format: FormatGeneric, Secret: "0123456789abcdef"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"event":"request.revoked","id":9,"at":"2026-01-02T10:00:00Z","actor":"carol","target":"web-1","request_id":"r-1",` +
+		`"request":{"requester":"alice","source":"198.51.100.7/32","ports":["22/tcp"],"duration":"1h0m0s","state":"revoked","expires_at":"2026-01-02T11:00:00Z"}}`
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO outbox (webhook_id, event_id, event, payload, next_attempt_at, created_at) VALUES ($1, 9, 'request.revoked', $2, $3, $3)`,
+		w.ID, old, ms(now)); err != nil {
+		t.Fatal(err)
+	}
+	items, err := s.ClaimOutbox(ctx, now, time.Minute, 10)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("ClaimOutbox = %+v, %v; want the legacy delivery", items, err)
+	}
+	if string(items[0].Legacy) != old || items[0].Snapshot.Event != "" {
+		t.Errorf("claimed legacy delivery %+v, want its stored body as Legacy", items[0])
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO outbox (webhook_id, event_id, event, payload, next_attempt_at, created_at) VALUES ($1, 10, 'request.revoked', '{"snapshot":99}', $2, $2)`,
+		w.ID, ms(now)); err != nil {
+		t.Fatal(err)
+	}
+	if items, err := s.ClaimOutbox(ctx, now.Add(time.Hour), time.Minute, 10); err == nil {
+		t.Errorf("ClaimOutbox of a snapshot of unknown version = %+v, want an error", items)
+	}
+}

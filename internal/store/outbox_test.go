@@ -1,17 +1,17 @@
 package store_test
 
 import (
-	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 var (
@@ -139,10 +139,7 @@ func TestWebhookEvents(t *testing.T) {
 		}
 		var found bool
 		for _, it := range items {
-			var p wire.WebhookPayload
-			if err := json.Unmarshal(it.Payload, &p); err != nil {
-				t.Fatalf("payload %s: %v", it.Payload, err)
-			}
+			p := it.Snapshot
 			if it.WebhookID != all.ID || p.Event != store.EventRequestExpiring {
 				continue
 			}
@@ -152,9 +149,9 @@ func TestWebhookEvents(t *testing.T) {
 			}
 			r := p.Request
 			if p.RequestID != a.ID || p.Actor != audit.System || p.Target != "web-1" || r == nil || r.Requester != "alice" ||
-				r.State != "active" || !slices.Equal(r.Ports, []string{"22/tcp"}) || r.Source != "198.51.100.7/32" ||
-				!r.ExpiresAt.Equal(t0.Add(time.Hour)) || p.Details["remaining"] != "5m0s" {
-				t.Errorf("payload %s", it.Payload)
+				r.State != access.Active || fmt.Sprint(r.Ports) != "[22/tcp]" || r.Source.String() != "198.51.100.7/32" ||
+				!r.ExpiresAt.Equal(t0.Add(time.Hour)) || p.Details["remaining"] != "5m0s" || it.Legacy != nil {
+				t.Errorf("snapshot %+v of request %+v", p, r)
 			}
 		}
 		if !found {

@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -92,12 +91,14 @@ func testOutbox(t *testing.T, s *store.Store) {
 	var events []string
 	for _, it := range items {
 		events = append(events, it.Event)
-		var p struct {
-			Event     string `json:"event"`
-			RequestID string `json:"request_id"`
-		}
-		if err := json.Unmarshal(it.Payload, &p); err != nil || p.Event != it.Event || p.RequestID != r.ID || it.Secret != "0123456789abcdef" || it.Attempt != 1 {
-			t.Errorf("claimed %+v (payload %s, %v): want event %s of %s, signed, attempt 1", it, it.Payload, err, it.Event, r.ID)
+		// The snapshot holds the request as the change left it, read in
+		// the change's transaction: pending approval, then denied.
+		want := map[string]string{store.EventRequestPending: "pending_approval", store.EventRequestDenied: "denied"}[it.Event]
+		p := it.Snapshot
+		if p.Event != it.Event || p.RequestID != r.ID || p.Target != "db-1" || p.Request == nil || string(p.Request.State) != want ||
+			p.Request.Source.String() != "198.51.100.7/32" || fmt.Sprint(p.Request.Ports) != "[3389/tcp]" || p.Request.Duration != time.Hour ||
+			it.Legacy != nil || it.Secret != "0123456789abcdef" || it.Attempt != 1 {
+			t.Errorf("claimed %+v: want event %s of %s in state %s, signed, attempt 1", it, it.Event, r.ID, want)
 		}
 	}
 	if fmt.Sprint(events) != fmt.Sprint([]string{store.EventRequestPending, store.EventRequestDenied}) {
