@@ -369,20 +369,19 @@ func startSSO(ctx context.Context, cfg oidc.Config, log *slog.Logger) (*oidc.Pro
 }
 
 // bootstrapAdmin creates the first admin token when none exists and writes
-// it to a 0600 file, logging only the file's path.
+// it to a 0600 file, logging only the file's path. The store checks and
+// creates in one transaction: of several replicas starting together on an
+// empty database, one creates the token and writes it to its data
+// directory, the others find it made.
 func bootstrapAdmin(ctx context.Context, st *store.Store, dir string, log *slog.Logger) error {
-	n, err := st.CountTokens(ctx, store.KindAdmin)
+	secret, err := st.BootstrapAdminToken(ctx, store.Actor{Name: "system"}, "admin", time.Now())
 	if err != nil {
-		return fmt.Errorf("counting admin tokens: %w", err)
+		return fmt.Errorf("creating the first admin token: %w", err)
 	}
-	path := filepath.Join(dir, AdminTokenFile)
-	if n > 0 {
+	if secret == "" {
 		return nil
 	}
-	secret, err := st.CreateAdminToken(ctx, store.Actor{Name: "system"}, "admin", time.Now())
-	if err != nil {
-		return fmt.Errorf("creating admin token: %w", err)
-	}
+	path := filepath.Join(dir, AdminTokenFile)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

@@ -142,15 +142,52 @@ func (s *Store) CreateAdminToken(ctx context.Context, actor Actor, name string, 
 	var secret string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		if secret, err = insertToken(ctx, tx, KindAdmin, name, now, 0); err != nil {
-			return err
+		secret, err = createAdminToken(ctx, tx, actor, name, now)
+		return err
+	})
+	return secret, err
+}
+
+// createAdminToken inserts an admin token for name in tx, binds name as
+// admin and audits it.
+func createAdminToken(ctx context.Context, tx *sql.Tx, actor Actor, name string, now time.Time) (string, error) {
+	secret, err := insertToken(ctx, tx, KindAdmin, name, now, 0)
+	if err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bindings (principal, role, scope, created_at, created_by) VALUES ($1, 'admin', '*', $2, $3)
+		ON CONFLICT DO NOTHING`, "user:"+name, ms(now), actor.Name); err != nil {
+		return "", fmt.Errorf("binding %s as admin: %w", name, err)
+	}
+	if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
+		Details: map[string]any{"kind": KindAdmin, "subject": name}}); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// BootstrapAdminToken creates an admin token for name when the database has
+// no admin token yet and returns its secret; when one exists it returns ""
+// and creates nothing. The check and the creation are one write transaction
+// (under the write lock on PostgreSQL), so replicas starting together on an
+// empty database make one first token between them, not one each
+// (server.TestBootstrapAdminRace).
+func (s *Store) BootstrapAdminToken(ctx context.Context, actor Actor, name string, now time.Time) (string, error) {
+	if err := authz.CheckName("user", name); err != nil {
+		return "", err
+	}
+	var secret string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM tokens WHERE kind = $1`, KindAdmin).Scan(&n); err != nil {
+			return fmt.Errorf("counting admin tokens: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO bindings (principal, role, scope, created_at, created_by) VALUES ($1, 'admin', '*', $2, $3)
-			ON CONFLICT DO NOTHING`, "user:"+name, ms(now), actor.Name); err != nil {
-			return fmt.Errorf("binding %s as admin: %w", name, err)
+		if n > 0 {
+			return nil
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
-			Details: map[string]any{"kind": KindAdmin, "subject": name}})
+		var err error
+		secret, err = createAdminToken(ctx, tx, actor, name, now)
+		return err
 	})
 	return secret, err
 }
