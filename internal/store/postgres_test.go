@@ -2,9 +2,12 @@ package store_test
 
 import (
 	"database/sql"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/store/storetest"
@@ -55,6 +58,54 @@ func TestPostgresReplicas(t *testing.T) {
 		}
 		return ss
 	})
+}
+
+// TestPostgresMigrateTogether: replicas starting together on an empty
+// database (testenv.PostgresEmpty, not the pre-migrated copy the other
+// tests get) take turns migrating it: every one opens, each migration is
+// applied once, and the stores work on the result.
+func TestPostgresMigrateTogether(t *testing.T) {
+	url := testenv.PostgresEmpty(t)
+	const replicas = 3
+	stores := make([]*store.Store, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = store.OpenPostgres(t.Context(), url, store.DefaultConfig())
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: OpenPostgres on an empty database: %v", i, err)
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var applied, distinct int
+	if err := db.QueryRow(`SELECT count(*), count(DISTINCT version) FROM schema_migrations`).Scan(&applied, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	want, err := fs.Glob(os.DirFS("migrations_postgres"), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != len(want) || distinct != len(want) {
+		t.Errorf("schema_migrations holds %d rows (%d versions), want each of the %d migrations once", applied, distinct, len(want))
+	}
+	if _, err := stores[0].CreateAdminToken(t.Context(), store.Actor{Name: "test"}, "alice", time.Now()); err != nil {
+		t.Fatalf("writing through a store on the migrated database: %v", err)
+	}
+	if n, err := stores[replicas-1].CountTokens(t.Context(), store.KindAdmin); err != nil || n != 1 {
+		t.Errorf("admin tokens seen by another replica: %d, %v; want 1", n, err)
+	}
 }
 
 // TestPostgresReplicasStricterDefault: a database whose default isolation

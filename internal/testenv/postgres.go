@@ -20,13 +20,23 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/jitgate/jitgate/internal/store"
 )
 
-// Postgres returns the URL of a new, empty PostgreSQL database that only tb
-// uses, on a real server that this test binary started itself: Debian's
-// initdb into a temporary directory, postgres listening on a unix socket in
-// that directory only (no TCP port), owned by an unprivileged user because
-// PostgreSQL refuses to run as root. The database is dropped when tb ends.
+// Postgres returns the URL of a new PostgreSQL database that only tb uses,
+// with the store's schema in place (every migration applied, no rows), on a
+// real server that this test binary started itself: Debian's initdb into a
+// temporary directory, postgres listening on a unix socket in that directory
+// only (no TCP port), owned by an unprivileged user because PostgreSQL
+// refuses to run as root. The database is dropped when tb ends.
+//
+// The schema comes from a template: the first call migrates a database
+// (jitgate_template) with the store's own code, once per test binary, and
+// every database is a copy of it (CREATE DATABASE ... TEMPLATE), which costs
+// about what an empty database does. Running every migration for every test
+// made the PostgreSQL store suite spend most of its time migrating. A test
+// of the migrations themselves wants PostgresEmpty.
 //
 // One server serves every test of the binary (initdb costs a second or two,
 // a database a few tens of milliseconds). A package that uses Postgres stops
@@ -43,12 +53,32 @@ import (
 // /usr/lib/postgresql/*/bin (newest version first), then on PATH.
 func Postgres(tb testing.TB) string {
 	tb.Helper()
+	return newPostgres(tb, true)
+}
+
+// PostgresEmpty is Postgres with an empty database (no schema), for tests
+// of the migrations themselves and of replicas migrating one database
+// together.
+func PostgresEmpty(tb testing.TB) string {
+	tb.Helper()
+	return newPostgres(tb, false)
+}
+
+func newPostgres(tb testing.TB, migrated bool) string {
+	tb.Helper()
 	srv, err := sharedPostgres()
 	if err != nil {
 		unavailable(tb, "%v", err)
 	}
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), pgDatabases.Add(1))
-	if _, err := srv.admin.Exec(`CREATE DATABASE ` + name); err != nil {
+	create := `CREATE DATABASE ` + name
+	if migrated {
+		if err := srv.template(); err != nil {
+			tb.Fatalf("%v", err)
+		}
+		create += ` TEMPLATE ` + pgTemplate
+	}
+	if _, err := srv.admin.Exec(create); err != nil {
 		tb.Fatalf("creating database %s: %v", name, err)
 	}
 	tb.Cleanup(func() {
@@ -104,6 +134,49 @@ type pgCluster struct {
 	done  chan struct{}
 	log   *Buffer
 	admin *sql.DB // connected to the "postgres" database
+
+	tmplOnce sync.Once
+	tmplErr  error
+}
+
+// pgTemplate is the database that Postgres copies: migrated once per server.
+const pgTemplate = "jitgate_template"
+
+// template makes pgTemplate on the first call and returns the error of
+// that first call ever after.
+func (c *pgCluster) template() error {
+	c.tmplOnce.Do(func() { c.tmplErr = c.makeTemplate() })
+	return c.tmplErr
+}
+
+// makeTemplate creates pgTemplate and migrates it by opening a store on it,
+// as a server does (so the schema is exactly the store's, migrations table
+// included), then closes every connection to it: PostgreSQL copies a
+// template only while nobody is connected to it (CREATE DATABASE waits 5 s
+// for stragglers, then fails with "source database is being accessed by
+// other users"). The store's Close ends its connections on the client side;
+// the server processes behind them may linger a moment, so connections to
+// the template are then forbidden and any left are terminated.
+func (c *pgCluster) makeTemplate() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := c.admin.ExecContext(ctx, `CREATE DATABASE `+pgTemplate); err != nil {
+		return fmt.Errorf("creating the template database: %w", err)
+	}
+	s, err := store.OpenPostgres(ctx, c.url(pgTemplate), store.DefaultConfig())
+	if err != nil {
+		return fmt.Errorf("migrating the template database: %w", err)
+	}
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("closing the template database: %w", err)
+	}
+	if _, err := c.admin.ExecContext(ctx, `ALTER DATABASE `+pgTemplate+` WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`); err != nil {
+		return fmt.Errorf("closing the template database to connections: %w", err)
+	}
+	if _, err := c.admin.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, pgTemplate); err != nil {
+		return fmt.Errorf("ending connections to the template database: %w", err)
+	}
+	return nil
 }
 
 const pgSuperuser = "postgres"
@@ -199,7 +272,12 @@ func startPostgres() (_ *pgCluster, err error) {
 	}
 
 	c := &pgCluster{dir: dir, done: make(chan struct{}), log: &Buffer{}}
-	// Durability settings are off: the cluster lives for one test run. The
+	// Durability settings are off: the cluster lives for one test run and
+	// is thrown away with its directory, so what fsync, synchronous commit
+	// and full-page writes protect (commits surviving a crash of the
+	// machine or of postgres) has nothing to protect; the store's own
+	// durability promise ("done" only after COMMIT returns) does not depend
+	// on them, and no test kills this server to check what survives. The
 	// socket is the only way in (listen_addresses empty: no TCP port).
 	c.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data,
 		"-c", "listen_addresses=", "-c", "unix_socket_directories="+dir,

@@ -2,17 +2,19 @@ package testenv_test
 
 import (
 	"database/sql"
+	"io/fs"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.RunWithPostgres(m)) }
 
-// TestPostgres checks the harness: each test gets its own empty database on a
+// TestPostgres checks the harness: each test gets its own database on a
 // real server reached through a unix socket, and the database is gone after
 // the test.
 func TestPostgres(t *testing.T) {
@@ -68,4 +70,71 @@ func openPG(t *testing.T, dsn string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestPostgresSchema: Postgres gives a database with every migration of the
+// store applied (copied from the template) and no rows, that a store opens
+// as it is; PostgresEmpty gives one with no tables at all.
+func TestPostgresSchema(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		new      func(testing.TB) string
+		migrated bool
+	}{
+		{"Postgres", testenv.Postgres, true},
+		{"PostgresEmpty", testenv.PostgresEmpty, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openPG(t, tc.new(t))
+			var tables int
+			if err := db.QueryRow(`SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&tables); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.migrated {
+				if tables != 0 {
+					t.Errorf("%d tables in an empty database, want none", tables)
+				}
+				return
+			}
+			var applied, tokens int
+			if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&applied); err != nil {
+				t.Fatalf("no migrations table in a migrated database: %v", err)
+			}
+			want, err := fs.Glob(os.DirFS("../store/migrations_postgres"), "*.sql")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if applied != len(want) || applied == 0 {
+				t.Errorf("%d migrations applied, want all %d", applied, len(want))
+			}
+			if err := db.QueryRow(`SELECT count(*) FROM tokens`).Scan(&tokens); err != nil || tokens != 0 {
+				t.Errorf("tokens in a new database: %d, %v; want none", tokens, err)
+			}
+		})
+	}
+}
+
+// BenchmarkPostgresDatabase compares what a test pays for a store on a new
+// database: a copy of the migrated template (Postgres) against an empty
+// database migrated by the store (PostgresEmpty, as before the template).
+func BenchmarkPostgresDatabase(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		new  func(testing.TB) string
+	}{
+		{"template", testenv.Postgres},
+		{"migrate", testenv.PostgresEmpty},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			testenv.Postgres(b) // the server and the template exist before the clock runs
+			b.ResetTimer()
+			for b.Loop() {
+				s, err := store.OpenPostgres(b.Context(), bc.new(b), store.DefaultConfig())
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+	}
 }
