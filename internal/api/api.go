@@ -110,6 +110,10 @@ func New(d Deps) http.Handler {
 	// Every terminal is watchable, and recorded where its rule says so,
 	// whatever observer the server adds (recording.go).
 	a.TerminalObserver = a.observe(d.TerminalObserver)
+	if d.Hub != nil && d.Store != nil {
+		// Client long-polls wake only when their own request moved.
+		d.Hub.readVersionsWith(d.Store.RequestVersions)
+	}
 	if d.RevisionsAtStart != nil {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}
 	}

@@ -466,6 +466,9 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 		}
 		return string(req.State) != q.Get("state")
 	}
+	// The hub's generation before the read: a change committed after it
+	// makes the wait below check at once (Hub.WatchRequest).
+	gen := a.Hub.Gen()
 	req, err := a.Store.GetRequest(r.Context(), id)
 	if err != nil {
 		return err
@@ -481,15 +484,12 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
 			return a.writeRequest(w, r, http.StatusOK, req)
 		}
-		ch := a.Hub.Watch(req.Target)
-		// Re-read after taking the channel so a change in between is seen.
-		if req, err = a.Store.GetRequest(r.Context(), id); err != nil {
-			return err
-		}
-		if changed(req) {
-			continue
-		}
+		// Woken only when this request's version moved (or on a timeout):
+		// the other requests of its target do not cost this waiter a read.
+		ch, cancel := a.Hub.WatchRequest(req.Target, id, req.Version, gen)
 		waitFor(r.Context(), ch, remaining)
+		cancel()
+		gen = a.Hub.Gen()
 		if req, err = a.Store.GetRequest(r.Context(), id); err != nil {
 			return err
 		}

@@ -1,23 +1,72 @@
 package api
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Hub wakes long-polls (agents waiting for desired state, clients waiting
 // for a request to change) when a target's state changes. A waiter takes the
 // channel before reading state, so a change committed between the read and
 // the wait is never missed: the channel is already closed.
+//
+// Client long-polls on requests are told apart: a change to a target does
+// not wake every client waiting on any request of it. The hub reads the
+// versions of all the requests waited on at that target in one query
+// (Deps.Store.RequestVersions) and wakes only the waiters whose request
+// moved past the version they hold; the others keep waiting without a read
+// of their own. At most one such check per target runs at a time; changes
+// arriving during it are coalesced into one more check.
 type Hub struct {
 	mu sync.Mutex
 	ch map[string]chan struct{}
+	// gen counts notifications: a request waiter that read its request
+	// before the latest one asks for a check of its target as it registers
+	// (the change may be the one it has not seen).
+	gen uint64
+	// reqs are the request waiters by target.
+	reqs map[string]*requestWaiters
+	// versions reads the current versions of requests (nil: request
+	// waiters wake at every change of their target).
+	versions func(ctx context.Context, target string, ids []string) (map[string]int64, error)
+	// woken counts request waiters woken (tests compare it).
+	woken atomic.Int64
+}
+
+type requestWaiter struct {
+	id      string
+	version int64
+	ch      chan struct{}
+}
+
+type requestWaiters struct {
+	set             map[*requestWaiter]struct{}
+	checking, again bool
 }
 
 // NewHub returns an empty hub.
-func NewHub() *Hub { return &Hub{ch: map[string]chan struct{}{}} }
+func NewHub() *Hub {
+	return &Hub{ch: map[string]chan struct{}{}, reqs: map[string]*requestWaiters{}}
+}
+
+// readVersionsWith sets how the hub reads request versions (api.New gives
+// it the store's).
+func (h *Hub) readVersionsWith(f func(ctx context.Context, target string, ids []string) (map[string]int64, error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.versions = f
+}
 
 // Watch returns a channel closed at the next change of target.
 func (h *Hub) Watch(target string) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.watchLocked(target)
+}
+
+func (h *Hub) watchLocked(target string) chan struct{} {
 	c, ok := h.ch[target]
 	if !ok {
 		c = make(chan struct{})
@@ -26,14 +75,137 @@ func (h *Hub) Watch(target string) <-chan struct{} {
 	return c
 }
 
-// Notify wakes every watcher of the targets.
+// Gen returns the hub's notification count. A request waiter takes it
+// before reading its request and hands it to WatchRequest.
+func (h *Hub) Gen() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen
+}
+
+// WatchRequest returns a channel closed once request id of target may have
+// a version other than version (read after Gen returned gen), and a cancel
+// to call when the wait ends.
+func (h *Hub) WatchRequest(target, id string, version int64, gen uint64) (<-chan struct{}, func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.versions == nil {
+		return h.watchLocked(target), func() {}
+	}
+	w := &requestWaiter{id: id, version: version, ch: make(chan struct{})}
+	rw := h.reqs[target]
+	if rw == nil {
+		rw = &requestWaiters{set: map[*requestWaiter]struct{}{}}
+		h.reqs[target] = rw
+	}
+	rw.set[w] = struct{}{}
+	if h.gen != gen {
+		h.checkLocked(target, rw)
+	}
+	return w.ch, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(rw.set, w)
+	}
+}
+
+// RequestWaiters returns how many client long-polls wait on requests of
+// target.
+func (h *Hub) RequestWaiters(target string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rw := h.reqs[target]; rw != nil {
+		return len(rw.set)
+	}
+	return 0
+}
+
+// Wakeups returns how many request waiters the hub has woken.
+func (h *Hub) Wakeups() int64 { return h.woken.Load() }
+
+// Notify wakes every watcher of the targets, and checks their request
+// waiters.
 func (h *Hub) Notify(targets ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.gen++
 	for _, t := range targets {
 		if c, ok := h.ch[t]; ok {
 			close(c)
 			delete(h.ch, t)
 		}
+		if rw := h.reqs[t]; rw != nil {
+			h.checkLocked(t, rw)
+		}
+	}
+}
+
+// checkLocked starts a check of target's request waiters, or asks the
+// running one for another round.
+func (h *Hub) checkLocked(target string, rw *requestWaiters) {
+	if rw.checking {
+		rw.again = true
+		return
+	}
+	rw.checking = true
+	go h.check(target, rw)
+}
+
+// versionReadTimeout bounds one check's read.
+const versionReadTimeout = 10 * time.Second
+
+// check reads the versions of the requests waited on at target, in one
+// read, and wakes the waiters whose request moved; it repeats while
+// notifications arrived during the read.
+func (h *Hub) check(target string, rw *requestWaiters) {
+	for {
+		h.mu.Lock()
+		rw.again = false
+		if len(rw.set) == 0 {
+			rw.checking = false
+			if h.reqs[target] == rw {
+				delete(h.reqs, target)
+			}
+			h.mu.Unlock()
+			return
+		}
+		seen := make([]*requestWaiter, 0, len(rw.set))
+		ids := make([]string, 0, len(rw.set))
+		have := map[string]bool{}
+		for w := range rw.set {
+			seen = append(seen, w)
+			if !have[w.id] {
+				have[w.id] = true
+				ids = append(ids, w.id)
+			}
+		}
+		read := h.versions
+		h.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), versionReadTimeout)
+		versions, err := read(ctx, target, ids)
+		cancel()
+
+		h.mu.Lock()
+		for _, w := range seen {
+			if _, waiting := rw.set[w]; !waiting {
+				continue
+			}
+			// A failed read wakes everyone: each re-reads and reports.
+			if v, ok := versions[w.id]; err != nil || !ok || v != w.version {
+				close(w.ch)
+				delete(rw.set, w)
+				h.woken.Add(1)
+			}
+		}
+		if !rw.again {
+			rw.checking = false
+			if len(rw.set) == 0 && h.reqs[target] == rw {
+				delete(h.reqs, target)
+			}
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
 	}
 }

@@ -278,6 +278,7 @@ func (s *Store) SetAgentState(ctx context.Context, target, state, clientAddr str
 func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time.Duration) (time.Time, error) {
 	var changed []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		changed = nil // the function may run again (group commit)
 		sys := Actor{Name: audit.System}
 		if err := endLiveRequests(ctx, tx, `state = `+stateActive+` AND expires_at <= $1`, []any{ms(now)},
 			access.Expire, "", sys, audit.RequestExpired, now); err != nil {

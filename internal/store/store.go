@@ -45,6 +45,9 @@ type Store struct {
 	// onWriteError is told of write transactions that failed for a storage
 	// reason (storage.go).
 	onWriteError func(cause string, err error)
+	// w is the group-commit writer every write transaction goes through
+	// (groupcommit.go).
+	w writer
 }
 
 // DefaultBruteForceThreshold is the default Config.BruteForceThreshold.
@@ -146,6 +149,7 @@ func (s *Store) Close() error {
 	if s.listener != nil {
 		s.listener.stop()
 	}
+	s.stopWriter()
 	return s.db.Close()
 }
 
@@ -192,30 +196,6 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("applying migration %s: %w", name, err)
 		}
-	}
-	return nil
-}
-
-// tx runs f in a write transaction and commits it, or rolls back on error.
-// A storage failure (a full disk) is classified by writeFailed: the caller
-// gets ErrStorageFull and reports nothing done.
-func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, s.dialect.writeTx)
-	if err != nil {
-		return s.writeFailed(fmt.Errorf("beginning transaction: %w", err))
-	}
-	if s.dialect.lockWrites != "" {
-		if _, err := tx.ExecContext(ctx, s.dialect.lockWrites); err != nil {
-			tx.Rollback()
-			return s.writeFailed(fmt.Errorf("taking the write lock: %w", err))
-		}
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return s.writeFailed(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return s.writeFailed(fmt.Errorf("committing: %w", err))
 	}
 	return nil
 }

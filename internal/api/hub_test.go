@@ -1,0 +1,82 @@
+package api_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestHubWakesOnlyChangedRequest: client long-polls on requests X and Y of
+// one target; another request of the target is made (a change there) and X
+// is revoked. Only X's waiter wakes (one wake-up in all), and Y's keeps
+// waiting without having been woken. Before, every change to the target
+// woke every waiter of any of its requests, and each re-read its request:
+// 2 wake-ups per change here, ~55 µs per waiter per change with 1,000.
+func TestHubWakesOnlyChangedRequest(t *testing.T) {
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	create := func(src string) wire.Request {
+		t.Helper()
+		r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: src,
+			Duration: wire.Duration(time.Hour), Reason: "wake test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	x, y := create("192.0.2.1"), create("192.0.2.2")
+	type answer struct {
+		r   wire.Request
+		err error
+	}
+	xDone, yDone := make(chan answer, 1), make(chan answer, 1)
+	for _, w := range []struct {
+		r    wire.Request
+		done chan answer
+	}{{x, xDone}, {y, yDone}} {
+		go func() {
+			r, err := e.c.WaitRequest(ctx, w.r.ID, w.r.State, 50*time.Second)
+			w.done <- answer{r, err}
+		}()
+	}
+	for hub.RequestWaiters("web-01") < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	woken := hub.Wakeups()
+	create("192.0.2.3") // a change to the target, none to X or Y
+	if _, err := e.c.Revoke(ctx, x.ID, "wake test"); err != nil {
+		t.Fatal(err)
+	}
+	a := <-xDone
+	if a.err != nil || a.r.State != "revoked" {
+		t.Fatalf("X's long-poll answered %+v, %v; want revoked", a.r.State, a.err)
+	}
+	if n := hub.Wakeups() - woken; n != 1 {
+		t.Errorf("%d waiters woken by two changes to the target, one of them to X; want 1 (X's)", n)
+	}
+	select {
+	case a := <-yDone:
+		t.Fatalf("Y's long-poll answered (%s, %v) though Y did not change", a.r.State, a.err)
+	default:
+	}
+	if n := hub.RequestWaiters("web-01"); n != 1 {
+		t.Errorf("%d waiters left on web-01, want 1 (Y's)", n)
+	}
+	// Y's turn: its change wakes it, and it alone.
+	if _, err := e.c.Revoke(ctx, y.ID, "wake test"); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-yDone; a.err != nil || a.r.State != "revoked" {
+		t.Fatalf("Y's long-poll answered %+v, %v; want revoked", a.r.State, a.err)
+	}
+	if n := hub.Wakeups() - woken; n != 2 {
+		t.Errorf("%d wake-ups after X and Y changed, want 2", n)
+	}
+}

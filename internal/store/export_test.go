@@ -1,0 +1,37 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+)
+
+// Hooks into the group-commit writer for the tests of package store_test.
+
+// Tx runs f as one write transaction of s, through the group-commit writer.
+func Tx(s *Store, ctx context.Context, f func(*sql.Tx) error) error { return s.tx(ctx, f) }
+
+// DB is s's database handle, for tests that set up tables of their own.
+func DB(s *Store) *sql.DB { return s.db }
+
+// WriterStats returns how many transactions the writer committed and how
+// many operations they carried.
+func WriterStats(s *Store) (commits, ops int64) { return s.w.commits.Load(), s.w.ops.Load() }
+
+// QueuedWrites is how many operations wait for the writer.
+func QueuedWrites(s *Store) int { return len(s.w.queue) }
+
+// HoldWriter makes the writer stop at the start of its next batch, after
+// taking that batch's first operation: held is closed once it waits, and
+// it goes on when release is called.
+func HoldWriter(s *Store) (held <-chan struct{}, release func()) {
+	h, r := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.w.hold = func() {
+		once.Do(func() {
+			close(h)
+			<-r
+		})
+	}
+	return h, sync.OnceFunc(func() { close(r) })
+}

@@ -1,0 +1,232 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Group commit. Every write transaction of the store (Store.tx) goes to one
+// writer goroutine per Store (per replica on PostgreSQL), which takes the
+// operations queued while its previous commit was running and runs them in
+// one transaction: requests arriving together share one BEGIN, one write
+// lock and one fsync. On SQLite there is only ever one writer anyway (BEGIN
+// IMMEDIATE); on PostgreSQL the advisory lock (dialect.lockWrites) makes it
+// one writer across replicas, so batching loses no parallelism there either.
+//
+// The semantics each caller sees are those of a transaction of its own:
+//   - durable before reported: an operation's result is delivered only after
+//     the batch's COMMIT returned (fsynced), never before;
+//   - isolation from batch-mates: each operation runs under a savepoint; one
+//     that fails is rolled back to it and gets its own error, and the others
+//     commit. When a failure leaves the transaction unusable (a statement
+//     interrupted by its caller's cancelled context rolls back the whole
+//     SQLite transaction; pgx closes the connection), the failed operation
+//     gets its error and the rest are run again in a fresh transaction;
+//   - order: operations run in the order they were queued, each seeing the
+//     writes of those before it (as if they had committed first);
+//   - a failed COMMIT fails every operation of the batch (nothing of it was
+//     recorded).
+//
+// Because an operation may run more than once before it commits, the
+// function passed to tx must set, not accumulate, what it hands back to its
+// caller (reset captured slices at its start), and must read only through
+// the transaction it is given: a read through s.db would not see the
+// uncommitted writes of its batch-mates.
+
+// maxBatch bounds the operations of one transaction, so that one commit
+// cannot hold the write lock for long behind a burst.
+const maxBatch = 64
+
+// errStoreClosed answers writes queued after Close.
+var errStoreClosed = errors.New("store closed")
+
+// writeOp is one queued write transaction.
+type writeOp struct {
+	ctx  context.Context
+	f    func(*sql.Tx) error
+	done chan error
+}
+
+// writer is the group-commit state of a Store.
+type writer struct {
+	once    sync.Once
+	queue   chan *writeOp
+	quit    chan struct{}
+	stopped chan struct{}
+	// commits counts committed transactions and ops the operations they
+	// carried (tests and benchmarks read them; jitgate_store_* metrics may).
+	commits, ops atomic.Int64
+	// hold, when set (tests only), runs at the start of each batch.
+	hold func()
+}
+
+func (s *Store) startWriter() {
+	s.w.once.Do(func() {
+		s.w.queue = make(chan *writeOp, 1024)
+		s.w.quit = make(chan struct{})
+		s.w.stopped = make(chan struct{})
+		go s.writeLoop()
+	})
+}
+
+// stopWriter ends the writer after the batch it is running; operations
+// still queued fail with errStoreClosed.
+func (s *Store) stopWriter() {
+	s.startWriter()
+	select {
+	case <-s.w.quit:
+	default:
+		close(s.w.quit)
+	}
+	<-s.w.stopped
+}
+
+// tx runs f in a write transaction and commits it, or rolls back what f did
+// on error (see the group-commit semantics above). A storage failure (a full
+// disk) is classified by writeFailed: the caller gets ErrStorageFull and
+// reports nothing done.
+func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	s.startWriter()
+	op := &writeOp{ctx: ctx, f: f, done: make(chan error, 1)}
+	select {
+	case s.w.queue <- op:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting to write: %w", ctx.Err())
+	case <-s.w.quit:
+		return errStoreClosed
+	}
+	// Once queued it may commit: wait for the verdict whatever ctx does,
+	// so that the caller never reports as failed what was recorded.
+	return <-op.done
+}
+
+func (s *Store) writeLoop() {
+	defer close(s.w.stopped)
+	for {
+		var first *writeOp
+		select {
+		case first = <-s.w.queue:
+		case <-s.w.quit:
+			s.failQueued()
+			return
+		}
+		if s.w.hold != nil {
+			s.w.hold()
+		}
+		batch := []*writeOp{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.w.queue:
+				batch = append(batch, op)
+			default:
+				break drain
+			}
+		}
+		for len(batch) > 0 {
+			batch = s.runBatch(batch)
+		}
+	}
+}
+
+func (s *Store) failQueued() {
+	for {
+		select {
+		case op := <-s.w.queue:
+			op.done <- errStoreClosed
+		default:
+			return
+		}
+	}
+}
+
+// runBatch runs ops in one transaction and delivers their results after
+// the commit. It returns the operations to run again in a new transaction
+// when one of them broke the transaction (their results not delivered).
+func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
+	failAll := func(err error) []*writeOp {
+		err = s.writeFailed(err)
+		for _, op := range ops {
+			op.done <- err
+		}
+		return nil
+	}
+	// The transaction is not bound to any caller's context: one caller
+	// giving up must not roll back its batch-mates.
+	tx, err := s.db.BeginTx(context.Background(), s.dialect.writeTx)
+	if err != nil {
+		return failAll(fmt.Errorf("beginning transaction: %w", err))
+	}
+	if s.dialect.lockWrites != "" {
+		if _, err := tx.Exec(s.dialect.lockWrites); err != nil {
+			tx.Rollback()
+			return failAll(fmt.Errorf("taking the write lock: %w", err))
+		}
+	}
+	// broken rolls back, delivers err to ops[i] and asks for the others to
+	// run again.
+	broken := func(i int, err error) []*writeOp {
+		tx.Rollback()
+		ops[i].done <- s.writeFailed(err)
+		return append(append(again, ops[:i]...), ops[i+1:]...)
+	}
+	alone := len(ops) == 1
+	results := make([]error, len(ops))
+	committed := 0
+	for i, op := range ops {
+		if err := op.ctx.Err(); err != nil {
+			results[i] = fmt.Errorf("waiting to write: %w", err)
+			continue
+		}
+		if !alone {
+			if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
+				return broken(i, fmt.Errorf("starting a savepoint: %w", err))
+			}
+		}
+		err := op.f(tx)
+		if err == nil {
+			if !alone {
+				if _, rerr := tx.Exec(`RELEASE SAVEPOINT op`); rerr != nil {
+					return broken(i, fmt.Errorf("releasing a savepoint: %w", rerr))
+				}
+			}
+			committed++
+			continue
+		}
+		results[i] = err
+		if alone {
+			continue
+		}
+		if _, rerr := tx.Exec(`ROLLBACK TO SAVEPOINT op`); rerr != nil {
+			return broken(i, err)
+		}
+		if _, rerr := tx.Exec(`RELEASE SAVEPOINT op`); rerr != nil {
+			return broken(i, err)
+		}
+	}
+	if committed == 0 {
+		tx.Rollback()
+	} else if err := tx.Commit(); err != nil {
+		err = fmt.Errorf("committing: %w", err)
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+	} else {
+		s.w.commits.Add(1)
+		s.w.ops.Add(int64(committed))
+	}
+	for i, op := range ops {
+		err := results[i]
+		if err != nil {
+			err = s.writeFailed(err)
+		}
+		op.done <- err
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite" // a connection of its own to the store's file
+
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
+)
+
+// TestGroupCommit checks the group-commit writer on both databases: writes
+// queued while a commit runs share one transaction; each is reported only
+// once its commit is visible to another connection (durable before
+// reported); one that fails is rolled back alone and its batch-mates
+// commit; they run in the order they were queued; and one that breaks the
+// transaction itself (here by ending it) fails alone while the others are
+// run again and commit. On the code before group commit every write had a
+// transaction of its own: the count of commits (11 writes, 1 commit) fails.
+func TestGroupCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) (s *store.Store, check *sql.DB)
+	}{
+		{"sqlite", func(t *testing.T) (*store.Store, *sql.DB) {
+			path := filepath.Join(t.TempDir(), "j.db")
+			s, err := store.OpenSQLite(t.Context(), path, store.DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			check, err := sql.Open("sqlite", store.SQLiteDSN(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { check.Close() })
+			return s, check
+		}},
+		{"postgres", func(t *testing.T) (*store.Store, *sql.DB) {
+			url := testenv.Postgres(t)
+			s := openPostgres(t, url)
+			other := openPostgres(t, url) // another replica's handle
+			return s, store.DB(other)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, check := tc.open(t)
+			ctx := t.Context()
+			if _, err := store.DB(s).ExecContext(ctx, `CREATE TABLE gc_test (n INTEGER PRIMARY KEY, seq INTEGER NOT NULL)`); err != nil {
+				t.Fatal(err)
+			}
+			const (
+				queued  = 10
+				refused = 4 // returns an error after writing
+				breaks  = 7 // ends the transaction under the writer
+			)
+			var seq int
+			insert := func(n int) func(*sql.Tx) error {
+				return func(tx *sql.Tx) error {
+					// seq orders the writes as they ran in the transaction
+					// (each sees the ones before it).
+					if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM gc_test`).Scan(&seq); err != nil {
+						return err
+					}
+					_, err := tx.ExecContext(ctx, `INSERT INTO gc_test (n, seq) VALUES ($1, $2)`, n, seq)
+					if err == nil && n == refused {
+						return errors.New("refused by its rule")
+					}
+					if err == nil && n == breaks {
+						tx.ExecContext(ctx, `ROLLBACK`)
+						return errors.New("broke the transaction")
+					}
+					return err
+				}
+			}
+			held, release := store.HoldWriter(s)
+			defer release()
+			type result struct {
+				n   int
+				err error
+				// visible: another connection saw the row when the write
+				// was reported done.
+				visible bool
+			}
+			results := make(chan result, queued+1)
+			write := func(n int) {
+				err := store.Tx(s, ctx, insert(n))
+				var c int
+				if cerr := check.QueryRowContext(context.Background(), `SELECT count(*) FROM gc_test WHERE n = $1`, n).Scan(&c); cerr != nil {
+					t.Error(cerr)
+				}
+				results <- result{n, err, c == 1}
+			}
+			commits0, _ := store.WriterStats(s)
+			go write(0)
+			<-held // the writer took write 0 and waits before taking more
+			for n := 1; n <= queued; n++ {
+				go write(n)
+				// Queued one after the other: their order is known.
+				for store.QueuedWrites(s) < n {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			release()
+			got := map[int]result{}
+			for range queued + 1 {
+				r := <-results
+				got[r.n] = r
+			}
+			for n := 0; n <= queued; n++ {
+				r := got[n]
+				switch n {
+				case refused, breaks:
+					if r.err == nil || r.visible {
+						t.Errorf("write %d: err %v, visible %v; want its own error and nothing written", n, r.err, r.visible)
+					}
+				default:
+					if r.err != nil || !r.visible {
+						t.Errorf("write %d: err %v, visible %v at its report; want committed before reported", n, r.err, r.visible)
+					}
+				}
+			}
+			commits, _ := store.WriterStats(s)
+			// All eleven in one batch (the writer took write 0, then the ten
+			// queued behind it), which write 7 broke: the others ran again
+			// in a second transaction, which alone committed.
+			if d := commits - commits0; d != 1 {
+				t.Errorf("%d commits for %d writes, want 1", d, queued+1)
+			}
+			rows, err := check.QueryContext(ctx, `SELECT n FROM gc_test ORDER BY seq`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var order []int
+			for rows.Next() {
+				var n int
+				if err := rows.Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				order = append(order, n)
+			}
+			want := []int{0, 1, 2, 3, 5, 6, 8, 9, 10}
+			if !slices.Equal(order, want) {
+				t.Errorf("committed in order %v, want %v", order, want)
+			}
+		})
+	}
+}
