@@ -270,30 +270,63 @@ func (s *Store) SetAgentState(ctx context.Context, target, state, clientAddr str
 	})
 }
 
+// sweepBatch bounds the requests one sweep transaction ends. A sweep with
+// more to do commits in several transactions; each is queued behind the
+// writes that arrived meanwhile (group commit, groupcommit.go), so a burst
+// of expiries delays a request by one bounded transaction, not by all of
+// them.
+const sweepBatch = 64
+
 // Sweep ends what time has ended at now: active requests past their
 // deadline expire; pending requests past their deadline, or not confirmed by
 // the agent within activationTimeout, fail. It returns the earliest future
 // instant at which a sweep will have work (zero when there is none), so the
-// caller can sleep until then.
+// caller can sleep until then. It ends at most sweepBatch requests per
+// transaction and yields to other writers between them.
 func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time.Duration) (time.Time, error) {
+	for {
+		more, err := s.sweepSome(ctx, now, activationTimeout)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("sweeping: %w", err)
+		}
+		if !more {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return time.Time{}, fmt.Errorf("sweeping: %w", err)
+		}
+	}
+	return s.NextDeadline(ctx, activationTimeout)
+}
+
+// sweepSome is one bounded transaction of Sweep; more says it stopped at
+// sweepBatch requests and there may be more.
+func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout time.Duration) (more bool, err error) {
 	var changed []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		changed = nil // the function may run again (group commit)
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		changed, more = nil, false // the function may run again (group commit)
 		sys := Actor{Name: audit.System}
-		if err := endLiveRequests(ctx, tx, `state = `+stateActive+` AND expires_at <= $1`, []any{ms(now)},
-			access.Expire, "", sys, audit.RequestExpired, now); err != nil {
-			return err
-		}
-		if err := endLiveRequests(ctx, tx, `state = `+stateAwaiting+` AND approve_by <= $1`, []any{ms(now)},
-			access.Expire, "not approved in time", sys, audit.RequestExpired, now); err != nil {
-			return err
-		}
-		if err := endLiveRequests(ctx, tx, `state = `+statePending+` AND expires_at <= $1`, []any{ms(now)},
-			access.Expire, "the grant ran out before the target's agent confirmed it", sys, audit.RequestFailed, now); err != nil {
-			return err
+		budget := sweepBatch
+		for _, step := range []struct {
+			where   string
+			message string
+			action  audit.Action
+		}{
+			{`state = ` + stateActive + ` AND expires_at <= $1`, "", audit.RequestExpired},
+			{`state = ` + stateAwaiting + ` AND approve_by <= $1`, "not approved in time", audit.RequestExpired},
+			{`state = ` + statePending + ` AND expires_at <= $1`, "the grant ran out before the target's agent confirmed it", audit.RequestFailed},
+		} {
+			n, err := endSomeLiveRequests(ctx, tx, step.where, []any{ms(now)}, budget, access.Expire, step.message, sys, step.action, now)
+			if err != nil {
+				return err
+			}
+			if budget -= n; budget == 0 {
+				more = true
+				return nil
+			}
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT r.id, r.target, t.agent_state FROM requests r JOIN targets t ON t.name = r.target
-			WHERE r.state = `+statePending+` AND r.created_at <= $1`, ms(now.Add(-activationTimeout)))
+			WHERE r.state = `+statePending+` AND r.created_at <= $1 ORDER BY r.created_at, r.id LIMIT `+fmt.Sprint(budget), ms(now.Add(-activationTimeout)))
 		if err != nil {
 			return fmt.Errorf("selecting unconfirmed requests: %w", err)
 		}
@@ -317,6 +350,10 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 			}
 			changed = append(changed, l.target)
 		}
+		if budget -= len(ls); budget == 0 {
+			more = true
+			return nil
+		}
 		if err := warnExpiring(ctx, tx, s.expiryLead(), now); err != nil {
 			return err
 		}
@@ -326,12 +363,12 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, activationTimeout time
 		return err
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("sweeping: %w", err)
+		return false, err
 	}
 	if len(changed) > 0 {
 		s.changed(changed...)
 	}
-	return s.NextDeadline(ctx, activationTimeout)
+	return more, nil
 }
 
 // NextDeadline is the earliest instant at which Sweep will have work (zero

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	_ "modernc.org/sqlite" // a connection of its own to the store's file
 
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testenv"
 )
@@ -151,5 +153,86 @@ func TestGroupCommit(t *testing.T) {
 				t.Errorf("committed in order %v, want %v", order, want)
 			}
 		})
+	}
+}
+
+// TestSweepInBoundedTransactions: 150 requests expire at once; the sweep
+// ends them in transactions of at most 64 and a write queued while it runs
+// goes in between (it sees the first 64 ended, not all 150). Before, one
+// transaction ended all of them and the write waited for it all.
+func TestSweepInBoundedTransactions(t *testing.T) {
+	ctx := t.Context()
+	s, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	t0 := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	actor := store.Actor{Name: "alice"}
+	if _, _, err := s.CreateTarget(ctx, actor, "web-1", nil, t0, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22, Protocol: policy.TCP}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetPolicy(ctx, actor, "web-1", p, t0); err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	for i := range n {
+		src := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 32)
+		if _, err := s.CreateRequest(ctx, actor, "web-1", policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}},
+			Source: src, Duration: 10 * time.Minute, Reason: "sweep test"}, policy.DefaultLimits(), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg, err := s.GetTarget(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReportApplied(ctx, "web-1", tg.Revision, "", nil, "", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	expired := func(q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) int {
+		var c int
+		if err := q.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state = 'expired'`).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	held, release := store.HoldWriter(s)
+	defer release()
+	commits0, _ := store.WriterStats(s)
+	swept := make(chan error, 1)
+	go func() {
+		_, err := s.Sweep(ctx, t0.Add(time.Hour), 2*time.Minute)
+		swept <- err
+	}()
+	<-held // the sweep's first transaction is taken and waits
+	seen := make(chan int, 1)
+	go func() {
+		store.Tx(s, ctx, func(tx *sql.Tx) error {
+			seen <- expired(tx)
+			return nil
+		})
+	}()
+	for store.QueuedWrites(s) < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	if got := <-seen; got != 64 {
+		t.Errorf("a write queued during the sweep saw %d requests expired, want 64 (after the first bounded transaction)", got)
+	}
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	if got := expired(store.DB(s)); got != n {
+		t.Errorf("%d expired after the sweep, want %d", got, n)
+	}
+	if commits, _ := store.WriterStats(s); commits-commits0 < 3 {
+		t.Errorf("the sweep of %d requests committed %d transactions, want at least 3 of at most 64", n, commits-commits0)
 	}
 }

@@ -366,9 +366,21 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 // revision of its enforcer advances (once per call) and the request records
 // it, so that its agent confirms the removal as it confirms an activation.
 func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id, target, state, expires_at, version FROM requests WHERE state IN (`+liveStates+`) AND `+where+` ORDER BY created_at, id`, args...)
+	_, err := endSomeLiveRequests(ctx, tx, where, args, 0, ev, message, actor, action, now)
+	return err
+}
+
+// endSomeLiveRequests is endLiveRequests for at most limit requests (0: all),
+// oldest first; it returns how many it ended. The sweeper ends requests in
+// bounded transactions with it.
+func endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, limit int, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) (int, error) {
+	q := `SELECT id, target, state, expires_at, version FROM requests WHERE state IN (` + liveStates + `) AND ` + where + ` ORDER BY created_at, id`
+	if limit > 0 {
+		q += fmt.Sprintf(` LIMIT %d`, limit)
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("selecting requests to end: %w", err)
+		return 0, fmt.Errorf("selecting requests to end: %w", err)
 	}
 	type row struct {
 		id, target, state string
@@ -379,13 +391,13 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 		var r row
 		if err := rows.Scan(&r.id, &r.target, &r.state, &r.expires, &r.version); err != nil {
 			rows.Close()
-			return fmt.Errorf("reading request: %w", err)
+			return 0, fmt.Errorf("reading request: %w", err)
 		}
 		ended = append(ended, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	type removal struct {
 		enforcer string
@@ -408,11 +420,11 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 	for _, r := range ended {
 		to, err := transition(ctx, tx, r.id, access.State(r.state), r.version, ev, set{"message", message}, set{"ended_at", ms(now)})
 		if err != nil {
-			return fmt.Errorf("ending request %s: %w", r.id, err)
+			return 0, fmt.Errorf("ending request %s: %w", r.id, err)
 		}
 		live, err := deleteGrants(ctx, tx, r.id, now)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		confirm := access.NeedsRemovalConfirmation(access.State(r.state), to, fromMS(r.expires), now)
 		if confirm || len(live) > 0 {
@@ -420,11 +432,11 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 			// names it in the change log.
 			rm, err := removalFor(r.target)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			for _, gid := range live {
 				if err := logGrant(ctx, tx, rm.enforcer, rm.rev, gid); err != nil {
-					return err
+					return 0, err
 				}
 			}
 		}
@@ -432,15 +444,15 @@ func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, 
 			rm := removals[r.target]
 			if _, err := tx.ExecContext(ctx, `UPDATE requests SET removal_revision = $1, removal_enforcer = $2, removal_at = $3 WHERE id = $4`,
 				rm.rev, rm.enforcer, ms(now), r.id); err != nil {
-				return fmt.Errorf("recording the removal of %s: %w", r.id, err)
+				return 0, fmt.Errorf("recording the removal of %s: %w", r.id, err)
 			}
 		}
 		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action,
 			Target: r.target, RequestID: r.id, Reason: message, Details: map[string]any{"from": r.state}}); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return len(ended), nil
 }
 
 // deleteGrants deletes the grants of request id and returns those that were
