@@ -276,7 +276,7 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		return err
 	}
 	a.Metrics.Requests.WithLabelValues("created").Inc()
-	return a.writeRequest(w, r, http.StatusCreated, created)
+	return a.writeRequestOf(w, r, http.StatusCreated, created, &t)
 }
 
 // parseRequest turns the wire form into the domain form, resolving my-ip.
@@ -346,9 +346,23 @@ func outcome(err error) string {
 }
 
 func (a *api) writeRequest(w http.ResponseWriter, r *http.Request, status int, req store.Request) error {
+	return a.writeRequestOf(w, r, status, req, nil)
+}
+
+// writeRequestOf is writeRequest with req's target as this call already read
+// it (nil: read it here, and only when the answer needs it): a new request
+// reads its target once, not again for its answer.
+func (a *api) writeRequestOf(w http.ResponseWriter, r *http.Request, status int, req store.Request, t *store.Target) error {
 	out := toWireRequest(req)
-	if t, err := a.Store.GetTarget(r.Context(), req.Target); err == nil && req.State.HoldsGrants() {
-		out.Connect = a.connectFor(r.Context(), req, t)
+	if req.State.HoldsGrants() {
+		if t == nil {
+			if got, err := a.Store.GetTarget(r.Context(), req.Target); err == nil {
+				t = &got
+			}
+		}
+		if t != nil {
+			out.Connect = a.connectFor(r.Context(), req, *t)
+		}
 	}
 	a.addRemoval(r.Context(), &out, req, map[string]*store.Target{})
 	writeJSON(w, status, out)
