@@ -100,6 +100,26 @@ type liveSessions struct {
 	opened map[string]int
 	// watching is set while watchEndedElsewhere runs.
 	watching bool
+	// watchers wake the watches of browser terminals (recording.go) to
+	// check their watcher's credential, as credentialsChanged wakes
+	// sessions.
+	watchers map[chan struct{}]struct{}
+}
+
+// addWatcher returns a channel credentialsChanged wakes, and its removal.
+func (l *liveSessions) addWatcher() (chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.watchers == nil {
+		l.watchers = map[chan struct{}]struct{}{}
+	}
+	l.watchers[ch] = struct{}{}
+	return ch, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.watchers, ch)
+	}
 }
 
 // trackSession lists ls among the sessions relayed here, and makes sure
@@ -241,6 +261,14 @@ func (l *liveSessions) credentialsChanged() {
 	for _, ls := range l.all() {
 		select {
 		case ls.wake <- struct{}{}:
+		default:
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch := range l.watchers {
+		select {
+		case ch <- struct{}{}:
 		default:
 		}
 	}

@@ -411,11 +411,35 @@ func (t *liveTerminal) leave(w *watcher) {
 	delete(t.watchers, w)
 }
 
+// watcherCheck says why p may no longer watch session x ("" when p may):
+// the token p watches with was revoked or expired, or p no longer reads
+// others' requests on x's target. A read that fails decides nothing.
+func (a *api) watcherCheck(ctx context.Context, p store.Principal, x session.Session) string {
+	_, err := a.Store.GetToken(ctx, p.TokenID, a.Now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "the watcher's token was revoked or expired"
+	case err != nil:
+		return ""
+	}
+	if err := a.require(ctx, p, authz.ReadAnyRequest, a.targetOf(ctx, x.Target)); errors.Is(err, errForbidden) {
+		return "the watcher may no longer read others' requests on " + x.Target
+	}
+	return ""
+}
+
 // watchTerminal lets an approver or auditor watch a live browser terminal
 // read-only: what the target prints, resizes and the end. What the watcher
 // sends is read and dropped. The watched person is told who watches
 // (webterm's notice), and the watch is audited before it starts.
 func (a *api) watchTerminal(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	// With the console's cookie the upgrade must come from the console's
+	// own pages, checked before anything is audited: a page of another
+	// site must not make the trail say an auditor watched.
+	if _, ok := bearer(r); !ok && isUpgrade(r) && !sameOriginWS(r) {
+		return fmt.Errorf("a watch opened with the console's cookie must come from the console's own pages (Origin %q is not this server): %w",
+			r.Header.Get("Origin"), errForbidden)
+	}
 	x, err := a.sessionFor(r.Context(), p, r.PathValue("id"), authz.ReadAnyRequest, false)
 	if err != nil {
 		return err
@@ -433,9 +457,8 @@ func (a *api) watchTerminal(w http.ResponseWriter, r *http.Request, p store.Prin
 		RequestID: x.RequestID, ClientAddr: addrString(a.clientAddr(r)), Details: map[string]any{"session": x.ID, "principal": x.Principal}}); err != nil {
 		return err
 	}
-	// The console's cookie is accepted: coder/websocket refuses an upgrade
-	// whose Origin is another site, so no other page can watch with it.
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	// The Origin was checked above for a cookie; a bearer client sends none.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled, InsecureSkipVerify: true})
 	if err != nil {
 		return nil
 	}
@@ -452,8 +475,25 @@ func (a *api) watchTerminal(w http.ResponseWriter, r *http.Request, p store.Prin
 	}
 	a.Logger.Info("watching a terminal session", "session", x.ID, "watcher", p.Name())
 	ctx := c.CloseRead(context.WithoutCancel(r.Context())) // read-only: what the watcher sends is dropped
+	// The watcher's right is checked again while the watch runs: at once
+	// when a token is revoked or a binding removed (credentialsChanged),
+	// and every credentialRecheck otherwise (an expiry, a console logout).
+	wake, unwake := a.sessions.addWatcher()
+	defer unwake()
+	recheck := time.NewTicker(credentialRecheck)
+	defer recheck.Stop()
 	for {
 		select {
+		case <-wake:
+			if why := a.watcherCheck(ctx, p, x); why != "" {
+				c.Close(websocket.StatusPolicyViolation, why)
+				return nil
+			}
+		case <-recheck.C:
+			if why := a.watcherCheck(ctx, p, x); why != "" {
+				c.Close(websocket.StatusPolicyViolation, why)
+				return nil
+			}
 		case f, ok := <-wt.frames:
 			if !ok {
 				c.Close(websocket.StatusNormalClosure, "the session ended")

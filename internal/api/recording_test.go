@@ -18,6 +18,7 @@ import (
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
@@ -313,5 +314,134 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waited 10 s for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWatcherEndsWithItsCredential: a watch is checked when it starts, and
+// again while it runs: a watcher whose token is revoked, or whose role that
+// reads others' requests on the target is removed, stops seeing the
+// terminal at once (before, the watch went on until the session ended).
+func TestWatcherEndsWithItsCredential(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		take func(te *termEnv, tokenID string) error
+	}{
+		{"token revoked", func(te *termEnv, id string) error { return te.c.RevokeToken(context.Background(), id) }},
+		{"role removed", func(te *termEnv, _ string) error {
+			return te.c.Unbind(context.Background(), wire.Binding{Principal: "user:dave", Role: "auditor", Scope: "*"})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			te := newTermEnv(t, nil)
+			ctx := context.Background()
+			if _, err := te.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:dave", Role: authz.Auditor, Scope: authz.Everywhere}, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			dave, tok, err := te.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "dave", TTL: time.Hour}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc := dialTerm(t, te, "ubuntu", webterm.Start{Auth: webterm.AuthCertificate, Cols: 80, Rows: 24})
+			var x wire.BastionSession
+			waitFor(t, "the terminal to be watchable", func() bool {
+				xs, err := te.c.SearchSessions(ctx, client.SessionQuery{Active: true, Principal: "alice2"})
+				if err == nil && len(xs) == 1 && xs[0].Watchable {
+					x = xs[0]
+					return true
+				}
+				return false
+			})
+			ws, err := te.c.WithToken(dave).Watch(ctx, x.ID)
+			if err != nil {
+				t.Fatalf("watch: %v", err)
+			}
+			defer ws.CloseNow()
+			closed := make(chan error, 1)
+			go func() {
+				for {
+					if _, _, err := ws.Read(ctx); err != nil {
+						closed <- err
+						return
+					}
+				}
+			}()
+			waitFor(t, "the person to see the watching notice", func() bool {
+				tc.mu.Lock()
+				defer tc.mu.Unlock()
+				return slices.ContainsFunc(tc.notices, func(s string) bool { return strings.Contains(s, "dave is watching") })
+			})
+			if err := tt.take(te, tok.ID); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-closed:
+				if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+					t.Errorf("watch ended with %v, want a policy-violation close", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the watch went on 5 s after the watcher's credential was taken away")
+			}
+			waitFor(t, "the person to be told the watcher left", func() bool {
+				tc.mu.Lock()
+				defer tc.mu.Unlock()
+				return slices.ContainsFunc(tc.notices, func(s string) bool { return strings.Contains(s, "dave stopped watching") })
+			})
+		})
+	}
+}
+
+// TestCrossSiteWatchNotAudited: a page of another site that makes an
+// auditor's browser open the watch socket with the console's cookie (evil
+// Origin, or none) is refused before anything happens, so the trail does not
+// say the auditor watched (before, session.watched was written and only
+// then the upgrade refused). The console's own Origin passes.
+func TestCrossSiteWatchNotAudited(t *testing.T) {
+	te := newTermEnv(t, nil)
+	ctx := context.Background()
+	if _, err := te.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:dave", Role: authz.Auditor, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := te.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindSession, Subject: "dave", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialTerm(t, te, "ubuntu", webterm.Start{Auth: webterm.AuthCertificate, Cols: 80, Rows: 24})
+	var x wire.BastionSession
+	waitFor(t, "the terminal to be watchable", func() bool {
+		xs, err := te.c.SearchSessions(ctx, client.SessionQuery{Active: true, Principal: "alice2"})
+		if err == nil && len(xs) == 1 && xs[0].Watchable {
+			x = xs[0]
+			return true
+		}
+		return false
+	})
+	cookie := httpedge.SessionCookie + "=" + sess + "; " + httpedge.CSRFCookie + "=c"
+	upgrade := []string{"Cookie", cookie, "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}
+	path := "/api/v1/sessions/" + x.ID + "/watch"
+	for _, origin := range []string{"https://evil.example", ""} {
+		hdr := upgrade
+		if origin != "" {
+			hdr = append([]string{"Origin", origin}, upgrade...)
+		}
+		req, err := http.NewRequest("GET", te.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Add(hdr[i], hdr[i+1])
+		}
+		// An accepted upgrade never ends its body: the timeout ends it.
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("watch with the cookie from Origin %q: %v", origin, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "Origin") {
+			t.Errorf("watch with the cookie from Origin %q: %d %s, want 403 naming the Origin", origin, resp.StatusCode, body)
+		}
+	}
+	if evs, err := te.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.SessionWatched)}); err != nil || len(evs) != 0 {
+		t.Errorf("session.watched after cross-site opens: %+v, %v; want none", evs, err)
 	}
 }
