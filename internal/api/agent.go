@@ -251,14 +251,23 @@ func (a *api) delta(ctx context.Context, t store.Target, since int64) (wire.Desi
 // one (another replica may have served more), it is the sign of a database
 // that went back, and store.AgentAhead ends what the older copy brought
 // back.
+//
+// A claim above the database's current revision proves it even when this
+// process served that revision itself: a server only sends committed
+// revisions and a committed revision never goes down, so the database went
+// back under the running server (PostgreSQL failed over to a standby that
+// missed the last commits, a dump put back while the servers ran).
 func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now time.Time) error {
+	cur, err := a.Store.GetTarget(ctx, target)
+	if err != nil {
+		return err
+	}
+	if agentRev > cur.Revision {
+		return a.endAhead(ctx, target, agentRev, cur.Revision, now)
+	}
 	known, ok := a.known.get(target)
 	if !ok {
-		t, err := a.Store.GetTarget(ctx, target)
-		if err != nil {
-			return err
-		}
-		known = t.Revision
+		known = cur.Revision
 	}
 	if agentRev <= known {
 		return nil
@@ -269,21 +278,22 @@ func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now
 	}
 	if ok && others {
 		// Another replica sharing the database may have served it (the
-		// agent moved here from there): only a revision above the
-		// database's own proves it went back. (Alone, this server also
-		// catches a database that went back and reused the revision
-		// numbers since: with replicas, the restore guard at start and
-		// the agent's own high-water mark remain for that.)
-		t, err := a.Store.GetTarget(ctx, target)
-		if err != nil {
-			return err
-		}
-		if agentRev <= t.Revision {
-			a.known.raise(target, t.Revision)
-			return nil
-		}
-		known = max(known, t.Revision)
+		// agent moved here from there), and it is not above the
+		// database's own revision, which alone proves it went back.
+		// (Alone, this server also catches a database that went back and
+		// reused the revision numbers since: with replicas, the restore
+		// guard at start and the agent's own high-water mark remain for
+		// that.)
+		a.known.raise(target, cur.Revision)
+		return nil
 	}
+	return a.endAhead(ctx, target, agentRev, known, now)
+}
+
+// endAhead ends what a database that went back brought back for target,
+// whose agent applied agentRev when known was the highest revision the
+// server could have sent it (store.AgentAhead).
+func (a *api) endAhead(ctx context.Context, target string, agentRev, known int64, now time.Time) error {
 	ended, newRev, err := a.Store.AgentAhead(ctx, target, agentRev, known, now)
 	if err != nil {
 		return err

@@ -37,6 +37,9 @@ type env struct {
 	creds   map[string]string // agent credentials by target
 	// recordings is the API's recordings directory (Deps.Recordings).
 	recordings *recording.Dir
+	// dbPath is the SQLite file of st (tests that change it behind the
+	// server's back, as a database put back under a running server).
+	dbPath string
 }
 
 func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
@@ -48,7 +51,8 @@ func newEnv(tb testing.TB, trusted ...netip.Prefix) *env {
 func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 	tb.Helper()
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "j.db"), store.DefaultConfig())
+	dbPath := filepath.Join(tb.TempDir(), "j.db")
+	st, err := store.OpenSQLite(ctx, dbPath, store.DefaultConfig())
 	if err != nil {
 		tb.Fatalf("OpenSQLite: %v", err)
 	}
@@ -83,7 +87,7 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 	if err != nil {
 		tb.Fatalf("client.New: %v", err)
 	}
-	return &env{st: st, handler: h, srv: srv, admin: admin, c: c, creds: map[string]string{}, recordings: deps.Recordings}
+	return &env{st: st, handler: h, srv: srv, admin: admin, c: c, creds: map[string]string{}, recordings: deps.Recordings, dbPath: dbPath}
 }
 
 // addTarget creates and enrolls a target and returns its agent client.

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"math"
 	"net/http"
@@ -186,5 +187,77 @@ func TestRestoreLiftsGatewayPolicyRemovalOnce(t *testing.T) {
 	}
 	if tg.PolicyRemoval == nil || tg.PolicyRemoval.State != "confirmed" {
 		t.Errorf("policy removal after the gateway applied revision %d: %+v, want confirmed", ds.Revision, tg.PolicyRemoval)
+	}
+}
+
+// TestAgentAheadOfWhatThisServerServed: the database goes back under a
+// running server (PostgreSQL failed over to a standby that had not received
+// the last commits, or a dump put back while the servers ran). The agent had
+// applied a revision this very server process sent it, so the revision is
+// not above what the process knows; but it is above the database's own, and
+// a committed revision never goes down, so the database went back all the
+// same. The agent's report must end what the database brought back and lift
+// the revision above the agent's, as for a restore found at start. Before,
+// the server ignored the claim: the agent was answered the lower revision at
+// once on every poll, the restored grants stayed live, and the next change
+// reused the agent's revision number with other contents.
+func TestAgentAheadOfWhatThisServerServed(t *testing.T) {
+	// As the server runs it: knowing the revisions it started with.
+	e := newEnvWith(t, func(d *api.Deps) { d.RevisionsAtStart = map[string]int64{} })
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
+	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.1/32",
+		Duration: wire.Duration(30 * time.Minute), Reason: "live before and after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	// A second change, served by this process and applied by the agent.
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.2/32",
+		Duration: wire.Duration(30 * time.Minute), Reason: "lost in the failover"}); err != nil {
+		t.Fatal(err)
+	}
+	ds2, err := agent.Desired(ctx, ds.Revision, 0)
+	if err != nil || ds2.Revision <= ds.Revision {
+		t.Fatalf("second desired state: %+v, %v", ds2, err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds2.Revision}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The database goes back to the first revision behind the server.
+	db, err := sql.Open("sqlite", e.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `UPDATE targets SET revision = $1 WHERE name = 'web-01'`, ds.Revision); err != nil {
+		t.Fatal(err)
+	}
+
+	back, err := agent.Desired(ctx, ds2.Revision, 0)
+	if err != nil || back.Revision != ds.Revision {
+		t.Fatalf("poll after=%d: revision %d, %v; want the database's %d", ds2.Revision, back.Revision, err, ds.Revision)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: back.Revision, Error: "refusing revision: went back", HighWater: ds2.Revision}); err != nil {
+		t.Fatalf("Report with high_water: %v", err)
+	}
+	got, err := e.c.Request(ctx, req.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != "revoked" || !strings.Contains(got.Message, "database restored") {
+		t.Errorf("request after the agent's report: %s %q, want revoked by the restore", got.State, got.Message)
+	}
+	next, err := agent.Desired(ctx, ds2.Revision, 0)
+	if err != nil || next.Revision <= ds2.Revision || len(next.Grants) != 0 {
+		t.Errorf("desired state after the report: %+v, %v; want a revision above %d with no grant", next, err, ds2.Revision)
 	}
 }
