@@ -7,6 +7,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -167,9 +168,42 @@ func sourceString(p netip.Prefix) string {
 	return p.String()
 }
 
+// hostFromWire is the domain form of an agent's inventory (nil stays nil:
+// unchanged).
+func hostFromWire(in *wire.Inventory) *inventory.Host {
+	if in == nil {
+		return nil
+	}
+	out := &inventory.Host{Hostname: in.Hostname, CanEnforce: in.CanEnforce, Reason: in.Reason, Kernel: in.Kernel,
+		Routes: in.Routes, SSHHostKeys: in.SSHHostKeys}
+	for _, l := range in.Listening {
+		out.Listening = append(out.Listening, inventory.Listener{Address: l.Address, Port: l.Port, Protocol: l.Protocol, Process: l.Process})
+	}
+	for _, l := range in.Links {
+		out.Links = append(out.Links, inventory.Link{Name: l.Name, Prefixes: l.Prefixes, Default: l.Default})
+	}
+	return out
+}
+
+// hostToWire is the wire form of a stored inventory.
+func hostToWire(in *inventory.Host) *wire.Inventory {
+	if in == nil {
+		return nil
+	}
+	out := &wire.Inventory{Hostname: in.Hostname, CanEnforce: in.CanEnforce, Reason: in.Reason, Kernel: in.Kernel,
+		Routes: in.Routes, SSHHostKeys: in.SSHHostKeys}
+	for _, l := range in.Listening {
+		out.Listening = append(out.Listening, wire.Listener{Address: l.Address, Port: l.Port, Protocol: l.Protocol, Process: l.Process})
+	}
+	for _, l := range in.Links {
+		out.Links = append(out.Links, wire.Link{Name: l.Name, Prefixes: l.Prefixes, Default: l.Default})
+	}
+	return out
+}
+
 // fromWireReport is what the store records of an agent's report.
 func fromWireReport(in wire.AgentReport) store.AgentReport {
-	out := store.AgentReport{Mode: in.Mode, Inventory: in.Inventory}
+	out := store.AgentReport{Mode: in.Mode, Inventory: hostFromWire(in.Inventory)}
 	for _, c := range in.Blocked {
 		out.Blocked = append(out.Blocked, store.BlockedCounter{Destination: c.Destination, Protocol: c.Protocol, Port: c.Port,
 			Packets: c.Packets, Connections: c.Connections})

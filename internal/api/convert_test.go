@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,35 @@ func TestBlockedCrossesStore(t *testing.T) {
 	}
 	if empty := toWireBlocked(store.Blocked{}); empty.Counters == nil || empty.TopSources == nil {
 		t.Errorf("no blocked attempts = %+v, want empty lists (JSON [] rather than null)", empty)
+	}
+}
+
+// TestInventoryStoredForm: an agent's inventory survives the trip to the
+// store's domain form and back, and the domain form's JSON (what
+// targets.inventory holds) is the wire form's, so rows stored before the
+// store had its own type read the same.
+func TestInventoryStoredForm(t *testing.T) {
+	in := &wire.Inventory{Hostname: "gw-1", CanEnforce: false, Reason: "no nf_tables", Kernel: "6.18.0",
+		Listening:   []wire.Listener{{Address: "0.0.0.0", Port: 22, Protocol: "tcp", Process: "sshd"}},
+		Routes:      []string{"10.0.0.0/24"},
+		Links:       []wire.Link{{Name: "eth0", Prefixes: []string{"192.0.2.0/24"}, Default: true}, {Name: "eth1", Prefixes: []string{"10.0.0.0/24"}}},
+		SSHHostKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG"}}
+	host := hostFromWire(in)
+	if back := hostToWire(host); !reflect.DeepEqual(back, in) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, in)
+	}
+	stored, err := json.Marshal(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(stored) != string(old) {
+		t.Errorf("stored form\n got %s\nwant %s (the wire form rows were written in)", stored, old)
+	}
+	if hostFromWire(nil) != nil || hostToWire(nil) != nil {
+		t.Error("a missing inventory (unchanged) became one")
 	}
 }

@@ -21,7 +21,7 @@ import (
 // gateways resolves the gateway of a target behind one (nil: look it up).
 func (a *api) view(ctx context.Context, t store.Target, gateways map[string]store.Target, active map[string]int) wire.Target {
 	out := toWireTarget(t)
-	out.Gateway, out.Address, out.Mode, out.PublicAddress, out.Inventory = t.Gateway, t.Address, t.Mode, t.PublicAddress, t.Inventory
+	out.Gateway, out.Address, out.Mode, out.PublicAddress, out.Inventory = t.Gateway, t.Address, t.Mode, t.PublicAddress, hostToWire(t.Inventory)
 	out.ActiveGrants = active[t.Name]
 	f := inventory.Facts{HasPolicy: t.Policy != nil, Agent: t.AgentState, Inventory: t.Inventory, Behind: t.Gateway}
 	if t.Policy != nil {

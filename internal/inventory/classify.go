@@ -10,8 +10,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // Classes of targets.
@@ -37,7 +35,7 @@ type Facts struct {
 	// or its gateway's): never, connected or disconnected.
 	Agent string
 	// Inventory is what that agent reported (nil: nothing yet).
-	Inventory *wire.Inventory
+	Inventory *Host
 	// Behind is the gateway enforcing for the target, if any; Addresses
 	// are then the target's addresses behind it and GatewayPublic the
 	// gateway's public address.
@@ -99,7 +97,7 @@ func Classify(f Facts) Result {
 
 // exposed returns the management ports the host listens on for every
 // address (0.0.0.0 or ::) that no rule gates.
-func exposed(inv *wire.Inventory, protected []uint16) []uint16 {
+func exposed(inv *Host, protected []uint16) []uint16 {
 	if inv == nil {
 		return nil
 	}

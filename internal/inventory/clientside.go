@@ -3,8 +3,6 @@ package inventory
 import (
 	"fmt"
 	"net/netip"
-
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // Bypass says why a gateway does not gate an address: the gateway reaches
@@ -38,7 +36,7 @@ func (b Bypass) Explain(gateway string) string {
 // client network is not on the client side. ok is false when addr is not on
 // the client side, or when the inventory says nothing of links (an agent
 // older than the check, or not in gateway mode).
-func ClientSide(inv *wire.Inventory, public, addr netip.Addr) (b Bypass, ok bool) {
+func ClientSide(inv *Host, public, addr netip.Addr) (b Bypass, ok bool) {
 	if inv == nil || len(inv.Links) == 0 {
 		return Bypass{}, false
 	}

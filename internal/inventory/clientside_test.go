@@ -4,15 +4,13 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 func TestClientSide(t *testing.T) {
 	// eth0: the client link (public address 192.0.2.254); eth1, eth2:
 	// protected networks; 10.0.5.0/24 is carved out of eth0's 10.0.0.0/16
 	// and reached through eth2; eth3 carries the default route.
-	inv := &wire.Inventory{Links: []wire.Link{
+	inv := &Host{Links: []Link{
 		{Name: "eth0", Prefixes: []string{"10.0.0.0/16", "192.0.2.0/24", "2001:db8::/64"}},
 		{Name: "eth1", Prefixes: []string{"172.16.0.0/16", "198.51.100.0/24", "2001:db8:100::/64"}},
 		{Name: "eth2", Prefixes: []string{"10.0.5.0/24"}},
@@ -22,7 +20,7 @@ func TestClientSide(t *testing.T) {
 	for _, tc := range []struct {
 		addr   string
 		public netip.Addr
-		inv    *wire.Inventory
+		inv    *Host
 		want   string // "" when not on the client side, else words of the reason
 	}{
 		{"192.0.2.50", public, inv, "interface eth0, 192.0.2.0/24, where clients reach the public address 192.0.2.254"},
@@ -34,8 +32,8 @@ func TestClientSide(t *testing.T) {
 		{"2001:db8:100::10", public, inv, ""},
 		{"172.16.3.4", public, inv, ""},
 		{"100.64.0.9", public, inv, "interface eth3, 100.64.0.0/24, where a default route leaves"},
-		{"192.0.2.50", netip.Addr{}, inv, ""},                                         // no public address: eth0 is not known as client side
-		{"192.0.2.50", public, &wire.Inventory{Routes: []string{"192.0.2.0/24"}}, ""}, // no links reported
+		{"192.0.2.50", netip.Addr{}, inv, ""},                               // no public address: eth0 is not known as client side
+		{"192.0.2.50", public, &Host{Routes: []string{"192.0.2.0/24"}}, ""}, // no links reported
 		{"192.0.2.50", public, nil, ""},
 	} {
 		b, ok := ClientSide(tc.inv, tc.public, netip.MustParseAddr(tc.addr))
@@ -60,7 +58,7 @@ func FuzzClientSide(f *testing.F) {
 	f.Add("eth0", "10.0.0.0/8", true, "eth0", "not a prefix", false, "", "10.1.2.3")
 	f.Add("a", "::ffff:192.0.2.0/120", false, "b", "0.0.0.0/0", false, "::ffff:192.0.2.1", "192.0.2.9")
 	f.Fuzz(func(t *testing.T, l1, p1 string, d1 bool, l2, p2 string, d2 bool, public, addr string) {
-		inv := &wire.Inventory{Links: []wire.Link{{Name: l1, Prefixes: []string{p1}, Default: d1}, {Name: l2, Prefixes: []string{p2}, Default: d2}}}
+		inv := &Host{Links: []Link{{Name: l1, Prefixes: []string{p1}, Default: d1}, {Name: l2, Prefixes: []string{p2}, Default: d2}}}
 		a, err := netip.ParseAddr(addr)
 		if err != nil {
 			return

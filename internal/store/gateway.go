@@ -16,7 +16,6 @@ import (
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // TargetSpec describes a target to enroll.
@@ -483,7 +482,7 @@ type AgentReport struct {
 	// not reported).
 	Mode string
 	// Inventory describes the host; nil: unchanged.
-	Inventory *wire.Inventory
+	Inventory *inventory.Host
 	// Blocked are the gate's counters, cumulative since it was built.
 	Blocked []BlockedCounter
 	// BlockedSources are sampled sources of blocked attempts since the

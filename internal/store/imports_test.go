@@ -1,12 +1,7 @@
 package store_test
 
 import (
-	"go/parser"
-	"go/token"
 	"os/exec"
-	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -30,42 +25,18 @@ func TestStoreDoesNotImportTheEdge(t *testing.T) {
 	}
 }
 
-// wireImporters are the store's files that still speak the API's wire
-// types, each for a reason being removed (issue 12): the desired state's
-// entries (gateway.go), the webhook payload (outbox.go) and the host
-// inventory (targets.go, gateway.go). The list only shrinks: a new file
-// importing internal/wire fails the test, and so does a listed file that
-// stopped (remove it from the list).
-var wireImporters = []string{"gateway.go", "targets.go"}
-
-func TestWireImportsShrink(t *testing.T) {
-	files, err := filepath.Glob("*.go")
+// TestStoreDoesNotSpeakWire fails when the store depends, even indirectly,
+// on the API's wire types: it keeps domain types (the inventory as
+// inventory.Host, webhook events as WebhookEvent snapshots), and
+// internal/api and internal/notify convert them.
+func TestStoreDoesNotSpeakWire(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go list -deps: %v", err)
 	}
-	var importers []string
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range parsed.Imports {
-			if p, _ := strconv.Unquote(imp.Path.Value); p == module+"internal/wire" {
-				importers = append(importers, f)
-			}
-		}
-	}
-	for _, f := range importers {
-		if !slices.Contains(wireImporters, f) {
-			t.Errorf("%s imports internal/wire: the store returns domain types; convert in internal/api", f)
-		}
-	}
-	for _, f := range wireImporters {
-		if !slices.Contains(importers, f) {
-			t.Errorf("%s no longer imports internal/wire: take it off wireImporters", f)
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == module+"internal/wire" {
+			t.Error("internal/store depends on internal/wire: keep domain types in the store; convert in internal/api or internal/notify")
 		}
 	}
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // Agent states of a target.
@@ -45,7 +45,7 @@ type Target struct {
 	// PublicAddress is, for a gateway, where clients reach its DNAT mappings.
 	PublicAddress string
 	// Inventory is the agent's last report of its host (nil before).
-	Inventory *wire.Inventory
+	Inventory *inventory.Host
 	// PolicyRemoval is set while the target has no policy because one was
 	// removed: removing it re-opens ports, which the enforcing agent
 	// confirms as it confirms a revocation (see access.Removal).
@@ -110,7 +110,7 @@ func scanTarget(r scanner) (Target, error) {
 		}
 	}
 	if inv.Valid {
-		t.Inventory = new(wire.Inventory)
+		t.Inventory = new(inventory.Host)
 		if err := json.Unmarshal([]byte(inv.String), t.Inventory); err != nil {
 			return Target{}, fmt.Errorf("decoding inventory of %s: %w", t.Name, err)
 		}

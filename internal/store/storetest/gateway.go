@@ -9,9 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
-	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // newGateway creates gateway gw (clients reach its mappings at public)
@@ -21,7 +21,7 @@ func newGateway(t *testing.T, s *store.Store, gw, public string, routes ...strin
 	if _, _, err := s.CreateTargetSpec(t.Context(), alice, store.TargetSpec{Name: gw, PublicAddress: public}, t0, enrollTTL); err != nil {
 		t.Fatalf("CreateTargetSpec(%s): %v", gw, err)
 	}
-	r := store.AgentReport{Mode: store.ModeGateway, Inventory: &wire.Inventory{Hostname: gw, Routes: routes}}
+	r := store.AgentReport{Mode: store.ModeGateway, Inventory: &inventory.Host{Hostname: gw, Routes: routes}}
 	if err := s.RecordAgentReport(t.Context(), gw, r, t0); err != nil {
 		t.Fatalf("RecordAgentReport(%s): %v", gw, err)
 	}
