@@ -7,10 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/jitgate/jitgate/internal/agent"
@@ -25,6 +31,7 @@ func (a *app) newAgentCmd() *cobra.Command {
 		mode    string
 		logs    logFlags
 		servers []string
+		metrics string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL[,URL...] [--enroll-token TOKEN]",
@@ -79,6 +86,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 	f.DurationVar(&cfg.ResyncEvery, "resync", agent.DefaultResyncEvery, "period of the full re-apply and of the report with counters and inventory")
 	f.StringVar(&cfg.SSHTrustedCA, "ssh-trusted-ca", "", "keep this file holding the server's SSH certificate authority key; name it in sshd_config as TrustedUserCAKeys (opt-in: jitgate's certificates log in only where sshd trusts it)")
 	f.StringVar(&cfg.SSHHostKeys, "ssh-host-keys", agent.DefaultSSHHostKeys, "glob of this host's SSH host public key files, reported so that jitgate ssh accepts only these keys (\"none\": report none)")
+	f.StringVar(&metrics, "metrics-address", "", "serve this agent's Prometheus metrics at http://ADDR/metrics, without a token (off by default; e.g. 127.0.0.1:9469, or a management address a firewall keeps to the scraper)")
 	logs.add(cmd)
 
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
@@ -92,6 +100,13 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		}
 		cfg.Version = versionInfo().Version
 		cfg.Logger = log
+		if metrics != "" {
+			stop, err := serveAgentMetrics(ctx, metrics, &cfg, log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		if cfg.Mode, err = firewall.ParseMode(mode); err != nil {
 			return fmt.Errorf("--mode: %w", err)
 		}
@@ -144,6 +159,24 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		return agent.Run(ctx, cfg, backend)
 	})
 	return cmd
+}
+
+// serveAgentMetrics starts the agent's /metrics listener on addr and sets
+// cfg.Metrics; stop closes it.
+func serveAgentMetrics(ctx context.Context, addr string, cfg *agent.Config, log *slog.Logger) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Metrics = agent.NewMetrics(reg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("agent metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() { srv.Close() }, nil
 }
 
 // unavailableBackend stands in when nftables cannot even be opened: every

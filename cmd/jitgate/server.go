@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,12 +54,28 @@ func (a *app) newServerCmd() *cobra.Command {
 		livePerTarget  int
 		logs           logFlags
 		bruteForce     int
+		configFile     string
+		checkConfig    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "server --data-dir DIR [--listen ADDR] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run the jitgate server",
 		Long: `Run the jitgate server: the REST API for people and agents, and the sweeper that
 ends what time ends. On first start it writes an admin token to DIR/admin.token.
+
+Every flag may also come from the environment (JITGATE_ and the flag's name in
+upper case with underscores: --data-dir is JITGATE_DATA_DIR) or from a YAML
+configuration file (--config, default /etc/jitgate/server.yaml when it exists)
+whose keys are the flags' names:
+
+  data-dir: /var/lib/jitgate
+  listen: 0.0.0.0:8443
+  tls-cert: /etc/jitgate/tls.crt
+  tls-key: /etc/jitgate/tls.key
+  trusted-proxy: [10.0.0.0/8]
+
+A flag wins over the environment, which wins over the file. Unknown keys are
+refused with their line. --check-config checks the settings and exits.
 
 SIGINT or SIGTERM stop it.`,
 		Example: `  jitgate server --data-dir /var/lib/jitgate --listen 0.0.0.0:8443 \
@@ -101,9 +119,17 @@ SIGINT or SIGTERM stop it.`,
 	f.StringVar(&cfg.OIDC.GroupsClaim, "oidc-groups-claim", "groups", "ID token claim listing the user's groups")
 	f.Var(newDuration(&cfg.OIDC.SessionTTL, 12*time.Hour), "session-ttl", "life of the session a single sign-on login creates")
 	logs.add(cmd)
-	_ = cmd.MarkFlagRequired("data-dir")
+	f.StringVar(&configFile, "config", "", "YAML file of settings named like these flags (default $JITGATE_CONFIG, else "+DefaultServerConfig+" when it exists)")
+	f.BoolVar(&checkConfig, "check-config", false, "check the settings (flags, environment, file, TLS files) and exit: 0 when the server would start with them")
 
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
+		file, from, err := a.applyServerSettings(cmd, configFile)
+		if err != nil {
+			return err
+		}
+		if cfg.DataDir == "" {
+			return usagef("--data-dir is required (or JITGATE_DATA_DIR, or data-dir: in the configuration file)")
+		}
 		log, err := logs.logger(a.stderr)
 		if err != nil {
 			return err
@@ -140,6 +166,13 @@ SIGINT or SIGTERM stop it.`,
 		if cfg.Database != "" && !store.IsPostgresURL(cfg.Database) {
 			return usagef("--database: not a postgres:// or postgresql:// URL (leave it out for SQLite in --data-dir)")
 		}
+		if checkConfig {
+			if err := server.Check(cfg); err != nil {
+				return err
+			}
+			a.printSettingsOK(file, from)
+			return nil
+		}
 		if err := server.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
@@ -156,4 +189,29 @@ func serverLimits(maxDuration time.Duration, prefix4, prefix6 int) policy.Limits
 	l.DefaultRuleDuration = min(l.DefaultRuleDuration, maxDuration)
 	l.PerRequestBits4, l.PerRequestBits6 = prefix4, prefix6
 	return l
+}
+
+// printSettingsOK is the answer of --check-config: where each setting that
+// is not at its default came from.
+func (a *app) printSettingsOK(file string, from map[string]string) {
+	if file == "" {
+		file = "none"
+	}
+	if a.jsonOut() {
+		a.printJSON(struct {
+			OK       bool              `json:"ok"`
+			File     string            `json:"file"`
+			Settings map[string]string `json:"settings"`
+		}{true, file, from})
+		return
+	}
+	fmt.Fprintf(a.stdout, "configuration OK (file: %s)\n", file)
+	names := make([]string, 0, len(from))
+	for n := range from {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(a.stdout, "  %-28s from %s\n", n, from[n])
+	}
 }

@@ -17,7 +17,7 @@ func (a *app) newTargetCmd() *cobra.Command {
 		Short: "Enroll and manage protected hosts",
 	})
 	a.addConnFlags(cmd)
-	cmd.AddCommand(a.newTargetAddCmd(), a.newTargetListCmd(), a.newTargetShowCmd(), a.newTargetRemoveCmd())
+	cmd.AddCommand(a.newTargetAddCmd(), a.newTargetListCmd(), a.newTargetShowCmd(), a.newTargetRemoveCmd(), a.newTargetEnrollTokenCmd())
 	return cmd
 }
 
@@ -68,28 +68,63 @@ exact command to run on the host. The token is shown only once.`,
 		if err != nil {
 			return err
 		}
-		agentCmd := "jitgate agent --server " + shellQuote(conn.server) + " --enroll-token " + shellQuote(out.EnrollToken)
-		if conn.caFile != "" {
-			agentCmd += " --ca-file " + shellQuote(conn.caFile)
-		}
-		if agent.NeedsInsecureHTTP(conn.server) {
-			agentCmd += " --insecure-http" // as the CLI itself talks to it; better: serve TLS
-		}
-		if a.jsonOut() {
-			return a.printJSON(targetCreated{out, agentCmd})
-		}
-		w := a.stdout
 		if out.EnrollToken == "" {
-			fmt.Fprintf(w, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", esc(out.Target.Name), esc(out.Target.Gateway), esc(strings.Join(behindAddresses(out.Target), ", ")))
+			if a.jsonOut() {
+				return a.printJSON(targetCreated{TargetCreated: out})
+			}
+			fmt.Fprintf(a.stdout, "target %s added behind gateway %s at %s; its gateway's agent enforces for it\n", esc(out.Target.Name), esc(out.Target.Gateway), esc(strings.Join(behindAddresses(out.Target), ", ")))
 			return nil
 		}
-		fmt.Fprintf(w, "target %s added\n\n", esc(out.Target.Name))
-		fmt.Fprintf(w, "Enrollment token (shown once, valid until %s):\n  %s\n\n", fmtTime(out.EnrollExpiresAt), out.EnrollToken)
-		fmt.Fprintf(w, "On %s, run as root:\n  %s\n", esc(out.Target.Name), esc(agentCmd))
-		if conn.caFile != "" {
-			fmt.Fprintf(w, "(copy %s to the host first)\n", conn.caFile)
+		return a.printEnrollment(out, conn, "added")
+	})
+	return cmd
+}
+
+// printEnrollment prints a target's new enrollment token and the agent
+// command that uses it (or both as JSON).
+func (a *app) printEnrollment(out wire.TargetCreated, conn connection, what string) error {
+	agentCmd := "jitgate agent --server " + shellQuote(conn.server) + " --enroll-token " + shellQuote(out.EnrollToken)
+	if conn.caFile != "" {
+		agentCmd += " --ca-file " + shellQuote(conn.caFile)
+	}
+	if agent.NeedsInsecureHTTP(conn.server) {
+		agentCmd += " --insecure-http" // as the CLI itself talks to it; better: serve TLS
+	}
+	if a.jsonOut() {
+		return a.printJSON(targetCreated{out, agentCmd})
+	}
+	w := a.stdout
+	fmt.Fprintf(w, "target %s %s\n\n", esc(out.Target.Name), what)
+	fmt.Fprintf(w, "Enrollment token (shown once, valid until %s):\n  %s\n\n", fmtTime(out.EnrollExpiresAt), out.EnrollToken)
+	fmt.Fprintf(w, "On %s, run as root:\n  %s\n", esc(out.Target.Name), esc(agentCmd))
+	if conn.caFile != "" {
+		fmt.Fprintf(w, "(copy %s to the host first)\n", conn.caFile)
+	}
+	return nil
+}
+
+func (a *app) newTargetEnrollTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "enroll-token NAME",
+		Short: "Issue a new one-time enrollment token for an existing target",
+		Long: `Issue a new one-time enrollment token for an existing target, to re-enroll its
+host (reinstalled, or its agent's state directory lost) without removing the
+target, its policy or its grants. Earlier unused enrollment tokens of the target
+stop working; the current agent credential works until the new token is used.
+Audited as target.enroll_token_issued.`,
+		Example: `  jitgate target enroll-token web-01`,
+		Args:    oneArg("target NAME"),
+	}
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		c, conn, err := a.client()
+		if err != nil {
+			return err
 		}
-		return nil
+		out, err := c.ReissueEnrollToken(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		return a.printEnrollment(out, conn, "may be re-enrolled")
 	})
 	return cmd
 }

@@ -135,6 +135,9 @@ type Config struct {
 	// in the inventory, so that jitgate ssh checks the host key without
 	// trust on first use (default DefaultSSHHostKeys; "none": report none).
 	SSHHostKeys string
+	// Metrics, when set, receives the agent's own measurements (served on
+	// --metrics-address; metrics.go).
+	Metrics *Metrics
 }
 
 // TableRecord records which target's agent last programmed the host's
@@ -703,8 +706,10 @@ func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now
 				"added", res.Added, "removed", res.Removed, "took", took.Round(time.Microsecond))
 		}
 	}
+	a.cfg.Metrics.applied(rev, took, a.elements, now, err)
 	a.pending = rep
 	if err := a.flushReport(ctx); err != nil {
+		a.cfg.Metrics.reportFailed()
 		a.log.Warn("report not delivered; will retry", "revision", rep.Revision, "err", err)
 	}
 }

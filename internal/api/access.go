@@ -11,6 +11,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/buildinfo"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/text"
@@ -183,7 +184,9 @@ func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	if err != nil {
 		return err
 	}
-	out := wire.Whoami{Subject: p.Name(), Kind: p.Kind, Groups: p.Groups, ClientAddr: a.clientAddr(r).String(), Grants: []wire.Grant{}}
+	bi := buildinfo.Get()
+	out := wire.Whoami{Subject: p.Name(), Kind: p.Kind, Groups: p.Groups, ClientAddr: a.clientAddr(r).String(), Grants: []wire.Grant{},
+		Server: &wire.ServerBuild{Version: bi.Version, Commit: bi.Commit, Go: bi.Go}}
 	for _, g := range authz.Grants(bs, p.Authz()) {
 		out.Grants = append(out.Grants, wire.Grant{Role: string(g.Role), Scope: string(g.Scope)})
 	}

@@ -384,6 +384,9 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	if in.Error == "" && in.ApplyMillis >= 0 {
 		a.Metrics.ApplySeconds.Observe(in.ApplyMillis / 1000)
 	}
+	if in.Error != "" {
+		a.Metrics.ApplyErrors.WithLabelValues(p.Subject).Inc()
+	}
 	for _, req := range activated {
 		a.Metrics.GrantLatency.Observe(now.Sub(req.CreatedAt).Seconds())
 	}
@@ -456,6 +459,21 @@ func (p *Presence) MarkConnected(ctx context.Context, target, clientAddr string)
 	p.marked[target] = true
 	p.mu.Unlock()
 	return nil
+}
+
+// LastSeen returns when each agent was last in contact with this process:
+// now for those with a poll open.
+func (p *Presence) LastSeen(now time.Time) map[string]time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]time.Time, len(p.lastSeen))
+	for t, seen := range p.lastSeen {
+		if p.inflight[t] > 0 {
+			seen = now
+		}
+		out[t] = seen
+	}
+	return out
 }
 
 // Connected counts agents with an open poll or recent contact.

@@ -3,7 +3,7 @@
 // input, calls the store, and maps errors to HTTP status codes (the only
 // package that does).
 //
-// Every endpoint needs a token except /healthz and the single sign-on
+// Every endpoint needs a token except /healthz, /readyz and the single sign-on
 // endpoints, which are the login itself (sso.go): GET /auth/login,
 // GET /auth/callback, POST /api/v1/auth/device and POST /api/v1/auth/device/token.
 // (Agent enrollment takes its enrollment token as the bearer.)
@@ -120,9 +120,14 @@ func New(d Deps) http.Handler {
 	if d.Registry != nil && d.Store != nil {
 		d.Registry.MustRegister(newBlockedCollector(d.Store), newRemovalCollector(d.Store, d.Now))
 		registerSessionMetrics(d.Registry, a.sessions)
+		if d.Presence != nil {
+			d.Registry.MustRegister(newPresenceCollector(d.Presence))
+		}
 	}
 	mux, _ := a.routes()
-	return a.recoverer(limitBodies(a.Logger, mux))
+	// The request id (httpedge.RequestID) is in place before anything logs
+	// or audits; the server's edge usually set it already.
+	return httpedge.RequestID(a.recoverer(limitBodies(a.Logger, a.Metrics.instrument(mux))))
 }
 
 // limitBodies bounds the body of every request, whether its endpoint reads
@@ -156,6 +161,19 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
+	// Readiness asks the database (within 2 s): a load balancer stops
+	// sending calls to a replica that cannot reach it, while /healthz (the
+	// process answers) stays cheap for liveness probes.
+	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.Store.Ping(ctx); err != nil {
+			a.Logger.Warn("readiness: the database does not answer", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the database does not answer"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
 	human := func(h handlerFunc) http.Handler { return a.auth(h, store.KindAdmin) }
 	agent := func(h handlerFunc) http.Handler { return a.auth(h, store.KindAgent) }
 
@@ -173,6 +191,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/targets", human(a.listTargets))
 	handle("GET /api/v1/targets/{name}", human(a.getTarget))
 	handle("DELETE /api/v1/targets/{name}", human(a.removeTarget))
+	handle("POST /api/v1/targets/{name}/enroll-token", human(a.reissueEnrollToken))
 	handle("PUT /api/v1/targets/{name}/policy", human(a.setPolicy))
 	handle("GET /api/v1/targets/{name}/policy", human(a.getPolicy))
 	handle("DELETE /api/v1/targets/{name}/policy", human(a.removePolicy))

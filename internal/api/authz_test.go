@@ -143,6 +143,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/v1/targets/web-01/policy", "", target, all},
 		{"POST", "/api/v1/targets", `{"name":"web-02","labels":{"group":"prod"}}`, target, []authz.Role{P, A}},
 		{"DELETE", "/api/v1/targets/web-01", "", target, []authz.Role{P, A}},
+		{"POST", "/api/v1/targets/web-01/enroll-token", "", target, []authz.Role{P, A}},
 		{"PUT", "/api/v1/targets/web-01/policy", `{"rules":[{"port":22}]}`, target, []authz.Role{P, A}},
 		{"DELETE", "/api/v1/targets/web-01/policy", "", target, []authz.Role{P, A}},
 		{"PUT", "/api/v1/targets/web-01/policy?dry_run=true", `{"rules":[{"port":22}]}`, target, []authz.Role{P, A}},

@@ -147,6 +147,28 @@ func (a *api) removeTarget(w http.ResponseWriter, r *http.Request, p store.Princ
 	return nil
 }
 
+// reissueEnrollToken issues a new enrollment token for an existing target
+// (its host is re-enrolled without removing the target): the same right as
+// adding or removing it.
+func (a *api) reissueEnrollToken(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	t, err := a.targetFor(r.Context(), p, authz.WriteTarget, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	now := a.Now()
+	token, err := a.Store.ReissueEnrollToken(r.Context(), a.actor(r, p), t.Name, now, a.EnrollTokenTTL)
+	if err != nil {
+		return err
+	}
+	t, err = a.Store.GetTarget(r.Context(), t.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, wire.TargetCreated{Target: a.view(r.Context(), t, nil, nil), EnrollToken: token,
+		EnrollExpiresAt: now.Add(a.EnrollTokenTTL).UTC()})
+	return nil
+}
+
 func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	var in wire.Policy
 	if err := decode(w, r, &in); err != nil {

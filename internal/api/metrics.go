@@ -2,11 +2,14 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jitgate/jitgate/internal/buildinfo"
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -19,6 +22,15 @@ type Metrics struct {
 	// reason, by cause (disk_full, io_error); the server feeds it from
 	// store.OnWriteError.
 	StoreWriteErrors *prometheus.CounterVec
+	// ApplyErrors counts the agent reports that carried an apply error,
+	// per target: a target whose agent cannot enforce shows here first.
+	ApplyErrors *prometheus.CounterVec
+	// HTTPRequests and HTTPDuration count and time API calls by route
+	// pattern (the mux's, such as "GET /api/v1/requests/{id}", never the raw
+	// path, so the series stay bounded whatever clients send), method and
+	// status code.
+	HTTPRequests *prometheus.CounterVec
+	HTTPDuration *prometheus.HistogramVec
 }
 
 // NewMetrics registers the instruments on reg. activeGrants and
@@ -42,7 +54,22 @@ func NewMetrics(reg prometheus.Registerer, activeGrants, agentsConnected func() 
 			Name: "jitgate_store_write_errors_total", Help: "Database writes that failed for a storage reason, by cause (disk_full, io_error); nothing of them was recorded.",
 		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.Requests, m.GrantLatency, m.ApplySeconds, m.StoreWriteErrors,
+	m.ApplyErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jitgate_agent_apply_errors_total", Help: "Agent reports that said applying the desired state failed, by target.",
+	}, []string{"target"})
+	m.HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jitgate_http_requests_total", Help: "HTTP requests to the API by route pattern, method and status code.",
+	}, []string{"route", "method", "code"})
+	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "jitgate_http_request_duration_seconds", Help: "Time to answer HTTP requests to the API, by route pattern and method (long-polls and tunnels included: read them by route).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"route", "method"})
+	bi := buildinfo.Get()
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "jitgate_build_info", Help: "Always 1; the labels say which build of jitgate this server runs.",
+	}, []string{"version", "commit", "goversion"})
+	buildInfo.WithLabelValues(bi.Version, bi.Commit, bi.Go).Set(1)
+	reg.MustRegister(m.Requests, m.GrantLatency, m.ApplySeconds, m.StoreWriteErrors, m.ApplyErrors, m.HTTPRequests, m.HTTPDuration, buildInfo,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_active_grants", Help: "Requests currently active."}, activeGrants),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jitgate_agents_connected", Help: "Agents with an open connection or recent contact."}, agentsConnected),
 	)
@@ -65,8 +92,8 @@ type blockedCollector struct {
 func newBlockedCollector(st *store.Store) *blockedCollector {
 	labels := []string{"gate", "destination", "protocol", "port"}
 	return &blockedCollector{st: st,
-		packets:  prometheus.NewDesc("jitgate_blocked_packets", "Packets the gate dropped on a protected port (kernel counter, as last reported).", labels, nil),
-		newConns: prometheus.NewDesc("jitgate_blocked_connections", "New connections the gate dropped on a protected port (kernel counter, as last reported).", labels, nil),
+		packets:  prometheus.NewDesc("jitgate_blocked_packets_total", "Packets the gate dropped on a protected port (kernel counter, as last reported).", labels, nil),
+		newConns: prometheus.NewDesc("jitgate_blocked_connections_total", "New connections the gate dropped on a protected port (kernel counter, as last reported).", labels, nil),
 	}
 }
 
@@ -112,4 +139,77 @@ func (c *removalCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.GaugeValue, float64(reqs))
 	ch <- prometheus.MustNewConstMetric(c.policies, prometheus.GaugeValue, float64(pols))
+}
+
+// instrument counts and times each API call under its route pattern, which
+// the mux records on the request it is given (r.Pattern): the mux must be
+// next, with no handler between that copies the request. Calls no route
+// matched count under "/". The pattern also reaches the server's request
+// log through httpedge.
+func (m *Metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &codeRecorder{ResponseWriter: w, code: http.StatusOK}
+		defer func() {
+			route := r.Pattern
+			if route == "" {
+				route = "/"
+			}
+			httpedge.SetRoute(r.Context(), route)
+			if m == nil {
+				return
+			}
+			method := r.Method
+			switch method {
+			case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+			default:
+				method = "other" // the method is the client's to choose: keep the label set bounded
+			}
+			m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(rec.code)).Inc()
+			m.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// codeRecorder remembers the status code written.
+type codeRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (c *codeRecorder) WriteHeader(code int) {
+	c.code = code
+	c.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController (flushes, deadlines) and WebSocket
+// upgrades reach the connection.
+func (c *codeRecorder) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// Flush lets long-polls flush through the recorder.
+func (c *codeRecorder) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// presenceCollector exposes when each agent was last in contact with this
+// server (an open long-poll counts as now), read at scrape time.
+type presenceCollector struct {
+	p    *Presence
+	desc *prometheus.Desc
+}
+
+func newPresenceCollector(p *Presence) *presenceCollector {
+	return &presenceCollector{p: p, desc: prometheus.NewDesc("jitgate_agent_last_seen_timestamp_seconds",
+		"When each target's agent was last in contact with this server (Unix time; now while a long-poll is open).", []string{"target"}, nil)}
+}
+
+func (c *presenceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *presenceCollector) Collect(ch chan<- prometheus.Metric) {
+	for target, at := range c.p.LastSeen(time.Now()) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(at.UnixMilli())/1000, target)
+	}
 }

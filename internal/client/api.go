@@ -25,6 +25,14 @@ func (c *Client) CreateTarget(ctx context.Context, in wire.TargetCreate) (wire.T
 	return out, err
 }
 
+// ReissueEnrollToken issues a new one-time enrollment token for the
+// existing target name (to re-enroll its host).
+func (c *Client) ReissueEnrollToken(ctx context.Context, name string) (wire.TargetCreated, error) {
+	var out wire.TargetCreated
+	err := c.do(ctx, http.MethodPost, "/api/v1/targets/"+url.PathEscape(name)+"/enroll-token", nil, nil, &out)
+	return out, err
+}
+
 // Targets lists all targets.
 func (c *Client) Targets(ctx context.Context) ([]wire.Target, error) {
 	var out []wire.Target

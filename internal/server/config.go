@@ -226,3 +226,20 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Check reports whether Run would start with cfg as far as can be told
+// without opening the database or listening (jitgate server
+// --check-config): the settings are valid and the TLS certificate and key
+// load.
+func Check(cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		if _, err := loadKeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/lease"
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// No ReadTimeout or WriteTimeout: both would cut long-polls (see
 	// bodyDeadline, which bounds bodies instead).
 	srv := &http.Server{
-		Handler:           bodyDeadline(cfg.BodyTimeout, logRequests(log, handler)),
+		Handler:           bodyDeadline(cfg.BodyTimeout, httpedge.RequestID(logRequests(log, handler))),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ConnContext:       connContext,
@@ -208,12 +209,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	scheme := "http"
 	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		// Reloaded when the files change: a renewed certificate needs no
+		// restart (certreload.go).
+		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, log)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("loading TLS certificate: %w", err)
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
@@ -466,21 +469,33 @@ func presenceLoop(ctx context.Context, p *api.Presence, log *slog.Logger) {
 	}
 }
 
-// logRequests logs each API call at debug level, and errors at info.
+// quietRoutes are answered often by machines (agents' long-polls and
+// reports, probes, scrapers): their successes are logged at debug, not
+// info, so a fleet's heartbeat does not bury people's calls.
+var quietRoutes = map[string]bool{
+	"GET /api/v1/agent/desired": true, "POST /api/v1/agent/report": true,
+	"GET /healthz": true, "GET /readyz": true, "GET /metrics": true,
+}
+
+// logRequests logs each call with its request id (httpedge.RequestID, also
+// in the X-Request-Id response header and in the audit events the call
+// wrote) and route pattern: successes at info (machine traffic at debug),
+// refusals and errors at info, except 429s.
 func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		next.ServeHTTP(rec, r)
-		// Refusals are worth a line, except 429s: they answer floods, and a
-		// line each would make the flood the log's (the failed-login limit
-		// and the request caps count them and audit one event per period).
-		level := slog.LevelDebug
-		if rec.status >= 400 && rec.status != http.StatusTooManyRequests {
-			level = slog.LevelInfo
+		route := httpedge.Route(r.Context())
+		// 429s answer floods, and a line each would make the flood the
+		// log's (the failed-login limit and the request caps count them
+		// and audit one event per period).
+		level := slog.LevelInfo
+		if rec.status == http.StatusTooManyRequests || rec.status < 400 && quietRoutes[route] {
+			level = slog.LevelDebug
 		}
-		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", r.RemoteAddr)
+		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "route", route, "status", rec.status,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", r.RemoteAddr, "request_id", httpedge.ID(r.Context()))
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
@@ -19,6 +20,12 @@ import (
 // (dialect.lockWrites) for the same guarantee across replicas, and ids are
 // assigned by a trigger under it (migrations_postgres/0001_init.sql).
 func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
+	if id := requestIDFrom(ctx); id != "" {
+		d := make(map[string]any, len(e.Details)+1)
+		maps.Copy(d, e.Details)
+		d[AuditRequestIDKey] = id
+		e.Details = d
+	}
 	details := []byte("{}")
 	if len(e.Details) > 0 {
 		var err error
@@ -45,6 +52,24 @@ func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
 		return fmt.Errorf("hashing audit event %d: %w", r.ID, err)
 	}
 	return enqueueWebhooks(ctx, tx, r.ID, e)
+}
+
+// AuditRequestIDKey is the detail holding the id of the HTTP request that
+// caused an event (X-Request-Id), to find its lines in the server's log.
+const AuditRequestIDKey = "http_request_id"
+
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the id of the HTTP request being
+// served: every audit event written under it records the id in its details
+// (AuditRequestIDKey). The edge (internal/httpedge) sets it.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+func requestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
 
 // Audit records an event on its own (for events that change no state, such

@@ -93,7 +93,7 @@ func OpenPostgres(ctx context.Context, url string, config Config) (*Store, error
 		db.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s, err := open(ctx, db, postgresDialect, config)
+	s, err := open(ctx, db, postgresDialect, config, "")
 	if err != nil {
 		return nil, err
 	}

@@ -48,6 +48,9 @@ type Store struct {
 	// w is the group-commit writer every write transaction goes through
 	// (groupcommit.go).
 	w writer
+	// sqlitePath is the SQLite database file ("" on PostgreSQL): migrate
+	// copies it aside before changing its schema.
+	sqlitePath string
 }
 
 // DefaultBruteForceThreshold is the default Config.BruteForceThreshold.
@@ -126,13 +129,13 @@ func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL).
 	db.SetMaxOpenConns(4)
-	return open(ctx, db, sqliteDialect, cfg)
+	return open(ctx, db, sqliteDialect, cfg, path)
 }
 
 // open finishes opening a store on db: it brings the schema up to date and
 // chains audit events written before the chain existed. cfg is valid.
-func open(ctx context.Context, db *sql.DB, d dialect, cfg Config) (*Store, error) {
-	s := &Store{db: db, dialect: d, cfg: cfg}
+func open(ctx context.Context, db *sql.DB, d dialect, cfg Config, sqlitePath string) (*Store, error) {
+	s := &Store{db: db, dialect: d, cfg: cfg, sqlitePath: sqlitePath}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -142,6 +145,15 @@ func open(ctx context.Context, db *sql.DB, d dialect, cfg Config) (*Store, error
 		return nil, err
 	}
 	return s, nil
+}
+
+// Ping checks that the database answers a query (the server's /readyz).
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&n); err != nil {
+		return fmt.Errorf("pinging the database: %w", err)
+	}
+	return nil
 }
 
 // Close closes the database.
@@ -169,10 +181,36 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("reading migrations: %w", err)
 	}
 	names := make([]string, 0, len(entries))
+	known := map[string]bool{}
 	for _, e := range entries {
 		names = append(names, e.Name())
+		known[strings.TrimSuffix(e.Name(), ".sql")] = true
 	}
 	sort.Strings(names)
+	applied, err := s.appliedMigrations(ctx)
+	if err != nil {
+		return err
+	}
+	// The downgrade guard: a database a newer jitgate migrated holds
+	// columns and rows this binary does not know, and writing to it could
+	// break the newer one's invariants (or lose what it recorded). Refuse
+	// before touching anything.
+	var newer []string
+	for _, v := range applied {
+		if !known[v] {
+			newer = append(newer, v)
+		}
+	}
+	if len(newer) > 0 {
+		return fmt.Errorf("%w: it has schema migration(s) %s, which this jitgate (%s) does not know; "+
+			"run the jitgate that migrated it, or restore the copy taken before the upgrade (docs/operations.md, \"Upgrade and downgrade\")",
+			ErrSchemaNewer, strings.Join(newer, ", "), strings.TrimSuffix(names[len(names)-1], ".sql"))
+	}
+	if pending := len(known) - len(applied); pending > 0 && len(applied) > 0 && s.sqlitePath != "" {
+		if err := s.backupBeforeMigrate(ctx, applied[len(applied)-1]); err != nil {
+			return err
+		}
+	}
 	for _, name := range names {
 		version := strings.TrimSuffix(name, ".sql")
 		err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -196,6 +234,50 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("applying migration %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// ErrSchemaNewer: the database was migrated by a newer jitgate than this
+// one (the downgrade guard).
+var ErrSchemaNewer = errors.New("the database is newer than this jitgate")
+
+// appliedMigrations returns the versions recorded in schema_migrations,
+// sorted.
+func (s *Store) appliedMigrations(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("reading applied migrations: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// MigrationBackupPath is where migrate copies a SQLite database before
+// changing its schema: next to it, named with the schema version it had
+// (the last migration applied) and the time.
+func MigrationBackupPath(dbPath, version string, now time.Time) string {
+	return fmt.Sprintf("%s.schema-%s-%s.bak", dbPath, version, now.UTC().Format("20060102T150405Z"))
+}
+
+// backupBeforeMigrate copies the SQLite database aside (BackupSQLite: a
+// consistent copy, 0600, with a restore mark, so that starting an older
+// jitgate on it after a downgrade ends the grants live in it) before a
+// migration changes it. An upgrade that goes wrong can then be undone by
+// putting the copy back and running the older binary.
+func (s *Store) backupBeforeMigrate(ctx context.Context, version string) error {
+	now := time.Now()
+	to := MigrationBackupPath(s.sqlitePath, version, now)
+	if err := BackupSQLite(ctx, s.sqlitePath, to, now); err != nil {
+		return fmt.Errorf("copying the database aside before migrating it: %w", err)
 	}
 	return nil
 }

@@ -122,6 +122,38 @@ func scanTarget(r scanner) (Target, error) {
 	return t, nil
 }
 
+// ReissueEnrollToken issues a new one-time enrollment token for the
+// existing target name, to re-enroll its host (a reinstalled machine, a
+// lost state directory) without removing the target and its policy and
+// grants. Unused enrollment tokens of the target stop working; the agent
+// credential keeps working until the new token is used (enrolling replaces
+// it). A target behind a gateway has no agent of its own: ErrConflict.
+func (s *Store) ReissueEnrollToken(ctx context.Context, actor Actor, name string, now time.Time, enrollTTL time.Duration) (string, error) {
+	var token string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var gateway sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT gateway FROM targets WHERE name = $1`, name).Scan(&gateway)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("target %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading target %s: %w", name, err)
+		}
+		if gateway.String != "" {
+			return fmt.Errorf("target %q is behind gateway %q and has no agent of its own (re-enroll the gateway): %w", name, gateway.String, ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'enroll' AND subject = $1`, name); err != nil {
+			return fmt.Errorf("retiring the unused enrollment tokens of %s: %w", name, err)
+		}
+		if token, err = insertToken(ctx, tx, KindEnroll, name, now, enrollTTL); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.EnrollTokenIssued, Target: name,
+			Details: map[string]any{"expires_at": now.Add(enrollTTL).UTC().Format(time.RFC3339)}})
+	})
+	return token, err
+}
+
 // CreateTarget enrolls a target and returns its one-time enrollment token.
 func (s *Store) CreateTarget(ctx context.Context, actor Actor, name string, labels map[string]string, now time.Time, enrollTTL time.Duration) (Target, string, error) {
 	if err := policy.ValidateTargetName(name); err != nil {

@@ -367,6 +367,16 @@ type Whoami struct {
 	Groups     []string `json:"groups,omitempty"`
 	Grants     []Grant  `json:"grants"`
 	ClientAddr string   `json:"client_addr"`
+	// Server is the build of the server that answered (jitgate version
+	// prints it next to its own).
+	Server *ServerBuild `json:"server,omitempty"`
+}
+
+// ServerBuild is the version of a server.
+type ServerBuild struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit,omitempty"`
+	Go      string `json:"go,omitempty"`
 }
 
 // TokenCreate asks for a personal token (or, with Service, a service token).
