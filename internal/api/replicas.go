@@ -84,9 +84,13 @@ func (a *api) forward(ctx context.Context, via, target string, port policy.Port,
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
 	}
-	q := forwardQuery(target, port, principal, sessionID).Encode()
 	for _, rt := range routes {
-		u := strings.TrimRight(rt.Address, "/") + "/api/v1/replica/tunnel?" + q
+		// The replica the stream is for is in the signed query, so that a
+		// captured request is not accepted by another replica (whose
+		// nonces are its own) within the MAC's window.
+		fq := forwardQuery(target, port, principal, sessionID)
+		fq.Set("replica", rt.Replica)
+		u := strings.TrimRight(rt.Address, "/") + "/api/v1/replica/tunnel?" + fq.Encode()
 		req, err := http.NewRequest(http.MethodGet, u, nil)
 		if err != nil {
 			a.Logger.Warn("bastion: bad replica address", "replica", rt.Replica, "address", rt.Address, "err", err)
@@ -164,6 +168,12 @@ func (a *api) replicaTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.verifier.Verify(secret, r, time.Now()); err != nil {
 		a.Logger.Warn("bastion: refused a replica stream", "client", a.clientAddr(r), "err", err)
+		writeError(w, a.Logger, store.ErrUnauthorized)
+		return
+	}
+	if to := r.URL.Query().Get("replica"); to != a.replicaID() {
+		// Signed for another replica: a copy replayed here.
+		a.Logger.Warn("bastion: refused a replica stream signed for another replica", "client", a.clientAddr(r), "for", to)
 		writeError(w, a.Logger, store.ErrUnauthorized)
 		return
 	}

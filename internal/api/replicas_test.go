@@ -132,9 +132,11 @@ func TestReplicaEndpointRefusals(t *testing.T) {
 	applyDesired(t, agent)
 	relayAgent(t, p.a, agent)
 	openTunnel(t, p.cB, port).Close() // the agent's relay connection is up
-	query := func(principal string, port uint16) string {
-		return url.Values{"target": {"web-01"}, "port": {fmt.Sprint(port)}, "principal": {principal}, "session": {"s-x"}}.Encode()
+	queryFor := func(replica, principal string, port uint16) string {
+		return url.Values{"target": {"web-01"}, "port": {fmt.Sprint(port)}, "principal": {principal}, "session": {"s-x"},
+			"replica": {replica}}.Encode()
 	}
+	query := func(principal string, port uint16) string { return queryFor("A", principal, port) }
 	replayed, _ := http.NewRequest("GET", p.a.srv.URL+"/api/v1/replica/tunnel?"+query("alice", port), nil)
 	replicaSecret.Sign(replayed, time.Now())
 	tests := []struct {
@@ -156,6 +158,10 @@ func TestReplicaEndpointRefusals(t *testing.T) {
 		{name: "port without bastion", query: query("alice", 25), sign: replicaSecret, signAt: time.Now(), want: http.StatusForbidden},
 		{name: "valid, not an upgrade", query: query("alice", port), sign: replicaSecret, signAt: time.Now(), want: http.StatusBadRequest},
 		{name: "replayed", header: replayed.Header, query: query("alice", port), want: http.StatusUnauthorized},
+		// A request B signed for replica C, captured and sent to A within
+		// the MAC's window (A has never seen its nonce).
+		{name: "signed for another replica", query: queryFor("C", "alice", port), sign: replicaSecret, signAt: time.Now(), want: http.StatusUnauthorized},
+		{name: "signed for no replica", query: queryFor("", "alice", port), sign: replicaSecret, signAt: time.Now(), want: http.StatusUnauthorized},
 	}
 	// The replayed request is used once first.
 	if resp, err := http.DefaultClient.Do(replayed); err != nil {
