@@ -61,6 +61,10 @@ type liveSession struct {
 	// wake asks watchSession to check the credential again (a token was
 	// revoked somewhere).
 	wake chan struct{}
+	// recorded says a recorder sees the session (a terminal whose rule
+	// recorded when it started). A session that is not recorded ends as
+	// soon as its rule says record (grantCheck).
+	recorded bool
 }
 
 // end asks the session to end for reason; the first call wins.
@@ -540,8 +544,8 @@ func (a *api) openTunnel(w http.ResponseWriter, r *http.Request, p store.Princip
 	relay.Splice(conn, st, &ls.count)
 	// The agent may have ended the stream first (it watches the grant
 	// too): say why the grant ended rather than "closed".
-	if reason, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
-		ls.end(reason, "", "")
+	if reason, msg, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x, ls.recorded); reason != "" {
+		ls.end(reason, "", msg)
 	}
 	if forwardedTo == "" && !a.Relay.Connected(via) || forwardedTo != "" && !a.replicaAlive(forwardedTo) {
 		ls.end(session.AgentLost, "", "")
@@ -573,9 +577,9 @@ func (a *api) watchSession(ctx context.Context, ls *liveSession) {
 	x := ls.x
 	for {
 		ch := a.Hub.Watch(x.Target)
-		reason, deadline, idle := a.grantCheck(ctx, x)
+		reason, msg, deadline, idle := a.grantCheck(ctx, x, ls.recorded)
 		if reason != "" {
-			ls.end(reason, "", "")
+			ls.end(reason, "", msg)
 			return
 		}
 		if why := a.credentialCheck(ctx, ls); why != "" {
@@ -648,22 +652,26 @@ func (a *api) credentialCheck(ctx context.Context, ls *liveSession) string {
 	return ""
 }
 
-// grantCheck says why session x must end now ("" when it may go on), the
-// deadline of the grant it runs under (zero when a read failed: decide at
-// the next wake; an extension of the grant moves it) and the rule's idle
-// timeout.
-func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndReason, time.Time, time.Duration) {
+// grantCheck says why session x must end now ("" when it may go on) and,
+// when there is more to say, a message; the deadline of the grant it runs
+// under (zero when a read failed: decide at the next wake; an extension of
+// the grant moves it) and the rule's idle timeout. recorded says whether a
+// recorder sees the session: one that is not ends (revoked) as soon as its
+// rule says record, so turning recording on ends the raw tunnels and
+// unrecorded terminals already open on the port (fail closed).
+func (a *api) grantCheck(ctx context.Context, x session.Session, recorded bool) (session.EndReason, string, time.Time, time.Duration) {
 	port := policy.Port{Number: x.Port, Protocol: policy.Protocol(x.Protocol)}
 	now := a.Now()
 	live := true
 	deadline := x.Deadline
 	var idle time.Duration
+	unrecorded := false
 	g, err := a.Store.BastionGrant(ctx, x.Target, x.Principal, port, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		live = false
 	case err != nil:
-		return "", time.Time{}, 0
+		return "", "", time.Time{}, 0
 	default:
 		deadline = g.ExpiresAt
 		t, err := a.Store.GetTarget(ctx, x.Target)
@@ -671,18 +679,24 @@ func (a *api) grantCheck(ctx context.Context, x session.Session) (session.EndRea
 		case errors.Is(err, store.ErrNotFound):
 			live = false
 		case err != nil:
-			return "", time.Time{}, 0
+			return "", "", time.Time{}, 0
 		default:
 			if rule, err := bastionRule(t, port); err != nil {
 				live = false
 			} else {
 				idle = rule.IdleTimeout
+				unrecorded = rule.Record && !recorded
 			}
 		}
 	}
 	cur := x
 	cur.Deadline = deadline
-	return cur.ReasonAt(now, live), deadline, idle
+	reason := cur.ReasonAt(now, live && !unrecorded)
+	msg := ""
+	if reason == session.Revoked && live && unrecorded {
+		msg = "sessions on this port must now be recorded, and this one is not"
+	}
+	return reason, msg, deadline, idle
 }
 
 func toWireSession(x session.Session) wire.BastionSession {

@@ -58,6 +58,30 @@ func TestRawTunnelToRecordedPortRefused(t *testing.T) {
 	conn.Close()
 }
 
+// TestRecordingTurnedOnEndsRawTunnel: a raw tunnel opened while its port
+// was not recorded ends (revoked, saying why) as soon as the port's rule
+// says record: the server cannot see into it, so it may not go on.
+func TestRecordingTurnedOnEndsRawTunnel(t *testing.T) {
+	e := newEnv(t)
+	port := testenv.Echo(t)
+	agent := bastionTarget(t, e, port, nil)
+	relayAgent(t, e, agent)
+	grantBastion(t, e.c, port)
+	applyDesired(t, agent)
+	conn := openTunnel(t, e.c, port)
+	defer conn.Close()
+	live := sessionByID(t, e.c, "")
+
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: port, Protocol: "tcp", MaxDuration: wire.Duration(3600e9), Access: "bastion", Record: true}}})
+	waitClosed(t, conn, "a raw tunnel after its port became recorded")
+	for sessionByID(t, e.c, live.ID).State != "ended" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := sessionByID(t, e.c, live.ID); got.EndReason != "revoked" || !strings.Contains(got.Message, "recorded") {
+		t.Errorf("session = %+v, want ended revoked, saying it must be recorded", got)
+	}
+}
+
 func newRecordingsDir(tb testing.TB) *recording.Dir {
 	tb.Helper()
 	d, err := recording.OpenDir(tb.TempDir())

@@ -245,7 +245,10 @@ func (a *api) serveForwarded(w http.ResponseWriter, r *http.Request) error {
 	go func() {
 		for {
 			ch := a.Hub.Watch(name)
-			reason, deadline, _ := a.grantCheck(ctx, x)
+			// recorded: this end cannot tell a forwarded terminal (which
+			// the other replica records) from a tunnel; the replica that
+			// holds the session ends it when it is not recorded.
+			reason, _, deadline, _ := a.grantCheck(ctx, x, true)
 			if reason != "" {
 				closeHard(conn)
 				closeHard(st)

@@ -313,7 +313,6 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 		close(ls.done)
 	}()
 	a.Logger.Info("browser terminal started", "session", x.ID, "target", x.Target, "principal", x.Principal, "login", x.Login, "until", x.Deadline)
-	go a.watchSession(sctx, ls)
 
 	var obs webterm.Observer
 	if a.TerminalObserver != nil {
@@ -323,7 +322,11 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 			a.Logger.Error("starting the terminal's observer", "session", x.ID, "err", err)
 			ls.end(session.Closed, "", "the session's recording could not start")
 		}
+		// observe starts a recorder exactly when the rule records.
+		ls.recorded = err == nil && tg.rule.Record
 	}
+	// Set before the watch starts: it reads ls.recorded.
+	go a.watchSession(sctx, ls)
 	select {
 	case <-ls.stop:
 		client.Close()
@@ -333,8 +336,8 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 			a.Logger.Info("browser terminal stopped", "session", x.ID, "err", runErr)
 		}
 	}
-	if reason, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x); reason != "" {
-		ls.end(reason, "", "")
+	if reason, msg, _, _ := a.grantCheck(context.WithoutCancel(r.Context()), ls.x, ls.recorded); reason != "" {
+		ls.end(reason, "", msg)
 	}
 	if forwardedTo == "" && !a.Relay.Connected(via) || forwardedTo != "" && !a.replicaAlive(forwardedTo) {
 		ls.end(session.AgentLost, "", "")
