@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,8 +102,19 @@ func (m multiObserver) Close(at time.Time, reason string) {
 type recorder struct {
 	a    *api
 	id   string
-	rec  *recording.Recording
+	rec  recordingFile
 	once sync.Once
+	// end ends the session (SessionInfo.End); failed makes sure it is
+	// called once, at the first write error.
+	end    func(reason, message string)
+	failed sync.Once
+}
+
+// recordingFile is what the recorder writes to (*recording.Recording).
+type recordingFile interface {
+	webterm.Observer
+	Err() error
+	Path() string
 }
 
 func (a *api) startRecording(info webterm.SessionInfo) (*recorder, error) {
@@ -128,29 +140,82 @@ func (a *api) startRecording(info webterm.SessionInfo) (*recorder, error) {
 		return nil, err
 	}
 	a.Logger.Info("recording a terminal session", "session", info.SessionID, "file", rec.Path(), "input", info.Rule.RecordInput)
-	return &recorder{a: a, id: info.SessionID, rec: rec}, nil
+	return &recorder{a: a, id: info.SessionID, rec: recFile{rec}, end: info.End}, nil
 }
 
-func (r *recorder) Output(at time.Time, p []byte)       { r.rec.Output(at, p) }
-func (r *recorder) Input(at time.Time, p []byte)        { r.rec.Input(at, p) }
-func (r *recorder) Resize(at time.Time, cols, rows int) { r.rec.Resize(at, cols, rows) }
+// recFile adapts *recording.Recording to recordingFile.
+type recFile struct{ *recording.Recording }
 
-// Close saves the file durably, then audits it.
+func (f recFile) Close(at time.Time, _ string) {}
+func (f recFile) save(at time.Time) (string, int64, error) {
+	return f.Recording.Close(at)
+}
+
+func (r *recorder) Output(at time.Time, p []byte) { r.rec.Output(at, p); r.check() }
+func (r *recorder) Input(at time.Time, p []byte)  { r.rec.Input(at, p); r.check() }
+func (r *recorder) Resize(at time.Time, cols, rows int) {
+	r.rec.Resize(at, cols, rows)
+	r.check()
+}
+
+// check ends the session at the recording's first write error: events after
+// it are dropped, so the session would run on unrecorded (fail closed).
+func (r *recorder) check() {
+	err := r.rec.Err()
+	if err == nil {
+		return
+	}
+	r.failed.Do(func() {
+		r.a.Logger.Error("recording a terminal session failed; ending the session", "session", r.id, "err", err)
+		if r.end != nil {
+			r.end(string(session.Closed), "the session's recording failed")
+		}
+	})
+}
+
+// Close saves the file durably, then audits it. A recording that met a
+// write error (or cannot be saved) is saved as incomplete, never complete.
 func (r *recorder) Close(at time.Time, reason string) {
 	r.once.Do(func() {
-		sha, size, err := r.rec.Close(at)
+		var sha string
+		var size int64
+		var err error
+		if s, ok := r.rec.(interface {
+			save(time.Time) (string, int64, error)
+		}); ok {
+			sha, size, err = s.save(at)
+		} else {
+			err = r.rec.Err()
+		}
+		incomplete := false
 		if err != nil {
 			r.a.Logger.Error("saving a recording", "session", r.id, "err", err)
-			return
+			// What reached the disk is kept, marked incomplete.
+			incomplete = true
+			sha, size, err = sumFile(r.rec.Path())
+			if err != nil {
+				r.a.Logger.Error("reading a failed recording", "session", r.id, "err", err)
+				return // left unsaved: the next start saves it as incomplete
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.a.Store.SaveRecording(ctx, r.id, sha, size, false, r.a.Now()); err != nil {
+		if err := r.a.Store.SaveRecording(ctx, r.id, sha, size, incomplete, r.a.Now()); err != nil {
 			r.a.Logger.Error("auditing a recording", "session", r.id, "err", err)
 			return
 		}
-		r.a.Logger.Info("recording saved", "session", r.id, "sha256", sha, "bytes", size, "end", reason)
+		r.a.Logger.Info("recording saved", "session", r.id, "sha256", sha, "bytes", size, "end", reason, "incomplete", incomplete)
 	})
+}
+
+// sumFile is the SHA-256 and size of the file at p.
+func sumFile(p string) (string, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	return recording.SumReader(f)
 }
 
 // sessionFilter is the search of GET /api/v1/sessions: ?id=, ?principal=

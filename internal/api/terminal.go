@@ -317,7 +317,8 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	var obs webterm.Observer
 	if a.TerminalObserver != nil {
 		obs, err = a.TerminalObserver(webterm.SessionInfo{SessionID: x.ID, RequestID: x.RequestID, Target: x.Target, Port: x.Port, Login: x.Login,
-			Principal: x.Principal, Cols: cols, Rows: rows, StartedAt: x.StartedAt, Rule: tg.rule, Notice: term.Notice})
+			Principal: x.Principal, Cols: cols, Rows: rows, StartedAt: x.StartedAt, Rule: tg.rule, Notice: term.Notice,
+			End: ls.endFunc()})
 		if err != nil {
 			a.Logger.Error("starting the terminal's observer", "session", x.ID, "err", err)
 			ls.end(session.Closed, "", "the session's recording could not start")
@@ -349,6 +350,19 @@ func (a *api) openTerminal(w http.ResponseWriter, r *http.Request, p store.Princ
 	}
 	term.End(string(ls.why.reason), endMessage(ls))
 	return nil
+}
+
+// endFunc is ls's SessionInfo.End: an observer (the recorder) ends the
+// session for a reason it names; an unknown one (or a kill, which must name
+// who) ends it as closed. The message reaches the user and the audit.
+func (ls *liveSession) endFunc() func(reason, message string) {
+	return func(reason, message string) {
+		why, err := session.ParseEndReason(reason)
+		if err != nil || why == session.Killed {
+			why = session.Closed
+		}
+		ls.end(why, "", message)
+	}
 }
 
 // endMessage tells the person in front of a terminal why it ended.

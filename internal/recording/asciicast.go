@@ -175,6 +175,15 @@ func (w *Writer) event(at time.Time, code, data string) {
 	}
 }
 
+// Err is the first error writing the recording met (nil: none). After it,
+// events are dropped: whoever records a session that must be recorded ends
+// the session instead of letting it run on unrecorded.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
 // Finish writes what is still held (an incomplete character becomes
 // U+FFFD), flushes, and returns the SHA-256 and size of everything written.
 // Later events are dropped. It does not close or sync the underlying file.

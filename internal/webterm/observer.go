@@ -45,6 +45,11 @@ type SessionInfo struct {
 	// in the terminal stream ("alice is watching"). It may be called from
 	// any goroutine, while the session lives; after its end it does nothing.
 	Notice func(text string)
+	// End ends the session now for reason (a session end reason; an
+	// unknown one ends it as closed), telling its user message. The
+	// recorder calls it when the recording fails: a session that must be
+	// recorded does not go on unrecorded. Safe from any goroutine; nil: none.
+	End func(reason, message string)
 }
 
 // ObserverFunc makes the Observer of a terminal session (nil, nil: none). An
