@@ -518,6 +518,17 @@ func (a *api) watchTerminal(w http.ResponseWriter, r *http.Request, p store.Prin
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		return errStatus(http.StatusUpgradeRequired, "every check passed: open this URL as a WebSocket to watch")
 	}
+	// A watch holds a connection and goroutines like a tunnel or a
+	// terminal: it counts toward the watcher's cap on open sessions.
+	maxSessions := a.MaxSessionsPerPrincipal
+	if maxSessions <= 0 {
+		maxSessions = DefaultMaxSessionsPerPrincipal
+	}
+	release, ok := a.sessions.reserve(p.Name(), maxSessions)
+	if !ok {
+		return errStatus(http.StatusTooManyRequests, "%s already holds the maximum of %d open bastion sessions and watches; close some first", p.Name(), maxSessions)
+	}
+	defer release()
 	if err := a.Store.Audit(r.Context(), audit.Event{At: a.Now(), Actor: p.Name(), Action: audit.SessionWatched, Target: x.Target,
 		RequestID: x.RequestID, ClientAddr: addrString(a.clientAddr(r)), Details: map[string]any{"session": x.ID, "principal": x.Principal}}); err != nil {
 		return err

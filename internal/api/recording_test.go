@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
@@ -467,5 +468,45 @@ func TestCrossSiteWatchNotAudited(t *testing.T) {
 	}
 	if evs, err := te.st.ListAudit(ctx, store.AuditFilter{Action: string(audit.SessionWatched)}); err != nil || len(evs) != 0 {
 		t.Errorf("session.watched after cross-site opens: %+v, %v; want none", evs, err)
+	}
+}
+
+// TestWatchesCountTowardSessionCap: a watch holds a connection like a
+// tunnel or a terminal, so it counts toward the watcher's cap on open
+// sessions: past it, 429 naming the cap (before, watches were unbounded).
+func TestWatchesCountTowardSessionCap(t *testing.T) {
+	ca := newCASigner(t)
+	te := termEnvOn(t, newEnvWith(t, func(d *api.Deps) { d.SSHCA = ca; d.MaxSessionsPerPrincipal = 2 }), ca, newCASigner(t), nil)
+	ctx := context.Background()
+	if _, err := te.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:dave", Role: authz.Auditor, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dave, _, err := te.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "dave", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialTerm(t, te, "ubuntu", webterm.Start{Auth: webterm.AuthCertificate, Cols: 80, Rows: 24})
+	var x wire.BastionSession
+	waitFor(t, "the terminal to be watchable", func() bool {
+		xs, err := te.c.SearchSessions(ctx, client.SessionQuery{Active: true, Principal: "alice2"})
+		if err == nil && len(xs) == 1 && xs[0].Watchable {
+			x = xs[0]
+			return true
+		}
+		return false
+	})
+	dc := te.c.WithToken(dave)
+	for range 2 {
+		ws, err := dc.Watch(ctx, x.ID)
+		if err != nil {
+			t.Fatalf("a watch within the cap: %v", err)
+		}
+		defer ws.CloseNow()
+	}
+	if ws, err := dc.Watch(ctx, x.ID); client.StatusOf(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "maximum of 2") {
+		if ws != nil {
+			ws.CloseNow()
+		}
+		t.Fatalf("a third watch: %v, want 429 naming the cap", err)
 	}
 }
