@@ -64,10 +64,7 @@ func Start(tb testing.TB, users ...User) *Provider {
 	clients := map[string]*storage.Client{p.ClientID: storage.WebClient(p.ClientID, p.ClientSecret)}
 	p.st = &groupStorage{Storage: storage.NewStorageWithClients(us, clients), groups: groups}
 
-	// SetupServer makes its logger the process default: keep ours.
-	prev := slog.Default()
-	router := exampleop.SetupServer(issuer, p.st, slog.New(slog.DiscardHandler), false)
-	slog.SetDefault(prev)
+	router := setupServer(issuer, p.st)
 	srv := &http.Server{Handler: router}
 	go srv.Serve(ln)
 	tb.Cleanup(func() { srv.Close() })
@@ -79,6 +76,28 @@ func (p *Provider) AllowRedirect(uri string) {
 	p.st.mu.Lock()
 	defer p.st.mu.Unlock()
 	p.st.redirects = append(p.st.redirects, uri)
+}
+
+// setupMu serialises the example provider's construction. It writes
+// process-wide state: its logger becomes slog's default, and every provider
+// shares op.DefaultEndpoints, whose Authorization field the example replaces,
+// so parallel tests raced (and a running provider read the field while
+// another test's provider wrote it).
+var (
+	setupMu           sync.Mutex
+	pristineEndpoints = *op.DefaultEndpoints
+)
+
+func setupServer(issuer string, st *groupStorage) http.Handler {
+	setupMu.Lock()
+	defer setupMu.Unlock()
+	// Each provider gets its own copy of the endpoints to change.
+	eps := pristineEndpoints
+	op.DefaultEndpoints = &eps
+	// SetupServer makes its logger the process default: keep ours.
+	prev := slog.Default()
+	defer slog.SetDefault(prev)
+	return exampleop.SetupServer(issuer, st, slog.New(slog.DiscardHandler), false)
 }
 
 var (
