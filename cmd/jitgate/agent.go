@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -135,7 +136,9 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 			cfg.Table = lock
 		}
 		var backend firewall.Backend
-		if b, err := nft.New(); err != nil {
+		// The state file lets a restarted agent trust the table without
+		// listing it, which costs minutes at a million grants.
+		if b, err := nft.New(nft.WithStateFile(filepath.Join(cfg.StateDir, "nft-state"))); err != nil {
 			// Keep running: the agent reports that it cannot enforce.
 			log.Error("cannot open nftables; the agent will report that it cannot enforce", "err", err)
 			backend = unavailableBackend{err: fmt.Errorf("opening nftables (the agent needs root or CAP_NET_ADMIN): %w", err)}

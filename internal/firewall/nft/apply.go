@@ -115,7 +115,17 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust boo
 		p      plan
 		readAt time.Time
 	)
-	if trust && b.cache != nil && b.cacheGen == gen && time.Since(b.cacheRead) < fullReadEvery {
+	if b.cache == nil && b.state != nil && !b.stateTried {
+		// A restarted process: trust the state file when it describes
+		// this very generation of the kernel (statefile.go).
+		b.stateTried = true
+		there, err := tableExists(c)
+		if err != nil {
+			return res, false, err
+		}
+		b.loadState(gen, there)
+	}
+	if trust && b.cache != nil && b.cacheGen == gen && (time.Since(b.cacheRead) < fullReadEvery || b.cache.elements() > fullReadMax) {
 		ks, cached = b.cache.withoutExpired(clk.at()), true
 		p = makePlan(ks, d)
 		// A rebuild or a refill carries the drop counter over: take it
@@ -133,6 +143,7 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust boo
 	if p.empty() {
 		if !cached {
 			b.cache, b.cacheGen, b.cacheRead = &ks, gen, readAt
+			b.saveState()
 		}
 		return res, cached, nil
 	}
@@ -156,6 +167,7 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust boo
 		if !cached {
 			b.cacheRead = readAt
 		}
+		b.saveState()
 	} else if err != nil {
 		// The batch committed; only the cache is lost, and the socket may
 		// be out of step: start afresh on the next call.
@@ -176,6 +188,15 @@ func (ks *kernelState) withoutExpired(now time.Time) kernelState {
 		s.order = nil
 	}
 	return *ks
+}
+
+// elements counts the cached elements of every set.
+func (ks *kernelState) elements() int {
+	n := 0
+	for _, s := range ks.sets {
+		n += len(s.byID)
+	}
+	return n
 }
 
 // after is the kernel's state once a batch achieving d committed.

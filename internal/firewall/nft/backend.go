@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -61,6 +62,10 @@ type Backend struct {
 	// layout is the table's layout as the last successful Apply left it:
 	// ApplyDelta writes into it without reading the table. Remove drops it.
 	layout *layout
+	// state, when set, is the file that lets a restarted process trust the
+	// table without listing it (statefile.go); stateTried: it was read.
+	state      *stateFile
+	stateTried bool
 
 	// Test hooks, set only by this package's tests.
 	beforeFlush func(c *nftables.Conn, l layout) // queues extra messages
@@ -72,6 +77,13 @@ type Backend struct {
 // reading the kernel again, as a defence in depth: the generation check
 // already catches every change made by anyone else.
 const fullReadEvery = time.Minute
+
+// fullReadMax is the number of cached elements above which the periodic
+// full read is skipped: listing a set costs the kernel the square of its
+// size (see statefile.go), ~3 s at 100,000 elements, minutes at 1,000,000.
+// Above it the cache is trusted as long as the generation says nobody else
+// committed, which catches every change anyway.
+const fullReadMax = 20000
 
 // New opens a lasting netlink connection. It does not touch the ruleset:
 // the table is created by the first Apply.
@@ -218,6 +230,9 @@ func (b *Backend) Remove(ctx context.Context) (err error) {
 		return err
 	}
 	b.cache, b.layout = nil, nil
+	if b.state != nil {
+		os.Remove(b.state.path)
+	}
 	c.DelTable(ourTable())
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("removing table inet %s: %w", tableName, err)

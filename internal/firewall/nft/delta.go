@@ -117,6 +117,7 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 			}
 		}
 		b.cacheGen = next
+		b.appendState(del, add)
 	} else {
 		b.cache = nil
 	}

@@ -1,0 +1,369 @@
+package nft
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/firewall"
+)
+
+// The state file lets a restarted process know what table inet jitgate
+// holds without reading its elements back.
+//
+// Why: the kernel dumps a set's elements a netlink message (~32 KiB, a few
+// hundred elements) at a time, and each message walks the set from its
+// first element again, skipping those already sent: listing a set costs
+// the square of its size. Here 100,000 elements take ~3.3 s of kernel CPU
+// to list; 1,000,000 would take minutes. Diffing the desired state against
+// a listing is therefore not a way to reconcile at that size.
+//
+// What: after every batch whose effect the backend knows exactly (its cache
+// is valid: the ruleset generation moved by exactly that batch), it writes
+// what the kernel then holds: the whole cache after a full Apply, a record of
+// the elements added and deleted after an ApplyDelta (appended; the file is
+// rewritten whole when the records outgrow the elements). Each write ends
+// with the ruleset generation it describes, the boot and the network
+// namespace. A new Backend loads the file as its cache only when all three
+// match the kernel's at that moment and the table exists: then nobody
+// committed anything to any table of the namespace since the file was
+// written, so the kernel holds exactly what the file says (less the
+// elements it expired, which the cache drops by their deadlines). Anything
+// else (another generation, a torn or unreadable file, another boot) and
+// the file is ignored: the backend reads the table as before.
+//
+// The file is not synced: the kernel's table does not survive a reboot
+// either, and a killed process loses nothing the kernel page cache holds.
+// An agent killed between a batch and the file's update leaves a file one
+// generation behind, which does not match, so a restart reads the table:
+// slow at a million elements but exact.
+
+// stateMagic starts a state file; the version is its last byte.
+const stateMagic = "jitgate-nft-state\x01"
+
+// Record types after the header.
+const (
+	recSet    byte = 'S' // a set's elements: name, count, elements (full file)
+	recAdd    byte = 'A' // elements added to a set: name, count, elements
+	recDel    byte = 'D' // elements deleted from a set: name, count, keys
+	recCommit byte = 'G' // the records before it are committed: generation
+)
+
+// stateFile is the writer side of a state file.
+type stateFile struct {
+	path  string
+	where string // boot id and network namespace, see namespaceID
+	// records counts the elements appended since the last full write.
+	records, elements int
+}
+
+// WithStateFile makes the backend keep path (see statefile.go) so that a
+// restarted process can trust the table without listing it. The directory
+// must exist and be private to the process (the agent's state directory).
+func WithStateFile(path string) Option { return func(b *Backend) { b.state = &stateFile{path: path} } }
+
+// namespaceID identifies the boot and the network namespace the backend
+// programs: a generation number means something only within both.
+func (b *Backend) namespaceID() (string, error) {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("reading the boot id: %w", err)
+	}
+	var st syscall.Stat_t
+	if b.netnsFD != 0 {
+		err = syscall.Fstat(b.netnsFD, &st)
+	} else {
+		err = syscall.Stat("/proc/self/ns/net", &st)
+	}
+	if err != nil {
+		return "", fmt.Errorf("identifying the network namespace: %w", err)
+	}
+	return fmt.Sprintf("%s/%d:%d", strings.TrimSpace(string(boot)), st.Dev, st.Ino), nil
+}
+
+// saveState writes the whole cache to the state file (atomically: a new file
+// renamed over the old). Errors are not fatal to the caller: without the
+// file a restart reads the table.
+func (b *Backend) saveState() {
+	s := b.state
+	if s == nil {
+		return
+	}
+	if b.cache == nil {
+		os.Remove(s.path)
+		return
+	}
+	err := func() error {
+		if s.where == "" {
+			w, err := b.namespaceID()
+			if err != nil {
+				return err
+			}
+			s.where = w
+		}
+		tmp, err := os.CreateTemp(filepath.Dir(s.path), ".nft-state-*")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		w := bufio.NewWriterSize(tmp, 1<<20)
+		w.WriteString(stateMagic)
+		writeString(w, s.where)
+		w.WriteByte(byte(b.cache.mode))
+		writeUvarint(w, uint64(b.cache.rate))
+		n := 0
+		for name, set := range b.cache.sets {
+			w.WriteByte(recSet)
+			writeString(w, name)
+			writeUvarint(w, uint64(len(set.byID)))
+			for _, e := range set.byID {
+				writeElem(w, e)
+			}
+			n += len(set.byID)
+		}
+		w.WriteByte(recCommit)
+		writeUvarint(w, uint64(b.cacheGen))
+		if err := w.Flush(); err != nil {
+			tmp.Close()
+			return err
+		}
+		if err := tmp.Close(); err != nil {
+			return err
+		}
+		s.records, s.elements = 0, n
+		return os.Rename(tmp.Name(), s.path)
+	}()
+	if err != nil {
+		os.Remove(s.path)
+	}
+}
+
+// appendState records a delta's elements and the generation after it; when
+// the records outgrow the elements, the file is written whole instead.
+func (b *Backend) appendState(del, add map[string][]elem) {
+	s := b.state
+	if s == nil {
+		return
+	}
+	n := 0
+	for _, els := range del {
+		n += len(els)
+	}
+	for _, els := range add {
+		n += len(els)
+	}
+	if b.cache == nil || s.where == "" || s.records+n > max(s.elements, 1000) {
+		b.saveState()
+		return
+	}
+	err := func() error {
+		f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriter(f)
+		for _, rec := range []struct {
+			typ byte
+			m   map[string][]elem
+		}{{recDel, del}, {recAdd, add}} {
+			for name, els := range rec.m {
+				w.WriteByte(rec.typ)
+				writeString(w, name)
+				writeUvarint(w, uint64(len(els)))
+				for _, e := range els {
+					writeElem(w, e)
+				}
+			}
+		}
+		w.WriteByte(recCommit)
+		writeUvarint(w, uint64(b.cacheGen))
+		if err := w.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}()
+	if err != nil {
+		os.Remove(s.path)
+		return
+	}
+	s.records += n
+}
+
+// loadState makes the state file the cache when it describes the kernel of
+// generation gen in this boot and namespace, and the table exists. It
+// reports whether it did.
+func (b *Backend) loadState(gen uint32, tableThere bool) bool {
+	s := b.state
+	if s == nil || !tableThere {
+		return false
+	}
+	where, err := b.namespaceID()
+	if err != nil {
+		return false
+	}
+	s.where = where
+	f, err := os.Open(s.path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	ks, fileGen, n, err := readState(bufio.NewReaderSize(f, 1<<20), where)
+	if err != nil || fileGen != gen {
+		return false
+	}
+	b.cache, b.cacheGen, b.cacheRead = &ks, gen, time.Now()
+	s.records, s.elements = 0, n
+	return true
+}
+
+// readState decodes a state file written in namespace where: the state as
+// of its last commit record, that record's generation, and the number of
+// elements.
+func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int, err error) {
+	magic := make([]byte, len(stateMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != stateMagic {
+		return ks, 0, 0, errors.New("not a state file")
+	}
+	w, err := readString(r)
+	if err != nil || w != where {
+		return ks, 0, 0, errors.New("state file of another boot or namespace")
+	}
+	mode, err := r.ReadByte()
+	if err != nil {
+		return ks, 0, 0, err
+	}
+	rate, err := binary.ReadUvarint(r)
+	if err != nil {
+		return ks, 0, 0, err
+	}
+	l := newLayout(firewall.Mode(mode), int(rate))
+	ks = kernelState{tableExists: true, mode: l.mode, layoutOK: true, rulesOK: true, rate: l.rate, sets: map[string]*setElems{}}
+	for _, spec := range l.specs {
+		ks.sets[spec.name] = newSetElems(spec)
+	}
+	committed := false
+	// Records after the last commit are a batch whose record was cut
+	// short: the generation before them is what the file can vouch for.
+	// Those records are applied to ks before the commit is seen, so a
+	// file must end at a commit to be used at all.
+	for {
+		typ, err := r.ReadByte()
+		if err == io.EOF && committed {
+			return ks, gen, n, nil
+		}
+		if err != nil {
+			return ks, 0, 0, errors.New("state file ends without a commit")
+		}
+		committed = false
+		if typ == recCommit {
+			g, err := binary.ReadUvarint(r)
+			if err != nil {
+				return ks, 0, 0, err
+			}
+			gen, committed = uint32(g), true
+			continue
+		}
+		name, err := readString(r)
+		if err != nil {
+			return ks, 0, 0, err
+		}
+		set := ks.sets[name]
+		if set == nil {
+			return ks, 0, 0, fmt.Errorf("state file names set %s, not of the layout", name)
+		}
+		count, err := binary.ReadUvarint(r)
+		if err != nil {
+			return ks, 0, 0, err
+		}
+		for range count {
+			e, err := readElem(r)
+			if err != nil {
+				return ks, 0, 0, err
+			}
+			switch typ {
+			case recSet, recAdd:
+				if _, ok := set.byID[e.id()]; !ok {
+					n++
+				}
+				set.byID[e.id()] = e
+			case recDel:
+				if _, ok := set.byID[e.id()]; ok {
+					n--
+				}
+				delete(set.byID, e.id())
+			default:
+				return ks, 0, 0, fmt.Errorf("state file: unknown record %q", typ)
+			}
+		}
+	}
+}
+
+func writeUvarint(w *bufio.Writer, v uint64) {
+	var buf [binary.MaxVarintLen64]byte
+	w.Write(buf[:binary.PutUvarint(buf[:], v)])
+}
+
+func writeString(w *bufio.Writer, s string) {
+	writeUvarint(w, uint64(len(s)))
+	w.WriteString(s)
+}
+
+func writeElem(w *bufio.Writer, e elem) {
+	writeString(w, string(e.key))
+	writeString(w, string(e.keyEnd))
+	writeString(w, string(e.val))
+	var d uint64
+	if !e.deadline.IsZero() {
+		d = uint64(e.deadline.UnixNano())
+	}
+	writeUvarint(w, d)
+}
+
+func readString(r *bufio.Reader) (string, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return "", err
+	}
+	if n > 1<<16 {
+		return "", errors.New("state file: field too long")
+	}
+	b := make([]byte, n)
+	_, err = io.ReadFull(r, b)
+	return string(b), err
+}
+
+func readBytes(r *bufio.Reader) ([]byte, error) {
+	s, err := readString(r)
+	if err != nil || s == "" {
+		return nil, err
+	}
+	return []byte(s), nil
+}
+
+func readElem(r *bufio.Reader) (e elem, err error) {
+	if e.key, err = readBytes(r); err != nil {
+		return e, err
+	}
+	if e.keyEnd, err = readBytes(r); err != nil {
+		return e, err
+	}
+	if e.val, err = readBytes(r); err != nil {
+		return e, err
+	}
+	d, err := binary.ReadUvarint(r)
+	if err != nil {
+		return e, err
+	}
+	if d != 0 {
+		e.deadline = time.Unix(0, int64(d))
+	}
+	return e, nil
+}

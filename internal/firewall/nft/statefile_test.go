@@ -1,0 +1,124 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/testenv"
+)
+
+// manyGrants is rs with n single-address grants added (2001:db8:5::/112),
+// deadlines a second apart in pairs so that they stay separate elements.
+func manyGrants(rs firewall.Ruleset, from, n int, now time.Time) firewall.Ruleset {
+	rs.Grants = slices.Clone(rs.Grants)
+	for i := from; i < from+n; i++ {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 5, 14: byte(i >> 8), 15: byte(i)})
+		rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.PrefixFrom(a, 128), Proto: ssh.Proto, Port: ssh.Port,
+			Expires: now.Add(time.Hour + time.Duration(i%2)*time.Second)})
+	}
+	return rs
+}
+
+// kernelElements is what the kernel holds in the grant sets, as sorted text.
+func kernelElements(t *testing.T, b *Backend) []string {
+	t.Helper()
+	st, err := b.State(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range st.Elements {
+		out = append(out, fmt.Sprintf("%v-%v %v/%d", e.From, e.To, e.Proto, e.Port))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func wantElements(rs firewall.Ruleset, now time.Time) []string {
+	var out []string
+	for _, e := range rs.Elements(now) {
+		out = append(out, fmt.Sprintf("%v-%v %v/%d", e.From, e.To, e.Proto, e.Port))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRestartReconcilesFromStateFile: a restarted backend (a new process:
+// new Backend, same state file) reconciles a table of 3,000 grants to a
+// desired state with 200 grants gone and 200 new without listing the
+// table, after full applies and after deltas; the kernel then holds exactly
+// the desired elements. When anyone committed anything after the file was
+// written (here an element added to our set with the nft tool: the
+// extra grant an edit brought), the file is not trusted: the restart lists
+// the table and removes the extra element too.
+func TestRestartReconcilesFromStateFile(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	path := filepath.Join(t.TempDir(), "nft-state")
+	open := func() *Backend {
+		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	now := time.Now()
+	rs := manyGrants(sampleRuleset(now), 0, 3000, now)
+	first := open()
+	mustApply(t, first, rs)
+	// Deltas after the full apply are appended to the file.
+	x := firewall.NewIndex(rs, now)
+	extra := manyGrants(firewall.Ruleset{}, 5000, 3, now).Grants
+	if _, err := first.ApplyDelta(context.Background(), x.Update(rs.Grants[:2], extra, now), now); err != nil {
+		t.Fatal(err)
+	}
+	rs.Grants = append(slices.Clone(rs.Grants[2:]), extra...)
+	first.Close()
+
+	steps := []struct {
+		name     string
+		edit     string // an nft command run before the restart
+		wantRead bool
+	}{
+		{"after a full apply and a delta", "", false},
+		{"after a full apply", "", false},
+		{"after an edit of the set", "add element inet jitgate hosts6 { 2001:db8:9::1 . tcp . 22 timeout 1h }", true},
+		{"after a change to another table", "add table ip other", true},
+	}
+	for i, step := range steps {
+		if step.edit != "" {
+			load(t, ns, step.edit)
+		}
+		b := open()
+		// 200 grants end, 200 new ones begin while the agent was down.
+		rs = manyGrants(firewall.Ruleset{Protected: rs.Protected, Grants: rs.Grants[200:]}, 10000+i*1000, 200, now)
+		res := mustApply(t, b, rs)
+		if res.Added != 200 || res.Removed != 200+btoi(step.wantRead && i == 2) {
+			t.Errorf("%s: %+v, want 200 added and 200 removed (and the edit's element)", step.name, res)
+		}
+		if read := b.reads > 0; read != step.wantRead {
+			t.Errorf("%s: the restarted backend read the table: %v, want %v", step.name, read, step.wantRead)
+		}
+		if got, want := kernelElements(t, b), wantElements(rs, time.Now()); !slices.Equal(got, want) {
+			t.Errorf("%s: the kernel holds %d elements, want exactly the %d desired", step.name, len(got), len(want))
+		}
+		b.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("%s: no state file after the apply: %v", step.name, err)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
