@@ -175,7 +175,7 @@ func TestBastionGatewayRDP(t *testing.T) {
 	if len(rs) != 1 {
 		t.Fatalf("active requests on win-01: %+v, want the rdp grant", rs)
 	}
-	run("revoke", rs[0].ID, "--reason", "e2e revoke")
+	run("revoke", rs[0].ID, "--yes", "--reason", "e2e revoke")
 	// xrdp waits for the client's next PDU: a read ends only when the
 	// tunnel does (rdpTLS's deadline bounds the wait).
 	if _, err := tc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {

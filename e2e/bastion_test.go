@@ -173,7 +173,7 @@ func TestBastion(t *testing.T) {
 	t.Log("revoke ends it within 1 s")
 	s = startPushSession(t, b)
 	live = liveSession(t, l)
-	l.cli("revoke", grant.ID, "--reason", "e2e revoke")
+	l.cli("revoke", grant.ID, "--yes", "--reason", "e2e revoke")
 	l.eventually("the client's ssh ends after revoke", time.Second, s.ended)
 	l.eventually("the session is recorded revoked", 5*time.Second, func() bool {
 		return sessionState(t, l, live.ID).EndReason == "revoked"

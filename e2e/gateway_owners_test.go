@@ -113,7 +113,7 @@ func TestGatewayDualStackTarget(t *testing.T) {
 		t.Error("another IPv6 source reaches the IPv6 address")
 	}
 
-	s.run("revoke", r6.ID, "--reason", "done")
+	s.run("revoke", r6.ID, "--yes", "--reason", "done")
 	s.Eventually("the IPv6 address closes on revocation", 5*time.Second, func() bool { return !s.CanDial(client6, target1v6, 22) })
 	if !s.CanDial(client1, target1, 22) {
 		t.Error("revoking the IPv6 grant closed the IPv4 one")

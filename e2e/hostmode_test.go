@@ -85,7 +85,7 @@ func TestHostMode(t *testing.T) {
 	if !l.canConnect(client1, serverIP, 22) {
 		t.Fatal("not open after the second request")
 	}
-	l.cli("revoke", req.ID, "--reason", "done")
+	l.cli("revoke", req.ID, "--yes", "--reason", "done")
 	l.eventually("closed after revoke", time.Second, func() bool { return !l.canConnect(client1, serverIP, 22) })
 
 	t.Log("IPv6")
@@ -96,7 +96,7 @@ func TestHostMode(t *testing.T) {
 	if l.canConnect(addr("2001:db8::3"), server6, 22) {
 		t.Fatal("IPv6 grant opened the port for another source")
 	}
-	l.cli("revoke", req6.ID)
+	l.cli("revoke", req6.ID, "--yes")
 	l.eventually("IPv6 closed after revoke", time.Second, func() bool { return !l.canConnect(client6, server6, 22) })
 
 	t.Log("my-ip over IPv6: the CLI talks to the server's IPv6 address and gets its own IPv6 source granted")
@@ -109,7 +109,7 @@ func TestHostMode(t *testing.T) {
 	if !l.canConnect(src.Addr(), server6, 22) {
 		t.Fatalf("the IPv6 my-ip grant %s does not open the port", src)
 	}
-	l.cli("revoke", mine.ID)
+	l.cli("revoke", mine.ID, "--yes")
 
 	t.Log("kill -9 of agent and server: the kernel still closes on time; a restart reopens nothing that ended")
 	short := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "4s", "--reason", "e2e crash short", "--wait")
@@ -175,7 +175,7 @@ func TestHostMode(t *testing.T) {
 	}
 
 	t.Log("removing the policy opens the port again")
-	l.cli("policy", "remove", "web-01")
+	l.cli("policy", "remove", "web-01", "--yes")
 	l.waitApplied("web-01")
 	if !l.canConnect(client1, serverIP, 22) {
 		t.Fatal("port still closed after the policy was removed")

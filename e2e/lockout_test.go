@@ -58,7 +58,7 @@ func openAndRevoke(t *testing.T, l *lab, name string, round int, during string) 
 	if !l.canConnect(client1, serverIP, 22) {
 		t.Fatalf("round %d: port 22 closed for an active request %s", round, during)
 	}
-	l.cli("revoke", req.ID, "--reason", name+" test")
+	l.cli("revoke", req.ID, "--yes", "--reason", name+" test")
 	l.eventually(fmt.Sprintf("round %d: port closed after the revoke %s", round, during), time.Second, func() bool {
 		return !l.canConnect(client1, serverIP, 22)
 	})

@@ -42,7 +42,7 @@ func TestRestoreNeverReopens(t *testing.T) {
 	// the revision the agent applied.
 	revoke := func(req wire.Request, src netip.Addr) int64 {
 		t.Helper()
-		l.cli("revoke", req.ID)
+		l.cli("revoke", req.ID, "--yes")
 		l.eventually("port closed after the revoke", 5*time.Second, func() bool { return !l.canConnect(src, serverIP, 22) })
 		l.waitApplied("web-01")
 		return cliJSON[wire.Target](l, "target", "show", "web-01").Agent.AppliedRevision

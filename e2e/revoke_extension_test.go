@@ -43,7 +43,7 @@ func TestRevokeClosesPortsTakenOverByAnExtension(t *testing.T) {
 		t.Fatalf("first request after the extension of 22: %s, want active (it still holds 2222)", got.State)
 	}
 
-	out := l.cli("revoke", first.ID)
+	out := l.cli("revoke", first.ID, "--yes")
 	if !strings.Contains(out, "closed: the agent of web-01 confirmed it") {
 		t.Fatalf("revoke:\n%s", out)
 	}

@@ -50,7 +50,7 @@ func TestRevokeSurvivesRestartsInAnyOrder(t *testing.T) {
 			t.Fatal("grant not open")
 		}
 		l.agent.kill()
-		if out := l.cli("revoke", req.ID, "--wait", "1s"); strings.Contains(out, "closed") {
+		if out := l.cli("revoke", req.ID, "--yes", "--wait", "1s"); strings.Contains(out, "closed") {
 			t.Fatalf("revoke with the agent dead claims closed:\n%s", out)
 		}
 		l.server.kill()

@@ -19,7 +19,7 @@ func TestRevokeWithAgentDown(t *testing.T) {
 
 	t.Log("the agent is up: revoke waits for its confirmation")
 	req := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", "e2e revoke up", "--wait")
-	if out := l.cli("revoke", req.ID); !strings.Contains(out, "22/tcp closed: the agent of web-01 confirmed it") {
+	if out := l.cli("revoke", req.ID, "--yes"); !strings.Contains(out, "22/tcp closed: the agent of web-01 confirmed it") {
 		t.Fatalf("revoke with the agent up:\n%s", out)
 	}
 	if l.canConnect(client1, serverIP, 22) {
@@ -36,7 +36,7 @@ func TestRevokeWithAgentDown(t *testing.T) {
 	for _, r := range []wire.Request{short, long} {
 		// The server may still count the agent connected for its grace
 		// period, so the CLI waits for a confirmation; 1 s is enough here.
-		out := l.cli("revoke", r.ID, "--reason", "agent down", "--wait", "1s")
+		out := l.cli("revoke", r.ID, "--yes", "--reason", "agent down", "--wait", "1s")
 		for _, w := range []string{"removal not yet confirmed by the agent of web-01", "the kernel closes 22/tcp by " + fmtUTC(r.ExpiresAt), "at the latest"} {
 			if !strings.Contains(out, w) {
 				t.Errorf("revoke of %s with the agent dead lacks %q:\n%s", r.ID, w, out)
@@ -84,7 +84,7 @@ func TestRevokeWithAgentDown(t *testing.T) {
 	t.Log("target removed while the agent is away: the table stays until the agent comes back, which then removes it and stops")
 	live := cliJSON[wire.Request](l, "request", "web-01", "--port", "22", "--duration", "10m", "--reason", "e2e remove", "--wait")
 	l.agent.kill()
-	l.cli("target", "remove", "web-01")
+	l.cli("target", "remove", "web-01", "--yes")
 	if got := cliJSON[[]wire.Request](l, "requests", "--target", "web-01"); len(got) == 0 {
 		t.Fatal("no requests listed for the removed target")
 	}

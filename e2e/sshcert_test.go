@@ -127,7 +127,7 @@ func TestSSHCertificateLogin(t *testing.T) {
 	}
 
 	t.Log("after revocation the same certificate no longer logs in, and no new one is signed")
-	l.cli("revoke", id, "--reason", "e2e revoke")
+	l.cli("revoke", id, "--yes", "--reason", "e2e revoke")
 	if o, err := sshVia("-i", key, "-o", "CertificateFile="+key+"-cert.pub"); err == nil {
 		t.Fatalf("the certificate logged in after revocation: %s", o)
 	}

@@ -196,7 +196,7 @@ and --user tokens stand on their own.`,
 		Args: noArgs,
 	}
 	create.Flags().StringVar(&name, "name", "", "what the token is for")
-	create.Flags().Var(newDuration(&ttl, 0), "ttl", "how long the token is valid, such as 720h (required)")
+	create.Flags().Var(newDurationUntil(&ttl, 0, a.now), "ttl", "how long the token is valid, such as 30d, or until a date such as 2026-12-31 (required)")
 	create.Flags().StringArrayVar(&limits, "limit", nil, "narrow the token to ROLE@SCOPE (repeatable); default: all your roles")
 	create.Flags().StringVar(&service, "service", "", "create a token of this service account (admin)")
 	create.Flags().StringVar(&user, "user", "", "create a personal token for this user (admin; refused with single sign-on; audited as impersonation)")
@@ -265,10 +265,15 @@ and --user tokens stand on their own.`,
 		}
 		return tw.Flush()
 	})
-	revoke := &cobra.Command{Use: "revoke ID", Short: "Revoke a token at once, and every token and console session made with it", Args: oneArg("token ID")}
+	revoke := &cobra.Command{Use: "revoke ID [--yes] [--dry-run]", Short: "Revoke a token at once, and every token and console session made with it", Args: oneArg("token ID")}
+	var cf confirmFlags
+	addConfirmFlags(revoke, &cf)
 	revoke.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
+			return err
+		}
+		if done, err := a.guard(cf, "revoke token "+args[0]+" and every token and console session made with it"); done || err != nil {
 			return err
 		}
 		if err := c.RevokeToken(ctx, args[0]); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,8 +27,8 @@ func (af *auditFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&af.f.Actor, "actor", "", "only events by this user (or agent)")
 	fs.StringVar(&af.f.RequestID, "request", "", "only events of this request")
 	fs.StringVar(&af.f.Action, "action", "", "only this action, such as request.created")
-	fs.StringVar(&af.since, "since", "", "only events at or after a duration ago (1h) or an RFC 3339 time")
-	fs.StringVar(&af.until, "until", "", "only events before a duration ago (1h) or an RFC 3339 time")
+	fs.StringVar(&af.since, "since", "", "only events at or after a duration ago (1h, 7d), a date (2026-12-07) or a time (RFC 3339)")
+	fs.StringVar(&af.until, "until", "", "only events before a duration ago (1h, 1d), a date (2026-12-07) or a time (RFC 3339)")
 }
 
 // filter resolves --since and --until against now.
@@ -46,53 +47,91 @@ func (af *auditFlags) filter(now time.Time) (client.AuditFilter, error) {
 	return f, nil
 }
 
-// timeAgo reads a flag holding a positive duration before now or an
-// RFC 3339 time; "" is the zero time.
+// timeAgo reads a flag holding an instant (parseInstant: a duration ago,
+// a date, a time); "" is the zero time.
 func timeAgo(flag, s string, now time.Time) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(-d), nil
+	t, err := parseInstant(s, now, true)
+	if err != nil {
+		return time.Time{}, usagef("--%s %v", flag, err)
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, usagef("--%s %q: use a duration such as 1h or an RFC 3339 time such as 2026-01-02T15:04:05Z", flag, s)
+	return t, nil
 }
 
+// defaultAuditLimit is how many events 'jitgate audit' shows by default.
+const defaultAuditLimit = 50
+
 func (a *app) newAuditCmd() *cobra.Command {
-	var af auditFlags
+	var (
+		af      auditFlags
+		oldest  bool
+		afterID int64
+		before  int64
+	)
 	cmd := &cobra.Command{
-		Use:   "audit [--target NAME] [--actor USER] [--action ACTION] [--since 1h|RFC3339] [--until 1h|RFC3339] [--limit N]",
-		Short: "Show the audit trail, oldest first; verify or export it",
-		Long: `Show the audit trail, oldest first. Each event carries the hash of the one
-before it: 'jitgate audit verify' checks the whole chain and names the first
-event that was altered, removed or reordered; 'jitgate audit export' writes
-every matching event as JSON lines or CSV.`,
-		Example: `  jitgate audit --target web-01 --since 24h
+		Use:   "audit [--target NAME] [--actor USER] [--action ACTION] [--since 1d|DATE] [--until 1h|DATE] [--limit N] [--after ID] [--before ID]",
+		Short: "Show the audit trail, newest first; verify or export it",
+		Long: `Show the audit trail, newest first: the newest --limit events (50 by
+default) that match, and a notice on standard error when older ones exist,
+with the command that shows them (--before ID). --after ID shows only the
+events after that one (what happened since you last looked); --oldest-first
+turns the order round. Each event carries the hash of the one before it:
+'jitgate audit verify' checks the whole chain and names the first event that
+was altered, removed or reordered; 'jitgate audit export' writes every
+matching event as JSON lines or CSV.`,
+		Example: `  jitgate audit --target web-01 --since 1d
+  jitgate audit --after 1234          # what happened since event 1234
   jitgate audit verify
-  jitgate audit export --format csv --since 720h -f audit.csv`,
+  jitgate audit export --format csv --since 30d -f audit.csv`,
 		Args: noArgs,
 	}
 	af.register(cmd.Flags())
-	cmd.Flags().IntVar(&af.f.Limit, "limit", 0, "at most this many events (default 1000)")
+	cmd.Flags().IntVar(&af.f.Limit, "limit", defaultAuditLimit, "at most this many events, 1 to 10000")
+	cmd.Flags().Int64Var(&afterID, "after", 0, "only events after this event ID (newer)")
+	cmd.Flags().Int64Var(&before, "before", 0, "only events before this event ID (older: the next page)")
+	cmd.Flags().BoolVar(&oldest, "oldest-first", false, "list the oldest of the selected events first")
+	_ = cmd.RegisterFlagCompletionFunc("target", a.completeTargets)
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		f, err := af.filter(a.now())
 		if err != nil {
 			return err
 		}
-		if f.Limit < 0 || f.Limit > 10000 {
+		if f.Limit < 1 || f.Limit > 10000 {
 			return usagef("--limit must be from 1 to 10000")
+		}
+		if afterID < 0 || before < 0 || (before > 0 && afterID > 0 && before <= afterID+1) {
+			return usagef("--after and --before must be event IDs with --after below --before")
 		}
 		c, _, err := a.client()
 		if err != nil {
 			return err
 		}
+		limit := f.Limit
+		f.AfterID, f.BeforeID = afterID, before
+		f.Newest = true
+		if limit < 10000 {
+			f.Limit = limit + 1 // one more says whether more exist
+		}
 		es, err := c.Audit(ctx, f)
 		if err != nil {
 			return err
+		}
+		more := len(es) > limit
+		if more {
+			es = es[:limit]
+		}
+		if oldest {
+			slices.Reverse(es)
+		}
+		if more {
+			older := es[len(es)-1].ID
+			if oldest {
+				older = es[0].ID
+			}
+			defer fmt.Fprintf(a.stderr, "showing the newest %d matching events; older ones exist: add --before %d (or a larger --limit)\n", limit, older)
 		}
 		if a.jsonOut() {
 			return a.printJSON(nonNil(es))
@@ -101,9 +140,17 @@ every matching event as JSON lines or CSV.`,
 			fmt.Fprintln(a.stderr, "no audit events")
 			return nil
 		}
-		tw := a.table("TIME", "ACTOR", "ACTION", "TARGET", "REQUEST", "FROM", "REASON")
+		header := []string{"ID", "TIME", "ACTOR", "ACTION", "TARGET", "REQUEST", "FROM", "REASON"}
+		if a.wide() {
+			header = append(header, "DETAILS")
+		}
+		tw := a.table(header...)
 		for _, e := range es {
-			row(tw, fmtTime(e.At), e.Actor, e.Action, e.Target, e.RequestID, e.ClientAddr, e.Reason)
+			cells := []string{fmt.Sprint(e.ID), fmtTime(e.At), e.Actor, e.Action, e.Target, e.RequestID, e.ClientAddr, e.Reason}
+			if a.wide() {
+				cells = append(cells, fmtMap(e.Details))
+			}
+			row(tw, cells...)
 		}
 		return tw.Flush()
 	})

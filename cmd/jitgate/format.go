@@ -15,12 +15,6 @@ import (
 	"github.com/jitgate/jitgate/internal/text"
 )
 
-// jsonOut reports whether --output json was asked for.
-func (a *app) jsonOut() bool { return a.output == "json" }
-
-// printJSON writes v as indented JSON.
-func (a *app) printJSON(v any) error { return printJSONTo(a.stdout, v) }
-
 func printJSONTo(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -120,27 +114,41 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// durationValue is a flag holding a positive Go duration, with a clear
-// message for anything else ("1d" included).
-type durationValue struct{ d *time.Duration }
+// durationValue is a flag holding a positive duration (parseDuration: 90s,
+// 1h30m, 1d, 7d). With now set, a date or time is taken too, as the
+// duration from now until it (--ttl 2026-12-31).
+type durationValue struct {
+	d   *time.Duration
+	now func() time.Time
+}
 
 var _ pflag.Value = durationValue{}
 
 func newDuration(p *time.Duration, def time.Duration) durationValue {
 	*p = def
-	return durationValue{p}
+	return durationValue{d: p}
+}
+
+// newDurationUntil is newDuration that also takes an instant in the future.
+func newDurationUntil(p *time.Duration, def time.Duration, now func() time.Time) durationValue {
+	*p = def
+	return durationValue{d: p, now: now}
 }
 
 func (v durationValue) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		if strings.HasSuffix(s, "d") || strings.HasSuffix(s, "w") {
-			return fmt.Errorf("use a Go duration in hours, minutes or seconds, such as 24h, 90m or 1h30m (days and weeks are not units)")
+	d, err := parseDuration(s)
+	if err != nil && v.now != nil {
+		if t, ok := parseAbsolute(s); ok {
+			if d = t.Sub(v.now()); d <= 0 {
+				return fmt.Errorf("%q is in the past", s)
+			}
+			err = nil
+		} else {
+			err = fmt.Errorf("%w, or a date such as 2026-12-07 (until then)", err)
 		}
-		return fmt.Errorf("use a Go duration such as 90s, 45m or 1h30m")
 	}
-	if d <= 0 {
-		return fmt.Errorf("must be positive")
+	if err != nil {
+		return err
 	}
 	*v.d = d
 	return nil

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -21,10 +23,18 @@ func (a *app) newLoginCmd() *cobra.Command {
 authorization): open the address shown, enter the code, and approve. The
 session token (valid for the server's --session-ttl, 12h by default) is then
 saved with the server in the config file (mode 0600), where later commands
-find it. jitgate logout forgets it.`,
-		Example: `  jitgate login --server https://jitgate.example.com`,
-		Args:    noArgs,
+find it. jitgate logout forgets it.
+
+With --with-token, no browser: the token (an API token from 'jitgate token
+create', or a service token) is read from standard input, checked with the
+server, and saved the same way, as 'gh auth login --with-token' does. It
+keeps the token out of the shell history and the process list.`,
+		Example: `  jitgate login --server https://jitgate.example.com
+  jitgate login --server https://jitgate.example.com --with-token < token.txt`,
+		Args: noArgs,
 	}
+	var withToken bool
+	cmd.Flags().BoolVar(&withToken, "with-token", false, "read an API token from standard input instead of signing in with single sign-on")
 	cmd.Flags().StringVar(&a.conn.server, "server", "", "server URL (default $JITGATE_SERVER, else the config file)")
 	cmd.Flags().StringVar(&a.conn.caFile, "ca-file", "", "PEM CA bundle to trust for the server's TLS (default $JITGATE_CA_FILE, else the config file)")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
@@ -42,6 +52,9 @@ find it. jitgate logout forgets it.`,
 		if caFile != "" {
 			opts = append(opts, client.WithCAFile(caFile))
 		}
+		if withToken {
+			return a.loginWithToken(ctx, path, cfg, server, caFile, opts)
+		}
 		c, err := client.New(server, "", opts...)
 		if err != nil {
 			return err
@@ -58,7 +71,7 @@ find it. jitgate logout forgets it.`,
 		if a.env("JITGATE_TOKEN") != "" {
 			fmt.Fprintln(a.stderr, "note: JITGATE_TOKEN is set and takes precedence over the saved session")
 		}
-		if a.output == "json" {
+		if a.jsonOut() {
 			return a.printJSON(map[string]any{"user": s.User, "groups": s.Groups, "expires_at": s.ExpiresAt, "server": server, "config_file": path})
 		}
 		groups := "none"
@@ -70,6 +83,43 @@ find it. jitgate logout forgets it.`,
 		return nil
 	})
 	return cmd
+}
+
+// loginWithToken reads a token from standard input (its first line),
+// checks it with the server (whoami) and saves it with the server.
+func (a *app) loginWithToken(ctx context.Context, path string, cfg fileConfig, server, caFile string, opts []client.Option) error {
+	line, err := bufio.NewReader(io.LimitReader(a.stdin, 64<<10)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("reading the token from standard input: %w", err)
+	}
+	token := strings.TrimSpace(line)
+	if token == "" {
+		return usagef("--with-token: no token on standard input (pipe it in: jitgate login --with-token < token.txt)")
+	}
+	c, err := client.New(server, token, opts...)
+	if err != nil {
+		return err
+	}
+	w, err := c.Whoami(ctx)
+	if err != nil {
+		if st := client.StatusOf(err); st == 401 {
+			return fmt.Errorf("the server refused the token from standard input (401): it is wrong, expired or revoked; nothing was saved")
+		}
+		return err
+	}
+	cfg.Server, cfg.CAFile = server, caFile
+	cfg.Token, cfg.TokenID, cfg.TokenExpires = token, "", nil
+	if err := saveConfig(path, cfg); err != nil {
+		return err
+	}
+	if a.env("JITGATE_TOKEN") != "" {
+		fmt.Fprintln(a.stderr, "note: JITGATE_TOKEN is set and takes precedence over the saved token")
+	}
+	if a.jsonOut() {
+		return a.printJSON(map[string]any{"user": w.Subject, "kind": w.Kind, "server": server, "config_file": path})
+	}
+	fmt.Fprintf(a.stdout, "Logged in to %s as %s (%s token); token saved in %s\n", esc(server), esc(w.Subject), esc(w.Kind), path)
+	return nil
 }
 
 // deviceLogin runs the device flow through the server: it shows the code,

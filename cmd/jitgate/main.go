@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/itchyny/gojq"
 	"github.com/spf13/cobra"
 
 	"github.com/jitgate/jitgate/internal/text"
@@ -42,21 +43,33 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer, env func(st
 	// Everything printed passes through text.Writer: text from the server
 	// (an old row, an audit detail, an agent's report) may hold control
 	// characters, and none of them reaches the terminal raw.
-	a := &app{stdin: stdin, stdout: text.NewWriter(stdout), stderr: text.NewWriter(stderr), env: env, now: time.Now}
-	return a.run(args)
+	return newApp(stdin, stdout, stderr, env).run(args)
+}
+
+// newApp returns the app of one invocation on these streams.
+func newApp(stdin io.Reader, stdout, stderr io.Writer, env func(string) string) *app {
+	return &app{stdin: stdin, stdout: text.NewWriter(stdout), rawStdout: stdout, stderr: text.NewWriter(stderr), env: env, now: time.Now}
 }
 
 // app holds the streams and the flag values of one invocation.
 type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	env            func(string) string
-	now            func() time.Time
+	// rawStdout is stdout before escaping: only for colour codes added to
+	// text already escaped (paintLines) and to ask whether it is a terminal.
+	rawStdout io.Writer
+	env       func(string) string
+	now       func() time.Time
 
-	// output is the --output flag: text or json.
+	// output is the --output flag: text, json, yaml or wide (output.go).
 	output string
+	// jq is the --jq flag, compiled into jqCode by checkOutput.
+	jq     string
+	jqCode *gojq.Code
 	// conn holds the client flags --server, --token, --ca-file.
 	conn connFlags
+	// stdinTTY, when set, says whether stdin is a terminal (tests).
+	stdinTTY *bool
 	// started is set once a command's own code runs: errors before that
 	// are usage errors (bad flags, bad arguments).
 	started bool
@@ -171,7 +184,9 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		// No Args validator: cobra's own check of the root's arguments
 		// reports unknown commands with suggestions.
 	}
-	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text, json, yaml or wide (text with every column)")
+	root.PersistentFlags().StringVar(&a.jq, "jq", "", "filter the JSON output with a jq expression, such as '.[].id' (strings print raw)")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(outputFormats, cobra.ShellCompDirectiveNoFileComp))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 	root.AddCommand(
 		a.newServerCmd(),
@@ -202,10 +217,8 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 // of runtime (so later errors are not usage errors) and passes the context.
 func (a *app) runE(f func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		switch a.output {
-		case "text", "json":
-		default:
-			return usagef("--output %q: must be text or json", a.output)
+		if err := a.checkOutput(); err != nil {
+			return err
 		}
 		a.started = true
 		return f(cmd.Context(), args)

@@ -214,7 +214,7 @@ func TestTarget(t *testing.T) {
 	checkOneLineError(t, c.run("target", "add", "web-01"), "web-01")
 	checkOneLineError(t, c.run("target", "show", "nope"))
 
-	c.ok("target", "remove", "db-01")
+	c.ok("target", "remove", "db-01", "--yes")
 	checkOneLineError(t, c.run("target", "show", "db-01"))
 }
 
@@ -243,7 +243,7 @@ func TestPolicy(t *testing.T) {
 	}](t, r.stdout); len(p.Rules) != 1 || p.Rules[0].Port != 22 {
 		t.Errorf("policy show json = %s", r.stdout)
 	}
-	if r := c.ok("policy", "remove", "web-01"); !strings.Contains(r.stdout, "policy removed") {
+	if r := c.ok("policy", "remove", "web-01", "--yes"); !strings.Contains(r.stdout, "policy removed") {
 		t.Errorf("policy remove:\n%s", r.stdout)
 	}
 	if r := c.ok("target", "show", "web-01"); !strings.Contains(r.stdout, "none (no port is gated)") {
@@ -335,7 +335,7 @@ func TestRequest(t *testing.T) {
 			t.Errorf("requests ID lacks %q:\n%s", w, r.stdout)
 		}
 	}
-	if r := c.ok("revoke", req.ID, "--reason", "done"); !strings.Contains(r.stdout, "request "+req.ID+" revoked") {
+	if r := c.ok("revoke", req.ID, "--reason", "done", "--yes"); !strings.Contains(r.stdout, "request "+req.ID+" revoked") {
 		t.Errorf("revoke:\n%s", r.stdout)
 	}
 	r = c.ok("requests", req.ID, "-o", "json")
@@ -392,8 +392,10 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"duration in days", []string{"request", "web-01", "--port", "22", "--duration", "1d", "--reason", "x"}, []string{"Go duration", "days"}},
-		{"bad duration", []string{"policy", "set", "web-01", "--port", "22", "--max", "soon"}, []string{"Go duration"}},
+		{"duration with a bad unit", []string{"request", "web-01", "--port", "22", "--duration", "1y", "--reason", "x"}, []string{"--duration", "1d or 7d", "2026-12-07"}},
+		{"bad duration", []string{"policy", "set", "web-01", "--port", "22", "--max", "soon"}, []string{"--max", "90s, 45m"}},
+		{"duration in the past", []string{"request", "web-01", "--port", "22", "--duration", "2001-01-01", "--reason", "x"}, []string{"in the past"}},
+		{"bad since", []string{"audit", "--since", "yesterday"}, []string{"--since", "2026-12-07", "1d"}},
 		{"missing target", []string{"target", "add"}, []string{"missing target NAME"}},
 		{"two targets", []string{"policy", "show", "a", "b"}, []string{"expected one TARGET"}},
 		{"missing port", []string{"request", "web-01", "--duration", "1h", "--reason", "x"}, []string{"--port"}},
@@ -401,7 +403,9 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, []string{"unknown command", "frobnicate"}},
 		{"unknown subcommand", []string{"target", "frob"}, []string{"unknown command", "frob", "add"}},
 		{"unknown flag", []string{"target", "list", "--colour"}, []string{"--colour"}},
-		{"output yaml", []string{"target", "list", "--output", "yaml"}, []string{"--output", "yaml"}},
+		{"output xml", []string{"target", "list", "--output", "xml"}, []string{"--output", "xml", "yaml"}},
+		{"bad jq", []string{"target", "list", "--jq", ".[] |"}, []string{"--jq"}},
+		{"jq with wide", []string{"target", "list", "-o", "wide", "--jq", ".[]"}, []string{"--jq", "wide"}},
 		{"apply without file", []string{"apply"}, []string{"-f FILE"}},
 		{"bad label", []string{"target", "add", "x", "--label", "novalue"}, []string{"KEY=VALUE"}},
 		{"no bastion tunnels per principal", []string{"server", "--data-dir", "/nonexistent/jitgate", "--max-tunnels-per-principal", "0"}, []string{"--max-tunnels-per-principal", "1 or more"}},

@@ -253,14 +253,31 @@ func (a *app) newPolicyRemoveCmd() *cobra.Command {
 its gateway's) applies the change, which it confirms as it confirms a grant. The
 command waits up to --wait for that confirmation and says whether it came; until
 it does, the target shows the policy removal as unconfirmed and the ports may
-still be closed.`,
-		Args: oneArg("TARGET"),
+still be closed.
+
+On a terminal the command asks first; --yes skips the question and is
+needed when standard input is not a terminal. --dry-run names the ports
+that would stop being gated, and changes nothing.`,
+		Args:              oneArg("TARGET"),
+		ValidArgsFunction: a.completeTargets,
 	}
+	var cf confirmFlags
+	addConfirmFlags(cmd, &cf)
 	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the agent to confirm (0: do not wait)")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
 			return err
+		}
+		if !cf.yes {
+			p, err := c.Policy(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			what := fmt.Sprintf("remove the policy of %s: %s stop being gated (open to everyone)", args[0], orDefault(policyPorts(&p), "no port"))
+			if done, err := a.guard(cf, what); done || err != nil {
+				return err
+			}
 		}
 		if err := c.RemovePolicy(ctx, args[0]); err != nil {
 			return err
@@ -469,6 +486,8 @@ the reason. --dry-run shows what would be done and changes nothing.`,
 	cmd.Flags().StringVar(&selector, "selector", "", "labels every target must carry, KEY=VALUE[,KEY=VALUE]")
 	cmd.Flags().BoolVar(&def, "default", false, "apply the default policy (required: the only one applied in bulk)")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would be done, and change nothing")
+	var yes bool
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (needed when standard input is not a terminal)")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		if !def {
 			return usagef("--default is required: only the default policy is applied in bulk")
@@ -479,6 +498,23 @@ the reason. --dry-run shows what would be done and changes nothing.`,
 		c, _, err := a.client()
 		if err != nil {
 			return err
+		}
+		if !dry && !yes {
+			// A bulk change: say which targets it changes, then ask.
+			plan, err := c.EnablePolicy(ctx, selector, true)
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, r := range plan.Enabled {
+				names = append(names, r.Target)
+			}
+			if len(names) == 0 {
+				names = []string{"no target"}
+			}
+			if err := a.confirm(confirmFlags{}, fmt.Sprintf("apply the default policy to %d target(s): %s", len(plan.Enabled), strings.Join(names, ", "))); err != nil {
+				return err
+			}
 		}
 		res, err := c.EnablePolicy(ctx, selector, dry)
 		if err != nil {

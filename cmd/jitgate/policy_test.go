@@ -165,7 +165,7 @@ func TestPolicyEnableSkips(t *testing.T) {
 	checkUnchanged(t, c, "web-01", "enable --dry-run", pol1, rev1, ev1)
 	checkUnchanged(t, c, "web-02", "enable --dry-run", pol2, rev2, ev2)
 
-	r = c.ok("policy", "enable", "--default", "--selector", "group=prod")
+	r = c.ok("policy", "enable", "--default", "--selector", "group=prod", "--yes")
 	mustContain(t, "enable", r.stdout, "web-01: default policy set", "web-02: skipped: already has a policy (22/tcp)")
 	checkUnchanged(t, c, "web-02", "enable", pol2, rev2, ev2)
 	if p, _, _ := policyState(t, c, "web-01"); !strings.Contains(p, "5986") {

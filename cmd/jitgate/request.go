@@ -1,16 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -31,19 +34,25 @@ func (a *app) newRequestCmd() *cobra.Command {
 address the server sees you come from), for a duration no longer than the policy
 allows, with a reason. Asking again for the same target, source and port extends
 the live grant. With --wait the command follows the request until the port is
-open (or the request failed), and fails when it did not open.`,
+open (or the request failed), and fails when it did not open. A request that
+needs approval is waited for until its approval deadline (the server's
+--approval-timeout, 1h by default) unless --wait-timeout says otherwise, with
+a progress line every 30 s.`,
 		Example: `  jitgate request web-01 --port 22 --duration 1h --reason "INC-1234" --wait
   jitgate request win-01 --port 3389 --source 198.51.100.7 --duration 30m --reason "patching"`,
-		Args: oneArg("TARGET"),
+		Args:              oneArg("TARGET"),
+		ValidArgsFunction: a.completeTargets,
 	}
+	cmd.AddCommand(a.newRequestListCmd(), a.newRequestShowCmd())
 	f := cmd.Flags()
 	f.StringArrayVarP(&ports, "port", "p", nil, "port: 22, 22/tcp or 53/udp (repeatable)")
 	f.StringVar(&source, "source", "my-ip", "source: my-ip, an address or a CIDR prefix")
 	f.StringVar(&reason, "reason", "", "why you need access: one line, at most 1000 characters (recorded in the audit trail)")
-	f.Var(newDuration(&duration, 0), "duration", "how long, such as 30m or 1h (required)")
+	f.Var(newDurationUntil(&duration, 0, a.now), "duration", "how long, such as 30m, 1h or 1d, or until a time such as 2026-12-07T18:00Z (required)")
 	f.BoolVarP(&wait, "wait", "w", false, "wait until the port is open or the request failed")
 	f.BoolVar(&bastion, "bastion", false, "ask for access through the bastion only (jitgate connect, jitgate ssh): no source, nothing opened to your address")
-	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long")
+	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long (default 2m; for a request awaiting approval, until its approval deadline)")
+	_ = cmd.RegisterFlagCompletionFunc("port", a.completePorts)
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
@@ -69,6 +78,9 @@ open (or the request failed), and fails when it did not open.`,
 			return err
 		}
 		if wait {
+			if !cmd.Flags().Changed("wait-timeout") {
+				waitTimeout = approvalWait(req, a.now(), waitTimeout)
+			}
 			if req, err = a.follow(ctx, c, req, waitTimeout); err != nil {
 				return err
 			}
@@ -91,7 +103,8 @@ open (or the request failed), and fails when it did not open.`,
 // follow long-polls a request until it is active or ended (or the
 // timeout), printing each change: approvals, the agent opening the port.
 func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, timeout time.Duration) (wire.Request, error) {
-	deadline := a.now().Add(timeout)
+	started := a.now()
+	deadline := started.Add(timeout)
 	w := a.progress()
 	fmt.Fprintf(w, "request %s: %s\n", esc(req.ID), esc(describeState(req)))
 	for req.State == "pending" || req.State == "pending_approval" {
@@ -103,12 +116,30 @@ func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, ti
 		if err != nil {
 			return req, err
 		}
-		if next.Version != req.Version || next.State != req.State {
+		switch {
+		case next.Version != req.Version || next.State != req.State:
 			fmt.Fprintf(w, "request %s: %s\n", esc(next.ID), esc(describeState(next)))
+		case next.State == "pending_approval":
+			// Nothing moved in 30 s: say the wait goes on, and until when.
+			fmt.Fprintf(w, "request %s: still %s (waited %s; giving up at %s)\n", esc(next.ID), esc(describeState(next)),
+				fmtDuration(a.now().Sub(started).Round(time.Second)), fmtClock(deadline, a.now()))
 		}
 		req = next
 	}
 	return req, nil
+}
+
+// approvalWait is how long --wait follows a request by default: def, or
+// for a request awaiting approval until its approval deadline and the
+// activation after it (a person may take a while to approve).
+func approvalWait(req wire.Request, now time.Time, def time.Duration) time.Duration {
+	if req.State != "pending_approval" {
+		return def
+	}
+	if req.ApproveBy != nil && req.ApproveBy.After(now) {
+		return req.ApproveBy.Sub(now) + def
+	}
+	return time.Hour + def
 }
 
 func (a *app) printRequest(w io.Writer, r wire.Request) {
@@ -127,7 +158,14 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	if r.ActivatedAt != nil {
 		row(tw, "Active since:", fmtTime(*r.ActivatedAt))
 	}
-	row(tw, "Expires:", fmtTime(r.ExpiresAt)+" ("+fmtRelative(r.ExpiresAt, now)+")")
+	switch {
+	case r.EndedAt != nil:
+		row(tw, "Ended:", fmtTime(*r.EndedAt)+" ("+fmtRelative(*r.EndedAt, now)+")")
+	case isEnded(r.State):
+		row(tw, "Ended:", r.State)
+	default:
+		row(tw, "Expires:", fmtTime(r.ExpiresAt)+" ("+fmtRelative(r.ExpiresAt, now)+")")
+	}
 	if len(r.Extended) > 0 {
 		row(tw, "Extended:", strings.Join(r.Extended, ", ")+" (a live grant was extended)")
 	}
@@ -157,29 +195,42 @@ func orDefault(s, def string) string {
 	return s
 }
 
+// newRequestsCmd is "jitgate requests [ID]"; "request list" and "request
+// show ID" are the same command under the singular noun.
 func (a *app) newRequestsCmd() *cobra.Command {
 	var (
 		f       client.RequestFilter
 		pending bool
+		labels  []string
 	)
 	cmd := &cobra.Command{
-		Use:   "requests [ID] [--active] [--target NAME] [--state STATE]",
+		Use:   "requests [ID] [--active] [--target NAME] [--state STATE] [-l KEY=VALUE]",
 		Short: "List access requests, or show one",
 		Example: `  jitgate requests --active
-  jitgate requests r-abcdefgh`,
+  jitgate requests -l group=prod -o wide
+  jitgate requests r-abcdefgh
+  jitgate requests --jq '.[] | select(.state == "active") | .id'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("expected at most one request ID, got %d arguments", len(args))
 			}
 			return nil
 		},
+		ValidArgsFunction: a.completeRequestIDs,
 	}
 	cmd.Flags().BoolVar(&f.Active, "active", false, "only pending and active requests")
 	cmd.Flags().BoolVar(&pending, "pending", false, "only requests awaiting approval")
 	cmd.Flags().StringVar(&f.Target, "target", "", "only requests for this target")
 	cmd.Flags().StringVar(&f.State, "state", "", "only requests in this state (pending, active, expired, revoked, failed, superseded)")
+	addSelectorFlag(cmd, &labels, "only requests for targets with these labels")
+	_ = cmd.RegisterFlagCompletionFunc("target", a.completeTargets)
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		sel, err := selectorOf(labels)
+		if err != nil {
+			return err
+		}
+		f.Selector = sel
 		c, _, err := a.client()
 		if err != nil {
 			return err
@@ -212,17 +263,115 @@ func (a *app) newRequestsCmd() *cobra.Command {
 			fmt.Fprintln(a.stderr, "no requests")
 			return nil
 		}
-		now := a.now()
-		tw := a.table("ID", "TARGET", "REQUESTER", "SOURCE", "PORTS", "STATE", "EXPIRES")
-		for _, r := range rs {
-			state := r.State
-			if r.Removal != nil && r.Removal.State == "unconfirmed" {
-				state += " (removal unconfirmed)"
-			}
-			row(tw, r.ID, r.Target, r.Requester, r.Source, strings.Join(r.Ports, ","), state, fmtRelative(r.ExpiresAt, now))
-		}
-		return tw.Flush()
+		return a.printRequestTable(rs)
 	})
+	return cmd
+}
+
+// printRequestTable writes requests as a table (more columns with -o
+// wide), each row in its state's colour when colour is on.
+func (a *app) printRequestTable(rs []wire.Request) error {
+	now := a.now()
+	color := a.color()
+	var buf bytes.Buffer
+	out := a.stdout
+	if color {
+		out = text.NewWriter(&buf)
+	}
+	header := []string{"ID", "TARGET", "REQUESTER", "SOURCE", "PORTS", "STATE", "ENDS"}
+	if a.wide() {
+		header = append(header, "REQUESTED", "DURATION", "APPROVALS", "REASON")
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	colors := []string{""}
+	for _, r := range rs {
+		state := r.State
+		if r.Removal != nil && r.Removal.State == "unconfirmed" {
+			state += " (removal unconfirmed)"
+		}
+		cells := []string{r.ID, r.Target, r.Requester, r.Source, strings.Join(r.Ports, ","), state, fmtEnds(r, now)}
+		if a.wide() {
+			approvals := ""
+			if r.ApprovalsRequired > 0 {
+				approvals = fmt.Sprintf("%d/%d", countApprovals(r), r.ApprovalsRequired)
+			}
+			cells = append(cells, fmtTime(r.CreatedAt), fmtDuration(time.Duration(r.Duration)), approvals, r.Reason)
+		}
+		row(tw, cells...)
+		colors = append(colors, stateColor(r.State))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if color {
+		return a.paintLines(buf.Bytes(), colors)
+	}
+	return nil
+}
+
+// fmtEnds says when a request ends, or when it ended: an ended request
+// never shows "in 59m" from the deadline it no longer has.
+func fmtEnds(r wire.Request, now time.Time) string {
+	if r.EndedAt != nil {
+		return "ended " + fmtRelative(*r.EndedAt, now)
+	}
+	switch r.State {
+	case "active", "pending":
+		return fmtRelative(r.ExpiresAt, now)
+	case "pending_approval":
+		if r.ApproveBy != nil {
+			return "approve " + fmtRelative(*r.ApproveBy, now)
+		}
+		return "awaiting approval"
+	}
+	if isEnded(r.State) {
+		// A server older than ended_at: the end is not known exactly.
+		return "ended"
+	}
+	return fmtRelative(r.ExpiresAt, now)
+}
+
+// isEnded reports whether a request state is final.
+func isEnded(state string) bool {
+	switch state {
+	case "expired", "revoked", "denied", "failed", "superseded":
+		return true
+	}
+	return false
+}
+
+// countApprovals counts the approvals a request has.
+func countApprovals(r wire.Request) int {
+	n := 0
+	for _, d := range r.Decisions {
+		if d.Decision == "approve" {
+			n++
+		}
+	}
+	return n
+}
+
+// newRequestListCmd is "request list" (alias ls): "requests" under the
+// singular noun, as kubectl and gh spell lists.
+func (a *app) newRequestListCmd() *cobra.Command {
+	cmd := a.newRequestsCmd()
+	cmd.Use = "list [--active] [--target NAME] [--state STATE] [-l KEY=VALUE]"
+	cmd.Aliases = []string{"ls"}
+	cmd.Short = "List access requests (same as jitgate requests)"
+	cmd.Example = "  jitgate request list --active -o wide"
+	cmd.Args = noArgs
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	return cmd
+}
+
+// newRequestShowCmd is "request show ID": "requests ID".
+func (a *app) newRequestShowCmd() *cobra.Command {
+	cmd := a.newRequestsCmd()
+	cmd.Use = "show ID"
+	cmd.Short = "Show one request (same as jitgate requests ID)"
+	cmd.Example = "  jitgate request show r-abcdefgh -o yaml"
+	cmd.Args = oneArg("request ID")
 	return cmd
 }
 
@@ -230,9 +379,10 @@ func (a *app) newRevokeCmd() *cobra.Command {
 	var (
 		reason string
 		wait   time.Duration
+		cf     confirmFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "revoke ID [--reason TEXT] [--wait D]",
+		Use:   "revoke ID [--reason TEXT] [--wait D] [--yes] [--dry-run]",
 		Short: "End a request at once: its ports close when its agent applies that",
 		Long: `End a request at once. The server takes its grants out of the desired state
 immediately; the ports close when the target's agent applies that, which it
@@ -243,9 +393,17 @@ kernel closes the grant by its deadline at the latest, whatever happens.
 
 A request that was extended (asked for again, so its grant moved to the newer
 request) is revoked with every request that carries its grants now; when it
-was fully superseded, the command names the request it revoked instead.`,
-		Args: oneArg("request ID"),
+was fully superseded, the command names the request it revoked instead.
+
+On a terminal the command asks before revoking; --yes skips the question
+and is needed when standard input is not a terminal. --dry-run names the
+request that would be revoked and changes nothing.`,
+		Example: `  jitgate revoke r-abcdefgh --reason "done"
+  jitgate revoke r-abcdefgh --yes      # in a script`,
+		Args:              oneArg("request ID"),
+		ValidArgsFunction: a.completeRequestIDs,
 	}
+	addConfirmFlags(cmd, &cf)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
 	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the agent to confirm the ports closed (0: do not wait)")
 	a.addConnFlags(cmd)
@@ -253,6 +411,16 @@ was fully superseded, the command names the request it revoked instead.`,
 		c, _, err := a.client()
 		if err != nil {
 			return err
+		}
+		if !cf.yes {
+			cur, err := c.Request(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			what := fmt.Sprintf("revoke request %s (%s %s from %s, %s, %s)", cur.ID, cur.Target, strings.Join(cur.Ports, ","), orDefault(cur.Source, "the bastion"), cur.Requester, cur.State)
+			if done, err := a.guard(cf, what); done || err != nil {
+				return err
+			}
 		}
 		r, err := c.Revoke(ctx, args[0], reason)
 		if err != nil {

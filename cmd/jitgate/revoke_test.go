@@ -44,7 +44,7 @@ func TestRevokeUnconfirmed(t *testing.T) {
 
 	t.Log("the agent does not apply the revocation: unconfirmed, with the kernel deadline")
 	req := request("198.51.100.7")
-	r := c.ok("revoke", req.ID, "--wait", "0")
+	r := c.ok("revoke", req.ID, "--yes", "--wait", "0")
 	full := decode[wire.Request](t, c.ok("requests", req.ID, "-o", "json").stdout)
 	for _, w := range []string{"request " + req.ID + " revoked", "removal not yet confirmed by the agent of web-01", "connected, last seen",
 		"since " + fmtTime(full.Removal.Since), "the kernel closes 22/tcp by " + fmtTime(full.ExpiresAt), "at the latest"} {
@@ -81,7 +81,7 @@ func TestRevokeUnconfirmed(t *testing.T) {
 		}
 		done <- err
 	}()
-	r = c.ok("revoke", req.ID)
+	r = c.ok("revoke", req.ID, "--yes")
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestRevokeUnconfirmed(t *testing.T) {
 	}
 
 	t.Log("policy removal: unconfirmed until the agent applies it")
-	r = c.ok("policy", "remove", "web-01", "--wait", "0")
+	r = c.ok("policy", "remove", "web-01", "--yes", "--wait", "0")
 	if !strings.Contains(r.stdout, "not yet confirmed by the agent of web-01") || strings.Contains(r.stdout, "no longer gated") {
 		t.Errorf("policy remove before the agent applied it:\n%s", r.stdout)
 	}
@@ -112,7 +112,7 @@ func TestRevokeExtendedRequest(t *testing.T) {
 	c, agent := gatedWeb01(t)
 	first := requestApplied(t, c, agent, "198.51.100.7")
 	second := requestApplied(t, c, agent, "198.51.100.7") // extends first's grant: first is superseded
-	r := c.ok("revoke", first.ID, "--wait", "0")
+	r := c.ok("revoke", first.ID, "--yes", "--wait", "0")
 	if strings.Contains(r.stdout, "closed") {
 		t.Errorf("revoke of an extended request claims the port closed before the agent confirmed it:\n%s", r.stdout)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jitgate/jitgate/internal/agent"
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -130,25 +131,36 @@ Audited as target.enroll_token_issued.`,
 }
 
 func (a *app) newTargetListCmd() *cobra.Command {
-	var state string
+	var (
+		state  string
+		labels []string
+	)
 	cmd := &cobra.Command{
-		Use:     "list [--state configured|not-configured|unsupported]",
+		Use:     "list [--state configured|not-configured|unsupported] [-l KEY=VALUE]",
 		Aliases: []string{"ls"},
 		Short:   "List targets",
-		Args:    noArgs,
+		Example: `  jitgate target list -l group=prod
+  jitgate targets -o wide
+  jitgate targets --jq '.[].name'`,
+		Args: noArgs,
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only configured, not-configured or unsupported targets")
+	addSelectorFlag(cmd, &labels, "only targets with these labels")
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {
 		switch state {
 		case "", "configured", "not-configured", "unsupported":
 		default:
 			return usagef("--state %q: use configured, not-configured or unsupported", state)
 		}
+		sel, err := selectorOf(labels)
+		if err != nil {
+			return err
+		}
 		c, _, err := a.client()
 		if err != nil {
 			return err
 		}
-		targets, err := c.TargetsIn(ctx, state)
+		targets, err := c.TargetList(ctx, client.TargetFilter{Class: state, Selector: sel})
 		if err != nil {
 			return err
 		}
@@ -160,7 +172,11 @@ func (a *app) newTargetListCmd() *cobra.Command {
 			return nil
 		}
 		now := a.now()
-		tw := a.table("NAME", "STATE", "AGENT", "LAST SEEN", "ADDRESSES", "GATED PORTS", "ACTIVE", "LAST ACCESS", "LABELS")
+		header := []string{"NAME", "STATE", "AGENT", "LAST SEEN", "ADDRESSES", "GATED PORTS", "ACTIVE", "LAST ACCESS", "LABELS"}
+		if a.wide() {
+			header = append(header, "MODE", "AGENT VERSION", "REVISION", "CREATED")
+		}
+		tw := a.table(header...)
 		for _, t := range targets {
 			seen := ""
 			if t.Agent.LastSeen != nil {
@@ -174,7 +190,11 @@ func (a *app) newTargetListCmd() *cobra.Command {
 			if t.Stats != nil && t.Stats.LastAccess != nil {
 				last = fmtRelative(*t.Stats.LastAccess, now) + " by " + t.Stats.LastUser
 			}
-			row(tw, t.Name, t.Class, agentState(t.Agent), seen, addrs, policyPorts(t.Policy), fmt.Sprint(t.ActiveGrants), last, fmtMap(t.Labels))
+			cells := []string{t.Name, t.Class, agentState(t.Agent), seen, addrs, policyPorts(t.Policy), fmt.Sprint(t.ActiveGrants), last, fmtMap(t.Labels)}
+			if a.wide() {
+				cells = append(cells, t.Mode, t.Agent.Version, fmt.Sprintf("%d/%d", t.Agent.AppliedRevision, t.Agent.Revision), fmtTime(t.CreatedAt))
+			}
+			row(tw, cells...)
 		}
 		return tw.Flush()
 	})
@@ -183,9 +203,10 @@ func (a *app) newTargetListCmd() *cobra.Command {
 
 func (a *app) newTargetShowCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "show NAME",
-		Short: "Show a target, its agent and its policy",
-		Args:  oneArg("target NAME"),
+		Use:               "show NAME",
+		Short:             "Show a target, its agent and its policy",
+		Args:              oneArg("target NAME"),
+		ValidArgsFunction: a.completeTargets,
 	}
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
@@ -293,13 +314,30 @@ programmed by the agent of another target (the host was enrolled again under
 another name) leaves that table alone.
 
 A target behind a gateway: the gateway stops gating and mapping it when its
-agent applies the next revision, which confirms the revocations.`,
-		Args: oneArg("target NAME"),
+agent applies the next revision, which confirms the revocations.
+
+On a terminal the command asks first; --yes skips the question and is
+needed when standard input is not a terminal. --dry-run says what would be
+removed and revoked, and changes nothing.`,
+		Args:              oneArg("target NAME"),
+		ValidArgsFunction: a.completeTargets,
 	}
+	var cf confirmFlags
+	addConfirmFlags(cmd, &cf)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
 			return err
+		}
+		if !cf.yes {
+			t, err := c.Target(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			what := fmt.Sprintf("remove target %s and revoke its %d active grant(s)", t.Name, t.ActiveGrants)
+			if done, err := a.guard(cf, what); done || err != nil {
+				return err
+			}
 		}
 		if err := c.RemoveTarget(ctx, args[0]); err != nil {
 			return err

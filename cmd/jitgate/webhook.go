@@ -86,10 +86,15 @@ refused unless the server runs with --webhook-allow-private.`,
 		}
 		return tw.Flush()
 	})
-	remove := &cobra.Command{Use: "remove ID", Aliases: []string{"rm"}, Short: "Remove a webhook and its pending deliveries", Args: oneArg("webhook ID")}
+	remove := &cobra.Command{Use: "remove ID [--yes] [--dry-run]", Aliases: []string{"rm"}, Short: "Remove a webhook and its pending deliveries", Args: oneArg("webhook ID")}
+	var cf confirmFlags
+	addConfirmFlags(remove, &cf)
 	remove.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {
+			return err
+		}
+		if done, err := a.guard(cf, "remove webhook "+args[0]+" and its pending deliveries"); done || err != nil {
 			return err
 		}
 		if err := c.DeleteWebhook(ctx, args[0]); err != nil {

@@ -24,8 +24,8 @@ func TestWebhookCommands(t *testing.T) {
 	if r := c.ok("webhook", "deliveries", id); !strings.HasPrefix(r.stdout, "DELIVERY") {
 		t.Errorf("webhook deliveries = %q", r.stdout)
 	}
-	c.ok("webhook", "remove", id)
-	checkOneLineError(t, c.run("webhook", "remove", id), "not found")
+	c.ok("webhook", "remove", id, "--yes")
+	checkOneLineError(t, c.run("webhook", "remove", id, "--yes"), "not found")
 	if r := c.run("webhook", "add", "https://x.example", "--format", "teams"); r.code != exitUsage {
 		t.Errorf("--format teams: exit %d, want %d", r.code, exitUsage)
 	}

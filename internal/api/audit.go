@@ -20,7 +20,7 @@ const exportPage = 1000
 
 // auditFilter reads the filters shared by listing and exporting the audit
 // trail: target, request, action, actor, since, until (RFC 3339; since is
-// inclusive, until exclusive) and after (an event id).
+// inclusive, until exclusive), after and before (event ids, exclusive).
 func auditFilter(q url.Values) (store.AuditFilter, error) {
 	f := store.AuditFilter{Target: q.Get("target"), RequestID: q.Get("request"), Action: q.Get("action"), Actor: q.Get("actor")}
 	for _, b := range []struct {
@@ -44,6 +44,13 @@ func auditFilter(q url.Values) (store.AuditFilter, error) {
 			return store.AuditFilter{}, invalidField("after", "must be an event id")
 		}
 		f.AfterID = n
+	}
+	if s := q.Get("before"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return store.AuditFilter{}, invalidField("before", "must be an event id")
+		}
+		f.BeforeID = n
 	}
 	return f, nil
 }

@@ -571,6 +571,13 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request, p store.Principa
 		}
 		f.Limit = n
 	}
+	switch q.Get("order") {
+	case "", "oldest":
+	case "newest":
+		f.Newest = true
+	default:
+		return invalidField("order", "must be oldest or newest")
+	}
 	es, err := a.Store.ListAudit(r.Context(), f)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/wire"
@@ -50,6 +51,71 @@ func (c *Client) TargetsIn(ctx context.Context, class string) ([]wire.Target, er
 	var out []wire.Target
 	err := c.do(ctx, http.MethodGet, "/api/v1/targets", q, nil, &out)
 	return out, err
+}
+
+// TargetFilter selects targets.
+type TargetFilter struct {
+	// Class is configured, not-configured or unsupported; "" for all.
+	Class string
+	// Selector is a label selector KEY=VALUE[,KEY=VALUE...]: all must match.
+	Selector string
+}
+
+// TargetList lists the targets f selects. The selector is sent as
+// ?selector= and also applied here, so the answer is right whether or not
+// the server filters by labels itself.
+func (c *Client) TargetList(ctx context.Context, f TargetFilter) ([]wire.Target, error) {
+	sel, err := ParseSelector(f.Selector)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	if f.Class != "" {
+		q.Set("state", f.Class)
+	}
+	if f.Selector != "" {
+		q.Set("selector", f.Selector)
+	}
+	var all []wire.Target
+	if err := c.do(ctx, http.MethodGet, "/api/v1/targets", q, nil, &all); err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, t := range all {
+		if sel.Matches(t.Labels) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// Selector is a parsed label selector: every key must have its value.
+type Selector map[string]string
+
+// ParseSelector reads KEY=VALUE[,KEY=VALUE...] ("" selects everything).
+func ParseSelector(s string) (Selector, error) {
+	if s == "" {
+		return nil, nil
+	}
+	sel := Selector{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || k == "" || strings.ContainsAny(k, "!=") {
+			return nil, fmt.Errorf("label selector %q: use KEY=VALUE[,KEY=VALUE...], such as group=prod", s)
+		}
+		sel[k] = v
+	}
+	return sel, nil
+}
+
+// Matches reports whether labels hold every pair of the selector.
+func (sel Selector) Matches(labels map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // EnablePolicy applies the default policy to every target matching
@@ -123,6 +189,11 @@ type RequestFilter struct {
 	State string
 	// Active selects pending and active requests.
 	Active bool
+	// Selector selects requests for targets whose labels match
+	// KEY=VALUE[,KEY=VALUE...]. It is sent as ?selector=; as the request
+	// rows carry no labels, it is also applied here against the targets'
+	// labels (one more read), so it holds whether or not the server knows it.
+	Selector string
 }
 
 // Requests lists requests, newest first.
@@ -137,9 +208,35 @@ func (c *Client) Requests(ctx context.Context, f RequestFilter) ([]wire.Request,
 	if f.Active {
 		q.Set("active", "true")
 	}
+	sel, err := ParseSelector(f.Selector)
+	if err != nil {
+		return nil, err
+	}
+	if f.Selector != "" {
+		q.Set("selector", f.Selector)
+	}
 	var out []wire.Request
-	err := c.do(ctx, http.MethodGet, "/api/v1/requests", q, nil, &out)
-	return out, err
+	if err := c.do(ctx, http.MethodGet, "/api/v1/requests", q, nil, &out); err != nil {
+		return nil, err
+	}
+	if sel == nil {
+		return out, nil
+	}
+	ts, err := c.TargetList(ctx, TargetFilter{Selector: f.Selector})
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, t := range ts {
+		names[t.Name] = true
+	}
+	kept := out[:0]
+	for _, r := range out {
+		if names[r.Target] {
+			kept = append(kept, r)
+		}
+	}
+	return kept, nil
 }
 
 // Request returns one request.
@@ -177,6 +274,10 @@ type AuditFilter struct {
 	Until   time.Time
 	AfterID int64
 	Limit   int
+	// BeforeID, when not 0, selects events with a smaller id.
+	BeforeID int64
+	// Newest lists newest first (Limit keeps the newest).
+	Newest bool
 }
 
 // query encodes the filter as the API's query parameters.
@@ -202,6 +303,12 @@ func (f AuditFilter) query() url.Values {
 	}
 	if f.AfterID > 0 {
 		q.Set("after", strconv.FormatInt(f.AfterID, 10))
+	}
+	if f.BeforeID > 0 {
+		q.Set("before", strconv.FormatInt(f.BeforeID, 10))
+	}
+	if f.Newest {
+		q.Set("order", "newest")
 	}
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
@@ -229,6 +336,7 @@ func (c *Client) VerifyAudit(ctx context.Context) (wire.AuditVerify, error) {
 func (c *Client) ExportAudit(ctx context.Context, f AuditFilter, format string, w io.Writer) error {
 	q := f.query()
 	q.Del("limit")
+	q.Del("order")
 	q.Set("format", format)
 	// A large export may take longer than the client's timeout for one
 	// answer; ctx bounds it instead.

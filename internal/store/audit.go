@@ -103,10 +103,15 @@ type AuditFilter struct {
 	Until time.Time
 	// AfterID returns only events with a larger id (for paging and following).
 	AfterID int64
-	Limit   int
+	// BeforeID, when not 0, returns only events with a smaller id (paging
+	// back from the newest).
+	BeforeID int64
+	// Newest lists the newest events first (and Limit keeps the newest).
+	Newest bool
+	Limit  int
 }
 
-// ListAudit returns events oldest first.
+// ListAudit returns events oldest first, or newest first with f.Newest.
 func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, error) {
 	if f.Limit <= 0 || f.Limit > 10000 {
 		f.Limit = 1000
@@ -135,8 +140,15 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, er
 	if !f.Until.IsZero() {
 		add("at <", ms(f.Until))
 	}
+	if f.BeforeID > 0 {
+		add("id <", f.BeforeID)
+	}
+	order := "id"
+	if f.Newest {
+		order = "id DESC"
+	}
 	args = append(args, f.Limit)
-	q += fmt.Sprintf(" ORDER BY id LIMIT $%d", len(args))
+	q += fmt.Sprintf(" ORDER BY %s LIMIT $%d", order, len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing audit events: %w", err)
