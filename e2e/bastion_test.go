@@ -219,7 +219,7 @@ func TestBastion(t *testing.T) {
 		t.Fatalf("after the restart %d sessions are listed live", len(ss))
 	}
 
-	events := cliJSON[[]wire.AuditEvent](l, "audit", "--target", "web-01")
+	events := cliJSON[[]wire.AuditEvent](l, "audit", "--target", "web-01", "--limit", "10000")
 	seen := map[string]int{}
 	for _, e := range events {
 		seen[e.Action]++

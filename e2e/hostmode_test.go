@@ -162,7 +162,7 @@ func TestHostMode(t *testing.T) {
 	}
 
 	t.Log("audit trail")
-	events := cliJSON[[]wire.AuditEvent](l, "audit", "--target", "web-01")
+	events := cliJSON[[]wire.AuditEvent](l, "audit", "--target", "web-01", "--limit", "10000")
 	seen := map[string]bool{}
 	for _, e := range events {
 		seen[e.Action] = true
