@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,8 +34,39 @@ const (
 	targetRatio100 = 0.90 // jitgate's rate at N=100,000 over N=0
 )
 
-// The numbers of other grants each configuration holds.
-var packetNs = []int{0, 1_000, 10_000, 100_000}
+// The numbers of other grants each configuration holds (BENCH_PACKET_NS,
+// comma-separated, overrides: "0,1000000" for the flatness at a million), and
+// the kinds measured (BENCH_PACKET_KINDS: "jitgate" leaves out the iptables
+// chain, whose load alone takes hours at a million rules).
+var packetNs = envInts("BENCH_PACKET_NS", []int{0, 1_000, 10_000, 100_000})
+
+// readBackMax is the largest set the benchmark lists to count its
+// elements: the kernel lists a set in time quadratic in its size (minutes
+// at a million elements; see internal/firewall/nft/statefile.go).
+const readBackMax = 200_000
+
+func envInts(name string, def []int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			panic(fmt.Sprintf("%s=%q: want comma-separated counts", name, v))
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func packetKinds() []string {
+	if v := os.Getenv("BENCH_PACKET_KINDS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	return []string{"jitgate", "iptables"}
+}
 
 // PathConfig is one ruleset with N other grants, on a server host of its own.
 type PathConfig struct {
@@ -88,7 +121,7 @@ func TestPacketPath(t *testing.T) {
 	client.Run(t, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535")
 	res := PacketPath{Dialers: packetDialers, WindowSeconds: packetWindow.Seconds(), SliceSeconds: packetSlice.Seconds(),
 		Rounds: packetRounds, IperfSeconds: iperfSeconds, Target: targetRatio100}
-	for _, kind := range []string{"jitgate", "iptables"} {
+	for _, kind := range packetKinds() {
 		for _, n := range packetNs {
 			i := len(res.Configs)
 			c := &PathConfig{Kind: kind, N: n, ns: testenv.NewNetns(t),
@@ -164,7 +197,7 @@ func TestPacketPath(t *testing.T) {
 		c.Ratio, c.GbpsRatio = c.Median/base[c.Kind].Median, c.MedianGbps/base[c.Kind].MedianGbps
 		t.Logf("%-8s N=%6d: %6.0f new connections/s (rounds %.0f; ratio to N=0 %.3f; control %.0f), %.2f Gbit/s (ratio %.3f), adding one grant %.2f ms",
 			c.Kind, c.N, c.Median, c.Rates, c.Ratio, c.ControlRate, c.MedianGbps, c.GbpsRatio, c.AddOneMS)
-		if c.Kind == "jitgate" && c.N == 100_000 {
+		if c.Kind == "jitgate" && c.N >= 100_000 {
 			res.Met = c.Ratio >= targetRatio100
 		}
 	}
@@ -200,6 +233,11 @@ func (c *PathConfig) load(t *testing.T, n int) {
 			t.Fatal(err)
 		}
 		c.LoadSeconds = time.Since(start).Seconds()
+		if n > readBackMax {
+			c.Loaded = -1
+			t.Logf("jitgate N=%d: not listed back (quadratic in the kernel); the Apply reported no error", n)
+			return
+		}
 		st, err := be.State(context.Background(), time.Now())
 		if err != nil {
 			t.Fatal(err)

@@ -1,8 +1,12 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -136,24 +140,49 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 				return nil
 			}
 		}
-		ds, err := a.snapshot(r.Context(), t)
+		rev, err := a.writeSnapshot(w, r.Context(), t)
 		if err != nil {
 			return a.goneOr(err)
 		}
-		a.known.raise(target, ds.Revision)
-		writeJSON(w, http.StatusOK, ds)
+		a.known.raise(target, rev)
 		return nil
 	}
 }
 
-// snapshot is the full desired state of enforcer t at its current revision:
-// the store's one read (store.Desired), host or gateway alike, in the
-// agent's terms.
+// snapshot is the full desired state of enforcer t at its current revision,
+// held in memory (tests compare the streamed answer with it).
 func (a *api) snapshot(ctx context.Context, t store.Target) (wire.DesiredState, error) {
-	now := a.Now()
-	d, err := a.Store.Desired(ctx, t.Name, now)
+	var (
+		ds     wire.DesiredState
+		grants []wire.GrantEntry
+	)
+	bastion, err := a.streamSnapshot(ctx, t, func(head wire.DesiredState) error {
+		ds = head
+		return nil
+	}, func(gs []wire.GrantEntry) error {
+		grants = append(grants, gs...)
+		return nil
+	})
 	if err != nil {
 		return wire.DesiredState{}, err
+	}
+	ds.Grants, ds.Bastion = append([]wire.GrantEntry{}, grants...), bastion
+	return ds, nil
+}
+
+// streamSnapshot produces the full desired state of enforcer t at its
+// current revision: the store's read (DesiredHead, then DesiredGrants a
+// chunk at a time), host or gateway alike, in the agent's terms. head gets
+// everything but the grants and the bastion entries; each gets
+// the kernel grant entries chunk by chunk (the slice is reused), so no one
+// holds every grant; the bastion entries are returned at the end (one per
+// grant reached through the bastion, which the relay checks streams
+// against: the agent holds them whole anyway).
+func (a *api) streamSnapshot(ctx context.Context, t store.Target, head func(wire.DesiredState) error, each func([]wire.GrantEntry) error) ([]wire.BastionGrant, error) {
+	now := a.Now()
+	d, err := a.Store.DesiredHead(ctx, t.Name, now)
+	if err != nil {
+		return nil, err
 	}
 	ds := wire.DesiredState{Target: t.Name, Revision: d.Revision, ServerTime: now.UTC(), Protected: []wire.Port{}, Grants: []wire.GrantEntry{}}
 	if d.Gateway {
@@ -177,18 +206,107 @@ func (a *api) snapshot(ctx context.Context, t store.Target) (wire.DesiredState, 
 			}
 		}
 	}
-	for _, g := range d.Grants {
-		// The rule as it stands now decides how a grant may be used: a
-		// bastion-only grant (no source) or a port reached only through the
-		// bastion opens nothing in the kernel.
-		e := byName[g.Target]
-		ds.Grants, ds.Bastion = appendEntries(ds.Grants, ds.Bastion, g, e.Policy, e.Addresses, d.Gateway)
-	}
 	for _, m := range d.Published {
 		ds.Published = append(ds.Published, wire.Mapping{Destination: m.Destination, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
 			PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
 	}
-	return ds, nil
+	// The rule as it stands now decides how a grant may be used: a
+	// bastion-only grant (no source) or a port reached only through the
+	// bastion opens nothing in the kernel.
+	if err := head(ds); err != nil {
+		return nil, err
+	}
+	var (
+		entries []wire.GrantEntry
+		bastion []wire.BastionGrant
+	)
+	err = a.Store.DesiredGrants(ctx, t.Name, d, now, func(gs []store.GrantRow) error {
+		entries = entries[:0]
+		for _, g := range gs {
+			e := byName[g.Target]
+			entries, bastion = appendEntries(entries, bastion, g, e.Policy, e.Addresses, d.Gateway)
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		return each(entries)
+	})
+	return bastion, err
+}
+
+// writeSnapshot streams the snapshot of enforcer t to w as compact JSON
+// (rows -> entries -> encoder -> response), a chunk of grants at a time,
+// and returns its revision. The answer decodes to exactly what snapshot
+// returns. An error before anything was written is returned (the caller
+// maps it to a status); one after the status went out is logged and ends
+// the answer short, as invalid JSON, which the agent refuses whole: it
+// never applies part of a state.
+func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.Target) (int64, error) {
+	var (
+		rev     int64
+		bw      *bufio.Writer
+		tail    []byte
+		written bool
+		first   = true
+	)
+	bastion, err := a.streamSnapshot(ctx, t, func(ds wire.DesiredState) error {
+		rev = ds.Revision
+		b, err := json.Marshal(ds)
+		if err != nil {
+			return fmt.Errorf("encoding the desired state: %w", err)
+		}
+		// The head encodes "grants":[]; the entries go between the brackets.
+		i := bytes.Index(b, []byte(`"grants":[]`))
+		if i < 0 {
+			return errors.New("encoding the desired state: no grants field")
+		}
+		i += len(`"grants":[`)
+		tail = b[i:]
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
+		written = true
+		bw = bufio.NewWriterSize(w, 64<<10)
+		_, err = bw.Write(b[:i])
+		return err
+	}, func(gs []wire.GrantEntry) error {
+		for _, g := range gs {
+			if !first {
+				bw.WriteByte(',')
+			}
+			first = false
+			b, err := json.Marshal(g)
+			if err != nil {
+				return err
+			}
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && written {
+		bw.WriteByte(']')
+		if len(bastion) > 0 {
+			// The bastion entries follow the grants (the order of keys is
+			// free in JSON; the head encodes none: omitempty).
+			var b []byte
+			if b, err = json.Marshal(bastion); err == nil {
+				bw.WriteString(`,"bastion":`)
+				bw.Write(b)
+			}
+		}
+		bw.Write(tail[1:]) // tail starts with the grants' closing ]
+		bw.WriteByte('\n')
+		if err == nil {
+			err = bw.Flush()
+		}
+	}
+	if err != nil && written {
+		a.Logger.Warn("desired state cut short while streaming it to the agent", "target", t.Name, "revision", rev, "err", err)
+		return rev, nil
+	}
+	return rev, err
 }
 
 // delta is what changed in enforcer t's desired state since revision since,

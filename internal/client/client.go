@@ -168,6 +168,13 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	})
 }
 
+// maxAnswer bounds the answers the client reads; maxDesiredAnswer the
+// agent's desired state (a snapshot of a million grants is ~90 MB).
+const (
+	maxAnswer        = 64 << 20
+	maxDesiredAnswer = 1 << 30
+)
+
 // headerReceiver is an answer that also reads the response's headers (a
 // page's Link to the next).
 type headerReceiver interface{ receiveHeader(http.Header) }
@@ -200,11 +207,11 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		return 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return resp.StatusCode, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
-	}
 	if resp.StatusCode >= 400 {
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+		if err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+		}
 		ae := &APIError{Status: resp.StatusCode}
 		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
 			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
@@ -214,9 +221,24 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 	if hr, ok := out.(headerReceiver); ok {
 		hr.receiveHeader(resp.Header)
 	}
-	if out != nil && len(data) > 0 {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+	if out == nil {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
+		return resp.StatusCode, nil
+	}
+	// Decoded as it arrives: a desired state of a million grants is ~90 MB
+	// of JSON, which is never held as bytes besides what it decodes to.
+	limit := int64(maxAnswer)
+	if _, ok := out.(*wire.DesiredState); ok {
+		limit = maxDesiredAnswer
+	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, limit))
+	switch err := dec.Decode(out); {
+	case err == io.EOF: // no body: nothing to decode, as before
+	case err != nil:
+		return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+	default:
+		if _, err := dec.Token(); err != io.EOF {
+			return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: data after the JSON value", method, path)
 		}
 	}
 	return resp.StatusCode, nil

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/policy"
@@ -40,8 +41,25 @@ type Enforced struct {
 }
 
 // Desired returns what enforcer's agent must enforce at now: the one read
-// of the desired state, for a host and for a gateway.
+// of the desired state, for a host and for a gateway. It holds every grant
+// in memory; the agent's snapshot streams them instead (DesiredHead and
+// DesiredGrants).
 func (s *Store) Desired(ctx context.Context, enforcer string, now time.Time) (Desired, error) {
+	d, err := s.DesiredHead(ctx, enforcer, now)
+	if err != nil {
+		return Desired{}, err
+	}
+	err = s.DesiredGrants(ctx, enforcer, d, now, func(gs []GrantRow) error {
+		d.Grants = append(d.Grants, gs...)
+		return nil
+	})
+	return d, err
+}
+
+// DesiredHead is Desired without the grants: the revision (read first), the
+// enforced targets and their policies, the mappings. DesiredGrants reads
+// the grants that go with it.
+func (s *Store) DesiredHead(ctx context.Context, enforcer string, now time.Time) (Desired, error) {
 	t, err := s.GetTarget(ctx, enforcer)
 	if err != nil {
 		return Desired{}, err
@@ -50,13 +68,6 @@ func (s *Store) Desired(ctx context.Context, enforcer string, now time.Time) (De
 	if !d.Gateway {
 		if t.Policy != nil {
 			d.Targets = []Enforced{{Name: t.Name, Policy: *t.Policy}}
-		}
-		rows, err := s.db.QueryContext(ctx, `SELECT `+grantColumns+` FROM grants WHERE target = $1 AND expires_at > $2 ORDER BY id`, enforcer, ms(now))
-		if err != nil {
-			return Desired{}, fmt.Errorf("listing grants of %s: %w", enforcer, err)
-		}
-		if d.Grants, err = scanGrants(rows); err != nil {
-			return Desired{}, err
 		}
 		return d, nil
 	}
@@ -78,20 +89,6 @@ func (s *Store) Desired(ctx context.Context, enforcer string, now time.Time) (De
 	if err := rows.Err(); err != nil {
 		return Desired{}, fmt.Errorf("listing targets behind %s: %w", enforcer, err)
 	}
-	grows, err := s.db.QueryContext(ctx, `SELECT `+grantColumns+` FROM grants
-		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 ORDER BY id`, enforcer, ms(now))
-	if err != nil {
-		return Desired{}, fmt.Errorf("listing grants behind %s: %w", enforcer, err)
-	}
-	gs, err := scanGrants(grows)
-	if err != nil {
-		return Desired{}, fmt.Errorf("listing grants behind %s: %w", enforcer, err)
-	}
-	for _, g := range gs {
-		if enforced[g.Target] {
-			d.Grants = append(d.Grants, g)
-		}
-	}
 	ms, err := s.Mappings(ctx, enforcer, true)
 	if err != nil {
 		return Desired{}, err
@@ -102,4 +99,55 @@ func (s *Store) Desired(ctx context.Context, enforcer string, now time.Time) (De
 		}
 	}
 	return d, nil
+}
+
+// desiredChunk is how many grants DesiredGrants reads per query.
+var desiredChunk = 10000
+
+// DesiredGrants hands each of the grants live at now that go with head (of
+// DesiredHead) to each, in id order, desiredChunk at a time: one query per
+// chunk, from the id after the last one read (keyset), so that no query
+// holds a connection or a read transaction for the whole state and no
+// caller holds every grant at once. The slice is reused: each must not
+// keep it. A grant committed after head was read may be included (its
+// revision is above head's, so the agent asks again anyway); one removed
+// meanwhile may be missing or not, as with one query.
+func (s *Store) DesiredGrants(ctx context.Context, enforcer string, head Desired, now time.Time, each func([]GrantRow) error) error {
+	query := `SELECT ` + grantColumns + ` FROM grants WHERE target = $1 AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4`
+	var enforced map[string]bool
+	if head.Gateway {
+		query = `SELECT ` + grantColumns + ` FROM grants
+		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4`
+		enforced = map[string]bool{}
+		for _, e := range head.Targets {
+			enforced[e.Name] = true
+		}
+	}
+	var after int64
+	for {
+		rows, err := s.db.QueryContext(ctx, query, enforcer, ms(now), after, desiredChunk)
+		if err != nil {
+			return fmt.Errorf("listing grants of %s: %w", enforcer, err)
+		}
+		gs, err := scanGrants(rows)
+		if err != nil {
+			return fmt.Errorf("listing grants of %s: %w", enforcer, err)
+		}
+		if len(gs) == 0 {
+			return nil
+		}
+		after = gs[len(gs)-1].ID
+		full := len(gs) == desiredChunk
+		if head.Gateway {
+			gs = slices.DeleteFunc(gs, func(g GrantRow) bool { return !enforced[g.Target] })
+		}
+		if len(gs) > 0 {
+			if err := each(gs); err != nil {
+				return err
+			}
+		}
+		if !full {
+			return nil
+		}
+	}
 }

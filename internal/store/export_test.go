@@ -35,3 +35,11 @@ func HoldWriter(s *Store) (held <-chan struct{}, release func()) {
 	}
 	return h, sync.OnceFunc(func() { close(r) })
 }
+
+// SetDesiredChunk makes DesiredGrants read n grants per query until the
+// returned func restores the default.
+func SetDesiredChunk(n int) func() {
+	old := desiredChunk
+	desiredChunk = n
+	return func() { desiredChunk = old }
+}

@@ -26,10 +26,12 @@ var _ firewall.Backend = (*Backend)(nil)
 var errClosed = errors.New("nft backend is closed")
 
 // socketBuffer is the send and receive buffer asked for the netlink socket.
-// One Apply is one netlink message batch, and the kernel refuses a batch
-// larger than the send buffer (the default, ~200 KiB, holds only ~3,000
-// IPv6 elements).
-const socketBuffer = 32 << 20
+// One Apply is one netlink message batch, which is one transaction only
+// when sent in one sendmsg: the kernel refuses a batch larger than the send
+// buffer (the default, ~200 KiB, holds only ~3,000 IPv6 elements; 32 MiB
+// refused a million). The kernel doubles the value and allocates only what
+// a batch needs: 256 MiB lets one transaction carry ~2,000,000 elements.
+const socketBuffer = 256 << 20
 
 // Option configures a Backend.
 type Option func(*Backend)
