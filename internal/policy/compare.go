@@ -165,6 +165,21 @@ func (l Limits) compareRule(o, r Rule) []Change {
 	if o.RecordInput != r.RecordInput {
 		add("record_input", onOff(o.RecordInput), onOff(r.RecordInput), o.RecordInput)
 	}
+	if !slices.Equal(o.Windows, r.Windows) {
+		// Weaker when the new windows admit a start the old ones refused:
+		// no windows where there were some, or a wider or new window.
+		add("windows", describeWindows(o.Windows), describeWindows(r.Windows), windowsWiden(o.Windows, r.Windows))
+	}
+	if !slices.Equal(o.ApprovalGroups, r.ApprovalGroups) {
+		// Weaker when a group the old rule asked for is asked for less or
+		// no more; adding a group or raising a count only narrows.
+		weaker := false
+		for _, g := range o.ApprovalGroups {
+			i := slices.IndexFunc(r.ApprovalGroups, func(n GroupApproval) bool { return n.From == g.From })
+			weaker = weaker || i < 0 || r.ApprovalGroups[i].Count < g.Count
+		}
+		add("approvals", describeGroups(o.ApprovalGroups), describeGroups(r.ApprovalGroups), weaker)
+	}
 	if oa, ra := accessOf(o.Access), accessOf(r.Access); oa != ra {
 		// Weaker when it adds a way in: direct->both, bastion->both,
 		// bastion->direct (the port opens to addresses again).
@@ -236,7 +251,31 @@ func describeRule(r Rule) string {
 	if a := accessOf(r.Access); a != AccessDirect {
 		s += ", access " + string(a)
 	}
+	if len(r.ApprovalGroups) > 0 {
+		s += ", approvals " + describeGroups(r.ApprovalGroups)
+	}
+	if len(r.Windows) > 0 {
+		s += ", windows " + describeWindows(r.Windows)
+	}
 	return s
+}
+
+func describeWindows(ws []string) string {
+	if len(ws) == 0 {
+		return "always"
+	}
+	return strings.Join(ws, "; ")
+}
+
+func describeGroups(gs []GroupApproval) string {
+	if len(gs) == 0 {
+		return "none"
+	}
+	s := make([]string, len(gs))
+	for i, g := range gs {
+		s[i] = fmt.Sprintf("%d from %s", g.Count, g.From)
+	}
+	return strings.Join(s, ", ")
 }
 
 func describeIdle(d time.Duration) string {

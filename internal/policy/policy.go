@@ -104,6 +104,34 @@ type Rule struct {
 	// RecordInput also records what the person types (passwords typed at
 	// a prompt included: keystrokes are not echoed, but they are input).
 	RecordInput bool `json:"record_input,omitempty"`
+	// Windows, when not empty, are the only times a grant on this port may
+	// start ("Mon-Fri 08:00-18:00 Europe/Berlin", see Window), and a grant
+	// ends at the latest when its window closes. Kept in canonical form.
+	Windows []string `json:"windows,omitempty"`
+	// ApprovalGroups, when not empty, ask for approvals from each of
+	// several groups or roles: Count distinct approvers from each, never the
+	// requester, and no one approver counted for two groups. Such a rule's
+	// approval is manual and needs at least the sum of the counts.
+	ApprovalGroups []GroupApproval `json:"approvals,omitempty"`
+}
+
+// GroupApproval asks for Count approvals from approvers who are members of
+// a group ("group:dba", an SSO group reaching a token's principals) or who
+// hold a role in a scope covering the target ("role:approver").
+type GroupApproval struct {
+	From  string `json:"from"`
+	Count int    `json:"count"`
+}
+
+// CheckApproverSet checks the form of a GroupApproval's From: group:NAME or
+// role:NAME, one-line text without spaces. Whether a role name exists is
+// for authz to say (the caller checks it).
+func CheckApproverSet(from string) error {
+	kind, name, ok := strings.Cut(from, ":")
+	if !ok || (kind != "group" && kind != "role") || name == "" || strings.ContainsAny(name, " \t,") || text.Check(name) != nil || text.Len(name) > 256 {
+		return fmt.Errorf("%q: name approvers as group:NAME (an SSO or token group) or role:NAME (a role in scope of the target)", from)
+	}
+	return nil
 }
 
 // MaxLogins bounds the login names of one rule.
@@ -192,6 +220,28 @@ type Justification struct {
 	Pattern   string `json:"pattern,omitempty"` // e.g. a ticket number: "^(INC|CHG)-[0-9]+"
 }
 
+// ApprovalGroupsRequired is what a request for ports needs by group: for
+// every group or role any of their rules names, the most any of them asks
+// for, in the order the rules first name them.
+func (pol Policy) ApprovalGroupsRequired(ports []Port) []GroupApproval {
+	var out []GroupApproval
+	for _, p := range ports {
+		r, ok := pol.Rule(p)
+		if !ok {
+			continue
+		}
+		for _, g := range r.ApprovalGroups {
+			i := slices.IndexFunc(out, func(o GroupApproval) bool { return o.From == g.From })
+			if i < 0 {
+				out = append(out, g)
+			} else {
+				out[i].Count = max(out[i].Count, g.Count)
+			}
+		}
+	}
+	return out
+}
+
 // check returns why reason does not meet j, or "".
 func (j Justification) check(reason string) string {
 	switch {
@@ -246,7 +296,8 @@ func (pol Policy) Equal(o Policy) bool {
 			r.Approval != q.Approval || r.Justification != q.Justification ||
 			r.CloseEstablished != q.CloseEstablished || r.Publish != q.Publish || r.MappedPort != q.MappedPort ||
 			r.Access != q.Access || r.IdleTimeout != q.IdleTimeout || !slices.Equal(r.Logins, q.Logins) ||
-			r.Record != q.Record || r.RecordInput != q.RecordInput {
+			r.Record != q.Record || r.RecordInput != q.RecordInput || !slices.Equal(r.Windows, q.Windows) ||
+			!slices.Equal(r.ApprovalGroups, q.ApprovalGroups) {
 			return false
 		}
 		for j := range r.AllowedSources {
@@ -411,8 +462,22 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 			srcs = append(srcs, Canonical(p))
 		}
 		r.AllowedSources = srcs
+		groups, err := normalizeGroups(field, r.ApprovalGroups)
+		if err != nil {
+			return Policy{}, err
+		}
+		r.ApprovalGroups = groups
+		if sumCounts(groups) > MaxApprovals {
+			return Policy{}, &FieldError{field + ".approvals", fmt.Sprintf("the counts add up to %d: at most %d approvals", sumCounts(groups), MaxApprovals)}
+		}
+		if len(groups) > 0 && r.Approval.Mode == "" {
+			r.Approval.Mode = Manual
+		}
 		switch r.Approval.Mode {
 		case "", Auto:
+			if len(groups) > 0 {
+				return Policy{}, &FieldError{field + ".approval.mode", "a rule with approvals by group is manual: drop \"mode: auto\" or the approvals"}
+			}
 			if r.Approval.Approvals != 0 {
 				return Policy{}, &FieldError{field + ".approval.approvals", "only a manual approval takes a number of approvals"}
 			}
@@ -420,6 +485,11 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 		case Manual:
 			if r.Approval.Approvals == 0 {
 				r.Approval.Approvals = 1
+			}
+			if len(r.ApprovalGroups) > 0 {
+				// A rule with approvals by group needs at least one
+				// distinct approver per counted approval.
+				r.Approval.Approvals = max(r.Approval.Approvals, sumCounts(r.ApprovalGroups))
 			}
 			if r.Approval.Approvals < 1 || r.Approval.Approvals > MaxApprovals {
 				return Policy{}, &FieldError{field + ".approval.approvals", fmt.Sprintf("must be from 1 to %d", MaxApprovals)}
@@ -440,6 +510,21 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 			if _, err := regexp.Compile(p); err != nil {
 				return Policy{}, &FieldError{field + ".justification.pattern", fmt.Sprintf("not a valid regular expression: %v", err)}
 			}
+		}
+		ws, err := ParseWindows(field+".windows", r.Windows)
+		if err != nil {
+			return Policy{}, err
+		}
+		if len(ws) > MaxWindows {
+			return Policy{}, &FieldError{field + ".windows", fmt.Sprintf("%d windows: at most %d", len(ws), MaxWindows)}
+		}
+		r.Windows = nil
+		for i, w := range ws {
+			c := w.String()
+			if slices.Contains(r.Windows, c) {
+				return Policy{}, &FieldError{fmt.Sprintf("%s.windows[%d]", field, i), fmt.Sprintf("%q is named twice", c)}
+			}
+			r.Windows = append(r.Windows, c)
 		}
 		if r.MappedPort != 0 && !r.Publish {
 			return Policy{}, &FieldError{field + ".mapped_port", "only a published port takes a mapped port"}
@@ -493,6 +578,44 @@ func (l Limits) Normalize(pol Policy) (Policy, error) {
 			return Policy{}, &FieldError{field + ".publish", "a port reached only through the bastion cannot be published"}
 		}
 		out.Rules = append(out.Rules, r)
+	}
+	return out, nil
+}
+
+// MaxWindows bounds the time windows of one rule.
+const MaxWindows = 16
+
+func sumCounts(gs []GroupApproval) int {
+	n := 0
+	for _, g := range gs {
+		n += g.Count
+	}
+	return n
+}
+
+// normalizeGroups checks a rule's approvals by group: known forms, counts
+// from 1 to MaxApprovals (0 means 1), no group named twice.
+func normalizeGroups(field string, gs []GroupApproval) ([]GroupApproval, error) {
+	if len(gs) == 0 {
+		return nil, nil
+	}
+	out := make([]GroupApproval, 0, len(gs))
+	for i, g := range gs {
+		f := fmt.Sprintf("%s.approvals[%d]", field, i)
+		g.From = strings.TrimSpace(g.From)
+		if err := CheckApproverSet(g.From); err != nil {
+			return nil, &FieldError{f + ".from", err.Error()}
+		}
+		if g.Count == 0 {
+			g.Count = 1
+		}
+		if g.Count < 1 || g.Count > MaxApprovals {
+			return nil, &FieldError{f + ".count", fmt.Sprintf("must be from 1 to %d", MaxApprovals)}
+		}
+		if slices.ContainsFunc(out, func(o GroupApproval) bool { return o.From == g.From }) {
+			return nil, &FieldError{f + ".from", fmt.Sprintf("%s is named twice", g.From)}
+		}
+		out = append(out, g)
 	}
 	return out, nil
 }
@@ -581,6 +704,9 @@ type Request struct {
 	Source   netip.Prefix
 	Duration time.Duration
 	Reason   string
+	// At is when the grant would start: the rules' time windows are
+	// checked at this instant. Required when a rule has windows.
+	At time.Time
 }
 
 // MappedPortMin and MappedPortMax bound the ports a gateway publishes
@@ -614,6 +740,9 @@ type DenyError struct {
 	// as a whole was refused.
 	Rule   string
 	Reason string
+	// NextOpening, for a request refused outside a rule's time windows,
+	// is when the next window opens (zero otherwise).
+	NextOpening time.Time
 }
 
 func (e *DenyError) Error() string {
@@ -626,7 +755,7 @@ func (e *DenyError) Error() string {
 // Evaluate decides whether req fits pol under l. It returns nil, a
 // *FieldError for a malformed request, or a *DenyError naming the rule that
 // refused. It checks every port; the first refusal wins.
-func (l Limits) Evaluate(pol Policy, req Request) error {
+func (l Limits) Evaluate(pol Policy, req Request) (err error) {
 	if len(req.Ports) == 0 {
 		return &FieldError{"ports", "name at least one port"}
 	}
@@ -641,6 +770,13 @@ func (l Limits) Evaluate(pol Policy, req Request) error {
 	if len(pol.Rules) == 0 {
 		return &DenyError{Reason: "the target has no JIT policy"}
 	}
+	defer func() {
+		// Time windows last: a request that a rule refuses for its source
+		// or duration says so, whatever the hour.
+		if err == nil && !req.At.IsZero() {
+			_, _, err = pol.CheckWindows(req.Ports, req.At)
+		}
+	}()
 	src := Canonical(req.Source)
 	seen := map[Port]bool{}
 	for _, p := range req.Ports {
@@ -651,6 +787,9 @@ func (l Limits) Evaluate(pol Policy, req Request) error {
 		r, ok := pol.Rule(p)
 		if !ok {
 			return &DenyError{Rule: p.String(), Reason: "the target's policy does not configure this port"}
+		}
+		if len(r.Windows) > 0 && req.At.IsZero() {
+			return &DenyError{Rule: p.String(), Reason: "the rule has time windows and the request has no start time to check them at"}
 		}
 		if why := r.Justification.check(req.Reason); why != "" {
 			return &DenyError{Rule: p.String(), Reason: why}
