@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,7 +50,9 @@ The output lists every change; a change that weakens the gate is marked
 (weaker), and ports of the old policy that the new one leaves out are named:
 they are no longer gated. --dry-run shows this and changes nothing.`,
 		Example: `  jitgate policy set web-01 --port 22/tcp --max 3h --source 198.51.100.0/24
-  jitgate policy set win-01 --port 3389 --port 5986 --max 1h --dry-run`,
+  jitgate policy set win-01 --port 3389 --port 5986 --max 1h --dry-run
+  jitgate policy set db-01 --port 5432 --window "Mon-Fri 08:00-18:00 Europe/Berlin" \
+      --approvals-from group:dba=1 --approvals-from group:security=1`,
 		Args: oneArg("TARGET"),
 	}
 	cmd.Flags().StringArrayVar(&ports, "port", nil, "port to gate: 22, 22/tcp or 53/udp (repeatable)")
@@ -75,6 +78,12 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 	cmd.Flags().BoolVar(&recordIn, "record-input", false, "with --record: record keystrokes too")
 	cmd.Flags().StringArrayVar(&logins, "login", nil, "a user name on the target that jitgate's SSH CA may sign certificates for on these ports (repeat; `jitgate ssh` then logs in without the user's own keys)")
 	cmd.Flags().Var(newDuration(&idle, 0), "idle-timeout", "with --access bastion or both: end bastion sessions idle this long (default never)")
+	var (
+		windows []string
+		groups  []string
+	)
+	cmd.Flags().StringArrayVar(&windows, "window", nil, "a time window in which grants may start, such as \"Mon-Fri 08:00-18:00 Europe/Berlin\" (repeatable; grants end when it closes; default always)")
+	cmd.Flags().StringArrayVar(&groups, "approvals-from", nil, "ask for approvals from a group or role, FROM[=N] such as group:dba=1 or role:approver=2 (repeatable; distinct approvers; makes approval manual)")
 	cmd.Flags().StringVar(&accessFlag, "access", "direct", "how a grant is used: direct (opens the port to the source address), bastion (only through `jitgate connect`/`jitgate ssh`; opens nothing) or both")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
@@ -98,6 +107,31 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 				return usagef("--source %q: use a CIDR prefix such as 198.51.100.0/24 or 2001:db8::/48", s)
 			}
 		}
+		for _, w := range windows {
+			if _, err := policy.ParseWindow(w); err != nil {
+				return usagef("--window %v", err)
+			}
+		}
+		var byGroup []wire.GroupApproval
+		for _, g := range groups {
+			from, n, hasN := strings.Cut(g, "=")
+			count := 1
+			if hasN {
+				if count, err = strconv.Atoi(n); err != nil || count < 1 || count > policy.MaxApprovals {
+					return usagef("--approvals-from %q: the count after = must be a number from 1 to %d", g, policy.MaxApprovals)
+				}
+			}
+			if err := policy.CheckApproverSet(from); err != nil {
+				return usagef("--approvals-from %v", err)
+			}
+			byGroup = append(byGroup, wire.GroupApproval{From: from, Count: count})
+		}
+		if len(byGroup) > 0 && !cmd.Flags().Changed("approval") {
+			mode = policy.Manual
+			if !cmd.Flags().Changed("approvals") {
+				approvals = 0
+			}
+		}
 		approval := &wire.Approval{Mode: mode}
 		switch mode {
 		case policy.Auto:
@@ -118,7 +152,8 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
 			pol.Rules = append(pol.Rules, wire.PortRule{Port: p.Number, Protocol: string(p.Protocol),
 				AllowedSources: sources, MaxDuration: wire.Duration(maxDur), Approval: approval, Justification: justification,
 				CloseEstablished: cut, Publish: publish, MappedPort: mapped, Access: string(acc),
-				IdleTimeout: wire.Duration(idle), Logins: logins, Record: record, RecordInput: recordIn})
+				IdleTimeout: wire.Duration(idle), Logins: logins, Record: record, RecordInput: recordIn,
+				Windows: windows, Approvals: byGroup})
 		}
 		c, _, err := a.client()
 		if err != nil {
@@ -202,6 +237,16 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 		}
 		if len(r.Logins) > 0 {
 			opts = append(opts, "logins "+strings.Join(r.Logins, ","))
+		}
+		if len(r.Approvals) > 0 {
+			var gs []string
+			for _, g := range r.Approvals {
+				gs = append(gs, fmt.Sprintf("%d from %s", g.Count, g.From))
+			}
+			opts = append(opts, "approvals "+strings.Join(gs, " + "))
+		}
+		if len(r.Windows) > 0 {
+			opts = append(opts, "windows "+strings.Join(r.Windows, "; "))
 		}
 		if r.Record {
 			opts = append(opts, "recorded")
@@ -352,7 +397,9 @@ with one refused policy changes nothing.
           justification: {required: true, min_length: 10, pattern: "^INC-[0-9]+"}
           close_established: true             # default false
           publish: true                       # behind a gateway; default false
-          mapped_port: 20022                  # with publish; default: allocated`,
+          mapped_port: 20022                  # with publish; default: allocated
+          windows: ["Mon-Fri 08:00-18:00 Europe/Berlin"]  # when grants may start; default always
+          approvals: [{from: group:dba, count: 1}, {from: group:security, count: 1}]  # by group`,
 		Args: noArgs,
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "policy file, or - for standard input")

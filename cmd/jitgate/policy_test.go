@@ -216,3 +216,38 @@ func TestPolicySetIdleTimeout(t *testing.T) {
 	mustContain(t, "policy set --idle-timeout on a direct rule", r.stderr, "idle_timeout", "bastion")
 	checkUnchanged(t, c, "web-01", "a refused --idle-timeout", pol, rev, events)
 }
+
+// TestPolicyWindowsAndGroups (issue 15, items 2 and 4): policy set takes
+// time windows and approvals by group, policy show lists them, a change of
+// them is judged weaker or not, and a bad window or group is refused in
+// one line before anything is sent.
+func TestPolicyWindowsAndGroups(t *testing.T) {
+	c := newCLI(t, newTestServer(t))
+	c.ok("target", "add", "db-01")
+	r := c.ok("policy", "set", "db-01", "--port", "5432", "--window", "mon-fri 08:00-18:00 Europe/Berlin",
+		"--approvals-from", "group:dba", "--approvals-from", "group:security=1")
+	mustContain(t, "policy set", r.stdout, "manual (2)", "approvals 1 from group:dba + 1 from group:security", "windows Mon-Fri 08:00-18:00 Europe/Berlin")
+	mustContain(t, "policy show", c.ok("policy", "show", "db-01").stdout, "windows Mon-Fri 08:00-18:00 Europe/Berlin")
+
+	r = c.ok("policy", "set", "db-01", "--port", "5432", "--window", "Mon-Sat 08:00-18:00 Europe/Berlin",
+		"--approvals-from", "group:dba", "--dry-run")
+	mustContain(t, "policy set --dry-run", r.stdout,
+		"5432/tcp windows: Mon-Fri 08:00-18:00 Europe/Berlin -> Mon-Sat 08:00-18:00 Europe/Berlin (weaker)",
+		"5432/tcp approvals: 1 from group:dba, 1 from group:security -> 1 from group:dba (weaker)")
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--window", "Mon-Fri 08:00-18:00"}, "DAYS HH:MM-HH:MM ZONE"},
+		{[]string{"--window", "Mon-Fri 08:00-18:00 Mars/Olympus"}, "not a known IANA zone"},
+		{[]string{"--approvals-from", "dba"}, "group:NAME"},
+		{[]string{"--approvals-from", "group:dba=0"}, "from 1 to 10"},
+	} {
+		r := c.run(append([]string{"policy", "set", "db-01", "--port", "5432"}, tt.args...)...)
+		if r.code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", tt.args, r.code, exitUsage, r.stderr)
+		}
+		checkErrorLine(t, r, exitUsage, tt.want)
+	}
+}

@@ -9,8 +9,8 @@ import (
 // GroupNeed is how many approvals a request needs from one group or role
 // ("group:dba", "role:approver").
 type GroupNeed struct {
-	From  string
-	Count int
+	From  string `json:"from"`
+	Count int    `json:"count"`
 }
 
 // Vote is one approval: who gave it, and the groups or roles of the

@@ -215,6 +215,18 @@ func (a *api) decide(approve bool) handlerFunc {
 		}
 		actor := a.actor(r, p)
 		reason := strings.TrimSpace(in.Reason)
+		if approve && len(req.ApprovalGroups) > 0 {
+			bs, err := a.Store.ListBindings(r.Context())
+			if err != nil {
+				return err
+			}
+			t := a.targetOf(r.Context(), req.Target)
+			for _, g := range req.ApprovalGroups {
+				if authz.Holds(bs, p.Authz(), g.From, t) {
+					actor.Member = append(actor.Member, g.From)
+				}
+			}
+		}
 		if approve {
 			req, err = a.Store.ApproveRequest(r.Context(), actor, id, reason, in.Version, a.Now())
 		} else {

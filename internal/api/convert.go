@@ -3,10 +3,12 @@ package api
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
@@ -23,7 +25,10 @@ func toWirePolicy(p policy.Policy) wire.Policy {
 		out.Rules[i] = wire.PortRule{Port: r.Number, Protocol: string(r.Protocol), AllowedSources: srcs, MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: &wire.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}, CloseEstablished: r.CloseEstablished,
 			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout),
-			Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput}
+			Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput, Windows: r.Windows}
+		for _, g := range r.ApprovalGroups {
+			out.Rules[i].Approvals = append(out.Rules[i].Approvals, wire.GroupApproval{From: g.From, Count: g.Count})
+		}
 		if j := r.Justification; j != (policy.Justification{}) {
 			out.Rules[i].Justification = &wire.Justification{Required: j.Required, MinLength: j.MinLength, Pattern: j.Pattern}
 		}
@@ -37,7 +42,15 @@ func fromWirePolicy(p wire.Policy) (policy.Policy, error) {
 	for i, r := range p.Rules {
 		rule := policy.Rule{Port: policy.Port{Number: r.Port, Protocol: policy.Protocol(r.Protocol)}, MaxDuration: time.Duration(r.MaxDuration),
 			CloseEstablished: r.CloseEstablished, Publish: r.Publish, MappedPort: r.MappedPort, Access: policy.Access(r.Access),
-			IdleTimeout: time.Duration(r.IdleTimeout), Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput}
+			IdleTimeout: time.Duration(r.IdleTimeout), Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput, Windows: r.Windows}
+		for j, g := range r.Approvals {
+			if kind, name, _ := strings.Cut(g.From, ":"); kind == "role" {
+				if _, err := authz.ParseRole(name); err != nil {
+					return policy.Policy{}, invalidField(fmt.Sprintf("rules[%d].approvals[%d].from", i, j), "%v", err)
+				}
+			}
+			rule.ApprovalGroups = append(rule.ApprovalGroups, policy.GroupApproval{From: g.From, Count: g.Count})
+		}
 		if r.Approval != nil {
 			rule.Approval = policy.Approval{Mode: r.Approval.Mode, Approvals: r.Approval.Approvals}
 		}
@@ -88,8 +101,17 @@ func toWireRequest(r store.Request) wire.Request {
 		Version: r.Version,
 	}
 	for _, d := range r.Decisions {
-		out.Decisions = append(out.Decisions, wire.Decision{Approver: d.Approver, Decision: d.Decision, Reason: d.Reason, At: d.At})
+		out.Decisions = append(out.Decisions, wire.Decision{Approver: d.Approver, Decision: d.Decision, Reason: d.Reason, At: d.At, Member: d.Member})
 	}
+	for _, g := range r.ApprovalGroups {
+		out.ApprovalGroups = append(out.ApprovalGroups, wire.GroupApproval{From: g.From, Count: g.Count})
+	}
+	if r.State == access.PendingApproval {
+		for _, g := range r.Tally.Missing {
+			out.MissingApprovals = append(out.MissingApprovals, wire.GroupApproval{From: g.From, Count: g.Count})
+		}
+	}
+	out.WindowEnd = r.WindowEnd
 	if len(r.Extended) > 0 {
 		out.Extended = portStrings(r.Extended)
 	}

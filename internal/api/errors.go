@@ -87,6 +87,10 @@ func classify(err error) (int, wire.Error) {
 		status, body = http.StatusUnprocessableEntity, wire.Error{Error: fe.Error(), Field: fe.Field}
 	case errors.As(err, &de):
 		status, body = http.StatusForbidden, wire.Error{Error: de.Error(), Rule: de.Rule}
+		if !de.NextOpening.IsZero() {
+			t := de.NextOpening
+			body.NextOpening = &t
+		}
 	case errors.As(err, &le):
 		status, body = http.StatusTooManyRequests, wire.Error{Error: le.Error()}
 	case errors.Is(err, store.ErrStorageFull):

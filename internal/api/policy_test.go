@@ -223,7 +223,8 @@ func TestExportAppliesBackUnchanged(t *testing.T) {
 		MaxDuration: wire.Duration(90 * time.Minute), Approval: &wire.Approval{Mode: "manual", Approvals: 2},
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+`},
 		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both", IdleTimeout: wire.Duration(15 * time.Minute),
-		Logins: []string{"ubuntu", "deploy"}}
+		Logins: []string{"ubuntu", "deploy"}, Windows: []string{"Mon-Fri 08:00-18:00 Europe/Berlin"},
+		Approvals: []wire.GroupApproval{{From: "group:dba", Count: 1}, {From: "group:security", Count: 1}}}
 	recorded := wire.PortRule{Port: 2222, Access: "bastion", Record: true, RecordInput: true}
 	if z := policytest.ZeroFieldsOfAll(full, recorded); len(z) > 0 {
 		t.Fatalf("the full and recorded rules leave %v unset: set every field of wire.PortRule", z)

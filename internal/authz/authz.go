@@ -273,3 +273,27 @@ func Within(bs []Binding, sub Subject, limit []Grant) bool {
 	}
 	return true
 }
+
+// Holds reports whether sub counts for an approval group of a policy rule
+// on t: "group:NAME" when NAME is among its principals (an SSO group of
+// the session, or a group a token was issued with), "role:ROLE" when one
+// of its effective grants gives ROLE in a scope covering t. A token's
+// limit narrows roles as it does everywhere; it does not change group
+// membership.
+func Holds(bs []Binding, sub Subject, from string, t *Target) bool {
+	kind, name, ok := strings.Cut(from, ":")
+	if !ok {
+		return false
+	}
+	switch kind {
+	case "group":
+		return slices.Contains(sub.Principals, from)
+	case "role":
+		for _, g := range sub.effective(bs) {
+			if string(g.Role) == name && g.Scope.Covers(t) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -80,7 +80,11 @@ func ParseWindow(s string) (Window, error) {
 				return Window{}, fmt.Errorf("%q: %q is not a weekday (Mon, Tue, Wed, Thu, Fri, Sat, Sun)", s, to)
 			}
 			if b < a {
-				return Window{}, fmt.Errorf("%q: day range %s runs backwards; ranges go from Mon towards Sun (write %s-Sun,Mon-%s)", s, part, dayNames[weekOrder[a]], dayNames[weekOrder[b]])
+				head := "Mon"
+				if b > 0 {
+					head += "-" + dayNames[weekOrder[b]]
+				}
+				return Window{}, fmt.Errorf("%q: day range %s runs backwards; ranges go from Mon towards Sun (write %s-Sun,%s)", s, part, dayNames[weekOrder[a]], head)
 			}
 		}
 		for i := a; i <= b; i++ {

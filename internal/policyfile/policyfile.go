@@ -19,6 +19,8 @@
 //	        logins: [ubuntu, deploy] # SSH certificate principals; default none
 //	        record: true             # with access: bastion; sessions recorded; default false
 //	        record_input: true       # with record: keystrokes too; default false
+//	        windows: ["Mon-Fri 08:00-18:00 Europe/Berlin"]     # when a grant may start; default always
+//	        approvals: [{from: group:dba, count: 1}, {from: group:security, count: 1}]  # by group; default none
 //
 // The file says every setting of a port rule (a test checks it against
 // policy.Rule), so an apply never turns a setting off because the file
@@ -44,6 +46,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -93,7 +96,11 @@ type Rule struct {
 	Logins []string
 	// Record and RecordInput: sessions go through the recorded terminal.
 	Record, RecordInput bool
-	Line                int
+	// Windows are the rule's time windows, in canonical form (none: always).
+	Windows []string
+	// Approvals are the rule's approvals by group (none: none).
+	Approvals []wire.GroupApproval
+	Line      int
 }
 
 // Wire returns the policy as the API's request body.
@@ -103,7 +110,7 @@ func (p Policy) Wire() wire.Policy {
 		wr := wire.PortRule{Port: r.Port, Protocol: string(r.Protocol), MaxDuration: wire.Duration(r.MaxDuration),
 			Approval: r.Approval, Justification: r.Justification, CloseEstablished: r.CloseEstablished,
 			Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout),
-			Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput}
+			Logins: r.Logins, Record: r.Record, RecordInput: r.RecordInput, Windows: r.Windows, Approvals: r.Approvals}
 		for _, s := range r.AllowedSources {
 			wr.AllowedSources = append(wr.AllowedSources, s.String())
 		}
@@ -118,7 +125,7 @@ func FromWire(target string, p wire.Policy) (Policy, error) {
 	for i, wr := range p.Rules {
 		r := Rule{Port: wr.Port, Protocol: policy.TCP, MaxDuration: time.Duration(wr.MaxDuration),
 			CloseEstablished: wr.CloseEstablished, Publish: wr.Publish, MappedPort: wr.MappedPort, IdleTimeout: time.Duration(wr.IdleTimeout),
-			Logins: wr.Logins, Record: wr.Record, RecordInput: wr.RecordInput}
+			Logins: wr.Logins, Record: wr.Record, RecordInput: wr.RecordInput, Windows: wr.Windows, Approvals: wr.Approvals}
 		if wr.Access != "" {
 			acc, err := policy.ParseAccess(wr.Access)
 			if err != nil {
@@ -177,6 +184,12 @@ type (
 		Logins           []string     `yaml:"logins,flow,omitempty"`
 		Record           bool         `yaml:"record,omitempty"`
 		RecordInput      bool         `yaml:"record_input,omitempty"`
+		Windows          []string     `yaml:"windows,omitempty"`
+		Approvals        []outGroup   `yaml:"approvals,omitempty"`
+	}
+	outGroup struct {
+		From  string `yaml:"from"`
+		Count int    `yaml:"count"`
 	}
 	outApproval struct {
 		Mode      string `yaml:"mode"`
@@ -198,7 +211,10 @@ func (f File) Encode(w io.Writer) error {
 		for _, r := range p.Rules {
 			or := outRule{Port: r.Port, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
 				Publish: r.Publish, MappedPort: r.MappedPort, Access: string(r.Access), Logins: r.Logins,
-				Record: r.Record, RecordInput: r.RecordInput}
+				Record: r.Record, RecordInput: r.RecordInput, Windows: r.Windows}
+			for _, g := range r.Approvals {
+				or.Approvals = append(or.Approvals, outGroup{From: g.From, Count: g.Count})
+			}
 			if r.IdleTimeout != 0 {
 				or.IdleTimeout = policy.FormatDuration(r.IdleTimeout)
 			}
@@ -275,6 +291,8 @@ type rawRule struct {
 	Logins           yaml.Node `yaml:"logins"`
 	Record           yaml.Node `yaml:"record"`
 	RecordInput      yaml.Node `yaml:"record_input"`
+	Windows          yaml.Node `yaml:"windows"`
+	Approvals        yaml.Node `yaml:"approvals"`
 	Approval         *struct {
 		Mode      string `yaml:"mode"`
 		Approvals int    `yaml:"approvals"`
@@ -295,7 +313,7 @@ var knownKeys = map[string]string{
 }
 
 // ruleKeys are the keys of a rule.
-const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout, logins, record, record_input"
+const ruleKeys = "port, protocol, max_duration, allowed_sources, approval, justification, close_established, publish, mapped_port, access, idle_timeout, logins, record, record_input, windows, approvals"
 
 // Parse reads and validates a policy file. The error is an *Error when the
 // problem is in the file's content.
@@ -540,6 +558,71 @@ func parseRule(rr rawRule, field string, line int) (Rule, error) {
 				return fail(*e, fmt.Sprintf(".logins[%d]", j), err.Error())
 			}
 			r.Logins = append(r.Logins, e.Value)
+		}
+	}
+	if n := deref(rr.Windows); n.Kind != 0 && n.ShortTag() != "!!null" {
+		if n.Kind != yaml.SequenceNode {
+			return fail(n, ".windows", fmt.Sprintf("%s is not a list of windows such as [\"Mon-Fri 08:00-18:00 Europe/Berlin\"]", describe(n)))
+		}
+		for j, e := range n.Content {
+			e := deref(*e)
+			if e.Kind != yaml.ScalarNode || e.ShortTag() != "!!str" {
+				return fail(e, fmt.Sprintf(".windows[%d]", j), fmt.Sprintf("%s is not a window such as \"Mon-Fri 08:00-18:00 Europe/Berlin\"", describe(e)))
+			}
+			w, err := policy.ParseWindow(e.Value)
+			if err != nil {
+				return fail(e, fmt.Sprintf(".windows[%d]", j), err.Error())
+			}
+			r.Windows = append(r.Windows, w.String())
+		}
+	}
+	if n := deref(rr.Approvals); n.Kind != 0 && n.ShortTag() != "!!null" {
+		const want = "a list of approvals by group such as [{from: group:dba, count: 1}]"
+		if n.Kind != yaml.SequenceNode {
+			return fail(n, ".approvals", fmt.Sprintf("%s is not %s", describe(n), want))
+		}
+		for j, e := range n.Content {
+			sub := fmt.Sprintf(".approvals[%d]", j)
+			e := deref(*e)
+			if e.Kind != yaml.MappingNode {
+				return fail(e, sub, fmt.Sprintf("%s is not {from: group:NAME, count: N}", describe(e)))
+			}
+			g := wire.GroupApproval{Count: 1}
+			for k := 0; k+1 < len(e.Content); k += 2 {
+				key, val := e.Content[k].Value, deref(*e.Content[k+1])
+				switch key {
+				case "from":
+					if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!str" {
+						return fail(val, sub+".from", fmt.Sprintf("%s is not group:NAME or role:NAME", describe(val)))
+					}
+					if err := policy.CheckApproverSet(val.Value); err != nil {
+						return fail(val, sub+".from", err.Error())
+					}
+					if kind, name, _ := strings.Cut(val.Value, ":"); kind == "role" {
+						if _, err := authz.ParseRole(name); err != nil {
+							return fail(val, sub+".from", err.Error())
+						}
+					}
+					g.From = val.Value
+				case "count":
+					var c int
+					if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!int" || val.Decode(&c) != nil || c < 1 || c > policy.MaxApprovals {
+						return fail(val, sub+".count", fmt.Sprintf("%s is not a number from 1 to %d", describe(val), policy.MaxApprovals))
+					}
+					g.Count = c
+				default:
+					return fail(*e.Content[k], sub, fmt.Sprintf("unknown field %q (known fields: from, count)", key))
+				}
+			}
+			if g.From == "" {
+				return fail(e, sub, "missing \"from\": name the group (group:NAME) or role (role:NAME) that approves")
+			}
+			for _, o := range r.Approvals {
+				if o.From == g.From {
+					return fail(e, sub+".from", fmt.Sprintf("%s is named twice", g.From))
+				}
+			}
+			r.Approvals = append(r.Approvals, g)
 		}
 	}
 	if r.Record && r.Access != policy.AccessBastion {

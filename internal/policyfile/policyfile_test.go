@@ -51,6 +51,8 @@ func TestParseValid(t *testing.T) {
 				Approval:         &wire.Approval{Mode: "manual", Approvals: 2},
 				Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: "^(INC|CHG)-[0-9]+"},
 				CloseEstablished: true, Publish: true, MappedPort: 20022,
+				Windows:   []string{"Mon-Fri 08:00-18:00 Europe/Berlin", "Sat,Sun 22:00-06:00 UTC"},
+				Approvals: []wire.GroupApproval{{From: "group:dba", Count: 1}, {From: "group:security", Count: 2}},
 			}}},
 		}}},
 		{"minimal.yaml", File{Policies: []Policy{
@@ -119,6 +121,11 @@ func TestParseErrors(t *testing.T) {
 		{"logins_not_list.yaml", 5, []string{"rules[0].logins", "not a list of login names"}},
 		{"record_direct.yaml", 5, []string{"rules[0].record", "access: bastion"}},
 		{"record_input_alone.yaml", 6, []string{"rules[0].record_input", "record: true"}},
+		{"bad_window.yaml", 7, []string{"rules[0].windows[1]", "runs backwards", "write Fri-Sun,Mon)"}},
+		{"window_no_zone.yaml", 5, []string{"rules[0].windows[0]", "DAYS HH:MM-HH:MM ZONE"}},
+		{"bad_group.yaml", 7, []string{"rules[0].approvals[1].from", "group:NAME"}},
+		{"bad_group_count.yaml", 6, []string{"rules[0].approvals[0].count", "not a number from 1 to 10"}},
+		{"group_unknown_key.yaml", 6, []string{"rules[0].approvals[0]", `unknown field "group"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -176,6 +183,8 @@ func fullWireRule() wire.PortRule {
 		Justification:    &wire.Justification{Required: true, MinLength: 12, Pattern: `^(INC|CHG)-[0-9]+: '"# x`},
 		CloseEstablished: true, Publish: true, MappedPort: 20022, Access: "both",
 		IdleTimeout: wire.Duration(15 * time.Minute), Logins: []string{"ubuntu", "deploy"},
+		Windows:   []string{"Mon-Fri 08:00-18:00 Europe/Berlin", "Sat 22:00-06:00 UTC"},
+		Approvals: []wire.GroupApproval{{From: "group:dba", Count: 1}, {From: "role:approver", Count: 2}},
 	}
 }
 

@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
@@ -60,21 +63,62 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 		if n > 0 {
 			return fmt.Errorf("you already approved request %s: %w", id, ErrConflict)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO approvals (request_id, approver, decision, reason, at) VALUES ($1, $2, 'approve', $3, $4)`,
-			id, approver.Name, reason, ms(now)); err != nil {
+		votes, err := votesOf(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		// Only the request's own groups are kept: membership elsewhere
+		// says nothing here.
+		var member []string
+		for _, g := range r.ApprovalGroups {
+			if slices.Contains(approver.Member, g.From) {
+				member = append(member, g.From)
+			}
+		}
+		vote := access.Vote{Approver: approver.Name, Member: member}
+		if len(r.ApprovalGroups) > 0 && !access.Counts(r.ApprovalsRequired, r.ApprovalGroups, votes, vote) {
+			you := "you count for none of them"
+			if len(member) > 0 {
+				you = "you count only for " + strings.Join(member, ", ") + ", which others already fill"
+			}
+			return fmt.Errorf("your approval would not count towards request %s: it still needs %s; %s: %w",
+				id, access.Decide(r.ApprovalsRequired, r.ApprovalGroups, votes), you, ErrForbidden)
+		}
+		memberJSON := ""
+		if len(member) > 0 {
+			b, _ := json.Marshal(member)
+			memberJSON = string(b)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO approvals (request_id, approver, decision, reason, at, member) VALUES ($1, $2, 'approve', $3, $4, $5)`,
+			id, approver.Name, reason, ms(now), memberJSON); err != nil {
 			return fmt.Errorf("recording approval: %w", err)
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM approvals WHERE request_id = $1 AND decision = 'approve'`, id).Scan(&n); err != nil {
-			return fmt.Errorf("counting approvals: %w", err)
-		}
+		votes = append(votes, vote)
+		tally := access.Decide(r.ApprovalsRequired, r.ApprovalGroups, votes)
 		if _, err := tx.ExecContext(ctx, `UPDATE requests SET version = version + 1 WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("updating request: %w", err)
 		}
+		details := map[string]any{"approvals": len(votes), "required": r.ApprovalsRequired}
+		if len(r.ApprovalGroups) > 0 {
+			details["member"] = strings.Join(member, ",")
+			if !tally.Approved {
+				details["missing"] = tally.String()
+			}
+		}
+		if tally.Approved {
+			pol, err := targetPolicy(ctx, tx, r.Target)
+			if err != nil {
+				return err
+			}
+			if end, clipped := clipToWindows(pol, r.Ports, now, r.Duration); clipped {
+				details["clipped_to_window_end"] = end.Format(time.RFC3339)
+			}
+		}
 		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: approver.Name, ClientAddr: approver.ClientAddr, Action: audit.RequestApproved,
-			Target: r.Target, RequestID: id, Reason: reason, Details: map[string]any{"approvals": n, "required": r.ApprovalsRequired}}); err != nil {
+			Target: r.Target, RequestID: id, Reason: reason, Details: details}); err != nil {
 			return err
 		}
-		if n < r.ApprovalsRequired {
+		if !tally.Approved {
 			return nil
 		}
 		if _, err := access.Next(r.State, access.Approve); err != nil {
@@ -137,9 +181,55 @@ func (s *Store) DenyRequest(ctx context.Context, approver Actor, id, reason stri
 	return s.GetRequest(ctx, id)
 }
 
+// votesOf loads the approvals of a request inside tx, as votes to tally.
+func votesOf(ctx context.Context, tx *sql.Tx, id string) ([]access.Vote, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT approver, member FROM approvals WHERE request_id = $1 AND decision = 'approve' ORDER BY at, approver`, id)
+	if err != nil {
+		return nil, fmt.Errorf("listing approvals of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []access.Vote
+	for rows.Next() {
+		var (
+			v      access.Vote
+			member string
+		)
+		if err := rows.Scan(&v.Approver, &member); err != nil {
+			return nil, fmt.Errorf("reading approval: %w", err)
+		}
+		if v.Member, err = decodeMember(member); err != nil {
+			return nil, fmt.Errorf("approval of %s by %s: %w", id, v.Approver, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+func decodeMember(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []string
+	if err := json.Unmarshal([]byte(s), &out); err != nil {
+		return nil, fmt.Errorf("decoding groups: %w", err)
+	}
+	return out, nil
+}
+
+// tally says where a request's approvals stand (from its decisions).
+func tally(q Request) access.Tally {
+	var votes []access.Vote
+	for _, d := range q.Decisions {
+		if d.Decision == "approve" {
+			votes = append(votes, access.Vote{Approver: d.Approver, Member: d.Member})
+		}
+	}
+	return access.Decide(q.ApprovalsRequired, q.ApprovalGroups, votes)
+}
+
 // decisions loads the approvals and denial of a request.
 func (s *Store) decisions(ctx context.Context, id string) ([]Decision, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT approver, decision, reason, at FROM approvals WHERE request_id = $1 ORDER BY at, approver`, id)
+	rows, err := s.db.QueryContext(ctx, `SELECT approver, decision, reason, at, member FROM approvals WHERE request_id = $1 ORDER BY at, approver`, id)
 	if err != nil {
 		return nil, fmt.Errorf("listing approvals of %s: %w", id, err)
 	}
@@ -147,11 +237,16 @@ func (s *Store) decisions(ctx context.Context, id string) ([]Decision, error) {
 	var out []Decision
 	for rows.Next() {
 		var (
-			d  Decision
-			at int64
+			d      Decision
+			at     int64
+			member string
 		)
-		if err := rows.Scan(&d.Approver, &d.Decision, &d.Reason, &at); err != nil {
+		if err := rows.Scan(&d.Approver, &d.Decision, &d.Reason, &at, &member); err != nil {
 			return nil, fmt.Errorf("reading approval: %w", err)
+		}
+		var err error
+		if d.Member, err = decodeMember(member); err != nil {
+			return nil, fmt.Errorf("approval of %s by %s: %w", id, d.Approver, err)
 		}
 		d.At = fromMS(at)
 		out = append(out, d)

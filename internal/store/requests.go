@@ -43,6 +43,13 @@ type Request struct {
 	Version           int64
 	// Decisions are the approvals (and a denial) given so far.
 	Decisions []Decision
+	// ApprovalGroups are the approvals by group the request needs (fixed
+	// at creation from its rules); Tally says where they stand.
+	ApprovalGroups []access.GroupNeed
+	Tally          access.Tally
+	// WindowEnd is set when the grant's deadline was clipped to the end of
+	// a rule's time window: that end.
+	WindowEnd *time.Time
 	// Removal is set when the request ended while its grants were still in
 	// a kernel (see access.NeedsRemovalConfirmation); RemovalEnforcer names
 	// the target whose agent must confirm it ("" when none will).
@@ -56,11 +63,14 @@ type Decision struct {
 	Decision string // approve | deny
 	Reason   string
 	At       time.Time
+	// Member lists the request's approval groups the approver belonged to.
+	Member []string
 }
 
 const requestColumns = `id, target, requester, source, ports, duration_ms, reason, state, message, revision,
 	created_at, activated_at, expires_at, ended_at, superseded_by, extended, client_addr,
-	approvals_required, approve_by, approved_at, version, removal_revision, removal_enforcer, removal_at, removal_confirmed_at`
+	approvals_required, approve_by, approved_at, version, removal_revision, removal_enforcer, removal_at, removal_confirmed_at,
+	window_end, approval_groups`
 
 func scanRequest(r scanner) (Request, error) {
 	var (
@@ -71,10 +81,13 @@ func scanRequest(r scanner) (Request, error) {
 		approveBy, approved     sql.NullInt64
 		removalRev              int64
 		removalAt, confirmedAt  sql.NullInt64
+		windowEnd               sql.NullInt64
+		groups                  string
 	)
 	if err := r.Scan(&q.ID, &q.Target, &q.Requester, &src, &ports, &durMS, &q.Reason, &state, &q.Message, &q.Revision,
 		&created, &activated, &expires, &ended, &q.SupersededBy, &ext, &q.ClientAddr,
-		&q.ApprovalsRequired, &approveBy, &approved, &q.Version, &removalRev, &q.RemovalEnforcer, &removalAt, &confirmedAt); err != nil {
+		&q.ApprovalsRequired, &approveBy, &approved, &q.Version, &removalRev, &q.RemovalEnforcer, &removalAt, &confirmedAt,
+		&windowEnd, &groups); err != nil {
 		return Request{}, err
 	}
 	var err error
@@ -92,6 +105,12 @@ func scanRequest(r scanner) (Request, error) {
 	q.CreatedAt, q.ExpiresAt = fromMS(created), fromMS(expires)
 	q.ActivatedAt, q.EndedAt = fromNullMS(activated), fromNullMS(ended)
 	q.ApproveBy, q.ApprovedAt = fromNullMS(approveBy), fromNullMS(approved)
+	q.WindowEnd = fromNullMS(windowEnd)
+	if groups != "" {
+		if err := json.Unmarshal([]byte(groups), &q.ApprovalGroups); err != nil {
+			return Request{}, fmt.Errorf("decoding approval groups of %s: %w", q.ID, err)
+		}
+	}
 	if removalRev > 0 && removalAt.Valid {
 		q.Removal = &access.Removal{Revision: removalRev, At: fromMS(removalAt.Int64), Deadline: q.ExpiresAt,
 			ConfirmedAt: fromNullMS(confirmedAt), Confirmable: q.RemovalEnforcer != ""}
@@ -177,6 +196,7 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if req.Source.IsValid() {
 			req.Source = policy.Canonical(req.Source)
 		}
+		req.At = now
 		if refusal = limits.Evaluate(pol, req); refusal != nil {
 			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": sourceString(req.Source)}})
@@ -192,16 +212,25 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if state == access.PendingApproval {
 			approveBy = sql.NullInt64{Int64: ms(access.ApproveBy(now, s.cfg.ApprovalTimeout)), Valid: true}
 		}
+		groups := encodeGroups(pol.ApprovalGroupsRequired(req.Ports))
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
-			created_at, expires_at, client_addr, approvals_required, approve_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13)`,
+			created_at, expires_at, client_addr, approvals_required, approve_by, approval_groups) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14)`,
 			id, target, actor.Name, sourceString(req.Source), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
-			string(state), ms(now), ms(access.Deadline(now, req.Duration)), actor.ClientAddr, need, approveBy)
+			string(state), ms(now), ms(access.Deadline(now, req.Duration)), actor.ClientAddr, need, approveBy, groups)
 		if err != nil {
 			return fmt.Errorf("inserting request: %w", err)
 		}
 		details := map[string]any{"ports": encodePorts(req.Ports), "source": sourceString(req.Source), "duration": req.Duration.String()}
 		if need > 0 {
 			details["approvals_required"] = need
+		}
+		if groups != "" {
+			details["approval_groups"] = groups
+		}
+		if need == 0 {
+			if end, clipped := clipToWindows(pol, req.Ports, now, req.Duration); clipped {
+				details["clipped_to_window_end"] = end.Format(time.RFC3339)
+			}
 		}
 		// The new request is audited before the ones it supersedes, so the
 		// trail never names a request before its creation.
@@ -258,11 +287,20 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 	if err != nil {
 		return 0, fmt.Errorf("reading request %s: %w", id, err)
 	}
+	// The rules' time windows are checked again at the grant's start (an
+	// approval may come after the window closed) and clip its deadline.
+	pol, err := targetPolicy(ctx, tx, r.Target)
+	if err != nil {
+		return 0, err
+	}
+	if _, _, err := pol.CheckWindows(r.Ports, now); err != nil {
+		return 0, err
+	}
+	asked, clipped := clipToWindows(pol, r.Ports, now, r.Duration)
 	enforcer, rev, err := bumpForGrants(ctx, tx, r.Target)
 	if err != nil {
 		return 0, err
 	}
-	asked := access.Deadline(now, r.Duration)
 	expires := asked
 	var extended []policy.Port
 	previous := map[string]bool{}
@@ -301,6 +339,9 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 		}
 	}
 	grant := []set{{"revision", rev}, {"expires_at", ms(expires)}, {"extended", encodePorts(extended)}, {"approved_at", ms(now)}}
+	if clipped {
+		grant = append(grant, set{"window_end", ms(asked)})
+	}
 	if r.State == access.Start(0) {
 		// Approved at creation (no approvers): it starts pending, so no
 		// state changes here.
@@ -327,6 +368,42 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 		}
 	}
 	return superseded, nil
+}
+
+// targetPolicy reads a target's policy inside tx (empty when it has none).
+func targetPolicy(ctx context.Context, tx *sql.Tx, target string) (policy.Policy, error) {
+	t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, target))
+	if err != nil {
+		return policy.Policy{}, fmt.Errorf("reading policy of %s: %w", target, err)
+	}
+	if t.Policy == nil {
+		return policy.Policy{}, nil
+	}
+	return *t.Policy, nil
+}
+
+// clipToWindows is the deadline of a grant of d on ports starting at now
+// under pol's time windows, and whether a window's end cut it. Windows that
+// are closed at now are the caller's to refuse (CheckWindows).
+func clipToWindows(pol policy.Policy, ports []policy.Port, now time.Time, d time.Duration) (time.Time, bool) {
+	end, limited, err := pol.CheckWindows(ports, now)
+	if err != nil {
+		limited = false
+	}
+	return policy.ClipDeadline(now, d, end, limited)
+}
+
+// encodeGroups stores a request's approvals by group ("" for none).
+func encodeGroups(gs []policy.GroupApproval) string {
+	if len(gs) == 0 {
+		return ""
+	}
+	needs := make([]access.GroupNeed, len(gs))
+	for i, g := range gs {
+		needs[i] = access.GroupNeed{From: g.From, Count: g.Count}
+	}
+	b, _ := json.Marshal(needs)
+	return string(b)
 }
 
 // supersedeIfEmpty ends a request whose grants all moved to a newer one, and
@@ -492,6 +569,7 @@ func (s *Store) GetRequest(ctx context.Context, id string) (Request, error) {
 		if q.Decisions, err = s.decisions(ctx, id); err != nil {
 			return Request{}, err
 		}
+		q.Tally = tally(q)
 	}
 	return q, nil
 }
@@ -542,7 +620,22 @@ func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, e
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	// A request awaiting approvals by group says which groups are still
+	// missing, in lists too (the approvals page); only those few load
+	// their decisions.
+	for i, r := range out {
+		if r.State == access.PendingApproval && len(r.ApprovalGroups) > 0 {
+			if out[i].Decisions, err = s.decisions(ctx, r.ID); err != nil {
+				return nil, err
+			}
+			out[i].Tally = tally(out[i])
+		}
+	}
+	return out, nil
 }
 
 // RevokeRequest ends a live request at once; its grants leave the desired

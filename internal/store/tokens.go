@@ -94,6 +94,10 @@ func (p Principal) Authz() authz.Subject {
 type Actor struct {
 	Name       string
 	ClientAddr string
+	// Member, for an approver, lists the groups or roles among the
+	// request's approvals by group that the approver belongs to (the API
+	// works it out from the approver's principals and role bindings).
+	Member []string
 }
 
 // newSecret returns a token "jg<kind letter>_<43 base64url chars>" (256 bits

@@ -43,6 +43,9 @@ type Error struct {
 	Field string `json:"field,omitempty"`
 	// Rule names the policy rule that refused a request ("22/tcp").
 	Rule string `json:"rule,omitempty"`
+	// NextOpening, for a request refused outside a rule's time windows,
+	// is when the next window opens.
+	NextOpening *time.Time `json:"next_opening,omitempty"`
 }
 
 // PortRule is one port of a JIT policy.
@@ -76,6 +79,21 @@ type PortRule struct {
 	Record bool `json:"record,omitempty"`
 	// RecordInput also records keystrokes (needs record).
 	RecordInput bool `json:"record_input,omitempty"`
+	// Windows are the only times a grant may start, "DAYS HH:MM-HH:MM
+	// ZONE" such as "Mon-Fri 08:00-18:00 Europe/Berlin" (absent: always); a
+	// grant ends at the latest when its window closes.
+	Windows []string `json:"windows,omitempty"`
+	// Approvals ask for approvals from each of several groups or roles,
+	// [{"from": "group:dba", "count": 1}, ...]: distinct approvers, one
+	// seat each, never the requester. Such a rule's approval is manual.
+	Approvals []GroupApproval `json:"approvals,omitempty"`
+}
+
+// GroupApproval asks for Count approvals from members of a group
+// ("group:dba") or holders of a role in scope ("role:approver").
+type GroupApproval struct {
+	From  string `json:"from"`
+	Count int    `json:"count,omitempty"`
 }
 
 // Approval is a port rule's approval workflow.
@@ -326,6 +344,13 @@ type Request struct {
 	Removal *Removal `json:"removal,omitempty"`
 	// RemovalConfirmedAt repeats Removal.ConfirmedAt for easy filtering.
 	RemovalConfirmedAt *time.Time `json:"removal_confirmed_at,omitempty"`
+	// ApprovalGroups are the approvals by group the request needs, and
+	// MissingApprovals, while it awaits approval, those still missing.
+	ApprovalGroups   []GroupApproval `json:"approval_groups,omitempty"`
+	MissingApprovals []GroupApproval `json:"missing_approvals,omitempty"`
+	// WindowEnd is set when the deadline (expires_at) was clipped to the
+	// end of a rule's time window: that end.
+	WindowEnd *time.Time `json:"window_end,omitempty"`
 }
 
 // Decision is one approver's approval or denial.
@@ -334,6 +359,8 @@ type Decision struct {
 	Decision string    `json:"decision"`
 	Reason   string    `json:"reason,omitempty"`
 	At       time.Time `json:"at"`
+	// Member lists the request's approval groups the approver belonged to.
+	Member []string `json:"member,omitempty"`
 }
 
 // Decide approves or denies a request.

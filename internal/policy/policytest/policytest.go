@@ -33,6 +33,8 @@ func FullRule() policy.Rule {
 		Access:           policy.AccessBoth,
 		IdleTimeout:      15 * time.Minute,
 		Logins:           []string{"ubuntu", "deploy"},
+		Windows:          []string{"Mon-Fri 08:00-18:00 Europe/Berlin", "Sat 22:00-06:00 UTC"},
+		ApprovalGroups:   []policy.GroupApproval{{From: "group:dba", Count: 1}, {From: "role:approver", Count: 1}},
 	}
 }
 
