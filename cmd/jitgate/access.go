@@ -63,6 +63,13 @@ func describeState(r wire.Request) string {
 		if n == 1 {
 			plural = ""
 		}
+		if len(r.MissingApprovals) > 0 {
+			var parts []string
+			for _, m := range r.MissingApprovals {
+				parts = append(parts, fmt.Sprintf("%d from %s", m.Count, m.From))
+			}
+			return fmt.Sprintf("pending approval: waiting for %d more approval%s (%s)", n, plural, strings.Join(parts, ", "))
+		}
 		return fmt.Sprintf("pending approval: waiting for %d more approval%s", n, plural)
 	case "pending":
 		return "pending: waiting for the agent of " + r.Target + " to open " + strings.Join(r.Ports, ", ")

@@ -166,6 +166,16 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 	default:
 		row(tw, "Expires:", fmtTime(r.ExpiresAt)+" ("+fmtRelative(r.ExpiresAt, now)+")")
 	}
+	if r.WindowEnd != nil {
+		row(tw, "Clipped:", "to the end of the rule's time window, "+fmtTime(*r.WindowEnd))
+	}
+	if len(r.ApprovalGroups) > 0 {
+		var parts []string
+		for _, g := range r.ApprovalGroups {
+			parts = append(parts, fmt.Sprintf("%d from %s", g.Count, g.From))
+		}
+		row(tw, "Approvals by group:", strings.Join(parts, ", ")+" (distinct approvers)")
+	}
 	if len(r.Extended) > 0 {
 		row(tw, "Extended:", strings.Join(r.Extended, ", ")+" (a live grant was extended)")
 	}
@@ -176,7 +186,11 @@ func (a *app) printRequest(w io.Writer, r wire.Request) {
 		row(tw, "Removal:", describeRemoval(r, now))
 	}
 	for _, d := range r.Decisions {
-		row(tw, "Decision:", fmt.Sprintf("%s by %s at %s %s", d.Decision, d.Approver, fmtTime(d.At), d.Reason))
+		as := ""
+		if len(d.Member) > 0 {
+			as = " (member of " + strings.Join(d.Member, ", ") + ")"
+		}
+		row(tw, "Decision:", fmt.Sprintf("%s by %s%s at %s %s", d.Decision, d.Approver, as, fmtTime(d.At), d.Reason))
 	}
 	row(tw, "Version:", fmt.Sprint(r.Version))
 	tw.Flush()
