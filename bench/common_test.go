@@ -30,6 +30,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("BENCH_FLEET_CHILD") != "" {
+		os.Exit(m.Run()) // the fleet process of TestFleet: no lab, no binary
+	}
 	code := testlab.Run(m)
 	testenv.StopPostgres() // started by the replica benchmarks, if any ran
 	os.Exit(code)

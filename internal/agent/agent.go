@@ -222,9 +222,10 @@ type Agent struct {
 	held         *held
 	index        *firewall.Index
 	indexShift   time.Duration
-	wantSnapshot bool      // ask for a snapshot at once (a delta was refused)
-	nextSnapshot time.Time // ask for a snapshot instead of a delta from then on
-	fullNext     bool      // the snapshot asked for is applied whatever its revision
+	snapshot     []wire.GrantEntry // entries of the snapshot just received, for its apply
+	wantSnapshot bool              // ask for a snapshot at once (a delta was refused)
+	nextSnapshot time.Time         // ask for a snapshot instead of a delta from then on
+	fullNext     bool              // the snapshot asked for is applied whatever its revision
 
 	mu     sync.Mutex
 	status Status
@@ -587,6 +588,10 @@ func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.T
 	a.cur, a.held = &received{ds: base, recvAt: recvAt}, h
 	a.setRelayState(ds, recvAt)
 	if isNew {
+		// The snapshot's entries are the state: apply them as they came
+		// instead of gathering them again from held (a copy of every
+		// grant).
+		a.snapshot = ds.Grants
 		a.apply(ctx, "revision")
 		return true
 	}
@@ -611,7 +616,8 @@ func (a *Agent) checkTarget(ds wire.DesiredState) error {
 
 // apply applies a.cur to the backend and queues the report.
 func (a *Agent) apply(ctx context.Context, reason string) {
-	cur := a.cur
+	cur, snapshot := a.cur, a.snapshot
+	a.snapshot = nil
 	now := time.Now()
 	a.observeSkew(cur, now)
 	if cur.ds.Revision < a.highWater {
@@ -629,7 +635,9 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	}
 	start := time.Now()
 	full := cur.ds
-	if a.held != nil {
+	if snapshot != nil {
+		full.Grants = snapshot
+	} else if a.held != nil {
 		// Expired by the server's clock an hour ago: gone by either clock.
 		full = a.held.full(cur.ds, now.Add(-shift).Add(-time.Hour))
 	}
@@ -653,16 +661,18 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		}
 	}
 	if err == nil {
-		if _, ok := a.backend.(firewall.DeltaApplier); ok {
-			// The base of the deltas that follow: built from the grants
-			// just applied, with the same shift.
-			a.index, a.indexShift = firewall.NewIndex(rs, now), shift
-		}
 		a.shift = shift
 		a.lastRS = &rs
 	}
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
 	a.finish(ctx, cur.ds.Revision, reason, start, now, res, err)
+	if _, ok := a.backend.(firewall.DeltaApplier); ok && err == nil {
+		// The base of the deltas that follow: built from the grants just
+		// applied, with the same shift, once the report is on its way (at
+		// a million grants it takes seconds, which the gate need not wait
+		// for: the kernel already holds the state).
+		a.index, a.indexShift = firewall.NewIndex(rs, now), shift
+	}
 }
 
 // finish records the outcome of applying revision rev (a full apply or a

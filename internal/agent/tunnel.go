@@ -62,6 +62,10 @@ func (a *Agent) setRelayState(ds wire.DesiredState, recvAt time.Time) {
 		}
 		ds.Bastion = bs
 	}
+	// The relay checks streams against the bastion entries and the rules,
+	// never the kernel grants: it does not keep them (a million of them,
+	// which the loop's held state also edits in place).
+	ds.Grants = nil
 	a.relayState.Store(&ds)
 	a.relayAgent().Recheck(ds)
 }

@@ -61,7 +61,7 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	d := desiredState(rs, now)
+	d := desiredState(rs, now, false)
 	var (
 		res firewall.ApplyResult
 		err error

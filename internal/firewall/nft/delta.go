@@ -40,26 +40,26 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 	for _, e := range d.Del {
 		if validElement(e.Key(), gateway) {
 			name := l.spec(grantRole(e.From, e.To), e.From.Is6()).name
-			del[name] = append(del[name], grantElem(e))
+			del[name] = append(del[name], grantElem(e, false))
 		}
 	}
 	for _, e := range d.Add {
 		if validElement(e.Key(), gateway) {
 			name := l.spec(grantRole(e.From, e.To), e.From.Is6()).name
-			add[name] = append(add[name], grantElem(e))
+			add[name] = append(add[name], grantElem(e, false))
 		}
 	}
 	if gateway {
 		for _, t := range d.DelTranslations {
 			if validElement(firewall.ElementKey{From: t.From, To: t.To, Dest: t.Mapping.Public}, true) {
 				name := l.spec(dnatRole(t.From, t.To), t.From.Is6()).name
-				del[name] = append(del[name], dnatElem(t))
+				del[name] = append(del[name], dnatElem(t, false))
 			}
 		}
 		for _, t := range d.AddTranslations {
 			if validElement(firewall.ElementKey{From: t.From, To: t.To, Dest: t.Mapping.Public}, true) {
 				name := l.spec(dnatRole(t.From, t.To), t.From.Is6()).name
-				add[name] = append(add[name], dnatElem(t))
+				add[name] = append(add[name], dnatElem(t, false))
 			}
 		}
 	}

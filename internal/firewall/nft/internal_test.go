@@ -344,7 +344,7 @@ func TestMakePlanTolerance(t *testing.T) {
 		{-Tolerance - time.Millisecond, 1},
 		{forever, 1},
 	} {
-		d := desiredState(rs, want.Add(-time.Hour))
+		d := desiredState(rs, want.Add(-time.Hour), false)
 		ks := kernelState{tableExists: true, layoutOK: true, rulesOK: true, sets: map[string]*setElems{}}
 		for name, s := range d.sets {
 			held := newSetElems(s.spec)

@@ -17,7 +17,7 @@ import (
 // Render works on the ruleset alone: it does not show the difference to what
 // the kernel holds, and it does not validate rs (Apply does).
 func Render(rs firewall.Ruleset, now time.Time) string {
-	d := desiredState(rs, now)
+	d := desiredState(rs, now, true)
 	l := d.layout
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", tableName)
