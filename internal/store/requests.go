@@ -196,7 +196,11 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if req.Source.IsValid() {
 			req.Source = policy.Canonical(req.Source)
 		}
-		req.At = now
+		if req.At.IsZero() {
+			// Windows are checked when the grant would start: now, unless
+			// the caller names a later start.
+			req.At = now
+		}
 		if refusal = limits.Evaluate(pol, req); refusal != nil {
 			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": sourceString(req.Source)}})

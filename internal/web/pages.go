@@ -262,6 +262,8 @@ type ruleView struct {
 	ReasonMin   int
 	ReasonMatch string
 	CloseEst    bool
+	Windows     string // "Mon-Fri 08:00-18:00 Europe/Berlin; ..."; empty: always
+	Groups      string // "group:dba=1, group:security=1"; empty: none
 	JSON        string // the rule as the API gave it: the editor keeps fields it does not show
 }
 
@@ -278,6 +280,12 @@ func toRuleView(r wire.PortRule) ruleView {
 		v.ReasonReq, v.ReasonMin, v.ReasonMatch = j.Required, j.MinLength, j.Pattern
 	}
 	v.CloseEst = r.CloseEstablished
+	v.Windows = strings.Join(r.Windows, "; ")
+	var gs []string
+	for _, g := range r.Approvals {
+		gs = append(gs, fmt.Sprintf("%s=%d", g.From, g.Count))
+	}
+	v.Groups = strings.Join(gs, ", ")
 	v.JSON = compactJSON(r)
 	return v
 }

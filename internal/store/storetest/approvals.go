@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -212,4 +213,72 @@ func testUserTokens(t *testing.T, s *store.Store) {
 	}
 	_, err = s.RevokeToken(ctx, alice, info.ID, t0)
 	wantErrIs(t, "revoking twice", err, store.ErrNotFound)
+}
+
+// testWindowsAndGroups: a rule's time windows are checked when a grant
+// starts (at creation, and again at the approval that completes a request)
+// and clip its deadline, recorded as WindowEnd; approvals by group are
+// tallied one seat per approver, with the groups each approval counted for
+// recorded, and an approval that fills nothing is refused and changes
+// nothing. t0 is Friday 10:00 UTC.
+func testWindowsAndGroups(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	if _, _, err := s.CreateTarget(ctx, alice, "win-1", nil, t0, enrollTTL); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{
+		{Port: tcp(22), MaxDuration: 2 * time.Hour, Windows: []string{"Fri 09:00-11:00 UTC"},
+			ApprovalGroups: []policy.GroupApproval{{From: "group:dba"}, {From: "group:security"}}},
+		{Port: tcp(443), MaxDuration: 2 * time.Hour, Windows: []string{"Fri 09:00-10:30 UTC"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetPolicy(ctx, alice, "win-1", p, t0); err != nil {
+		t.Fatal(err)
+	}
+	r := mustRequest(t, s, alice, "win-1", ask("198.51.100.7/32", time.Hour, tcp(443)), t0)
+	if !r.ExpiresAt.Equal(at(30*time.Minute)) || r.WindowEnd == nil || !r.WindowEnd.Equal(at(30*time.Minute)) {
+		t.Fatalf("inside the window: expires %s, window end %v; want both 10:30", r.ExpiresAt, r.WindowEnd)
+	}
+	if gs := grants(t, s, "win-1", t0); len(gs) != 1 || !gs[0].ExpiresAt.Equal(at(30*time.Minute)) {
+		t.Fatalf("grants = %+v, want one ending 10:30", gs)
+	}
+	_, err = s.CreateRequest(ctx, bob, "win-1", ask("198.51.100.8/32", time.Hour, tcp(443)), policy.DefaultLimits(), at(40*time.Minute))
+	var de *policy.DenyError
+	if !errors.As(err, &de) || de.Rule != "443/tcp" || !de.NextOpening.Equal(at(7*24*time.Hour-time.Hour)) {
+		t.Fatalf("outside the window: %v, want a refusal by 443/tcp opening next Friday 09:00", err)
+	}
+
+	dba, sec := store.Actor{Name: "bob", Member: []string{"group:dba"}}, store.Actor{Name: "carol", Member: []string{"group:security"}}
+	erin := store.Actor{Name: "erin", Member: []string{"group:dba", "group:other"}}
+	r = mustRequest(t, s, alice, "win-1", ask("198.51.100.7/32", time.Hour, tcp(22)), at(10*time.Minute))
+	if r.State != access.PendingApproval || r.ApprovalsRequired != 2 || len(r.ApprovalGroups) != 2 || len(r.Tally.Missing) != 2 {
+		t.Fatalf("request = %s, %d approvals, groups %+v, tally %+v", r.State, r.ApprovalsRequired, r.ApprovalGroups, r.Tally)
+	}
+	r1, err := s.ApproveRequest(ctx, dba, r.ID, "", 0, at(20*time.Minute))
+	if err != nil || r1.State != access.PendingApproval || len(r1.Tally.Missing) != 1 || r1.Tally.Missing[0].From != "group:security" ||
+		len(r1.Decisions) != 1 || len(r1.Decisions[0].Member) != 1 {
+		t.Fatalf("after dba: %v %s tally %+v decisions %+v", err, r1.State, r1.Tally, r1.Decisions)
+	}
+	_, err = s.ApproveRequest(ctx, erin, r.ID, "", 0, at(21*time.Minute))
+	wantErrIs(t, "a second dba approver", err, store.ErrForbidden)
+	r2, err := s.ApproveRequest(ctx, sec, r.ID, "", 0, at(30*time.Minute))
+	// Asked until 11:30; the window closes at 11:00.
+	if err != nil || r2.State != access.Pending || !r2.ExpiresAt.Equal(at(time.Hour)) || r2.WindowEnd == nil {
+		t.Fatalf("after security: %v %s expires %s window end %v; want pending until 11:00", err, r2.State, r2.ExpiresAt, r2.WindowEnd)
+	}
+
+	// The last approval after the window closed: refused, nothing recorded.
+	r = mustRequest(t, s, alice, "win-1", ask("198.51.100.9/32", time.Hour, tcp(22)), at(50*time.Minute))
+	if _, err := s.ApproveRequest(ctx, dba, r.ID, "", 0, at(55*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ApproveRequest(ctx, sec, r.ID, "", 0, at(65*time.Minute))
+	if !errors.As(err, &de) || de.NextOpening.IsZero() {
+		t.Fatalf("approval after the window closed: %v, want a refusal with the next opening", err)
+	}
+	if got, err := s.GetRequest(ctx, r.ID); err != nil || got.State != access.PendingApproval || len(got.Decisions) != 1 {
+		t.Fatalf("the refused approval changed the request: %v %s, %d decisions", err, got.State, len(got.Decisions))
+	}
 }

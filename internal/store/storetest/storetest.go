@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"ConcurrentEnroll", testConcurrentEnroll},
 		{"Approvals", testApprovals},
 		{"ApprovalRace", testApprovalRace},
+		{"WindowsAndGroups", testWindowsAndGroups},
 		{"Bindings", testBindings},
 		{"UserTokens", testUserTokens},
 		{"TokenLineage", testTokenLineage},

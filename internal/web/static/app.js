@@ -227,6 +227,19 @@
         rule.approval = $(".r-mode", row).value === "manual"
           ? { mode: "manual", approvals: Number($(".r-approvals", row).value) || 1 }
           : { mode: "auto" };
+        // Approvals by group, "group:dba=1, group:security=1": the server
+        // checks them (and makes the rule manual); a bad one comes back as
+        // a field error.
+        const groups = $(".r-groups", row).value.split(",").map((g) => g.trim()).filter(Boolean).map((g) => {
+          const i = g.lastIndexOf("=");
+          return i > 0 && /^[0-9]+$/.test(g.slice(i + 1)) ? { from: g.slice(0, i).trim(), count: Number(g.slice(i + 1)) } : { from: g, count: 1 };
+        });
+        if (groups.length) {
+          rule.approvals = groups;
+          if (rule.approval.mode === "auto") rule.approval = { mode: "manual" };
+        } else delete rule.approvals;
+        const windows = $(".r-windows", row).value.split(";").map((w) => w.trim()).filter(Boolean);
+        if (windows.length) rule.windows = windows; else delete rule.windows;
         const pattern = $(".r-reason-pattern", row).value.trim();
         const required = $(".r-reason-req", row).checked;
         const j = Object.assign({}, rule.justification || {});
