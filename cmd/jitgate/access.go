@@ -71,6 +71,11 @@ func describeState(r wire.Request) string {
 			return fmt.Sprintf("pending approval: waiting for %d more approval%s (%s)", n, plural, strings.Join(parts, ", "))
 		}
 		return fmt.Sprintf("pending approval: waiting for %d more approval%s", n, plural)
+	case "scheduled":
+		if r.StartsAt != nil {
+			return "scheduled: opens at " + fmtTime(*r.StartsAt) + " if still allowed then"
+		}
+		return "scheduled"
 	case "pending":
 		return "pending: waiting for the agent of " + r.Target + " to open " + strings.Join(r.Ports, ", ")
 	case "active":

@@ -26,9 +26,10 @@ func (a *app) newRequestCmd() *cobra.Command {
 		wait        bool
 		waitTimeout time.Duration
 		bastion     bool
+		start       string
 	)
 	cmd := &cobra.Command{
-		Use:   "request TARGET --port PORT ... --duration D --reason TEXT [--source my-ip|PREFIX] [--wait]",
+		Use:   "request TARGET --port PORT ... --duration D --reason TEXT [--source my-ip|PREFIX] [--start WHEN] [--wait]",
 		Short: "Ask for access to ports of a target",
 		Long: `Ask for access to one or more ports of a target from one source (by default the
 address the server sees you come from), for a duration no longer than the policy
@@ -37,9 +38,17 @@ the live grant. With --wait the command follows the request until the port is
 open (or the request failed), and fails when it did not open. A request that
 needs approval is waited for until its approval deadline (the server's
 --approval-timeout, 1h by default) unless --wait-timeout says otherwise, with
-a progress line every 30 s.`,
+a progress line every 30 s.
+
+With --start the access begins later: at a time of day (22:00, the next one),
+a date and time (2026-12-24 22:00, local time unless a zone is given as in
+RFC 3339), or after a delay (+30m, 1h). The start may be at most 30 days ahead;
+one in the past is refused (up to a minute ago counts as now). Approvers may
+approve before the start; your roles and the policy are checked again at the
+start, and access ends at start + duration.`,
 		Example: `  jitgate request web-01 --port 22 --duration 1h --reason "INC-1234" --wait
-  jitgate request win-01 --port 3389 --source 198.51.100.7 --duration 30m --reason "patching"`,
+  jitgate request win-01 --port 3389 --source 198.51.100.7 --duration 30m --reason "patching"
+  jitgate request db-01 --port 5432 --start 22:00 --duration 2h --reason "CHG-42 change window"`,
 		Args:              oneArg("TARGET"),
 		ValidArgsFunction: a.completeTargets,
 	}
@@ -51,8 +60,9 @@ a progress line every 30 s.`,
 	f.Var(newDurationUntil(&duration, 0, a.now), "duration", "how long, such as 30m, 1h or 1d, or until a time such as 2026-12-07T18:00Z (required)")
 	f.BoolVarP(&wait, "wait", "w", false, "wait until the port is open or the request failed")
 	f.BoolVar(&bastion, "bastion", false, "ask for access through the bastion only (jitgate connect, jitgate ssh): no source, nothing opened to your address")
-	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long (default 2m; for a request awaiting approval, until its approval deadline)")
+	f.Var(newDuration(&waitTimeout, 2*time.Minute), "wait-timeout", "give up waiting after this long (default 2m; for a request awaiting approval, until its approval deadline; for a scheduled one, counted from its start)")
 	_ = cmd.RegisterFlagCompletionFunc("port", a.completePorts)
+	f.StringVar(&start, "start", "", "start later: 22:00, 2026-12-24 22:00, RFC 3339, or a delay such as +30m")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if len(ports) == 0 {
@@ -65,11 +75,20 @@ a progress line every 30 s.`,
 		if err := policy.CheckReason(strings.TrimSpace(reason)); err != nil {
 			return usagef("--reason: %s", strings.TrimPrefix(err.Error(), "reason: "))
 		}
+		var startsAt *time.Time
+		if start != "" {
+			at, err := parseStart(start, a.now())
+			if err != nil {
+				return usagef("--start: %v", err)
+			}
+			startsAt = &at
+		}
 		c, _, err := a.client()
 		if err != nil {
 			return err
 		}
-		in := wire.RequestCreate{Target: args[0], Ports: ports, Source: source, Duration: wire.Duration(duration), Reason: reason, Bastion: bastion}
+		in := wire.RequestCreate{Target: args[0], Ports: ports, Source: source, Duration: wire.Duration(duration), Reason: reason, Bastion: bastion,
+			StartsAt: startsAt}
 		if bastion {
 			in.Source = ""
 		}
@@ -100,6 +119,40 @@ a progress line every 30 s.`,
 	return cmd
 }
 
+// parseStart reads a --start value at now (in now's location): a delay
+// ("+30m", "1h"), a time of day ("22:00", "22:00:30": the next one, today or
+// tomorrow), a local date and time ("2026-12-24 22:00", "2026-12-24T22:00"),
+// or an RFC 3339 time with its zone. The server decides whether it is too
+// early or too far.
+func parseStart(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if d, err := time.ParseDuration(strings.TrimPrefix(s, "+")); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q is in the past: give a delay such as +30m or a later time", s)
+		}
+		return now.Add(d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	loc := now.Location()
+	for _, layout := range []string{"15:04", "15:04:05"} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			at := time.Date(now.Year(), now.Month(), now.Day(), t.Hour(), t.Minute(), t.Second(), 0, loc)
+			if !at.After(now) {
+				at = time.Date(now.Year(), now.Month(), now.Day()+1, t.Hour(), t.Minute(), t.Second(), 0, loc)
+			}
+			return at, nil
+		}
+	}
+	for _, layout := range []string{"2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a start: use a time of day (22:00), a date and time (2026-12-24 22:00), RFC 3339, or a delay (+30m)", s)
+}
+
 // follow long-polls a request until it is active or ended (or the
 // timeout), printing each change: approvals, the agent opening the port.
 func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, timeout time.Duration) (wire.Request, error) {
@@ -107,7 +160,11 @@ func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, ti
 	deadline := started.Add(timeout)
 	w := a.progress()
 	fmt.Fprintf(w, "request %s: %s\n", esc(req.ID), esc(describeState(req)))
-	for req.State == "pending" || req.State == "pending_approval" {
+	for req.State == "pending" || req.State == "pending_approval" || req.State == "scheduled" {
+		if req.StartsAt != nil && req.StartsAt.Add(timeout).After(deadline) {
+			// A scheduled request: the wait counts from its start.
+			deadline = req.StartsAt.Add(timeout)
+		}
 		left := deadline.Sub(a.now())
 		if left <= 0 {
 			return req, fmt.Errorf("request %s still %s after %s; follow it with 'jitgate requests %s'", req.ID, req.State, fmtDuration(timeout), req.ID)

@@ -17,17 +17,20 @@ type State string
 // other states are terminal.
 const (
 	PendingApproval State = "pending_approval"
-	Pending         State = "pending"
-	Active          State = "active"
-	Expired         State = "expired"
-	Revoked         State = "revoked"
-	Failed          State = "failed"
-	Superseded      State = "superseded"
-	Denied          State = "denied"
+	// Scheduled: approved (or needing no approval) before its start; it
+	// holds no grant until the scheduler starts it (Begin).
+	Scheduled  State = "scheduled"
+	Pending    State = "pending"
+	Active     State = "active"
+	Expired    State = "expired"
+	Revoked    State = "revoked"
+	Failed     State = "failed"
+	Superseded State = "superseded"
+	Denied     State = "denied"
 )
 
 // States lists every state, for validation of filters.
-var States = []State{PendingApproval, Pending, Active, Expired, Revoked, Failed, Superseded, Denied}
+var States = []State{PendingApproval, Scheduled, Pending, Active, Expired, Revoked, Failed, Superseded, Denied}
 
 // Terminal reports whether no transition leaves s: the transition table
 // has no row from it.
@@ -52,6 +55,8 @@ const (
 	Supersede Event = "supersede" // a newer request of the same user took over all its grants
 	Approve   Event = "approve"   // the last approval needed arrived
 	Deny      Event = "deny"      // an approver refused it
+	Schedule  Event = "schedule"  // the last approval needed arrived before the start
+	Begin     Event = "begin"     // the start came and the request is still eligible
 )
 
 // ErrTransition is returned for an event that does not apply to a state.
@@ -76,6 +81,18 @@ var transitions = []Transition{
 	// A deny wins even after approval: the security-biased outcome.
 	{PendingApproval, Deny, Denied},
 	{PendingApproval, Revoke, Revoked},
+	{PendingApproval, Schedule, Scheduled},
+
+	// A scheduled request holds no grant: at its start it begins (grants
+	// enter the desired state) or, no longer eligible (its requester lost
+	// the role, the rule went away), fails without ever opening anything.
+	// A scheduler that finds it past its deadline (the server was down for
+	// the whole window) expires it.
+	{Scheduled, Begin, Pending},
+	{Scheduled, Fail, Failed},
+	{Scheduled, Expire, Expired},
+	{Scheduled, Deny, Denied},
+	{Scheduled, Revoke, Revoked},
 
 	{Pending, Activate, Active},
 	{Pending, Fail, Failed},
@@ -130,6 +147,72 @@ func Start(approvalsRequired int) State {
 		return PendingApproval
 	}
 	return Pending
+}
+
+// StartAt is the state a new request starts in when it asks for access
+// from start on: awaiting approval when its rules ask for approvers,
+// scheduled when it needs none and start is after now, otherwise pending.
+func StartAt(approvalsRequired int, start, now time.Time) State {
+	if approvalsRequired == 0 && start.After(now) {
+		return Scheduled
+	}
+	return Start(approvalsRequired)
+}
+
+// ApproveEvent is the event of the last approval a request starting at
+// start receives at now: Schedule before its start, Approve from it on (a
+// zero start is "now").
+func ApproveEvent(start, now time.Time) Event {
+	if start.After(now) {
+		return Schedule
+	}
+	return Approve
+}
+
+// Limits on a scheduled start. A start up to StartSkew in the past is
+// taken as now (clocks of client and server differ, and "--start +0s"
+// must work); earlier is refused. A start more than MaxStartAhead away is
+// refused: an approval given today should not open a port months later,
+// when nobody remembers why.
+const (
+	StartSkew     = time.Minute
+	MaxStartAhead = 30 * 24 * time.Hour
+)
+
+// Errors of CheckStart.
+var (
+	ErrStartPast   = errors.New("start is in the past")
+	ErrStartTooFar = errors.New("start is too far ahead")
+)
+
+// CheckStart checks a requested start at now and returns the start to
+// record: zero for "now" (no start, or one within StartSkew in the past or
+// not after now), else start itself in UTC.
+func CheckStart(start, now time.Time) (time.Time, error) {
+	switch {
+	case start.IsZero():
+		return time.Time{}, nil
+	case start.Before(now.Add(-StartSkew)):
+		return time.Time{}, fmt.Errorf("%w: %s is before now (%s); give a future time, or none to start now",
+			ErrStartPast, start.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case start.After(now.Add(MaxStartAhead)):
+		return time.Time{}, fmt.Errorf("%w: %s is more than %s ahead; ask again closer to the time",
+			ErrStartTooFar, start.UTC().Format(time.RFC3339), fmt.Sprintf("%d days", MaxStartAhead/(24*time.Hour)))
+	case !start.After(now):
+		return time.Time{}, nil
+	}
+	return start.UTC(), nil
+}
+
+// GrantDeadline is the deadline of a grant of d approved at now for a
+// request that starts at start (zero: at approval): d after its start,
+// never after approval when it was approved late. A scheduled grant keeps
+// its window: approved or started late, it gets only what remains.
+func GrantDeadline(start, now time.Time, d time.Duration) time.Time {
+	if start.IsZero() {
+		return Deadline(now, d)
+	}
+	return Deadline(start, d)
 }
 
 // ApproveBy is when a request created at now stops waiting for its

@@ -10,10 +10,10 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 )
 
-var events = []access.Event{access.Activate, access.Expire, access.Revoke, access.Fail, access.Supersede, access.Approve, access.Deny}
+var events = []access.Event{access.Activate, access.Expire, access.Revoke, access.Fail, access.Supersede, access.Approve, access.Deny, access.Schedule, access.Begin}
 
 func TestStates(t *testing.T) {
-	want := []access.State{access.PendingApproval, access.Pending, access.Active, access.Expired, access.Revoked, access.Failed, access.Superseded, access.Denied}
+	want := []access.State{access.PendingApproval, access.Scheduled, access.Pending, access.Active, access.Expired, access.Revoked, access.Failed, access.Superseded, access.Denied}
 	if diff := cmp.Diff(want, access.States); diff != "" {
 		t.Errorf("States mismatch (-want +got):\n%s", diff)
 	}
@@ -119,6 +119,33 @@ func TestNext(t *testing.T) {
 		{access.Superseded, access.Approve, invalid},
 		{access.Superseded, access.Deny, invalid},
 
+		// Scheduled requests (issue 15): approved before their start.
+		{access.PendingApproval, access.Schedule, access.Scheduled},
+		{access.PendingApproval, access.Begin, invalid},
+		{access.Scheduled, access.Begin, access.Pending},
+		{access.Scheduled, access.Fail, access.Failed},
+		{access.Scheduled, access.Expire, access.Expired},
+		{access.Scheduled, access.Deny, access.Denied},
+		{access.Scheduled, access.Revoke, access.Revoked},
+		{access.Scheduled, access.Activate, invalid},
+		{access.Scheduled, access.Approve, invalid},
+		{access.Scheduled, access.Schedule, invalid},
+		{access.Scheduled, access.Supersede, invalid},
+		{access.Pending, access.Schedule, invalid},
+		{access.Pending, access.Begin, invalid},
+		{access.Active, access.Schedule, invalid},
+		{access.Active, access.Begin, invalid},
+		{access.Expired, access.Schedule, invalid},
+		{access.Expired, access.Begin, invalid},
+		{access.Revoked, access.Schedule, invalid},
+		{access.Revoked, access.Begin, invalid},
+		{access.Failed, access.Schedule, invalid},
+		{access.Failed, access.Begin, invalid},
+		{access.Superseded, access.Schedule, invalid},
+		{access.Superseded, access.Begin, invalid},
+		{access.Denied, access.Schedule, invalid},
+		{access.Denied, access.Begin, invalid},
+
 		// Unknown states and events.
 		{access.Pending, access.Event("bogus"), invalid},
 		{access.Active, access.Event(""), invalid},
@@ -167,9 +194,10 @@ func TestTerminalStatesStayTerminal(t *testing.T) {
 				}
 				continue
 			}
-			// Only approval leads to pending: no event moves a request that
-			// holds grants back to it.
-			if err == nil && got == access.Pending && !(s == access.PendingApproval && ev == access.Approve) {
+			// Only approval (or a scheduled start) leads to pending: no
+			// event moves a request that holds grants back to it.
+			if err == nil && got == access.Pending && !(s == access.PendingApproval && ev == access.Approve) &&
+				!(s == access.Scheduled && ev == access.Begin) {
 				t.Errorf("Next(%q, %q) = pending", s, ev)
 			}
 		}
@@ -323,7 +351,7 @@ func TestTransitionTable(t *testing.T) {
 }
 
 func TestStateLists(t *testing.T) {
-	if diff := cmp.Diff([]access.State{access.PendingApproval, access.Pending, access.Active}, access.LiveStates()); diff != "" {
+	if diff := cmp.Diff([]access.State{access.PendingApproval, access.Scheduled, access.Pending, access.Active}, access.LiveStates()); diff != "" {
 		t.Errorf("LiveStates mismatch (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]access.State{access.Pending, access.Active}, access.GrantStates()); diff != "" {
@@ -338,5 +366,69 @@ func TestStateLists(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	if got, want := access.ApproveBy(now, time.Hour), now.Add(time.Hour); !got.Equal(want) {
 		t.Errorf("ApproveBy = %s, want %s", got, want)
+	}
+}
+
+// TestScheduledStart: the domain rules of a scheduled start. A start up to
+// StartSkew in the past is now; earlier, or more than MaxStartAhead ahead,
+// is refused; a request needing no approval with a future start is
+// scheduled, and its last approval schedules it before the start and
+// approves it from then on; its deadline is start + duration whenever it
+// is approved.
+func TestScheduledStart(t *testing.T) {
+	now := time.Date(2026, 3, 29, 0, 30, 0, 0, time.UTC)
+	checks := []struct {
+		name  string
+		start time.Time
+		want  time.Time
+		err   error
+	}{
+		{"none", time.Time{}, time.Time{}, nil},
+		{"now", now, time.Time{}, nil},
+		{"within the skew", now.Add(-access.StartSkew), time.Time{}, nil},
+		{"past the skew", now.Add(-access.StartSkew - time.Second), time.Time{}, access.ErrStartPast},
+		{"ahead", now.Add(3 * time.Second), now.Add(3 * time.Second), nil},
+		{"at the limit", now.Add(access.MaxStartAhead), now.Add(access.MaxStartAhead), nil},
+		{"beyond the limit", now.Add(access.MaxStartAhead + time.Second), time.Time{}, access.ErrStartTooFar},
+	}
+	for _, c := range checks {
+		got, err := access.CheckStart(c.start, now)
+		if !errors.Is(err, c.err) || !got.Equal(c.want) {
+			t.Errorf("%s: CheckStart = %v, %v; want %v, %v", c.name, got, err, c.want, c.err)
+		}
+	}
+	later := now.Add(time.Hour)
+	states := []struct {
+		need  int
+		start time.Time
+		want  access.State
+	}{
+		{0, time.Time{}, access.Pending},
+		{0, later, access.Scheduled},
+		{0, now, access.Pending},
+		{1, later, access.PendingApproval},
+		{1, time.Time{}, access.PendingApproval},
+	}
+	for _, c := range states {
+		if got := access.StartAt(c.need, c.start, now); got != c.want {
+			t.Errorf("StartAt(%d, %v) = %s, want %s", c.need, c.start, got, c.want)
+		}
+	}
+	if got := access.ApproveEvent(later, now); got != access.Schedule {
+		t.Errorf("approval before the start: %s, want schedule", got)
+	}
+	if got := access.ApproveEvent(now.Add(-time.Second), now); got != access.Approve {
+		t.Errorf("approval after the start: %s, want approve", got)
+	}
+	if got := access.ApproveEvent(time.Time{}, now); got != access.Approve {
+		t.Errorf("approval without a start: %s, want approve", got)
+	}
+	// Approved 20 minutes into a 1 h window: 40 minutes remain.
+	start := now.Add(-20 * time.Minute)
+	if got, want := access.GrantDeadline(start, now, time.Hour), now.Add(40*time.Minute); !got.Equal(want) {
+		t.Errorf("late approval: deadline %s, want %s", got, want)
+	}
+	if got, want := access.GrantDeadline(time.Time{}, now, time.Hour), now.Add(time.Hour); !got.Equal(want) {
+		t.Errorf("no start: deadline %s, want %s", got, want)
 	}
 }

@@ -98,7 +98,7 @@ func toWireRequest(r store.Request) wire.Request {
 		Duration: wire.Duration(r.Duration), Reason: r.Reason, State: string(r.State), Message: r.Message,
 		CreatedAt: r.CreatedAt, ActivatedAt: r.ActivatedAt, ExpiresAt: r.ExpiresAt, EndedAt: r.EndedAt,
 		SupersededBy: r.SupersededBy, ApprovalsRequired: r.ApprovalsRequired, ApproveBy: r.ApproveBy, ApprovedAt: r.ApprovedAt,
-		Version: r.Version,
+		Version: r.Version, StartsAt: r.StartsAt,
 	}
 	for _, d := range r.Decisions {
 		out.Decisions = append(out.Decisions, wire.Decision{Approver: d.Approver, Decision: d.Decision, Reason: d.Reason, At: d.At, Member: d.Member})

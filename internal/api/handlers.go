@@ -270,6 +270,13 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		a.Metrics.Requests.WithLabelValues("invalid").Inc()
 		return err
 	}
+	var start time.Time
+	if in.StartsAt != nil {
+		if start, err = access.CheckStart(*in.StartsAt, a.Now()); err != nil {
+			a.Metrics.Requests.WithLabelValues("invalid").Inc()
+			return invalidField("starts_at", "%v", err)
+		}
+	}
 	t, err := a.targetFor(r.Context(), p, authz.CreateRequest, in.Target)
 	if errors.Is(err, errForbidden) {
 		a.Metrics.Requests.WithLabelValues("forbidden").Inc()
@@ -292,7 +299,8 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 			return err
 		}
 	}
-	created, err := a.Store.CreateRequest(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now())
+	created, err := a.Store.CreateRequestWith(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now(),
+		store.RequestOptions{Start: start, Subject: p.Authz()})
 	if err != nil {
 		a.Metrics.Requests.WithLabelValues(outcome(err)).Inc()
 		return err

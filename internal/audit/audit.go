@@ -40,6 +40,15 @@ const (
 	RequestSuperseded Action = "request.superseded"
 	// RequestExpiring warns that an active request ends soon.
 	RequestExpiring Action = "request.expiring"
+	// RequestStarted: a scheduled request's start came and it was still
+	// eligible: its grants entered the desired state (issue 15).
+	RequestStarted Action = "request.started"
+	// ScheduleCreated, ScheduleDeleted: a recurring access schedule was
+	// added or removed; ScheduleSkipped: an occurrence was not produced
+	// (its window passed while no server ran, or it was refused).
+	ScheduleCreated Action = "schedule.created"
+	ScheduleDeleted Action = "schedule.deleted"
+	ScheduleSkipped Action = "schedule.skipped"
 	WebhookCreated  Action = "webhook.created"
 	WebhookDeleted  Action = "webhook.deleted"
 	// SessionStarted, SessionEnded and SessionKilled follow a bastion

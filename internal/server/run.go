@@ -23,6 +23,7 @@ import (
 	"github.com/jitgate/jitgate/internal/lease"
 	"github.com/jitgate/jitgate/internal/notify"
 	"github.com/jitgate/jitgate/internal/oidc"
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/relay"
 	"github.com/jitgate/jitgate/internal/sshca"
@@ -250,7 +251,7 @@ func Run(ctx context.Context, cfg Config) error {
 		holder = replicaID
 	}
 	singletons := newSingletons(reg, st, holder, log)
-	singletons.start(ctx, "sweeper", func(ctx context.Context) { sweepLoop(ctx, st, cfg.ActivationTimeout, wake, log) })
+	singletons.start(ctx, "sweeper", func(ctx context.Context) { sweepLoop(ctx, st, cfg.ActivationTimeout, cfg.Limits, wake, log) })
 	go replicaLoop(ctx, st, rep, log)
 	singletons.start(ctx, "prune", func(ctx context.Context) { pruneLoop(ctx, st, cfg.PruneInterval, log) })
 	// Recordings live in each replica's DATA_DIR/recordings: with replicas,
@@ -412,10 +413,19 @@ func bootstrapAdmin(ctx context.Context, st *store.Store, dir string, log *slog.
 // transaction of a sweep never competes with the grant path. A missed
 // wake-up only delays bookkeeping: the firewall does not depend on it, kernel
 // timeouts close grants.
-func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, wake <-chan struct{}, log *slog.Logger) {
+//
+// It also starts scheduled requests (store.StartScheduled) whose start has
+// come: NextDeadline counts their starts, so the loop wakes at the next one
+// (within milliseconds), not on a poll. A missed start only delays the
+// access: nothing opens before the sweeper decides it may.
+func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, limits policy.Limits, wake <-chan struct{}, log *slog.Logger) {
 	const maxSleep = 5 * time.Second
 	sweep := func() time.Time {
-		next, err := st.Sweep(ctx, time.Now(), activation)
+		now := time.Now()
+		if _, err := st.StartScheduled(ctx, limits, now); err != nil && ctx.Err() == nil {
+			log.Error("starting scheduled requests failed", "err", err)
+		}
+		next, err := st.Sweep(ctx, now, activation)
 		if err != nil && ctx.Err() == nil {
 			log.Error("sweep failed", "err", err)
 		}

@@ -46,7 +46,7 @@ func TestSweepLoopExpiresUnapprovedRequests(t *testing.T) {
 		}
 		done := make(chan struct{})
 		go func() {
-			sweepLoop(ctx, st, 30*time.Second, make(chan struct{}), slog.New(slog.DiscardHandler))
+			sweepLoop(ctx, st, 30*time.Second, policy.DefaultLimits(), make(chan struct{}), slog.New(slog.DiscardHandler))
 			close(done)
 		}()
 

@@ -371,12 +371,12 @@ func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout 
 	return more, nil
 }
 
-// NextDeadline is the earliest instant at which Sweep will have work (zero
-// when there is none): a deadline, an approval or activation timeout, an
-// expiry warning. It only reads, so a sweeper can call it after every change.
+// NextDeadline is the earliest instant at which Sweep (or StartScheduled)
+// will have work (zero when there is none): a deadline, an approval or
+// activation timeout, an expiry warning, a scheduled start. It only reads, so a sweeper can call it after every change.
 func (s *Store) NextDeadline(ctx context.Context, activationTimeout time.Duration) (time.Time, error) {
 	var next1, next2 sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = `+stateAwaiting+` THEN approve_by ELSE expires_at END)
+	if err := s.db.QueryRowContext(ctx, `SELECT min(CASE WHEN state = `+stateAwaiting+` THEN approve_by WHEN state = `+stateScheduled+` THEN starts_at ELSE expires_at END)
 		FROM requests WHERE state IN (`+liveStates+`)`).Scan(&next1); err != nil {
 		return time.Time{}, fmt.Errorf("finding next deadline: %w", err)
 	}

@@ -121,10 +121,21 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 		if !tally.Approved {
 			return nil
 		}
-		if _, err := access.Next(r.State, access.Approve); err != nil {
+		var start time.Time
+		if r.StartsAt != nil {
+			start = *r.StartsAt
+		}
+		ev := access.ApproveEvent(start, now)
+		if _, err := access.Next(r.State, ev); err != nil {
 			return fmt.Errorf("approving %s: %w", id, err)
 		}
 		granted = r.Target
+		if ev == access.Schedule {
+			// Approved before its start: it waits, holding no grant, and
+			// the change wakes the sweeper that starts it.
+			_, err := transition(ctx, tx, id, r.State, r.Version+1, ev, set{"approved_at", ms(now)})
+			return err
+		}
 		_, err = grantRequest(ctx, tx, id, approver, now)
 		return err
 	})

@@ -61,7 +61,15 @@ func (s *Store) DeleteBinding(ctx context.Context, actor Actor, b authz.Binding,
 
 // ListBindings returns every binding.
 func (s *Store) ListBindings(ctx context.Context) ([]authz.Binding, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, principal, role, scope FROM bindings ORDER BY principal, role, scope`)
+	return listBindings(ctx, s.db)
+}
+
+// listBindings reads the bindings through q (the store, or a transaction
+// that decides with them).
+func listBindings(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}) ([]authz.Binding, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, principal, role, scope FROM bindings ORDER BY principal, role, scope`)
 	if err != nil {
 		return nil, fmt.Errorf("listing bindings: %w", err)
 	}

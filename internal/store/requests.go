@@ -13,6 +13,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/random"
 )
@@ -55,6 +56,9 @@ type Request struct {
 	// the target whose agent must confirm it ("" when none will).
 	Removal         *access.Removal
 	RemovalEnforcer string
+	// StartsAt is when a scheduled request asks for access from (nil: at
+	// approval); its deadline is StartsAt + Duration.
+	StartsAt *time.Time
 }
 
 // Decision is one approver's approval or denial.
@@ -70,7 +74,7 @@ type Decision struct {
 const requestColumns = `id, target, requester, source, ports, duration_ms, reason, state, message, revision,
 	created_at, activated_at, expires_at, ended_at, superseded_by, extended, client_addr,
 	approvals_required, approve_by, approved_at, version, removal_revision, removal_enforcer, removal_at, removal_confirmed_at,
-	window_end, approval_groups`
+	window_end, approval_groups, starts_at`
 
 func scanRequest(r scanner) (Request, error) {
 	var (
@@ -83,11 +87,12 @@ func scanRequest(r scanner) (Request, error) {
 		removalAt, confirmedAt  sql.NullInt64
 		windowEnd               sql.NullInt64
 		groups                  string
+		startsAt                sql.NullInt64
 	)
 	if err := r.Scan(&q.ID, &q.Target, &q.Requester, &src, &ports, &durMS, &q.Reason, &state, &q.Message, &q.Revision,
 		&created, &activated, &expires, &ended, &q.SupersededBy, &ext, &q.ClientAddr,
 		&q.ApprovalsRequired, &approveBy, &approved, &q.Version, &removalRev, &q.RemovalEnforcer, &removalAt, &confirmedAt,
-		&windowEnd, &groups); err != nil {
+		&windowEnd, &groups, &startsAt); err != nil {
 		return Request{}, err
 	}
 	var err error
@@ -111,6 +116,7 @@ func scanRequest(r scanner) (Request, error) {
 			return Request{}, fmt.Errorf("decoding approval groups of %s: %w", q.ID, err)
 		}
 	}
+	q.StartsAt = fromNullMS(startsAt)
 	if removalRev > 0 && removalAt.Valid {
 		q.Removal = &access.Removal{Revision: removalRev, At: fromMS(removalAt.Int64), Deadline: q.ExpiresAt,
 			ConfirmedAt: fromNullMS(confirmedAt), Confirmable: q.RemovalEnforcer != ""}
@@ -176,6 +182,24 @@ func newRequestID() string { return random.ID("r-", 10) }
 // even an audit event: the API audits such refusals, aggregated, so that a
 // requester hammering at the cap cannot grow the trail one row per call.
 func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, req policy.Request, limits policy.Limits, now time.Time) (Request, error) {
+	return s.CreateRequestWith(ctx, actor, target, req, limits, now, RequestOptions{})
+}
+
+// RequestOptions are what a request may carry beyond policy.Request.
+type RequestOptions struct {
+	// Start is when the request asks for access from, already checked by
+	// access.CheckStart (zero: at approval). A request with a start after
+	// now that needs no approval is scheduled; one that needs approvers
+	// waits for them and is scheduled by the last approval if that comes
+	// before the start. Its deadline is Start + duration.
+	Start time.Time
+	// Subject is the requester's principals and token limit, kept for the
+	// re-check of its roles when a scheduled request starts.
+	Subject authz.Subject
+}
+
+// CreateRequestWith is CreateRequest with options (a scheduled start).
+func (s *Store) CreateRequestWith(ctx context.Context, actor Actor, target string, req policy.Request, limits policy.Limits, now time.Time, opt RequestOptions) (Request, error) {
 	var (
 		id      string
 		refusal error
@@ -196,9 +220,12 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if req.Source.IsValid() {
 			req.Source = policy.Canonical(req.Source)
 		}
-		if req.At.IsZero() {
-			// Windows are checked when the grant would start: now, unless
-			// the caller names a later start.
+		// A scheduled request is judged at its start, when the grant would
+		// begin (the rules' time windows); StartScheduled judges it again
+		// then. Otherwise at now, unless the caller names a later start.
+		if opt.Start.After(now) {
+			req.At = opt.Start
+		} else if req.At.IsZero() {
 			req.At = now
 		}
 		if refusal = limits.Evaluate(pol, req); refusal != nil {
@@ -211,16 +238,31 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		}
 		id = newRequestID()
 		need := pol.ApprovalsRequired(req.Ports)
-		state := access.Start(need)
-		var approveBy sql.NullInt64
+		state := access.StartAt(need, opt.Start, now)
+		deadline := access.GrantDeadline(opt.Start, now, req.Duration)
+		var approveBy, startsAt sql.NullInt64
 		if state == access.PendingApproval {
-			approveBy = sql.NullInt64{Int64: ms(access.ApproveBy(now, s.cfg.ApprovalTimeout)), Valid: true}
+			by := access.ApproveBy(now, s.cfg.ApprovalTimeout)
+			if !opt.Start.IsZero() && deadline.Before(by) {
+				// Approved after its window it could open nothing.
+				by = deadline
+			}
+			approveBy = sql.NullInt64{Int64: ms(by), Valid: true}
+		}
+		subject := ""
+		if !opt.Start.IsZero() {
+			startsAt = sql.NullInt64{Int64: ms(opt.Start), Valid: true}
+			b, err := json.Marshal(opt.Subject)
+			if err != nil {
+				return fmt.Errorf("encoding the requester's subject: %w", err)
+			}
+			subject = string(b)
 		}
 		groups := encodeGroups(pol.ApprovalGroupsRequired(req.Ports))
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
-			created_at, expires_at, client_addr, approvals_required, approve_by, approval_groups) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14)`,
+			created_at, expires_at, client_addr, approvals_required, approve_by, approval_groups, starts_at, subject) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, $16)`,
 			id, target, actor.Name, sourceString(req.Source), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
-			string(state), ms(now), ms(access.Deadline(now, req.Duration)), actor.ClientAddr, need, approveBy, groups)
+			string(state), ms(now), ms(deadline), actor.ClientAddr, need, approveBy, groups, startsAt, subject)
 		if err != nil {
 			return fmt.Errorf("inserting request: %w", err)
 		}
@@ -231,10 +273,13 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 		if groups != "" {
 			details["approval_groups"] = groups
 		}
-		if need == 0 {
+		if state == access.Pending {
 			if end, clipped := clipToWindows(pol, req.Ports, now, req.Duration); clipped {
 				details["clipped_to_window_end"] = end.Format(time.RFC3339)
 			}
+		}
+		if !opt.Start.IsZero() {
+			details["starts_at"] = opt.Start.UTC().Format(time.RFC3339Nano)
 		}
 		// The new request is audited before the ones it supersedes, so the
 		// trail never names a request before its creation.
@@ -243,10 +288,14 @@ func (s *Store) CreateRequest(ctx context.Context, actor Actor, target string, r
 			return err
 		}
 		superseded := 0
-		if need == 0 {
+		switch state {
+		case access.Pending:
 			if superseded, err = grantRequest(ctx, tx, id, actor, now); err != nil {
 				return err
 			}
+			granted = true
+		case access.Scheduled:
+			// No grant yet; the change wakes the sweeper, which starts it.
 			granted = true
 		}
 		// The requests this one superseded were the same requester's on the
@@ -300,7 +349,13 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 	if _, _, err := pol.CheckWindows(r.Ports, now); err != nil {
 		return 0, err
 	}
-	asked, clipped := clipToWindows(pol, r.Ports, now, r.Duration)
+	// A scheduled request keeps its window: start + duration, whenever it
+	// is granted (access.GrantDeadline), clipped like any other.
+	var start time.Time
+	if r.StartsAt != nil {
+		start = *r.StartsAt
+	}
+	asked, clipped := clipToWindows(pol, r.Ports, now, access.GrantDeadline(start, now, r.Duration).Sub(now))
 	enforcer, rev, err := bumpForGrants(ctx, tx, r.Target)
 	if err != nil {
 		return 0, err
@@ -346,7 +401,7 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 	if clipped {
 		grant = append(grant, set{"window_end", ms(asked)})
 	}
-	if r.State == access.Start(0) {
+	if r.State == access.Pending {
 		// Approved at creation (no approvers): it starts pending, so no
 		// state changes here.
 		q, args := "UPDATE requests SET version = version + 1", []any{}
@@ -358,7 +413,7 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 		if _, err := tx.ExecContext(ctx, q+fmt.Sprintf(" WHERE id = $%d", len(args)), args...); err != nil {
 			return 0, fmt.Errorf("granting request %s: %w", id, err)
 		}
-	} else if _, err := transition(ctx, tx, id, r.State, r.Version, access.Approve, grant...); err != nil {
+	} else if _, err := transition(ctx, tx, id, r.State, r.Version, grantEvent(r.State), grant...); err != nil {
 		return 0, fmt.Errorf("granting request %s: %w", id, err)
 	}
 	superseded := 0
@@ -408,6 +463,15 @@ func encodeGroups(gs []policy.GroupApproval) string {
 	}
 	b, _ := json.Marshal(needs)
 	return string(b)
+}
+
+// grantEvent is the event that gives grants to a request in state s: a
+// scheduled request begins, one awaiting approval is approved.
+func grantEvent(s access.State) access.Event {
+	if s == access.Scheduled {
+		return access.Begin
+	}
+	return access.Approve
 }
 
 // supersedeIfEmpty ends a request whose grants all moved to a newer one, and

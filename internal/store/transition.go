@@ -39,9 +39,10 @@ var (
 	// grantStates are the states whose grants are in the desired state.
 	grantStates = inStates(access.GrantStates()...)
 	// Single states, for filters that select one step of the machine.
-	stateAwaiting = stateLit(access.PendingApproval)
-	statePending  = stateLit(access.Pending)
-	stateActive   = stateLit(access.Active)
+	stateAwaiting  = stateLit(access.PendingApproval)
+	statePending   = stateLit(access.Pending)
+	stateActive    = stateLit(access.Active)
+	stateScheduled = stateLit(access.Scheduled)
 )
 
 // set is one more column a transition writes with the state.

@@ -306,6 +306,11 @@ type RequestCreate struct {
 	// bastion. A request without a source whose ports are all reached only
 	// through the bastion is one too.
 	Bastion bool `json:"bastion,omitempty"`
+	// StartsAt asks for access from a later time (RFC 3339), at most 30
+	// days ahead; up to a minute in the past counts as now. The request may
+	// be approved before it; the requester's roles and the policy are
+	// checked again at the start; the deadline is StartsAt + Duration.
+	StartsAt *time.Time `json:"starts_at,omitempty"`
 }
 
 // Request is an access request and the grant it holds.
@@ -317,7 +322,8 @@ type Request struct {
 	Ports     []string `json:"ports"`
 	Duration  Duration `json:"duration"`
 	Reason    string   `json:"reason"`
-	// State is pending, active, expired, revoked, failed or superseded.
+	// State is pending_approval, scheduled, pending, active, expired,
+	// revoked, failed, superseded or denied.
 	State string `json:"state"`
 	// Message explains a failure, a revocation or a supersession.
 	Message      string     `json:"message,omitempty"`
@@ -351,6 +357,9 @@ type Request struct {
 	// WindowEnd is set when the deadline (expires_at) was clipped to the
 	// end of a rule's time window: that end.
 	WindowEnd *time.Time `json:"window_end,omitempty"`
+	// StartsAt is when a scheduled request's access starts (state
+	// scheduled until then).
+	StartsAt *time.Time `json:"starts_at,omitempty"`
 }
 
 // Decision is one approver's approval or denial.

@@ -17,6 +17,7 @@ var contractTests = []struct {
 	{"Gateway", testGateway},
 	{"AuditChain", testAuditChain},
 	{"Outbox", testOutbox},
+	{"Scheduled", testScheduled},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

@@ -279,6 +279,7 @@
     const follow = $("#follow");
     const ports = $$("input[name=port]", form);
     const duration = $("#duration"), source = $("#source"), reason = $("#reason");
+    const start = $("#start");
     const other = $("#source-other");
     let changed = false;
     let current = null; // the request followed
@@ -302,7 +303,7 @@
     const setErr = (field, msg) => {
       const el = $("#err-" + field);
       el.textContent = msg || "";
-      const input = { ports: $("#f-ports"), source: source, duration: duration, reason: reason }[field];
+      const input = { ports: $("#f-ports"), source: source, duration: duration, reason: reason, start: start }[field];
       if (input) {
         if (msg) input.setAttribute("aria-invalid", "true");
         else input.removeAttribute("aria-invalid");
@@ -361,10 +362,13 @@
         // refusal is shown next to the field.
       }
       $("#reason-help").textContent = helps.length ? helps.join("; ") : "Optional for these ports; it is recorded in the audit trail.";
-      for (const f of ["ports", "duration", "source", "reason"]) setErr(f, errs[f]);
+      // A scheduled start: the server has the last word (the limits are
+      // access.CheckStart's); this only catches an obvious slip.
+      if (start && start.value && isNaN(new Date(start.value).getTime())) errs.start = "Choose a date and time.";
+      for (const f of ["ports", "duration", "source", "reason", "start"]) setErr(f, errs[f]);
       $("#err-form").textContent = "";
-      const first = ["ports", "source", "duration", "reason"].find((f) => errs[f]);
-      if (focus && first) ({ ports: ports[0], source, duration, reason })[first].focus();
+      const first = ["ports", "source", "duration", "reason", "start"].find((f) => errs[f]);
+      if (focus && first) ({ ports: ports[0], source, duration, reason, start })[first].focus();
       return !first;
     }
     form.addEventListener("input", () => check(false));
@@ -375,9 +379,11 @@
       if (err.field) {
         const f = err.field.replace(/\[.*$/, "");
         if (["ports", "duration", "source", "reason"].includes(f)) return f;
+        if (f === "starts_at") return "start";
         return "form";
       }
       const m = (err.error || "").toLowerCase();
+      if (m.startsWith("starts_at")) return "start";
       if (m.includes("source")) return "source";
       if (m.includes("duration")) return "duration";
       if (m.includes("reason") || m.includes("justification")) return "reason";
@@ -404,6 +410,8 @@
         duration: duration.value.trim(),
         reason: reason.value.trim(),
       };
+      // datetime-local is the browser's local time; the API takes RFC 3339.
+      if (start && start.value) body.starts_at = new Date(start.value).toISOString();
       const btn = $("#request-submit");
       btn.disabled = true;
       const r = await submit(body);
@@ -411,7 +419,7 @@
       if (!r.ok) {
         const f = serverField(r.data);
         setErr(f, r.data.error);
-        const focusEl = { ports: ports[0], source: other.checked ? source : ports[0], duration, reason }[f];
+        const focusEl = { ports: ports[0], source: other.checked ? source : ports[0], duration, reason, start }[f];
         if (focusEl) focusEl.focus();
       }
     });
@@ -419,6 +427,7 @@
     const terminal = (s) => ["expired", "revoked", "failed", "superseded", "denied"].includes(s);
     const explain = {
       pending_approval: (q) => `Waiting for ${q.approvals_required - (q.decisions || []).filter((d) => d.decision === "approve").length} more approval(s).`,
+      scheduled: (q) => `Scheduled: opens at ${new Date(q.starts_at).toLocaleString()} if your roles and the policy still allow it then.`,
       pending: () => "Approved; waiting for the target's agent to open the port.",
       active: () => "Open now.",
       expired: () => "The grant has ended.",

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/policy"
+)
+
+// StartScheduled starts the scheduled requests whose start has come at now,
+// at most sweepBatch per transaction, and returns how many it moved. Each
+// is decided again as if asked now, with what holds now: the requester's
+// roles (authz, with the principals and token limit recorded at the ask),
+// the target's policy (limits.Evaluate), and the approvals its rules ask
+// for now. An eligible one begins (its grants enter the desired state with
+// the deadline start + duration, so a late start gets only what remains);
+// one that is no longer eligible fails without ever holding a grant, and
+// the audit event says why; one whose whole window passed while nothing
+// ran (the server was down) expires, never replayed. The sweeper runs it
+// before each sweep (it wakes at the next start: NextDeadline).
+func (s *Store) StartScheduled(ctx context.Context, limits policy.Limits, now time.Time) (int, error) {
+	total := 0
+	for {
+		n, more, err := s.startSomeScheduled(ctx, limits, now)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("starting scheduled requests: %w", err)
+		}
+		if !more {
+			return total, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
+
+func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, now time.Time) (n int, more bool, err error) {
+	var changed []string
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		changed, n, more = nil, 0, false // the function may run again (group commit)
+		rows, err := tx.QueryContext(ctx, `SELECT `+requestColumns+`, subject FROM requests
+			WHERE state = `+stateScheduled+` AND starts_at <= $1 ORDER BY starts_at, id LIMIT `+fmt.Sprint(sweepBatch+1), ms(now))
+		if err != nil {
+			return fmt.Errorf("selecting scheduled requests due: %w", err)
+		}
+		type due struct {
+			r       Request
+			subject string
+		}
+		var ds []due
+		for rows.Next() {
+			var d due
+			sc := scanFunc(func(dest ...any) error { return rows.Scan(append(dest, &d.subject)...) })
+			if d.r, err = scanRequest(sc); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading scheduled request: %w", err)
+			}
+			ds = append(ds, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("selecting scheduled requests due: %w", err)
+		}
+		if len(ds) > sweepBatch {
+			ds, more = ds[:sweepBatch], true
+		}
+		if len(ds) == 0 {
+			return nil
+		}
+		bindings, err := listBindings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		sys := Actor{Name: audit.System}
+		for _, d := range ds {
+			r := d.r
+			if !now.Before(r.ExpiresAt) {
+				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Expire,
+					"its whole window passed before it could start (was the server down?); nothing was opened", sys, audit.RequestExpired, now); err != nil {
+					return err
+				}
+				n++
+				continue
+			}
+			t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, r.Target))
+			if err != nil {
+				return fmt.Errorf("reading target %s of %s: %w", r.Target, r.ID, err)
+			}
+			if why := ineligibleAtStart(r, d.subject, t, bindings, limits, now); why != "" {
+				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Fail,
+					"not started: "+why+"; nothing was opened", sys, audit.RequestFailed, now); err != nil {
+					return err
+				}
+				n++
+				continue
+			}
+			if _, err := grantRequest(ctx, tx, r.ID, sys, now); err != nil {
+				return err
+			}
+			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestStarted, Target: r.Target, RequestID: r.ID,
+				Details: map[string]any{"starts_at": r.StartsAt.UTC().Format(time.RFC3339Nano), "expires_at": r.ExpiresAt.UTC().Format(time.RFC3339Nano)}}); err != nil {
+				return err
+			}
+			changed = append(changed, r.Target)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	if len(changed) > 0 {
+		s.changed(changed...)
+	}
+	return n, more, nil
+}
+
+// ineligibleAtStart says why scheduled request r may no longer start on
+// target t ("" when it may): the same decisions as at the ask, made again
+// with today's bindings and policy.
+func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, limits policy.Limits, now time.Time) string {
+	var sub authz.Subject
+	if err := json.Unmarshal([]byte(subject), &sub); err != nil || len(sub.Principals) == 0 {
+		return "the requester's identity at the ask was not recorded"
+	}
+	if !authz.Allowed(bindings, sub, authz.CreateRequest, &authz.Target{Name: t.Name, Labels: t.Labels}) {
+		return fmt.Sprintf("%s no longer holds a role that allows %s on target %s", r.Requester, authz.CreateRequest, t.Name)
+	}
+	var pol policy.Policy
+	if t.Policy != nil {
+		pol = *t.Policy
+	}
+	if err := limits.Evaluate(pol, policy.Request{Ports: r.Ports, Source: r.Source, Duration: r.Duration, Reason: r.Reason, At: now}); err != nil {
+		return "the target's policy refuses it now: " + err.Error()
+	}
+	if need := pol.ApprovalsRequired(r.Ports); need > r.ApprovalsRequired {
+		return fmt.Sprintf("its rules now ask for %d approvals, it had %d", need, r.ApprovalsRequired)
+	}
+	return ""
+}
+
+// scanFunc adapts a function to scanner.
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
