@@ -137,3 +137,46 @@ func TestParsePrincipal(t *testing.T) {
 		}
 	}
 }
+
+// TestHolds: who counts for an approval group of a rule: members of a
+// group among the subject's principals, holders of exactly a role in a
+// scope covering the target (narrowed by a token's limit).
+func TestHolds(t *testing.T) {
+	bs := []authz.Binding{
+		{Principal: "user:bob", Role: authz.Approver, Scope: "label:group=prod"},
+		{Principal: "group:ops", Role: authz.Approver, Scope: "target:db-01"},
+		{Principal: "user:root", Role: authz.Admin, Scope: authz.Everywhere},
+	}
+	db := &authz.Target{Name: "db-01", Labels: map[string]string{"group": "prod"}}
+	web := &authz.Target{Name: "web-01", Labels: map[string]string{"group": "staging"}}
+	bob := authz.Subject{Principals: []string{"user:bob", "group:dba"}}
+	carol := authz.Subject{Principals: []string{"user:carol", "group:ops"}}
+	limited := authz.Subject{Principals: []string{"user:bob", "group:dba"}, Limit: []authz.Grant{{Role: authz.Reader, Scope: authz.Everywhere}}}
+	root := authz.Subject{Principals: []string{"user:root"}}
+	tests := []struct {
+		name string
+		sub  authz.Subject
+		from string
+		t    *authz.Target
+		want bool
+	}{
+		{"member", bob, "group:dba", db, true},
+		{"not a member", carol, "group:dba", db, false},
+		{"role in scope", bob, "role:approver", db, true},
+		{"role out of scope", bob, "role:approver", web, false},
+		{"role through a group", carol, "role:approver", db, true},
+		{"a token's limit narrows roles", limited, "role:approver", db, false},
+		{"a token's limit keeps groups", limited, "group:dba", db, true},
+		{"admin is not approver", root, "role:approver", db, false},
+		{"admin holds admin", root, "role:admin", db, true},
+		{"malformed", bob, "dba", db, false},
+		{"user is no group", bob, "user:bob", db, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := authz.Holds(bs, tt.sub, tt.from, tt.t); got != tt.want {
+				t.Errorf("Holds(%s) = %v, want %v", tt.from, got, tt.want)
+			}
+		})
+	}
+}
