@@ -149,7 +149,7 @@ func TestBastionAcrossReplicas(t *testing.T) {
 
 	t.Log("a kill through replica a's API ends the session replica b holds")
 	s, live := pushVia()
-	l.cli(on(ra, "sessions", "kill", live.ID, "--reason", "e2e kill across replicas")...)
+	l.cli(on(ra, "sessions", "kill", live.ID, "--yes", "--reason", "e2e kill across replicas")...)
 	l.eventually("the client's ssh ends after the kill", 3*time.Second, s.ended)
 	for _, r := range []*bastionReplica{ra, rb} {
 		for _, x := range cliJSON[[]wire.BastionSession](l, on(r, "sessions")...) {

@@ -164,7 +164,7 @@ func TestBastion(t *testing.T) {
 	if live.Target != "web-01" || live.Port != "22/tcp" || live.RequestID != grant.ID {
 		t.Fatalf("live session = %+v", live)
 	}
-	l.cli("sessions", "kill", live.ID, "--reason", "e2e kill")
+	l.cli("sessions", "kill", live.ID, "--yes", "--reason", "e2e kill")
 	l.eventually("the client's ssh ends after kill", time.Second, s.ended)
 	if got := sessionState(t, l, live.ID); got.EndReason != "killed" || got.EndedBy == "" || got.BytesOut == 0 {
 		t.Fatalf("killed session = %+v", got)

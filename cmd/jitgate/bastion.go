@@ -523,11 +523,13 @@ checks a recording against its audit event and the audit chain.`,
 	})
 	var reason string
 	kill := &cobra.Command{
-		Use:   "kill ID --reason TEXT",
-		Short: "End a live bastion session at once",
+		Use:   "kill ID --reason TEXT [--yes] [--dry-run]",
+		Short: "End a live bastion session at once (asks first; --yes in scripts)",
 		Args:  oneArg("session ID"),
 	}
 	kill.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit trail)")
+	var cf confirmFlags
+	addConfirmFlags(kill, &cf)
 	kill.RunE = a.runE(func(ctx context.Context, args []string) error {
 		if strings.TrimSpace(reason) == "" {
 			return usagef("--reason is required")
@@ -537,6 +539,9 @@ checks a recording against its audit event and the audit chain.`,
 		}
 		c, _, err := a.client()
 		if err != nil {
+			return err
+		}
+		if done, err := a.guard(cf, "end bastion session "+args[0]+" at once"); done || err != nil {
 			return err
 		}
 		s, err := c.KillSession(ctx, args[0], reason)

@@ -45,7 +45,7 @@ func TestBastionCommandErrors(t *testing.T) {
 	}
 	checkOneLineError(t, c.run("connect", "web-01", "--port", "22", "--stdio"), "no active grant", "--bastion")
 	checkOneLineError(t, c.run("connect", "web-01", "--port", "8022", "--stdio"), "does not configure this port")
-	checkOneLineError(t, c.run("sessions", "kill", "s-nope", "--reason", "x"), "not found")
+	checkOneLineError(t, c.run("sessions", "kill", "s-nope", "--reason", "x", "--yes"), "not found")
 	r := c.run("ssh", "web-01")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "give --duration") {
 		t.Errorf("ssh without a grant or --duration: exit %d, stderr %q", r.code, r.stderr)

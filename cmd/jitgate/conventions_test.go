@@ -242,6 +242,34 @@ func TestOutputFormats(t *testing.T) {
 			t.Errorf("jitgate %s = %q, want %q", strings.Join(tt.args, " "), r.stdout, tt.want)
 		}
 	}
+	// Every list and show honours -o yaml and --jq.
+	for _, tt := range []struct {
+		args []string
+		kind string
+	}{
+		{[]string{"targets"}, "array"},
+		{[]string{"target", "list"}, "array"},
+		{[]string{"target", "show", "web-01"}, "object"},
+		{[]string{"requests"}, "array"},
+		{[]string{"request", "list"}, "array"},
+		{[]string{"request", "show", id}, "object"},
+		{[]string{"policy", "show", "web-01"}, "object"},
+		{[]string{"audit"}, "array"},
+		{[]string{"role", "list"}, "array"},
+		{[]string{"token", "list"}, "array"},
+		{[]string{"webhook", "list"}, "array"},
+		{[]string{"sessions"}, "array"},
+		{[]string{"whoami"}, "object"},
+	} {
+		name := strings.Join(tt.args, " ")
+		if got := strings.TrimSpace(c.ok(append(tt.args, "--jq", "type")...).stdout); got != tt.kind {
+			t.Errorf("jitgate %s --jq type = %q, want %s", name, got, tt.kind)
+		}
+		var v any
+		if err := yaml.Unmarshal([]byte(c.ok(append(tt.args, "-o", "yaml")...).stdout), &v); err != nil || v == nil && tt.kind == "object" {
+			t.Errorf("jitgate %s -o yaml: %v, %v", name, v, err)
+		}
+	}
 	// A jq error at run time: exit 1, one line.
 	checkOneLineError(t, c.run("targets", "--jq", ".[0].name | tonumber"), "--jq")
 
@@ -478,6 +506,7 @@ func TestConfirmDestructive(t *testing.T) {
 		{"token", "revoke", "t-1"},
 		{"webhook", "remove", "w-1"},
 		{"policy", "enable", "--default", "--selector", "group=dev"},
+		{"sessions", "kill", "s-1", "--reason", "x"},
 	} {
 		r := c.run(args...)
 		if r.code != exitUsage {
@@ -588,4 +617,21 @@ func TestAuditNewestFirst(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "ID ") {
 		t.Errorf("audit table:\n%s", r.stdout)
 	}
+}
+
+func TestWaitForApprovers(t *testing.T) {
+	s := newTestServer(t)
+	c := newCLI(t, s)
+	c.ok("target", "add", "db-01")
+	c.ok("policy", "set", "db-01", "--port", "5432/tcp", "--approval", "manual", "--source", "198.51.100.0/24")
+
+	var out, errb bytes.Buffer
+	a := newApp(strings.NewReader(""), &out, &errb, func(k string) string { return c.env[k] })
+	a.progressEvery = time.Second
+	code := a.run([]string{"request", "db-01", "--port", "5432", "--duration", "1h", "--source", "198.51.100.7", "--reason", "x", "--wait", "--wait-timeout", "3s"})
+	r := result{code, out.String(), errb.String()}
+	if n := strings.Count(r.stdout, "still pending approval: waiting for 1 more approval (waited "); n < 1 {
+		t.Errorf("no progress while waiting for approvers:\n%s", r.stdout)
+	}
+	checkOneLineError(t, r, "still pending_approval after 3s")
 }

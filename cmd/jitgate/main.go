@@ -48,7 +48,7 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer, env func(st
 
 // newApp returns the app of one invocation on these streams.
 func newApp(stdin io.Reader, stdout, stderr io.Writer, env func(string) string) *app {
-	return &app{stdin: stdin, stdout: text.NewWriter(stdout), rawStdout: stdout, stderr: text.NewWriter(stderr), env: env, now: time.Now}
+	return &app{stdin: stdin, stdout: text.NewWriter(stdout), rawStdout: stdout, stderr: text.NewWriter(stderr), env: env, now: time.Now, progressEvery: 30 * time.Second}
 }
 
 // app holds the streams and the flag values of one invocation.
@@ -68,6 +68,8 @@ type app struct {
 	jqCode *gojq.Code
 	// conn holds the client flags --server, --token, --ca-file.
 	conn connFlags
+	// progressEvery is how often --wait says it still waits (30 s).
+	progressEvery time.Duration
 	// stdinTTY, when set, says whether stdin is a terminal (tests).
 	stdinTTY *bool
 	// started is set once a command's own code runs: errors before that

@@ -169,7 +169,7 @@ func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, ti
 		if left <= 0 {
 			return req, fmt.Errorf("request %s still %s after %s; follow it with 'jitgate requests %s'", req.ID, req.State, fmtDuration(timeout), req.ID)
 		}
-		next, err := c.WaitRequestVersion(ctx, req.ID, req.Version, min(left, 30*time.Second).String())
+		next, err := c.WaitRequestVersion(ctx, req.ID, req.Version, min(left, a.progressEvery).String())
 		if err != nil {
 			return req, err
 		}
@@ -177,7 +177,7 @@ func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, ti
 		case next.Version != req.Version || next.State != req.State:
 			fmt.Fprintf(w, "request %s: %s\n", esc(next.ID), esc(describeState(next)))
 		case next.State == "pending_approval":
-			// Nothing moved in 30 s: say the wait goes on, and until when.
+			// Nothing moved for a while: say the wait goes on, and until when.
 			fmt.Fprintf(w, "request %s: still %s (waited %s; giving up at %s)\n", esc(next.ID), esc(describeState(next)),
 				fmtDuration(a.now().Sub(started).Round(time.Second)), fmtClock(deadline, a.now()))
 		}
