@@ -21,7 +21,7 @@ func (a *app) newDecideCmd(approve bool) *cobra.Command {
 	if !approve {
 		use, short = "deny ID --reason TEXT", "Deny a request (ends it even if it was approved meanwhile)"
 	}
-	cmd := &cobra.Command{Use: use, Short: short, Args: oneArg("request ID")}
+	cmd := &cobra.Command{Use: use, Short: short, Args: oneArg("request ID"), ValidArgsFunction: a.completeRequestIDs}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
 	cmd.Flags().Int64Var(&version, "version", 0, "refuse if the request changed since this version (as shown by 'jitgate requests ID')")
 	a.addConnFlags(cmd)

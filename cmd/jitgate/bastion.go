@@ -67,9 +67,11 @@ psql at the address it prints. With --stdio it carries one tunnel on standard
 input and output, for ssh's ProxyCommand.`,
 		Example: `  jitgate connect db-01 --port 5432 --local 127.0.0.1:15432
   ssh -o ProxyCommand='jitgate connect --stdio --port 22 web-01' admin@web-01`,
-		Args: oneArg("TARGET"),
+		Args:              oneArg("TARGET"),
+		ValidArgsFunction: a.completeTargets,
 	}
 	cmd.Flags().StringVarP(&portFlag, "port", "p", "", "the target's port (required)")
+	_ = cmd.RegisterFlagCompletionFunc("port", a.completePorts)
 	cmd.Flags().StringVar(&local, "local", "", "loopback address to listen on (default 127.0.0.1:0: a free port)")
 	cmd.Flags().BoolVar(&stdio, "stdio", false, "carry one tunnel on standard input and output (ssh ProxyCommand)")
 	a.addConnFlags(cmd)

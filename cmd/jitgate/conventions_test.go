@@ -390,6 +390,10 @@ func TestCompletion(t *testing.T) {
 		{[]string{"request", "web-01", "--port", ""}, []string{"22/tcp"}},
 		{[]string{"revoke", ""}, []string{id}},
 		{[]string{"requests", "r-"}, []string{id}},
+		{[]string{"approve", ""}, []string{id}},
+		{[]string{"policy", "set", "w"}, []string{"web-01"}},
+		{[]string{"target", "enroll-token", "d"}, []string{"db-01"}},
+		{[]string{"connect", "web-01", "--port", ""}, []string{"22/tcp"}},
 		{[]string{"targets", "-o", ""}, []string{"text", "json", "yaml", "wide"}},
 	} {
 		got := complete(tt.args...)

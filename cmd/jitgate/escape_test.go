@@ -80,4 +80,15 @@ func TestCLIEscapesServerText(t *testing.T) {
 		t.Errorf("-o json reason = %q, want %q", got.Reason, hostile)
 	}
 	check("json", out, 0)
+	check("--jq raw string", c.ok("requests", "r-1", "--jq", ".reason").stdout, 1)
+	// YAML escapes in its own syntax (\e, \a): inert too.
+	yml := c.ok("requests", "r-1", "-o", "yaml").stdout
+	check("-o yaml", strings.ReplaceAll(yml, `\e]0;owned\a`, `\u001b]0;owned\u0007`), 0)
+	// Colour adds only our own sequences around whole lines.
+	c.env["CLICOLOR_FORCE"] = "1"
+	colored := c.ok("requests").stdout
+	for _, sgr := range []string{sgrReset, sgrGreen, sgrYellow, sgrRed, sgrDim} {
+		colored = strings.ReplaceAll(colored, sgr, "")
+	}
+	check("coloured table", colored, 2)
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/itchyny/gojq"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
+
+	"github.com/jitgate/jitgate/internal/text"
 )
 
 // The output conventions (-o text|json|yaml|wide, --jq) live here, once:
@@ -91,7 +93,9 @@ func (a *app) render(w io.Writer, v any) error {
 			return fmt.Errorf("--jq: %w", err)
 		}
 		if s, ok := out.(string); ok {
-			fmt.Fprintln(w, s)
+			// Raw, but one inert line: a newline kept in an old row
+			// cannot forge another result.
+			fmt.Fprintln(w, text.Escape(s))
 			continue
 		}
 		if a.output == "yaml" {
@@ -135,8 +139,19 @@ func jqNumbers(v any) any {
 // writeYAML writes a JSON document as block-style YAML, keeping the order
 // of its keys (JSON is YAML: the node tree is read as is and restyled).
 func writeYAML(w io.Writer, data []byte) error {
+	// JSON leaves DEL and the C1 controls raw inside strings, where YAML
+	// refuses them: write them as JSON escapes (inside strings is the only
+	// place they can be).
+	var b strings.Builder
+	for _, r := range string(data) {
+		if r >= 0x7f && r <= 0x9f {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	if err := yaml.Unmarshal([]byte(b.String()), &doc); err != nil {
 		return fmt.Errorf("encoding YAML: %w", err)
 	}
 	blockStyle(&doc)

@@ -53,7 +53,8 @@ they are no longer gated. --dry-run shows this and changes nothing.`,
   jitgate policy set win-01 --port 3389 --port 5986 --max 1h --dry-run
   jitgate policy set db-01 --port 5432 --window "Mon-Fri 08:00-18:00 Europe/Berlin" \
       --approvals-from group:dba=1 --approvals-from group:security=1`,
-		Args: oneArg("TARGET"),
+		Args:              oneArg("TARGET"),
+		ValidArgsFunction: a.completeTargets,
 	}
 	cmd.Flags().StringArrayVar(&ports, "port", nil, "port to gate: 22, 22/tcp or 53/udp (repeatable)")
 	cmd.Flags().StringArrayVar(&sources, "source", nil, "allowed source prefix, IPv4 or IPv6 (repeatable)")
@@ -270,7 +271,7 @@ func (a *app) printPolicy(p wire.Policy, indent string) error {
 }
 
 func (a *app) newPolicyShowCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "show TARGET", Short: "Show a target's JIT policy", Args: oneArg("TARGET")}
+	cmd := &cobra.Command{Use: "show TARGET", Short: "Show a target's JIT policy", Args: oneArg("TARGET"), ValidArgsFunction: a.completeTargets}
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {

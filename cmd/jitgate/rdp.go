@@ -38,7 +38,8 @@ the client exits, and the command exits with the client's status.`,
 		Example: `  jitgate rdp win-01 --duration 1h --reason "INC-1234"
   jitgate rdp win-01 --print
   jitgate rdp win-01 --rdp-option /u:Administrator --rdp-option /sec:tls`,
-		Args: oneArg("TARGET"),
+		Args:              oneArg("TARGET"),
+		ValidArgsFunction: a.completeTargets,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&portFlag, "port", "p", "3389", "the target's RDP port")

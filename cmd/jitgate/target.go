@@ -113,8 +113,9 @@ host (reinstalled, or its agent's state directory lost) without removing the
 target, its policy or its grants. Earlier unused enrollment tokens of the target
 stop working; the current agent credential works until the new token is used.
 Audited as target.enroll_token_issued.`,
-		Example: `  jitgate target enroll-token web-01`,
-		Args:    oneArg("target NAME"),
+		Example:           `  jitgate target enroll-token web-01`,
+		Args:              oneArg("target NAME"),
+		ValidArgsFunction: a.completeTargets,
 	}
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, conn, err := a.client()
