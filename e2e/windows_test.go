@@ -136,8 +136,11 @@ func TestGroupApprovalEndToEnd(t *testing.T) {
 	if got.State != "pending_approval" || len(got.MissingApprovals) != 1 || got.MissingApprovals[0].From != "group:security" {
 		t.Fatalf("after dba approved: %s, missing %+v; want awaiting security", got.State, got.MissingApprovals)
 	}
-	if shown := l.cli("requests", r.ID); !strings.Contains(shown, "group:security") {
+	if shown := l.cli("requests", r.ID); !strings.Contains(shown, "waiting for 1 more approval (1 from group:security)") {
 		t.Errorf("requests %s does not say security is missing:\n%s", r.ID, shown)
+	}
+	if inbox := l.cli("requests", "--pending", "-o", "wide"); !strings.Contains(inbox, "1/2 missing 1 group:security") {
+		t.Errorf("the inbox does not say security is missing:\n%s", inbox)
 	}
 	if _, stderr, err := l.cliResult(as(erin, "approve", r.ID)...); err == nil || !strings.Contains(stderr, "1 more from group:security") {
 		t.Fatalf("a second dba approver: err=%v stderr=%q; want a refusal saying security is missing", err, stderr)

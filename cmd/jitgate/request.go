@@ -366,6 +366,13 @@ func (a *app) printRequestTable(rs []wire.Request) error {
 			approvals := ""
 			if r.ApprovalsRequired > 0 {
 				approvals = fmt.Sprintf("%d/%d", countApprovals(r), r.ApprovalsRequired)
+				for i, m := range r.MissingApprovals {
+					sep := ", "
+					if i == 0 {
+						sep = " missing "
+					}
+					approvals += fmt.Sprintf("%s%d %s", sep, m.Count, m.From)
+				}
 			}
 			cells = append(cells, fmtTime(r.CreatedAt), fmtDuration(time.Duration(r.Duration)), approvals, r.Reason)
 		}
