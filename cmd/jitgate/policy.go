@@ -438,7 +438,9 @@ with one refused policy changes nothing.
 		}
 		for i, p := range pf.Policies {
 			if !dry {
-				res, err := c.SetPolicy(ctx, p.Target, p.Wire())
+				// Only the policy the plan was made against is replaced: a
+				// change by someone else since then refuses this one (412).
+				res, err := c.SetPolicyIf(ctx, p.Target, p.Wire(), results[i].ETag)
 				if err != nil {
 					return fmt.Errorf("%s line %d: target %s: %w", file, p.Line, p.Target, err)
 				}

@@ -31,6 +31,7 @@ import (
 	"github.com/jitgate/jitgate/internal/replica"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/webterm"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 //go:embed openapi.json
@@ -169,7 +170,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 		defer cancel()
 		if err := a.Store.Ping(ctx); err != nil {
 			a.Logger.Warn("readiness: the database does not answer", "err", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the database does not answer"})
+			writeProblem(w, http.StatusServiceUnavailable, wire.Error{Error: "the database does not answer"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -233,10 +234,32 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/ssh/ca", human(a.sshCA))
 	handle("GET /api/v1/requests/{id}/terminal", human(a.terminal))
 	handle("GET /api/v1/agent/ssh-ca", agent(a.sshCA))
+	// Anything else: a known path asked with another method is 405 with
+	// Allow (the catch-all pattern matches every method, so ServeMux's own
+	// 405 never happens, and it would answer plain text), an unknown path
+	// 404; both as problems.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeProblem(w, http.StatusMethodNotAllowed, wire.Error{Error: r.Method + " is not allowed on " + r.URL.Path + "; use " + strings.Join(allow, ", ")})
+			return
+		}
+		writeProblem(w, http.StatusNotFound, wire.Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return mux, patterns
+}
+
+// allowedMethods lists the methods some pattern other than the catch-all
+// serves r's path with (none: the path is unknown).
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }
 
 type handlerFunc func(http.ResponseWriter, *http.Request, store.Principal) error
@@ -300,7 +323,7 @@ func (a *api) recoverer(next http.Handler) http.Handler {
 			}
 			if v != nil {
 				a.Logger.Error("panic in handler", "path", r.URL.Path, "panic", v)
-				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+				writeProblem(w, http.StatusInternalServerError, wire.Error{Error: "internal error"})
 			}
 		}()
 		next.ServeHTTP(w, r)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -58,7 +59,34 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="jitgate"`)
 	}
-	writeJSON(w, status, body)
+	writeProblem(w, status, body)
+}
+
+// problemType is the type of every problem jitgate answers: the status code
+// and Detail say what went wrong (RFC 9457 §4.2.1).
+const problemType = "about:blank"
+
+// writeProblem answers an RFC 9457 problem: body's Error becomes Detail
+// (and stays as the "error" extension member), and the standard members are
+// filled in from status and the call's request id. Every error answer of
+// the API goes through here.
+func writeProblem(w http.ResponseWriter, status int, body wire.Error) {
+	body.Type, body.Title, body.Status = problemType, http.StatusText(status), status
+	if body.Detail == "" {
+		body.Detail = body.Error
+	}
+	if body.Error == "" {
+		body.Error = body.Detail
+	}
+	if id := w.Header().Get(httpedge.RequestIDHeader); id != "" && body.Instance == "" {
+		body.Instance = "urn:jitgate:request:" + id
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(body)
 }
 
 // statusOf is the HTTP status err maps to.

@@ -47,14 +47,71 @@ func (a *api) createTarget(w http.ResponseWriter, r *http.Request, p store.Princ
 	return nil
 }
 
+// Paging of the targets and requests lists (paging.go): a page of at most
+// maxListPage (default defaultListPage); visibility, class and selector are
+// decided after the SQL, so a page reads at most listScan rows and may come
+// back short, with a next link.
+const (
+	defaultListPage = 1000
+	maxListPage     = 10000
+	listScan        = 20000
+)
+
+// listTargets lists the targets p may read by name, a page at a time:
+// ?state= keeps one class, ?selector=env=prod,team=db those whose labels
+// match (policy.ParseSelector), ?limit= and ?cursor= page.
 func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	class := r.URL.Query().Get("state")
+	q := r.URL.Query()
+	class := q.Get("state")
 	if class != "" && !slices.Contains(inventory.Classes, class) {
 		return invalidField("state", "%q is not one of configured, not-configured, unsupported", class)
 	}
-	ts, err := a.Store.ListTargets(r.Context())
+	sel, err := parseSelector(q.Get("selector"))
 	if err != nil {
 		return err
+	}
+	limit, err := pageLimit(q, defaultListPage, maxListPage)
+	if err != nil {
+		return err
+	}
+	var after string
+	if _, err := readCursor(q, &after); err != nil {
+		return err
+	}
+	bs, err := a.Store.ListBindings(r.Context())
+	if err != nil {
+		return err
+	}
+	// The page's targets: read in batches after the cursor until the page
+	// is full, the table ends or listScan rows were read.
+	var ts []store.Target
+	more := false
+	for scanned := 0; len(ts) < limit && scanned < listScan; {
+		// One row more than the page: a page that ends the table has no
+		// next link.
+		n := limit + 1
+		batch, err := a.Store.ListTargetsAfter(r.Context(), after, n)
+		if err != nil {
+			return err
+		}
+		for i, t := range batch {
+			after = t.Name
+			scanned++
+			if authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) && sel.Matches(t.Labels) {
+				ts = append(ts, t)
+			}
+			if len(ts) == limit {
+				more = i < len(batch)-1 || len(batch) == n
+				break
+			}
+		}
+		if len(ts) == limit {
+			break
+		}
+		// A full batch may have more behind it.
+		if more = len(batch) == n; !more {
+			break
+		}
 	}
 	byName := make(map[string]store.Target, len(ts))
 	for _, t := range ts {
@@ -79,15 +136,8 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return err
 	}
-	bs, err := a.Store.ListBindings(r.Context())
-	if err != nil {
-		return err
-	}
 	out := make([]wire.Target, 0, len(ts))
 	for _, t := range ts {
-		if !authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) {
-			continue
-		}
 		wt := a.view(r.Context(), t, byName, active)
 		if class != "" && wt.Class != class {
 			continue
@@ -104,6 +154,9 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 			wt.Blocked = &wire.Blocked{Counters: cs, TopSources: []wire.BlockedSource{}}
 		}
 		out = append(out, wt)
+	}
+	if more {
+		setNext(w, r, "cursor", cursorOf(after))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -195,11 +248,20 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
-	res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), name, pol, a.Now(), store.PolicyOptions{DryRun: dry, Compare: a.Limits.Compare})
+	// A real change names the policy it replaces (etag.go).
+	pre, err := policyPrecondition(r, !dry)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.policyResult(name, res, pol, dry))
+	res, err := a.Store.SetPolicyWith(r.Context(), a.actor(r, p), name, pol, a.Now(), store.PolicyOptions{DryRun: dry, Compare: a.Limits.Compare, Precondition: pre})
+	if err != nil {
+		return err
+	}
+	out := a.policyResult(name, res, pol, dry)
+	if out.ETag = policyETag(res.Stored); out.ETag != "" {
+		w.Header().Set("ETag", out.ETag)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -244,6 +306,7 @@ func (a *api) getPolicy(w http.ResponseWriter, r *http.Request, p store.Principa
 	if t.Policy == nil {
 		return notFound("target %q has no JIT policy", t.Name)
 	}
+	w.Header().Set("ETag", policyETag(t.Policy))
 	writeJSON(w, http.StatusOK, toWirePolicy(*t.Policy))
 	return nil
 }
@@ -432,42 +495,70 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 	if q.Get("active") == "true" {
 		f.States = append(f.States, access.Pending, access.Active)
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			return invalidField("limit", "must be a number from 1 to 10000")
-		}
-		f.Limit = n
-	}
-	rs, err := a.Store.ListRequests(r.Context(), f)
+	// ?selector= keeps the requests on targets whose labels match.
+	sel, err := parseSelector(q.Get("selector"))
 	if err != nil {
 		return err
 	}
+	limit, err := pageLimit(q, defaultListPage, maxListPage)
+	if err != nil {
+		return err
+	}
+	var after store.RequestKey
+	if ok, err := readCursor(q, &after); err != nil {
+		return err
+	} else if ok {
+		f.After = &after
+	}
+	f.Limit = limit + 1 // one more than the page: see listTargets
 	bs, err := a.Store.ListBindings(r.Context())
 	if err != nil {
 		return err
 	}
 	targets := map[string]store.Target{}
 	enforcers := map[string]*store.Target{}
-	out := make([]wire.Request, 0, len(rs))
-	for _, req := range rs {
-		t, ok := targets[req.Target]
-		if !ok {
-			if t, err = a.Store.GetTarget(r.Context(), req.Target); err != nil {
-				t = store.Target{Name: req.Target}
+	out := make([]wire.Request, 0)
+	more := false
+	for scanned := 0; len(out) < limit && scanned < listScan; {
+		rs, err := a.Store.ListRequests(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		for i, req := range rs {
+			k := store.RequestKeyOf(req)
+			f.After = &k
+			scanned++
+			t, ok := targets[req.Target]
+			if !ok {
+				if t, err = a.Store.GetTarget(r.Context(), req.Target); err != nil {
+					t = store.Target{Name: req.Target}
+				}
+				targets[req.Target] = t
 			}
-			targets[req.Target] = t
+			// Own requests, and others' where a role reads requests.
+			if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) || !sel.Matches(t.Labels) {
+				continue
+			}
+			wr := toWireRequest(req)
+			if req.State.HoldsGrants() {
+				wr.Connect = a.connectFor(r.Context(), req, t)
+			}
+			a.addRemoval(r.Context(), &wr, req, enforcers)
+			out = append(out, wr)
+			if len(out) == limit {
+				more = i < len(rs)-1 || len(rs) == f.Limit
+				break
+			}
 		}
-		// Own requests, and others' where a role reads requests.
-		if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) {
-			continue
+		if len(out) == limit {
+			break
 		}
-		wr := toWireRequest(req)
-		if req.State.HoldsGrants() {
-			wr.Connect = a.connectFor(r.Context(), req, t)
+		if more = len(rs) == f.Limit; !more {
+			break
 		}
-		a.addRemoval(r.Context(), &wr, req, enforcers)
-		out = append(out, wr)
+	}
+	if more && f.After != nil {
+		setNext(w, r, "cursor", cursorOf(*f.After))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -572,12 +663,9 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			return invalidField("limit", "must be a number from 1 to 10000")
-		}
-		f.Limit = n
+	limit, err := pageLimit(q, defaultListPage, maxListPage)
+	if err != nil {
+		return err
 	}
 	switch q.Get("order") {
 	case "", "oldest":
@@ -586,9 +674,21 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request, p store.Principa
 	default:
 		return invalidField("order", "must be oldest or newest")
 	}
+	// Keyset pages by event id: the next link continues with ?after= the
+	// page's last event (?before= when newest first); one row more is read
+	// to know whether any follows.
+	f.Limit = limit + 1
 	es, err := a.Store.ListAudit(r.Context(), f)
 	if err != nil {
 		return err
+	}
+	if len(es) > limit {
+		es = es[:limit]
+		param := "after"
+		if f.Newest {
+			param = "before"
+		}
+		setNext(w, r, param, strconv.FormatInt(es[limit-1].ID, 10))
 	}
 	out := make([]wire.AuditEvent, len(es))
 	for i, e := range es {

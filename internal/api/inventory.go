@@ -13,7 +13,6 @@ import (
 	"github.com/jitgate/jitgate/internal/inventory"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
-	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -23,6 +22,7 @@ func (a *api) view(ctx context.Context, t store.Target, gateways map[string]stor
 	out := toWireTarget(t)
 	out.Gateway, out.Address, out.Mode, out.PublicAddress, out.Inventory = t.Gateway, t.Address, t.Mode, t.PublicAddress, hostToWire(t.Inventory)
 	out.ActiveGrants = active[t.Name]
+	out.PolicyETag = policyETag(t.Policy)
 	f := inventory.Facts{HasPolicy: t.Policy != nil, Agent: t.AgentState, Inventory: t.Inventory, Behind: t.Gateway}
 	if t.Policy != nil {
 		for _, r := range t.Policy.Rules {
@@ -110,20 +110,14 @@ func (a *api) defaultPolicy() policy.Policy {
 	return p
 }
 
-// parseSelector reads KEY=VALUE[,KEY=VALUE...].
-func parseSelector(s string) (map[string]string, error) {
-	if err := text.Check(s); err != nil {
-		return nil, invalidField("selector", "%v", err)
+// parseSelector reads a label selector (policy.ParseSelector: one syntax
+// for every ?selector=, the enable body and the CLI's -l).
+func parseSelector(s string) (policy.Selector, error) {
+	sel, err := policy.ParseSelector(s)
+	if err != nil {
+		return nil, err
 	}
-	out := map[string]string{}
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || k == "" || v == "" {
-			return nil, invalidField("selector", "%q: use KEY=VALUE[,KEY=VALUE...], such as group=prod", s)
-		}
-		out[k] = v
-	}
-	return out, nil
+	return sel, nil
 }
 
 // enablePolicy applies the default policy to every target the selector
@@ -231,6 +225,10 @@ func (a *api) namedTargets(r *http.Request, p store.Principal, names []string) (
 // selectTargets lists the targets the caller may read that a label
 // selector matches; matching none is an error.
 func (a *api) selectTargets(r *http.Request, p store.Principal, selector string) ([]store.Target, error) {
+	if strings.TrimSpace(selector) == "" {
+		// An empty selector would match every target.
+		return nil, invalidField("selector", "required: name the targets with KEY=VALUE[,KEY=VALUE...], such as group=prod")
+	}
 	sel, err := parseSelector(selector)
 	if err != nil {
 		return nil, err
@@ -247,14 +245,7 @@ func (a *api) selectTargets(r *http.Request, p store.Principal, selector string)
 	for _, t := range ts {
 		// Targets the caller cannot read do not exist for it: they are not
 		// matched, so neither the results nor a refusal name them.
-		ok := authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t))
-		for k, v := range sel {
-			if t.Labels[k] != v {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) && sel.Matches(t.Labels) {
 			match = append(match, t)
 		}
 	}

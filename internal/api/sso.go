@@ -179,7 +179,7 @@ func openLogin(seal cipher.AEAD, v string) (browserLogin, bool) {
 // provider returns the OpenID provider, or answers 404 when there is none.
 func (a *api) provider(w http.ResponseWriter) *oidc.Provider {
 	if a.SSO == nil {
-		writeJSON(w, http.StatusNotFound, wire.Error{Error: "single sign-on is not configured"})
+		writeProblem(w, http.StatusNotFound, wire.Error{Error: "single sign-on is not configured"})
 	}
 	return a.SSO
 }
@@ -199,7 +199,7 @@ func (a *api) ssoLogin(w http.ResponseWriter, r *http.Request) {
 	to, err := p.AuthCodeURL(r.Context(), state, nonce, verifier, redirect)
 	if err != nil {
 		a.Logger.Error("single sign-on", "err", err)
-		writeJSON(w, http.StatusBadGateway, wire.Error{Error: "the identity provider cannot be reached"})
+		writeProblem(w, http.StatusBadGateway, wire.Error{Error: "the identity provider cannot be reached"})
 		return
 	}
 	seal, err := a.loginSeal(r.Context())
@@ -230,7 +230,7 @@ func (a *api) ssoCallback(w http.ResponseWriter, r *http.Request) {
 			tooMany(w, wait, failedLoginsMsg)
 			return
 		}
-		writeJSON(w, status, wire.Error{Error: "login failed: " + reason})
+		writeProblem(w, status, wire.Error{Error: "login failed: " + reason})
 	}
 	var bl browserLogin
 	c, _ := r.Cookie(httpedge.LoginCookie)
@@ -286,7 +286,7 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 	da, err := p.DeviceAuth(r.Context())
 	if err != nil {
 		a.Logger.Error("single sign-on", "err", err)
-		writeJSON(w, http.StatusBadGateway, wire.Error{Error: "the identity provider refused to start a device login"})
+		writeProblem(w, http.StatusBadGateway, wire.Error{Error: "the identity provider refused to start a device login"})
 		return
 	}
 	expires := da.Expiry
@@ -303,7 +303,7 @@ func (a *api) deviceStart(w http.ResponseWriter, r *http.Request) {
 	code := random.Secret()
 	id, superseded, err := a.Store.BeginDeviceLogin(r.Context(), code, sourceKey(addr), now, expires, maxDevicesPerSource, maxLogins)
 	if errors.Is(err, store.ErrTooManyLogins) {
-		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
+		writeProblem(w, http.StatusServiceUnavailable, wire.Error{Error: "too many logins in progress; try again later"})
 		return
 	}
 	if err != nil {
@@ -396,17 +396,17 @@ func (a *api) deviceToken(w http.ResponseWriter, r *http.Request) {
 			tooMany(w, wait, failedLoginsMsg)
 			return
 		}
-		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
+		writeProblem(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
 	case d.State == store.DeviceLoginPending:
-		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.AuthorizationPending})
+		writeProblem(w, http.StatusBadRequest, wire.Error{Error: wire.AuthorizationPending})
 	case d.State == store.DeviceLoginDenied:
-		writeJSON(w, http.StatusForbidden, wire.Error{Error: wire.AccessDenied})
+		writeProblem(w, http.StatusForbidden, wire.Error{Error: wire.AccessDenied})
 	case d.State == store.DeviceLoginExpired:
-		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken})
+		writeProblem(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken})
 	case d.State == store.DeviceLoginSuperseded:
-		writeJSON(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
+		writeProblem(w, http.StatusBadRequest, wire.Error{Error: wire.ExpiredToken, Field: "device_code"})
 	case d.State != store.DeviceLoginSucceeded: // audited when it happened
-		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "login failed: " + d.Error})
+		writeProblem(w, http.StatusUnauthorized, wire.Error{Error: "login failed: " + d.Error})
 	default:
 		var id oidc.Identity
 		if err := json.Unmarshal([]byte(d.Identity), &id); err != nil {
@@ -527,14 +527,14 @@ func csrfOK(w http.ResponseWriter, r *http.Request) bool {
 	if err == nil && c.Value != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.Header.Get(httpedge.CSRFHeader))) == 1 {
 		return true
 	}
-	writeJSON(w, http.StatusForbidden, wire.Error{Error: "missing or wrong CSRF token"})
+	writeProblem(w, http.StatusForbidden, wire.Error{Error: "missing or wrong CSRF token"})
 	return false
 }
 
 func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
 	secs := max(int((wait+time.Second-1)/time.Second), 1)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeJSON(w, http.StatusTooManyRequests, wire.Error{Error: fmt.Sprintf("%s; try again in %d s", msg, secs)})
+	writeProblem(w, http.StatusTooManyRequests, wire.Error{Error: fmt.Sprintf("%s; try again in %d s", msg, secs)})
 }
 
 // scheme is how the client reached us: https when TLS ended here, or at a

@@ -279,7 +279,7 @@ func TestTokenIDsCannotBeProbed(t *testing.T) {
 	ghost := "p-000000000000"
 	codeDave, bodyDave := e.raw(t, "DELETE", "/api/v1/tokens/"+dave.ID, bob, "", nil)
 	codeGhost, bodyGhost := e.raw(t, "DELETE", "/api/v1/tokens/"+ghost, bob, "", nil)
-	if codeDave != http.StatusForbidden || codeGhost != codeDave || strings.ReplaceAll(string(bodyGhost), ghost, dave.ID) != string(bodyDave) {
+	if codeDave != http.StatusForbidden || codeGhost != codeDave || strings.ReplaceAll(sameProblem(bodyGhost), ghost, dave.ID) != sameProblem(bodyDave) {
 		t.Errorf("revoking dave's token: %d %s; a token that does not exist: %d %s; want the same 403", codeDave, bodyDave, codeGhost, bodyGhost)
 	}
 	if code, body := e.raw(t, "DELETE", "/api/v1/tokens/"+ghost, e.admin, "", nil); code != http.StatusNotFound {

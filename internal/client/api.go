@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -36,9 +36,20 @@ func (c *Client) ReissueEnrollToken(ctx context.Context, name string) (wire.Targ
 
 // Targets lists all targets.
 func (c *Client) Targets(ctx context.Context) ([]wire.Target, error) {
-	var out []wire.Target
-	err := c.do(ctx, http.MethodGet, "/api/v1/targets", nil, nil, &out)
-	return out, err
+	return listAll[wire.Target](ctx, c, "/api/v1/targets", nil)
+}
+
+// TargetsMatching lists the targets of one class ("" for all) whose labels
+// match selector (KEY=VALUE[,KEY!=VALUE...]; "" for all), every page.
+func (c *Client) TargetsMatching(ctx context.Context, class, selector string) ([]wire.Target, error) {
+	q := url.Values{}
+	if class != "" {
+		q.Set("state", class)
+	}
+	if selector != "" {
+		q.Set("selector", selector)
+	}
+	return listAll[wire.Target](ctx, c, "/api/v1/targets", q)
 }
 
 // TargetsIn lists the targets of one class (configured, not-configured,
@@ -48,9 +59,7 @@ func (c *Client) TargetsIn(ctx context.Context, class string) ([]wire.Target, er
 	if class != "" {
 		q = url.Values{"state": {class}}
 	}
-	var out []wire.Target
-	err := c.do(ctx, http.MethodGet, "/api/v1/targets", q, nil, &out)
-	return out, err
+	return listAll[wire.Target](ctx, c, "/api/v1/targets", q)
 }
 
 // TargetFilter selects targets.
@@ -61,9 +70,9 @@ type TargetFilter struct {
 	Selector string
 }
 
-// TargetList lists the targets f selects. The selector is sent as
-// ?selector= and also applied here, so the answer is right whether or not
-// the server filters by labels itself.
+// TargetList lists the targets f selects, every page. The server filters
+// by the selector (?selector=); it is also applied here, so a server older
+// than label selectors cannot answer more than was asked.
 func (c *Client) TargetList(ctx context.Context, f TargetFilter) ([]wire.Target, error) {
 	sel, err := ParseSelector(f.Selector)
 	if err != nil {
@@ -76,8 +85,8 @@ func (c *Client) TargetList(ctx context.Context, f TargetFilter) ([]wire.Target,
 	if f.Selector != "" {
 		q.Set("selector", f.Selector)
 	}
-	var all []wire.Target
-	if err := c.do(ctx, http.MethodGet, "/api/v1/targets", q, nil, &all); err != nil {
+	all, err := listAll[wire.Target](ctx, c, "/api/v1/targets", q)
+	if err != nil {
 		return nil, err
 	}
 	out := all[:0]
@@ -89,33 +98,17 @@ func (c *Client) TargetList(ctx context.Context, f TargetFilter) ([]wire.Target,
 	return out, nil
 }
 
-// Selector is a parsed label selector: every key must have its value.
-type Selector map[string]string
+// Selector is a parsed label selector (policy.Selector: the server's own).
+type Selector = policy.Selector
 
-// ParseSelector reads KEY=VALUE[,KEY=VALUE...] ("" selects everything).
+// ParseSelector reads KEY=VALUE[,KEY!=VALUE...] ("" selects everything)
+// with the server's parser, so the CLI refuses what the server would.
 func ParseSelector(s string) (Selector, error) {
-	if s == "" {
-		return nil, nil
-	}
-	sel := Selector{}
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || k == "" || strings.ContainsAny(k, "!=") {
-			return nil, fmt.Errorf("label selector %q: use KEY=VALUE[,KEY=VALUE...], such as group=prod", s)
-		}
-		sel[k] = v
+	sel, err := policy.ParseSelector(s)
+	if err != nil {
+		return nil, fmt.Errorf("label %w", err)
 	}
 	return sel, nil
-}
-
-// Matches reports whether labels hold every pair of the selector.
-func (sel Selector) Matches(labels map[string]string) bool {
-	for k, v := range sel {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // EnablePolicy applies the default policy to every target matching
@@ -147,15 +140,52 @@ func (c *Client) RemoveTarget(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/targets/"+url.PathEscape(name), nil, nil, nil)
 }
 
-// SetPolicy replaces a target's JIT policy.
+// SetPolicy replaces a target's JIT policy, whatever it is now: it reads
+// the current policy's ETag and names it in If-Match (If-None-Match: * when
+// there is none). To replace only the policy one has read or planned
+// against, use SetPolicyIf.
 func (c *Client) SetPolicy(ctx context.Context, target string, p wire.Policy) (wire.PolicyResult, error) {
+	_, etag, err := c.PolicyETag(ctx, target)
+	if err != nil && StatusOf(err) != http.StatusNotFound {
+		return wire.PolicyResult{}, err
+	}
+	return c.SetPolicyIf(ctx, target, p, etag)
+}
+
+// SetPolicyIf replaces a target's JIT policy only if it is still the one
+// whose ETag is etag ("": only if the target has no policy); otherwise the
+// server answers 412 and nothing changes.
+func (c *Client) SetPolicyIf(ctx context.Context, target string, p wire.Policy, etag string) (wire.PolicyResult, error) {
+	if etag == "" {
+		ctx = withHeader(ctx, "If-None-Match", "*")
+	} else {
+		ctx = withHeader(ctx, "If-Match", etag)
+	}
 	return c.setPolicy(ctx, target, p, false)
 }
 
-// PlanPolicy says what SetPolicy would change, and changes nothing.
+// PlanPolicy says what SetPolicy would change, and changes nothing. The
+// result's ETag names the policy it compared against, for SetPolicyIf.
 func (c *Client) PlanPolicy(ctx context.Context, target string, p wire.Policy) (wire.PolicyResult, error) {
 	return c.setPolicy(ctx, target, p, true)
 }
+
+// PolicyETag returns a target's JIT policy and its ETag.
+func (c *Client) PolicyETag(ctx context.Context, target string) (wire.Policy, string, error) {
+	var out etagged[wire.Policy]
+	err := c.do(ctx, http.MethodGet, "/api/v1/targets/"+url.PathEscape(target)+"/policy", nil, nil, &out)
+	return out.v, out.etag, err
+}
+
+// etagged is an answer and its ETag header.
+type etagged[T any] struct {
+	v    T
+	etag string
+}
+
+func (e *etagged[T]) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &e.v) }
+
+func (e *etagged[T]) receiveHeader(h http.Header) { e.etag = h.Get("ETag") }
 
 func (c *Client) setPolicy(ctx context.Context, target string, p wire.Policy, dryRun bool) (wire.PolicyResult, error) {
 	var out wire.PolicyResult
@@ -189,10 +219,8 @@ type RequestFilter struct {
 	State string
 	// Active selects pending and active requests.
 	Active bool
-	// Selector selects requests for targets whose labels match
-	// KEY=VALUE[,KEY=VALUE...]. It is sent as ?selector=; as the request
-	// rows carry no labels, it is also applied here against the targets'
-	// labels (one more read), so it holds whether or not the server knows it.
+	// Selector keeps the requests on targets whose labels match
+	// (KEY=VALUE[,KEY!=VALUE...]).
 	Selector string
 }
 
@@ -208,35 +236,10 @@ func (c *Client) Requests(ctx context.Context, f RequestFilter) ([]wire.Request,
 	if f.Active {
 		q.Set("active", "true")
 	}
-	sel, err := ParseSelector(f.Selector)
-	if err != nil {
-		return nil, err
-	}
 	if f.Selector != "" {
 		q.Set("selector", f.Selector)
 	}
-	var out []wire.Request
-	if err := c.do(ctx, http.MethodGet, "/api/v1/requests", q, nil, &out); err != nil {
-		return nil, err
-	}
-	if sel == nil {
-		return out, nil
-	}
-	ts, err := c.TargetList(ctx, TargetFilter{Selector: f.Selector})
-	if err != nil {
-		return nil, err
-	}
-	names := map[string]bool{}
-	for _, t := range ts {
-		names[t.Name] = true
-	}
-	kept := out[:0]
-	for _, r := range out {
-		if names[r.Target] {
-			kept = append(kept, r)
-		}
-	}
-	return kept, nil
+	return listAll[wire.Request](ctx, c, "/api/v1/requests", q)
 }
 
 // Request returns one request.

@@ -175,6 +175,20 @@ const (
 	maxDesiredAnswer = 1 << 30
 )
 
+// headersKey carries extra request headers in a call's context
+// (withHeader): preconditions such as If-Match.
+type headersKey struct{}
+
+// withHeader returns ctx whose calls send the header key: value too.
+func withHeader(ctx context.Context, key, value string) context.Context {
+	h := http.Header{}
+	if old, ok := ctx.Value(headersKey{}).(http.Header); ok {
+		h = old.Clone()
+	}
+	h.Set(key, value)
+	return context.WithValue(ctx, headersKey{}, h)
+}
+
 // headerReceiver is an answer that also reads the response's headers (a
 // page's Link to the next).
 type headerReceiver interface{ receiveHeader(http.Header) }
@@ -199,6 +213,11 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if h, ok := ctx.Value(headersKey{}).(http.Header); ok {
+		for k, v := range h {
+			req.Header[k] = v
+		}
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -213,7 +232,10 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 			return resp.StatusCode, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 		}
 		ae := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Error == "" {
+		if json.Unmarshal(data, &ae.Body) == nil && ae.Body.Error == "" {
+			ae.Body.Error = ae.Body.Detail // a problem without the legacy member
+		}
+		if ae.Body.Error == "" {
 			ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)
 		}
 		return resp.StatusCode, ae

@@ -648,11 +648,24 @@ type RequestFilter struct {
 	Requester string
 	States    []access.State
 	Limit     int
+	// After continues a listing (keyset paging): only the requests that
+	// come after this one in the order of ListRequests.
+	After *RequestKey
 }
+
+// RequestKey is a request's place in the order of ListRequests (newest
+// first, then by id).
+type RequestKey struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// RequestKeyOf is r's place in the order of ListRequests.
+func RequestKeyOf(r Request) RequestKey { return RequestKey{r.CreatedAt, r.ID} }
 
 // ListRequests returns requests newest first.
 func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, error) {
-	if f.Limit <= 0 || f.Limit > 10000 {
+	if f.Limit <= 0 || f.Limit > 100000 { // the API asks at most a page of 10,000 and one more
 		f.Limit = 1000
 	}
 	q := `SELECT ` + requestColumns + ` FROM requests WHERE 1 = 1`
@@ -672,6 +685,11 @@ func (s *Store) ListRequests(ctx context.Context, f RequestFilter) ([]Request, e
 			ph[i] = fmt.Sprintf("$%d", len(args))
 		}
 		q += " AND state IN (" + strings.Join(ph, ", ") + ")"
+	}
+	if f.After != nil {
+		args = append(args, ms(f.After.CreatedAt), f.After.ID)
+		at, id := len(args)-1, len(args)
+		q += fmt.Sprintf(" AND (created_at < $%d OR created_at = $%d AND id > $%d)", at, at, id)
 	}
 	args = append(args, f.Limit)
 	q += fmt.Sprintf(" ORDER BY created_at DESC, id LIMIT $%d", len(args))

@@ -211,7 +211,17 @@ func (s *Store) GetTarget(ctx context.Context, name string) (Target, error) {
 
 // ListTargets returns all targets by name.
 func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+targetColumns+` FROM targets ORDER BY name`)
+	return s.ListTargetsAfter(ctx, "", -1)
+}
+
+// ListTargetsAfter is a page of ListTargets (keyset paging): at most limit
+// targets (all for limit < 0) whose names sort after after.
+func (s *Store) ListTargetsAfter(ctx context.Context, after string, limit int) ([]Target, error) {
+	q, args := `SELECT `+targetColumns+` FROM targets WHERE name > $1 ORDER BY name`, []any{after}
+	if limit >= 0 {
+		q, args = q+` LIMIT $2`, append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing targets: %w", err)
 	}
@@ -321,6 +331,11 @@ type PolicyOptions struct {
 	// event records those that weaken the gate ("weakened"), so that the
 	// trail says it too. The API passes policy.Limits.Compare.
 	Compare func(old *policy.Policy, pol policy.Policy) []policy.Change
+	// Precondition, when set, is asked about the target's policy as the
+	// transaction read it (nil: none) before anything is written; its error
+	// ends the call and nothing changes. The API checks an If-Match here,
+	// so two editors cannot overwrite each other's policy.
+	Precondition func(old *policy.Policy) error
 }
 
 // PolicyOutcome is what SetPolicyWith did, or in a dry run would do.
@@ -331,6 +346,9 @@ type PolicyOutcome struct {
 	// its own (Kept).
 	Changed bool
 	Kept    bool
+	// Stored is the target's policy after the call (in a dry run: as it
+	// is), as stored: its entity tag is the API's ETag.
+	Stored *policy.Policy
 }
 
 // errDryRun rolls a dry run's transaction back.
@@ -348,7 +366,12 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 		if err != nil {
 			return fmt.Errorf("reading target %s: %w", name, err)
 		}
-		out.Old = t.Policy
+		out.Old, out.Stored = t.Policy, t.Policy
+		if opts.Precondition != nil {
+			if err := opts.Precondition(t.Policy); err != nil {
+				return err
+			}
+		}
 		if t.Policy != nil && opts.KeepExisting {
 			out.Kept = true
 			return nil
@@ -384,7 +407,7 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 		if _, err := bumpRevision(ctx, tx, name); err != nil {
 			return err
 		}
-		out.Changed = true
+		out.Changed, out.Stored = true, &pol
 		ports := make([]string, len(pol.Rules))
 		for i, r := range pol.Rules {
 			ports[i] = r.Port.String()

@@ -111,16 +111,16 @@ type targetRow struct {
 }
 
 func (c *console) dashboard(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
-	var ts []wire.Target
-	if err := c.get(r, "/api/v1/targets", nil, &ts); err != nil {
+	ts, err := getAll[wire.Target](c, r, "/api/v1/targets", nil)
+	if err != nil {
 		return "", nil, err
 	}
-	var live []wire.Request
-	if err := c.get(r, "/api/v1/requests", url.Values{"active": {"true"}}, &live); err != nil {
+	live, err := getAll[wire.Request](c, r, "/api/v1/requests", url.Values{"active": {"true"}})
+	if err != nil {
 		return "", nil, err
 	}
-	var waiting []wire.Request
-	if err := c.get(r, "/api/v1/requests", url.Values{"state": {"pending_approval"}}, &waiting); err != nil {
+	waiting, err := getAll[wire.Request](c, r, "/api/v1/requests", url.Values{"state": {"pending_approval"}})
+	if err != nil {
 		return "", nil, err
 	}
 	grants := map[string][]wire.Request{}
@@ -387,8 +387,8 @@ type approvalRow struct {
 }
 
 func (c *console) approvals(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
-	var reqs []wire.Request
-	if err := c.get(r, "/api/v1/requests", url.Values{"state": {"pending_approval"}}, &reqs); err != nil {
+	reqs, err := getAll[wire.Request](c, r, "/api/v1/requests", url.Values{"state": {"pending_approval"}})
+	if err != nil {
 		return "", nil, err
 	}
 	av := &approvalsView{}

@@ -266,9 +266,57 @@ func (c *console) get(r *http.Request, path string, q url.Values, out any) error
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
+	rec, err := c.call(r, u)
 	if err != nil {
 		return err
+	}
+	if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
+		return fmt.Errorf("decoding %s: %w", path, err)
+	}
+	return nil
+}
+
+// getAll is get of a list, every page: it follows the answers' Link
+// rel="next" (the API pages its lists; the console shows them whole).
+func getAll[T any](c *console, r *http.Request, path string, q url.Values) ([]T, error) {
+	u := path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	out := []T{}
+	for page := 0; u != "" && page < 1000; page++ {
+		rec, err := c.call(r, u)
+		if err != nil {
+			return nil, err
+		}
+		var items []T
+		if err := json.Unmarshal(rec.body.Bytes(), &items); err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", path, err)
+		}
+		out = append(out, items...)
+		u = nextLink(rec.header.Values("Link"))
+	}
+	return out, nil
+}
+
+// nextLink is the address of the rel="next" link among links ("" none).
+func nextLink(links []string) string {
+	for _, l := range links {
+		for _, part := range strings.Split(l, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(part), ";")
+			if ok && strings.Contains(params, `rel="next"`) {
+				return strings.Trim(strings.TrimSpace(target), "<>")
+			}
+		}
+	}
+	return ""
+}
+
+// call is one in-process API GET of u (a path and query).
+func (c *console) call(r *http.Request, u string) (*recorder, error) {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
 	}
 	for _, k := range []string{"Cookie", "Authorization", "X-Forwarded-For", "X-Forwarded-Proto"} {
 		if v := r.Header.Values(k); len(v) > 0 {
@@ -283,12 +331,9 @@ func (c *console) get(r *http.Request, path string, q url.Values, out any) error
 		if json.Unmarshal(rec.body.Bytes(), &ae.Body) != nil || ae.Body.Error == "" {
 			ae.Body.Error = http.StatusText(rec.status)
 		}
-		return ae
+		return nil, ae
 	}
-	if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
-		return fmt.Errorf("decoding %s: %w", path, err)
-	}
-	return nil
+	return rec, nil
 }
 
 // recorder is the ResponseWriter of an in-process API call.

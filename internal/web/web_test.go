@@ -199,6 +199,7 @@ func TestStateChangesNeedCSRF(t *testing.T) {
 	put := func(token string) int {
 		req, _ := http.NewRequest(http.MethodPut, e.srv.URL+"/api/v1/targets/web-01/policy", strings.NewReader(`{"rules":[{"port":22}]}`))
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("If-None-Match", "*") // web-01 has no policy yet
 		if token != "" {
 			req.Header.Set("X-CSRF-Token", token)
 		}

@@ -36,9 +36,23 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Error is the body of every 4xx and 5xx answer.
+// Error is the body of every 4xx and 5xx answer: an RFC 9457 problem
+// (Content-Type application/problem+json). Type is "about:blank" (the
+// status says what kind of problem it is) and Title the status's phrase;
+// Detail says what is wrong in this occurrence and Instance names the
+// occurrence by its request id ("urn:jitgate:request:<X-Request-Id>"), as
+// found in the server's log and the audit trail.
+//
+// Error, Field and Rule are extension members. Error repeats Detail: agents
+// and CLIs released before the problem format read it, and the device-login
+// endpoint carries its RFC 8628 error code there ("authorization_pending").
 type Error struct {
-	Error string `json:"error"`
+	Type     string `json:"type,omitempty"`
+	Title    string `json:"title,omitempty"`
+	Status   int    `json:"status,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Error    string `json:"error"`
 	// Field names the input field that is wrong, when one is.
 	Field string `json:"field,omitempty"`
 	// Rule names the policy rule that refused a request ("22/tcp").
@@ -131,8 +145,11 @@ type Target struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Addresses []string          `json:"addresses,omitempty"`
 	Policy    *Policy           `json:"policy,omitempty"`
-	Agent     AgentStatus       `json:"agent"`
-	CreatedAt time.Time         `json:"created_at"`
+	// PolicyETag is the policy's entity tag, as GET .../policy answers it
+	// in ETag: a PUT of the policy sends it in If-Match.
+	PolicyETag string      `json:"policy_etag,omitempty"`
+	Agent      AgentStatus `json:"agent"`
+	CreatedAt  time.Time   `json:"created_at"`
 	// Stats summarises recent access to the target.
 	Stats *TargetStats `json:"stats,omitempty"`
 	// Gateway and Address place the target behind a gateway target;
@@ -256,6 +273,10 @@ type PolicyResult struct {
 	// Dropped lists the ports ("3389/tcp") the previous policy gated and
 	// this one does not: they are no longer gated.
 	Dropped []string `json:"dropped,omitempty"`
+	// ETag is the entity tag of the target's policy after the call (in a
+	// dry run: of the policy compared against), also in the ETag header:
+	// the next PUT names it in If-Match.
+	ETag string `json:"etag,omitempty"`
 }
 
 // PolicyChange is one difference between a target's policy and the one

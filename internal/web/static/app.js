@@ -8,8 +8,8 @@
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
 
   // ---- the REST API ----
-  async function api(method, path, body) {
-    const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  async function api(method, path, body, headers) {
+    const opts = { method, credentials: "same-origin", headers: Object.assign({ Accept: "application/json" }, headers || {}) };
     if (method !== "GET" && method !== "HEAD") {
       opts.headers["X-CSRF-Token"] = document.body.dataset.csrf || "";
     }
@@ -251,7 +251,15 @@
       }
       status.classList.remove("error");
       status.textContent = "Saving…";
-      const r = await api("PUT", `/api/v1/targets/${encodeURIComponent(form.dataset.target)}/policy`, { rules });
+      // Name the policy this page shows: if another editor saved since,
+      // the server refuses (412) instead of overwriting their change.
+      const pre = form.dataset.etag ? { "If-Match": form.dataset.etag } : { "If-None-Match": "*" };
+      const r = await api("PUT", `/api/v1/targets/${encodeURIComponent(form.dataset.target)}/policy`, { rules }, pre);
+      if (r.status === 412) {
+        status.textContent = "Someone else changed this policy since the page loaded: nothing was saved. Reload the page to see their change, then edit again.";
+        status.classList.add("error");
+        return;
+      }
       if (r.ok) {
         status.textContent = r.data.changed ? "Saved: the agent applies it now." : "Saved (no change).";
         setTimeout(() => location.reload(), 600);
