@@ -29,6 +29,22 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The OpenAPI linter (internal/api/openapi_lint_test.go): Redocly CLI at the
+# version pinned in tools/openapi-lint/package-lock.json, installed with npm ci
+# (node from Debian when absent; Redocly needs node >= 20.19).
+if ! command -v npm >/dev/null 2>&1; then
+	echo "installing: nodejs npm"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||a==20&&b>=19?0:1)'; then
+	echo "scripts/test.sh: node $(node --version) is too old for the OpenAPI linter (Redocly CLI needs >= 20.19; Debian 12 has 18): install a newer nodejs (e.g. from NodeSource)" >&2
+	exit 1
+fi
+if [ ! -x tools/openapi-lint/node_modules/.bin/redocly ]; then
+	npm ci --prefix tools/openapi-lint --no-audit --no-fund --loglevel=error
+fi
 export PATH="$PATH:/usr/sbin:/sbin:/usr/local/go/bin"
 modprobe nf_tables 2>/dev/null || true
 
