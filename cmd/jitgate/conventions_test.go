@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -75,6 +76,11 @@ func TestParseInstant(t *testing.T) {
 		{"1d", true, now.Add(-24 * time.Hour), false},
 		{"2h", false, now.Add(2 * time.Hour), false},
 		{"7d", true, now.Add(-7 * 24 * time.Hour), false},
+		{"22:00", false, time.Date(2026, 12, 7, 22, 0, 0, 0, time.UTC), false},
+		{"22:00", true, time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC), false},
+		{"09:30", true, time.Date(2026, 12, 7, 9, 30, 0, 0, time.UTC), false},
+		{"+30m", false, now.Add(30 * time.Minute), false},
+		{"-1h", true, now.Add(-time.Hour), false},
 		{"yesterday", true, time.Time{}, true},
 		{"2026-13-01", true, time.Time{}, true},
 		{"07/12/2026", true, time.Time{}, true},
@@ -92,6 +98,21 @@ func TestParseInstant(t *testing.T) {
 				t.Fatalf("parseInstant(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseInstantLocal(t *testing.T) {
+	berlin := time.FixedZone("CET", 3600)
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, berlin)
+	// Zone-less input is the person's local time; a zone in it wins.
+	if got, _ := parseInstant("2026-12-07", now, true); !got.Equal(time.Date(2026, 12, 7, 0, 0, 0, 0, berlin)) {
+		t.Errorf("2026-12-07 in CET = %v", got)
+	}
+	if got, _ := parseInstant("2026-12-07T00:00:00Z", now, true); !got.Equal(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("2026-12-07T00:00:00Z = %v", got)
+	}
+	if _, err := parseInstant("-5m", now, false); !errors.Is(err, errInPast) {
+		t.Errorf("-5m for a future instant: %v, want errInPast", err)
 	}
 }
 

@@ -138,8 +138,9 @@ func newDurationUntil(p *time.Duration, def time.Duration, now func() time.Time)
 func (v durationValue) Set(s string) error {
 	d, err := parseDuration(s)
 	if err != nil && v.now != nil {
-		if t, ok := parseAbsolute(s); ok {
-			if d = t.Sub(v.now()); d <= 0 {
+		now := v.now()
+		if t, ok := parseAbsolute(s, now.Location()); ok {
+			if d = t.Sub(now); d <= 0 {
 				return fmt.Errorf("%q is in the past", s)
 			}
 			err = nil

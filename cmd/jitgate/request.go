@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -125,32 +126,14 @@ start, and access ends at start + duration.`,
 // or an RFC 3339 time with its zone. The server decides whether it is too
 // early or too far.
 func parseStart(s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if d, err := time.ParseDuration(strings.TrimPrefix(s, "+")); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("%q is in the past: give a delay such as +30m or a later time", s)
-		}
-		return now.Add(d), nil
+	t, err := parseInstant(s, now, false)
+	switch {
+	case errors.Is(err, errInPast):
+		return time.Time{}, fmt.Errorf("%q is in the past: give a delay such as +30m or a later time", s)
+	case err != nil || strings.TrimSpace(s) == "":
+		return time.Time{}, fmt.Errorf("%q is not a start: use a time of day (22:00), a date and time (2026-12-24 22:00), RFC 3339, or a delay (+30m, 2h, 1d)", s)
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	loc := now.Location()
-	for _, layout := range []string{"15:04", "15:04:05"} {
-		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
-			at := time.Date(now.Year(), now.Month(), now.Day(), t.Hour(), t.Minute(), t.Second(), 0, loc)
-			if !at.After(now) {
-				at = time.Date(now.Year(), now.Month(), now.Day()+1, t.Hour(), t.Minute(), t.Second(), 0, loc)
-			}
-			return at, nil
-		}
-	}
-	for _, layout := range []string{"2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02T15:04:05"} {
-		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is not a start: use a time of day (22:00), a date and time (2026-12-24 22:00), RFC 3339, or a delay (+30m)", s)
+	return t, nil
 }
 
 // follow long-polls a request until it is active or ended (or the

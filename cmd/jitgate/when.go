@@ -16,11 +16,9 @@ import (
 // 90s, 45m, 1h30m, 1d, 7d, 2w, 1d12h. A day is 24 hours (no calendar, no
 // daylight saving: a grant of 1d lasts 24 hours).
 //
-// An instant is a date (2026-12-07: midnight UTC that day, as the CLI
-// prints every time in UTC), a date and time (2026-12-07 15:04 or
-// 2026-12-07T15:04:05Z, RFC 3339, without a zone read as UTC), or a
-// duration: before now for past instants (--since 1d: a day ago), after
-// now for future ones (--start 2h: in two hours).
+// An instant is a date, a date and time, a time of day or a duration
+// (parseInstant): --since 1d is a day ago, --start 2h in two hours, and
+// --since 2026-12-07 or --start 22:00 are local times, as people type them.
 
 // parseDuration reads a duration as above; it must be positive.
 func parseDuration(s string) (time.Duration, error) {
@@ -62,36 +60,76 @@ func parseDuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// instantLayouts are the absolute forms an instant may take, zone-less
-// ones read as UTC.
-var instantLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02T15:04", "2006-01-02 15:04", time.DateOnly}
+// zonedLayouts carry their zone; localLayouts are read in now's zone (the
+// person's local time, as they typed it).
+var (
+	zonedLayouts = []string{time.RFC3339Nano}
+	localLayouts = []string{"2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02T15:04", "2006-01-02 15:04", time.DateOnly}
+	clockLayouts = []string{"15:04", "15:04:05"}
+)
 
-// parseInstant reads an instant as above. A duration counts back from now
-// when past is true, forward otherwise.
+// errInPast is an instant that should be in the future and is not.
+var errInPast = errors.New("in the past")
+
+// parseInstant reads an instant: a date (2026-12-07: midnight), a date and
+// time (2026-12-07 15:04, RFC 3339; without a zone in now's zone), a time of
+// day (22:00: its next occurrence for the future, its last for the past),
+// or a duration (1d, 2h; "+30m" is explicitly ahead, "-1h" explicitly
+// back). A bare duration counts back from now when past is true (--since
+// 1d), forward otherwise (--start 2h). For the future, an explicit "-" is
+// errInPast.
 func parseInstant(s string, now time.Time, past bool) (time.Time, error) {
 	s = strings.TrimSpace(s)
-	if t, ok := parseAbsolute(s); ok {
+	if t, ok := parseAbsolute(s, now.Location()); ok {
 		return t, nil
 	}
-	d, err := parseDuration(s)
-	if err != nil {
-		dir := "in 2h"
-		if past {
-			dir = "2h ago"
+	for _, layout := range clockLayouts {
+		c, err := time.ParseInLocation(layout, s, now.Location())
+		if err != nil {
+			continue
 		}
-		return time.Time{}, fmt.Errorf("%q: use a date such as 2026-12-07, a time such as 2026-12-07T15:04:05Z, or a duration such as 2h or 1d (%s)", s, dir)
+		at := time.Date(now.Year(), now.Month(), now.Day(), c.Hour(), c.Minute(), c.Second(), 0, now.Location())
+		switch {
+		case !past && !at.After(now):
+			at = at.AddDate(0, 0, 1)
+		case past && at.After(now):
+			at = at.AddDate(0, 0, -1)
+		}
+		return at, nil
 	}
-	if past {
-		return now.Add(-d), nil
+	sign := 0
+	rest := s
+	if r, ok := strings.CutPrefix(s, "+"); ok {
+		sign, rest = 1, r
+	} else if r, ok := strings.CutPrefix(s, "-"); ok {
+		sign, rest = -1, r
 	}
-	return now.Add(d), nil
+	d, err := parseDuration(rest)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: use a date such as 2026-12-07, a date and time such as 2026-12-07 15:04 or RFC 3339, a time of day such as 22:00, or a duration such as 2h or 1d", s)
+	}
+	if sign == 0 {
+		sign = 1
+		if past {
+			sign = -1
+		}
+	}
+	if sign < 0 && !past {
+		return time.Time{}, fmt.Errorf("%q: %w", s, errInPast)
+	}
+	return now.Add(time.Duration(sign) * d), nil
 }
 
-// parseAbsolute reads a date or a date and time.
-func parseAbsolute(s string) (time.Time, bool) {
+// parseAbsolute reads a date, or a date and time (zone-less in loc).
+func parseAbsolute(s string, loc *time.Location) (time.Time, bool) {
 	s = strings.TrimSpace(s)
-	for _, layout := range instantLayouts {
-		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+	for _, layout := range zonedLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	for _, layout := range localLayouts {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
 			return t, true
 		}
 	}
