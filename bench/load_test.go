@@ -9,15 +9,18 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/firewall/nft"
+	"github.com/jitgate/jitgate/internal/server"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -45,18 +48,25 @@ type Load struct {
 	LiveGrants   int     `json:"live_grants_seeded"`
 	TargetGrants int     `json:"agent_target_grants"`
 	SeedSeconds  float64 `json:"seed_s"`
-	// The open-loop generator: a request every 1/Rate s for Seconds.
+	// The open-loop generator: a request due every 1/Rate s for Seconds,
+	// spread over Spread targets in turn (the real agent's first, the
+	// others served by simulated agents).
+	Spread  int     `json:"spread_targets"`
 	Rate    float64 `json:"rate_per_s"`
 	Seconds float64 `json:"seconds"`
 	Sent    int     `json:"sent"`
+	// GeneratorLateMS is the most a request went out after its due time
+	// (the generator's own lag; latencies count from the due time anyway).
+	GeneratorLateMS float64 `json:"generator_late_ms"`
 	// Activated requests per second of the run, and the errors: a failed
 	// call, a request not active within 30 s, or a request that failed.
 	Activated     int      `json:"activated"`
 	ActivatedRate float64  `json:"activated_per_s"`
 	Errors        int      `json:"errors"`
 	ErrorSamples  []string `json:"error_samples,omitempty"`
-	// Latency of the POST call (it answers pending), and from the call to
-	// the client seeing the request active (the agent confirmed).
+	// Latency of the POST call (it answers pending), and to the client
+	// seeing the request active (the agent confirmed), both from the time
+	// the request was due on the generator's schedule.
 	Create   Summary `json:"create_call"`
 	Activate Summary `json:"create_to_active"`
 	// The agent's own time per apply during the load (its logs: fetch
@@ -120,24 +130,33 @@ var loadServerFlags = []string{"--activation-timeout", "60s", "--max-live-reques
 // 100,000 grants on its own target.
 func TestControlPlaneLoad(t *testing.T) {
 	rate, seconds := envInt("BENCH_LOAD_RATE", defaultLoadRate), envInt("BENCH_LOAD_SECONDS", defaultLoadSeconds)
+	spread, targetGrants := envInt("BENCH_LOAD_SPREAD", 1), envInt("BENCH_LOAD_TARGET_GRANTS", loadTargetGrants)
+	if os.Getenv("BENCH_PROFILE") != "" {
+		path, err := filepath.Abs("results/load_server_cpu.pprof")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(server.CPUProfileEnv, path)
+	}
 	l := testlab.New(t)
 	setupJitgate(t, l, loadServerFlags...)
 	ctx := context.Background()
-	res := Load{Targets: loadTargets, LiveGrants: loadGrants, TargetGrants: loadTargetGrants, Rate: float64(rate), Seconds: float64(seconds)}
+	res := Load{Targets: loadTargets, LiveGrants: loadGrants - loadTargetGrants + targetGrants, TargetGrants: targetGrants,
+		Rate: float64(rate), Seconds: float64(seconds), Spread: spread}
 
 	// Seed with the server stopped; the agent keeps polling and comes back.
 	l.Server.Kill()
 	start := time.Now()
 	err := testlab.SeedDB(ctx, l.DBPath(), testlab.Seed{
 		Targets: loadTargets - 1, PerTarget: loadPerTarget, PolicyFrom: target, From: netip.MustParseAddr("198.18.0.1"),
-		Target: target, TargetGrants: loadTargetGrants, TargetFrom: netip.MustParseAddr("198.18.0.1"),
+		Target: target, TargetGrants: targetGrants, TargetFrom: netip.MustParseAddr("198.18.0.1"),
 		Port: benchPort, Duration: time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.SeedSeconds = time.Since(start).Seconds()
-	t.Logf("seeded %d targets and %d live grants (%d on %s) in %.1f s", loadTargets, loadGrants, loadTargetGrants, target, res.SeedSeconds)
+	t.Logf("seeded %d targets and %d live grants (%d on %s) in %.1f s", loadTargets, res.LiveGrants, targetGrants, target, res.SeedSeconds)
 	l.StartServer(loadServerFlags...)
 	api := loadClient(t, l)
 	l.Eventually("agent applied the seeded grants", 120*time.Second, func() bool {
@@ -145,14 +164,45 @@ func TestControlPlaneLoad(t *testing.T) {
 		return err == nil && tg.Agent.State == "connected" && tg.Agent.AppliedRevision == tg.Agent.Revision
 	})
 
-	// The open-loop generator: a request every 1/rate s, each from a fresh
-	// source, whatever the answers of the earlier ones.
+	// Spread mode: the requests go to spread targets in turn, the real
+	// agent's and spread-1 seeded ones, each served by a light simulated
+	// agent (simAgent: it long-polls and reports every revision applied at
+	// once; no kernel), so that the figures are the server's.
+	targets := []string{target}
+	simCtx, simStop := context.WithCancel(ctx)
+	var sims sync.WaitGroup
+	defer func() { simStop(); sims.Wait() }()
+	for i := 1; i < min(spread, loadTargets); i++ {
+		name := fmt.Sprintf("seed-%06d", i)
+		tc, err := api.ReissueEnrollToken(ctx, name)
+		if err != nil {
+			t.Fatalf("enroll token of %s: %v", name, err)
+		}
+		er, err := api.WithToken("").Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: name, Version: "bench"})
+		if err != nil {
+			t.Fatalf("enrolling a simulated agent for %s: %v", name, err)
+		}
+		ac := api.WithToken(er.Credential)
+		sims.Go(func() { simAgent(simCtx, ac) })
+		targets = append(targets, name)
+	}
+	if spread > 1 {
+		t.Logf("spread over %d targets (%d simulated agents)", len(targets), len(targets)-1)
+	}
+	profile := startServerProfile(t, l)
+
+	// The open-loop generator: request i is due at start + i/rate, each
+	// from a fresh source, whatever the answers of the earlier ones; both
+	// latencies are measured from the due time, not from when the request
+	// went out, so that a generator held up by a slow server still counts
+	// the wait (no coordinated omission).
 	var (
 		mu                 sync.Mutex
 		creates, activates []time.Duration
 		errs               atomic.Int64
 		samples            []string
 		wg                 sync.WaitGroup
+		late               time.Duration // the most a request went out after its due time
 	)
 	fail := func(format string, args ...any) {
 		errs.Add(1)
@@ -164,25 +214,24 @@ func TestControlPlaneLoad(t *testing.T) {
 	}
 	src := netip.MustParseAddr("198.19.200.0")
 	logStart := len(l.Agent.Output())
-	tick := time.NewTicker(time.Second / time.Duration(rate))
-	end := time.Now().Add(time.Duration(seconds) * time.Second)
-	for now := range tick.C {
-		if now.After(end) {
-			break
-		}
+	interval := time.Second / time.Duration(rate)
+	start = time.Now()
+	for i := range rate * seconds {
+		due := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(due))
+		late = max(late, time.Since(due))
 		res.Sent++
 		src = src.Next()
-		src := src
+		src, tg := src, targets[i%len(targets)]
 		wg.Go(func() {
-			t0 := time.Now()
-			req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{"2222/tcp"},
+			req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: tg, Ports: []string{"2222/tcp"},
 				Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: load"})
 			if err != nil {
 				fail("create from %s: %v", src, err)
 				return
 			}
-			created := time.Since(t0)
-			for req.State == "pending" && time.Since(t0) < 30*time.Second {
+			created := time.Since(due)
+			for req.State == "pending" && time.Since(due) < 30*time.Second {
 				if req, err = api.WaitRequest(ctx, req.ID, "pending", 10*time.Second); err != nil {
 					fail("waiting for %s: %v", req.ID, err)
 					return
@@ -192,14 +241,16 @@ func TestControlPlaneLoad(t *testing.T) {
 				fail("request %s from %s: %s (%s)", req.ID, src, req.State, req.Message)
 				return
 			}
-			activated := time.Since(t0)
+			activated := time.Since(due)
 			mu.Lock()
 			creates, activates = append(creates, created), append(activates, activated)
 			mu.Unlock()
 		})
 	}
-	tick.Stop()
 	wg.Wait()
+	profile()
+	t.Logf("generator: at most %s behind its schedule", late.Round(time.Microsecond))
+	res.GeneratorLateMS = ms(late)
 	res.Activated, res.Errors, res.ErrorSamples = len(activates), int(errs.Load()), samples
 	res.ActivatedRate = float64(res.Activated) / float64(seconds)
 	res.Create, res.Activate = summarize(creates), summarize(activates)
@@ -212,9 +263,14 @@ func TestControlPlaneLoad(t *testing.T) {
 	res.ServerRSSMiB, res.AgentRSSMiB = rssMiB(t, l.Server), rssMiB(t, l.Agent)
 	t.Logf("kernel holds %d elements; RSS: server %.1f MiB, agent %.1f MiB", res.KernelElements, res.ServerRSSMiB, res.AgentRSSMiB)
 
+	if os.Getenv("BENCH_LOAD_NO_RESTARTS") != "" {
+		writeResult(t, "load", res) // the load alone: no restarts measured
+		return
+	}
+
 	// 100,000 grants on the agent's own target.
 	l.Server.Kill()
-	have := loadTargetGrants + res.Activated
+	have := targetGrants + res.Activated
 	res.BigGrants = max(have, loadBigGrants)
 	if have < loadBigGrants {
 		err := testlab.SeedDB(ctx, l.DBPath(), testlab.Seed{Target: target, TargetGrants: loadBigGrants - have,
@@ -316,4 +372,44 @@ func rssMiB(t *testing.T, p *testlab.Proc) float64 {
 		t.Fatal(err)
 	}
 	return float64(b) / (1 << 20)
+}
+
+// simAgent is a light simulated agent: it long-polls its target's desired
+// state as the real agent does (after and since the revision it applied)
+// and reports each revision applied at once, with no kernel behind it.
+func simAgent(ctx context.Context, c *client.Client) {
+	var applied int64
+	for ctx.Err() == nil {
+		ds, err := c.DesiredSince(ctx, applied, applied, 25*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+			continue
+		}
+		if ds.Revision == applied {
+			continue
+		}
+		if c.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "bench"}) == nil {
+			applied = ds.Revision
+		}
+	}
+}
+
+// startServerProfile takes a CPU profile of the server until the returned
+// func is called, into results/load_server_cpu.pprof, when BENCH_PROFILE is
+// set (the server was started with server.CPUProfileEnv; SIGUSR1 toggles).
+func startServerProfile(t *testing.T, l *testlab.Lab) func() {
+	if os.Getenv("BENCH_PROFILE") == "" {
+		return func() {}
+	}
+	if err := syscall.Kill(l.Server.Pid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := syscall.Kill(l.Server.Pid(), syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("server CPU profile: %s (go tool pprof -top bench/results/load_server_cpu.pprof)", os.Getenv(server.CPUProfileEnv))
+	}
 }

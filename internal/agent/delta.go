@@ -170,6 +170,14 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 	}
 	cur := &received{ds: a.cur.ds, recvAt: recvAt}
 	cur.ds.Revision, cur.ds.ServerTime = ds.Revision, ds.ServerTime
+	if ds.Rules {
+		// A rule change: the delta's protected ports replace the held
+		// ones (a nil list would mean none: refuse it).
+		if ds.Protected == nil {
+			return a.refuseDelta(ds, fmt.Errorf("%w: a rule change without its protected ports", errBadDelta))
+		}
+		cur.ds.Protected = ds.Protected
+	}
 	changedNothing := ds.Revision == a.cur.ds.Revision && len(ds.Changed) == 0
 	// Convert what the delta replaces and what it brings before anything
 	// changes: a malformed entry refuses the whole delta.
@@ -218,6 +226,13 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 	a.cur = cur
 	a.setRelayState(a.held.relayView(cur.ds), recvAt)
 	a.observeSkew(cur, now)
+	if ds.Rules {
+		// The ports themselves changed (their sets, how they close): the
+		// kernel side is a full apply of the held state, as a snapshot
+		// would have been, without fetching every grant again.
+		a.apply(ctx, "rules changed")
+		return true
+	}
 	if changedNothing {
 		// Only a clock sample: re-apply when the skew moved enough to
 		// change the deadlines (as receive does for a snapshot).

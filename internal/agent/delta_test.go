@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,7 +86,7 @@ func eventually(t *testing.T, what string, ok func() bool) {
 // TestAgentAppliesDeltas runs the agent against the real server: after the
 // snapshot at start, grants added, extended and revoked reach the gate as
 // deltas (no full apply), each request activates and each revocation is
-// confirmed as before; a rule change comes as a snapshot and a full apply;
+// confirmed as before; a rule change comes as a delta and a full apply;
 // a delta the gate refuses is followed by a full apply that leaves the gate
 // right.
 func TestAgentAppliesDeltas(t *testing.T) {
@@ -161,12 +162,20 @@ func TestAgentAppliesDeltas(t *testing.T) {
 		t.Error("a refused delta was not followed by a full apply")
 	}
 
-	// A rule change is a snapshot: a full apply that drops 443.
+	// A rule change comes as a delta with the new protected ports (no
+	// snapshot fetched; before, every grant came again) and is a full apply
+	// of the held state that drops 443 and the grant on it.
 	full = gate.full.Load()
 	if _, err := c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "443 no longer protected", func() bool { return gate.full.Load() > full && allows("203.0.113.50", 443) })
+	if !strings.Contains(logs.String(), `reason="rules changed"`) {
+		t.Errorf("the rule change was not applied from a rule delta\n%s", logs.String())
+	}
+	if !allows("198.51.100.7", 22) {
+		t.Error("after the rule delta, the grant on 22 is no longer in the gate")
+	}
 	r := request("198.51.100.10", "22", time.Hour)
 	if !allows("198.51.100.10", 22) || allows("198.51.100.11", 22) {
 		t.Errorf("after the rule change, request %s is not in the gate alone", r.ID)

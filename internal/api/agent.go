@@ -89,6 +89,9 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		}
 		since = n
 	}
+	// rules=1: the agent takes rule changes as deltas (wire.DesiredState.Rules);
+	// without it a rule change is sent as a snapshot (an older agent).
+	rules := q.Get("rules") == "1"
 	// No wait means answer at once (the agent's first poll, and its retries).
 	var wait time.Duration
 	if s := q.Get("wait"); s != "" {
@@ -108,20 +111,33 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	// already caught up with it (so the agent cannot tell), means the
 	// database went back and later changes reused the agent's revision
 	// numbers: end what the older copy brought back before answering.
-	if t, err := a.Store.GetTarget(r.Context(), target); err != nil {
+	//
+	// The hub's channel is taken before the target is read, so that this
+	// one read serves the check and the first round of the wait below (a
+	// change committed after the read closes the channel); it is read
+	// again only when the check ended grants.
+	ch := a.Hub.Watch(target)
+	t, err := a.Store.GetTarget(r.Context(), target)
+	if err != nil {
 		return a.goneOr(err)
-	} else if t.Revision >= after {
-		if err := a.agentAhead(r.Context(), target, after, a.Now()); err != nil {
-			return a.goneOr(err)
-		}
 	}
-	deadline := time.Now().Add(wait)
-	for {
-		ch := a.Hub.Watch(target)
-		t, err := a.Store.GetTarget(r.Context(), target)
+	fresh := true
+	if t.Revision >= after {
+		ended, err := a.agentAhead(r.Context(), target, after, &t, a.Now())
 		if err != nil {
 			return a.goneOr(err)
 		}
+		fresh = !ended
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		if !fresh {
+			ch = a.Hub.Watch(target)
+			if t, err = a.Store.GetTarget(r.Context(), target); err != nil {
+				return a.goneOr(err)
+			}
+		}
+		fresh = false
 		// rev < after: the agent has applied a revision this database does
 		// not know (it was restored from an older copy); answer at once so
 		// that the agent can say so (see AgentReport.HighWater).
@@ -130,7 +146,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 			continue
 		}
 		if since > 0 {
-			ds, ok, err := a.delta(r.Context(), t, since)
+			ds, ok, err := a.delta(r.Context(), t, since, rules)
 			if err != nil {
 				return a.goneOr(err)
 			}
@@ -191,20 +207,7 @@ func (a *api) streamSnapshot(ctx context.Context, t store.Target, head func(wire
 	byName := map[string]store.Enforced{}
 	for _, e := range d.Targets {
 		byName[e.Name] = e
-		for _, r := range e.Policy.Rules {
-			p := wire.Port{Port: r.Number, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
-				Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout)}
-			if !d.Gateway {
-				ds.Protected = append(ds.Protected, p)
-				continue
-			}
-			// Every address of a target behind a gateway is protected, so
-			// a dual-stack host is closed on both families.
-			for _, addr := range e.Addresses {
-				p.Destination = addr
-				ds.Protected = append(ds.Protected, p)
-			}
-		}
+		ds.Protected = appendProtected(ds.Protected, e.Policy, e.Addresses, d.Gateway)
 	}
 	for _, m := range d.Published {
 		ds.Published = append(ds.Published, wire.Mapping{Destination: m.Destination, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
@@ -315,16 +318,27 @@ func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.
 // is false when only a snapshot can bring the agent up to date (a gap in the
 // log, a change of more than grants, a revision this database does not
 // know).
-func (a *api) delta(ctx context.Context, t store.Target, since int64) (wire.DesiredState, bool, error) {
+//
+// A rule change of a host target (d.Rules) comes as a delta only to an
+// agent that takes them (rules): with the target's complete protected ports,
+// as a snapshot has them, and the grants whose entries the rules changed.
+func (a *api) delta(ctx context.Context, t store.Target, since int64, rules bool) (wire.DesiredState, bool, error) {
 	now := a.Now()
-	d, err := a.Store.DesiredChanges(ctx, t.Name, since, now)
+	d, err := a.Store.DesiredChangesOf(ctx, t, since, now)
 	if err != nil || d.Snapshot {
 		return wire.DesiredState{}, false, err
 	}
-	ds := wire.DesiredState{Target: t.Name, Revision: d.Revision, Since: since, ServerTime: now.UTC(), Changed: d.Changed}
 	gateway := t.IsGateway()
+	if d.Rules && (!rules || gateway || t.Policy == nil) {
+		return wire.DesiredState{}, false, nil
+	}
+	ds := wire.DesiredState{Target: t.Name, Revision: d.Revision, Since: since, ServerTime: now.UTC(), Changed: d.Changed}
 	if gateway {
 		ds.Mode = store.ModeGateway
+	}
+	if d.Rules {
+		ds.Rules = true
+		ds.Protected = appendProtected([]wire.Port{}, *t.Policy, nil, false)
 	}
 	// Behind a gateway each grant is opened by the policy and addresses of
 	// its own target, read once per target.
@@ -375,24 +389,31 @@ func (a *api) delta(ctx context.Context, t store.Target, since int64) (wire.Desi
 // revisions and a committed revision never goes down, so the database went
 // back under the running server (PostgreSQL failed over to a standby that
 // missed the last commits, a dump put back while the servers ran).
-func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now time.Time) error {
-	cur, err := a.Store.GetTarget(ctx, target)
-	if err != nil {
-		return err
+//
+// read is the target as just read by the caller (nil: read it here). ended
+// reports whether grants were ended (the target changed).
+func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, read *store.Target, now time.Time) (ended bool, err error) {
+	if read == nil {
+		got, err := a.Store.GetTarget(ctx, target)
+		if err != nil {
+			return false, err
+		}
+		read = &got
 	}
+	cur := *read
 	if agentRev > cur.Revision {
-		return a.endAhead(ctx, target, agentRev, cur.Revision, now)
+		return true, a.endAhead(ctx, target, agentRev, cur.Revision, now)
 	}
 	known, ok := a.known.get(target)
 	if !ok {
 		known = cur.Revision
 	}
 	if agentRev <= known {
-		return nil
+		return false, nil
 	}
 	others, err := a.Store.OtherReplicasLive(ctx, a.replicaID(), now)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if ok && others {
 		// Another replica sharing the database may have served it (the
@@ -403,9 +424,9 @@ func (a *api) agentAhead(ctx context.Context, target string, agentRev int64, now
 		// guard at start and the agent's own high-water mark remain for
 		// that.)
 		a.known.raise(target, cur.Revision)
-		return nil
+		return false, nil
 	}
-	return a.endAhead(ctx, target, agentRev, known, now)
+	return true, a.endAhead(ctx, target, agentRev, known, now)
 }
 
 // endAhead ends what a database that went back brought back for target,
@@ -491,7 +512,7 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		// The agent refused our state because it had applied a higher
 		// revision: the database went back. End what the copy brought
 		// back for this target before anything else is recorded.
-		if err := a.agentAhead(r.Context(), p.Subject, in.HighWater, now); err != nil {
+		if _, err := a.agentAhead(r.Context(), p.Subject, in.HighWater, nil, now); err != nil {
 			return a.goneOr(err)
 		}
 	}
@@ -653,4 +674,23 @@ func (p *Presence) Check(ctx context.Context, now time.Time) error {
 	}
 	p.mu.Unlock()
 	return nil
+}
+
+// appendProtected appends the protected ports of policy pol: for a host
+// target, one per rule; behind a gateway, one per rule and address of the
+// target, so that a dual-stack host is closed on both families.
+func appendProtected(out []wire.Port, pol policy.Policy, addrs []string, gateway bool) []wire.Port {
+	for _, r := range pol.Rules {
+		p := wire.Port{Port: r.Number, Protocol: string(r.Protocol), CloseEstablished: r.CloseEstablished,
+			Access: string(r.Access), IdleTimeout: wire.Duration(r.IdleTimeout)}
+		if !gateway {
+			out = append(out, p)
+			continue
+		}
+		for _, addr := range addrs {
+			p.Destination = addr
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -112,8 +112,13 @@ func New(d Deps) http.Handler {
 	// whatever observer the server adds (recording.go).
 	a.TerminalObserver = a.observe(d.TerminalObserver)
 	if d.Hub != nil && d.Store != nil {
-		// Client long-polls wake only when their own request moved.
+		// Client long-polls wake only when their own request moved:
+		// told by the store when it sees every change, else by reading
+		// versions after each change of their target.
 		d.Hub.readVersionsWith(d.Store.RequestVersions)
+		if d.Store.RequestChangesComplete() {
+			d.Hub.preciseFrom(d.Store.SubscribeRequests)
+		}
 	}
 	if d.RevisionsAtStart != nil {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}

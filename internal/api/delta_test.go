@@ -47,8 +47,11 @@ func (e entries) apply(d wire.DesiredState) entries {
 // TestDesiredDelta follows a host target and a gateway through grant changes
 // and a rule change: an agent that says which revision it holds (?since=)
 // gets only the grants changed since, and the state it builds from them is
-// the snapshot's; a rule change, a revision the server does not know, or no
-// since, gets a snapshot.
+// the snapshot's. A rule change of the host target comes as a delta too
+// (Rules: the snapshot's protected ports and the grants on the ports whose
+// rule went; before, a snapshot of every grant); a rule change behind the
+// gateway, a revision the server does not know, or no since, gets a
+// snapshot.
 func TestDesiredDelta(t *testing.T) {
 	ctx := context.Background()
 	e, gw := gatewayEnv(t)
@@ -72,33 +75,39 @@ func TestDesiredDelta(t *testing.T) {
 		name     string
 		change   func()
 		snapshot bool // the change must come as a snapshot
+		// gatewaySnapshot: to the gateway's agent only; rules: to the host's
+		// agent, the delta carries a rule change
+		gatewaySnapshot, rules bool
 	}{
 		{"added", func() {
 			reqs = append(reqs, request("web-01", "198.51.100.7", "22", time.Hour), request("db-01", "198.51.100.7", "22", time.Hour))
-		}, false},
+		}, false, false, false},
 		{"added with bastion and IPv6", func() {
 			reqs = append(reqs, request("web-01", "198.51.100.8", "3389", time.Hour), request("db-01", "2001:db8:99::7", "22", time.Hour))
-		}, false},
+		}, false, false, false},
 		{"extended", func() {
 			request("web-01", "198.51.100.7", "22", 2*time.Hour)
 			request("db-01", "198.51.100.7", "22", 2*time.Hour)
-		}, false},
+		}, false, false, false},
 		{"removed", func() {
 			for _, r := range reqs[2:] {
 				if _, err := e.c.Revoke(ctx, r.ID, "done"); err != nil {
 					t.Fatal(err)
 				}
 			}
-		}, false},
-		{"nothing changed", func() {}, false},
+		}, false, false, false},
+		{"nothing changed", func() {}, false, false, false},
+		{"added on the port whose rule goes next", func() {
+			request("web-01", "198.51.100.10", "3389", time.Hour)
+		}, false, false, false},
 		{"rule changed", func() {
 			e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"198.51.100.0/24"}}}})
 			e.setPolicy(t, "db-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"198.51.100.0/24", "2001:db8:99::/48"}}}})
-		}, true},
+		}, false, true, true},
 		{"added after the rule change", func() {
 			request("web-01", "198.51.100.9", "22", time.Hour)
 			request("db-01", "198.51.100.9", "22", time.Hour)
-		}, false},
+		}, false, false, false},
 	}
 	type follower struct {
 		name string
@@ -131,14 +140,25 @@ func TestDesiredDelta(t *testing.T) {
 			if got.Revision != snap.Revision {
 				t.Fatalf("%s %s: revision %d, snapshot's %d", ag.name, st.name, got.Revision, snap.Revision)
 			}
-			if (got.Since == 0) != st.snapshot {
+			wantSnapshot := st.snapshot || (ag.name == "gateway" && st.gatewaySnapshot)
+			if (got.Since == 0) != wantSnapshot {
 				t.Fatalf("%s %s: since %d (changed %v), want a snapshot: %v", ag.name, st.name, got.Since, got.Changed, st.snapshot)
 			}
 			if got.Since == 0 {
 				ag.held = entriesOf(got)
 			} else {
-				if got.Since != ag.cur.Revision || len(got.Protected) != 0 {
-					t.Errorf("%s %s: delta since %d with %d protected ports; want since %d, none", ag.name, st.name, got.Since, len(got.Protected), ag.cur.Revision)
+				switch {
+				case got.Since != ag.cur.Revision:
+					t.Errorf("%s %s: delta since %d; want since %d", ag.name, st.name, got.Since, ag.cur.Revision)
+				case got.Rules != st.rules:
+					t.Errorf("%s %s: delta with rules %v, want %v", ag.name, st.name, got.Rules, st.rules)
+				case got.Rules && fmt.Sprint(got.Protected) != fmt.Sprint(snap.Protected):
+					t.Errorf("%s %s: the rule delta's protected ports %v are not the snapshot's %v", ag.name, st.name, got.Protected, snap.Protected)
+				case !got.Rules && len(got.Protected) != 0:
+					t.Errorf("%s %s: a delta without rules carries %d protected ports", ag.name, st.name, len(got.Protected))
+				}
+				if st.rules && len(got.Changed) != 1 {
+					t.Errorf("%s %s: the rule delta changes grants %v; want the one on port 3389 whose rule went", ag.name, st.name, got.Changed)
 				}
 				if st.name == "nothing changed" && (len(got.Changed) != 0 || got.Revision != ag.cur.Revision) {
 					t.Errorf("%s: nothing changed, yet the delta changes %v (revision %d -> %d)", ag.name, got.Changed, ag.cur.Revision, got.Revision)

@@ -19,6 +19,13 @@ import (
 // moved past the version they hold; the others keep waiting without a read
 // of their own. At most one such check per target runs at a time; changes
 // arriving during it are coalesced into one more check.
+//
+// When the store tells every change of a request's version as it commits
+// (store.RequestChangesComplete: SQLite, one process writes), the hub is
+// precise: the store names the requests each commit moved
+// (store.SubscribeRequests → RequestsChanged) and only their waiters wake,
+// with no read at all; a change of a target costs its request waiters
+// nothing.
 type Hub struct {
 	mu sync.Mutex
 	ch map[string]chan struct{}
@@ -33,9 +40,24 @@ type Hub struct {
 	versions func(ctx context.Context, target string, ids []string) (map[string]int64, error)
 	// woken counts request waiters woken (tests compare it).
 	woken atomic.Int64
+	// precise: request waiters wake through RequestsChanged only. byID
+	// are their waiters by request; changedAt is the gen at which each
+	// request last changed, forgotten below floor (a waiter that read
+	// before floor wakes at once).
+	precise   bool
+	byID      map[string]map[*requestWaiter]struct{}
+	changedAt map[string]uint64
+	floor     uint64
+	// checks counts version reads (tests compare it).
+	checks atomic.Int64
 }
 
+// maxChangedAt bounds the requests whose last change a precise hub
+// remembers.
+const maxChangedAt = 65536
+
 type requestWaiter struct {
+	target  string
 	id      string
 	version int64
 	ch      chan struct{}
@@ -57,6 +79,46 @@ func (h *Hub) readVersionsWith(f func(ctx context.Context, target string, ids []
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.versions = f
+}
+
+// preciseFrom makes h precise (see Hub): subscribe registers its
+// RequestsChanged with the store.
+func (h *Hub) preciseFrom(subscribe func(func(ids []string)) func()) {
+	h.mu.Lock()
+	h.precise = true
+	h.byID = map[string]map[*requestWaiter]struct{}{}
+	h.changedAt = map[string]uint64{}
+	h.mu.Unlock()
+	subscribe(h.RequestsChanged)
+}
+
+// RequestsChanged wakes the waiters of requests ids, whose versions a
+// commit just moved (a precise hub's only wake-up of request waiters).
+func (h *Hub) RequestsChanged(ids []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.precise {
+		return
+	}
+	h.gen++
+	for _, id := range ids {
+		h.changedAt[id] = h.gen
+		for w := range h.byID[id] {
+			close(w.ch)
+			h.woken.Add(1)
+			if rw := h.reqs[w.target]; rw != nil {
+				delete(rw.set, w)
+				if len(rw.set) == 0 {
+					delete(h.reqs, w.target)
+				}
+			}
+		}
+		delete(h.byID, id)
+	}
+	if len(h.changedAt) > maxChangedAt {
+		h.changedAt = map[string]uint64{}
+		h.floor = h.gen
+	}
 }
 
 // Watch returns a channel closed at the next change of target.
@@ -92,20 +154,43 @@ func (h *Hub) WatchRequest(target, id string, version int64, gen uint64) (<-chan
 	if h.versions == nil {
 		return h.watchLocked(target), func() {}
 	}
-	w := &requestWaiter{id: id, version: version, ch: make(chan struct{})}
+	w := &requestWaiter{target: target, id: id, version: version, ch: make(chan struct{})}
+	if h.precise {
+		if gen < h.floor || h.changedAt[id] > gen {
+			// Changed since the waiter read it (or maybe, beyond
+			// what the hub remembers): wake at once.
+			close(w.ch)
+			return w.ch, func() {}
+		}
+		if h.byID[id] == nil {
+			h.byID[id] = map[*requestWaiter]struct{}{}
+		}
+		h.byID[id][w] = struct{}{}
+	}
 	rw := h.reqs[target]
 	if rw == nil {
 		rw = &requestWaiters{set: map[*requestWaiter]struct{}{}}
 		h.reqs[target] = rw
 	}
 	rw.set[w] = struct{}{}
-	if h.gen != gen {
+	if h.gen != gen && !h.precise {
 		h.checkLocked(target, rw)
 	}
 	return w.ch, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		delete(rw.set, w)
+		if h.precise {
+			if ws := h.byID[id]; ws != nil {
+				delete(ws, w)
+				if len(ws) == 0 {
+					delete(h.byID, id)
+				}
+			}
+			if len(rw.set) == 0 && h.reqs[target] == rw {
+				delete(h.reqs, target)
+			}
+		}
 	}
 }
 
@@ -119,6 +204,9 @@ func (h *Hub) RequestWaiters(target string) int {
 	}
 	return 0
 }
+
+// VersionReads returns how many times the hub read request versions.
+func (h *Hub) VersionReads() int64 { return h.checks.Load() }
 
 // Wakeups returns how many request waiters the hub has woken.
 func (h *Hub) Wakeups() int64 { return h.woken.Load() }
@@ -134,7 +222,7 @@ func (h *Hub) Notify(targets ...string) {
 			close(c)
 			delete(h.ch, t)
 		}
-		if rw := h.reqs[t]; rw != nil {
+		if rw := h.reqs[t]; rw != nil && !h.precise {
 			h.checkLocked(t, rw)
 		}
 	}
@@ -183,6 +271,7 @@ func (h *Hub) check(target string, rw *requestWaiters) {
 		h.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(context.Background(), versionReadTimeout)
+		h.checks.Add(1)
 		versions, err := read(ctx, target, ids)
 		cancel()
 

@@ -80,3 +80,95 @@ func TestHubWakesOnlyChangedRequest(t *testing.T) {
 		t.Errorf("%d wake-ups after X and Y changed, want 2", n)
 	}
 }
+
+// TestHubPreciseOnSQLite: on SQLite the store names the requests each commit
+// moved, so waiters on X and Y of a target cost no read when other requests
+// of the target change (a new request, its activation by the agent) and X's
+// waiter wakes on X's revocation, all with no read of request versions.
+// Before, every change to the target read the versions of all the requests
+// waited on there (one query of 1,000 ids per change with 1,000 waiters),
+// and a waiter registering after any change anywhere asked for such a read.
+func TestHubPreciseOnSQLite(t *testing.T) {
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	agent := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	create := func(src string) wire.Request {
+		t.Helper()
+		r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: src,
+			Duration: wire.Duration(time.Hour), Reason: "wake test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	x, y := create("192.0.2.1"), create("192.0.2.2")
+	xDone, yDone := make(chan wire.Request, 1), make(chan wire.Request, 1)
+	for _, w := range []struct {
+		r    wire.Request
+		done chan wire.Request
+	}{{x, xDone}, {y, yDone}} {
+		go func() {
+			r, err := e.c.WaitRequestVersion(ctx, w.r.ID, w.r.Version, "50s")
+			if err != nil {
+				t.Error(err)
+			}
+			w.done <- r
+		}()
+	}
+	for hub.RequestWaiters("web-01") < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	reads, woken := hub.VersionReads(), hub.Wakeups()
+	z := create("192.0.2.3")
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.c.Request(ctx, z.ID); err != nil || r.State != "active" {
+		t.Fatalf("Z = %s, %v; want active (the agent confirmed it)", r.State, err)
+	}
+	// X and Y were activated by that report too: their waiters woke.
+	for _, done := range []chan wire.Request{xDone, yDone} {
+		if r := <-done; r.State != "active" {
+			t.Fatalf("a waiter answered %s, want active", r.State)
+		}
+	}
+	if n := hub.Wakeups() - woken; n != 2 {
+		t.Errorf("%d waiters woken, want 2 (X and Y, activated)", n)
+	}
+	// Wait on X again; revoke Y: X's waiter stays.
+	x, _ = e.c.Request(ctx, x.ID)
+	go func() {
+		r, err := e.c.WaitRequestVersion(ctx, x.ID, x.Version, "50s")
+		if err != nil && ctx.Err() == nil {
+			t.Error(err)
+		}
+		xDone <- r
+	}()
+	for hub.RequestWaiters("web-01") < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := e.c.Revoke(ctx, y.ID, "wake test"); err != nil {
+		t.Fatal(err)
+	}
+	create("192.0.2.4")
+	// The wake-ups happen before the commit's callers are answered.
+	if n := hub.Wakeups() - woken; n != 2 {
+		t.Errorf("%d waiters woken after Y's revocation and a new request, want still 2 (X's waiter untouched)", n)
+	}
+	if _, err := e.c.Revoke(ctx, x.ID, "wake test"); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-xDone; r.State != "revoked" {
+		t.Fatalf("X's long-poll answered %s, want revoked", r.State)
+	}
+	if n := hub.VersionReads() - reads; n != 0 {
+		t.Errorf("%d reads of request versions, want 0 (the store names the requests it changed)", n)
+	}
+}

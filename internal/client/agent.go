@@ -45,7 +45,8 @@ func (c *Client) Desired(ctx context.Context, after int64, wait time.Duration) (
 
 // DesiredSince is Desired for an agent that holds the state of revision
 // since (0: none): the answer may then be a delta (wire.DesiredState.Since)
-// holding only the grants changed since.
+// holding only the grants changed since, or also a rule change
+// (wire.DesiredState.Rules: the caller must replace its protected ports).
 func (c *Client) DesiredSince(ctx context.Context, after, since int64, wait time.Duration) (wire.DesiredState, error) {
 	var out wire.DesiredState
 	if wait < 0 {
@@ -57,6 +58,7 @@ func (c *Client) DesiredSince(ctx context.Context, after, since int64, wait time
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
 	if since > 0 {
 		q.Set("since", strconv.FormatInt(since, 10))
+		q.Set("rules", "1")
 	}
 	if wait > 0 {
 		q.Set("wait", wait.String())

@@ -98,6 +98,7 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 		if _, err := tx.ExecContext(ctx, `UPDATE requests SET version = version + 1 WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("updating request: %w", err)
 		}
+		touchRequest(tx, id)
 		details := map[string]any{"approvals": len(votes), "required": r.ApprovalsRequired}
 		if len(r.ApprovalGroups) > 0 {
 			details["member"] = strings.Join(member, ",")

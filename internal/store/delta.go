@@ -21,6 +21,11 @@ type DesiredDelta struct {
 	// mapping), or the agent's revision is not below the current one in
 	// this numbering. The agent then needs the full state.
 	Snapshot bool
+	// Rules is set when a revision in between changed the enforcer's own
+	// rules (a host target's policy): the agent needs its new protected
+	// ports with the grants, which Changed then includes those whose
+	// entries the new rules change (store.policyBump).
+	Rules bool
 	// Changed are the ids of the grants added, extended or deleted after
 	// the agent's revision, ascending; Grants are those of them live at
 	// now, as they stand (the others left the desired state).
@@ -38,6 +43,14 @@ func (s *Store) DesiredChanges(ctx context.Context, enforcer string, after int64
 	if err != nil {
 		return DesiredDelta{}, err
 	}
+	return s.DesiredChangesOf(ctx, t, after, now)
+}
+
+// DesiredChangesOf is DesiredChanges for the enforcer t as the caller just
+// read it (the agent's long-poll has it already: one read less per answer).
+// The delta's revision is t's.
+func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now time.Time) (DesiredDelta, error) {
+	enforcer := t.Name
 	d := DesiredDelta{Revision: t.Revision}
 	if after <= 0 || after >= t.Revision || t.Revision-after > ChangeWindow {
 		d.Snapshot = after != t.Revision
@@ -60,6 +73,8 @@ func (s *Store) DesiredChanges(ctx context.Context, enforcer string, after int64
 		switch {
 		case id == changeFull:
 			d.Snapshot = true
+		case id == changeRules:
+			d.Rules = true
 		case id > 0 && (len(ids) == 0 || ids[len(ids)-1] != id):
 			ids = append(ids, id)
 		}

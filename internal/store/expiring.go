@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,9 +68,15 @@ func (s *Store) nextExpiryWarning(ctx context.Context) (time.Time, error) {
 	if lead <= 0 {
 		return time.Time{}, nil
 	}
+	// The first match in expiry order (index requests_state), not a min()
+	// over every active request: the sweeper asks after every change.
 	var next sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT min(expires_at) FROM requests
-		WHERE state = `+stateActive+` AND expiry_warned = 0 AND expires_at - activated_at > $1`, lead.Milliseconds()).Scan(&next); err != nil {
+	err := s.db.QueryRowContext(ctx, `SELECT expires_at FROM requests
+		WHERE state = `+stateActive+` AND expiry_warned = 0 AND expires_at - activated_at > $1 ORDER BY state, expires_at LIMIT 1`, lead.Milliseconds()).Scan(&next)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
 		return time.Time{}, fmt.Errorf("finding next expiry warning: %w", err)
 	}
 	if !next.Valid {

@@ -167,6 +167,8 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 			return failAll(fmt.Errorf("taking the write lock: %w", err))
 		}
 	}
+	// The requests the batch touched are published only if it commits.
+	defer takeTouched(tx)
 	// broken rolls back, delivers err to ops[i] and asks for the others to
 	// run again.
 	broken := func(i int, err error) []*writeOp {
@@ -220,6 +222,7 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	} else {
 		s.w.commits.Add(1)
 		s.w.ops.Add(int64(committed))
+		s.publishRequests(takeTouched(tx))
 	}
 	for i, op := range ops {
 		err := results[i]
@@ -230,3 +233,8 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	}
 	return nil
 }
+
+// WriteStats returns how many write transactions this store committed and
+// how many operations they carried (their ratio is the group-commit batch
+// size; the write-path benchmarks report it).
+func (s *Store) WriteStats() (commits, ops int64) { return s.w.commits.Load(), s.w.ops.Load() }

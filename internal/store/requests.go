@@ -413,6 +413,7 @@ func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now t
 		if _, err := tx.ExecContext(ctx, q+fmt.Sprintf(" WHERE id = $%d", len(args)), args...); err != nil {
 			return 0, fmt.Errorf("granting request %s: %w", id, err)
 		}
+		touchRequest(tx, id)
 	} else if _, err := transition(ctx, tx, id, r.State, r.Version, grantEvent(r.State), grant...); err != nil {
 		return 0, fmt.Errorf("granting request %s: %w", id, err)
 	}

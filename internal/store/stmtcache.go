@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 
 	"modernc.org/sqlite"
 )
@@ -31,10 +32,12 @@ func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 
 func (c cachingConnector) Driver() driver.Driver { return c.drv }
 
-// cachingConn prepares each statement with arguments once and reuses it.
-// database/sql uses a connection from one goroutine at a time, so the cache
-// needs no lock. Statements without arguments (migrations, which may hold
-// several statements in one string) go to the driver as they are.
+// cachingConn prepares each statement once and reuses it. database/sql uses
+// a connection from one goroutine at a time, so the cache needs no lock. A
+// string that may hold several statements (one with a ';', as migrations)
+// goes to the driver as it is; statements without arguments are cached too
+// (the audit chain's head, the savepoints of group commit: re-parsing them
+// was ~6 % of the server's CPU under load).
 type cachingConn struct {
 	driver.Conn
 	stmts map[string]driver.Stmt
@@ -70,8 +73,14 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (driver.Stmt, erro
 	return s, nil
 }
 
+// uncacheable reports whether query must go to the driver as it is: it may
+// hold more than one statement.
+func uncacheable(query string, args []driver.NamedValue) bool {
+	return len(args) == 0 && strings.Contains(query, ";")
+}
+
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if len(args) == 0 {
+	if uncacheable(query, args) {
 		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
 	}
 	s, err := c.stmt(ctx, query)
@@ -86,7 +95,7 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if len(args) == 0 {
+	if uncacheable(query, args) {
 		return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
 	}
 	s, err := c.stmt(ctx, query)

@@ -404,7 +404,7 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 			policy_removal_confirmed_at = NULL WHERE name = $2`, string(b), name); err != nil {
 			return fmt.Errorf("updating policy of %s: %w", name, err)
 		}
-		if _, err := bumpRevision(ctx, tx, name); err != nil {
+		if err := policyBump(ctx, tx, t, pol, now); err != nil {
 			return err
 		}
 		out.Changed, out.Stored = true, &pol
@@ -502,4 +502,77 @@ func checkPolicyPlacement(t Target, pol policy.Policy) error {
 		}
 	}
 	return nil
+}
+
+// policyBump advances the revision of t's enforcer for t's new policy pol,
+// in the transaction that writes it. For a host target (its own enforcer)
+// the change is logged as a rule change (changeRules) with the live grants
+// whose kernel or bastion entries the new rules change: those on a port
+// whose rule appeared, went, or now opens another way (Access). An agent
+// is then sent the new protected ports and those grants only, not the whole
+// state. A target behind a gateway, or a gateway (whose protected ports
+// and mappings come from every target behind it), is logged as needing a
+// snapshot, as before.
+func policyBump(ctx context.Context, tx *sql.Tx, t Target, pol policy.Policy, now time.Time) error {
+	if t.Gateway != "" || t.IsGateway() {
+		_, err := bumpRevision(ctx, tx, t.Name)
+		return err
+	}
+	owner, rev, err := bump(ctx, tx, t.Name, changeRules)
+	if err != nil {
+		return err
+	}
+	var old policy.Policy
+	if t.Policy != nil {
+		old = *t.Policy
+	}
+	for _, p := range entryPortsChanged(old, pol) {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM grants WHERE target = $1 AND protocol = $2 AND port = $3 AND expires_at > $4`,
+			t.Name, string(p.Protocol), int(p.Number), ms(now))
+		if err != nil {
+			return fmt.Errorf("reading the grants of %s on %s: %w", t.Name, p, err)
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading the grants of %s on %s: %w", t.Name, p, err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("reading the grants of %s on %s: %w", t.Name, p, err)
+		}
+		for _, id := range ids {
+			if err := logGrant(ctx, tx, owner, rev, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// entryPortsChanged lists the ports on which a grant opens differently
+// under policy b than under a: a rule on one side only, or another Access.
+// (The rest of a rule shapes the protected port, sent whole with a rule
+// change, or the next request, not the entries of a grant.)
+func entryPortsChanged(a, b policy.Policy) []policy.Port {
+	var out []policy.Port
+	seen := map[policy.Port]bool{}
+	for _, p := range [][]policy.Rule{a.Rules, b.Rules} {
+		for _, r := range p {
+			if seen[r.Port] {
+				continue
+			}
+			seen[r.Port] = true
+			ra, okA := a.Rule(r.Port)
+			rb, okB := b.Rule(r.Port)
+			if okA != okB || ra.Access != rb.Access {
+				out = append(out, r.Port)
+			}
+		}
+	}
+	return out
 }

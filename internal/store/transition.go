@@ -85,5 +85,6 @@ func transition(ctx context.Context, tx *sql.Tx, id string, from access.State, v
 	if changed != 1 {
 		return from, fmt.Errorf("request %s is no longer %s at version %d: %w", id, from, version, ErrStale)
 	}
+	touchRequest(tx, id)
 	return to, nil
 }

@@ -604,9 +604,16 @@ type DesiredState struct {
 	// could tell what changed): the answer brings the state of revision
 	// Since to Revision by replacing the entries of the grants in Changed
 	// with those in Grants and Bastion. Protected, Published, Mode and
-	// BlockedSampleRate are then absent and unchanged (a change of them is
-	// never sent as a delta). Zero: a full snapshot.
+	// BlockedSampleRate are then absent and unchanged, except in a delta
+	// with Rules set. Zero: a full snapshot.
 	Since int64 `json:"since,omitempty"`
+	// Rules is set on a delta that also changes the rules of a host
+	// target (sent only to an agent that asked with ?rules=1): Protected
+	// is then the complete new list of protected ports, replacing the
+	// held one, and Changed includes the grants whose entries the new
+	// rules change. Any other change of Protected, Published or Mode is
+	// sent as a snapshot.
+	Rules bool `json:"rules,omitempty"`
 	// Changed are the ids of the grants a delta replaces (added, extended
 	// or removed since Since); an id without entries in the delta left the
 	// desired state.

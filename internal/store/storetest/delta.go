@@ -87,17 +87,21 @@ func testDesiredChanges(t *testing.T, s *store.Store) {
 		t.Errorf("after every deadline: %+v, want both ids changed and no live grant", d)
 	}
 
-	// A rule change is more than grants: a snapshot, from before it and
-	// from across it.
+	// A rule change of a host target is told as one (Rules), from before
+	// it and from across it, with the live grants on the ports whose rule
+	// went (none here: the dropped rule's port has no live grant).
 	pol := testPolicy(t)
 	pol.Rules = pol.Rules[:2]
 	if _, err := s.SetPolicy(ctx, alice, "web-1", pol, at(6*time.Second)); err != nil {
 		t.Fatalf("SetPolicy: %v", err)
 	}
 	for _, after := range []int64{revs["revoked"], revs["start"]} {
-		if d := mustChanges(t, s, "web-1", after, at(7*time.Second)); !d.Snapshot {
-			t.Errorf("after a rule change, from %d: %+v, want a snapshot", after, d)
+		if d := mustChanges(t, s, "web-1", after, at(7*time.Second)); d.Snapshot || !d.Rules {
+			t.Errorf("after a rule change, from %d: %+v, want a rule change", after, d)
 		}
+	}
+	if d := mustChanges(t, s, "web-1", revs["revoked"], at(7*time.Second)); len(d.Changed) != 0 {
+		t.Errorf("after a rule change that dropped a port without grants: %+v, want no grant changed", d)
 	}
 	ruled := mustTarget(t, s, "web-1").Revision
 	r4 := mustRequest(t, s, alice, "web-1", ask("198.51.100.9/32", time.Hour, tcp(443)), at(8*time.Second))
