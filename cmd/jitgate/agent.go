@@ -84,7 +84,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "allow a plain http:// server URL that is not loopback (the credential then crosses the network in cleartext)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the nftables table the agent would build, once, and exit without applying it")
 	f.StringVar(&mode, "mode", "host", "what to protect: host (this host's own ports) or gateway (the destinations behind this router)")
-	f.DurationVar(&cfg.ResyncEvery, "resync", agent.DefaultResyncEvery, "period of the full re-apply and of the report with counters and inventory")
+	f.Var(newDuration(&cfg.ResyncEvery, agent.DefaultResyncEvery), "resync", "period of the full re-apply and of the report with counters and inventory")
 	f.StringVar(&cfg.SSHTrustedCA, "ssh-trusted-ca", "", "keep this file holding the server's SSH certificate authority key; name it in sshd_config as TrustedUserCAKeys (opt-in: jitgate's certificates log in only where sshd trusts it)")
 	f.StringVar(&cfg.SSHHostKeys, "ssh-host-keys", agent.DefaultSSHHostKeys, "glob of this host's SSH host public key files, reported so that jitgate ssh accepts only these keys (\"none\": report none)")
 	f.StringVar(&metrics, "metrics-address", "", "serve this agent's Prometheus metrics at http://ADDR/metrics, without a token (off by default; e.g. 127.0.0.1:9469, or a management address a firewall keeps to the scraper)")

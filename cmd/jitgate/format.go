@@ -120,6 +120,8 @@ func shellQuote(s string) string {
 type durationValue struct {
 	d   *time.Duration
 	now func() time.Time
+	// zeroOK takes "0" too (--wait 0: do not wait).
+	zeroOK bool
 }
 
 var _ pflag.Value = durationValue{}
@@ -135,7 +137,17 @@ func newDurationUntil(p *time.Duration, def time.Duration, now func() time.Time)
 	return durationValue{d: p, now: now}
 }
 
+// newWaitDuration is newDuration that takes 0 too.
+func newWaitDuration(p *time.Duration, def time.Duration) durationValue {
+	*p = def
+	return durationValue{d: p, zeroOK: true}
+}
+
 func (v durationValue) Set(s string) error {
+	if v.zeroOK && strings.TrimSpace(s) == "0" {
+		*v.d = 0
+		return nil
+	}
 	d, err := parseDuration(s)
 	if err != nil && v.now != nil {
 		now := v.now()

@@ -396,6 +396,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad duration", []string{"policy", "set", "web-01", "--port", "22", "--max", "soon"}, []string{"--max", "90s, 45m"}},
 		{"duration in the past", []string{"request", "web-01", "--port", "22", "--duration", "2001-01-01", "--reason", "x"}, []string{"in the past"}},
 		{"bad since", []string{"audit", "--since", "yesterday"}, []string{"--since", "2026-12-07", "1d"}},
+		{"bad wait", []string{"revoke", "r-1", "--wait", "soon"}, []string{"--wait", "1d"}},
 		{"missing target", []string{"target", "add"}, []string{"missing target NAME"}},
 		{"two targets", []string{"policy", "show", "a", "b"}, []string{"expected one TARGET"}},
 		{"missing port", []string{"request", "web-01", "--duration", "1h", "--reason", "x"}, []string{"--port"}},

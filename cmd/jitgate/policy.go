@@ -309,7 +309,7 @@ that would stop being gated, and changes nothing.`,
 	}
 	var cf confirmFlags
 	addConfirmFlags(cmd, &cf)
-	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the agent to confirm (0: do not wait)")
+	cmd.Flags().Var(newWaitDuration(&wait, 5*time.Second), "wait", "how long to wait for the agent to confirm (0: do not wait)")
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
 		if err != nil {

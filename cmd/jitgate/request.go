@@ -466,7 +466,7 @@ request that would be revoked and changes nothing.`,
 	}
 	addConfirmFlags(cmd, &cf)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
-	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long to wait for the agent to confirm the ports closed (0: do not wait)")
+	cmd.Flags().Var(newWaitDuration(&wait, 5*time.Second), "wait", "how long to wait for the agent to confirm the ports closed (0: do not wait)")
 	a.addConnFlags(cmd)
 	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
 		c, _, err := a.client()
