@@ -178,6 +178,10 @@ and a limited time, when someone asks with a reason.
   jitgate request     ask for access; jitgate revoke ends it
   jitgate ssh         log in through the bastion (jitgate connect for other clients)
 
+Lists and shows take -o text|json|yaml|wide and --jq EXPR; lists take -l KEY=VALUE.
+Destructive changes ask first (--yes in scripts, --dry-run to see). Durations: 90m, 1d,
+7d; times: 2026-12-07, 2026-12-07 15:04, 22:00. Shell completion: jitgate completion bash|zsh|fish.
+
 Client commands find the server and token in --server/--token, else in
 JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 (default ~/.config/jitgate/config.yaml) with the keys server, token, ca_file.`,
