@@ -458,12 +458,17 @@ func encodeGroups(gs []policy.GroupApproval) string {
 	if len(gs) == 0 {
 		return ""
 	}
+	b, _ := json.Marshal(groupNeeds(gs))
+	return string(b)
+}
+
+// groupNeeds is a policy's approvals by group as access tallies them.
+func groupNeeds(gs []policy.GroupApproval) []access.GroupNeed {
 	needs := make([]access.GroupNeed, len(gs))
 	for i, g := range gs {
 		needs[i] = access.GroupNeed{From: g.From, Count: g.Count}
 	}
-	b, _ := json.Marshal(needs)
-	return string(b)
+	return needs
 }
 
 // grantEvent is the event that gives grants to a request in state s: a

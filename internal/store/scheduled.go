@@ -93,7 +93,11 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 			if err != nil {
 				return fmt.Errorf("reading target %s of %s: %w", r.Target, r.ID, err)
 			}
-			if why := ineligibleAtStart(r, d.subject, t, bindings, limits, now); why != "" {
+			votes, err := votesOf(ctx, tx, r.ID)
+			if err != nil {
+				return err
+			}
+			if why := ineligibleAtStart(r, d.subject, t, bindings, votes, limits, now); why != "" {
 				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Fail,
 					"not started: "+why+"; nothing was opened", sys, audit.RequestFailed, now); err != nil {
 					return err
@@ -124,8 +128,11 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 
 // ineligibleAtStart says why scheduled request r may no longer start on
 // target t ("" when it may): the same decisions as at the ask, made again
-// with today's bindings and policy.
-func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, limits policy.Limits, now time.Time) string {
+// with today's bindings and policy, and its approvals (votes) tallied
+// against the approval rules of today's policy — the number and the
+// groups: a rule that now wants a security approver does not start on the
+// approvals of two dba members (TestSQLite/ScheduledGroupsRecheck).
+func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, votes []access.Vote, limits policy.Limits, now time.Time) string {
 	var sub authz.Subject
 	if err := json.Unmarshal([]byte(subject), &sub); err != nil || len(sub.Principals) == 0 {
 		return "the requester's identity at the ask was not recorded"
@@ -142,6 +149,12 @@ func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Bin
 	}
 	if need := pol.ApprovalsRequired(r.Ports); need > r.ApprovalsRequired {
 		return fmt.Sprintf("its rules now ask for %d approvals, it had %d", need, r.ApprovalsRequired)
+	}
+	// The groups an approval counted for were recorded when it was given,
+	// among the request's groups then: a group added since is filled by
+	// none of them.
+	if tally := access.Decide(pol.ApprovalsRequired(r.Ports), groupNeeds(pol.ApprovalGroupsRequired(r.Ports)), votes); !tally.Approved {
+		return "its rules now ask for approvals it does not have: " + tally.String()
 	}
 	return ""
 }

@@ -18,6 +18,7 @@ var contractTests = []struct {
 	{"AuditChain", testAuditChain},
 	{"Outbox", testOutbox},
 	{"Scheduled", testScheduled},
+	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

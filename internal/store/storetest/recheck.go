@@ -1,0 +1,75 @@
+package storetest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+// setGroups gives name's 22/tcp a rule asking for approvals manual
+// approvals, of which the groups' counts.
+func setGroups(t *testing.T, s *store.Store, name string, approvals int, groups []policy.GroupApproval, now time.Time) {
+	t.Helper()
+	p, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{
+		{Port: tcp(22), MaxDuration: 2 * time.Hour, Approval: policy.Approval{Mode: policy.Manual, Approvals: approvals}, ApprovalGroups: groups},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetPolicy(t.Context(), alice, name, p, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testScheduledGroupsRecheck: a scheduled request approved before its
+// start is decided again at the start with the approval rules of that
+// instant — the groups too, not only the number of approvals. A rule that
+// now asks for a security approver (same total) does not start on the
+// approvals of two dba members, and the trail says what is missing; one
+// whose rules did not change starts.
+func testScheduledGroupsRecheck(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	for _, name := range []string{"db-1", "db-2"} {
+		if _, _, err := s.CreateTarget(ctx, alice, name, nil, t0, enrollTTL); err != nil {
+			t.Fatal(err)
+		}
+		setGroups(t, s, name, 2, []policy.GroupApproval{{From: "group:dba", Count: 1}}, t0)
+	}
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
+	bob := store.Actor{Name: "bob", Member: []string{"group:dba"}}
+	erin := store.Actor{Name: "erin", Member: []string{"group:dba"}}
+	var ids []string
+	for _, name := range []string{"db-1", "db-2"} {
+		r := scheduledAsk(t, s, carol, name, ask("198.51.100.7/32", 30*time.Minute, tcp(22)), at(time.Hour), t0)
+		for _, a := range []store.Actor{bob, erin} {
+			if _, err := s.ApproveRequest(ctx, a, r.ID, "", 0, at(time.Minute)); err != nil {
+				t.Fatalf("approval of %s by %s: %v", r.ID, a.Name, err)
+			}
+		}
+		wantState(t, s, r.ID, access.Scheduled)
+		ids = append(ids, r.ID)
+	}
+	// db-1's rule now wants one of the two approvers from security.
+	setGroups(t, s, "db-1", 2, []policy.GroupApproval{{From: "group:dba", Count: 1}, {From: "group:security", Count: 1}}, at(2*time.Minute))
+	if n := startScheduled(t, s, at(time.Hour)); n != 2 {
+		t.Fatalf("StartScheduled handled %d requests, want 2", n)
+	}
+	failed := wantState(t, s, ids[0], access.Failed)
+	if !strings.Contains(failed.Message, "group:security") {
+		t.Errorf("db-1's request: %q, want it to say a security approval is missing", failed.Message)
+	}
+	if g := grants(t, s, "db-1", at(time.Hour)); len(g) != 0 {
+		t.Errorf("grants on db-1 = %+v, want none: its rule now asks for a security approver", g)
+	}
+	wantState(t, s, ids[1], access.Pending)
+	if g := grants(t, s, "db-2", at(time.Hour)); len(g) != 1 {
+		t.Errorf("grants on db-2 = %+v, want the one of the unchanged rule", g)
+	}
+}
