@@ -31,11 +31,13 @@ import (
 // Across daylight-saving changes the wall-clock times hold: a window
 // "08:00-18:00" is ten hours long on most days, and a window that spans
 // the change is an hour shorter (spring forward) or longer (fall back). A
-// wall time that does not exist or happens twice means the instant Go's
-// time.Date gives it, which for Europe/Berlin is the standard-time one:
-// 02:30 on the spring-forward day is 02:30 CET (03:30 CEST), and 02:30 on
-// the fall-back day is the second 02:30 (CET). TestWindowsAcrossDST pins
-// both, so a change in Go would show.
+// wall time that does not exist means the moment the clocks jump past it:
+// 02:30 on Berlin's spring-forward day is 03:00 CEST, so a window
+// "02:00-02:59" is empty that night and one ending at 02:30 ends at the
+// jump (wallTime says why). A wall time that happens twice means the
+// instant Go's time.Date gives it, which for Europe/Berlin is the
+// standard-time one: 02:30 on the fall-back day is the second 02:30 (CET).
+// TestWindowsAcrossDST pins both, so a change in Go would show.
 type Window struct {
 	// Days holds the weekdays the window opens on, indexed by time.Weekday.
 	Days [7]bool
@@ -175,13 +177,43 @@ func (w Window) occurrence(y int, m time.Month, d int) (from, to time.Time, ok b
 	if !w.Days[day.Weekday()] {
 		return time.Time{}, time.Time{}, false
 	}
-	from = time.Date(y, m, d, w.Start/60, w.Start%60, 0, 0, w.Loc)
+	from = wallTime(y, m, d, w.Start, w.Loc)
 	endDay := d
 	if w.End <= w.Start {
 		endDay++
 	}
-	to = time.Date(y, m, endDay, w.End/60, w.End%60, 0, 0, w.Loc)
+	to = wallTime(y, m, endDay, w.End, w.Loc)
 	return from, to, to.After(from)
+}
+
+// wallTime is the instant a wall clock in loc shows minute (after midnight)
+// of the given date. A time that happens twice (fall back) is Go's reading
+// (time.Date; the second one for Europe/Berlin). A time that does not exist
+// (skipped by a spring-forward jump) is the moment of the jump: the first
+// instant the clock shows it or later. Go's time.Date would move such a
+// time past the jump by the offset's change (02:30 in Berlin's gap as
+// 03:30 CEST, but 03:00 as 03:00 CEST), so a window ending at 02:59 would
+// stay open after one ending at 03:00 closed, and a wall-clock comparison
+// of windows (windowsWiden) would call a change narrower that admits more.
+// Reading gap times as the jump keeps instants in the order of the wall
+// times (TestCompareWindowsAgreesWithOpenAt).
+func wallTime(y int, m time.Month, d, minute int, loc *time.Location) time.Time {
+	t := time.Date(y, m, d, minute/60, minute%60, 0, 0, loc)
+	want := time.Date(y, m, d, minute/60, minute%60, 0, 0, time.UTC)
+	got := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
+	switch {
+	case got.After(want):
+		// Moved past the jump: the jump is where t's zone period starts.
+		if start, _ := t.ZoneBounds(); !start.IsZero() {
+			return start
+		}
+	case got.Before(want):
+		// Moved before the jump: the jump is where t's zone period ends.
+		if _, end := t.ZoneBounds(); !end.IsZero() {
+			return end
+		}
+	}
+	return t
 }
 
 // spans returns the window's occurrences that may contain or follow at

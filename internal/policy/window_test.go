@@ -155,10 +155,23 @@ func TestWindowsAcrossDST(t *testing.T) {
 			{at: "2026-03-30T06:00:00Z", open: true, remaining: 10 * time.Hour},
 		}},
 		{"spring forward, a start in the gap", []string{"Sun 02:30-05:00 Europe/Berlin"}, []check{
-			// 02:30 does not exist that night: it means 02:30 CET = 01:30Z
-			// (03:30 CEST); 05:00 CEST = 03:00Z.
-			{at: "2026-03-29T01:29:00Z", open: false, untilNext: time.Minute},
-			{at: "2026-03-29T01:30:00Z", open: true, remaining: 90 * time.Minute},
+			// 02:30 does not exist that night: it means the jump, 01:00Z
+			// (03:00 CEST), not 02:30 CET = 03:30 CEST, which would open
+			// later than a window starting at 03:00; 05:00 CEST = 03:00Z.
+			{at: "2026-03-29T00:59:00Z", open: false, untilNext: time.Minute},
+			{at: "2026-03-29T01:00:00Z", open: true, remaining: 2 * time.Hour},
+		}},
+		{"spring forward, an end in the gap is the jump", []string{"Sun 00:00-02:30 Europe/Berlin"}, []check{
+			// 00:00 CET = 23:00Z; the end 02:30 is the jump at 01:00Z, not
+			// 03:30 CEST (it would outlast a window ending at 03:00).
+			{at: "2026-03-28T23:00:00Z", open: true, remaining: 2 * time.Hour},
+			{at: "2026-03-29T00:59:00Z", open: true, remaining: time.Minute},
+			{at: "2026-03-29T01:00:00Z", open: false},
+		}},
+		{"spring forward, a window inside the gap is empty that night", []string{"Sun 02:00-02:59 Europe/Berlin"}, []check{
+			// Next Sunday 02:00 CEST = 00:00Z on 5 April.
+			{at: "2026-03-29T00:59:00Z", open: false, untilNext: 6*24*time.Hour + 23*time.Hour + time.Minute},
+			{at: "2026-03-29T01:00:00Z", open: false},
 		}},
 		{"fall back, window straddles the change", []string{"Sun 01:00-04:00 Europe/Berlin"}, []check{
 			// 01:00 CEST = 23:00Z the day before; 04:00 CET = 03:00Z: four
@@ -351,5 +364,48 @@ func TestCompareWindowsAndGroups(t *testing.T) {
 				t.Errorf("changes = %q, want [%q]", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCompareWindowsAgreesWithOpenAt: whenever Compare calls a change of
+// windows not weaker, no instant across a year's two daylight-saving
+// changes is admitted by the new windows and refused by the old, and no
+// grant starting then is clipped later by the new than by the old. Before
+// wall times in the spring-forward gap meant the moment the clocks jump,
+// "Sun 01:00-02:59 Europe/Berlin" (an end in the gap, read as 02:59 CET =
+// 03:59 CEST) passed as narrower than "Sun 01:00-03:00" yet stayed open
+// an hour longer that night.
+func TestCompareWindowsAgreesWithOpenAt(t *testing.T) {
+	l := policy.DefaultLimits()
+	windows := []string{
+		"Sun 01:00-03:00 Europe/Berlin", "Sun 01:00-02:59 Europe/Berlin", "Sun 00:00-02:30 Europe/Berlin",
+		"Sun 02:30-05:00 Europe/Berlin", "Sun 02:00-02:30 Europe/Berlin", "Sun 03:00-04:00 Europe/Berlin",
+		"Sun 01:00-04:00 Europe/Berlin", "Sat 23:00-02:30 Europe/Berlin", "Sun 02:10-02:20 Europe/Berlin",
+		"Sun 02:59-03:30 Europe/Berlin", "Sat 22:00-03:00 Europe/Berlin",
+	}
+	days := []time.Time{utc("2026-03-28T20:00:00Z"), utc("2026-10-24T20:00:00Z")}
+	for _, o := range windows {
+		for _, n := range windows {
+			old := policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Windows: []string{o}}}}
+			nw := policy.Policy{Rules: []policy.Rule{{Port: tcp(22), MaxDuration: time.Hour, Windows: []string{n}}}}
+			if len(policy.Weaker(l.Compare(&old, nw))) > 0 {
+				continue
+			}
+			ow, nws := mustWindows(t, o), mustWindows(t, n)
+			for _, d := range days {
+				for at := d; at.Before(d.Add(10 * time.Hour)); at = at.Add(time.Minute) {
+					nOpen, nEnd := nws.OpenAt(at)
+					if !nOpen {
+						continue
+					}
+					oOpen, oEnd := ow.OpenAt(at)
+					if !oOpen || nEnd.After(oEnd) {
+						t.Errorf("%q -> %q is called not weaker, but at %s the new admits until %s and the old %v until %s",
+							o, n, at.Format(time.RFC3339), nEnd.Format(time.RFC3339), oOpen, oEnd.Format(time.RFC3339))
+						break
+					}
+				}
+			}
+		}
 	}
 }
