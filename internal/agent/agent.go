@@ -42,7 +42,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -52,6 +51,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/firewall"
@@ -415,7 +416,7 @@ func (a *Agent) useServer(c *client.Client) {
 func (a *Agent) enroll(ctx context.Context, c *client.Client) (wire.EnrollResponse, error) {
 	hostname, _ := os.Hostname()
 	req := wire.EnrollRequest{Hostname: hostname, Addresses: hostAddresses(), Version: a.cfg.Version, Mode: a.cfg.Mode.String()}
-	bo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	bo := newBackoff(a.minBackoff, a.maxBackoff)
 	for {
 		callCtx, cancel := context.WithTimeout(ctx, callGrace)
 		resp, err := c.Enroll(callCtx, a.cfg.EnrollToken, req)
@@ -433,7 +434,7 @@ func (a *Agent) enroll(ctx context.Context, c *client.Client) (wire.EnrollRespon
 			return resp, fmt.Errorf("agent: %w", err)
 		}
 		a.setError(err)
-		d := bo.next()
+		d := bo.NextBackOff()
 		a.log.Warn("enrollment failed; retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
 			return resp, ctx.Err()
@@ -443,8 +444,8 @@ func (a *Agent) enroll(ctx context.Context, c *client.Client) (wire.EnrollRespon
 
 // loop is the steady state: poll, apply on change, resync, report.
 func (a *Agent) loop(ctx context.Context) error {
-	pollBo := backoff{min: a.minBackoff, max: a.maxBackoff}
-	applyBo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	pollBo := newBackoff(a.minBackoff, a.maxBackoff)
+	applyBo := newBackoff(a.minBackoff, a.maxBackoff)
 	for ctx.Err() == nil {
 		if a.cur != nil && !time.Now().Before(a.nextResync) {
 			a.apply(ctx, "resync")
@@ -483,26 +484,26 @@ func (a *Agent) loop(ctx context.Context) error {
 				return ret
 			}
 			a.setError(err)
-			d := pollBo.next()
+			d := pollBo.NextBackOff()
 			// The kernel keeps what it holds, and its timeouts keep expiring grants.
 			a.log.Warn("cannot fetch desired state; leaving the firewall as it is", "err", err, "retry_in", d.Round(time.Millisecond))
 			a.sleepUntilResync(ctx, d)
 			continue
 		}
 		recvAt := time.Now()
-		pollBo.reset()
+		pollBo.Reset()
 		a.contact(recvAt)
 		applied := a.receive(ctx, ds, recvAt)
 		switch {
 		case a.failed:
-			a.sleepUntilResync(ctx, applyBo.next())
+			a.sleepUntilResync(ctx, applyBo.NextBackOff())
 		case !applied && wait > 0 && recvAt.Sub(polledAt) < a.minBackoff:
 			// A server that ignores the long-poll wait must not turn the
 			// loop into a busy one against it.
-			applyBo.reset()
+			applyBo.Reset()
 			a.sleepUntilResync(ctx, a.minBackoff)
 		default:
-			applyBo.reset()
+			applyBo.Reset()
 		}
 	}
 	return nil
@@ -795,23 +796,18 @@ func nextShift(estimate, inUse time.Duration) time.Duration {
 	return estimate + skewMargin
 }
 
-// backoff is capped exponential backoff with jitter: half of each delay is
-// random so that agents cut off together do not come back in lockstep.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
+// newBackoff is capped exponential backoff with jitter (cenkalti/backoff):
+// each delay is randomized by ±50 % so that agents cut off together do not
+// come back in lockstep; it starts near lo and the randomized delay stays
+// at most hi.
+func newBackoff(lo, hi time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     lo,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         hi * 2 / 3, // +50 % of jitter reaches hi
 	}
-	half := b.cur / 2
-	return half + rand.N(half+1)
 }
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
 func sleep(ctx context.Context, d time.Duration) bool {

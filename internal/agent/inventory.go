@@ -1,16 +1,16 @@
 package agent
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -43,39 +43,43 @@ func (p procFS) inventory(mode firewall.Mode, probeErr error) *wire.Inventory {
 	return inv
 }
 
-// listeners parses /proc/net/{tcp,tcp6,udp,udp6}: TCP sockets in LISTEN
-// state and bound, unconnected UDP sockets, with the process owning each
-// when the agent may see it.
+// listeners reads /proc/net/{tcp,tcp6,udp,udp6} (parsed by
+// prometheus/procfs): TCP sockets in LISTEN state and bound, unconnected
+// UDP sockets, with the process owning each when the agent may see it.
 func (p procFS) listeners() []wire.Listener {
+	fs, err := procfs.NewFS(string(p))
+	if err != nil {
+		return nil
+	}
 	owners := p.socketOwners()
+	const tcpListen, udpUnconnected = 0x0A, 0x07 // TCP_LISTEN; TCP_CLOSE: bound, not connected
 	var out []wire.Listener
-	for _, f := range []struct{ file, proto, state string }{
-		{"tcp", "tcp", "0A"}, {"tcp6", "tcp", "0A"}, // TCP_LISTEN
-		{"udp", "udp", "07"}, {"udp6", "udp", "07"}, // TCP_CLOSE: bound, not connected
+	for _, f := range []struct {
+		read  func() (procfs.NetTCP, error)
+		proto string
+		state uint64
+	}{
+		{fs.NetTCP, "tcp", tcpListen}, {fs.NetTCP6, "tcp", tcpListen},
+		{udpLines(fs.NetUDP), "udp", udpUnconnected}, {udpLines(fs.NetUDP6), "udp", udpUnconnected},
 	} {
-		fh, err := os.Open(filepath.Join(string(p), "net", f.file))
+		lines, err := f.read()
 		if err != nil {
 			continue
 		}
-		sc := bufio.NewScanner(fh)
-		sc.Scan() // header
-		for sc.Scan() {
-			cols := strings.Fields(sc.Text())
-			if len(cols) < 10 || cols[3] != f.state {
+		for _, l := range lines {
+			if l.St != f.state || l.LocalPort == 0 || l.LocalPort > 65535 {
 				continue
 			}
-			addr, port, err := parseProcAddr(cols[1])
-			if err != nil || port == 0 {
+			if f.proto == "udp" && l.RemPort != 0 {
+				continue // connected
+			}
+			addr, ok := netip.AddrFromSlice(l.LocalAddr)
+			if !ok {
 				continue
 			}
-			if f.proto == "udp" {
-				if _, rport, err := parseProcAddr(cols[2]); err != nil || rport != 0 {
-					continue // connected
-				}
-			}
-			out = append(out, wire.Listener{Address: addr.String(), Port: port, Protocol: f.proto, Process: owners[cols[9]]})
+			out = append(out, wire.Listener{Address: addr.Unmap().String(), Port: uint16(l.LocalPort), Protocol: f.proto,
+				Process: owners[strconv.FormatUint(l.Inode, 10)]})
 		}
-		fh.Close()
 	}
 	slices.SortFunc(out, func(a, b wire.Listener) int {
 		if c := strings.Compare(a.Protocol, b.Protocol); c != 0 {
@@ -89,27 +93,10 @@ func (p procFS) listeners() []wire.Listener {
 	return slices.Compact(out)
 }
 
-// parseProcAddr reads "0100007F:0016": an address in the kernel's byte
-// order (each 32-bit word little-endian on the machines we run on) and a
-// big-endian hex port.
-func parseProcAddr(s string) (netip.Addr, uint16, error) {
-	a, p, ok := strings.Cut(s, ":")
-	if !ok {
-		return netip.Addr{}, 0, fmt.Errorf("no port in %q", s)
-	}
-	port, err := strconv.ParseUint(p, 16, 16)
-	if err != nil {
-		return netip.Addr{}, 0, err
-	}
-	b, err := hex.DecodeString(a)
-	if err != nil || (len(b) != 4 && len(b) != 16) {
-		return netip.Addr{}, 0, fmt.Errorf("bad address %q", a)
-	}
-	for i := 0; i < len(b); i += 4 {
-		binary.BigEndian.PutUint32(b[i:], binary.LittleEndian.Uint32(b[i:]))
-	}
-	addr, _ := netip.AddrFromSlice(b)
-	return addr.Unmap(), uint16(port), nil
+// udpLines reads a UDP table as procfs's TCP type (both are lists of the
+// same unexported socket line).
+func udpLines(read func() (procfs.NetUDP, error)) func() (procfs.NetTCP, error) {
+	return func() (procfs.NetTCP, error) { l, err := read(); return procfs.NetTCP(l), err }
 }
 
 // socketOwners maps socket inodes to the name of a process holding them.
@@ -153,26 +140,24 @@ type route struct {
 // with the interface it leaves through, loopback left out.
 func (p procFS) routeTable() []route {
 	var out []route
-	if b, err := os.ReadFile(filepath.Join(string(p), "net/route")); err == nil {
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			cols := strings.Fields(line)
-			if len(cols) < 8 || cols[0] == "lo" {
+	if fs, err := procfs.NewFS(string(p)); err == nil {
+		lines, _ := fs.NetRoute()
+		for _, l := range lines {
+			if l.Iface == "lo" {
 				continue
 			}
-			dst, err1 := hexLE32(cols[1])
-			mask, err2 := hexLE32(cols[7])
-			if err1 != nil || err2 != nil {
-				continue
-			}
+			// procfs gives the hex words as read; the kernel wrote them in
+			// its (little-endian) byte order.
+			var a [4]byte
+			binary.LittleEndian.PutUint32(a[:], l.Destination)
 			bits := 0
-			for m := mask; m&0x80000000 != 0; m <<= 1 {
+			for m := bits32(l.Mask); m&0x80000000 != 0; m <<= 1 {
 				bits++
 			}
-			var a [4]byte
-			binary.BigEndian.PutUint32(a[:], dst)
-			out = append(out, route{cols[0], netip.PrefixFrom(netip.AddrFrom4(a), bits)})
+			out = append(out, route{l.Iface, netip.PrefixFrom(netip.AddrFrom4(a), bits)})
 		}
 	}
+	// procfs does not parse /proc/net/ipv6_route.
 	if b, err := os.ReadFile(filepath.Join(string(p), "net/ipv6_route")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			cols := strings.Fields(line)
@@ -243,12 +228,10 @@ func links(table []route) []wire.Link {
 	return out
 }
 
-func hexLE32(s string) (uint32, error) {
-	v, err := strconv.ParseUint(s, 16, 32)
-	if err != nil {
-		return 0, err
-	}
+// bits32 turns a netmask word as the kernel wrote it (little-endian) into
+// its value in network order, for counting its leading ones.
+func bits32(le uint32) uint32 {
 	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], uint32(v))
-	return binary.LittleEndian.Uint32(b[:]), nil
+	binary.LittleEndian.PutUint32(b[:], le)
+	return binary.BigEndian.Uint32(b[:])
 }

@@ -76,7 +76,7 @@ func (a *Agent) setRelayState(ds wire.DesiredState, recvAt time.Time) {
 // and the agent checks each against its own desired state (relay.Authorize).
 // A 401 or 410 stops it (the main loop stops the agent for those).
 func (a *Agent) runRelay(ctx context.Context, t tunneler) {
-	bo := backoff{min: a.minBackoff, max: a.maxBackoff}
+	bo := newBackoff(a.minBackoff, a.maxBackoff)
 	ra := a.relayAgent()
 	for ctx.Err() == nil {
 		conn, err := t.AgentTunnel(ctx)
@@ -84,7 +84,7 @@ func (a *Agent) runRelay(ctx context.Context, t tunneler) {
 			if st := client.StatusOf(err); st == http.StatusUnauthorized || st == http.StatusGone {
 				return
 			}
-			d := bo.next()
+			d := bo.NextBackOff()
 			a.log.Warn("bastion relay: cannot connect; retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
 				return
@@ -95,12 +95,12 @@ func (a *Agent) runRelay(ctx context.Context, t tunneler) {
 		start := time.Now()
 		err = ra.ServeConn(ctx, conn)
 		if time.Since(start) > 10*time.Second {
-			bo.reset()
+			bo.Reset()
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		d := bo.next()
+		d := bo.NextBackOff()
 		a.log.Warn("bastion relay connection ended; reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
 			return

@@ -1,10 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // failureLimiter limits failed logins per source: a token bucket per key that
@@ -15,9 +18,9 @@ import (
 // a valid credential is accepted. It takes now as an argument, so tests
 // need no clock. A nil limiter limits nothing.
 //
-// A bucket is kept as one time (as in GCRA): when it will be full again.
-// Each failure moves that time per later; a source may fail while it lies
-// at most (burst-1)*per ahead. Exact integer arithmetic, no float drift.
+// Each bucket is a golang.org/x/time/rate.Limiter (driven with explicit
+// times: AllowN and TokensAt); this type adds what rate does not keep: one
+// bucket per source, a bound on their number, and the count of refusals.
 type failureLimiter struct {
 	burst int
 	per   time.Duration
@@ -30,7 +33,7 @@ type failureLimiter struct {
 }
 
 type bucket struct {
-	full time.Time // when the bucket is full again
+	lim *rate.Limiter
 	// refused counts the failures answered 429 (not recorded) since the
 	// last recorded one.
 	refused int
@@ -55,11 +58,14 @@ func (l *failureLimiter) Wait(key string, now time.Time) time.Duration {
 	return l.wait(b, now)
 }
 
+// wait is the time until b holds a whole token again, rounded to the
+// millisecond (rate counts tokens in floating point).
 func (l *failureLimiter) wait(b *bucket, now time.Time) time.Duration {
-	if !b.full.After(now) {
-		return 0 // full (or new): no subtraction that could overflow
+	missing := 1 - b.lim.TokensAt(now)
+	if missing <= 0 {
+		return 0
 	}
-	return max(b.full.Sub(now)-time.Duration(l.burst-1)*l.per, 0)
+	return time.Duration(missing * float64(l.per)).Round(time.Millisecond)
 }
 
 // Fail takes a failure of key. Within its limit the failure is recorded
@@ -80,28 +86,29 @@ func (l *failureLimiter) Fail(key string, now time.Time) (wait time.Duration, re
 		if len(l.buckets) >= l.maxKeys {
 			l.prune(now)
 		}
-		b = &bucket{}
+		b = &bucket{lim: rate.NewLimiter(rate.Every(l.per), l.burst)}
 		l.buckets[key] = b
 	}
-	if w := l.wait(b, now); w > 0 {
+	if !b.lim.AllowN(now, 1) {
 		b.refused++
-		return w, 0
+		return max(l.wait(b, now), time.Millisecond), 0
 	}
-	b.full = later(b.full, now).Add(l.per)
 	refusedBefore, b.refused = b.refused, 0
 	return 0, refusedBefore
 }
 
 // prune drops full buckets, then (under a flood of sources) the tenth of
-// the buckets that are nearest to full, oldest first. Dropping a tenth at
-// once, not the one oldest, keeps the cost of a flood of new sources at an
-// amortized O(log n) each: otherwise, with the table full of buckets that
-// all limit something, every new source would scan the whole table under
-// the lock that every failed login takes.
+// the buckets that are nearest to full. Dropping a tenth at once, not the
+// one nearest, keeps the cost of a flood of new sources at an amortized
+// O(log n) each: otherwise, with the table full of buckets that all limit
+// something, every new source would scan the whole table under the lock
+// that every failed login takes.
 func (l *failureLimiter) prune(now time.Time) {
+	tokens := make(map[string]float64, len(l.buckets))
 	for k, b := range l.buckets {
-		if !b.full.After(now) {
+		if tokens[k] = b.lim.TokensAt(now); tokens[k] >= float64(l.burst) {
 			delete(l.buckets, k)
+			delete(tokens, k)
 		}
 	}
 	if len(l.buckets) < l.maxKeys {
@@ -111,17 +118,10 @@ func (l *failureLimiter) prune(now time.Time) {
 	for k := range l.buckets {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b string) int { return l.buckets[a].full.Compare(l.buckets[b].full) })
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(tokens[b], tokens[a]) })
 	for _, k := range keys[:len(keys)-l.maxKeys*9/10] {
 		delete(l.buckets, k)
 	}
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // sourceKey is the limiter's key for a client address: the address for

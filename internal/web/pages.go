@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/jitgate/jitgate/internal/random"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -635,23 +637,21 @@ func asTime(v any) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// ago is a rough relative time ("5 min ago"), for the server's clock at
-// render time; the exact time is in the element's title.
-func ago(v any) string {
+// ago is a rough relative time ("5 minutes ago"), for the server's clock
+// at render time; the exact time is in the element's title.
+func ago(v any) string { return agoAt(v, time.Now()) }
+
+// agoAt words the time between v and now with go-humanize ("3 hours ago",
+// "2 days ago"); under a minute it is "just now".
+func agoAt(v any, now time.Time) string {
 	t, ok := asTime(v)
 	if !ok {
 		return "never"
 	}
-	d := time.Since(t)
-	switch {
-	case d < time.Minute:
+	if d := now.Sub(t); d < time.Minute && d > -time.Minute {
 		return "just now"
-	case d < time.Hour:
-		return fmt.Sprintf("%d min ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%d h ago", int(d.Hours()))
 	}
-	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+	return humanize.RelTime(t, now, "ago", "from now")
 }
 
 func when(v any) string {
