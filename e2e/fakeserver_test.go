@@ -110,16 +110,6 @@ func (f *fakeServer) state() wire.DesiredState {
 	return f.ds
 }
 
-// set publishes a new revision.
-func (f *fakeServer) set(ds wire.DesiredState) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ds.Revision = f.ds.Revision + 1
-	f.ds = ds
-	close(f.changed)
-	f.changed = make(chan struct{})
-}
-
 // waitReport waits for a report (received at any time) that satisfies ok.
 func (f *fakeServer) waitReport(t *testing.T, what string, d time.Duration, ok func(wire.AgentReport) bool) wire.AgentReport {
 	t.Helper()

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pkg_tool in nftables:nft iproute2:ip openssh-server:sshd openssh-client:ssh conntrack:conntrack chromium:chromium xrdp:xrdp freerdp2-x11:xfreerdp xvfb:Xvfb; do
+for pkg_tool in make:make systemd:systemd-analyze util-linux:setpriv nftables:nft iproute2:ip openssh-server:sshd openssh-client:ssh conntrack:conntrack chromium:chromium xrdp:xrdp freerdp2-x11:xfreerdp xvfb:Xvfb; do
 	pkg=${pkg_tool%%:*}
 	tool=${pkg_tool##*:}
 	if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
@@ -50,7 +50,9 @@ modprobe nf_tables 2>/dev/null || true
 
 # Under CI=true a kernel test with missing privileges or tools fails instead of skipping.
 export CI=true
-go vet ./...
+# gofmt, go vet, golangci-lint (installed once into GOPATH/bin at the pinned
+# version), go mod tidy -diff, and the domain packages' import rules.
+make verify
 go test -count=1 -timeout 20m ./...
 # The concurrent packages once more under the race detector. The authorization
 # matrix (hundreds of single-request cases, each on a fresh store: minutes under

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 )
 
-
 func main() {
 	results := flag.String("results", "bench/results", "directory of the benchmarks' JSON results")
 	out := flag.String("img", "docs/img", "directory to write the PNG charts to")
@@ -50,16 +49,16 @@ func drawCharts(results, out string) {
 			{"nft_binary_open", "kernel path: nft add element"},
 		} {
 			var s summary
-			json.Unmarshal(grant[k.key], &s)
+			decodeField(grant[k.key], &s)
 			rows = append(rows, boxRow{k.label, s, green})
 		}
 	}
 	if read(results, "peers", &peersRaw) {
-		json.Unmarshal(peersRaw["jitgate_open"], &peers.Jitgate)
-		json.Unmarshal(peersRaw["fwknop_pcap_open"], &peers.FwknopPcap)
-		json.Unmarshal(peersRaw["fwknop_udp_open"], &peers.FwknopUDP)
-		json.Unmarshal(peersRaw["jitgate_first_refusal_minus_deadline_ms"], &peers.JitgateExpiry)
-		json.Unmarshal(peersRaw["fwknop_first_refusal_minus_deadline_ms"], &peers.FwknopExpiry)
+		decodeField(peersRaw["jitgate_open"], &peers.Jitgate)
+		decodeField(peersRaw["fwknop_pcap_open"], &peers.FwknopPcap)
+		decodeField(peersRaw["fwknop_udp_open"], &peers.FwknopUDP)
+		decodeField(peersRaw["jitgate_first_refusal_minus_deadline_ms"], &peers.JitgateExpiry)
+		decodeField(peersRaw["fwknop_first_refusal_minus_deadline_ms"], &peers.FwknopExpiry)
 		rows = append(rows,
 			boxRow{"jitgate: api call to open port", peers.Jitgate, blue},
 			boxRow{"fwknop udp-server mode", peers.FwknopUDP, orange},
@@ -149,3 +148,13 @@ func humanN(n int) string {
 	return fmt.Sprint(n)
 }
 
+// decodeField decodes one member of a result file; a missing member leaves
+// v zero, a malformed one stops the report.
+func decodeField(raw json.RawMessage, v any) {
+	if raw == nil {
+		return
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		log.Fatalf("decoding a result: %v", err)
+	}
+}

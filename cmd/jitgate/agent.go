@@ -132,7 +132,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		case err != nil:
 			log.Warn("cannot take the host lock; not guarding against a second agent", "err", err)
 		default:
-			defer lock.Release()
+			defer func() { _ = lock.Release() }()
 			cfg.Table = lock
 		}
 		var backend firewall.Backend
@@ -177,7 +177,7 @@ func serveAgentMetrics(ctx context.Context, addr string, cfg *agent.Config, log 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }() // ends with ErrServerClosed on stop
 	log.Info("agent metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	return func() { srv.Close() }, nil
 }
@@ -218,7 +218,7 @@ func (b *printBackend) Apply(_ context.Context, rs firewall.Ruleset, now time.Ti
 		b.printed = true
 		text := nft.Render(rs, now)
 		if b.json {
-			printJSONTo(b.w, struct {
+			_ = printJSONTo(b.w, struct {
 				Ruleset string `json:"ruleset"`
 			}{text})
 		} else {

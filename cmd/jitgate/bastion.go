@@ -137,8 +137,8 @@ func stdioTunnel(ctx context.Context, c *client.Client, target string, port uint
 	}
 	defer conn.Close()
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(conn, in); done <- struct{}{} }()
-	go func() { io.Copy(out, conn); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(conn, in); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(out, conn); done <- struct{}{} }()
 	<-done
 	return nil
 }
@@ -169,7 +169,7 @@ func serveLocal(ctx context.Context, c *client.Client, target string, port uint1
 			}
 			defer tc.Close()
 			done := make(chan struct{}, 2)
-			go func() { io.Copy(tc, lc); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(tc, lc); done <- struct{}{} }()
 			go func() { io.Copy(lc, tc); done <- struct{}{} }()
 			select {
 			case <-done:

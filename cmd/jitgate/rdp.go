@@ -86,14 +86,13 @@ the client exits, and the command exits with the client's status.`,
 				fmt.Fprintf(a.stderr, "no RDP client found (%s); run it yourself:\n", rdpClientHint(runtime.GOOS))
 			}
 			fmt.Fprintln(a.stdout, commandLine(line))
-			detached = true
 		} else {
 			run := exec.CommandContext(ctx, line[0], line[1:]...)
 			run.Stdin, run.Stdout, run.Stderr = os.Stdin, os.Stdout, os.Stderr
 			err := run.Run()
 			if !detached {
 				stop()
-				<-served
+				_ = <-served // the RDP client's outcome is the answer
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
 					return exitStatus(ee.ExitCode())

@@ -93,7 +93,7 @@ read others' requests on its target.`,
 				case <-time.After(wait):
 				}
 			}
-			io.WriteString(a.stdout, e.Data)
+			_, _ = io.WriteString(a.stdout, e.Data)
 		}
 		fmt.Fprintln(a.stderr, "\nend of the recording")
 		return nil

@@ -198,7 +198,7 @@ func (a *app) printSettingsOK(file string, from map[string]string) {
 		file = "none"
 	}
 	if a.jsonOut() {
-		a.printJSON(struct {
+		_ = a.printJSON(struct {
 			OK       bool              `json:"ok"`
 			File     string            `json:"file"`
 			Settings map[string]string `json:"settings"`

@@ -62,7 +62,7 @@ func (a *app) runRecordedTerminal(ctx context.Context, c *client.Client, reqID s
 		if err != nil {
 			return fmt.Errorf("putting the terminal in raw mode: %w", err)
 		}
-		defer term.Restore(int(in.Fd()), old)
+		defer func() { _ = term.Restore(int(in.Fd()), old) }()
 		nl = "\r\n" // raw output does not turn \n into \r\n
 	}
 	// Keystrokes go as binary frames; a closed stdin ends nothing (the
@@ -85,7 +85,7 @@ func (a *app) runRecordedTerminal(ctx context.Context, c *client.Client, reqID s
 		for range resizeSignals(ctx) {
 			if w, h, err := term.GetSize(int(out.Fd())); err == nil {
 				b, _ := json.Marshal(webterm.Control{Type: webterm.TypeResize, Cols: w, Rows: h})
-				ws.Write(ctx, websocket.MessageText, b)
+				_ = ws.Write(ctx, websocket.MessageText, b)
 			}
 		}
 	}()
@@ -98,7 +98,7 @@ func (a *app) runRecordedTerminal(ctx context.Context, c *client.Client, reqID s
 			return fmt.Errorf("the terminal's connection: %w", err)
 		}
 		if typ == websocket.MessageBinary {
-			out.Write(data)
+			_, _ = out.Write(data)
 			continue
 		}
 		var ctl webterm.Control

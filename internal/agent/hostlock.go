@@ -98,7 +98,7 @@ func LockHost(dir, stateDir string) (*HostLock, error) {
 	}
 	b, _ := json.Marshal(info)
 	if err := f.Truncate(0); err == nil {
-		f.WriteAt(append(b, '\n'), 0)
+		_, _ = f.WriteAt(append(b, '\n'), 0)
 	}
 	return &HostLock{f: f, tablePath: filepath.Join(dir, "agent-netns-"+id+".table")}, nil
 }

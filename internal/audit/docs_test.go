@@ -64,7 +64,7 @@ func TestDocsListEveryAction(t *testing.T) {
 		t.Fatal("docs/design.md has no audit-actions table")
 	}
 	var listed []string
-	first := regexp.MustCompile("^\\| ([^|]*)\\|")
+	first := regexp.MustCompile(`^\| ([^|]*)\|`)
 	code := regexp.MustCompile("`([a-z_]+\\.[a-z_]+)`")
 	for _, line := range strings.Split(doc[start:end], "\n") {
 		if m := first.FindStringSubmatch(line); m != nil {

@@ -192,7 +192,7 @@ func ParsePrincipal(s string) (string, error) {
 // with their "group:" prefix, so they may.
 func CheckName(kind, name string) error {
 	if (kind == "user" || kind == "service") && strings.Contains(name, ":") {
-		return fmt.Errorf("%s name %q holds a colon: names of users and services cannot carry a kind prefix such as service: or user:", kind, name)
+		return fmt.Errorf(`%s name %q holds a colon: names of users and services cannot carry a kind prefix such as "service:" or "user:"`, kind, name)
 	}
 	return nil
 }

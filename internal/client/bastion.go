@@ -36,7 +36,7 @@ func (c *Client) dialWS(ctx context.Context, path string, query url.Values) (net
 				ae := &APIError{Status: resp.StatusCode}
 				if resp.Body != nil {
 					data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-					json.Unmarshal(data, &ae.Body)
+					_ = json.Unmarshal(data, &ae.Body) // a body that is not JSON leaves the status alone
 				}
 				if ae.Body.Error == "" {
 					ae.Body.Error = fmt.Sprintf("server answered %s", resp.Status)

@@ -294,7 +294,7 @@ func (d *Deliverer) send(ctx context.Context, it store.OutboxItem) error {
 	// The body is drained (to reuse the connection) but never kept: a
 	// receiver, or whoever answers at its address, must not be able to
 	// put text into jitgate's database, logs and CLI.
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drained for reuse; the status decides
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("the receiver answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}

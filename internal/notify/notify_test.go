@@ -181,20 +181,6 @@ func (rc *receiver) check(want map[int64]bool) {
 	}
 }
 
-func (rc *receiver) okCount() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	n := 0
-	for _, outs := range rc.outcomes {
-		for _, o := range outs {
-			if o == "200" {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 // fast are options for real-time tests: short timeouts and backoff, and
 // loopback receivers allowed.
 func fast() notify.Options {

@@ -103,7 +103,7 @@ func (a *Agent) Handle(ctx context.Context, st net.Conn) {
 	st.SetReadDeadline(time.Time{})
 	refuse := func(why string) {
 		a.log().Warn("bastion tunnel refused", "session", h.Session, "request", h.RequestID, "principal", h.Principal, "port", h.Port, "reason", why)
-		writeFrame(st, reply{Error: why})
+		_ = writeFrame(st, reply{Error: why})
 		st.Close()
 	}
 	ds, ok := a.State()

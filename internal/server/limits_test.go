@@ -107,12 +107,6 @@ func rawConn(t *testing.T, addr string) net.Conn {
 	return c
 }
 
-// healthz sends GET /healthz on c and returns the status line, or the error
-// that came instead.
-func healthz(c net.Conn, br *bufio.Reader) (string, error) {
-	return get(c, br, "/healthz", "")
-}
-
 // get sends GET path on c, with token as the bearer unless empty, and
 // returns the status line, or the error that came instead.
 func get(c net.Conn, br *bufio.Reader, path, token string) (string, error) {

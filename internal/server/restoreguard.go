@@ -178,7 +178,7 @@ func LockDataDir(dir string) (release func(), err error) {
 		}
 		return nil, fmt.Errorf("data directory %s is in use by a running jitgate server (pid %s): stop it first", dir, holder)
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { f.Close() }, nil
 }

@@ -143,7 +143,7 @@ func TestRestoreGuardEndsGrantsOfAnOlderCopy(t *testing.T) {
 	// Starting again on the same database is not a restore.
 	st.Close()
 	before := strings.Count(logs.String(), "database restored")
-	st = openGuarded(t, dir, log)
+	openGuarded(t, dir, log)
 	if n := strings.Count(logs.String(), "database restored"); n != before {
 		t.Errorf("a plain restart was taken for a restore:\n%s", logs.String())
 	}

@@ -29,7 +29,7 @@ func checkSharedCA(ctx context.Context, st *store.Store, ca ssh.Signer, path str
 	pub := bytes.TrimSpace(ssh.MarshalAuthorizedKey(ca.PublicKey()))
 	mine := ssh.FingerprintSHA256(ca.PublicKey())
 	if rotate {
-		old := "none"
+		var old string
 		if rec, err := st.SharedKey(ctx, sshCAKeyName, func() []byte { return pub }, now); err != nil {
 			return fmt.Errorf("reading the SSH CA key recorded in the database: %w", err)
 		} else if bytes.Equal(rec, pub) {

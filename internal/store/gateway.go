@@ -263,12 +263,19 @@ func allocateMappings(ctx context.Context, tx *sql.Tx, gw, target string, pol po
 			want = MappedPortMin
 			for rows.Next() {
 				var p int
-				rows.Scan(&p)
+				if err := rows.Scan(&p); err != nil {
+					rows.Close()
+					return fmt.Errorf("listing mapped ports: %w", err)
+				}
 				if p == want {
 					want++
 				}
 			}
+			err = rows.Err()
 			rows.Close()
+			if err != nil {
+				return fmt.Errorf("listing mapped ports: %w", err)
+			}
 			if want > MappedPortMax {
 				return fmt.Errorf("gateway %s has no free mapped port left in %d-%d: %w", gw, MappedPortMin, MappedPortMax, ErrConflict)
 			}
@@ -646,8 +653,9 @@ func (s *Store) changed(targets ...string) {
 		if err == nil {
 			for rows.Next() {
 				var n string
-				rows.Scan(&n)
-				add(n)
+				if rows.Scan(&n) == nil {
+					add(n)
+				}
 			}
 			rows.Close()
 		}

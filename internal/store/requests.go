@@ -812,11 +812,6 @@ func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason strin
 // the same requester, target and source that extended one of the ports of
 // id, or of a request that carried them, carries it.
 func grantCarriers(ctx context.Context, tx *sql.Tx, id string) ([]string, error) {
-	type req struct {
-		id       string
-		approved int64
-		ports    map[policy.Port]bool
-	}
 	var (
 		target, requester, source string
 		approved                  sql.NullInt64

@@ -89,7 +89,7 @@ func New(d Deps) (http.Handler, error) {
 	}
 	sub, _ := fs.Sub(staticFS, "static")
 	h := sha256.New()
-	fs.WalkDir(sub, ".", func(p string, e fs.DirEntry, err error) error {
+	_ = fs.WalkDir(sub, ".", func(p string, e fs.DirEntry, err error) error {
 		if err == nil && !e.IsDir() {
 			b, _ := fs.ReadFile(sub, p)
 			h.Write(b)
@@ -241,7 +241,7 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		return
 	}
 	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	_, _ = w.Write(buf.Bytes())
 }
 
 // apiError is an error answer of the in-process API.

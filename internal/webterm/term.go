@@ -246,7 +246,7 @@ func (t *Terminal) send(c Control) {
 	b, _ := json.Marshal(c)
 	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
 	defer cancel()
-	t.ws.Write(ctx, websocket.MessageText, b)
+	_ = t.ws.Write(ctx, websocket.MessageText, b)
 }
 
 // Notice shows text in the terminal's status line. Safe from any goroutine;

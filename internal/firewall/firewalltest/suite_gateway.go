@@ -139,7 +139,7 @@ func testGatewayGrants(t *testing.T, b firewall.Backend) {
 		{"192.0.2.8", web4, https, time.Minute, true},
 		{"198.51.100.99", web4, ssh, time.Minute, false},
 	})
-	if st.Allows(netip.MustParseAddr("192.0.2.1"), ssh.Proto, ssh.Port, now) != true {
+	if !st.Allows(netip.MustParseAddr("192.0.2.1"), ssh.Proto, ssh.Port, now) {
 		t.Error("Allows without destination on a gateway: the gateway's own port 22 is not protected")
 	}
 	checkResult(t, "re-apply", apply(t, b, rs), firewall.ApplyResult{})

@@ -150,7 +150,7 @@ func growBuffers(c *netlink.Conn) error {
 // with its requests. The next call dials afresh.
 func (b *Backend) reset() {
 	if b.conn != nil {
-		b.conn.CloseLasting()
+		_ = b.conn.CloseLasting()
 	}
 	b.conn, b.nl = nil, nil
 	b.cache = nil

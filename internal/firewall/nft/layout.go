@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -43,9 +42,6 @@ const (
 	// logBurst is the burst of the sampling limit (nft's default).
 	logBurst = 5
 )
-
-// chainName is kept for the host-mode chain's historical name.
-const chainName = inputChain
 
 // role says what a set's elements mean.
 type role uint8
@@ -630,13 +626,4 @@ func ifname(name string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, name)
 	return b
-}
-
-// describe is a one-line summary of the layout, for errors.
-func (l layout) describe() string {
-	var names []string
-	for _, c := range l.chains {
-		names = append(names, c.name)
-	}
-	return fmt.Sprintf("%s mode (chains %s)", l.mode, strings.Join(names, ", "))
 }

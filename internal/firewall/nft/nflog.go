@@ -148,7 +148,7 @@ func (s *Sampler) Samples() []firewall.Sample {
 
 // Close unbinds the group and closes the socket; Run returns.
 func (s *Sampler) Close() error {
-	s.config(nfulnlCfgCmdUnbind) // best effort: closing the socket unbinds too
+	_ = s.config(nfulnlCfgCmdUnbind) // best effort: closing the socket unbinds too
 	return s.conn.Close()
 }
 
