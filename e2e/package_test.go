@@ -146,12 +146,14 @@ func TestDebianPackage(t *testing.T) {
 	t.Log("the server as its own user without capabilities, the agent with the unit's capabilities, in namespaces")
 	l := testlab.New(t)
 	l.Binary = pkgBinary
-	data := filepath.Join(l.Dir, "server")
-	if err := os.MkdirAll(data, 0o700); err != nil {
+	// The server's data directory, owned by its user, where that user can
+	// reach it (t.TempDir's parent is root's alone).
+	data, err := os.MkdirTemp("", "jitgate-pkg-server-")
+	if err != nil {
 		t.Fatal(err)
 	}
-	runOK(t, "chown", jg.Uid+":"+jg.Gid, data, l.Dir)
-	os.Chmod(l.Dir, 0o755) // the server user must reach its data directory
+	t.Cleanup(func() { os.RemoveAll(data) })
+	runOK(t, "chown", jg.Uid+":"+jg.Gid, data)
 	l.Server = l.Start(l.ServerNS, "jitgate server (as the unit runs it)", "setpriv",
 		"--reuid="+jg.Uid, "--regid="+jg.Gid, "--init-groups", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--",
 		pkgBinary, "server", "--listen", fmt.Sprintf("0.0.0.0:%d", testlab.APIPort), "--data-dir", data,

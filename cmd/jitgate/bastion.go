@@ -170,7 +170,7 @@ func serveLocal(ctx context.Context, c *client.Client, target string, port uint1
 			defer tc.Close()
 			done := make(chan struct{}, 2)
 			go func() { _, _ = io.Copy(tc, lc); done <- struct{}{} }()
-			go func() { io.Copy(lc, tc); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(lc, tc); done <- struct{}{} }()
 			select {
 			case <-done:
 			case <-ctx.Done():

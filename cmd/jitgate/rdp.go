@@ -92,7 +92,7 @@ the client exits, and the command exits with the client's status.`,
 			err := run.Run()
 			if !detached {
 				stop()
-				_ = <-served // the RDP client's outcome is the answer
+				<-served //nolint:errcheck // the RDP client's outcome is the answer, the tunnel only ends with it
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
 					return exitStatus(ee.ExitCode())
