@@ -60,6 +60,16 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
+// fmtClock writes an instant as a time of day in UTC, with the date when it
+// is not on now's (UTC) day.
+func fmtClock(t, now time.Time) string {
+	t, now = t.UTC(), now.UTC()
+	if t.YearDay() == now.YearDay() && t.Year() == now.Year() {
+		return t.Format("15:04:05 UTC")
+	}
+	return t.Format("2006-01-02 15:04:05 UTC")
+}
+
 // fmtRelative writes "in 59m" or "3m ago".
 func fmtRelative(t, now time.Time) string {
 	d := t.Sub(now)

@@ -165,27 +165,6 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	}
 }
 
-// snapshot is the full desired state of enforcer t at its current revision,
-// held in memory (tests compare the streamed answer with it).
-func (a *api) snapshot(ctx context.Context, t store.Target) (wire.DesiredState, error) {
-	var (
-		ds     wire.DesiredState
-		grants []wire.GrantEntry
-	)
-	bastion, err := a.streamSnapshot(ctx, t, func(head wire.DesiredState) error {
-		ds = head
-		return nil
-	}, func(gs []wire.GrantEntry) error {
-		grants = append(grants, gs...)
-		return nil
-	})
-	if err != nil {
-		return wire.DesiredState{}, err
-	}
-	ds.Grants, ds.Bastion = append([]wire.GrantEntry{}, grants...), bastion
-	return ds, nil
-}
-
 // streamSnapshot produces the full desired state of enforcer t at its
 // current revision: the store's read (DesiredHead, then DesiredGrants a
 // chunk at a time), host or gateway alike, in the agent's terms. head gets

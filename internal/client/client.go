@@ -244,7 +244,7 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		hr.receiveHeader(resp.Header)
 	}
 	if out == nil {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer)) // drained so the connection is reused
 		return resp.StatusCode, nil
 	}
 	// Decoded as it arrives: a desired state of a million grants is ~90 MB
