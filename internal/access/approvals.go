@@ -116,3 +116,23 @@ func Decide(required int, needs []GroupNeed, votes []Vote) Tally {
 	t.Approved = len(t.Missing) == 0 && t.Short == 0
 	return t
 }
+
+// Stricter is what a request awaiting approval needs once its target's
+// rules changed: the larger number of approvals, and per group the larger
+// count, of what it was created with (required, needs) and what its rules
+// ask for now (nowRequired, nowNeeds), its own groups first. A tightened
+// rule binds the requests not yet granted; a loosened one never lowers
+// what they need, so editing a policy cannot wave a pending request
+// through.
+func Stricter(required int, needs []GroupNeed, nowRequired int, nowNeeds []GroupNeed) (int, []GroupNeed) {
+	out := slices.Clone(needs)
+	for _, n := range nowNeeds {
+		i := slices.IndexFunc(out, func(o GroupNeed) bool { return o.From == n.From })
+		if i < 0 {
+			out = append(out, n)
+		} else {
+			out[i].Count = max(out[i].Count, n.Count)
+		}
+	}
+	return max(required, nowRequired), out
+}

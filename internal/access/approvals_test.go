@@ -61,3 +61,34 @@ func TestDecide(t *testing.T) {
 		t.Error("a vote from no group counts when the groups' seats are the total")
 	}
 }
+
+// TestStricter: a pending request's needs after its rules changed are the
+// larger of the two, per group and in all; never smaller.
+func TestStricter(t *testing.T) {
+	dba, sec := access.GroupNeed{From: "group:dba", Count: 1}, access.GroupNeed{From: "group:security", Count: 1}
+	dba2 := access.GroupNeed{From: "group:dba", Count: 2}
+	tests := []struct {
+		name      string
+		req       int
+		needs     []access.GroupNeed
+		nowReq    int
+		nowNeeds  []access.GroupNeed
+		wantReq   int
+		wantNeeds []access.GroupNeed
+	}{
+		{"unchanged", 1, []access.GroupNeed{dba}, 1, []access.GroupNeed{dba}, 1, []access.GroupNeed{dba}},
+		{"a group added", 1, []access.GroupNeed{dba}, 2, []access.GroupNeed{dba, sec}, 2, []access.GroupNeed{dba, sec}},
+		{"a count raised", 1, []access.GroupNeed{dba}, 2, []access.GroupNeed{dba2}, 2, []access.GroupNeed{dba2}},
+		{"loosened: kept", 2, []access.GroupNeed{dba, sec}, 1, []access.GroupNeed{dba}, 2, []access.GroupNeed{dba, sec}},
+		{"rule now automatic: kept", 1, nil, 0, nil, 1, nil},
+		{"groups where there were none", 1, nil, 1, []access.GroupNeed{sec}, 1, []access.GroupNeed{sec}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, needs := access.Stricter(tt.req, tt.needs, tt.nowReq, tt.nowNeeds)
+			if req != tt.wantReq || !cmp.Equal(needs, tt.wantNeeds) {
+				t.Errorf("Stricter = %d %v, want %d %v", req, needs, tt.wantReq, tt.wantNeeds)
+			}
+		})
+	}
+}

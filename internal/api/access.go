@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -215,15 +216,27 @@ func (a *api) decide(approve bool) handlerFunc {
 		}
 		actor := a.actor(r, p)
 		reason := strings.TrimSpace(in.Reason)
-		if approve && len(req.ApprovalGroups) > 0 {
+		// The groups the approver is checked for: the request's own and
+		// those its target's rules ask for now (a rule tightened while the
+		// request waits binds it: store.ApproveRequest).
+		var groups []string
+		for _, g := range req.ApprovalGroups {
+			groups = append(groups, g.From)
+		}
+		if tg, err := a.Store.GetTarget(r.Context(), req.Target); err == nil && tg.Policy != nil {
+			for _, g := range tg.Policy.ApprovalGroupsRequired(req.Ports) {
+				groups = append(groups, g.From)
+			}
+		}
+		if approve && len(groups) > 0 {
 			bs, err := a.Store.ListBindings(r.Context())
 			if err != nil {
 				return err
 			}
 			t := a.targetOf(r.Context(), req.Target)
-			for _, g := range req.ApprovalGroups {
-				if authz.Holds(bs, p.Authz(), g.From, t) {
-					actor.Member = append(actor.Member, g.From)
+			for _, g := range groups {
+				if !slices.Contains(actor.Member, g) && authz.Holds(bs, p.Authz(), g, t) {
+					actor.Member = append(actor.Member, g)
 				}
 			}
 		}

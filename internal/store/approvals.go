@@ -63,6 +63,24 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 		if n > 0 {
 			return fmt.Errorf("you already approved request %s: %w", id, ErrConflict)
 		}
+		// A rule tightened since the request was created binds it too
+		// (access.Stricter); the stricter needs are kept on the request.
+		pol, err := targetPolicy(ctx, tx, r.Target)
+		if err != nil {
+			return err
+		}
+		need, groups := access.Stricter(r.ApprovalsRequired, r.ApprovalGroups, pol.ApprovalsRequired(r.Ports), groupNeeds(pol.ApprovalGroupsRequired(r.Ports)))
+		if need != r.ApprovalsRequired || !slices.Equal(groups, r.ApprovalGroups) {
+			enc := ""
+			if len(groups) > 0 {
+				b, _ := json.Marshal(groups)
+				enc = string(b)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE requests SET approvals_required = $1, approval_groups = $2 WHERE id = $3`, need, enc, id); err != nil {
+				return fmt.Errorf("raising what request %s needs to its tightened rules: %w", id, err)
+			}
+			r.ApprovalsRequired, r.ApprovalGroups = need, groups
+		}
 		votes, err := votesOf(ctx, tx, id)
 		if err != nil {
 			return err
@@ -107,10 +125,6 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 			}
 		}
 		if tally.Approved {
-			pol, err := targetPolicy(ctx, tx, r.Target)
-			if err != nil {
-				return err
-			}
 			if end, clipped := clipToWindows(pol, r.Ports, now, r.Duration); clipped {
 				details["clipped_to_window_end"] = end.Format(time.RFC3339)
 			}

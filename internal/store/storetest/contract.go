@@ -19,6 +19,7 @@ var contractTests = []struct {
 	{"Outbox", testOutbox},
 	{"Scheduled", testScheduled},
 	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
+	{"ApprovalsTightened", testApprovalsTightened},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

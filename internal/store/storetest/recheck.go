@@ -73,3 +73,33 @@ func testScheduledGroupsRecheck(t *testing.T, s *store.Store) {
 		t.Errorf("grants on db-2 = %+v, want the one of the unchanged rule", g)
 	}
 }
+
+// testApprovalsTightened: a rule tightened while a request awaits approval
+// binds it (access.Stricter): the approval the old rule called enough
+// leaves it awaiting the added group, kept on the request; loosening the
+// rule again does not lower what it needs.
+func testApprovalsTightened(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	if _, _, err := s.CreateTarget(ctx, alice, "db-1", nil, t0, enrollTTL); err != nil {
+		t.Fatal(err)
+	}
+	dba, sec := policy.GroupApproval{From: "group:dba", Count: 1}, policy.GroupApproval{From: "group:security", Count: 1}
+	setGroups(t, s, "db-1", 0, []policy.GroupApproval{dba}, t0)
+	r := mustRequest(t, s, carol, "db-1", ask("198.51.100.7/32", time.Hour, tcp(22)), at(time.Minute))
+	setGroups(t, s, "db-1", 0, []policy.GroupApproval{dba, sec}, at(2*time.Minute))
+	r1, err := s.ApproveRequest(ctx, store.Actor{Name: "bob", Member: []string{"group:dba"}}, r.ID, "", 0, at(3*time.Minute))
+	if err != nil || r1.State != access.PendingApproval || r1.ApprovalsRequired != 2 || len(r1.ApprovalGroups) != 2 || r1.Tally.String() != "1 more from group:security" {
+		t.Fatalf("dba approval after the rule was tightened: %v %s, %d required, groups %+v, tally %q; want awaiting 1 more from group:security",
+			err, r1.State, r1.ApprovalsRequired, r1.ApprovalGroups, r1.Tally)
+	}
+	setGroups(t, s, "db-1", 0, []policy.GroupApproval{dba}, at(4*time.Minute))
+	_, err = s.ApproveRequest(ctx, store.Actor{Name: "erin", Member: []string{"group:dba"}}, r.ID, "", 0, at(5*time.Minute))
+	wantErrIs(t, "a second dba approver after the rule was loosened", err, store.ErrForbidden)
+	r2, err := s.ApproveRequest(ctx, store.Actor{Name: "dave", Member: []string{"group:security"}}, r.ID, "", 0, at(6*time.Minute))
+	if err != nil || r2.State != access.Pending {
+		t.Fatalf("security approval: %v %s; want pending", err, r2.State)
+	}
+	if g := grants(t, s, "db-1", at(6*time.Minute)); len(g) != 1 {
+		t.Errorf("grants = %+v, want one", g)
+	}
+}
