@@ -56,8 +56,9 @@ func wantElements(rs firewall.Ruleset, now time.Time) []string {
 // table, after full applies and after deltas; the kernel then holds exactly
 // the desired elements. When anyone committed anything after the file was
 // written (here an element added to our set with the nft tool: the
-// extra grant an edit brought), the file is not trusted: the restart lists
-// the table and removes the extra element too.
+// extra grant an edit brought), or the file was cut short (a process killed
+// while writing it), the file is not trusted: the restart lists the table
+// and removes the extra element too.
 func TestRestartReconcilesFromStateFile(t *testing.T) {
 	ns := testenv.NewNetns(t)
 	path := filepath.Join(t.TempDir(), "nft-state")
@@ -91,9 +92,21 @@ func TestRestartReconcilesFromStateFile(t *testing.T) {
 		{"after a full apply", "", false},
 		{"after an edit of the set", "add element inet jitgate hosts6 { 2001:db8:9::1 . tcp . 22 timeout 1h }", true},
 		{"after a change to another table", "add table ip other", true},
+		// An agent killed while writing the file: the last record is cut.
+		{"after a torn write", "torn", true},
 	}
 	for i, step := range steps {
-		if step.edit != "" {
+		switch step.edit {
+		case "":
+		case "torn":
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, fi.Size()-1); err != nil {
+				t.Fatal(err)
+			}
+		default:
 			load(t, ns, step.edit)
 		}
 		b := open()
