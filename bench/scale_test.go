@@ -51,7 +51,8 @@ func TestScale(t *testing.T) {
 	n := envInt("BENCH_SCALE_GRANTS", 1_000_000)
 	restarts := envInt("BENCH_SCALE_RESTARTS", 3)
 	l := testlab.New(t)
-	setupJitgate(t, l, loadServerFlags...)
+	flags := append(loadServerFlags[:len(loadServerFlags):len(loadServerFlags)], "--max-live-requests-per-target", "100000000")
+	setupJitgate(t, l, flags...)
 	ctx := context.Background()
 	res := Scale{Grants: n}
 	l.Server.Kill()
@@ -64,7 +65,7 @@ func TestScale(t *testing.T) {
 	res.SeedSeconds = time.Since(start).Seconds()
 	t.Logf("seeded %d grants on %s in %.1f s", n, target, res.SeedSeconds)
 	start = time.Now()
-	l.StartServer(loadServerFlags...)
+	l.StartServer(flags...)
 	api := loadClient(t, l)
 	l.Eventually("agent applied every grant", 20*time.Minute, func() bool {
 		tg, err := api.Target(ctx, target)

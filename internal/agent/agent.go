@@ -79,6 +79,15 @@ const (
 	skewMargin = 100 * time.Millisecond
 )
 
+// transferGrace is how much longer than callGrace a poll may take to
+// receive its answer when the agent holds elements grants: a snapshot of a
+// million grants is ~90 MB of JSON, streamed as the server reads it, which
+// took tens of seconds on a loaded two-core machine. It bounds how long a
+// black-holed connection can stall the loop.
+func transferGrace(elements int) time.Duration {
+	return time.Minute + time.Duration(elements/100_000)*10*time.Second
+}
+
 // ErrCredentialRejected is returned by Run when the server answers 401 to the
 // agent's credential: retrying cannot help, an operator must re-enroll.
 var ErrCredentialRejected = errors.New("agent credential rejected by the server")
@@ -467,7 +476,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			wait = max(untilResync, 0)
 		}
 		polledAt := time.Now()
-		callCtx, cancel := context.WithTimeout(ctx, wait+callGrace)
+		callCtx, cancel := context.WithTimeout(ctx, wait+callGrace+transferGrace(a.elements))
 		// after is the highest revision ever applied (also across restarts):
 		// a server that knows less than that has lost its database's recent
 		// past, and can tell even when later changes caught up with it.
@@ -663,7 +672,10 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	}
 	if err == nil {
 		a.shift = shift
-		a.lastRS = &rs
+		// The rollback needs the protected ports, not every grant.
+		kept := rs
+		kept.Grants = nil
+		a.lastRS = &kept
 	}
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
 	a.finish(ctx, cur.ds.Revision, reason, start, now, res, err)

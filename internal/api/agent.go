@@ -237,6 +237,21 @@ func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.
 		if err != nil {
 			return fmt.Errorf("encoding the desired state: %w", err)
 		}
+		// The server's time goes last, stamped when the last grant was
+		// written: the agent estimates the clock skew from it and the
+		// time the answer arrived, and a million grants take seconds to
+		// stream (stamped first, the transfer would pass for the agent's
+		// clock being ahead and hide one that is behind).
+		st, err := json.Marshal(ds.ServerTime)
+		if err != nil {
+			return fmt.Errorf("encoding the desired state: %w", err)
+		}
+		field := append(append([]byte(`"server_time":`), st...), ',')
+		j := bytes.Index(b, field)
+		if j < 0 {
+			return errors.New("encoding the desired state: no server_time field")
+		}
+		b = append(b[:j:j], b[j+len(field):]...)
 		// The head encodes "grants":[]; the entries go between the brackets.
 		i := bytes.Index(b, []byte(`"grants":[]`))
 		if i < 0 {
@@ -278,7 +293,15 @@ func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.
 				bw.Write(b)
 			}
 		}
-		bw.Write(tail[1:]) // tail starts with the grants' closing ]
+		bw.Write(tail[1 : len(tail)-1]) // tail starts with the grants' closing ] and ends with }
+		if err == nil {
+			var st []byte
+			if st, err = json.Marshal(a.Now().UTC()); err == nil {
+				bw.WriteString(`,"server_time":`)
+				bw.Write(st)
+				bw.WriteByte('}')
+			}
+		}
 		bw.WriteByte('\n')
 		if err == nil {
 			err = bw.Flush()

@@ -221,7 +221,19 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.http.Do(req)
+	hc := c.http
+	if _, ok := out.(*wire.DesiredState); ok {
+		if _, bounded := ctx.Deadline(); bounded {
+			// A snapshot of a million grants can take longer to stream
+			// than the client's timeout for one answer; the caller's
+			// deadline bounds it instead (the agent's grows with the
+			// state it holds).
+			cp := *c.http
+			cp.Timeout = 0
+			hc = &cp
+		}
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
