@@ -21,10 +21,11 @@ const (
 	latencyLimit  = 2 * time.Second
 )
 
-// Targets from the issue.
+// Targets of issue 13 (API call to first packet, idle machine; issue 1's
+// were 5 and 25 ms).
 const (
-	targetLatencyP50 = 5.0  // ms
-	targetLatencyP99 = 25.0 // ms
+	targetLatencyP50 = 2.0 // ms
+	targetLatencyP99 = 5.0 // ms
 )
 
 // fwknopDefaultModeMS is fwknop's time from SPA packet to open port in its
