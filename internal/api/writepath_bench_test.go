@@ -141,9 +141,9 @@ func BenchmarkOpenLoop(b *testing.B) {
 	var agents sync.WaitGroup
 	for i := range names {
 		names[i] = fmt.Sprintf("load-%04d", i)
-		ac := e.addTarget(b, names[i])
+		e.addTarget(b, names[i])
 		e.setPolicy(b, names[i], wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
-		ac, _ = client.New(e.srv.URL, e.creds[names[i]], client.WithHTTPClient(hc))
+		ac, _ := client.New(e.srv.URL, e.creds[names[i]], client.WithHTTPClient(hc))
 		agents.Go(func() { simulatedAgent(ctx, ac) })
 	}
 	var (
