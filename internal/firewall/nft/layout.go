@@ -31,17 +31,18 @@ const (
 	// natPriority is the conventional dstnat priority.
 	natPriority = -100
 
-	// ruleTagPrefix marks our rules. Bump the version whenever the rules
-	// change: a chain whose tags differ is flushed and refilled in the same
-	// batch, which is how a new binary upgrades the layout atomically.
-	ruleTagPrefix = "jitgate:v3:"
-
 	// LogGroup is the nflog group the gate sends sampled blocked packets
 	// to (see Sampler). One listener per network namespace may bind it.
 	LogGroup = 4747
 	// logBurst is the burst of the sampling limit (nft's default).
 	logBurst = 5
 )
+
+// ruleTagPrefix marks our rules. Bump the version whenever the rules
+// change: a chain whose tags differ is flushed and refilled in the same
+// batch, which is how a new binary upgrades the layout atomically. (A
+// variable only so that tests can play a newer binary.)
+var ruleTagPrefix = "jitgate:v3:"
 
 // role says what a set's elements mean.
 type role uint8

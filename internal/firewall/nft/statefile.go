@@ -2,7 +2,9 @@ package nft
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,9 +32,11 @@ import (
 // what the kernel then holds: the whole cache after a full Apply, a record of
 // the elements added and deleted after an ApplyDelta (appended; the file is
 // rewritten whole when the records outgrow the elements). Each write ends
-// with the ruleset generation it describes, the boot and the network
-// namespace. A new Backend loads the file as its cache only when all three
-// match the kernel's at that moment and the table exists: then nobody
+// with the ruleset generation it describes; the file starts with the boot,
+// the network namespace and a fingerprint of the layout (sets, chains,
+// rules) as the writing binary builds it. A new Backend loads the file as
+// its cache only when boot, namespace and generation match the kernel's,
+// the fingerprint matches its own layout, and the table exists: then nobody
 // committed anything to any table of the namespace since the file was
 // written, so the kernel holds exactly what the file says (less the
 // elements it expired, which the cache drops by their deadlines). Anything
@@ -46,7 +50,7 @@ import (
 // slow at a million elements but exact.
 
 // stateMagic starts a state file; the version is its last byte.
-const stateMagic = "jitgate-nft-state\x01"
+const stateMagic = "jitgate-nft-state\x02"
 
 // Record types after the header.
 const (
@@ -118,6 +122,7 @@ func (b *Backend) saveState() {
 		writeString(w, s.where)
 		w.WriteByte(byte(b.cache.mode))
 		writeUvarint(w, uint64(b.cache.rate))
+		writeString(w, newLayout(b.cache.mode, b.cache.rate).fingerprint())
 		n := 0
 		for name, set := range b.cache.sets {
 			w.WriteByte(recSet)
@@ -245,6 +250,14 @@ func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int
 		return ks, 0, 0, err
 	}
 	l := newLayout(firewall.Mode(mode), int(rate))
+	// The file vouches for the chains' rules and the sets' types only as
+	// the binary that wrote it built them: a binary whose layout differs
+	// (an upgrade that changed the rules) must read the table and refill
+	// what differs, as it would without the file.
+	fp, err := readString(r)
+	if err != nil || fp != l.fingerprint() {
+		return ks, 0, 0, errors.New("state file of another layout (another version of jitgate)")
+	}
 	ks = kernelState{tableExists: true, mode: l.mode, layoutOK: true, rulesOK: true, rate: l.rate, sets: map[string]*setElems{}}
 	for _, spec := range l.specs {
 		ks.sets[spec.name] = newSetElems(spec)
@@ -304,6 +317,28 @@ func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int
 			}
 		}
 	}
+}
+
+// fingerprint digests everything of the layout a state file vouches for
+// without naming it: each set's name, role, types and flags, each chain's
+// type, hook, priority and rules (their tags and text).
+func (l layout) fingerprint() string {
+	h := sha256.New()
+	for _, s := range l.specs {
+		fmt.Fprintf(h, "set %s %d %d %t %s/%d %s/%d %t %t %t %t\n", s.name, s.id, s.role, s.v6, s.key.Name, s.key.Bytes,
+			s.data.Name, s.data.Bytes, s.isMap, s.counter, s.interval(), s.timeout())
+	}
+	for _, c := range l.chains {
+		hook := -1
+		if c.hook != nil {
+			hook = int(*c.hook)
+		}
+		fmt.Fprintf(h, "chain %s %s %d %d\n", c.name, c.typ, hook, c.priority)
+		for i, r := range c.rules {
+			fmt.Fprintf(h, "rule %q %q\n", ruleTag(i, r.extra), r.text)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func writeUvarint(w *bufio.Writer, v uint64) {

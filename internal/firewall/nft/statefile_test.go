@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,4 +135,36 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestStateFileOfAnotherVersionIsNotTrusted: a new binary whose rules differ
+// (their tag version bumped, as every change of the rules does) restarts on
+// a table and a state file left by the old one, nobody having touched the
+// ruleset in between (an upgrade: stop, replace, start). The file must not
+// make it believe the chains hold its rules: the restart refills them, as
+// it always did after a read of the table.
+func TestStateFileOfAnotherVersionIsNotTrusted(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	path := filepath.Join(t.TempDir(), "nft-state")
+	open := func() *Backend {
+		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	now := time.Now()
+	rs := manyGrants(sampleRuleset(now), 0, 100, now)
+	old := open()
+	mustApply(t, old, rs)
+	old.Close()
+
+	defer func(p string) { ruleTagPrefix = p }(ruleTagPrefix)
+	ruleTagPrefix = "jitgate:v99:"
+	b := open()
+	mustApply(t, b, rs)
+	if table := listTable(t, ns); !strings.Contains(table, "jitgate:v99:") || strings.Contains(table, "jitgate:v3:") {
+		t.Errorf("after the upgrade the table still holds the old binary's rules:\n%s", table)
+	}
 }
