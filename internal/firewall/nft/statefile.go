@@ -11,8 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jitgate/jitgate/internal/firewall"
 )
@@ -74,22 +75,35 @@ type stateFile struct {
 func WithStateFile(path string) Option { return func(b *Backend) { b.state = &stateFile{path: path} } }
 
 // namespaceID identifies the boot and the network namespace the backend
-// programs: a generation number means something only within both.
+// programs: a generation number means something only within both. The
+// namespace is named by its cookie (SO_NETNS_COOKIE, asked of the backend's
+// own netlink socket, which lives in it): unlike its inode number, which
+// the kernel hands to the next namespace made once this one is gone (a
+// container restarted), a cookie is never reused within a boot, while the
+// generation of a new namespace starts again from the bottom. A kernel
+// without cookies (before 5.14) gets no state file: restarts read the table.
 func (b *Backend) namespaceID() (string, error) {
 	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return "", fmt.Errorf("reading the boot id: %w", err)
 	}
-	var st syscall.Stat_t
-	if b.netnsFD != 0 {
-		err = syscall.Fstat(b.netnsFD, &st)
-	} else {
-		err = syscall.Stat("/proc/self/ns/net", &st)
+	if b.nl == nil {
+		return "", errors.New("identifying the network namespace: no netlink socket")
 	}
+	raw, err := b.nl.SyscallConn()
 	if err != nil {
 		return "", fmt.Errorf("identifying the network namespace: %w", err)
 	}
-	return fmt.Sprintf("%s/%d:%d", strings.TrimSpace(string(boot)), st.Dev, st.Ino), nil
+	var (
+		cookie uint64
+		gerr   error
+	)
+	if err := raw.Control(func(fd uintptr) {
+		cookie, gerr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	}); err != nil || gerr != nil {
+		return "", fmt.Errorf("identifying the network namespace (its cookie): %w", errors.Join(err, gerr))
+	}
+	return fmt.Sprintf("%s/netns-cookie:%d", strings.TrimSpace(string(boot)), cookie), nil
 }
 
 // saveState writes the whole cache to the state file (atomically: a new file

@@ -2,12 +2,15 @@ package nft
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,5 +169,128 @@ func TestStateFileOfAnotherVersionIsNotTrusted(t *testing.T) {
 	mustApply(t, b, rs)
 	if table := listTable(t, ns); !strings.Contains(table, "jitgate:v99:") || strings.Contains(table, "jitgate:v3:") {
 		t.Errorf("after the upgrade the table still holds the old binary's rules:\n%s", table)
+	}
+}
+
+// TestStateFileOfARecreatedNamespaceIsNotTrusted: a network namespace's
+// inode number is reused once it is gone (a container restarted, `ip netns
+// delete` and `add`), and a fresh namespace's ruleset generation starts
+// again from the bottom. A state file written in the old namespace must not
+// be trusted in the new one even when boot, inode and generation all match:
+// here the new namespace's table (restored from an old save, say) holds an
+// element the file does not know of, a grant revoked long ago, and the
+// restarted backend must remove it.
+func TestStateFileOfARecreatedNamespaceIsNotTrusted(t *testing.T) {
+	testenv.RequireKernel(t)
+	path := filepath.Join(t.TempDir(), "nft-state")
+	now := time.Now()
+	rs := manyGrants(sampleRuleset(now), 0, 20, now)
+
+	a, inoA, deleteA := rawNetns(t)
+	first, err := New(WithNetNSFd(int(a.Fd())), WithStateFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, first, rs)
+	// Commits by others first, so that the file's generation is one the
+	// new namespace can reach after its own setup.
+	for range 10 {
+		runNft(t, a, "add table ip pad\ndelete table ip pad\n")
+	}
+	rs = manyGrants(rs, 100, 1, now)
+	mustApply(t, first, rs)
+	fileGen := first.cacheGen
+	first.Close()
+	deleteA()
+
+	// Namespaces are made (and held, so that each takes another number)
+	// until one gets the old one's inode.
+	var b *os.File
+	for i := 0; i < 400 && b == nil; i++ {
+		f, ino, _ := rawNetns(t)
+		if ino == inoA {
+			b = f
+		}
+	}
+	if b == nil {
+		t.Logf("no new namespace got inode %d back (others took it): the reuse is not exercised this run", inoA)
+		return
+	}
+	restored := manyGrants(rs, 200, 1, now) // the revoked grant
+	other, err := New(WithNetNSFd(int(b.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	mustApply(t, other, restored)
+	for {
+		other.mu.Lock()
+		gen, err := other.genID()
+		other.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gen == fileGen {
+			break
+		}
+		if gen > fileGen {
+			t.Fatalf("the new namespace is at generation %d, past the file's %d", gen, fileGen)
+		}
+		runNft(t, b, "add table ip pad\ndelete table ip pad\n")
+	}
+
+	restarted, err := New(WithNetNSFd(int(b.Fd())), WithStateFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+	mustApply(t, restarted, rs)
+	if got, want := kernelElements(t, restarted), wantElements(rs, time.Now()); !slices.Equal(got, want) {
+		t.Errorf("the kernel holds %d elements, want exactly the %d desired (the revoked grant stayed open: the old namespace's file was trusted)", len(got), len(want))
+	}
+}
+
+// rawNetns makes a network namespace with `ip netns`, returns it open, its
+// inode number, and a function that deletes it (also run at cleanup).
+func rawNetns(t *testing.T) (*os.File, uint64, func()) {
+	t.Helper()
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("jgtest-sf-%x", rnd)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	f, err := os.Open(filepath.Join("/var/run/netns", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	done := false
+	del := func() {
+		if done {
+			return
+		}
+		done = true
+		f.Close()
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete: %v: %s", err, out)
+		}
+	}
+	t.Cleanup(del)
+	return f, st.Ino, del
+}
+
+func runNft(t *testing.T, ns *os.File, script string) {
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net=/proc/self/fd/3", "nft", "-f", "-")
+	cmd.ExtraFiles = []*os.File{ns}
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f: %v: %s", err, out)
 	}
 }
