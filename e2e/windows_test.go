@@ -157,3 +157,56 @@ func TestGroupApprovalEndToEnd(t *testing.T) {
 		t.Fatal("the approval opened the port for another source")
 	}
 }
+
+// TestTightenedRuleEndToEnd: a rule tightened while a request awaits
+// approval binds that request. alice asks under a rule wanting one dba
+// approval; the rule then also wants security; bob's dba approval leaves
+// the port closed (before the fix it opened it), and carol's security
+// approval — a group the request did not name when made — opens it.
+func TestTightenedRuleEndToEnd(t *testing.T) {
+	l := newLab(t)
+	l.startServer()
+	created := cliJSON[wire.TargetCreated](l, "target", "add", "db-01")
+	l.startAgent(created.EnrollToken)
+	l.cli("policy", "set", "db-01", "--port", "22/tcp", "--max", "1h", "--approvals-from", "group:dba")
+	l.waitApplied("db-01")
+	l.cli("role", "bind", "user:alice", "--role", "requester", "--scope", "*")
+	for _, u := range []string{"bob", "carol"} {
+		l.cli("role", "bind", "user:"+u, "--role", "approver", "--scope", "*")
+	}
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, l.DBPath(), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(user string, groups ...string) string {
+		secret, _, err := st.CreateToken(ctx, store.Actor{Name: "e2e"}, store.TokenSpec{Kind: store.KindPersonal, Subject: user, Name: "e2e", Groups: groups, TTL: time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return secret
+	}
+	alice, bob, carol := token("alice"), token("bob", "dba"), token("carol", "security")
+	st.Close()
+	as := func(token string, args ...string) []string {
+		return append(args, "--server", testlab.ServerURL, "--token", token)
+	}
+
+	r := cliJSON[wire.Request](l, as(alice, "request", "db-01", "--port", "22", "--source", client1.String(), "--duration", "10m", "--reason", "x", "--output", "json")...)
+	if r.State != "pending_approval" || len(r.MissingApprovals) != 1 {
+		t.Fatalf("request: %s, missing %+v; want awaiting dba", r.State, r.MissingApprovals)
+	}
+	l.cli("policy", "set", "db-01", "--port", "22/tcp", "--max", "1h", "--approvals-from", "group:dba", "--approvals-from", "group:security")
+	l.waitApplied("db-01")
+	l.cli(as(bob, "approve", r.ID)...)
+	got := cliJSON[wire.Request](l, "requests", r.ID)
+	if got.State != "pending_approval" || len(got.MissingApprovals) != 1 || got.MissingApprovals[0].From != "group:security" {
+		t.Fatalf("after dba approved under the tightened rule: %s, missing %+v; want awaiting security", got.State, got.MissingApprovals)
+	}
+	l.waitApplied("db-01")
+	if l.canConnect(client1, serverIP, 22) {
+		t.Fatal("the port opened on the dba approval alone after the rule was tightened")
+	}
+	l.cli(as(carol, "approve", r.ID)...)
+	l.eventually("the port opens after security approves", 5*time.Second, func() bool { return l.canConnect(client1, serverIP, 22) })
+}

@@ -20,6 +20,7 @@ var contractTests = []struct {
 	{"Scheduled", testScheduled},
 	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
 	{"ApprovalsTightened", testApprovalsTightened},
+	{"SamePersonTwoTokens", testSamePersonTwoTokens},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,5 +102,37 @@ func testApprovalsTightened(t *testing.T, s *store.Store) {
 	}
 	if g := grants(t, s, "db-1", at(6*time.Minute)); len(g) != 1 {
 		t.Errorf("grants = %+v, want one", g)
+	}
+}
+
+// testSamePersonTwoTokens: one person approving at once through two
+// tokens that carry different groups (a session with dba, another with
+// security) fills one seat, never both: the request stays awaiting the
+// other group, with one decision, whichever call wins.
+func testSamePersonTwoTokens(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	if _, _, err := s.CreateTarget(ctx, alice, "db-1", nil, t0, enrollTTL); err != nil {
+		t.Fatal(err)
+	}
+	setGroups(t, s, "db-1", 0, []policy.GroupApproval{{From: "group:dba", Count: 1}, {From: "group:security", Count: 1}}, t0)
+	for round := range 10 {
+		now := at(time.Duration(round+1) * time.Minute)
+		r := mustRequest(t, s, carol, "db-1", ask("198.51.100.7/32", time.Hour, tcp(22)), now)
+		var wg sync.WaitGroup
+		for _, g := range []string{"group:dba", "group:security"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.ApproveRequest(ctx, store.Actor{Name: "bob", Member: []string{g}}, r.ID, "", 0, now)
+			}()
+		}
+		wg.Wait()
+		got := mustGet(t, s, r.ID)
+		if got.State != access.PendingApproval || len(got.Decisions) != 1 || len(got.Tally.Missing) != 1 {
+			t.Fatalf("round %d: %s with %d decisions, missing %+v; want awaiting one group, one decision", round, got.State, len(got.Decisions), got.Tally.Missing)
+		}
+		if _, err := s.RevokeRequest(ctx, carol, r.ID, "", now); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
