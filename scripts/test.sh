@@ -45,6 +45,10 @@ fi
 if [ ! -x tools/openapi-lint/node_modules/.bin/redocly ]; then
 	npm ci --prefix tools/openapi-lint --no-audit --no-fund --loglevel=error
 fi
+# axe-core for the console's accessibility check (internal/web/axe_test.go).
+if [ ! -f tools/axe/node_modules/axe-core/axe.min.js ]; then
+	npm ci --prefix tools/axe --no-audit --no-fund --loglevel=error
+fi
 export PATH="$PATH:/usr/sbin:/sbin:/usr/local/go/bin"
 modprobe nf_tables 2>/dev/null || true
 

@@ -191,6 +191,15 @@ func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	for _, g := range authz.Grants(bs, p.Authz()) {
 		out.Grants = append(out.Grants, wire.Grant{Role: string(g.Role), Scope: string(g.Scope)})
 	}
+	// Someone with no role can do nothing yet: say whom to ask (the
+	// principals bound as admin everywhere). Only they are told.
+	if len(out.Grants) == 0 {
+		for _, b := range bs {
+			if b.Role == authz.Admin && b.Scope == authz.Everywhere && !slices.Contains(out.Admins, b.Principal) {
+				out.Admins = append(out.Admins, b.Principal)
+			}
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

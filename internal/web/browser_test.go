@@ -176,8 +176,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	c := l.APIClient()
 
 	// One target of each kind: web-01 with the real agent and no policy
-	// (not configured), conf-01 with a policy (configured), nonft-01 whose
-	// agent reports it cannot enforce (unsupported).
+	// (not configured), conf-01 with a policy and no agent (not enforcing
+	// yet: never listed as configured), nonft-01 whose agent reports it
+	// cannot enforce (unsupported).
 	web01, err := c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Labels: map[string]string{"group": "prod"}})
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +204,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	admin := newPerson(t, browser, "admin", l.Token)
-	for tab, want := range map[string]string{"configured": "conf-01", "not-configured": "web-01", "unsupported": "nonft-01"} {
+	for tab, want := range map[string]string{"not-enforcing": "conf-01", "not-configured": "web-01", "unsupported": "nonft-01"} {
 		admin.do(chromedp.Navigate(testlab.ServerURL + "/ui/?tab=" + tab))
 		admin.waitFor(want+" in tab "+tab, fmt.Sprintf(`!!document.querySelector('#targets tr[data-name=%q]')`, want))
 		if n := admin.text("#targets tbody"); strings.Count(n, "-01") != 1 {
@@ -386,7 +387,8 @@ func measureDashboard(t *testing.T, l *testlab.Lab, admin *person) {
 	load := func(label string) {
 		var best time.Duration
 		for i := range 4 {
-			admin.do(chromedp.Navigate(testlab.ServerURL + "/ui/?tab=configured"))
+			// The seeded targets have a policy and no agent: not enforcing yet.
+			admin.do(chromedp.Navigate(testlab.ServerURL + "/ui/?tab=not-enforcing"))
 			var nav struct {
 				ResponseEnd, DOMContentLoaded, Load float64
 				Rows                                int

@@ -43,6 +43,10 @@ const (
 	tabConfigured   = "configured"
 	tabUnconfigured = "not-configured"
 	tabUnsupported  = "unsupported"
+	// tabNotEnforcing holds targets with a policy that nothing enforces
+	// yet: their agent (or their gateway's) never connected, so their
+	// ports are as open as without a policy and must not look protected.
+	tabNotEnforcing = "not-enforcing"
 )
 
 // classify puts a target in a dashboard tab and says why: the server's
@@ -68,6 +72,9 @@ func classify(t wire.Target) (tab, hint string) {
 			hint = "the agent reports it cannot program the firewall"
 		}
 		return tab, "Cannot enforce: " + hint + "."
+	}
+	if tab == tabConfigured && t.Agent.State == "never" {
+		return tabNotEnforcing, "Not enforcing yet: no agent has connected, so its ports are still open to every source. Install and enroll the agent (jitgate agent --enroll-token ...)."
 	}
 	if hint != "" {
 		hint = strings.ToUpper(hint[:1]) + hint[1:] + "."
@@ -164,7 +171,7 @@ func (c *console) dashboard(w http.ResponseWriter, r *http.Request, s *session) 
 	if d.Tab == "unconfigured" {
 		d.Tab = tabUnconfigured
 	}
-	if d.Tab != tabConfigured && d.Tab != tabUnconfigured && d.Tab != tabUnsupported {
+	if d.Tab != tabConfigured && d.Tab != tabUnconfigured && d.Tab != tabUnsupported && d.Tab != tabNotEnforcing {
 		d.Tab = tabConfigured
 		if counts[tabConfigured] == 0 && counts[tabUnconfigured] > 0 {
 			d.Tab = tabUnconfigured
@@ -172,7 +179,7 @@ func (c *console) dashboard(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	d.Rows = byTab[d.Tab]
 	for _, tb := range []struct{ id, label string }{
-		{tabConfigured, "JIT configured"}, {tabUnconfigured, "Not configured"}, {tabUnsupported, "Unsupported"},
+		{tabConfigured, "JIT configured"}, {tabNotEnforcing, "Not enforcing yet"}, {tabUnconfigured, "Not configured"}, {tabUnsupported, "Unsupported"},
 	} {
 		v := url.Values{"tab": {tb.id}}
 		if d.Q != "" {
@@ -603,6 +610,7 @@ var funcs = template.FuncMap{
 	"bytes":    bytesText,
 	"labels":   labelText,
 	"compact":  compactJSON,
+	"details":  detailsText,
 	"stateCls": func(s string) string { return "state state-" + strings.ReplaceAll(s, "_", "-") },
 	"stateTxt": func(s string) string { return strings.ReplaceAll(s, "_", " ") },
 	"portList": func(rs []ruleView) string {
@@ -615,7 +623,7 @@ var funcs = template.FuncMap{
 }
 
 func (c *console) parse() error {
-	for _, name := range []string{"signin", "error", "dashboard", "target", "approvals", "audit", "sessions", "terminal", "player", "watch"} {
+	for _, name := range []string{"signin", "error", "norole", "dashboard", "target", "approvals", "audit", "sessions", "terminal", "player", "watch"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return fmt.Errorf("parsing console template %s: %w", name, err)
@@ -680,6 +688,42 @@ func fmtDuration(d wire.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// detailsText is an audit event's details for people: compact JSON whose
+// durations read as durations ("3h", "30m", "1h30m") rather than Go's
+// "1h30m0s" or a policy's nanoseconds.
+func detailsText(v any) string {
+	return compactJSON(humanDurations("", v))
+}
+
+// durationKeys are the detail keys (at any depth) that hold a duration.
+var durationKeys = map[string]bool{"duration": true, "max_duration": true, "ttl": true, "idle_timeout": true, "extended_by": true}
+
+func humanDurations(key string, v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = humanDurations(k, e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = humanDurations(key, e)
+		}
+		return out
+	case float64:
+		if durationKeys[key] && x > 0 {
+			return fmtDuration(wire.Duration(time.Duration(x)))
+		}
+	case string:
+		if d, err := time.ParseDuration(x); err == nil && durationKeys[key] {
+			return fmtDuration(wire.Duration(d))
+		}
+	}
+	return v
 }
 
 func compactJSON(v any) string {

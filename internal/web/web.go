@@ -169,7 +169,10 @@ type session struct {
 // can reports whether any of the person's grants has one of roles (in any
 // scope). It only decides which controls a page offers; the API decides
 // what is allowed.
-func (s *session) can(roles ...string) bool {
+func (s *session) can(roles ...string) bool { return s.Can(roles...) }
+
+// Can is can for templates (the navigation follows the viewer's roles).
+func (s *session) Can(roles ...string) bool {
 	for _, g := range s.Grants {
 		for _, r := range roles {
 			if g.Role == r || g.Role == "admin" {
@@ -196,6 +199,12 @@ func (c *console) page(h func(http.ResponseWriter, *http.Request, *session) (str
 		}
 		if ck, err := r.Cookie(httpedge.CSRFCookie); err == nil {
 			s.CSRF = ck.Value
+		}
+		if len(s.Grants) == 0 {
+			// Nothing to show or ask for: say whom to ask instead of a
+			// page of refusals.
+			c.render(w, r, http.StatusOK, "norole", &view{Title: "No access yet", Session: &s})
+			return
 		}
 		name, v, err := h(w, r, &s)
 		if err != nil {

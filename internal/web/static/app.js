@@ -57,10 +57,50 @@
     const now = Date.now();
     for (const el of $$(".countdown[data-expires]")) {
       const left = (Date.parse(el.dataset.expires) - now) / 1000;
-      const text = left > 0 ? fmtSeconds(left) + " left" : "ended";
+      // Counts down; once past, it says when it ended (the server's
+      // rendering of the time when there is one, else the browser's).
+      const ended = el.dataset.until || new Date(Date.parse(el.dataset.expires)).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      const text = left > 0 ? fmtSeconds(left) + " left" : "ended " + ended;
       if (el.textContent !== text) el.textContent = text;
       el.classList.toggle("ending", left > 0 && left < 300);
     }
+  }
+
+  // ---- copy buttons (connect lines) ----
+  function copyButton(text) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "small copy";
+    b.dataset.copy = text;
+    // The visible word starts the accessible name ("Copy ssh ...").
+    const label = document.createElement("span");
+    label.className = "copy-label";
+    label.textContent = "Copy";
+    const what = document.createElement("span");
+    what.className = "sr-only";
+    what.textContent = " " + text;
+    b.append(label, what);
+    return b;
+  }
+  function initCopy() {
+    // One listener for every copy button, present or added later.
+    document.addEventListener("click", async (e) => {
+      const b = e.target.closest("button[data-copy]");
+      if (!b) return;
+      let ok = true;
+      try {
+        await navigator.clipboard.writeText(b.dataset.copy);
+      } catch (err) {
+        // No clipboard permission (plain http, an old browser): select
+        // the text so Ctrl+C copies it.
+        ok = false;
+        const code = b.parentElement && b.parentElement.querySelector("code");
+        if (code) { const r = document.createRange(); r.selectNodeContents(code); const sel = getSelection(); sel.removeAllRanges(); sel.addRange(r); }
+      }
+      const label = b.querySelector(".copy-label") || b;
+      label.textContent = ok ? "Copied" : "Press Ctrl+C";
+      setTimeout(() => { label.textContent = "Copy"; }, 2000);
+    });
   }
 
   // ---- addresses and prefixes (IPv4 and IPv6) ----
@@ -202,6 +242,29 @@
     const tbody = $("#rules", form);
     const status = $("#policy-status");
     const wire = (row) => $(".r-remove", row).addEventListener("click", () => row.remove());
+    // A refusal names the field ("rules[2].max_duration"): show it next to
+    // that input of that row, tied to it for screen readers.
+    const fieldInput = { port: ".r-port", protocol: ".r-protocol", allowed_sources: ".r-sources", max_duration: ".r-max",
+      approval: ".r-mode", approvals: ".r-groups", windows: ".r-windows", justification: ".r-reason-pattern" };
+    function clearFieldErrors() {
+      for (const el of $$(".field-error", tbody)) el.remove();
+      for (const el of $$("[aria-invalid]", tbody)) { el.removeAttribute("aria-invalid"); el.removeAttribute("aria-describedby"); }
+    }
+    function showFieldError(field, msg) {
+      const m = /^rules\[(\d+)\]\.([a-z_]+)/.exec(field || "");
+      if (!m) return;
+      const row = $$("tr.rule", tbody)[Number(m[1])];
+      const input = row && $(fieldInput[m[2]] || ".r-port", row);
+      if (!input) return;
+      const err = document.createElement("div");
+      err.className = "field-error error";
+      err.id = "rule-err-" + m[1];
+      err.textContent = msg.replace(/^rules\[\d+\][.a-z_\[\]0-9]*: /, "");
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", err.id);
+      input.closest("td").appendChild(err);
+      input.focus();
+    }
     $$("tr.rule", tbody).forEach(wire);
     $("#add-rule").addEventListener("click", () => {
       const row = $("#rule-template").content.firstElementChild.cloneNode(true);
@@ -249,6 +312,7 @@
         if ($(".r-close", row).checked) rule.close_established = true; else delete rule.close_established;
         rules.push(rule);
       }
+      clearFieldErrors();
       status.classList.remove("error");
       status.textContent = "Saving…";
       // Name the policy this page shows: if another editor saved since,
@@ -265,6 +329,7 @@
         setTimeout(() => location.reload(), 600);
       } else {
         status.textContent = (r.data.field ? r.data.field + ": " : "") + r.data.error;
+        showFieldError(r.data.field, r.data.error);
         status.classList.add("error");
       }
     });
@@ -463,6 +528,7 @@
         const code = document.createElement("code");
         code.textContent = c;
         li.appendChild(code);
+        li.append(" ", copyButton(c));
         return li;
       }));
       $("#follow-connect").hidden = !(active && q.connect && q.connect.length);
@@ -882,6 +948,7 @@
     initDashboard();
     initRevoke();
     initPolicyEditor();
+    initCopy();
     initRequest();
     initApprovals();
     initSessions();
