@@ -278,9 +278,25 @@ func (a *api) listBindings(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 		return err
 	}
-	bs, err := a.Store.ListBindings(r.Context())
+	// Keyset pages in (principal, role, scope, id) order (paging.go).
+	q := r.URL.Query()
+	limit, err := pageLimit(q, defaultListPage, maxListPage)
 	if err != nil {
 		return err
+	}
+	var after *authz.Binding
+	if ok, err := readCursor(q, &after); err != nil {
+		return err
+	} else if !ok {
+		after = nil
+	}
+	bs, err := a.Store.ListBindingsAfter(r.Context(), after, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(bs) > limit {
+		bs = bs[:limit]
+		setNext(w, r, "cursor", cursorOf(bs[limit-1]))
 	}
 	out := make([]wire.Binding, len(bs))
 	for i, b := range bs {

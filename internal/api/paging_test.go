@@ -129,7 +129,21 @@ func TestListsPage(t *testing.T) {
 		t.Errorf("audit pages %q, want %q in pages of 4", auditPages, wantIDs)
 	}
 
-	for _, bad := range []string{"/api/v1/targets?cursor=nope", "/api/v1/requests?cursor=%21", "/api/v1/targets?selector=Env=prod", "/api/v1/requests?selector=env", "/api/v1/targets?limit=0"} {
+	// Bindings, in (principal, role, scope) order (alice is the admin).
+	for _, u := range []string{"dan", "bea", "cid"} {
+		if _, err := e.c.Bind(ctx, wire.Binding{Principal: "user:" + u, Role: "requester", Scope: "label:env=prod"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bindingPages := follow(t, e, "/api/v1/bindings?limit=2", func(b wire.Binding) string { return b.Principal })
+	if got := slices.Concat(bindingPages...); len(bindingPages) != 2 || !slices.Equal(got, []string{"user:alice", "user:bea", "user:cid", "user:dan"}) {
+		t.Errorf("binding pages %q", bindingPages)
+	}
+	if bs, err := e.c.Bindings(ctx); err != nil || len(bs) != 4 {
+		t.Errorf("client's bindings: %d %v", len(bs), err)
+	}
+
+	for _, bad := range []string{"/api/v1/targets?cursor=nope", "/api/v1/requests?cursor=%21", "/api/v1/targets?selector=Env=prod", "/api/v1/requests?selector=env", "/api/v1/targets?limit=0", "/api/v1/bindings?cursor=x", "/api/v1/webhooks?limit=10001"} {
 		if code, body := e.raw(t, "GET", bad, e.admin, "", nil); code != http.StatusUnprocessableEntity {
 			t.Errorf("GET %s: %d %s, want 422", bad, code, body)
 		}

@@ -108,9 +108,26 @@ func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 		return err
 	}
-	hooks, err := a.Store.ListWebhooks(r.Context())
+	// Keyset pages in creation order (paging.go).
+	q := r.URL.Query()
+	limit, err := pageLimit(q, defaultListPage, maxListPage)
 	if err != nil {
 		return err
+	}
+	var after *store.Webhook
+	if ok, err := readCursor(q, &after); err != nil {
+		return err
+	} else if !ok {
+		after = nil
+	}
+	hooks, err := a.Store.ListWebhooksAfter(r.Context(), after, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(hooks) > limit {
+		hooks = hooks[:limit]
+		last := hooks[limit-1]
+		setNext(w, r, "cursor", cursorOf(store.Webhook{ID: last.ID, CreatedAt: last.CreatedAt}))
 	}
 	out := make([]wire.Webhook, len(hooks))
 	for i, h := range hooks {
@@ -137,17 +154,26 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request, p store.Pri
 	if err := a.require(r.Context(), p, authz.ManageAccess, nil); err != nil {
 		return err
 	}
-	limit := 100
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			return invalidField("limit", "must be a number from 1 to 1000")
-		}
-		limit = n
-	}
-	ds, err := a.Store.ListDeliveries(r.Context(), r.PathValue("id"), limit)
+	// Newest first, keyset pages by id: the next link continues with
+	// ?before= the page's last delivery.
+	q := r.URL.Query()
+	limit, err := pageLimit(q, 100, 1000)
 	if err != nil {
 		return err
+	}
+	var before int64
+	if s := q.Get("before"); s != "" {
+		if before, err = strconv.ParseInt(s, 10, 64); err != nil || before < 1 {
+			return invalidField("before", "must be a delivery id")
+		}
+	}
+	ds, err := a.Store.ListDeliveriesBefore(r.Context(), r.PathValue("id"), before, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(ds) > limit {
+		ds = ds[:limit]
+		setNext(w, r, "before", strconv.FormatInt(ds[limit-1].ID, 10))
 	}
 	out := make([]wire.WebhookDelivery, len(ds))
 	for i, d := range ds {

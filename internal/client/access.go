@@ -33,9 +33,7 @@ func (c *Client) Deny(ctx context.Context, id, reason string, version int64) (wi
 
 // Bindings lists role bindings.
 func (c *Client) Bindings(ctx context.Context) ([]wire.Binding, error) {
-	var out []wire.Binding
-	err := c.do(ctx, http.MethodGet, "/api/v1/bindings", nil, nil, &out)
-	return out, err
+	return listAll[wire.Binding](ctx, c, "/api/v1/bindings", nil)
 }
 
 // Bind gives a principal a role in a scope.

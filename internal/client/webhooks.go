@@ -17,9 +17,7 @@ func (c *Client) CreateWebhook(ctx context.Context, in wire.WebhookCreate) (wire
 
 // Webhooks lists the webhooks.
 func (c *Client) Webhooks(ctx context.Context) ([]wire.Webhook, error) {
-	var out []wire.Webhook
-	err := c.do(ctx, http.MethodGet, "/api/v1/webhooks", nil, nil, &out)
-	return out, err
+	return listAll[wire.Webhook](ctx, c, "/api/v1/webhooks", nil)
 }
 
 // DeleteWebhook removes a webhook and its deliveries.

@@ -69,7 +69,29 @@ func (s *Store) ListBindings(ctx context.Context) ([]authz.Binding, error) {
 func listBindings(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }) ([]authz.Binding, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, principal, role, scope FROM bindings ORDER BY principal, role, scope`)
+	return listBindingsAfter(ctx, q, nil, -1)
+}
+
+// ListBindingsAfter is a page of ListBindings (keyset paging): at most limit
+// bindings (all for limit < 0) that sort after after (nil: from the start).
+func (s *Store) ListBindingsAfter(ctx context.Context, after *authz.Binding, limit int) ([]authz.Binding, error) {
+	return listBindingsAfter(ctx, s.db, after, limit)
+}
+
+func listBindingsAfter(ctx context.Context, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, after *authz.Binding, limit int) ([]authz.Binding, error) {
+	q, args := `SELECT id, principal, role, scope FROM bindings`, []any{}
+	if after != nil {
+		args = append(args, after.Principal, string(after.Role), string(after.Scope), after.ID)
+		q += ` WHERE (principal, role, scope, id) > ($1, $2, $3, $4)`
+	}
+	q += ` ORDER BY principal, role, scope, id`
+	if limit >= 0 {
+		args = append(args, limit)
+		q += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing bindings: %w", err)
 	}

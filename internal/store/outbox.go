@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -156,7 +157,24 @@ func (s *Store) GetWebhook(ctx context.Context, id string) (Webhook, error) {
 
 // ListWebhooks returns every webhook, oldest first, without secrets.
 func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks ORDER BY created_at, id`)
+	return s.ListWebhooksAfter(ctx, nil, -1)
+}
+
+// ListWebhooksAfter is a page of ListWebhooks (keyset paging): at most
+// limit webhooks (all for limit < 0) after the one after (nil: from the
+// start).
+func (s *Store) ListWebhooksAfter(ctx context.Context, after *Webhook, limit int) ([]Webhook, error) {
+	q, args := `SELECT `+webhookColumns+` FROM webhooks`, []any{}
+	if after != nil {
+		args = append(args, ms(after.CreatedAt), after.ID)
+		q += ` WHERE (created_at, id) > ($1, $2)`
+	}
+	q += ` ORDER BY created_at, id`
+	if limit >= 0 {
+		args = append(args, limit)
+		q += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing webhooks: %w", err)
 	}
@@ -523,14 +541,23 @@ type Delivery struct {
 
 // ListDeliveries returns the newest deliveries of a webhook, at most limit.
 func (s *Store) ListDeliveries(ctx context.Context, webhookID string, limit int) ([]Delivery, error) {
+	return s.ListDeliveriesBefore(ctx, webhookID, 0, limit)
+}
+
+// ListDeliveriesBefore is a page of ListDeliveries (keyset paging): the
+// deliveries with an id below before (0: from the newest).
+func (s *Store) ListDeliveriesBefore(ctx context.Context, webhookID string, before int64, limit int) ([]Delivery, error) {
 	if _, err := s.GetWebhook(ctx, webhookID); err != nil {
 		return nil, err
 	}
-	if limit <= 0 || limit > 1000 {
+	if limit <= 0 || limit > 1001 { // the API asks a page of at most 1,000 and one more
 		limit = 100
 	}
+	if before <= 0 {
+		before = math.MaxInt64
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT id, webhook_id, event_id, event, attempts, next_attempt_at, last_error, delivered_at, created_at
-		FROM outbox WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2`, webhookID, limit)
+		FROM outbox WHERE webhook_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, webhookID, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing deliveries of webhook %s: %w", webhookID, err)
 	}

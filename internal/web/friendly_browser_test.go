@@ -69,6 +69,7 @@ func TestConsoleFollowsRolesAndStates(t *testing.T) {
 			t.Errorf("tab %s lists more than %s: %q", tab, want, rows)
 		}
 	}
+	admin.do(chromedp.Navigate(testlab.ServerURL + "/ui/?tab=not-enforcing"))
 	if hint := admin.text(`#targets tr[data-name="lone-01"] .hint`); !strings.Contains(hint, "Not enforcing yet") || !strings.Contains(hint, "open to every source") {
 		t.Errorf("lone-01's state: %q", hint)
 	}
