@@ -56,6 +56,7 @@ const maxApplyAttempts = 3
 // Apply again.
 func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (firewall.ApplyResult, error) {
 	clk := newClock(now)
+	off := callerOffset(now)
 	if err := rs.Validate(); err != nil {
 		return firewall.ApplyResult{}, fmt.Errorf("applying ruleset to table inet %s: %w", tableName, err)
 	}
@@ -69,7 +70,7 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 	trust := true
 	for attempt := 1; attempt <= maxApplyAttempts; attempt++ {
 		var cached bool
-		res, cached, err = b.applyOnce(ctx, d, clk, trust)
+		res, cached, err = b.applyOnce(ctx, d, clk, off, trust)
 		if err == nil {
 			break
 		}
@@ -94,7 +95,7 @@ func (b *Backend) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time)
 // applyOnce plans against the cache when trust is set and the cache is
 // valid (cached reports that it did), else against a full read of the
 // table, and sends the difference.
-func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust bool) (res firewall.ApplyResult, cached bool, err error) {
+func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, off int64, trust bool) (res firewall.ApplyResult, cached bool, err error) {
 	c, end, err := b.begin(ctx)
 	if err != nil {
 		return res, false, err
@@ -123,9 +124,9 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust boo
 		if err != nil {
 			return res, false, err
 		}
-		b.loadState(gen, there)
+		b.loadState(gen, there, off)
 	}
-	if trust && b.cache != nil && b.cacheGen == gen && (time.Since(b.cacheRead) < fullReadEvery || b.cache.elements() > fullReadMax) {
+	if trust && b.cache != nil && b.cacheGen == gen && b.clockSteady(off) && (time.Since(b.cacheRead) < fullReadEvery || b.cache.elements() > fullReadMax) {
 		ks, cached = b.cache.withoutExpired(clk.at()), true
 		p = makePlan(ks, d)
 		// A rebuild or a refill carries the drop counter over: take it
@@ -142,7 +143,7 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust boo
 	}
 	if p.empty() {
 		if !cached {
-			b.cache, b.cacheGen, b.cacheRead = &ks, gen, readAt
+			b.cache, b.cacheGen, b.cacheRead, b.cacheClock = &ks, gen, readAt, off
 			b.saveState()
 		}
 		return res, cached, nil
@@ -163,7 +164,7 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, trust boo
 	// what we asked for.
 	if next, err := b.genID(); err == nil && next == gen+1 && b.beforeFlush == nil {
 		after := ks.after(d)
-		b.cache, b.cacheGen = &after, next
+		b.cache, b.cacheGen, b.cacheClock = &after, next, off
 		if !cached {
 			b.cacheRead = readAt
 		}

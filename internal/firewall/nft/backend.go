@@ -61,6 +61,13 @@ type Backend struct {
 	cache     *kernelState
 	cacheGen  uint32
 	cacheRead time.Time
+	// cacheClock is the caller's clock minus the kernel's (callerOffset)
+	// when the cache's deadlines were set. The kernel counts timeouts on
+	// its own clock, which a step of the wall clock or a suspend does not
+	// move: once the offset moved, the cache's deadlines no longer say when
+	// the kernel drops its elements (after a jump ahead it still holds some
+	// the cache takes for expired), and the table is read again.
+	cacheClock int64
 	// layout is the table's layout as the last successful Apply left it:
 	// ApplyDelta writes into it without reading the table. Remove drops it.
 	layout *layout
@@ -79,6 +86,28 @@ type Backend struct {
 // reading the kernel again, as a defence in depth: the generation check
 // already catches every change made by anyone else.
 const fullReadEvery = time.Minute
+
+// callerOffset is the caller's clock (the now given to Apply) minus
+// CLOCK_MONOTONIC, on which the kernel counts element timeouts. A now that
+// carries Go's monotonic reading (time.Now()) is placed by it; one that does
+// not is taken to be the current instant, as clock does.
+func callerOffset(now time.Time) int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	mono := ts.Nano()
+	if now != now.Round(0) { // Round(0) strips the monotonic reading
+		mono -= int64(time.Since(now))
+	}
+	return now.UnixNano() - mono
+}
+
+// clockSteady reports whether the caller's clock kept its offset to the
+// kernel's since the cache was made (to within Tolerance).
+func (b *Backend) clockSteady(off int64) bool {
+	return time.Duration(off-b.cacheClock).Abs() <= Tolerance
+}
 
 // fullReadMax is the number of cached elements above which the periodic
 // full read is skipped: listing a set costs the kernel the square of its

@@ -34,8 +34,11 @@ import (
 // the elements added and deleted after an ApplyDelta (appended; the file is
 // rewritten whole when the records outgrow the elements). Each write ends
 // with the ruleset generation it describes; the file starts with the boot,
-// the network namespace and a fingerprint of the layout (sets, chains,
-// rules) as the writing binary builds it. A new Backend loads the file as
+// the network namespace, a fingerprint of the layout (sets, chains,
+// rules) as the writing binary builds it, and the offset of the caller's
+// clock to the kernel's (Backend.cacheClock: a wall clock stepped or a
+// machine suspended since, and the deadlines no longer say what the kernel
+// still holds). A new Backend loads the file as
 // its cache only when boot, namespace and generation match the kernel's,
 // the fingerprint matches its own layout, and the table exists: then nobody
 // committed anything to any table of the namespace since the file was
@@ -51,7 +54,7 @@ import (
 // slow at a million elements but exact.
 
 // stateMagic starts a state file; the version is its last byte.
-const stateMagic = "jitgate-nft-state\x02"
+const stateMagic = "jitgate-nft-state\x03"
 
 // Record types after the header.
 const (
@@ -137,6 +140,7 @@ func (b *Backend) saveState() {
 		w.WriteByte(byte(b.cache.mode))
 		writeUvarint(w, uint64(b.cache.rate))
 		writeString(w, newLayout(b.cache.mode, b.cache.rate).fingerprint())
+		writeVarint(w, b.cacheClock)
 		n := 0
 		for name, set := range b.cache.sets {
 			w.WriteByte(recSet)
@@ -219,7 +223,7 @@ func (b *Backend) appendState(del, add map[string][]elem) {
 // loadState makes the state file the cache when it describes the kernel of
 // generation gen in this boot and namespace, and the table exists. It
 // reports whether it did.
-func (b *Backend) loadState(gen uint32, tableThere bool) bool {
+func (b *Backend) loadState(gen uint32, tableThere bool, off int64) bool {
 	s := b.state
 	if s == nil || !tableThere {
 		return false
@@ -234,11 +238,18 @@ func (b *Backend) loadState(gen uint32, tableThere bool) bool {
 		return false
 	}
 	defer f.Close()
-	ks, fileGen, n, err := readState(bufio.NewReaderSize(f, 1<<20), where)
+	ks, fileGen, clockOff, n, err := readState(bufio.NewReaderSize(f, 1<<20), where)
 	if err != nil || fileGen != gen {
 		return false
 	}
-	b.cache, b.cacheGen, b.cacheRead = &ks, gen, time.Now()
+	// A file written before the wall clock was stepped or the machine
+	// suspended says when elements expire on a clock the kernel no longer
+	// agrees with: clockSteady then refuses it below, and the table is read.
+	b.cache, b.cacheGen, b.cacheRead, b.cacheClock = &ks, gen, time.Now(), clockOff
+	if !b.clockSteady(off) {
+		b.cache = nil
+		return false
+	}
 	s.records, s.elements = 0, n
 	return true
 }
@@ -246,22 +257,22 @@ func (b *Backend) loadState(gen uint32, tableThere bool) bool {
 // readState decodes a state file written in namespace where: the state as
 // of its last commit record, that record's generation, and the number of
 // elements.
-func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int, err error) {
+func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, clockOff int64, n int, err error) {
 	magic := make([]byte, len(stateMagic))
 	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != stateMagic {
-		return ks, 0, 0, errors.New("not a state file")
+		return ks, 0, 0, 0, errors.New("not a state file")
 	}
 	w, err := readString(r)
 	if err != nil || w != where {
-		return ks, 0, 0, errors.New("state file of another boot or namespace")
+		return ks, 0, 0, 0, errors.New("state file of another boot or namespace")
 	}
 	mode, err := r.ReadByte()
 	if err != nil {
-		return ks, 0, 0, err
+		return ks, 0, 0, 0, err
 	}
 	rate, err := binary.ReadUvarint(r)
 	if err != nil {
-		return ks, 0, 0, err
+		return ks, 0, 0, 0, err
 	}
 	l := newLayout(firewall.Mode(mode), int(rate))
 	// The file vouches for the chains' rules and the sets' types only as
@@ -270,7 +281,10 @@ func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int
 	// what differs, as it would without the file.
 	fp, err := readString(r)
 	if err != nil || fp != l.fingerprint() {
-		return ks, 0, 0, errors.New("state file of another layout (another version of jitgate)")
+		return ks, 0, 0, 0, errors.New("state file of another layout (another version of jitgate)")
+	}
+	if clockOff, err = binary.ReadVarint(r); err != nil {
+		return ks, 0, 0, 0, err
 	}
 	ks = kernelState{tableExists: true, mode: l.mode, layoutOK: true, rulesOK: true, rate: l.rate, sets: map[string]*setElems{}}
 	for _, spec := range l.specs {
@@ -284,36 +298,36 @@ func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int
 	for {
 		typ, err := r.ReadByte()
 		if err == io.EOF && committed {
-			return ks, gen, n, nil
+			return ks, gen, clockOff, n, nil
 		}
 		if err != nil {
-			return ks, 0, 0, errors.New("state file ends without a commit")
+			return ks, 0, 0, 0, errors.New("state file ends without a commit")
 		}
 		committed = false
 		if typ == recCommit {
 			g, err := binary.ReadUvarint(r)
 			if err != nil {
-				return ks, 0, 0, err
+				return ks, 0, 0, 0, err
 			}
 			gen, committed = uint32(g), true
 			continue
 		}
 		name, err := readString(r)
 		if err != nil {
-			return ks, 0, 0, err
+			return ks, 0, 0, 0, err
 		}
 		set := ks.sets[name]
 		if set == nil {
-			return ks, 0, 0, fmt.Errorf("state file names set %s, not of the layout", name)
+			return ks, 0, 0, 0, fmt.Errorf("state file names set %s, not of the layout", name)
 		}
 		count, err := binary.ReadUvarint(r)
 		if err != nil {
-			return ks, 0, 0, err
+			return ks, 0, 0, 0, err
 		}
 		for range count {
 			e, err := readElem(r)
 			if err != nil {
-				return ks, 0, 0, err
+				return ks, 0, 0, 0, err
 			}
 			switch typ {
 			case recSet, recAdd:
@@ -327,7 +341,7 @@ func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, n int
 				}
 				delete(set.byID, e.id())
 			default:
-				return ks, 0, 0, fmt.Errorf("state file: unknown record %q", typ)
+				return ks, 0, 0, 0, fmt.Errorf("state file: unknown record %q", typ)
 			}
 		}
 	}
@@ -358,6 +372,11 @@ func (l layout) fingerprint() string {
 func writeUvarint(w *bufio.Writer, v uint64) {
 	var buf [binary.MaxVarintLen64]byte
 	w.Write(buf[:binary.PutUvarint(buf[:], v)])
+}
+
+func writeVarint(w *bufio.Writer, v int64) {
+	var buf [binary.MaxVarintLen64]byte
+	w.Write(buf[:binary.PutVarint(buf[:], v)])
 }
 
 func writeString(w *bufio.Writer, s string) {

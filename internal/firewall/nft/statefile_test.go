@@ -3,6 +3,7 @@ package nft
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -292,5 +293,59 @@ func runNft(t *testing.T, ns *os.File, script string) {
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft -f: %v: %s", err, out)
+	}
+}
+
+// TestClockStepDoesNotKeepExpiredElements: the kernel counts element
+// timeouts on its own clock, which neither a step of the wall clock nor a
+// suspend moves, so after the wall clock jumped ahead the kernel still holds
+// elements whose deadline has passed by it. A backend that plans against its
+// cache (in the process, or loaded from the state file after a restart) must
+// not take them for expired and gone: the restarted or running backend is
+// told the time is a minute later (a step, or a suspend of a minute), and the
+// grant that ended then must be gone from the kernel.
+func TestClockStepDoesNotKeepExpiredElements(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			ns := testenv.NewNetns(t)
+			path := filepath.Join(t.TempDir(), "nft-state")
+			open := func() *Backend {
+				b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { b.Close() })
+				return b
+			}
+			now := time.Now()
+			rs := sampleRuleset(now)
+			rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.MustParsePrefix("2001:db8:7::1/128"), Proto: ssh.Proto, Port: ssh.Port,
+				Expires: now.Add(10 * time.Second)})
+			b := open()
+			if _, err := b.Apply(context.Background(), rs, now); err != nil {
+				t.Fatal(err)
+			}
+			if restart {
+				b.Close()
+				b = open()
+			}
+			// The wall clock a minute ahead of the kernel's (a step, or a
+			// suspend): a reading without Go's monotonic one, which would
+			// tell the backend that no minute went by.
+			later := time.Now().Add(time.Minute).Round(0)
+			if !restart {
+				// A delta names no expired grant: it must make the caller
+				// apply the whole state instead, which reads the table.
+				if _, err := b.ApplyDelta(context.Background(), firewall.Delta{}, later); !errors.Is(err, firewall.ErrNeedFullApply) {
+					t.Errorf("ApplyDelta after the clock moved: %v, want ErrNeedFullApply", err)
+				}
+			}
+			if _, err := b.Apply(context.Background(), rs, later); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := kernelElements(t, b), wantElements(rs, later); !slices.Equal(got, want) {
+				t.Errorf("after the clock moved a minute ahead the kernel holds %d elements, want the %d live then (the grant that ended stayed open):\n%v", len(got), len(want), got)
+			}
+		})
 	}
 }
