@@ -128,7 +128,9 @@ func ParseWindow(s string) (Window, error) {
 // parseClock reads HH:MM as minutes after midnight; 24:00 only as an end.
 func parseClock(s string, end bool) (int, error) {
 	h, m, ok := strings.Cut(s, ":")
-	if !ok || len(h) != 2 || len(m) != 2 {
+	// Two ASCII digits each: strconv.Atoi alone would take "+8" for 08.
+	digits := func(x string) bool { return len(x) == 2 && x[0] >= '0' && x[0] <= '9' && x[1] >= '0' && x[1] <= '9' }
+	if !ok || !digits(h) || !digits(m) {
 		return 0, fmt.Errorf("%q is not a time HH:MM", s)
 	}
 	hh, err1 := strconv.Atoi(h)

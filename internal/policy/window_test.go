@@ -35,6 +35,16 @@ func TestParseWindow(t *testing.T) {
 		{in: "Mon 08:00-18:00 Local", err: "IANA zone"},
 		{in: "Mon 08:00-18:00 CET", err: "IANA zone"},
 		{in: "Mon 08:00-18:00 Europe/Atlantis", err: "not a known IANA zone"},
+		// Hostile or odd input: signs are not digits, paths are not zones.
+		{in: "Mon +8:00-18:00 UTC", err: "not a time HH:MM"},
+		{in: "Mon 08:00-+9:00 UTC", err: "not a time HH:MM"},
+		{in: "Mon 08:+0-18:00 UTC", err: "not a time HH:MM"},
+		{in: "Mon ０8:00-18:00 UTC", err: "not a time HH:MM"},
+		{in: "Mon 08:00-18:00 ../../etc/passwd", err: "not a known IANA zone"},
+		{in: "Mon 08:00-18:00 /etc/localtime", err: "not a known IANA zone"},
+		{in: "Mon 08:00-18:00 Etc/GMT+14", err: "not a known IANA zone"},
+		{in: "Mon 24:00-24:00 UTC", err: "24:00 only as an end"},
+		{in: "Mon 08:00-18:00 Etc/GMT-14", want: "Mon 08:00-18:00 Etc/GMT-14"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -406,6 +416,25 @@ func TestCompareWindowsAgreesWithOpenAt(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestOpenAtManyTouchingWindows: sixteen windows that together are always
+// open, in zones whose days overlap and touch, are followed to an end
+// (the lookahead's), not round and round: the grant is clipped by its
+// duration, never by a loop.
+func TestOpenAtManyTouchingWindows(t *testing.T) {
+	zones := []string{"UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Pacific/Kiritimati", "Etc/GMT+12", "Australia/Lord_Howe", "America/St_Johns"}
+	var ss []string
+	for _, z := range zones {
+		ss = append(ss, "Mon-Sun 00:00-12:00 "+z, "Mon-Sun 12:00-24:00 "+z)
+	}
+	ws := mustWindows(t, ss...)
+	for _, at := range []time.Time{utc("2026-03-29T00:30:00Z"), utc("2026-10-25T01:30:00Z"), utc("2026-12-31T23:59:00Z")} {
+		open, end := ws.OpenAt(at)
+		if !open || !end.After(at.Add(7*24*time.Hour)) || end.After(at.Add(10*24*time.Hour)) {
+			t.Errorf("at %s: open %v until %s; want open until the lookahead, 7 to 10 days on", at, open, end)
 		}
 	}
 }
