@@ -470,9 +470,25 @@ func (a *api) listTokens(w http.ResponseWriter, r *http.Request, p store.Princip
 		}
 		filter = nil
 	}
-	ts, err := a.Store.ListTokens(r.Context(), filter, a.Now())
+	// Keyset pages in creation order (paging.go).
+	q := r.URL.Query()
+	limit, err := pageLimit(q, defaultListPage, maxListPage)
 	if err != nil {
 		return err
+	}
+	var after *store.TokenKey
+	if ok, err := readCursor(q, &after); err != nil {
+		return err
+	} else if !ok {
+		after = nil
+	}
+	ts, err := a.Store.ListTokensAfter(r.Context(), filter, a.Now(), after, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(ts) > limit {
+		ts = ts[:limit]
+		setNext(w, r, "cursor", cursorOf(store.TokenKey{CreatedAt: ts[limit-1].CreatedAt, ID: ts[limit-1].ID}))
 	}
 	out := make([]wire.Token, 0, len(ts))
 	for _, t := range ts {

@@ -143,6 +143,25 @@ func TestListsPage(t *testing.T) {
 		t.Errorf("client's bindings: %d %v", len(bs), err)
 	}
 
+	// Tokens, in creation order, across pages.
+	for range 3 {
+		if _, err := e.c.CreateToken(ctx, wire.TokenCreate{Name: "paging", TTL: wire.Duration(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toks, err := e.c.Tokens(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantToks []string
+	for _, tk := range toks {
+		wantToks = append(wantToks, tk.ID)
+	}
+	tokenPages := follow(t, e, "/api/v1/tokens?limit=2", func(tk wire.Token) string { return tk.ID })
+	if got := slices.Concat(tokenPages...); len(wantToks) < 4 || len(tokenPages) != (len(wantToks)+1)/2 || !slices.Equal(got, wantToks) {
+		t.Errorf("token pages %q, want %q in pages of 2", tokenPages, wantToks)
+	}
+
 	for _, bad := range []string{"/api/v1/targets?cursor=nope", "/api/v1/requests?cursor=%21", "/api/v1/targets?selector=Env=prod", "/api/v1/requests?selector=env", "/api/v1/targets?limit=0", "/api/v1/bindings?cursor=x", "/api/v1/webhooks?limit=10001"} {
 		if code, body := e.raw(t, "GET", bad, e.admin, "", nil); code != http.StatusUnprocessableEntity {
 			t.Errorf("GET %s: %d %s, want 422", bad, code, body)

@@ -61,9 +61,7 @@ func (c *Client) Tokens(ctx context.Context, all bool) ([]wire.Token, error) {
 	if all {
 		q = url.Values{"all": {"true"}}
 	}
-	var out []wire.Token
-	err := c.do(ctx, http.MethodGet, "/api/v1/tokens", q, nil, &out)
-	return out, err
+	return listAll[wire.Token](ctx, c, "/api/v1/tokens", q)
 }
 
 // RevokeToken revokes a token by id.

@@ -416,6 +416,18 @@ func scanToken(r scanner) (TokenInfo, error) {
 // service's service tokens: never the other kind's of the same name);
 // expired tokens are left out.
 func (s *Store) ListTokens(ctx context.Context, owner *Owner, now time.Time) ([]TokenInfo, error) {
+	return s.ListTokensAfter(ctx, owner, now, nil, -1)
+}
+
+// TokenKey is a token's place in the order of ListTokens.
+type TokenKey struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// ListTokensAfter is a page of ListTokens (keyset paging): at most limit
+// tokens (all for limit < 0) after the one at after (nil: from the start).
+func (s *Store) ListTokensAfter(ctx context.Context, owner *Owner, now time.Time, after *TokenKey, limit int) ([]TokenInfo, error) {
 	q := `SELECT ` + tokenColumns + ` FROM tokens WHERE ` + humanKinds
 	args := []any{ms(now)}
 	if owner != nil {
@@ -426,7 +438,16 @@ func (s *Store) ListTokens(ctx context.Context, owner *Owner, now time.Time) ([]
 		args = append(args, owner.Name)
 		q += ` AND kind IN ` + kinds + ` AND subject = $2`
 	}
-	rows, err := s.db.QueryContext(ctx, q+" ORDER BY created_at, id", args...)
+	if after != nil {
+		args = append(args, ms(after.CreatedAt), after.ID)
+		q += fmt.Sprintf(` AND (created_at, id) > ($%d, $%d)`, len(args)-1, len(args))
+	}
+	q += ` ORDER BY created_at, id`
+	if limit >= 0 {
+		args = append(args, limit)
+		q += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
