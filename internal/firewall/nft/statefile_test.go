@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/testenv"
 )
@@ -345,6 +347,84 @@ func TestClockStepDoesNotKeepExpiredElements(t *testing.T) {
 			}
 			if got, want := kernelElements(t, b), wantElements(rs, later); !slices.Equal(got, want) {
 				t.Errorf("after the clock moved a minute ahead the kernel holds %d elements, want the %d live then (the grant that ended stayed open):\n%v", len(got), len(want), got)
+			}
+		})
+	}
+}
+
+// TestKilledBetweenBatchAndStateFile: an agent killed after the kernel
+// committed a batch (here one adding a grant) but before the state file
+// recorded it, the grant revoked while the agent is down: the restarted
+// backend must not trust the file, which misses the element, and must
+// remove it. (beforeFlush set makes applyOnce skip its cache and file
+// update after the batch, as a kill at that point would.)
+func TestKilledBetweenBatchAndStateFile(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	path := filepath.Join(t.TempDir(), "nft-state")
+	open := func() *Backend {
+		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	now := time.Now()
+	rs := manyGrants(sampleRuleset(now), 0, 50, now)
+	first := open()
+	mustApply(t, first, rs)
+	first.beforeFlush = func(*nftables.Conn, layout) {}
+	mustApply(t, first, manyGrants(rs, 300, 1, now)) // committed, not recorded
+	first.Close()
+
+	b := open()
+	mustApply(t, b, rs) // the grant was revoked meanwhile
+	if got, want := kernelElements(t, b), wantElements(rs, time.Now()); !slices.Equal(got, want) {
+		t.Errorf("the kernel holds %d elements, want exactly the %d desired (the revoked grant stayed)", len(got), len(want))
+	}
+	if b.reads == 0 {
+		t.Error("the restarted backend trusted a state file a generation behind the kernel")
+	}
+}
+
+// TestKernelEmptiedUnderTheStateFile: the kernel loses elements the cache
+// and the state file hold (a set flushed, the table deleted, the whole
+// ruleset flushed), while the backend runs or while it is down: the next
+// Apply must add every desired element back, not believe them there.
+func TestKernelEmptiedUnderTheStateFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, edit string
+		restart    bool
+	}{
+		{"set flushed, running", "flush set inet jitgate hosts6", false},
+		{"set flushed, restarted", "flush set inet jitgate hosts6", true},
+		{"table deleted, running", "delete table inet jitgate", false},
+		{"table deleted, restarted", "delete table inet jitgate", true},
+		{"ruleset flushed, restarted", "flush ruleset", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := testenv.NewNetns(t)
+			path := filepath.Join(t.TempDir(), "nft-state")
+			open := func() *Backend {
+				b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { b.Close() })
+				return b
+			}
+			now := time.Now()
+			rs := manyGrants(sampleRuleset(now), 0, 200, now)
+			b := open()
+			mustApply(t, b, rs)
+			load(t, ns, tc.edit)
+			if tc.restart {
+				b.Close()
+				b = open()
+			}
+			mustApply(t, b, rs)
+			if got, want := kernelElements(t, b), wantElements(rs, time.Now()); !slices.Equal(got, want) {
+				t.Errorf("the kernel holds %d elements, want the %d desired back", len(got), len(want))
 			}
 		})
 	}
