@@ -415,14 +415,18 @@ func bootstrapAdmin(ctx context.Context, st *store.Store, dir string, log *slog.
 // wake-up only delays bookkeeping: the firewall does not depend on it, kernel
 // timeouts close grants.
 //
-// It also starts scheduled requests (store.StartScheduled) whose start has
-// come: NextDeadline counts their starts, so the loop wakes at the next one
+// It also produces the requests of recurring schedules
+// (store.ProduceOccurrences) and starts scheduled requests
+// (store.StartScheduled) whose start has come: NextDeadline counts their starts, so the loop wakes at the next one
 // (within milliseconds), not on a poll. A missed start only delays the
 // access: nothing opens before the sweeper decides it may.
 func sweepLoop(ctx context.Context, st *store.Store, activation time.Duration, limits policy.Limits, wake <-chan struct{}, log *slog.Logger) {
 	const maxSleep = 5 * time.Second
 	sweep := func() time.Time {
 		now := time.Now()
+		if _, err := st.ProduceOccurrences(ctx, limits, now); err != nil && ctx.Err() == nil {
+			log.Error("producing the occurrences of recurring schedules failed", "err", err)
+		}
 		if _, err := st.StartScheduled(ctx, limits, now); err != nil && ctx.Err() == nil {
 			log.Error("starting scheduled requests failed", "err", err)
 		}

@@ -372,10 +372,11 @@ func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout 
 	return more, nil
 }
 
-// NextDeadline is the earliest instant at which Sweep (or StartScheduled)
-// will have work (zero when there is none): a deadline, an approval or
-// activation timeout, an expiry warning, a scheduled start. It only reads,
-// so a sweeper can call it after every change.
+// NextDeadline is the earliest instant at which Sweep, StartScheduled or
+// ProduceOccurrences will have work (zero when there is none): a deadline,
+// an approval or activation timeout, an expiry warning, a scheduled start,
+// a recurring schedule's next occurrence (recur.Lead before it). It only
+// reads, so a sweeper can call it after every change.
 //
 // Its cost does not grow with the number of live requests: every minimum is
 // the first entry of the index requests_state (state, expires_at) for one
@@ -418,6 +419,13 @@ func (s *Store) NextDeadline(ctx context.Context, activationTimeout time.Duratio
 	}
 	if !warn.IsZero() && (next.IsZero() || warn.Before(next)) {
 		next = warn
+	}
+	occ, err := s.nextOccurrence(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !occ.IsZero() && (next.IsZero() || occ.Before(next)) {
+		next = occ
 	}
 	return next, nil
 }

@@ -206,6 +206,28 @@ func (s *Store) CreateRequestWith(ctx context.Context, actor Actor, target strin
 		granted bool
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		id, granted, refusal, err = s.createRequestTx(ctx, tx, actor, target, req, limits, now, opt)
+		return err
+	})
+	if err != nil {
+		return Request{}, err
+	}
+	if refusal != nil {
+		return Request{}, refusal
+	}
+	if granted {
+		s.changed(target)
+	}
+	return s.GetRequest(ctx, id)
+}
+
+// createRequestTx is CreateRequestWith inside the caller's transaction. It
+// returns the new request's id, whether the target's agents (or the
+// sweeper) must be woken after the commit, and a refusal by the policy,
+// which it audited (the transaction must still commit).
+func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, target string, req policy.Request, limits policy.Limits, now time.Time, opt RequestOptions) (id string, granted bool, refusal error, err error) {
+	err = func() error {
 		t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, target))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("target %q: %w", target, ErrNotFound)
@@ -302,17 +324,8 @@ func (s *Store) CreateRequestWith(ctx context.Context, actor Actor, target strin
 		// same target (grants match on both), so both counts move alike.
 		after := policy.Live{Requester: before.Requester + 1 - superseded, Target: before.Target + 1 - superseded}
 		return limits.CheckLive(actor.Name, target, before, after)
-	})
-	if err != nil {
-		return Request{}, err
-	}
-	if refusal != nil {
-		return Request{}, refusal
-	}
-	if granted {
-		s.changed(target)
-	}
-	return s.GetRequest(ctx, id)
+	}()
+	return id, granted, refusal, err
 }
 
 // countLive returns the live requests of requester on target, and of

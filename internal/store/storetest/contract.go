@@ -21,6 +21,7 @@ var contractTests = []struct {
 	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
 	{"ApprovalsTightened", testApprovalsTightened},
 	{"SamePersonTwoTokens", testSamePersonTwoTokens},
+	{"Schedules", testSchedules},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

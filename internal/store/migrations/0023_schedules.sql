@@ -1,0 +1,21 @@
+-- Recurring access (issue 15, item 3): a schedule binds a principal to
+-- ports of a target on a recurrence (cron, in an IANA time zone), with a
+-- duration per occurrence. next_at is the start of the next occurrence not
+-- produced yet (NULL: none ever again); the sweeper produces each as an
+-- ordinary request recur.Lead before it starts.
+CREATE TABLE schedules (
+    id           TEXT PRIMARY KEY,
+    principal    TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    ports        TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    cron         TEXT NOT NULL,
+    timezone     TEXT NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    reason       TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    next_at      INTEGER,
+    last_request TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX schedules_next ON schedules(next_at);
