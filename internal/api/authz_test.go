@@ -26,6 +26,7 @@ type matrixFixture struct {
 	webhook           string // a webhook's id
 	foreign           string // the id of another user's (dave's) token
 	session           string // a bastion session of alice on web-01, recorded live
+	schedule          string // a recurring schedule of carol on web-01
 }
 
 func newMatrixFixture(t *testing.T) *matrixFixture {
@@ -66,7 +67,12 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		t.Fatal(err)
 	}
 	saveRecording(t, e, sess, "$ ")
-	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID, session: sess.ID}
+	sc, err := e.c.CreateSchedule(ctx, wire.ScheduleCreate{Principal: "user:carol", Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.9",
+		Cron: "0 22 * * *", TimeZone: "Europe/Berlin", Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID, session: sess.ID, schedule: sc.ID}
 }
 
 // user makes a personal token for name, bound to role in scope.
@@ -85,7 +91,7 @@ func (f *matrixFixture) user(t *testing.T, name string, role authz.Role, scope a
 
 func (f *matrixFixture) do(t *testing.T, token, method, path, body string) int {
 	t.Helper()
-	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign, "{session}", f.session).Replace(path)
+	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign, "{session}", f.session, "{schedule}", f.schedule).Replace(path)
 	req, _ := http.NewRequest(method, f.srv.URL+path, bytes.NewBufferString(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -191,6 +197,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		// (TestTerminal* and the e2e browser test cover the requester).
 		{"GET", "/api/v1/requests/{granted}/terminal?port=22&login=ubuntu", "", target, nil},
 		{"GET", "/api/v1/ssh/ca", "", own, all},
+		// Recurring schedules (issue 15): policy.write on the target.
+		{"GET", "/api/v1/schedules", "", own, all}, // filtered, never refused
+		{"POST", "/api/v1/schedules", `{"principal":"user:carol","target":"web-01","ports":["22"],"source":"198.51.100.9","cron":"0 8 * * 1-5","timezone":"UTC","duration":"1h","reason":"x"}`, target, []authz.Role{P, A}},
+		{"DELETE", "/api/v1/schedules/{schedule}", "", target, []authz.Role{P, A}},
 		{"GET", "/api/v1/agent/ssh-ca", "", own, nil},
 		{"GET", "/api/v1/agent/tunnel", "", own, nil},
 		{"GET", "/api/v1/agent/desired", "", own, nil},

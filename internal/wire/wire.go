@@ -865,3 +865,39 @@ type SSHCertificate struct {
 type SSHCA struct {
 	PublicKey string `json:"public_key"`
 }
+
+// ScheduleCreate asks for recurring access (issue 15, item 3): Principal
+// (user:NAME or service:NAME) gets Ports of Target from Source for Duration
+// at every occurrence of Cron (five fields) in TimeZone (an IANA name).
+type ScheduleCreate struct {
+	Principal string   `json:"principal"`
+	Target    string   `json:"target"`
+	Ports     []string `json:"ports"`
+	// Source is an address or a CIDR prefix (no my-ip: nobody asks from
+	// anywhere when an occurrence comes).
+	Source   string   `json:"source"`
+	Cron     string   `json:"cron"`
+	TimeZone string   `json:"timezone"`
+	Duration Duration `json:"duration"`
+	Reason   string   `json:"reason"`
+}
+
+// Schedule is a recurring access schedule.
+type Schedule struct {
+	ID        string    `json:"id"`
+	Principal string    `json:"principal"`
+	Target    string    `json:"target"`
+	Ports     []string  `json:"ports"`
+	Source    string    `json:"source"`
+	Cron      string    `json:"cron"`
+	TimeZone  string    `json:"timezone"`
+	Duration  Duration  `json:"duration"`
+	Reason    string    `json:"reason"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	// NextAt is the start of the next occurrence (its request is created
+	// 15 minutes before it); absent when none will come.
+	NextAt *time.Time `json:"next_at,omitempty"`
+	// LastRequest is the request of the last occurrence produced.
+	LastRequest string `json:"last_request,omitempty"`
+}
