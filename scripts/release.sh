@@ -17,6 +17,8 @@
 #        TRIMPATH=0                      build without -trimpath (reuses the test
 #                                        build cache; releases keep the default)
 set -euo pipefail
+# A failed build inside $(build …) must stop the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 # nfpm as a Go tool at a pinned version (no system package needed).
@@ -37,7 +39,7 @@ build() { # GOOS GOARCH: prints the binary's path
 	[ "$1" = windows ] && ext=.exe
 	local bin="$OUT/jitgate_${VERSION}_$1_$2$ext"
 	echo "building $bin" >&2
-	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 go build "${FLAGS[@]}" -ldflags "$LDFLAGS" -o "$bin" ./cmd/jitgate
+	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 go build "${FLAGS[@]}" -ldflags "$LDFLAGS" -o "$bin" ./cmd/jitgate || exit 1
 	echo "$bin"
 }
 
