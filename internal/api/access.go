@@ -250,7 +250,7 @@ func (a *api) decide(approve bool) handlerFunc {
 			}
 		}
 		if approve {
-			req, err = a.Store.ApproveRequest(r.Context(), actor, id, reason, in.Version, a.Now())
+			req, err = a.Store.ApproveRequestWith(r.Context(), actor, id, reason, in.Version, a.Now(), store.ApproveOptions{Limits: &a.Limits})
 		} else {
 			req, err = a.Store.DenyRequest(r.Context(), actor, id, reason, in.Version, a.Now())
 		}

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,5 +58,58 @@ func TestApprovalsTightenedWhilePending(t *testing.T) {
 	r2, err := carol.Approve(ctx, r.ID, "", 0)
 	if err != nil || r2.State != "pending" || len(r2.Decisions) != 2 || len(r2.Decisions[1].Member) != 1 || r2.Decisions[1].Member[0] != "group:security" {
 		t.Fatalf("security approval: %v %s, decisions %+v; want pending, carol counted for group:security", err, r2.State, r2.Decisions)
+	}
+}
+
+// TestApprovalUnderTightenedRule: the approval that would grant a request
+// is refused when the target's rule, tightened since the ask, refuses the
+// request now — a shorter maximum, a narrower source list — as an
+// approval after the window closed is: 403 naming the rule, nothing
+// recorded, the port not opened. Approvers cannot open more than the
+// policy allows at the moment of the grant.
+func TestApprovalUnderTightenedRule(t *testing.T) {
+	f := newMatrixFixture(t)
+	ctx := context.Background()
+	set := func(max time.Duration, sources ...string) {
+		t.Helper()
+		if _, err := f.c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 5432, MaxDuration: wire.Duration(max),
+			AllowedSources: sources, Approval: &wire.Approval{Mode: "manual"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: authz.Approver, Scope: "*"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := f.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "bob", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := f.c.WithToken(secret)
+	for _, tc := range []struct {
+		name    string
+		tighten func()
+		want    string
+	}{
+		{"shorter maximum", func() { set(30 * time.Minute) }, "exceeds the maximum"},
+		{"narrower sources", func() { set(time.Hour, "10.0.0.0/8") }, "198.51.100.7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set(time.Hour)
+			r, err := f.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"5432"}, Source: "198.51.100.7", Duration: wire.Duration(time.Hour), Reason: "x"})
+			if err != nil || r.State != "pending_approval" {
+				t.Fatalf("request: %v %+v", err, r)
+			}
+			tc.tighten()
+			_, err = bob.Approve(ctx, r.ID, "", 0)
+			if client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("approval under the tightened rule: %v; want 403 saying %q", err, tc.want)
+			}
+			if got, _ := f.c.Request(ctx, r.ID); got.State != "pending_approval" || len(got.Decisions) != 0 {
+				t.Fatalf("the refused approval changed the request: %s, %d decisions", got.State, len(got.Decisions))
+			}
+			if _, err := f.c.Revoke(ctx, r.ID, ""); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/policy"
 )
 
 // ErrForbidden is an action the domain never allows, whoever asks (such as
@@ -44,6 +45,25 @@ func lockRequest(ctx context.Context, tx *sql.Tx, id string, version int64) (Req
 // the same transaction. version, when not 0, must match the request's
 // current version (a stale view is refused).
 func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason string, version int64, now time.Time) (Request, error) {
+	return s.ApproveRequestWith(ctx, approver, id, reason, version, now, ApproveOptions{})
+}
+
+// ApproveOptions are what an approval may carry beyond ApproveRequest's
+// arguments.
+type ApproveOptions struct {
+	// Limits, when set, are the server's policy limits: the approval that
+	// would grant the request then evaluates it again against the
+	// target's policy of that instant (policy.Limits.Evaluate), so that
+	// a rule tightened since the ask — a shorter maximum, a narrower
+	// source list — refuses it as the ask would be refused now, and
+	// approvers cannot open more than the policy allows at the grant.
+	// The refusal is a *policy.DenyError or *policy.FieldError and records
+	// nothing, like an approval after the rule's window closed.
+	Limits *policy.Limits
+}
+
+// ApproveRequestWith is ApproveRequest with options.
+func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reason string, version int64, now time.Time, opt ApproveOptions) (Request, error) {
 	var granted string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		r, err := lockRequest(ctx, tx, id, version)
@@ -122,6 +142,14 @@ func (s *Store) ApproveRequest(ctx context.Context, approver Actor, id, reason s
 			details["member"] = strings.Join(member, ",")
 			if !tally.Approved {
 				details["missing"] = tally.String()
+			}
+		}
+		grantsNow := r.StartsAt == nil || !r.StartsAt.After(now)
+		if tally.Approved && grantsNow && opt.Limits != nil {
+			// Granted now: judged again as an ask made now would be. A
+			// scheduled request is judged again at its start instead.
+			if err := opt.Limits.Evaluate(pol, policy.Request{Ports: r.Ports, Source: r.Source, Duration: r.Duration, Reason: r.Reason, At: now}); err != nil {
+				return err
 			}
 		}
 		if tally.Approved {
