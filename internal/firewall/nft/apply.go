@@ -31,10 +31,10 @@ const maxApplyAttempts = 3
 //     from ours (their tags), the chain is flushed and refilled within the
 //     batch. The drop rule's counter is carried over either way.
 //   - Each grant element gets a kernel timeout of its deadline minus the
-//     current time (now plus the time Apply has taken so far), rounded down
-//     to the millisecond; elements with less than 1 ms left are left out. An
-//     element whose kernel deadline is off by more than Tolerance is deleted
-//     and re-added in the batch (re-adding alone does not update the timeout
+//     current time (now plus the time since the caller read it: see
+//     newClock), rounded down to the millisecond; elements with less than
+//     1 ms left are left out. An element whose kernel deadline is off by
+//     more than Tolerance is deleted and re-added in the batch (re-adding alone does not update the timeout
 //     on every kernel).
 //   - Deleting many elements from a concatenated interval set is slow in the
 //     kernel (superlinear in the number deleted; see shouldRebuild), so

@@ -18,7 +18,7 @@ import (
 const forever = 100 * 365 * 24 * time.Hour
 
 // clock maps the real instant of a kernel operation to the caller's time
-// line: the now a call was given plus the time elapsed since the call began.
+// line: the now a call was given plus the time elapsed since (see newClock).
 // The kernel counts element timeouts on its own clock from the moment it
 // processes them, so reading or writing a large set some milliseconds after
 // the call began must be accounted for: without it every deadline would be
@@ -29,7 +29,19 @@ type clock struct {
 	start time.Time // monotonic
 }
 
-func newClock(now time.Time) clock { return clock{now: now, start: time.Now()} }
+// newClock starts the time line of a call given now. A now that carries
+// Go's monotonic reading (time.Now(), as the agent passes)
+// is placed by it: the time line starts when the caller read its clock, not
+// when the call began. The agent reads its clock before building the
+// ruleset, which takes seconds at a million grants; counted from the call,
+// every timeout would outlast its deadline by that long. A now without one
+// (a time read back, or a test's) starts at the call.
+func newClock(now time.Time) clock {
+	if now != now.Round(0) { // Round(0) strips the monotonic reading
+		return clock{now: now, start: now}
+	}
+	return clock{now: now, start: time.Now()}
+}
 
 func (c clock) at() time.Time { return c.now.Add(time.Since(c.start)) }
 

@@ -429,3 +429,30 @@ func TestKernelEmptiedUnderTheStateFile(t *testing.T) {
 		})
 	}
 }
+
+// TestTimeoutsCountFromTheCallersNow: the agent reads its clock, then builds
+// the ruleset (at a million grants that takes seconds), then calls Apply with
+// the reading. Each element's kernel timeout must be its deadline minus the
+// time it is given to the kernel, not minus the stale reading: here the
+// reading is 10 s old and the grant ends 20 s from now; a timeout counted from
+// the reading kept it open 10 s past its deadline.
+func TestTimeoutsCountFromTheCallersNow(t *testing.T) {
+	b, _ := newTestBackend(t)
+	now := time.Now().Add(-10 * time.Second) // keeps the monotonic reading: taken 10 s ago
+	deadline := now.Add(30 * time.Second)
+	rs := firewall.Ruleset{Protected: []firewall.PortKey{ssh}, Grants: []firewall.Grant{
+		{Source: netip.MustParsePrefix("192.0.2.9/32"), Proto: ssh.Proto, Port: ssh.Port, Expires: deadline}}}
+	if _, err := b.Apply(context.Background(), rs, now); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.State(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Elements) != 1 {
+		t.Fatalf("the kernel holds %d elements, want 1", len(st.Elements))
+	}
+	if off := st.Elements[0].Expires.Sub(deadline); off.Abs() > time.Second {
+		t.Errorf("the kernel drops the grant %s after its deadline, want within a second of it", off.Round(time.Millisecond))
+	}
+}
