@@ -115,7 +115,9 @@ type PacketPath struct {
 // background load of a shared machine. A control round, before the grants
 // are loaded, measures how alike the hosts are by themselves.
 func TestPacketPath(t *testing.T) {
-	testenv.RequireTool(t, "iptables-restore")
+	if slices.Contains(packetKinds(), "iptables") {
+		testenv.RequireTool(t, "iptables-restore")
+	}
 	testenv.RequireTool(t, "iperf3")
 	client := testenv.NewNetns(t)
 	client.Run(t, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535")
