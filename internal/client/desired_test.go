@@ -1,0 +1,69 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// TestDesiredCutShort: a server killed while it streams a desired state
+// (or one that ends the answer short after an error: api.writeSnapshot)
+// leaves valid JSON up to the cut. The agent must get an error, never the
+// part as a state, and when the next server answers, its answer alone: no
+// field of the cut one (here a delta's since, changed and rules, sent first
+// so that a partial decode would have set them) may leak into it.
+func TestDesiredCutShort(t *testing.T) {
+	const cut = `{"since":5,"changed":[7],"rules":true,"target":"web-01","revision":9,"server_time":"2026-01-01T00:00:00Z","protected":[],` +
+		`"grants":[{"id":7,"source":"192.0.2.1/32","protocol":"tcp","port":22,"expires_at":"2026-01-01T01:00:00Z"}`
+	cutSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte(cut))
+		w.(http.Flusher).Flush()
+		// Returning ends the chunked answer cleanly, as a handler that
+		// gave up does; a killed server drops the connection (below).
+	}))
+	defer cutSrv.Close()
+	killedSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte(cut))
+		w.(http.Flusher).Flush()
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	}))
+	defer killedSrv.Close()
+	whole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"target":"web-01","revision":10,"server_time":"2026-01-01T00:00:01Z","protected":[],"grants":[]}`))
+	}))
+	defer whole.Close()
+
+	for _, tc := range []struct {
+		name string
+		srv  *httptest.Server
+	}{{"ended short", cutSrv}, {"connection dropped", killedSrv}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(tc.srv.URL, "agent-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ds, err := c.DesiredSince(context.Background(), 8, 5, 0); err == nil {
+				t.Errorf("a cut answer was taken as a state: %+v", ds)
+			}
+			c, err = New(tc.srv.URL+","+whole.URL, "agent-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, err := c.DesiredSince(context.Background(), 8, 5, 0)
+			if err != nil {
+				t.Fatalf("the next server's answer: %v", err)
+			}
+			if ds.Revision != 10 || ds.Since != 0 || ds.Rules || ds.Changed != nil || len(ds.Grants) != 0 {
+				t.Errorf("the next server's snapshot came back mixed with the cut delta: %+v", ds)
+			}
+		})
+	}
+}
