@@ -24,6 +24,7 @@ import (
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/recording"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -57,6 +58,27 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 		tb.Fatalf("OpenSQLite: %v", err)
 	}
 	tb.Cleanup(func() { st.Close() })
+	e := newEnvOn(tb, st, edit)
+	e.dbPath = dbPath
+	return e
+}
+
+// newPostgresEnv is newEnv on a PostgreSQL store (testenv.Postgres): for
+// what only PostgreSQL refuses (text it cannot hold).
+func newPostgresEnv(tb testing.TB) *env {
+	tb.Helper()
+	st, err := store.OpenPostgres(context.Background(), testenv.Postgres(tb), store.DefaultConfig())
+	if err != nil {
+		tb.Fatalf("OpenPostgres: %v", err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return newEnvOn(tb, st, nil)
+}
+
+// newEnvOn serves the API on st.
+func newEnvOn(tb testing.TB, st *store.Store, edit func(*api.Deps)) *env {
+	tb.Helper()
+	ctx := context.Background()
 	hub := api.NewHub()
 	st.Subscribe(hub.Notify)
 	presence := api.NewPresence(st, time.Minute)
@@ -87,7 +109,7 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 	if err != nil {
 		tb.Fatalf("client.New: %v", err)
 	}
-	return &env{st: st, handler: h, srv: srv, admin: admin, c: c, creds: map[string]string{}, recordings: deps.Recordings, dbPath: dbPath}
+	return &env{st: st, handler: h, srv: srv, admin: admin, c: c, creds: map[string]string{}, recordings: deps.Recordings}
 }
 
 // addTarget creates and enrolls a target and returns its agent client.

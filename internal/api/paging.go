@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 )
 
@@ -37,7 +38,7 @@ func readCursor(q url.Values, key any) (bool, error) {
 		return false, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(b, key) != nil {
+	if err != nil || json.Unmarshal(b, key) != nil || hasNUL(reflect.ValueOf(key)) {
 		return false, invalidField("cursor", "not a cursor this server gave out (take it from the previous page's Link header)")
 	}
 	return true, nil
