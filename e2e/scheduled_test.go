@@ -47,7 +47,13 @@ func TestScheduledRequest(t *testing.T) {
 	// bob's role goes before his start.
 	l.cli("role", "unbind", "user:bob", "--role", "requester", "--scope", "web-01")
 
-	at := func(d time.Duration) { time.Sleep(time.Until(t0.Add(d))) }
+	at := func(d time.Duration) {
+		t.Helper()
+		if late := time.Since(t0.Add(d)); late > 100*time.Millisecond {
+			t.Fatalf("the machine is too slow for this test: the check due at +%s came %s late", d, late)
+		}
+		time.Sleep(time.Until(t0.Add(d)))
+	}
 	at(2500 * time.Millisecond)
 	if l.canConnect(client1, serverIP, 22) {
 		t.Fatal("alice's port is open at +2.5 s, before its start at +3 s")
@@ -67,7 +73,7 @@ func TestScheduledRequest(t *testing.T) {
 		t.Fatalf("alice's request is %s at +3.1 s, want active", a.State)
 	}
 	// It closes at start + duration: the kernel's element timeout.
-	at(3*time.Second + duration)
+	time.Sleep(time.Until(t0.Add(3*time.Second + duration)))
 	l.eventually("alice's port closes at its end", 2*time.Second, func() bool { return !l.canConnect(client1, serverIP, 22) })
 	if l.canConnect(client2, serverIP, 22) {
 		t.Fatal("bob's port is open")
