@@ -161,6 +161,7 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		}
 		return agent.Run(ctx, cfg, backend)
 	})
+	cmd.AddCommand(a.newAgentBreakGlassCmd())
 	return cmd
 }
 

@@ -214,6 +214,7 @@ JITGATE_SERVER/JITGATE_TOKEN, else in $XDG_CONFIG_HOME/jitgate/config.yaml
 		a.newTargetsCmd(),
 		a.newWebhookCmd(),
 		a.newScheduleCmd(),
+		a.newBreakGlassCmd(),
 		a.newBackupCmd(), a.newRestoreCmd(), a.newMigrateCmd(),
 		a.newConnectCmd(), a.newSSHCmd(), a.newSSHCertCmd(), a.newSSHCACmd(), a.newRDPCmd(), a.newSessionsCmd(),
 	)

@@ -92,6 +92,7 @@ SIGINT or SIGTERM stop it.`,
 	f.Var(newDuration(&cfg.ActivationTimeout, 30*time.Second), "activation-timeout", "how long a request waits for its agent to open the port before it fails")
 	f.Var(newDuration(&cfg.ApprovalTimeout, time.Hour), "approval-timeout", "how long a request awaits its approvers before it expires")
 	f.Var(newDuration(&cfg.ExpiryWarning, store.DefaultExpiryWarning), "expiry-warning", "how long before its end an active request is announced as expiring (webhook event request.expiring)")
+	f.Var(newDuration(&cfg.BreakGlassMax, time.Hour), "breakglass-max", "the longest an online break-glass may open a port (1m to 24h); the rule's own maximum applies too")
 	f.Var(newDuration(&cfg.WebhookTimeout, 10*time.Second), "webhook-timeout", "how long one webhook delivery attempt may take (1s to 1m)")
 	f.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", false, "let webhooks reach loopback, link-local and private addresses (refused by default, also when a name resolves to one)")
 	f.IntVar(&bruteForce, "brute-force-threshold", store.DefaultBruteForceThreshold, "blocked attempts from one source on one target within an hour that raise an attack.suspected event (0: never)")

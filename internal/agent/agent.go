@@ -221,10 +221,17 @@ type Agent struct {
 	nextResync time.Time         // when to re-apply cur even if nothing changed
 	pending    *wire.AgentReport // report not yet delivered
 	skewWarned bool
-	proc       procFS
-	inventory  *wire.Inventory // latest inventory
-	sentInv    *wire.Inventory // inventory last delivered
-	sources    map[sourceKey]*wire.BlockedSource
+	// Offline break-glass (breakglass.go): the key persisted last, the
+	// revocations known, and the log's size when every use in it was
+	// reported (bgPending: some report failed).
+	bgKey          string
+	bgRevoked      map[string]bool
+	bgReportedSize int64
+	bgPending      bool
+	proc           procFS
+	inventory      *wire.Inventory // latest inventory
+	sentInv        *wire.Inventory // inventory last delivered
+	sources        map[sourceKey]*wire.BlockedSource
 
 	// Incremental desired state (delta.go): the entries of the state held,
 	// by grant id, and the Index of their elements as last applied with
@@ -502,7 +509,10 @@ func (a *Agent) loop(ctx context.Context) error {
 		recvAt := time.Now()
 		pollBo.Reset()
 		a.contact(recvAt)
+		// Revocations first: the apply below leaves out what they revoke.
+		a.learnBreakGlass(ds)
 		applied := a.receive(ctx, ds, recvAt)
+		a.reportBreakGlass(ctx)
 		switch {
 		case a.failed:
 			a.sleepUntilResync(ctx, applyBo.NextBackOff())
@@ -644,6 +654,16 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		a.inventory.SSHHostKeys = readHostKeys(a.cfg.SSHHostKeys)
 	}
 	start := time.Now()
+	// The valid offline break-glass openings are part of what is applied,
+	// under the log's lock (breakglass.go): the same rule for every full
+	// apply and resync. A log that cannot be opened drops them (closed).
+	bgl, err := openBGLog(a.cfg.StateDir)
+	if err != nil {
+		a.log.Error("cannot open the break-glass log; applying without its openings", "err", err)
+	} else {
+		defer bgl.Close()
+	}
+	a.injectBreakGlass(bgl, now)
 	full := cur.ds
 	if snapshot != nil {
 		full.Grants = snapshot

@@ -11,6 +11,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	_ "embed"
 	"log/slog"
 	"maps"
@@ -87,6 +88,12 @@ type Deps struct {
 	// Recordings keeps the recordings of sessions whose rule records
 	// (internal/recording); nil: such sessions are refused.
 	Recordings *recording.Dir
+	// BreakGlassKey signs offline break-glass tokens; its public half goes
+	// to agents with their desired state (breakglass.go). Nil: the token
+	// endpoints answer 503 and agents learn no key.
+	BreakGlassKey ed25519.PrivateKey
+	// BreakGlassMax caps an online break-glass (0: access.DefaultBreakGlassMax).
+	BreakGlassMax time.Duration
 }
 
 type api struct {
@@ -242,6 +249,13 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("GET /api/v1/ssh/ca", human(a.sshCA))
 	handle("GET /api/v1/requests/{id}/terminal", human(a.terminal))
 	handle("GET /api/v1/agent/ssh-ca", agent(a.sshCA))
+	handle("POST /api/v1/breakglass", human(a.openBreakGlass))
+	handle("GET /api/v1/breakglass/alerts", human(a.auditReader(a.listAlerts)))
+	handle("POST /api/v1/breakglass/alerts/{id}/review", human(a.reviewAlert))
+	handle("POST /api/v1/breakglass/tokens", human(a.issueBreakGlassToken))
+	handle("GET /api/v1/breakglass/tokens", human(a.listBreakGlassTokens))
+	handle("DELETE /api/v1/breakglass/tokens/{id}", human(a.revokeBreakGlassToken))
+	handle("POST /api/v1/agent/breakglass", agent(a.breakGlassUse))
 	// Anything else: a known path asked with another method is 405 with
 	// Allow (the catch-all pattern matches every method, so ServeMux's own
 	// 405 never happens, and it would answer plain text), an unknown path

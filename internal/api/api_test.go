@@ -94,6 +94,8 @@ func newEnvOn(tb testing.TB, st *store.Store, edit func(*api.Deps)) *env {
 		FailedLogins: api.LoginLimit{Burst: -1}, // TestAuth sends many bad tokens on purpose
 		SSHCA:        newCASigner(tb),
 		Recordings:   newRecordingsDir(tb),
+		// A fixed key: break-glass tests verify and forge with it.
+		BreakGlassKey: testBreakGlassKey,
 	}
 	if edit != nil {
 		edit(&deps)

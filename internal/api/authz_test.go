@@ -27,6 +27,7 @@ type matrixFixture struct {
 	foreign           string // the id of another user's (dave's) token
 	session           string // a bastion session of alice on web-01, recorded live
 	schedule          string // a recurring schedule of carol on web-01
+	alert, bgToken    string // a break-glass alert (open) and offline token
 }
 
 func newMatrixFixture(t *testing.T) *matrixFixture {
@@ -72,7 +73,9 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID, session: sess.ID, schedule: sc.ID}
+	alert, bgToken := breakGlassFixture(t, e)
+	return &matrixFixture{env: e, granted: g.ID, awaiting: a.ID, webhook: wh.Webhook.ID, foreign: dave.ID, session: sess.ID, schedule: sc.ID,
+		alert: alert, bgToken: bgToken}
 }
 
 // user makes a personal token for name, bound to role in scope.
@@ -91,7 +94,8 @@ func (f *matrixFixture) user(t *testing.T, name string, role authz.Role, scope a
 
 func (f *matrixFixture) do(t *testing.T, token, method, path, body string) int {
 	t.Helper()
-	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign, "{session}", f.session, "{schedule}", f.schedule).Replace(path)
+	path = strings.NewReplacer("{granted}", f.granted, "{awaiting}", f.awaiting, "{webhook}", f.webhook, "{foreign}", f.foreign, "{session}", f.session, "{schedule}", f.schedule,
+		"{alert}", f.alert, "{bgtoken}", f.bgToken).Replace(path)
 	req, _ := http.NewRequest(method, f.srv.URL+path, bytes.NewBufferString(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -126,8 +130,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		global        // the endpoint acts on the whole installation
 		own           // the endpoint acts on the caller's own things
 	)
-	A, R, Q, P, U, D := authz.Admin, authz.Reader, authz.Requester, authz.PolicyAdmin, authz.Auditor, authz.Approver
-	all := []authz.Role{R, Q, D, P, U, A}
+	A, R, Q, P, U, D, B := authz.Admin, authz.Reader, authz.Requester, authz.PolicyAdmin, authz.Auditor, authz.Approver, authz.Breakglass
+	all := []authz.Role{R, Q, D, P, U, A, B}
 	endpoints := []struct {
 		method, path, body string
 		kind               int
@@ -152,6 +156,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/v1/requests", "", own, all},
 		{"GET", "/api/v1/targets/web-01", "", target, all},
 		{"GET", "/api/v1/targets/web-01/policy", "", target, all},
+		// Break-glass: only its own role opens (not even admin), auditors
+		// and admins see and review the alerts, admins hold the tokens.
+		{"POST", "/api/v1/breakglass", `{"target":"web-01","ports":["22"],"source":"198.51.100.9","duration":"30m","reason":"db down"}`, target, []authz.Role{B}},
+		{"GET", "/api/v1/breakglass/alerts?open=true", "", global, []authz.Role{U, A}},
+		{"POST", "/api/v1/breakglass/alerts/{alert}/review", `{"note":"checked with bob"}`, global, []authz.Role{U, A}},
+		{"POST", "/api/v1/breakglass/tokens", `{"targets":["web-01"],"ports":["22/tcp"],"max_duration":"30m","expires":"2160h"}`, global, []authz.Role{A}},
+		{"GET", "/api/v1/breakglass/tokens", "", global, []authz.Role{U, A}},
+		{"DELETE", "/api/v1/breakglass/tokens/{bgtoken}", "", global, []authz.Role{A}},
+		{"POST", "/api/v1/agent/breakglass", `{"token":"x","source":"198.51.100.9","port":22,"protocol":"tcp","duration":"30m","used_at":"2026-01-01T00:00:00Z"}`, own, nil},
 		{"POST", "/api/v1/targets", `{"name":"web-02","labels":{"group":"prod"}}`, target, []authz.Role{P, A}},
 		{"DELETE", "/api/v1/targets/web-01", "", target, []authz.Role{P, A}},
 		{"POST", "/api/v1/targets/web-01/enroll-token", "", target, []authz.Role{P, A}},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/httpedge"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
@@ -121,6 +122,10 @@ func classify(err error) (int, wire.Error) {
 		}
 	case errors.As(err, &le):
 		status, body = http.StatusTooManyRequests, wire.Error{Error: le.Error()}
+	case errors.Is(err, access.ErrBreakGlass):
+		status, body = http.StatusUnprocessableEntity, wire.Error{Error: err.Error()}
+	case errors.Is(err, errNoBreakGlassKey):
+		status, body = http.StatusServiceUnavailable, wire.Error{Error: err.Error()}
 	case errors.Is(err, store.ErrStorageFull):
 		// Nothing was recorded; the client may retry once space is freed.
 		status, body = http.StatusServiceUnavailable, wire.Error{Error: store.ErrStorageFull.Error()}

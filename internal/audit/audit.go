@@ -95,6 +95,23 @@ const (
 // token.created, so that impersonation stands out in the trail.
 const TokenImpersonation Action = "token.impersonation"
 
+// Break-glass (access.CheckBreakGlass, access.Token): each opening is its
+// own action, so that it stands out in the trail, and every webhook gets it
+// whatever events it subscribed to.
+const (
+	// BreakGlassOpened: the breakglass role opened access without approvers.
+	BreakGlassOpened Action = "breakglass.opened"
+	// BreakGlassUsed: an agent opened access with an offline token while
+	// the server was unreachable (reported when it came back).
+	BreakGlassUsed Action = "breakglass.used"
+	// BreakGlassReviewed: an auditor or admin reviewed a break-glass alert.
+	BreakGlassReviewed Action = "breakglass.reviewed"
+	// BreakGlassTokenIssued and BreakGlassTokenRevoked: an admin issued or
+	// revoked an offline break-glass token.
+	BreakGlassTokenIssued  Action = "breakglass.token_issued"
+	BreakGlassTokenRevoked Action = "breakglass.token_revoked"
+)
+
 // System is the actor of events nobody asked for (expiry, timeouts).
 const System = "system"
 

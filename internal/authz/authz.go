@@ -23,10 +23,14 @@ const (
 	PolicyAdmin Role = "policy-admin" // set policies, enroll targets in scope
 	Auditor     Role = "auditor"      // read the whole audit trail
 	Admin       Role = "admin"        // everything, including bindings and others' tokens
+	// Breakglass opens a rule's port without approvers, in an emergency:
+	// audited, sent to every webhook and alerted until reviewed. No other
+	// role implies it (not even admin): it is bound on purpose, to few.
+	Breakglass Role = "breakglass"
 )
 
 // Roles lists every role.
-var Roles = []Role{Reader, Requester, Approver, PolicyAdmin, Auditor, Admin}
+var Roles = []Role{Reader, Requester, Approver, PolicyAdmin, Auditor, Admin, Breakglass}
 
 // ParseRole accepts a role name.
 func ParseRole(s string) (Role, error) {
@@ -46,15 +50,17 @@ type Action string
 
 // The actions that are checked.
 const (
-	ReadTarget     Action = "target.read"     // see a target and its policy
-	WriteTarget    Action = "target.write"    // enroll or remove a target
-	WritePolicy    Action = "policy.write"    // set or remove a policy
-	CreateRequest  Action = "request.create"  // ask for access
-	ReadAnyRequest Action = "request.read"    // see others' requests (own are always visible)
-	Approve        Action = "request.approve" // approve or deny others' requests
-	RevokeAny      Action = "request.revoke"  // revoke others' requests (own are always revocable)
-	ReadAudit      Action = "audit.read"      // read the audit trail
-	ManageAccess   Action = "access.manage"   // bindings, and tokens of others
+	ReadTarget     Action = "target.read"        // see a target and its policy
+	WriteTarget    Action = "target.write"       // enroll or remove a target
+	WritePolicy    Action = "policy.write"       // set or remove a policy
+	CreateRequest  Action = "request.create"     // ask for access
+	ReadAnyRequest Action = "request.read"       // see others' requests (own are always visible)
+	Approve        Action = "request.approve"    // approve or deny others' requests
+	RevokeAny      Action = "request.revoke"     // revoke others' requests (own are always revocable)
+	ReadAudit      Action = "audit.read"         // read the audit trail
+	ManageAccess   Action = "access.manage"      // bindings, and tokens of others
+	BreakGlass     Action = "request.breakglass" // open access without approvers, in an emergency
+	ReviewAlerts   Action = "alert.review"       // mark a break-glass alert reviewed
 )
 
 // permissions says which actions each role allows.
@@ -63,8 +69,9 @@ var permissions = map[Role][]Action{
 	Requester:   {ReadTarget, CreateRequest},
 	Approver:    {ReadTarget, ReadAnyRequest, Approve, RevokeAny},
 	PolicyAdmin: {ReadTarget, WriteTarget, WritePolicy, ReadAnyRequest},
-	Auditor:     {ReadTarget, ReadAnyRequest, ReadAudit},
-	Admin:       {ReadTarget, WriteTarget, WritePolicy, CreateRequest, ReadAnyRequest, Approve, RevokeAny, ReadAudit, ManageAccess},
+	Auditor:     {ReadTarget, ReadAnyRequest, ReadAudit, ReviewAlerts},
+	Admin:       {ReadTarget, WriteTarget, WritePolicy, CreateRequest, ReadAnyRequest, Approve, RevokeAny, ReadAudit, ManageAccess, ReviewAlerts},
+	Breakglass:  {ReadTarget, BreakGlass},
 }
 
 // Allows reports whether role r permits a.

@@ -74,6 +74,15 @@ func TestRolePermissions(t *testing.T) {
 		{authz.Auditor, authz.ReadAudit, true},
 		{authz.Auditor, authz.WritePolicy, false},
 		{authz.Admin, authz.ManageAccess, true},
+		// Break-glass is bound on purpose: no other role implies it, and
+		// it carries nothing else.
+		{authz.Breakglass, authz.BreakGlass, true},
+		{authz.Breakglass, authz.CreateRequest, false},
+		{authz.Admin, authz.BreakGlass, false},
+		{authz.Requester, authz.BreakGlass, false},
+		{authz.Auditor, authz.ReviewAlerts, true},
+		{authz.Approver, authz.ReviewAlerts, false},
+		{authz.Breakglass, authz.ReviewAlerts, false},
 		{authz.Role("root"), authz.ReadTarget, false},
 	} {
 		if got := tc.role.Allows(tc.action); got != tc.want {

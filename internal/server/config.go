@@ -46,6 +46,9 @@ type Config struct {
 	ExpiryWarning time.Duration
 	// WebhookTimeout bounds one webhook delivery attempt (default 10 s).
 	WebhookTimeout time.Duration
+	// BreakGlassMax caps an online break-glass opening (default 1 h,
+	// access.DefaultBreakGlassMax; at most 24 h).
+	BreakGlassMax time.Duration
 	// WebhookAllowPrivate lets webhooks reach loopback, link-local and
 	// private addresses (off: a webhook cannot be aimed at the server's own
 	// network, such as a cloud metadata service or an internal admin API).
@@ -136,6 +139,9 @@ func (c Config) withDefaults() Config {
 	if c.ExpiryWarning == 0 {
 		c.ExpiryWarning = store.DefaultExpiryWarning
 	}
+	if c.BreakGlassMax == 0 {
+		c.BreakGlassMax = time.Hour
+	}
 	if c.WebhookTimeout == 0 {
 		c.WebhookTimeout = 10 * time.Second
 	}
@@ -191,6 +197,9 @@ func (c Config) Validate() error {
 	}
 	if c.ApprovalTimeout < time.Second {
 		return fmt.Errorf("approval-timeout: %s is shorter than 1s", c.ApprovalTimeout)
+	}
+	if c.BreakGlassMax < time.Minute || c.BreakGlassMax > 24*time.Hour {
+		return fmt.Errorf("breakglass-max: %s must lie between 1m and 24h", c.BreakGlassMax)
 	}
 	if c.WebhookTimeout < time.Second || c.WebhookTimeout > time.Minute {
 		return fmt.Errorf("webhook-timeout: %s must lie between 1s and 1m", c.WebhookTimeout)

@@ -98,6 +98,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("SSH certificate authority", "key", ssh.FingerprintSHA256(caKey.PublicKey()))
+	bgKey, err := loadBreakGlassKey(ctx, st, filepath.Join(cfg.DataDir, breakGlassKeyName), time.Now())
+	if err != nil {
+		return err
+	}
 	// Recordings of sessions on recorded ports (DATA_DIR/recordings, 0700).
 	// Those a previous server left unsaved are saved now, marked incomplete,
 	// so the audit trail vouches for what is on disk.
@@ -183,6 +187,8 @@ func Run(ctx context.Context, cfg Config) error {
 		SSHCA:               caKey,
 		Replica:             rep,
 		Recordings:          recordings,
+		BreakGlassKey:       bgKey,
+		BreakGlassMax:       cfg.BreakGlassMax,
 
 		MaxSessionsPerPrincipal: cfg.MaxTunnelsPerPrincipal,
 	})

@@ -35,13 +35,21 @@ const (
 	EventSessionStarted = "session.started"
 	EventSessionEnded   = "session.ended"
 	EventSessionKilled  = "session.killed"
+	// EventBreakGlassOpened and EventBreakGlassUsed report a break-glass
+	// (online, offline): sent to every webhook, whatever it subscribed to.
+	EventBreakGlassOpened = "breakglass.opened"
+	EventBreakGlassUsed   = "breakglass.used"
 )
+
+// mandatoryEvents reach every webhook whatever its event filter: an
+// emergency opening must not be filtered out of anyone's view.
+var mandatoryEvents = map[string]bool{EventBreakGlassOpened: true, EventBreakGlassUsed: true}
 
 // WebhookEvents lists every event a webhook can subscribe to.
 func WebhookEvents() []string {
 	return []string{EventRequestPending, EventRequestApproved, EventRequestDenied, EventRequestActivated,
 		EventRequestExpiring, EventRequestExpired, EventRequestRevoked, EventAttackSuspected,
-		EventSessionStarted, EventSessionEnded, EventSessionKilled}
+		EventSessionStarted, EventSessionEnded, EventSessionKilled, EventBreakGlassOpened, EventBreakGlassUsed}
 }
 
 // webhookEventOf maps audit actions to the events they are reported as.
@@ -61,6 +69,8 @@ var webhookEventOf = map[audit.Action]string{
 	audit.SessionStarted:      EventSessionStarted,
 	audit.SessionEnded:        EventSessionEnded,
 	audit.SessionKilled:       EventSessionKilled,
+	audit.BreakGlassOpened:    EventBreakGlassOpened,
+	audit.BreakGlassUsed:      EventBreakGlassUsed,
 }
 
 // Webhook formats.
@@ -243,7 +253,7 @@ func enqueueWebhooks(ctx context.Context, tx auditTx, id int64, e audit.Event) e
 			rows.Close()
 			return fmt.Errorf("decoding events of webhook %s: %w", w.ID, err)
 		}
-		if w.Wants(event) {
+		if w.Wants(event) || mandatoryEvents[event] {
 			targets = append(targets, w.ID)
 		}
 	}

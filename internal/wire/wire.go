@@ -621,6 +621,97 @@ type DesiredState struct {
 	// or removed since Since); an id without entries in the delta left the
 	// desired state.
 	Changed []int64 `json:"changed,omitempty"`
+	// BreakGlassKey is the server's Ed25519 public key for offline
+	// break-glass tokens (base64, standard encoding), sent with every
+	// answer, snapshot or delta; the agent persists it to verify tokens
+	// while the server is unreachable.
+	BreakGlassKey string `json:"breakglass_key,omitempty"`
+	// BreakGlassRevoked are the ids of revoked, unexpired break-glass tokens
+	// naming this target; the agent persists them (the list only grows
+	// there) and refuses them, and closes an opening made with one.
+	BreakGlassRevoked []string `json:"breakglass_revoked,omitempty"`
+}
+
+// BreakGlassCreate opens access without approvers (the breakglass role).
+type BreakGlassCreate struct {
+	Target   string   `json:"target"`
+	Ports    []string `json:"ports"`
+	Source   string   `json:"source,omitempty"` // address, prefix or my-ip (default)
+	Duration Duration `json:"duration"`
+	Reason   string   `json:"reason"`
+}
+
+// BreakGlassOpened is the answer to a break-glass: the request (approved
+// at once) and the alert raised.
+type BreakGlassOpened struct {
+	Request Request         `json:"request"`
+	Alert   BreakGlassAlert `json:"alert"`
+}
+
+// BreakGlassAlert is one break-glass opening, open until reviewed.
+type BreakGlassAlert struct {
+	ID         string     `json:"id"`
+	At         time.Time  `json:"at"`
+	Kind       string     `json:"kind"` // online | offline
+	Actor      string     `json:"actor"`
+	Target     string     `json:"target"`
+	RequestID  string     `json:"request_id,omitempty"`
+	TokenID    string     `json:"token_id,omitempty"`
+	Source     string     `json:"source"`
+	Ports      []string   `json:"ports"`
+	Duration   Duration   `json:"duration"`
+	Reason     string     `json:"reason"`
+	ReviewedAt *time.Time `json:"reviewed_at,omitempty"`
+	ReviewedBy string     `json:"reviewed_by,omitempty"`
+	ReviewNote string     `json:"review_note,omitempty"`
+}
+
+// AlertReview marks a break-glass alert reviewed.
+type AlertReview struct {
+	Note string `json:"note,omitempty"`
+}
+
+// BreakGlassTokenCreate asks the server to sign an offline break-glass
+// token. Expires is how long from now it stays valid.
+type BreakGlassTokenCreate struct {
+	Targets     []string `json:"targets"`
+	Ports       []string `json:"ports"`
+	MaxDuration Duration `json:"max_duration"`
+	Expires     Duration `json:"expires"`
+}
+
+// BreakGlassToken is what the server keeps of an issued token.
+type BreakGlassToken struct {
+	ID          string     `json:"id"`
+	Targets     []string   `json:"targets"`
+	Ports       []string   `json:"ports"`
+	MaxDuration Duration   `json:"max_duration"`
+	IssuedAt    time.Time  `json:"issued_at"`
+	IssuedBy    string     `json:"issued_by"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy   string     `json:"revoked_by,omitempty"`
+	UsedAt      *time.Time `json:"used_at,omitempty"`
+	UsedTarget  string     `json:"used_target,omitempty"`
+}
+
+// BreakGlassTokenCreated carries the signed token text, shown once.
+type BreakGlassTokenCreated struct {
+	Token BreakGlassToken `json:"token"`
+	Text  string          `json:"text"`
+}
+
+// BreakGlassUse is an agent's report of an offline break-glass it applied.
+// Token is the token's text: the server verifies it itself.
+type BreakGlassUse struct {
+	Token    string    `json:"token"`
+	Operator string    `json:"operator,omitempty"`
+	Source   string    `json:"source"`
+	Port     uint16    `json:"port"`
+	Protocol string    `json:"protocol"`
+	Duration Duration  `json:"duration"`
+	Reason   string    `json:"reason,omitempty"`
+	UsedAt   time.Time `json:"used_at"`
 }
 
 // AgentReport tells the server which revision the agent applied.

@@ -1,0 +1,238 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// testBreakGlassKey is the test servers' break-glass signing key.
+var testBreakGlassKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+// breakGlassFixture makes an open break-glass alert and an offline token
+// on web-01 for the authorization matrix, and returns their ids.
+func breakGlassFixture(t *testing.T, e *env) (alert, token string) {
+	t.Helper()
+	ctx := context.Background()
+	src, _ := policy.ParsePrefix("198.51.100.8")
+	_, a, err := e.st.OpenBreakGlass(ctx, store.Actor{Name: "carol"}, "web-01",
+		policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}}, Source: src, Duration: 10 * time.Minute, Reason: "fixture"},
+		policy.DefaultLimits(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := access.Token{ID: "bgt-fixture", Targets: []string{"web-01"}, Ports: []string{"22/tcp"}, MaxDuration: time.Hour,
+		IssuedAt: time.Now().UTC(), ExpiresAt: time.Now().UTC().Add(time.Hour), IssuedBy: "alice"}
+	if err := e.st.IssueBreakGlassToken(ctx, store.Actor{Name: "alice"}, tok); err != nil {
+		t.Fatal(err)
+	}
+	return a.ID, tok.ID
+}
+
+// userWith returns a client of a new user bound to role in scope.
+func (e *env) userWith(t *testing.T, name string, role authz.Role, scope authz.Scope) *client.Client {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:" + name, Role: role, Scope: scope}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.c.WithToken(secret)
+}
+
+func auditActions(t *testing.T, e *env, target string) []string {
+	t.Helper()
+	evs, err := e.st.ListAudit(context.Background(), store.AuditFilter{Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ev := range evs {
+		out = append(out, string(ev.Action))
+	}
+	return out
+}
+
+// TestBreakGlassOnline: the breakglass role opens a port whose rule wants
+// an approver at once, within the rule's source limits and the server's
+// cap, with a reason; it is audited as breakglass.opened, enqueued for a
+// webhook that subscribed to something else, and raises an alert that only
+// a review clears. Each refusal changes nothing.
+func TestBreakGlassOnline(t *testing.T) {
+	e := newEnvWith(t, func(d *api.Deps) { d.BreakGlassMax = 20 * time.Minute })
+	ctx := context.Background()
+	e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{
+		{Port: 22, MaxDuration: wire.Duration(time.Hour), AllowedSources: []string{"198.51.100.0/24"}, Approval: &wire.Approval{Mode: "manual", Approvals: 1}},
+	}})
+	wh, err := e.c.CreateWebhook(ctx, wire.WebhookCreate{URL: "https://hooks.example.com/x", Events: []string{"request.denied"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := e.userWith(t, "carol", authz.Breakglass, authz.Everywhere)
+	ok := wire.BreakGlassCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(15 * time.Minute), Reason: "primary DB down, INC-42"}
+
+	for _, tc := range []struct {
+		name   string
+		edit   func(*wire.BreakGlassCreate)
+		status int
+		says   string
+	}{
+		{"no reason", func(in *wire.BreakGlassCreate) { in.Reason = "  " }, http.StatusUnprocessableEntity, "reason is mandatory"},
+		{"reason too long", func(in *wire.BreakGlassCreate) { in.Reason = strings.Repeat("x", 501) }, http.StatusUnprocessableEntity, "longer than 500"},
+		{"over the server cap", func(in *wire.BreakGlassCreate) { in.Duration = wire.Duration(30 * time.Minute) }, http.StatusUnprocessableEntity, "cap of 20m0s"},
+		{"source outside the rule", func(in *wire.BreakGlassCreate) { in.Source = "203.0.113.9" }, http.StatusForbidden, "not inside any allowed prefix"},
+		{"port without a rule", func(in *wire.BreakGlassCreate) { in.Ports = []string{"3389"} }, http.StatusForbidden, "does not configure"},
+	} {
+		in := ok
+		tc.edit(&in)
+		_, err := bg.BreakGlass(ctx, in)
+		if client.StatusOf(err) != tc.status || err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: %v (status %d), want %d saying %q", tc.name, err, client.StatusOf(err), tc.status, tc.says)
+		}
+	}
+	requester := e.userWith(t, "dave", authz.Requester, authz.Everywhere)
+	if _, err := requester.BreakGlass(ctx, ok); client.StatusOf(err) != http.StatusForbidden {
+		t.Errorf("a requester broke the glass: %v", err)
+	}
+	if as, _ := e.c.BreakGlassAlerts(ctx, false); len(as) != 0 {
+		t.Fatalf("refusals raised alerts: %+v", as)
+	}
+
+	out, err := bg.BreakGlass(ctx, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Request.State != string(access.Pending) || out.Request.ApprovalsRequired != 0 {
+		t.Errorf("break-glass request is %s with %d approvals required; want pending with none", out.Request.State, out.Request.ApprovalsRequired)
+	}
+	if !slices.Contains(auditActions(t, e, "web-01"), "breakglass.opened") {
+		t.Errorf("no breakglass.opened in the trail: %v", auditActions(t, e, "web-01"))
+	}
+	ds, err := e.st.ListDeliveries(ctx, wh.Webhook.ID, 10)
+	if err != nil || len(ds) != 1 || ds[0].Event != "breakglass.opened" {
+		t.Errorf("deliveries to a webhook subscribed to request.denied only: %+v, %v; want breakglass.opened", ds, err)
+	}
+	open, err := e.c.BreakGlassAlerts(ctx, true)
+	if err != nil || len(open) != 1 || open[0].ID != out.Alert.ID || open[0].Reason != ok.Reason || open[0].Actor != "carol" {
+		t.Fatalf("open alerts %+v, %v; want the one raised", open, err)
+	}
+
+	// Only auditors and admins review; a review is audited and final.
+	if _, err := bg.ReviewAlert(ctx, out.Alert.ID, "mine"); client.StatusOf(err) != http.StatusForbidden {
+		t.Errorf("the breaker reviewed its own alert: %v", err)
+	}
+	auditor := e.userWith(t, "erin", authz.Auditor, authz.Everywhere)
+	if _, err := auditor.ReviewAlert(ctx, out.Alert.ID, "called carol, legit"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditor.ReviewAlert(ctx, out.Alert.ID, "again"); client.StatusOf(err) != http.StatusConflict {
+		t.Errorf("second review: %v, want 409", err)
+	}
+	if open, _ := e.c.BreakGlassAlerts(ctx, true); len(open) != 0 {
+		t.Errorf("still open after review: %+v", open)
+	}
+	if !slices.Contains(auditActions(t, e, "web-01"), "breakglass.reviewed") {
+		t.Errorf("no breakglass.reviewed in the trail")
+	}
+}
+
+// TestBreakGlassTokens: an issued token verifies against the key agents are
+// sent; a revocation reaches the target's desired state; a use reported by
+// the agent is audited once however often it is reported, marks the token
+// used, and a forged token or one for another target is refused.
+func TestBreakGlassTokens(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01")
+	other := e.addTarget(t, "db-01")
+	created, err := e.c.IssueBreakGlassToken(ctx, wire.BreakGlassTokenCreate{Targets: []string{"web-01"}, Ports: []string{"22"},
+		MaxDuration: wire.Duration(30 * time.Minute), Expires: wire.Duration(90 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := base64.StdEncoding.DecodeString(ds.BreakGlassKey)
+	if err != nil {
+		t.Fatalf("desired state key %q: %v", ds.BreakGlassKey, err)
+	}
+	tok, err := access.VerifyToken(created.Text, ed25519.PublicKey(pub))
+	if err != nil || tok.ID != created.Token.ID || tok.Ports[0] != "22/tcp" {
+		t.Fatalf("issued token does not verify with the agents' key: %+v %v", tok, err)
+	}
+	for _, bad := range []wire.BreakGlassTokenCreate{
+		{Targets: []string{"Web_01"}, Ports: []string{"22"}, MaxDuration: wire.Duration(time.Minute), Expires: wire.Duration(time.Hour)},
+		{Targets: []string{"web-01"}, Ports: []string{"22"}, MaxDuration: 0, Expires: wire.Duration(time.Hour)},
+		{Targets: []string{"web-01"}, Ports: []string{"22"}, MaxDuration: wire.Duration(time.Minute), Expires: wire.Duration(5000 * 24 * time.Hour)},
+	} {
+		if _, err := e.c.IssueBreakGlassToken(ctx, bad); client.StatusOf(err) != http.StatusUnprocessableEntity {
+			t.Errorf("issue %+v: %v, want 422", bad, err)
+		}
+	}
+
+	use := wire.BreakGlassUse{Token: created.Text, Operator: "root", Source: "198.51.100.7/32", Port: 22, Protocol: "tcp",
+		Duration: wire.Duration(10 * time.Minute), UsedAt: time.Now().UTC()}
+	// Forged: signed by another key; and a token for web-01 reported by db-01.
+	forgedKey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	forgedText, _ := tok.Sign(forgedKey)
+	forged := use
+	forged.Token = forgedText
+	if _, err := agent.ReportBreakGlassUse(ctx, forged); client.StatusOf(err) != http.StatusUnprocessableEntity {
+		t.Errorf("forged token report: %v, want 422", err)
+	}
+	if _, err := other.ReportBreakGlassUse(ctx, use); client.StatusOf(err) != http.StatusUnprocessableEntity {
+		t.Errorf("another target's agent reported the use: %v, want 422", err)
+	}
+	for range 2 {
+		if _, err := agent.ReportBreakGlassUse(ctx, use); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for _, a := range auditActions(t, e, "web-01") {
+		if a == "breakglass.used" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d breakglass.used events for one use reported twice, want 1", n)
+	}
+	ts, err := e.c.BreakGlassTokens(ctx)
+	if err != nil || len(ts) != 1 || ts[0].UsedTarget != "web-01" || ts[0].UsedAt == nil {
+		t.Errorf("tokens after the use: %+v %v; want used on web-01", ts, err)
+	}
+	if open, _ := e.c.BreakGlassAlerts(ctx, true); len(open) != 1 || open[0].Kind != "offline" || open[0].TokenID != tok.ID {
+		t.Errorf("open alerts %+v; want the offline use", open)
+	}
+
+	if _, err := e.c.RevokeBreakGlassToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	ds2, err := agent.Desired(ctx, ds.Revision, time.Second)
+	if err != nil || ds2.Revision <= ds.Revision || !slices.Equal(ds2.BreakGlassRevoked, []string{tok.ID}) {
+		t.Errorf("desired state after the revocation: rev %d (was %d), revoked %v, %v", ds2.Revision, ds.Revision, ds2.BreakGlassRevoked, err)
+	}
+	if _, err := e.c.RevokeBreakGlassToken(ctx, tok.ID); client.StatusOf(err) != http.StatusConflict {
+		t.Errorf("second revocation: %v, want 409", err)
+	}
+}
