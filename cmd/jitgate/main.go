@@ -177,6 +177,7 @@ and a limited time, when someone asks with a reason.
   jitgate policy ...  say which ports are gated, for how long, from where
   jitgate request     ask for access; jitgate revoke ends it
   jitgate ssh         log in through the bastion (jitgate connect for other clients)
+  jitgate breakglass  emergency access without approvers, and offline tokens
 
 Lists and shows take -o text|json|yaml|wide and --jq EXPR; lists take -l KEY=VALUE.
 Destructive changes ask first (--yes in scripts, --dry-run to see). Durations: 90m, 1d,

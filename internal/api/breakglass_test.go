@@ -162,8 +162,9 @@ func TestBreakGlassTokens(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	agent := e.addTarget(t, "web-01")
-	other := e.addTarget(t, "db-01")
-	created, err := e.c.IssueBreakGlassToken(ctx, wire.BreakGlassTokenCreate{Targets: []string{"web-01"}, Ports: []string{"22"},
+	second := e.addTarget(t, "db-01")
+	other := e.addTarget(t, "app-01")
+	created, err := e.c.IssueBreakGlassToken(ctx, wire.BreakGlassTokenCreate{Targets: []string{"web-01", "db-01"}, Ports: []string{"22"},
 		MaxDuration: wire.Duration(30 * time.Minute), Expires: wire.Duration(90 * 24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +193,11 @@ func TestBreakGlassTokens(t *testing.T) {
 
 	use := wire.BreakGlassUse{Token: created.Text, Operator: "root", Source: "198.51.100.7/32", Port: 22, Protocol: "tcp",
 		Duration: wire.Duration(10 * time.Minute), UsedAt: time.Now().UTC()}
-	// Forged: signed by another key; and a token for web-01 reported by db-01.
+	dbBefore, err := second.Desired(ctx, 0, 0)
+	if err != nil || len(dbBefore.BreakGlassRevoked) != 0 {
+		t.Fatalf("db-01's desired state before any use: %+v, %v", dbBefore.BreakGlassRevoked, err)
+	}
+	// Forged: signed by another key; and a token for web-01 and db-01 reported by app-01.
 	forgedKey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
 	forgedText, _ := tok.Sign(forgedKey)
 	forged := use
@@ -216,6 +221,14 @@ func TestBreakGlassTokens(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d breakglass.used events for one use reported twice, want 1", n)
+	}
+	// Used on web-01: db-01's agent is sent it as revoked (single use across targets).
+	dbAfter, err := second.Desired(ctx, dbBefore.Revision, time.Second)
+	if err != nil || dbAfter.Revision <= dbBefore.Revision || !slices.Equal(dbAfter.BreakGlassRevoked, []string{tok.ID}) {
+		t.Errorf("db-01 after the use on web-01: rev %d (was %d), revoked %v, %v", dbAfter.Revision, dbBefore.Revision, dbAfter.BreakGlassRevoked, err)
+	}
+	if w, _ := agent.Desired(ctx, 0, 0); len(w.BreakGlassRevoked) != 0 {
+		t.Errorf("web-01, where it was used, is sent it as revoked: %v", w.BreakGlassRevoked)
 	}
 	ts, err := e.c.BreakGlassTokens(ctx)
 	if err != nil || len(ts) != 1 || ts[0].UsedTarget != "web-01" || ts[0].UsedAt == nil {

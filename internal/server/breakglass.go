@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -23,15 +24,20 @@ const (
 )
 
 // loadBreakGlassKey reads (or makes, on the first start) the Ed25519 key
-// that signs offline break-glass tokens: a file of its own in DATA_DIR,
-// 0600, written the way the SSH CA key is (sshca.LoadOrCreate: atomic, and
-// refused when group or others may read it). It is not the SSH CA key: a
-// token signature can never pass for a certificate, or the other way round.
-// As for the SSH CA, the first server on a database records the public key
-// there and a replica holding another key refuses to start: agents verify
-// tokens against the key their server sent, so every replica must sign with
-// the same one.
-func loadBreakGlassKey(ctx context.Context, st *store.Store, path string, now time.Time) (ed25519.PrivateKey, error) {
+// that signs offline break-glass tokens: a file of its own, 0600, beside
+// the SSH CA key (DATA_DIR by default), written the way that key is
+// (sshca.LoadOrCreate: atomic, and refused when group or others may read
+// it). It is not the SSH CA key: a token signature can never pass for a
+// certificate, or the other way round. Replicas that share the CA key file
+// (--ssh-ca-key-file) share this one too.
+//
+// The first server on a database records the public key there. A replica
+// holding another key does not sign tokens or send its key to agents (nil
+// is returned, and logged as an error): agents verify tokens against the
+// key their server sent, and two keys would make tokens verify on some
+// hosts only. It still starts, so that an operator's mistake with this key
+// does not take down access for everyone.
+func loadBreakGlassKey(ctx context.Context, st *store.Store, path string, log *slog.Logger, now time.Time) (ed25519.PrivateKey, error) {
 	if _, err := sshca.LoadOrCreate(path); err != nil {
 		return nil, fmt.Errorf("break-glass key: %w", err)
 	}
@@ -53,7 +59,9 @@ func loadBreakGlassKey(ctx context.Context, st *store.Store, path string, now ti
 		return nil, fmt.Errorf("recording the break-glass public key in the database: %w", err)
 	}
 	if !bytes.Equal(rec, pub) {
-		return nil, fmt.Errorf("the break-glass key %s is not the key the other servers of this database sign tokens with: copy %s of a server already running on this database (mode 0600)", path, breakGlassKeyName)
+		log.Error("the break-glass key is not the one the other servers of this database sign tokens with: this server neither issues tokens nor sends its key to agents; copy "+
+			breakGlassKeyName+" of a server already running on this database beside the SSH CA key (mode 0600)", "file", path)
+		return nil, nil
 	}
 	return *k, nil
 }

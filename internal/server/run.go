@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("SSH certificate authority", "key", ssh.FingerprintSHA256(caKey.PublicKey()))
-	bgKey, err := loadBreakGlassKey(ctx, st, filepath.Join(cfg.DataDir, breakGlassKeyName), time.Now())
+	bgKey, err := loadBreakGlassKey(ctx, st, filepath.Join(filepath.Dir(caPath), breakGlassKeyName), log, time.Now())
 	if err != nil {
 		return err
 	}

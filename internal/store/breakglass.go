@@ -304,11 +304,14 @@ func (s *Store) RevokeBreakGlassToken(ctx context.Context, actor Actor, id strin
 	return t, nil
 }
 
-// RevokedBreakGlassTokens lists the ids of revoked tokens that have not
-// expired at now, for the agents of target (tokens naming it): an expired
-// token is refused anyway, so the list stays bounded by the live ones.
+// RevokedBreakGlassTokens lists, for the agents of target, the ids of
+// unexpired tokens naming it that are revoked, or were used on another
+// target (single use across targets: the other agents then refuse it). An
+// expired token is refused anyway, so the list stays bounded by the live
+// ones.
 func (s *Store) RevokedBreakGlassTokens(ctx context.Context, target string, now time.Time) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, targets FROM breakglass_tokens WHERE revoked_at IS NOT NULL AND expires_at > $1 ORDER BY id`, ms(now))
+	rows, err := s.db.QueryContext(ctx, `SELECT id, targets FROM breakglass_tokens
+		WHERE (revoked_at IS NOT NULL OR (used_at IS NOT NULL AND used_target <> $2)) AND expires_at > $1 ORDER BY id`, ms(now), target)
 	if err != nil {
 		return nil, fmt.Errorf("listing revoked break-glass tokens: %w", err)
 	}
@@ -359,8 +362,9 @@ type BreakGlassUse struct {
 // anomaly in the details.
 func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakGlassUse, now time.Time) (BreakGlassAlert, bool, error) {
 	var (
-		alert BreakGlassAlert
-		fresh bool
+		alert  BreakGlassAlert
+		fresh  bool
+		others []string
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertColumns+` FROM breakglass_alerts WHERE token_id = $1 AND target = $2`, u.TokenID, target))
@@ -390,6 +394,21 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 				if _, err := tx.ExecContext(ctx, `UPDATE breakglass_tokens SET used_at = $1, used_target = $2 WHERE id = $3`, ms(u.UsedAt), target, u.TokenID); err != nil {
 					return fmt.Errorf("marking break-glass token %s used: %w", u.TokenID, err)
 				}
+				// The token's other targets are sent it as revoked at once.
+				others = others[:0]
+				for _, other := range tok.Targets {
+					if other == target {
+						continue
+					}
+					_, err := bumpRevision(ctx, tx, other)
+					switch {
+					case errors.Is(err, ErrNotFound):
+					case err != nil:
+						return err
+					default:
+						others = append(others, other)
+					}
+				}
 			}
 		}
 		actor := "agent:" + target
@@ -404,5 +423,9 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 		details["alert"] = alert.ID
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: audit.BreakGlassUsed, Target: target, Reason: u.Reason, Details: details})
 	})
-	return alert, fresh, err
+	if err != nil {
+		return BreakGlassAlert{}, false, err
+	}
+	s.changed(append(others, target)...)
+	return alert, fresh, nil
 }

@@ -101,6 +101,9 @@ type dashView struct {
 	Pending    int
 	CanEnable  bool
 	DefaultJIT string
+	// Alerts are the break-glass openings not reviewed yet, shown to
+	// auditors and admins until one of them reviews each.
+	Alerts []wire.BreakGlassAlert
 }
 
 type tabView struct {
@@ -142,6 +145,11 @@ func (c *console) dashboard(w http.ResponseWriter, r *http.Request, s *session) 
 	for _, req := range waiting {
 		if req.Requester != s.Subject {
 			d.Pending++
+		}
+	}
+	if s.can("auditor") {
+		if err := c.get(r, "/api/v1/breakglass/alerts", url.Values{"open": {"true"}}, &d.Alerts); err != nil {
+			return "", nil, err
 		}
 	}
 	counts := map[string]int{}

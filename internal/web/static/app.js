@@ -603,6 +603,27 @@
     }
   }
 
+  // ---- break-glass alerts (dashboard, auditors and admins) ----
+  function initAlertReviews() {
+    for (const form of $$("form.review-alert")) {
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const status = $(".status", form);
+        $$("button", form).forEach((b) => { b.disabled = true; });
+        const r = await api("POST", `/api/v1/breakglass/alerts/${encodeURIComponent(form.dataset.id)}/review`,
+          { note: form.elements.note.value.trim() });
+        if (r.ok || r.status === 409) {
+          status.classList.remove("error");
+          status.textContent = r.ok ? "Reviewed." : "Already reviewed by someone else.";
+          return;
+        }
+        status.classList.add("error");
+        status.textContent = r.data.error;
+        $$("button", form).forEach((b) => { b.disabled = false; });
+      });
+    }
+  }
+
   // ---- bastion sessions ----
   // initSessions wires the Disconnect buttons (shown only to roles that may
   // kill sessions; the API decides per session): a dialog asks for the
@@ -951,6 +972,7 @@
     initCopy();
     initRequest();
     initApprovals();
+    initAlertReviews();
     initSessions();
     initAudit();
     initTerminal();

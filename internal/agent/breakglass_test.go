@@ -1,0 +1,277 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/firewall/firewalltest"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+var (
+	bgServerKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize))
+	bgOtherKey  = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, ed25519.SeedSize))
+	bgSource    = netip.MustParseAddr("198.51.100.7")
+	bgNeighbour = netip.MustParseAddr("198.51.100.8")
+)
+
+func bgPub() string {
+	return base64.StdEncoding.EncodeToString(bgServerKey.Public().(ed25519.PublicKey))
+}
+
+// bgToken signs a token for web-1, 22/tcp, at most 30 minutes, valid for a
+// day from now, after edit.
+func bgToken(t *testing.T, key ed25519.PrivateKey, now time.Time, edit func(*access.Token)) string {
+	t.Helper()
+	tok := access.Token{ID: "bgt-test1", Targets: []string{"web-1"}, Ports: []string{"22/tcp"}, MaxDuration: 30 * time.Minute,
+		IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(24 * time.Hour), IssuedBy: "alice"}
+	if edit != nil {
+		edit(&tok)
+	}
+	s, err := tok.Sign(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// bgStateDir is an enrolled agent's state directory that learned the
+// server's key (and revocations) while connected.
+func bgStateDir(t *testing.T, revoked ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := saveCredential(filepath.Join(dir, credentialName), credential{ServerURL: "https://jit.example.com", Target: "web-1", Credential: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: Config{StateDir: dir}, log: testLogger(&syncBuffer{})}
+	a.learnBreakGlass(wire.DesiredState{BreakGlassKey: bgPub(), BreakGlassRevoked: revoked})
+	return dir
+}
+
+// gated is a fake gate protecting 22/tcp, holding no grant.
+func gated(t *testing.T, now time.Time) *firewalltest.Fake {
+	t.Helper()
+	f := firewalltest.NewFake()
+	if _, err := f.Apply(context.Background(), firewall.Ruleset{Protected: []firewall.PortKey{{Proto: firewall.TCP, Port: 22}}}, now); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func allows(t *testing.T, b firewall.Backend, src netip.Addr, now time.Time) bool {
+	t.Helper()
+	st, err := b.State(context.Background(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Allows(src, firewall.TCP, 22, now)
+}
+
+// TestOfflineBreakGlassRefusals: every hostile or wrong token is refused in
+// one line wrapping access.ErrBreakGlass, and nothing is recorded or opened.
+func TestOfflineBreakGlassRefusals(t *testing.T) {
+	now := time.Now()
+	valid := bgToken(t, bgServerKey, now, nil)
+	for _, tc := range []struct {
+		name    string
+		token   string
+		edit    func(*OfflineRequest)
+		revoked []string
+		says    string
+	}{
+		{"forged signature", valid[:len(valid)-4] + "AAAA", nil, nil, "does not verify"},
+		{"signed by another key", bgToken(t, bgOtherKey, now, nil), nil, nil, "does not verify"},
+		{"altered body", strings.Replace(valid, "jgbg1.", "jgbg1.e", 1), nil, nil, "does not verify"},
+		{"another target", bgToken(t, bgServerKey, now, func(k *access.Token) { k.Targets = []string{"db-1"} }), nil, nil, "not this target"},
+		{"another port", valid, func(r *OfflineRequest) { r.Port = "3389/tcp" }, nil, "covers 22/tcp, not 3389/tcp"},
+		{"expired", bgToken(t, bgServerKey, now, func(k *access.Token) { k.IssuedAt, k.ExpiresAt = now.Add(-48*time.Hour), now.Add(-time.Minute) }), nil, nil, "expired"},
+		{"duration too long", valid, func(r *OfflineRequest) { r.Duration = 31 * time.Minute }, nil, "exceeds the token's maximum"},
+		{"revoked", valid, nil, []string{"bgt-test1"}, "revoked"},
+		{"malformed", "jgbg1.!!!", nil, nil, "malformed"},
+		{"not a token", "hello", nil, nil, "malformed"},
+		{"huge", "jgbg1." + strings.Repeat("A", 5000), nil, nil, "malformed"},
+		{"bad source", valid, func(r *OfflineRequest) { r.Source = "everyone" }, nil, "not an address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := bgStateDir(t, tc.revoked...)
+			b := gated(t, now)
+			batches := b.Batches()
+			req := OfflineRequest{StateDir: dir, Token: tc.token, Source: bgSource.String(), Duration: 10 * time.Minute}
+			if tc.edit != nil {
+				tc.edit(&req)
+			}
+			_, err := OfflineBreakGlass(context.Background(), req, b, now)
+			if !errors.Is(err, access.ErrBreakGlass) || !strings.Contains(err.Error(), tc.says) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("got %v; want one line refusing with %q", err, tc.says)
+			}
+			if b.Batches() != batches || allows(t, b, bgSource, now) {
+				t.Error("the firewall changed on a refusal")
+			}
+			if fi, err := os.Stat(filepath.Join(dir, bgLogName)); err == nil && fi.Size() != 0 {
+				t.Errorf("a refusal was recorded (%d bytes of log)", fi.Size())
+			}
+		})
+	}
+	t.Run("no key learned", func(t *testing.T) {
+		dir := bgStateDir(t)
+		os.Remove(filepath.Join(dir, bgKeyName))
+		_, err := OfflineBreakGlass(context.Background(), OfflineRequest{StateDir: dir, Token: valid, Source: "198.51.100.7", Duration: time.Minute}, gated(t, now), now)
+		if !errors.Is(err, access.ErrBreakGlass) || !strings.Contains(err.Error(), "no server public key") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+// bgServer is a memServer that also takes break-glass reports.
+type bgServer struct {
+	*memServer
+	mu   sync.Mutex
+	uses []wire.BreakGlassUse
+}
+
+func (s *bgServer) ReportBreakGlassUse(ctx context.Context, u wire.BreakGlassUse) (wire.BreakGlassAlert, error) {
+	s.memServer.mu.Lock()
+	down := s.memServer.down
+	s.memServer.mu.Unlock()
+	if down {
+		return wire.BreakGlassAlert{}, errUnreachable
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.uses = append(s.uses, u)
+	return wire.BreakGlassAlert{ID: "bga-1"}, nil
+}
+
+func (s *bgServer) reported() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.uses)
+}
+
+func (s *bgServer) publish(ds wire.DesiredState) {
+	s.memServer.mu.Lock()
+	defer s.memServer.mu.Unlock()
+	s.memServer.ds = ds
+	close(s.memServer.changed)
+	s.memServer.changed = make(chan struct{})
+}
+
+// TestBreakGlassSurvivesReconcile: with the server unreachable, an offline
+// token opens 22/tcp for its source only; the running agent's resyncs and,
+// once the server is back, its full apply of a desired state that knows
+// nothing of it keep the element (valid break-glass uses are part of what
+// the agent applies); the use is reported once; a second use is refused;
+// the token's revocation, sent with a desired state, closes it.
+func TestBreakGlassSurvivesReconcile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := bgStateDir(t)
+		backend := gated(t, time.Now())
+		ds := protectedSSH(1)
+		ds.BreakGlassKey = bgPub()
+		srv := &bgServer{memServer: newMemServer(ds)}
+		a, err := New(Config{StateDir: dir, Logger: testLogger(&syncBuffer{}), PollWait: 20 * time.Second}, backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.srv = srv
+		a.setTarget("web-1")
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if a.Status().AppliedRevision != 1 {
+			t.Fatalf("agent did not apply revision 1: %+v", a.Status())
+		}
+
+		srv.setDown(true)
+		time.Sleep(time.Second)
+		tok := bgToken(t, bgServerKey, time.Now(), nil)
+		res, err := OfflineBreakGlass(ctx, OfflineRequest{StateDir: dir, Token: tok, Source: bgSource.String(), Duration: 10 * time.Minute, Operator: "root"}, backend, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !allows(t, backend, bgSource, time.Now()) || allows(t, backend, bgNeighbour, time.Now()) {
+			t.Fatal("the token did not open 22/tcp for its source only")
+		}
+		// Two resyncs while the server is down: still open.
+		time.Sleep(2*DefaultResyncEvery + time.Second)
+		synctest.Wait()
+		if !allows(t, backend, bgSource, time.Now()) {
+			t.Fatal("a resync removed the break-glass element")
+		}
+		if _, err := OfflineBreakGlass(ctx, OfflineRequest{StateDir: dir, Token: tok, Source: bgSource.String(), Duration: time.Minute}, backend, time.Now()); !errors.Is(err, access.ErrBreakGlass) || !strings.Contains(err.Error(), "already used") {
+			t.Fatalf("second use: %v, want refused as already used", err)
+		}
+
+		// The server returns with a new revision that knows nothing of it.
+		srv.setDown(false)
+		next := protectedSSH(2)
+		next.BreakGlassKey = bgPub()
+		srv.publish(next)
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		if a.Status().AppliedRevision != 2 {
+			t.Fatalf("revision 2 not applied: %+v", a.Status())
+		}
+		if !allows(t, backend, bgSource, time.Now()) {
+			t.Fatal("the full apply of the server's state removed a valid break-glass element")
+		}
+		if n := srv.reported(); n != 1 {
+			t.Fatalf("%d reports of the use, want 1", n)
+		}
+		if u := srv.uses[0]; u.Token != tok || u.Source != bgSource.String()+"/32" || u.Port != 22 || u.Operator != "root" {
+			t.Errorf("report %+v", u)
+		}
+
+		// Revoked while live: the next state closes it, and it is not reported again.
+		rev := protectedSSH(3)
+		rev.BreakGlassKey, rev.BreakGlassRevoked = bgPub(), []string{res.TokenID}
+		srv.publish(rev)
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		if allows(t, backend, bgSource, time.Now()) {
+			t.Fatal("a revoked token's opening stayed open")
+		}
+		if n := srv.reported(); n != 1 {
+			t.Errorf("%d reports, want still 1", n)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+}
+
+// TestRangePrefixes: the kernel's ranges come back as the prefixes that
+// cover them exactly.
+func TestRangePrefixes(t *testing.T) {
+	for _, tc := range []struct{ from, to, want string }{
+		{"198.51.100.7", "198.51.100.7", "198.51.100.7/32"},
+		{"198.51.100.0", "198.51.100.255", "198.51.100.0/24"},
+		{"198.51.100.1", "198.51.100.6", "198.51.100.1/32 198.51.100.2/31 198.51.100.4/31 198.51.100.6/32"},
+		{"0.0.0.0", "255.255.255.255", "0.0.0.0/0"},
+		{"2001:db8::", "2001:db8::ffff", "2001:db8::/112"},
+	} {
+		var got []string
+		for _, p := range rangePrefixes(netip.MustParseAddr(tc.from), netip.MustParseAddr(tc.to)) {
+			got = append(got, p.String())
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("%s-%s: %v, want %s", tc.from, tc.to, got, tc.want)
+		}
+	}
+}
