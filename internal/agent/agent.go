@@ -47,6 +47,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -663,10 +664,14 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	} else {
 		defer bgl.Close()
 	}
-	a.injectBreakGlass(bgl, now)
+	bg := a.injectBreakGlass(bgl, now)
 	full := cur.ds
 	if snapshot != nil {
 		full.Grants = snapshot
+		if len(bg) > 0 {
+			// Copied only then: held keeps slices of the snapshot.
+			full.Grants = slices.Concat(snapshot, bg)
+		}
 	} else if a.held != nil {
 		// Expired by the server's clock an hour ago: gone by either clock.
 		full = a.held.full(cur.ds, now.Add(-shift).Add(-time.Hour))

@@ -274,37 +274,42 @@ func liveUses(recs []bgRecord, key ed25519.PublicKey, revoked map[string]bool, t
 
 // injectBreakGlass puts the live break-glass uses into the held state
 // (replacing those put there before), under the log's lock, which the
-// caller holds through the apply. Called before every full apply.
-func (a *Agent) injectBreakGlass(l *bgLog, now time.Time) {
-	if a.held == nil {
-		return
-	}
-	for id := range a.held.grants {
-		if id < 0 {
-			delete(a.held.grants, id)
+// caller holds through the apply, and returns their entries (for a full
+// apply of a snapshot as received). Called before every full apply.
+func (a *Agent) injectBreakGlass(l *bgLog, now time.Time) []wire.GrantEntry {
+	if a.held != nil {
+		for id := range a.held.grants {
+			if id < 0 {
+				delete(a.held.grants, id)
+			}
 		}
 	}
 	if l == nil {
-		return
+		return nil
 	}
 	recs, err := l.records()
 	if err != nil {
 		a.log.Error("cannot read the break-glass log; applying without its openings", "err", err)
-		return
+		return nil
 	}
 	key, err := loadBGKey(a.cfg.StateDir)
 	if err != nil || key == nil {
-		return
+		return nil
 	}
 	if a.bgRevoked == nil {
 		if a.bgRevoked, err = loadBGRevoked(a.cfg.StateDir); err != nil {
 			a.log.Error("cannot read the break-glass revocations; applying without break-glass openings", "err", err)
-			return
+			return nil
 		}
 	}
+	var out []wire.GrantEntry
 	for _, u := range liveUses(recs, key, a.bgRevoked, a.Status().Target, now) {
-		a.held.grants[u.entry.ID] = []wire.GrantEntry{u.entry}
+		out = append(out, u.entry)
+		if a.held != nil {
+			a.held.grants[u.entry.ID] = []wire.GrantEntry{u.entry}
+		}
 	}
+	return out
 }
 
 // bgReporter is the server call that records an offline use;

@@ -220,7 +220,9 @@ func TestBreakGlassSurvivesReconcile(t *testing.T) {
 		// The server returns with a new revision that knows nothing of it.
 		srv.setDown(false)
 		next := protectedSSH(2)
-		next.BreakGlassKey = bgPub()
+		// As the server sends it: an empty, non-nil list of grants (applied
+		// as received, not gathered from held).
+		next.BreakGlassKey, next.Grants = bgPub(), []wire.GrantEntry{}
 		srv.publish(next)
 		time.Sleep(15 * time.Second)
 		synctest.Wait()
