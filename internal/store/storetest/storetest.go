@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Bastion", testBastion},
 		{"RelayRoutes", testRelayRoutes},
 		{"SessionPaging", testSessionPaging},
+		{"BreakGlass", testBreakGlass},
 	}
 	tests = append(tests, contractTests...)
 	for _, tc := range tests {

@@ -1,0 +1,73 @@
+package storetest
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/store"
+)
+
+// testBreakGlass: an online break-glass is granted at once, raises one open
+// alert until reviewed (a second review conflicts); an offline use is
+// recorded once however often it is reported, marks the token used and is
+// then listed as revoked for the token's other targets; a revocation is
+// listed for every target of the token.
+func testBreakGlass(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	newTarget(t, s, "web-1", t0)
+	newTarget(t, s, "web-2", t0)
+	r, a, err := s.OpenBreakGlass(ctx, alice, "web-1", policy.Request{Ports: []policy.Port{tcp(22)}, Source: pfx("198.51.100.7/32"),
+		Duration: 30 * time.Minute, Reason: "INC-1"}, policy.DefaultLimits(), at(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != access.Pending || r.ApprovalsRequired != 0 || a.Kind != store.BreakGlassOnline || a.RequestID != r.ID {
+		t.Fatalf("break-glass request %+v, alert %+v", r, a)
+	}
+	if _, _, err := s.OpenBreakGlass(ctx, alice, "web-1", policy.Request{Ports: []policy.Port{tcp(22)}, Source: pfx("203.0.113.7/32"),
+		Duration: 30 * time.Minute, Reason: "INC-1"}, policy.DefaultLimits(), at(time.Minute)); err == nil {
+		t.Fatal("a source outside the rule was let in by break-glass")
+	}
+	if open, err := s.BreakGlassAlerts(ctx, true); err != nil || len(open) != 1 {
+		t.Fatalf("open alerts %+v, %v", open, err)
+	}
+	if _, err := s.ReviewBreakGlassAlert(ctx, bob, a.ID, "ok", at(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReviewBreakGlassAlert(ctx, bob, a.ID, "again", at(3*time.Minute)); err == nil {
+		t.Error("a reviewed alert was reviewed again")
+	}
+	if open, _ := s.BreakGlassAlerts(ctx, true); len(open) != 0 {
+		t.Errorf("still open: %+v", open)
+	}
+
+	tok := access.Token{ID: "bgt-st1", Targets: []string{"web-1", "web-2"}, Ports: []string{"22/tcp"}, MaxDuration: time.Hour,
+		IssuedAt: at(0), ExpiresAt: at(48 * time.Hour), IssuedBy: "alice"}
+	if err := s.IssueBreakGlassToken(ctx, alice, tok); err != nil {
+		t.Fatal(err)
+	}
+	use := store.BreakGlassUse{TokenID: tok.ID, Source: "198.51.100.7/32", Port: 22, Protocol: "tcp", Duration: 10 * time.Minute, UsedAt: at(time.Hour), Verified: true}
+	for i := range 2 {
+		if _, fresh, err := s.RecordBreakGlassUse(ctx, "web-1", use, at(2*time.Hour)); err != nil || fresh != (i == 0) {
+			t.Fatalf("report %d: fresh %v, %v", i, fresh, err)
+		}
+	}
+	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-2", at(3*time.Hour)); !slices.Equal(got, []string{tok.ID}) {
+		t.Errorf("web-2 after the use on web-1: %v, want the token", got)
+	}
+	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(3*time.Hour)); len(got) != 0 {
+		t.Errorf("web-1, where it was used: %v, want none", got)
+	}
+	if _, err := s.RevokeBreakGlassToken(ctx, alice, tok.ID, at(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(3*time.Hour)); !slices.Equal(got, []string{tok.ID}) {
+		t.Errorf("web-1 after the revocation: %v", got)
+	}
+	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(49*time.Hour)); len(got) != 0 {
+		t.Errorf("an expired token is still listed: %v", got)
+	}
+}
