@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,8 +192,19 @@ func (t Token) Check(u Use, now time.Time, used, revoked bool) error {
 		return refuse("token %s covers %s, not %s", t.ID, strings.Join(t.Ports, ", "), port)
 	case u.Duration <= 0:
 		return refuse("duration must be positive")
+	case !singleAddress(u.Source):
+		return refuse("source %s: an offline break-glass opens one address, not a network", u.Source)
 	case u.Duration > t.MaxDuration:
 		return refuse("duration %s exceeds the token's maximum of %s", u.Duration, t.MaxDuration)
 	}
 	return nil
+}
+
+// singleAddress reports whether s is one address (a /32 or /128 prefix): a
+// token binds targets, ports and time, not sources, so what it may open for
+// is kept to the least, one address (the default per-request limit of
+// ordinary requests too).
+func singleAddress(s string) bool {
+	p, err := netip.ParsePrefix(s)
+	return err == nil && p.IsSingleIP()
 }

@@ -104,6 +104,7 @@ func TestOfflineBreakGlassRefusals(t *testing.T) {
 		{"not a token", "hello", nil, nil, "malformed"},
 		{"huge", "jgbg1." + strings.Repeat("A", 5000), nil, nil, "malformed"},
 		{"bad source", valid, func(r *OfflineRequest) { r.Source = "everyone" }, nil, "not an address"},
+		{"a network", valid, func(r *OfflineRequest) { r.Source = "0.0.0.0/0" }, nil, "opens one address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := bgStateDir(t, tc.revoked...)

@@ -104,6 +104,10 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports),
 					"source": sourceString(req.Source), "breakglass": true}})
 		}
+		before, err := countLive(ctx, tx, target, actor.Name)
+		if err != nil {
+			return err
+		}
 		id = newRequestID()
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
 			created_at, expires_at, client_addr, approvals_required, approve_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, 0, NULL)`,
@@ -117,12 +121,19 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 		if err := insertAlert(ctx, tx, alert); err != nil {
 			return err
 		}
-		if _, err := grantRequest(ctx, tx, id, actor, now); err != nil {
+		superseded, err := grantRequest(ctx, tx, id, actor, now)
+		if err != nil {
 			return err
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassOpened,
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassOpened,
 			Target: target, RequestID: id, Reason: req.Reason, Details: map[string]any{"ports": encodePorts(req.Ports),
-				"source": sourceString(req.Source), "duration": req.Duration.String(), "alert": alert.ID}})
+				"source": sourceString(req.Source), "duration": req.Duration.String(), "alert": alert.ID}}); err != nil {
+			return err
+		}
+		// The caps on live requests hold for break-glass too (as in
+		// CreateRequest): one role cannot flood a target's state.
+		after := policy.Live{Requester: before.Requester + 1 - superseded, Target: before.Target + 1 - superseded}
+		return limits.CheckLive(actor.Name, target, before, after)
 	})
 	if err != nil {
 		return Request{}, BreakGlassAlert{}, err
