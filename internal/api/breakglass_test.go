@@ -29,7 +29,7 @@ func breakGlassFixture(t *testing.T, e *env) (alert, token string) {
 	t.Helper()
 	ctx := context.Background()
 	src, _ := policy.ParsePrefix("198.51.100.8")
-	_, a, err := e.st.OpenBreakGlass(ctx, store.Actor{Name: "carol"}, "web-01",
+	_, a, err := e.st.OpenBreakGlass(ctx, store.Actor{Name: "frank"}, "web-01",
 		policy.Request{Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}}, Source: src, Duration: 10 * time.Minute, Reason: "fixture"},
 		policy.DefaultLimits(), time.Now())
 	if err != nil {
