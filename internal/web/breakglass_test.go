@@ -33,11 +33,17 @@ func TestDashboardShowsBreakGlassUntilReviewed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		role authz.Role
-		sees bool
-	}{{authz.Auditor, true}, {authz.Requester, false}} {
-		name := "u-" + string(tc.role)
-		if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:" + name, Role: tc.role, Scope: authz.Everywhere}, time.Now()); err != nil {
+		role  authz.Role
+		scope authz.Scope
+		sees  bool
+	}{
+		{authz.Auditor, authz.Everywhere, true},
+		{authz.Requester, authz.Everywhere, false},
+		// Scoped to some targets: the dashboard shows, without the alerts.
+		{authz.Auditor, "target:db-01", false},
+	} {
+		name := "u-" + string(tc.role) + "-" + strings.ReplaceAll(strings.ReplaceAll(string(tc.scope), ":", "-"), "*", "all")
+		if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:" + name, Role: tc.role, Scope: tc.scope}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		tok, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
@@ -46,7 +52,10 @@ func TestDashboardShowsBreakGlassUntilReviewed(t *testing.T) {
 		}
 		c := e.browser(t)
 		e.signin(t, c, tok)
-		_, body, _ := get(t, c, e.srv.URL+"/ui/")
+		status, body, _ := get(t, c, e.srv.URL+"/ui/")
+		if status != 200 {
+			t.Fatalf("dashboard of %s: %d", name, status)
+		}
 		if got := strings.Contains(body, `id="alert-`+alert.ID+`"`) && strings.Contains(body, "INC-42 primary down"); got != tc.sees {
 			t.Errorf("%s sees the alert: %v, want %v", tc.role, got, tc.sees)
 		}
