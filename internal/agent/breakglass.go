@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/smallfile"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -62,7 +64,7 @@ const maxBGLog = 16 << 20
 
 // bgRecord is one line of the log: a use, or the acknowledgement of one.
 type bgRecord struct {
-	Kind      string        `json:"kind"` // "use" | "reported"
+	Kind      string        `json:"kind"` // "use" | "reported" | "refused" (the server will not take the report)
 	TokenID   string        `json:"token_id"`
 	Token     string        `json:"token,omitempty"`
 	Target    string        `json:"target,omitempty"`
@@ -343,7 +345,7 @@ func (a *Agent) reportBreakGlass(ctx context.Context) {
 	}
 	done := map[string]bool{}
 	for _, r := range recs {
-		if r.Kind == "reported" {
+		if r.Kind == "reported" || r.Kind == "refused" {
 			done[r.TokenID] = true
 		}
 	}
@@ -356,6 +358,16 @@ func (a *Agent) reportBreakGlass(ctx context.Context) {
 		_, err := rep.ReportBreakGlassUse(callCtx, wire.BreakGlassUse{Token: r.Token, Operator: r.Operator, Source: r.Source, Port: r.Port,
 			Protocol: r.Protocol, Duration: wire.Duration(r.Duration), Reason: r.Reason, UsedAt: r.UsedAt})
 		cancel()
+		if st := client.StatusOf(err); st >= 400 && st < 500 && st != http.StatusRequestTimeout && st != http.StatusTooManyRequests {
+			// The server will not take it (its key is not the one that
+			// signed the token): retrying cannot help. The use stays in
+			// the log, for the operator.
+			a.log.Error("the server refused the report of an offline break-glass use; it stays in the log", "token", r.TokenID, "err", err)
+			if err := l.append(bgRecord{Kind: "refused", TokenID: r.TokenID}); err != nil {
+				a.bgPending = true
+			}
+			continue
+		}
 		if err != nil {
 			a.bgPending = true
 			a.log.Warn("offline break-glass use not reported yet; will retry", "token", r.TokenID, "err", err)
