@@ -548,6 +548,11 @@ func TestConfirmDestructive(t *testing.T) {
 	if got := c.ok("targets", "--jq", ".[].name").stdout; got != "db-01\nweb-01\n" {
 		t.Errorf("targets after refusals and dry runs: %q", got)
 	}
+	// Answered on a terminal, the removal names the policy it showed
+	// (If-Match): the tag the CLI read is the one the server checks.
+	if r := c.runTTY("y\n", "policy", "remove", "web-01", "--wait", "0"); r.code != 0 || !strings.Contains(r.stdout, "policy removed") {
+		t.Errorf("policy remove answered yes: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	c.ok("target", "rm", "web-01", "--yes")
 	if got := c.ok("targets", "--jq", ".[].name").stdout; got != "db-01\n" {
 		t.Errorf("targets after remove --yes: %q", got)

@@ -315,8 +315,11 @@ that would stop being gated, and changes nothing.`,
 		if err != nil {
 			return err
 		}
+		// What the question named is what is removed: the DELETE names the
+		// policy shown (If-Match), so one changed meanwhile is refused.
+		remove := func() error { return c.RemovePolicy(ctx, args[0]) }
 		if !cf.yes {
-			p, err := c.Policy(ctx, args[0])
+			p, etag, err := c.PolicyETag(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -324,8 +327,9 @@ that would stop being gated, and changes nothing.`,
 			if done, err := a.guard(cf, what); done || err != nil {
 				return err
 			}
+			remove = func() error { return c.RemovePolicyIf(ctx, args[0], etag) }
 		}
-		if err := c.RemovePolicy(ctx, args[0]); err != nil {
+		if err := remove(); err != nil {
 			return err
 		}
 		t, err := c.Target(ctx, args[0])

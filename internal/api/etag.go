@@ -21,7 +21,9 @@ import (
 // policy, the second to save is refused instead of silently undoing the
 // first one's change. A dry run (?dry_run=true) needs no precondition and
 // answers the ETag of the policy it compared against, which the real PUT
-// then names.
+// then names. A DELETE may name the policy it removes with If-Match too
+// (the CLI and the console name the one they showed when they asked):
+// a policy changed since is not removed (412); without it, any is.
 //
 // The tag is a strong validator derived from the stored form of the policy
 // (a hash of its JSON), so it needs no version column and is the same on

@@ -315,7 +315,13 @@ func (a *api) removePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	if _, err := a.targetFor(r.Context(), p, authz.WritePolicy, r.PathValue("name")); err != nil {
 		return err
 	}
-	if err := a.Store.RemovePolicy(r.Context(), a.actor(r, p), r.PathValue("name"), a.Now()); err != nil {
+	// An If-Match, when sent, names the policy the caller means to remove
+	// (etag.go); without one any policy is removed, as before.
+	pre, err := policyPrecondition(r, false)
+	if err != nil {
+		return err
+	}
+	if err := a.Store.RemovePolicyIf(r.Context(), a.actor(r, p), r.PathValue("name"), a.Now(), pre); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

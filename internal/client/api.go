@@ -200,9 +200,16 @@ func (c *Client) Policy(ctx context.Context, target string) (wire.Policy, error)
 	return out, err
 }
 
-// RemovePolicy removes a target's JIT policy: its ports open again.
+// RemovePolicy removes a target's JIT policy, whatever it is: its ports open
+// again. To remove only the policy one has shown or read, use RemovePolicyIf.
 func (c *Client) RemovePolicy(ctx context.Context, target string) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/targets/"+url.PathEscape(target)+"/policy", nil, nil, nil)
+}
+
+// RemovePolicyIf removes a target's JIT policy only if it is still the one
+// whose ETag is etag; otherwise the server answers 412 and nothing changes.
+func (c *Client) RemovePolicyIf(ctx context.Context, target, etag string) error {
+	return c.RemovePolicy(withHeader(ctx, "If-Match", etag), target)
 }
 
 // CreateRequest asks for access.

@@ -441,6 +441,15 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 // once its agent applies the new revision; until the agent confirms it,
 // Target.PolicyRemoval says the removal is unconfirmed.
 func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now time.Time) error {
+	return s.RemovePolicyIf(ctx, actor, name, now, nil)
+}
+
+// RemovePolicyIf is RemovePolicy run only when precondition (nil: none)
+// accepts the policy the target has, checked in the write transaction, as
+// PolicyOptions.Precondition is for SetPolicyWith: the API's If-Match, so
+// that a removal confirmed against one policy does not remove another
+// editor's newer one.
+func (s *Store) RemovePolicyIf(ctx context.Context, actor Actor, name string, now time.Time, precondition func(old *policy.Policy) error) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var pol sql.NullString
 		err := tx.QueryRowContext(ctx, `SELECT policy FROM targets WHERE name = $1`, name).Scan(&pol)
@@ -452,6 +461,15 @@ func (s *Store) RemovePolicy(ctx context.Context, actor Actor, name string, now 
 		}
 		if !pol.Valid {
 			return fmt.Errorf("target %q has no policy: %w", name, ErrNotFound)
+		}
+		if precondition != nil {
+			var old policy.Policy
+			if err := json.Unmarshal([]byte(pol.String), &old); err != nil {
+				return fmt.Errorf("decoding policy of %s: %w", name, err)
+			}
+			if err := precondition(&old); err != nil {
+				return err
+			}
 		}
 		rev, err := bumpRevision(ctx, tx, name)
 		if err != nil {

@@ -337,7 +337,9 @@
     if (remove) {
       remove.addEventListener("click", async () => {
         if (!confirm("Remove the JIT policy? Its ports open to every source again.")) return;
-        const r = await api("DELETE", `/api/v1/targets/${encodeURIComponent(form.dataset.target)}/policy`);
+        // The policy shown is the one removed: another editor's newer one is refused (412).
+        const r = await api("DELETE", `/api/v1/targets/${encodeURIComponent(form.dataset.target)}/policy`, undefined,
+          form.dataset.etag ? { "If-Match": form.dataset.etag } : undefined);
         if (r.ok) location.reload();
         else { status.textContent = r.data.error; status.classList.add("error"); }
       });
