@@ -192,8 +192,10 @@ func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		out.Grants = append(out.Grants, wire.Grant{Role: string(g.Role), Scope: string(g.Scope)})
 	}
 	// Someone with no role can do nothing yet: say whom to ask (the
-	// principals bound as admin everywhere). Only they are told.
-	if len(out.Grants) == 0 {
+	// principals bound as admin everywhere). Only they are told, and only
+	// people: a service account's token has nobody to read the answer, and
+	// one that leaked should not name whom to phish next.
+	if len(out.Grants) == 0 && p.Kind != store.KindService {
 		for _, b := range bs {
 			if b.Role == authz.Admin && b.Scope == authz.Everywhere && !slices.Contains(out.Admins, b.Principal) {
 				out.Admins = append(out.Admins, b.Principal)

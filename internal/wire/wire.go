@@ -427,8 +427,8 @@ type Whoami struct {
 	// Server is the build of the server that answered (jitgate version
 	// prints it next to its own).
 	Server *ServerBuild `json:"server,omitempty"`
-	// Admins, for a caller who holds no role yet, are the principals bound
-	// as admin everywhere: whom to ask for access.
+	// Admins, for a person (not a service account) who holds no role yet,
+	// are the principals bound as admin everywhere: whom to ask for access.
 	Admins []string `json:"admins,omitempty"`
 }
 
