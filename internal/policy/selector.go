@@ -16,6 +16,12 @@ import (
 type Selector []Requirement
 
 // Requirement is one KEY=VALUE (or KEY!=VALUE) of a Selector.
+// MaxSelectorTerms bounds a selector's requirements: a listing matches
+// every row it reads against each of them, so an unbounded selector (an
+// 880 KB query of always-true terms) multiplied the cost of a listing by
+// a hundred for anyone with a token.
+const MaxSelectorTerms = 64
+
 type Requirement struct {
 	Key, Value string
 	// Not inverts the match: the label is absent or has another value.
@@ -31,8 +37,12 @@ func ParseSelector(s string) (Selector, error) {
 	if err := text.Check(s); err != nil {
 		return nil, &FieldError{"selector", err.Error()}
 	}
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxSelectorTerms {
+		return nil, &FieldError{"selector", fmt.Sprintf("at most %d requirements (got %d)", MaxSelectorTerms, len(parts))}
+	}
 	var sel Selector
-	for _, part := range strings.Split(s, ",") {
+	for _, part := range parts {
 		part = strings.TrimSpace(part)
 		var r Requirement
 		var ok bool
@@ -49,6 +59,9 @@ func ParseSelector(s string) (Selector, error) {
 		}
 		if !labelKey.MatchString(r.Key) {
 			return nil, &FieldError{"selector", fmt.Sprintf("key %q must be 1-63 lowercase letters, digits, '.', '_', '/', '-'", r.Key)}
+		}
+		if text.Len(r.Value) > 63 {
+			return nil, &FieldError{"selector", fmt.Sprintf("the value of %q is longer than a label's 63 characters", r.Key)}
 		}
 		sel = append(sel, r)
 	}

@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSelector(t *testing.T) {
 	prodDB := map[string]string{"env": "prod", "team": "db"}
@@ -23,6 +26,13 @@ func TestSelector(t *testing.T) {
 		{name: "bad key", sel: "Env=prod", wantErr: true},
 		{name: "empty part", sel: "env=prod,", wantErr: true},
 		{name: "control character", sel: "env=pr\x00od", wantErr: true},
+		// Every row listed is matched against every requirement: a
+		// selector of 80,000 always-true terms (an 880 KB query) made a
+		// listing of 500 targets take 100 times as long. At most
+		// MaxSelectorTerms, and values no longer than a label's.
+		{name: "as many terms as allowed", sel: strings.Repeat("zone!=a,", MaxSelectorTerms-1) + "env=prod", labels: prodDB, want: true},
+		{name: "too many terms", sel: strings.Repeat("zone!=a,", MaxSelectorTerms) + "env=prod", wantErr: true},
+		{name: "value longer than a label's", sel: "zone!=" + strings.Repeat("a", 64), wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
