@@ -226,6 +226,9 @@ func (a *api) decide(approve bool) handlerFunc {
 			return err
 		}
 		actor := a.actor(r, p)
+		// Recorded with an approval: a scheduled request's start asks
+		// again whether this approver still may (store.StartScheduled).
+		actor.Subject = p.Authz()
 		reason := strings.TrimSpace(in.Reason)
 		// The groups the approver is checked for: the request's own and
 		// those its target's rules ask for now (a rule tightened while the

@@ -3,11 +3,16 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/authz"
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -58,5 +63,50 @@ func TestScheduledRequestStart(t *testing.T) {
 		Duration: wire.Duration(time.Hour), Reason: "x", StartsAt: &later})
 	if err != nil || r.State != "scheduled" || r.StartsAt == nil || !r.StartsAt.Equal(later) || !r.ExpiresAt.Equal(later.Add(time.Hour)) {
 		t.Fatalf("a start in an hour: %v, %+v; want scheduled from %s to %s", err, r, later, later.Add(time.Hour))
+	}
+}
+
+// TestScheduledApproverRecheck (issue 15, item 1): an approval given
+// through the API records who the approver is, so that the start of a
+// scheduled request asks again whether they still may approve on its
+// target: the request bob approved fails at its start once bob lost his
+// approver role, and nothing opens; the one erin approved, still an
+// approver, starts.
+func TestScheduledApproverRecheck(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Protocol: "tcp", AllowedSources: []string{"127.0.0.0/8"},
+		MaxDuration: wire.Duration(time.Hour), Approval: &wire.Approval{Mode: "manual", Approvals: 1}}}})
+	carol := e.requester(t, "carol")
+	bob := e.c.WithToken(e.approverEverywhere(t, "bob"))
+	erin := e.c.WithToken(e.approverEverywhere(t, "erin"))
+	start := time.Now().UTC().Add(time.Hour).Truncate(time.Millisecond)
+	var ids []string
+	for i, approver := range []*client.Client{bob, erin} {
+		r, err := carol.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: fmt.Sprintf("127.0.0.%d", i+1),
+			Duration: wire.Duration(30 * time.Minute), Reason: "change window", StartsAt: &start})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err = approver.Approve(ctx, r.ID, "ok", 0); err != nil || r.State != "scheduled" {
+			t.Fatalf("approval: %v, %+v; want scheduled", err, r)
+		}
+		ids = append(ids, r.ID)
+	}
+	if err := e.st.DeleteBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.StartScheduled(ctx, policy.DefaultLimits(), start.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []access.State{access.Failed, access.Pending} {
+		r, err := e.st.GetRequest(ctx, ids[i])
+		if err != nil || r.State != want {
+			t.Errorf("request %d at its start: %v, %s (%q); want %s", i, err, r.State, r.Message, want)
+		}
+	}
+	if _, _, gs, err := e.st.DesiredState(ctx, "web-01", start.Add(time.Second)); err != nil || len(gs) != 1 || gs[0].RequestID != ids[1] {
+		t.Errorf("grants at the start: %+v, %v; want only erin's", gs, err)
 	}
 }

@@ -127,8 +127,18 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 			b, _ := json.Marshal(member)
 			memberJSON = string(b)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO approvals (request_id, approver, decision, reason, at, member) VALUES ($1, $2, 'approve', $3, $4, $5)`,
-			id, approver.Name, reason, ms(now), memberJSON); err != nil {
+		// Who approved, as authz sees them: a scheduled request's start
+		// asks again whether they still may approve here (StartScheduled).
+		subjectJSON := ""
+		if len(approver.Subject.Principals) > 0 {
+			b, err := json.Marshal(approver.Subject)
+			if err != nil {
+				return fmt.Errorf("encoding the approver's subject: %w", err)
+			}
+			subjectJSON = string(b)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO approvals (request_id, approver, decision, reason, at, member, subject) VALUES ($1, $2, 'approve', $3, $4, $5, $6)`,
+			id, approver.Name, reason, ms(now), memberJSON, subjectJSON); err != nil {
 			return fmt.Errorf("recording approval: %w", err)
 		}
 		votes = append(votes, vote)
@@ -237,18 +247,35 @@ func (s *Store) DenyRequest(ctx context.Context, approver Actor, id, reason stri
 
 // votesOf loads the approvals of a request inside tx, as votes to tally.
 func votesOf(ctx context.Context, tx *sql.Tx, id string) ([]access.Vote, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT approver, member FROM approvals WHERE request_id = $1 AND decision = 'approve' ORDER BY at, approver`, id)
+	vs, err := approvalsOf(ctx, tx, id)
+	out := make([]access.Vote, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, v.Vote)
+	}
+	return out, err
+}
+
+// approval is a recorded approval: the vote and the approver's subject
+// (JSON of authz.Subject, "" when not recorded).
+type approval struct {
+	access.Vote
+	subject string
+}
+
+// approvalsOf loads the approvals of a request inside tx, with who gave them.
+func approvalsOf(ctx context.Context, tx *sql.Tx, id string) ([]approval, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT approver, member, subject FROM approvals WHERE request_id = $1 AND decision = 'approve' ORDER BY at, approver`, id)
 	if err != nil {
 		return nil, fmt.Errorf("listing approvals of %s: %w", id, err)
 	}
 	defer rows.Close()
-	var out []access.Vote
+	var out []approval
 	for rows.Next() {
 		var (
-			v      access.Vote
+			v      approval
 			member string
 		)
-		if err := rows.Scan(&v.Approver, &member); err != nil {
+		if err := rows.Scan(&v.Approver, &member, &v.subject); err != nil {
 			return nil, fmt.Errorf("reading approval: %w", err)
 		}
 		if v.Member, err = decodeMember(member); err != nil {

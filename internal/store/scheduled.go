@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
@@ -93,11 +94,11 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 			if err != nil {
 				return fmt.Errorf("reading target %s of %s: %w", r.Target, r.ID, err)
 			}
-			votes, err := votesOf(ctx, tx, r.ID)
+			approvals, err := approvalsOf(ctx, tx, r.ID)
 			if err != nil {
 				return err
 			}
-			if why := ineligibleAtStart(r, d.subject, t, bindings, votes, limits, now); why != "" {
+			if why := ineligibleAtStart(r, d.subject, t, bindings, approvals, limits, now); why != "" {
 				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Fail,
 					"not started: "+why+"; nothing was opened", sys, audit.RequestFailed, now); err != nil {
 					return err
@@ -128,11 +129,16 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 
 // ineligibleAtStart says why scheduled request r may no longer start on
 // target t ("" when it may): the same decisions as at the ask, made again
-// with today's bindings and policy, and its approvals (votes) tallied
-// against the approval rules of today's policy — the number and the
-// groups: a rule that now wants a security approver does not start on the
-// approvals of two dba members (TestSQLite/ScheduledGroupsRecheck).
-func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, votes []access.Vote, limits policy.Limits, now time.Time) string {
+// with today's bindings and policy, and its approvals tallied against the
+// approval rules of today's policy — the number and the groups: a rule
+// that now wants a security approver does not start on the approvals of
+// two dba members (TestSQLite/ScheduledGroupsRecheck). Each approval
+// counts only if its approver, with the principals and token limit
+// recorded when approving, still may approve on t with today's bindings,
+// and for the groups or roles they still hold: an approver unbound since
+// counts for nothing, as does an approval whose approver was not recorded
+// (TestSQLite/ScheduledApproverRecheck).
+func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, approvals []approval, limits policy.Limits, now time.Time) string {
 	var sub authz.Subject
 	if err := json.Unmarshal([]byte(subject), &sub); err != nil || len(sub.Principals) == 0 {
 		return "the requester's identity at the ask was not recorded"
@@ -153,10 +159,42 @@ func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Bin
 	// The groups an approval counted for were recorded when it was given,
 	// among the request's groups then: a group added since is filled by
 	// none of them.
+	at := &authz.Target{Name: t.Name, Labels: t.Labels}
+	votes, lapsed := approvalsStanding(approvals, bindings, at)
 	if tally := access.Decide(pol.ApprovalsRequired(r.Ports), groupNeeds(pol.ApprovalGroupsRequired(r.Ports)), votes); !tally.Approved {
+		if len(lapsed) > 0 {
+			return "its approvals no longer suffice: " + tally.String() + " (not counted: " + strings.Join(lapsed, "; ") + ")"
+		}
 		return "its rules now ask for approvals it does not have: " + tally.String()
 	}
 	return ""
+}
+
+// approvalsStanding returns the approvals that still count on target t
+// with today's bindings, each for the groups or roles its approver still
+// holds there, and says why each other one does not count.
+func approvalsStanding(approvals []approval, bindings []authz.Binding, t *authz.Target) (votes []access.Vote, lapsed []string) {
+	for _, a := range approvals {
+		var sub authz.Subject
+		if a.subject == "" || json.Unmarshal([]byte(a.subject), &sub) != nil || len(sub.Principals) == 0 {
+			lapsed = append(lapsed, "the approval by "+a.Approver+" did not record who they were")
+			continue
+		}
+		if !authz.Allowed(bindings, sub, authz.Approve, t) {
+			lapsed = append(lapsed, fmt.Sprintf("%s no longer holds a role that allows %s on target %s", a.Approver, authz.Approve, t.Name))
+			continue
+		}
+		v := access.Vote{Approver: a.Approver}
+		for _, g := range a.Member {
+			if authz.Holds(bindings, sub, g, t) {
+				v.Member = append(v.Member, g)
+			} else {
+				lapsed = append(lapsed, fmt.Sprintf("%s no longer counts for %s", a.Approver, g))
+			}
+		}
+		votes = append(votes, v)
+	}
+	return votes, lapsed
 }
 
 // scanFunc adapts a function to scanner.

@@ -98,6 +98,12 @@ type Actor struct {
 	// request's approvals by group that the approver belongs to (the API
 	// works it out from the approver's principals and role bindings).
 	Member []string
+	// Subject, for an approver, is their principals and token limit at
+	// the approval. It is recorded with the approval so that a scheduled
+	// request's start can ask again whether the approver still may
+	// approve on its target (an approval without one counts for nothing
+	// there: StartScheduled fails closed).
+	Subject authz.Subject
 }
 
 // newSecret returns a token "jg<kind letter>_<43 base64url chars>" (256 bits

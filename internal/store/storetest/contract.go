@@ -19,6 +19,7 @@ var contractTests = []struct {
 	{"Outbox", testOutbox},
 	{"Scheduled", testScheduled},
 	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
+	{"ScheduledApproverRecheck", testScheduledApproverRecheck},
 	{"ApprovalsTightened", testApprovalsTightened},
 	{"SamePersonTwoTokens", testSamePersonTwoTokens},
 	{"Schedules", testSchedules},

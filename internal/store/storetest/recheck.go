@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -44,8 +45,13 @@ func testScheduledGroupsRecheck(t *testing.T, s *store.Store) {
 	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
 		t.Fatal(err)
 	}
-	bob := store.Actor{Name: "bob", Member: []string{"group:dba"}}
-	erin := store.Actor{Name: "erin", Member: []string{"group:dba"}}
+	// Approvers as the API records them: principals, and a role that
+	// may approve (the start asks again: ScheduledApproverRecheck).
+	bob := store.Actor{Name: "bob", Member: []string{"group:dba"}, Subject: authz.Subject{Principals: []string{"user:bob", "group:dba"}}}
+	erin := store.Actor{Name: "erin", Member: []string{"group:dba"}, Subject: authz.Subject{Principals: []string{"user:erin", "group:dba"}}}
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "group:dba", Role: authz.Approver, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
 	var ids []string
 	for _, name := range []string{"db-1", "db-2"} {
 		r := scheduledAsk(t, s, carol, name, ask("198.51.100.7/32", 30*time.Minute, tcp(22)), at(time.Hour), t0)
@@ -134,5 +140,62 @@ func testSamePersonTwoTokens(t *testing.T, s *store.Store) {
 		if _, err := s.RevokeRequest(ctx, carol, r.ID, "", now); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// testScheduledApproverRecheck: the approvals of a scheduled request are
+// weighed again at its start, approver by approver: one whose approver
+// has since lost every role that may approve on the target counts for
+// nothing there, as does one whose approver's identity was not recorded
+// (approvals given before migration 0030), so the request fails without
+// ever holding a grant and the trail names the approver; one whose
+// approver still holds the role starts.
+func testScheduledApproverRecheck(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	manualTarget(t, s, "db-1", t0)
+	bind := func(p string, role authz.Role, scope authz.Scope) authz.Binding {
+		b := authz.Binding{Principal: p, Role: role, Scope: scope}
+		if _, err := s.CreateBinding(ctx, alice, b, t0); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bind("user:carol", authz.Requester, authz.Everywhere)
+	bobs := bind("user:bob", authz.Approver, "target:db-1")
+	bind("user:erin", authz.Approver, authz.Everywhere)
+	approver := func(name string) store.Actor {
+		return store.Actor{Name: name, Subject: authz.Subject{Principals: []string{"user:" + name}}}
+	}
+	cases := []struct {
+		approver store.Actor
+		want     access.State
+		says     string
+	}{
+		{approver("bob"), access.Failed, "bob"},            // unbound below
+		{approver("erin"), access.Pending, ""},             // still an approver
+		{store.Actor{Name: "erin"}, access.Failed, "erin"}, // identity not recorded
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		r := scheduledAsk(t, s, carol, "db-1", ask(fmt.Sprintf("198.51.100.%d/32", 7+i), 30*time.Minute, tcp(3389)), at(time.Hour), t0)
+		if ap, err := s.ApproveRequest(ctx, c.approver, r.ID, "", 0, at(time.Minute)); err != nil || ap.State != access.Scheduled {
+			t.Fatalf("approval of %s by %s: %v; want it scheduled", r.ID, c.approver.Name, err)
+		}
+		ids[i] = r.ID
+	}
+	if err := s.DeleteBinding(ctx, alice, bobs, at(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if n := startScheduled(t, s, at(time.Hour)); n != len(cases) {
+		t.Fatalf("StartScheduled handled %d requests, want %d", n, len(cases))
+	}
+	for i, c := range cases {
+		got := wantState(t, s, ids[i], c.want)
+		if c.says != "" && !strings.Contains(got.Message, c.says) {
+			t.Errorf("case %d: message %q, want it to name %s", i, got.Message, c.says)
+		}
+	}
+	if g := grants(t, s, "db-1", at(time.Hour)); len(g) != 1 || g[0].RequestID != ids[1] {
+		t.Errorf("grants at the start = %+v, want only the one erin approved with her identity recorded", g)
 	}
 }

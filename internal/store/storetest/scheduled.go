@@ -42,11 +42,18 @@ func testScheduled(t *testing.T, s *store.Store) {
 	newTarget(t, s, "web-1", t0)
 	carol := store.Actor{Name: "carol", ClientAddr: "192.0.2.12"}
 	dave := store.Actor{Name: "dave", ClientAddr: "192.0.2.13"}
-	for _, p := range []string{"user:carol", "user:dave"} {
-		if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: p, Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+	for _, b := range []authz.Binding{
+		{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere},
+		{Principal: "user:dave", Role: authz.Requester, Scope: authz.Everywhere},
+		{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere},
+	} {
+		if _, err := s.CreateBinding(ctx, alice, b, t0); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// bob approves as the API records an approver (the start asks again
+	// whether he still may: ScheduledApproverRecheck).
+	bob := store.Actor{Name: bob.Name, ClientAddr: bob.ClientAddr, Subject: authz.Subject{Principals: []string{"user:bob"}}}
 	rev0 := mustTarget(t, s, "web-1").Revision
 
 	r := scheduledAsk(t, s, carol, "web-1", ask("198.51.100.7/32", 30*time.Minute, tcp(22)), at(time.Hour), t0)
