@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -103,24 +102,66 @@ func openBGLog(dir string) (*bgLog, error) {
 // Close releases the lock.
 func (l *bgLog) Close() error { return l.f.Close() }
 
+// maxBGLine bounds one line of the log (a use is under 5 KiB).
+const maxBGLine = 64 << 10
+
+// errBGLogDamaged is the kind of a log with a line the agent cannot read
+// before its last one: that line may be a use, so the token it spent is
+// not known and no new use is accepted (fail closed).
+var errBGLogDamaged = errors.New("the break-glass log is damaged")
+
 // records reads every complete line of the log. A torn last line (a crash
-// in the middle of an append) is ignored: its use was never reported as
-// recorded, so nothing opened for it.
+// in the middle of an append: no newline after it) is ignored: its use was
+// never reported as recorded, so nothing opened for it, and the next append
+// cuts it off first (append). Any other line that is not a record (garbage,
+// a use without its token id, a line over maxBGLine) makes the log damaged:
+// the records read are returned with an error wrapping errBGLogDamaged.
 func (l *bgLog) records() ([]bgRecord, error) {
 	b, err := smallfile.Read(l.f.Name(), maxBGLog)
 	if err != nil {
 		return nil, fmt.Errorf("reading the break-glass log: %w", err)
 	}
 	var out []bgRecord
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
-	for sc.Scan() {
+	var damaged []int
+	lines := bytes.Split(b, []byte{'\n'})
+	for i, line := range lines[:len(lines)-1] { // the last is empty or torn
 		var r bgRecord
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.TokenID != "" {
-			out = append(out, r)
+		if len(line) > maxBGLine || json.Unmarshal(line, &r) != nil || r.TokenID == "" || r.Kind == "" {
+			damaged = append(damaged, i+1)
+			continue
 		}
+		out = append(out, r)
+	}
+	if len(damaged) > 0 {
+		return out, fmt.Errorf("%w: %s line %d is not a record (%d such lines); move it aside only knowing that a token it recorded could then be used again",
+			errBGLogDamaged, l.f.Name(), damaged[0], len(damaged))
 	}
 	return out, nil
+}
+
+// cutTornTail removes a torn last line (a crash in the middle of an
+// append) so that the next record starts a line of its own: appended after
+// the fragment, it was glued to it, unreadable, and the token it spent
+// could be used again.
+func (l *bgLog) cutTornTail() error {
+	fi, err := l.f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return err
+	}
+	if fi.Size() > maxBGLog {
+		return fmt.Errorf("the break-glass log is larger than %d bytes", maxBGLog)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := l.f.ReadAt(b, 0); err != nil {
+		return fmt.Errorf("reading the break-glass log: %w", err)
+	}
+	if b[len(b)-1] == '\n' {
+		return nil
+	}
+	if err := l.f.Truncate(int64(bytes.LastIndexByte(b, '\n') + 1)); err != nil {
+		return fmt.Errorf("cutting a torn line off the break-glass log: %w", err)
+	}
+	return nil
 }
 
 // append writes one line and syncs it: durable before the caller goes on.
@@ -128,6 +169,9 @@ func (l *bgLog) append(r bgRecord) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding break-glass record: %w", err)
+	}
+	if err := l.cutTornTail(); err != nil {
+		return err
 	}
 	if _, err := l.f.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("writing the break-glass log: %w", err)
@@ -341,7 +385,10 @@ func (a *Agent) reportBreakGlass(ctx context.Context) {
 	recs, err := l.records()
 	if err != nil {
 		a.log.Error("cannot read the break-glass log", "err", err)
-		return
+		if !errors.Is(err, errBGLogDamaged) {
+			return
+		}
+		// Report the uses that can be read: the access happened.
 	}
 	done := map[string]bool{}
 	for _, r := range recs {
@@ -455,6 +502,9 @@ func OfflineBreakGlass(ctx context.Context, req OfflineRequest, backend firewall
 	}
 	defer l.Close()
 	recs, err := l.records()
+	if errors.Is(err, errBGLogDamaged) {
+		return OfflineResult{}, fmt.Errorf("%w: %v", access.ErrBreakGlass, err)
+	}
 	if err != nil {
 		return OfflineResult{}, err
 	}

@@ -291,3 +291,57 @@ func TestRangePrefixes(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakGlassLogDamage: a log a crash tore, or one damaged in the middle,
+// must not let a token be used twice. A crash in the middle of an append
+// leaves a line without its newline; the next use appended after it was
+// glued to that fragment, unreadable, so the token it spent could be used
+// again (and no apply kept its opening). A line the agent cannot read in
+// the middle of the log may be a use: the command refuses rather than
+// guess (fail closed), and says which line.
+func TestBreakGlassLogDamage(t *testing.T) {
+	now := time.Now()
+	tok := bgToken(t, bgServerKey, now, nil)
+	use := func(dir string) error {
+		_, err := OfflineBreakGlass(context.Background(), OfflineRequest{StateDir: dir, Token: tok, Source: bgSource.String(), Duration: 10 * time.Minute}, gated(t, now), now)
+		return err
+	}
+	t.Run("torn last line", func(t *testing.T) {
+		dir := bgStateDir(t)
+		torn := `{"kind":"use","token_id":"bgt-other","token":"jgbg1.eyJpZCI6`
+		if err := os.WriteFile(filepath.Join(dir, bgLogName), []byte(torn), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := use(dir); err != nil {
+			t.Fatalf("first use after a torn line: %v", err)
+		}
+		if err := use(dir); !errors.Is(err, access.ErrBreakGlass) || !strings.Contains(err.Error(), "already used") {
+			t.Fatalf("second use after a torn line: got %v, want refused as already used", err)
+		}
+		l, err := openBGLog(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		recs, err := l.records()
+		if err != nil || len(liveUses(recs, bgServerKey.Public().(ed25519.PublicKey), nil, "web-1", now)) != 1 {
+			t.Fatalf("the use after a torn line is not live in the log (%v): an apply would close it", err)
+		}
+	})
+	for _, tc := range []struct{ name, log string }{
+		{"garbage line", "\x00\x00\x00garbage\n"},
+		{"overlong line", strings.Repeat("x", 100<<10) + "\n"},
+		{"a use without its id", `{"kind":"use","token":"jgbg1.x"}` + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := bgStateDir(t)
+			if err := os.WriteFile(filepath.Join(dir, bgLogName), []byte(tc.log+`{"kind":"reported","token_id":"bgt-zzz"}`+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := use(dir)
+			if !errors.Is(err, access.ErrBreakGlass) || !strings.Contains(err.Error(), "damaged") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("use with a damaged log: got %v, want one line refusing (damaged)", err)
+			}
+		})
+	}
+}
