@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +105,13 @@ func TestDebianPackage(t *testing.T) {
 	jg, err := user.Lookup("jitgate")
 	if err != nil {
 		t.Fatalf("the package created no jitgate user: %v", err)
+	}
+	// The server's settings may hold secrets (the server refuses them in a
+	// file every user can read): the server's group reads it, others not.
+	if fi, err := os.Stat("/etc/jitgate/server.yaml"); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("/etc/jitgate/server.yaml (it may hold secrets): %v, %v; want mode 0640", fi.Mode(), err)
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); !ok || fmt.Sprint(st.Gid) != jg.Gid {
+		t.Errorf("/etc/jitgate/server.yaml: group %v, want jitgate (%s): the server could not read it", fi.Sys(), jg.Gid)
 	}
 
 	t.Log("jitgate version: the stamped version and commit")

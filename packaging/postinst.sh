@@ -8,6 +8,11 @@ if command -v systemd-sysusers >/dev/null 2>&1; then
 elif ! getent passwd jitgate >/dev/null; then
 	adduser --system --group --home /var/lib/jitgate --no-create-home jitgate
 fi
+# The server's settings may hold secrets: readable by the server's group,
+# not by every user (0640 from the package). An operator's own group kept.
+if [ "$(stat -c %G /etc/jitgate/server.yaml 2>/dev/null)" = root ]; then
+	chgrp jitgate /etc/jitgate/server.yaml
+fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
 fi

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -158,7 +159,47 @@ func readServerConfig(fs *pflag.FlagSet, path string, required bool) (map[string
 			return nil, usagef("%s:%d: %s: want a value or a list of values", path, v.Line, name)
 		}
 	}
+	if err := checkSecretsPrivate(path, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// checkSecretsPrivate refuses a configuration file that every local user
+// may read when it holds a secret: the OIDC client secret, or a database
+// URL with a password. Like ssh with a private key others can read, the
+// server does not start on it (its users would read what signs them in or
+// opens the database); the line is named, and the ways out.
+func checkSecretsPrivate(path string, settings map[string]fileValue) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("reading the configuration file: %w", err)
+	}
+	if fi.Mode().Perm()&0o004 == 0 {
+		return nil
+	}
+	for _, name := range []string{"oidc-client-secret", "database"} {
+		v, ok := settings[name]
+		if !ok || v.value == "" || name == "database" && !urlHasPassword(v.value) {
+			continue
+		}
+		return usagef("%s:%d: %s is a secret, in a file every local user can read (mode %04o): chmod o-r %s (the package's is root:jitgate 0640), or set %s in the unit's environment file (/etc/default/jitgate-server, 0600)",
+			path, v.line, name, fi.Mode().Perm(), path, envName(name))
+	}
+	return nil
+}
+
+// urlHasPassword reports whether a database URL carries a password (in its
+// user information or as ?password=).
+func urlHasPassword(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil {
+		return strings.Contains(s, "password") // unparsable: assume it may
+	}
+	if _, ok := u.User.Password(); ok {
+		return true
+	}
+	return u.Query().Has("password")
 }
 
 // knownSettings lists the settings a file may hold.
