@@ -317,12 +317,17 @@ func (s *Store) RevokeBreakGlassToken(ctx context.Context, actor Actor, id strin
 
 // RevokedBreakGlassTokens lists, for the agents of target, the ids of
 // unexpired tokens naming it that are revoked, or were used on another
-// target (single use across targets: the other agents then refuse it). An
-// expired token is refused anyway, so the list stays bounded by the live
-// ones.
+// target (single use across targets: the other agents then refuse it), or
+// were used on target itself and the use has surely ended (its time plus
+// the token's maximum duration is past): the agent's log refuses a second
+// use, but a host whose log lost the use (restored from a snapshot taken
+// before it, reinstalled) would accept it again. Not before the use ended:
+// a revocation closes the opening it made. An expired token is refused
+// anyway, so the list stays bounded by the live ones.
 func (s *Store) RevokedBreakGlassTokens(ctx context.Context, target string, now time.Time) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, targets FROM breakglass_tokens
-		WHERE (revoked_at IS NOT NULL OR (used_at IS NOT NULL AND used_target <> $2)) AND expires_at > $1 ORDER BY id`, ms(now), target)
+		WHERE (revoked_at IS NOT NULL OR (used_at IS NOT NULL AND (used_target <> $2 OR used_at + max_duration_ms <= $1)))
+		AND expires_at > $1 ORDER BY id`, ms(now), target)
 	if err != nil {
 		return nil, fmt.Errorf("listing revoked break-glass tokens: %w", err)
 	}

@@ -58,8 +58,15 @@ func testBreakGlass(t *testing.T, s *store.Store) {
 	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-2", at(3*time.Hour)); !slices.Equal(got, []string{tok.ID}) {
 		t.Errorf("web-2 after the use on web-1: %v, want the token", got)
 	}
-	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(3*time.Hour)); len(got) != 0 {
-		t.Errorf("web-1, where it was used: %v, want none", got)
+	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(119*time.Minute)); len(got) != 0 {
+		t.Errorf("web-1, where it was used, before the use could have ended: %v, want none (listing it would close the opening)", got)
+	}
+	// Once the use must have ended (used at +1h, at most 1h), the target it
+	// was used on is sent it as revoked too: a host whose log lost the use
+	// (restored from a snapshot taken before it, reinstalled) must not
+	// accept the token a second time.
+	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(2*time.Hour)); !slices.Equal(got, []string{tok.ID}) {
+		t.Errorf("web-1, where it was used, after the use ended: %v, want the token (a host that lost its log could use it again)", got)
 	}
 	if _, err := s.RevokeBreakGlassToken(ctx, alice, tok.ID, at(3*time.Hour)); err != nil {
 		t.Fatal(err)
