@@ -27,6 +27,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/recur"
 )
 
 // Generation returns the number of desired-state changes the database has
@@ -57,7 +58,8 @@ func (s *Store) RestoreMarked(ctx context.Context) (time.Time, bool, error) {
 // EndRestored makes a database that was put back from an older copy safe to
 // serve: in one transaction it revokes every live request (their grants
 // leave the desired state) with reason, audited one by one and as one
-// database.restored event; it moves every target's revision up by lift, and
+// database.restored event; it moves every schedule past the occurrences
+// that may have been produced since the copy (skipRestoredOccurrences); it moves every target's revision up by lift, and
 // the generation with it, so that no agent is ever sent a revision number
 // it may already have applied with other contents; and it clears the
 // restore mark. lift must exceed the number of revisions issued since the
@@ -77,6 +79,9 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 		}
 		// Every live state may be revoked (access.Next(state, Revoke)).
 		if err := endLiveRequests(ctx, tx, `1 = 1`, nil, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		if err := skipRestoredOccurrences(ctx, tx, `1 = 1`, nil, reason, now); err != nil {
 			return err
 		}
 		var err error
@@ -105,7 +110,8 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 // revoked or expired since, possibly under revision numbers the agent
 // already applied with other contents. In one transaction it revokes every
 // live request the agent enforces (the target's, or those of the targets
-// behind the gateway), audited, and moves the target's revision above both
+// behind the gateway), audited, moves their schedules past the occurrences
+// the database cannot vouch for (skipRestoredOccurrences), and moves the target's revision above both
 // highWater and its current one, so that the agent accepts the state again
 // and no number is reused. When highWater ≤ known it does nothing. It
 // returns how many requests it ended and the new revision (0: nothing done).
@@ -134,6 +140,9 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known 
 		reason := fmt.Sprintf("database restored: grant ended (the agent of %s had applied revision %d, the database knew only revision %d); request access again",
 			target, highWater, known)
 		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+			return err
+		}
+		if err := skipRestoredOccurrences(ctx, tx, `target = $2 OR target IN (SELECT name FROM targets WHERE gateway = $2)`, []any{target}, reason, now); err != nil {
 			return err
 		}
 		// Ending them may have advanced the revision (their removals await
@@ -375,4 +384,53 @@ func (s *Store) MarkRestored(ctx context.Context, now time.Time) error {
 		}
 		return nil
 	})
+}
+
+// skipRestoredOccurrences moves the schedules matching where (parameters
+// from $2) past every occurrence a database put back from a copy cannot
+// vouch for: each whose request could have been produced since the copy
+// (start − recur.Lead ≤ now) and then revoked or ended, so producing it
+// now — late, in its window — would reopen it. Their next_at becomes the
+// first occurrence after now + recur.Lead (one not producible yet), and
+// each move is audited as schedule.skipped.
+func skipRestoredOccurrences(ctx context.Context, tx *sql.Tx, where string, args []any, reason string, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, principal, target, cron, timezone, next_at FROM schedules
+		WHERE next_at IS NOT NULL AND next_at <= $1 AND (`+where+`)`, append([]any{ms(now.Add(recur.Lead))}, args...)...)
+	if err != nil {
+		return fmt.Errorf("selecting the schedules of a restored database: %w", err)
+	}
+	type due struct {
+		id, principal, target, cron, zone string
+		next                              int64
+	}
+	var ds []due
+	for rows.Next() {
+		var d due
+		if err := rows.Scan(&d.id, &d.principal, &d.target, &d.cron, &d.zone, &d.next); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading a schedule of a restored database: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("selecting the schedules of a restored database: %w", err)
+	}
+	for _, d := range ds {
+		var next any // NULL: the recurrence no longer parses, or never occurs again
+		if r, err := recur.Parse(d.cron, d.zone); err == nil {
+			if n := r.Next(now.Add(recur.Lead)); !n.IsZero() {
+				next = ms(n)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schedules SET next_at = $1 WHERE id = $2`, next, d.id); err != nil {
+			return fmt.Errorf("moving schedule %s past the restore: %w", d.id, err)
+		}
+		details := map[string]any{"schedule": d.id, "principal": d.principal, "skipped_from": fromMS(d.next).Format(time.RFC3339),
+			"why": reason + ": occurrences that may have been produced and ended since the copy are not produced again"}
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.ScheduleSkipped, Target: d.target, Details: details}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

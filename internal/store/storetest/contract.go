@@ -23,6 +23,7 @@ var contractTests = []struct {
 	{"ApprovalsTightened", testApprovalsTightened},
 	{"SamePersonTwoTokens", testSamePersonTwoTokens},
 	{"Schedules", testSchedules},
+	{"SchedulesAfterRestore", testSchedulesAfterRestore},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

@@ -104,3 +104,67 @@ func testSchedules(t *testing.T, s *store.Store) {
 		t.Fatalf("a deleted schedule produced %d", n)
 	}
 }
+
+// testSchedulesAfterRestore: a database put back from a copy made before
+// an occurrence was produced holds the schedule with that occurrence
+// still to come; the occurrence may have been produced, opened and
+// revoked (an incident) after the copy. EndRestored ends every live
+// request of the copy; it must also move every schedule past what the
+// copy cannot vouch for — each occurrence that could have been produced
+// since (start − recur.Lead ≤ now) — or the sweeper would produce the
+// occurrence in its window late and open it again right after the
+// restore. Occurrences to come after that are produced as usual.
+func testSchedulesAfterRestore(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	newTarget(t, s, "web-1", t0)
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
+	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
+	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: 2 * time.Hour, Reason: "nightly batch"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The copy was made at 21:40, before the 22:00 occurrence's lead;
+	// it is put back at 22:20, in that occurrence's window.
+	if _, err := s.EndRestored(ctx, 1, "database restored", utc(2, 22, 20)); err != nil {
+		t.Fatal(err)
+	}
+	if n := produce(t, s, utc(2, 22, 20)); n != 0 {
+		t.Errorf("after the restore: produced %d occurrences, want none (the 22:00 one may have been revoked after the copy)", n)
+	}
+	startScheduled(t, s, utc(2, 22, 20))
+	if g := grants(t, s, "web-1", utc(2, 22, 20)); len(g) != 0 {
+		t.Fatalf("grants after the restore = %+v, want none", g)
+	}
+	got, err := s.GetSchedule(ctx, sc.ID)
+	if err != nil || got.NextAt == nil || !got.NextAt.Equal(utc(3, 22, 0)) {
+		t.Fatalf("schedule after the restore: %+v, %v; want its next occurrence the next day", got, err)
+	}
+	if tr := strings.Join(trail(t, s, store.AuditFilter{Target: "web-1"}), "\n"); !strings.Contains(tr, string(audit.ScheduleSkipped)) {
+		t.Errorf("the trail does not say the occurrence was skipped:\n%s", tr)
+	}
+	if n := produce(t, s, utc(3, 21, 45)); n != 1 {
+		t.Errorf("the next day: produced %d, want 1", n)
+	}
+
+	// The same through an agent that applied a revision the database
+	// never reached (a copy put back by hand, with no restore mark).
+	newTarget(t, s, "web-2", t0)
+	sc2, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-2", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.8/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: 2 * time.Hour, Reason: "nightly batch"}, utc(3, 21, 40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := mustTarget(t, s, "web-2").Revision
+	if _, _, err := s.AgentAhead(ctx, "web-2", known+10, known, utc(3, 22, 20)); err != nil {
+		t.Fatal(err)
+	}
+	if n := produce(t, s, utc(3, 22, 20)); n != 0 {
+		t.Errorf("after an agent ahead: produced %d occurrences, want none", n)
+	}
+	if got, err := s.GetSchedule(ctx, sc2.ID); err != nil || got.NextAt == nil || !got.NextAt.Equal(utc(4, 22, 0)) {
+		t.Fatalf("schedule after an agent ahead: %+v, %v; want its next occurrence the next day", got, err)
+	}
+}
