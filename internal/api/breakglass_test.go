@@ -17,6 +17,7 @@ import (
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -247,5 +248,47 @@ func TestBreakGlassTokens(t *testing.T) {
 	}
 	if _, err := e.c.RevokeBreakGlassToken(ctx, tok.ID); client.StatusOf(err) != http.StatusConflict {
 		t.Errorf("second revocation: %v, want 409", err)
+	}
+}
+
+// TestBreakGlassUseReportedWhateverItsText: an offline use whose reason or
+// operator the server would refuse in a request (control characters, an
+// escape sequence, a bidirectional override, a long SUDO_USER) is recorded
+// all the same, escaped into one inert line: the agent accepted it on the
+// host, so the access happened, and a 4xx made the agent mark the use
+// refused and never report it again — a token holder could hide a use from
+// the audit trail, the webhooks and the alerts (and keep the token unspent
+// on its other targets) by putting a tab in the reason.
+func TestBreakGlassUseReportedWhateverItsText(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01")
+	created, err := e.c.IssueBreakGlassToken(ctx, wire.BreakGlassTokenCreate{Targets: []string{"web-01"}, Ports: []string{"22"},
+		MaxDuration: wire.Duration(30 * time.Minute), Expires: wire.Duration(24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := "INC-9\tsee \x1b[2Jhere \u202eevil"
+	use := wire.BreakGlassUse{Token: created.Text, Operator: strings.Repeat("o", 100) + "\x07", Source: "198.51.100.7/32", Port: 22, Protocol: "tcp",
+		Duration: wire.Duration(10 * time.Minute), Reason: reason, UsedAt: time.Now().UTC()}
+	if _, err := agent.ReportBreakGlassUse(ctx, use); err != nil {
+		t.Fatalf("report of a use with an unprintable reason and a long operator: %v, want it recorded", err)
+	}
+	evs, err := e.st.ListAudit(ctx, store.AuditFilter{Target: "web-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, ev := range evs {
+		if ev.Action != "breakglass.used" {
+			continue
+		}
+		found = true
+		if text.Check(ev.Reason) != nil || text.Check(ev.Actor) != nil || !strings.Contains(ev.Reason, "INC-9") || !strings.Contains(ev.Reason, `\u202e`) {
+			t.Errorf("recorded reason %q, actor %q: want them escaped into one inert line", ev.Reason, ev.Actor)
+		}
+	}
+	if !found {
+		t.Fatal("no breakglass.used event")
 	}
 }
