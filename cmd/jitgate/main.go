@@ -75,6 +75,9 @@ type app struct {
 	// started is set once a command's own code runs: errors before that
 	// are usage errors (bad flags, bad arguments).
 	started bool
+	// ctx is the run's context, cancelled by the first Ctrl-C: --jq
+	// evaluates under it (an expression may run for ever).
+	ctx context.Context
 }
 
 // Exit statuses.
@@ -90,6 +93,7 @@ func (a *app) run(args []string) int {
 	// The first signal cancels ctx and lets the command wind down; stopping
 	// the relay then makes a second signal end the process at once.
 	context.AfterFunc(ctx, stop)
+	a.ctx = ctx
 
 	root := a.newRoot()
 	root.SetArgs(args)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -80,7 +81,13 @@ func (a *app) render(w io.Writer, v any) error {
 		return fmt.Errorf("encoding output: %w", err)
 	}
 	in = jqNumbers(in)
-	iter := a.jqCode.Run(in)
+	ctx := a.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	// Under the run's context: the first Ctrl-C ends an expression that
+	// would run for ever ('[range(1e12)] | length').
+	iter := a.jqCode.RunWithContext(ctx, in)
 	for {
 		out, ok := iter.Next()
 		if !ok {
