@@ -296,8 +296,9 @@ type bgUse struct {
 
 // liveUses are the uses of records that are valid at now for target: the
 // token verifies against key, is not revoked, names target and the port,
-// and the use's deadline (its start plus its duration, at most the token's
-// maximum) has not passed.
+// the use was recorded before now and before the token's expiry, and its
+// deadline (its start plus its duration, at most the token's maximum) has
+// not passed.
 func liveUses(recs []bgRecord, key ed25519.PublicKey, revoked map[string]bool, target string, now time.Time) []bgUse {
 	var out []bgUse
 	for _, r := range recs {
@@ -307,6 +308,14 @@ func liveUses(recs []bgRecord, key ed25519.PublicKey, revoked map[string]bool, t
 		tok, err := access.VerifyToken(r.Token, key)
 		if err != nil || tok.ID != r.TokenID || r.Target != target || !slices.Contains(tok.Targets, target) ||
 			!slices.Contains(tok.Ports, fmt.Sprintf("%d/%s", r.Port, r.Protocol)) || r.Duration <= 0 || r.Duration > tok.MaxDuration {
+			continue
+		}
+		// A use recorded after now means the clock stepped back since:
+		// how long it has been open is unknown, and keeping it until its
+		// time plus its duration would re-add the element with a fresh
+		// kernel timeout past the token's maximum. No honest use is
+		// recorded at or after its token's expiry either.
+		if r.UsedAt.After(now) || !r.UsedAt.Before(tok.ExpiresAt) {
 			continue
 		}
 		deadline := r.UsedAt.Add(r.Duration)

@@ -345,3 +345,42 @@ func TestBreakGlassLogDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestBreakGlassUseNotExtendedByTheClock: a use is kept by the reconcile
+// rule until its time plus its duration, on the host's clock. When that
+// clock steps back after the use (NTP correcting a clock that ran ahead
+// during the outage, or someone setting it), the use's deadline moved into
+// the future again: every full apply re-added the element with a fresh
+// kernel timeout, long after the kernel had ended it, past the token's
+// maximum. A use recorded after now (the clock went back: how long it has
+// been open is unknown) is no longer kept, nor one recorded at or after
+// its token's expiry (which no honest use is).
+func TestBreakGlassUseNotExtendedByTheClock(t *testing.T) {
+	now := time.Now()
+	key := bgServerKey.Public().(ed25519.PublicKey)
+	tok := bgToken(t, bgServerKey, now, nil)
+	rec := func(usedAt time.Time) bgRecord {
+		return bgRecord{Kind: "use", TokenID: "bgt-test1", Token: tok, Target: "web-1", Source: "198.51.100.7/32", Protocol: "tcp", Port: 22,
+			Duration: 30 * time.Minute, UsedAt: usedAt}
+	}
+	for _, tc := range []struct {
+		name string
+		used time.Time
+		live bool
+	}{
+		{"used ten minutes ago", now.Add(-10 * time.Minute), true},
+		{"ended", now.Add(-31 * time.Minute), false},
+		{"clock stepped back an hour after the use", now.Add(time.Hour), false},
+		{"used after the token expired", now.Add(25 * time.Hour), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := liveUses([]bgRecord{rec(tc.used)}, key, nil, "web-1", now)
+			if (len(got) == 1) != tc.live {
+				t.Fatalf("live uses %+v, want live=%v", got, tc.live)
+			}
+			if tc.live && got[0].entry.ExpiresAt.Sub(now) > 30*time.Minute {
+				t.Errorf("kept until %s, beyond the use's duration", got[0].entry.ExpiresAt)
+			}
+		})
+	}
+}
