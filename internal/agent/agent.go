@@ -220,6 +220,9 @@ type Agent struct {
 	shift      time.Duration     // deadline shift in use (see nextShift)
 	elements   int               // grant-set elements after the last successful apply
 	nextResync time.Time         // when to re-apply cur even if nothing changed
+	// bgApplied is the number of offline break-glass openings the last
+	// full apply injected (skipResync).
+	bgApplied  int
 	pending    *wire.AgentReport // report not yet delivered
 	skewWarned bool
 	// Offline break-glass (breakglass.go): the key persisted last, the
@@ -464,7 +467,7 @@ func (a *Agent) loop(ctx context.Context) error {
 	pollBo := newBackoff(a.minBackoff, a.maxBackoff)
 	applyBo := newBackoff(a.minBackoff, a.maxBackoff)
 	for ctx.Err() == nil {
-		if a.cur != nil && !time.Now().Before(a.nextResync) {
+		if a.cur != nil && !time.Now().Before(a.nextResync) && !a.skipResync(ctx) {
 			a.apply(ctx, "resync")
 		}
 		if a.pending != nil {
@@ -665,6 +668,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		defer bgl.Close()
 	}
 	bg := a.injectBreakGlass(bgl, now)
+	a.bgApplied = len(bg)
 	full := cur.ds
 	if snapshot != nil {
 		full.Grants = snapshot

@@ -260,20 +260,16 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		return resp.StatusCode, nil
 	}
 	// Decoded as it arrives: a desired state of a million grants is ~90 MB
-	// of JSON, which is never held as bytes besides what it decodes to.
+	// of JSON, which is never held as bytes besides what it decodes to
+	// (decodeDesired reads it a grant at a time).
 	limit := int64(maxAnswer)
 	if _, ok := out.(*wire.DesiredState); ok {
 		limit = maxDesiredAnswer
 	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, limit))
-	switch err := dec.Decode(out); {
+	switch err := decodeAnswer(io.LimitReader(resp.Body, limit), out); {
 	case err == io.EOF: // no body: nothing to decode, as before
 	case err != nil:
 		return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
-	default:
-		if _, err := dec.Token(); err != io.EOF {
-			return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: data after the JSON value", method, path)
-		}
 	}
 	return resp.StatusCode, nil
 }

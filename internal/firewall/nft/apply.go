@@ -204,3 +204,35 @@ func (ks *kernelState) elements() int {
 func (ks kernelState) after(d desired) kernelState {
 	return kernelState{tableExists: true, mode: d.layout.mode, layoutOK: true, rulesOK: true, rate: d.layout.rate, counters: ks.counters, sets: d.sets}
 }
+
+var _ firewall.IntactReporter = (*Backend)(nil)
+
+// Intact implements firewall.IntactReporter: the table holds exactly what
+// this backend's last batch left (less what the kernel expired) when the
+// backend knows what that is (its cache: valid only while the ruleset
+// generation moved by exactly our own batches, see applyOnce and
+// ApplyDelta), the kernel's ruleset generation is still the cache's (no
+// one, not even nft -f of another table, committed anything since), the
+// caller's clock kept its offset to the kernel's (the cache's deadlines
+// still say what the kernel drops when), and Apply would trust the cache
+// without its periodic full read (fullReadEvery, fullReadMax). An Apply of
+// the same state would then send nothing: it would diff against this very
+// cache. One netlink request, whatever the size of the table.
+func (b *Backend) Intact(ctx context.Context, now time.Time) (bool, error) {
+	off := callerOffset(now)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cache == nil || b.layout == nil || !b.clockSteady(off) ||
+		(time.Since(b.cacheRead) >= fullReadEvery && b.cache.elements() <= fullReadMax) {
+		return false, nil
+	}
+	_, end, err := b.begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	gen, err := b.genID()
+	if err = end(err); err != nil {
+		return false, err
+	}
+	return b.cache != nil && gen == b.cacheGen, nil
+}

@@ -1,0 +1,110 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// decodeAnswer decodes one JSON value from r into out, refusing data after
+// it; io.EOF when r is empty. A desired state is decoded by decodeDesired.
+func decodeAnswer(r io.Reader, out any) error {
+	dec := json.NewDecoder(r)
+	var err error
+	if ds, ok := out.(*wire.DesiredState); ok {
+		err = decodeDesired(dec, ds)
+	} else {
+		err = dec.Decode(out)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+// decodeDesired decodes a desired state token by token, the grants one at a
+// time as they arrive: json.Decoder.Decode reads a whole value into its
+// buffer before decoding it (~90 MB of JSON at a million grants, beside
+// what it decodes to); here the buffer holds one grant's text at a time.
+// The other members (a few, small) are gathered raw and decoded with
+// json.Unmarshal, so they mean exactly what they meant. out is written only
+// once the whole object was read: a cut answer leaves it untouched. An
+// empty body is io.EOF, as from Decode.
+func decodeDesired(dec *json.Decoder, out *wire.DesiredState) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err // io.EOF: no body
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("a desired state must be a JSON object")
+	}
+	unexpected := func(err error) error {
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	rest := map[string]json.RawMessage{}
+	var (
+		grants    []wire.GrantEntry
+		sawGrants bool
+	)
+	for dec.More() {
+		if tok, err = dec.Token(); err != nil {
+			return unexpected(err)
+		}
+		key, _ := tok.(string)
+		if key != "grants" {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return unexpected(err)
+			}
+			rest[key] = raw
+			continue
+		}
+		if tok, err = dec.Token(); err != nil {
+			return unexpected(err)
+		}
+		sawGrants = true
+		if tok == nil { // "grants": null
+			grants = nil
+			continue
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '[' {
+			return fmt.Errorf("grants: want an array, got %v", tok)
+		}
+		grants = []wire.GrantEntry{}
+		for dec.More() {
+			var g wire.GrantEntry
+			if err := dec.Decode(&g); err != nil {
+				return fmt.Errorf("grants[%d]: %w", len(grants), unexpected(err))
+			}
+			grants = append(grants, g)
+		}
+		if _, err := dec.Token(); err != nil { // ]
+			return unexpected(err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // }
+		return unexpected(err)
+	}
+	whole, err := json.Marshal(rest)
+	if err != nil {
+		return err
+	}
+	var ds wire.DesiredState
+	if err := json.Unmarshal(whole, &ds); err != nil {
+		return err
+	}
+	if sawGrants {
+		ds.Grants = grants
+	}
+	*out = ds
+	return nil
+}
