@@ -99,6 +99,18 @@ func NewIndex(rs Ruleset, now time.Time) *Index {
 	for _, m := range rs.SortedPublished() {
 		x.published[m.Target] = append(x.published[m.Target], m)
 	}
+	// Each group's maps are sized once, from a first pass: grown by
+	// doubling to a million sources they would allocate about twice their
+	// final size, and rehash every entry on the way.
+	sizes := map[groupKey]int{}
+	for _, g := range rs.Grants {
+		if k, _, ok := x.place(g); ok {
+			sizes[k]++
+		}
+	}
+	for k, n := range sizes {
+		x.groups[k] = newGroupSized(n)
+	}
 	for _, g := range rs.Grants {
 		x.add(g)
 	}
@@ -280,9 +292,12 @@ func (x *Index) translate(e Element, out *[]Translation) {
 	}
 }
 
-func newGroup() *group {
-	return &group{deadlines: map[netip.Prefix][]time.Time{}, root: map[netip.Prefix]netip.Prefix{},
-		members: map[netip.Prefix][]netip.Prefix{}, elements: map[netip.Prefix][]Element{}}
+func newGroup() *group { return newGroupSized(0) }
+
+// newGroupSized makes a group with room for n sources.
+func newGroupSized(n int) *group {
+	return &group{deadlines: make(map[netip.Prefix][]time.Time, n), root: make(map[netip.Prefix]netip.Prefix, n),
+		members: map[netip.Prefix][]netip.Prefix{}, elements: make(map[netip.Prefix][]Element, n)}
 }
 
 func hostBits(p netip.Prefix) int { return p.Addr().BitLen() }

@@ -87,9 +87,9 @@ func queueElements(c *nftables.Conn, l layout, s setSpec, els []elem, at time.Ti
 	}
 	out := make([]nftables.SetElement, 0, len(els))
 	for _, e := range els {
-		se := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd}
+		se := nftables.SetElement{Key: e.key(), KeyEnd: e.keyEnd()}
 		if !at.IsZero() {
-			se.Val = e.val
+			se.Val = e.valBytes()
 			if !e.deadline.IsZero() {
 				se.Timeout = e.deadline.Sub(at).Truncate(time.Millisecond)
 				se.Comment = untilComment(e.deadline)

@@ -57,13 +57,13 @@ func (b *Backend) Blocked(ctx context.Context) (out []firewall.Blocked, err erro
 			continue
 		}
 		for _, e := range s.byID {
-			k, err := decodePort(e.key, gateway, s.spec.v6)
+			k, err := decodePort(e.key(), gateway, s.spec.v6)
 			if err != nil {
 				return nil, fmt.Errorf("reading set %s: %w", s.spec.name, err)
 			}
 			var packets uint64
-			if e.counter != nil {
-				packets = e.counter.Packets
+			if c := e.counter(); c != nil {
+				packets = c.Packets
 			}
 			switch r {
 			case roleProtected:

@@ -25,24 +25,93 @@ import (
 //	         grants4/6                 saddr . daddr . proto . port
 //	         dnat4/6                   saddr . public addr . proto . public port : daddr . port
 
-// elem is one set or map element.
+// elem is one set or map element, kept compact: a million of them are the
+// backend's cache, and were a desired state and a state file's copy beside
+// it (three byte slices, two texts and a counter pointer were 136 bytes a
+// value, plus the slices' arrays and a separate id string).
 type elem struct {
-	key, keyEnd, val []byte
+	// ident is the element's identity in its set, and its bytes: the key,
+	// followed in interval sets by the key end (as long as the key). The
+	// sets' map is keyed by this very string (no copy).
+	ident string
+	// val is the map data (maps only).
+	val string
 	// deadline is when the element expires; zero for sets without timeouts.
 	deadline time.Time
-	// text and valText are the key and the data in nft syntax, for Render.
+	// extra is what Render and the counters read (nil otherwise).
+	extra *elemExtra
+	// ranged: ident holds a key end.
+	ranged bool
+}
+
+// elemExtra holds an element's nft text (the key and the data in nft
+// syntax, made only for Render) and its counter as read back.
+type elemExtra struct {
 	text, valText string
-	// counter is the element's counter, as read back.
-	counter *expr.Counter
+	counter       *expr.Counter
+}
+
+// newElem makes the element of key and, for a range, keyEnd.
+func newElem(key, keyEnd []byte) elem {
+	if len(keyEnd) == 0 {
+		return elem{ident: string(key)}
+	}
+	return elem{ident: string(key) + string(keyEnd), ranged: true}
 }
 
 // id identifies an element in its set independent of its data and deadline.
-func (e elem) id() string { return string(e.key) + "-" + string(e.keyEnd) }
+func (e elem) id() string { return e.ident }
+
+func (e elem) keyString() string {
+	if e.ranged {
+		return e.ident[:len(e.ident)/2]
+	}
+	return e.ident
+}
+
+// key and keyEnd are the element's key and key end (nil without one) as
+// bytes, for netlink and decoding.
+func (e elem) key() []byte { return []byte(e.keyString()) }
+
+func (e elem) keyEnd() []byte {
+	if !e.ranged {
+		return nil
+	}
+	return []byte(e.ident[len(e.ident)/2:])
+}
+
+func (e elem) valBytes() []byte {
+	if e.val == "" {
+		return nil
+	}
+	return []byte(e.val)
+}
+
+func (e elem) text() string {
+	if e.extra == nil {
+		return ""
+	}
+	return e.extra.text
+}
+
+func (e elem) valText() string {
+	if e.extra == nil {
+		return ""
+	}
+	return e.extra.valText
+}
+
+func (e elem) counter() *expr.Counter {
+	if e.extra == nil {
+		return nil
+	}
+	return e.extra.counter
+}
 
 // same reports whether held can stay in place of want: same data, and a
 // deadline off by at most Tolerance.
 func (held elem) same(want elem) bool {
-	if string(held.val) != string(want.val) || held.deadline.IsZero() != want.deadline.IsZero() {
+	if held.val != want.val || held.deadline.IsZero() != want.deadline.IsZero() {
 		return false
 	}
 	return held.deadline.Sub(want.deadline).Abs() <= Tolerance
@@ -56,6 +125,14 @@ type setElems struct {
 }
 
 func newSetElems(s setSpec) *setElems { return &setElems{spec: s, byID: map[string]elem{}} }
+
+// grow makes room for n elements in an empty set.
+func (s *setElems) grow(n int) {
+	if len(s.byID) == 0 && n > 8 {
+		s.byID = make(map[string]elem, n)
+		s.order = make([]string, 0, n)
+	}
+}
 
 func (s *setElems) put(e elem) {
 	id := e.id()
@@ -129,7 +206,17 @@ func desiredState(rs firewall.Ruleset, now time.Time, withText bool) desired {
 			put(roleCut, k.Dest.Is6(), portElem(k))
 		}
 	}
-	for _, e := range rs.Elements(now) {
+	els := rs.Elements(now)
+	// Sized once: a map grown to a million elements by doubling allocates
+	// about twice its final size on the way.
+	sizes := map[string]int{}
+	for _, e := range els {
+		sizes[l.spec(grantRole(e.From, e.To), e.From.Is6()).name]++
+	}
+	for name, n := range sizes {
+		d.sets[name].grow(n)
+	}
+	for _, e := range els {
 		if e.Expires.Sub(now) < time.Millisecond || !validElement(e.Key(), gateway) {
 			continue
 		}
@@ -141,7 +228,8 @@ func desiredState(rs firewall.Ruleset, now time.Time, withText bool) desired {
 	for _, m := range rs.SortedPublished() {
 		pub := portElem(m.PublicKey())
 		put(rolePublic, m.Public.Is6(), pub)
-		pub.val, pub.valText = targetBytes(m.Target), targetText(m.Target)
+		pub.val = string(targetBytes(m.Target))
+		pub.extra = &elemExtra{text: pub.text(), valText: targetText(m.Target)}
 		put(rolePublished, m.Public.Is6(), pub)
 	}
 	for _, t := range rs.Translations(now) {
@@ -182,7 +270,9 @@ func portKeyBytes(k firewall.PortKey) []byte {
 }
 
 func portElem(k firewall.PortKey) elem {
-	return elem{key: portKeyBytes(k), text: portText(k)}
+	e := newElem(portKeyBytes(k), nil)
+	e.extra = &elemExtra{text: portText(k)}
+	return e
 }
 
 func grantKeyBytes(src netip.Addr, k firewall.PortKey) []byte {
@@ -193,26 +283,54 @@ func grantKeyBytes(src netip.Addr, k firewall.PortKey) []byte {
 // set's) has no key end.
 func grantElem(e firewall.Element, withText bool) elem {
 	k := e.PortKey()
-	out := elem{key: grantKeyBytes(e.From, k), deadline: e.Expires}
+	out := rangeElem(e.From, e.To, k)
+	out.deadline = e.Expires
 	if withText {
-		out.text = renderRange(e.From, e.To) + " . " + portText(k)
-	}
-	if e.From != e.To {
-		out.keyEnd = grantKeyBytes(e.To, k)
+		out.extra = &elemExtra{text: renderRange(e.From, e.To) + " . " + portText(k)}
 	}
 	return out
+}
+
+// rangeElem is the element of source range from-to on k: one allocation,
+// the ident itself.
+func rangeElem(from, to netip.Addr, k firewall.PortKey) elem {
+	var buf [2 * (16 + 16 + 4 + 4)]byte
+	b := appendGrantKey(buf[:0], from, k)
+	ranged := from != to
+	if ranged {
+		b = appendGrantKey(b, to, k)
+	}
+	return elem{ident: string(b), ranged: ranged}
+}
+
+// appendGrantKey appends the key of src on k: saddr [. daddr] . proto . port.
+func appendGrantKey(b []byte, src netip.Addr, k firewall.PortKey) []byte {
+	b = appendAddr(b, src)
+	if k.Dest.IsValid() {
+		b = appendAddr(b, k.Dest)
+	}
+	b = append(b, byte(k.Proto), 0, 0, 0)
+	return append(binary.BigEndian.AppendUint16(b, k.Port), 0, 0)
+}
+
+// appendAddr appends a's 4 or 16 bytes (as AsSlice, without allocating).
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		v := a.As4()
+		return append(b, v[:]...)
+	}
+	v := a.As16()
+	return append(b, v[:]...)
 }
 
 func targetBytes(k firewall.PortKey) []byte { return concat(k.Dest.AsSlice(), portBytes(k.Port)) }
 
 func dnatElem(t firewall.Translation, withText bool) elem {
 	pub := t.Mapping.PublicKey()
-	out := elem{key: grantKeyBytes(t.From, pub), val: targetBytes(t.Mapping.Target), deadline: t.Expires}
+	out := rangeElem(t.From, t.To, pub)
+	out.val, out.deadline = string(targetBytes(t.Mapping.Target)), t.Expires
 	if withText {
-		out.text, out.valText = renderRange(t.From, t.To)+" . "+portText(pub), targetText(t.Mapping.Target)
-	}
-	if t.From != t.To {
-		out.keyEnd = grantKeyBytes(t.To, pub)
+		out.extra = &elemExtra{text: renderRange(t.From, t.To) + " . " + portText(pub), valText: targetText(t.Mapping.Target)}
 	}
 	return out
 }

@@ -173,9 +173,14 @@ func readElements(c *nftables.Conn, s *nftables.Set, spec setSpec, clk clock) (*
 		if e.IntervalEnd {
 			continue // not produced by concatenated interval sets; be safe
 		}
-		h := elem{key: e.Key, keyEnd: e.KeyEnd, val: e.Val, counter: e.Counter}
-		if spec.interval() && len(h.keyEnd) == 0 {
-			h.keyEnd = h.key
+		keyEnd := e.KeyEnd
+		if spec.interval() && len(keyEnd) == 0 {
+			keyEnd = e.Key
+		}
+		h := newElem(e.Key, keyEnd)
+		h.val = string(e.Val)
+		if e.Counter != nil {
+			h.extra = &elemExtra{counter: e.Counter}
 		}
 		if spec.timeout() {
 			h.deadline = deadline(e, before, after)
@@ -241,7 +246,7 @@ func (ks kernelState) state() (firewall.State, error) {
 			switch s.spec.role {
 			case roleProtected, roleCut:
 				var k firewall.PortKey
-				if k, err = decodePort(e.key, gateway, s.spec.v6); err == nil {
+				if k, err = decodePort(e.key(), gateway, s.spec.v6); err == nil {
 					if s.spec.role == roleProtected {
 						protected = append(protected, k)
 					} else {
@@ -251,21 +256,21 @@ func (ks kernelState) state() (firewall.State, error) {
 			case roleGrants, roleHosts:
 				var from, to netip.Addr
 				var k firewall.PortKey
-				if from, to, k, err = decodeRange(e.key, e.keyEnd, gateway, s.spec.v6); err == nil {
+				if from, to, k, err = decodeRange(e.key(), e.keyEnd(), gateway, s.spec.v6); err == nil {
 					st.Elements = append(st.Elements, firewall.Element{From: from, To: to, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: e.deadline})
 				}
 			case rolePublished:
 				var pub, target firewall.PortKey
-				if pub, err = decodePort(e.key, true, s.spec.v6); err == nil {
-					if target, err = decodeTarget(e.val, pub.Proto, s.spec.v6); err == nil {
+				if pub, err = decodePort(e.key(), true, s.spec.v6); err == nil {
+					if target, err = decodeTarget(e.valBytes(), pub.Proto, s.spec.v6); err == nil {
 						published = append(published, firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port})
 					}
 				}
 			case roleDNAT, roleDNATHosts:
 				var from, to netip.Addr
 				var pub, target firewall.PortKey
-				if from, to, pub, err = decodeRange(e.key, e.keyEnd, true, s.spec.v6); err == nil {
-					if target, err = decodeTarget(e.val, pub.Proto, s.spec.v6); err == nil {
+				if from, to, pub, err = decodeRange(e.key(), e.keyEnd(), true, s.spec.v6); err == nil {
+					if target, err = decodeTarget(e.valBytes(), pub.Proto, s.spec.v6); err == nil {
 						st.Translations = append(st.Translations, firewall.Translation{From: from, To: to,
 							Mapping: firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port}, Expires: e.deadline})
 					}

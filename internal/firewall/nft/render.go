@@ -41,12 +41,12 @@ func Render(rs firewall.Ruleset, now time.Time) string {
 			b.WriteString("\t\telements = {\n")
 			for _, id := range els.ids() {
 				e := els.byID[id]
-				text := e.text
+				text := e.text()
 				if !e.deadline.IsZero() {
 					text += fmt.Sprintf(" timeout %dms comment %q", e.deadline.Sub(now).Milliseconds(), untilComment(e.deadline))
 				}
 				if s.isMap {
-					text += " : " + e.valText
+					text += " : " + e.valText()
 				}
 				fmt.Fprintf(&b, "\t\t\t%s,\n", text)
 			}

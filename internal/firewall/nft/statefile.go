@@ -324,6 +324,10 @@ func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, clock
 		if err != nil {
 			return ks, 0, 0, 0, err
 		}
+		if typ == recSet && count <= 1<<24 {
+			set.grow(int(count))
+			set.order = nil
+		}
 		for range count {
 			e, err := readElem(r)
 			if err != nil {
@@ -369,15 +373,11 @@ func (l layout) fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func writeUvarint(w *bufio.Writer, v uint64) {
-	var buf [binary.MaxVarintLen64]byte
-	w.Write(buf[:binary.PutUvarint(buf[:], v)])
-}
+// writeUvarint and writeVarint encode into the writer's free buffer: a
+// local array would escape to the heap through Write, once per number.
+func writeUvarint(w *bufio.Writer, v uint64) { w.Write(binary.AppendUvarint(w.AvailableBuffer(), v)) }
 
-func writeVarint(w *bufio.Writer, v int64) {
-	var buf [binary.MaxVarintLen64]byte
-	w.Write(buf[:binary.PutVarint(buf[:], v)])
-}
+func writeVarint(w *bufio.Writer, v int64) { w.Write(binary.AppendVarint(w.AvailableBuffer(), v)) }
 
 func writeString(w *bufio.Writer, s string) {
 	writeUvarint(w, uint64(len(s)))
@@ -385,9 +385,13 @@ func writeString(w *bufio.Writer, s string) {
 }
 
 func writeElem(w *bufio.Writer, e elem) {
-	writeString(w, string(e.key))
-	writeString(w, string(e.keyEnd))
-	writeString(w, string(e.val))
+	writeString(w, e.keyString())
+	if e.ranged {
+		writeString(w, e.ident[len(e.ident)/2:])
+	} else {
+		writeString(w, "")
+	}
+	writeString(w, e.val)
 	var d uint64
 	if !e.deadline.IsZero() {
 		d = uint64(e.deadline.UnixNano())
@@ -408,22 +412,38 @@ func readString(r *bufio.Reader) (string, error) {
 	return string(b), err
 }
 
-func readBytes(r *bufio.Reader) ([]byte, error) {
-	s, err := readString(r)
-	if err != nil || s == "" {
-		return nil, err
+// appendField appends a field of at most 64 bytes (a key) to b.
+func appendField(r *bufio.Reader, b []byte) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return b, err
 	}
-	return []byte(s), nil
+	if n > 64 {
+		return b, errors.New("state file: key too long")
+	}
+	start := len(b)
+	b = append(b, make([]byte, n)...)
+	_, err = io.ReadFull(r, b[start:])
+	return b, err
 }
 
 func readElem(r *bufio.Reader) (e elem, err error) {
-	if e.key, err = readBytes(r); err != nil {
+	// The key and key end are read into one buffer and become the ident
+	// in one allocation.
+	var buf [128]byte
+	b, err := appendField(r, buf[:0])
+	if err != nil {
 		return e, err
 	}
-	if e.keyEnd, err = readBytes(r); err != nil {
+	n := len(b)
+	if b, err = appendField(r, b); err != nil {
 		return e, err
 	}
-	if e.val, err = readBytes(r); err != nil {
+	if len(b) != n && len(b) != 2*n {
+		return e, errors.New("state file: a key end unlike its key")
+	}
+	e = elem{ident: string(b), ranged: len(b) != n}
+	if e.val, err = readString(r); err != nil {
 		return e, err
 	}
 	d, err := binary.ReadUvarint(r)
