@@ -6,7 +6,6 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"sync"
-	"syscall"
 )
 
 // CPUProfileEnv names the environment variable that lets a benchmark take a
@@ -19,11 +18,11 @@ const CPUProfileEnv = "JITGATE_CPU_PROFILE"
 // returned func stops it (writing a profile still running).
 func profileOnSignal(log *slog.Logger) func() {
 	path := os.Getenv(CPUProfileEnv)
-	if path == "" {
+	if path == "" || len(profileSignals) == 0 {
 		return func() {}
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGUSR1)
+	signal.Notify(sig, profileSignals...)
 	var (
 		mu sync.Mutex
 		f  *os.File
