@@ -196,6 +196,9 @@ type RequestOptions struct {
 	// Subject is the requester's principals and token limit, kept for the
 	// re-check of its roles when a scheduled request starts.
 	Subject authz.Subject
+	// Schedule is the recurring schedule whose occurrence this is (""
+	// for none): deleting it revokes the occurrences not started yet.
+	Schedule string
 }
 
 // CreateRequestWith is CreateRequest with options (a scheduled start).
@@ -282,9 +285,9 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 		}
 		groups := encodeGroups(pol.ApprovalGroupsRequired(req.Ports))
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,
-			created_at, expires_at, client_addr, approvals_required, approve_by, approval_groups, starts_at, subject) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, $16)`,
+			created_at, expires_at, client_addr, approvals_required, approve_by, approval_groups, starts_at, subject, schedule_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 			id, target, actor.Name, sourceString(req.Source), encodePorts(req.Ports), req.Duration.Milliseconds(), req.Reason,
-			string(state), ms(now), ms(deadline), actor.ClientAddr, need, approveBy, groups, startsAt, subject)
+			string(state), ms(now), ms(deadline), actor.ClientAddr, need, approveBy, groups, startsAt, subject, opt.Schedule)
 		if err != nil {
 			return fmt.Errorf("inserting request: %w", err)
 		}

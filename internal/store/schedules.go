@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
@@ -131,11 +132,17 @@ func (s *Store) ListSchedules(ctx context.Context) ([]Schedule, error) {
 	return out, rows.Err()
 }
 
-// DeleteSchedule removes a schedule: no occurrence is produced after it.
-// Requests it already produced are ordinary requests (revoke them to end
-// them).
+// DeleteSchedule removes a schedule: no occurrence is produced after it,
+// and, in the same transaction, the occurrences it produced that have not
+// started (awaiting approval or scheduled: produced recur.Lead ahead) are
+// revoked, audited, so none opens after the deletion. Occurrences that
+// already started are ordinary requests (revoke them to end them).
 func (s *Store) DeleteSchedule(ctx context.Context, actor Actor, id string, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := endLiveRequests(ctx, tx, `schedule_id = $1 AND state IN (`+inStates(access.PendingApproval, access.Scheduled)+`)`, []any{id},
+			access.Revoke, "schedule "+id+" was deleted before this occurrence started; nothing was opened", actor, audit.RequestRevoked, now); err != nil {
+			return err
+		}
 		var target string
 		err := tx.QueryRowContext(ctx, `DELETE FROM schedules WHERE id = $1 RETURNING target`, id).Scan(&target)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -303,7 +310,7 @@ func (s *Store) produceOne(ctx context.Context, id string, limits policy.Limits,
 		sub := authz.Subject{Principals: []string{sc.Principal}}
 		req := policy.Request{Ports: sc.Ports, Source: sc.Source, Duration: sc.Duration, Reason: sc.Reason}
 		rid, granted, refusal, err := s.createRequestTx(ctx, tx, Actor{Name: sc.Requester()}, sc.Target, req, limits, now,
-			RequestOptions{Start: step.Start, Subject: sub})
+			RequestOptions{Start: step.Start, Subject: sub, Schedule: sc.ID})
 		if err != nil {
 			var le *policy.LimitError
 			if errors.As(err, &le) {

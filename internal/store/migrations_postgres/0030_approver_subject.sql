@@ -5,3 +5,9 @@
 -- its target; an approval without a recorded subject counts for nothing
 -- there (fail closed).
 ALTER TABLE approvals ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+
+-- schedule_id: the recurring schedule whose occurrence a request is ('' for
+-- none). Deleting a schedule revokes its occurrences that have not started
+-- (produced recur.Lead ahead, they would open after the deletion).
+ALTER TABLE requests ADD COLUMN schedule_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX requests_schedule ON requests(schedule_id) WHERE schedule_id <> '';

@@ -24,6 +24,7 @@ var contractTests = []struct {
 	{"SamePersonTwoTokens", testSamePersonTwoTokens},
 	{"Schedules", testSchedules},
 	{"SchedulesAfterRestore", testSchedulesAfterRestore},
+	{"ScheduleDeletedBeforeItsOccurrence", testScheduleDeletedBeforeItsOccurrence},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

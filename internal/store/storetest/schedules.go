@@ -168,3 +168,41 @@ func testSchedulesAfterRestore(t *testing.T, s *store.Store) {
 		t.Fatalf("schedule after an agent ahead: %+v, %v; want its next occurrence the next day", got, err)
 	}
 }
+
+// testScheduleDeletedBeforeItsOccurrence: an occurrence's request is
+// produced recur.Lead before its start; deleting the schedule in between
+// (at 21:50 for 22:00: someone left, an incident) must stop that
+// occurrence too, not only later ones. DeleteSchedule revokes the
+// schedule's requests that have not started (awaiting approval or
+// scheduled), audited; they never hold a grant.
+func testScheduleDeletedBeforeItsOccurrence(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	newTarget(t, s, "web-1", t0)
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
+	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
+	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "nightly batch"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := produce(t, s, utc(2, 21, 45)); n != 1 {
+		t.Fatalf("produced %d at the lead, want 1", n)
+	}
+	got, err := s.GetSchedule(ctx, sc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSchedule(ctx, alice, sc.ID, utc(2, 21, 50)); err != nil {
+		t.Fatal(err)
+	}
+	startScheduled(t, s, utc(2, 22, 0))
+	if g := grants(t, s, "web-1", utc(2, 22, 0)); len(g) != 0 {
+		t.Errorf("grants at 22:00 of a schedule deleted at 21:50 = %+v, want none", g)
+	}
+	r := wantState(t, s, got.LastRequest, access.Revoked)
+	if !strings.Contains(r.Message, sc.ID) {
+		t.Errorf("the revoked occurrence says %q, want it to name the deleted schedule", r.Message)
+	}
+}
