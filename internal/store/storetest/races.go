@@ -11,7 +11,9 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
+	"github.com/jitgate/jitgate/internal/recur"
 	"github.com/jitgate/jitgate/internal/store"
 )
 
@@ -30,6 +32,7 @@ func RunReplicas(t *testing.T, open func(t *testing.T, n int) []*store.Store) {
 		{"AuditChain", testReplicasAuditChain},
 		{"ApprovalCompareAndSet", testReplicasApprovalCAS},
 		{"ApprovalRace", testReplicasApprovalRace},
+		{"OccurrenceOnce", testReplicasOccurrenceOnce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -258,6 +261,50 @@ func testReplicasApprovalRace(t *testing.T, ss []*store.Store) {
 		for _, q := range mustList(t, ss[0], store.RequestFilter{Target: "db-1", States: []access.State{access.PendingApproval, access.Pending, access.Active}}) {
 			ss[0].RevokeRequest(ctx, alice, q.ID, "", now)
 		}
+	}
+	verified(t, ss)
+}
+
+// testReplicasOccurrenceOnce: replicas that all produce a schedule's
+// occurrences at once (two sweepers, say, if the lease were ever held
+// twice) make its occurrence one request, never two: each production is
+// one transaction with a compare-and-set on the schedule's next_at; a
+// replica that loses the race gets ErrStale and nothing is recorded.
+func testReplicasOccurrenceOnce(t *testing.T, ss []*store.Store) {
+	ctx := t.Context()
+	newTarget(t, ss[0], "web-1", t0)
+	if _, err := ss[0].CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ss[0].CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "nightly"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every replica at the lead, and again late in the window.
+	for _, now := range []time.Time{sc.NextAt.Add(-recur.Lead), sc.NextAt.Add(30 * time.Minute)} {
+		errs := race(ss, 12, func(i int, s *store.Store) error {
+			_, err := s.ProduceOccurrences(ctx, policy.DefaultLimits(), now)
+			return err
+		})
+		for _, err := range errs {
+			if !errors.Is(err, store.ErrStale) {
+				t.Errorf("ProduceOccurrences: %v, want nil or ErrStale", err)
+			}
+		}
+	}
+	if n := countRequests(t, ss[1], store.RequestFilter{Requester: "carol"}); n != 1 {
+		t.Errorf("%d requests for one occurrence, want 1", n)
+	}
+	errs := race(ss, 6, func(i int, s *store.Store) error {
+		_, err := s.StartScheduled(ctx, policy.DefaultLimits(), sc.NextAt.Add(time.Minute))
+		return err
+	})
+	for _, err := range errs {
+		t.Errorf("StartScheduled: %v", err)
+	}
+	if g := grants(t, ss[2], "web-1", sc.NextAt.Add(time.Minute)); len(g) != 1 {
+		t.Errorf("grants = %+v, want one", g)
 	}
 	verified(t, ss)
 }
