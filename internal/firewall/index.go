@@ -83,7 +83,7 @@ type groupKey struct {
 // group holds the grants of one (port, family).
 type group struct {
 	deadlines map[netip.Prefix][]time.Time    // by canonical source
-	root      map[netip.Prefix]netip.Prefix   // source -> its component's root
+	root      map[netip.Prefix]netip.Prefix   // member source -> its component's root (a source without an entry is a root)
 	members   map[netip.Prefix][]netip.Prefix // root -> sources in its component (roots with others only)
 	elements  map[netip.Prefix][]Element      // root -> its component's elements
 	wide      int                             // sources shorter than a host
@@ -115,8 +115,8 @@ func NewIndex(rs Ruleset, now time.Time) *Index {
 		x.add(g)
 	}
 	for k, g := range x.groups {
-		for p, r := range g.root {
-			if p == r {
+		for p := range g.deadlines {
+			if r := p; g.isRoot(r) {
 				if els := g.compute(k.key, r, now); len(els) > 0 {
 					g.elements[r] = els
 					x.elements += len(els)
@@ -197,7 +197,7 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 			before = append(before, els...)
 		}
 		for r := range t.roots {
-			if g.root[r] != r {
+			if !g.isRoot(r) {
 				delete(g.elements, r) // no longer a root
 				continue
 			}
@@ -296,8 +296,29 @@ func newGroup() *group { return newGroupSized(0) }
 
 // newGroupSized makes a group with room for n sources.
 func newGroupSized(n int) *group {
-	return &group{deadlines: make(map[netip.Prefix][]time.Time, n), root: make(map[netip.Prefix]netip.Prefix, n),
+	return &group{deadlines: make(map[netip.Prefix][]time.Time, n), root: map[netip.Prefix]netip.Prefix{},
 		members: map[netip.Prefix][]netip.Prefix{}, elements: make(map[netip.Prefix][]Element, n)}
+}
+
+// rootIn is the root of source src (src itself when it is one); ok is
+// false when src is not a source of g. Only members have an entry in root:
+// at a million host grants, each its own root, the entries were a tenth of
+// the agent's memory.
+func (g *group) rootIn(src netip.Prefix) (netip.Prefix, bool) {
+	if r, ok := g.root[src]; ok {
+		return r, true
+	}
+	if _, ok := g.deadlines[src]; ok {
+		return src, true
+	}
+	return netip.Prefix{}, false
+}
+
+// isRoot reports whether p is a source of g and the root of its component.
+func (g *group) isRoot(p netip.Prefix) bool {
+	_, member := g.root[p]
+	_, there := g.deadlines[p]
+	return there && !member
 }
 
 func hostBits(p netip.Prefix) int { return p.Addr().BitLen() }
@@ -319,11 +340,12 @@ func (g *group) container(p netip.Prefix) (netip.Prefix, bool) {
 
 // rootOf is the root of the component src belongs to, or would join.
 func (g *group) rootOf(src netip.Prefix) (netip.Prefix, bool) {
-	if r, ok := g.root[src]; ok {
+	if r, ok := g.rootIn(src); ok {
 		return r, true
 	}
 	if c, ok := g.container(src); ok {
-		return g.root[c], true
+		r, _ := g.rootIn(c)
+		return r, true
 	}
 	return netip.Prefix{}, false
 }
@@ -333,8 +355,8 @@ func (g *group) rootOf(src netip.Prefix) (netip.Prefix, bool) {
 // being) a root needs it.
 func (g *group) rootsInside(src netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
-	for p, r := range g.root {
-		if p == r && p != src && src.Bits() < p.Bits() && src.Contains(p.Addr()) {
+	for p := range g.deadlines {
+		if g.isRoot(p) && p != src && src.Bits() < p.Bits() && src.Contains(p.Addr()) {
 			out = append(out, p)
 		}
 	}
@@ -377,7 +399,7 @@ func (g *group) insert(src netip.Prefix, exp time.Time) {
 		g.members[r] = append(g.members[r], src)
 		return
 	}
-	g.root[src] = src
+	delete(g.root, src) // a root
 	for _, ir := range inside {
 		for _, m := range append([]netip.Prefix{ir}, g.members[ir]...) {
 			g.root[m] = src
@@ -405,7 +427,10 @@ func (g *group) remove(src netip.Prefix, exp time.Time) {
 	if src.Bits() < hostBits(src) {
 		g.wide--
 	}
-	r := g.root[src]
+	r, member := g.root[src]
+	if !member {
+		r = src
+	}
 	delete(g.root, src)
 	if r != src {
 		g.members[r] = slices.DeleteFunc(g.members[r], func(p netip.Prefix) bool { return p == src })
@@ -430,7 +455,7 @@ func (g *group) remove(src netip.Prefix, exp time.Time) {
 			}
 		}
 		if !placed {
-			g.root[m] = m
+			delete(g.root, m) // a root
 			roots = append(roots, m)
 		}
 	}
