@@ -91,10 +91,13 @@ func toWireAlert(a store.BreakGlassAlert) wire.BreakGlassAlert {
 }
 
 // listAlerts lists break-glass alerts (?open=true: not reviewed yet) to
-// those who read the whole audit trail.
+// those who read the whole audit trail, or (?target=NAME) that target's
+// alerts only to those who read its audit trail (auditReader checked it:
+// the list must then be kept to that target, or a scoped auditor read
+// every target's alerts).
 func (a *api) listAlerts(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	open := r.URL.Query().Get("open") == "true"
-	as, err := a.Store.BreakGlassAlerts(r.Context(), open)
+	as, err := a.Store.BreakGlassAlerts(r.Context(), open, r.URL.Query().Get("target"))
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -290,5 +291,52 @@ func TestBreakGlassUseReportedWhateverItsText(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no breakglass.used event")
+	}
+}
+
+// TestBreakGlassAlertsKeptToScope: an auditor bound to one target reads
+// that target's audit trail (?target=web-01 passes the check), but the
+// alert list ignored the parameter and answered every target's alerts
+// (who broke the glass on db-01, from where, why). It lists only the named
+// target's alerts; without the parameter it stays for installation-wide
+// auditors; a scoped auditor cannot review another target's alert.
+func TestBreakGlassAlertsKeptToScope(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	bg := e.userWith(t, "carol", authz.Breakglass, authz.Everywhere)
+	alerts := map[string]string{}
+	for _, name := range []string{"web-01", "db-01"} {
+		e.addTarget(t, name)
+		e.setPolicy(t, name, wire.Policy{Rules: []wire.PortRule{{Port: 22, MaxDuration: wire.Duration(time.Hour), AllowedSources: []string{"198.51.100.0/24"}}}})
+		out, err := bg.BreakGlass(ctx, wire.BreakGlassCreate{Target: name, Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(15 * time.Minute), Reason: "INC on " + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alerts[name] = out.Alert.ID
+	}
+	scoped := e.userWith(t, "sam", authz.Auditor, authz.Scope("target:web-01"))
+	if _, err := scoped.BreakGlassAlerts(ctx, true); client.StatusOf(err) != http.StatusForbidden {
+		t.Errorf("a scoped auditor listed the installation's alerts: %v, want 403", err)
+	}
+	secret, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "sam", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := e.raw(t, http.MethodGet, "/api/v1/breakglass/alerts?open=true&target=web-01", secret, "", nil)
+	var got []wire.BreakGlassAlert
+	if status != http.StatusOK || json.Unmarshal(body, &got) != nil {
+		t.Fatalf("scoped auditor, ?target=web-01: %d %s", status, body)
+	}
+	if len(got) != 1 || got[0].Target != "web-01" {
+		t.Errorf("scoped auditor, ?target=web-01, got %d alerts %+v; want web-01's only", len(got), got)
+	}
+	if status, _ := e.raw(t, http.MethodGet, "/api/v1/breakglass/alerts?target=db-01", secret, "", nil); status != http.StatusForbidden {
+		t.Errorf("scoped auditor, ?target=db-01: %d, want 403", status)
+	}
+	if _, err := scoped.ReviewAlert(ctx, alerts["db-01"], "not mine"); client.StatusOf(err) != http.StatusForbidden {
+		t.Errorf("a web-01 auditor reviewed db-01's alert: %v, want 403", err)
+	}
+	if all, err := e.c.BreakGlassAlerts(ctx, true); err != nil || len(all) != 2 {
+		t.Errorf("admin, all alerts: %d, %v; want 2", len(all), err)
 	}
 }

@@ -148,12 +148,12 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 
 // BreakGlassAlerts lists the alerts, newest first; open only: those not
 // reviewed yet. At most 500.
-func (s *Store) BreakGlassAlerts(ctx context.Context, open bool) ([]BreakGlassAlert, error) {
-	q := `SELECT ` + alertColumns + ` FROM breakglass_alerts`
+func (s *Store) BreakGlassAlerts(ctx context.Context, open bool, target string) ([]BreakGlassAlert, error) {
+	q := `SELECT ` + alertColumns + ` FROM breakglass_alerts WHERE ($1 = '' OR target = $1)`
 	if open {
-		q += ` WHERE reviewed_at IS NULL`
+		q += ` AND reviewed_at IS NULL`
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY at DESC, id LIMIT 500`)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY at DESC, id LIMIT 500`, target)
 	if err != nil {
 		return nil, fmt.Errorf("listing break-glass alerts: %w", err)
 	}

@@ -31,7 +31,7 @@ func testBreakGlass(t *testing.T, s *store.Store) {
 		Duration: 30 * time.Minute, Reason: "INC-1"}, policy.DefaultLimits(), at(time.Minute)); err == nil {
 		t.Fatal("a source outside the rule was let in by break-glass")
 	}
-	if open, err := s.BreakGlassAlerts(ctx, true); err != nil || len(open) != 1 {
+	if open, err := s.BreakGlassAlerts(ctx, true, ""); err != nil || len(open) != 1 {
 		t.Fatalf("open alerts %+v, %v", open, err)
 	}
 	if _, err := s.ReviewBreakGlassAlert(ctx, bob, a.ID, "ok", at(2*time.Minute)); err != nil {
@@ -40,7 +40,10 @@ func testBreakGlass(t *testing.T, s *store.Store) {
 	if _, err := s.ReviewBreakGlassAlert(ctx, bob, a.ID, "again", at(3*time.Minute)); err == nil {
 		t.Error("a reviewed alert was reviewed again")
 	}
-	if open, _ := s.BreakGlassAlerts(ctx, true); len(open) != 0 {
+	if open, _ := s.BreakGlassAlerts(ctx, false, "web-2"); len(open) != 0 {
+		t.Errorf("web-2's alerts: %+v, want none (the one raised is web-1's)", open)
+	}
+	if open, _ := s.BreakGlassAlerts(ctx, true, ""); len(open) != 0 {
 		t.Errorf("still open: %+v", open)
 	}
 
