@@ -542,7 +542,17 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 				targets[req.Target] = t
 			}
 			// Own requests, and others' where a role reads requests.
-			if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) || !sel.Matches(t.Labels) {
+			if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) {
+				continue
+			}
+			// The selector sees the labels of targets the caller may
+			// read; an own request on another one matches as if its
+			// target had none (its labels are not the caller's to probe).
+			labels := t.Labels
+			if !authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) {
+				labels = nil
+			}
+			if !sel.Matches(labels) {
 				continue
 			}
 			wr := toWireRequest(req)
