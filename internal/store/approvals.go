@@ -162,6 +162,17 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 				return err
 			}
 		}
+		if tally.Approved && grantsNow && r.StartsAt != nil {
+			// A scheduled request approved after its start begins here,
+			// not in StartScheduled: its requester's roles are asked
+			// again as they would be there (the whole transaction,
+			// approval included, is undone).
+			if why, err := requesterLapsed(ctx, tx, r); err != nil {
+				return err
+			} else if why != "" {
+				return fmt.Errorf("request %s cannot start: %s: %w", id, why, ErrForbidden)
+			}
+		}
 		if tally.Approved {
 			if end, clipped := clipToWindows(pol, r.Ports, now, r.Duration); clipped {
 				details["clipped_to_window_end"] = end.Format(time.RFC3339)
@@ -333,4 +344,23 @@ func (s *Store) decisions(ctx context.Context, id string) ([]Decision, error) {
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// requesterLapsed says why scheduled request r's requester, with the
+// principals and token limit recorded at the ask, may no longer ask for it
+// on its target with today's bindings ("" when they may).
+func requesterLapsed(ctx context.Context, tx *sql.Tx, r Request) (string, error) {
+	var subject string
+	if err := tx.QueryRowContext(ctx, `SELECT subject FROM requests WHERE id = $1`, r.ID).Scan(&subject); err != nil {
+		return "", fmt.Errorf("reading the requester of %s: %w", r.ID, err)
+	}
+	t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, r.Target))
+	if err != nil {
+		return "", fmt.Errorf("reading target %s of %s: %w", r.Target, r.ID, err)
+	}
+	bindings, err := listBindings(ctx, tx)
+	if err != nil {
+		return "", err
+	}
+	return requesterMayNot(r, subject, t, bindings), nil
 }

@@ -139,12 +139,8 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 // counts for nothing, as does an approval whose approver was not recorded
 // (TestSQLite/ScheduledApproverRecheck).
 func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, approvals []approval, limits policy.Limits, now time.Time) string {
-	var sub authz.Subject
-	if err := json.Unmarshal([]byte(subject), &sub); err != nil || len(sub.Principals) == 0 {
-		return "the requester's identity at the ask was not recorded"
-	}
-	if !authz.Allowed(bindings, sub, authz.CreateRequest, &authz.Target{Name: t.Name, Labels: t.Labels}) {
-		return fmt.Sprintf("%s no longer holds a role that allows %s on target %s", r.Requester, authz.CreateRequest, t.Name)
+	if why := requesterMayNot(r, subject, t, bindings); why != "" {
+		return why
 	}
 	var pol policy.Policy
 	if t.Policy != nil {
@@ -201,3 +197,17 @@ func approvalsStanding(approvals []approval, bindings []authz.Binding, t *authz.
 type scanFunc func(dest ...any) error
 
 func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
+
+// requesterMayNot says why scheduled request r's requester, with the
+// principals and token limit recorded at the ask (subject), may no longer
+// ask for it on target t with bindings ("" when they may).
+func requesterMayNot(r Request, subject string, t Target, bindings []authz.Binding) string {
+	var sub authz.Subject
+	if err := json.Unmarshal([]byte(subject), &sub); err != nil || len(sub.Principals) == 0 {
+		return "the requester's identity at the ask was not recorded"
+	}
+	if !authz.Allowed(bindings, sub, authz.CreateRequest, &authz.Target{Name: t.Name, Labels: t.Labels}) {
+		return fmt.Sprintf("%s no longer holds a role that allows %s on target %s", r.Requester, authz.CreateRequest, t.Name)
+	}
+	return ""
+}

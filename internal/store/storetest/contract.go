@@ -20,6 +20,7 @@ var contractTests = []struct {
 	{"Scheduled", testScheduled},
 	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
 	{"ScheduledApproverRecheck", testScheduledApproverRecheck},
+	{"ScheduledApprovedAfterStart", testScheduledApprovedAfterStart},
 	{"ApprovalsTightened", testApprovalsTightened},
 	{"SamePersonTwoTokens", testSamePersonTwoTokens},
 	{"Schedules", testSchedules},

@@ -199,3 +199,39 @@ func testScheduledApproverRecheck(t *testing.T, s *store.Store) {
 		t.Errorf("grants at the start = %+v, want only the one erin approved with her identity recorded", g)
 	}
 }
+
+// testScheduledApprovedAfterStart: a scheduled request that needs an
+// approver and gets it only after its start begins at that approval, not
+// in StartScheduled; its requester's roles must be asked again there too.
+// Carol loses her requester role between the ask and the late approval:
+// the approval is refused (ErrForbidden, nothing recorded) and nothing
+// opens; a requester who kept the role is granted what remains.
+func testScheduledApprovedAfterStart(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	manualTarget(t, s, "db-1", t0)
+	carols := authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}
+	for _, b := range []authz.Binding{carols, {Principal: "user:dave", Role: authz.Requester, Scope: authz.Everywhere},
+		{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}} {
+		if _, err := s.CreateBinding(ctx, alice, b, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob := store.Actor{Name: "bob", Subject: authz.Subject{Principals: []string{"user:bob"}}}
+	rc := scheduledAsk(t, s, carol, "db-1", ask("198.51.100.7/32", time.Hour, tcp(3389)), at(time.Hour), t0)
+	rd := scheduledAsk(t, s, store.Actor{Name: "dave"}, "db-1", ask("198.51.100.8/32", time.Hour, tcp(3389)), at(time.Hour), t0)
+	if err := s.DeleteBinding(ctx, alice, carols, at(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	startScheduled(t, s, at(time.Hour)) // nothing approved: nothing to start
+	_, err := s.ApproveRequest(ctx, bob, rc.ID, "", 0, at(70*time.Minute))
+	wantErrIs(t, "a late approval of a request whose requester lost the role", err, store.ErrForbidden)
+	if got := mustGet(t, s, rc.ID); got.State.HoldsGrants() || len(got.Decisions) != 0 {
+		t.Errorf("carol's request after the refused approval: %s with %d decisions, want no grant and nothing recorded", got.State, len(got.Decisions))
+	}
+	if ap, err := s.ApproveRequest(ctx, bob, rd.ID, "", 0, at(70*time.Minute)); err != nil || ap.State != access.Pending {
+		t.Fatalf("late approval of dave's request: %v; want pending", err)
+	}
+	if g := grants(t, s, "db-1", at(70*time.Minute)); len(g) != 1 || g[0].RequestID != rd.ID {
+		t.Errorf("grants = %+v, want only dave's", g)
+	}
+}
