@@ -133,7 +133,7 @@ emergency (a safe, a password manager). It works once, on one of its targets.`,
 		Example: `  jitgate breakglass issue --target web-01 --port 22/tcp --max-duration 30m --expires 90d`,
 		Args:    noArgs,
 	}
-	issue.Flags().StringArrayVar(&targets, "target", nil, "target the token opens (repeatable)")
+	issue.Flags().StringArrayVar(&targets, "target", nil, "an existing target the token opens (repeatable)")
 	issue.Flags().StringArrayVar(&tokPorts, "port", nil, "port the token opens: 22/tcp or 53/udp (repeatable)")
 	issue.Flags().Var(newDuration(&maxDur, 0), "max-duration", "longest opening, such as 30m (required, at most 24h)")
 	issue.Flags().Var(newDuration(&expires, 0), "expires", "validity from now, such as 90d or 72h (required, at most 400d)")

@@ -161,6 +161,14 @@ func (a *api) issueBreakGlassToken(w http.ResponseWriter, r *http.Request, p sto
 		if policy.ValidateTargetName(name) != nil {
 			return invalidField(fmt.Sprintf("targets[%d]", i), "%q is not a target name", text.Sanitize(name, 80))
 		}
+		// Existing targets only: a target created later under a name a
+		// token names is not the one it was issued for, and its desired
+		// state lists such tokens as revoked.
+		if _, err := a.Store.GetTarget(r.Context(), name); errors.Is(err, store.ErrNotFound) {
+			return invalidField(fmt.Sprintf("targets[%d]", i), "no target is named %s (a token is issued for existing targets)", name)
+		} else if err != nil {
+			return err
+		}
 	}
 	if len(in.Ports) == 0 || len(in.Ports) > 64 {
 		return invalidField("ports", "name 1 to 64 ports such as 22/tcp")

@@ -340,3 +340,38 @@ func TestBreakGlassAlertsKeptToScope(t *testing.T) {
 		t.Errorf("admin, all alerts: %d, %v; want 2", len(all), err)
 	}
 }
+
+// TestBreakGlassTokenNotForANewTargetOfTheSameName: a token names targets
+// by name; once web-01 is removed and another host is enrolled as web-01
+// (a name reused for another machine), the tokens issued for the old one
+// must not open the new one: its desired state lists them as revoked. A
+// token cannot be issued for a target that does not exist (what it would
+// cover is unknown).
+func TestBreakGlassTokenNotForANewTargetOfTheSameName(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.addTarget(t, "web-01")
+	created, err := e.c.IssueBreakGlassToken(ctx, wire.BreakGlassTokenCreate{Targets: []string{"web-01"}, Ports: []string{"22"},
+		MaxDuration: wire.Duration(30 * time.Minute), Expires: wire.Duration(24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.RemoveTarget(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.IssueBreakGlassToken(ctx, wire.BreakGlassTokenCreate{Targets: []string{"web-01"}, Ports: []string{"22"},
+		MaxDuration: wire.Duration(30 * time.Minute), Expires: wire.Duration(24 * time.Hour)}); client.StatusOf(err) != http.StatusUnprocessableEntity {
+		t.Errorf("token issued for a target that does not exist: %v, want 422", err)
+	}
+	// The clock of the store is millisecond-grained: the new web-01 is
+	// created after the token was issued, as in life.
+	time.Sleep(2 * time.Millisecond)
+	agent := e.addTarget(t, "web-01")
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ds.BreakGlassRevoked, created.Token.ID) {
+		t.Errorf("the new web-01's desired state revokes %v; want the old web-01's token %s", ds.BreakGlassRevoked, created.Token.ID)
+	}
+}

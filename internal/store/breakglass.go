@@ -322,12 +322,21 @@ func (s *Store) RevokeBreakGlassToken(ctx context.Context, actor Actor, id strin
 // the token's maximum duration is past): the agent's log refuses a second
 // use, but a host whose log lost the use (restored from a snapshot taken
 // before it, reinstalled) would accept it again. Not before the use ended:
-// a revocation closes the opening it made. An expired token is refused
-// anyway, so the list stays bounded by the live ones.
+// a revocation closes the opening it made. Tokens issued before target was
+// created are listed too: they were issued for an earlier target of that
+// name (a token is issued for existing targets only), and must not open
+// another machine enrolled under it. An expired token is refused anyway,
+// so the list stays bounded by the live ones.
 func (s *Store) RevokedBreakGlassTokens(ctx context.Context, target string, now time.Time) ([]string, error) {
+	var created int64
+	switch err := s.db.QueryRowContext(ctx, `SELECT created_at FROM targets WHERE name = $1`, target).Scan(&created); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("reading target %s: %w", target, err)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT id, targets FROM breakglass_tokens
-		WHERE (revoked_at IS NOT NULL OR (used_at IS NOT NULL AND (used_target <> $2 OR used_at + max_duration_ms <= $1)))
-		AND expires_at > $1 ORDER BY id`, ms(now), target)
+		WHERE (revoked_at IS NOT NULL OR issued_at < $3 OR (used_at IS NOT NULL AND (used_target <> $2 OR used_at + max_duration_ms <= $1)))
+		AND expires_at > $1 ORDER BY id`, ms(now), target, created)
 	if err != nil {
 		return nil, fmt.Errorf("listing revoked break-glass tokens: %w", err)
 	}
