@@ -20,7 +20,9 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/firewall"
+	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/smallfile"
+	"github.com/jitgate/jitgate/internal/text"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -481,14 +483,12 @@ func OfflineBreakGlass(ctx context.Context, req OfflineRequest, backend firewall
 	if err != nil {
 		return OfflineResult{}, err
 	}
-	src, err := netip.ParsePrefix(req.Source)
+	// policy.ParsePrefix as the server parses sources: an IPv4-mapped
+	// address or prefix is the IPv4 one (kept as IPv6 it spent the token
+	// and opened nothing IPv4 packets match), a zone is refused.
+	src, err := policy.ParsePrefix(req.Source)
 	if err != nil {
-		a, aerr := netip.ParseAddr(req.Source)
-		if aerr != nil {
-			return OfflineResult{}, fmt.Errorf("%w: --source %q is not an address or prefix", access.ErrBreakGlass, req.Source)
-		}
-		a = a.Unmap()
-		src = netip.PrefixFrom(a, a.BitLen())
+		return OfflineResult{}, fmt.Errorf("%w: --source %q is not an address or prefix", access.ErrBreakGlass, text.Sanitize(req.Source, 80))
 	}
 	src = src.Masked()
 	port := req.Port

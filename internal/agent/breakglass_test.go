@@ -384,3 +384,24 @@ func TestBreakGlassUseNotExtendedByTheClock(t *testing.T) {
 		})
 	}
 }
+
+// TestOfflineBreakGlassMappedSource: --source given as an IPv4-mapped IPv6
+// address or prefix (::ffff:198.51.100.7, as some tools print a peer)
+// opens the IPv4 address it names; kept as IPv6 it spent the token and
+// opened nothing that IPv4 packets match.
+func TestOfflineBreakGlassMappedSource(t *testing.T) {
+	now := time.Now()
+	for _, src := range []string{"::ffff:198.51.100.7", "::ffff:198.51.100.7/128"} {
+		t.Run(src, func(t *testing.T) {
+			dir := bgStateDir(t)
+			b := gated(t, now)
+			res, err := OfflineBreakGlass(context.Background(), OfflineRequest{StateDir: dir, Token: bgToken(t, bgServerKey, now, nil), Source: src, Duration: 10 * time.Minute}, b, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Source != "198.51.100.7/32" || !allows(t, b, bgSource, now) {
+				t.Errorf("opened for %s; want 198.51.100.7/32 allowed", res.Source)
+			}
+		})
+	}
+}
