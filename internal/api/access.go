@@ -164,9 +164,23 @@ func (a *api) recordDenied(r *http.Request, e audit.Event) {
 	}
 }
 
+// wholeTrailReader admits principals whose roles read the audit trail
+// everywhere: for answers about every target whatever the query names
+// (/metrics, /audit/verify). auditReader would take ?target= for a scope
+// these answers do not keep to.
+func (a *api) wholeTrailReader(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+		if err := a.require(r.Context(), p, authz.ReadAudit, nil); err != nil {
+			return err
+		}
+		return h(w, r, p)
+	}
+}
+
 // auditReader admits principals whose roles read the audit trail: of the
-// target named by ?target= when there is one, else of the whole installation.
-// Metrics are guarded the same way: they describe the whole installation.
+// target named by ?target= when there is one, else of the whole
+// installation. Only for handlers that keep to that target (the listing and
+// the export filter by it).
 func (a *api) auditReader(h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 		var t *authz.Target

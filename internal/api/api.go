@@ -195,7 +195,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 		_, err := w.Write(openAPI)
 		return err
 	}))
-	handle("GET /metrics", human(a.auditReader(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	handle("GET /metrics", human(a.wholeTrailReader(func(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 		promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return nil
 	})))
@@ -229,7 +229,7 @@ func (a *api) routes() (*http.ServeMux, []string) {
 	handle("DELETE /api/v1/schedules/{id}", human(a.deleteSchedule))
 	handle("GET /api/v1/webhooks/{id}/deliveries", human(a.listDeliveries))
 	handle("GET /api/v1/audit", human(a.auditReader(a.listAudit)))
-	handle("GET /api/v1/audit/verify", human(a.auditReader(a.verifyAudit)))
+	handle("GET /api/v1/audit/verify", human(a.wholeTrailReader(a.verifyAudit)))
 	handle("GET /api/v1/audit/export", human(a.auditReader(a.exportAudit)))
 	handle("GET /auth/login", http.HandlerFunc(a.ssoLogin))
 	handle("GET /auth/callback", http.HandlerFunc(a.ssoCallback))

@@ -181,8 +181,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/v1/audit?target=web-01", "", target, []authz.Role{U, A}},
 		{"GET", "/api/v1/audit", "", global, []authz.Role{U, A}},
 		{"GET", "/api/v1/audit/verify", "", global, []authz.Role{U, A}},
+		// The whole chain whatever ?target= names: a scoped auditor is refused.
+		{"GET", "/api/v1/audit/verify?target=web-01", "", global, []authz.Role{U, A}},
 		{"GET", "/api/v1/audit/export?format=jsonl", "", global, []authz.Role{U, A}},
 		{"GET", "/metrics", "", global, []authz.Role{U, A}},
+		{"GET", "/metrics?target=web-01", "", global, []authz.Role{U, A}},
 		{"GET", "/api/v1/bindings", "", global, []authz.Role{A}},
 		{"POST", "/api/v1/bindings", `{"principal":"group:ops","role":"reader","scope":"*"}`, global, []authz.Role{A}},
 		{"DELETE", "/api/v1/bindings", `{"principal":"group:ops","role":"auditor","scope":"*"}`, global, []authz.Role{A}},
