@@ -52,7 +52,7 @@ func TestGatewayMode(t *testing.T) {
 	t0 := time.Now()
 	g := testlab.NewGateway(t)
 	t.Logf("lab up after %v", time.Since(t0))
-	short := time.Now().Add(9 * time.Second)
+	short := time.Now().Add(15 * time.Second)
 	long := time.Now().Add(10 * time.Minute)
 	srv := newFakeServer(t, g.Gateway, wire.DesiredState{
 		Target: "gw-1", Revision: 1, Mode: "gateway",
