@@ -365,3 +365,33 @@ func occurrenceRefusal(ctx context.Context, tx *sql.Tx, sc Schedule) (string, er
 	}
 	return "", nil
 }
+
+// deleteSchedulesOf removes the schedules of a target being removed, each
+// audited schedule.deleted (its live requests are ended by the removal).
+func deleteSchedulesOf(ctx context.Context, tx *sql.Tx, target string, actor Actor, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `DELETE FROM schedules WHERE target = $1 RETURNING id, principal`, target)
+	if err != nil {
+		return fmt.Errorf("deleting the schedules of %s: %w", target, err)
+	}
+	type gone struct{ id, principal string }
+	var gs []gone
+	for rows.Next() {
+		var g gone
+		if err := rows.Scan(&g.id, &g.principal); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading a deleted schedule of %s: %w", target, err)
+		}
+		gs = append(gs, g)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("deleting the schedules of %s: %w", target, err)
+	}
+	for _, g := range gs {
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleDeleted,
+			Target: target, Reason: "target removed", Details: map[string]any{"schedule": g.id, "principal": g.principal}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -295,6 +295,11 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM mappings WHERE target = $1`, name); err != nil {
 			return fmt.Errorf("deleting mappings of %s: %w", name, err)
 		}
+		// Its schedules go with it: a host enrolled later under the same
+		// name must not inherit its recurring access.
+		if err := deleteSchedulesOf(ctx, tx, name, actor, now); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM targets WHERE name = $1`, name); err != nil {
 			return fmt.Errorf("deleting target: %w", err)
 		}

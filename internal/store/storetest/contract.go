@@ -26,6 +26,7 @@ var contractTests = []struct {
 	{"Schedules", testSchedules},
 	{"SchedulesAfterRestore", testSchedulesAfterRestore},
 	{"ScheduleDeletedBeforeItsOccurrence", testScheduleDeletedBeforeItsOccurrence},
+	{"ScheduleOfRemovedTarget", testScheduleOfRemovedTarget},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +205,33 @@ func testScheduleDeletedBeforeItsOccurrence(t *testing.T, s *store.Store) {
 	r := wantState(t, s, got.LastRequest, access.Revoked)
 	if !strings.Contains(r.Message, sc.ID) {
 		t.Errorf("the revoked occurrence says %q, want it to name the deleted schedule", r.Message)
+	}
+}
+
+// testScheduleOfRemovedTarget: removing a target removes its schedules
+// (audited schedule.deleted), so a new host enrolled later under the same
+// name — another machine, another owner — does not inherit the old
+// target's recurring access once it gets a policy.
+func testScheduleOfRemovedTarget(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	newTarget(t, s, "web-1", t0)
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
+	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
+	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "nightly batch"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveTarget(ctx, alice, "web-1", at(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	newTarget(t, s, "web-1", at(2*time.Minute)) // another host, same name
+	if n := produce(t, s, utc(2, 21, 45)); n != 0 {
+		t.Errorf("the new web-1 got %d occurrences of the old one's schedule, want none", n)
+	}
+	if _, err := s.GetSchedule(ctx, sc.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("schedule of a removed target: %v, want it gone", err)
 	}
 }
