@@ -27,6 +27,7 @@ var contractTests = []struct {
 	{"SchedulesAfterRestore", testSchedulesAfterRestore},
 	{"ScheduleDeletedBeforeItsOccurrence", testScheduleDeletedBeforeItsOccurrence},
 	{"ScheduleOfRemovedTarget", testScheduleOfRemovedTarget},
+	{"OverlappingOccurrences", testOverlappingOccurrences},
 }
 
 // RunConfigured runs the cases that need a store opened with a particular

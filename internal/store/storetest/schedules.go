@@ -235,3 +235,35 @@ func testScheduleOfRemovedTarget(t *testing.T, s *store.Store) {
 		t.Errorf("schedule of a removed target: %v, want it gone", err)
 	}
 }
+
+// testOverlappingOccurrences: a schedule whose duration is longer than
+// its interval (every 5 minutes for an hour) never holds more than one
+// grant of its principal at a time: each started occurrence supersedes
+// the one before (same source and port), the deadline being the latest
+// start + duration, never a sum.
+func testOverlappingOccurrences(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	newTarget(t, s, "web-1", t0)
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.7/32"), Cron: "*/5 * * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "overlap"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	for m := time.Duration(0); m <= 30*time.Minute; m += time.Minute {
+		now := t0.Add(m)
+		produce(t, s, now)
+		startScheduled(t, s, now)
+		g := grants(t, s, "web-1", now)
+		if m >= 5*time.Minute && len(g) != 1 {
+			t.Fatalf("+%s: %d grants, want one", m, len(g))
+		}
+		if len(g) == 1 {
+			last := t0.Add(m.Truncate(5 * time.Minute))
+			if !g[0].ExpiresAt.Equal(last.Add(time.Hour)) {
+				t.Fatalf("+%s: grant until %s, want the latest start + 1h (%s)", m, g[0].ExpiresAt, last.Add(time.Hour))
+			}
+		}
+	}
+}
