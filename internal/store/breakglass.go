@@ -59,9 +59,15 @@ func scanAlert(r scanner) (BreakGlassAlert, error) {
 }
 
 func insertAlert(ctx context.Context, tx *sql.Tx, a BreakGlassAlert) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO breakglass_alerts (id, at, kind, actor, target, request_id, token_id, source, ports, duration_ms, reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		a.ID, ms(a.At), a.Kind, a.Actor, a.Target, a.RequestID, a.TokenID, a.Source, a.Ports, a.Duration.Milliseconds(), a.Reason)
+	return insertAlertUsed(ctx, tx, a, 0)
+}
+
+// insertAlertUsed inserts an alert with the time of the offline use it
+// reports (milliseconds; 0 for an online opening).
+func insertAlertUsed(ctx context.Context, tx *sql.Tx, a BreakGlassAlert, usedAt int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO breakglass_alerts (id, at, kind, actor, target, request_id, token_id, source, ports, duration_ms, reason, used_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		a.ID, ms(a.At), a.Kind, a.Actor, a.Target, a.RequestID, a.TokenID, a.Source, a.Ports, a.Duration.Milliseconds(), a.Reason, usedAt)
 	if err != nil {
 		return fmt.Errorf("recording break-glass alert: %w", err)
 	}
@@ -392,7 +398,11 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 		others []string
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertColumns+` FROM breakglass_alerts WHERE token_id = $1 AND target = $2`, u.TokenID, target))
+		// One use per (token, target, time of use): a report retried is
+		// the same use; another time is another access (a host that lost
+		// its log used the token again), recorded with its anomaly.
+		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertColumns+` FROM breakglass_alerts WHERE token_id = $1 AND target = $2 AND used_at = $3`,
+			u.TokenID, target, ms(u.UsedAt)))
 		if err == nil {
 			alert = existing
 			return nil
@@ -412,6 +422,8 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 		default:
 			if tok.UsedAt != nil && tok.UsedTarget != target {
 				details["anomaly"] = "token already used on " + tok.UsedTarget
+			} else if tok.UsedAt != nil && ms(*tok.UsedAt) != ms(u.UsedAt) {
+				details["anomaly"] = "token used again on this target (first used " + tok.UsedAt.UTC().Format(time.RFC3339) + "; the host's log had lost that use)"
 			} else if tok.RevokedAt != nil && tok.RevokedAt.Before(u.UsedAt) {
 				details["anomaly"] = "token revoked before its use (the agent had not heard of it)"
 			}
@@ -442,7 +454,7 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 		}
 		alert = BreakGlassAlert{ID: random.ID("bga-", 10), At: fromMS(ms(now)), Kind: BreakGlassOffline, Actor: actor, Target: target,
 			TokenID: u.TokenID, Source: u.Source, Ports: fmt.Sprintf(`["%d/%s"]`, u.Port, u.Protocol), Duration: u.Duration, Reason: u.Reason}
-		if err := insertAlert(ctx, tx, alert); err != nil {
+		if err := insertAlertUsed(ctx, tx, alert, ms(u.UsedAt)); err != nil {
 			return err
 		}
 		details["alert"] = alert.ID

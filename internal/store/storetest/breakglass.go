@@ -71,6 +71,19 @@ func testBreakGlass(t *testing.T, s *store.Store) {
 	if got, _ := s.RevokedBreakGlassTokens(ctx, "web-1", at(2*time.Hour)); !slices.Equal(got, []string{tok.ID}) {
 		t.Errorf("web-1, where it was used, after the use ended: %v, want the token (a host that lost its log could use it again)", got)
 	}
+	// A second use on web-1 (its host lost its log: restored from before
+	// the first, cut off since) is another access: recorded, alerted, not
+	// swallowed as a retry of the first; its own retries are.
+	again := use
+	again.UsedAt = at(150 * time.Minute)
+	for i := range 2 {
+		if _, fresh, err := s.RecordBreakGlassUse(ctx, "web-1", again, at(151*time.Minute)); err != nil || fresh != (i == 0) {
+			t.Fatalf("second use on web-1, report %d: fresh %v, %v; want recorded once", i, fresh, err)
+		}
+	}
+	if open, _ := s.BreakGlassAlerts(ctx, true, "web-1"); len(open) != 2 {
+		t.Errorf("web-1's open alerts after two uses: %d, want 2", len(open))
+	}
 	if _, err := s.RevokeBreakGlassToken(ctx, alice, tok.ID, at(3*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
