@@ -405,3 +405,38 @@ func TestOfflineBreakGlassMappedSource(t *testing.T) {
 		})
 	}
 }
+
+// TestOfflineBreakGlassRacingUses: two uses of one token at once on one
+// host (two operators, or one running the command twice) serialize on the
+// log's flock: exactly one opens, the other is refused as already used.
+func TestOfflineBreakGlassRacingUses(t *testing.T) {
+	now := time.Now()
+	dir := bgStateDir(t)
+	tok := bgToken(t, bgServerKey, now, nil)
+	b := gated(t, now)
+	const n = 8
+	errs := make(chan error, n)
+	var start sync.WaitGroup
+	start.Add(1)
+	for range n {
+		go func() {
+			start.Wait()
+			_, err := OfflineBreakGlass(context.Background(), OfflineRequest{StateDir: dir, Token: tok, Source: bgSource.String(), Duration: 10 * time.Minute}, b, now)
+			errs <- err
+		}()
+	}
+	start.Done()
+	ok := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, access.ErrBreakGlass) || !strings.Contains(err.Error(), "already used"):
+			t.Errorf("racing use: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d racing uses of one token opened, want 1", ok, n)
+	}
+}
