@@ -84,3 +84,55 @@ func TestScheduledRequest(t *testing.T) {
 		t.Fatalf("audit trail lacks request.started or bob's refusal at start:\n%s", audit)
 	}
 }
+
+// TestScheduledApproverUnbound (issue 15, item 1; attack): two requests
+// scheduled 4 s ahead on a rule with one approver, each approved before
+// its start; dave, who approved bob's, loses his approver role before the
+// start. With real packets at +4.2 s: alice's (approved by carol, still an
+// approver) is open, bob's is closed and failed, saying whose approval no
+// longer counts.
+func TestScheduledApproverUnbound(t *testing.T) {
+	l := newGatedLab(t)
+	cliJSON[wire.PolicyResult](l, "policy", "set", "web-01", "--port", "22/tcp", "--max", "1h", "--approval", "manual", "--approvals", "1")
+	for _, b := range [][2]string{{"alice", "requester"}, {"bob", "requester"}, {"carol", "approver"}, {"dave", "approver"}} {
+		l.cli("role", "bind", "user:"+b[0], "--role", b[1], "--scope", "web-01")
+	}
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		tokens[u] = cliJSON[wire.TokenCreated](l, "token", "create", "--user", u, "--name", "e2e", "--ttl", "1h").Secret
+	}
+	as := func(user string, args ...string) []string {
+		return append(args, "--server", testlab.ServerURL, "--token", tokens[user], "--output", "json")
+	}
+	t0 := time.Now()
+	start := t0.Add(4 * time.Second).UTC().Format(time.RFC3339Nano)
+	ask := func(user, src string) wire.Request {
+		t.Helper()
+		return decode[wire.Request](t, l.cli(as(user, "request", "web-01", "--port", "22", "--source", src, "--duration", "1m",
+			"--reason", "change window", "--start", start)...))
+	}
+	ra, rb := ask("alice", client1.String()), ask("bob", client2.String())
+	l.cli(as("carol", "approve", ra.ID, "--reason", "ok")...)
+	l.cli(as("dave", "approve", rb.ID, "--reason", "ok")...)
+	for _, id := range []string{ra.ID, rb.ID} {
+		if r := cliJSON[wire.Request](l, "requests", id); r.State != "scheduled" {
+			t.Fatalf("request %s after its approval: %s, want scheduled", id, r.State)
+		}
+	}
+	l.cli("role", "unbind", "user:dave", "--role", "approver", "--scope", "web-01")
+	if late := time.Since(t0.Add(4 * time.Second)); late > 0 {
+		t.Fatalf("the machine is too slow for this test: the setup ended %s after the start", late)
+	}
+	if l.canConnect(client1, serverIP, 22) {
+		t.Fatal("alice's port is open before her start")
+	}
+	time.Sleep(time.Until(t0.Add(4 * time.Second))) // the start itself: nothing to poll for before it
+	l.eventually("alice's port opens at her start", 3*time.Second, func() bool { return l.canConnect(client1, serverIP, 22) })
+	if l.canConnect(client2, serverIP, 22) {
+		t.Fatal("bob's port opened on the approval of dave, who lost his approver role before the start")
+	}
+	got := cliJSON[wire.Request](l, "requests", rb.ID)
+	if got.State != "failed" || !strings.Contains(got.Message, "dave no longer holds a role") {
+		t.Fatalf("bob's request: %s %q; want failed, saying dave's approval no longer counts", got.State, got.Message)
+	}
+}
