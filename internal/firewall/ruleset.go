@@ -286,17 +286,33 @@ func (r Ruleset) Elements(now time.Time) []Element {
 		key PortKey
 		v6  bool
 	}
-	groups := map[group][]Grant{}
-	for _, g := range r.Grants {
+	// Two passes: the first sizes each group, so that the second copies
+	// each grant once (appending to a million grants by doubling allocated
+	// about twice their size again).
+	place := func(g Grant) (group, Grant, bool) {
 		if !g.Source.IsValid() || !protected[g.Key()] {
-			continue
+			return group{}, g, false
 		}
 		g.Source = canonical(g.Source)
 		if g.Dest.IsValid() && g.Dest.Is4() != g.Source.Addr().Is4() {
-			continue
+			return group{}, g, false
 		}
-		k := group{g.Key(), g.Source.Addr().Is6()}
-		groups[k] = append(groups[k], g)
+		return group{g.Key(), g.Source.Addr().Is6()}, g, true
+	}
+	sizes := map[group]int{}
+	for _, g := range r.Grants {
+		if k, _, ok := place(g); ok {
+			sizes[k]++
+		}
+	}
+	groups := make(map[group][]Grant, len(sizes))
+	for k, n := range sizes {
+		groups[k] = make([]Grant, 0, n)
+	}
+	for _, g := range r.Grants {
+		if k, g, ok := place(g); ok {
+			groups[k] = append(groups[k], g)
+		}
 	}
 	var out []Element
 	for k, gs := range groups {
