@@ -259,6 +259,15 @@ func (a *api) breakGlassUse(w http.ResponseWriter, r *http.Request, p store.Prin
 		return errNoBreakGlassKey
 	}
 	tok, err := access.VerifyToken(in.Token, a.BreakGlassKey.Public().(ed25519.PublicKey))
+	verified := err == nil
+	if errors.Is(err, access.ErrTokenSignature) {
+		// The agent opened with a token its persisted key verified and
+		// this server's does not (the server's key changed, or the host's
+		// key file was replaced): the access happened, so it is recorded,
+		// unverified, with the anomaly; the token is not marked used. A
+		// 422 made the agent mark the use refused: never audited.
+		tok, err = access.ReadTokenUnverified(in.Token)
+	}
 	if err != nil {
 		return err
 	}
@@ -280,7 +289,7 @@ func (a *api) breakGlassUse(w http.ResponseWriter, r *http.Request, p store.Prin
 	// the use as refused and never report it, so a token holder could hide
 	// a use from the audit trail with a tab in the reason.
 	u := store.BreakGlassUse{TokenID: tok.ID, Operator: text.Sanitize(in.Operator, 64), Source: src.String(), Port: in.Port, Protocol: in.Protocol,
-		Duration: time.Duration(in.Duration), Reason: text.Sanitize(in.Reason, policy.MaxReasonLen), UsedAt: in.UsedAt, Verified: true}
+		Duration: time.Duration(in.Duration), Reason: text.Sanitize(in.Reason, policy.MaxReasonLen), UsedAt: in.UsedAt, Verified: verified}
 	alert, fresh, err := a.Store.RecordBreakGlassUse(r.Context(), target, u, a.Now())
 	if err != nil {
 		return err

@@ -397,12 +397,18 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 		fresh  bool
 		others []string
 	)
+	alertToken := u.TokenID
+	if !u.Verified {
+		// Kept apart from the verified uses of the token with that id: an
+		// unverified report must not pass for one (or pre-empt it).
+		alertToken += " (unverified)"
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		// One use per (token, target, time of use): a report retried is
 		// the same use; another time is another access (a host that lost
 		// its log used the token again), recorded with its anomaly.
 		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertColumns+` FROM breakglass_alerts WHERE token_id = $1 AND target = $2 AND used_at = $3`,
-			u.TokenID, target, ms(u.UsedAt)))
+			alertToken, target, ms(u.UsedAt)))
 		if err == nil {
 			alert = existing
 			return nil
@@ -415,6 +421,10 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 			"duration": u.Duration.String(), "used_at": u.UsedAt.UTC().Format(time.RFC3339Nano), "operator": u.Operator, "verified": u.Verified}
 		tok, err := scanBGToken(tx.QueryRowContext(ctx, `SELECT `+bgTokenColumns+` FROM breakglass_tokens WHERE id = $1`, u.TokenID))
 		switch {
+		case !u.Verified:
+			// Nothing the token says is trusted: the use is recorded, the
+			// token (if one has that id) is not marked used.
+			details["anomaly"] = "token does not verify against this server's key (signed by a previous or another server's key, or forged; the host's key file may have been replaced)"
 		case errors.Is(err, sql.ErrNoRows):
 			details["anomaly"] = "token unknown to this server"
 		case err != nil:
@@ -453,7 +463,7 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 			actor = u.Operator + "@" + target
 		}
 		alert = BreakGlassAlert{ID: random.ID("bga-", 10), At: fromMS(ms(now)), Kind: BreakGlassOffline, Actor: actor, Target: target,
-			TokenID: u.TokenID, Source: u.Source, Ports: fmt.Sprintf(`["%d/%s"]`, u.Port, u.Protocol), Duration: u.Duration, Reason: u.Reason}
+			TokenID: alertToken, Source: u.Source, Ports: fmt.Sprintf(`["%d/%s"]`, u.Port, u.Protocol), Duration: u.Duration, Reason: u.Reason}
 		if err := insertAlertUsed(ctx, tx, alert, ms(u.UsedAt)); err != nil {
 			return err
 		}
