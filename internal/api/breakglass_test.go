@@ -379,3 +379,27 @@ func TestBreakGlassTokenNotForANewTargetOfTheSameName(t *testing.T) {
 		t.Errorf("the new web-01's desired state revokes %v; want the old web-01's token %s", ds.BreakGlassRevoked, created.Token.ID)
 	}
 }
+
+// TestBreakGlassIgnoresTimeWindows pins a documented choice: an emergency
+// does not wait for a rule's time window (a request outside it is refused,
+// a break-glass on the same rule opens), while the rule's sources and
+// maximum and the server's cap still hold.
+func TestBreakGlassIgnoresTimeWindows(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.addTarget(t, "web-01")
+	now := time.Now().UTC().Truncate(time.Minute)
+	closed := windowAround(now.Add(2*time.Hour), now.Add(3*time.Hour))
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, MaxDuration: wire.Duration(time.Hour), AllowedSources: []string{"198.51.100.0/24"}, Windows: []string{closed}}}})
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(30 * time.Minute), Reason: "x"}); client.StatusOf(err) != http.StatusForbidden {
+		t.Fatalf("a request outside the window: %v, want 403", err)
+	}
+	bg := e.userWith(t, "carol", authz.Breakglass, authz.Everywhere)
+	out, err := bg.BreakGlass(ctx, wire.BreakGlassCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(30 * time.Minute), Reason: "INC-7"})
+	if err != nil || !out.Request.ExpiresAt.After(now.Add(29*time.Minute)) {
+		t.Fatalf("break-glass outside the window: %+v, %v; want opened for its whole duration", out.Request, err)
+	}
+	if _, err := bg.BreakGlass(ctx, wire.BreakGlassCreate{Target: "web-01", Ports: []string{"22"}, Source: "203.0.113.7", Duration: wire.Duration(30 * time.Minute), Reason: "INC-7"}); client.StatusOf(err) != http.StatusForbidden {
+		t.Errorf("break-glass from a source outside the rule: %v, want 403", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
@@ -99,6 +100,16 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 		if t.Policy != nil {
 			pol = *t.Policy
 		}
+		// An emergency does not wait for a rule's time window (a
+		// documented choice, docs/design.md "Break-glass"): the windows
+		// are left out; the rule's sources and maximum still hold. Kept
+		// in, every break-glass on a windowed rule was refused (the
+		// request carries no start to check them at), inside the window
+		// or not.
+		pol.Rules = slices.Clone(pol.Rules)
+		for i := range pol.Rules {
+			pol.Rules[i].Windows = nil
+		}
 		if !req.Source.IsValid() {
 			refusal = &policy.FieldError{Field: "source", Reason: "break-glass opens a source in the kernel: give an address or prefix"}
 		} else {
@@ -127,7 +138,7 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 		if err := insertAlert(ctx, tx, alert); err != nil {
 			return err
 		}
-		superseded, err := grantRequest(ctx, tx, id, actor, now)
+		superseded, err := grantRequestWindows(ctx, tx, id, actor, now, false)
 		if err != nil {
 			return err
 		}
