@@ -82,6 +82,9 @@ var transitions = []Transition{
 	{PendingApproval, Deny, Denied},
 	{PendingApproval, Revoke, Revoked},
 	{PendingApproval, Schedule, Scheduled},
+	// The last approval finds the requester no longer may ask (their role
+	// or token gone since): it fails, nothing ever opened.
+	{PendingApproval, Fail, Failed},
 
 	// A scheduled request holds no grant: at its start it begins (grants
 	// enter the desired state) or, no longer eligible (its requester lost

@@ -59,7 +59,7 @@ func TestNext(t *testing.T) {
 		{access.PendingApproval, access.Activate, invalid},
 		{access.PendingApproval, access.Expire, access.Expired},
 		{access.PendingApproval, access.Revoke, access.Revoked},
-		{access.PendingApproval, access.Fail, invalid},
+		{access.PendingApproval, access.Fail, access.Failed},
 		{access.PendingApproval, access.Supersede, invalid},
 
 		{access.Pending, access.Approve, invalid},

@@ -369,7 +369,7 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		}
 	}
 	created, err := a.Store.CreateRequestWith(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now(),
-		store.RequestOptions{Start: start, Subject: p.Authz()})
+		store.RequestOptions{Start: start, Subject: p.Authz(), Token: p.TokenID})
 	if err != nil {
 		a.Metrics.Requests.WithLabelValues(outcome(err)).Inc()
 		return err

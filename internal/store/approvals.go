@@ -19,6 +19,12 @@ import (
 // approving one's own request).
 var ErrForbidden = errors.New("forbidden")
 
+// ErrRequesterLapsed is an approval that would have granted a request whose
+// requester no longer may ask for it (their role or token gone since the
+// ask): the request failed instead, and nothing opened. It wraps
+// ErrForbidden, so the API answers 403.
+var ErrRequesterLapsed = fmt.Errorf("the requester no longer may ask for this request: %w", ErrForbidden)
+
 // ErrStale is a decision made on an old view of a request: its version
 // changed meanwhile.
 var ErrStale = errors.New("the request changed meanwhile")
@@ -64,8 +70,12 @@ type ApproveOptions struct {
 
 // ApproveRequestWith is ApproveRequest with options.
 func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reason string, version int64, now time.Time, opt ApproveOptions) (Request, error) {
-	var granted string
+	var (
+		granted string
+		lapsed  error
+	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		granted, lapsed = "", nil // the function may run again (group commit)
 		r, err := lockRequest(ctx, tx, id, version)
 		if err != nil {
 			return err
@@ -162,17 +172,6 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 				return err
 			}
 		}
-		if tally.Approved && grantsNow && r.StartsAt != nil {
-			// A scheduled request approved after its start begins here,
-			// not in StartScheduled: its requester's roles are asked
-			// again as they would be there (the whole transaction,
-			// approval included, is undone).
-			if why, err := requesterLapsed(ctx, tx, r); err != nil {
-				return err
-			} else if why != "" {
-				return fmt.Errorf("request %s cannot start: %s: %w", id, why, ErrForbidden)
-			}
-		}
 		if tally.Approved {
 			if end, clipped := clipToWindows(pol, r.Ports, now, r.Duration); clipped {
 				details["clipped_to_window_end"] = end.Format(time.RFC3339)
@@ -184,6 +183,26 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 		}
 		if !tally.Approved {
 			return nil
+		}
+		if tally.Approved && grantsNow {
+			// The last approval grants the request here: its requester is
+			// asked again, as a scheduled start asks (requesterMayNot),
+			// whether they still may ask for it — roles, token. One who no
+			// longer may gets nothing: the approval stays recorded and
+			// audited, then the request fails, audited with the reason, and
+			// the approver is told why (ErrRequesterLapsed).
+			why, err := requesterLapsed(ctx, tx, r, now)
+			if err != nil {
+				return err
+			}
+			if why != "" {
+				if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Fail,
+					"not granted at the approval by "+approver.Name+": "+why+"; nothing was opened", approver, audit.RequestFailed, now); err != nil {
+					return err
+				}
+				lapsed = fmt.Errorf("request %s was not granted and has failed: %s: %w", id, why, ErrRequesterLapsed)
+				return nil
+			}
 		}
 		var start time.Time
 		if r.StartsAt != nil {
@@ -205,6 +224,9 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 	})
 	if err != nil {
 		return Request{}, err
+	}
+	if lapsed != nil {
+		return Request{}, lapsed
 	}
 	if granted != "" {
 		s.changed(granted)
@@ -346,10 +368,11 @@ func (s *Store) decisions(ctx context.Context, id string) ([]Decision, error) {
 	return out, rows.Err()
 }
 
-// requesterLapsed says why scheduled request r's requester, with the
-// principals and token limit recorded at the ask, may no longer ask for it
-// on its target with today's bindings ("" when they may).
-func requesterLapsed(ctx context.Context, tx *sql.Tx, r Request) (string, error) {
+// requesterLapsed says why request r's requester, with the principals,
+// token limit and token recorded at the ask, may no longer ask for it on
+// its target with today's bindings ("" when they may): requesterMayNot,
+// with what it needs read inside tx.
+func requesterLapsed(ctx context.Context, tx *sql.Tx, r Request, now time.Time) (string, error) {
 	var subject string
 	if err := tx.QueryRowContext(ctx, `SELECT subject FROM requests WHERE id = $1`, r.ID).Scan(&subject); err != nil {
 		return "", fmt.Errorf("reading the requester of %s: %w", r.ID, err)
@@ -362,5 +385,9 @@ func requesterLapsed(ctx context.Context, tx *sql.Tx, r Request) (string, error)
 	if err != nil {
 		return "", err
 	}
-	return requesterMayNot(r, subject, t, bindings), nil
+	tok, err := readTokenStanding(ctx, tx, subject)
+	if err != nil {
+		return "", err
+	}
+	return requesterMayNot(r, subject, t, bindings, tok, now), nil
 }

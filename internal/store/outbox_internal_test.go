@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 )
 
@@ -55,6 +56,10 @@ func TestEnqueueRollsBack(t *testing.T) {
 	// A real change: the approval that grants the request is audited (and
 	// enqueued) before the grant fails; the whole change rolls back.
 	if _, _, err := s.CreateTarget(ctx, alice, "web-1", nil, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// The last approval asks again whether the requester may ask.
+	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:alice", Role: authz.Requester, Scope: authz.Everywhere}, now); err != nil {
 		t.Fatal(err)
 	}
 	pol, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{

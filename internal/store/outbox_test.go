@@ -10,6 +10,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
 )
@@ -36,6 +37,10 @@ func hookStoreOn(t *testing.T, open opener, cfg store.Config) *store.Store {
 		t.Fatal(err)
 	}
 	if _, err := s.SetPolicy(t.Context(), alice, "web-1", pol, t0); err != nil {
+		t.Fatal(err)
+	}
+	// The last approval asks again whether the requester may ask.
+	if _, err := s.CreateBinding(t.Context(), alice, authz.Binding{Principal: "user:alice", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -193,9 +193,13 @@ type RequestOptions struct {
 	// waits for them and is scheduled by the last approval if that comes
 	// before the start. Its deadline is Start + duration.
 	Start time.Time
-	// Subject is the requester's principals and token limit, kept for the
-	// re-check of its roles when a scheduled request starts.
+	// Subject is the requester's principals and token limit, and Token the
+	// id of the token they asked with (the API's Principal.TokenID), kept
+	// with every request for the re-check of its requester when it is
+	// granted later than asked: at its last approval or its scheduled
+	// start (requesterMayNot). A zero Subject records nothing.
 	Subject authz.Subject
+	Token   string
 	// Schedule is the recurring schedule whose occurrence this is (""
 	// for none): deleting it revokes the occurrences not started yet.
 	Schedule string
@@ -275,13 +279,15 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 			approveBy = sql.NullInt64{Int64: ms(by), Valid: true}
 		}
 		subject := ""
-		if !opt.Start.IsZero() {
-			startsAt = sql.NullInt64{Int64: ms(opt.Start), Valid: true}
-			b, err := json.Marshal(opt.Subject)
+		if len(opt.Subject.Principals) > 0 {
+			b, err := json.Marshal(askedBy{Subject: opt.Subject, Token: opt.Token})
 			if err != nil {
 				return fmt.Errorf("encoding the requester's subject: %w", err)
 			}
 			subject = string(b)
+		}
+		if !opt.Start.IsZero() {
+			startsAt = sql.NullInt64{Int64: ms(opt.Start), Valid: true}
 		}
 		groups := encodeGroups(pol.ApprovalGroupsRequired(req.Ports))
 		_, err = tx.ExecContext(ctx, `INSERT INTO requests (id, target, requester, source, ports, duration_ms, reason, state, revision,

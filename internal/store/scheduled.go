@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -98,7 +99,11 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 			if err != nil {
 				return err
 			}
-			if why := ineligibleAtStart(r, d.subject, t, bindings, approvals, limits, now); why != "" {
+			tok, err := readTokenStanding(ctx, tx, d.subject)
+			if err != nil {
+				return err
+			}
+			if why := ineligibleAtStart(r, d.subject, tok, t, bindings, approvals, limits, now); why != "" {
 				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Fail,
 					"not started: "+why+"; nothing was opened", sys, audit.RequestFailed, now); err != nil {
 					return err
@@ -138,8 +143,8 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 // and for the groups or roles they still hold: an approver unbound since
 // counts for nothing, as does an approval whose approver was not recorded
 // (TestSQLite/ScheduledApproverRecheck).
-func ineligibleAtStart(r Request, subject string, t Target, bindings []authz.Binding, approvals []approval, limits policy.Limits, now time.Time) string {
-	if why := requesterMayNot(r, subject, t, bindings); why != "" {
+func ineligibleAtStart(r Request, subject string, tok tokenStanding, t Target, bindings []authz.Binding, approvals []approval, limits policy.Limits, now time.Time) string {
+	if why := requesterMayNot(r, subject, t, bindings, tok, now); why != "" {
 		return why
 	}
 	var pol policy.Policy
@@ -198,15 +203,83 @@ type scanFunc func(dest ...any) error
 
 func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
-// requesterMayNot says why scheduled request r's requester, with the
-// principals and token limit recorded at the ask (subject), may no longer
-// ask for it on target t with bindings ("" when they may).
-func requesterMayNot(r Request, subject string, t Target, bindings []authz.Binding) string {
-	var sub authz.Subject
-	if err := json.Unmarshal([]byte(subject), &sub); err != nil || len(sub.Principals) == 0 {
+// askedBy is who asked for a request, as recorded in its subject column:
+// the requester's principals and token limit (authz.Subject, the same JSON
+// as before the token was recorded) and the id of the token they asked
+// with ("" for requests asked before it was recorded, and for the
+// occurrences of a schedule, which no token asks for).
+type askedBy struct {
+	authz.Subject
+	Token string `json:"token,omitempty"`
+}
+
+// tokenStanding is what the store found of the token a request was asked
+// with, read just before a decision (requesterMayNot stays pure).
+type tokenStanding struct {
+	Found     bool
+	ExpiresAt *time.Time
+}
+
+// readTokenStanding reads the token recorded in subject, if any.
+func readTokenStanding(ctx context.Context, tx *sql.Tx, subject string) (tokenStanding, error) {
+	var a askedBy
+	if subject == "" || json.Unmarshal([]byte(subject), &a) != nil || a.Token == "" {
+		return tokenStanding{}, nil
+	}
+	var exp sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT expires_at FROM tokens WHERE id = $1`, a.Token).Scan(&exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tokenStanding{}, nil
+	}
+	if err != nil {
+		return tokenStanding{}, fmt.Errorf("reading token %s: %w", a.Token, err)
+	}
+	ts := tokenStanding{Found: true}
+	if exp.Valid {
+		e := fromMS(exp.Int64)
+		ts.ExpiresAt = &e
+	}
+	return ts, nil
+}
+
+// requesterMayNot says why request r's requester may no longer ask for it
+// on target t with bindings ("" when they may): the one rule asked at every
+// grant that follows an ask — a scheduled start (StartScheduled), and the
+// last approval of any request (ApproveRequestWith). The requester is the
+// principals and token limit recorded at the ask (subject); the token they
+// asked with must still exist (not revoked, not removed with its user) and
+// not have expired at now: a request lives no longer than the credential
+// that asked for it. A request recorded without a subject is judged by
+// when it was asked: an unscheduled one asked before subjects were kept
+// for every request is judged as "user:<requester>" (or the service)
+// alone, with today's bindings — a requester who held the role only
+// through a group is refused, safe side; a scheduled one always recorded
+// its subject, so none fails closed.
+func requesterMayNot(r Request, subject string, t Target, bindings []authz.Binding, tok tokenStanding, now time.Time) string {
+	var a askedBy
+	switch {
+	case subject != "":
+		if err := json.Unmarshal([]byte(subject), &a); err != nil || len(a.Principals) == 0 {
+			return "the requester's identity at the ask was not recorded"
+		}
+	case r.StartsAt == nil:
+		p := "user:" + r.Requester
+		if strings.HasPrefix(r.Requester, "service:") {
+			p = r.Requester
+		}
+		a.Principals = []string{p}
+	default:
 		return "the requester's identity at the ask was not recorded"
 	}
-	if !authz.Allowed(bindings, sub, authz.CreateRequest, &authz.Target{Name: t.Name, Labels: t.Labels}) {
+	if a.Token != "" {
+		if !tok.Found {
+			return fmt.Sprintf("the token %s that %s asked with was revoked", a.Token, r.Requester)
+		}
+		if tok.ExpiresAt != nil && !now.Before(*tok.ExpiresAt) {
+			return fmt.Sprintf("the token %s that %s asked with expired at %s", a.Token, r.Requester, tok.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+	}
+	if !authz.Allowed(bindings, a.Subject, authz.CreateRequest, &authz.Target{Name: t.Name, Labels: t.Labels}) {
 		return fmt.Sprintf("%s no longer holds a role that allows %s on target %s", r.Requester, authz.CreateRequest, t.Name)
 	}
 	return ""

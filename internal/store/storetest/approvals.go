@@ -34,6 +34,7 @@ func manualTarget(t *testing.T, s *store.Store, name string, now time.Time) {
 
 func testApprovals(t *testing.T, s *store.Store) {
 	ctx := t.Context()
+	mayRequest(t, s, "alice", "carol") // their last approval asks again (ApprovalRechecksRequester)
 	manualTarget(t, s, "db-1", t0)
 	rev0 := mustTarget(t, s, "db-1").Revision
 	r := mustRequest(t, s, alice, "db-1", ask("198.51.100.7/32", time.Hour, tcp(22)), at(time.Minute))
@@ -106,6 +107,7 @@ func testApprovals(t *testing.T, s *store.Store) {
 // and no grant of the request survives it.
 func testApprovalRace(t *testing.T, s *store.Store) {
 	ctx := t.Context()
+	mayRequest(t, s, "alice", "carol") // their last approval asks again (ApprovalRechecksRequester)
 	manualTarget(t, s, "db-1", t0)
 	for round := 0; round < 10; round++ {
 		now := at(time.Duration(round+1) * time.Hour)
@@ -223,6 +225,7 @@ func testUserTokens(t *testing.T, s *store.Store) {
 // nothing. t0 is Friday 10:00 UTC.
 func testWindowsAndGroups(t *testing.T, s *store.Store) {
 	ctx := t.Context()
+	mayRequest(t, s, "alice", "carol") // their last approval asks again (ApprovalRechecksRequester)
 	if _, _, err := s.CreateTarget(ctx, alice, "win-1", nil, t0, enrollTTL); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ var contractTests = []struct {
 	{"ScheduledGroupsRecheck", testScheduledGroupsRecheck},
 	{"ScheduledApproverRecheck", testScheduledApproverRecheck},
 	{"ScheduledApprovedAfterStart", testScheduledApprovedAfterStart},
+	{"ApprovalRechecksRequester", testApprovalRechecksRequester},
 	{"ApprovalsTightened", testApprovalsTightened},
 	{"SamePersonTwoTokens", testSamePersonTwoTokens},
 	{"Schedules", testSchedules},

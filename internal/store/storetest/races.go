@@ -231,6 +231,7 @@ func testReplicasApprovalCAS(t *testing.T, ss []*store.Store) {
 // win, and nothing stays granted.
 func testReplicasApprovalRace(t *testing.T, ss []*store.Store) {
 	ctx := t.Context()
+	mayRequest(t, ss[0], "alice", "carol")
 	manualTarget(t, ss[0], "db-1", t0)
 	for round := range 8 {
 		now := at(time.Duration(round+1) * time.Hour)

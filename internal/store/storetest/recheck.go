@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
@@ -87,6 +88,7 @@ func testScheduledGroupsRecheck(t *testing.T, s *store.Store) {
 // rule again does not lower what it needs.
 func testApprovalsTightened(t *testing.T, s *store.Store) {
 	ctx := t.Context()
+	mayRequest(t, s, "alice", "carol") // their last approval asks again (ApprovalRechecksRequester)
 	if _, _, err := s.CreateTarget(ctx, alice, "db-1", nil, t0, enrollTTL); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +206,7 @@ func testScheduledApproverRecheck(t *testing.T, s *store.Store) {
 // approver and gets it only after its start begins at that approval, not
 // in StartScheduled; its requester's roles must be asked again there too.
 // Carol loses her requester role between the ask and the late approval:
-// the approval is refused (ErrForbidden, nothing recorded) and nothing
+// the approval grants nothing (ErrForbidden): the request fails, nothing
 // opens; a requester who kept the role is granted what remains.
 func testScheduledApprovedAfterStart(t *testing.T, s *store.Store) {
 	ctx := t.Context()
@@ -225,13 +227,124 @@ func testScheduledApprovedAfterStart(t *testing.T, s *store.Store) {
 	startScheduled(t, s, at(time.Hour)) // nothing approved: nothing to start
 	_, err := s.ApproveRequest(ctx, bob, rc.ID, "", 0, at(70*time.Minute))
 	wantErrIs(t, "a late approval of a request whose requester lost the role", err, store.ErrForbidden)
-	if got := mustGet(t, s, rc.ID); got.State.HoldsGrants() || len(got.Decisions) != 0 {
-		t.Errorf("carol's request after the refused approval: %s with %d decisions, want no grant and nothing recorded", got.State, len(got.Decisions))
+	if got := mustGet(t, s, rc.ID); got.State != access.Failed {
+		t.Errorf("carol's request after the refused approval: %s, want failed", got.State)
 	}
 	if ap, err := s.ApproveRequest(ctx, bob, rd.ID, "", 0, at(70*time.Minute)); err != nil || ap.State != access.Pending {
 		t.Fatalf("late approval of dave's request: %v; want pending", err)
 	}
 	if g := grants(t, s, "db-1", at(70*time.Minute)); len(g) != 1 || g[0].RequestID != rd.ID {
 		t.Errorf("grants = %+v, want only dave's", g)
+	}
+}
+
+// testApprovalRechecksRequester: the last approval of an ordinary
+// (unscheduled) request grants it only if its requester still may ask for
+// it, as at the ask: their role binding still there, the token they asked
+// with neither revoked nor expired. One who no longer may gets nothing:
+// the approval is recorded but grants nothing (ErrRequesterLapsed, an
+// ErrForbidden): the request fails with the reason, audited, no grant. A
+// request recorded without a subject (asked before subjects were kept for
+// every request) is judged by the requester's own name's bindings today.
+func testApprovalRechecksRequester(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	manualTarget(t, s, "db-1", t0)
+	bob := store.Actor{Name: "bob", Subject: authz.Subject{Principals: []string{"user:bob"}}}
+	binds := []authz.Binding{{Principal: "user:bob", Role: authz.Approver, Scope: authz.Everywhere}}
+	for _, u := range []string{"carol", "dave", "erin", "frank", "gina"} {
+		binds = append(binds, authz.Binding{Principal: "user:" + u, Role: authz.Requester, Scope: authz.Everywhere})
+	}
+	binds = append(binds, authz.Binding{Principal: "group:ops", Role: authz.Requester, Scope: authz.Everywhere})
+	for _, b := range binds {
+		if _, err := s.CreateBinding(ctx, alice, b, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newToken := func(user string, ttl time.Duration) string {
+		_, info, err := s.CreateToken(ctx, alice, store.TokenSpec{Kind: store.KindPersonal, Subject: user, TTL: ttl}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.ID
+	}
+	user := func(u string) authz.Subject { return authz.Subject{Principals: []string{"user:" + u}} }
+	cases := []struct {
+		name      string
+		requester string
+		opt       store.RequestOptions
+		meanwhile func(opt store.RequestOptions) // between the ask and the approval
+		granted   bool
+		says      string
+	}{
+		{name: "still bound", requester: "carol", opt: store.RequestOptions{Subject: user("carol"), Token: newToken("carol", 0)}, granted: true},
+		{name: "binding removed", requester: "dave", opt: store.RequestOptions{Subject: user("dave"), Token: newToken("dave", 0)},
+			meanwhile: func(store.RequestOptions) {
+				if err := s.DeleteBinding(ctx, alice, authz.Binding{Principal: "user:dave", Role: authz.Requester, Scope: authz.Everywhere}, at(time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+			}, says: "no longer holds a role"},
+		{name: "token revoked", requester: "erin", opt: store.RequestOptions{Subject: user("erin"), Token: newToken("erin", 0)},
+			meanwhile: func(o store.RequestOptions) {
+				if _, err := s.RevokeToken(ctx, alice, o.Token, at(time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+			}, says: "was revoked"},
+		{name: "token expired", requester: "frank", opt: store.RequestOptions{Subject: user("frank"), Token: newToken("frank", 5*time.Minute)}, says: "expired"},
+		{name: "unrecorded, bound by name", requester: "gina", granted: true},
+		{name: "unrecorded, bound only through a group", requester: "hank", says: "no longer holds a role"},
+	}
+	for _, c := range cases {
+		r, err := s.CreateRequestWith(ctx, store.Actor{Name: c.requester}, "db-1", ask("198.51.100.7/32", time.Hour, tcp(3389)), policy.DefaultLimits(), t0, c.opt)
+		if err != nil {
+			t.Fatalf("%s: asking: %v", c.name, err)
+		}
+		if c.meanwhile != nil {
+			c.meanwhile(c.opt)
+		}
+		got, err := s.ApproveRequest(ctx, bob, r.ID, "", 0, at(10*time.Minute))
+		if c.granted {
+			if err != nil || got.State != access.Pending {
+				t.Errorf("%s: approval: %v, state %s; want granted (pending)", c.name, err, got.State)
+			}
+			continue
+		}
+		wantErrIs(t, c.name, err, store.ErrRequesterLapsed)
+		wantErrIs(t, c.name, err, store.ErrForbidden)
+		if err != nil && !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: error %q, want it to say %q", c.name, err, c.says)
+		}
+		got = mustGet(t, s, r.ID)
+		if got.State != access.Failed || !strings.Contains(got.Message, c.says) || len(got.Decisions) != 1 {
+			t.Errorf("%s: request is %s (%q, %d decisions), want failed saying %q with bob's approval recorded", c.name, got.State, got.Message, len(got.Decisions), c.says)
+		}
+		evs, err := s.ListAudit(ctx, store.AuditFilter{RequestID: r.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed := false
+		for _, e := range evs {
+			failed = failed || (e.Action == audit.RequestFailed && e.Actor == "bob")
+		}
+		if !failed {
+			t.Errorf("%s: audit %+v, want request.failed by bob", c.name, evs)
+		}
+	}
+	for _, g := range grants(t, s, "db-1", at(10*time.Minute)) {
+		if g.Requester != "carol" && g.Requester != "gina" {
+			t.Errorf("grant %+v of a requester who no longer may ask", g)
+		}
+	}
+}
+
+// mayRequest binds users to the requester role everywhere: the last
+// approval of their requests asks again whether they may ask
+// (testApprovalRechecksRequester), judged by their name when the request
+// records no subject.
+func mayRequest(t *testing.T, s *store.Store, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		if _, err := s.CreateBinding(t.Context(), alice, authz.Binding{Principal: "user:" + u, Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
+			t.Fatalf("binding %s as requester: %v", u, err)
+		}
 	}
 }

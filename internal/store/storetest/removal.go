@@ -40,6 +40,7 @@ func wantUnconfirmed(t *testing.T, s *store.Store, now time.Time, requests, poli
 // least the one that removed it, or its kernel deadline passes.
 func testRemovalConfirmation(t *testing.T, s *store.Store) {
 	ctx := t.Context()
+	mayRequest(t, s, "alice", "carol") // their last approval asks again (ApprovalRechecksRequester)
 	newTarget(t, s, "web-1", t0)
 	r1 := mustRequest(t, s, alice, "web-1", ask("198.51.100.7/32", time.Hour, tcp(22)), t0)
 	mustReport(t, s, "web-1", r1.Revision, at(time.Second))
