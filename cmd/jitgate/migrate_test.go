@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/server"
 	"github.com/jitgate/jitgate/internal/store"
@@ -135,6 +136,10 @@ func populateForMigration(t *testing.T, st *store.Store) string {
 		t.Fatal(err)
 	}
 	if _, err := st.SetPolicy(ctx, alice, "web-01", pol, now); err != nil {
+		t.Fatal(err)
+	}
+	// erin's request is approved: the approval asks whether she may ask.
+	if _, err := st.CreateBinding(ctx, alice, authz.Binding{Principal: "user:erin", Role: authz.Requester, Scope: authz.Everywhere}, now); err != nil {
 		t.Fatal(err)
 	}
 	ask := func(who string, port uint16, src string) store.Request {

@@ -81,7 +81,8 @@ func TestScheduledApproverRecheck(t *testing.T) {
 	carol := e.requester(t, "carol")
 	bob := e.c.WithToken(e.approverEverywhere(t, "bob"))
 	erin := e.c.WithToken(e.approverEverywhere(t, "erin"))
-	start := time.Now().UTC().Add(time.Hour).Truncate(time.Millisecond)
+	// Within carol's token's hour: the start also asks that it has not expired.
+	start := time.Now().UTC().Add(50 * time.Minute).Truncate(time.Millisecond)
 	var ids []string
 	for i, approver := range []*client.Client{bob, erin} {
 		r, err := carol.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: fmt.Sprintf("127.0.0.%d", i+1),

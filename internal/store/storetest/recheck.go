@@ -334,6 +334,29 @@ func testApprovalRechecksRequester(t *testing.T, s *store.Store) {
 			t.Errorf("grant %+v of a requester who no longer may ask", g)
 		}
 	}
+
+	// Scheduled, approved before its start, then the token it was asked
+	// with revoked: the start asks the same rule and fails it.
+	opt := store.RequestOptions{Start: at(2 * time.Hour), Subject: user("carol"), Token: newToken("carol", 0)}
+	r, err := s.CreateRequestWith(ctx, carol, "db-1", ask("198.51.100.9/32", time.Hour, tcp(3389)), policy.DefaultLimits(), at(20*time.Minute), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ApproveRequest(ctx, bob, r.ID, "", 0, at(30*time.Minute)); err != nil || got.State != access.Scheduled {
+		t.Fatalf("approval before the start: %v, %s; want scheduled", err, got.State)
+	}
+	if _, err := s.RevokeToken(ctx, alice, opt.Token, at(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	startScheduled(t, s, at(2*time.Hour))
+	if got := mustGet(t, s, r.ID); got.State != access.Failed || !strings.Contains(got.Message, "was revoked") {
+		t.Errorf("scheduled request whose token was revoked, at its start: %s (%q), want failed saying the token was revoked", got.State, got.Message)
+	}
+	for _, g := range grants(t, s, "db-1", at(2*time.Hour)) {
+		if g.RequestID == r.ID {
+			t.Errorf("grant %+v of a request asked with a revoked token", g)
+		}
+	}
 }
 
 // mayRequest binds users to the requester role everywhere: the last
