@@ -162,9 +162,9 @@ func readKernelSets(c *nftables.Conn, want layout, clk clock, only func(setSpec)
 // count but its elements carry no counters (someone made it without).
 func readElements(c *nftables.Conn, s *nftables.Set, spec setSpec, clk clock) (*setElems, bool, error) {
 	before := clk.at()
-	els, err := c.GetSetElements(s)
+	els, err := listStable(c, s, spec)
 	if err != nil {
-		return nil, false, fmt.Errorf("listing elements of set %s: %w", s.Name, err)
+		return nil, false, err
 	}
 	after := clk.at()
 	out, counted := newSetElems(spec), true
@@ -291,4 +291,54 @@ func (ks kernelState) state() (firewall.State, error) {
 	sortElements(st.Elements)
 	firewall.SortTranslations(st.Translations)
 	return st, nil
+}
+
+// maxListings bounds how often listStable lists a hash set while its
+// listings disagree.
+const maxListings = 8
+
+// listStable lists a set's elements. A hash set (the kernel's rhashtable)
+// can be resized in the background after a batch added or removed many
+// elements, and a dump that runs during the resize may skip elements
+// (seen here: 1,967 of 2,500 listed right after 2,500 deletions, the next
+// listing complete). An element skipped by a listing is one a reconcile
+// would not remove, so a hash set is listed until two listings in a row
+// agree; interval sets (rbtree) are walked under the set's lock and are
+// listed once.
+func listStable(c *nftables.Conn, s *nftables.Set, spec setSpec) ([]nftables.SetElement, error) {
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, fmt.Errorf("listing elements of set %s: %w", s.Name, err)
+	}
+	if spec.interval() {
+		return els, nil
+	}
+	for i := 1; i < maxListings; i++ {
+		again, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("listing elements of set %s: %w", s.Name, err)
+		}
+		if sameKeys(els, again) {
+			return again, nil
+		}
+		els = again
+	}
+	return nil, fmt.Errorf("listing elements of set %s: %d listings in a row disagreed (the set is being resized or changed)", s.Name, maxListings)
+}
+
+// sameKeys reports whether two listings hold the same keys.
+func sameKeys(a, b []nftables.SetElement) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := make(map[string]struct{}, len(a))
+	for _, e := range a {
+		seen[string(e.Key)] = struct{}{}
+	}
+	for _, e := range b {
+		if _, ok := seen[string(e.Key)]; !ok {
+			return false
+		}
+	}
+	return true
 }
