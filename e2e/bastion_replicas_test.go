@@ -109,7 +109,7 @@ func TestBastionAcrossReplicas(t *testing.T) {
 	pushVia := func() (*bastionSession, wire.BastionSession) {
 		t.Helper()
 		cmd := b.ClientNS.Command(context.Background(), "ssh", append(b.SSHOptions(), "-o",
-			"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", "while true; do date +%s.%N; sleep 0.1; done")...)
+			"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", "while date +%s.%N; do sleep 0.1; done")...)
 		cmd.Env = append(os.Environ(), envB...)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

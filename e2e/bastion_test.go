@@ -27,7 +27,7 @@ type bastionSession struct {
 func startPushSession(t *testing.T, b *testlab.BastionLab) *bastionSession {
 	t.Helper()
 	args := append(b.SSHOptions(), "-o", "ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01",
-		"root@web-01", "while true; do date +%s.%N; sleep 0.1; done")
+		"root@web-01", "while date +%s.%N; do sleep 0.1; done")
 	cmd := b.ClientNS.Command(context.Background(), "ssh", args...)
 	cmd.Env = append(os.Environ(), b.ClientEnv()...)
 	out, err := cmd.StdoutPipe()

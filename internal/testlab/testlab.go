@@ -376,7 +376,7 @@ func (l *Lab) WaitApplied(target string) {
 // function ends the session (it also ends with the test).
 func (l *Lab) SSHSession(src, dst netip.Addr) (<-chan string, func()) {
 	l.tb.Helper()
-	cmd := l.ClientNS.Command(context.Background(), "ssh", l.sshArgs(src, dst, "while true; do date +%s.%N; sleep 0.1; done")...)
+	cmd := l.ClientNS.Command(context.Background(), "ssh", l.sshArgs(src, dst, "while date +%s.%N; do sleep 0.1; done")...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		l.tb.Fatal(err)
