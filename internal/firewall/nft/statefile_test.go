@@ -69,14 +69,7 @@ func wantElements(rs firewall.Ruleset, now time.Time) []string {
 func TestRestartReconcilesFromStateFile(t *testing.T) {
 	ns := testenv.NewNetns(t)
 	path := filepath.Join(t.TempDir(), "nft-state")
-	open := func() *Backend {
-		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}
+	open := stateBackends(t, ns, path)
 	now := time.Now()
 	rs := manyGrants(sampleRuleset(now), 0, 3000, now)
 	first := open()
@@ -152,14 +145,7 @@ func btoi(b bool) int {
 func TestStateFileOfAnotherVersionIsNotTrusted(t *testing.T) {
 	ns := testenv.NewNetns(t)
 	path := filepath.Join(t.TempDir(), "nft-state")
-	open := func() *Backend {
-		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}
+	open := stateBackends(t, ns, path)
 	now := time.Now()
 	rs := manyGrants(sampleRuleset(now), 0, 100, now)
 	old := open()
@@ -311,14 +297,7 @@ func TestClockStepDoesNotKeepExpiredElements(t *testing.T) {
 		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
 			ns := testenv.NewNetns(t)
 			path := filepath.Join(t.TempDir(), "nft-state")
-			open := func() *Backend {
-				b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { b.Close() })
-				return b
-			}
+			open := stateBackends(t, ns, path)
 			now := time.Now()
 			rs := sampleRuleset(now)
 			rs.Grants = append(rs.Grants, firewall.Grant{Source: netip.MustParsePrefix("2001:db8:7::1/128"), Proto: ssh.Proto, Port: ssh.Port,
@@ -361,14 +340,7 @@ func TestClockStepDoesNotKeepExpiredElements(t *testing.T) {
 func TestKilledBetweenBatchAndStateFile(t *testing.T) {
 	ns := testenv.NewNetns(t)
 	path := filepath.Join(t.TempDir(), "nft-state")
-	open := func() *Backend {
-		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}
+	open := stateBackends(t, ns, path)
 	now := time.Now()
 	rs := manyGrants(sampleRuleset(now), 0, 50, now)
 	first := open()
@@ -405,14 +377,7 @@ func TestKernelEmptiedUnderTheStateFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := testenv.NewNetns(t)
 			path := filepath.Join(t.TempDir(), "nft-state")
-			open := func() *Backend {
-				b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { b.Close() })
-				return b
-			}
+			open := stateBackends(t, ns, path)
 			now := time.Now()
 			rs := manyGrants(sampleRuleset(now), 0, 200, now)
 			b := open()
@@ -454,5 +419,20 @@ func TestTimeoutsCountFromTheCallersNow(t *testing.T) {
 	}
 	if off := st.Elements[0].Expires.Sub(deadline); off.Abs() > time.Second {
 		t.Errorf("the kernel drops the grant %s after its deadline, want within a second of it", off.Round(time.Millisecond))
+	}
+}
+
+// stateBackends returns a function that opens a new Backend (a restarted
+// agent: new process, same state file) on ns with the state file at path;
+// each is closed when the test ends.
+func stateBackends(t *testing.T, ns *testenv.Netns, path string) func() *Backend {
+	t.Helper()
+	return func() *Backend {
+		b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
 	}
 }
