@@ -304,7 +304,7 @@ func (a *api) listBindings(w http.ResponseWriter, r *http.Request, p store.Princ
 		return err
 	}
 	var after *authz.Binding
-	if ok, err := readCursor(q, &after); err != nil {
+	if ok, err := a.readCursor(r, p, &after); err != nil {
 		return err
 	} else if !ok {
 		after = nil
@@ -315,7 +315,9 @@ func (a *api) listBindings(w http.ResponseWriter, r *http.Request, p store.Princ
 	}
 	if len(bs) > limit {
 		bs = bs[:limit]
-		setNext(w, r, "cursor", cursorOf(bs[limit-1]))
+		if err := a.setNextCursor(w, r, p, bs[limit-1]); err != nil {
+			return err
+		}
 	}
 	out := make([]wire.Binding, len(bs))
 	for i, b := range bs {
@@ -496,7 +498,7 @@ func (a *api) listTokens(w http.ResponseWriter, r *http.Request, p store.Princip
 		return err
 	}
 	var after *store.TokenKey
-	if ok, err := readCursor(q, &after); err != nil {
+	if ok, err := a.readCursor(r, p, &after); err != nil {
 		return err
 	} else if !ok {
 		after = nil
@@ -507,7 +509,9 @@ func (a *api) listTokens(w http.ResponseWriter, r *http.Request, p store.Princip
 	}
 	if len(ts) > limit {
 		ts = ts[:limit]
-		setNext(w, r, "cursor", cursorOf(store.TokenKey{CreatedAt: ts[limit-1].CreatedAt, ID: ts[limit-1].ID}))
+		if err := a.setNextCursor(w, r, p, store.TokenKey{CreatedAt: ts[limit-1].CreatedAt, ID: ts[limit-1].ID}); err != nil {
+			return err
+		}
 	}
 	out := make([]wire.Token, 0, len(ts))
 	for _, t := range ts {

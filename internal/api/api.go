@@ -94,6 +94,10 @@ type Deps struct {
 	BreakGlassKey ed25519.PrivateKey
 	// BreakGlassMax caps an online break-glass (0: access.DefaultBreakGlassMax).
 	BreakGlassMax time.Duration
+	// ListScan is how many rows one page of a list filtered by authz reads
+	// at most before it answers short, with a next link (paging.go; 0: 20,000
+	// for targets and requests, 10,000 for sessions).
+	ListScan int
 }
 
 type api struct {
@@ -103,6 +107,7 @@ type api struct {
 	sessions  *liveSessions     // bastion sessions relayed by this process (bastion.go)
 	verifier  *replica.Verifier // checks streams forwarded by other replicas (replicas.go)
 	terminals *terminals        // browser terminals of this process, for watchers (recording.go)
+	cursors   cursorSeal        // seal of list cursors (paging.go)
 }
 
 // New returns the HTTP handler of the whole API.

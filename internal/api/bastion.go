@@ -2,12 +2,10 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -762,12 +760,11 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 		}
 		limit = n
 	}
-	if v := q.Get("cursor"); v != "" {
-		k, err := decodeSessionCursor(v)
-		if err != nil {
-			return invalidField("cursor", "not a cursor this server gave out (take it from the previous page's Link header)")
-		}
-		f.After = &k
+	var after store.SessionKey
+	if ok, err := a.readCursor(r, p, &after); err != nil {
+		return err
+	} else if ok {
+		f.After = &after
 	}
 	bs, err := a.Store.ListBindings(r.Context())
 	if err != nil {
@@ -786,6 +783,7 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 	out := []wire.BastionSession{}
 	more := false
 	f.Limit = limit
+	budget := a.scanBudget(sessionScan)
 	for scanned := 0; len(out) < limit; {
 		xs, err := a.Store.ListSessions(r.Context(), f)
 		if err != nil {
@@ -812,7 +810,7 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 		}
 		// A full batch may have more behind it.
 		more = len(xs) == f.Limit
-		if !more || scanned >= sessionScan {
+		if !more || scanned >= budget {
 			break
 		}
 	}
@@ -820,15 +818,9 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 		return err
 	}
 	if more {
-		next := url.Values{}
-		for k, v := range q {
-			next[k] = v
+		if err := a.setNextCursor(w, r, p, *f.After); err != nil {
+			return err
 		}
-		next.Set("cursor", encodeSessionCursor(*f.After))
-		w.Header().Set("Link", `</api/v1/sessions?`+next.Encode()+`>; rel="next"`)
-	}
-	if err := a.addRecordings(r.Context(), out); err != nil {
-		return err
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -842,25 +834,6 @@ func readsOthers(bs []authz.Binding, p store.Principal) bool {
 		}
 	}
 	return false
-}
-
-// A session cursor is the key of the last session a page held, opaque to
-// clients: base64url of "<started_at in ms>.<id>".
-func encodeSessionCursor(k store.SessionKey) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(k.StartedAt.UnixMilli(), 10) + "." + k.ID))
-}
-
-func decodeSessionCursor(s string) (store.SessionKey, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return store.SessionKey{}, err
-	}
-	msPart, id, ok := strings.Cut(string(b), ".")
-	n, err := strconv.ParseInt(msPart, 10, 64)
-	if !ok || err != nil || id == "" || len(id) > 64 {
-		return store.SessionKey{}, errors.New("malformed session cursor")
-	}
-	return store.SessionKey{StartedAt: time.UnixMilli(n).UTC(), ID: id}, nil
 }
 
 // killSession ends a live session at once. Who may: whoever may revoke

@@ -75,7 +75,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 		return err
 	}
 	var after string
-	if _, err := readCursor(q, &after); err != nil {
+	if _, err := a.readCursor(r, p, &after); err != nil {
 		return err
 	}
 	bs, err := a.Store.ListBindings(r.Context())
@@ -86,7 +86,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 	// is full, the table ends or listScan rows were read.
 	var ts []store.Target
 	more := false
-	for scanned := 0; len(ts) < limit && scanned < listScan; {
+	for scanned, budget := 0, a.scanBudget(listScan); len(ts) < limit && scanned < budget; {
 		// One row more than the page: a page that ends the table has no
 		// next link.
 		n := limit + 1
@@ -156,7 +156,9 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request, p store.Princi
 		out = append(out, wt)
 	}
 	if more {
-		setNext(w, r, "cursor", cursorOf(after))
+		if err := a.setNextCursor(w, r, p, after); err != nil {
+			return err
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -511,7 +513,7 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 		return err
 	}
 	var after store.RequestKey
-	if ok, err := readCursor(q, &after); err != nil {
+	if ok, err := a.readCursor(r, p, &after); err != nil {
 		return err
 	} else if ok {
 		f.After = &after
@@ -525,7 +527,7 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 	enforcers := map[string]*store.Target{}
 	out := make([]wire.Request, 0)
 	more := false
-	for scanned := 0; len(out) < limit && scanned < listScan; {
+	for scanned, budget := 0, a.scanBudget(listScan); len(out) < limit && scanned < budget; {
 		rs, err := a.Store.ListRequests(r.Context(), f)
 		if err != nil {
 			return err
@@ -574,7 +576,9 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 		}
 	}
 	if more && f.After != nil {
-		setNext(w, r, "cursor", cursorOf(*f.After))
+		if err := a.setNextCursor(w, r, p, *f.After); err != nil {
+			return err
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -1,22 +1,60 @@
 package api
 
 import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
 	"strconv"
+	"sync"
+
+	"github.com/jitgate/jitgate/internal/store"
 )
 
 // Paging of lists. Every list answers a page: ?limit= sets its size (each
 // list has its own default and maximum) and, when more may follow, the
 // answer's Link header holds the next page's address with rel="next"
-// (RFC 8288), the same query with ?cursor= (or, for the audit trail, the
-// ?after= it already had) set to where the page ended. Pages are keyset
-// pages read from the store (rows after the cursor's key), not offsets, so
-// a row inserted meanwhile neither repeats nor hides another. A cursor is
-// opaque to clients: base64url of the JSON of the last row's key.
+// (RFC 8288), the same query with ?cursor= (or, for the audit trail and a
+// webhook's deliveries, the ?after=/?before= event id they already had) set
+// to where the page ended. Pages are keyset pages read from the store (rows
+// after the cursor's key), not offsets, so a row inserted meanwhile neither
+// repeats nor hides another.
+//
+// A cursor is sealed: AES-256-GCM under a key every replica reads from the
+// database (cursorSealKey), over the JSON of the last key read, with the
+// list's path, the caller and the rest of the query as associated data. A
+// list whose visibility is decided after the SQL (targets, requests,
+// sessions) stops after a scan budget, possibly at a row the caller may not
+// see: the seal keeps that row's key from being read, and a cursor cannot
+// be made, altered, handed to another caller or replayed against another
+// filter (each is refused with 400), so a client can only continue a
+// listing the server began for it. The audit trail and the deliveries keep
+// plain event ids: their filters are SQL alone, every row they read is the
+// caller's to see, and `jitgate audit --after ID` names positions by hand.
+
+// cursorSealKey names the cursor seal's key among the database's shared
+// keys (store.SharedKey).
+const cursorSealKey = "api-cursor-seal"
+
+// maxCursor bounds a cursor's length before anything else reads it.
+const maxCursor = 1024
+
+// errCursor is every cursor refused: malformed, forged, altered, another
+// caller's, another list's or query's. They look alike on purpose.
+var errCursor = &inputError{status: http.StatusBadRequest, field: "cursor",
+	msg: "cursor: not a cursor this server gave you for this list and query (take the previous page's Link header as it is)"}
+
+// cursorSeal is the AEAD of cursors, made at the first use.
+type cursorSeal struct {
+	mu   sync.Mutex
+	aead cipher.AEAD
+}
 
 // pageLimit reads ?limit=, def when absent, refused outside 1..max.
 func pageLimit(q url.Values, def, max int) (int, error) {
@@ -31,21 +69,108 @@ func pageLimit(q url.Values, def, max int) (int, error) {
 	return n, nil
 }
 
-// readCursor decodes ?cursor= into key; false when there is none.
-func readCursor(q url.Values, key any) (bool, error) {
-	s := q.Get("cursor")
+// readCursor opens ?cursor= into key; false when there is none. A cursor
+// that is not one sealCursor made for this list, caller and query is
+// refused with 400.
+func (a *api) readCursor(r *http.Request, p store.Principal, key any) (bool, error) {
+	s := r.URL.Query().Get("cursor")
 	if s == "" {
 		return false, nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(b, key) != nil || hasNUL(reflect.ValueOf(key)) {
-		return false, invalidField("cursor", "not a cursor this server gave out (take it from the previous page's Link header)")
+	if len(s) > maxCursor {
+		return false, errCursor
+	}
+	aead, err := a.cursorAEAD(r.Context())
+	if err != nil {
+		return false, err
+	}
+	// Strict: one spelling a cursor (no stray bits in its last character).
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(raw) < aead.NonceSize() {
+		return false, errCursor
+	}
+	n := aead.NonceSize()
+	plain, err := aead.Open(nil, raw[:n], raw[n:], cursorAD(r, p))
+	if err != nil || json.Unmarshal(plain, key) != nil || hasNUL(reflect.ValueOf(key)) {
+		return false, errCursor
 	}
 	return true, nil
 }
 
+// setNextCursor links the next page of r's list, continuing after key.
+func (a *api) setNextCursor(w http.ResponseWriter, r *http.Request, p store.Principal, key any) error {
+	aead, err := a.cursorAEAD(r.Context())
+	if err != nil {
+		return err
+	}
+	plain, err := json.Marshal(key)
+	if err != nil {
+		return fmt.Errorf("encoding a cursor: %w", err)
+	}
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce) // never fails (crypto/rand)
+	setNext(w, r, "cursor", base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, cursorAD(r, p))))
+	return nil
+}
+
+// cursorAD is what a cursor is bound to: the list (r's path), the caller
+// (kind and name: a user and a service of the same name differ) and the
+// query but for the cursor itself and the page size, which may change from
+// page to page. url.Values.Encode sorts by name, so the order the client
+// put the parameters in does not matter.
+func cursorAD(r *http.Request, p store.Principal) []byte {
+	q := r.URL.Query()
+	q.Del("cursor")
+	q.Del("limit")
+	caller := "user:" + p.Subject
+	if p.Kind == store.KindService {
+		caller = "service:" + p.Subject
+	}
+	return []byte("jitgate cursor v1\x00" + r.URL.Path + "\x00" + caller + "\x00" + q.Encode())
+}
+
+// cursorAEAD returns the cursor seal, reading (or, at the very first
+// cursor, making) its key in the database, so that a cursor given out by
+// one replica continues at any other.
+func (a *api) cursorAEAD(ctx context.Context) (cipher.AEAD, error) {
+	c := &a.cursors
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aead != nil {
+		return c.aead, nil
+	}
+	aead, err := a.sharedAEAD(ctx, cursorSealKey)
+	if err != nil {
+		return nil, err
+	}
+	c.aead = aead
+	return aead, nil
+}
+
+// sharedAEAD is AES-256-GCM under the database's shared key called name,
+// made (32 random bytes) when no replica has made it yet.
+func (a *api) sharedAEAD(ctx context.Context, name string) (cipher.AEAD, error) {
+	key, err := a.Store.SharedKey(ctx, name, func() []byte {
+		k := make([]byte, 32)
+		rand.Read(k) // never fails (crypto/rand)
+		return k
+	}, a.Now())
+	if err != nil {
+		return nil, fmt.Errorf("reading the shared key %s: %w", name, err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("the shared key %s in the database: %w", name, err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("the seal of %s: %w", name, err)
+	}
+	return aead, nil
+}
+
 // setNext links the next page: r's own path and query with param set to
-// value (a cursor made by cursorOf, or the audit trail's event id).
+// value (a sealed cursor, or the audit trail's event id).
 func setNext(w http.ResponseWriter, r *http.Request, param, value string) {
 	next := url.Values{}
 	for k, v := range r.URL.Query() {
@@ -55,8 +180,11 @@ func setNext(w http.ResponseWriter, r *http.Request, param, value string) {
 	w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
 }
 
-// cursorOf is the opaque cursor of a row's key.
-func cursorOf(key any) string {
-	b, _ := json.Marshal(key)
-	return base64.RawURLEncoding.EncodeToString(b)
+// scanBudget is how many rows one page of a list filtered by authz reads
+// at most: Deps.ListScan when set, else def.
+func (a *api) scanBudget(def int) int {
+	if a.ListScan > 0 {
+		return a.ListScan
+	}
+	return def
 }

@@ -162,9 +162,15 @@ func TestListsPage(t *testing.T) {
 		t.Errorf("token pages %q, want %q in pages of 2", tokenPages, wantToks)
 	}
 
-	for _, bad := range []string{"/api/v1/targets?cursor=nope", "/api/v1/requests?cursor=%21", "/api/v1/targets?selector=Env=prod", "/api/v1/requests?selector=env", "/api/v1/targets?limit=0", "/api/v1/bindings?cursor=x", "/api/v1/webhooks?limit=10001"} {
+	for _, bad := range []string{"/api/v1/targets?selector=Env=prod", "/api/v1/requests?selector=env", "/api/v1/targets?limit=0", "/api/v1/webhooks?limit=10001"} {
 		if code, body := e.raw(t, "GET", bad, e.admin, "", nil); code != http.StatusUnprocessableEntity {
 			t.Errorf("GET %s: %d %s, want 422", bad, code, body)
+		}
+	}
+	// A cursor the server did not give out is a bad request (cursor_test.go).
+	for _, bad := range []string{"/api/v1/targets?cursor=nope", "/api/v1/requests?cursor=%21", "/api/v1/bindings?cursor=x"} {
+		if code, body := e.raw(t, "GET", bad, e.admin, "", nil); code != http.StatusBadRequest {
+			t.Errorf("GET %s: %d %s, want 400", bad, code, body)
 		}
 	}
 }

@@ -99,9 +99,15 @@ func TestSessionListPages(t *testing.T) {
 		t.Errorf("carol asking for bob's sessions: %d, %v; want none", len(got), err)
 	}
 
-	for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "cursor=%21%21", "cursor=bm9kb3Q", "target=..%2Fx", "active=yes"} {
+	for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "target=..%2Fx", "active=yes"} {
 		if got := f.do(t, f.admin, "GET", "/api/v1/sessions?"+bad, ""); got != http.StatusUnprocessableEntity {
 			t.Errorf("GET /api/v1/sessions?%s: %d, want 422", bad, got)
+		}
+	}
+	// A cursor the server did not give out is a bad request (cursor_test.go).
+	for _, bad := range []string{"cursor=%21%21", "cursor=bm9kb3Q"} {
+		if got := f.do(t, f.admin, "GET", "/api/v1/sessions?"+bad, ""); got != http.StatusBadRequest {
+			t.Errorf("GET /api/v1/sessions?%s: %d, want 400", bad, got)
 		}
 	}
 }

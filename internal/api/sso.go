@@ -10,7 +10,6 @@ package api
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/subtle"
@@ -131,19 +130,7 @@ func (a *api) loginSeal(ctx context.Context) (cipher.AEAD, error) {
 	if l.seal != nil {
 		return l.seal, nil
 	}
-	key, err := a.Store.SharedKey(ctx, loginSealKey, func() []byte {
-		k := make([]byte, 32)
-		rand.Read(k) // never fails (crypto/rand)
-		return k
-	}, a.Now())
-	if err != nil {
-		return nil, fmt.Errorf("reading the login seal key: %w", err)
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("the login seal key in the database: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := a.sharedAEAD(ctx, loginSealKey)
 	if err != nil {
 		return nil, fmt.Errorf("the login seal: %w", err)
 	}

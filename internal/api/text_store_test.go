@@ -9,7 +9,7 @@ import (
 
 // TestTextTheDatabaseCannotHold: a NUL byte or bytes that are not UTF-8 in
 // a path, a query parameter or a string inside a cursor are bad input,
-// answered 400 (422 for a cursor) as a problem on SQLite and PostgreSQL
+// answered 400 or 422 as a problem on SQLite and PostgreSQL
 // alike. PostgreSQL's text cannot hold them: before, each of these calls
 // was a 500 there (SQLSTATE 22021 in the log).
 func TestTextTheDatabaseCannotHold(t *testing.T) {

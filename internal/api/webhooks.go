@@ -115,7 +115,7 @@ func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, p store.Princ
 		return err
 	}
 	var after *store.Webhook
-	if ok, err := readCursor(q, &after); err != nil {
+	if ok, err := a.readCursor(r, p, &after); err != nil {
 		return err
 	} else if !ok {
 		after = nil
@@ -127,7 +127,9 @@ func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, p store.Princ
 	if len(hooks) > limit {
 		hooks = hooks[:limit]
 		last := hooks[limit-1]
-		setNext(w, r, "cursor", cursorOf(store.Webhook{ID: last.ID, CreatedAt: last.CreatedAt}))
+		if err := a.setNextCursor(w, r, p, store.Webhook{ID: last.ID, CreatedAt: last.CreatedAt}); err != nil {
+			return err
+		}
 	}
 	out := make([]wire.Webhook, len(hooks))
 	for i, h := range hooks {
