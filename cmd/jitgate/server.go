@@ -119,6 +119,7 @@ SIGINT or SIGTERM stop it.`,
 	f.StringVar(&cfg.OIDC.UsernameClaim, "oidc-username-claim", "", "ID token claim holding the user name (default: email, else preferred_username, else sub)")
 	f.StringVar(&cfg.OIDC.GroupsClaim, "oidc-groups-claim", "groups", "ID token claim listing the user's groups")
 	f.Var(newDuration(&cfg.OIDC.SessionTTL, 12*time.Hour), "session-ttl", "life of the session a single sign-on login creates")
+	f.StringVar(&cfg.Contact, "contact", "", "whom people signed in without a role should ask, shown on their console page with the admins: an e-mail address, an http(s):// URL or a line of text (at most 200 characters)")
 	logs.add(cmd)
 	f.StringVar(&configFile, "config", "", "YAML file of settings named like these flags (default $JITGATE_CONFIG, else "+DefaultServerConfig+" when it exists)")
 	f.BoolVar(&checkConfig, "check-config", false, "check the settings (flags, environment, file, TLS files) and exit: 0 when the server would start with them")

@@ -13,6 +13,7 @@ import (
 	"github.com/jitgate/jitgate/internal/oidc"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/web"
 )
 
 // Config is the server's configuration.
@@ -107,6 +108,10 @@ type Config struct {
 	SSHCARotate bool
 	// OIDC configures single sign-on; an empty Issuer turns it off.
 	OIDC oidc.Config
+	// Contact is whom people signed in without a role should ask, shown on
+	// their console page with the admins: an e-mail address, an http(s)
+	// URL or a line of text (web.ParseContact).
+	Contact string
 	// Logger receives structured logs (default: text to stderr).
 	Logger *slog.Logger
 	// Ready, if set, is called with the address actually listened on.
@@ -232,6 +237,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return fmt.Errorf("limits: %w", err)
+	}
+	if _, err := web.ParseContact(c.Contact); err != nil {
+		return err
 	}
 	return nil
 }

@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	// The web console (/ui/) in front of the API, same origin.
 	handler, err = web.New(web.Deps{API: handler, Store: st, TrustedProxies: cfg.TrustedProxies, SSO: sso != nil,
-		SessionTTL: cfg.OIDC.SessionTTL, Logger: log})
+		SessionTTL: cfg.OIDC.SessionTTL, Contact: cfg.Contact, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -155,6 +155,12 @@ func TestConfigValidate(t *testing.T) {
 		{"activation too short", Config{DataDir: "x", ActivationTimeout: time.Millisecond}, "activation-timeout"},
 		{"poll wait too long", Config{DataDir: "x", AgentPollWait: time.Minute}, "agent-poll-wait"},
 		{"database not PostgreSQL", Config{DataDir: "x", Database: "/var/lib/jitgate/jitgate.db"}, "database: not a postgres://"},
+		{"contact a script URL", Config{DataDir: "x", Contact: "javascript:alert(1)"}, "contact: \"javascript:alert(1)\": a URL must be"},
+		{"contact a data URL", Config{DataDir: "x", Contact: "data:text/html,x"}, "contact:"},
+		{"contact with a bidi override", Config{DataDir: "x", Contact: "ops\u202e@example.com"}, "contact: holds the control or formatting character U+202E"},
+		{"contact with a newline", Config{DataDir: "x", Contact: "ops\nsecond line"}, "contact: holds the control"},
+		{"contact too long", Config{DataDir: "x", Contact: strings.Repeat("a", 201)}, "contact: 201 characters; at most 200"},
+		{"contact URL without host", Config{DataDir: "x", Contact: "https:///help"}, "contact: \"https:///help\" has no host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// withDefaults fills only zero fields, so the bad ones survive.

@@ -19,7 +19,7 @@ import (
 //   - a target with a policy whose agent never connected is "Not enforcing
 //     yet", not listed with the protected ones;
 //   - navigation follows the viewer's roles; someone without a role gets a
-//     page that names the admins to ask;
+//     page that names the admins and the configured contact to ask;
 //   - a policy-editor refusal shows next to its field; a save over another
 //     editor's change is refused and says so;
 //   - audit details show durations as durations; connect lines have a copy
@@ -27,7 +27,7 @@ import (
 func TestConsoleFollowsRolesAndStates(t *testing.T) {
 	l := testlab.New(t)
 	browser := startBrowser(t, l)
-	l.StartServer()
+	l.StartServer("--contact", "it-desk@example.com")
 	ctx := context.Background()
 	c := l.APIClient()
 
@@ -107,6 +107,11 @@ func TestConsoleFollowsRolesAndStates(t *testing.T) {
 	}
 	if admins := erin.text("#admins"); !strings.Contains(admins, "user:carol") {
 		t.Errorf("erin is not told to ask carol: %q", admins)
+	}
+	var contactHref string
+	erin.eval(`document.querySelector('#contact a') ? document.querySelector('#contact a').getAttribute('href') : ''`, &contactHref)
+	if contact := erin.text("#contact"); !strings.Contains(contact, "it-desk@example.com") || contactHref != "mailto:it-desk@example.com" {
+		t.Errorf("erin is not told to ask the configured contact: %q (link %q)", contact, contactHref)
 	}
 	checkAxe(t, erin, "the page for people without a role")
 	var navLinks int

@@ -27,6 +27,8 @@ type view struct {
 	// sign-in
 	Return string
 	SSO    bool
+	// no role: the configured contact (nil: none)
+	Contact *Contact
 
 	Dash      *dashView
 	Target    *targetView

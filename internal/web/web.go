@@ -60,15 +60,19 @@ type Deps struct {
 	// SessionTTL bounds a console session (default 12 h); a session never
 	// outlives the token it was exchanged for.
 	SessionTTL time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Contact is whom people signed in without a role should ask, shown
+	// on their page with the admins (ParseContact; "" for none).
+	Contact string
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 type console struct {
 	Deps
 	pages   map[string]*template.Template
 	static  http.Handler
-	version string // content hash of the static files, for cache busting
+	version string   // content hash of the static files, for cache busting
+	contact *Contact // Deps.Contact parsed; nil for none
 }
 
 // New returns a handler that serves the console under /ui/, redirects "/"
@@ -84,6 +88,11 @@ func New(d Deps) (http.Handler, error) {
 		d.SessionTTL = 12 * time.Hour
 	}
 	c := &console{Deps: d, pages: map[string]*template.Template{}}
+	if contact, err := ParseContact(d.Contact); err != nil {
+		return nil, err
+	} else if contact.Text != "" {
+		c.contact = &contact
+	}
 	if err := c.parse(); err != nil {
 		return nil, err
 	}
@@ -203,7 +212,7 @@ func (c *console) page(h func(http.ResponseWriter, *http.Request, *session) (str
 		if len(s.Grants) == 0 {
 			// Nothing to show or ask for: say whom to ask instead of a
 			// page of refusals.
-			c.render(w, r, http.StatusOK, "norole", &view{Title: "No access yet", Session: &s})
+			c.render(w, r, http.StatusOK, "norole", &view{Title: "No access yet", Session: &s, Contact: c.contact})
 			return
 		}
 		name, v, err := h(w, r, &s)

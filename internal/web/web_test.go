@@ -40,6 +40,12 @@ type env struct {
 
 func newEnv(tb testing.TB, tls bool) *env {
 	tb.Helper()
+	return newEnvWith(tb, tls, nil)
+}
+
+// newEnvWith is newEnv with the console's dependencies adjusted by edit.
+func newEnvWith(tb testing.TB, tls bool, edit func(*web.Deps)) *env {
+	tb.Helper()
 	ctx := context.Background()
 	dbPath := filepath.Join(tb.TempDir(), "j.db")
 	st, err := store.OpenSQLite(ctx, dbPath, store.DefaultConfig())
@@ -58,7 +64,11 @@ func newEnv(tb testing.TB, tls bool) *env {
 	h := api.New(api.Deps{Store: st, Hub: hub, Limits: policy.DefaultLimits(), AgentPollWait: time.Second,
 		EnrollTokenTTL: time.Hour, Presence: presence, Registry: reg, Logger: slog.New(slog.DiscardHandler),
 		Metrics: api.NewMetrics(reg, func() float64 { return 0 }, func() float64 { return 0 }), Recordings: recs})
-	console, err := web.New(web.Deps{API: h, Store: st, Logger: slog.New(slog.NewTextHandler(testWriter{tb}, nil))})
+	deps := web.Deps{API: h, Store: st, Logger: slog.New(slog.NewTextHandler(testWriter{tb}, nil))}
+	if edit != nil {
+		edit(&deps)
+	}
+	console, err := web.New(deps)
 	if err != nil {
 		tb.Fatal(err)
 	}
