@@ -61,7 +61,7 @@ func ParseContact(s string) (Contact, error) {
 			}
 			return Contact{Text: u.Opaque, Href: s}, nil
 		default:
-			return Contact{}, fmt.Errorf("contact: %q: a URL must be http://, https:// or mailto:", s)
+			return Contact{}, fmt.Errorf("contact: %q: a URL must be http://, https:// or mailto: (or write text with a space)", s)
 		}
 	}
 	if a, err := mail.ParseAddress(s); err == nil && a.Address == s {
