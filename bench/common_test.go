@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
@@ -186,6 +188,133 @@ func newPollerTo(ns *testenv.Netns, src, dst netip.Addr, limit time.Duration) *p
 	}()
 	<-ready
 	return p
+}
+
+// finePollInterval is how often the fine poller starts a connection
+// attempt, and finePollLife how long each waits for its answer before it is
+// closed (a dropped SYN is retransmitted only after a second, so an attempt
+// whose SYN was dropped never completes within a trial).
+const (
+	finePollInterval = 100 * time.Microsecond
+	finePollLife     = 2 * time.Millisecond
+)
+
+// newFinePoller is newPoller with a resolution of finePollInterval: from
+// when start closes it starts a non-blocking connect from src every
+// finePollInterval, each on its own socket (closed after finePollLife), and
+// sends the instant the first of them completes. The measured quantity is
+// the same as newPoller's (the first TCP connection from src that
+// completes); what changes is how late it is seen: the first SYN sent after
+// the grant lands leaves at most finePollInterval later, where newPoller's
+// next SYN waits for the attempt in flight to time out (up to pollTimeout).
+// The price is CPU: about 10,000 connect calls per second while a trial
+// runs (attempts in pollResult).
+func newFinePoller(ns *testenv.Netns, src netip.Addr, limit time.Duration) *poller {
+	p := &poller{start: make(chan struct{}), done: make(chan pollResult, 1)}
+	ready := make(chan struct{})
+	go func() {
+		var r pollResult
+		r.err = ns.Do(func() error {
+			close(ready)
+			<-p.start
+			at, n, err := finePoll(src, testlab.ServerIP, benchPort, limit)
+			r.at, r.attempts = at, n
+			return err
+		})
+		p.done <- r
+	}()
+	<-ready
+	return p
+}
+
+// finePoll runs the fine poller on the calling thread (in the client
+// namespace); it returns when the first attempt completes.
+func finePoll(src, dst netip.Addr, port uint16, limit time.Duration) (time.Time, int, error) {
+	type attempt struct {
+		fd      int
+		started time.Time
+	}
+	var live []attempt
+	defer func() {
+		for _, a := range live {
+			unix.Close(a.fd)
+		}
+	}()
+	local := &unix.SockaddrInet4{Addr: src.As4()}
+	remote := &unix.SockaddrInet4{Addr: dst.As4(), Port: int(port)}
+	start := time.Now()
+	end := start.Add(limit)
+	next := start
+	attempts := 0
+	var fds []unix.PollFd
+	for {
+		now := time.Now()
+		if !now.Before(end) {
+			return time.Time{}, attempts, fmt.Errorf("no connection from %s within %s (%d attempts)", src, limit, attempts)
+		}
+		if !now.Before(next) {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return time.Time{}, attempts, fmt.Errorf("socket: %w", err)
+			}
+			if err := unix.Bind(fd, local); err != nil {
+				unix.Close(fd)
+				return time.Time{}, attempts, fmt.Errorf("bind %s: %w", src, err)
+			}
+			attempts++
+			err = unix.Connect(fd, remote)
+			if err == nil {
+				unix.Close(fd)
+				return time.Now(), attempts, nil
+			}
+			if err != unix.EINPROGRESS {
+				unix.Close(fd)
+				return time.Time{}, attempts, fmt.Errorf("connect from %s: %w", src, err)
+			}
+			live = append(live, attempt{fd, now})
+			// Never more than one attempt per interval, even after a stall.
+			if next = next.Add(finePollInterval); next.Before(now) {
+				next = now.Add(finePollInterval)
+			}
+		}
+		// Attempts whose SYN was dropped: their retransmission would come
+		// a second later; close them.
+		kept := live[:0]
+		for _, a := range live {
+			if now.Sub(a.started) >= finePollLife {
+				unix.Close(a.fd)
+				continue
+			}
+			kept = append(kept, a)
+		}
+		live = kept
+		fds = fds[:0]
+		for _, a := range live {
+			fds = append(fds, unix.PollFd{Fd: int32(a.fd), Events: unix.POLLOUT})
+		}
+		ts := unix.NsecToTimespec(max(int64(next.Sub(time.Now())), 0))
+		n, err := unix.Ppoll(fds, &ts, nil)
+		if err != nil && err != unix.EINTR {
+			return time.Time{}, attempts, fmt.Errorf("ppoll: %w", err)
+		}
+		if n <= 0 {
+			continue
+		}
+		at := time.Now()
+		for _, f := range fds {
+			if f.Revents == 0 {
+				continue
+			}
+			soerr, err := unix.GetsockoptInt(int(f.Fd), unix.SOL_SOCKET, unix.SO_ERROR)
+			if err != nil {
+				return time.Time{}, attempts, fmt.Errorf("getsockopt: %w", err)
+			}
+			if soerr == 0 {
+				return at, attempts, nil
+			}
+			return time.Time{}, attempts, fmt.Errorf("connect from %s: %w", src, unix.Errno(soerr))
+		}
+	}
 }
 
 // waitClosed polls until a connection from src is dropped (a dial timeout).

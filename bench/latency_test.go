@@ -4,6 +4,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/firewall/nft"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -34,11 +36,24 @@ const fwknopDefaultModeMS = 126
 
 // GrantLatency is what TestGrantLatency writes to results/grant_latency.json.
 type GrantLatency struct {
-	Trials        int     `json:"trials"`
-	PollTimeoutMS float64 `json:"poll_timeout_ms"`
+	Trials int `json:"trials"`
+	// Instrument says how "first connection" is observed: the fine poller
+	// (newFinePoller: a connect every PollIntervalMS, resolution about
+	// that plus one round trip) for every *_open figure, and the dial
+	// poller of earlier runs (newPoller: one dial at a time with a
+	// PollTimeoutMS timeout, so up to that much late) for the *_open_dial
+	// figures, measured in the same run so that the change of instrument
+	// is not read as a change of jitgate.
+	Instrument     string  `json:"instrument"`
+	PollIntervalMS float64 `json:"poll_interval_ms"`
+	PollTimeoutMS  float64 `json:"poll_timeout_ms"`
 	// Jitgate is from the POST /api/v1/requests call to the first TCP
 	// connection from the granted source that completes.
-	Jitgate Summary `json:"jitgate_open"`
+	Jitgate     Summary `json:"jitgate_open"`
+	JitgateDial Summary `json:"jitgate_open_dial"`
+	// PollAttempts is the fine poller's mean connection attempts per
+	// jitgate trial (its CPU cost).
+	PollAttempts float64 `json:"jitgate_fine_poll_attempts_mean"`
 	// JitgateAPI is the POST call alone (the answer says pending).
 	JitgateAPI Summary `json:"jitgate_api_call"`
 	// JitgateActivated is from the call to the activation instant the server
@@ -46,6 +61,7 @@ type GrantLatency struct {
 	JitgateActivated Summary `json:"jitgate_activated"`
 	// Kernel is one nft backend Apply adding the grant, then polling.
 	Kernel     Summary `json:"kernel_apply_open"`
+	KernelDial Summary `json:"kernel_apply_open_dial"`
 	KernelCall Summary `json:"kernel_apply_call"`
 	// NftBinary is `nft add element` run in the server namespace, then polling.
 	NftBinary     Summary `json:"nft_binary_open"`
@@ -78,15 +94,19 @@ func TestGrantLatency(t *testing.T) {
 	l.AddClientAddrs(pool...)
 	serve(t, l.ServerNS, benchPort)
 	ctx := context.Background()
-	res := GrantLatency{Trials: latencyTrials, PollTimeoutMS: ms(pollTimeout), TargetP50MS: targetLatencyP50,
-		TargetP99MS: targetLatencyP99, FwknopContextMS: fwknopDefaultModeMS}
+	res := GrantLatency{Trials: latencyTrials, PollIntervalMS: ms(finePollInterval), PollTimeoutMS: ms(pollTimeout),
+		Instrument: fmt.Sprintf("*_open: a connect attempt every %s, the first to complete marks the open (resolution ~%s + one round trip); *_open_dial: one dial at a time with a %s timeout (up to %s late)",
+			finePollInterval, finePollInterval, pollTimeout, pollTimeout),
+		TargetP50MS: targetLatencyP50, TargetP99MS: targetLatencyP99, FwknopContextMS: fwknopDefaultModeMS}
 
 	// trial runs one measurement from src: open starts the poller's clock
 	// and returns the duration of the call that grants; close ends the grant.
-	trial := func(i int, open func(src netip.Addr) error, closeGrant func(src netip.Addr) error) (total, call time.Duration) {
+	type instrument func(ns *testenv.Netns, src netip.Addr, limit time.Duration) *poller
+	var attempts []int // per recorded trial of the last run
+	trial := func(i int, poll instrument, open func(src netip.Addr) error, closeGrant func(src netip.Addr) error) (total, call time.Duration, n int) {
 		t.Helper()
 		src := pool[i%len(pool)]
-		p := newPoller(l.ClientNS, src, latencyLimit)
+		p := poll(l.ClientNS, src, latencyLimit)
 		t0 := time.Now()
 		close(p.start)
 		if err := open(src); err != nil {
@@ -104,14 +124,16 @@ func TestGrantLatency(t *testing.T) {
 			t.Fatalf("trial %d: %v", i, err)
 		}
 		time.Sleep(10*time.Millisecond + rand.N(10*time.Millisecond)) // no phase lock with the loops under test
-		return r.at.Sub(t0), call
+		return r.at.Sub(t0), call, r.attempts
 	}
-	run := func(name string, open, closeGrant func(src netip.Addr) error) (Summary, Summary) {
+	run := func(name string, poll instrument, open, closeGrant func(src netip.Addr) error) (Summary, Summary) {
 		var totals, calls []time.Duration
+		attempts = attempts[:0]
 		for i := range latencyWarmup + latencyTrials {
-			total, call := trial(i, open, closeGrant)
+			total, call, n := trial(i, poll, open, closeGrant)
 			if i >= latencyWarmup {
 				totals, calls = append(totals, total), append(calls, call)
+				attempts = append(attempts, n)
 			}
 		}
 		s, c := summarize(totals), summarize(calls)
@@ -136,20 +158,23 @@ func TestGrantLatency(t *testing.T) {
 	if out, err := execIn(l.ServerNS, "nft", "list", "table", "inet", "jitgate"); err != nil {
 		t.Fatalf("nft run on a thread in the server namespace does not see the table: %v: %s", err, out)
 	}
-	res.Kernel, res.KernelCall = run("kernel (netlink Apply)", func(src netip.Addr) error {
+	kernelOpen := func(src netip.Addr) error {
 		rs := base
 		rs.Grants = []firewall.Grant{{Source: netip.PrefixFrom(src, 32), Proto: port.Proto, Port: port.Port, Expires: time.Now().Add(10 * time.Minute)}}
 		_, err := be.Apply(ctx, rs, time.Now())
 		return err
-	}, func(netip.Addr) error {
+	}
+	kernelClose := func(netip.Addr) error {
 		_, err := be.Apply(ctx, base, time.Now())
 		return err
-	})
+	}
+	res.KernelDial, _ = run("kernel (netlink Apply), 1 ms dial poller", newPoller, kernelOpen, kernelClose)
+	res.Kernel, res.KernelCall = run("kernel (netlink Apply)", newFinePoller, kernelOpen, kernelClose)
 
 	elem := func(src netip.Addr, timeout string) string {
 		return "{ " + src.String() + " . tcp . 2222" + timeout + " }"
 	}
-	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", func(src netip.Addr) error {
+	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", newFinePoller, func(src netip.Addr) error {
 		out, err := execIn(l.ServerNS, "nft", "add", "element", "inet", "jitgate", "hosts4", elem(src, " timeout 600s"))
 		if err != nil {
 			t.Logf("nft: %s", out)
@@ -172,13 +197,14 @@ func TestGrantLatency(t *testing.T) {
 	var activated []time.Duration
 	var reqID string
 	var t0 time.Time
-	res.Jitgate, res.JitgateAPI = run("jitgate (API to open)", func(src netip.Addr) error {
+	jitgateOpen := func(src netip.Addr) error {
 		t0 = time.Now()
 		req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{"2222/tcp"},
 			Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: grant latency"})
 		reqID = req.ID
 		return err
-	}, func(netip.Addr) error {
+	}
+	jitgateClose := func(netip.Addr) error {
 		req, err := api.WaitRequest(ctx, reqID, "pending", 5*time.Second)
 		if err != nil {
 			return err
@@ -189,7 +215,13 @@ func TestGrantLatency(t *testing.T) {
 		activated = append(activated, req.ActivatedAt.Sub(t0))
 		_, err = api.Revoke(ctx, reqID, "bench")
 		return err
-	})
+	}
+	res.JitgateDial, _ = run("jitgate (API to open), 1 ms dial poller", newPoller, jitgateOpen, jitgateClose)
+	activated = activated[:0]
+	res.Jitgate, res.JitgateAPI = run("jitgate (API to open)", newFinePoller, jitgateOpen, jitgateClose)
+	for _, n := range attempts {
+		res.PollAttempts += float64(n) / float64(len(attempts))
+	}
 	res.JitgateActivated = summarize(activated[latencyWarmup:])
 	t.Logf("%-26s active: %s", "jitgate (server records)", res.JitgateActivated)
 
