@@ -80,6 +80,7 @@ type Backend struct {
 	beforeFlush func(c *nftables.Conn, l layout) // queues extra messages
 	flushes     int                              // batches sent
 	reads       int                              // full reads of the table by Apply
+	genReads    int                              // generation asked of the kernel
 }
 
 // fullReadEvery bounds how long Apply trusts its cache of the table without

@@ -82,14 +82,11 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 		}
 		err = end(err)
 	}()
-	var gen uint32
+	// Whether the cache can follow the batch is asked of the kernel after
+	// it, not before: the generation after our batch is exactly one above
+	// the cache's only when no one else committed since the cache was
+	// last true (one netlink round trip fewer before the grant opens).
 	cached := b.cache != nil
-	if cached {
-		if gen, err = b.genID(); err != nil {
-			return res, err
-		}
-		cached = gen == b.cacheGen
-	}
 	at := clk.at()
 	for _, s := range l.specs {
 		if err := queueElements(c, l, s, del[s.name], time.Time{}, c.SetDeleteElements); err != nil {
@@ -105,7 +102,11 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 	if err := c.Flush(); err != nil {
 		return res, fmt.Errorf("sending batch: %w", err)
 	}
-	if next, gerr := b.genID(); cached && gerr == nil && next == gen+1 {
+	next, gerr := uint32(0), error(nil)
+	if cached {
+		next, gerr = b.genID()
+	}
+	if cached && gerr == nil && next == b.cacheGen+1 {
 		for name, els := range del {
 			if s := b.cache.sets[name]; s != nil {
 				for _, e := range els {

@@ -18,6 +18,7 @@ func (b *Backend) genID() (uint32, error) {
 	if b.nl == nil {
 		return 0, fmt.Errorf("asking the ruleset generation: no netlink socket")
 	}
+	b.genReads++
 	msgs, err := b.nl.Execute(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),

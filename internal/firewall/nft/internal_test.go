@@ -453,3 +453,46 @@ func TestApplyDeltaReadsNothing(t *testing.T) {
 		t.Errorf("the full Apply after a delta read the table: the delta dropped the cache")
 	}
 }
+
+// TestApplyDeltaAsksNothingFirst: the grant path does not wait for a
+// netlink round trip before its batch. A delta asks the kernel's ruleset
+// generation once, after the batch (before, it also asked before it, to
+// know whether its cache still held); and the check after it alone still
+// catches a change someone else made before the delta: the cache is
+// dropped, and the next full Apply reads the table and repairs it.
+func TestApplyDeltaAsksNothingFirst(t *testing.T) {
+	b, ns := newTestBackend(t)
+	now := time.Now()
+	rs := sampleRuleset(now)
+	mustApply(t, b, rs)
+	x := firewall.NewIndex(rs, now)
+	grant := func(src string) firewall.Grant {
+		return firewall.Grant{Source: netip.MustParsePrefix(src), Proto: ssh.Proto, Port: ssh.Port, Expires: now.Add(time.Hour)}
+	}
+	gens := b.genReads
+	if _, err := b.ApplyDelta(context.Background(), x.Update(nil, []firewall.Grant{grant("203.0.113.9/32")}, now), now); err != nil {
+		t.Fatalf("ApplyDelta: %v", err)
+	}
+	if n := b.genReads - gens; n != 1 {
+		t.Errorf("ApplyDelta asked the ruleset generation %d times, want once (after its batch)", n)
+	}
+	if b.cache == nil {
+		t.Fatal("ApplyDelta dropped the cache with no one else changing the table")
+	}
+
+	// Someone else deletes an element, then a delta: the cache cannot
+	// follow, and the next Apply reads and re-adds the element.
+	load(t, ns, "delete element inet jitgate hosts4 { 203.0.113.9 . tcp . 22 }")
+	if _, err := b.ApplyDelta(context.Background(), x.Update(nil, []firewall.Grant{grant("203.0.113.10/32")}, now), now); err != nil {
+		t.Fatalf("ApplyDelta: %v", err)
+	}
+	if b.cache != nil {
+		t.Fatal("a delta after someone else's change kept the cache")
+	}
+	rs.Grants = append(rs.Grants, grant("203.0.113.9/32"), grant("203.0.113.10/32"))
+	reads := b.reads
+	res, err := b.Apply(context.Background(), rs, time.Now())
+	if err != nil || res.Added != 1 || b.reads != reads+1 {
+		t.Errorf("the Apply after it = %+v, %v, %d reads; want the deleted element re-added after one read", res, err, b.reads-reads)
+	}
+}
