@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -214,6 +215,19 @@ func (h *Hub) Wakeups() int64 { return h.woken.Load() }
 // Notify wakes every watcher of the targets, and checks their request
 // waiters.
 func (h *Hub) Notify(targets ...string) {
+	if h.notify(targets) {
+		// The woken long-polls (an agent waiting for this change: the
+		// grant path) are ready to run on this goroutine's processor;
+		// let them run now rather than after the notifier's own work
+		// (its reads, its answer), or until another processor steals
+		// them.
+		runtime.Gosched()
+	}
+}
+
+// notify is Notify without the yield; it reports whether it woke a
+// watcher of the targets.
+func (h *Hub) notify(targets []string) (woke bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.gen++
@@ -221,11 +235,13 @@ func (h *Hub) Notify(targets ...string) {
 		if c, ok := h.ch[t]; ok {
 			close(c)
 			delete(h.ch, t)
+			woke = true
 		}
 		if rw := h.reqs[t]; rw != nil && !h.precise {
 			h.checkLocked(t, rw)
 		}
 	}
+	return woke
 }
 
 // checkLocked starts a check of target's request waiters, or asks the
