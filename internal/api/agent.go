@@ -508,13 +508,15 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	if in.Mode != "" && in.Mode != store.ModeHost && in.Mode != store.ModeGateway {
 		return invalidField("mode", "must be host or gateway")
 	}
+	// The mode, inventory and counters are recorded in the transaction
+	// that records the revision (one commit per report).
+	var extra *store.AgentReport
 	if in.Mode != "" || in.Inventory != nil || len(in.Blocked) > 0 || len(in.BlockedSources) > 0 {
 		if len(in.BlockedSources) > 10000 {
 			in.BlockedSources = in.BlockedSources[:10000]
 		}
-		if err := a.Store.RecordAgentReport(r.Context(), p.Subject, fromWireReport(in), now); err != nil {
-			return a.goneOr(err)
-		}
+		rep := fromWireReport(in)
+		extra = &rep
 	}
 	if in.HighWater > 0 {
 		// The agent refused our state because it had applied a higher
@@ -524,7 +526,7 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 			return a.goneOr(err)
 		}
 	}
-	activated, err := a.Store.ReportApplied(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now)
+	activated, err := a.Store.ReportAppliedWith(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now, extra)
 	if err != nil {
 		return a.goneOr(err)
 	}

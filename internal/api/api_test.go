@@ -720,3 +720,50 @@ func FuzzPolicyBody(f *testing.F) {
 		fuzzServe(t, e, http.MethodPut, "/api/v1/targets/web-01/policy", body)
 	})
 }
+
+// TestReportIsOneCommit: an agent's report that activates a request and
+// carries its mode and the gate's counters is recorded in one transaction
+// (one commit, one fsync), and all of it is recorded. Before, the mode and
+// counters were committed first and the revision in a second transaction,
+// so the activation waited for two fsyncs.
+func TestReportIsOneCommit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
+	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "my-ip",
+		Duration: wire.Duration(30 * time.Minute), Reason: "deploy"})
+	if err != nil {
+		t.Fatalf("CreateRequest: %v", err)
+	}
+	ds, err := agent.Desired(ctx, 0, 0)
+	if err != nil {
+		t.Fatalf("Desired: %v", err)
+	}
+	commits, _ := e.st.WriteStats()
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Mode: "host",
+		Blocked: []wire.BlockedCounter{{Protocol: "tcp", Port: 22, Packets: 7, Connections: 5}}}); err != nil {
+		t.Fatalf("Report: %v", err)
+	}
+	if after, _ := e.st.WriteStats(); after-commits != 1 {
+		t.Errorf("the report took %d commits, want 1", after-commits)
+	}
+	got, err := e.c.Request(ctx, req.ID)
+	if err != nil || got.State != "active" {
+		t.Fatalf("after the report: %+v, %v; want active", got, err)
+	}
+	tg, err := e.st.GetTarget(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Mode != "host" {
+		t.Errorf("recorded mode %q, want host", tg.Mode)
+	}
+	b, err := e.st.BlockedFor(ctx, tg, time.Now(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Counters) != 1 || b.Counters[0].Packets != 7 {
+		t.Errorf("recorded counters %+v, want the reported ones", b.Counters)
+	}
+}

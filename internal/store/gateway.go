@@ -394,92 +394,95 @@ func (s *Store) Mappings(ctx context.Context, name string, gateway bool) ([]Mapp
 // threshold times or more within an hour on one target raises an audited
 // "possible brute force" event, at most once an hour per source.
 func (s *Store) RecordAgentReport(ctx context.Context, target string, r AgentReport, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		if r.Mode != "" {
-			if _, err := tx.ExecContext(ctx, `UPDATE targets SET mode = $1 WHERE name = $2`, r.Mode, target); err != nil {
-				return fmt.Errorf("recording mode: %w", err)
-			}
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.recordAgentReport(ctx, tx, target, r, now) })
+}
+
+// recordAgentReport is RecordAgentReport inside the caller's transaction.
+func (s *Store) recordAgentReport(ctx context.Context, tx *sql.Tx, target string, r AgentReport, now time.Time) error {
+	if r.Mode != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET mode = $1 WHERE name = $2`, r.Mode, target); err != nil {
+			return fmt.Errorf("recording mode: %w", err)
 		}
-		if r.Inventory != nil {
-			b, _ := json.Marshal(r.Inventory)
-			if _, err := tx.ExecContext(ctx, `UPDATE targets SET inventory = $1 WHERE name = $2`, string(b), target); err != nil {
-				return fmt.Errorf("recording inventory: %w", err)
-			}
+	}
+	if r.Inventory != nil {
+		b, _ := json.Marshal(r.Inventory)
+		if _, err := tx.ExecContext(ctx, `UPDATE targets SET inventory = $1 WHERE name = $2`, string(b), target); err != nil {
+			return fmt.Errorf("recording inventory: %w", err)
 		}
-		for _, c := range r.Blocked {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO blocked_counters (target, destination, protocol, port, packets, connections, updated_at)
+	}
+	for _, c := range r.Blocked {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blocked_counters (target, destination, protocol, port, packets, connections, updated_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (target, destination, protocol, port)
 				DO UPDATE SET packets = excluded.packets, connections = excluded.connections, updated_at = excluded.updated_at`,
-				target, c.Destination, c.Protocol, int(c.Port), int64(c.Packets), int64(c.Connections), ms(now)); err != nil {
-				return fmt.Errorf("recording blocked counters: %w", err)
-			}
+			target, c.Destination, c.Protocol, int(c.Port), int64(c.Packets), int64(c.Connections), ms(now)); err != nil {
+			return fmt.Errorf("recording blocked counters: %w", err)
 		}
-		hour := now.Truncate(time.Hour)
-		for _, b := range r.BlockedSources {
-			if b.Count <= 0 {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO blocked_sources (target, destination, protocol, port, source, hour, count, last_seen)
+	}
+	hour := now.Truncate(time.Hour)
+	for _, b := range r.BlockedSources {
+		if b.Count <= 0 {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blocked_sources (target, destination, protocol, port, source, hour, count, last_seen)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (target, destination, protocol, port, source, hour)
 				DO UPDATE SET count = blocked_sources.count + excluded.count, last_seen = excluded.last_seen`,
-				target, b.Destination, b.Protocol, int(b.Port), b.Source, ms(hour), b.Count, ms(b.LastSeen)); err != nil {
-				return fmt.Errorf("recording blocked sources: %w", err)
-			}
+			target, b.Destination, b.Protocol, int(b.Port), b.Source, ms(hour), b.Count, ms(b.LastSeen)); err != nil {
+			return fmt.Errorf("recording blocked sources: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM blocked_sources WHERE hour < $1`, ms(now.Add(-25*time.Hour))); err != nil {
-			return fmt.Errorf("pruning blocked sources: %w", err)
-		}
-		if len(r.BlockedSources) == 0 || s.cfg.BruteForceThreshold <= 0 {
-			return nil
-		}
-		// Whether a source is suspect is alert.BruteForce's to decide; the
-		// store only adds up its attempts within the window and remembers
-		// its last alert.
-		rows, err := tx.QueryContext(ctx, `SELECT b.source, sum(b.count), max(a.at) FROM blocked_sources b
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM blocked_sources WHERE hour < $1`, ms(now.Add(-25*time.Hour))); err != nil {
+		return fmt.Errorf("pruning blocked sources: %w", err)
+	}
+	if len(r.BlockedSources) == 0 || s.cfg.BruteForceThreshold <= 0 {
+		return nil
+	}
+	// Whether a source is suspect is alert.BruteForce's to decide; the
+	// store only adds up its attempts within the window and remembers
+	// its last alert.
+	rows, err := tx.QueryContext(ctx, `SELECT b.source, sum(b.count), max(a.at) FROM blocked_sources b
 			LEFT JOIN brute_force_alerts a ON a.target = b.target AND a.source = b.source
 			WHERE b.target = $1 AND b.last_seen > $2 GROUP BY b.source ORDER BY b.source`, target, ms(now.Add(-alert.BruteForceWindow)))
-		if err != nil {
-			return fmt.Errorf("checking for brute force: %w", err)
+	if err != nil {
+		return fmt.Errorf("checking for brute force: %w", err)
+	}
+	type hit struct {
+		src string
+		n   int
+	}
+	var hits []hit
+	for rows.Next() {
+		var (
+			h    hit
+			last sql.NullInt64
+		)
+		if err := rows.Scan(&h.src, &h.n, &last); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading blocked attempts: %w", err)
 		}
-		type hit struct {
-			src string
-			n   int
+		var lastAlert time.Time
+		if last.Valid {
+			lastAlert = fromMS(last.Int64)
 		}
-		var hits []hit
-		for rows.Next() {
-			var (
-				h    hit
-				last sql.NullInt64
-			)
-			if err := rows.Scan(&h.src, &h.n, &last); err != nil {
-				rows.Close()
-				return fmt.Errorf("reading blocked attempts: %w", err)
-			}
-			var lastAlert time.Time
-			if last.Valid {
-				lastAlert = fromMS(last.Int64)
-			}
-			if alert.BruteForce(h.n, s.cfg.BruteForceThreshold, lastAlert, now) {
-				hits = append(hits, h)
-			}
+		if alert.BruteForce(h.n, s.cfg.BruteForceThreshold, lastAlert, now) {
+			hits = append(hits, h)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("checking for brute force: %w", err)
-		}
-		for _, h := range hits {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO brute_force_alerts (target, source, at) VALUES ($1, $2, $3)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("checking for brute force: %w", err)
+	}
+	for _, h := range hits {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO brute_force_alerts (target, source, at) VALUES ($1, $2, $3)
 				ON CONFLICT (target, source) DO UPDATE SET at = excluded.at`, target, h.src, ms(now)); err != nil {
-				return fmt.Errorf("recording alert: %w", err)
-			}
-			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.BruteForceSuspected, Target: target,
-				Reason:  fmt.Sprintf("possible brute force: %d blocked attempts from %s within an hour", h.n, h.src),
-				Details: map[string]any{"source": h.src, "attempts": h.n, "threshold": s.cfg.BruteForceThreshold}}); err != nil {
-				return err
-			}
+			return fmt.Errorf("recording alert: %w", err)
 		}
-		return nil
-	})
+		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.BruteForceSuspected, Target: target,
+			Reason:  fmt.Sprintf("possible brute force: %d blocked attempts from %s within an hour", h.n, h.src),
+			Details: map[string]any{"source": h.src, "attempts": h.n, "threshold": s.cfg.BruteForceThreshold}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AgentReport is what an agent reports besides its revision, as the store
