@@ -11,7 +11,6 @@ import (
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/audit"
-	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/recur"
 	"github.com/jitgate/jitgate/internal/store"
@@ -273,15 +272,7 @@ func testReplicasApprovalRace(t *testing.T, ss []*store.Store) {
 // replica that loses the race gets ErrStale and nothing is recorded.
 func testReplicasOccurrenceOnce(t *testing.T, ss []*store.Store) {
 	ctx := t.Context()
-	newTarget(t, ss[0], "web-1", t0)
-	if _, err := ss[0].CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ss[0].CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
-		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "nightly"}, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := carolsSchedule(t, ss[0], "0 22 * * *", "UTC", time.Hour, "nightly")
 	// Every replica at the lead, and again late in the window.
 	for _, now := range []time.Time{sc.NextAt.Add(-recur.Lead), sc.NextAt.Add(30 * time.Minute)} {
 		errs := race(ss, 12, func(i int, s *store.Store) error {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +24,20 @@ func scheduledAsk(t *testing.T, s *store.Store, actor store.Actor, target string
 	return r
 }
 
+// startScheduled runs the sweeper's start of scheduled requests at now.
 func startScheduled(t *testing.T, s *store.Store, now time.Time) int {
 	t.Helper()
-	n, err := s.StartScheduled(t.Context(), policy.DefaultLimits(), now)
+	return sweepStep(t, "StartScheduled", s.StartScheduled, now)
+}
+
+// sweepStep runs one step of the sweeper (ProduceOccurrences,
+// StartScheduled) at now with the default limits: how many requests it
+// moved.
+func sweepStep(t *testing.T, name string, step func(context.Context, policy.Limits, time.Time) (int, error), now time.Time) int {
+	t.Helper()
+	n, err := step(t.Context(), policy.DefaultLimits(), now)
 	if err != nil {
-		t.Fatalf("StartScheduled(%s): %v", now, err)
+		t.Fatalf("%s(%s): %v", name, now, err)
 	}
 	return n
 }

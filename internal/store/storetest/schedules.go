@@ -14,13 +14,34 @@ import (
 	"github.com/jitgate/jitgate/internal/store"
 )
 
+// carolRequester binds user:carol, whose schedules these tests make, as a
+// requester everywhere.
+var carolRequester = authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}
+
+// carolsSchedule is the schedule tests' set-up: target web-1, carol a
+// requester (carolRequester), and her schedule of 22/tcp on web-1 from
+// 198.51.100.7/32, made at t0, that runs at cron in zone for d.
+func carolsSchedule(t *testing.T, s *store.Store, cron, zone string, d time.Duration, reason string) store.Schedule {
+	t.Helper()
+	newTarget(t, s, "web-1", t0)
+	if _, err := s.CreateBinding(t.Context(), alice, carolRequester, t0); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := s.CreateSchedule(t.Context(), alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
+		Source: pfx("198.51.100.7/32"), Cron: cron, TimeZone: zone, Duration: d, Reason: reason}, t0)
+	if err != nil {
+		t.Fatalf("CreateSchedule(%q in %s): %v", cron, zone, err)
+	}
+	return sc
+}
+
+// utc is a time of January 2026, the schedule tests' month, in UTC.
+func utc(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
+
+// produce runs the sweeper's production of recurring occurrences at now.
 func produce(t *testing.T, s *store.Store, now time.Time) int {
 	t.Helper()
-	n, err := s.ProduceOccurrences(t.Context(), policy.DefaultLimits(), now)
-	if err != nil {
-		t.Fatalf("ProduceOccurrences(%s): %v", now, err)
-	}
-	return n
+	return sweepStep(t, "ProduceOccurrences", s.ProduceOccurrences, now)
 }
 
 // testSchedules (issue 15, item 3): a recurring schedule produces each
@@ -30,17 +51,7 @@ func produce(t *testing.T, s *store.Store, now time.Time) int {
 // principal that lost its role gets none; a deleted schedule none either.
 func testSchedules(t *testing.T, s *store.Store) {
 	ctx := t.Context()
-	newTarget(t, s, "web-1", t0)
-	carol := authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}
-	if _, err := s.CreateBinding(ctx, alice, carol, t0); err != nil {
-		t.Fatal(err)
-	}
-	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
-	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
-		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "Europe/Berlin", Duration: time.Hour, Reason: "nightly batch"}, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := carolsSchedule(t, s, "0 22 * * *", "Europe/Berlin", time.Hour, "nightly batch")
 	// 22:00 in Berlin in January is 21:00 UTC.
 	if sc.NextAt == nil || !sc.NextAt.Equal(utc(2, 21, 0)) {
 		t.Fatalf("first occurrence %v, want 21:00 UTC", sc.NextAt)
@@ -85,7 +96,7 @@ func testSchedules(t *testing.T, s *store.Store) {
 	}
 
 	// carol loses her role: the next occurrence is skipped.
-	if err := s.DeleteBinding(ctx, alice, carol, utc(6, 12, 0)); err != nil {
+	if err := s.DeleteBinding(ctx, alice, carolRequester, utc(6, 12, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if n := produce(t, s, utc(6, 20, 45)); n != 0 {
@@ -117,16 +128,7 @@ func testSchedules(t *testing.T, s *store.Store) {
 // restore. Occurrences to come after that are produced as usual.
 func testSchedulesAfterRestore(t *testing.T, s *store.Store) {
 	ctx := t.Context()
-	newTarget(t, s, "web-1", t0)
-	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
-		t.Fatal(err)
-	}
-	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
-	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
-		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: 2 * time.Hour, Reason: "nightly batch"}, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := carolsSchedule(t, s, "0 22 * * *", "UTC", 2*time.Hour, "nightly batch")
 	// The copy was made at 21:40, before the 22:00 occurrence's lead;
 	// it is put back at 22:20, in that occurrence's window.
 	if _, err := s.EndRestored(ctx, 1, "database restored", utc(2, 22, 20)); err != nil {
@@ -178,16 +180,7 @@ func testSchedulesAfterRestore(t *testing.T, s *store.Store) {
 // scheduled), audited; they never hold a grant.
 func testScheduleDeletedBeforeItsOccurrence(t *testing.T, s *store.Store) {
 	ctx := t.Context()
-	newTarget(t, s, "web-1", t0)
-	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
-		t.Fatal(err)
-	}
-	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
-	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
-		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "nightly batch"}, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := carolsSchedule(t, s, "0 22 * * *", "UTC", time.Hour, "nightly batch")
 	if n := produce(t, s, utc(2, 21, 45)); n != 1 {
 		t.Fatalf("produced %d at the lead, want 1", n)
 	}
@@ -214,16 +207,7 @@ func testScheduleDeletedBeforeItsOccurrence(t *testing.T, s *store.Store) {
 // target's recurring access once it gets a policy.
 func testScheduleOfRemovedTarget(t *testing.T, s *store.Store) {
 	ctx := t.Context()
-	newTarget(t, s, "web-1", t0)
-	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
-		t.Fatal(err)
-	}
-	utc := func(d, h, m int) time.Time { return time.Date(2026, 1, d, h, m, 0, 0, time.UTC) }
-	sc, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
-		Source: pfx("198.51.100.7/32"), Cron: "0 22 * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "nightly batch"}, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := carolsSchedule(t, s, "0 22 * * *", "UTC", time.Hour, "nightly batch")
 	if err := s.RemoveTarget(ctx, alice, "web-1", at(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -242,15 +226,7 @@ func testScheduleOfRemovedTarget(t *testing.T, s *store.Store) {
 // the one before (same source and port), the deadline being the latest
 // start + duration, never a sum.
 func testOverlappingOccurrences(t *testing.T, s *store.Store) {
-	ctx := t.Context()
-	newTarget(t, s, "web-1", t0)
-	if _, err := s.CreateBinding(ctx, alice, authz.Binding{Principal: "user:carol", Role: authz.Requester, Scope: authz.Everywhere}, t0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreateSchedule(ctx, alice, store.Schedule{Principal: "user:carol", Target: "web-1", Ports: []policy.Port{tcp(22)},
-		Source: pfx("198.51.100.7/32"), Cron: "*/5 * * * *", TimeZone: "UTC", Duration: time.Hour, Reason: "overlap"}, t0); err != nil {
-		t.Fatal(err)
-	}
+	carolsSchedule(t, s, "*/5 * * * *", "UTC", time.Hour, "overlap")
 	for m := time.Duration(0); m <= 30*time.Minute; m += time.Minute {
 		now := t0.Add(m)
 		produce(t, s, now)
