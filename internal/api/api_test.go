@@ -189,24 +189,47 @@ func sshPolicy(sources ...string) wire.Policy {
 	return wire.Policy{Rules: []wire.PortRule{{Port: 22, Protocol: "tcp", AllowedSources: sources, MaxDuration: wire.Duration(time.Hour)}}}
 }
 
-func TestFullFlow(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
+// grantedWeb01 is a server with target web-01 (its agent enrolled, 22/tcp
+// gated) and one request of the admin's own address for 22: it returns the
+// agent's client, the request as created, and the desired state the agent
+// fetched once (it has not reported it yet).
+func grantedWeb01(t *testing.T) (*env, *client.Client, wire.Request, wire.DesiredState) {
+	t.Helper()
+	return grantedWeb01With(t, nil, "my-ip", "deploy")
+}
+
+// grantedWeb01With is grantedWeb01 with the API's dependencies adjusted by
+// edit and the request from source for reason.
+func grantedWeb01With(t *testing.T, edit func(*api.Deps), source, reason string) (*env, *client.Client, wire.Request, wire.DesiredState) {
+	t.Helper()
+	e := newEnvWith(t, edit)
 	agent := e.addTarget(t, "web-01", "198.51.100.10")
 	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
-
-	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "my-ip",
-		Duration: wire.Duration(30 * time.Minute), Reason: "deploy"})
-	if err != nil {
-		t.Fatalf("CreateRequest: %v", err)
-	}
-	if req.State != "pending" || req.Source != "127.0.0.1/32" || req.Requester != "alice" {
-		t.Fatalf("created request = %+v, want pending from 127.0.0.1/32 by alice", req)
-	}
-
-	ds, err := agent.Desired(ctx, 0, 0)
+	req := e.requestWeb01(t, source, reason)
+	ds, err := agent.Desired(context.Background(), 0, 0)
 	if err != nil {
 		t.Fatalf("Desired: %v", err)
+	}
+	return e, agent, req, ds
+}
+
+// requestWeb01 asks, as the admin, for 22 on web-01 from source for 30
+// minutes.
+func (e *env) requestWeb01(t *testing.T, source, reason string) wire.Request {
+	t.Helper()
+	req, err := e.c.CreateRequest(context.Background(), wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: source,
+		Duration: wire.Duration(30 * time.Minute), Reason: reason})
+	if err != nil {
+		t.Fatalf("CreateRequest from %s: %v", source, err)
+	}
+	return req
+}
+
+func TestFullFlow(t *testing.T) {
+	e, agent, req, ds := grantedWeb01(t)
+	ctx := context.Background()
+	if req.State != "pending" || req.Source != "127.0.0.1/32" || req.Requester != "alice" {
+		t.Fatalf("created request = %+v, want pending from 127.0.0.1/32 by alice", req)
 	}
 	want := wire.GrantEntry{Source: "127.0.0.1/32", Protocol: "tcp", Port: 22}
 	var found bool

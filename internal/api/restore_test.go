@@ -15,27 +15,10 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// grantedWeb01 is a server with target web-01 (its agent enrolled, 22/tcp
-// gated) and one request of the admin's own address for 22: it returns the
-// agent's client, the request, and the desired state the agent fetched once
-// (it has not reported it yet).
-func grantedWeb01(t *testing.T) (*env, *client.Client, wire.Request, wire.DesiredState) {
-	t.Helper()
-	e := newEnv(t)
-	ctx := context.Background()
-	agent := e.addTarget(t, "web-01", "198.51.100.10")
-	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
-	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "my-ip",
-		Duration: wire.Duration(30 * time.Minute), Reason: "deploy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e, agent, req, ds
-}
+// asServerRuns gives the API the revisions the server started with, as
+// the server does (none here: every target is new), which turns on the
+// check of agents claiming revisions never served.
+func asServerRuns(d *api.Deps) { d.RevisionsAtStart = map[string]int64{} }
 
 // TestAgentAheadOfDatabase: an agent that already applied a higher revision
 // than the server holds (the database was restored from an older copy) gets
@@ -83,25 +66,11 @@ func TestAgentAheadOfDatabase(t *testing.T) {
 // revision this server process never had at start nor served. It ends the
 // target's live grants before answering, and answers a revision above both.
 func TestAgentAheadAfterTheDatabaseCaughtUp(t *testing.T) {
-	e := newEnvWith(t, func(d *api.Deps) { d.RevisionsAtStart = map[string]int64{} })
+	e, agent, old, ds := grantedWeb01With(t, asServerRuns, "127.0.0.1/32", "in the restored copy, revoked since")
 	ctx := context.Background()
-	agent := e.addTarget(t, "web-01", "198.51.100.10")
-	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
-	old, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.1/32",
-		Duration: wire.Duration(30 * time.Minute), Reason: "in the restored copy, revoked since"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A change the server has not sent yet takes the next revision number,
 	// which the agent had applied (with other contents) before the restore.
-	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.2/32",
-		Duration: wire.Duration(30 * time.Minute), Reason: "new"}); err != nil {
-		t.Fatal(err)
-	}
+	e.requestWeb01(t, "127.0.0.2/32", "new")
 	reused := ds.Revision + 1
 	got, err := agent.Desired(ctx, reused, 0)
 	if err != nil {
@@ -119,10 +88,7 @@ func TestAgentAheadAfterTheDatabaseCaughtUp(t *testing.T) {
 	}
 
 	// A normal poll afterwards changes nothing more.
-	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.3/32",
-		Duration: wire.Duration(30 * time.Minute), Reason: "after"}); err != nil {
-		t.Fatal(err)
-	}
+	e.requestWeb01(t, "127.0.0.3/32", "after")
 	next, err := agent.Desired(ctx, got.Revision, 0)
 	if err != nil || len(next.Grants) != 1 {
 		t.Errorf("next poll: %+v, %v; want the new grant", next, err)
@@ -203,27 +169,13 @@ func TestRestoreLiftsGatewayPolicyRemovalOnce(t *testing.T) {
 // reused the agent's revision number with other contents.
 func TestAgentAheadOfWhatThisServerServed(t *testing.T) {
 	// As the server runs it: knowing the revisions it started with.
-	e := newEnvWith(t, func(d *api.Deps) { d.RevisionsAtStart = map[string]int64{} })
+	e, agent, req, ds := grantedWeb01With(t, asServerRuns, "127.0.0.1/32", "live before and after")
 	ctx := context.Background()
-	agent := e.addTarget(t, "web-01", "198.51.100.10")
-	e.setPolicy(t, "web-01", sshPolicy("127.0.0.0/8"))
-	req, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.1/32",
-		Duration: wire.Duration(30 * time.Minute), Reason: "live before and after"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := agent.Desired(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
 		t.Fatal(err)
 	}
 	// A second change, served by this process and applied by the agent.
-	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "127.0.0.2/32",
-		Duration: wire.Duration(30 * time.Minute), Reason: "lost in the failover"}); err != nil {
-		t.Fatal(err)
-	}
+	e.requestWeb01(t, "127.0.0.2/32", "lost in the failover")
 	ds2, err := agent.Desired(ctx, ds.Revision, 0)
 	if err != nil || ds2.Revision <= ds.Revision {
 		t.Fatalf("second desired state: %+v, %v", ds2, err)

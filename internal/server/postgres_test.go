@@ -78,18 +78,7 @@ func openGuardedPG(t *testing.T, dir, url string, log *slog.Logger) *store.Store
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := guardRestore(t.Context(), st, dir, log, time.Now())
-	if err != nil {
-		st.Close()
-		t.Fatalf("guardRestore: %v", err)
-	}
-	t.Cleanup(func() { g.close() })
-	st.Subscribe(func(...string) {
-		if err := g.note(context.Background()); err != nil {
-			t.Errorf("note: %v", err)
-		}
-	})
-	return st
+	return guarded(t, st, dir, log)
 }
 
 // copyPGDatabase copies the database at url (no connection may be open to

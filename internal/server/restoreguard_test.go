@@ -24,6 +24,13 @@ func openGuarded(t *testing.T, dir string, log *slog.Logger) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return guarded(t, st, dir, log)
+}
+
+// guarded puts st, just opened, under the restore guard of dir as Run does:
+// the guard's check first, then its mark noted after every change.
+func guarded(t *testing.T, st *store.Store, dir string, log *slog.Logger) *store.Store {
+	t.Helper()
 	g, err := guardRestore(t.Context(), st, dir, log, time.Now())
 	if err != nil {
 		st.Close()
