@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -90,10 +89,7 @@ func TestBastionAcrossReplicas(t *testing.T) {
 	// ssh through `jitgate connect --stdio` to replica b.
 	envB := []string{"JITGATE_SERVER=" + rb.url, "JITGATE_TOKEN=" + b.Token, "HOME=" + b.Dir}
 	sshVia := func(command string) (string, error) {
-		cmd := b.ClientNS.Command(context.Background(), "ssh", append(b.SSHOptions(), "-o",
-			"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", command)...)
-		cmd.Env = append(os.Environ(), envB...)
-		o, err := cmd.CombinedOutput()
+		o, err := proxySSH(b, envB, command).CombinedOutput()
 		return string(o), err
 	}
 	t.Log("a client on replica b reaches the target whose agent's relay is on replica a")
@@ -108,31 +104,7 @@ func TestBastionAcrossReplicas(t *testing.T) {
 
 	pushVia := func() (*bastionSession, wire.BastionSession) {
 		t.Helper()
-		cmd := b.ClientNS.Command(context.Background(), "ssh", append(b.SSHOptions(), "-o",
-			"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", "while date +%s.%N; do sleep 0.1; done")...)
-		cmd.Env = append(os.Environ(), envB...)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		s := &bastionSession{cmd: cmd, lines: make(chan string, 10000), exited: make(chan struct{})}
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				s.lines <- sc.Text()
-			}
-			cmd.Wait()
-			close(s.exited)
-		}()
-		t.Cleanup(func() { cmd.Process.Kill(); <-s.exited })
-		select {
-		case <-s.lines:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the ssh session through replica b produced no output")
-		}
+		s := startPushSessionWith(t, b, envB)
 		var live wire.BastionSession
 		// Listed by replica b, which relays it and so knows its bytes so
 		// far (the others show the bytes once it ends).

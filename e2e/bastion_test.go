@@ -22,14 +22,29 @@ type bastionSession struct {
 	exited chan struct{}
 }
 
+// proxySSH is ssh in the client namespace, as root to web-01's port 22
+// through `jitgate connect --stdio` (its ProxyCommand), running command
+// there; env is the client environment (JITGATE_SERVER, JITGATE_TOKEN).
+func proxySSH(b *testlab.BastionLab, env []string, command string) *exec.Cmd {
+	cmd := b.ClientNS.Command(context.Background(), "ssh", append(b.SSHOptions(), "-o",
+		"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", command)...)
+	cmd.Env = append(os.Environ(), env...)
+	return cmd
+}
+
 // startPushSession runs ssh with the ProxyCommand 'jitgate connect --stdio'
 // in the client namespace.
 func startPushSession(t *testing.T, b *testlab.BastionLab) *bastionSession {
 	t.Helper()
-	args := append(b.SSHOptions(), "-o", "ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01",
-		"root@web-01", "while date +%s.%N; do sleep 0.1; done")
-	cmd := b.ClientNS.Command(context.Background(), "ssh", args...)
-	cmd.Env = append(os.Environ(), b.ClientEnv()...)
+	return startPushSessionWith(t, b, b.ClientEnv())
+}
+
+// startPushSessionWith is startPushSession with the client environment env
+// (JITGATE_SERVER and JITGATE_TOKEN: which server, as whom), once ssh
+// printed its first line.
+func startPushSessionWith(t *testing.T, b *testlab.BastionLab, env []string) *bastionSession {
+	t.Helper()
+	cmd := proxySSH(b, env, "while date +%s.%N; do sleep 0.1; done")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -134,10 +149,7 @@ func TestBastion(t *testing.T) {
 	grant := reqs[0]
 
 	t.Log("ssh with ProxyCommand 'jitgate connect --stdio'")
-	cmd := b.ClientNS.Command(context.Background(), "ssh", append(b.SSHOptions(), "-o",
-		"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", "echo via-proxycommand")...)
-	cmd.Env = append(os.Environ(), b.ClientEnv()...)
-	if o, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(o), "via-proxycommand") {
+	if o, err := proxySSH(b, b.ClientEnv(), "echo via-proxycommand").CombinedOutput(); err != nil || !strings.Contains(string(o), "via-proxycommand") {
 		t.Fatalf("ssh with ProxyCommand: %v: %s", err, o)
 	}
 
@@ -202,10 +214,7 @@ func TestBastion(t *testing.T) {
 
 	t.Log("kill -9 of the server ends the sessions; the restarted server lists them ended")
 	l.eventually("a session through the restarted agent", 10*time.Second, func() bool {
-		c := b.ClientNS.Command(context.Background(), "ssh", append(b.SSHOptions(), "-o",
-			"ProxyCommand="+b.Binary+" connect --stdio --port 22 web-01", "root@web-01", "true")...)
-		c.Env = append(os.Environ(), b.ClientEnv()...)
-		return c.Run() == nil
+		return proxySSH(b, b.ClientEnv(), "true").Run() == nil
 	})
 	s = startPushSession(t, b)
 	live = liveSession(t, l)

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/testenv"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // A bastion lab: the client reaches only the jitgate server; the target,
@@ -160,4 +162,40 @@ LogLevel VERBOSE
 		b.tb.Fatal(err)
 	}
 	return string(pub)
+}
+
+// CertTarget is a target of the bastion lab whose sshd admits jitgate's
+// SSH certificates only (StartCertTarget).
+type CertTarget struct {
+	// CAFile is where the agent writes the CA's public key, which the
+	// sshd trusts (TrustedUserCAKeys).
+	CAFile string
+	// HostKeyFile is the sshd's host public key, which the agent reports.
+	HostKeyFile string
+}
+
+// StartCertTarget makes target name (with labels) through c, starts an sshd
+// on the target's port that trusts only jitgate's SSH CA (StartCertSSHD),
+// starts the target's agent installing the CA key and reporting that
+// sshd's host key, sets policy, and waits until the agent did both.
+func (b *BastionLab) StartCertTarget(c *client.Client, name string, labels map[string]string, port uint16, policy wire.Policy) CertTarget {
+	b.tb.Helper()
+	ctx := context.Background()
+	ct := CertTarget{CAFile: filepath.Join(b.Dir, "jitgate_user_ca.pub"),
+		HostKeyFile: filepath.Join(b.Dir, fmt.Sprintf("sshd-cert-%d", port), "host_ed25519.pub")}
+	b.StartCertSSHD(port, ct.CAFile)
+	tg, err := c.CreateTarget(ctx, wire.TargetCreate{Name: name, Labels: labels})
+	if err != nil {
+		b.tb.Fatal(err)
+	}
+	b.StartTargetAgent(tg.EnrollToken, "--ssh-trusted-ca", ct.CAFile, "--ssh-host-keys", ct.HostKeyFile)
+	if _, err := c.SetPolicy(ctx, name, policy); err != nil {
+		b.tb.Fatal(err)
+	}
+	b.Eventually("the agent installed the CA key and reported the host key", 10*time.Second, func() bool {
+		_, err := os.Stat(ct.CAFile)
+		t, terr := c.Target(ctx, name)
+		return err == nil && terr == nil && t.Inventory != nil && len(t.Inventory.SSHHostKeys) == 1
+	})
+	return ct
 }

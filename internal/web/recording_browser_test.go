@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,23 +41,8 @@ func TestRecordingInBrowser(t *testing.T) {
 	b.StartServer()
 	ctx := context.Background()
 	c := b.APIClient()
-	caFile := filepath.Join(b.Dir, "jitgate_user_ca.pub")
-	b.StartCertSSHD(2022, caFile)
-	hostKeyFile := filepath.Join(b.Dir, "sshd-cert-2022", "host_ed25519.pub")
-	tg, err := c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Labels: map[string]string{"group": "prod"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.StartTargetAgent(tg.EnrollToken, "--ssh-trusted-ca", caFile, "--ssh-host-keys", hostKeyFile)
-	if _, err := c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 2022, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour),
-		Access: "bastion", Logins: []string{"root"}, Record: true, RecordInput: true}}}); err != nil {
-		t.Fatal(err)
-	}
-	b.Eventually("the agent installed the CA key and reported the host key", 10*time.Second, func() bool {
-		_, err := os.Stat(caFile)
-		t, terr := c.Target(ctx, "web-01")
-		return err == nil && terr == nil && t.Inventory != nil && len(t.Inventory.SSHHostKeys) == 1
-	})
+	b.StartCertTarget(c, "web-01", map[string]string{"group": "prod"}, 2022, wire.Policy{Rules: []wire.PortRule{{Port: 2022, Protocol: "tcp",
+		MaxDuration: wire.Duration(time.Hour), Access: "bastion", Logins: []string{"root"}, Record: true, RecordInput: true}}})
 	req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"2022"}, Bastion: true,
 		Duration: wire.Duration(30 * time.Minute), Reason: "INC-11 recorded session"})
 	if err != nil {

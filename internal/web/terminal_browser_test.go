@@ -38,23 +38,8 @@ func TestTerminalInBrowser(t *testing.T) {
 	b.StartServer()
 	ctx := context.Background()
 	c := b.APIClient()
-	caFile := filepath.Join(b.Dir, "jitgate_user_ca.pub")
-	b.StartCertSSHD(2022, caFile)
-	hostKeyFile := filepath.Join(b.Dir, "sshd-cert-2022", "host_ed25519.pub")
-	tg, err := c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.StartTargetAgent(tg.EnrollToken, "--ssh-trusted-ca", caFile, "--ssh-host-keys", hostKeyFile)
-	if _, err := c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{
-		{Port: 2022, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion", Logins: []string{"root"}}}}); err != nil {
-		t.Fatal(err)
-	}
-	b.Eventually("the agent installed the CA key and reported the host key", 10*time.Second, func() bool {
-		_, err := os.Stat(caFile)
-		t, terr := c.Target(ctx, "web-01")
-		return err == nil && terr == nil && t.Inventory != nil && len(t.Inventory.SSHHostKeys) == 1
-	})
+	caFile := b.StartCertTarget(c, "web-01", nil, 2022, wire.Policy{Rules: []wire.PortRule{
+		{Port: 2022, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion", Logins: []string{"root"}}}}).CAFile
 	grant := func(d time.Duration) wire.Request {
 		t.Helper()
 		req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"2022"}, Bastion: true,
