@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/store"
 
 	"github.com/jitgate/jitgate/internal/client"
@@ -169,17 +168,7 @@ func TestRestoreGuardOnPostgres(t *testing.T) {
 			}
 			st := openGuardedPG(t, tc.dir, tc.url, log)
 			defer st.Close()
-			got, err := st.GetRequest(ctx, req.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.State != access.Revoked || !strings.Contains(got.Message, "database restored") {
-				t.Errorf("request after starting on the copy: %s %q, want revoked with \"database restored\"", got.State, got.Message)
-			}
-			rev, _, grants, err := st.DesiredState(ctx, "web-1", now)
-			if err != nil || len(grants) != 0 || rev <= revokedAt {
-				t.Errorf("desired state after the restore: revision %d with %d grants (%v), want none and a revision above %d", rev, len(grants), err, revokedAt)
-			}
+			wantRestoreEnded(t, st, req.ID, revokedAt, now)
 		})
 	}
 }

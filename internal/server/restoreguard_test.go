@@ -67,6 +67,26 @@ func copyDB(t *testing.T, from, to string) {
 	os.Remove(filepath.Join(to, "jitgate.db-shm"))
 }
 
+// wantRestoreEnded checks what a start on a restored copy leaves: the
+// request id, live in the copy, revoked for "database restored", and web-1's
+// desired state without a grant, at a revision above revokedAt (the last
+// one served before the restore).
+func wantRestoreEnded(t *testing.T, st *store.Store, id string, revokedAt int64, now time.Time) {
+	t.Helper()
+	got, err := st.GetRequest(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != access.Revoked || !strings.Contains(got.Message, "database restored") {
+		t.Errorf("request after starting on the older copy: %s %q, want revoked with \"database restored\"", got.State, got.Message)
+	}
+	rev, _, grants, err := st.DesiredState(t.Context(), "web-1", now)
+	if err != nil || len(grants) != 0 || rev <= revokedAt {
+		t.Errorf("desired state after the restore: revision %d with %d grants (%v), want no grant and a revision above %d (served before)",
+			rev, len(grants), err, revokedAt)
+	}
+}
+
 // guardActor is the actor of the restore-guard tests' changes.
 var guardActor = store.Actor{Name: "admin"}
 
@@ -131,18 +151,7 @@ func TestRestoreGuardEndsGrantsOfAnOlderCopy(t *testing.T) {
 	copyDB(t, old, dir) // put back over the stopped server
 	st = openGuarded(t, dir, log)
 	defer st.Close()
-	got, err := st.GetRequest(ctx, req.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.State != access.Revoked || !strings.Contains(got.Message, "database restored") {
-		t.Errorf("request after starting on the older copy: %s %q, want revoked with \"database restored\"", got.State, got.Message)
-	}
-	rev, _, grants, err := st.DesiredState(ctx, "web-1", now)
-	if err != nil || len(grants) != 0 || rev <= revokedAt {
-		t.Errorf("desired state after the restore: revision %d with %d grants (%v), want no grant and a revision above %d (served before)",
-			rev, len(grants), err, revokedAt)
-	}
+	wantRestoreEnded(t, st, req.ID, revokedAt, now)
 	if !strings.Contains(logs.String(), "database restored") {
 		t.Errorf("the restore was not logged:\n%s", logs.String())
 	}

@@ -36,22 +36,9 @@ import (
 // CSP; jitgate sessions play shows it in a terminal; jitgate ssh goes
 // through the recorded terminal instead of a tunnel.
 func TestRecordingInBrowser(t *testing.T) {
-	b := testlab.NewBastion(t)
-	browser := startBrowser(t, b.Lab)
-	b.StartServer()
+	b, browser, c, _ := newCertLab(t, map[string]string{"group": "prod"}, wire.PortRule{Record: true, RecordInput: true})
 	ctx := context.Background()
-	c := b.APIClient()
-	b.StartCertTarget(c, "web-01", map[string]string{"group": "prod"}, 2022, wire.Policy{Rules: []wire.PortRule{{Port: 2022, Protocol: "tcp",
-		MaxDuration: wire.Duration(time.Hour), Access: "bastion", Logins: []string{"root"}, Record: true, RecordInput: true}}})
-	req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"2022"}, Bastion: true,
-		Duration: wire.Duration(30 * time.Minute), Reason: "INC-11 recorded session"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Eventually("the bastion grant active", 10*time.Second, func() bool {
-		r, err := c.Request(ctx, req.ID)
-		return err == nil && r.State == "active"
-	})
+	req := activeBastionGrant(t, b, c, 30*time.Minute, "INC-11 recorded session")
 
 	t.Log("a raw tunnel to the recorded port is refused")
 	if _, err := c.Tunnel(ctx, "web-01", 2022); client.StatusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "recorded") {

@@ -21,6 +21,39 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
+// newCertLab is the lab of the browser terminal tests: the bastion lab with
+// its server, headless Chromium in the client's namespace, the admin's API
+// client, and target web-01 (labels) whose sshd on port 2022 admits
+// jitgate's SSH certificates only (testlab.StartCertTarget), gated by a
+// bastion rule for root on 2022 that rule's Record and RecordInput extend.
+func newCertLab(t *testing.T, labels map[string]string, rule wire.PortRule) (*testlab.BastionLab, context.Context, *client.Client, testlab.CertTarget) {
+	t.Helper()
+	b := testlab.NewBastion(t)
+	browser := startBrowser(t, b.Lab)
+	b.StartServer()
+	c := b.APIClient()
+	rule.Port, rule.Protocol, rule.MaxDuration, rule.Access, rule.Logins = 2022, "tcp", wire.Duration(time.Hour), "bastion", []string{"root"}
+	target := b.StartCertTarget(c, "web-01", labels, 2022, wire.Policy{Rules: []wire.PortRule{rule}})
+	return b, browser, c, target
+}
+
+// activeBastionGrant asks, through c, for a bastion grant of web-01's port
+// 2022 for d and waits until it is active.
+func activeBastionGrant(t *testing.T, b *testlab.BastionLab, c *client.Client, d time.Duration, reason string) wire.Request {
+	t.Helper()
+	ctx := context.Background()
+	req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"2022"}, Bastion: true,
+		Duration: wire.Duration(d), Reason: reason})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Eventually("the bastion grant active", 10*time.Second, func() bool {
+		r, err := c.Request(ctx, req.ID)
+		return err == nil && r.State == "active"
+	})
+	return req
+}
+
 // TestTerminalInBrowser drives the browser terminal in headless Chromium
 // against the real server, the real agent and OpenSSH's sshd on a target the
 // browser has no route to (the bastion lab). The sshd has no authorized_keys
@@ -33,25 +66,12 @@ import (
 // closes it with "connection lost" and a Reconnect button; a host key other
 // than the one the agent reports is refused (on Reconnect) and audited.
 func TestTerminalInBrowser(t *testing.T) {
-	b := testlab.NewBastion(t)
-	browser := startBrowser(t, b.Lab)
-	b.StartServer()
+	b, browser, c, target := newCertLab(t, nil, wire.PortRule{})
 	ctx := context.Background()
-	c := b.APIClient()
-	caFile := b.StartCertTarget(c, "web-01", nil, 2022, wire.Policy{Rules: []wire.PortRule{
-		{Port: 2022, Protocol: "tcp", MaxDuration: wire.Duration(time.Hour), Access: "bastion", Logins: []string{"root"}}}}).CAFile
+	caFile := target.CAFile
 	grant := func(d time.Duration) wire.Request {
 		t.Helper()
-		req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"2022"}, Bastion: true,
-			Duration: wire.Duration(d), Reason: "INC-9 browser terminal"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Eventually("the bastion grant active", 10*time.Second, func() bool {
-			r, err := c.Request(ctx, req.ID)
-			return err == nil && r.State == "active"
-		})
-		return req
+		return activeBastionGrant(t, b, c, d, "INC-9 browser terminal")
 	}
 	req := grant(30 * time.Minute)
 
