@@ -48,15 +48,7 @@ func breakGlassFixture(t *testing.T, e *env) (alert, token string) {
 // userWith returns a client of a new user bound to role in scope.
 func (e *env) userWith(t *testing.T, name string, role authz.Role, scope authz.Scope) *client.Client {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:" + name, Role: role, Scope: scope}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	secret, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e.c.WithToken(secret)
+	return e.c.WithToken(e.userToken(t, name, role, scope))
 }
 
 func auditActions(t *testing.T, e *env, target string) []string {
