@@ -391,15 +391,45 @@ func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout 
 // ProduceOccurrences will have work (zero when there is none): a deadline,
 // an approval or activation timeout, an expiry warning, a scheduled start,
 // a recurring schedule's next occurrence (recur.Lead before it). It only
-// reads, so a sweeper can call it after every change.
+// reads.
 //
-// Its cost does not grow with the number of live requests: every minimum is
-// the first entry of the index requests_state (state, expires_at) for one
-// state, or a scan of the few requests awaiting approval, their start or
-// activation. (Before, one min() over every live request read them all:
-// with 100,000 live grants it was a third of the server's CPU under load,
-// as the sweeper calls it after every change.)
+// Except for the expiry warning (NextExpiryWarning), its cost does not grow
+// with the number of live requests: every minimum is the first entry of the
+// index requests_state (state, expires_at) for one state, or a scan of the
+// few requests awaiting approval, their start or activation. (Before, one
+// min() over every live request read them all: with 100,000 live grants it
+// was a third of the server's CPU under load, as the sweeper calls it after
+// every change.) A sweeper woken by every change calls
+// NextDeadlineExceptWarnings instead, and reads the warning on a period.
 func (s *Store) NextDeadline(ctx context.Context, activationTimeout time.Duration) (time.Time, error) {
+	next, err := s.NextDeadlineExceptWarnings(ctx, activationTimeout)
+	if err != nil {
+		return time.Time{}, err
+	}
+	warn, err := s.NextExpiryWarning(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return earliest(next, warn), nil
+}
+
+// earliest is the earlier of two instants, zero standing for none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// NextDeadlineExceptWarnings is NextDeadline without the next expiry
+// warning (NextExpiryWarning). The warning's read is the one that is not
+// bounded by an index minimum: it passes over every active request too short
+// to be warned that expires before the first one that is (with 10-minute
+// grants and the 10-minute default lead, every grant made by a busy server),
+// so a sweeper woken by every change reads it on a period instead
+// (server.sweepLoop): a warning is an announcement minutes ahead, and a few
+// seconds late is harmless.
+func (s *Store) NextDeadlineExceptWarnings(ctx context.Context, activationTimeout time.Duration) (time.Time, error) {
 	var next1, next2 sql.NullInt64
 	var parts []string
 	for _, st := range access.LiveStates() {
@@ -427,13 +457,6 @@ func (s *Store) NextDeadline(ctx context.Context, activationTimeout time.Duratio
 		if t := fromMS(next2.Int64).Add(activationTimeout); next.IsZero() || t.Before(next) {
 			next = t
 		}
-	}
-	warn, err := s.nextExpiryWarning(ctx)
-	if err != nil {
-		return time.Time{}, err
-	}
-	if !warn.IsZero() && (next.IsZero() || warn.Before(next)) {
-		next = warn
 	}
 	occ, err := s.nextOccurrence(ctx)
 	if err != nil {

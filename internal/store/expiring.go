@@ -61,9 +61,10 @@ func warnExpiring(ctx context.Context, tx *sql.Tx, lead time.Duration, now time.
 	return nil
 }
 
-// nextExpiryWarning returns when the next request.expiring is due (zero:
-// none is pending).
-func (s *Store) nextExpiryWarning(ctx context.Context) (time.Time, error) {
+// NextExpiryWarning returns when the next request.expiring is due (zero:
+// none is pending). Its cost grows with the active requests too short to be
+// warned (see NextDeadlineExceptWarnings).
+func (s *Store) NextExpiryWarning(ctx context.Context) (time.Time, error) {
 	lead := s.expiryLead()
 	if lead <= 0 {
 		return time.Time{}, nil
