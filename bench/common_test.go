@@ -32,8 +32,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("BENCH_FLEET_CHILD") != "" {
-		os.Exit(m.Run()) // the fleet process of TestFleet: no lab, no binary
+	if os.Getenv("BENCH_FLEET_CHILD") != "" || os.Getenv("BENCH_LOAD_SIM_CHILD") != "" {
+		// The fleet process of TestFleet, the simulated agents of
+		// TestControlPlaneLoad: no lab, no binary.
+		os.Exit(m.Run())
 	}
 	code := testlab.Run(m)
 	testenv.StopPostgres() // started by the replica benchmarks, if any ran

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -74,6 +75,14 @@ type Load struct {
 	AgentApply Summary `json:"agent_apply_during_load"`
 	// Kernel elements in the agent's set after the run.
 	KernelElements int `json:"kernel_elements_after_load"`
+	// CPU used during the open loop (from /proc/PID/stat, utime+stime), in
+	// seconds, by the server, the real agent, the load generator (this
+	// test's process: requests and client long-polls) and the simulated
+	// agents (their own process), and by the whole machine (/proc/stat:
+	// other work on it is Machine minus the rest); per request, the server's
+	// share in ms. Who saturated can be read here: each process's CPU over
+	// Seconds is the cores it used.
+	CPU LoadCPU `json:"cpu_during_load"`
 	// RSS in MiB at 10,000 targets and 100,000 grants, after the load.
 	ServerRSSMiB float64 `json:"server_rss_mib"`
 	AgentRSSMiB  float64 `json:"agent_rss_mib"`
@@ -92,6 +101,107 @@ type Load struct {
 	AgentRestartMS    []float64 `json:"agent_restart_to_reconciled_ms"`
 }
 
+// LoadCPU is CPU time in seconds during the open loop (see Load.CPU).
+type LoadCPU struct {
+	Server      float64 `json:"server_s"`
+	Agent       float64 `json:"agent_s"`
+	Generator   float64 `json:"generator_s"`
+	SimAgents   float64 `json:"sim_agents_s"`
+	Machine     float64 `json:"machine_busy_s"`
+	Others      float64 `json:"others_s"`
+	ServerPerMS float64 `json:"server_ms_per_request"`
+	GenPerMS    float64 `json:"generator_ms_per_request"`
+	SimsPerMS   float64 `json:"sim_agents_ms_per_request"`
+}
+
+// cpuSample is the CPU time of the processes the load test watches, and of
+// the machine, at one instant.
+type cpuSample struct{ server, agent, generator, sims, machine float64 }
+
+// clockTick is USER_HZ, the unit of /proc's CPU times (100 on Linux).
+const clockTick = 100
+
+// procCPU is a process's user+system CPU time in seconds (0 when pid is 0).
+func procCPU(t *testing.T, pid int) float64 {
+	t.Helper()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("reading the CPU time of %d: %v", pid, err)
+	}
+	// The fields after the command (which may hold spaces) start after its
+	// closing parenthesis; utime and stime are fields 14 and 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTick
+}
+
+// machineCPU is the CPU time all cores spent busy (not idle or waiting for
+// I/O) since boot, in seconds.
+func machineCPU(t *testing.T) float64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var busy float64
+	for i, v := range strings.Fields(line)[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy / clockTick
+}
+
+func sampleCPU(t *testing.T, server, agent, sims int) cpuSample {
+	return cpuSample{server: procCPU(t, server), agent: procCPU(t, agent), generator: procCPU(t, os.Getpid()),
+		sims: procCPU(t, sims), machine: machineCPU(t)}
+}
+
+// loadCPU is the CPU used between two samples, for n requests.
+func loadCPU(a, b cpuSample, n int) LoadCPU {
+	c := LoadCPU{Server: b.server - a.server, Agent: b.agent - a.agent, Generator: b.generator - a.generator,
+		SimAgents: b.sims - a.sims, Machine: b.machine - a.machine}
+	c.Others = max(c.Machine-c.Server-c.Agent-c.Generator-c.SimAgents, 0)
+	if n > 0 {
+		c.ServerPerMS = 1000 * c.Server / float64(n)
+		c.GenPerMS = 1000 * c.Generator / float64(n)
+		c.SimsPerMS = 1000 * c.SimAgents / float64(n)
+	}
+	return c
+}
+
+// raiseFileLimit lifts this process's RLIMIT_NOFILE to the most the kernel
+// allows (fs.nr_open; root may raise the hard limit): the generator holds
+// a connection per request in flight, and a saturated server keeps
+// thousands in flight. The processes the test starts inherit it (a program
+// that sets the limit itself opts out of Go restoring the original soft
+// limit in children).
+func raiseFileLimit(t *testing.T) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n > lim.Max {
+			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}); err == nil {
+				lim = syscall.Rlimit{Cur: n, Max: n}
+			}
+		}
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("raising the open-file limit to %d: %v", lim.Max, err)
+	}
+	t.Logf("open-file limit: %d", lim.Cur)
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
@@ -106,7 +216,10 @@ func loadClient(t *testing.T, l *testlab.Lab) *client.Client {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return l.ClientNS.DialContext(ctx, &net.Dialer{}, network, addr)
 		},
-		MaxIdleConnsPerHost: 512,
+		// Every connection back to the pool: the generator's concurrency
+		// (requests and long-polls in flight) is not bounded by it, and a
+		// connection closed for want of an idle slot is one more dial.
+		MaxIdleConnsPerHost: 1 << 20,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	c, err := client.New(testlab.ServerURL, l.Token, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 60 * time.Second}))
@@ -138,6 +251,7 @@ func TestControlPlaneLoad(t *testing.T) {
 		}
 		t.Setenv(server.CPUProfileEnv, path)
 	}
+	raiseFileLimit(t)
 	l := testlab.New(t)
 	setupJitgate(t, l, loadServerFlags...)
 	ctx := context.Background()
@@ -169,9 +283,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	// agent (simAgent: it long-polls and reports every revision applied at
 	// once; no kernel), so that the figures are the server's.
 	targets := []string{target}
-	simCtx, simStop := context.WithCancel(ctx)
-	var sims sync.WaitGroup
-	defer func() { simStop(); sims.Wait() }()
+	var creds strings.Builder
 	for i := 1; i < min(spread, loadTargets); i++ {
 		name := fmt.Sprintf("seed-%06d", i)
 		tc, err := api.ReissueEnrollToken(ctx, name)
@@ -182,14 +294,27 @@ func TestControlPlaneLoad(t *testing.T) {
 		if err != nil {
 			t.Fatalf("enrolling a simulated agent for %s: %v", name, err)
 		}
-		ac := api.WithToken(er.Credential)
-		sims.Go(func() { simAgent(simCtx, ac) })
+		fmt.Fprintln(&creds, er.Credential)
 		targets = append(targets, name)
 	}
+	// The simulated agents run in a process of their own, so that their
+	// CPU is told apart from the generator's.
+	simPid := 0
 	if spread > 1 {
+		path := filepath.Join(t.TempDir(), "sim-agents")
+		if err := os.WriteFile(path, []byte(creds.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("BENCH_LOAD_SIM_CHILD", path)
+		sims := l.Start(l.ClientNS, "simulated agents", os.Args[0], "-test.run=^TestLoadSimAgentsChild$", "-test.v")
+		l.Eventually("every simulated agent reported once", 2*time.Minute, func() bool {
+			return strings.Contains(sims.Output(), "sim agents: all reported")
+		})
+		simPid = sims.Pid()
 		t.Logf("spread over %d targets (%d simulated agents)", len(targets), len(targets)-1)
 	}
 	profile := startServerProfile(t, l)
+	cpuStart := sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid)
 
 	// The open-loop generator: request i is due at start + i/rate, each
 	// from a fresh source, whatever the answers of the earlier ones; both
@@ -249,6 +374,9 @@ func TestControlPlaneLoad(t *testing.T) {
 	}
 	wg.Wait()
 	profile()
+	res.CPU = loadCPU(cpuStart, sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid), res.Sent)
+	t.Logf("CPU during the load (s): server %.2f (%.3f ms/request), agent %.2f, generator %.2f (%.3f ms/request), simulated agents %.2f (%.3f ms/request); machine busy %.2f, other work %.2f",
+		res.CPU.Server, res.CPU.ServerPerMS, res.CPU.Agent, res.CPU.Generator, res.CPU.GenPerMS, res.CPU.SimAgents, res.CPU.SimsPerMS, res.CPU.Machine, res.CPU.Others)
 	t.Logf("generator: at most %s behind its schedule", late.Round(time.Microsecond))
 	res.GeneratorLateMS = ms(late)
 	res.Activated, res.Errors, res.ErrorSamples = len(activates), int(errs.Load()), samples
@@ -374,10 +502,49 @@ func rssMiB(t *testing.T, p *testlab.Proc) float64 {
 	return float64(b) / (1 << 20)
 }
 
+// TestLoadSimAgentsChild is the simulated agents of TestControlPlaneLoad:
+// run as a separate process with BENCH_LOAD_SIM_CHILD naming a file of
+// agent credentials (one a line), it runs a light simulated agent for each
+// (simAgent) until it is killed, and says "sim agents: all reported" once
+// every one has reported its first revision. Without the variable it does
+// nothing: it is not a test of its own.
+func TestLoadSimAgentsChild(t *testing.T) {
+	path := os.Getenv("BENCH_LOAD_SIM_CHILD")
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := strings.Fields(string(b))
+	// One kept-alive connection per agent: no dial per poll.
+	tr := &http.Transport{MaxIdleConnsPerHost: 2*len(creds) + 16, IdleConnTimeout: 5 * time.Minute}
+	hc := &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	var left atomic.Int64
+	left.Store(int64(len(creds)))
+	var wg sync.WaitGroup
+	for _, cred := range creds {
+		c, err := client.New(testlab.ServerURL, cred, client.WithHTTPClient(hc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			simAgent(context.Background(), c, func() {
+				if left.Add(-1) == 0 {
+					fmt.Println("sim agents: all reported")
+				}
+			})
+		})
+	}
+	wg.Wait()
+}
+
 // simAgent is a light simulated agent: it long-polls its target's desired
 // state as the real agent does (after and since the revision it applied)
 // and reports each revision applied at once, with no kernel behind it.
-func simAgent(ctx context.Context, c *client.Client) {
+// first is called after its first report.
+func simAgent(ctx context.Context, c *client.Client, first func()) {
 	var applied int64
 	for ctx.Err() == nil {
 		ds, err := c.DesiredSince(ctx, applied, applied, 25*time.Second)
@@ -391,6 +558,9 @@ func simAgent(ctx context.Context, c *client.Client) {
 			continue
 		}
 		if c.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "bench"}) == nil {
+			if applied == 0 && first != nil {
+				first()
+			}
 			applied = ds.Revision
 		}
 	}

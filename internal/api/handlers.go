@@ -628,17 +628,29 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 	if err != nil {
 		return err
 	}
-	if ok, err := a.readable(r.Context(), p, req, a.targetOf(r.Context(), req.Target)); err != nil {
-		return err
-	} else if !ok {
-		return fmt.Errorf("%s may not see request %s: %w", p.Name(), id, errForbidden)
+	// The requester's own request needs no target for its authorization;
+	// another's is judged with its target's labels, read once for both the
+	// check and an answer given at once.
+	var t *store.Target
+	if req.Requester != p.Name() {
+		got, err := a.Store.GetTarget(r.Context(), req.Target)
+		at := &authz.Target{Name: req.Target}
+		if err == nil {
+			t, at = &got, authzTarget(got)
+		}
+		if ok, err := a.readable(r.Context(), p, req, at); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%s may not see request %s: %w", p.Name(), id, errForbidden)
+		}
 	}
 	deadline := time.Now().Add(wait)
 	for {
 		remaining := time.Until(deadline)
 		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
-			return a.writeRequest(w, r, http.StatusOK, req)
+			return a.writeRequestOf(w, r, http.StatusOK, req, t)
 		}
+		t = nil // read again for an answer after the wait
 		// Woken only when this request's version moved (or on a timeout):
 		// the other requests of its target do not cost this waiter a read.
 		ch, cancel := a.Hub.WatchRequest(req.Target, id, req.Version, gen)

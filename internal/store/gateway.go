@@ -648,11 +648,10 @@ func (s *Store) changed(targets ...string) {
 	}
 	ctx := context.Background()
 	for _, t := range targets {
-		var gw string
-		if s.db.QueryRowContext(ctx, `SELECT gateway FROM targets WHERE name = $1`, t).Scan(&gw) == nil {
-			add(gw)
-		}
-		rows, err := s.db.QueryContext(ctx, `SELECT name FROM targets WHERE gateway = $1`, t)
+		// One read for both relations: the target's own row names its
+		// gateway, the others are the targets behind it.
+		rows, err := s.db.QueryContext(ctx, `SELECT gateway FROM targets WHERE name = $1
+			UNION ALL SELECT name FROM targets WHERE gateway = $1`, t)
 		if err == nil {
 			for rows.Next() {
 				var n string

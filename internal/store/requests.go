@@ -321,7 +321,11 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 		superseded := 0
 		switch state {
 		case access.Pending:
-			if superseded, err = grantRequest(ctx, tx, id, actor, now); err != nil {
+			// The request as just inserted, and its target as read above
+			// in this transaction: grantRead does not read them again.
+			r := Request{ID: id, Target: target, Requester: actor.Name, Source: req.Source, Ports: req.Ports, Duration: req.Duration,
+				State: state, StartsAt: fromNullMS(startsAt)}
+			if superseded, err = grantRead(ctx, tx, r, t, actor, now, true); err != nil {
 				return err
 			}
 			granted = true
@@ -371,9 +375,21 @@ func grantRequestWindows(ctx context.Context, tx *sql.Tx, id string, actor Actor
 	}
 	// The rules' time windows are checked again at the grant's start (an
 	// approval may come after the window closed) and clip its deadline.
-	pol, err := targetPolicy(ctx, tx, r.Target)
+	t, err := scanTarget(tx.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, r.Target))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("reading policy of %s: %w", r.Target, err)
+	}
+	return grantRead(ctx, tx, r, t, actor, now, windows)
+}
+
+// grantRead is grantRequestWindows with the request r and its target t as
+// read in tx (a new request's transaction has both in hand: it does not
+// read them again).
+func grantRead(ctx context.Context, tx *sql.Tx, r Request, t Target, actor Actor, now time.Time, windows bool) (int, error) {
+	id := r.ID
+	var pol policy.Policy
+	if t.Policy != nil {
+		pol = *t.Policy
 	}
 	if !windows {
 		pol.Rules = slices.Clone(pol.Rules)
@@ -391,7 +407,11 @@ func grantRequestWindows(ctx context.Context, tx *sql.Tx, id string, actor Actor
 		start = *r.StartsAt
 	}
 	asked, clipped := clipToWindows(pol, r.Ports, now, access.GrantDeadline(start, now, r.Duration).Sub(now))
-	enforcer, rev, err := bumpForGrants(ctx, tx, r.Target)
+	owner := t.Name
+	if t.Gateway != "" {
+		owner = t.Gateway
+	}
+	enforcer, rev, err := bumpOwner(ctx, tx, owner, changeGrants)
 	if err != nil {
 		return 0, err
 	}

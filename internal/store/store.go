@@ -360,13 +360,19 @@ func bump(ctx context.Context, tx *sql.Tx, target string, kind int64) (string, i
 	if err != nil {
 		return "", 0, err
 	}
+	return bumpOwner(ctx, tx, owner, kind)
+}
+
+// bumpOwner is bump with the target whose revision moves (revisionOwner)
+// already known from a read in tx.
+func bumpOwner(ctx context.Context, tx *sql.Tx, owner string, kind int64) (string, int64, error) {
 	var rev int64
-	err = tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, owner).Scan(&rev)
+	err := tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, owner).Scan(&rev)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", 0, fmt.Errorf("target %q: %w", target, ErrNotFound)
+		return "", 0, fmt.Errorf("target %q: %w", owner, ErrNotFound)
 	}
 	if err != nil {
-		return "", 0, fmt.Errorf("advancing revision of %s: %w", target, err)
+		return "", 0, fmt.Errorf("advancing revision of %s: %w", owner, err)
 	}
 	// The generation counts every desired-state change of the database:
 	// the restore guard (restore.go) compares it with a mark kept outside.

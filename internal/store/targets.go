@@ -99,18 +99,15 @@ func scanTarget(r scanner) (Target, error) {
 		&t.Gateway, &t.Address, &t.Mode, &t.PublicAddress, &inv, &polRemovedRev, &polRemovedAt, &polConfirmed); err != nil {
 		return Target{}, err
 	}
-	if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
-		return Target{}, fmt.Errorf("decoding labels of %s: %w", t.Name, err)
-	}
-	if err := json.Unmarshal([]byte(addrs), &t.Addresses); err != nil {
-		return Target{}, fmt.Errorf("decoding addresses of %s: %w", t.Name, err)
-	}
+	var raw *string
 	if pol.Valid {
-		t.Policy = new(policy.Policy)
-		if err := json.Unmarshal([]byte(pol.String), t.Policy); err != nil {
-			return Target{}, fmt.Errorf("decoding policy of %s: %w", t.Name, err)
-		}
+		raw = &pol.String
 	}
+	d, err := decodeTargetJSON(t.Name, labels, addrs, raw)
+	if err != nil {
+		return Target{}, err
+	}
+	t.Labels, t.Addresses, t.Policy = d.labels, d.addrs, d.policy
 	if inv.Valid {
 		h, err := decodeInventory(t.Name, inv.String)
 		if err != nil {

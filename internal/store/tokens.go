@@ -235,12 +235,11 @@ func (s *Store) Authenticate(ctx context.Context, secret string, now time.Time) 
 		// passes for another kind of principal ("service:deploy").
 		return Principal{}, ErrUnauthorized
 	}
-	if err := json.Unmarshal([]byte(groups), &p.Groups); err != nil {
-		return Principal{}, fmt.Errorf("decoding token groups: %w", err)
+	d, err := decodeTokenJSON(groups, limits)
+	if err != nil {
+		return Principal{}, err
 	}
-	if err := json.Unmarshal([]byte(limits), &p.Limits); err != nil {
-		return Principal{}, fmt.Errorf("decoding token limits: %w", err)
-	}
+	p.Groups, p.Limits = d.groups, d.limits
 	return p, nil
 }
 
