@@ -205,7 +205,7 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 			bumped = true
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, created_at, target, version FROM requests WHERE (target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = `+statePending+` AND revision <= $2`, target, rev)
+		rows, err := tx.QueryContext(ctx, pendingToActivate, target, rev)
 		if err != nil {
 			return fmt.Errorf("selecting requests to activate: %w", err)
 		}
@@ -285,6 +285,17 @@ func (s *Store) SetAgentState(ctx context.Context, target, state, clientAddr str
 		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, ClientAddr: clientAddr, Action: action, Target: target})
 	})
 }
+
+// pendingToActivate selects the pending requests a report of revision $2 by
+// the agent of target $1 activates: two reads on the index
+// requests_pending_target (migration 0032), the target's own pending
+// requests and those of the targets behind it (CROSS JOIN: SQLite walks
+// the targets first, by their gateway). (One read with an OR passed
+// over every pending request of every target: under load, with a backlog,
+// most of a report's cost.)
+var pendingToActivate = `SELECT id, created_at, target, version FROM requests WHERE target = $1 AND state = ` + statePending + ` AND revision <= $2
+	UNION ALL SELECT r.id, r.created_at, r.target, r.version FROM targets t CROSS JOIN requests r
+	WHERE t.gateway = $1 AND r.target = t.name AND r.state = ` + statePending + ` AND r.revision <= $2`
 
 // sweepBatch bounds the requests one sweep transaction ends. A sweep with
 // more to do commits in several transactions; each is queued behind the
