@@ -62,6 +62,12 @@ type writer struct {
 	commits, ops atomic.Int64
 	// hold, when set (tests only), runs at the start of each batch.
 	hold func()
+	// gen is the database generation (Generation) as the last commit left
+	// it, plus one; 0: not known. Kept on SQLite only, where this writer
+	// makes every commit of the database: the restore guard asks for the
+	// generation after every change, before the agents are woken, and
+	// gets it without a read (on PostgreSQL other replicas commit too).
+	gen atomic.Int64
 }
 
 func (s *Store) startWriter() {
@@ -210,6 +216,15 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 			return broken(i, err)
 		}
 	}
+	// The generation as this transaction leaves it, read inside it (one
+	// cached statement on the writer, instead of a read of its own by
+	// whoever asks after the commit).
+	gen := int64(-1)
+	if committed > 0 && s.dialect.name == sqliteDialect.name {
+		if tx.QueryRow(`SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&gen) != nil {
+			gen = -1
+		}
+	}
 	if committed == 0 {
 		tx.Rollback()
 	} else if err := tx.Commit(); err != nil {
@@ -222,6 +237,9 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	} else {
 		s.w.commits.Add(1)
 		s.w.ops.Add(int64(committed))
+		// Before any caller is answered (and so before the change feed
+		// wakes anyone): Generation is never behind a reported commit.
+		s.w.gen.Store(gen + 1)
 		s.publishRequests(takeTouched(tx))
 	}
 	for i, op := range ops {

@@ -31,8 +31,13 @@ import (
 )
 
 // Generation returns the number of desired-state changes the database has
-// recorded (it only grows, across every target).
+// recorded (it only grows, across every target). On SQLite, after this
+// store's first commit, it is the value the last commit left, kept by the
+// group-commit writer: no read.
 func (s *Store) Generation(ctx context.Context) (int64, error) {
+	if g := s.w.gen.Load(); g > 0 {
+		return g - 1, nil
+	}
 	var g int64
 	if err := s.db.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&g); err != nil {
 		return 0, fmt.Errorf("reading the database generation: %w", err)

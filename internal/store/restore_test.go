@@ -1,6 +1,8 @@
 package store_test
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"io/fs"
 	"math"
@@ -195,4 +197,44 @@ func TestAgentAheadRefusesImpossibleRevision(t *testing.T) {
 	if got, err := s.GetRequest(ctx, req.ID); err != nil || got.State != access.Active {
 		t.Errorf("request after refused claims = %s, %v; want active", got.State, err)
 	}
+}
+
+// TestGenerationWithoutARead: on SQLite, once the store has committed,
+// Generation answers from what the group-commit writer's last commit left,
+// without a read (asked with a cancelled context, which fails any read; the
+// restore guard asks after every change, before the agents are woken), and
+// the answer is what the database holds after each kind of change: a grant,
+// a revocation, the lift of EndRestored.
+func TestGenerationWithoutARead(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "jitgate.db")
+	s := openSQLite(t, path)
+	t.Cleanup(func() { s.Close() })
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	check := func(after string) {
+		t.Helper()
+		var want int64
+		if err := db.QueryRow(`SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&want); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Generation(cancelled); err != nil || got != want {
+			t.Errorf("after %s: Generation = %d, %v; want %d from the writer, no read", after, got, err, want)
+		}
+	}
+	req, _ := activeGrant(t, s)
+	check("a grant")
+	if _, err := s.RevokeRequest(ctx, store.Actor{Name: "admin"}, req.ID, "done", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	check("a revocation")
+	if _, err := s.EndRestored(ctx, 5, "restored", t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	check("a restore's lift")
 }
