@@ -155,10 +155,19 @@ var sections = map[string]func(dir string) (string, bool){
 			{"jitgate: API call → first connection", "jitgate_open"},
 			{"— the API call alone (answers pending)", "jitgate_api_call"},
 			{"— activation recorded by the server", "jitgate_activated"},
+			{"— the same open seen by the 1 ms dial poller of earlier runs", "jitgate_open_dial"},
 			{"kernel path: one netlink `Apply` → first connection", "kernel_apply_open"},
+			{"— the same seen by the 1 ms dial poller of earlier runs", "kernel_apply_open_dial"},
 			{"kernel path: `nft add element` → first connection", "nft_binary_open"},
 		} {
+			if _, ok := g[r.key]; !ok {
+				continue // a result file from before the instrument changed
+			}
 			fmt.Fprintf(&b, "| %s | %s |\n", r.name, dist(g.o(r.key)))
+		}
+		if v, ok := g["poll_interval_ms"]; ok {
+			fmt.Fprintf(&b, "\nFirst connection seen by a connect attempt every %.1f ms (each on its own socket; the first to complete marks the open: resolution ~%.1f ms plus one round trip; %.0f attempts per jitgate trial); the dial poller's rows dial once at a time with a %.0f ms timeout (up to that much late).\n",
+				num(v), num(v), g.f("jitgate_fine_poll_attempts_mean"), g.f("poll_timeout_ms"))
 		}
 		fmt.Fprintf(&b, "\njitgate p50 = %.2f × the netlink path, %.2f × `nft add element`. Targets: p50 ≤ %.0f ms: %s; p99 ≤ %.0f ms: %s.\n",
 			g.f("jitgate_p50_over_kernel_p50"), g.f("jitgate_p50_over_nft_binary_p50"), g.f("target_p50_ms"), yes(g.b("met_p50")), g.f("target_p99_ms"), yes(g.b("met_p99")))
