@@ -47,7 +47,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,7 +242,6 @@ type Agent struct {
 	held         *held
 	index        *firewall.Index
 	indexShift   time.Duration
-	snapshot     []wire.GrantEntry // entries of the snapshot just received, for its apply
 	wantSnapshot bool              // ask for a snapshot at once (a delta was refused)
 	nextSnapshot time.Time         // ask for a snapshot instead of a delta from then on
 	fullNext     bool              // the snapshot asked for is applied whatever its revision
@@ -608,14 +606,20 @@ func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.T
 	}
 	isNew := a.cur == nil || a.failed || ds.Revision != a.cur.ds.Revision || a.fullNext
 	a.fullNext = false
-	base, h := split(ds)
+	// The previous state goes before the new one is converted (at a
+	// million grants each is tens of megabytes); the snapshot's decoded
+	// entries are not kept (split converts them), and are garbage once
+	// receive returns.
+	a.held, a.index = nil, nil
+	base, h := split(ds, a.cfg.Mode == firewall.GatewayMode)
+	ds.Grants = nil
 	a.cur, a.held = &received{ds: base, recvAt: recvAt}, h
-	a.setRelayState(ds, recvAt)
+	rv := h.relayView(base)
+	if h.err != nil {
+		rv.Bastion = nil // a malformed state opens nothing
+	}
+	a.setRelayState(rv, recvAt)
 	if isNew {
-		// The snapshot's entries are the state: apply them as they came
-		// instead of gathering them again from held (a copy of every
-		// grant).
-		a.snapshot = ds.Grants
 		a.apply(ctx, "revision")
 		return true
 	}
@@ -640,8 +644,7 @@ func (a *Agent) checkTarget(ds wire.DesiredState) error {
 
 // apply applies a.cur to the backend and queues the report.
 func (a *Agent) apply(ctx context.Context, reason string) {
-	cur, snapshot := a.cur, a.snapshot
-	a.snapshot = nil
+	cur := a.cur
 	now := time.Now()
 	a.observeSkew(cur, now)
 	if cur.ds.Revision < a.highWater {
@@ -670,18 +673,22 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	bg := a.injectBreakGlass(bgl, now)
 	a.bgApplied = len(bg)
 	full := cur.ds
-	if snapshot != nil {
-		full.Grants = snapshot
-		if len(bg) > 0 {
-			// Copied only then: held keeps slices of the snapshot.
-			full.Grants = slices.Concat(snapshot, bg)
-		}
-	} else if a.held != nil {
+	if a.held != nil {
 		// Expired by the server's clock an hour ago: gone by either clock.
-		full = a.held.full(cur.ds, now.Add(-shift).Add(-time.Hour))
+		a.held.dropExpired(now.Add(-shift).Add(-time.Hour))
+		full = a.held.relayView(cur.ds)
 	}
+	full.Grants = bg // also in held (converted): checked here as entries
 	a.index = nil
 	rs, err := toRuleset(full, shift, a.cfg.Mode)
+	if err == nil && a.held != nil {
+		if a.held.err != nil {
+			err = a.held.err
+		} else {
+			// Held has bg's entries too: take every grant from there.
+			rs.Grants = a.held.appendGrants(rs.Grants[:0], shift)
+		}
+	}
 	var res firewall.ApplyResult
 	switch {
 	case errors.Is(err, errModeMismatch):

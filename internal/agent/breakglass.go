@@ -337,7 +337,7 @@ func (a *Agent) injectBreakGlass(l *bgLog, now time.Time) []wire.GrantEntry {
 	if a.held != nil {
 		for id := range a.held.grants {
 			if id < 0 {
-				delete(a.held.grants, id)
+				a.held.remove(id, 0)
 			}
 		}
 	}
@@ -363,7 +363,9 @@ func (a *Agent) injectBreakGlass(l *bgLog, now time.Time) []wire.GrantEntry {
 	for _, u := range liveUses(recs, key, a.bgRevoked, a.Status().Target, now) {
 		out = append(out, u.entry)
 		if a.held != nil {
-			a.held.grants[u.entry.ID] = []wire.GrantEntry{u.entry}
+			if hg, err := a.held.convert(u.entry, a.cfg.Mode == firewall.GatewayMode); err == nil {
+				a.held.put(u.entry.ID, hg)
+			}
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -43,32 +44,123 @@ type deltaServer interface {
 
 // held are the grant and bastion entries of the state the agent holds, by
 // grant id (0: entries of a server that sends no ids; such a state is never
-// the base of a delta).
+// the base of a delta). Grant entries are kept converted and compact
+// (heldGrant, 32 bytes): at a million grants the decoded wire entries (a
+// struct of 88 bytes, a source string and a protocol string each) and a map
+// of slices of them were ~180 MB the agent held for nothing but deltas.
 type held struct {
-	grants  map[int64][]wire.GrantEntry
+	grants  map[int64]heldGrant   // the first entry of each grant
+	more    map[int64][]heldGrant // the further entries (behind a gateway, one per address of the target)
 	bastion map[int64][]wire.BastionGrant
+	// dests are the gateway destinations the entries name (heldGrant.dest
+	// is an index into it, plus one; 0: none).
+	dests   []netip.Addr
+	destIdx map[netip.Addr]uint32
+	// err is why an entry of the snapshot could not be converted: the
+	// state is malformed and is not applied (as toRuleset refuses it).
+	err error
+}
+
+// heldGrant is one grant entry as the agent holds it: the source prefix as
+// sent (address bytes, length, family), protocol, port, destination (an
+// index into held.dests) and the deadline by the server's clock (Unix ns).
+type heldGrant struct {
+	addr  [16]byte
+	exp   int64
+	dest  uint32
+	port  uint16
+	bits  uint8
+	proto uint8 // the protocol; heldV4 set for an IPv4 source
+}
+
+const heldV4 = 0x80
+
+func newHeld(n int) *held {
+	return &held{grants: make(map[int64]heldGrant, n), more: map[int64][]heldGrant{},
+		bastion: map[int64][]wire.BastionGrant{}, destIdx: map[netip.Addr]uint32{}}
+}
+
+// convert turns an entry into a heldGrant, refusing what toGrant refuses.
+func (h *held) convert(g wire.GrantEntry, gateway bool) (heldGrant, error) {
+	gr, err := toGrant(g, 0, gateway)
+	if err != nil {
+		return heldGrant{}, err
+	}
+	if uint8(gr.Proto)&heldV4 != 0 {
+		return heldGrant{}, fmt.Errorf("protocol %d out of range", gr.Proto)
+	}
+	a := gr.Source.Addr()
+	hg := heldGrant{addr: a.As16(), exp: g.ExpiresAt.UnixNano(), port: gr.Port, bits: uint8(gr.Source.Bits()), proto: uint8(gr.Proto)}
+	if a.Is4() {
+		hg.proto |= heldV4
+	}
+	if gr.Dest.IsValid() {
+		i, ok := h.destIdx[gr.Dest]
+		if !ok {
+			h.dests = append(h.dests, gr.Dest)
+			i = uint32(len(h.dests))
+			h.destIdx[gr.Dest] = i
+		}
+		hg.dest = i
+	}
+	return hg, nil
+}
+
+// grant is hg as a firewall grant, its deadline moved shift earlier (see
+// toRuleset).
+func (h *held) grant(hg heldGrant, shift time.Duration) firewall.Grant {
+	a := netip.AddrFrom16(hg.addr)
+	if hg.proto&heldV4 != 0 {
+		a = netip.AddrFrom4([4]byte(hg.addr[12:]))
+	}
+	var dest netip.Addr
+	if hg.dest > 0 {
+		dest = h.dests[hg.dest-1]
+	}
+	return firewall.Grant{Source: netip.PrefixFrom(a, int(hg.bits)), Dest: dest, Proto: firewall.Protocol(hg.proto &^ heldV4),
+		Port: hg.port, Expires: time.Unix(0, hg.exp).UTC().Add(-shift)}
+}
+
+// put adds the entries of grant id (replacing none: the caller deleted
+// what they replace).
+func (h *held) put(id int64, hg heldGrant) {
+	if _, ok := h.grants[id]; !ok {
+		h.grants[id] = hg
+		return
+	}
+	h.more[id] = append(h.more[id], hg)
+}
+
+// remove forgets grant id, and returns its entries as grants with shift.
+func (h *held) remove(id int64, shift time.Duration) []firewall.Grant {
+	var out []firewall.Grant
+	if hg, ok := h.grants[id]; ok {
+		out = append(out, h.grant(hg, shift))
+		for _, m := range h.more[id] {
+			out = append(out, h.grant(m, shift))
+		}
+	}
+	delete(h.grants, id)
+	delete(h.more, id)
+	delete(h.bastion, id)
+	return out
 }
 
 // split takes the entries out of a snapshot: the base is what stays the
 // same across deltas (protected ports, mappings, mode), the entries go to
-// held.
-func split(ds wire.DesiredState) (wire.DesiredState, *held) {
-	h := &held{grants: make(map[int64][]wire.GrantEntry, len(ds.Grants)), bastion: map[int64][]wire.BastionGrant{}}
-	// Entries of one grant come together (the server sends them by id):
-	// each grant's entries are a slice of the snapshot's, not a copy
-	// (capped, so that an append copies). At a million grants a copy
-	// each would cost ~100 MB.
-	for i := 0; i < len(ds.Grants); {
-		j := i + 1
-		for j < len(ds.Grants) && ds.Grants[j].ID == ds.Grants[i].ID {
-			j++
+// held, converted (a malformed one is held.err). The snapshot's entries are
+// not kept.
+func split(ds wire.DesiredState, gateway bool) (wire.DesiredState, *held) {
+	h := newHeld(len(ds.Grants))
+	for i, g := range ds.Grants {
+		hg, err := h.convert(g, gateway)
+		if err != nil {
+			if h.err == nil {
+				h.err = fmt.Errorf("grants[%d] %w", i, err)
+			}
+			continue
 		}
-		if id := ds.Grants[i].ID; h.grants[id] == nil {
-			h.grants[id] = ds.Grants[i:j:j]
-		} else {
-			h.grants[id] = append(h.grants[id], ds.Grants[i:j]...)
-		}
-		i = j
+		h.put(g.ID, hg)
 	}
 	for _, b := range ds.Bastion {
 		h.bastion[b.GrantID] = append(h.bastion[b.GrantID], b)
@@ -77,17 +169,25 @@ func split(ds wire.DesiredState) (wire.DesiredState, *held) {
 	return ds, h
 }
 
-// full is base with every held entry: the whole state, for a full apply.
-// Entries whose deadline passed before gone (they open nothing; the server
-// deletes their rows without a revision) are dropped from h first, so that
+// dropExpired forgets the entries whose deadline passed before gone (they
+// open nothing; the server deletes their rows without a revision), so that
 // what the agent holds between snapshots stays bounded by the live grants.
-func (h *held) full(base wire.DesiredState, gone time.Time) wire.DesiredState {
-	for id, es := range h.grants {
-		es = slices.DeleteFunc(es, func(g wire.GrantEntry) bool { return !g.ExpiresAt.After(gone) })
-		if len(es) == 0 {
-			delete(h.grants, id)
+func (h *held) dropExpired(gone time.Time) {
+	g := gone.UnixNano()
+	for id, hg := range h.grants {
+		ms := slices.DeleteFunc(h.more[id], func(m heldGrant) bool { return m.exp <= g })
+		if hg.exp <= g {
+			if len(ms) == 0 {
+				delete(h.grants, id)
+				delete(h.more, id)
+				continue
+			}
+			h.grants[id], ms = ms[0], ms[1:]
+		}
+		if len(ms) == 0 {
+			delete(h.more, id)
 		} else {
-			h.grants[id] = es
+			h.more[id] = ms
 		}
 	}
 	for id, es := range h.bastion {
@@ -98,16 +198,22 @@ func (h *held) full(base wire.DesiredState, gone time.Time) wire.DesiredState {
 			h.bastion[id] = es
 		}
 	}
-	n := 0
-	for _, es := range h.grants {
-		n += len(es)
+}
+
+// appendGrants appends every held entry to gs as grants with shift.
+func (h *held) appendGrants(gs []firewall.Grant, shift time.Duration) []firewall.Grant {
+	n := len(h.grants)
+	for _, ms := range h.more {
+		n += len(ms)
 	}
-	base.Grants = make([]wire.GrantEntry, 0, n)
-	for _, es := range h.grants {
-		base.Grants = append(base.Grants, es...)
+	gs = slices.Grow(gs, n)
+	for id, hg := range h.grants {
+		gs = append(gs, h.grant(hg, shift))
+		for _, m := range h.more[id] {
+			gs = append(gs, h.grant(m, shift))
+		}
 	}
-	base.Bastion = h.relayView(base).Bastion
-	return base
+	return gs
 }
 
 // relayView is base with the bastion entries only: what the relay checks
@@ -183,7 +289,11 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 	// changes: a malformed entry refuses the whole delta.
 	now := time.Now()
 	gateway := a.cfg.Mode == firewall.GatewayMode
-	grants := map[int64][]wire.GrantEntry{}
+	type entry struct {
+		id int64
+		hg heldGrant
+	}
+	var grants []entry
 	bastion := map[int64][]wire.BastionGrant{}
 	changed := make(map[int64]bool, len(ds.Changed))
 	for _, id := range ds.Changed {
@@ -194,12 +304,12 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 		if !changed[g.ID] || g.ID == 0 {
 			return a.refuseDelta(ds, fmt.Errorf("%w: an entry of grant %d, which it does not name as changed", errBadDelta, g.ID))
 		}
-		gr, err := toGrant(g, a.indexShift, gateway)
+		hg, err := a.held.convert(g, gateway)
 		if err != nil {
 			return a.refuseDelta(ds, fmt.Errorf("%w: grant %d %w", errBadDelta, g.ID, err))
 		}
-		grants[g.ID] = append(grants[g.ID], g)
-		add = append(add, gr)
+		grants = append(grants, entry{g.ID, hg})
+		add = append(add, a.held.grant(hg, a.indexShift))
 	}
 	for _, b := range ds.Bastion {
 		if !changed[b.GrantID] || b.GrantID == 0 {
@@ -208,20 +318,13 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 		bastion[b.GrantID] = append(bastion[b.GrantID], b)
 	}
 	for _, id := range ds.Changed {
-		for _, g := range a.held.grants[id] {
-			gr, err := toGrant(g, a.indexShift, gateway)
-			if err == nil {
-				del = append(del, gr)
-			}
-		}
-		delete(a.held.grants, id)
-		delete(a.held.bastion, id)
-		if len(grants[id]) > 0 {
-			a.held.grants[id] = grants[id]
-		}
+		del = append(del, a.held.remove(id, a.indexShift)...)
 		if len(bastion[id]) > 0 {
 			a.held.bastion[id] = bastion[id]
 		}
+	}
+	for _, e := range grants {
+		a.held.put(e.id, e.hg)
 	}
 	a.cur = cur
 	a.setRelayState(a.held.relayView(cur.ds), recvAt)

@@ -81,11 +81,20 @@ type groupKey struct {
 }
 
 // group holds the grants of one (port, family).
+//
+// A million host grants are nearly all one deadline of a source that is its
+// own root: such a source is one entry of hosts (16 bytes of address, 8 of
+// deadline), and its element (the host until that deadline) is derived when
+// asked for instead of stored. Kept as a deadline slice and a one-element
+// slice of Element under the prefix in two maps, they were ~400 bytes a
+// grant, most of the agent's memory at a million grants.
 type group struct {
-	deadlines map[netip.Prefix][]time.Time    // by canonical source
+	v6        bool
+	hosts     map[[16]byte]int64              // host sources with exactly one deadline (Unix ns)
+	deadlines map[netip.Prefix][]time.Time    // every other source (wider, or several deadlines), by canonical source
 	root      map[netip.Prefix]netip.Prefix   // member source -> its component's root (a source without an entry is a root)
 	members   map[netip.Prefix][]netip.Prefix // root -> sources in its component (roots with others only)
-	elements  map[netip.Prefix][]Element      // root -> its component's elements
+	elements  map[netip.Prefix][]Element      // root -> its component's elements, except for hosts roots (derived)
 	wide      int                             // sources shorter than a host
 }
 
@@ -109,7 +118,7 @@ func NewIndex(rs Ruleset, now time.Time) *Index {
 		}
 	}
 	for k, n := range sizes {
-		x.groups[k] = newGroupSized(n)
+		x.groups[k] = newGroupSized(k.v6, n)
 	}
 	for _, g := range rs.Grants {
 		x.add(g)
@@ -121,6 +130,18 @@ func NewIndex(rs Ruleset, now time.Time) *Index {
 					g.elements[r] = els
 					x.elements += len(els)
 				}
+			}
+		}
+		for a, exp := range g.hosts {
+			if _, member := g.root[g.hostPrefix(a)]; member {
+				continue
+			}
+			if exp > now.UnixNano() {
+				x.elements++
+			} else {
+				// Expired, alone: it opens nothing, and a host never
+				// shapes a component (see dropExpired).
+				delete(g.hosts, a)
 			}
 		}
 	}
@@ -156,10 +177,10 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 			if !insert {
 				return
 			}
-			g = newGroup()
+			g = newGroup(k.v6)
 			x.groups[k] = g
 		}
-		if !insert && !slices.ContainsFunc(g.deadlines[src], gr.Expires.Equal) {
+		if !insert && !slices.ContainsFunc(g.deadlinesOf(src), gr.Expires.Equal) {
 			return
 		}
 		t := st[k]
@@ -167,21 +188,28 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 			t = &touched{old: map[netip.Prefix][]Element{}, roots: map[netip.Prefix]bool{}}
 			st[k] = t
 		}
-		mark := func() {
+		// A root first touched after the change is new (its sources were
+		// members of another root, saved before): it had no elements.
+		// Asked for, a hosts root's element would be derived.
+		mark := func(before bool) {
 			for _, r := range g.rootsAffected(src) {
 				if _, ok := t.old[r]; !ok {
-					t.old[r] = g.elements[r]
+					if before {
+						t.old[r] = g.elementsOf(k.key, r)
+					} else {
+						t.old[r] = g.elements[r]
+					}
 				}
 				t.roots[r] = true
 			}
 		}
-		mark()
+		mark(true)
 		if insert {
-			g.insert(src, gr.Expires)
+			g.insert(src, canonicalTime(gr.Expires))
 		} else {
 			g.remove(src, gr.Expires)
 		}
-		mark()
+		mark(false)
 	}
 	for _, gr := range del {
 		change(gr, false)
@@ -201,6 +229,15 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 				delete(g.elements, r) // no longer a root
 				continue
 			}
+			if g.isHostRoot(r) {
+				delete(g.elements, r) // derived from now on
+				if e, ok := g.hostElement(k.key, r); ok && e.Expires.After(now) {
+					after = append(after, e)
+				} else {
+					g.dropHost(r) // expired and alone: it opens nothing
+				}
+				continue
+			}
 			els := g.compute(k.key, r, now)
 			if len(els) == 0 {
 				delete(g.elements, r)
@@ -211,7 +248,7 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 		}
 		x.elements += len(after) - len(before)
 		x.diff(before, after, now, &d)
-		if len(g.deadlines) == 0 {
+		if len(g.deadlines) == 0 && len(g.hosts) == 0 {
 			delete(x.groups, k)
 		}
 	}
@@ -234,11 +271,16 @@ func (x *Index) add(gr Grant) {
 	}
 	g := x.groups[k]
 	if g == nil {
-		g = newGroup()
+		g = newGroup(k.v6)
 		x.groups[k] = g
 	}
-	g.insert(src, gr.Expires)
+	g.insert(src, canonicalTime(gr.Expires))
 }
+
+// canonicalTime is t as the Index keeps deadlines: UTC, no monotonic
+// reading, so that a deadline stored as Unix nanoseconds (group.hosts) and
+// read back is the same value (Elements are compared with ==).
+func canonicalTime(t time.Time) time.Time { return time.Unix(0, t.UnixNano()).UTC() }
 
 // place says which group a grant belongs to and its canonical source, as
 // Ruleset.Elements decides which grants count; ok is false for a grant that
@@ -292,12 +334,124 @@ func (x *Index) translate(e Element, out *[]Translation) {
 	}
 }
 
-func newGroup() *group { return newGroupSized(0) }
+func newGroup(v6 bool) *group { return newGroupSized(v6, 0) }
 
-// newGroupSized makes a group with room for n sources.
-func newGroupSized(n int) *group {
-	return &group{deadlines: make(map[netip.Prefix][]time.Time, n), root: map[netip.Prefix]netip.Prefix{},
-		members: map[netip.Prefix][]netip.Prefix{}, elements: make(map[netip.Prefix][]Element, n)}
+// newGroupSized makes a group with room for n host sources.
+func newGroupSized(v6 bool, n int) *group {
+	return &group{v6: v6, hosts: make(map[[16]byte]int64, n), deadlines: map[netip.Prefix][]time.Time{},
+		root: map[netip.Prefix]netip.Prefix{}, members: map[netip.Prefix][]netip.Prefix{}, elements: map[netip.Prefix][]Element{}}
+}
+
+// hostKey is the hosts key of p and whether p is a host prefix.
+func hostKey(p netip.Prefix) ([16]byte, bool) {
+	if p.Bits() != hostBits(p) {
+		return [16]byte{}, false
+	}
+	return p.Addr().As16(), true
+}
+
+// hostPrefix is the host prefix of a hosts key of g's family.
+func (g *group) hostPrefix(a [16]byte) netip.Prefix {
+	if g.v6 {
+		return netip.PrefixFrom(netip.AddrFrom16(a), 128)
+	}
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte(a[12:])), 32)
+}
+
+// has reports whether p is a source of g.
+func (g *group) has(p netip.Prefix) bool {
+	if a, ok := hostKey(p); ok {
+		if _, ok := g.hosts[a]; ok {
+			return true
+		}
+	}
+	_, ok := g.deadlines[p]
+	return ok
+}
+
+// deadlinesOf are the deadlines of source p (nil when p is none).
+func (g *group) deadlinesOf(p netip.Prefix) []time.Time {
+	if a, ok := hostKey(p); ok {
+		if exp, ok := g.hosts[a]; ok {
+			return []time.Time{time.Unix(0, exp).UTC()}
+		}
+	}
+	return g.deadlines[p]
+}
+
+// setDeadlines makes ds the deadlines of source p (none: p is no source).
+func (g *group) setDeadlines(p netip.Prefix, ds []time.Time) {
+	a, host := hostKey(p)
+	switch {
+	case len(ds) == 0:
+		delete(g.deadlines, p)
+		if host {
+			delete(g.hosts, a)
+		}
+	case host && len(ds) == 1:
+		delete(g.deadlines, p)
+		g.hosts[a] = ds[0].UnixNano()
+	default:
+		if host {
+			delete(g.hosts, a)
+		}
+		g.deadlines[p] = ds
+	}
+}
+
+// isHostRoot reports whether p is a root held as a hosts entry, whose
+// element is derived rather than stored.
+func (g *group) isHostRoot(p netip.Prefix) bool {
+	a, ok := hostKey(p)
+	if !ok {
+		return false
+	}
+	if _, ok := g.hosts[a]; !ok {
+		return false
+	}
+	_, member := g.root[p]
+	return !member
+}
+
+// hostElement is the element of hosts root p: the host until its deadline.
+func (g *group) hostElement(k PortKey, p netip.Prefix) (Element, bool) {
+	a, _ := hostKey(p)
+	exp, ok := g.hosts[a]
+	if !ok {
+		return Element{}, false
+	}
+	return Element{From: p.Addr(), To: p.Addr(), Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: time.Unix(0, exp).UTC()}, true
+}
+
+// elementsOf are the elements of root r as last computed. A hosts root's
+// element is derived: it is held only while live when last computed
+// (NewIndex and Update drop one that expired: it opens nothing, and a host
+// shapes no component), so it is exactly what compute gave then.
+func (g *group) elementsOf(k PortKey, r netip.Prefix) []Element {
+	if g.isHostRoot(r) {
+		if e, ok := g.hostElement(k, r); ok {
+			return []Element{e}
+		}
+		return nil
+	}
+	return g.elements[r]
+}
+
+// dropHost forgets the hosts root p, whose only grant expired.
+func (g *group) dropHost(p netip.Prefix) {
+	if a, ok := hostKey(p); ok {
+		delete(g.hosts, a)
+	}
+}
+
+// sources calls f for every source of g.
+func (g *group) sources(f func(netip.Prefix)) {
+	for p := range g.deadlines {
+		f(p)
+	}
+	for a := range g.hosts {
+		f(g.hostPrefix(a))
+	}
 }
 
 // rootIn is the root of source src (src itself when it is one); ok is
@@ -308,7 +462,7 @@ func (g *group) rootIn(src netip.Prefix) (netip.Prefix, bool) {
 	if r, ok := g.root[src]; ok {
 		return r, true
 	}
-	if _, ok := g.deadlines[src]; ok {
+	if g.has(src) {
 		return src, true
 	}
 	return netip.Prefix{}, false
@@ -317,8 +471,7 @@ func (g *group) rootIn(src netip.Prefix) (netip.Prefix, bool) {
 // isRoot reports whether p is a source of g and the root of its component.
 func (g *group) isRoot(p netip.Prefix) bool {
 	_, member := g.root[p]
-	_, there := g.deadlines[p]
-	return there && !member
+	return !member && g.has(p)
 }
 
 func hostBits(p netip.Prefix) int { return p.Addr().BitLen() }
@@ -355,11 +508,11 @@ func (g *group) rootOf(src netip.Prefix) (netip.Prefix, bool) {
 // being) a root needs it.
 func (g *group) rootsInside(src netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
-	for p := range g.deadlines {
+	g.sources(func(p netip.Prefix) {
 		if g.isRoot(p) && p != src && src.Bits() < p.Bits() && src.Contains(p.Addr()) {
 			out = append(out, p)
 		}
-	}
+	})
 	return out
 }
 
@@ -381,8 +534,8 @@ func (g *group) rootsAffected(src netip.Prefix) []netip.Prefix {
 // that contains it, or the root of a new one that takes in the roots
 // inside it.
 func (g *group) insert(src netip.Prefix, exp time.Time) {
-	if _, ok := g.deadlines[src]; ok {
-		g.deadlines[src] = append(g.deadlines[src], exp)
+	if ds := g.deadlinesOf(src); len(ds) > 0 {
+		g.setDeadlines(src, append(ds, exp))
 		return
 	}
 	var inside []netip.Prefix
@@ -390,7 +543,7 @@ func (g *group) insert(src netip.Prefix, exp time.Time) {
 	if !contained && src.Bits() < hostBits(src) {
 		inside = g.rootsInside(src)
 	}
-	g.deadlines[src] = []time.Time{exp}
+	g.setDeadlines(src, []time.Time{exp})
 	if src.Bits() < hostBits(src) {
 		g.wide++
 	}
@@ -413,17 +566,16 @@ func (g *group) insert(src netip.Prefix, exp time.Time) {
 // its component, and a root that leaves splits its component into the roots
 // of what remains.
 func (g *group) remove(src netip.Prefix, exp time.Time) {
-	ds := g.deadlines[src]
+	ds := g.deadlinesOf(src)
 	i := slices.IndexFunc(ds, exp.Equal)
 	if i < 0 {
 		return
 	}
 	ds = slices.Delete(ds, i, i+1)
+	g.setDeadlines(src, ds)
 	if len(ds) > 0 {
-		g.deadlines[src] = ds
 		return
 	}
-	delete(g.deadlines, src)
 	if src.Bits() < hostBits(src) {
 		g.wide--
 	}
@@ -466,7 +618,7 @@ func (g *group) compute(k PortKey, root netip.Prefix, now time.Time) []Element {
 	var rs []rng
 	for _, p := range append([]netip.Prefix{root}, g.members[root]...) {
 		from, to := RangeOf(p)
-		for _, exp := range g.deadlines[p] {
+		for _, exp := range g.deadlinesOf(p) {
 			rs = append(rs, rng{from, to, exp})
 		}
 	}

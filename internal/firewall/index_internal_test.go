@@ -19,7 +19,7 @@ func TestIndexKeepsNoEntryForRoots(t *testing.T) {
 	}
 	x := NewIndex(rs, now)
 	g := x.groups[groupKey{key: k}]
-	if g == nil || len(g.deadlines) != 100 {
+	if g == nil || len(g.hosts) != 100 || len(g.deadlines) != 0 {
 		t.Fatalf("index without the 100 sources: %+v", g)
 	}
 	if len(g.root) != 0 {
