@@ -101,6 +101,9 @@ SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		}
 		cfg.Version = versionInfo().Version
 		cfg.Logger = log
+		// The agent sizes the runtime's soft memory limit to its state
+		// unless the operator set one.
+		cfg.SizeMemory = a.env("GOMEMLIMIT") == ""
 		if metrics != "" {
 			stop, err := serveAgentMetrics(ctx, metrics, &cfg, log)
 			if err != nil {

@@ -47,6 +47,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,6 +149,10 @@ type Config struct {
 	// Metrics, when set, receives the agent's own measurements (served on
 	// --metrics-address; metrics.go).
 	Metrics *Metrics
+	// SizeMemory makes the agent set the Go runtime's soft memory limit
+	// from the number of grants it holds (memory.go). It is process-wide:
+	// the agent command sets it, tests running many agents do not.
+	SizeMemory bool
 }
 
 // TableRecord records which target's agent last programmed the host's
@@ -242,9 +247,10 @@ type Agent struct {
 	held         *held
 	index        *firewall.Index
 	indexShift   time.Duration
-	wantSnapshot bool              // ask for a snapshot at once (a delta was refused)
-	nextSnapshot time.Time         // ask for a snapshot instead of a delta from then on
-	fullNext     bool              // the snapshot asked for is applied whatever its revision
+	wantSnapshot bool      // ask for a snapshot at once (a delta was refused)
+	nextSnapshot time.Time // ask for a snapshot instead of a delta from then on
+	fullNext     bool      // the snapshot asked for is applied whatever its revision
+	memGrants    int       // the state size the memory limit was last set for (memory.go)
 
 	mu     sync.Mutex
 	status Status
@@ -611,6 +617,9 @@ func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.T
 	// entries are not kept (split converts them), and are garbage once
 	// receive returns.
 	a.held, a.index = nil, nil
+	// Sized before the new state is built beside what the backend still
+	// holds of the old one.
+	a.sizeMemory(max(len(ds.Grants), a.elements))
 	base, h := split(ds, a.cfg.Mode == firewall.GatewayMode)
 	ds.Grants = nil
 	a.cur, a.held = &received{ds: base, recvAt: recvAt}, h
@@ -681,12 +690,20 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	full.Grants = bg // also in held (converted): checked here as entries
 	a.index = nil
 	rs, err := toRuleset(full, shift, a.cfg.Mode)
+	// The rollback needs the protected ports, not every grant; so does the
+	// Index, which takes its grants from held. rs is not used after the
+	// backend's Apply, which drops its grants as soon as it has normalised
+	// them (at a million grants, 88 MB it need not hold beside the sets).
+	kept := rs
+	kept.Grants = nil
+	indexed := slices.Values(rs.Grants)
 	if err == nil && a.held != nil {
 		if a.held.err != nil {
 			err = a.held.err
 		} else {
 			// Held has bg's entries too: take every grant from there.
 			rs.Grants = a.held.appendGrants(rs.Grants[:0], shift)
+			indexed = a.held.all(shift)
 		}
 	}
 	var res firewall.ApplyResult
@@ -708,9 +725,6 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 	}
 	if err == nil {
 		a.shift = shift
-		// The rollback needs the protected ports, not every grant.
-		kept := rs
-		kept.Grants = nil
 		a.lastRS = &kept
 	}
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
@@ -720,7 +734,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		// applied, with the same shift, once the report is on its way (at
 		// a million grants it takes seconds, which the gate need not wait
 		// for: the kernel already holds the state).
-		a.index, a.indexShift = firewall.NewIndex(rs, now), shift
+		a.index, a.indexShift = firewall.NewIndexOf(kept, indexed, now), shift
 	}
 }
 
@@ -755,6 +769,7 @@ func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now
 		}
 		a.elements = res.Elements
 		rep.Elements = a.elements
+		a.sizeMemory(a.elements)
 		a.applyOK(rev, now)
 		switch {
 		case reason == "resync" && res.Changed:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"time"
@@ -214,6 +215,22 @@ func (h *held) appendGrants(gs []firewall.Grant, shift time.Duration) []firewall
 		}
 	}
 	return gs
+}
+
+// all yields every held entry as a grant with shift.
+func (h *held) all(shift time.Duration) iter.Seq[firewall.Grant] {
+	return func(yield func(firewall.Grant) bool) {
+		for id, hg := range h.grants {
+			if !yield(h.grant(hg, shift)) {
+				return
+			}
+			for _, m := range h.more[id] {
+				if !yield(h.grant(m, shift)) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // relayView is base with the bastion entries only: what the relay checks

@@ -286,18 +286,19 @@ func (r Ruleset) Elements(now time.Time) []Element {
 		key PortKey
 		v6  bool
 	}
-	// Two passes: the first sizes each group, so that the second copies
-	// each grant once (appending to a million grants by doubling allocated
-	// about twice their size again).
-	place := func(g Grant) (group, Grant, bool) {
+	// Two passes: the first sizes each group, so that the second puts each
+	// grant's range into it once (appending to a million grants by
+	// doubling allocated about twice their size again; a copy of each
+	// grant before its range was another 88 bytes a grant).
+	place := func(g Grant) (group, netip.Prefix, bool) {
 		if !g.Source.IsValid() || !protected[g.Key()] {
-			return group{}, g, false
+			return group{}, netip.Prefix{}, false
 		}
-		g.Source = canonical(g.Source)
-		if g.Dest.IsValid() && g.Dest.Is4() != g.Source.Addr().Is4() {
-			return group{}, g, false
+		src := canonical(g.Source)
+		if g.Dest.IsValid() && g.Dest.Is4() != src.Addr().Is4() {
+			return group{}, netip.Prefix{}, false
 		}
-		return group{g.Key(), g.Source.Addr().Is6()}, g, true
+		return group{g.Key(), src.Addr().Is6()}, src, true
 	}
 	sizes := map[group]int{}
 	for _, g := range r.Grants {
@@ -305,22 +306,24 @@ func (r Ruleset) Elements(now time.Time) []Element {
 			sizes[k]++
 		}
 	}
-	groups := make(map[group][]Grant, len(sizes))
+	groups := make(map[group][]rng, len(sizes))
 	for k, n := range sizes {
-		groups[k] = make([]Grant, 0, n)
+		groups[k] = make([]rng, 0, n)
 	}
 	for _, g := range r.Grants {
-		if k, g, ok := place(g); ok {
-			groups[k] = append(groups[k], g)
+		if k, src, ok := place(g); ok {
+			from, to := RangeOf(src)
+			groups[k] = append(groups[k], rng{from, to, g.Expires})
 		}
 	}
 	var out []Element
-	for k, gs := range groups {
+	for k, rs := range groups {
 		if len(groups) == 1 {
-			out = sweep(k.key, gs, now) // no copy of a million elements
+			out = normalize(k.key, rs, now) // no copy of a million elements
 			break
 		}
-		out = append(out, sweep(k.key, gs, now)...)
+		out = append(out, normalize(k.key, rs, now)...)
+		groups[k] = nil // garbage once normalised
 	}
 	slices.SortFunc(out, func(a, b Element) int { return CompareKeys(a.Key(), b.Key()) })
 	return out
@@ -335,17 +338,6 @@ func canonical(p netip.Prefix) netip.Prefix {
 		a, bits = a.Unmap(), bits-96
 	}
 	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
-}
-
-// sweep turns overlapping ranges of one (proto, port, family) into disjoint
-// elements live at now (see normalize).
-func sweep(k PortKey, gs []Grant, now time.Time) []Element {
-	rs := make([]rng, len(gs))
-	for i, g := range gs {
-		from, to := RangeOf(g.Source)
-		rs[i] = rng{from, to, g.Expires}
-	}
-	return normalize(k, rs, now)
 }
 
 // normalize turns ranges of one (proto, port, family) into disjoint ranges,

@@ -182,7 +182,7 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, off int64
 func (ks *kernelState) withoutExpired(now time.Time) kernelState {
 	for _, s := range ks.sets {
 		for id, e := range s.byID {
-			if !e.deadline.IsZero() && !e.deadline.After(now) {
+			if d := e.deadline(); !d.IsZero() && !d.After(now) {
 				delete(s.byID, id)
 			}
 		}

@@ -90,9 +90,9 @@ func queueElements(c *nftables.Conn, l layout, s setSpec, els []elem, at time.Ti
 		se := nftables.SetElement{Key: e.key(), KeyEnd: e.keyEnd()}
 		if !at.IsZero() {
 			se.Val = e.valBytes()
-			if !e.deadline.IsZero() {
-				se.Timeout = e.deadline.Sub(at).Truncate(time.Millisecond)
-				se.Comment = untilComment(e.deadline)
+			if d := e.deadline(); !d.IsZero() {
+				se.Timeout = d.Sub(at).Truncate(time.Millisecond)
+				se.Comment = untilComment(d)
 				if se.Timeout < time.Millisecond {
 					continue
 				}

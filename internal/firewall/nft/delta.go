@@ -118,7 +118,7 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 		for name, els := range add {
 			if s := b.cache.sets[name]; s != nil {
 				for _, e := range els {
-					if e.deadline.Sub(at) >= time.Millisecond {
+					if e.deadline().Sub(at) >= time.Millisecond {
 						s.byID[e.id()] = e
 					}
 				}

@@ -27,26 +27,32 @@ import (
 
 // elem is one set or map element, kept compact: a million of them are the
 // backend's cache, and were a desired state and a state file's copy beside
-// it (three byte slices, two texts and a counter pointer were 136 bytes a
-// value, plus the slices' arrays and a separate id string).
+// it. 32 bytes a value, its bytes one allocation, and a map slot of 48
+// bytes with its key (three byte slices, two texts and a counter pointer
+// were 136 bytes a value, plus the slices' arrays and a separate id
+// string; then 72 bytes with the deadline a time.Time and the map data and
+// a pointer of their own, which made the map ~200 bytes an element).
 type elem struct {
 	// ident is the element's identity in its set, and its bytes: the key,
 	// followed in interval sets by the key end (as long as the key). The
 	// sets' map is keyed by this very string (no copy).
 	ident string
-	// val is the map data (maps only).
-	val string
-	// deadline is when the element expires; zero for sets without timeouts.
-	deadline time.Time
-	// extra is what Render and the counters read (nil otherwise).
-	extra *elemExtra
-	// ranged: ident holds a key end.
-	ranged bool
+	// dl is the deadline in Unix nanoseconds (0: none, for sets without
+	// timeouts), with rangedBit set when ident holds a key end.
+	dl int64
+	// aux is the map data (maps only) and what Render and the counters
+	// read (nil otherwise: every grant element).
+	aux *elemAux
 }
 
-// elemExtra holds an element's nft text (the key and the data in nft
-// syntax, made only for Render) and its counter as read back.
-type elemExtra struct {
+// rangedBit marks in elem.dl an ident that holds a key end (deadlines
+// are after 1970: the sign bit is free).
+const rangedBit = -1 << 63
+
+// elemAux holds an element's map data, its nft text (the key and the data
+// in nft syntax, made only for Render) and its counter as read back.
+type elemAux struct {
+	val           string
 	text, valText string
 	counter       *expr.Counter
 }
@@ -56,14 +62,52 @@ func newElem(key, keyEnd []byte) elem {
 	if len(keyEnd) == 0 {
 		return elem{ident: string(key)}
 	}
-	return elem{ident: string(key) + string(keyEnd), ranged: true}
+	return elem{ident: string(key) + string(keyEnd), dl: rangedBit}
+}
+
+// ranged reports whether ident holds a key end.
+func (e elem) ranged() bool { return e.dl < 0 }
+
+// deadline is when the element expires; zero for sets without timeouts.
+func (e elem) deadline() time.Time {
+	n := e.dl &^ rangedBit
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// setDeadline sets the deadline (zero: none).
+func (e *elem) setDeadline(t time.Time) {
+	e.dl &= rangedBit
+	if !t.IsZero() {
+		e.dl |= max(t.UnixNano(), 1) // before 1970 (never): long expired
+	}
+}
+
+// val is the map data (maps only).
+func (e elem) val() string {
+	if e.aux == nil {
+		return ""
+	}
+	return e.aux.val
+}
+
+// withAux is e with aux a copy of its own (nil: a new one), for setting a field.
+func (e elem) withAux() elem {
+	a := elemAux{}
+	if e.aux != nil {
+		a = *e.aux
+	}
+	e.aux = &a
+	return e
 }
 
 // id identifies an element in its set independent of its data and deadline.
 func (e elem) id() string { return e.ident }
 
 func (e elem) keyString() string {
-	if e.ranged {
+	if e.ranged() {
 		return e.ident[:len(e.ident)/2]
 	}
 	return e.ident
@@ -74,47 +118,48 @@ func (e elem) keyString() string {
 func (e elem) key() []byte { return []byte(e.keyString()) }
 
 func (e elem) keyEnd() []byte {
-	if !e.ranged {
+	if !e.ranged() {
 		return nil
 	}
 	return []byte(e.ident[len(e.ident)/2:])
 }
 
 func (e elem) valBytes() []byte {
-	if e.val == "" {
+	if e.val() == "" {
 		return nil
 	}
-	return []byte(e.val)
+	return []byte(e.val())
 }
 
 func (e elem) text() string {
-	if e.extra == nil {
+	if e.aux == nil {
 		return ""
 	}
-	return e.extra.text
+	return e.aux.text
 }
 
 func (e elem) valText() string {
-	if e.extra == nil {
+	if e.aux == nil {
 		return ""
 	}
-	return e.extra.valText
+	return e.aux.valText
 }
 
 func (e elem) counter() *expr.Counter {
-	if e.extra == nil {
+	if e.aux == nil {
 		return nil
 	}
-	return e.extra.counter
+	return e.aux.counter
 }
 
 // same reports whether held can stay in place of want: same data, and a
 // deadline off by at most Tolerance.
 func (held elem) same(want elem) bool {
-	if held.val != want.val || held.deadline.IsZero() != want.deadline.IsZero() {
+	hd, wd := held.dl&^rangedBit, want.dl&^rangedBit
+	if held.val() != want.val() || (hd == 0) != (wd == 0) {
 		return false
 	}
-	return held.deadline.Sub(want.deadline).Abs() <= Tolerance
+	return time.Duration(hd-wd).Abs() <= Tolerance
 }
 
 // setElems are the elements of one set.
@@ -207,6 +252,12 @@ func desiredState(rs firewall.Ruleset, now time.Time, withText bool) desired {
 		}
 	}
 	els := rs.Elements(now)
+	if !gateway {
+		// The grants are garbage from here on (the caller passes them down
+		// and keeps none): at a million grants 88 MB the sets need not sit
+		// beside. A gateway's translations are made of them below.
+		rs.Grants = nil
+	}
 	// Sized once: a map grown to a million elements by doubling allocates
 	// about twice its final size on the way.
 	sizes := map[string]int{}
@@ -228,8 +279,7 @@ func desiredState(rs firewall.Ruleset, now time.Time, withText bool) desired {
 	for _, m := range rs.SortedPublished() {
 		pub := portElem(m.PublicKey())
 		put(rolePublic, m.Public.Is6(), pub)
-		pub.val = string(targetBytes(m.Target))
-		pub.extra = &elemExtra{text: pub.text(), valText: targetText(m.Target)}
+		pub.aux = &elemAux{val: string(targetBytes(m.Target)), text: pub.text(), valText: targetText(m.Target)}
 		put(rolePublished, m.Public.Is6(), pub)
 	}
 	for _, t := range rs.Translations(now) {
@@ -271,7 +321,7 @@ func portKeyBytes(k firewall.PortKey) []byte {
 
 func portElem(k firewall.PortKey) elem {
 	e := newElem(portKeyBytes(k), nil)
-	e.extra = &elemExtra{text: portText(k)}
+	e.aux = &elemAux{text: portText(k)}
 	return e
 }
 
@@ -284,9 +334,9 @@ func grantKeyBytes(src netip.Addr, k firewall.PortKey) []byte {
 func grantElem(e firewall.Element, withText bool) elem {
 	k := e.PortKey()
 	out := rangeElem(e.From, e.To, k)
-	out.deadline = e.Expires
+	out.setDeadline(e.Expires)
 	if withText {
-		out.extra = &elemExtra{text: renderRange(e.From, e.To) + " . " + portText(k)}
+		out.aux = &elemAux{text: renderRange(e.From, e.To) + " . " + portText(k)}
 	}
 	return out
 }
@@ -296,11 +346,13 @@ func grantElem(e firewall.Element, withText bool) elem {
 func rangeElem(from, to netip.Addr, k firewall.PortKey) elem {
 	var buf [2 * (16 + 16 + 4 + 4)]byte
 	b := appendGrantKey(buf[:0], from, k)
-	ranged := from != to
-	if ranged {
+	out := elem{}
+	if from != to {
 		b = appendGrantKey(b, to, k)
+		out.dl = rangedBit
 	}
-	return elem{ident: string(b), ranged: ranged}
+	out.ident = string(b)
+	return out
 }
 
 // appendGrantKey appends the key of src on k: saddr [. daddr] . proto . port.
@@ -328,9 +380,10 @@ func targetBytes(k firewall.PortKey) []byte { return concat(k.Dest.AsSlice(), po
 func dnatElem(t firewall.Translation, withText bool) elem {
 	pub := t.Mapping.PublicKey()
 	out := rangeElem(t.From, t.To, pub)
-	out.val, out.deadline = string(targetBytes(t.Mapping.Target)), t.Expires
+	out.setDeadline(t.Expires)
+	out.aux = &elemAux{val: string(targetBytes(t.Mapping.Target))}
 	if withText {
-		out.extra = &elemExtra{text: renderRange(t.From, t.To) + " . " + portText(pub), valText: targetText(t.Mapping.Target)}
+		out.aux.text, out.aux.valText = renderRange(t.From, t.To)+" . "+portText(pub), targetText(t.Mapping.Target)
 	}
 	return out
 }

@@ -350,8 +350,8 @@ func TestMakePlanTolerance(t *testing.T) {
 			held := newSetElems(s.spec)
 			for _, id := range s.ids() {
 				e := s.byID[id]
-				if !e.deadline.IsZero() {
-					e.deadline = e.deadline.Add(tc.held)
+				if d := e.deadline(); !d.IsZero() {
+					e.setDeadline(d.Add(tc.held))
 				}
 				held.put(e)
 			}

@@ -178,12 +178,11 @@ func readElements(c *nftables.Conn, s *nftables.Set, spec setSpec, clk clock) (*
 			keyEnd = e.Key
 		}
 		h := newElem(e.Key, keyEnd)
-		h.val = string(e.Val)
-		if e.Counter != nil {
-			h.extra = &elemExtra{counter: e.Counter}
+		if len(e.Val) > 0 || e.Counter != nil {
+			h.aux = &elemAux{val: string(e.Val), counter: e.Counter}
 		}
 		if spec.timeout() {
-			h.deadline = deadline(e, before, after)
+			h.setDeadline(deadline(e, before, after))
 		}
 		if spec.counter && e.Counter == nil {
 			counted = false
@@ -257,7 +256,7 @@ func (ks kernelState) state() (firewall.State, error) {
 				var from, to netip.Addr
 				var k firewall.PortKey
 				if from, to, k, err = decodeRange(e.key(), e.keyEnd(), gateway, s.spec.v6); err == nil {
-					st.Elements = append(st.Elements, firewall.Element{From: from, To: to, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: e.deadline})
+					st.Elements = append(st.Elements, firewall.Element{From: from, To: to, Dest: k.Dest, Proto: k.Proto, Port: k.Port, Expires: e.deadline()})
 				}
 			case rolePublished:
 				var pub, target firewall.PortKey
@@ -272,7 +271,7 @@ func (ks kernelState) state() (firewall.State, error) {
 				if from, to, pub, err = decodeRange(e.key(), e.keyEnd(), true, s.spec.v6); err == nil {
 					if target, err = decodeTarget(e.valBytes(), pub.Proto, s.spec.v6); err == nil {
 						st.Translations = append(st.Translations, firewall.Translation{From: from, To: to,
-							Mapping: firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port}, Expires: e.deadline})
+							Mapping: firewall.Mapping{Target: target, Public: pub.Dest, PublicPort: pub.Port}, Expires: e.deadline()})
 					}
 				}
 			}

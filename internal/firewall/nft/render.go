@@ -42,8 +42,8 @@ func Render(rs firewall.Ruleset, now time.Time) string {
 			for _, id := range els.ids() {
 				e := els.byID[id]
 				text := e.text()
-				if !e.deadline.IsZero() {
-					text += fmt.Sprintf(" timeout %dms comment %q", e.deadline.Sub(now).Milliseconds(), untilComment(e.deadline))
+				if d := e.deadline(); !d.IsZero() {
+					text += fmt.Sprintf(" timeout %dms comment %q", d.Sub(now).Milliseconds(), untilComment(d))
 				}
 				if s.isMap {
 					text += " : " + e.valText()

@@ -386,17 +386,13 @@ func writeString(w *bufio.Writer, s string) {
 
 func writeElem(w *bufio.Writer, e elem) {
 	writeString(w, e.keyString())
-	if e.ranged {
+	if e.ranged() {
 		writeString(w, e.ident[len(e.ident)/2:])
 	} else {
 		writeString(w, "")
 	}
-	writeString(w, e.val)
-	var d uint64
-	if !e.deadline.IsZero() {
-		d = uint64(e.deadline.UnixNano())
-	}
-	writeUvarint(w, d)
+	writeString(w, e.val())
+	writeUvarint(w, uint64(e.dl&^rangedBit))
 }
 
 func readString(r *bufio.Reader) (string, error) {
@@ -442,16 +438,24 @@ func readElem(r *bufio.Reader) (e elem, err error) {
 	if len(b) != n && len(b) != 2*n {
 		return e, errors.New("state file: a key end unlike its key")
 	}
-	e = elem{ident: string(b), ranged: len(b) != n}
-	if e.val, err = readString(r); err != nil {
+	e = elem{ident: string(b)}
+	if len(b) != n {
+		e.dl = rangedBit
+	}
+	val, err := readString(r)
+	if err != nil {
 		return e, err
+	}
+	if val != "" {
+		e.aux = &elemAux{val: val}
 	}
 	d, err := binary.ReadUvarint(r)
 	if err != nil {
 		return e, err
 	}
-	if d != 0 {
-		e.deadline = time.Unix(0, int64(d))
+	if d&(1<<63) != 0 {
+		return e, errors.New("state file: a deadline out of range")
 	}
+	e.dl |= int64(d)
 	return e, nil
 }
