@@ -409,7 +409,7 @@ func TestChunksFitOneAttribute(t *testing.T) {
 	l := newLayout(firewall.GatewayMode, 0)
 	for _, s := range append(l.specs, newLayout(firewall.HostMode, 0).specs...) {
 		var sizes []int
-		inChunks(s.nftSet(l.table), elementSize(s), make([]nftables.SetElement, 2500), func(_ *nftables.Set, els []nftables.SetElement) error {
+		queueElements(nil, l, s, make([]elem, 2500), time.Time{}, func(_ *nftables.Set, els []nftables.SetElement) error {
 			sizes = append(sizes, len(els))
 			return nil
 		})
