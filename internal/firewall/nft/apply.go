@@ -116,17 +116,35 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, off int64
 		p      plan
 		readAt time.Time
 	)
+	fromFile := false
 	if b.cache == nil && b.state != nil && !b.stateTried {
 		// A restarted process: trust the state file when it describes
-		// this very generation of the kernel (statefile.go).
+		// this very generation of the kernel (statefile.go), diffed
+		// against the desired sets as it is read rather than read into a
+		// copy of the table beside them.
 		b.stateTried = true
 		there, err := tableExists(c)
 		if err != nil {
 			return res, false, err
 		}
-		b.loadState(gen, there, off)
+		if trust {
+			var held kernelState
+			if held, fromFile = b.diffState(gen, there, off, d, clk.at()); fromFile {
+				p = makePlan(held, d)
+				d.clearHeld()
+				ks, cached = held, !p.rebuild && !p.rules
+				if cached {
+					// What the kernel holds once the plan is sent (or
+					// now, when there is nothing to send).
+					after := ks.after(d)
+					b.cache, b.cacheGen, b.cacheRead = &after, gen, time.Now()
+				}
+			}
+		} else {
+			b.loadState(gen, there, off)
+		}
 	}
-	if trust && b.cache != nil && b.cacheGen == gen && b.clockSteady(off) && (time.Since(b.cacheRead) < fullReadEvery || b.cache.elements() > fullReadMax) {
+	if !fromFile && trust && b.cache != nil && b.cacheGen == gen && b.clockSteady(off) && (time.Since(b.cacheRead) < fullReadEvery || b.cache.elements() > fullReadMax) {
 		ks, cached = b.cache.withoutExpired(clk.at()), true
 		p = makePlan(ks, d)
 		// A rebuild or a refill carries the drop counter over: take it
@@ -202,6 +220,9 @@ func (ks *kernelState) elements() int {
 
 // after is the kernel's state once a batch achieving d committed.
 func (ks kernelState) after(d desired) kernelState {
+	for _, s := range d.sets {
+		s.order = nil // the put order served the batch; a cache needs none (16 bytes an element)
+	}
 	return kernelState{tableExists: true, mode: d.layout.mode, layoutOK: true, rulesOK: true, rate: d.layout.rate, counters: ks.counters, sets: d.sets}
 }
 

@@ -46,8 +46,15 @@ type elem struct {
 }
 
 // rangedBit marks in elem.dl an ident that holds a key end (deadlines
-// are after 1970: the sign bit is free).
-const rangedBit = -1 << 63
+// are after 1970: the sign bit is free); heldBit marks a desired element
+// the kernel holds as it is, while a state file is diffed against the
+// desired sets (diffState; cleared before anything else reads them).
+// Deadlines stop short of both (2116).
+const (
+	rangedBit = -1 << 63
+	heldBit   = 1 << 62
+	flagBits  = rangedBit | heldBit
+)
 
 // elemAux holds an element's map data, its nft text (the key and the data
 // in nft syntax, made only for Render) and its counter as read back.
@@ -70,7 +77,7 @@ func (e elem) ranged() bool { return e.dl < 0 }
 
 // deadline is when the element expires; zero for sets without timeouts.
 func (e elem) deadline() time.Time {
-	n := e.dl &^ rangedBit
+	n := e.dl &^ flagBits
 	if n == 0 {
 		return time.Time{}
 	}
@@ -81,8 +88,21 @@ func (e elem) deadline() time.Time {
 func (e *elem) setDeadline(t time.Time) {
 	e.dl &= rangedBit
 	if !t.IsZero() {
-		e.dl |= max(t.UnixNano(), 1) // before 1970 (never): long expired
+		// Before 1970 (never): long expired; after 2116: then.
+		e.dl |= min(max(t.UnixNano(), 1), heldBit-1)
 	}
+}
+
+// held reports whether diffState marked e as held by the kernel.
+func (e elem) held() bool { return e.dl&heldBit != 0 }
+
+// withHeld is e marked (or not) as held by the kernel.
+func (e elem) withHeld(h bool) elem {
+	e.dl &^= heldBit
+	if h {
+		e.dl |= heldBit
+	}
+	return e
 }
 
 // val is the map data (maps only).
@@ -155,7 +175,7 @@ func (e elem) counter() *expr.Counter {
 // same reports whether held can stay in place of want: same data, and a
 // deadline off by at most Tolerance.
 func (held elem) same(want elem) bool {
-	hd, wd := held.dl&^rangedBit, want.dl&^rangedBit
+	hd, wd := held.dl&^flagBits, want.dl&^flagBits
 	if held.val() != want.val() || (hd == 0) != (wd == 0) {
 		return false
 	}
@@ -167,6 +187,10 @@ type setElems struct {
 	spec  setSpec
 	order []string // ids, in the order they were put
 	byID  map[string]elem
+	// matched counts the elements the kernel holds beside byID: those
+	// of the desired sets a state file was diffed against (diffState),
+	// marked held there, which byID then leaves out.
+	matched int
 }
 
 func newSetElems(s setSpec) *setElems { return &setElems{spec: s, byID: map[string]elem{}} }
@@ -207,6 +231,17 @@ func (s *setElems) len() int {
 	return len(s.byID)
 }
 
+// clearHeld clears diffState's marks.
+func (d desired) clearHeld() {
+	for _, s := range d.sets {
+		for id, e := range s.byID {
+			if e.held() {
+				s.byID[id] = e.withHeld(false)
+			}
+		}
+	}
+}
+
 // desired is the state Apply aims for, in kernel terms.
 type desired struct {
 	layout layout
@@ -219,7 +254,7 @@ func (d desired) grantCount() int {
 	for _, v6 := range []bool{false, true} {
 		for _, r := range []role{roleGrants, roleHosts} {
 			if s, ok := d.sets[d.layout.spec(r, v6).name]; ok {
-				n += len(s.order)
+				n += s.len()
 			}
 		}
 	}

@@ -46,6 +46,9 @@ func makePlan(ks kernelState, d desired) plan {
 		}
 		for _, id := range want.ids() {
 			w := want.byID[id]
+			if w.held() {
+				continue // the kernel holds it as it is (diffState)
+			}
 			h, ok := held.byID[id]
 			switch {
 			case !ok:
@@ -65,7 +68,7 @@ func makePlan(ks kernelState, d desired) plan {
 		}
 		if spec.interval() {
 			delInterval += len(p.del[spec.name])
-			heldInterval += held.len()
+			heldInterval += held.len() + held.matched
 			wantInterval += want.len()
 		}
 	}

@@ -258,97 +258,207 @@ func (b *Backend) loadState(gen uint32, tableThere bool, off int64) bool {
 // of its last commit record, that record's generation, and the number of
 // elements.
 func readState(r *bufio.Reader, where string) (ks kernelState, gen uint32, clockOff int64, n int, err error) {
-	magic := make([]byte, len(stateMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != stateMagic {
-		return ks, 0, 0, 0, errors.New("not a state file")
-	}
-	w, err := readString(r)
-	if err != nil || w != where {
-		return ks, 0, 0, 0, errors.New("state file of another boot or namespace")
-	}
-	mode, err := r.ReadByte()
+	l, clockOff, err := readStateHeader(r, where)
 	if err != nil {
-		return ks, 0, 0, 0, err
-	}
-	rate, err := binary.ReadUvarint(r)
-	if err != nil {
-		return ks, 0, 0, 0, err
-	}
-	l := newLayout(firewall.Mode(mode), int(rate))
-	// The file vouches for the chains' rules and the sets' types only as
-	// the binary that wrote it built them: a binary whose layout differs
-	// (an upgrade that changed the rules) must read the table and refill
-	// what differs, as it would without the file.
-	fp, err := readString(r)
-	if err != nil || fp != l.fingerprint() {
-		return ks, 0, 0, 0, errors.New("state file of another layout (another version of jitgate)")
-	}
-	if clockOff, err = binary.ReadVarint(r); err != nil {
 		return ks, 0, 0, 0, err
 	}
 	ks = kernelState{tableExists: true, mode: l.mode, layoutOK: true, rulesOK: true, rate: l.rate, sets: map[string]*setElems{}}
 	for _, spec := range l.specs {
 		ks.sets[spec.name] = newSetElems(spec)
 	}
+	gen, err = scanState(r, l, func(typ byte, name string, count uint64) {
+		if set := ks.sets[name]; typ == recSet && count <= 1<<24 {
+			set.grow(int(count))
+			set.order = nil
+		}
+	}, func(typ byte, name string, e elem) {
+		set := ks.sets[name]
+		switch typ {
+		case recSet, recAdd:
+			if _, ok := set.byID[e.id()]; !ok {
+				n++
+			}
+			set.byID[e.id()] = e
+		case recDel:
+			if _, ok := set.byID[e.id()]; ok {
+				n--
+			}
+			delete(set.byID, e.id())
+		}
+	})
+	if err != nil {
+		return kernelState{}, 0, 0, 0, err
+	}
+	return ks, gen, clockOff, n, nil
+}
+
+// readStateHeader reads what a state file says before its records: the
+// layout its writer built (refused unless it is this binary's for that
+// mode and rate) and the offset of its writer's clock to the kernel's.
+func readStateHeader(r *bufio.Reader, where string) (l layout, clockOff int64, err error) {
+	magic := make([]byte, len(stateMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != stateMagic {
+		return l, 0, errors.New("not a state file")
+	}
+	w, err := readString(r)
+	if err != nil || w != where {
+		return l, 0, errors.New("state file of another boot or namespace")
+	}
+	mode, err := r.ReadByte()
+	if err != nil {
+		return l, 0, err
+	}
+	rate, err := binary.ReadUvarint(r)
+	if err != nil {
+		return l, 0, err
+	}
+	l = newLayout(firewall.Mode(mode), int(rate))
+	// The file vouches for the chains' rules and the sets' types only as
+	// the binary that wrote it built them: a binary whose layout differs
+	// (an upgrade that changed the rules) must read the table and refill
+	// what differs, as it would without the file.
+	fp, err := readString(r)
+	if err != nil || fp != l.fingerprint() {
+		return l, 0, errors.New("state file of another layout (another version of jitgate)")
+	}
+	if clockOff, err = binary.ReadVarint(r); err != nil {
+		return l, 0, err
+	}
+	return l, clockOff, nil
+}
+
+// scanState reads the records after the header, calling begin for each
+// record of elements (its type, set and count) and elem for each element,
+// and returns the generation of the last commit. Records after the last
+// commit are a batch whose record was cut short: a file must end at a
+// commit to be used at all, so an error means the caller must forget
+// everything it was told.
+func scanState(r *bufio.Reader, l layout, begin func(typ byte, name string, count uint64), elem func(typ byte, name string, e elem)) (gen uint32, err error) {
+	names := map[string]bool{}
+	for _, spec := range l.specs {
+		names[spec.name] = true
+	}
 	committed := false
-	// Records after the last commit are a batch whose record was cut
-	// short: the generation before them is what the file can vouch for.
-	// Those records are applied to ks before the commit is seen, so a
-	// file must end at a commit to be used at all.
 	for {
 		typ, err := r.ReadByte()
 		if err == io.EOF && committed {
-			return ks, gen, clockOff, n, nil
+			return gen, nil
 		}
 		if err != nil {
-			return ks, 0, 0, 0, errors.New("state file ends without a commit")
+			return 0, errors.New("state file ends without a commit")
 		}
 		committed = false
 		if typ == recCommit {
 			g, err := binary.ReadUvarint(r)
 			if err != nil {
-				return ks, 0, 0, 0, err
+				return 0, err
 			}
 			gen, committed = uint32(g), true
 			continue
 		}
+		if typ != recSet && typ != recAdd && typ != recDel {
+			return 0, fmt.Errorf("state file: unknown record %q", typ)
+		}
 		name, err := readString(r)
 		if err != nil {
-			return ks, 0, 0, 0, err
+			return 0, err
 		}
-		set := ks.sets[name]
-		if set == nil {
-			return ks, 0, 0, 0, fmt.Errorf("state file names set %s, not of the layout", name)
+		if !names[name] {
+			return 0, fmt.Errorf("state file names set %s, not of the layout", name)
 		}
 		count, err := binary.ReadUvarint(r)
 		if err != nil {
-			return ks, 0, 0, 0, err
+			return 0, err
 		}
-		if typ == recSet && count <= 1<<24 {
-			set.grow(int(count))
-			set.order = nil
-		}
+		begin(typ, name, count)
 		for range count {
 			e, err := readElem(r)
 			if err != nil {
-				return ks, 0, 0, 0, err
+				return 0, err
 			}
-			switch typ {
-			case recSet, recAdd:
-				if _, ok := set.byID[e.id()]; !ok {
-					n++
-				}
-				set.byID[e.id()] = e
-			case recDel:
-				if _, ok := set.byID[e.id()]; ok {
-					n--
-				}
-				delete(set.byID, e.id())
-			default:
-				return ks, 0, 0, 0, fmt.Errorf("state file: unknown record %q", typ)
-			}
+			elem(typ, name, e)
 		}
 	}
+}
+
+// diffState reads the state file as loadState does, but against the
+// desired sets d rather than into a copy of the table beside them (at a
+// million elements ~130 MB, the largest thing a restart held): each
+// element the file says the kernel holds is either one of d's as it is
+// (within Tolerance), which is then marked held in d, or goes into the
+// returned state, whose sets hold only those (matched counts the marked
+// ones). Elements expired at now are gone from the kernel (as
+// withoutExpired drops them from a cache). makePlan of the result and d is
+// what makePlan of the whole file and d would be; the caller clears the
+// marks (desired.clearHeld) once it has planned. ok is false (and d
+// unmarked) when the file does not describe this generation of the kernel,
+// as for loadState.
+func (b *Backend) diffState(gen uint32, tableThere bool, off int64, d desired, now time.Time) (kernelState, bool) {
+	s := b.state
+	if s == nil || !tableThere {
+		return kernelState{}, false
+	}
+	where, err := b.namespaceID()
+	if err != nil {
+		return kernelState{}, false
+	}
+	s.where = where
+	f, err := os.Open(s.path)
+	if err != nil {
+		return kernelState{}, false
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	l, clockOff, err := readStateHeader(r, where)
+	// A file written before the wall clock was stepped or the machine
+	// suspended says when elements expire on a clock the kernel no longer
+	// agrees with: the table is read instead (as clockSteady decides).
+	if err != nil || time.Duration(off-clockOff).Abs() > Tolerance {
+		return kernelState{}, false
+	}
+	ks := kernelState{tableExists: true, mode: l.mode, layoutOK: true, rulesOK: true, rate: l.rate, sets: map[string]*setElems{}}
+	for _, spec := range l.specs {
+		ks.sets[spec.name] = newSetElems(spec)
+		ks.sets[spec.name].order = nil
+	}
+	at := now.UnixNano()
+	fileGen, err := scanState(r, l, func(byte, string, uint64) {}, func(typ byte, name string, e elem) {
+		extra := ks.sets[name]
+		var want map[string]elem
+		if w := d.sets[name]; w != nil {
+			want = w.byID
+		}
+		id := e.id()
+		// What the file said of id before is replaced by this record. A
+		// mark is set under the desired element's own ident: assigned
+		// under the file's (an equal string), the map would keep that
+		// one as its key, and both strings.
+		if w, ok := want[id]; ok && w.held() {
+			want[w.ident] = w.withHeld(false)
+			extra.matched--
+		}
+		delete(extra.byID, id)
+		if dl := e.dl &^ flagBits; typ == recDel || dl != 0 && dl <= at {
+			return
+		}
+		if w, ok := want[id]; ok && e.same(w) {
+			want[w.ident] = w.withHeld(true)
+			extra.matched++
+			return
+		}
+		extra.byID[id] = e
+	})
+	if err != nil || fileGen != gen {
+		d.clearHeld()
+		return kernelState{}, false
+	}
+	n := 0
+	for _, set := range ks.sets {
+		n += set.len() + set.matched
+	}
+	b.cacheClock = clockOff
+	s.records, s.elements = 0, n
+	return ks, true
 }
 
 // fingerprint digests everything of the layout a state file vouches for
@@ -392,7 +502,7 @@ func writeElem(w *bufio.Writer, e elem) {
 		writeString(w, "")
 	}
 	writeString(w, e.val())
-	writeUvarint(w, uint64(e.dl&^rangedBit))
+	writeUvarint(w, uint64(e.dl&^flagBits))
 }
 
 func readString(r *bufio.Reader) (string, error) {
@@ -453,7 +563,7 @@ func readElem(r *bufio.Reader) (e elem, err error) {
 	if err != nil {
 		return e, err
 	}
-	if d&(1<<63) != 0 {
+	if d >= heldBit {
 		return e, errors.New("state file: a deadline out of range")
 	}
 	e.dl |= int64(d)

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -435,4 +437,125 @@ func stateBackends(t *testing.T, ns *testenv.Netns, path string) func() *Backend
 		t.Cleanup(func() { b.Close() })
 		return b
 	}
+}
+
+// TestStateFileDiffedWithoutACopy: a restarted backend diffs the state file
+// against the desired sets as it reads it (diffState) instead of reading it
+// into a copy of the table: the plan is the one the copy gives (the same
+// state; 200 grants gone and 200 new; deadlines moved beyond Tolerance and
+// within it; the file holding a full write and a delta's records), the
+// desired sets keep no mark, and what it keeps of a file equal to the
+// desired state is a few kilobytes where the copy was ~90 bytes an element
+// (the marks are set under the desired elements' own idents: under the
+// file's, the map kept those as its keys, ~25 bytes an element).
+func TestStateFileDiffedWithoutACopy(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	path := filepath.Join(t.TempDir(), "nft-state")
+	open := stateBackends(t, ns, path)
+	now := time.Now()
+	rs := manyGrants(sampleRuleset(now), 0, 3000, now)
+	first := open()
+	mustApply(t, first, rs)
+	x := firewall.NewIndex(rs, now)
+	extra := manyGrants(firewall.Ruleset{}, 5000, 3, now).Grants
+	if _, err := first.ApplyDelta(context.Background(), x.Update(rs.Grants[:2], extra, now), now); err != nil {
+		t.Fatal(err)
+	}
+	rs.Grants = append(rs.Grants[2:len(rs.Grants):len(rs.Grants)], extra...)
+	moved := func(d time.Duration) firewall.Ruleset {
+		v := rs
+		v.Grants = slices.Clone(rs.Grants)
+		for i := 10; i < 110; i++ {
+			v.Grants[i].Expires = v.Grants[i].Expires.Add(d)
+		}
+		return v
+	}
+	changed := manyGrants(rs, 7000, 200, now)
+	changed.Grants = changed.Grants[200:]
+	for _, tc := range []struct {
+		name string
+		rs   firewall.Ruleset
+	}{{"same", rs}, {"200 gone and 200 new", changed}, {"deadlines moved 1 s", moved(time.Second)}, {"deadlines moved 10 ms", moved(10 * time.Millisecond)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := open()
+			gen, err := b.genID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := callerOffset(now)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			where, err := b.namespaceID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := liveHeap()
+			copied, fileGen, _, _, err := readState(bufio.NewReader(f), where)
+			if err != nil || fileGen != gen {
+				t.Fatalf("the state file: generation %d (kernel %d), %v", fileGen, gen, err)
+			}
+			copyKept := liveHeap() - base
+			want := makePlan(copied.withoutExpired(now), desiredState(tc.rs, now, false))
+			copied = kernelState{}
+
+			d := desiredState(tc.rs, now, false)
+			base = liveHeap()
+			held, ok := b.diffState(gen, true, off, d, now)
+			if !ok {
+				t.Fatal("the state file was not trusted")
+			}
+			diffKept := liveHeap() - base
+			got := makePlan(held, d)
+			d.clearHeld()
+			for name, s := range d.sets {
+				for _, e := range s.byID {
+					if e.held() {
+						t.Fatalf("set %s: an element still marked held", name)
+					}
+				}
+			}
+			if got.res != want.res || got.rebuild != want.rebuild || got.rules != want.rules {
+				t.Errorf("plan: %+v rebuild %t rules %t; the copy's: %+v rebuild %t rules %t", got.res, got.rebuild, got.rules, want.res, want.rebuild, want.rules)
+			}
+			for _, m := range []struct {
+				what      string
+				got, want map[string][]elem
+			}{{"add", got.add, want.add}, {"del", got.del, want.del}} {
+				ids := func(in map[string][]elem) []string {
+					var out []string
+					for name, els := range in {
+						for _, e := range els {
+							out = append(out, fmt.Sprintf("%s %x %d", name, e.ident, e.dl&^flagBits))
+						}
+					}
+					slices.Sort(out)
+					return out
+				}
+				if g, w := ids(m.got), ids(m.want); !slices.Equal(g, w) {
+					t.Errorf("%s: %d elements, the copy's %d", m.what, len(g), len(w))
+				}
+			}
+			if tc.name == "same" {
+				if !got.empty() {
+					t.Errorf("a plan for the same state: %+v", got.res)
+				}
+				t.Logf("kept of the file: a copy %d bytes, the diff %d", copyKept, diffKept)
+				if copyKept < 200_000 || diffKept > 20_000 {
+					t.Errorf("kept of the file: a copy %d bytes, the diff %d; want the copy above 200,000 and the diff below 20,000", copyKept, diffKept)
+				}
+			}
+			runtime.KeepAlive(held)
+		})
+	}
+}
+
+// liveHeap is the heap live after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
