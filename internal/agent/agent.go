@@ -211,6 +211,12 @@ type Agent struct {
 	srv                    server
 	minBackoff, maxBackoff time.Duration
 
+	// reportFresh is how old the host's addresses and the gate's counters
+	// carried by the report of a delta may be (see reportFresh); a full
+	// apply reads them afresh.
+	reportFresh time.Duration
+	fresh       freshness
+
 	// Loop state, touched only by the goroutine running Run.
 	cur        *received         // last desired state received; nil before the first
 	failed     bool              // applying cur failed; retry with backoff
@@ -308,15 +314,16 @@ func New(cfg Config, backend firewall.Backend) (*Agent, error) {
 		log = slog.Default()
 	}
 	return &Agent{
-		cfg:        cfg,
-		backend:    backend,
-		log:        log,
-		credPath:   filepath.Join(cfg.StateDir, credentialName),
-		hwPath:     filepath.Join(cfg.StateDir, highWaterName),
-		minBackoff: 200 * time.Millisecond,
-		maxBackoff: 10 * time.Second,
-		proc:       hostProc,
-		sources:    map[sourceKey]*wire.BlockedSource{},
+		cfg:         cfg,
+		backend:     backend,
+		log:         log,
+		credPath:    filepath.Join(cfg.StateDir, credentialName),
+		hwPath:      filepath.Join(cfg.StateDir, highWaterName),
+		minBackoff:  200 * time.Millisecond,
+		maxBackoff:  10 * time.Second,
+		reportFresh: reportFresh,
+		proc:        hostProc,
+		sources:     map[sourceKey]*wire.BlockedSource{},
 	}, nil
 }
 
@@ -653,6 +660,9 @@ func (a *Agent) checkTarget(ds wire.DesiredState) error {
 
 // apply applies a.cur to the backend and queues the report.
 func (a *Agent) apply(ctx context.Context, reason string) {
+	// Its report carries the host's addresses and the gate's counters read
+	// afresh (the protected ports may have changed).
+	a.fresh = freshness{}
 	cur := a.cur
 	now := time.Now()
 	a.observeSkew(cur, now)
@@ -746,7 +756,7 @@ func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now
 	rep := &wire.AgentReport{
 		Revision:    rev,
 		ApplyMillis: float64(took.Microseconds()) / 1000,
-		Addresses:   hostAddresses(),
+		Addresses:   a.addresses(),
 		Version:     a.cfg.Version,
 		Mode:        a.cfg.Mode.String(),
 	}

@@ -26,7 +26,12 @@ import (
 // countingFake is the fake gate, counting full applies and deltas.
 type countingFake struct {
 	*firewalltest.Fake
-	full, deltas atomic.Int64
+	full, deltas, blocked atomic.Int64
+}
+
+func (c *countingFake) Blocked(ctx context.Context) ([]firewall.Blocked, error) {
+	c.blocked.Add(1)
+	return c.Fake.Blocked(ctx)
 }
 
 func (c *countingFake) Apply(ctx context.Context, rs firewall.Ruleset, now time.Time) (firewall.ApplyResult, error) {
@@ -180,4 +185,70 @@ func TestAgentAppliesDeltas(t *testing.T) {
 	if !allows("198.51.100.10", 22) || allows("198.51.100.11", 22) {
 		t.Errorf("after the rule change, request %s is not in the gate alone", r.ID)
 	}
+}
+
+// TestDeltaReportsReuseFreshReadings: the report of a delta goes out without
+// reading the gate's counters again (a netlink dump before every report, on
+// the way from the kernel's commit to the grant recorded active) while their
+// last reading is fresh (Agent.reportFresh: an hour here, so that the test
+// does not depend on how fast it runs): three grants, three deltas, three
+// reports and no read, each report still carrying the last reading. A full
+// apply (a rule change) reads them again. Before, every report read them.
+func TestDeltaReportsReuseFreshReadings(t *testing.T) {
+	ctx := context.Background()
+	c, url, enroll := realServer(t)
+	if _, err := c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}, {Port: 443}}}); err != nil {
+		t.Fatal(err)
+	}
+	gate := &countingFake{Fake: firewalltest.NewFake()}
+	a, err := New(Config{ServerURL: url, EnrollToken: enroll, StateDir: filepath.Join(t.TempDir(), "state"), PollWait: 5 * time.Second,
+		Version: "test", Logger: testLogger(&syncBuffer{})}, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.minBackoff, a.maxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	a.reportFresh = time.Hour
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	request := func(src string) {
+		t.Helper()
+		r, err := c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: src, Duration: wire.Duration(time.Hour), Reason: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "request "+r.ID+" active", func() bool {
+			got, err := c.Request(ctx, r.ID)
+			return err == nil && got.State == "active"
+		})
+	}
+	request("198.51.100.7")
+	full, deltas, reads := gate.full.Load(), gate.deltas.Load(), gate.blocked.Load()
+	if reads == 0 {
+		t.Fatal("no report read the gate's counters")
+	}
+	for _, src := range []string{"198.51.100.8", "198.51.100.9", "198.51.100.10"} {
+		request(src)
+	}
+	if gate.full.Load() != full || gate.deltas.Load() < deltas+3 {
+		t.Fatalf("%d full applies and %d deltas for three grants, want 0 and 3", gate.full.Load()-full, gate.deltas.Load()-deltas)
+	}
+	if n := gate.blocked.Load() - reads; n != 0 {
+		t.Errorf("the reports of three deltas read the counters %d times, want none (the last reading is fresh)", n)
+	}
+	tg, err := c.Target(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Blocked == nil || len(tg.Blocked.Counters) != 2 {
+		t.Errorf("the target's counters after the deltas' reports = %+v, want the two protected ports'", tg.Blocked)
+	}
+
+	// A rule change is a full apply: its report reads the counters again.
+	if _, err := c.SetPolicy(ctx, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the full apply's report read the counters", func() bool { return gate.blocked.Load() > reads })
 }
