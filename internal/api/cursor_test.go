@@ -295,3 +295,89 @@ func TestCursorAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestCursorLengthHidesKey: AES-GCM keeps a plaintext's length, so a
+// cursor as long as the key of the hidden row it ends on told pat how long
+// that target's name is (b-2 or a name of 63 characters: cursors of 44 and
+// 124 characters). Cursors are padded: every one pat gets is as long as
+// the others whatever row its page ended on.
+func TestCursorLengthHidesKey(t *testing.T) {
+	e := newEnvWith(t, func(d *api.Deps) { d.ListScan = 1 })
+	ctx := context.Background()
+	pat := e.userToken(t, "pat", authz.Reader, "label:env=prod")
+	long := "d-" + strings.Repeat("x", 61)
+	// A page of one reads two rows (one more than the page) and stops on
+	// the budget: pat's pages end on b-2, then on the long name.
+	for _, name := range []string{"b-1", "b-2", "c-1", long, "z-prod"} {
+		env := "dev"
+		if name == "z-prod" {
+			env = "prod"
+		}
+		if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: name, Labels: map[string]string{"env": env}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lengths []int
+	var got []string
+	for path, pages := "/api/v1/targets?limit=1", 0; path != "" && pages < 10; pages++ {
+		code, body, next := e.get(t, path, pat)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+		var rows []wire.Target
+		if err := json.Unmarshal(body, &rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			got = append(got, r.Name)
+		}
+		if next != "" {
+			lengths = append(lengths, len(cursorOfPath(t, next)))
+		}
+		path = next
+	}
+	if !slices.Equal(got, []string{"z-prod"}) || len(lengths) < 2 {
+		t.Fatalf("pat's rows %q after %d cursors, want z-prod after at least two", got, len(lengths))
+	}
+	for _, n := range lengths[1:] {
+		if n != lengths[0] {
+			t.Errorf("pat's cursors are %v characters long: the length tells the hidden names apart", lengths)
+			break
+		}
+	}
+}
+
+// TestCursorOfLongKeyContinues: a cursor is refused beyond maxCursor, but
+// a binding's key may be long (a principal of 256 characters, a label
+// scope; JSON writes '<' as \u003c, six bytes): the bindings page that
+// ended on such a binding had a next link the server itself refused (400),
+// so no admin could list the bindings after it.
+func TestCursorOfLongKeyContinues(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	long := authz.Binding{Principal: "group:" + strings.Repeat("<", 256), Role: authz.Reader,
+		Scope: authz.Scope("label:" + strings.Repeat("<", 63) + "=" + strings.Repeat("<", 63))}
+	for _, b := range []authz.Binding{long, {Principal: "user:zed", Role: authz.Reader, Scope: authz.Everywhere}} {
+		if _, err := e.c.Bind(ctx, wire.Binding{Principal: b.Principal, Role: string(b.Role), Scope: string(b.Scope)}); err != nil {
+			t.Fatalf("binding %s: %v", b.Principal, err)
+		}
+	}
+	seen := map[string]bool{}
+	for path, pages := "/api/v1/bindings?limit=1", 0; path != "" && pages < 20; pages++ {
+		code, body, next := e.get(t, path, e.admin)
+		if code != http.StatusOK {
+			t.Fatalf("page %d, GET %.80s…: %d %s", pages, path, code, body)
+		}
+		var rows []wire.Binding
+		if err := json.Unmarshal(body, &rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			seen[r.Principal] = true
+		}
+		path = next
+	}
+	if !seen[long.Principal] || !seen["user:zed"] {
+		t.Errorf("the bindings listed page by page miss the long one or the one after it: %v", seen)
+	}
+}

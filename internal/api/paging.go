@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -42,8 +43,19 @@ import (
 // keys (store.SharedKey).
 const cursorSealKey = "api-cursor-seal"
 
-// maxCursor bounds a cursor's length before anything else reads it.
-const maxCursor = 1024
+// maxCursor bounds a cursor's length before anything else reads it. It
+// holds the longest key a list pages by: a binding's, with a principal of
+// 256 characters and a label scope of 63 and 63, each character six bytes
+// at most once in JSON (`\u003c`), padded (cursorPad) and sealed, is about
+// 3,450 characters.
+const maxCursor = 4096
+
+// cursorPad is the block a cursor's plaintext is padded to (with spaces,
+// which JSON ignores). GCM keeps the plaintext's length, so an unpadded
+// cursor ending on a hidden target told its name's length; every key of
+// the lists that hide rows (a target name, a request's or a session's
+// time and id) fits in one block, so all their cursors are as long.
+const cursorPad = 256
 
 // errCursor is every cursor refused: malformed, forged, altered, another
 // caller's, another list's or query's. They look alike on purpose.
@@ -107,10 +119,21 @@ func (a *api) setNextCursor(w http.ResponseWriter, r *http.Request, p store.Prin
 	if err != nil {
 		return fmt.Errorf("encoding a cursor: %w", err)
 	}
+	plain = padCursor(plain)
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce) // never fails (crypto/rand)
 	setNext(w, r, "cursor", base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, cursorAD(r, p))))
 	return nil
+}
+
+// padCursor pads plain with spaces to a whole number of cursorPad blocks
+// (at least one).
+func padCursor(plain []byte) []byte {
+	n := (len(plain)/cursorPad + 1) * cursorPad
+	if len(plain)%cursorPad == 0 && len(plain) > 0 {
+		n = len(plain)
+	}
+	return append(plain, bytes.Repeat([]byte{' '}, n-len(plain))...)
 }
 
 // cursorAD is what a cursor is bound to: the list (r's path), the caller

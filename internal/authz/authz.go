@@ -98,7 +98,11 @@ func ParseScope(s string) (Scope, error) {
 		}
 	case strings.HasPrefix(s, "label:"):
 		k, v, ok := strings.Cut(strings.TrimPrefix(s, "label:"), "=")
-		if ok && k != "" && v != "" && !strings.ContainsAny(k+v, " ,=") && text.Check(k+v) == nil {
+		// At most 63 characters each, as a target's labels
+		// (policy.ValidateLabels): a longer one covers nothing, and a
+		// binding's scope is part of the bindings list's cursor, which
+		// is bounded (internal/api/paging.go, maxCursor).
+		if ok && k != "" && v != "" && text.Len(k) <= 63 && text.Len(v) <= 63 && !strings.ContainsAny(k+v, " ,=") && text.Check(k+v) == nil {
 			return Scope(s), nil
 		}
 	case strings.Contains(s, "="):

@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/jitgate/jitgate/internal/authz"
@@ -23,6 +24,11 @@ func TestParseScope(t *testing.T) {
 		{"", "", false},
 		{"target:", "", false},
 		{"a=b=c", "", false},
+		// No target label is longer (policy.ValidateLabels): such a scope
+		// covers nothing, and a binding's scope is part of its list cursor.
+		{"team=" + strings.Repeat("é", 63), "label:team=" + strings.Repeat("é", 63), true},
+		{"team=" + strings.Repeat("x", 64), "", false},
+		{"label:" + strings.Repeat("k", 64) + "=prod", "", false},
 	} {
 		got, err := authz.ParseScope(tc.in)
 		if (err == nil) != tc.ok || (tc.ok && string(got) != tc.want) {

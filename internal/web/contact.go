@@ -28,7 +28,9 @@ type Contact struct {
 // value that looks like a URL (a scheme and no spaces) must be http://,
 // https:// or mailto:, so that the page never links to javascript: or
 // data:; control and formatting characters (bidi overrides among them)
-// are refused, so the text shown is the text configured.
+// are refused, so the text shown is the text configured; an address (plain
+// or mailto:) must be one bare address (bareAddress), so the link mails
+// whom the page names and no one else, with no subject or body of its own.
 func ParseContact(s string) (Contact, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -56,8 +58,8 @@ func ParseContact(s string) (Contact, error) {
 			}
 			return Contact{Text: s, Href: u.String()}, nil
 		case "mailto":
-			if _, err := mail.ParseAddress(u.Opaque); err != nil {
-				return Contact{}, fmt.Errorf("contact: %q is not a mailto: address", s)
+			if !bareAddress(u.Opaque) || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#%") {
+				return Contact{}, fmt.Errorf("contact: %q is not a mailto: link to one address (no ?cc=, ?bcc=, ?subject=, ?body=, # or %%-escapes)", s)
 			}
 			return Contact{Text: u.Opaque, Href: s}, nil
 		default:
@@ -65,7 +67,20 @@ func ParseContact(s string) (Contact, error) {
 		}
 	}
 	if a, err := mail.ParseAddress(s); err == nil && a.Address == s {
+		if !bareAddress(s) {
+			return Contact{}, fmt.Errorf("contact: the address %q holds ?, # or %% (a mailto: link would read them as headers or escapes)", s)
+		}
 		return Contact{Text: s, Href: "mailto:" + s}, nil
 	}
 	return Contact{Text: s}, nil
+}
+
+// bareAddress reports whether s is one e-mail address that a mailto: link
+// mails as shown. RFC 5322 lets an address's local part hold ?, # and %,
+// but in a mailto: URL (RFC 6068) ? starts headers (cc, bcc, subject,
+// body), # a fragment and % an escape: "ops?cc=evil%40example.net&a=@example.com"
+// is a valid address whose link mails "ops" and copies evil@example.net.
+func bareAddress(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && !strings.ContainsAny(s, "?#%")
 }

@@ -43,6 +43,11 @@ func TestNoRolePageNamesContact(t *testing.T) {
 					t.Errorf("erin's page lacks %s\n%s", w, body)
 				}
 			}
+			// The command the page tells the admins to run is one the
+			// CLI has (it used to say "jitgate access bind", which is not).
+			if want := "<code>jitgate role bind user:erin --role requester --scope label:KEY=VALUE</code>"; !strings.Contains(body, want) {
+				t.Errorf("erin's page lacks %s\n%s", want, body)
+			}
 			// The admins are named in any case.
 			if !strings.Contains(body, `<ul id="admins"><li>user:admin</li></ul>`) {
 				t.Errorf("erin's page does not name the admin\n%s", body)
@@ -55,7 +60,19 @@ func TestNoRolePageNamesContact(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"javascript:alert(1)", "data:text/html,<script>x</script>", "ops\u202e@example.com", "a\nb"} {
+	for _, bad := range []string{"javascript:alert(1)", "JaVaScRiPt:alert(1)", "data:text/html,<script>x</script>", "ops\u202e@example.com", "a\nb",
+		"it-desk\u200b@example.com",
+		// A mailto: link showed the address alone but also copied,
+		// blind-copied or wrote the mail: the link did more than the page said.
+		"mailto:it-desk@example.com?bcc=evil@example.net", "mailto:it-desk@example.com?subject=x%0D%0ABcc:evil@example.net",
+		"MAILTO:it-desk@example.com?body=send%20your%20password", "mailto:it-desk@example.com#x",
+		// An address whose local part holds ? (allowed by RFC 5322) made a
+		// link that mails "ops" with a copy to evil@example.net.
+		"ops?cc=evil%40example.net&a=@example.com", "mailto:ops?cc=evil%40example.net&a=@example.com"} {
+		if c, err := web.ParseContact(bad); err == nil {
+			t.Errorf("contact %q accepted as %+v, want refused", bad, c)
+			continue
+		}
 		if _, err := web.New(web.Deps{Contact: bad}); err == nil || !strings.Contains(err.Error(), "contact") {
 			t.Errorf("web.New with contact %q: %v, want an error naming contact", bad, err)
 		}
