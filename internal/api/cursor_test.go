@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/session"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -29,6 +31,7 @@ type cursorFixture struct {
 	e      *env
 	pat    string   // token of the scoped approver
 	bob    string   // token of a second admin
+	svc    string   // token of service:alice, an admin named as the admin user is
 	hidden []string // names and ids pat must not learn
 }
 
@@ -42,6 +45,12 @@ func newCursorFixture(t *testing.T) cursorFixture {
 		t.Fatal(err)
 	}
 	f.bob = bob
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "service:alice", Role: authz.Admin, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if f.svc, _, err = e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindService, Subject: "alice", TTL: time.Hour}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	base := time.Now().Add(-time.Hour)
 	for i, name := range []string{"a-prod", "b-hidden-1", "b-hidden-2", "b-hidden-3", "b-hidden-4", "c-prod"} {
 		labels := map[string]string{"env": "dev"}
@@ -187,14 +196,15 @@ func TestCursorsSealed(t *testing.T) {
 				return s[:i] + string(c) + s[i+1:]
 			}
 			refused := map[string]struct{ path, token string }{
-				"forged":            {withQuery(t, next, "cursor", base64.RawURLEncoding.EncodeToString([]byte(forged[list]))), e.admin},
-				"altered in middle": {withQuery(t, next, "cursor", flip(cur, len(cur)/2)), e.admin},
-				"altered at end":    {withQuery(t, next, "cursor", flip(cur, len(cur)-1)), e.admin},
-				"another caller":    {next, f.bob},
-				"another filter":    {withQuery(t, next, "selector", "env=prod"), e.admin},
-				"another list":      {withQuery(t, otherList(path), "cursor", cur), e.admin},
-				"not base64":        {withQuery(t, next, "cursor", "!!"), e.admin},
-				"too short":         {withQuery(t, next, "cursor", "AAAA"), e.admin},
+				"forged":               {withQuery(t, next, "cursor", base64.RawURLEncoding.EncodeToString([]byte(forged[list]))), e.admin},
+				"altered in middle":    {withQuery(t, next, "cursor", flip(cur, len(cur)/2)), e.admin},
+				"altered at end":       {withQuery(t, next, "cursor", flip(cur, len(cur)-1)), e.admin},
+				"another caller":       {next, f.bob},
+				"service of same name": {next, f.svc},
+				"another filter":       {withQuery(t, next, "selector", "env=prod"), e.admin},
+				"another list":         {withQuery(t, otherList(path), "cursor", cur), e.admin},
+				"not base64":           {withQuery(t, next, "cursor", "!!"), e.admin},
+				"too short":            {withQuery(t, next, "cursor", "AAAA"), e.admin},
 			}
 			if list == "sessions" {
 				// Sessions have no selector: their filters are these.
@@ -379,5 +389,120 @@ func TestCursorOfLongKeyContinues(t *testing.T) {
 	}
 	if !seen[long.Principal] || !seen["user:zed"] {
 		t.Errorf("the bindings listed page by page miss the long one or the one after it: %v", seen)
+	}
+}
+
+// TestCursorKeyRaceOnPostgres: replicas on one PostgreSQL database that
+// give out their first cursors at the same moment make the seal's key at
+// once; they must end with one key (store.SharedKey: the first to commit
+// wins, the others read its key), so that a cursor from any continues at
+// every other.
+func TestCursorKeyRaceOnPostgres(t *testing.T) {
+	url := testenv.Postgres(t)
+	const replicas = 4
+	envs := make([]*env, replicas)
+	for i := range envs {
+		st, err := store.OpenPostgres(context.Background(), url, store.DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		envs[i] = newEnvOn(t, st, nil)
+	}
+	for _, name := range []string{"a-1", "b-1", "c-1"} {
+		if _, err := envs[0].c.CreateTarget(context.Background(), wire.TargetCreate{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every replica's first cursor, asked for together.
+	nexts := make([]string, replicas)
+	var wg sync.WaitGroup
+	for i, e := range envs {
+		wg.Go(func() {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/targets?limit=1", nil)
+			req.Header.Set("Authorization", "Bearer "+envs[0].admin)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			target, _, _ := strings.Cut(resp.Header.Get("Link"), ";")
+			nexts[i] = strings.Trim(target, "<>")
+		})
+	}
+	wg.Wait()
+	for i, next := range nexts {
+		if next == "" {
+			t.Fatalf("replica %d gave no next link", i)
+		}
+		for j, e := range envs {
+			if code, body, _ := e.get(t, next, envs[0].admin); code != http.StatusOK {
+				t.Errorf("replica %d's cursor at replica %d: %d %s, want 200 (one key for all)", i, j, code, body)
+			}
+		}
+	}
+}
+
+// TestCursorAfterRoleNarrowed: a cursor holds a position, not a right.
+// pat, reader of env=dev and env=prod, takes a first page; once the env=dev
+// binding is gone, the pages the cursor continues hold only env=prod
+// targets, and the cursors of a reader whose every role is gone yield
+// nothing.
+func TestCursorAfterRoleNarrowed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pat := e.userToken(t, "pat", authz.Reader, "label:env=prod")
+	dev, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "user:pat", Role: authz.Reader, Scope: "label:env=dev"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a-dev", "b-prod", "c-dev", "d-prod"} {
+		_, env, _ := strings.Cut(name, "-")
+		if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: name, Labels: map[string]string{"env": env}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	follow := func(path string) (names []string) {
+		for pages := 0; path != "" && pages < 10; pages++ {
+			code, body, next := e.get(t, path, pat)
+			if code != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", path, code, body)
+			}
+			var rows []wire.Target
+			if err := json.Unmarshal(body, &rows); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rows {
+				names = append(names, r.Name)
+			}
+			path = next
+		}
+		return names
+	}
+	_, body, next := e.get(t, "/api/v1/targets?limit=1", pat)
+	if next == "" || !strings.Contains(string(body), "a-dev") {
+		t.Fatalf("pat's first page: %s (next %q), want a-dev and a next link", body, next)
+	}
+	if err := e.st.DeleteBinding(ctx, store.Actor{Name: "test"}, dev, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := follow(next); !slices.Equal(got, []string{"b-prod", "d-prod"}) {
+		t.Errorf("after env=dev was taken from pat, the cursor yields %q, want only b-prod, d-prod", got)
+	}
+	_, _, next = e.get(t, "/api/v1/targets?limit=1", pat)
+	bs, err := e.st.ListBindings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if b.Principal == "user:pat" {
+			if err := e.st.DeleteBinding(ctx, store.Actor{Name: "test"}, b, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := follow(next); len(got) != 0 {
+		t.Errorf("pat without a role follows a cursor to %q, want nothing", got)
 	}
 }
