@@ -211,11 +211,23 @@ func (s *Store) CreateRequestWith(ctx context.Context, actor Actor, target strin
 		id      string
 		refusal error
 		granted bool
+		created Request
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
 		id, granted, refusal, err = s.createRequestTx(ctx, tx, actor, target, req, limits, now, opt)
-		return err
+		if err != nil || refusal != nil {
+			return err
+		}
+		// The answer is the request as this transaction wrote it, read on
+		// the writer's connection: no read transaction of its own after the
+		// commit. (A request that needs approvals has none yet; its tally
+		// is read with them, below.)
+		created, err = scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+		if err != nil {
+			return fmt.Errorf("reading request %s: %w", id, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return Request{}, err
@@ -226,7 +238,10 @@ func (s *Store) CreateRequestWith(ctx context.Context, actor Actor, target strin
 	if granted {
 		s.changed(target)
 	}
-	return s.GetRequest(ctx, id)
+	if created.ApprovalsRequired > 0 {
+		return s.GetRequest(ctx, id)
+	}
+	return created, nil
 }
 
 // createRequestTx is CreateRequestWith inside the caller's transaction. It

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"errors"
 	"io/fs"
@@ -158,6 +159,23 @@ func TestSQLiteWAL(t *testing.T) {
 	}
 	if mode != "wal" {
 		t.Errorf("journal_mode = %q, want wal", mode)
+	}
+}
+
+// TestSQLiteStatementJournalInMemory: the writer's connection keeps its
+// statement journal (the savepoint of each operation of a group commit) in
+// memory, not in a temporary file written page by page.
+func TestSQLiteStatementJournalInMemory(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "jitgate.db"))
+	defer s.Close()
+	var mode int
+	if err := store.Tx(s, context.Background(), func(tx *sql.Tx) error {
+		return tx.QueryRow(`PRAGMA temp_store`).Scan(&mode)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if mode != 2 {
+		t.Errorf("temp_store = %d on the writer's connection, want 2 (MEMORY)", mode)
 	}
 }
 

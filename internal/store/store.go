@@ -128,8 +128,14 @@ func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("restricting %s: %w", p, err)
 		}
 	}
+	// temp_store(MEMORY) keeps the statement journal in memory: every
+	// operation of a group commit runs under a savepoint (groupcommit.go),
+	// and each page it changes first is copied to that journal, which on
+	// SQLite's default spills to a temporary file: one pwrite per page, 7 %
+	// of the server's CPU under the open-loop load. The journal only undoes
+	// a savepoint; durability is the WAL's, unchanged.
 	dsn := SQLiteDSN(path, "_pragma=journal_mode(WAL)", "_pragma=synchronous(FULL)",
-		"_pragma=busy_timeout(10000)", "_pragma=foreign_keys(1)", "_txlock=immediate")
+		"_pragma=busy_timeout(10000)", "_pragma=foreign_keys(1)", "_pragma=temp_store(MEMORY)", "_txlock=immediate")
 	db := sql.OpenDB(cachingConnector{dsn: dsn, drv: &sqlite.Driver{}})
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL). Every connection is
