@@ -208,10 +208,12 @@ func (a *api) whoami(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	// Someone with no role can do nothing yet: say whom to ask (the
 	// principals bound as admin everywhere). Only they are told, and only
 	// people: a service account's token has nobody to read the answer, and
-	// one that leaked should not name whom to phish next.
+	// one that leaked should not name whom to phish next. Only people and
+	// groups are named: a service account is nobody to ask, and its name
+	// would tell a newcomer which token is worth stealing.
 	if len(out.Grants) == 0 && p.Kind != store.KindService {
 		for _, b := range bs {
-			if b.Role == authz.Admin && b.Scope == authz.Everywhere && !slices.Contains(out.Admins, b.Principal) {
+			if b.Role == authz.Admin && b.Scope == authz.Everywhere && !strings.HasPrefix(b.Principal, "service:") && !slices.Contains(out.Admins, b.Principal) {
 				out.Admins = append(out.Admins, b.Principal)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -17,7 +18,8 @@ import (
 // account's token with no binding (a CI token whose bindings were removed,
 // or one that leaked) learns nothing from it: no person reads its answer,
 // and the admins are whom an attacker would phish next. Before, it got the
-// list. Without a token whoami is 401.
+// list. Without a token whoami is 401. Service accounts bound as admin
+// are never named (before, the person was told "service:deploy").
 func TestWhoamiAdminsOnlyForPeople(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -27,6 +29,11 @@ func TestWhoamiAdminsOnlyForPeople(t *testing.T) {
 			t.Fatal(err)
 		}
 		return secret
+	}
+	// A service account bound as admin everywhere is nobody to ask, and
+	// its name is that of a token worth stealing: erin is not told it.
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, authz.Binding{Principal: "service:deploy", Role: authz.Admin, Scope: authz.Everywhere}, time.Now()); err != nil {
+		t.Fatal(err)
 	}
 	tests := []struct {
 		name, token string
@@ -53,6 +60,9 @@ func TestWhoamiAdminsOnlyForPeople(t *testing.T) {
 			}
 			if got := slices.Contains(w.Admins, "user:alice"); got != tt.admins {
 				t.Errorf("admins %v: naming alice %v, want %v", w.Admins, got, tt.admins)
+			}
+			if slices.Contains(w.Admins, "service:deploy") {
+				t.Errorf("admins %v name the service account deploy", w.Admins)
 			}
 		})
 	}

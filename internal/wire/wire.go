@@ -428,7 +428,8 @@ type Whoami struct {
 	// prints it next to its own).
 	Server *ServerBuild `json:"server,omitempty"`
 	// Admins, for a person (not a service account) who holds no role yet,
-	// are the principals bound as admin everywhere: whom to ask for access.
+	// are the people and groups bound as admin everywhere (never a service
+	// account): whom to ask for access.
 	Admins []string `json:"admins,omitempty"`
 }
 
