@@ -72,6 +72,10 @@ that sends a lower one (its database was restored from an older copy) is not
 obeyed: the agent removes every grant (protected ports stay closed) and tells
 the server, which ends that target's grants and moves past the revision.
 
+From 10,000 grants on, the agent sets the Go runtime's soft memory limit from the
+number of grants it holds (64 MiB plus 450 bytes a grant, twice that in gateway
+mode), so that its memory stays near what it needs; GOMEMLIMIT, when set, wins.
+
 SIGINT or SIGTERM stop it; the kernel keeps closing grants on time without it.`,
 		Example: `  jitgate agent --server https://jit.example.com --enroll-token jge_...`,
 		Args:    noArgs,

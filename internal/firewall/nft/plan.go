@@ -38,6 +38,15 @@ func makePlan(ks kernelState, d desired) plan {
 			p.res.ProtectedRemoved += removed
 		}
 	}
+	// A table built anew is sent from the desired sets (plan.queue): the
+	// lists would be a second copy of every element (32 MB at a first
+	// load of a million), so only the counts are kept.
+	rebuilt := !ks.tableExists || !ks.layoutOK || ks.mode != d.layout.mode
+	list := func(m map[string][]elem, name string, e elem) {
+		if !rebuilt {
+			m[name] = append(m[name], e)
+		}
+	}
 	var delInterval, heldInterval, wantInterval int
 	for _, spec := range d.layout.specs {
 		want, held := d.sets[spec.name], ks.sets[spec.name]
@@ -52,17 +61,17 @@ func makePlan(ks kernelState, d desired) plan {
 			h, ok := held.byID[id]
 			switch {
 			case !ok:
-				p.add[spec.name] = append(p.add[spec.name], w)
+				list(p.add, spec.name, w)
 				count(spec.role, 1, 0)
 			case !h.same(w):
-				p.del[spec.name] = append(p.del[spec.name], h)
-				p.add[spec.name] = append(p.add[spec.name], w)
+				list(p.del, spec.name, h)
+				list(p.add, spec.name, w)
 				count(spec.role, 1, 1)
 			}
 		}
 		for _, id := range held.ids() {
 			if _, ok := want.byID[id]; !ok {
-				p.del[spec.name] = append(p.del[spec.name], held.byID[id])
+				list(p.del, spec.name, held.byID[id])
 				count(spec.role, 0, 1)
 			}
 		}
@@ -79,8 +88,7 @@ func makePlan(ks kernelState, d desired) plan {
 			count(held.spec.role, 0, held.len())
 		}
 	}
-	p.rebuild = !ks.tableExists || !ks.layoutOK || ks.mode != d.layout.mode ||
-		shouldRebuild(delInterval, heldInterval, wantInterval)
+	p.rebuild = rebuilt || shouldRebuild(delInterval, heldInterval, wantInterval)
 	return p
 }
 
