@@ -151,7 +151,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 				return a.goneOr(err)
 			}
 			if ok {
-				if err := a.breakGlassState(r.Context(), &ds, a.Now()); err != nil {
+				if err := a.breakGlassState(r.Context(), t, &ds, a.Now()); err != nil {
 					return err
 				}
 				a.known.raise(target, ds.Revision)
@@ -195,7 +195,7 @@ func (a *api) streamSnapshot(ctx context.Context, t store.Target, head func(wire
 		ds.Published = append(ds.Published, wire.Mapping{Destination: m.Destination, Protocol: string(m.Port.Protocol), Port: m.Port.Number,
 			PublicAddress: m.PublicAddress, MappedPort: m.MappedPort})
 	}
-	if err := a.breakGlassState(ctx, &ds, now); err != nil {
+	if err := a.breakGlassState(ctx, t, &ds, now); err != nil {
 		return nil, err
 	}
 	// The rule as it stands now decides how a grant may be used: a

@@ -303,12 +303,12 @@ func (a *api) breakGlassUse(w http.ResponseWriter, r *http.Request, p store.Prin
 
 // breakGlassState adds the break-glass key and the revocations for target
 // to a desired state (snapshot or delta alike).
-func (a *api) breakGlassState(ctx context.Context, ds *wire.DesiredState, now time.Time) error {
+func (a *api) breakGlassState(ctx context.Context, t store.Target, ds *wire.DesiredState, now time.Time) error {
 	if len(a.BreakGlassKey) != ed25519.PrivateKeySize {
 		return nil
 	}
 	ds.BreakGlassKey = base64.StdEncoding.EncodeToString(a.BreakGlassKey.Public().(ed25519.PublicKey))
-	revoked, err := a.Store.RevokedBreakGlassTokens(ctx, ds.Target, now)
+	revoked, err := a.Store.RevokedBreakGlassTokensOf(ctx, t, now)
 	if err != nil {
 		return err
 	}

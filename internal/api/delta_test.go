@@ -182,3 +182,44 @@ func TestDesiredDelta(t *testing.T) {
 		}
 	}
 }
+
+// TestDeltaAnswerReads counts the statements an agent's long-poll answer
+// runs when one grant changed since the revision the agent holds: the
+// change log and the changed grant come in one read (two before), and the
+// break-glass revocations do not read the target's creation time again
+// (the answer holds the target).
+func TestDeltaAnswerReads(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	cur, err := agent.DesiredSince(ctx, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same answer with nothing changed: what every answer reads (the
+	// agent's credential, the target, the revocations).
+	before := e.st.Queries()
+	same, err := agent.DesiredSince(ctx, cur.Revision, cur.Revision, 0)
+	if err != nil || same.Since != cur.Revision {
+		t.Fatalf("answer without a change: %+v, %v", same, err)
+	}
+	base := e.st.Queries() - before
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+		Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	before = e.st.Queries()
+	d, err := agent.DesiredSince(ctx, cur.Revision, cur.Revision, 0)
+	if err != nil || d.Since != cur.Revision || len(d.Grants) != 1 {
+		t.Fatalf("delta: %+v, %v; want one grant since %d", d, err, cur.Revision)
+	}
+	n := e.st.Queries() - before
+	t.Logf("statements: %d for an answer without a change, %d with one grant changed", base, n)
+	if n-base != 1 {
+		t.Errorf("one changed grant took %d statements more than no change, want 1 (the change log with its grants)", n-base)
+	}
+	if base > 3 {
+		t.Errorf("an answer took %d statements, want at most 3", base)
+	}
+}

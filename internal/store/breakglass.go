@@ -351,6 +351,17 @@ func (s *Store) RevokedBreakGlassTokens(ctx context.Context, target string, now 
 	case err != nil:
 		return nil, fmt.Errorf("reading target %s: %w", target, err)
 	}
+	return s.revokedBreakGlassTokens(ctx, target, created, now)
+}
+
+// RevokedBreakGlassTokensOf is RevokedBreakGlassTokens for target t as the
+// caller just read it (the agent's long-poll has it): its creation time is
+// not read again.
+func (s *Store) RevokedBreakGlassTokensOf(ctx context.Context, t Target, now time.Time) ([]string, error) {
+	return s.revokedBreakGlassTokens(ctx, t.Name, ms(t.CreatedAt), now)
+}
+
+func (s *Store) revokedBreakGlassTokens(ctx context.Context, target string, created int64, now time.Time) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, targets FROM breakglass_tokens
 		WHERE (revoked_at IS NOT NULL OR issued_at < $3 OR (used_at IS NOT NULL AND (used_target <> $2 OR used_at + max_duration_ms <= $1)))
 		AND expires_at > $1 ORDER BY id`, ms(now), target, created)

@@ -2,10 +2,15 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/jitgate/jitgate/internal/policy"
 )
+
+// joinedGrantColumns are grantColumns of the grants table joined as g.
+const joinedGrantColumns = `g.id, g.target, g.source, g.protocol, g.port, g.expires_at, g.request_id, g.requester`
 
 // DesiredDelta is what changed in an enforcer's desired state between a
 // revision its agent holds and the current one (see DesiredChanges).
@@ -56,17 +61,28 @@ func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now
 		d.Snapshot = after != t.Revision
 		return d, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT revision, grant_id FROM desired_changes WHERE enforcer = $1 AND revision > $2 AND revision <= $3
-		ORDER BY grant_id`, enforcer, after, t.Revision)
+	// One read: the change log with the rows of the grants it names, joined
+	// (a grant that left the desired state, deleted or expired at now,
+	// joins nothing).
+	rows, err := s.db.QueryContext(ctx, `SELECT c.revision, c.grant_id, `+joinedGrantColumns+` FROM desired_changes c
+		LEFT JOIN grants g ON g.id = c.grant_id AND g.expires_at > $4
+		WHERE c.enforcer = $1 AND c.revision > $2 AND c.revision <= $3 ORDER BY c.grant_id, c.revision`, enforcer, after, t.Revision, ms(now))
 	if err != nil {
 		return DesiredDelta{}, fmt.Errorf("reading the change log of %s: %w", enforcer, err)
 	}
+	defer rows.Close()
 	seen := map[int64]bool{}
 	var ids []int64
 	for rows.Next() {
-		var rev, id int64
-		if err := rows.Scan(&rev, &id); err != nil {
-			rows.Close()
+		var (
+			rev, id    int64
+			gid        sql.NullInt64
+			target     sql.NullString
+			src, proto sql.NullString
+			port, exp  sql.NullInt64
+			reqID, who sql.NullString
+		)
+		if err := rows.Scan(&rev, &id, &gid, &target, &src, &proto, &port, &exp, &reqID, &who); err != nil {
 			return DesiredDelta{}, fmt.Errorf("reading the change log of %s: %w", enforcer, err)
 		}
 		seen[rev] = true
@@ -77,9 +93,17 @@ func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now
 			d.Rules = true
 		case id > 0 && (len(ids) == 0 || ids[len(ids)-1] != id):
 			ids = append(ids, id)
+			if !gid.Valid {
+				break
+			}
+			g := GrantRow{ID: gid.Int64, Target: target.String, RequestID: reqID.String, Requester: who.String}
+			if g.Source, err = parseSource(src.String); err != nil {
+				return DesiredDelta{}, fmt.Errorf("reading changed grants of %s: decoding grant source %q: %w", enforcer, src.String, err)
+			}
+			g.Port, g.ExpiresAt = policy.Port{Number: uint16(port.Int64), Protocol: policy.Protocol(proto.String)}, fromMS(exp.Int64)
+			d.Grants = append(d.Grants, g)
 		}
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
 		return DesiredDelta{}, fmt.Errorf("reading the change log of %s: %w", enforcer, err)
 	}
@@ -89,25 +113,5 @@ func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now
 		return DesiredDelta{Revision: t.Revision, Snapshot: true}, nil
 	}
 	d.Changed = ids
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), 500)]
-		ids = ids[len(chunk):]
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, ms(now))
-		marks := make([]string, len(chunk))
-		for i, id := range chunk {
-			args = append(args, id)
-			marks[i] = fmt.Sprintf("$%d", i+2)
-		}
-		rows, err := s.db.QueryContext(ctx, `SELECT `+grantColumns+` FROM grants WHERE expires_at > $1 AND id IN (`+strings.Join(marks, ", ")+`) ORDER BY id`, args...)
-		if err != nil {
-			return DesiredDelta{}, fmt.Errorf("reading changed grants of %s: %w", enforcer, err)
-		}
-		gs, err := scanGrants(rows)
-		if err != nil {
-			return DesiredDelta{}, fmt.Errorf("reading changed grants of %s: %w", enforcer, err)
-		}
-		d.Grants = append(d.Grants, gs...)
-	}
 	return d, nil
 }

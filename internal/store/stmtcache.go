@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"modernc.org/sqlite"
 )
@@ -20,6 +21,8 @@ const stmtCacheSize = 256
 type cachingConnector struct {
 	dsn string
 	drv *sqlite.Driver
+	// queries counts the statements run on its connections (Store.Queries).
+	queries *atomic.Int64
 }
 
 func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -27,7 +30,7 @@ func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cachingConn{Conn: conn, stmts: map[string]driver.Stmt{}}, nil
+	return &cachingConn{Conn: conn, stmts: map[string]driver.Stmt{}, queries: c.queries}, nil
 }
 
 func (c cachingConnector) Driver() driver.Driver { return c.drv }
@@ -40,7 +43,8 @@ func (c cachingConnector) Driver() driver.Driver { return c.drv }
 // was ~6 % of the server's CPU under load).
 type cachingConn struct {
 	driver.Conn
-	stmts map[string]driver.Stmt
+	stmts   map[string]driver.Stmt
+	queries *atomic.Int64
 }
 
 var (
@@ -80,6 +84,7 @@ func uncacheable(query string, args []driver.NamedValue) bool {
 }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	c.queries.Add(1)
 	if uncacheable(query, args) {
 		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
 	}
@@ -95,6 +100,7 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	c.queries.Add(1)
 	if uncacheable(query, args) {
 		return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite" // pure-Go SQLite driver: no cgo, one static binary
@@ -33,6 +34,8 @@ var migrations embed.FS
 // Store is a jitgate database.
 type Store struct {
 	db *sql.DB
+	// queries counts the statements run (SQLite; Queries).
+	queries *atomic.Int64
 	// dialect holds what differs between SQLite and PostgreSQL (dialect.go).
 	dialect dialect
 	// feed tells subscribers about committed changes (feed.go); on
@@ -136,7 +139,8 @@ func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
 	// a savepoint; durability is the WAL's, unchanged.
 	dsn := SQLiteDSN(path, "_pragma=journal_mode(WAL)", "_pragma=synchronous(FULL)",
 		"_pragma=busy_timeout(10000)", "_pragma=foreign_keys(1)", "_pragma=temp_store(MEMORY)", "_txlock=immediate")
-	db := sql.OpenDB(cachingConnector{dsn: dsn, drv: &sqlite.Driver{}})
+	queries := new(atomic.Int64)
+	db := sql.OpenDB(cachingConnector{dsn: dsn, drv: &sqlite.Driver{}, queries: queries})
 	// One writer at a time is SQLite's model; a small pool lets readers
 	// proceed while a write transaction runs (WAL). Every connection is
 	// kept open (idle as many as open): a connection closed for being idle
@@ -146,7 +150,22 @@ func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
 	db.SetMaxOpenConns(sqliteConns)
 	db.SetMaxIdleConns(sqliteConns)
 	db.SetConnMaxIdleTime(0)
-	return open(ctx, db, sqliteDialect, cfg, path)
+	s, err := open(ctx, db, sqliteDialect, cfg, path)
+	if err != nil {
+		return nil, err
+	}
+	s.queries = queries
+	return s, nil
+}
+
+// Queries is how many statements (reads and writes) s has run on SQLite
+// since it was opened, 0 on PostgreSQL: tests count the reads of a hot
+// path with it (the agent's long-poll answer).
+func (s *Store) Queries() int64 {
+	if s.queries == nil {
+		return 0
+	}
+	return s.queries.Load()
 }
 
 // open finishes opening a store on db: it brings the schema up to date and
