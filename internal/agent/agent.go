@@ -622,8 +622,13 @@ func (a *Agent) receive(ctx context.Context, ds wire.DesiredState, recvAt time.T
 	// The previous state goes before the new one is converted (at a
 	// million grants each is tens of megabytes); the snapshot's decoded
 	// entries are not kept (split converts them), and are garbage once
-	// receive returns.
-	a.held, a.index = nil, nil
+	// receive returns. The Index goes with a new revision (apply builds
+	// it again); the same revision again leaves it the base of deltas
+	// and of a skipped resync.
+	a.held = nil
+	if isNew {
+		a.index = nil
+	}
 	// Sized before the new state is built beside what the backend still
 	// holds of the old one.
 	a.sizeMemory(max(len(ds.Grants), a.elements))
