@@ -44,16 +44,16 @@ func ParseContact(s string) (Contact, error) {
 	if n := utf8.RuneCountInString(s); n > maxContact {
 		return Contact{}, fmt.Errorf("contact: %d characters; at most %d", n, maxContact)
 	}
-	// One-line text as everywhere else (text.Check: no more than
-	// text.MaxMarks combining marks in a row, which would draw over the
-	// lines around them), and no formatting character at all.
-	if err := text.Check(s); err != nil {
-		return Contact{}, fmt.Errorf("contact: %w", err)
-	}
 	for _, r := range s {
 		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return Contact{}, fmt.Errorf("contact: holds the control or formatting character %U", r)
 		}
+	}
+	// One-line text as everywhere else (text.Check): besides, no more
+	// than text.MaxMarks combining marks in a row, which would draw over
+	// the lines around them.
+	if err := text.Check(s); err != nil {
+		return Contact{}, fmt.Errorf("contact: %w", err)
 	}
 	if strings.ContainsAny(s, " \t") {
 		return Contact{Text: s}, nil
