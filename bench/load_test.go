@@ -220,6 +220,13 @@ func loadClient(t *testing.T, l *testlab.Lab) *client.Client {
 		// (requests and long-polls in flight) is not bounded by it, and a
 		// connection closed for want of an idle slot is one more dial.
 		MaxIdleConnsPerHost: 1 << 20,
+		// A bound on connections, so on dials: each dial into the
+		// namespace takes an OS thread of its own (testenv.Netns.Do), and a
+		// slow server made the generator dial thousands at once (Go's
+		// limit of 10,000 threads: "thread exhaustion"). Requests beyond
+		// it wait for a connection; their latency still counts from their
+		// due time.
+		MaxConnsPerHost: 4096,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	c, err := client.New(testlab.ServerURL, l.Token, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 60 * time.Second}))
