@@ -155,8 +155,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 					return err
 				}
 				a.known.raise(target, ds.Revision)
-				writeJSON(w, http.StatusOK, ds)
-				return nil
+				return writeAnswer(w, ds)
 			}
 		}
 		rev, err := a.writeSnapshot(w, r.Context(), t)
@@ -166,6 +165,26 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 		a.known.raise(target, rev)
 		return nil
 	}
+}
+
+// writeAnswer writes an agent's delta as compact JSON in one write with its
+// length: a delta is on the path from a grant's commit to the kernel, and
+// the indentation people read with curl (writeJSON) only costs the agent
+// time (an indented one-grant delta is about a third longer; the snapshot is
+// compact already).
+func writeAnswer(w http.ResponseWriter, ds wire.DesiredState) error {
+	b, err := json.Marshal(ds)
+	if err != nil {
+		return fmt.Errorf("encoding the desired state: %w", err)
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	return nil
 }
 
 // streamSnapshot produces the full desired state of enforcer t at its

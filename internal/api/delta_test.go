@@ -1,8 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -221,5 +225,51 @@ func TestDeltaAnswerReads(t *testing.T) {
 	}
 	if base > 3 {
 		t.Errorf("an answer took %d statements, want at most 3", base)
+	}
+}
+
+// TestDeltaAnswerCompact checks that an agent's delta is written as compact
+// JSON with its length (the indented form people read with curl was a third
+// longer, on the path from a grant's commit to the kernel), and that it
+// decodes to the same delta.
+func TestDeltaAnswerCompact(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	cur, err := agent.DesiredSince(ctx, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+		Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/api/v1/agent/desired?after=%d&since=%d&rules=1", e.srv.URL, cur.Revision, cur.Revision)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+e.creds["web-01"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("answer %d, %v", resp.StatusCode, err)
+	}
+	var ds wire.DesiredState
+	if err := json.Unmarshal(body, &ds); err != nil || ds.Since != cur.Revision || len(ds.Grants) != 1 {
+		t.Fatalf("answer %s: %v; want a delta of one grant", body, err)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, body); err != nil {
+		t.Fatal(err)
+	}
+	compact.WriteByte('\n')
+	if !bytes.Equal(body, compact.Bytes()) {
+		t.Errorf("the delta is not compact JSON (%d bytes, %d compact):\n%s", len(body), compact.Len(), body)
+	}
+	if resp.ContentLength != int64(len(body)) {
+		t.Errorf("Content-Length %d, want %d", resp.ContentLength, len(body))
 	}
 }
