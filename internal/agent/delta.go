@@ -91,7 +91,7 @@ func (h *held) convert(g wire.GrantEntry, gateway bool) (heldGrant, error) {
 		return heldGrant{}, fmt.Errorf("protocol %d out of range", gr.Proto)
 	}
 	a := gr.Source.Addr()
-	hg := heldGrant{addr: a.As16(), exp: g.ExpiresAt.UnixNano(), port: gr.Port, bits: uint8(gr.Source.Bits()), proto: uint8(gr.Proto)}
+	hg := heldGrant{addr: a.As16(), exp: firewall.UnixNano(g.ExpiresAt), port: gr.Port, bits: uint8(gr.Source.Bits()), proto: uint8(gr.Proto)}
 	if a.Is4() {
 		hg.proto |= heldV4
 	}
@@ -174,7 +174,7 @@ func split(ds wire.DesiredState, gateway bool) (wire.DesiredState, *held) {
 // open nothing; the server deletes their rows without a revision), so that
 // what the agent holds between snapshots stays bounded by the live grants.
 func (h *held) dropExpired(gone time.Time) {
-	g := gone.UnixNano()
+	g := firewall.UnixNano(gone)
 	for id, hg := range h.grants {
 		ms := slices.DeleteFunc(h.more[id], func(m heldGrant) bool { return m.exp <= g })
 		if hg.exp <= g {

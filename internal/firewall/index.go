@@ -142,7 +142,7 @@ func NewIndexOf(rs Ruleset, grants iter.Seq[Grant], now time.Time) *Index {
 			if _, member := g.root[g.hostPrefix(a)]; member {
 				continue
 			}
-			if exp > now.UnixNano() {
+			if exp > UnixNano(now) {
 				x.elements++
 			} else {
 				// Expired, alone: it opens nothing, and a host never
@@ -186,7 +186,8 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 			g = newGroup(k.v6)
 			x.groups[k] = g
 		}
-		if !insert && !slices.ContainsFunc(g.deadlinesOf(src), gr.Expires.Equal) {
+		exp := canonicalTime(gr.Expires) // as inserted: a deadline past 2262 is kept as 2262
+		if !insert && !slices.ContainsFunc(g.deadlinesOf(src), exp.Equal) {
 			return
 		}
 		t := st[k]
@@ -211,9 +212,9 @@ func (x *Index) Update(del, add []Grant, now time.Time) Delta {
 		}
 		mark(true)
 		if insert {
-			g.insert(src, canonicalTime(gr.Expires))
+			g.insert(src, exp)
 		} else {
-			g.remove(src, gr.Expires)
+			g.remove(src, exp)
 		}
 		mark(false)
 	}
@@ -285,8 +286,9 @@ func (x *Index) add(gr Grant) {
 
 // canonicalTime is t as the Index keeps deadlines: UTC, no monotonic
 // reading, so that a deadline stored as Unix nanoseconds (group.hosts) and
-// read back is the same value (Elements are compared with ==).
-func canonicalTime(t time.Time) time.Time { return time.Unix(0, t.UnixNano()).UTC() }
+// read back is the same value (Elements are compared with ==); saturated
+// outside 1678–2262 (UnixNano), never wrapped.
+func canonicalTime(t time.Time) time.Time { return time.Unix(0, UnixNano(t)).UTC() }
 
 // place says which group a grant belongs to and its canonical source, as
 // Ruleset.Elements decides which grants count; ok is false for a grant that
@@ -396,7 +398,7 @@ func (g *group) setDeadlines(p netip.Prefix, ds []time.Time) {
 		}
 	case host && len(ds) == 1:
 		delete(g.deadlines, p)
-		g.hosts[a] = ds[0].UnixNano()
+		g.hosts[a] = UnixNano(ds[0])
 	default:
 		if host {
 			delete(g.hosts, a)

@@ -148,3 +148,30 @@ func TestIndexRebuildMatchesElements(t *testing.T) {
 		t.Errorf("after removing the /24 (-want +got):\n%s", diff)
 	}
 }
+
+// TestIndexDeadlinesOutOfRange: grants ending before 1678 open nothing and
+// grants ending after 2262 open, in an Index built and updated as in a
+// Ruleset; revoking the latter deletes its element, however its deadline
+// is spelled. The Index keeps a host's deadline as Unix nanoseconds, which
+// time.Time.UnixNano wraps outside 1678–2262: a grant of 1600 was kept as
+// live until 2184, one of 9999 as ended in 1816.
+func TestIndexDeadlinesOutOfRange(t *testing.T) {
+	past := time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)
+	never := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+	rs := firewall.Ruleset{Protected: ports[:1], Grants: []firewall.Grant{
+		grant("192.0.2.1/32", firewall.TCP, 22, past), grant("192.0.2.2/32", firewall.TCP, 22, never),
+	}}
+	x := firewall.NewIndex(rs, t0)
+	k := kernel{}
+	d := x.Update(nil, []firewall.Grant{grant("192.0.2.3/32", firewall.TCP, 22, past), grant("192.0.2.4/32", firewall.TCP, 22, never)}, t0)
+	for _, e := range d.Add {
+		k[e.Key()] = e
+	}
+	if x.Elements() != 2 || len(k) != 1 || !k.sorted()[0].Expires.After(time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("Index of a grant ending 1600 and one ending 9999 (twice): %d elements, delta %v; want only those ending 9999, in 2262", x.Elements(), d.Add)
+	}
+	d = x.Update([]firewall.Grant{rs.Grants[1], grant("192.0.2.4/32", firewall.TCP, 22, never)}, nil, t0)
+	if len(d.Del) != 2 || x.Elements() != 0 {
+		t.Errorf("revoking the grants ending 9999 deleted %v, %d elements left; want both deleted", d.Del, x.Elements())
+	}
+}

@@ -187,7 +187,12 @@ func (b *Backend) applyOnce(ctx context.Context, d desired, clk clock, off int64
 			b.cacheRead = readAt
 		}
 		b.saveState()
-	} else if err != nil {
+	} else if err == nil {
+		// Someone else committed too: no cache, but the table's deadlines
+		// are on this clock now (what was kept was checked against it), the
+		// reference ApplyDelta checks the clock against.
+		b.cacheClock = off
+	} else {
 		// The batch committed; only the cache is lost, and the socket may
 		// be out of step: start afresh on the next call.
 		b.reset()

@@ -66,7 +66,9 @@ type Backend struct {
 	// its own clock, which a step of the wall clock or a suspend does not
 	// move: once the offset moved, the cache's deadlines no longer say when
 	// the kernel drops its elements (after a jump ahead it still holds some
-	// the cache takes for expired), and the table is read again.
+	// the cache takes for expired), and the table is read again. It is
+	// also the clock of the table's deadlines without a cache (the last
+	// full Apply's): ApplyDelta refuses to run on another.
 	cacheClock int64
 	// layout is the table's layout as the last successful Apply left it:
 	// ApplyDelta writes into it without reading the table. Remove drops it.

@@ -31,11 +31,14 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 	if b.layout == nil {
 		return res, firewall.ErrNeedFullApply
 	}
-	if b.cache != nil && !b.clockSteady(callerOffset(now)) {
+	if !b.clockSteady(callerOffset(now)) {
 		// The wall clock was stepped or the machine suspended since the
 		// table was last read or written: the kernel may hold elements
-		// past their deadline that no delta names. A full Apply reads the
-		// table and removes them.
+		// past their deadline that no delta names (the Index takes them
+		// for expired, and a revocation of one deletes nothing). A full
+		// Apply reads the table and removes them. Asked with or without
+		// a cache: the cache is gone after anyone else's commit, and the
+		// kernel's clock is not (TestClockStepCaughtWithoutACache).
 		b.cache = nil
 		return res, firewall.ErrNeedFullApply
 	}

@@ -88,8 +88,9 @@ func (e elem) deadline() time.Time {
 func (e *elem) setDeadline(t time.Time) {
 	e.dl &= rangedBit
 	if !t.IsZero() {
-		// Before 1970 (never): long expired; after 2116: then.
-		e.dl |= min(max(t.UnixNano(), 1), heldBit-1)
+		// Before 1970 (never): long expired; after 2116: then. Saturated,
+		// not wrapped, outside 1678–2262.
+		e.dl |= min(max(firewall.UnixNano(t), 1), heldBit-1)
 	}
 }
 

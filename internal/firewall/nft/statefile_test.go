@@ -559,3 +559,48 @@ func liveHeap() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// TestClockStepCaughtWithoutACache: the wall clock steps a minute ahead
+// (or the machine resumes from a suspend) after someone else's commit made
+// a delta drop the backend's cache. A grant revoked then, whose deadline
+// the stepped clock has passed while the kernel (counting on its own
+// clock) still holds it, is one the Index deletes nothing for: a delta must
+// make the caller apply the whole state, which reads the table and removes
+// it, with or without a cache. (Before, only a backend with a cache
+// checked the clock: the revoked grant stayed open until its kernel
+// timeout.)
+func TestClockStepCaughtWithoutACache(t *testing.T) {
+	b, ns := newTestBackend(t)
+	now := time.Now()
+	rs := sampleRuleset(now)
+	revoked := firewall.Grant{Source: netip.MustParsePrefix("2001:db8:7::1/128"), Proto: ssh.Proto, Port: ssh.Port, Expires: now.Add(10 * time.Second)}
+	rs.Grants = append(rs.Grants, revoked)
+	if _, err := b.Apply(context.Background(), rs, now); err != nil {
+		t.Fatal(err)
+	}
+	x := firewall.NewIndex(rs, now)
+	other := firewall.Grant{Source: netip.MustParsePrefix("203.0.113.9/32"), Proto: ssh.Proto, Port: ssh.Port, Expires: now.Add(time.Hour)}
+	load(t, ns, "add table inet other") // anyone's commit: the delta after it drops the cache
+	if _, err := b.ApplyDelta(context.Background(), x.Update(nil, []firewall.Grant{other}, now), now); err != nil {
+		t.Fatalf("ApplyDelta: %v", err)
+	}
+	if b.cache != nil {
+		t.Fatal("a delta after someone else's commit kept the cache")
+	}
+	rs.Grants = append(rs.Grants, other)
+
+	later := time.Now().Add(time.Minute).Round(0) // the wall clock a minute ahead of the kernel's
+	rs.Grants = slices.DeleteFunc(rs.Grants, func(g firewall.Grant) bool { return g == revoked })
+	_, err := b.ApplyDelta(context.Background(), x.Update([]firewall.Grant{revoked}, nil, later), later)
+	if err != nil && !errors.Is(err, firewall.ErrNeedFullApply) {
+		t.Fatalf("ApplyDelta: %v", err)
+	}
+	if err != nil { // what the agent does then
+		if _, err := b.Apply(context.Background(), rs, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := kernelElements(t, b), wantElements(rs, later); !slices.Equal(got, want) {
+		t.Errorf("after a revocation on a clock stepped a minute ahead the kernel holds %d elements, want %d (the revoked grant stayed open):\n%v", len(got), len(want), got)
+	}
+}
