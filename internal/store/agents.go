@@ -41,7 +41,7 @@ func (s *Store) Enroll(ctx context.Context, enrollSecret string, addresses []str
 		if err := updateAgentInfo(ctx, tx, p.Subject, addresses, version); err != nil {
 			return err
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + p.Subject, ClientAddr: clientAddr, Action: audit.AgentEnrolled,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + p.Subject, ClientAddr: clientAddr, Action: audit.AgentEnrolled,
 			Target: p.Subject, Details: map[string]any{"addresses": addresses, "version": version}})
 	})
 	return p.Subject, credential, err
@@ -184,7 +184,7 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 		agent := Actor{Name: "agent:" + target}
 		if applyErr != "" {
 			if applyErr != prevErr {
-				if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.AgentApplyFailed, Target: target,
+				if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.AgentApplyFailed, Target: target,
 					Reason: applyErr, Details: map[string]any{"revision": rev}}); err != nil {
 					return err
 				}
@@ -196,7 +196,7 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 			if n == 0 {
 				return nil
 			}
-			if err := endLiveRequests(ctx, tx, `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = `+statePending+` AND revision <= $2`, []any{target, rev},
+			if err := s.endLiveRequests(ctx, tx, `(target = $1 OR target IN (SELECT name FROM targets WHERE gateway = $1)) AND state = `+statePending+` AND revision <= $2`, []any{target, rev},
 				access.Fail, "the agent could not apply the grant: "+applyErr, agent, audit.RequestFailed, now); err != nil {
 				return err
 			}
@@ -229,7 +229,7 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 			if _, err := transition(ctx, tx, p.id, access.Pending, p.version, access.Activate, set{"activated_at", ms(now)}); err != nil {
 				return fmt.Errorf("activating %s: %w", p.id, err)
 			}
-			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: p.target, RequestID: p.id,
+			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: p.target, RequestID: p.id,
 				Details: map[string]any{"revision": rev, "latency_ms": ms(now) - p.created}}); err != nil {
 				return err
 			}
@@ -282,7 +282,7 @@ func (s *Store) SetAgentState(ctx context.Context, target, state, clientAddr str
 		if state == AgentDisconnected {
 			action = audit.AgentDisconnected
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, ClientAddr: clientAddr, Action: action, Target: target})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, ClientAddr: clientAddr, Action: action, Target: target})
 	})
 }
 
@@ -343,7 +343,7 @@ func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout 
 			{`state = ` + stateAwaiting + ` AND approve_by <= $1`, "not approved in time", audit.RequestExpired},
 			{`state = ` + statePending + ` AND expires_at <= $1`, "the grant ran out before the target's agent confirmed it", audit.RequestFailed},
 		} {
-			n, err := endSomeLiveRequests(ctx, tx, step.where, []any{ms(now)}, budget, access.Expire, step.message, sys, step.action, now)
+			n, err := s.endSomeLiveRequests(ctx, tx, step.where, []any{ms(now)}, budget, access.Expire, step.message, sys, step.action, now)
 			if err != nil {
 				return err
 			}
@@ -372,7 +372,7 @@ func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout 
 			msg := fmt.Sprintf("the agent of target %s did not confirm the grant within %s (agent %s); nothing was opened", l.target, activationTimeout, l.agent)
 			// endLiveRequests takes the grant out of the desired state
 			// (advancing the revision), so a returning agent does not open it.
-			if err := endLiveRequests(ctx, tx, `id = $1`, []any{l.id}, access.Fail, msg, sys, audit.RequestFailed, now); err != nil {
+			if err := s.endLiveRequests(ctx, tx, `id = $1`, []any{l.id}, access.Fail, msg, sys, audit.RequestFailed, now); err != nil {
 				return err
 			}
 			changed = append(changed, l.target)
@@ -381,7 +381,7 @@ func (s *Store) sweepSome(ctx context.Context, now time.Time, activationTimeout 
 			more = true
 			return nil
 		}
-		if err := warnExpiring(ctx, tx, s.expiryLead(), now); err != nil {
+		if err := s.warnExpiring(ctx, tx, s.expiryLead(), now); err != nil {
 			return err
 		}
 		// Grants of ended requests were deleted with them; any other grant

@@ -177,7 +177,7 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 				details["clipped_to_window_end"] = end.Format(time.RFC3339)
 			}
 		}
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: approver.Name, ClientAddr: approver.ClientAddr, Action: audit.RequestApproved,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: approver.Name, ClientAddr: approver.ClientAddr, Action: audit.RequestApproved,
 			Target: r.Target, RequestID: id, Reason: reason, Details: details}); err != nil {
 			return err
 		}
@@ -196,7 +196,7 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 				return err
 			}
 			if why != "" {
-				if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Fail,
+				if err := s.endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Fail,
 					"not granted at the approval by "+approver.Name+": "+why+"; nothing was opened", approver, audit.RequestFailed, now); err != nil {
 					return err
 				}
@@ -219,7 +219,7 @@ func (s *Store) ApproveRequestWith(ctx context.Context, approver Actor, id, reas
 			_, err := transition(ctx, tx, id, r.State, r.Version+1, ev, set{"approved_at", ms(now)})
 			return err
 		}
-		_, err = grantRequest(ctx, tx, id, approver, now)
+		_, err = s.grantRequest(ctx, tx, id, approver, now)
 		return err
 	})
 	if err != nil {
@@ -261,7 +261,7 @@ func (s *Store) DenyRequest(ctx context.Context, approver Actor, id, reason stri
 		}
 		// A request that held grants loses them: endLiveRequests advances
 		// the revision its agent must confirm.
-		if err := endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Deny, msg, approver, audit.RequestDenied, now); err != nil {
+		if err := s.endLiveRequests(ctx, tx, `id = $1`, []any{id}, access.Deny, msg, approver, audit.RequestDenied, now); err != nil {
 			return err
 		}
 		if r.State.HoldsGrants() {

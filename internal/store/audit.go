@@ -17,9 +17,14 @@ import (
 // serialises writers (every write transaction is BEGIN IMMEDIATE), so no
 // other event can be appended between that read and the insert.
 // On PostgreSQL every write transaction holds the store's write lock
-// (dialect.lockWrites) for the same guarantee across replicas, and ids are
-// assigned by a trigger under it (migrations_postgres/0001_init.sql).
-func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
+// (dialect.lockWrites) for the same guarantee across replicas.
+//
+// The same read gives the id the event will have (chainHead: the id each
+// database would assign), so the event is inserted with its id and its
+// hash in one statement; an insert followed by an UPDATE with the hash was
+// one statement more per event on every request's path (docs/benchmarks.md
+// §14).
+func (s *Store) writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
 	if id := requestIDFrom(ctx); id != "" {
 		d := make(map[string]any, len(e.Details)+1)
 		maps.Copy(d, e.Details)
@@ -35,21 +40,17 @@ func writeAudit(ctx context.Context, tx auditTx, e audit.Event) error {
 			return fmt.Errorf("encoding audit details: %w", err)
 		}
 	}
-	prev, err := chainHead(ctx, tx)
+	prev, id, err := s.chainHead(ctx, tx)
 	if err != nil {
 		return err
 	}
-	r := chainRow{At: ms(e.At), Actor: e.Actor, Action: string(e.Action), Target: e.Target, RequestID: e.RequestID,
+	r := chainRow{ID: id, At: ms(e.At), Actor: e.Actor, Action: string(e.Action), Target: e.Target, RequestID: e.RequestID,
 		ClientAddr: e.ClientAddr, Reason: e.Reason, Details: string(details), PrevHash: prev}
-	// The id is part of the hash, and only the insert assigns it.
-	err = tx.QueryRowContext(ctx, `INSERT INTO audit (at, actor, action, target, request_id, client_addr, reason, details, prev_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
-		r.At, r.Actor, r.Action, r.Target, r.RequestID, r.ClientAddr, r.Reason, r.Details, r.PrevHash).Scan(&r.ID)
+	_, err = tx.ExecContext(ctx, `INSERT INTO audit (id, at, actor, action, target, request_id, client_addr, reason, details, prev_hash, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		r.ID, r.At, r.Actor, r.Action, r.Target, r.RequestID, r.ClientAddr, r.Reason, r.Details, r.PrevHash, r.hash())
 	if err != nil {
 		return fmt.Errorf("writing audit event %s: %w", e.Action, err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE audit SET hash = $1 WHERE id = $2`, r.hash(), r.ID); err != nil {
-		return fmt.Errorf("hashing audit event %d: %w", r.ID, err)
 	}
 	return enqueueWebhooks(ctx, tx, r.ID, e)
 }
@@ -75,7 +76,7 @@ func requestIDFrom(ctx context.Context) string {
 // Audit records an event on its own (for events that change no state, such
 // as a refused request).
 func (s *Store) Audit(ctx context.Context, e audit.Event) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return writeAudit(ctx, tx, e) })
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.writeAudit(ctx, tx, e) })
 }
 
 // AuditEvents records events that change no state in one transaction (the
@@ -83,7 +84,7 @@ func (s *Store) Audit(ctx context.Context, e audit.Event) error {
 func (s *Store) AuditEvents(ctx context.Context, es []audit.Event) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for _, e := range es {
-			if err := writeAudit(ctx, tx, e); err != nil {
+			if err := s.writeAudit(ctx, tx, e); err != nil {
 				return err
 			}
 		}

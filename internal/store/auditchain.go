@@ -71,17 +71,28 @@ func writeField(h hash.Hash, s string) {
 	h.Write([]byte(s))
 }
 
-// chainHead returns the hash of the newest event, or "" when there is none.
-func chainHead(ctx context.Context, tx auditTx) (string, error) {
+// chainHead returns the hash of the newest event ("" when there is none)
+// and the id the next event gets: on SQLite what AUTOINCREMENT would
+// assign (one above the greatest id the table ever held, so an event
+// written after the newest were removed leaves a gap that VerifyAudit
+// reports, as before), on PostgreSQL the greatest id plus one, as the
+// audit_next_id trigger does (migrations_postgres/0001_init.sql). One
+// read, in the writer's transaction.
+func (s *Store) chainHead(ctx context.Context, tx auditTx) (string, int64, error) {
 	var h string
-	err := tx.QueryRowContext(ctx, `SELECT hash FROM audit ORDER BY id DESC LIMIT 1`).Scan(&h)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+	var newest, seq int64
+	var err error
+	if s.dialect.name == postgresDialect.name {
+		err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), ''),
+			coalesce((SELECT max(id) FROM audit), 0), 0`).Scan(&h, &newest, &seq)
+	} else {
+		err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), ''),
+			coalesce((SELECT max(id) FROM audit), 0), coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0)`).Scan(&h, &newest, &seq)
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading the audit chain head: %w", err)
+		return "", 0, fmt.Errorf("reading the audit chain head: %w", err)
 	}
-	return h, nil
+	return h, max(newest, seq) + 1, nil
 }
 
 // chainUnhashed links the events written before the chain existed (by

@@ -225,3 +225,23 @@ func TestTargetStats(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditChainNewestRemovedThenWritten: an event is written with the id
+// the database would have assigned (writeAudit computes its hash before the
+// insert). On SQLite that is AUTOINCREMENT's, one above the greatest id the
+// trail ever held, so events removed from the end of the trail and followed
+// by a new one leave a gap that verification reports, as when the insert
+// assigned the id; the new event still links to the newest one left.
+func TestAuditChainNewestRemovedThenWritten(t *testing.T) {
+	s, path := trail(t)
+	if _, err := rwDB(t, path).Exec(`DELETE FROM audit WHERE id >= 7`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Audit(t.Context(), audit.Event{At: t0.Add(3 * time.Minute), Actor: "carol", Action: audit.RequestRefused, Target: "web-1"}); err != nil {
+		t.Fatal(err)
+	}
+	res := verify(t, s)
+	if res.OK || res.FirstBad != 7 || !strings.Contains(res.Problem, "events 7 to 8 are missing") {
+		t.Errorf("VerifyAudit = %+v, want events 7 to 8 missing", res)
+	}
+}

@@ -23,7 +23,7 @@ func (s *Store) CreateBinding(ctx context.Context, actor Actor, b authz.Binding,
 			}
 			return fmt.Errorf("inserting binding: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BindingCreated,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BindingCreated,
 			Details: map[string]any{"principal": b.Principal, "role": string(b.Role), "scope": string(b.Scope), "binding_id": b.ID}})
 	})
 	return b, err
@@ -54,7 +54,7 @@ func (s *Store) DeleteBinding(ctx context.Context, actor Actor, b authz.Binding,
 		if _, err := tx.ExecContext(ctx, `DELETE FROM bindings WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("deleting binding: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BindingDeleted,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BindingDeleted,
 			Details: map[string]any{"principal": b.Principal, "role": string(b.Role), "scope": string(b.Scope), "binding_id": id}})
 	})
 }

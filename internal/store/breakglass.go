@@ -117,7 +117,7 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 			refusal = limits.Evaluate(pol, req)
 		}
 		if refusal != nil {
-			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
+			return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports),
 					"source": sourceString(req.Source), "breakglass": true}})
 		}
@@ -138,11 +138,11 @@ func (s *Store) OpenBreakGlass(ctx context.Context, actor Actor, target string, 
 		if err := insertAlert(ctx, tx, alert); err != nil {
 			return err
 		}
-		superseded, err := grantRequestWindows(ctx, tx, id, actor, now, false)
+		superseded, err := s.grantRequestWindows(ctx, tx, id, actor, now, false)
 		if err != nil {
 			return err
 		}
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassOpened,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassOpened,
 			Target: target, RequestID: id, Reason: req.Reason, Details: map[string]any{"ports": encodePorts(req.Ports),
 				"source": sourceString(req.Source), "duration": req.Duration.String(), "alert": alert.ID}}); err != nil {
 			return err
@@ -208,7 +208,7 @@ func (s *Store) ReviewBreakGlassAlert(ctx context.Context, actor Actor, id, note
 		}
 		t := fromMS(ms(now))
 		a.ReviewedAt, a.ReviewedBy, a.ReviewNote = &t, actor.Name, note
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassReviewed,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassReviewed,
 			Target: a.Target, RequestID: a.RequestID, Reason: note, Details: map[string]any{"alert": id, "kind": a.Kind, "token": a.TokenID}})
 	})
 	return a, err
@@ -233,7 +233,7 @@ func (s *Store) IssueBreakGlassToken(ctx context.Context, actor Actor, t access.
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, t.ID, string(targets), string(ports), t.MaxDuration.Milliseconds(), ms(t.IssuedAt), actor.Name, ms(t.ExpiresAt)); err != nil {
 			return fmt.Errorf("recording break-glass token: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: t.IssuedAt, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassTokenIssued,
+		return s.writeAudit(ctx, tx, audit.Event{At: t.IssuedAt, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassTokenIssued,
 			Details: map[string]any{"token": t.ID, "targets": t.Targets, "ports": t.Ports, "max_duration": t.MaxDuration.String(),
 				"expires_at": t.ExpiresAt.UTC().Format(time.RFC3339)}})
 	})
@@ -322,7 +322,7 @@ func (s *Store) RevokeBreakGlassToken(ctx context.Context, actor Actor, id strin
 				bumped = append(bumped, target)
 			}
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassTokenRevoked,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.BreakGlassTokenRevoked,
 			Details: map[string]any{"token": id, "targets": t.Targets}})
 	})
 	if err != nil {
@@ -490,7 +490,7 @@ func (s *Store) RecordBreakGlassUse(ctx context.Context, target string, u BreakG
 			return err
 		}
 		details["alert"] = alert.ID
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: audit.BreakGlassUsed, Target: target, Reason: u.Reason, Details: details})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: audit.BreakGlassUsed, Target: target, Reason: u.Reason, Details: details})
 	})
 	if err != nil {
 		return BreakGlassAlert{}, false, err

@@ -19,7 +19,7 @@ func (s *Store) expiryLead() time.Duration { return s.cfg.ExpiryWarning }
 
 // warnExpiring, a step of Sweep, audits request.expiring (once) for every
 // active request within lead of its deadline.
-func warnExpiring(ctx context.Context, tx *sql.Tx, lead time.Duration, now time.Time) error {
+func (s *Store) warnExpiring(ctx context.Context, tx *sql.Tx, lead time.Duration, now time.Time) error {
 	if lead <= 0 {
 		return nil
 	}
@@ -53,7 +53,7 @@ func warnExpiring(ctx context.Context, tx *sql.Tx, lead time.Duration, now time.
 			return fmt.Errorf("marking %s warned: %w", r.id, err)
 		}
 		exp := fromMS(r.expires)
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestExpiring, Target: r.target, RequestID: r.id,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestExpiring, Target: r.target, RequestID: r.id,
 			Details: map[string]any{"expires_at": exp.Format(time.RFC3339), "remaining": exp.Sub(now).Round(time.Second).String()}}); err != nil {
 			return err
 		}

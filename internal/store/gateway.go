@@ -187,7 +187,7 @@ func (s *Store) CreateTargetSpec(ctx context.Context, actor Actor, spec TargetSp
 		if spec.Gateway != "" {
 			details["gateway"], details["address"], details["addresses"] = spec.Gateway, addrs[0], addrs
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: spec.Name, Details: details})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: spec.Name, Details: details})
 	})
 	if err != nil {
 		return Target{}, "", err
@@ -476,7 +476,7 @@ func (s *Store) recordAgentReport(ctx context.Context, tx *sql.Tx, target string
 				ON CONFLICT (target, source) DO UPDATE SET at = excluded.at`, target, h.src, ms(now)); err != nil {
 			return fmt.Errorf("recording alert: %w", err)
 		}
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.BruteForceSuspected, Target: target,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.BruteForceSuspected, Target: target,
 			Reason:  fmt.Sprintf("possible brute force: %d blocked attempts from %s within an hour", h.n, h.src),
 			Details: map[string]any{"source": h.src, "attempts": h.n, "threshold": s.cfg.BruteForceThreshold}}); err != nil {
 			return err

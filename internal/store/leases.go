@@ -121,6 +121,6 @@ func (s *Store) ReplaceSharedKey(ctx context.Context, name string, value []byte,
 			name, value, ms(e.At)); err != nil {
 			return fmt.Errorf("replacing shared key %s: %w", name, err)
 		}
-		return writeAudit(ctx, tx, e)
+		return s.writeAudit(ctx, tx, e)
 	})
 }

@@ -41,7 +41,7 @@ func TestEnqueueRollsBack(t *testing.T) {
 	// An event written in a transaction that then fails.
 	boom := errors.New("boom")
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestExpired, Target: "web-1"}); err != nil {
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestExpired, Target: "web-1"}); err != nil {
 			return err
 		}
 		if countOutbox(t, s, EventRequestExpired) != 0 {

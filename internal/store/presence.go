@@ -91,7 +91,7 @@ func (s *Store) DisconnectStaleAgents(ctx context.Context, cutoff, now time.Time
 			if _, err := tx.ExecContext(ctx, `UPDATE targets SET agent_state = $1 WHERE name = $2`, AgentDisconnected, t); err != nil {
 				return fmt.Errorf("recording the agent of %s disconnected: %w", t, err)
 			}
-			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + t, Action: audit.AgentDisconnected, Target: t}); err != nil {
+			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + t, Action: audit.AgentDisconnected, Target: t}); err != nil {
 				return err
 			}
 		}

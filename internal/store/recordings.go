@@ -85,7 +85,7 @@ func (s *Store) SaveRecording(ctx context.Context, sessionID, sha256 string, siz
 		if incomplete {
 			d["incomplete"] = true
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.SessionRecorded, Target: x.Target,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.SessionRecorded, Target: x.Target,
 			RequestID: x.RequestID, Details: d})
 	})
 }
@@ -187,7 +187,7 @@ func (s *Store) DeleteRecording(ctx context.Context, sessionID, actor, reason st
 		if _, err := tx.ExecContext(ctx, `UPDATE recordings SET deleted_at = $1 WHERE session_id = $2`, ms(now), sessionID); err != nil {
 			return fmt.Errorf("deleting the recording of session %s: %w", sessionID, err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: audit.RecordingDeleted, Target: x.Target, RequestID: x.RequestID,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: audit.RecordingDeleted, Target: x.Target, RequestID: x.RequestID,
 			Reason: reason, Details: map[string]any{"session": sessionID, "sha256": x.SHA256, "bytes": x.Size}})
 	})
 }

@@ -273,7 +273,7 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 			req.At = now
 		}
 		if refusal = limits.Evaluate(pol, req); refusal != nil {
-			return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
+			return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestRefused,
 				Target: target, Reason: req.Reason, Details: map[string]any{"error": refusal.Error(), "ports": encodePorts(req.Ports), "source": sourceString(req.Source)}})
 		}
 		before, err := countLive(ctx, tx, target, actor.Name)
@@ -329,7 +329,7 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 		}
 		// The new request is audited before the ones it supersedes, so the
 		// trail never names a request before its creation.
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestCreated,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestCreated,
 			Target: target, RequestID: id, Reason: req.Reason, Details: details}); err != nil {
 			return err
 		}
@@ -340,7 +340,7 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 			// in this transaction: grantRead does not read them again.
 			r := Request{ID: id, Target: target, Requester: actor.Name, Source: req.Source, Ports: req.Ports, Duration: req.Duration,
 				State: state, StartsAt: fromNullMS(startsAt)}
-			if superseded, err = grantRead(ctx, tx, r, t, actor, now, true); err != nil {
+			if superseded, err = s.grantRead(ctx, tx, r, t, actor, now, true); err != nil {
 				return err
 			}
 			granted = true
@@ -376,14 +376,14 @@ func countLive(ctx context.Context, tx *sql.Tx, target, requester string) (polic
 // requester already holds for the same (source, protocol, port) is extended
 // (never shortened) and moves to this request; a request left with no grants
 // becomes superseded. It returns how many requests it superseded.
-func grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time) (int, error) {
-	return grantRequestWindows(ctx, tx, id, actor, now, true)
+func (s *Store) grantRequest(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time) (int, error) {
+	return s.grantRequestWindows(ctx, tx, id, actor, now, true)
 }
 
 // grantRequestWindows is grantRequest; without windows (a break-glass:
 // an emergency does not wait for a window) the rules' time windows neither
 // refuse nor clip the grant.
-func grantRequestWindows(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time, windows bool) (int, error) {
+func (s *Store) grantRequestWindows(ctx context.Context, tx *sql.Tx, id string, actor Actor, now time.Time, windows bool) (int, error) {
 	r, err := scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
 	if err != nil {
 		return 0, fmt.Errorf("reading request %s: %w", id, err)
@@ -394,13 +394,13 @@ func grantRequestWindows(ctx context.Context, tx *sql.Tx, id string, actor Actor
 	if err != nil {
 		return 0, fmt.Errorf("reading policy of %s: %w", r.Target, err)
 	}
-	return grantRead(ctx, tx, r, t, actor, now, windows)
+	return s.grantRead(ctx, tx, r, t, actor, now, windows)
 }
 
 // grantRead is grantRequestWindows with the request r and its target t as
 // read in tx (a new request's transaction has both in hand: it does not
 // read them again).
-func grantRead(ctx context.Context, tx *sql.Tx, r Request, t Target, actor Actor, now time.Time, windows bool) (int, error) {
+func (s *Store) grantRead(ctx context.Context, tx *sql.Tx, r Request, t Target, actor Actor, now time.Time, windows bool) (int, error) {
 	id := r.ID
 	var pol policy.Policy
 	if t.Policy != nil {
@@ -489,7 +489,7 @@ func grantRead(ctx context.Context, tx *sql.Tx, r Request, t Target, actor Actor
 	}
 	superseded := 0
 	for old := range previous {
-		ended, err := supersedeIfEmpty(ctx, tx, old, id, actor, now)
+		ended, err := s.supersedeIfEmpty(ctx, tx, old, id, actor, now)
 		if err != nil {
 			return 0, err
 		}
@@ -552,7 +552,7 @@ func grantEvent(s access.State) access.Event {
 
 // supersedeIfEmpty ends a request whose grants all moved to a newer one, and
 // reports whether it did.
-func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Actor, now time.Time) (bool, error) {
+func (s *Store) supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Actor, now time.Time) (bool, error) {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM grants WHERE request_id = $1`, id).Scan(&n); err != nil {
 		return false, fmt.Errorf("counting grants of %s: %w", id, err)
@@ -574,7 +574,7 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 		set{"superseded_by", by}, set{"ended_at", ms(now)}, set{"message", "extended by request " + by}); err != nil {
 		return false, fmt.Errorf("superseding %s: %w", id, err)
 	}
-	return true, writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestSuperseded,
+	return true, s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.RequestSuperseded,
 		Target: target, RequestID: id, Details: map[string]any{"superseded_by": by}})
 }
 
@@ -586,15 +586,15 @@ func supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Acto
 // (access.NeedsRemovalConfirmation) takes them out of the desired state: the
 // revision of its enforcer advances (once per call) and the request records
 // it, so that its agent confirms the removal as it confirms an activation.
-func endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) error {
-	_, err := endSomeLiveRequests(ctx, tx, where, args, 0, ev, message, actor, action, now)
+func (s *Store) endLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) error {
+	_, err := s.endSomeLiveRequests(ctx, tx, where, args, 0, ev, message, actor, action, now)
 	return err
 }
 
 // endSomeLiveRequests is endLiveRequests for at most limit requests (0: all),
 // oldest first; it returns how many it ended. The sweeper ends requests in
 // bounded transactions with it.
-func endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, limit int, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) (int, error) {
+func (s *Store) endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, limit int, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) (int, error) {
 	q := `SELECT id, target, state, expires_at, version FROM requests WHERE state IN (` + liveStates + `) AND ` + where + ` ORDER BY created_at, id`
 	if limit > 0 {
 		q += fmt.Sprintf(` LIMIT %d`, limit)
@@ -668,7 +668,7 @@ func endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []a
 				return 0, fmt.Errorf("recording the removal of %s: %w", r.id, err)
 			}
 		}
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action,
 			Target: r.target, RequestID: r.id, Reason: message, Details: map[string]any{"from": r.state}}); err != nil {
 			return 0, err
 		}
@@ -853,7 +853,7 @@ func (s *Store) RevokeRequest(ctx context.Context, actor Actor, id, reason strin
 		for i := range ids {
 			marks[i] = fmt.Sprintf("$%d", i+1)
 		}
-		if err := endLiveRequests(ctx, tx, `id IN (`+strings.Join(marks, ", ")+`)`, ids, access.Revoke, msg, actor, audit.RequestRevoked, now); err != nil {
+		if err := s.endLiveRequests(ctx, tx, `id IN (`+strings.Join(marks, ", ")+`)`, ids, access.Revoke, msg, actor, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		if reported == id && len(carriers) > 0 {

@@ -83,10 +83,10 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 			return fmt.Errorf("counting live requests: %w", err)
 		}
 		// Every live state may be revoked (access.Next(state, Revoke)).
-		if err := endLiveRequests(ctx, tx, `1 = 1`, nil, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+		if err := s.endLiveRequests(ctx, tx, `1 = 1`, nil, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
 			return err
 		}
-		if err := skipRestoredOccurrences(ctx, tx, `1 = 1`, nil, reason, now); err != nil {
+		if err := s.skipRestoredOccurrences(ctx, tx, `1 = 1`, nil, reason, now); err != nil {
 			return err
 		}
 		var err error
@@ -96,7 +96,7 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM store_meta WHERE key = 'restore_pending'`); err != nil {
 			return fmt.Errorf("clearing the restore mark: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.DatabaseRestored, Reason: reason,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.DatabaseRestored, Reason: reason,
 			Details: map[string]any{"ended": ended, "revision_lift": lift}})
 	})
 	if err != nil {
@@ -144,10 +144,10 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known 
 		}
 		reason := fmt.Sprintf("database restored: grant ended (the agent of %s had applied revision %d, the database knew only revision %d); request access again",
 			target, highWater, known)
-		if err := endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
+		if err := s.endLiveRequests(ctx, tx, enforced, []any{target}, access.Revoke, reason, Actor{Name: audit.System}, audit.RequestRevoked, now); err != nil {
 			return err
 		}
-		if err := skipRestoredOccurrences(ctx, tx, `target = $2 OR target IN (SELECT name FROM targets WHERE gateway = $2)`, []any{target}, reason, now); err != nil {
+		if err := s.skipRestoredOccurrences(ctx, tx, `target = $2 OR target IN (SELECT name FROM targets WHERE gateway = $2)`, []any{target}, reason, now); err != nil {
 			return err
 		}
 		// Ending them may have advanced the revision (their removals await
@@ -160,7 +160,7 @@ func (s *Store) AgentAhead(ctx context.Context, target string, highWater, known 
 		if _, err := liftRevisions(ctx, tx, `name = $2`, []any{target}, newRev-after); err != nil {
 			return err
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, Action: audit.AgentRevisionAhead, Target: target, Reason: reason,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: "agent:" + target, Action: audit.AgentRevisionAhead, Target: target, Reason: reason,
 			Details: map[string]any{"agent_revision": highWater, "known_revision": known, "database_revision": current, "ended": ended}})
 	})
 	if err != nil {
@@ -398,7 +398,7 @@ func (s *Store) MarkRestored(ctx context.Context, now time.Time) error {
 // now — late, in its window — would reopen it. Their next_at becomes the
 // first occurrence after now + recur.Lead (one not producible yet), and
 // each move is audited as schedule.skipped.
-func skipRestoredOccurrences(ctx context.Context, tx *sql.Tx, where string, args []any, reason string, now time.Time) error {
+func (s *Store) skipRestoredOccurrences(ctx context.Context, tx *sql.Tx, where string, args []any, reason string, now time.Time) error {
 	rows, err := tx.QueryContext(ctx, `SELECT id, principal, target, cron, timezone, next_at FROM schedules
 		WHERE next_at IS NOT NULL AND next_at <= $1 AND (`+where+`)`, append([]any{ms(now.Add(recur.Lead))}, args...)...)
 	if err != nil {
@@ -433,7 +433,7 @@ func skipRestoredOccurrences(ctx context.Context, tx *sql.Tx, where string, args
 		}
 		details := map[string]any{"schedule": d.id, "principal": d.principal, "skipped_from": fromMS(d.next).Format(time.RFC3339),
 			"why": reason + ": occurrences that may have been produced and ended since the copy are not produced again"}
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.ScheduleSkipped, Target: d.target, Details: details}); err != nil {
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.ScheduleSkipped, Target: d.target, Details: details}); err != nil {
 			return err
 		}
 	}

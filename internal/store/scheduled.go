@@ -84,7 +84,7 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 		for _, d := range ds {
 			r := d.r
 			if !now.Before(r.ExpiresAt) {
-				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Expire,
+				if err := s.endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Expire,
 					"its whole window passed before it could start (was the server down?); nothing was opened", sys, audit.RequestExpired, now); err != nil {
 					return err
 				}
@@ -104,17 +104,17 @@ func (s *Store) startSomeScheduled(ctx context.Context, limits policy.Limits, no
 				return err
 			}
 			if why := ineligibleAtStart(r, d.subject, tok, t, bindings, approvals, limits, now); why != "" {
-				if err := endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Fail,
+				if err := s.endLiveRequests(ctx, tx, `id = $1`, []any{r.ID}, access.Fail,
 					"not started: "+why+"; nothing was opened", sys, audit.RequestFailed, now); err != nil {
 					return err
 				}
 				n++
 				continue
 			}
-			if _, err := grantRequest(ctx, tx, r.ID, sys, now); err != nil {
+			if _, err := s.grantRequest(ctx, tx, r.ID, sys, now); err != nil {
 				return err
 			}
-			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestStarted, Target: r.Target, RequestID: r.ID,
+			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.RequestStarted, Target: r.Target, RequestID: r.ID,
 				Details: map[string]any{"starts_at": r.StartsAt.UTC().Format(time.RFC3339Nano), "expires_at": r.ExpiresAt.UTC().Format(time.RFC3339Nano)}}); err != nil {
 				return err
 			}

@@ -90,7 +90,7 @@ func (s *Store) CreateSchedule(ctx context.Context, actor Actor, sc Schedule, no
 			sc.Reason, sc.CreatedBy, ms(now), ms(first)); err != nil {
 			return fmt.Errorf("inserting schedule: %w", err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleCreated,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleCreated,
 			Target: sc.Target, Reason: sc.Reason, Details: map[string]any{"schedule": sc.ID, "principal": sc.Principal, "ports": encodePorts(sc.Ports),
 				"source": sourceString(sc.Source), "cron": sc.Cron, "timezone": sc.TimeZone, "duration": sc.Duration.String(), "next_at": first.Format(time.RFC3339)}})
 	})
@@ -139,7 +139,7 @@ func (s *Store) ListSchedules(ctx context.Context) ([]Schedule, error) {
 // already started are ordinary requests (revoke them to end them).
 func (s *Store) DeleteSchedule(ctx context.Context, actor Actor, id string, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := endLiveRequests(ctx, tx, `schedule_id = $1 AND state IN (`+inStates(access.PendingApproval, access.Scheduled)+`)`, []any{id},
+		if err := s.endLiveRequests(ctx, tx, `schedule_id = $1 AND state IN (`+inStates(access.PendingApproval, access.Scheduled)+`)`, []any{id},
 			access.Revoke, "schedule "+id+" was deleted before this occurrence started; nothing was opened", actor, audit.RequestRevoked, now); err != nil {
 			return err
 		}
@@ -151,7 +151,7 @@ func (s *Store) DeleteSchedule(ctx context.Context, actor Actor, id string, now 
 		if err != nil {
 			return fmt.Errorf("deleting schedule %s: %w", id, err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleDeleted,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleDeleted,
 			Target: target, Details: map[string]any{"schedule": id}})
 	})
 }
@@ -254,7 +254,7 @@ func (s *Store) produceOne(ctx context.Context, id string, limits policy.Limits,
 		if !step.Start.IsZero() {
 			d["occurrence"] = step.Start.Format(time.RFC3339)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.ScheduleSkipped, Target: sc.Target, Details: d})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: audit.System, Action: audit.ScheduleSkipped, Target: sc.Target, Details: d})
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		made, more, wake, last = false, false, false, nil
@@ -368,7 +368,7 @@ func occurrenceRefusal(ctx context.Context, tx *sql.Tx, sc Schedule) (string, er
 
 // deleteSchedulesOf removes the schedules of a target being removed, each
 // audited schedule.deleted (its live requests are ended by the removal).
-func deleteSchedulesOf(ctx context.Context, tx *sql.Tx, target string, actor Actor, now time.Time) error {
+func (s *Store) deleteSchedulesOf(ctx context.Context, tx *sql.Tx, target string, actor Actor, now time.Time) error {
 	rows, err := tx.QueryContext(ctx, `DELETE FROM schedules WHERE target = $1 RETURNING id, principal`, target)
 	if err != nil {
 		return fmt.Errorf("deleting the schedules of %s: %w", target, err)
@@ -388,7 +388,7 @@ func deleteSchedulesOf(ctx context.Context, tx *sql.Tx, target string, actor Act
 		return fmt.Errorf("deleting the schedules of %s: %w", target, err)
 	}
 	for _, g := range gs {
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleDeleted,
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.ScheduleDeleted,
 			Target: target, Reason: "target removed", Details: map[string]any{"schedule": g.id, "principal": g.principal}}); err != nil {
 			return err
 		}

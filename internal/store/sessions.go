@@ -79,7 +79,7 @@ func (s *Store) StartSession(ctx context.Context, x session.Session) error {
 		if x.Login != "" {
 			details["login"] = x.Login
 		}
-		return writeAudit(ctx, tx, audit.Event{At: x.StartedAt, Actor: x.Principal, ClientAddr: x.ClientAddr, Action: audit.SessionStarted,
+		return s.writeAudit(ctx, tx, audit.Event{At: x.StartedAt, Actor: x.Principal, ClientAddr: x.ClientAddr, Action: audit.SessionStarted,
 			Target: x.Target, RequestID: x.RequestID, Details: details})
 	})
 }
@@ -98,12 +98,12 @@ func (s *Store) EndSession(ctx context.Context, id string, reason session.EndRea
 		if err != nil {
 			return fmt.Errorf("reading session %s: %w", id, err)
 		}
-		return endSession(ctx, tx, &x, reason, by, message, in, out, now)
+		return s.endSession(ctx, tx, &x, reason, by, message, in, out, now)
 	})
 	return x, err
 }
 
-func endSession(ctx context.Context, tx *sql.Tx, x *session.Session, reason session.EndReason, by, message string, in, out int64, now time.Time) error {
+func (s *Store) endSession(ctx context.Context, tx *sql.Tx, x *session.Session, reason session.EndReason, by, message string, in, out int64, now time.Time) error {
 	next, err := x.End(reason, by, message, now)
 	if errors.Is(err, session.ErrEnded) {
 		return fmt.Errorf("session %s: %v: %w", x.ID, err, ErrConflict)
@@ -124,7 +124,7 @@ func endSession(ctx context.Context, tx *sql.Tx, x *session.Session, reason sess
 		actor = x.Principal
 	}
 	*x = next
-	return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: action, Target: x.Target, RequestID: x.RequestID, Reason: message,
+	return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor, Action: action, Target: x.Target, RequestID: x.RequestID, Reason: message,
 		Details: map[string]any{"session": x.ID, "principal": x.Principal, "end_reason": string(x.Reason), "bytes_in": x.BytesIn, "bytes_out": x.BytesOut}})
 }
 
@@ -162,7 +162,7 @@ func (s *Store) endLiveWhere(ctx context.Context, where string, reason session.E
 			return err
 		}
 		for i := range live {
-			if err := endSession(ctx, tx, &live[i], reason, "", "", live[i].BytesIn, live[i].BytesOut, now); err != nil {
+			if err := s.endSession(ctx, tx, &live[i], reason, "", "", live[i].BytesIn, live[i].BytesOut, now); err != nil {
 				return err
 			}
 		}

@@ -148,7 +148,7 @@ func (s *Store) ReissueEnrollToken(ctx context.Context, actor Actor, name string
 		if token, err = insertToken(ctx, tx, KindEnroll, name, now, enrollTTL); err != nil {
 			return err
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.EnrollTokenIssued, Target: name,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.EnrollTokenIssued, Target: name,
 			Details: map[string]any{"expires_at": now.Add(enrollTTL).UTC().Format(time.RFC3339)}})
 	})
 	return token, err
@@ -187,7 +187,7 @@ func (s *Store) CreateTarget(ctx context.Context, actor Actor, name string, labe
 		if token, err = insertToken(ctx, tx, KindEnroll, name, now, enrollTTL); err != nil {
 			return err
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: name,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetAdded, Target: name,
 			Details: map[string]any{"labels": labels}})
 	})
 	if err != nil {
@@ -274,7 +274,7 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		}
 		// End the requests while the target (and so its enforcer) is still
 		// known: their removals are recorded against the enforcer's revision.
-		if err := endLiveRequests(ctx, tx, `target = $1`, []any{name}, access.Revoke, "target removed", actor, audit.RequestRevoked, now); err != nil {
+		if err := s.endLiveRequests(ctx, tx, `target = $1`, []any{name}, access.Revoke, "target removed", actor, audit.RequestRevoked, now); err != nil {
 			return err
 		}
 		if gateway != "" {
@@ -294,7 +294,7 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		}
 		// Its schedules go with it: a host enrolled later under the same
 		// name must not inherit its recurring access.
-		if err := deleteSchedulesOf(ctx, tx, name, actor, now); err != nil {
+		if err := s.deleteSchedulesOf(ctx, tx, name, actor, now); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM targets WHERE name = $1`, name); err != nil {
@@ -304,7 +304,7 @@ func (s *Store) RemoveTarget(ctx context.Context, actor Actor, name string, now 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'enroll' AND subject = $1`, name); err != nil {
 			return fmt.Errorf("deleting the enrollment token of %s: %w", name, err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetRemoved, Target: name})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TargetRemoved, Target: name})
 	})
 	if err == nil && gateway != "" {
 		s.changed(name, gateway)
@@ -427,7 +427,7 @@ func (s *Store) SetPolicyWith(ctx context.Context, actor Actor, name string, pol
 				details["weakened"] = weakened
 			}
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicySet, Target: name,
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicySet, Target: name,
 			Details: details})
 	})
 	if errors.Is(err, errDryRun) {
@@ -486,7 +486,7 @@ func (s *Store) RemovePolicyIf(ctx context.Context, actor Actor, name string, no
 			policy_removal_confirmed_at = NULL WHERE name = $3`, rev, ms(now), name); err != nil {
 			return fmt.Errorf("removing policy of %s: %w", name, err)
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicyRemoved, Target: name})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.PolicyRemoved, Target: name})
 	})
 	if err == nil {
 		s.changed(name)

@@ -152,7 +152,7 @@ func (s *Store) CreateAdminToken(ctx context.Context, actor Actor, name string, 
 	var secret string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		secret, err = createAdminToken(ctx, tx, actor, name, now)
+		secret, err = s.createAdminToken(ctx, tx, actor, name, now)
 		return err
 	})
 	return secret, err
@@ -160,7 +160,7 @@ func (s *Store) CreateAdminToken(ctx context.Context, actor Actor, name string, 
 
 // createAdminToken inserts an admin token for name in tx, binds name as
 // admin and audits it.
-func createAdminToken(ctx context.Context, tx *sql.Tx, actor Actor, name string, now time.Time) (string, error) {
+func (s *Store) createAdminToken(ctx context.Context, tx *sql.Tx, actor Actor, name string, now time.Time) (string, error) {
 	secret, err := insertToken(ctx, tx, KindAdmin, name, now, 0)
 	if err != nil {
 		return "", err
@@ -169,7 +169,7 @@ func createAdminToken(ctx context.Context, tx *sql.Tx, actor Actor, name string,
 		ON CONFLICT DO NOTHING`, "user:"+name, ms(now), actor.Name); err != nil {
 		return "", fmt.Errorf("binding %s as admin: %w", name, err)
 	}
-	if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
+	if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenCreated,
 		Details: map[string]any{"kind": KindAdmin, "subject": name}}); err != nil {
 		return "", err
 	}
@@ -196,7 +196,7 @@ func (s *Store) BootstrapAdminToken(ctx context.Context, actor Actor, name strin
 			return nil
 		}
 		var err error
-		secret, err = createAdminToken(ctx, tx, actor, name, now)
+		secret, err = s.createAdminToken(ctx, tx, actor, name, now)
 		return err
 	})
 	return secret, err
@@ -360,7 +360,7 @@ func (s *Store) CreateToken(ctx context.Context, actor Actor, spec TokenSpec, no
 		if spec.Impersonation {
 			action = audit.TokenImpersonation
 		}
-		return writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action, Details: details})
+		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: action, Details: details})
 	})
 	if err != nil {
 		return "", TokenInfo{}, err
@@ -533,11 +533,11 @@ func (s *Store) RevokeToken(ctx context.Context, actor Actor, id string, now tim
 		if len(derived) > 0 {
 			details["derived"] = derived
 		}
-		if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked, Details: details}); err != nil {
+		if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked, Details: details}); err != nil {
 			return err
 		}
 		for _, r := range gone {
-			if err := writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked,
+			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.TokenRevoked,
 				Reason:  "derived from revoked token " + id,
 				Details: map[string]any{"kind": r.kind, "subject": r.subject, "token_id": r.id, "parent": r.parent, "revoked_with": id}}); err != nil {
 				return err

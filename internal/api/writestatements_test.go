@@ -1,0 +1,60 @@
+package api_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestRequestWriteStatements counts the SQLite statements of the two writes
+// every request makes on the load benchmark's path (issue 13, 1,000
+// requests/s): its creation through the API, and the agent's report that
+// activates it. Statements, not rows, are what the server's CPU went to
+// (docs/benchmarks.md §14): each one is database/sql's and SQLite's work.
+// Each audit event is one insert with its id and hash (an insert, then an
+// UPDATE with the hash, before).
+func TestRequestWriteStatements(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	cur, err := agent.DesiredSince(ctx, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: cur.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	before := e.st.Queries()
+	r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+		Duration: wire.Duration(time.Hour), Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := e.st.Queries() - before
+	d, err := agent.DesiredSince(ctx, cur.Revision, cur.Revision, 0)
+	if err != nil || len(d.Grants) != 1 {
+		t.Fatalf("delta: %+v, %v", d, err)
+	}
+	before = e.st.Queries()
+	if err := agent.Report(ctx, wire.AgentReport{Revision: d.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	report := e.st.Queries() - before
+	got, err := e.c.Request(ctx, r.ID)
+	if err != nil || got.State != "active" {
+		t.Fatalf("request after the report: %+v, %v; want active", got, err)
+	}
+	t.Logf("statements: create %d, report %d", create, report)
+	// Before: create 21 (its audit event an insert and an UPDATE), report
+	// 13 (likewise).
+	const maxCreate, maxReport = 20, 12
+	if create > maxCreate {
+		t.Errorf("creating a request took %d statements, want at most %d", create, maxCreate)
+	}
+	if report > maxReport {
+		t.Errorf("the report that activated it took %d statements, want at most %d", report, maxReport)
+	}
+}
