@@ -784,7 +784,13 @@ func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now
 		}
 		a.elements = res.Elements
 		rep.Elements = a.elements
-		a.sizeMemory(a.elements)
+		// Sized to what the agent holds: the held grants (those ended
+		// within the hour make no element but are kept) or the elements.
+		held := 0
+		if a.held != nil {
+			held = len(a.held.grants)
+		}
+		a.sizeMemory(max(a.elements, held))
 		a.applyOK(rev, now)
 		switch {
 		case reason == "resync" && res.Changed:

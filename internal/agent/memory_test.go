@@ -106,3 +106,44 @@ func TestMemoryLimitFollowsState(t *testing.T) {
 		t.Errorf("without SizeMemory the limit moved to %d", got)
 	}
 }
+
+// TestMemoryLimitCoversHeldGrants: the limit set after an apply covers
+// every grant the agent holds, not only the kernel elements they make.
+// Grants that ended within the hour stay held (dropExpired) but make no
+// element: sized to the 20,000 live elements of 120,000 held grants, the
+// limit sat below what the agent keeps, and the collector ran without end
+// (the runtime caps it at half the CPU) until the hour passed.
+func TestMemoryLimitCoversHeldGrants(t *testing.T) {
+	testenv.RequireKernel(t)
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	ns := testenv.NewNetns(t)
+	be, err := nft.New(nft.WithNetNSFd(ns.FD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	a, err := New(Config{StateDir: filepath.Join(t.TempDir(), "state"), Logger: benchLogger(), SizeMemory: true}, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.srv, a.hwLoaded = nullServer{}, true
+	a.setTarget("web-01")
+	const live, ended = 20_000, 100_000
+	now := time.Now()
+	ds := wire.DesiredState{Target: "web-01", Revision: 1, ServerTime: now.UTC(), Protected: []wire.Port{{Port: 22, Protocol: "tcp"}}}
+	for i := range live + ended {
+		exp := now.Add(time.Hour)
+		if i >= live {
+			exp = now.Add(-time.Minute)
+		}
+		a4 := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		ds.Grants = append(ds.Grants, wire.GrantEntry{ID: int64(i + 1), Source: a4.String(), Protocol: "tcp", Port: 22, ExpiresAt: exp.UTC()})
+	}
+	if a.receive(context.Background(), ds, time.Now()); a.failed || a.elements != live {
+		t.Fatalf("not applied: %d elements, %v", a.elements, a.Status().LastError)
+	}
+	if got, want := debug.SetMemoryLimit(-1), memoryLimitFor(live+ended, firewall.HostMode); got < want-want/10 {
+		t.Errorf("memory limit %d MiB for %d held grants (%d live), want about %d MiB", got>>20, live+ended, live, want>>20)
+	}
+}
