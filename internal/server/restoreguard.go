@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/smallfile"
@@ -54,6 +55,10 @@ type restoreGuard struct {
 	mu      sync.Mutex
 	written int64 // last generation written (-1: none yet)
 	sized   bool  // the file was cut to the line's length
+	// ending is set while note ends what a database that went back under
+	// the running server brought back: the change feed tells note of that
+	// change on the same goroutine, and it must not wait for itself.
+	ending atomic.Bool
 }
 
 // guardRestore runs at start, before anything is served: when the database
@@ -114,12 +119,46 @@ func (g *restoreGuard) close() error { return g.f.Close() }
 // the process keeps it (page cache); a power loss may lose the last writes,
 // which only lets a copy taken in the last moments before it pass unnoticed
 // here (the agents' check and the server's known revisions remain).
+//
+// The generation only grows, so one below a generation already noted means
+// the database went back under the running server (an older copy put back
+// through SQLite, `sqlite3 jitgate.db ".restore copy.db"`, or a PostgreSQL
+// failover to a standby that missed the last commits); on SQLite the store
+// also sees a database whose generation is not the one its own last commit
+// left (Store.Replaced), which the generation alone misses once the changes
+// made on the copy brought it back up to the mark (and then the start's
+// check misses it too). note ends what the copy brought back there and then
+// (EndRestored, as at start), before the agents are woken for the change it
+// was told of.
 func (g *restoreGuard) note(ctx context.Context) error {
+	if g.ending.Load() {
+		// EndRestored's own change, told by the feed on the goroutine
+		// that ends (below); the mark is written once it returns.
+		return nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	gen, err := g.st.Generation(ctx)
 	if err != nil {
 		return err
+	}
+	from, replaced := g.st.Replaced()
+	if gen < g.written || replaced {
+		if !replaced || gen < from {
+			from = gen
+		}
+		lift := max(g.written-from, 0) + 1
+		g.ending.Store(true)
+		n, err := g.st.EndRestored(ctx, lift, restoredReason, time.Now())
+		g.ending.Store(false)
+		if err != nil {
+			return fmt.Errorf("ending the grants of a database that went back under the running server: %w", err)
+		}
+		g.log.Warn("database restored: the database went back under the running server; every grant live in it was ended, agents get revisions above any served",
+			"generation", gen, "copy_generation", from, "noted", g.written, "ended_requests", n, "revision_lift", lift)
+		if gen, err = g.st.Generation(ctx); err != nil {
+			return err
+		}
 	}
 	if gen <= g.written {
 		return nil

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"modernc.org/sqlite"
 )
 
 // openGuarded opens the data directory's database as Run does: restore
@@ -259,4 +261,97 @@ func TestReadMarkRefusesEndlessFile(t *testing.T) {
 	if _, _, err := readMark(path); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("readMark(/dev/zero) = %v, want refused as too large", err)
 	}
+}
+
+// putBackUnderRunningServer makes the live database at path hold the
+// content of the copy at from, through SQLite's own backup API and locks
+// (what `sqlite3 jitgate.db ".restore copy.db"` does): a server that has it
+// open sees the older content coherently from its next read, without a
+// restart and without `jitgate restore` (which the server's lock refuses).
+func putBackUnderRunningServer(t *testing.T, path, from string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path, "_pragma=busy_timeout(10000)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Raw(func(dc any) error {
+		b, err := dc.(interface {
+			NewRestore(string) (*sqlite.Backup, error)
+		}).NewRestore(store.SQLiteDSN(from))
+		if err != nil {
+			return err
+		}
+		if _, err := b.Step(-1); err != nil {
+			b.Finish()
+			return err
+		}
+		return b.Finish()
+	}); err != nil {
+		t.Fatalf("restoring %s under the running server: %v", from, err)
+	}
+}
+
+// TestRestoreGuardDatabaseWentBackUnderRunningServer: an older copy put
+// back under a running server (through SQLite, so the server reads it at
+// once), then as many changes as were made since the copy, bring the
+// generation back to the mark: the start's check (generation below the
+// mark) no longer sees the restore, and the revoked grant would show
+// active and be sent to the agent again. The generation read after a change
+// going below one already noted proves the database went back: the guard
+// ends what the copy brought back then, before the agents are woken, and
+// a restart finds nothing more to end.
+func TestRestoreGuardDatabaseWentBackUnderRunningServer(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jitgate.db")
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	now := time.Now()
+
+	st := openGuarded(t, dir, log)
+	defer func() { st.Close() }()
+	gateWeb1(t, st, now)
+	req := requestWeb1(t, st, "198.51.100.7/32", now)
+	if _, err := st.ReportApplied(ctx, "web-1", req.Revision, "", nil, "", now); err != nil {
+		t.Fatal(err)
+	}
+	// The copy: the grant is live in it (VACUUM INTO: a consistent copy
+	// of the running database, no restore mark).
+	old := filepath.Join(t.TempDir(), "copy.db")
+	copier, err := sql.Open("sqlite", store.SQLiteDSN(path, "_pragma=busy_timeout(10000)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = copier.ExecContext(ctx, `VACUUM INTO '`+old+`'`)
+	copier.Close()
+	if err != nil {
+		t.Fatalf("copying: %v", err)
+	}
+	if _, err := st.RevokeRequest(ctx, guardActor, req.ID, "done", now); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt, _, _, err := st.DesiredState(ctx, "web-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	putBackUnderRunningServer(t, path, old)
+	// One change since the copy (the revocation), one change after the
+	// restore: the generation is where the mark is.
+	requestWeb1(t, st, "198.51.100.8/32", now)
+	wantRestoreEnded(t, st, req.ID, revokedAt, now)
+	if !strings.Contains(logs.String(), "the database went back under the running server") {
+		t.Errorf("the restore under the running server was not logged:\n%s", logs.String())
+	}
+
+	// A restart: nothing of the copy is live any more.
+	st.Close()
+	st = openGuarded(t, dir, log)
+	wantRestoreEnded(t, st, req.ID, revokedAt, now)
 }

@@ -68,6 +68,13 @@ type writer struct {
 	// generation after every change, before the agents are woken, and
 	// gets it without a read (on PostgreSQL other replicas commit too).
 	gen atomic.Int64
+	// replaced is the generation, plus one, that a batch found the
+	// database at when this writer's last commit had left another (0:
+	// none since Replaced was last asked): on SQLite nothing else
+	// commits, so the file was replaced under the running store (an older
+	// copy put back through SQLite). Generation alone cannot tell: the
+	// changes made since on the copy bring it back up.
+	replaced atomic.Int64
 }
 
 func (s *Store) startWriter() {
@@ -171,6 +178,14 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 		if _, err := tx.Exec(s.dialect.lockWrites); err != nil {
 			tx.Rollback()
 			return failAll(fmt.Errorf("taking the write lock: %w", err))
+		}
+	}
+	// The generation the last commit left must be where the database is
+	// (one cached statement per batch): else it was replaced under us.
+	if want := s.w.gen.Load(); want > 0 && s.dialect.name == sqliteDialect.name {
+		var found int64
+		if tx.QueryRow(`SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&found) == nil && found != want-1 {
+			s.w.replaced.CompareAndSwap(0, found+1)
 		}
 	}
 	// The requests the batch touched are published only if it commits.

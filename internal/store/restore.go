@@ -45,6 +45,17 @@ func (s *Store) Generation(ctx context.Context) (int64, error) {
 	return g, nil
 }
 
+// Replaced reports, once, that a write found the database's generation at
+// gen when this store's last commit had left another (SQLite only, where
+// this store makes every commit: the file was replaced under the running
+// store, an older copy put back through SQLite). The restore guard ends
+// what such a copy brought back; the generation alone cannot show it once
+// the changes made on the copy brought it back up to the guard's mark.
+func (s *Store) Replaced() (gen int64, ok bool) {
+	v := s.w.replaced.Swap(0)
+	return v - 1, v > 0
+}
+
 // RestoreMarked reports whether the database is a copy made by
 // BackupSQLite or RestoreSQLite that no server has started on yet, and when
 // the copy was made.
