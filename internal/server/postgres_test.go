@@ -248,3 +248,42 @@ func TestSSHCAAcrossReplicas(t *testing.T) {
 	}
 	serve(t, Config{Database: url, DataDir: t.TempDir(), SSHCAKeyFile: filepath.Join(dirC, "ssh_ca_ed25519")}, nil)
 }
+
+// TestRestoreGuardGenerationBackOnPostgres: a running server whose database's
+// generation goes below one it already noted (PostgreSQL failed over to a
+// standby that missed the last commits; here the count is set back by hand,
+// the simplest such database) ends every live grant at the next change,
+// before the agents are woken, as a start on an older copy does: a
+// generation never goes down otherwise. Before, the guard's note ignored a
+// lower generation (it only ever raised its mark).
+func TestRestoreGuardGenerationBackOnPostgres(t *testing.T) {
+	ctx := t.Context()
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	now := time.Now()
+	url := testenv.Postgres(t)
+	st := openGuardedPG(t, t.TempDir(), url, log)
+	defer st.Close()
+	gateWeb1(t, st, now)
+	req := requestWeb1(t, st, "198.51.100.7/32", now)
+	if _, err := st.ReportApplied(ctx, "web-1", req.Revision, "", nil, "", now); err != nil {
+		t.Fatal(err)
+	}
+	served, _, _, err := st.DesiredState(ctx, "web-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `UPDATE store_meta SET value = value - 3 WHERE key = 'generation'`); err != nil {
+		t.Fatal(err)
+	}
+	requestWeb1(t, st, "198.51.100.8/32", now)
+	wantRestoreEnded(t, st, req.ID, served, now)
+	if !strings.Contains(logs.String(), "the database went back under the running server") {
+		t.Errorf("the database going back was not logged:\n%s", logs.String())
+	}
+}
