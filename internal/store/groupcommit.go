@@ -244,6 +244,10 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 		tx.Rollback()
 	} else if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("committing: %w", err)
+		// Whether any of it was recorded is not known (an I/O error
+		// after the log was written): the generation is read again, and
+		// the next batch does not take a difference for a replaced file.
+		s.w.gen.Store(0)
 		for i := range results {
 			if results[i] == nil {
 				results[i] = err
