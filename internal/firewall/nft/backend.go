@@ -80,6 +80,7 @@ type Backend struct {
 
 	// Test hooks, set only by this package's tests.
 	beforeFlush func(c *nftables.Conn, l layout) // queues extra messages
+	afterDelta  func()                           // runs between a delta's batch and its generation check
 	flushes     int                              // batches sent
 	reads       int                              // full reads of the table by Apply
 	genReads    int                              // generation asked of the kernel

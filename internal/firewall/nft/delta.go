@@ -105,6 +105,9 @@ func (b *Backend) ApplyDelta(ctx context.Context, d firewall.Delta, now time.Tim
 	if err := c.Flush(); err != nil {
 		return res, fmt.Errorf("sending batch: %w", err)
 	}
+	if b.afterDelta != nil {
+		b.afterDelta()
+	}
 	next, gerr := uint32(0), error(nil)
 	if cached {
 		next, gerr = b.genID()

@@ -604,3 +604,59 @@ func TestClockStepCaughtWithoutACache(t *testing.T) {
 		t.Errorf("after a revocation on a clock stepped a minute ahead the kernel holds %d elements, want %d (the revoked grant stayed open):\n%v", len(got), len(want), got)
 	}
 }
+
+// TestForeignAddBetweenDeltaAndGenerationCheck: someone adds an element to
+// our grant set by hand (a permanent one) in the moment between a delta's
+// batch and its check of the ruleset generation. The generation then moved
+// by two: the cache must not follow the delta, Intact must say no, and the
+// next Apply (the agent's resync) must remove the element; a restart on
+// the state file must not trust the file either.
+func TestForeignAddBetweenDeltaAndGenerationCheck(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	path := filepath.Join(t.TempDir(), "nft-state")
+	b, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	now := time.Now()
+	rs := sampleRuleset(now)
+	mustApply(t, b, rs)
+	x := firewall.NewIndex(rs, now)
+	g := firewall.Grant{Source: netip.MustParsePrefix("203.0.113.9/32"), Proto: ssh.Proto, Port: ssh.Port, Expires: now.Add(time.Hour)}
+	b.afterDelta = func() { load(t, ns, "add element inet jitgate hosts4 { 203.0.113.66 . tcp . 22 }") }
+	if _, err := b.ApplyDelta(context.Background(), x.Update(nil, []firewall.Grant{g}, now), now); err != nil {
+		t.Fatalf("ApplyDelta: %v", err)
+	}
+	b.afterDelta = nil
+	rs.Grants = append(rs.Grants, g)
+	if b.cache != nil {
+		t.Error("the cache followed a delta after which someone else committed")
+	}
+	if ok, err := b.Intact(context.Background(), time.Now()); err != nil || ok {
+		t.Errorf("Intact = %v, %v after someone else's commit; want false", ok, err)
+	}
+	st, err := b.State(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Allows(netip.MustParseAddr("203.0.113.66"), ssh.Proto, ssh.Port, time.Now()) {
+		t.Fatal("the hand-added element is not in the kernel: the test added nothing")
+	}
+
+	// A restart on the state file: the file must not be trusted.
+	r, err := New(WithNetNSFd(ns.FD()), WithStateFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	for _, be := range []*Backend{r, b} {
+		if _, err := be.Apply(context.Background(), rs, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := kernelElements(t, be), wantElements(rs, time.Now()); !slices.Equal(got, want) {
+			t.Errorf("after the next Apply the kernel holds %v, want %v (the hand-added element stayed)", got, want)
+		}
+		load(t, ns, "add element inet jitgate hosts4 { 203.0.113.66 . tcp . 22 }")
+	}
+}
