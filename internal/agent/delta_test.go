@@ -175,6 +175,13 @@ func TestAgentAppliesDeltas(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "443 no longer protected", func() bool { return gate.full.Load() > full && allows("203.0.113.50", 443) })
+	// The apply is logged once the gate holds it (finish runs after the
+	// backend's Apply): waited for, not read at once (a race the test lost
+	// under load).
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), `reason="rules changed"`) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if !strings.Contains(logs.String(), `reason="rules changed"`) {
 		t.Errorf("the rule change was not applied from a rule delta\n%s", logs.String())
 	}
