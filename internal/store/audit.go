@@ -40,7 +40,7 @@ func (s *Store) writeAudit(ctx context.Context, tx auditTx, e audit.Event) error
 			return fmt.Errorf("encoding audit details: %w", err)
 		}
 	}
-	prev, id, err := s.chainHead(ctx, tx)
+	prev, id, hooks, err := s.chainHead(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -51,6 +51,9 @@ func (s *Store) writeAudit(ctx context.Context, tx auditTx, e audit.Event) error
 		r.ID, r.At, r.Actor, r.Action, r.Target, r.RequestID, r.ClientAddr, r.Reason, r.Details, r.PrevHash, r.hash())
 	if err != nil {
 		return fmt.Errorf("writing audit event %s: %w", e.Action, err)
+	}
+	if !hooks {
+		return nil
 	}
 	return enqueueWebhooks(ctx, tx, r.ID, e)
 }

@@ -71,28 +71,27 @@ func writeField(h hash.Hash, s string) {
 	h.Write([]byte(s))
 }
 
-// chainHead returns the hash of the newest event ("" when there is none)
-// and the id the next event gets: on SQLite what AUTOINCREMENT would
-// assign (one above the greatest id the table ever held, so an event
-// written after the newest were removed leaves a gap that VerifyAudit
-// reports, as before), on PostgreSQL the greatest id plus one, as the
-// audit_next_id trigger does (migrations_postgres/0001_init.sql). One
-// read, in the writer's transaction.
-func (s *Store) chainHead(ctx context.Context, tx auditTx) (string, int64, error) {
-	var h string
+// chainHead returns the hash of the newest event ("" when there is none),
+// the id the next event gets, and whether any webhook is registered. The
+// id is what the database would assign: on SQLite AUTOINCREMENT's, one
+// above the greatest id the table ever held (so an event written after
+// the newest were removed leaves a gap that VerifyAudit reports, as
+// before), on PostgreSQL the greatest id plus one, as the audit_next_id
+// trigger does (migrations_postgres/0001_init.sql). One read, in the
+// writer's transaction: the webhooks are read again (enqueueWebhooks) only
+// when there are some, which an installation without webhooks never pays.
+func (s *Store) chainHead(ctx context.Context, tx auditTx) (hash string, next int64, hooks bool, err error) {
 	var newest, seq int64
-	var err error
-	if s.dialect.name == postgresDialect.name {
-		err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), ''),
-			coalesce((SELECT max(id) FROM audit), 0), 0`).Scan(&h, &newest, &seq)
-	} else {
-		err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), ''),
-			coalesce((SELECT max(id) FROM audit), 0), coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0)`).Scan(&h, &newest, &seq)
+	seqOf := `0`
+	if s.dialect.name == sqliteDialect.name {
+		seqOf = `coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0)`
 	}
+	err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), ''),
+		coalesce((SELECT max(id) FROM audit), 0), `+seqOf+`, EXISTS (SELECT 1 FROM webhooks)`).Scan(&hash, &newest, &seq, &hooks)
 	if err != nil {
-		return "", 0, fmt.Errorf("reading the audit chain head: %w", err)
+		return "", 0, false, fmt.Errorf("reading the audit chain head: %w", err)
 	}
-	return h, max(newest, seq) + 1, nil
+	return hash, max(newest, seq) + 1, hooks, nil
 }
 
 // chainUnhashed links the events written before the chain existed (by

@@ -309,7 +309,7 @@ func (s *Store) produceOne(ctx context.Context, id string, limits policy.Limits,
 		}
 		sub := authz.Subject{Principals: []string{sc.Principal}}
 		req := policy.Request{Ports: sc.Ports, Source: sc.Source, Duration: sc.Duration, Reason: sc.Reason}
-		rid, granted, refusal, err := s.createRequestTx(ctx, tx, Actor{Name: sc.Requester()}, sc.Target, req, limits, now,
+		occ, granted, refusal, err := s.createRequestTx(ctx, tx, Actor{Name: sc.Requester()}, sc.Target, req, limits, now,
 			RequestOptions{Start: step.Start, Subject: sub, Schedule: sc.ID})
 		if err != nil {
 			var le *policy.LimitError
@@ -323,7 +323,7 @@ func (s *Store) produceOne(ctx context.Context, id string, limits policy.Limits,
 			return advance(tx, "")
 		}
 		made, wake = true, granted
-		return advance(tx, rid)
+		return advance(tx, occ.ID)
 	})
 	if last != nil {
 		// Over a cap on live requests: that occurrence is skipped.

@@ -373,9 +373,29 @@ func bumpForGrants(ctx context.Context, tx *sql.Tx, target string) (enforcer str
 // logGrant records that revision rev of enforcer touched grant id (added,
 // extended or deleted it), in the transaction of the change.
 func logGrant(ctx context.Context, tx *sql.Tx, enforcer string, rev, id int64) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO desired_changes (enforcer, revision, grant_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-		enforcer, rev, id); err != nil {
-		return fmt.Errorf("logging the change of grant %d: %w", id, err)
+	return logChanges(ctx, tx, enforcer, rev, id)
+}
+
+// logChanges is logGrant for several rows of one revision (its kind and
+// the grants it touched) in one statement.
+func logChanges(ctx context.Context, tx *sql.Tx, enforcer string, rev int64, ids ...int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO desired_changes (enforcer, revision, grant_id) VALUES `)
+	args := make([]any, 0, 2+len(ids))
+	args = append(args, enforcer, rev)
+	for i, id := range ids {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		args = append(args, id)
+		fmt.Fprintf(&q, "($1, $2, $%d)", len(args))
+	}
+	q.WriteString(` ON CONFLICT DO NOTHING`)
+	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("logging the changes of revision %d of %s: %w", rev, enforcer, err)
 	}
 	return nil
 }
@@ -391,26 +411,48 @@ func bump(ctx context.Context, tx *sql.Tx, target string, kind int64) (string, i
 // bumpOwner is bump with the target whose revision moves (revisionOwner)
 // already known from a read in tx.
 func bumpOwner(ctx context.Context, tx *sql.Tx, owner string, kind int64) (string, int64, error) {
-	var rev int64
-	err := tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, owner).Scan(&rev)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", 0, fmt.Errorf("target %q: %w", owner, ErrNotFound)
-	}
+	rev, err := advanceOwner(ctx, tx, owner)
 	if err != nil {
-		return "", 0, fmt.Errorf("advancing revision of %s: %w", owner, err)
-	}
-	// The generation counts every desired-state change of the database:
-	// the restore guard (restore.go) compares it with a mark kept outside.
-	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + 1 WHERE key = 'generation'`); err != nil {
-		return "", 0, fmt.Errorf("advancing the database generation: %w", err)
+		return "", 0, err
 	}
 	// The change log, in the same transaction: an agent is sent what changed
 	// since its revision only when every revision in between is logged.
 	if err := logGrant(ctx, tx, owner, rev, kind); err != nil {
 		return "", 0, err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM desired_changes WHERE enforcer = $1 AND revision <= $2`, owner, rev-ChangeWindow); err != nil {
-		return "", 0, fmt.Errorf("pruning the change log of %s: %w", owner, err)
-	}
 	return owner, rev, nil
+}
+
+// pruneEvery is how often (in revisions of an enforcer) its change log
+// loses the revisions past ChangeWindow.
+const pruneEvery = 64
+
+// advanceOwner is bumpOwner without the change log's row of the revision's
+// kind, which the caller writes (with the grants it touches, in one
+// statement: grantGrants).
+func advanceOwner(ctx context.Context, tx *sql.Tx, owner string) (int64, error) {
+	var rev int64
+	err := tx.QueryRowContext(ctx, `UPDATE targets SET revision = revision + 1 WHERE name = $1 RETURNING revision`, owner).Scan(&rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("target %q: %w", owner, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("advancing revision of %s: %w", owner, err)
+	}
+	// The generation counts every desired-state change of the database:
+	// the restore guard (restore.go) compares it with a mark kept outside.
+	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + 1 WHERE key = 'generation'`); err != nil {
+		return 0, fmt.Errorf("advancing the database generation: %w", err)
+	}
+	// The log is pruned every pruneEvery revisions, not at each (one
+	// statement fewer on every change): it keeps at most ChangeWindow +
+	// pruneEvery revisions, and those past the window are never read
+	// (DesiredChangesOf answers an agent further behind with a snapshot and
+	// reads only revisions after the agent's).
+	if rev%pruneEvery == 0 {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM desired_changes WHERE enforcer = $1 AND revision <= $2`, owner, rev-ChangeWindow); err != nil {
+			return 0, fmt.Errorf("pruning the change log of %s: %w", owner, err)
+		}
+	}
+	return rev, nil
 }
