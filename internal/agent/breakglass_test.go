@@ -18,6 +18,8 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/firewall/firewalltest"
+	"github.com/jitgate/jitgate/internal/firewall/nft"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -438,5 +440,58 @@ func TestOfflineBreakGlassRacingUses(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Errorf("%d of %d racing uses of one token opened, want 1", ok, n)
+	}
+}
+
+// TestBreakGlassRevokedByADelta: a revocation of a live offline opening
+// that reaches the agent in a delta answer (not a snapshot) closes it at
+// once, real nftables. The server marks a revocation as needing a
+// snapshot today; an answer that carries it as a delta (another server
+// version, a replica) applied only the delta's grants through the Index,
+// which holds the opening: it stayed open until the next full apply (the
+// periodic resync, up to a minute).
+func TestBreakGlassRevokedByADelta(t *testing.T) {
+	testenv.RequireKernel(t)
+	ctx := context.Background()
+	dir := bgStateDir(t)
+	ns := testenv.NewNetns(t)
+	be, err := nft.New(nft.WithNetNSFd(ns.FD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	a, err := New(Config{StateDir: dir, Logger: testLogger(&syncBuffer{})}, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.srv, a.hwLoaded = nullServer{}, true
+	a.setTarget("web-1")
+	snap := protectedSSH(1, wire.GrantEntry{ID: 1, Source: "203.0.113.1", Protocol: "tcp", Port: 22, ExpiresAt: time.Now().Add(time.Hour)})
+	snap.BreakGlassKey, snap.ServerTime = bgPub(), time.Now()
+	if a.receive(ctx, snap, time.Now()); a.failed {
+		t.Fatalf("snapshot: %v", a.Status().LastError)
+	}
+	tok := bgToken(t, bgServerKey, time.Now(), nil)
+	res, err := OfflineBreakGlass(ctx, OfflineRequest{StateDir: dir, Token: tok, Source: bgSource.String(), Duration: 10 * time.Minute, Operator: "root"}, be, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Revision = 2
+	if a.receive(ctx, snap, time.Now()); a.failed || a.bgApplied != 1 || a.index == nil {
+		t.Fatalf("snapshot 2: %v, %d openings applied", a.Status().LastError, a.bgApplied)
+	}
+	if !allows(t, be, bgSource, time.Now()) {
+		t.Fatal("the offline opening is not in the gate")
+	}
+	delta := wire.DesiredState{Target: "web-1", Revision: 3, Since: 2, ServerTime: time.Now(), BreakGlassKey: bgPub(), BreakGlassRevoked: []string{res.TokenID}}
+	a.learnBreakGlass(delta)
+	if a.receive(ctx, delta, time.Now()); a.failed || a.applied != 3 {
+		t.Fatalf("delta: %v", a.Status().LastError)
+	}
+	if allows(t, be, bgSource, time.Now()) {
+		t.Error("a break-glass token revoked in a delta answer left its opening open")
+	}
+	if !allows(t, be, netip.MustParseAddr("203.0.113.1"), time.Now()) {
+		t.Error("the grant of the snapshot is gone")
 	}
 }

@@ -346,6 +346,15 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 	a.cur = cur
 	a.setRelayState(a.held.relayView(cur.ds), recvAt)
 	a.observeSkew(cur, now)
+	if a.bgApplied > 0 && len(ds.BreakGlassRevoked) > 0 && !changedNothing {
+		// A revocation may end an offline break-glass opening the Index
+		// holds, which no delta names: a full apply decides them again
+		// (injectBreakGlass leaves out a revoked token's). The server
+		// sends a revocation as a snapshot; an answer that carries it in
+		// a delta must close it as soon (TestBreakGlassRevokedByADelta).
+		a.apply(ctx, "break-glass revocations")
+		return true
+	}
 	if ds.Rules {
 		// The ports themselves changed (their sets, how they close): the
 		// kernel side is a full apply of the held state, as a snapshot
