@@ -150,8 +150,9 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 // one commit sooner.
 func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64, applyErr string, addresses []string, version string, now time.Time, report *AgentReport) ([]Request, error) {
 	var (
-		activated, confirmed []string
-		bumped               bool
+		activated []Request
+		confirmed []string
+		bumped    bool
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		activated, confirmed, bumped = nil, nil, false
@@ -162,20 +163,31 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 		}
 		var current int64
 		var prevErr string
-		err := tx.QueryRowContext(ctx, `SELECT revision, agent_error FROM targets WHERE name = $1`, target).Scan(&current, &prevErr)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("target %q: %w", target, ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("reading target %s: %w", target, err)
-		}
-		if rev > current {
-			return fmt.Errorf("revision %d of %s is newer than the server's %d: %w", rev, target, current, ErrConflict)
+		if applyErr != "" {
+			// The error the agent reported before: a failure is audited
+			// when it changes.
+			if err := tx.QueryRowContext(ctx, `SELECT agent_error FROM targets WHERE name = $1`, target).Scan(&prevErr); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("reading target %s: %w", target, err)
+			}
 		}
 		// A failed apply leaves the kernel at the last revision that worked,
-		// so only a success moves applied_revision.
-		if _, err := tx.ExecContext(ctx, `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
-			agent_error = $2, agent_seen_at = $3 WHERE name = $4`, rev, applyErr, ms(now), target); err != nil {
+		// so only a success moves applied_revision. The update returns the
+		// server's revision (no read before it): a report of a newer one
+		// fails, and the failure undoes the update with the rest of the
+		// operation (its savepoint, or its transaction).
+		err := tx.QueryRowContext(ctx, `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
+			agent_error = $2, agent_seen_at = $3 WHERE name = $4 AND revision >= $1 RETURNING revision`, rev, applyErr, ms(now), target).Scan(&current)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = tx.QueryRowContext(ctx, `SELECT revision FROM targets WHERE name = $1`, target).Scan(&current)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("target %q: %w", target, ErrNotFound)
+			}
+			if err != nil {
+				return fmt.Errorf("reading target %s: %w", target, err)
+			}
+			return fmt.Errorf("revision %d of %s is newer than the server's %d: %w", rev, target, current, ErrConflict)
+		}
+		if err != nil {
 			return fmt.Errorf("recording applied revision: %w", err)
 		}
 		if err := updateAgentInfo(ctx, tx, target, addresses, version); err != nil {
@@ -226,14 +238,15 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 		}
 		rows.Close()
 		for _, p := range ps {
-			if _, err := transition(ctx, tx, p.id, access.Pending, p.version, access.Activate, set{"activated_at", ms(now)}); err != nil {
+			r, err := transitionReturning(ctx, tx, p.id, access.Pending, p.version, access.Activate, set{"activated_at", ms(now)})
+			if err != nil {
 				return fmt.Errorf("activating %s: %w", p.id, err)
 			}
 			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: p.target, RequestID: p.id,
 				Details: map[string]any{"revision": rev, "latency_ms": ms(now) - p.created}}); err != nil {
 				return err
 			}
-			activated = append(activated, p.id)
+			activated = append(activated, r)
 		}
 		confirmed, err = confirmRemovals(ctx, tx, target, rev, now)
 		return err
@@ -249,15 +262,16 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 		// was just confirmed.
 		s.feed.publish(confirmed...)
 	}
-	out := make([]Request, 0, len(activated))
-	for _, id := range activated {
-		r, err := s.GetRequest(ctx, id)
-		if err != nil {
-			return nil, err
+	// The requests as their activation left them (returned by it: no read
+	// after the commit), with the approvals of those that had approvers.
+	for i, r := range activated {
+		if r.ApprovalsRequired > 0 {
+			if activated[i], err = s.GetRequest(ctx, r.ID); err != nil {
+				return nil, err
+			}
 		}
-		out = append(out, r)
 	}
-	return out, nil
+	return activated, nil
 }
 
 // SetAgentState records that a target's agent connected or disconnected;
@@ -510,8 +524,12 @@ func (s *Store) TargetsWithAgentState(ctx context.Context, state string) ([]stri
 // policies of the enforcer and the targets behind it. It returns the
 // targets whose requests or policy changed.
 func confirmRemovals(ctx context.Context, tx *sql.Tx, enforcer string, rev int64, now time.Time) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, target, removal_revision FROM requests
-		WHERE removal_enforcer = $1 AND removal_revision > 0 AND removal_confirmed_at IS NULL`, enforcer)
+	// The requests and the targets whose removal waits for this enforcer,
+	// in one read (two before: one statement fewer on every report).
+	rows, err := tx.QueryContext(ctx, `SELECT 0, id, target, removal_revision FROM requests
+		WHERE removal_enforcer = $1 AND removal_revision > 0 AND removal_confirmed_at IS NULL
+		UNION ALL SELECT 1, '', name, policy_removed_revision FROM targets
+		WHERE ((name = $1 AND gateway = '') OR gateway = $1) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, enforcer)
 	if err != nil {
 		return nil, fmt.Errorf("selecting unconfirmed removals: %w", err)
 	}
@@ -519,14 +537,21 @@ func confirmRemovals(ctx context.Context, tx *sql.Tx, enforcer string, rev int64
 		id, target string
 		rev        int64
 	}
-	var reqs []pending
+	var reqs, pols []pending
 	for rows.Next() {
-		var p pending
-		if err := rows.Scan(&p.id, &p.target, &p.rev); err != nil {
+		var (
+			p    pending
+			kind int
+		)
+		if err := rows.Scan(&kind, &p.id, &p.target, &p.rev); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("reading unconfirmed removal: %w", err)
 		}
-		reqs = append(reqs, p)
+		if kind == 0 {
+			reqs = append(reqs, p)
+		} else {
+			pols = append(pols, p)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -544,24 +569,6 @@ func confirmRemovals(ctx context.Context, tx *sql.Tx, enforcer string, rev int64
 		changed = append(changed, p.target)
 	}
 
-	rows, err = tx.QueryContext(ctx, `SELECT name, policy_removed_revision FROM targets
-		WHERE ((name = $1 AND gateway = '') OR gateway = $1) AND policy_removed_revision > 0 AND policy_removal_confirmed_at IS NULL`, enforcer)
-	if err != nil {
-		return nil, fmt.Errorf("selecting unconfirmed policy removals: %w", err)
-	}
-	var pols []pending
-	for rows.Next() {
-		var p pending
-		if err := rows.Scan(&p.target, &p.rev); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("reading unconfirmed policy removal: %w", err)
-		}
-		pols = append(pols, p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
 	for _, p := range pols {
 		if !(access.Removal{Revision: p.rev, Confirmable: true}).ConfirmedBy(rev) {
 			continue
