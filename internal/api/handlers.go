@@ -645,12 +645,21 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 		}
 	}
 	deadline := time.Now().Add(wait)
+	waited := false
 	for {
 		remaining := time.Until(deadline)
 		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
+			if waited && req.Requester != p.Name() {
+				// Authorized before the wait, answered up to a minute
+				// later: another's request is shown only to a caller whose
+				// token and roles still allow it now.
+				if t, err = a.stillReadable(r.Context(), p, req); err != nil {
+					return err
+				}
+			}
 			return a.writeRequestOf(w, r, http.StatusOK, req, t)
 		}
-		t = nil // read again for an answer after the wait
+		t, waited = nil, true // read again for an answer after the wait
 		// Woken only when this request's version moved (or on a timeout):
 		// the other requests of its target do not cost this waiter a read.
 		ch, cancel := a.Hub.WatchRequest(req.Target, id, req.Version, gen)
@@ -661,6 +670,31 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 			return err
 		}
 	}
+}
+
+// stillReadable checks again, after a long-poll's wait, that p may see
+// another's request req: its token is still live (not revoked, not expired)
+// and its roles still cover the target. It returns the target as read for
+// the check (nil when gone).
+func (a *api) stillReadable(ctx context.Context, p store.Principal, req store.Request) (*store.Target, error) {
+	if p.TokenID != "" {
+		if _, err := a.Store.GetToken(ctx, p.TokenID, a.Now()); errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("token of %s ended during the wait: %w", p.Name(), store.ErrUnauthorized)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	var t *store.Target
+	at := &authz.Target{Name: req.Target}
+	if got, err := a.Store.GetTarget(ctx, req.Target); err == nil {
+		t, at = &got, authzTarget(got)
+	}
+	if ok, err := a.readable(ctx, p, req, at); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%s may not see request %s: %w", p.Name(), req.ID, errForbidden)
+	}
+	return t, nil
 }
 
 func (a *api) revokeRequest(w http.ResponseWriter, r *http.Request, p store.Principal) error {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/policy"
@@ -112,8 +113,14 @@ var bobBinding = authz.Binding{Principal: "user:bob", Role: authz.Requester, Sco
 // replica), on SQLite the server's own.
 func staleEnv(t *testing.T, db string) (*env, *store.Store) {
 	t.Helper()
+	return staleEnvWith(t, db, nil)
+}
+
+// staleEnvWith is staleEnv with edit applied to the server's Deps.
+func staleEnvWith(t *testing.T, db string, edit func(*api.Deps)) (*env, *store.Store) {
+	t.Helper()
 	if db == "sqlite" {
-		e := newEnv(t)
+		e := newEnvWith(t, edit)
 		return e, e.st
 	}
 	dsn := testenv.Postgres(t)
@@ -127,5 +134,88 @@ func staleEnv(t *testing.T, db string) (*env, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { other.Close() })
-	return newEnvOn(t, st, nil), other
+	return newEnvOn(t, st, edit), other
 }
+
+// TestLongPollRechecksAfterTheWait: a long-poll on another's request is
+// authorized when it starts; its answer may come up to a minute later. The
+// reader whose binding was removed, or whose token was revoked, meanwhile
+// must not be given the request's new state when it changes (approved,
+// revoked: its approvers, messages, where to connect). Before, the check
+// ran once, before the wait (SQLite and PostgreSQL, the change through
+// another replica).
+func TestLongPollRechecksAfterTheWait(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			for _, tc := range []struct {
+				name   string
+				take   func(t *testing.T, other *store.Store, tokenID string)
+				status int
+			}{
+				{"binding removed", func(t *testing.T, other *store.Store, _ string) {
+					if err := other.DeleteBinding(context.Background(), store.Actor{Name: "admin"}, auditorBinding, time.Now()); err != nil {
+						t.Fatal(err)
+					}
+				}, http.StatusForbidden},
+				{"token revoked", func(t *testing.T, other *store.Store, tokenID string) {
+					if _, err := other.RevokeToken(context.Background(), store.Actor{Name: "admin"}, tokenID, time.Now()); err != nil {
+						t.Fatal(err)
+					}
+				}, http.StatusUnauthorized},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					var hub *api.Hub
+					e, other := staleEnvWith(t, db, func(d *api.Deps) { hub = d.Hub })
+					ctx := context.Background()
+					e.addTarget(t, "web-01")
+					e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22}}})
+					for _, b := range []authz.Binding{bobBinding, auditorBinding} {
+						if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, b, time.Now()); err != nil {
+							t.Fatal(err)
+						}
+					}
+					user := func(name string) (*client.Client, string) {
+						secret, info, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
+						if err != nil {
+							t.Fatal(err)
+						}
+						c, err := client.New(e.srv.URL, secret)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return c, info.ID
+					}
+					bob, _ := user("bob")
+					ann, annToken := user("ann")
+					r, err := bob.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+						Duration: wire.Duration(time.Hour), Reason: "stale"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					type answer struct {
+						r   wire.Request
+						err error
+					}
+					got := make(chan answer, 1)
+					go func() {
+						r, err := ann.WaitRequest(ctx, r.ID, r.State, 30*time.Second)
+						got <- answer{r, err}
+					}()
+					// ann's long-poll waits (authorized when it began).
+					waitFor(t, "ann's long-poll waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+					tc.take(t, other, annToken)
+					if _, err := bob.Revoke(ctx, r.ID, "done"); err != nil {
+						t.Fatal(err)
+					}
+					a := <-got
+					var ae *client.APIError
+					if !errors.As(a.err, &ae) || ae.Status != tc.status {
+						t.Fatalf("ann's long-poll after the change: %v (state %q), want HTTP %d: the check before the wait was honored after it", a.err, a.r.State, tc.status)
+					}
+				})
+			}
+		})
+	}
+}
+
+var auditorBinding = authz.Binding{Principal: "user:ann", Role: authz.Auditor, Scope: "*"}
