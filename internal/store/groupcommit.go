@@ -62,8 +62,9 @@ type writer struct {
 	commits, ops atomic.Int64
 	// hold, when set (tests only), runs at the start of each batch.
 	hold func()
-	// gen is the database generation (Generation) as the last commit left
-	// it, plus one; 0: not known. Kept on SQLite only, where this writer
+	// gen is the database generation (Generation) as the last commit that
+	// moved it left it (its statements' RETURNING), plus one; 0: not
+	// known. Kept on SQLite only, where this writer
 	// makes every commit of the database: the restore guard asks for the
 	// generation after every change, before the agents are woken, and
 	// gets it without a read (on PostgreSQL other replicas commit too).
@@ -180,16 +181,10 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 			return failAll(fmt.Errorf("taking the write lock: %w", err))
 		}
 	}
-	// The generation the last commit left must be where the database is
-	// (one cached statement per batch): else it was replaced under us.
-	if want := s.w.gen.Load(); want > 0 && s.dialect.name == sqliteDialect.name {
-		var found int64
-		if tx.QueryRow(`SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&found) == nil && found != want-1 {
-			s.w.replaced.CompareAndSwap(0, found+1)
-		}
-	}
-	// The requests the batch touched are published only if it commits.
+	// The requests the batch touched are published only if it commits; the
+	// generation it moved is kept only then.
 	defer takeTouched(tx)
+	defer takeGeneration(tx)
 	// broken rolls back, delivers err to ops[i] and asks for the others to
 	// run again.
 	broken := func(i int, err error) []*writeOp {
@@ -210,6 +205,7 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 				return broken(i, fmt.Errorf("starting a savepoint: %w", err))
 			}
 		}
+		genBefore := peekGeneration(tx)
 		err := op.f(tx)
 		if err == nil {
 			if !alone {
@@ -227,19 +223,14 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 		if _, rerr := tx.Exec(`ROLLBACK TO SAVEPOINT op`); rerr != nil {
 			return broken(i, err)
 		}
+		restoreGeneration(tx, genBefore)
 		if _, rerr := tx.Exec(`RELEASE SAVEPOINT op`); rerr != nil {
 			return broken(i, err)
 		}
 	}
-	// The generation as this transaction leaves it, read inside it (one
-	// cached statement on the writer, instead of a read of its own by
-	// whoever asks after the commit).
-	gen := int64(-1)
-	if committed > 0 && s.dialect.name == sqliteDialect.name {
-		if tx.QueryRow(`SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&gen) != nil {
-			gen = -1
-		}
-	}
+	// The generation as this transaction moved it, from the statements that
+	// moved it (their RETURNING): no statement of its own.
+	moved := peekGeneration(tx)
 	if committed == 0 {
 		tx.Rollback()
 	} else if err := tx.Commit(); err != nil {
@@ -258,7 +249,15 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 		s.w.ops.Add(int64(committed))
 		// Before any caller is answered (and so before the change feed
 		// wakes anyone): Generation is never behind a reported commit.
-		s.w.gen.Store(gen + 1)
+		// On SQLite nothing else commits, so the generation the batch
+		// found must be the one the last commit left: else the file was
+		// replaced under the running store (Replaced).
+		if moved.seen && s.dialect.name == sqliteDialect.name {
+			if want := s.w.gen.Load(); want > 0 && moved.first != want-1 {
+				s.w.replaced.CompareAndSwap(0, moved.first+1)
+			}
+			s.w.gen.Store(moved.last + 1)
+		}
 		s.publishRequests(takeTouched(tx))
 	}
 	for i, op := range ops {
@@ -275,3 +274,54 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 // how many operations they carried (their ratio is the group-commit batch
 // size; the write-path benchmarks report it).
 func (s *Store) WriteStats() (commits, ops int64) { return s.w.commits.Load(), s.w.ops.Load() }
+
+// The generation moved by a write transaction, as its statements returned
+// it (movedGeneration), so that the writer knows where its commit leaves it
+// without reading it, and where it found it: first is the generation before
+// the transaction's first move.
+type genMove struct {
+	seen        bool
+	first, last int64
+}
+
+var generations = struct {
+	sync.Mutex
+	m map[*sql.Tx]genMove
+}{m: map[*sql.Tx]genMove{}}
+
+// movedGeneration records, in tx, that a statement moved the generation by
+// delta to now.
+func movedGeneration(tx *sql.Tx, now, delta int64) {
+	generations.Lock()
+	defer generations.Unlock()
+	g := generations.m[tx]
+	if !g.seen {
+		g = genMove{seen: true, first: now - delta}
+	}
+	g.last = now
+	generations.m[tx] = g
+}
+
+func peekGeneration(tx *sql.Tx) genMove {
+	generations.Lock()
+	defer generations.Unlock()
+	return generations.m[tx]
+}
+
+// restoreGeneration puts back what tx had moved before an operation whose
+// savepoint was rolled back.
+func restoreGeneration(tx *sql.Tx, g genMove) {
+	generations.Lock()
+	defer generations.Unlock()
+	if g.seen {
+		generations.m[tx] = g
+	} else {
+		delete(generations.m, tx)
+	}
+}
+
+func takeGeneration(tx *sql.Tx) {
+	generations.Lock()
+	defer generations.Unlock()
+	delete(generations.m, tx)
+}

@@ -224,9 +224,11 @@ func liftRevisions(ctx context.Context, tx *sql.Tx, where string, args []any, li
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("lifting revisions: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + $1 WHERE key = 'generation'`, lift); err != nil {
+	var gen int64
+	if err := tx.QueryRowContext(ctx, `UPDATE store_meta SET value = value + $1 WHERE key = 'generation' RETURNING value`, lift).Scan(&gen); err != nil {
 		return nil, fmt.Errorf("advancing the database generation: %w", err)
 	}
+	movedGeneration(tx, gen, lift)
 	// Unconfirmed removals move with their enforcer's revisions: a revision
 	// number below the lifted ones may have been applied with other
 	// contents, so only a revision of the new numbering confirms them

@@ -441,9 +441,11 @@ func advanceOwner(ctx context.Context, tx *sql.Tx, owner string) (int64, error) 
 	}
 	// The generation counts every desired-state change of the database:
 	// the restore guard (restore.go) compares it with a mark kept outside.
-	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value + 1 WHERE key = 'generation'`); err != nil {
+	var gen int64
+	if err := tx.QueryRowContext(ctx, `UPDATE store_meta SET value = value + 1 WHERE key = 'generation' RETURNING value`).Scan(&gen); err != nil {
 		return 0, fmt.Errorf("advancing the database generation: %w", err)
 	}
+	movedGeneration(tx, gen, 1)
 	// The log is pruned every pruneEvery revisions, not at each (one
 	// statement fewer on every change): it keeps at most ChangeWindow +
 	// pruneEvery revisions, and those past the window are never read
