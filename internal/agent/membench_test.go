@@ -126,7 +126,6 @@ func BenchmarkAgentMemory(b *testing.B) {
 		if a.receive(context.Background(), ds, time.Now()); a.failed {
 			t.Fatal(a.Status().LastError)
 		}
-		ds = wire.DesiredState{}
 		took := time.Since(start)
 		cpu := cpuTime() - cpu0
 		var ms1 runtime.MemStats

@@ -63,7 +63,6 @@ func TestStateMemoryPerGrant(t *testing.T) {
 		if a.receive(context.Background(), ds, time.Now()); a.failed || a.index == nil || a.index.Elements() != n {
 			t.Fatalf("%s: not applied: %v", step, a.Status().LastError)
 		}
-		ds = wire.DesiredState{}
 		per := (float64(liveHeap()) - float64(before)) / n
 		t.Logf("%s: the agent holds %.0f bytes a grant", step, per)
 		if per > 350 {

@@ -114,16 +114,6 @@ func (e elem) val() string {
 	return e.aux.val
 }
 
-// withAux is e with aux a copy of its own (nil: a new one), for setting a field.
-func (e elem) withAux() elem {
-	a := elemAux{}
-	if e.aux != nil {
-		a = *e.aux
-	}
-	e.aux = &a
-	return e
-}
-
 // id identifies an element in its set independent of its data and deadline.
 func (e elem) id() string { return e.ident }
 
