@@ -248,3 +248,78 @@ func TestChangeLogPrunedEvery64NeverMissesAChange(t *testing.T) {
 		t.Fatal("no delta answered near the window: nothing checked")
 	}
 }
+
+// TestReportOfAnUnproducedRevisionUndone attacks the agent's report whose
+// target update returns the server's revision (no read before it): a
+// report of a revision the server has not produced fails with ErrConflict
+// and leaves nothing (applied revision, error, last seen, activations),
+// in a batch between reports that commit and alone; a report from a
+// removed target is ErrNotFound.
+func TestReportOfAnUnproducedRevisionUndone(t *testing.T) {
+	s, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	_, _, req := seed(t, s)
+	before, err := s.GetTarget(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(time.Minute)
+	report := func(rev int64, applyErr string) func() error {
+		return func() error {
+			_, err := s.ReportApplied(ctx, "web-1", rev, applyErr, []string{"192.0.2.5"}, "1.0.0", at)
+			return err
+		}
+	}
+	held, release := store.HoldWriter(s)
+	ops := []func() error{
+		func() error { return s.Audit(ctx, audit.Event{At: t0, Actor: "x", Action: audit.RequestRefused}) },
+		report(before.Revision+1, ""), report(before.Revision+7, "boom"),
+	}
+	errs := make([]error, len(ops))
+	var wg sync.WaitGroup
+	for i, op := range ops {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = op() }()
+		if i == 0 {
+			<-held
+			continue
+		}
+		for store.QueuedWrites(s) < i {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	release()
+	wg.Wait()
+	if errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	for i, err := range errs[1:] {
+		if !errors.Is(err, store.ErrConflict) {
+			t.Errorf("report %d of an unproduced revision: %v, want ErrConflict", i+1, err)
+		}
+	}
+	if err := report(before.Revision+1, "")(); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("report alone of an unproduced revision: %v, want ErrConflict", err)
+	}
+	after, err := s.GetTarget(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.AppliedRevision != before.AppliedRevision || after.AgentError != before.AgentError || (after.AgentSeenAt == nil) != (before.AgentSeenAt == nil) ||
+		(after.AgentSeenAt != nil && !after.AgentSeenAt.Equal(*before.AgentSeenAt)) {
+		t.Errorf("a refused report changed the target: before %+v, after %+v", before, after)
+	}
+	if r, err := s.GetRequest(ctx, req.ID); err != nil || r.State != req.State {
+		t.Errorf("request after refused reports: %v, %v; want %s", r.State, err, req.State)
+	}
+	if _, err := s.ReportApplied(ctx, "gone", 1, "", nil, "1.0.0", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("report from a target that does not exist: %v, want ErrNotFound", err)
+	}
+	if res, err := s.VerifyAudit(ctx); err != nil || !res.OK {
+		t.Errorf("VerifyAudit: %+v, %v", res, err)
+	}
+}
