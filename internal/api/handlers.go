@@ -649,10 +649,11 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 	for {
 		remaining := time.Until(deadline)
 		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
-			if waited && req.Requester != p.Name() {
+			if waited {
 				// Authorized before the wait, answered up to a minute
-				// later: another's request is shown only to a caller whose
-				// token and roles still allow it now.
+				// later: the request is shown only to a caller whose token
+				// still lives and, for another's request, whose roles still
+				// allow it now.
 				if t, err = a.stillReadable(r.Context(), p, req); err != nil {
 					return err
 				}
@@ -672,10 +673,10 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 	}
 }
 
-// stillReadable checks again, after a long-poll's wait, that p may see
-// another's request req: its token is still live (not revoked, not expired)
-// and its roles still cover the target. It returns the target as read for
-// the check (nil when gone).
+// stillReadable checks again, after a long-poll's wait, that p may see req:
+// its token is still live (not revoked, not expired) and, for another's
+// request, its roles still cover the target. It returns the target as read
+// for the check (nil for one's own request, or when gone).
 func (a *api) stillReadable(ctx context.Context, p store.Principal, req store.Request) (*store.Target, error) {
 	if p.TokenID != "" {
 		if _, err := a.Store.GetToken(ctx, p.TokenID, a.Now()); errors.Is(err, store.ErrNotFound) {
@@ -683,6 +684,9 @@ func (a *api) stillReadable(ctx context.Context, p store.Principal, req store.Re
 		} else if err != nil {
 			return nil, err
 		}
+	}
+	if req.Requester == p.Name() {
+		return nil, nil // one's own request needs no role
 	}
 	var t *store.Target
 	at := &authz.Target{Name: req.Target}
