@@ -163,8 +163,9 @@ func (a *app) newAuditVerifyCmd() *cobra.Command {
 		Use:   "verify",
 		Short: "Check the hash chain of the whole audit trail",
 		Long: `Check that no audit event was altered, removed or reordered. Exits 0 when the
-chain is intact, 1 naming the first bad event otherwise. The head hash printed
-on success, kept elsewhere, shows later whether the newest events were removed.`,
+chain is intact, 1 naming the first bad event otherwise (newest events removed
+too: the database keeps the greatest id the trail held). The head hash printed
+on success, kept elsewhere, also shows a rewrite by whoever owns the database.`,
 		Args: noArgs,
 	}
 	cmd.RunE = a.runE(func(ctx context.Context, _ []string) error {

@@ -25,9 +25,12 @@ import (
 // chain even when its content is intact.
 //
 // The chain makes changes evident, not impossible: someone who can write
-// the database can also recompute every hash after the event they changed,
-// and removing the newest events leaves a shorter chain that still verifies.
-// Recording the head hash elsewhere (VerifyResult.Head) closes both gaps.
+// the database can also recompute every hash after the event they changed.
+// Removing the newest events leaves a shorter chain that links, but below
+// the trail's high-water mark (highWaterOf), which VerifyAudit reports;
+// someone who can also change the schema (drop PostgreSQL's triggers) or
+// edit SQLite's file can lower that mark too. Recording the head hash
+// elsewhere (VerifyResult.Head) closes both gaps.
 const chainVersion = "jitgate-audit-v1"
 
 // auditTx is what writing an event needs of a transaction.
@@ -73,25 +76,34 @@ func writeField(h hash.Hash, s string) {
 
 // chainHead returns the hash of the newest event ("" when there is none),
 // the id the next event gets, and whether any webhook is registered. The
-// id is what the database would assign: on SQLite AUTOINCREMENT's, one
-// above the greatest id the table ever held (so an event written after
-// the newest were removed leaves a gap that VerifyAudit reports, as
-// before), on PostgreSQL the greatest id plus one, as the audit_next_id
-// trigger does (migrations_postgres/0001_init.sql). One read, in the
+// id is what the database would assign: one above the greatest id the
+// table ever held (its high-water mark, highWaterOf), so an event written
+// after the newest were removed leaves a gap that VerifyAudit reports, as
+// AUTOINCREMENT does on SQLite and the audit_next_id trigger on PostgreSQL
+// (migrations_postgres/0034_audit_high_water.sql). One read, in the
 // writer's transaction: the webhooks are read again (enqueueWebhooks) only
 // when there are some, which an installation without webhooks never pays.
 func (s *Store) chainHead(ctx context.Context, tx auditTx) (hash string, next int64, hooks bool, err error) {
 	var newest, seq int64
-	seqOf := `0`
-	if s.dialect.name == sqliteDialect.name {
-		seqOf = `coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0)`
-	}
 	err = tx.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), ''),
-		coalesce((SELECT max(id) FROM audit), 0), `+seqOf+`, EXISTS (SELECT 1 FROM webhooks)`).Scan(&hash, &newest, &seq, &hooks)
+		coalesce((SELECT max(id) FROM audit), 0), coalesce(`+s.highWaterOf()+`, 0), EXISTS (SELECT 1 FROM webhooks)`).Scan(&hash, &newest, &seq, &hooks)
 	if err != nil {
 		return "", 0, false, fmt.Errorf("reading the audit chain head: %w", err)
 	}
 	return hash, max(newest, seq) + 1, hooks, nil
+}
+
+// highWaterOf is a subquery giving the audit trail's high-water mark, the
+// greatest id it ever held, which removing events does not lower: on
+// SQLite AUTOINCREMENT's counter, on PostgreSQL audit_high_water (raised by
+// a trigger on every insert, and refusing to be lowered or removed:
+// migrations_postgres/0034_audit_high_water.sql). NULL when there is none
+// (SQLite before the first event).
+func (s *Store) highWaterOf() string {
+	if s.dialect.name == sqliteDialect.name {
+		return `(SELECT seq FROM sqlite_sequence WHERE name = 'audit')`
+	}
+	return `(SELECT last_id FROM audit_high_water)`
 }
 
 // chainUnhashed links the events written before the chain existed (by
@@ -177,7 +189,18 @@ type VerifyResult struct {
 // VerifyAudit walks the whole trail in id order and checks each event's
 // hash and its link to the event before it. It stops checking at the first
 // problem but counts every event.
+//
+// It then compares the newest event with the trail's high-water mark
+// (highWaterOf): events removed from the end leave a chain that links, but
+// a mark above its newest event, reported as missing events. The mark is
+// read before the walk, so an event committed in between only raises the
+// newest id the walk sees, never fakes a removal.
 func (s *Store) VerifyAudit(ctx context.Context) (VerifyResult, error) {
+	var mark sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT `+s.highWaterOf()).Scan(&mark)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return VerifyResult{}, fmt.Errorf("reading the audit trail's high-water mark: %w", err)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT `+chainColumns+` FROM audit ORDER BY id`)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("reading the audit trail: %w", err)
@@ -202,6 +225,17 @@ func (s *Store) VerifyAudit(ctx context.Context) (VerifyResult, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return VerifyResult{}, fmt.Errorf("reading the audit trail: %w", err)
+	}
+	var newest int64
+	if prev != nil {
+		newest = prev.ID
+	}
+	if res.OK && !mark.Valid && s.dialect.name == postgresDialect.name {
+		// Its migration writes the row and a trigger refuses to delete it.
+		res.OK, res.FirstBad, res.Problem = false, newest+1, "the audit trail's high-water mark (audit_high_water) was removed"
+	}
+	if res.OK && mark.Int64 > newest {
+		res.OK, res.FirstBad, res.Problem = false, newest+1, tailMissing(newest, mark.Int64)
 	}
 	if res.OK && prev != nil {
 		res.Head = prev.Hash
@@ -246,4 +280,17 @@ func checkLink(prev *chainRow, c chainRow) (int64, string) {
 		return prevID, fmt.Sprintf("event %d was altered: event %d does not follow it", prevID, c.ID)
 	}
 	return 0, ""
+}
+
+// tailMissing says that the events after newest, up to mark (the greatest
+// id the trail held), were removed.
+func tailMissing(newest, mark int64) string {
+	missing := fmt.Sprintf("event %d is missing", mark)
+	if mark > newest+1 {
+		missing = fmt.Sprintf("events %d to %d are missing", newest+1, mark)
+	}
+	if newest == 0 {
+		return fmt.Sprintf("%s: the trail is empty, but event %d was written", missing, mark)
+	}
+	return fmt.Sprintf("%s: the trail ends at event %d, but event %d was written", missing, newest, mark)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jitgate/jitgate/internal/audit"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 )
 
 // rwDB opens the database file of a store for writing behind its back, as
@@ -226,22 +227,113 @@ func TestTargetStats(t *testing.T) {
 	})
 }
 
-// TestAuditChainNewestRemovedThenWritten: an event is written with the id
-// the database would have assigned (writeAudit computes its hash before the
-// insert). On SQLite that is AUTOINCREMENT's, one above the greatest id the
-// trail ever held, so events removed from the end of the trail and followed
-// by a new one leave a gap that verification reports, as when the insert
-// assigned the id; the new event still links to the newest one left.
-func TestAuditChainNewestRemovedThenWritten(t *testing.T) {
-	s, path := trail(t)
-	if _, err := rwDB(t, path).Exec(`DELETE FROM audit WHERE id >= 7`); err != nil {
-		t.Fatal(err)
+// TestAuditChainNewestRemoved: removing the newest events of the trail (by
+// hand, behind the store's back) is reported, on SQLite and on PostgreSQL,
+// whether or not an event is written after: the trail's high-water mark
+// (SQLite's AUTOINCREMENT counter, PostgreSQL's audit_high_water) stays at
+// the greatest id it held. A new event gets the id the database would have
+// assigned, above the mark, and still links to the newest one left. On
+// PostgreSQL the mark cannot be lowered or removed with the rows. Before
+// the mark, only SQLite's "then written" cases were reported.
+func TestAuditChainNewestRemoved(t *testing.T) {
+	type db struct {
+		name string
+		open func(t *testing.T) (*store.Store, *sql.DB)
 	}
-	if err := s.Audit(t.Context(), audit.Event{At: t0.Add(3 * time.Minute), Actor: "carol", Action: audit.RequestRefused, Target: "web-1"}); err != nil {
-		t.Fatal(err)
+	dbs := []db{
+		{"SQLite", func(t *testing.T) (*store.Store, *sql.DB) {
+			s, path := trail(t)
+			return s, rwDB(t, path)
+		}},
+		{"PostgreSQL", func(t *testing.T) (*store.Store, *sql.DB) {
+			url := testenv.Postgres(t)
+			s := fillTrail(t, openPostgres(t, url))
+			raw, err := sql.Open("pgx", url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { raw.Close() })
+			return s, raw
+		}},
 	}
-	res := verify(t, s)
-	if res.OK || res.FirstBad != 7 || !strings.Contains(res.Problem, "events 7 to 8 are missing") {
-		t.Errorf("VerifyAudit = %+v, want events 7 to 8 missing", res)
+	cases := []struct {
+		name      string
+		remove    string
+		thenWrite bool
+		firstBad  int64
+		problem   string
+	}{
+		{"newest", `DELETE FROM audit WHERE id = 8`, false, 8, "event 8 is missing: the trail ends at event 7, but event 8 was written"},
+		{"newest three", `DELETE FROM audit WHERE id >= 6`, false, 6, "events 6 to 8 are missing: the trail ends at event 5"},
+		{"all", `DELETE FROM audit`, false, 1, "events 1 to 8 are missing: the trail is empty"},
+		{"newest two, then written", `DELETE FROM audit WHERE id >= 7`, true, 7, "events 7 to 8 are missing: event 9 does not follow event 6"},
+		{"all, then written", `DELETE FROM audit`, true, 1, "events 1 to 8 are missing: the trail starts at event 9"},
 	}
+	for _, d := range dbs {
+		t.Run(d.name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					s, raw := d.open(t)
+					if res := verify(t, s); !res.OK || res.Events != 8 {
+						t.Fatalf("VerifyAudit before = %+v, want 8 events, OK", res)
+					}
+					if _, err := raw.Exec(c.remove); err != nil {
+						t.Fatal(err)
+					}
+					if c.thenWrite {
+						if err := s.Audit(t.Context(), audit.Event{At: t0.Add(3 * time.Minute), Actor: "carol", Action: audit.RequestRefused, Target: "web-1"}); err != nil {
+							t.Fatal(err)
+						}
+					}
+					res := verify(t, s)
+					if res.OK || res.FirstBad != c.firstBad || !strings.Contains(res.Problem, c.problem) || res.Head != "" {
+						t.Errorf("VerifyAudit = %+v, want event %d first bad: %q", res, c.firstBad, c.problem)
+					}
+				})
+			}
+		})
+	}
+	// Whoever removes the rows cannot take PostgreSQL's mark down with
+	// them, in the same transaction or after.
+	t.Run("PostgreSQL mark kept", func(t *testing.T) {
+		s, raw := dbs[1].open(t)
+		for _, q := range []string{
+			`UPDATE audit_high_water SET last_id = 6`,
+			`UPDATE audit_high_water SET last_id = 0`,
+			`DELETE FROM audit_high_water`,
+			`TRUNCATE audit_high_water`,
+		} {
+			tx, err := raw.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(`DELETE FROM audit WHERE id >= 7`); err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.Exec(q)
+			tx.Rollback()
+			if err == nil || !strings.Contains(err.Error(), "only ever raised") {
+				t.Errorf("%s after removing events 7 and 8: %v, want refused", q, err)
+			}
+		}
+		if res := verify(t, s); !res.OK || res.Events != 8 {
+			t.Errorf("VerifyAudit after the refused attempts = %+v, want 8 events, OK", res)
+		}
+		// A write that rolls back takes its raise of the mark back: no
+		// gap is read as a removed event.
+		tx, err := raw.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(`INSERT INTO audit (at, actor, action) VALUES (1, 'x', 'y')`); err != nil {
+			t.Fatal(err)
+		}
+		tx.Rollback()
+		if err := s.Audit(t.Context(), audit.Event{At: t0.Add(3 * time.Minute), Actor: "carol", Action: audit.RequestRefused}); err != nil {
+			t.Fatal(err)
+		}
+		if res := verify(t, s); !res.OK || res.Events != 9 {
+			t.Errorf("VerifyAudit after a rolled-back insert and a write = %+v, want 9 events, OK", res)
+		}
+	})
 }

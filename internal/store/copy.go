@@ -107,7 +107,8 @@ func sqliteTables(ctx context.Context, tx *sql.Tx) ([]string, error) {
 }
 
 // requireEmpty refuses a PostgreSQL database that holds any row beyond
-// what its migrations write (the generation counter at 0).
+// what its migrations write (the generation counter and the audit
+// high-water mark at 0).
 func requireEmpty(ctx context.Context, tx *sql.Tx) error {
 	rows, err := tx.QueryContext(ctx, `SELECT table_name FROM information_schema.tables
 		WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name`)
@@ -133,8 +134,13 @@ func requireEmpty(ctx context.Context, tx *sql.Tx) error {
 			continue
 		}
 		q := `SELECT EXISTS (SELECT 1 FROM ` + quoteIdent(t) + `)`
-		if t == "store_meta" {
+		switch t {
+		case "store_meta":
 			q = `SELECT EXISTS (SELECT 1 FROM store_meta WHERE NOT (key = 'generation' AND value = 0))`
+		case "audit_high_water":
+			// Its one row, at 0 on a database without events, is raised by
+			// the copied audit rows' trigger.
+			q = `SELECT EXISTS (SELECT 1 FROM audit_high_water WHERE last_id <> 0)`
 		}
 		var some bool
 		if err := tx.QueryRowContext(ctx, q).Scan(&some); err != nil {
