@@ -35,9 +35,14 @@ type cursorFixture struct {
 	hidden []string // names and ids pat must not learn
 }
 
-func newCursorFixture(t *testing.T) cursorFixture {
+func newCursorFixture(t *testing.T, edits ...func(*api.Deps)) cursorFixture {
 	t.Helper()
-	e := newEnvWith(t, func(d *api.Deps) { d.ListScan = 3 })
+	e := newEnvWith(t, func(d *api.Deps) {
+		d.ListScan = 3
+		for _, edit := range edits {
+			edit(d)
+		}
+	})
 	ctx := context.Background()
 	f := cursorFixture{e: e, pat: e.userToken(t, "pat", authz.Approver, "label:env=prod")}
 	bob, err := e.st.CreateAdminToken(ctx, store.Actor{Name: "test"}, "bob", time.Now())
@@ -218,6 +223,51 @@ func TestCursorsSealed(t *testing.T) {
 					t.Errorf("%s: GET %s: %d %s, want 400 naming the cursor", name, c.path, code, body)
 				}
 			}
+		})
+	}
+}
+
+// TestCursorsExpire: a cursor is honored for an hour after the page that
+// gave it (by the server's clock, Deps.Now), then refused with a 400
+// problem that says it expired; the page it gave at 59 minutes has a new
+// cursor, honored an hour from then. Before, cursors never expired: the
+// first page's cursor answered 200 at any age.
+func TestCursorsExpire(t *testing.T) {
+	c := newClock(time.Now())
+	f := newCursorFixture(t, func(d *api.Deps) { d.Now = c.Now })
+	e := f.e
+	// A third webhook: the second page of each list has a next link too.
+	if _, err := e.c.CreateWebhook(context.Background(), wire.WebhookCreate{URL: "https://hooks.example.com/x"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range sealedLists {
+		list := strings.TrimPrefix(strings.Split(path, "?")[0], "/api/v1/")
+		t.Run(list, func(t *testing.T) {
+			start := c.Now()
+			code, body, next := e.get(t, path, e.admin)
+			if code != http.StatusOK || next == "" {
+				t.Fatalf("GET %s: %d %s next %q, want 200 with a next link", path, code, body, next)
+			}
+			c.Advance(59 * time.Minute)
+			code, body, renewed := e.get(t, next, e.admin)
+			if code != http.StatusOK || renewed == "" {
+				t.Fatalf("the next link at 59 minutes: %d %s next %q, want 200 with a next link", code, body, renewed)
+			}
+			c.Advance(time.Minute)
+			code, body, _ = e.get(t, next, e.admin)
+			var p wire.Error
+			_ = json.Unmarshal(body, &p)
+			if code != http.StatusBadRequest || p.Field != "cursor" || !strings.Contains(p.Detail, "expired") {
+				t.Errorf("the next link at 60 minutes: %d %s, want 400 saying the cursor expired", code, body)
+			}
+			if code, body, _ := e.get(t, renewed, e.admin); code != http.StatusOK {
+				t.Errorf("the cursor given at 59 minutes, one minute later: %d %s, want 200", code, body)
+			}
+			c.Advance(59 * time.Minute)
+			if code, body, _ := e.get(t, renewed, e.admin); code != http.StatusBadRequest || !strings.Contains(string(body), "expired") {
+				t.Errorf("the cursor given at 59 minutes, an hour later: %d %s, want 400 saying it expired", code, body)
+			}
+			c.Advance(-c.Now().Sub(start))
 		})
 	}
 }

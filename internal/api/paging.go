@@ -7,6 +7,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"reflect"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jitgate/jitgate/internal/store"
 )
@@ -35,7 +37,8 @@ import (
 // see: the seal keeps that row's key from being read, and a cursor cannot
 // be made, altered, handed to another caller or replayed against another
 // filter (each is refused with 400), so a client can only continue a
-// listing the server began for it. The audit trail and the deliveries keep
+// listing the server began for it, and only for cursorLifetime: the sealed
+// text starts with the cursor's expiry. The audit trail and the deliveries keep
 // plain event ids: their filters are SQL alone, every row they read is the
 // caller's to see, and `jitgate audit --after ID` names positions by hand.
 
@@ -56,6 +59,19 @@ const maxCursor = 4096
 // the lists that hide rows (a target name, a request's or a session's
 // time and id) fits in one block, so all their cursors are as long.
 const cursorPad = 256
+
+// cursorLifetime is how long a cursor is honored after the page that gave
+// it. A cursor lets only its own caller continue a listing (its roles are
+// read again at every page), but one copied into a log, a shell history or
+// a bookmark would otherwise have worked for as long as its caller's
+// access; an hour covers any listing a person or a script pages through,
+// and each page gives a new cursor.
+const cursorLifetime = time.Hour
+
+// errCursorExpired is a cursor this server gave the caller for this list
+// and query, older than cursorLifetime.
+var errCursorExpired = &inputError{status: http.StatusBadRequest, field: "cursor",
+	msg: "cursor: expired (a cursor lasts 1h after the page that gave it); list again from the first page"}
 
 // errCursor is every cursor refused: malformed, forged, altered, another
 // caller's, another list's or query's. They look alike on purpose.
@@ -96,17 +112,47 @@ func (a *api) readCursor(r *http.Request, p store.Principal, key any) (bool, err
 	if err != nil {
 		return false, err
 	}
+	if err := openCursor(aead, s, cursorAD(r, p), a.Now(), key); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// openCursor opens the sealed cursor s, bound to ad, into key:
+// errCursorExpired when it expired before now, errCursor when it is not a
+// cursor sealCursor made with ad.
+func openCursor(aead cipher.AEAD, s string, ad []byte, now time.Time, key any) error {
 	// Strict: one spelling a cursor (no stray bits in its last character).
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil || len(raw) < aead.NonceSize() {
-		return false, errCursor
+		return errCursor
 	}
 	n := aead.NonceSize()
-	plain, err := aead.Open(nil, raw[:n], raw[n:], cursorAD(r, p))
-	if err != nil || json.Unmarshal(plain, key) != nil || hasNUL(reflect.ValueOf(key)) {
-		return false, errCursor
+	plain, err := aead.Open(nil, raw[:n], raw[n:], ad)
+	if err != nil || len(plain) < 8 || json.Unmarshal(plain[8:], key) != nil || hasNUL(reflect.ValueOf(key)) {
+		return errCursor
 	}
-	return true, nil
+	// Checked after the seal: only the caller it was given to learns that
+	// a cursor expired.
+	if now.UnixMilli() >= int64(binary.BigEndian.Uint64(plain)) {
+		return errCursorExpired
+	}
+	return nil
+}
+
+// sealCursor seals key, bound to ad, as a cursor that expires
+// cursorLifetime after now: the expiry (Unix milliseconds, 8 bytes big
+// endian), then key's JSON, padded (padCursor).
+func sealCursor(aead cipher.AEAD, key any, ad []byte, now time.Time) (string, error) {
+	js, err := json.Marshal(key)
+	if err != nil {
+		return "", fmt.Errorf("encoding a cursor: %w", err)
+	}
+	plain := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(js)), uint64(now.Add(cursorLifetime).UnixMilli()))
+	plain = padCursor(append(plain, js...))
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, ad)), nil
 }
 
 // setNextCursor links the next page of r's list, continuing after key.
@@ -115,14 +161,11 @@ func (a *api) setNextCursor(w http.ResponseWriter, r *http.Request, p store.Prin
 	if err != nil {
 		return err
 	}
-	plain, err := json.Marshal(key)
+	c, err := sealCursor(aead, key, cursorAD(r, p), a.Now())
 	if err != nil {
-		return fmt.Errorf("encoding a cursor: %w", err)
+		return err
 	}
-	plain = padCursor(plain)
-	nonce := make([]byte, aead.NonceSize())
-	rand.Read(nonce) // never fails (crypto/rand)
-	setNext(w, r, "cursor", base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, cursorAD(r, p))))
+	setNext(w, r, "cursor", c)
 	return nil
 }
 
@@ -140,7 +183,8 @@ func padCursor(plain []byte) []byte {
 // (kind and name: a user and a service of the same name differ) and the
 // query but for the cursor itself and the page size, which may change from
 // page to page. url.Values.Encode sorts by name, so the order the client
-// put the parameters in does not matter.
+// put the parameters in does not matter. v2: the sealed text starts with
+// the expiry (a v1 cursor, without one, is refused as not a cursor).
 func cursorAD(r *http.Request, p store.Principal) []byte {
 	q := r.URL.Query()
 	q.Del("cursor")
@@ -149,7 +193,7 @@ func cursorAD(r *http.Request, p store.Principal) []byte {
 	if p.Kind == store.KindService {
 		caller = "service:" + p.Subject
 	}
-	return []byte("jitgate cursor v1\x00" + r.URL.Path + "\x00" + caller + "\x00" + q.Encode())
+	return []byte("jitgate cursor v2\x00" + r.URL.Path + "\x00" + caller + "\x00" + q.Encode())
 }
 
 // cursorAEAD returns the cursor seal, reading (or, at the very first
