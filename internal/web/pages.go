@@ -439,13 +439,33 @@ type sessionsView struct {
 	CanWatch bool
 	// Search is the search the list shows (id, user, target).
 	Search struct{ ID, User, Target string }
+	// Older, Newer and Newest link the pages of ended sessions ("" when
+	// there is no such page, or this is the newest one); Page counts them
+	// from 1, the newest.
+	Older, Newer, Newest string
+	Page                 int
+	// Error says why the page of ended sessions could not be read (an
+	// expired or altered place in the list).
+	Error string
 }
 
-// recentEnded is how many ended sessions the page shows under the live ones.
-const recentEnded = 50
+// endedPage is how many ended sessions one page of the Sessions page shows.
+const endedPage = 50
 
+// maxBack is how many earlier pages the Sessions page remembers for its
+// Newer link (each is a cursor of some 350 characters in the address);
+// from further back, Newest starts over.
+const maxBack = 20
+
+// sessions shows every live session and one page of ended ones, newest
+// first. The ended sessions are paged with the API's own cursors: the
+// page's address holds the cursor its page starts at (?cursor=, as the
+// API gave it: sealed to this person, the list and the search) and those
+// of the pages before it (?back=, "" for the first), so Older follows the
+// API's next link and Newer goes back one page without the API listing
+// backwards. A cursor the API refuses (older than its hour, or altered)
+// leaves the page with a message and a link to the newest sessions.
 func (c *console) sessions(w http.ResponseWriter, r *http.Request, s *session) (string, *view, error) {
-	var xs []wire.BastionSession
 	sv := &sessionsView{CanKill: s.can("approver"), CanWatch: s.can("approver", "auditor", "policy-admin")}
 	q := r.URL.Query()
 	sv.Search.ID, sv.Search.User, sv.Search.Target = strings.TrimSpace(q.Get("id")), strings.TrimSpace(q.Get("user")), strings.TrimSpace(q.Get("target"))
@@ -455,18 +475,96 @@ func (c *console) sessions(w http.ResponseWriter, r *http.Request, s *session) (
 			f.Set(k, v)
 		}
 	}
-	if err := c.get(r, "/api/v1/sessions", f, &xs); err != nil {
+	live := url.Values{"active": {"true"}}
+	for k, v := range f {
+		live[k] = v
+	}
+	var err error
+	if sv.Live, err = getAll[wire.BastionSession](c, r, "/api/v1/sessions", live); err != nil {
 		return "", nil, err
 	}
-	for _, x := range xs {
-		switch {
-		case x.State == "live":
-			sv.Live = append(sv.Live, x)
-		case len(sv.Ended) < recentEnded:
-			sv.Ended = append(sv.Ended, x)
+	cursor, back := q.Get("cursor"), q["back"]
+	if len(back) > maxBack {
+		back = back[len(back)-maxBack:]
+	}
+	sv.Page = len(back) + 1
+	// The console's own address of a page: the search, then the place.
+	here := func(cursor string, back []string) string {
+		u := url.Values{}
+		for k, v := range map[string]string{"id": sv.Search.ID, "user": sv.Search.User, "target": sv.Search.Target} {
+			if v != "" {
+				u.Set(k, v)
+			}
+		}
+		if cursor != "" {
+			u.Set("cursor", cursor)
+			u["back"] = back
+		}
+		if len(u) == 0 {
+			return "/ui/sessions"
+		}
+		return "/ui/sessions?" + u.Encode()
+	}
+	if cursor != "" {
+		sv.Newest = here("", nil)
+		if len(back) > 0 {
+			sv.Newer = here(back[len(back)-1], back[:len(back)-1])
 		}
 	}
+	next, err := c.endedSessions(r, f, cursor, sv)
+	if err != nil {
+		if apiStatus(err) != http.StatusBadRequest || cursor == "" {
+			return "", nil, err
+		}
+		sv.Ended, sv.Newer, sv.Error = nil, "", "This page's place in the list is no longer valid ("+err.Error()+"): start again from the newest sessions."
+		return "sessions", &view{Title: "Sessions", Sessions: sv}, nil
+	}
+	if next != "" {
+		sv.Older = here(next, append(slices.Clone(back), cursor))
+	}
 	return "sessions", &view{Title: "Sessions", Sessions: sv}, nil
+}
+
+// endedSessions reads into sv.Ended up to endedPage ended sessions that f
+// selects, from the API's cursor on ("" from the newest), and returns the
+// cursor the next page starts at ("" when the list ended). Live sessions
+// are in the same list (newest first) and skipped, so it reads on through
+// the API's pages until the console's page is full.
+func (c *console) endedSessions(r *http.Request, f url.Values, cursor string, sv *sessionsView) (string, error) {
+	for page := 0; page < 1000; page++ {
+		q := url.Values{"limit": {strconv.Itoa(endedPage - len(sv.Ended))}}
+		for k, v := range f {
+			q[k] = v
+		}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		rec, err := c.call(r, "/api/v1/sessions?"+q.Encode())
+		if err != nil {
+			return "", err
+		}
+		var xs []wire.BastionSession
+		if err := json.Unmarshal(rec.body.Bytes(), &xs); err != nil {
+			return "", fmt.Errorf("decoding /api/v1/sessions: %w", err)
+		}
+		for _, x := range xs {
+			if x.State != "live" {
+				sv.Ended = append(sv.Ended, x)
+			}
+		}
+		cursor = ""
+		if next := nextLink(rec.header.Values("Link")); next != "" {
+			u, err := url.Parse(next)
+			if err != nil {
+				return "", fmt.Errorf("the sessions list's next link %q: %w", next, err)
+			}
+			cursor = u.Query().Get("cursor")
+		}
+		if cursor == "" || len(sv.Ended) >= endedPage {
+			return cursor, nil
+		}
+	}
+	return cursor, nil
 }
 
 // ---- recordings: playback and watching ----

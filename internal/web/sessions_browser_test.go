@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/jitgate/jitgate/internal/session"
+	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -158,5 +161,126 @@ func TestConsoleSessionsInBrowser(t *testing.T) {
 	admin.do(chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#ended-sessions "+row)))
 	if got := admin.text(row + " .s-reason"); !strings.Contains(got, "killed by admin") || !strings.Contains(got, "suspicious activity") {
 		t.Errorf("the ended row says %q", got)
+	}
+}
+
+// TestConsoleSessionsPages pages through 120 ended sessions on the Sessions
+// page (the real server; the sessions written into its database, as the
+// relay would): 50 on the first page, newest first, Older to the next 50
+// and to the last 20 (no Older there), Newer back one page at a time to
+// the first; every ended session is shown exactly once, and the live one
+// on each page above them. An altered place in the list is refused by the
+// API and the page says so, with a link to the newest sessions. Before, the
+// page showed the 50 newest ended sessions and no way to older ones.
+func TestConsoleSessionsPages(t *testing.T) {
+	l := testlab.New(t)
+	browser := startBrowser(t, l)
+	l.StartServer()
+	ctx := context.Background()
+	if _, err := l.APIClient().CreateTarget(ctx, wire.TargetCreate{Name: "web-01"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(ctx, l.DBPath(), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ended = 120
+	base := time.Now().Add(-3 * time.Hour)
+	for i := range ended + 1 {
+		// s-060 stays live, in the middle of the list's order.
+		x := session.Session{ID: fmt.Sprintf("s-%03d", i), Target: "web-01", Principal: "admin", RequestID: "r-pages",
+			Protocol: "tcp", Port: 22, StartedAt: base.Add(time.Duration(i) * time.Second), Deadline: time.Now().Add(time.Hour), State: session.Live}
+		if err := st.StartSession(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		if i == 60 {
+			continue
+		}
+		if _, err := st.EndSession(ctx, x.ID, session.Closed, "", "", 0, 0, x.StartedAt.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+
+	admin := newPerson(t, browser, "admin", l.Token)
+	// page reads the ids of the ended sessions shown, checks the live one
+	// is listed above them, and which page links there are.
+	page := func(heading string, wantOlder, wantNewer bool) []string {
+		t.Helper()
+		admin.do(chromedp.WaitVisible(chromedp.ID("ended-heading")))
+		if got := admin.text("#ended-heading"); got != heading {
+			t.Errorf("the heading of ended sessions: %q, want %q", got, heading)
+		}
+		var ids []string
+		admin.eval(`[...document.querySelectorAll('#ended-sessions tr[data-id]')].map(r => r.dataset.id)`, &ids)
+		var live []string
+		admin.eval(`[...document.querySelectorAll('#live-sessions tr[data-id]')].map(r => r.dataset.id)`, &live)
+		if len(live) != 1 || live[0] != "s-060" {
+			t.Errorf("%s: live sessions %v, want s-060", heading, live)
+		}
+		var links struct{ Older, Newer bool }
+		admin.eval(`({older: !!document.querySelector('#page-older'), newer: !!document.querySelector('#page-newer')})`, &links)
+		if links.Older != wantOlder || links.Newer != wantNewer {
+			t.Errorf("%s: Older link %v, Newer link %v; want %v, %v", heading, links.Older, links.Newer, wantOlder, wantNewer)
+		}
+		return ids
+	}
+	want := func(from, to int) []string { // ids from..to, newest first, s-060 aside
+		var ids []string
+		for i := from; i >= to; i-- {
+			if i != 60 {
+				ids = append(ids, fmt.Sprintf("s-%03d", i))
+			}
+		}
+		return ids
+	}
+	// click follows a page link (its href, as the browser would; a click
+	// and a poll across the navigation lose the poll's page) and checks
+	// the page it leads to.
+	click := func(id, heading string) {
+		t.Helper()
+		var href string
+		admin.eval(fmt.Sprintf(`document.querySelector('#%s').getAttribute('href')`, id), &href)
+		admin.do(chromedp.Navigate(testlab.ServerURL + href))
+		if got := admin.text("#ended-heading"); got != heading {
+			t.Fatalf("%s leads to %q, want %q", id, got, heading)
+		}
+	}
+	admin.do(chromedp.Navigate(testlab.ServerURL + "/ui/sessions"))
+	first := page("Recently ended", true, false)
+	if !slices.Equal(first, want(120, 71)) {
+		t.Fatalf("the first page: %v, want s-120 down to s-071", first)
+	}
+	click("page-older", "Ended, page 2")
+	second := page("Ended, page 2", true, true)
+	checkAxe(t, admin, "the second page of ended sessions")
+	if !slices.Equal(second, want(70, 20)) {
+		t.Errorf("the second page: %v, want s-070 down to s-020 without the live s-060", second)
+	}
+	click("page-older", "Ended, page 3")
+	third := page("Ended, page 3", false, true)
+	if !slices.Equal(third, want(19, 0)) {
+		t.Errorf("the third page: %v, want s-019 down to s-000", third)
+	}
+	if all := slices.Concat(first, second, third); len(all) != ended || len(slices.Compact(slices.Sorted(slices.Values(all)))) != ended {
+		t.Errorf("the three pages show %d sessions, want each of the %d ended once", len(all), ended)
+	}
+	click("page-newer", "Ended, page 2")
+	if got := page("Ended, page 2", true, true); !slices.Equal(got, second) {
+		t.Errorf("Newer from the third page: %v, want the second page again", got)
+	}
+	click("page-newer", "Recently ended")
+	if got := page("Recently ended", true, false); !slices.Equal(got, first) {
+		t.Errorf("Newer from the second page: %v, want the first page again", got)
+	}
+
+	// A place in the list that the API did not give (altered by hand).
+	admin.do(chromedp.Navigate(testlab.ServerURL+"/ui/sessions?cursor=AAAA&back="), chromedp.WaitVisible(chromedp.ID("ended-error")))
+	if got := admin.text("#ended-error"); !strings.Contains(got, "no longer valid") || !strings.Contains(got, "cursor") {
+		t.Errorf("the page with an altered cursor says %q", got)
+	}
+	click("page-newest", "Recently ended")
+	if got := page("Recently ended", true, false); !slices.Equal(got, first) {
+		t.Errorf("Newest after the refusal: %v, want the first page", got)
 	}
 }
