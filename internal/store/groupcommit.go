@@ -171,7 +171,7 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	}
 	// The transaction is not bound to any caller's context: one caller
 	// giving up must not roll back its batch-mates.
-	tx, err := s.db.BeginTx(context.Background(), s.dialect.writeTx)
+	tx, err := s.beginWrite()
 	if err != nil {
 		return failAll(fmt.Errorf("beginning transaction: %w", err))
 	}

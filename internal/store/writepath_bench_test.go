@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,8 +70,27 @@ func BenchmarkWritePath(b *testing.B) {
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
+	// Read system calls (/proc/self/io's syscr): SQLite's page reads
+	// from the file (pread) that its page cache did not spare.
+	reads := func() int64 {
+		io, err := os.ReadFile("/proc/self/io")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range strings.Split(string(io), "\n") {
+			if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return n
+			}
+		}
+		b.Fatal("no syscr in /proc/self/io")
+		return 0
+	}
 	b.SetParallelism(8)
-	q0, c0 := st.Queries(), cpu()
+	q0, c0, r0 := st.Queries(), cpu(), reads()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -82,6 +103,7 @@ func BenchmarkWritePath(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpu()-c0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(st.Queries()-q0)/float64(b.N), "stmts/op")
+	b.ReportMetric(float64(reads()-r0)/float64(b.N), "reads/op")
 	commits, ops := st.WriteStats()
 	b.ReportMetric(float64(ops)/float64(max(commits, 1)), "ops/commit")
 }
