@@ -624,81 +624,61 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 	// The hub's generation before the read: a change committed after it
 	// makes the wait below check at once (Hub.WatchRequest).
 	gen := a.Hub.Gen()
-	req, err := a.Store.GetRequest(r.Context(), id)
+	// The request comes with its target in one read: another's request is
+	// judged with its target's labels, and an answer given at once shows
+	// the target's connection hints.
+	v, err := a.Store.ReadRequestView(r.Context(), id, "", a.Now())
 	if err != nil {
 		return err
 	}
-	// The requester's own request needs no target for its authorization;
-	// another's is judged with its target's labels, read once for both the
-	// check and an answer given at once.
-	var t *store.Target
-	if req.Requester != p.Name() {
-		got, err := a.Store.GetTarget(r.Context(), req.Target)
-		at := &authz.Target{Name: req.Target}
-		if err == nil {
-			t, at = &got, authzTarget(got)
-		}
-		if ok, err := a.readable(r.Context(), p, req, at); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("%s may not see request %s: %w", p.Name(), id, errForbidden)
-		}
+	req := v.Request
+	if err := a.mayRead(r.Context(), p, v); err != nil {
+		return err
 	}
 	deadline := time.Now().Add(wait)
-	waited := false
 	for {
 		remaining := time.Until(deadline)
 		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
-			if waited {
-				// Authorized before the wait, answered up to a minute
-				// later: the request is shown only to a caller whose token
-				// still lives and, for another's request, whose roles still
-				// allow it now.
-				if t, err = a.stillReadable(r.Context(), p, req); err != nil {
-					return err
-				}
-			}
-			return a.writeRequestOf(w, r, http.StatusOK, req, t)
+			return a.writeRequestOf(w, r, http.StatusOK, req, v.Target)
 		}
-		t, waited = nil, true // read again for an answer after the wait
 		// Woken only when this request's version moved (or on a timeout):
 		// the other requests of its target do not cost this waiter a read.
 		ch, cancel := a.Hub.WatchRequest(req.Target, id, req.Version, gen)
 		waitFor(r.Context(), ch, remaining)
 		cancel()
 		gen = a.Hub.Gen()
-		if req, err = a.Store.GetRequest(r.Context(), id); err != nil {
+		// Authorized before the wait, answered up to a minute later: the
+		// request is shown only to a caller whose token still lives and,
+		// for another's request, whose roles still allow it now. The
+		// request, its target and the token are one read (they were
+		// three).
+		if v, err = a.Store.ReadRequestView(r.Context(), id, p.TokenID, a.Now()); err != nil {
 			return err
 		}
+		if p.TokenID != "" && !v.TokenLive {
+			return fmt.Errorf("token of %s ended during the wait: %w", p.Name(), store.ErrUnauthorized)
+		}
+		if err := a.mayRead(r.Context(), p, v); err != nil {
+			return err
+		}
+		req = v.Request
 	}
 }
 
-// stillReadable checks again, after a long-poll's wait, that p may see req:
-// its token is still live (not revoked, not expired) and, for another's
-// request, its roles still cover the target. It returns the target as read
-// for the check (nil for one's own request, or when gone).
-func (a *api) stillReadable(ctx context.Context, p store.Principal, req store.Request) (*store.Target, error) {
-	if p.TokenID != "" {
-		if _, err := a.Store.GetToken(ctx, p.TokenID, a.Now()); errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("token of %s ended during the wait: %w", p.Name(), store.ErrUnauthorized)
-		} else if err != nil {
-			return nil, err
-		}
+// mayRead fails with errForbidden unless p may see the request of v: its
+// own, or another's in scope of a role that reads requests, judged with the
+// target's labels as v read them (by its name alone when it is gone).
+func (a *api) mayRead(ctx context.Context, p store.Principal, v store.RequestView) error {
+	at := &authz.Target{Name: v.Request.Target}
+	if v.Target != nil {
+		at = authzTarget(*v.Target)
 	}
-	if req.Requester == p.Name() {
-		return nil, nil // one's own request needs no role
-	}
-	var t *store.Target
-	at := &authz.Target{Name: req.Target}
-	if got, err := a.Store.GetTarget(ctx, req.Target); err == nil {
-		t, at = &got, authzTarget(got)
-	}
-	if ok, err := a.readable(ctx, p, req, at); err != nil {
-		return nil, err
+	if ok, err := a.readable(ctx, p, v.Request, at); err != nil {
+		return err
 	} else if !ok {
-		return nil, fmt.Errorf("%s may not see request %s: %w", p.Name(), req.ID, errForbidden)
+		return fmt.Errorf("%s may not see request %s: %w", p.Name(), v.Request.ID, errForbidden)
 	}
-	return t, nil
+	return nil
 }
 
 func (a *api) revokeRequest(w http.ResponseWriter, r *http.Request, p store.Principal) error {

@@ -1,0 +1,77 @@
+package api_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestLongPollAnswerReads counts the statements a client's long-poll runs
+// after its request changed (the agent's report activated it): the request,
+// its target for the answer's connection hints, and the re-check of the
+// caller's token are one read. They were three (GetRequest, GetToken,
+// GetTarget), on the hottest call of an open loop of requests.
+func TestLongPollAnswerReads(t *testing.T) {
+	ctx := context.Background()
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	create := func(src string) wire.Request {
+		t.Helper()
+		r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: src,
+			Duration: wire.Duration(time.Hour), Reason: "reads"})
+		if err != nil || r.State != "pending" {
+			t.Fatalf("create: %+v, %v; want a pending request", r, err)
+		}
+		return r
+	}
+	// report has the agent confirm the state it is given; it returns the
+	// statement count before the report.
+	report := func() int64 {
+		t.Helper()
+		ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := e.st.Queries()
+		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		return before
+	}
+	// The report that activates a request nobody waits on (twice: the
+	// first report of the target differs).
+	create("198.51.100.6")
+	report()
+	create("198.51.100.7")
+	b := report()
+	alone := e.st.Queries() - b
+
+	// The same with its requester waiting on it.
+	r := create("198.51.100.8")
+	type answer struct {
+		r   wire.Request
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		r, err := e.c.WaitRequest(ctx, r.ID, "pending", 30*time.Second)
+		got <- answer{r, err}
+	}()
+	waitFor(t, "the long-poll waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+	before := report()
+	a := <-got
+	total := e.st.Queries() - before
+	if a.err != nil || a.r.State != "active" || len(a.r.Connect) == 0 {
+		t.Fatalf("the long-poll: %+v, %v; want the active request with its connection hints", a.r, a.err)
+	}
+	n := total - alone
+	t.Logf("statements: the report %d, the woken long-poll %d", alone, n)
+	if n != 1 {
+		t.Errorf("the woken long-poll ran %d statements, want 1 (request, target and token in one read)", n)
+	}
+}
