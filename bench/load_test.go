@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -320,7 +322,12 @@ func TestControlPlaneLoad(t *testing.T) {
 		simPid = sims.Pid()
 		t.Logf("spread over %d targets (%d simulated agents)", len(targets), len(targets)-1)
 	}
+	// The generator collects garbage at a quarter of the default rate
+	// (GOGC=400): it holds little live (its connections, the latencies),
+	// and its CPU is the server's neighbour on the two cores.
+	defer debug.SetGCPercent(debug.SetGCPercent(loadClientGOGC))
 	profile := startServerProfile(t, l)
+	stopGenProfile := startGeneratorProfile(t)
 	cpuStart := sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid)
 
 	// The open-loop generator: request i is due at start + i/rate, each
@@ -381,6 +388,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	}
 	wg.Wait()
 	profile()
+	stopGenProfile()
 	res.CPU = loadCPU(cpuStart, sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid), res.Sent)
 	t.Logf("CPU during the load (s): server %.2f (%.3f ms/request), agent %.2f, generator %.2f (%.3f ms/request), simulated agents %.2f (%.3f ms/request); machine busy %.2f, other work %.2f",
 		res.CPU.Server, res.CPU.ServerPerMS, res.CPU.Agent, res.CPU.Generator, res.CPU.GenPerMS, res.CPU.SimAgents, res.CPU.SimsPerMS, res.CPU.Machine, res.CPU.Others)
@@ -525,6 +533,7 @@ func TestLoadSimAgentsChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := strings.Fields(string(b))
+	debug.SetGCPercent(loadClientGOGC) // as the generator: see TestControlPlaneLoad
 	// One kept-alive connection per agent: no dial per poll.
 	tr := &http.Transport{MaxIdleConnsPerHost: 2*len(creds) + 16, IdleConnTimeout: 5 * time.Minute}
 	hc := &http.Client{Transport: tr, Timeout: 60 * time.Second}
@@ -588,5 +597,32 @@ func startServerProfile(t *testing.T, l *testlab.Lab) func() {
 			t.Fatal(err)
 		}
 		t.Logf("server CPU profile: %s (go tool pprof -top bench/results/load_server_cpu.pprof)", os.Getenv(server.CPUProfileEnv))
+	}
+}
+
+// loadClientGOGC is the garbage collector's setting in the load generator
+// and the simulated agents (GOGC; the runtime's default is 100).
+const loadClientGOGC = 400
+
+// startGeneratorProfile takes a CPU profile of this process (the load
+// generator) until the returned func is called, into
+// results/load_generator_cpu.pprof, when BENCH_PROFILE is set.
+func startGeneratorProfile(t *testing.T) func() {
+	if os.Getenv("BENCH_PROFILE") == "" {
+		return func() {}
+	}
+	f, err := os.Create("results/load_generator_cpu.pprof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
 	}
 }

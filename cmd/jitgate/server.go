@@ -77,6 +77,11 @@ whose keys are the flags' names:
 A flag wins over the environment, which wins over the file. Unknown keys are
 refused with their line. --check-config checks the settings and exits.
 
+Unless GOGC or GOMEMLIMIT is set, the server lets the Go heap grow to three times
+what is live before it collects (GOGC=200: a collection scans every waiting
+long-poll's stack), under a soft memory limit of 768 MiB or twice what is live,
+whichever is larger.
+
 SIGINT or SIGTERM stop it.`,
 		Example: `  jitgate server --data-dir /var/lib/jitgate --listen 0.0.0.0:8443 \
     --tls-cert /etc/jitgate/tls.crt --tls-key /etc/jitgate/tls.key`,
@@ -157,6 +162,9 @@ SIGINT or SIGTERM stop it.`,
 			cfg.BruteForceThreshold = bruteForce
 		}
 		cfg.Logger = log
+		// The server tunes the garbage collector for its load unless the
+		// operator did.
+		cfg.TuneGC = a.env("GOGC") == "" && a.env("GOMEMLIMIT") == ""
 		if cfg.OIDC.ClientSecret == "" {
 			cfg.OIDC.ClientSecret = a.env("JITGATE_OIDC_CLIENT_SECRET")
 		}

@@ -54,6 +54,11 @@ type Config struct {
 	// private addresses (off: a webhook cannot be aimed at the server's own
 	// network, such as a cloud metadata service or an internal admin API).
 	WebhookAllowPrivate bool
+	// TuneGC sets the Go garbage collector for a server under load (GOGC
+	// 200 under a soft memory limit sized to the live state: memory.go).
+	// The command sets it unless the operator set GOGC or GOMEMLIMIT; it
+	// changes the whole process's runtime, so tests leave it off.
+	TuneGC bool
 	// AgentPollWait is the longest an agent's long-poll is held (default 25 s).
 	AgentPollWait time.Duration
 	// EnrollTokenTTL is how long an enrollment token stays valid (default 24 h).

@@ -47,6 +47,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Logger
 	defer profileOnSignal(log)()
+	if cfg.TuneGC {
+		defer tuneGC(log)()
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
