@@ -179,6 +179,17 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.tail) == 0 && plain(p) {
+		// Nothing to escape (a server's log line, mostly): written as
+		// it is, with no copy.
+		if len(p) > 0 {
+			w.marks = 0
+		}
+		if _, err := w.w.Write(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	buf := append(w.tail, p...)
 	w.tail = nil
 	// Keep an unfinished rune (at most 3 bytes) for the next call.
@@ -192,6 +203,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// plain reports whether p is printable ASCII, newlines and tabs: what
+// escapeTo with keepLines writes unchanged.
+func plain(p []byte) bool {
+	for _, c := range p {
+		if c >= 0x7f || c < 0x20 && c != '\n' && c != '\t' {
+			return false
+		}
+	}
+	return true
 }
 
 // incomplete returns how many bytes at the end of p start a UTF-8 sequence

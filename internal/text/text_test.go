@@ -90,6 +90,32 @@ func TestWriterKeepsLayoutEscapesTheRest(t *testing.T) {
 	}
 }
 
+// TestWriterPlainLineAsIs: a line with nothing to escape (the server's log
+// lines: one a call) goes through as it is, with no allocation, and a run
+// of combining marks still ends at it.
+func TestWriterPlainLineAsIs(t *testing.T) {
+	var b bytes.Buffer
+	w := NewWriter(&b)
+	line := []byte("time=2026-12-07T16:00:00Z level=INFO msg=http method=GET path=/api/v1/requests/r-abc status=200\tx\n")
+	b.Grow(1 << 20)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := w.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a plain line cost %.0f allocations, want 0", n)
+	}
+	b.Reset()
+	for _, in := range []string{"x" + strings.Repeat("\u0301", 8), "y", strings.Repeat("\u0301", 2)} {
+		if _, err := w.Write([]byte(in)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "x" + strings.Repeat("\u0301", 8) + "y" + strings.Repeat("\u0301", 2); b.String() != want {
+		t.Errorf("wrote %q, want %q", b.String(), want)
+	}
+}
+
 // FuzzCheckAndEscape: whatever Check accepts holds no control character;
 // whatever Escape returns is valid UTF-8, passes Check, and equals the input
 // when Check accepted it; the Writer never lets a control byte other than
