@@ -340,9 +340,29 @@ func TestControlPlaneLoad(t *testing.T) {
 		creates, activates []time.Duration
 		errs               atomic.Int64
 		samples            []string
-		wg                 sync.WaitGroup
 		late               time.Duration // the most a request went out after its due time
 	)
+	// Each request runs on an idle worker goroutine, or on a new one when
+	// every worker is busy (the loop stays open: a request never waits for
+	// a worker). A worker's stack has grown to what a call needs: a fresh
+	// goroutine per request grew and copied its stack every time (a tenth
+	// of the generator's CPU).
+	var pending sync.WaitGroup
+	jobs := make(chan func())
+	worker := func(job func()) {
+		for ok := true; ok; job, ok = <-jobs {
+			job()
+			pending.Done()
+		}
+	}
+	dispatch := func(job func()) {
+		pending.Add(1)
+		select {
+		case jobs <- job:
+		default:
+			go worker(job)
+		}
+	}
 	fail := func(format string, args ...any) {
 		errs.Add(1)
 		mu.Lock()
@@ -362,7 +382,7 @@ func TestControlPlaneLoad(t *testing.T) {
 		res.Sent++
 		src = src.Next()
 		src, tg := src, targets[i%len(targets)]
-		wg.Go(func() {
+		dispatch(func() {
 			req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: tg, Ports: []string{"2222/tcp"},
 				Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: load"})
 			if err != nil {
@@ -386,7 +406,8 @@ func TestControlPlaneLoad(t *testing.T) {
 			mu.Unlock()
 		})
 	}
-	wg.Wait()
+	pending.Wait()
+	close(jobs)
 	profile()
 	stopGenProfile()
 	res.CPU = loadCPU(cpuStart, sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid), res.Sent)

@@ -20,13 +20,21 @@ const MaxRevision = access.MaxRevision
 type Duration time.Duration
 
 // MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+// (time.Duration's String holds nothing JSON escapes: digits, letters, '.',
+// '-' and 'µ'.)
+func (d Duration) MarshalJSON() ([]byte, error) {
+	s := time.Duration(d).String()
+	b := make([]byte, 0, len(s)+2)
+	return append(append(append(b, '"'), s...), '"'), nil
+}
 
 // UnmarshalJSON reads a duration string such as "1h30m".
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"1h\" or \"90s\"")
+	s, ok := plainString(b)
+	if !ok {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("duration must be a string such as \"1h\" or \"90s\"")
+		}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
@@ -34,6 +42,23 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// plainString returns the text of a JSON string literal that holds only
+// printable ASCII and no escape (every duration written by MarshalJSON
+// but one in µs), as json.Unmarshal would; ok is false for anything else,
+// which json.Unmarshal then reads.
+func plainString(b []byte) (s string, ok bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	in := b[1 : len(b)-1]
+	for _, c := range in {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	return string(in), true
 }
 
 // Error is the body of every 4xx and 5xx answer: an RFC 9457 problem
