@@ -624,22 +624,15 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 	// The hub's generation before the read: a change committed after it
 	// makes the wait below check at once (Hub.WatchRequest).
 	gen := a.Hub.Gen()
-	req, err := a.Store.GetRequest(r.Context(), id)
+	// The request with what of its target another's request is authorized
+	// by and an answer given at once shows, in one read.
+	v, err := a.Store.ReadRequestView(r.Context(), id, "", a.Now())
 	if err != nil {
 		return err
 	}
-	// The requester's own request needs no target for its authorization;
-	// another's is judged with its target's labels, read once for both the
-	// check and an answer given at once (writeRequestOf reads it for one's
-	// own request when it shows connection hints).
-	v := store.RequestView{Request: req}
-	if req.Requester != p.Name() {
-		if got, err := a.Store.GetTarget(r.Context(), req.Target); err == nil {
-			v.Target = &got
-		}
-		if err := a.mayRead(r.Context(), p, v); err != nil {
-			return err
-		}
+	req := v.Request
+	if err := a.mayRead(r.Context(), p, v); err != nil {
+		return err
 	}
 	deadline := time.Now().Add(wait)
 	for {

@@ -3,20 +3,25 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
 
 // RequestView is what a client's long-poll on a request answers with: the
-// request, its target (for the answer's connection hints and, for another's
-// request, the labels its authorization is judged by), and whether the
-// caller's token is still live. ReadRequestView reads the three in one
-// statement, so they are one committed state.
+// request, what of its target the answer and its authorization read, and
+// whether the caller's token is still live. ReadRequestView reads the three
+// in one statement, so they are one committed state.
 type RequestView struct {
 	Request Request
-	// Target is nil when the target is gone.
+	// Target holds only the target's Name, Labels (another's request is
+	// authorized by them), Addresses, Gateway and Address (the answer's
+	// connection hints); nil when the target is gone. Its policy, agent
+	// state and inventory are not read.
 	Target *Target
 	// TokenLive says the token asked about is a person's or a service's,
 	// unexpired and not revoked (GetToken would return it); false when no
@@ -33,33 +38,35 @@ func qualify(cols, alias string) string {
 	return strings.Join(fields, ", ")
 }
 
-// requestViewQuery reads a request with its target and a token's liveness
-// ($1 the request, $2 the token id, $3 now in ms).
-var requestViewQuery = `SELECT ` + qualify(requestColumns, "r") + `, ` + qualify(targetColumns, "t") + `,
+// requestViewQuery reads a request with its target's addressing and a
+// token's liveness ($1 the request, $2 the token id, $3 now in ms).
+var requestViewQuery = `SELECT ` + qualify(requestColumns, "r") + `, t.name, t.labels, t.addresses, t.gateway, t.address,
 	EXISTS (SELECT 1 FROM tokens WHERE ` + strings.ReplaceAll(humanKinds, "$1", "$3") + ` AND id = $2)
 	FROM requests r JOIN targets t ON t.name = r.target WHERE r.id = $1`
+
+// decodedAddressing is the memo of the labels and addresses a RequestView
+// reads (apart from decodedTargets, whose texts include the policy: one
+// memo for both would decode again at every change of reader).
+var decodedAddressing memo[targetJSON]
 
 // ReadRequestView returns request id, its target and whether token tokenID
 // is live at now ("": not asked, TokenLive false), in one statement (two
 // when the request waits for approvals: its decisions). A request whose
 // target is gone is read alone, with no target.
 //
-// It is the long-poll's read after its wait (api.getRequest): the request,
-// its target and the token re-check had been three statements.
+// It is the long-poll's read (api.getRequest): the request, its target and
+// the token re-check after a wait had been three statements.
 func (s *Store) ReadRequestView(ctx context.Context, id, tokenID string, now time.Time) (RequestView, error) {
 	var v RequestView
 	row := s.db.QueryRowContext(ctx, requestViewQuery, id, tokenID, ms(now))
-	var t Target
-	// scanRequest and scanTarget each scan a part of the one row: the
-	// row is scanned once both have named their destinations.
+	var (
+		t             Target
+		labels, addrs string
+	)
+	// scanRequest names its destinations; the row is scanned with the
+	// target's and the token's after them.
 	q, err := scanRequest(scanFunc(func(rd ...any) error {
-		var terr error
-		t, terr = scanTarget(scanFunc(func(td ...any) error {
-			dest := make([]any, 0, len(rd)+len(td)+1)
-			dest = append(append(append(dest, rd...), td...), &v.TokenLive)
-			return row.Scan(dest...)
-		}))
-		return terr
+		return row.Scan(append(rd, &t.Name, &labels, &addrs, &t.Gateway, &t.Address, &v.TokenLive)...)
 	}))
 	if errors.Is(err, sql.ErrNoRows) {
 		// No such request, or its target is gone: read it alone.
@@ -80,6 +87,22 @@ func (s *Store) ReadRequestView(ctx context.Context, id, tokenID string, now tim
 	if err != nil {
 		return RequestView{}, fmt.Errorf("reading request %s: %w", id, err)
 	}
+	d, err := decodedAddressing.get(t.Name, labels+"\x00"+addrs, func(string) (targetJSON, error) {
+		var d targetJSON
+		if err := json.Unmarshal([]byte(labels), &d.labels); err != nil {
+			return d, fmt.Errorf("decoding labels of %s: %w", t.Name, err)
+		}
+		if err := json.Unmarshal([]byte(addrs), &d.addrs); err != nil {
+			return d, fmt.Errorf("decoding addresses of %s: %w", t.Name, err)
+		}
+		return d, nil
+	}, func(d targetJSON) targetJSON {
+		return targetJSON{labels: maps.Clone(d.labels), addrs: slices.Clone(d.addrs)}
+	})
+	if err != nil {
+		return RequestView{}, err
+	}
+	t.Labels, t.Addresses = d.labels, d.addrs
 	if q.ApprovalsRequired > 0 {
 		if q.Decisions, err = s.decisions(ctx, id); err != nil {
 			return RequestView{}, err

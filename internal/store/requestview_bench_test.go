@@ -51,6 +51,13 @@ func BenchmarkReadRequestView(b *testing.B) {
 			}
 		}
 	})
+	b.Run("the request alone", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.GetRequest(ctx, req.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("three statements", func(b *testing.B) {
 		for b.Loop() {
 			r, err := s.GetRequest(ctx, req.ID)
