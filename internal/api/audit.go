@@ -2,15 +2,19 @@ package api
 
 import (
 	"bufio"
+	"cmp"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -55,6 +59,76 @@ func auditFilter(q url.Values) (store.AuditFilter, error) {
 	return f, nil
 }
 
+// keepToScope narrows f, a listing of one target's events (?target=), to
+// the parts of that target's history p's roles cover. auditReader admits
+// the caller by the target's labels of today, but a name outlives its
+// target: one removed and created again (with other labels) shares its
+// name, and its events, with the one before. A reader of `env=prod` let in
+// by today's prod target saw the events of the dev target of that name,
+// from before. So events are judged by the labels their target had when
+// they happened: those its target.added event recorded, until its
+// target.removed. Events outside any such span (before the trail recorded
+// a creation, or between a removal and the next creation) have no labels:
+// covered by installation-wide and name scopes only. Readers whose roles
+// cover the name whatever its labels (everywhere, target:NAME) see all.
+func (a *api) keepToScope(ctx context.Context, p store.Principal, f *store.AuditFilter) error {
+	if f.Target == "" {
+		return nil
+	}
+	bs, err := a.Store.ListBindings(ctx)
+	if err != nil {
+		return err
+	}
+	sub := p.Authz()
+	if authz.Allowed(bs, sub, authz.ReadAudit, &authz.Target{Name: f.Target}) {
+		return nil
+	}
+	var life []audit.Event
+	for _, act := range []audit.Action{audit.TargetAdded, audit.TargetRemoved} {
+		es, err := a.Store.ListAudit(ctx, store.AuditFilter{Target: f.Target, Action: string(act), Limit: 100000})
+		if err != nil {
+			return err
+		}
+		life = append(life, es...)
+	}
+	slices.SortFunc(life, func(x, y audit.Event) int { return cmp.Compare(x.ID, y.ID) })
+	f.InSpans, f.Spans = true, nil
+	for i, e := range life {
+		if e.Action != audit.TargetAdded {
+			continue
+		}
+		t := &authz.Target{Name: f.Target, Labels: recordedLabels(e.Details)}
+		if !authz.Allowed(bs, sub, authz.ReadAudit, t) {
+			continue
+		}
+		sp := store.IDSpan{From: e.ID}
+		if i+1 < len(life) {
+			// The removal ends the span (it is the target's last event);
+			// a second creation without one (a gateway's report of a
+			// target already known) starts the next.
+			sp.To = life[i+1].ID
+			if life[i+1].Action != audit.TargetRemoved {
+				sp.To--
+			}
+		}
+		f.Spans = append(f.Spans, sp)
+	}
+	return nil
+}
+
+// recordedLabels reads the labels a target.added event recorded (a JSON
+// object of strings, or null).
+func recordedLabels(details map[string]any) map[string]string {
+	m, _ := details["labels"].(map[string]any)
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		}
+	}
+	return out
+}
+
 // verifyAudit checks the whole hash chain of the audit trail.
 func (a *api) verifyAudit(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	res, err := a.Store.VerifyAudit(r.Context())
@@ -87,6 +161,9 @@ func (a *api) exportAudit(w http.ResponseWriter, r *http.Request, p store.Princi
 	}
 	f, err := auditFilter(q)
 	if err != nil {
+		return err
+	}
+	if err := a.keepToScope(r.Context(), p, &f); err != nil {
 		return err
 	}
 	f.Limit = exportPage

@@ -712,6 +712,9 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request, p store.Principa
 	if err != nil {
 		return err
 	}
+	if err := a.keepToScope(r.Context(), p, &f); err != nil {
+		return err
+	}
 	limit, err := pageLimit(q, defaultListPage, maxListPage)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/audit"
@@ -113,7 +114,16 @@ type AuditFilter struct {
 	// Newest lists the newest events first (and Limit keeps the newest).
 	Newest bool
 	Limit  int
+	// InSpans keeps only the events whose id lies in one of Spans (none
+	// when Spans is empty): the parts of a target's history a reader's
+	// scope covers (the API's auditSpans).
+	InSpans bool
+	Spans   []IDSpan
 }
+
+// IDSpan is a range of audit event ids, From to To inclusive; To 0 has no
+// end.
+type IDSpan struct{ From, To int64 }
 
 // ListAudit returns events oldest first, or newest first with f.Newest.
 func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, error) {
@@ -146,6 +156,22 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, er
 	}
 	if f.BeforeID > 0 {
 		add("id <", f.BeforeID)
+	}
+	if f.InSpans {
+		var or []string
+		for _, sp := range f.Spans {
+			args = append(args, sp.From)
+			c := fmt.Sprintf("id >= $%d", len(args))
+			if sp.To > 0 {
+				args = append(args, sp.To)
+				c += fmt.Sprintf(" AND id <= $%d", len(args))
+			}
+			or = append(or, "("+c+")")
+		}
+		if len(or) == 0 {
+			or = []string{"1 = 0"}
+		}
+		q += " AND (" + strings.Join(or, " OR ") + ")"
 	}
 	order := "id"
 	if f.Newest {

@@ -337,3 +337,31 @@ func TestAuditChainNewestRemoved(t *testing.T) {
 		}
 	})
 }
+
+// TestListAuditInSpans: AuditFilter.Spans keeps the events whose id lies in
+// a span (To 0: no end), on both databases; InSpans with no span keeps none.
+func TestListAuditInSpans(t *testing.T) {
+	eachDatabase(t, func(t *testing.T, open opener) {
+		s := fillTrail(t, open(t, store.DefaultConfig()))
+		for _, c := range []struct {
+			spans []store.IDSpan
+			want  []int64
+		}{
+			{[]store.IDSpan{{From: 2, To: 3}, {From: 7}}, []int64{2, 3, 7, 8}},
+			{[]store.IDSpan{{From: 5, To: 5}}, []int64{5}},
+			{nil, nil},
+		} {
+			es, err := s.ListAudit(t.Context(), store.AuditFilter{InSpans: true, Spans: c.spans})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int64
+			for _, e := range es {
+				got = append(got, e.ID)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("ListAudit in %v: %v, want %v", c.spans, got, c.want)
+			}
+		}
+	})
+}
