@@ -75,45 +75,82 @@ func (a *api) keepToScope(ctx context.Context, p store.Principal, f *store.Audit
 	if f.Target == "" {
 		return nil
 	}
-	bs, err := a.Store.ListBindings(ctx)
-	if err != nil {
+	all, spans, err := a.readableSpans(ctx, p, f.Target)
+	if err != nil || all {
 		return err
 	}
-	sub := p.Authz()
-	if authz.Allowed(bs, sub, authz.ReadAudit, &authz.Target{Name: f.Target}) {
-		return nil
+	f.InSpans, f.Spans = true, nil
+	for _, sp := range spans {
+		f.Spans = append(f.Spans, sp.IDSpan)
 	}
+	return nil
+}
+
+// lifeSpan is a part of a target's history: the audit events From to To
+// (To 0: up to now), and the times of the events that begin and end it
+// (ToAt zero: up to now), for what is kept by time (break-glass alerts).
+type lifeSpan struct {
+	store.IDSpan
+	FromAt, ToAt time.Time
+}
+
+// covers reports whether something that happened at t lies in sp, ends
+// included (times are milliseconds: what happened in the millisecond a
+// target was removed and another of its name created counts for both).
+func (sp lifeSpan) covers(t time.Time) bool {
+	return !t.Before(sp.FromAt) && (sp.ToAt.IsZero() || !t.After(sp.ToAt))
+}
+
+// readableSpans returns the parts of target's history whose recorded
+// labels p's roles cover (keepToScope), or all when they cover the name
+// whatever its labels. The whole history is read: a list cut short
+// would leave its last span open, over every later namesake.
+func (a *api) readableSpans(ctx context.Context, p store.Principal, target string) (all bool, spans []lifeSpan, err error) {
+	bs, err := a.Store.ListBindings(ctx)
+	if err != nil {
+		return false, nil, err
+	}
+	sub := p.Authz()
+	if authz.Allowed(bs, sub, authz.ReadAudit, &authz.Target{Name: target}) {
+		return true, nil, nil
+	}
+	const page = 10000
 	var life []audit.Event
 	for _, act := range []audit.Action{audit.TargetAdded, audit.TargetRemoved} {
-		es, err := a.Store.ListAudit(ctx, store.AuditFilter{Target: f.Target, Action: string(act), Limit: 100000})
-		if err != nil {
-			return err
+		for after := int64(0); ; {
+			es, err := a.Store.ListAudit(ctx, store.AuditFilter{Target: target, Action: string(act), AfterID: after, Limit: page})
+			if err != nil {
+				return false, nil, err
+			}
+			life = append(life, es...)
+			if len(es) < page {
+				break
+			}
+			after = es[len(es)-1].ID
 		}
-		life = append(life, es...)
 	}
 	slices.SortFunc(life, func(x, y audit.Event) int { return cmp.Compare(x.ID, y.ID) })
-	f.InSpans, f.Spans = true, nil
 	for i, e := range life {
 		if e.Action != audit.TargetAdded {
 			continue
 		}
-		t := &authz.Target{Name: f.Target, Labels: recordedLabels(e.Details)}
+		t := &authz.Target{Name: target, Labels: recordedLabels(e.Details)}
 		if !authz.Allowed(bs, sub, authz.ReadAudit, t) {
 			continue
 		}
-		sp := store.IDSpan{From: e.ID}
+		sp := lifeSpan{IDSpan: store.IDSpan{From: e.ID}, FromAt: e.At}
 		if i+1 < len(life) {
 			// The removal ends the span (it is the target's last event);
 			// a second creation without one (a gateway's report of a
 			// target already known) starts the next.
-			sp.To = life[i+1].ID
+			sp.To, sp.ToAt = life[i+1].ID, life[i+1].At
 			if life[i+1].Action != audit.TargetRemoved {
 				sp.To--
 			}
 		}
-		f.Spans = append(f.Spans, sp)
+		spans = append(spans, sp)
 	}
-	return nil
+	return false, spans, nil
 }
 
 // recordedLabels reads the labels a target.added event recorded (a JSON

@@ -94,12 +94,28 @@ func toWireAlert(a store.BreakGlassAlert) wire.BreakGlassAlert {
 // those who read the whole audit trail, or (?target=NAME) that target's
 // alerts only to those who read its audit trail (auditReader checked it:
 // the list must then be kept to that target, or a scoped auditor read
-// every target's alerts).
+// every target's alerts; and to the parts of its history the reader's
+// roles cover, readableSpans, or an auditor of today's prod target read
+// the alerts of the dev target of that name, from before).
 func (a *api) listAlerts(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	open := r.URL.Query().Get("open") == "true"
-	as, err := a.Store.BreakGlassAlerts(r.Context(), open, r.URL.Query().Get("target"))
+	open, target := r.URL.Query().Get("open") == "true", r.URL.Query().Get("target")
+	as, err := a.Store.BreakGlassAlerts(r.Context(), open, target)
 	if err != nil {
 		return err
+	}
+	if target != "" {
+		// As in the audit listing (keepToScope): a reader admitted by the
+		// labels of today's target sees the alerts raised while a target
+		// of that name had labels its roles cover, not a namesake's.
+		all, spans, err := a.readableSpans(r.Context(), p, target)
+		if err != nil {
+			return err
+		}
+		if !all {
+			as = slices.DeleteFunc(as, func(x store.BreakGlassAlert) bool {
+				return !slices.ContainsFunc(spans, func(sp lifeSpan) bool { return sp.covers(x.At) })
+			})
+		}
 	}
 	out := make([]wire.BreakGlassAlert, 0, len(as))
 	for _, x := range as {

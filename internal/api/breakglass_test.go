@@ -395,3 +395,57 @@ func TestBreakGlassIgnoresTimeWindows(t *testing.T) {
 		t.Errorf("break-glass from a source outside the rule: %v, want 403", err)
 	}
 }
+
+// TestBreakGlassAlertsOfANamesake: a target's name outlives it. web-01 is
+// created with env=dev, broken into, removed, and created again with
+// env=prod and broken into again. pat, an auditor of env=prod, is admitted
+// to ?target=web-01 by today's labels: the alert list, like the audit
+// listing (TestAuditByTargetKeepsToRecordedLabels), shows pat the prod
+// web-01's alert only, not who broke the glass on the dev one, from where
+// and why; an auditor of the name sees both. Before, pat saw both.
+func TestBreakGlassAlertsOfANamesake(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	bg := e.userWith(t, "carol", authz.Breakglass, authz.Everywhere)
+	var ids []string
+	for i, env := range []string{"dev", "prod"} {
+		if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Labels: map[string]string{"env": env}}); err != nil {
+			t.Fatal(err)
+		}
+		e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, MaxDuration: wire.Duration(time.Hour), AllowedSources: []string{"198.51.100.0/24"}}}})
+		out, err := bg.BreakGlass(ctx, wire.BreakGlassCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7", Duration: wire.Duration(15 * time.Minute), Reason: "INC on the " + env + " web-01"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, out.Alert.ID)
+		if i == 0 {
+			if err := e.c.RemoveTarget(ctx, "web-01"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		who   string
+		scope authz.Scope
+		want  []string
+	}{
+		{"pat", "label:env=prod", ids[1:]},
+		{"ada", "target:web-01", ids},
+	} {
+		secret := e.userToken(t, tt.who, authz.Auditor, tt.scope)
+		status, body := e.raw(t, http.MethodGet, "/api/v1/breakglass/alerts?target=web-01", secret, "", nil)
+		var got []wire.BreakGlassAlert
+		if status != http.StatusOK || json.Unmarshal(body, &got) != nil {
+			t.Fatalf("%s, ?target=web-01: %d %s", tt.who, status, body)
+		}
+		var gotIDs []string
+		for _, a := range got {
+			gotIDs = append(gotIDs, a.ID)
+		}
+		slices.Sort(gotIDs)
+		want := slices.Sorted(slices.Values(tt.want))
+		if !slices.Equal(gotIDs, want) {
+			t.Errorf("%s (%s), ?target=web-01: alerts %v, want %v (the dev web-01's is %s)", tt.who, tt.scope, gotIDs, want, ids[0])
+		}
+	}
+}
