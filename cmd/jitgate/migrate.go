@@ -25,7 +25,10 @@ func (a *app) newMigrateCmd() *cobra.Command {
 database at the URL (or $JITGATE_DATABASE), which must be empty: no server may
 have started on it. Ids, token hashes and the audit chain are kept; the copied
 trail is verified (same events, same head) before migrate reports success. The
-copy is one transaction: on any error nothing is left in PostgreSQL.
+copy is one transaction: on an error while copying nothing is left in
+PostgreSQL. A trail that does not verify on SQLite (altered, or its newest
+events removed) is copied as it is, high-water mark included, so PostgreSQL
+reports the same problem; migrate then says so and exits 1.
 
 Stop the server first (migrate refuses while it holds the data directory),
 then start the servers with --database URL. See docs/operations.md.`,

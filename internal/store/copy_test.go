@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,5 +154,39 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 
 	if _, err := store.CopySQLiteToPostgres(ctx, src, dst); !errors.Is(err, store.ErrNotEmpty) {
 		t.Errorf("a copy into a used database: %v, want ErrNotEmpty", err)
+	}
+}
+
+// TestCopyKeepsTheAuditMark: the newest audit events were removed from the
+// SQLite database (VerifyAudit says so: its AUTOINCREMENT counter is above
+// the newest event left), then the database was copied to PostgreSQL. The
+// copy took the rows but not the mark, so on PostgreSQL the shorter trail
+// verified, removal laundered (and the copy, committed, only then failed
+// on the differing heads). The copy carries the mark into
+// audit_high_water: PostgreSQL reports the same missing events, and the
+// copy says the trail it moved does not verify.
+func TestCopyKeepsTheAuditMark(t *testing.T) {
+	for _, c := range []struct{ name, remove, problem string }{
+		{"newest three", `DELETE FROM audit WHERE id >= 6`, "events 6 to 8 are missing: the trail ends at event 5"},
+		{"all", `DELETE FROM audit`, "events 1 to 8 are missing: the trail is empty"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := t.Context()
+			src, path := trail(t)
+			if _, err := rwDB(t, path).Exec(c.remove); err != nil {
+				t.Fatal(err)
+			}
+			if res := verify(t, src); res.OK || !strings.Contains(res.Problem, c.problem) {
+				t.Fatalf("VerifyAudit on SQLite = %+v, want %q", res, c.problem)
+			}
+			dst := openPostgres(t, testenv.Postgres(t))
+			_, err := store.CopySQLiteToPostgres(ctx, src, dst)
+			if err == nil || !strings.Contains(err.Error(), c.problem) {
+				t.Errorf("CopySQLiteToPostgres: %v, want an error saying %q", err, c.problem)
+			}
+			if res := verify(t, dst); res.OK || !strings.Contains(res.Problem, c.problem) {
+				t.Errorf("VerifyAudit on the PostgreSQL copy = %+v, want %q", res, c.problem)
+			}
+		})
 	}
 }
