@@ -217,37 +217,19 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 			bumped = true
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, pendingToActivate, target, rev)
+		// The pending requests this revision carries, activated in one
+		// statement that returns them.
+		acts, err := transitionAll(ctx, tx, pendingToActivate, []any{target, rev}, access.Pending, access.Activate, set{"activated_at", ms(now)})
 		if err != nil {
-			return fmt.Errorf("selecting requests to activate: %w", err)
+			return fmt.Errorf("activating requests: %w", err)
 		}
-		type pend struct {
-			id      string
-			created int64
-			target  string
-			version int64
-		}
-		var ps []pend
-		for rows.Next() {
-			var p pend
-			if err := rows.Scan(&p.id, &p.created, &p.target, &p.version); err != nil {
-				rows.Close()
-				return fmt.Errorf("reading pending request: %w", err)
-			}
-			ps = append(ps, p)
-		}
-		rows.Close()
-		for _, p := range ps {
-			r, err := transitionReturning(ctx, tx, p.id, access.Pending, p.version, access.Activate, set{"activated_at", ms(now)})
-			if err != nil {
-				return fmt.Errorf("activating %s: %w", p.id, err)
-			}
-			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: p.target, RequestID: p.id,
-				Details: map[string]any{"revision": rev, "latency_ms": ms(now) - p.created}}); err != nil {
+		for _, r := range acts {
+			if err := s.writeAudit(ctx, tx, audit.Event{At: now, Actor: agent.Name, Action: audit.RequestActivated, Target: r.Target, RequestID: r.ID,
+				Details: map[string]any{"revision": rev, "latency_ms": ms(now) - ms(r.CreatedAt)}}); err != nil {
 				return err
 			}
-			activated = append(activated, r)
 		}
+		activated = acts
 		confirmed, err = confirmRemovals(ctx, tx, target, rev, now)
 		return err
 	})
@@ -307,8 +289,8 @@ func (s *Store) SetAgentState(ctx context.Context, target, state, clientAddr str
 // the targets first, by their gateway). (One read with an OR passed
 // over every pending request of every target: under load, with a backlog,
 // most of a report's cost.)
-var pendingToActivate = `SELECT id, created_at, target, version FROM requests WHERE target = $1 AND state = ` + statePending + ` AND revision <= $2
-	UNION ALL SELECT r.id, r.created_at, r.target, r.version FROM targets t CROSS JOIN requests r
+var pendingToActivate = `SELECT id FROM requests WHERE target = $1 AND state = ` + statePending + ` AND revision <= $2
+	UNION ALL SELECT r.id FROM targets t CROSS JOIN requests r
 	WHERE t.gateway = $1 AND r.target = t.name AND r.state = ` + statePending + ` AND r.revision <= $2`
 
 // sweepBatch bounds the requests one sweep transaction ends. A sweep with

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jitgate/jitgate/internal/access"
 )
 
 // TestReportReadsPendingByTarget: the read of the requests a report
@@ -12,6 +14,10 @@ import (
 // (migration 0032) in both of its parts, never a scan of the requests table
 // or of every pending request (index requests_state): before, one read with
 // an OR passed over every pending request of every target.
+//
+// The activation that reads them (transitionAll: one UPDATE of the ids
+// that read selects) looks the ids up by the primary key, never walking
+// the pending requests by their state.
 func TestReportReadsPendingByTarget(t *testing.T) {
 	ctx := context.Background()
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), DefaultConfig())
@@ -19,7 +25,19 @@ func TestReportReadsPendingByTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	rows, err := s.db.QueryContext(ctx, `EXPLAIN QUERY PLAN `+pendingToActivate, "web-1", 1)
+	update, args := transitionAllStatement(pendingToActivate, []any{"web-1", 1}, access.Pending, access.Active, set{"activated_at", 1})
+	plan := queryPlan(t, s, update, args...)
+	if len(plan) == 0 || !strings.Contains(plan[0], "USING INDEX sqlite_autoindex_requests_1 (id=?)") {
+		t.Errorf("activation plan %q: the requests updated are not looked up by id", plan)
+	}
+	checkPendingByTarget(t, plan[1:])
+	checkPendingByTarget(t, queryPlan(t, s, pendingToActivate, "web-1", 1))
+}
+
+// queryPlan is SQLite's plan of q, one line per step.
+func queryPlan(t *testing.T, s *Store, q string, args ...any) []string {
+	t.Helper()
+	rows, err := s.db.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,6 +54,13 @@ func TestReportReadsPendingByTarget(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return plan
+}
+
+// checkPendingByTarget: every read of requests in plan goes through
+// requests_pending_target, two of them.
+func checkPendingByTarget(t *testing.T, plan []string) {
+	t.Helper()
 	uses := 0
 	for _, d := range plan {
 		if strings.Contains(d, "requests") && !strings.Contains(d, "targets") {

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jitgate/jitgate/internal/access"
@@ -97,6 +99,65 @@ func transitionWith(ctx context.Context, tx *sql.Tx, id string, from access.Stat
 	}
 	touchRequest(tx, id)
 	return to, r, nil
+}
+
+// transitionAll moves every request the query ids selects (its ids; args
+// are its parameters, $1 onwards) from state from by event ev, in one
+// statement, and returns them as the update left them. The compare-and-set
+// is on the state, in the statement that writes it: a request another
+// writer moved since ids was planned is no longer in from and is left out
+// (on PostgreSQL, READ COMMITTED re-checks the condition on a row changed
+// by a concurrent transaction). The agent's report activates its pending
+// requests with it: one statement instead of a read and an update each.
+func transitionAll(ctx context.Context, tx *sql.Tx, ids string, args []any, from access.State, ev access.Event, extra ...set) ([]Request, error) {
+	to, err := access.Next(from, ev)
+	if err != nil {
+		return nil, fmt.Errorf("requests in %s: %w (%w)", from, err, ErrConflict)
+	}
+	q, args := transitionAllStatement(ids, args, from, to, extra...)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("moving requests from %s to %s: %w", from, to, err)
+	}
+	defer rows.Close()
+	var moved []Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, fmt.Errorf("moving requests from %s to %s: %w", from, to, err)
+		}
+		moved = append(moved, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("moving requests from %s to %s: %w", from, to, err)
+	}
+	for _, r := range moved {
+		touchRequest(tx, r.ID)
+	}
+	// In the order they were asked (RETURNING's is the update's).
+	slices.SortFunc(moved, func(a, b Request) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return moved, nil
+}
+
+// transitionAllStatement is transitionAll's update and its arguments. The
+// state is compared as an expression (the state joined to an empty
+// string), which no index serves: compared as itself, SQLite walked every
+// request in from (index requests_state) and tested each against the ids
+// instead of looking the few ids up (TestReportReadsPendingByTarget).
+func transitionAllStatement(ids string, args []any, from, to access.State, extra ...set) (string, []any) {
+	args = append(slices.Clip(args), string(to))
+	q := fmt.Sprintf(`UPDATE requests SET state = $%d, version = version + 1`, len(args))
+	for _, x := range extra {
+		args = append(args, x.value)
+		q += fmt.Sprintf(", %s = $%d", x.column, len(args))
+	}
+	args = append(args, string(from))
+	q += fmt.Sprintf(` WHERE id IN (%s) AND state || '' = $%d RETURNING %s`, ids, len(args), requestColumns)
+	// Its only caller, transitionAll, names every request the update
+	// moved: touchRequest(tx, id) for each row it returned.
+	return q, args
 }
 
 // execTransition runs a transition's update: sql.ErrNoRows when it changed
