@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -52,15 +53,40 @@ type writeOp struct {
 }
 
 // writer is the group-commit state of a Store.
+//
+// One goroutine at a time holds the writer's role (running): it takes the
+// queued operations in batches and runs them. A write that finds the role
+// free and nothing queued takes the role itself and runs its batch on its
+// caller's goroutine, so that an uncontended write costs no hand-off to the
+// writer goroutine and back (two goroutine wake-ups, each slow on an idle
+// machine whose processors sleep); it is the same batch the writer goroutine
+// would have run, with the same semantics. Writes arriving while the role is
+// held queue as before; whoever holds the role runs them, and a caller that
+// ran its own batch hands what queued meanwhile to the writer goroutine and
+// returns: under load batching is unchanged.
 type writer struct {
-	once    sync.Once
-	queue   chan *writeOp
+	once sync.Once
+	// mu guards pending, running and closed.
+	mu sync.Mutex
+	// pending are the operations queued and not yet taken into a batch,
+	// in the order they were queued.
+	pending []*writeOp
+	// running: a goroutine (the writer's or a caller's) holds the
+	// writer's role. wake tells the writer goroutine it holds it.
+	running bool
+	wake    chan struct{}
+	closed  bool
+	// callers are the callers running a batch of their own (stopWriter
+	// waits for them).
+	callers sync.WaitGroup
 	quit    chan struct{}
 	stopped chan struct{}
 	// commits counts committed transactions and ops the operations they
 	// carried (tests and benchmarks read them; jitgate_store_* metrics may).
-	commits, ops atomic.Int64
-	// hold, when set (tests only), runs at the start of each batch.
+	// onCaller counts batches run on their caller's goroutine (tests).
+	commits, ops, onCaller atomic.Int64
+	// hold, when set (tests only), runs at the start of each batch, after
+	// its first operation was taken.
 	hold func()
 	// gen is the database generation (Generation) as the last commit that
 	// moved it left it (its statements' RETURNING), plus one; 0: not
@@ -80,23 +106,28 @@ type writer struct {
 
 func (s *Store) startWriter() {
 	s.w.once.Do(func() {
-		s.w.queue = make(chan *writeOp, 1024)
+		s.w.wake = make(chan struct{}, 1)
 		s.w.quit = make(chan struct{})
 		s.w.stopped = make(chan struct{})
 		go s.writeLoop()
 	})
 }
 
-// stopWriter ends the writer after the batch it is running; operations
-// still queued fail with errStoreClosed.
+// stopWriter ends the writer after the batches running; operations still
+// queued fail with errStoreClosed.
 func (s *Store) stopWriter() {
 	s.startWriter()
-	select {
-	case <-s.w.quit:
-	default:
+	s.w.mu.Lock()
+	if !s.w.closed {
+		s.w.closed = true
 		close(s.w.quit)
 	}
+	s.w.mu.Unlock()
 	<-s.w.stopped
+	s.w.callers.Wait()
+	s.w.mu.Lock()
+	s.failPendingLocked()
+	s.w.mu.Unlock()
 }
 
 // tx runs f in a write transaction and commits it, or rolls back what f did
@@ -106,56 +137,116 @@ func (s *Store) stopWriter() {
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	s.startWriter()
 	op := &writeOp{ctx: ctx, f: f, done: make(chan error, 1)}
-	select {
-	case s.w.queue <- op:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting to write: %w", ctx.Err())
-	case <-s.w.quit:
-		return errStoreClosed
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("waiting to write: %w", err)
 	}
+	s.w.mu.Lock()
+	switch {
+	case s.w.closed:
+		s.w.mu.Unlock()
+		return errStoreClosed
+	case !s.w.running && len(s.w.pending) == 0:
+		// Alone: run it here, holding the writer's role.
+		s.w.running = true
+		s.w.callers.Add(1)
+		s.w.mu.Unlock()
+		s.runOnCaller(op)
+		return <-op.done
+	}
+	s.w.pending = append(s.w.pending, op)
+	if !s.w.running {
+		s.w.running = true
+		s.w.wake <- struct{}{}
+	}
+	s.w.mu.Unlock()
 	// Once queued it may commit: wait for the verdict whatever ctx does,
 	// so that the caller never reports as failed what was recorded.
 	return <-op.done
 }
 
+// runOnCaller runs op's batch on its caller's goroutine, which holds the
+// writer's role, then hands the role on: to the writer goroutine when
+// operations queued meanwhile, else back to no one.
+func (s *Store) runOnCaller(op *writeOp) {
+	defer s.w.callers.Done()
+	ok := false
+	defer func() {
+		if !ok {
+			// f panicked with the write transaction open: the role is
+			// lost, as it was when the writer goroutine panicked, so
+			// the process ends, not only this caller's request.
+			r := recover()
+			stack := debug.Stack()
+			go panic(fmt.Sprintf("store: a write transaction panicked on its caller's goroutine: %v\n%s", r, stack))
+			select {}
+		}
+	}()
+	s.w.onCaller.Add(1)
+	s.runFrom(op)
+	ok = true
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	switch {
+	case len(s.w.pending) == 0:
+		s.w.running = false
+	case s.w.closed:
+		s.failPendingLocked()
+		s.w.running = false
+	default:
+		s.w.wake <- struct{}{}
+	}
+}
+
+// runFrom runs the batch that starts with first (already taken): it takes
+// what queued behind it, up to maxBatch, and runs them in one transaction.
+func (s *Store) runFrom(first *writeOp) {
+	if s.w.hold != nil {
+		s.w.hold()
+	}
+	batch := []*writeOp{first}
+	s.w.mu.Lock()
+	n := min(maxBatch-1, len(s.w.pending))
+	batch = append(batch, s.w.pending[:n]...)
+	s.w.pending = s.w.pending[n:]
+	s.w.mu.Unlock()
+	for len(batch) > 0 {
+		batch = s.runBatch(batch)
+	}
+}
+
 func (s *Store) writeLoop() {
 	defer close(s.w.stopped)
 	for {
-		var first *writeOp
 		select {
-		case first = <-s.w.queue:
+		case <-s.w.wake:
 		case <-s.w.quit:
-			s.failQueued()
 			return
 		}
-		if s.w.hold != nil {
-			s.w.hold()
-		}
-		batch := []*writeOp{first}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case op := <-s.w.queue:
-				batch = append(batch, op)
-			default:
-				break drain
+		// This goroutine holds the role until nothing is queued.
+		for {
+			s.w.mu.Lock()
+			if s.w.closed {
+				s.failPendingLocked()
 			}
-		}
-		for len(batch) > 0 {
-			batch = s.runBatch(batch)
+			if len(s.w.pending) == 0 {
+				s.w.running = false
+				s.w.mu.Unlock()
+				break
+			}
+			first := s.w.pending[0]
+			s.w.pending = s.w.pending[1:]
+			s.w.mu.Unlock()
+			s.runFrom(first)
 		}
 	}
 }
 
-func (s *Store) failQueued() {
-	for {
-		select {
-		case op := <-s.w.queue:
-			op.done <- errStoreClosed
-		default:
-			return
-		}
+// failPendingLocked answers every queued operation with errStoreClosed.
+func (s *Store) failPendingLocked() {
+	for _, op := range s.w.pending {
+		op.done <- errStoreClosed
 	}
+	s.w.pending = nil
 }
 
 // runBatch runs ops in one transaction and delivers their results after
