@@ -10,13 +10,18 @@ import (
 	"sync/atomic"
 )
 
-// Group commit. Every write transaction of the store (Store.tx) goes to one
-// writer goroutine per Store (per replica on PostgreSQL), which takes the
-// operations queued while its previous commit was running and runs them in
-// one transaction: requests arriving together share one BEGIN, one write
-// lock and one fsync. On SQLite there is only ever one writer anyway (BEGIN
-// IMMEDIATE); on PostgreSQL the advisory lock (dialect.lockWrites) makes it
-// one writer across replicas, so batching loses no parallelism there either.
+// Group commit. Every write transaction of the store (Store.tx) is run by
+// the holder of the Store's writer role (one per Store, per replica on
+// PostgreSQL), which takes the operations queued while its previous commit
+// was running and runs them in one transaction: requests arriving together
+// share one BEGIN, one write lock and one fsync. The role is held by the
+// writer goroutine, or, when a write finds it free and nothing queued, by
+// that write's own caller, which runs its batch itself (no hand-off to
+// another goroutine and back on an idle server) and leaves what queued
+// behind it to the writer goroutine. On SQLite there is only ever one
+// writer anyway (BEGIN IMMEDIATE); on PostgreSQL the advisory lock
+// (dialect.lockWrites) makes it one writer across replicas, so batching
+// loses no parallelism there either.
 //
 // The semantics each caller sees are those of a transaction of its own:
 //   - durable before reported: an operation's result is delivered only after
@@ -30,7 +35,12 @@ import (
 //   - order: operations run in the order they were queued, each seeing the
 //     writes of those before it (as if they had committed first);
 //   - a failed COMMIT fails every operation of the batch (nothing of it was
-//     recorded).
+//     recorded);
+//   - whichever goroutine runs a batch, it is the same batch: a caller that
+//     runs its own write takes what queued behind it as the writer goroutine
+//     would, and an operation's function may run on any caller's goroutine
+//     (as before, it must not take a lock that a caller of tx may hold while
+//     it waits).
 //
 // Because an operation may run more than once before it commits, the
 // function passed to tx must set, not accumulate, what it hands back to its

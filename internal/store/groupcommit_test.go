@@ -331,3 +331,28 @@ func TestWriteAloneRunsOnItsCaller(t *testing.T) {
 func writeFromHere(s *store.Store, ctx context.Context, f func(*sql.Tx) error) error {
 	return store.Tx(s, ctx, f)
 }
+
+// BenchmarkWriteAlone is one write at a time (the grant path on an idle
+// server): an insert, its commit and fsync, and the hand-off, if any, to the
+// writer goroutine and back.
+func BenchmarkWriteAlone(b *testing.B) {
+	ctx := b.Context()
+	s, err := store.OpenSQLite(ctx, filepath.Join(b.TempDir(), "j.db"), store.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if _, err := store.DB(s).ExecContext(ctx, `CREATE TABLE gc_test (n INTEGER PRIMARY KEY)`); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for b.Loop() {
+		n++
+		if err := store.Tx(s, ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO gc_test (n) VALUES ($1)`, n)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
