@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -57,4 +59,61 @@ func BenchmarkBadTokenWhileLimited(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGrantToAgent measures one grant at a time from the API call to
+// the target's agent holding the delta that carries it (its long-poll
+// answered and decoded), in one process over loopback: the grant path of
+// TestGrantLatency without the kernel and the processes' wake-ups. call-ns
+// is the API call alone.
+func BenchmarkGrantToAgent(b *testing.B) {
+	e := newLoadEnv(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agent, err := client.New(e.srv.URL, e.creds["web-01"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	cur, err := agent.DesiredSince(ctx, 0, 0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	got := make(chan wire.DesiredState)
+	go func() {
+		since := cur.Revision
+		for {
+			ds, err := agent.DesiredSince(ctx, since, since, 30*time.Second)
+			if err != nil {
+				return
+			}
+			since = ds.Revision
+			select {
+			case got <- ds:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var calls, grants []time.Duration
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: benchSource(int64(i)),
+			Duration: wire.Duration(time.Hour), Reason: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+		calls = append(calls, time.Since(start))
+		for ds := range got {
+			if len(ds.Grants) > 0 {
+				break
+			}
+		}
+		grants = append(grants, time.Since(start))
+	}
+	// Medians: on a shared machine the mean is the stalls'.
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Nanoseconds())
+	}
+	b.ReportMetric(median(calls), "call-p50-ns")
+	b.ReportMetric(median(grants), "agent-p50-ns")
 }
