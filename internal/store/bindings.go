@@ -61,7 +61,7 @@ func (s *Store) DeleteBinding(ctx context.Context, actor Actor, b authz.Binding,
 
 // ListBindings returns every binding.
 func (s *Store) ListBindings(ctx context.Context) ([]authz.Binding, error) {
-	return listBindings(ctx, s.db)
+	return listBindings(s.pointCtx(ctx), s.db)
 }
 
 // listBindings reads the bindings through q (the store, or a transaction

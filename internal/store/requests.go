@@ -858,6 +858,7 @@ func deleteGrants(ctx context.Context, tx *sql.Tx, id string, now time.Time) ([]
 
 // GetRequest returns one request.
 func (s *Store) GetRequest(ctx context.Context, id string) (Request, error) {
+	ctx = s.pointCtx(ctx)
 	q, err := scanRequest(s.db.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Request{}, fmt.Errorf("request %q: %w", id, ErrNotFound)

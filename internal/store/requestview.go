@@ -58,6 +58,7 @@ var decodedAddressing memo[targetJSON]
 // the token re-check after a wait had been three statements.
 func (s *Store) ReadRequestView(ctx context.Context, id, tokenID string, now time.Time) (RequestView, error) {
 	var v RequestView
+	ctx = s.pointCtx(ctx)
 	row := s.db.QueryRowContext(ctx, requestViewQuery, id, tokenID, ms(now))
 	var (
 		t             Target

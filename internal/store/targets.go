@@ -199,7 +199,7 @@ func (s *Store) CreateTarget(ctx context.Context, actor Actor, name string, labe
 
 // GetTarget returns one target.
 func (s *Store) GetTarget(ctx context.Context, name string) (Target, error) {
-	t, err := scanTarget(s.db.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM targets WHERE name = $1`, name))
+	t, err := scanTarget(s.db.QueryRowContext(s.pointCtx(ctx), `SELECT `+targetColumns+` FROM targets WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Target{}, fmt.Errorf("target %q: %w", name, ErrNotFound)
 	}

@@ -219,7 +219,7 @@ func (s *Store) Authenticate(ctx context.Context, secret string, now time.Time) 
 		exp            sql.NullInt64
 		groups, limits string
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT kind, subject, id, expires_at, groups, limits FROM tokens WHERE hash = $1`, hashSecret(secret)).
+	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT kind, subject, id, expires_at, groups, limits FROM tokens WHERE hash = $1`, hashSecret(secret)).
 		Scan(&p.Kind, &p.Subject, &p.TokenID, &exp, &groups, &limits)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Principal{}, ErrUnauthorized
@@ -470,7 +470,7 @@ func (s *Store) ListTokensAfter(ctx context.Context, owner *Owner, now time.Time
 
 // GetToken returns one unexpired token's description.
 func (s *Store) GetToken(ctx context.Context, id string, now time.Time) (TokenInfo, error) {
-	t, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE `+humanKinds+` AND id = $2`, ms(now), id))
+	t, err := scanToken(s.db.QueryRowContext(s.pointCtx(ctx), `SELECT `+tokenColumns+` FROM tokens WHERE `+humanKinds+` AND id = $2`, ms(now), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return TokenInfo{}, fmt.Errorf("token %q: %w", id, ErrNotFound)
 	}
