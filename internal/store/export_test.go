@@ -19,11 +19,7 @@ func DB(s *Store) *sql.DB { return s.db }
 func WriterStats(s *Store) (commits, ops int64) { return s.w.commits.Load(), s.w.ops.Load() }
 
 // QueuedWrites is how many operations wait for the writer.
-func QueuedWrites(s *Store) int {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	return len(s.w.pending)
-}
+func QueuedWrites(s *Store) int { return len(s.w.queue) }
 
 // HoldWriter makes the writer stop at the start of its next batch, after
 // taking that batch's first operation: held is closed once it waits, and

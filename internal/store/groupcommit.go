@@ -5,23 +5,17 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
 
-// Group commit. Every write transaction of the store (Store.tx) is run by
-// the holder of the Store's writer role (one per Store, per replica on
-// PostgreSQL), which takes the operations queued while its previous commit
-// was running and runs them in one transaction: requests arriving together
-// share one BEGIN, one write lock and one fsync. The role is held by the
-// writer goroutine, or, when a write finds it free and nothing queued, by
-// that write's own caller, which runs its batch itself (no hand-off to
-// another goroutine and back on an idle server) and leaves what queued
-// behind it to the writer goroutine. On SQLite there is only ever one
-// writer anyway (BEGIN IMMEDIATE); on PostgreSQL the advisory lock
-// (dialect.lockWrites) makes it one writer across replicas, so batching
-// loses no parallelism there either.
+// Group commit. Every write transaction of the store (Store.tx) goes to one
+// writer goroutine per Store (per replica on PostgreSQL), which takes the
+// operations queued while its previous commit was running and runs them in
+// one transaction: requests arriving together share one BEGIN, one write
+// lock and one fsync. On SQLite there is only ever one writer anyway (BEGIN
+// IMMEDIATE); on PostgreSQL the advisory lock (dialect.lockWrites) makes it
+// one writer across replicas, so batching loses no parallelism there either.
 //
 // The semantics each caller sees are those of a transaction of its own:
 //   - durable before reported: an operation's result is delivered only after
@@ -35,12 +29,7 @@ import (
 //   - order: operations run in the order they were queued, each seeing the
 //     writes of those before it (as if they had committed first);
 //   - a failed COMMIT fails every operation of the batch (nothing of it was
-//     recorded);
-//   - whichever goroutine runs a batch, it is the same batch: a caller that
-//     runs its own write takes what queued behind it as the writer goroutine
-//     would, and an operation's function may run on any caller's goroutine
-//     (as before, it must not take a lock that a caller of tx may hold while
-//     it waits).
+//     recorded).
 //
 // Because an operation may run more than once before it commits, the
 // function passed to tx must set, not accumulate, what it hands back to its
@@ -63,40 +52,15 @@ type writeOp struct {
 }
 
 // writer is the group-commit state of a Store.
-//
-// One goroutine at a time holds the writer's role (running): it takes the
-// queued operations in batches and runs them. A write that finds the role
-// free and nothing queued takes the role itself and runs its batch on its
-// caller's goroutine, so that an uncontended write costs no hand-off to the
-// writer goroutine and back (two goroutine wake-ups, each slow on an idle
-// machine whose processors sleep); it is the same batch the writer goroutine
-// would have run, with the same semantics. Writes arriving while the role is
-// held queue as before; whoever holds the role runs them, and a caller that
-// ran its own batch hands what queued meanwhile to the writer goroutine and
-// returns: under load batching is unchanged.
 type writer struct {
-	once sync.Once
-	// mu guards pending, running and closed.
-	mu sync.Mutex
-	// pending are the operations queued and not yet taken into a batch,
-	// in the order they were queued.
-	pending []*writeOp
-	// running: a goroutine (the writer's or a caller's) holds the
-	// writer's role. wake tells the writer goroutine it holds it.
-	running bool
-	wake    chan struct{}
-	closed  bool
-	// callers are the callers running a batch of their own (stopWriter
-	// waits for them).
-	callers sync.WaitGroup
+	once    sync.Once
+	queue   chan *writeOp
 	quit    chan struct{}
 	stopped chan struct{}
 	// commits counts committed transactions and ops the operations they
 	// carried (tests and benchmarks read them; jitgate_store_* metrics may).
-	// onCaller counts batches run on their caller's goroutine (tests).
-	commits, ops, onCaller atomic.Int64
-	// hold, when set (tests only), runs at the start of each batch, after
-	// its first operation was taken.
+	commits, ops atomic.Int64
+	// hold, when set (tests only), runs at the start of each batch.
 	hold func()
 	// gen is the database generation (Generation) as the last commit that
 	// moved it left it (its statements' RETURNING), plus one; 0: not
@@ -116,28 +80,23 @@ type writer struct {
 
 func (s *Store) startWriter() {
 	s.w.once.Do(func() {
-		s.w.wake = make(chan struct{}, 1)
+		s.w.queue = make(chan *writeOp, 1024)
 		s.w.quit = make(chan struct{})
 		s.w.stopped = make(chan struct{})
 		go s.writeLoop()
 	})
 }
 
-// stopWriter ends the writer after the batches running; operations still
-// queued fail with errStoreClosed.
+// stopWriter ends the writer after the batch it is running; operations
+// still queued fail with errStoreClosed.
 func (s *Store) stopWriter() {
 	s.startWriter()
-	s.w.mu.Lock()
-	if !s.w.closed {
-		s.w.closed = true
+	select {
+	case <-s.w.quit:
+	default:
 		close(s.w.quit)
 	}
-	s.w.mu.Unlock()
 	<-s.w.stopped
-	s.w.callers.Wait()
-	s.w.mu.Lock()
-	s.failPendingLocked()
-	s.w.mu.Unlock()
 }
 
 // tx runs f in a write transaction and commits it, or rolls back what f did
@@ -147,116 +106,56 @@ func (s *Store) stopWriter() {
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	s.startWriter()
 	op := &writeOp{ctx: ctx, f: f, done: make(chan error, 1)}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("waiting to write: %w", err)
-	}
-	s.w.mu.Lock()
-	switch {
-	case s.w.closed:
-		s.w.mu.Unlock()
+	select {
+	case s.w.queue <- op:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting to write: %w", ctx.Err())
+	case <-s.w.quit:
 		return errStoreClosed
-	case !s.w.running && len(s.w.pending) == 0:
-		// Alone: run it here, holding the writer's role.
-		s.w.running = true
-		s.w.callers.Add(1)
-		s.w.mu.Unlock()
-		s.runOnCaller(op)
-		return <-op.done
 	}
-	s.w.pending = append(s.w.pending, op)
-	if !s.w.running {
-		s.w.running = true
-		s.w.wake <- struct{}{}
-	}
-	s.w.mu.Unlock()
 	// Once queued it may commit: wait for the verdict whatever ctx does,
 	// so that the caller never reports as failed what was recorded.
 	return <-op.done
 }
 
-// runOnCaller runs op's batch on its caller's goroutine, which holds the
-// writer's role, then hands the role on: to the writer goroutine when
-// operations queued meanwhile, else back to no one.
-func (s *Store) runOnCaller(op *writeOp) {
-	defer s.w.callers.Done()
-	ok := false
-	defer func() {
-		if !ok {
-			// f panicked with the write transaction open: the role is
-			// lost, as it was when the writer goroutine panicked, so
-			// the process ends, not only this caller's request.
-			r := recover()
-			stack := debug.Stack()
-			go panic(fmt.Sprintf("store: a write transaction panicked on its caller's goroutine: %v\n%s", r, stack))
-			select {}
-		}
-	}()
-	s.w.onCaller.Add(1)
-	s.runFrom(op)
-	ok = true
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	switch {
-	case len(s.w.pending) == 0:
-		s.w.running = false
-	case s.w.closed:
-		s.failPendingLocked()
-		s.w.running = false
-	default:
-		s.w.wake <- struct{}{}
-	}
-}
-
-// runFrom runs the batch that starts with first (already taken): it takes
-// what queued behind it, up to maxBatch, and runs them in one transaction.
-func (s *Store) runFrom(first *writeOp) {
-	if s.w.hold != nil {
-		s.w.hold()
-	}
-	batch := []*writeOp{first}
-	s.w.mu.Lock()
-	n := min(maxBatch-1, len(s.w.pending))
-	batch = append(batch, s.w.pending[:n]...)
-	s.w.pending = s.w.pending[n:]
-	s.w.mu.Unlock()
-	for len(batch) > 0 {
-		batch = s.runBatch(batch)
-	}
-}
-
 func (s *Store) writeLoop() {
 	defer close(s.w.stopped)
 	for {
+		var first *writeOp
 		select {
-		case <-s.w.wake:
+		case first = <-s.w.queue:
 		case <-s.w.quit:
+			s.failQueued()
 			return
 		}
-		// This goroutine holds the role until nothing is queued.
-		for {
-			s.w.mu.Lock()
-			if s.w.closed {
-				s.failPendingLocked()
+		if s.w.hold != nil {
+			s.w.hold()
+		}
+		batch := []*writeOp{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.w.queue:
+				batch = append(batch, op)
+			default:
+				break drain
 			}
-			if len(s.w.pending) == 0 {
-				s.w.running = false
-				s.w.mu.Unlock()
-				break
-			}
-			first := s.w.pending[0]
-			s.w.pending = s.w.pending[1:]
-			s.w.mu.Unlock()
-			s.runFrom(first)
+		}
+		for len(batch) > 0 {
+			batch = s.runBatch(batch)
 		}
 	}
 }
 
-// failPendingLocked answers every queued operation with errStoreClosed.
-func (s *Store) failPendingLocked() {
-	for _, op := range s.w.pending {
-		op.done <- errStoreClosed
+func (s *Store) failQueued() {
+	for {
+		select {
+		case op := <-s.w.queue:
+			op.done <- errStoreClosed
+		default:
+			return
+		}
 	}
-	s.w.pending = nil
 }
 
 // runBatch runs ops in one transaction and delivers their results after

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -236,123 +234,5 @@ func TestSweepInBoundedTransactions(t *testing.T) {
 	}
 	if commits, _ := store.WriterStats(s); commits-commits0 < 3 {
 		t.Errorf("the sweep of %d requests committed %d transactions, want at least 3 of at most 64", n, commits-commits0)
-	}
-}
-
-// TestWriteAloneRunsOnItsCaller: a write that finds the writer idle and
-// nothing queued runs on its caller's goroutine (no hand-off to the writer
-// goroutine and back); writes queued while it runs are handed to the writer
-// goroutine and committed together, in one transaction of their own, after
-// the caller got its answer. Before, every write ran on the writer
-// goroutine: the stack of the lone write's function did not hold its caller.
-func TestWriteAloneRunsOnItsCaller(t *testing.T) {
-	ctx := t.Context()
-	s, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := store.DB(s).ExecContext(ctx, `CREATE TABLE gc_test (n INTEGER PRIMARY KEY)`); err != nil {
-		t.Fatal(err)
-	}
-	// insert records the stack it runs on; given wait, it says it started
-	// and waits for wait to close before writing.
-	started := make(chan struct{}, 1)
-	insert := func(n int, stack *string, wait <-chan struct{}) func(*sql.Tx) error {
-		return func(tx *sql.Tx) error {
-			buf := make([]byte, 64<<10)
-			*stack = string(buf[:runtime.Stack(buf, false)])
-			if wait != nil {
-				started <- struct{}{}
-				<-wait
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO gc_test (n) VALUES ($1)`, n)
-			return err
-		}
-	}
-	commits0, ops0 := store.WriterStats(s)
-
-	// Alone: on the caller's goroutine.
-	var alone string
-	if err := writeFromHere(s, ctx, insert(1, &alone, nil)); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(alone, "store_test.writeFromHere") {
-		t.Errorf("a lone write ran on another goroutine than its caller's:\n%s", alone)
-	}
-
-	// Busy: a caller runs its own write, blocked in it; two more queue
-	// behind it and run together on the writer goroutine.
-	var first, second, third string
-	block := make(chan struct{})
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- writeFromHere(s, ctx, insert(2, &first, block)) }()
-	<-started
-	others := make(chan error, 2)
-	go func() { others <- writeFromHere(s, ctx, insert(3, &second, nil)) }()
-	for store.QueuedWrites(s) < 1 {
-		time.Sleep(time.Millisecond)
-	}
-	go func() { others <- writeFromHere(s, ctx, insert(4, &third, nil)) }()
-	for store.QueuedWrites(s) < 2 {
-		time.Sleep(time.Millisecond)
-	}
-	close(block)
-	if err := <-firstDone; err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if err := <-others; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !strings.Contains(first, "store_test.writeFromHere") {
-		t.Errorf("the first of three writes ran on another goroutine than its caller's:\n%s", first)
-	}
-	for _, st := range []string{second, third} {
-		if strings.Contains(st, "store_test.writeFromHere") {
-			t.Errorf("a write queued behind a running one ran on a caller's goroutine, want the writer's:\n%s", st)
-		}
-	}
-	commits, ops := store.WriterStats(s)
-	if commits-commits0 != 3 || ops-ops0 != 4 {
-		t.Errorf("%d commits carrying %d writes, want 3 carrying 4 (alone, the blocked one alone, the two queued behind it together)", commits-commits0, ops-ops0)
-	}
-	var n int
-	if err := store.DB(s).QueryRowContext(ctx, `SELECT count(*) FROM gc_test`).Scan(&n); err != nil || n != 4 {
-		t.Errorf("%d rows committed (%v), want 4", n, err)
-	}
-}
-
-// writeFromHere is a frame that TestWriteAloneRunsOnItsCaller looks for in
-// the stack of a write's function.
-//
-//go:noinline
-func writeFromHere(s *store.Store, ctx context.Context, f func(*sql.Tx) error) error {
-	return store.Tx(s, ctx, f)
-}
-
-// BenchmarkWriteAlone is one write at a time (the grant path on an idle
-// server): an insert, its commit and fsync, and the hand-off, if any, to the
-// writer goroutine and back.
-func BenchmarkWriteAlone(b *testing.B) {
-	ctx := b.Context()
-	s, err := store.OpenSQLite(ctx, filepath.Join(b.TempDir(), "j.db"), store.DefaultConfig())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	if _, err := store.DB(s).ExecContext(ctx, `CREATE TABLE gc_test (n INTEGER PRIMARY KEY)`); err != nil {
-		b.Fatal(err)
-	}
-	n := 0
-	for b.Loop() {
-		n++
-		if err := store.Tx(s, ctx, func(tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, `INSERT INTO gc_test (n) VALUES ($1)`, n)
-			return err
-		}); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
