@@ -73,6 +73,28 @@ func (a *api) targetOf(ctx context.Context, name string) *authz.Target {
 	return authzTarget(t)
 }
 
+// targetAt is target name as a record made at `at` (a session) is judged
+// by: today's target when it existed then, else the name alone. A name
+// outlives its target: a session on the dev web-01 of last month, removed
+// since, judged by today's prod web-01's labels would show an auditor of
+// env=prod what their scope never covered (as the audit listing keeps to
+// recorded labels, keepToScope). The name alone is covered only by scopes
+// that cover it whatever its labels. t caches the lookup of today's
+// target (nil: not read yet).
+func (a *api) targetAt(ctx context.Context, name string, at time.Time, t **store.Target) *authz.Target {
+	if *t == nil {
+		got, err := a.Store.GetTarget(ctx, name)
+		if err != nil {
+			got = store.Target{} // none (or unreadable): judged by the name alone
+		}
+		*t = &got
+	}
+	if (*t).Name != name || at.Before((*t).CreatedAt) {
+		return &authz.Target{Name: name}
+	}
+	return authzTarget(**t)
+}
+
 // targetFor loads target name for act by p. Authorization comes first, and
 // a missing target is judged by its name alone (as targetOf does): a
 // principal that may not do act there gets the same 403, word for word,

@@ -704,17 +704,16 @@ func toWireSession(x session.Session) wire.BastionSession {
 }
 
 // sessionVisible reports whether p may see session x: its own, or any on a
-// target where p's roles read others' requests.
-func (a *api) sessionVisible(ctx context.Context, p store.Principal, bs []authz.Binding, x session.Session, targets map[string]*authz.Target) bool {
+// target where p's roles read others' requests, the target as it was when
+// the session started (targetAt: not a namesake created since).
+func (a *api) sessionVisible(ctx context.Context, p store.Principal, bs []authz.Binding, x session.Session, targets map[string]*store.Target) bool {
 	if x.Principal == p.Name() {
 		return true
 	}
-	t, ok := targets[x.Target]
-	if !ok {
-		t = a.targetOf(ctx, x.Target)
-		targets[x.Target] = t
-	}
-	return authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, t)
+	t := targets[x.Target]
+	ok := authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, a.targetAt(ctx, x.Target, x.StartedAt, &t))
+	targets[x.Target] = t
+	return ok
 }
 
 // Paging of GET /api/v1/sessions: at most maxSessionPage a page (also the
@@ -779,7 +778,7 @@ func (a *api) listSessions(w http.ResponseWriter, r *http.Request, p store.Princ
 		}
 		f.Principal = p.Name()
 	}
-	targets := map[string]*authz.Target{}
+	targets := map[string]*store.Target{}
 	out := []wire.BastionSession{}
 	more := false
 	f.Limit = limit

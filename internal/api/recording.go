@@ -271,7 +271,8 @@ func toWireRecording(x store.Recording) *wire.SessionRecording {
 }
 
 // sessionFor returns session id when p may see it (its own, or p reads
-// others' requests on its target). A principal that may see no one else's
+// others' requests on its target as it was when the session started:
+// targetAt). A principal that may see no one else's
 // sessions learns nothing of ids that do not exist.
 func (a *api) sessionFor(ctx context.Context, p store.Principal, id string, action authz.Action, ownOK bool) (session.Session, error) {
 	x, err := a.Store.GetSession(ctx, id)
@@ -286,7 +287,8 @@ func (a *api) sessionFor(ctx context.Context, p store.Principal, id string, acti
 	if ownOK && x.Principal == p.Name() {
 		return x, nil
 	}
-	if err := a.require(ctx, p, action, a.targetOf(ctx, x.Target)); err != nil {
+	var cur *store.Target
+	if err := a.require(ctx, p, action, a.targetAt(ctx, x.Target, x.StartedAt, &cur)); err != nil {
 		return session.Session{}, err
 	}
 	return x, nil

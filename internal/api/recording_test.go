@@ -133,7 +133,7 @@ func TestRecordingAccess(t *testing.T) {
 	bob := f.user(t, "bob", authz.Requester, "label:group=prod")
 	carol := f.user(t, "carol", authz.Requester, "label:group=prod")
 	dave := f.user(t, "dave", authz.Auditor, "label:group=prod")
-	start := time.Now().Add(-time.Minute)
+	start := time.Now() // after web-01 was created: a session is judged by its target as it was then (targetAt)
 	x := session.Session{ID: store.NewSessionID(), Target: "web-01", Principal: "bob", RequestID: f.granted, Protocol: "tcp", Port: 22,
 		StartedAt: start, Deadline: start.Add(time.Hour), State: session.Live}
 	if err := f.st.StartSession(ctx, x); err != nil {

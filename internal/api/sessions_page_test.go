@@ -3,14 +3,17 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/session"
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // TestSessionListPages: GET /api/v1/sessions filters by state, target and
@@ -108,6 +111,65 @@ func TestSessionListPages(t *testing.T) {
 	for _, bad := range []string{"cursor=%21%21", "cursor=bm9kb3Q"} {
 		if got := f.do(t, f.admin, "GET", "/api/v1/sessions?"+bad, ""); got != http.StatusBadRequest {
 			t.Errorf("GET /api/v1/sessions?%s: %d, want 400", bad, got)
+		}
+	}
+}
+
+// TestSessionsOfANamesake: a target's name outlives it (as in
+// TestAuditByTargetKeepsToRecordedLabels). web-01 is created with env=dev,
+// dan opens a session on it, and it is removed; web-01 is created again
+// with env=prod and erin opens a session there. pat, an auditor of
+// env=prod, sees erin's session, not dan's on the dev web-01 (who, from
+// where, how long), in the list, and is refused dan's recording as for
+// any target outside the scope; ada, an auditor of the name, sees both.
+// Before, a session was judged by today's web-01: pat saw dan's.
+func TestSessionsOfANamesake(t *testing.T) {
+	clock := newClock(time.Now())
+	e := newEnvWith(t, func(d *api.Deps) { d.Now = clock.Now })
+	ctx := context.Background()
+	for _, x := range []struct{ env, id, who string }{{"dev", "s-dev", "dan"}, {"prod", "s-prod", "erin"}} {
+		if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "web-01", Labels: map[string]string{"env": x.env}}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		now := clock.Now()
+		if err := e.st.StartSession(ctx, session.Session{ID: x.id, Target: "web-01", Principal: x.who, Protocol: "tcp", Port: 22,
+			ClientAddr: "198.51.100.7", StartedAt: now, Deadline: now.Add(time.Hour), State: session.Live}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.EndSession(ctx, x.id, session.Closed, "", "", 0, 0, now.Add(time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if x.env == "dev" {
+			if err := e.c.RemoveTarget(ctx, "web-01"); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(time.Minute)
+		}
+	}
+	for _, tt := range []struct {
+		who       string
+		scope     authz.Scope
+		want      []string
+		recording int // GET s-dev's recording: 404 (none was made) once past the check
+	}{
+		{"pat", "label:env=prod", []string{"s-prod"}, http.StatusForbidden},
+		{"ada", "target:web-01", []string{"s-prod", "s-dev"}, http.StatusNotFound},
+	} {
+		c := e.userWith(t, tt.who, authz.Auditor, tt.scope)
+		got, err := c.ListSessions(ctx, client.SessionQuery{Target: "web-01"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, x := range got {
+			ids = append(ids, x.ID)
+		}
+		if !slices.Equal(ids, tt.want) {
+			t.Errorf("%s (%s): sessions %v, want %v", tt.who, tt.scope, ids, tt.want)
+		}
+		if _, err := c.Recording(ctx, "s-dev", io.Discard); client.StatusOf(err) != tt.recording {
+			t.Errorf("%s (%s): the dev web-01's session's recording: %v, want %d", tt.who, tt.scope, err, tt.recording)
 		}
 	}
 }
