@@ -56,7 +56,6 @@ func newCursorFixture(t *testing.T, edits ...func(*api.Deps)) cursorFixture {
 	if f.svc, _, err = e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindService, Subject: "alice", TTL: time.Hour}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	base := time.Now().Add(-time.Hour)
 	for i, name := range []string{"a-prod", "b-hidden-1", "b-hidden-2", "b-hidden-3", "b-hidden-4", "c-prod"} {
 		labels := map[string]string{"env": "dev"}
 		if strings.HasSuffix(name, "-prod") {
@@ -72,8 +71,10 @@ func newCursorFixture(t *testing.T, edits ...func(*api.Deps)) cursorFixture {
 			t.Fatal(err)
 		}
 		sid := "s-" + name
+		// Started after its target: a session is judged by its target as
+		// it was then (targetAt).
 		if err := e.st.StartSession(ctx, session.Session{ID: sid, Target: name, Principal: "alice", RequestID: req.ID, Protocol: "tcp",
-			Port: 22, StartedAt: base.Add(time.Duration(i) * time.Second), Deadline: time.Now().Add(time.Hour), State: session.Live}); err != nil {
+			Port: 22, StartedAt: time.Now().Add(time.Duration(i) * time.Second), Deadline: time.Now().Add(time.Hour), State: session.Live}); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Contains(name, "hidden") {
