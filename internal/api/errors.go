@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/httpedge"
@@ -82,12 +85,10 @@ func writeProblem(w http.ResponseWriter, status int, body wire.Error) {
 	if id := w.Header().Get(httpedge.RequestIDHeader); id != "" && body.Instance == "" {
 		body.Instance = "urn:jitgate:request:" + id
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(body)
+	if writeBody(w, status, "application/problem+json", body) != nil {
+		// Strings and an int: cannot fail to encode.
+		w.WriteHeader(http.StatusInternalServerError)
+	}
 }
 
 // statusOf is the HTTP status err maps to.
@@ -146,14 +147,52 @@ func classify(err error) (int, wire.Error) {
 	return status, body
 }
 
+// writeJSON answers v (nil: no body), indented for people reading it with
+// curl; a value that cannot be encoded is a 500 problem, not a truncated
+// 200.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if v == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(status)
+		return
+	}
+	if writeBody(w, status, "application/json", v) != nil {
+		writeProblem(w, http.StatusInternalServerError, wire.Error{Error: "the answer could not be encoded"})
+	}
+}
+
+// writeBody encodes v first and then writes it in one piece with its
+// Content-Length, so that the answer can leave before the access log's
+// line is written (the server's logRequests flushes it first) and nothing
+// is written when v cannot be encoded.
+func writeBody(w http.ResponseWriter, status int, contentType string, v any) error {
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	defer putJSONBuffer(buf)
+	buf.Reset()
+	enc := json.NewEncoder(buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
-	if v != nil {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(v)
+	w.Write(buf.Bytes())
+	return nil
+}
+
+// jsonBuffers recycles writeJSON's buffers; one grown past maxPooledJSON
+// (a large listing) is left to the collector rather than kept.
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledJSON = 1 << 20
+
+func putJSONBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledJSON {
+		jsonBuffers.Put(b)
 	}
 }
 

@@ -562,6 +562,13 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		if !log.Enabled(r.Context(), level) {
 			return
 		}
+		// A whole answer (its Content-Length set: the API's JSON) leaves
+		// before its line is written: otherwise net/http sends it only after
+		// this function returns, and every person's call waits for a write
+		// to stderr (a pipe to journald) and the wake-up of its reader.
+		if w.Header().Get("Content-Length") != "" {
+			rec.Flush()
+		}
 		log.LogAttrs(r.Context(), level, "http", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.String("route", route), slog.Int("status", rec.status),
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000), slog.String("remote", r.RemoteAddr),
