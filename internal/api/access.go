@@ -73,13 +73,13 @@ func (a *api) targetOf(ctx context.Context, name string) *authz.Target {
 	return authzTarget(t)
 }
 
-// targetAt is target name as a record made at `at` (a session) is judged
-// by: today's target when it existed then, else the name alone. A name
-// outlives its target: a session on the dev web-01 of last month, removed
-// since, judged by today's prod web-01's labels would show an auditor of
-// env=prod what their scope never covered (as the audit listing keeps to
-// recorded labels, keepToScope). The name alone is covered only by scopes
-// that cover it whatever its labels. t caches the lookup of today's
+// targetAt is target name as a record made at `at` (a session, a request)
+// is judged by: today's target when it existed then, else the name alone. A
+// name outlives its target: a session on the dev web-01 of last month,
+// removed since, judged by today's prod web-01's labels would show an
+// auditor of env=prod what their scope never covered (as the audit listing
+// keeps to recorded labels, keepToScope). The name alone is covered only by
+// scopes that cover it whatever its labels. t caches the lookup of today's
 // target (nil: not read yet).
 func (a *api) targetAt(ctx context.Context, name string, at time.Time, t **store.Target) *authz.Target {
 	if *t == nil {
@@ -89,10 +89,35 @@ func (a *api) targetAt(ctx context.Context, name string, at time.Time, t **store
 		}
 		*t = &got
 	}
-	if (*t).Name != name || at.Before((*t).CreatedAt) {
+	return judgedBy(targetThen(*t, name, at), name)
+}
+
+// targetThen returns t when it is target name as it was at `at`: it bears
+// the name and was created by then. Else nil: t is gone, or a namesake
+// created since, whose labels, policy and addresses are not those of a
+// record made at `at`. The times compared are written by the replicas'
+// clocks (docs/design.md, threat model).
+func targetThen(t *store.Target, name string, at time.Time) *store.Target {
+	if t == nil || t.Name != name || at.Before(t.CreatedAt) {
+		return nil
+	}
+	return t
+}
+
+// judgedBy is the authorization view of target name as t shows it (nil:
+// the name alone, covered only by scopes that cover it whatever its labels).
+func judgedBy(t *store.Target, name string) *authz.Target {
+	if t == nil {
 		return &authz.Target{Name: name}
 	}
-	return authzTarget(**t)
+	return authzTarget(*t)
+}
+
+// requestTarget is the target request req is judged by: its target as it
+// was when req was made (targetAt), not a namesake created since.
+func (a *api) requestTarget(ctx context.Context, req store.Request) *authz.Target {
+	var t *store.Target
+	return a.targetAt(ctx, req.Target, req.CreatedAt, &t)
 }
 
 // targetFor loads target name for act by p. Authorization comes first, and
@@ -260,7 +285,12 @@ func (a *api) decide(approve bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		if err := a.require(r.Context(), p, authz.Approve, a.targetOf(r.Context(), req.Target)); err != nil {
+		// Judged by its target as it was when the request was made
+		// (targetAt): a namesake created since neither admits its
+		// approvers nor adds its rules' groups.
+		var cur *store.Target
+		at := a.targetAt(r.Context(), req.Target, req.CreatedAt, &cur)
+		if err := a.require(r.Context(), p, authz.Approve, at); err != nil {
 			return err
 		}
 		actor := a.actor(r, p)
@@ -275,7 +305,7 @@ func (a *api) decide(approve bool) handlerFunc {
 		for _, g := range req.ApprovalGroups {
 			groups = append(groups, g.From)
 		}
-		if tg, err := a.Store.GetTarget(r.Context(), req.Target); err == nil && tg.Policy != nil {
+		if tg := targetThen(cur, req.Target, req.CreatedAt); tg != nil && tg.Policy != nil {
 			for _, g := range tg.Policy.ApprovalGroupsRequired(req.Ports) {
 				groups = append(groups, g.From)
 			}
@@ -285,9 +315,8 @@ func (a *api) decide(approve bool) handlerFunc {
 			if err != nil {
 				return err
 			}
-			t := a.targetOf(r.Context(), req.Target)
 			for _, g := range groups {
-				if !slices.Contains(actor.Member, g) && authz.Holds(bs, p.Authz(), g, t) {
+				if !slices.Contains(actor.Member, g) && authz.Holds(bs, p.Authz(), g, at) {
 					actor.Member = append(actor.Member, g)
 				}
 			}

@@ -67,12 +67,19 @@ func newEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
 // what only PostgreSQL refuses (text it cannot hold).
 func newPostgresEnv(tb testing.TB) *env {
 	tb.Helper()
+	return newPostgresEnvWith(tb, nil)
+}
+
+// newPostgresEnvWith is newPostgresEnv with the API's dependencies adjusted
+// by edit (nil: as they are).
+func newPostgresEnvWith(tb testing.TB, edit func(*api.Deps)) *env {
+	tb.Helper()
 	st, err := store.OpenPostgres(context.Background(), testenv.Postgres(tb), store.DefaultConfig())
 	if err != nil {
 		tb.Fatalf("OpenPostgres: %v", err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	return newEnvOn(tb, st, nil)
+	return newEnvOn(tb, st, edit)
 }
 
 // newEnvOn serves the API on st.

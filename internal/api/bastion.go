@@ -863,7 +863,10 @@ func (a *api) killSession(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return err
 	}
-	if err := a.require(r.Context(), p, authz.RevokeAny, a.targetOf(r.Context(), x.Target)); err != nil {
+	// Judged by its target as it was when the session started (targetAt),
+	// as the listing is: a namesake's revoker learns nothing of it.
+	var cur *store.Target
+	if err := a.require(r.Context(), p, authz.RevokeAny, a.targetAt(r.Context(), x.Target, x.StartedAt, &cur)); err != nil {
 		return err
 	}
 	if x.State != session.Live {

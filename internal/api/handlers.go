@@ -453,6 +453,9 @@ func (a *api) writeRequest(w http.ResponseWriter, r *http.Request, status int, r
 // writeRequestOf is writeRequest with req's target as this call already read
 // it (nil: read it here, and only when the answer needs it): a new request
 // reads its target once, not again for its answer.
+//
+// The connection hints are those of the target req was made on: a namesake
+// created since (targetThen) gives none.
 func (a *api) writeRequestOf(w http.ResponseWriter, r *http.Request, status int, req store.Request, t *store.Target) error {
 	out := toWireRequest(req)
 	if req.State.HoldsGrants() {
@@ -461,7 +464,7 @@ func (a *api) writeRequestOf(w http.ResponseWriter, r *http.Request, status int,
 				t = &got
 			}
 		}
-		if t != nil {
+		if t = targetThen(t, req.Target, req.CreatedAt); t != nil {
 			out.Connect = a.connectFor(r.Context(), req, *t)
 		}
 	}
@@ -523,7 +526,7 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 	if err != nil {
 		return err
 	}
-	targets := map[string]store.Target{}
+	targets := map[string]*store.Target{} // today's, by name (targetAt)
 	enforcers := map[string]*store.Target{}
 	out := make([]wire.Request, 0)
 	more := false
@@ -536,22 +539,21 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 			k := store.RequestKeyOf(req)
 			f.After = &k
 			scanned++
-			t, ok := targets[req.Target]
-			if !ok {
-				if t, err = a.Store.GetTarget(r.Context(), req.Target); err != nil {
-					t = store.Target{Name: req.Target}
-				}
-				targets[req.Target] = t
-			}
+			// Judged by its target as it was when the request was made
+			// (targetAt): a namesake created since is not its target.
+			cur := targets[req.Target]
+			at := a.targetAt(r.Context(), req.Target, req.CreatedAt, &cur)
+			targets[req.Target] = cur
 			// Own requests, and others' where a role reads requests.
-			if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, authzTarget(t)) {
+			if req.Requester != p.Name() && !authz.Allowed(bs, p.Authz(), authz.ReadAnyRequest, at) {
 				continue
 			}
 			// The selector sees the labels of targets the caller may
 			// read; an own request on another one matches as if its
-			// target had none (its labels are not the caller's to probe).
-			labels := t.Labels
-			if !authz.Allowed(bs, p.Authz(), authz.ReadTarget, authzTarget(t)) {
+			// target had none (its labels are not the caller's to probe),
+			// as does one whose target is gone or a namesake.
+			labels := at.Labels
+			if !authz.Allowed(bs, p.Authz(), authz.ReadTarget, at) {
 				labels = nil
 			}
 			if !sel.Matches(labels) {
@@ -559,6 +561,10 @@ func (a *api) listRequests(w http.ResponseWriter, r *http.Request, p store.Princ
 			}
 			wr := toWireRequest(req)
 			if req.State.HoldsGrants() {
+				t := store.Target{Name: req.Target} // gone, or a namesake's: no addresses
+				if then := targetThen(cur, req.Target, req.CreatedAt); then != nil {
+					t = *then
+				}
 				wr.Connect = a.connectFor(r.Context(), req, t)
 			}
 			a.addRemoval(r.Context(), &wr, req, enforcers)
@@ -666,12 +672,10 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 
 // mayRead fails with errForbidden unless p may see the request of v: its
 // own, or another's in scope of a role that reads requests, judged with the
-// target's labels as v read them (by its name alone when it is gone).
+// target's labels as v read them when that target existed when the request
+// was made (by its name alone when it is gone or a namesake: targetThen).
 func (a *api) mayRead(ctx context.Context, p store.Principal, v store.RequestView) error {
-	at := &authz.Target{Name: v.Request.Target}
-	if v.Target != nil {
-		at = authzTarget(*v.Target)
-	}
+	at := judgedBy(targetThen(v.Target, v.Request.Target, v.Request.CreatedAt), v.Request.Target)
 	if ok, err := a.readable(ctx, p, v.Request, at); err != nil {
 		return err
 	} else if !ok {
@@ -695,7 +699,7 @@ func (a *api) revokeRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		return err
 	}
 	if cur.Requester != p.Name() {
-		if err := a.require(r.Context(), p, authz.RevokeAny, a.targetOf(r.Context(), cur.Target)); err != nil {
+		if err := a.require(r.Context(), p, authz.RevokeAny, a.requestTarget(r.Context(), cur)); err != nil {
 			return err
 		}
 	}

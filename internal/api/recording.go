@@ -489,7 +489,8 @@ func (a *api) watcherCheck(ctx context.Context, p store.Principal, x session.Ses
 	case err != nil:
 		return ""
 	}
-	if err := a.require(ctx, p, authz.ReadAnyRequest, a.targetOf(ctx, x.Target)); errors.Is(err, errForbidden) {
+	var cur *store.Target // the target as it was when x started, as sessionFor judged it
+	if err := a.require(ctx, p, authz.ReadAnyRequest, a.targetAt(ctx, x.Target, x.StartedAt, &cur)); errors.Is(err, errForbidden) {
 		return "the watcher may no longer read others' requests on " + x.Target
 	}
 	return ""

@@ -19,9 +19,11 @@ import (
 type RequestView struct {
 	Request Request
 	// Target holds only the target's Name, Labels (another's request is
-	// authorized by them), Addresses, Gateway and Address (the answer's
-	// connection hints); nil when the target is gone. Its policy, agent
-	// state and inventory are not read.
+	// authorized by them), CreatedAt (a target created after the request,
+	// a namesake of the one it was made on, is not its target: the api
+	// judges it by the name alone), Addresses, Gateway and Address (the
+	// answer's connection hints); nil when no target bears the name. Its
+	// policy, agent state and inventory are not read.
 	Target *Target
 	// TokenLive says the token asked about is a person's or a service's,
 	// unexpired and not revoked (GetToken would return it); false when no
@@ -38,9 +40,10 @@ func qualify(cols, alias string) string {
 	return strings.Join(fields, ", ")
 }
 
-// requestViewQuery reads a request with its target's addressing and a
-// token's liveness ($1 the request, $2 the token id, $3 now in ms).
-var requestViewQuery = `SELECT ` + qualify(requestColumns, "r") + `, t.name, t.labels, t.addresses, t.gateway, t.address,
+// requestViewQuery reads a request with its target's addressing and
+// creation time and a token's liveness ($1 the request, $2 the token id, $3
+// now in ms).
+var requestViewQuery = `SELECT ` + qualify(requestColumns, "r") + `, t.name, t.labels, t.addresses, t.gateway, t.address, t.created_at,
 	EXISTS (SELECT 1 FROM tokens WHERE ` + strings.ReplaceAll(humanKinds, "$1", "$3") + ` AND id = $2)
 	FROM requests r JOIN targets t ON t.name = r.target WHERE r.id = $1`
 
@@ -63,11 +66,12 @@ func (s *Store) ReadRequestView(ctx context.Context, id, tokenID string, now tim
 	var (
 		t             Target
 		labels, addrs string
+		created       int64
 	)
 	// scanRequest names its destinations; the row is scanned with the
 	// target's and the token's after them.
 	q, err := scanRequest(scanFunc(func(rd ...any) error {
-		return row.Scan(append(rd, &t.Name, &labels, &addrs, &t.Gateway, &t.Address, &v.TokenLive)...)
+		return row.Scan(append(rd, &t.Name, &labels, &addrs, &t.Gateway, &t.Address, &created, &v.TokenLive)...)
 	}))
 	if errors.Is(err, sql.ErrNoRows) {
 		// No such request, or its target is gone: read it alone.
@@ -103,7 +107,7 @@ func (s *Store) ReadRequestView(ctx context.Context, id, tokenID string, now tim
 	if err != nil {
 		return RequestView{}, err
 	}
-	t.Labels, t.Addresses = d.labels, d.addrs
+	t.Labels, t.Addresses, t.CreatedAt = d.labels, d.addrs, fromMS(created)
 	if q.ApprovalsRequired > 0 {
 		if q.Decisions, err = s.decisions(ctx, id); err != nil {
 			return RequestView{}, err

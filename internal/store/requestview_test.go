@@ -16,8 +16,9 @@ import (
 // request as GetRequest returns it, its target's name, labels and addresses
 // as GetTarget does, and the
 // token's liveness as GetToken judges it (unknown, revoked and expired are
-// not live); a request whose target is gone comes alone, and a missing one
-// is ErrNotFound.
+// not live); a request whose target is gone comes alone, one whose target
+// has a namesake since comes with it and its creation time (which tells
+// it apart), and a missing one is ErrNotFound.
 func TestReadRequestView(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -61,7 +62,7 @@ func TestReadRequestView(t *testing.T) {
 				case !withTarget && v.Target != nil:
 					t.Errorf("%s: target %+v, want none", what, v.Target)
 				case withTarget && (v.Target == nil || v.Target.Name != wantT.Name || v.Target.Gateway != wantT.Gateway ||
-					v.Target.Address != wantT.Address || !slices.Equal(v.Target.Addresses, wantT.Addresses) ||
+					v.Target.Address != wantT.Address || !v.Target.CreatedAt.Equal(wantT.CreatedAt) || !slices.Equal(v.Target.Addresses, wantT.Addresses) ||
 					!maps.Equal(v.Target.Labels, wantT.Labels) || len(wantT.Labels) == 0 || len(wantT.Addresses) == 0):
 					t.Errorf("%s: target %+v, want %+v", what, v.Target, wantT)
 				}
@@ -90,6 +91,17 @@ func TestReadRequestView(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("target gone", p.TokenID, t0, true, false)
+			// A namesake created since comes with its creation time,
+			// after the request's: the api judges the request by the
+			// name alone (targetThen), not by the namesake's labels.
+			if _, _, err := s.CreateTarget(ctx, store.Actor{Name: "alice"}, "web-1", map[string]string{"env": "dev"}, t0.Add(time.Minute), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := s.ReadRequestView(ctx, req.ID, "", t0); err != nil || v.Target == nil || v.Target.Labels["env"] != "dev" ||
+				!v.Request.CreatedAt.Before(v.Target.CreatedAt) || !v.Target.CreatedAt.Equal(t0.Add(time.Minute)) {
+				t.Errorf("a namesake: request made %v, target created %+v (%v); want the target created at %v, after the request",
+					v.Request.CreatedAt, v.Target, err, t0.Add(time.Minute))
+			}
 		})
 	}
 }
