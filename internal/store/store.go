@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -192,7 +193,7 @@ func (s *Store) beginWrite() (*sql.Tx, error) {
 			return nil, err
 		}
 		if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, writerCacheKiB)); err != nil {
-			c.Close()
+			discardConn(c)
 			return nil, fmt.Errorf("sizing the writer's page cache: %w", err)
 		}
 		// The writer checkpoints the WAL into the database every
@@ -203,19 +204,36 @@ func (s *Store) beginWrite() (*sql.Tx, error) {
 		// longer interval copies each of them less often. The WAL stays
 		// below ~32 MiB; durability is the WAL's, fsynced at every commit.
 		if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, writerCheckpointPages)); err != nil {
-			c.Close()
+			discardConn(c)
 			return nil, fmt.Errorf("setting the writer's checkpoint interval: %w", err)
 		}
 		s.wconn = c
 	}
 	tx, err := s.wconn.BeginTx(ctx, s.dialect.writeTx)
 	if err != nil {
-		// A connection that failed is given back; the next batch takes
-		// another.
-		s.wconn.Close()
-		s.wconn = nil
+		// A connection that failed (another process held the write lock
+		// beyond the busy timeout) is closed; the next batch opens another.
+		s.dropWriterConn()
 	}
 	return tx, err
+}
+
+// dropWriterConn closes the writer's connection. sql.Conn.Close would give
+// it back to the pool, where a reader would take it with the writer's page
+// cache and checkpoint interval, one more such connection at every failure
+// (TestWriterConnectionNotGivenBack); a Raw call that answers
+// driver.ErrBadConn makes database/sql close it instead.
+func (s *Store) dropWriterConn() {
+	if s.wconn != nil {
+		discardConn(s.wconn)
+		s.wconn = nil
+	}
+}
+
+// discardConn closes c's connection rather than giving it back to the pool.
+func discardConn(c *sql.Conn) {
+	c.Raw(func(any) error { return driver.ErrBadConn })
+	c.Close() // closed by Raw already: ErrConnDone
 }
 
 // Queries is how many statements (reads and writes) s has run on SQLite
@@ -258,10 +276,7 @@ func (s *Store) Close() error {
 		s.listener.stop()
 	}
 	s.stopWriter()
-	if s.wconn != nil {
-		s.wconn.Close()
-		s.wconn = nil
-	}
+	s.dropWriterConn()
 	return s.db.Close()
 }
 
