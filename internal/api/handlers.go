@@ -651,6 +651,12 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 		ch, cancel := a.Hub.WatchRequest(req.Target, id, req.Version, gen)
 		waitFor(r.Context(), ch, remaining)
 		cancel()
+		if err := r.Context().Err(); err != nil {
+			// The client went away during the wait: nobody to answer, and
+			// the read below would run anyway (a point read is not
+			// cancelled: store pointCtx). TestAbandonedLongPollReadsNothing.
+			return err
+		}
 		gen = a.Hub.Gen()
 		// Authorized before the wait, answered up to a minute later: the
 		// request is shown only to a caller whose token still lives and,

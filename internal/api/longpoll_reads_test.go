@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -73,5 +75,48 @@ func TestLongPollAnswerReads(t *testing.T) {
 	t.Logf("statements: the report %d, the woken long-poll %d", alone, n)
 	if n != 1 {
 		t.Errorf("the woken long-poll ran %d statements, want 1 (request, target and token in one read)", n)
+	}
+}
+
+// TestAbandonedLongPollReadsNothing: a client long-poll whose client went
+// away during the wait reads nothing more. The reads after the wait run
+// without their context's cancellation (store pointCtx), so before, a
+// client that opened long-polls and dropped them made the server read the
+// request, its target and the token (and the reader's roles) once more for
+// each, to answer nobody.
+func TestAbandonedLongPollReadsNothing(t *testing.T) {
+	ctx := context.Background()
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.6",
+		Duration: wire.Duration(time.Hour), Reason: "abandoned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := httptest.NewRequestWithContext(pollCtx, http.MethodGet, "/api/v1/requests/"+r.ID+"?state=pending&wait=50s", nil)
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.handler.ServeHTTP(rec, req)
+	}()
+	waitFor(t, "the long-poll waiting", func() bool {
+		select {
+		case <-done:
+			t.Fatalf("the long-poll answered at once: %d %s", rec.Code, rec.Body)
+		default:
+		}
+		return hub.RequestWaiters("web-01") > 0
+	})
+	before := e.st.Queries()
+	cancel()
+	<-done
+	if n := e.st.Queries() - before; n != 0 {
+		t.Errorf("the abandoned long-poll ran %d statements after its client left, want 0", n)
 	}
 }
