@@ -80,7 +80,8 @@ refused with their line. --check-config checks the settings and exits.
 Unless GOGC or GOMEMLIMIT is set, the server lets the Go heap grow to three times
 what is live before it collects (GOGC=200: a collection scans every waiting
 long-poll's stack), under a soft memory limit of 768 MiB or twice what is live,
-whichever is larger.
+whichever is larger, and never above nine tenths of the memory its control
+group (container, systemd unit) allows.
 
 SIGINT or SIGTERM stop it.`,
 		Example: `  jitgate server --data-dir /var/lib/jitgate --listen 0.0.0.0:8443 \
