@@ -15,6 +15,7 @@ var contractTests = []struct {
 }{
 	{"Blocked", testBlocked},
 	{"Gateway", testGateway},
+	{"ReportActivatesOnlyItsOwn", testReportActivatesOnlyItsOwn},
 	{"AuditChain", testAuditChain},
 	{"Outbox", testOutbox},
 	{"Scheduled", testScheduled},
