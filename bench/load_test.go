@@ -579,26 +579,41 @@ func TestLoadSimAgentsChild(t *testing.T) {
 
 // simAgent is a light simulated agent: it long-polls its target's desired
 // state as the real agent does (after and since the revision it applied)
-// and reports each revision applied at once, with no kernel behind it.
-// first is called after its first report.
+// and reports each revision applied at once, with no kernel behind it; as
+// the real agent, its report carries its next poll (one exchange per
+// change), and against a server that answers such a report 204 it polls on
+// its own. first is called after its first report.
 func simAgent(ctx context.Context, c *client.Client, first func()) {
-	var applied int64
+	const wait = 25 * time.Second
+	var applied, pending int64 // pending: applied, not yet reported
 	for ctx.Err() == nil {
-		ds, err := c.DesiredSince(ctx, applied, applied, 25*time.Second)
+		var (
+			ds  wire.DesiredState
+			err error
+		)
+		if pending > 0 {
+			var answered bool
+			ds, answered, err = c.ReportPoll(ctx, wire.AgentReport{Revision: pending, Version: "bench"}, pending, pending, wait)
+			if err == nil {
+				if applied == 0 && first != nil {
+					first()
+				}
+				applied, pending = pending, 0
+				if !answered {
+					ds, err = c.DesiredSince(ctx, applied, applied, wait)
+				}
+			}
+		} else {
+			ds, err = c.DesiredSince(ctx, applied, applied, wait)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				time.Sleep(50 * time.Millisecond)
 			}
 			continue
 		}
-		if ds.Revision == applied {
-			continue
-		}
-		if c.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "bench"}) == nil {
-			if applied == 0 && first != nil {
-				first()
-			}
-			applied = ds.Revision
+		if ds.Revision != applied {
+			pending = ds.Revision
 		}
 	}
 }

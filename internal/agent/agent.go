@@ -481,7 +481,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		if a.cur != nil && !time.Now().Before(a.nextResync) && !a.skipResync(ctx) {
 			a.apply(ctx, "resync")
 		}
-		if a.pending != nil {
+		if a.pending != nil && !a.carriesReports() {
 			if err := a.flushReport(ctx); err != nil {
 				if done, ret := a.final(ctx, err); done {
 					return ret
@@ -743,7 +743,7 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 		a.lastRS = &kept
 	}
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
-	a.finish(ctx, cur.ds.Revision, reason, start, now, res, err)
+	a.finish(ctx, cur.ds.Revision, reason, start, now, res, err, false)
 	if _, ok := a.backend.(firewall.DeltaApplier); ok && err == nil {
 		// The base of the deltas that follow: built from the grants just
 		// applied, with the same shift, once the report is on its way (at
@@ -755,8 +755,13 @@ func (a *Agent) apply(ctx context.Context, reason string) {
 
 // finish records the outcome of applying revision rev (a full apply or a
 // delta begun at start), remembers a new high-water mark before anything is
-// reported, and queues and sends the report.
-func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now time.Time, res firewall.ApplyResult, err error) {
+// reported, and queues and sends the report. With carry, and a server that
+// takes a report with the next poll (carriesReports), the report is left
+// pending for the loop's next poll, which follows at once and carries it:
+// one exchange instead of two. A full apply sends it at once (carry false):
+// the delta Index it builds after finish takes seconds at a million grants,
+// which activation need not wait for.
+func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now time.Time, res firewall.ApplyResult, err error, carry bool) {
 	took := time.Since(start)
 	rep := &wire.AgentReport{
 		Revision:    rev,
@@ -803,36 +808,52 @@ func (a *Agent) finish(ctx context.Context, rev int64, reason string, start, now
 	}
 	a.cfg.Metrics.applied(rev, took, a.elements, now, err)
 	a.pending = rep
+	if carry && a.carriesReports() {
+		return
+	}
 	if err := a.flushReport(ctx); err != nil {
 		a.cfg.Metrics.reportFailed()
 		a.log.Warn("report not delivered; will retry", "revision", rep.Revision, "err", err)
 	}
 }
 
-// flushReport sends the pending report, completed with the kernel's
-// blocked counters as of now, the sources sampled since the last delivered
-// report, and the inventory when it changed since the last delivered one.
-// It stays pending on failure.
+// flushReport sends the pending report on its own (see reportToSend). It
+// stays pending on failure.
 func (a *Agent) flushReport(ctx context.Context) error {
 	callCtx, cancel := context.WithTimeout(ctx, callGrace)
 	defer cancel()
+	rep := a.reportToSend(callCtx)
+	if err := a.srv.Report(callCtx, rep); err != nil {
+		return err
+	}
+	a.delivered(rep)
+	return nil
+}
+
+// reportToSend is the pending report completed with the kernel's blocked
+// counters as of now, the sources sampled since the last delivered report,
+// and the inventory when it changed since the last delivered one.
+func (a *Agent) reportToSend(ctx context.Context) wire.AgentReport {
 	rep := *a.pending
 	rep.Mode = a.cfg.Mode.String()
-	rep.Blocked = a.blocked(callCtx)
+	rep.Blocked = a.blocked(ctx)
+	// Drained sources not delivered are merged back by the next drain:
+	// they stay in a.sources until delivered clears them.
 	rep.BlockedSources = a.drainSources()
 	if a.inventory != nil && !sameInventory(a.inventory, a.sentInv) {
 		rep.Inventory = a.inventory
 	}
-	if err := a.srv.Report(callCtx, rep); err != nil {
-		return err
-	}
+	return rep
+}
+
+// delivered records that the server took rep, the pending report.
+func (a *Agent) delivered(rep wire.AgentReport) {
 	a.pending = nil
 	a.sentInv = rep.Inventory
 	if rep.Inventory == nil {
 		a.sentInv = a.inventory
 	}
 	clear(a.sources)
-	return nil
 }
 
 // observeSkew records the server's clock minus the agent's, estimated from

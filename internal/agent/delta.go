@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/http"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/firewall"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -262,14 +264,15 @@ func (a *Agent) sinceForPoll() int64 {
 }
 
 // poll asks for the desired state: a delta since the held revision when
-// sinceForPoll allows, a snapshot otherwise.
+// sinceForPoll allows, a snapshot otherwise. A pending report goes with it
+// when the server takes one (fetch).
 func (a *Agent) poll(ctx context.Context, after int64, wait time.Duration) (wire.DesiredState, error) {
 	if since := a.sinceForPoll(); since > 0 {
-		return a.srv.(deltaServer).DesiredSince(ctx, after, since, wait)
+		return a.fetch(ctx, after, since, wait)
 	}
-	if ds, ok := a.srv.(deltaServer); ok {
+	if _, ok := a.srv.(deltaServer); ok {
 		replaces := a.index != nil // a snapshot instead of a delta: apply it whatever its revision
-		ds, err := ds.DesiredSince(ctx, after, 0, wait)
+		ds, err := a.fetch(ctx, after, 0, wait)
 		if err == nil {
 			a.wantSnapshot = false
 			a.nextSnapshot = time.Now().Add(a.cfg.SnapshotEvery)
@@ -278,6 +281,60 @@ func (a *Agent) poll(ctx context.Context, after int64, wait time.Duration) (wire
 		return ds, err
 	}
 	return a.srv.Desired(ctx, after, wait)
+}
+
+// reportPoller is the server call that records a report and answers the
+// next long-poll on the same exchange; *client.Client implements it.
+type reportPoller interface {
+	ReportPoll(ctx context.Context, r wire.AgentReport, after, since int64, wait time.Duration) (wire.DesiredState, bool, error)
+}
+
+// carriesReports reports whether the loop's polls carry the pending report
+// (fetch): the server takes a report with its next poll.
+func (a *Agent) carriesReports() bool {
+	_, rp := a.srv.(reportPoller)
+	_, ds := a.srv.(deltaServer)
+	return rp && ds
+}
+
+// fetch polls for the desired state (DesiredSince). A pending report is
+// sent with the poll, one exchange for both (ReportPoll). Whatever goes
+// wrong with it, the agent falls back to what it did before: the report on
+// its own, when the server answered an error (it may refuse only the
+// combined call), then the poll on its own; a report not delivered stays
+// pending and goes with the next poll. A connection that failed goes
+// straight to the poll (which moves on to the next server). A server that
+// recorded the report but answered 204 (one older than this call) gets the
+// poll on its own too. Only 401 and 410 end it there: they end the loop
+// (final).
+func (a *Agent) fetch(ctx context.Context, after, since int64, wait time.Duration) (wire.DesiredState, error) {
+	if rp, ok := a.srv.(reportPoller); ok && a.pending != nil && a.carriesReports() {
+		rep := a.reportToSend(ctx)
+		ds, answered, err := rp.ReportPoll(ctx, rep, after, since, wait)
+		switch st := client.StatusOf(err); {
+		case err == nil:
+			a.delivered(rep)
+			if answered {
+				return ds, nil
+			}
+		case st == http.StatusUnauthorized || st == http.StatusGone || ctx.Err() != nil:
+			return ds, err
+		case st != 0:
+			if ferr := a.flushReport(ctx); ferr != nil {
+				if st := client.StatusOf(ferr); st == http.StatusUnauthorized || st == http.StatusGone {
+					return ds, ferr
+				}
+				err = ferr
+			} else {
+				err = nil
+			}
+		}
+		if err != nil {
+			a.cfg.Metrics.reportFailed()
+			a.log.Warn("report not delivered; will retry", "revision", rep.Revision, "err", err)
+		}
+	}
+	return a.srv.(deltaServer).DesiredSince(ctx, after, since, wait)
 }
 
 // errBadDelta marks a delta the agent cannot apply exactly.
@@ -392,7 +449,7 @@ func (a *Agent) receiveDelta(ctx context.Context, ds wire.DesiredState, recvAt t
 		return true
 	}
 	res.Elements = a.index.Elements()
-	a.finish(ctx, cur.ds.Revision, "delta", start, now, res, nil)
+	a.finish(ctx, cur.ds.Revision, "delta", start, now, res, nil, true)
 	return true
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
@@ -48,6 +49,13 @@ func (c *countingFake) ApplyDelta(ctx context.Context, d firewall.Delta, now tim
 // client and the enrollment token of target web-01.
 func realServer(t *testing.T) (*client.Client, string, string) {
 	t.Helper()
+	return realServerWith(t, nil)
+}
+
+// realServerWith is realServer with the API's handler wrapped by wrap (nil:
+// as it is): to count or alter the exchanges.
+func realServerWith(t *testing.T, wrap func(http.Handler) http.Handler) (*client.Client, string, string) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
 	if err != nil {
@@ -60,6 +68,9 @@ func realServer(t *testing.T) (*client.Client, string, string) {
 	h := api.New(api.Deps{Store: st, Hub: hub, Limits: policy.DefaultLimits(), AgentPollWait: 30 * time.Second, EnrollTokenTTL: time.Hour,
 		Presence: api.NewPresence(st, time.Minute), Logger: slog.New(slog.DiscardHandler), FailedLogins: api.LoginLimit{Burst: -1},
 		Registry: reg, Metrics: api.NewMetrics(reg, func() float64 { return 0 }, func() float64 { return 0 })})
+	if wrap != nil {
+		h = wrap(h)
+	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	admin, err := st.CreateAdminToken(ctx, store.Actor{Name: "test"}, "alice", time.Now())

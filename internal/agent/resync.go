@@ -45,7 +45,7 @@ func (a *Agent) skipResync(ctx context.Context) bool {
 	a.inventory = a.proc.inventory(a.cfg.Mode, probeErr)
 	a.inventory.SSHHostKeys = readHostKeys(a.cfg.SSHHostKeys)
 	a.nextResync = now.Add(a.cfg.ResyncEvery)
-	a.finish(ctx, a.cur.ds.Revision, "resync", start, now, firewall.ApplyResult{Elements: a.elements}, nil)
+	a.finish(ctx, a.cur.ds.Revision, "resync", start, now, firewall.ApplyResult{Elements: a.elements}, nil, true)
 	return true
 }
 

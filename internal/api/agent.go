@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"sync"
@@ -69,13 +70,31 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 // revision differs from ?after= (the highest revision the agent applied),
 // or after the poll wait with the current state.
 func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal) error {
-	target := p.Subject
-	q := r.URL.Query()
+	in, err := a.pollQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	return a.longPoll(w, r, p.Subject, in)
+}
+
+// poll is the desired long-poll's question: ?after= (the highest revision
+// the agent applied), ?since= (the revision whose state it holds: the answer
+// may be a delta), ?rules=1 (it takes rule changes as deltas) and ?wait=
+// (how long the server may hold the answer; none: answer at once).
+type poll struct {
+	after, since int64
+	rules        bool
+	wait         time.Duration
+}
+
+// pollQuery reads the long-poll's parameters from q (GET
+// /api/v1/agent/desired, or a report that carries the next poll).
+func (a *api) pollQuery(q url.Values) (poll, error) {
 	var after int64
 	if s := q.Get("after"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 || n > wire.MaxRevision {
-			return invalidField("after", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
+			return poll{}, invalidField("after", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
 		}
 		after = n
 	}
@@ -85,7 +104,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	if s := q.Get("since"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 || n > wire.MaxRevision {
-			return invalidField("since", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
+			return poll{}, invalidField("since", "must be a revision number (0 to %d)", int64(wire.MaxRevision))
 		}
 		since = n
 	}
@@ -97,10 +116,18 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	if s := q.Get("wait"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 {
-			return invalidField("wait", "must be a duration such as 25s")
+			return poll{}, invalidField("wait", "must be a duration such as 25s")
 		}
 		wait = min(d, a.AgentPollWait)
 	}
+	return poll{after: after, since: since, rules: rules, wait: wait}, nil
+}
+
+// longPoll answers target's agent's long-poll in: the desired state as
+// soon as the target's revision differs from in.after, or after in.wait
+// with the current state; a delta since in.since when the log allows.
+func (a *api) longPoll(w http.ResponseWriter, r *http.Request, target string, in poll) error {
+	after, since, rules, wait := in.after, in.since, in.rules, in.wait
 	done := a.Presence.Begin(target)
 	defer done()
 	if err := a.Presence.MarkConnected(r.Context(), target, a.clientAddr(r).String()); err != nil {
@@ -509,7 +536,32 @@ func (a *api) goneOr(err error) error {
 	return err
 }
 
+// report records what the agent applied (POST /api/v1/agent/report): the
+// revision, or the apply's error, and what the host holds. Committed, it
+// answers 204; or, when the report carries the next long-poll's parameters
+// (?after=, and since, rules, wait as for GET /api/v1/agent/desired), it
+// answers that long-poll on the same exchange (longPoll): an agent applying
+// a change makes one HTTP exchange per change instead of two (a report, then
+// its next poll), each with its token check and net/http's fixed work. The
+// parameters are checked before anything is recorded; the report is
+// committed, and its activations announced, before the poll begins, exactly
+// as a report followed by a poll.
 func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	q := r.URL.Query()
+	var next *poll
+	if q.Has("after") {
+		in, err := a.pollQuery(q)
+		if err != nil {
+			return err
+		}
+		next = &in
+	} else {
+		for _, k := range []string{"since", "rules", "wait"} {
+			if q.Has(k) {
+				return invalidField(k, "is a long-poll parameter: a report carries its next poll only with after")
+			}
+		}
+	}
 	var in wire.AgentReport
 	if err := decode(w, r, &in); err != nil {
 		return err
@@ -565,6 +617,9 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	a.Hub.Notify(p.Subject)
 	for _, req := range activated {
 		a.Hub.Notify(req.Target)
+	}
+	if next != nil {
+		return a.longPoll(w, r, p.Subject, *next)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -221,6 +221,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/v1/agent/tunnel", "", own, nil},
 		{"GET", "/api/v1/agent/desired", "", own, nil},
 		{"POST", "/api/v1/agent/report", `{"revision":1}`, own, nil},
+		// A report carrying its next poll: the agent's own too (another
+		// agent's credential: TestReportPollIsTheAgentsOwn).
+		{"POST", "/api/v1/agent/report?after=0&since=0&rules=1", `{"revision":1}`, own, nil},
 	}
 	seen := map[string]int{}
 	for _, ep := range endpoints {

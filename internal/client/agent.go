@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -49,11 +50,24 @@ func (c *Client) Desired(ctx context.Context, after int64, wait time.Duration) (
 // (wire.DesiredState.Rules: the caller must replace its protected ports).
 func (c *Client) DesiredSince(ctx context.Context, after, since int64, wait time.Duration) (wire.DesiredState, error) {
 	var out wire.DesiredState
+	q, err := c.pollQuery(after, since, wait)
+	if err != nil {
+		return out, err
+	}
+	if err := c.do(ctx, http.MethodGet, "/api/v1/agent/desired", q, nil, &out); err != nil {
+		return out, fmt.Errorf("fetching desired state: %w", err)
+	}
+	return out, nil
+}
+
+// pollQuery is the desired long-poll's query (see DesiredSince), checking
+// the wait against the HTTP client's timeout.
+func (c *Client) pollQuery(after, since int64, wait time.Duration) (url.Values, error) {
 	if wait < 0 {
-		return out, fmt.Errorf("long-poll wait %s must not be negative", wait)
+		return nil, fmt.Errorf("long-poll wait %s must not be negative", wait)
 	}
 	if t := c.http.Timeout; t > 0 && wait > t-pollMargin {
-		return out, fmt.Errorf("long-poll wait %s must be at least %s below the HTTP client timeout %s", wait, pollMargin, t)
+		return nil, fmt.Errorf("long-poll wait %s must be at least %s below the HTTP client timeout %s", wait, pollMargin, t)
 	}
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
 	if since > 0 {
@@ -63,10 +77,36 @@ func (c *Client) DesiredSince(ctx context.Context, after, since int64, wait time
 	if wait > 0 {
 		q.Set("wait", wait.String())
 	}
-	if err := c.do(ctx, http.MethodGet, "/api/v1/agent/desired", q, nil, &out); err != nil {
-		return out, fmt.Errorf("fetching desired state: %w", err)
+	return q, nil
+}
+
+// ReportPoll sends report r and, on the same exchange, the next long-poll
+// (after, since and wait as for DesiredSince): the server records the
+// report, then answers as the long-poll would. answered is false when the
+// server recorded the report but answered 204 without a desired state (a
+// server older than this call): the caller then polls on its own
+// (DesiredSince). The report is a POST: like Report, it is not sent again
+// to another server once it may have left.
+func (c *Client) ReportPoll(ctx context.Context, r wire.AgentReport, after, since int64, wait time.Duration) (ds wire.DesiredState, answered bool, err error) {
+	q, err := c.pollQuery(after, since, wait)
+	if err != nil {
+		return ds, false, err
 	}
-	return out, nil
+	body, err := json.Marshal(r)
+	if err != nil {
+		return ds, false, fmt.Errorf("encoding request: %w", err)
+	}
+	var status int
+	err = c.each(ctx, http.MethodPost, func(base *url.URL) (int, error) {
+		ds = wire.DesiredState{}
+		st, err := c.once(ctx, base, http.MethodPost, "/api/v1/agent/report", q, body, true, &ds)
+		status = st
+		return st, err
+	})
+	if err != nil {
+		return ds, false, fmt.Errorf("reporting revision %d and polling: %w", r.Revision, err)
+	}
+	return ds, status == http.StatusOK, nil
 }
 
 // Report tells the server which revision the agent applied (or failed to

@@ -2,9 +2,14 @@ package client
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/wire"
 )
 
 // TestDesiredCutShort: a server killed while it streams a desired state
@@ -63,6 +68,54 @@ func TestDesiredCutShort(t *testing.T) {
 			}
 			if ds.Revision != 10 || ds.Since != 0 || ds.Rules || ds.Changed != nil || len(ds.Grants) != 0 {
 				t.Errorf("the next server's snapshot came back mixed with the cut delta: %+v", ds)
+			}
+		})
+	}
+}
+
+// TestReportPoll: a report carrying its poll sends the poll's parameters
+// with the report, and tells the long-poll's answer (200, the desired state)
+// from an older server's 204 (recorded, no answer: the caller polls on its
+// own).
+func TestReportPoll(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		status   int
+		answered bool
+	}{{"answered", http.StatusOK, true}, {"older server", http.StatusNoContent, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var query, body string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost || r.URL.Path != "/api/v1/agent/report" {
+					http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+					return
+				}
+				b, _ := io.ReadAll(r.Body)
+				query, body = r.URL.RawQuery, string(b)
+				if tc.status == http.StatusNoContent {
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"target":"web-01","revision":8,"since":7,"changed":[],"server_time":"2026-01-01T00:00:00Z","protected":[],"grants":[]}`))
+			}))
+			defer srv.Close()
+			c, err := New(srv.URL, "agent-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, answered, err := c.ReportPoll(context.Background(), wire.AgentReport{Revision: 7}, 7, 7, 20*time.Second)
+			if err != nil || answered != tc.answered {
+				t.Fatalf("ReportPoll: answered %v, %v; want %v", answered, err, tc.answered)
+			}
+			if query != "after=7&rules=1&since=7&wait=20s" || !strings.Contains(body, `"revision":7`) {
+				t.Errorf("sent ?%s with %s, want the poll's parameters and the report", query, body)
+			}
+			if tc.answered && (ds.Revision != 8 || ds.Since != 7) {
+				t.Errorf("answer %+v, want the delta 7 -> 8", ds)
+			}
+			if !tc.answered && ds.Target != "" {
+				t.Errorf("a 204 gave a desired state: %+v", ds)
 			}
 		})
 	}

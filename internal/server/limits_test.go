@@ -208,6 +208,11 @@ func TestSlowBodyIsCut(t *testing.T) {
 	if _, err := agent.Desired(ctx, first.Revision, 2*time.Second); err != nil {
 		t.Fatalf("an agent long-poll longer than the body timeout: %v", err)
 	}
+	// A report carrying its poll has a body: once read, its poll waits
+	// its full time too.
+	if _, answered, err := agent.ReportPoll(ctx, wire.AgentReport{Revision: first.Revision}, first.Revision, first.Revision, 2*time.Second); err != nil || !answered {
+		t.Fatalf("a report carrying a long-poll longer than the body timeout: answered %v, %v", answered, err)
+	}
 }
 
 // TestConnectionCapPerAddress: at the cap, a new connection from the same
