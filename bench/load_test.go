@@ -114,6 +114,48 @@ type LoadCPU struct {
 	ServerPerMS float64 `json:"server_ms_per_request"`
 	GenPerMS    float64 `json:"generator_ms_per_request"`
 	SimsPerMS   float64 `json:"sim_agents_ms_per_request"`
+	// AgentExchanges is the HTTP exchanges of the agents (real and
+	// simulated: desired-state polls and reports, as the server counted
+	// them, jitgate_http_requests_total) per request sent during the load.
+	AgentExchanges float64 `json:"agent_exchanges_per_request"`
+}
+
+// agentExchanges is the number of agents' desired-state polls and reports
+// the server has answered, from its /metrics (jitgate_http_requests_total).
+func agentExchanges(t *testing.T, l *testlab.Lab) float64 {
+	t.Helper()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return l.ClientNS.DialContext(ctx, &net.Dialer{}, network, addr)
+		}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, testlab.ServerURL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+l.Token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("reading the server's metrics: %s, %v", resp.Status, err)
+	}
+	var n float64
+	for _, line := range strings.Split(b.String(), "\n") {
+		if !strings.HasPrefix(line, "jitgate_http_requests_total{") ||
+			!strings.Contains(line, `/api/v1/agent/desired"`) && !strings.Contains(line, `/api/v1/agent/report"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		n += v
+	}
+	return n
 }
 
 // cpuSample is the CPU time of the processes the load test watches, and of
@@ -329,6 +371,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	profile := startServerProfile(t, l)
 	stopGenProfile := startGeneratorProfile(t)
 	cpuStart := sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid)
+	exchangesStart := agentExchanges(t, l)
 
 	// The open-loop generator: request i is due at start + i/rate, each
 	// from a fresh source, whatever the answers of the earlier ones; both
@@ -411,6 +454,8 @@ func TestControlPlaneLoad(t *testing.T) {
 	profile()
 	stopGenProfile()
 	res.CPU = loadCPU(cpuStart, sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid), res.Sent)
+	res.CPU.AgentExchanges = (agentExchanges(t, l) - exchangesStart) / float64(res.Sent)
+	t.Logf("agents' HTTP exchanges (desired-state polls and reports): %.2f per request", res.CPU.AgentExchanges)
 	t.Logf("CPU during the load (s): server %.2f (%.3f ms/request), agent %.2f, generator %.2f (%.3f ms/request), simulated agents %.2f (%.3f ms/request); machine busy %.2f, other work %.2f",
 		res.CPU.Server, res.CPU.ServerPerMS, res.CPU.Agent, res.CPU.Generator, res.CPU.GenPerMS, res.CPU.SimAgents, res.CPU.SimsPerMS, res.CPU.Machine, res.CPU.Others)
 	t.Logf("generator: at most %s behind its schedule", late.Round(time.Microsecond))
