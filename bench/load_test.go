@@ -637,8 +637,14 @@ func simAgent(ctx context.Context, c *client.Client, first func()) {
 			err error
 		)
 		if pending > 0 {
+			// The first report's poll does not wait: first says the
+			// agent is ready as soon as its report is recorded.
+			w := wait
+			if applied == 0 {
+				w = 0
+			}
 			var answered bool
-			ds, answered, err = c.ReportPoll(ctx, wire.AgentReport{Revision: pending, Version: "bench"}, pending, pending, wait)
+			ds, answered, err = c.ReportPoll(ctx, wire.AgentReport{Revision: pending, Version: "bench"}, pending, pending, w)
 			if err == nil {
 				if applied == 0 && first != nil {
 					first()
