@@ -114,8 +114,22 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 		return errStoreClosed
 	}
 	// Once queued it may commit: wait for the verdict whatever ctx does,
-	// so that the caller never reports as failed what was recorded.
-	return <-op.done
+	// so that the caller never reports as failed what was recorded. A
+	// writer that stopped (Close) gave its verdict before it did (done is
+	// buffered) or never takes the operation: with quit closed, select
+	// may still have queued it after the writer's last look at the queue
+	// (TestWriteAfterCloseReturns).
+	select {
+	case err := <-op.done:
+		return err
+	case <-s.w.stopped:
+		select {
+		case err := <-op.done:
+			return err
+		default:
+			return errStoreClosed
+		}
+	}
 }
 
 func (s *Store) writeLoop() {
