@@ -330,7 +330,18 @@ func (a *api) removePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 	return nil
 }
 
+// createRequest creates a request; with ?wait=D, one that is pending (its
+// agent has yet to open it) is waited for up to D, as GET's long-poll with
+// &state=pending would, and answered as it is then: the create and the
+// client's first long-poll in one exchange. The request is created (and
+// durable) whatever happens during the wait.
 func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	// Checked before anything is created.
+	wait, err := parseWait(r.URL.Query().Get("wait"))
+	if err != nil {
+		a.Metrics.Requests.WithLabelValues("invalid").Inc()
+		return err
+	}
 	var in wire.RequestCreate
 	if err := decode(w, r, &in); err != nil {
 		a.Metrics.Requests.WithLabelValues("invalid").Inc()
@@ -370,6 +381,9 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 			return err
 		}
 	}
+	// The hub's generation before the create commits: the agent's report
+	// that opens it, however soon, wakes the wait below.
+	gen := a.Hub.Gen()
 	created, err := a.Store.CreateRequestWith(r.Context(), a.actor(r, p), in.Target, req, a.Limits, a.Now(),
 		store.RequestOptions{Start: start, Subject: p.Authz(), Token: p.TokenID})
 	if err != nil {
@@ -377,7 +391,15 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		return err
 	}
 	a.Metrics.Requests.WithLabelValues("created").Inc()
-	return a.writeRequestOf(w, r, http.StatusCreated, created, &t)
+	if wait == 0 || created.State != access.Pending {
+		return a.writeRequestOf(w, r, http.StatusCreated, created, &t)
+	}
+	v, err := a.awaitRequest(r.Context(), p, store.RequestView{Request: created, Target: &t}, gen, wait,
+		func(req store.Request) bool { return req.State != access.Pending })
+	if err != nil {
+		return err
+	}
+	return a.writeRequestOf(w, r, http.StatusCreated, v.Request, v.Target)
 }
 
 // parseRequest turns the wire form into the domain form, resolving my-ip.
@@ -605,13 +627,9 @@ func validState(s access.State) bool {
 func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Principal) error {
 	id := r.PathValue("id")
 	q := r.URL.Query()
-	var wait time.Duration
-	if s := q.Get("wait"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 || d > maxLongPoll {
-			return invalidField("wait", "must be a duration from 0s to %s", maxLongPoll)
-		}
-		wait = d
+	wait, err := parseWait(q.Get("wait"))
+	if err != nil {
+		return err
 	}
 	var version int64
 	if s := q.Get("version"); s != "" {
@@ -636,20 +654,44 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 	if err != nil {
 		return err
 	}
-	req := v.Request
 	if err := a.mayRead(r.Context(), p, v); err != nil {
 		return err
 	}
+	if v, err = a.awaitRequest(r.Context(), p, v, gen, wait, changed); err != nil {
+		return err
+	}
+	return a.writeRequestOf(w, r, http.StatusOK, v.Request, v.Target)
+}
+
+// parseWait reads a long-poll's ?wait= (empty: 0, no wait).
+func parseWait(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > maxLongPoll {
+		return 0, invalidField("wait", "must be a duration from 0s to %s", maxLongPoll)
+	}
+	return d, nil
+}
+
+// awaitRequest waits up to wait for changed(the request of v), the request
+// as it was read after the hub's generation was gen (v's caller already
+// authorized p for it), and returns it as it is then: changed, or at the
+// deadline, or when ctx ends. Both long-polls on a request use it: GET's,
+// and a create's (?wait=D on POST /api/v1/requests).
+func (a *api) awaitRequest(ctx context.Context, p store.Principal, v store.RequestView, gen uint64, wait time.Duration,
+	changed func(store.Request) bool) (store.RequestView, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		remaining := time.Until(deadline)
-		if wait == 0 || changed(req) || remaining <= 0 || r.Context().Err() != nil {
-			return a.writeRequestOf(w, r, http.StatusOK, req, v.Target)
+		if wait == 0 || changed(v.Request) || remaining <= 0 || ctx.Err() != nil {
+			return v, nil
 		}
 		// Woken only when this request's version moved (or on a timeout):
 		// the other requests of its target do not cost this waiter a read.
-		ch, cancel := a.Hub.WatchRequest(req.Target, id, req.Version, gen)
-		waitFor(r.Context(), ch, remaining)
+		ch, cancel := a.Hub.WatchRequest(v.Request.Target, v.Request.ID, v.Request.Version, gen)
+		waitFor(ctx, ch, remaining)
 		cancel()
 		if err := r.Context().Err(); err != nil {
 			// The client went away during the wait: nobody to answer, and
@@ -663,16 +705,17 @@ func (a *api) getRequest(w http.ResponseWriter, r *http.Request, p store.Princip
 		// for another's request, whose roles still allow it now. The
 		// request, its target and the token are one read (they were
 		// three).
-		if v, err = a.Store.ReadRequestView(r.Context(), id, p.TokenID, a.Now()); err != nil {
-			return err
+		next, err := a.Store.ReadRequestView(ctx, v.Request.ID, p.TokenID, a.Now())
+		if err != nil {
+			return v, err
 		}
-		if p.TokenID != "" && !v.TokenLive {
-			return fmt.Errorf("token of %s ended during the wait: %w", p.Name(), store.ErrUnauthorized)
+		if p.TokenID != "" && !next.TokenLive {
+			return v, fmt.Errorf("token of %s ended during the wait: %w", p.Name(), store.ErrUnauthorized)
 		}
-		if err := a.mayRead(r.Context(), p, v); err != nil {
-			return err
+		if err := a.mayRead(ctx, p, next); err != nil {
+			return v, err
 		}
-		req = v.Request
+		v = next
 	}
 }
 

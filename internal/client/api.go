@@ -219,6 +219,21 @@ func (c *Client) CreateRequest(ctx context.Context, in wire.RequestCreate) (wire
 	return out, err
 }
 
+// CreateRequestWait asks for access and, when the request is pending (its
+// agent has yet to open it), lets the server wait up to wait for it to leave
+// pending, in the same exchange: the answer is the request as it was then
+// (active, failed, or still pending when wait ran out). A wait of 0 is
+// CreateRequest; at most 55s.
+func (c *Client) CreateRequestWait(ctx context.Context, in wire.RequestCreate, wait time.Duration) (wire.Request, error) {
+	var q url.Values
+	if wait > 0 {
+		q = url.Values{"wait": {wait.String()}}
+	}
+	var out wire.Request
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests", q, in, &out)
+	return out, err
+}
+
 // RequestFilter selects requests.
 type RequestFilter struct {
 	Target string
