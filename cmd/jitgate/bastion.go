@@ -451,12 +451,13 @@ func (a *app) ensureGrantRequest(ctx context.Context, c *client.Client, target s
 	if duration == 0 {
 		return "", usagef("you hold no live grant for %s on %s: give --duration (and --reason) to ask for one", want, target)
 	}
-	req, err := c.CreateRequest(ctx, wire.RequestCreate{Target: target, Ports: []string{want}, Bastion: true,
-		Duration: wire.Duration(duration), Reason: reason})
+	started := a.now()
+	req, err := a.createWaiting(ctx, c, wire.RequestCreate{Target: target, Ports: []string{want}, Bastion: true,
+		Duration: wire.Duration(duration), Reason: reason}, waitTO)
 	if err != nil {
 		return "", err
 	}
-	if req, err = a.follow(ctx, c, req, waitTO); err != nil {
+	if req, err = a.follow(ctx, c, req, started, waitTO); err != nil {
 		return "", err
 	}
 	if req.State != "active" {

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +28,9 @@ import (
 // testServer is a real jitgate API on a temporary SQLite store.
 type testServer struct {
 	url, token string
+	// requestCalls counts the HTTP exchanges on /api/v1/requests and
+	// below (creates, long-polls on requests).
+	requestCalls *atomic.Int64
 }
 
 func newTestServer(t *testing.T) testServer {
@@ -50,9 +55,15 @@ func newTestServer(t *testing.T) testServer {
 		EnrollTokenTTL: time.Hour, Presence: presence, Metrics: metrics, Registry: reg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	srv := httptest.NewServer(h)
+	calls := new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/v1/requests") {
+			calls.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return testServer{url: srv.URL, token: token}
+	return testServer{url: srv.URL, token: token, requestCalls: calls}
 }
 
 // cli runs the CLI in-process with a fixed environment.

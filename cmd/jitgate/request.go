@@ -93,32 +93,59 @@ start, and access ends at start + duration.`,
 		if bastion {
 			in.Source = ""
 		}
-		req, err := c.CreateRequest(ctx, in)
+		if !wait {
+			req, err := c.CreateRequest(ctx, in)
+			if err != nil {
+				return err
+			}
+			return a.showRequest(req, false)
+		}
+		started := a.now()
+		req, err := a.createWaiting(ctx, c, in, waitTimeout)
 		if err != nil {
 			return err
 		}
-		if wait {
-			if !cmd.Flags().Changed("wait-timeout") {
-				waitTimeout = approvalWait(req, a.now(), waitTimeout)
-			}
-			if req, err = a.follow(ctx, c, req, waitTimeout); err != nil {
-				return err
-			}
+		if !cmd.Flags().Changed("wait-timeout") {
+			waitTimeout = approvalWait(req, a.now(), waitTimeout)
 		}
-		if a.jsonOut() {
-			if err := a.printJSON(req); err != nil {
-				return err
-			}
-		} else {
-			a.printRequest(a.stdout, req)
+		if req, err = a.follow(ctx, c, req, started, waitTimeout); err != nil {
+			return err
 		}
-		if wait && req.State != "active" {
-			return fmt.Errorf("request %s is %s: %s", req.ID, req.State, orDefault(req.Message, "not active"))
-		}
-		return nil
+		return a.showRequest(req, true)
 	})
 	return cmd
 }
+
+// showRequest prints req, and fails when the caller waited for it and it is
+// not active.
+func (a *app) showRequest(req wire.Request, waited bool) error {
+	if a.jsonOut() {
+		if err := a.printJSON(req); err != nil {
+			return err
+		}
+	} else {
+		a.printRequest(a.stdout, req)
+	}
+	if waited && req.State != "active" {
+		return fmt.Errorf("request %s is %s: %s", req.ID, req.State, orDefault(req.Message, "not active"))
+	}
+	return nil
+}
+
+// createWaiting creates a request and lets the server wait, in the same
+// exchange, for a pending one to be opened by its agent (up to timeout, and
+// at most createWait): the port is usually open when the create answers,
+// and the exchange of follow's first long-poll is saved. What is still
+// pending then (an agent that is slow or away, approvals) is followed with
+// follow's progress lines.
+func (a *app) createWaiting(ctx context.Context, c *client.Client, in wire.RequestCreate, timeout time.Duration) (wire.Request, error) {
+	return c.CreateRequestWait(ctx, in, min(timeout, createWait))
+}
+
+// createWait bounds the server's wait in a create: an agent opens a port in
+// milliseconds; one that takes longer is reported with a progress line
+// within seconds, as before.
+const createWait = 5 * time.Second
 
 // parseStart reads a --start value at now (in now's location): a delay
 // ("+30m", "1h"), a time of day ("22:00", "22:00:30": the next one, today or
@@ -136,10 +163,10 @@ func parseStart(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-// follow long-polls a request until it is active or ended (or the
-// timeout), printing each change: approvals, the agent opening the port.
-func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, timeout time.Duration) (wire.Request, error) {
-	started := a.now()
+// follow long-polls a request until it is active or ended (or timeout
+// after started, when the wait began: the create may have waited already),
+// printing each change: approvals, the agent opening the port.
+func (a *app) follow(ctx context.Context, c *client.Client, req wire.Request, started time.Time, timeout time.Duration) (wire.Request, error) {
 	deadline := started.Add(timeout)
 	w := a.progress()
 	fmt.Fprintf(w, "request %s: %s\n", esc(req.ID), esc(describeState(req)))
