@@ -54,10 +54,15 @@ type Load struct {
 	// The open-loop generator: a request due every 1/Rate s for Seconds,
 	// spread over Spread targets in turn (the real agent's first, the
 	// others served by simulated agents).
-	Spread  int     `json:"spread_targets"`
-	Rate    float64 `json:"rate_per_s"`
-	Seconds float64 `json:"seconds"`
-	Sent    int     `json:"sent"`
+	Spread int `json:"spread_targets"`
+	// WaitMode is how the generator waits for a request to be active:
+	// "create" (POST ?wait=: the create answers once the agent opened it,
+	// one exchange; the default) or "poll" (BENCH_LOAD_WAIT=poll: the
+	// create, then GET ?wait=&state=pending long-polls, as before).
+	WaitMode string  `json:"wait_mode"`
+	Rate     float64 `json:"rate_per_s"`
+	Seconds  float64 `json:"seconds"`
+	Sent     int     `json:"sent"`
 	// GeneratorLateMS is the most a request went out after its due time
 	// (the generator's own lag; latencies count from the due time anyway).
 	GeneratorLateMS float64 `json:"generator_late_ms"`
@@ -67,9 +72,11 @@ type Load struct {
 	ActivatedRate float64  `json:"activated_per_s"`
 	Errors        int      `json:"errors"`
 	ErrorSamples  []string `json:"error_samples,omitempty"`
-	// Latency of the POST call (it answers pending), and to the client
-	// seeing the request active (the agent confirmed), both from the time
-	// the request was due on the generator's schedule.
+	// Latency of the POST call (in poll mode it answers pending; in create
+	// mode it waits for the agent, and is the activation when that came
+	// within the wait), and to the client seeing the request active (the
+	// agent confirmed), both from the time the request was due on the
+	// generator's schedule.
 	Create   Summary `json:"create_call"`
 	Activate Summary `json:"create_to_active"`
 	// The agent's own time per apply during the load (its logs: fetch
@@ -307,7 +314,15 @@ func TestControlPlaneLoad(t *testing.T) {
 	setupJitgate(t, l, loadServerFlags...)
 	ctx := context.Background()
 	res := Load{Targets: loadTargets, LiveGrants: loadGrants - loadTargetGrants + targetGrants, TargetGrants: targetGrants,
-		Rate: float64(rate), Seconds: float64(seconds), Spread: spread}
+		Rate: float64(rate), Seconds: float64(seconds), Spread: spread, WaitMode: "create"}
+	if os.Getenv("BENCH_LOAD_WAIT") == "poll" {
+		res.WaitMode = "poll"
+	}
+	// createWait is the create's own wait in create mode (0 in poll mode).
+	createWait := 10 * time.Second
+	if res.WaitMode == "poll" {
+		createWait = 0
+	}
 
 	// Seed with the server stopped; the agent keeps polling and comes back.
 	l.Server.Kill()
@@ -426,8 +441,8 @@ func TestControlPlaneLoad(t *testing.T) {
 		src = src.Next()
 		src, tg := src, targets[i%len(targets)]
 		dispatch(func() {
-			req, err := api.CreateRequest(ctx, wire.RequestCreate{Target: tg, Ports: []string{"2222/tcp"},
-				Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: load"})
+			req, err := api.CreateRequestWait(ctx, wire.RequestCreate{Target: tg, Ports: []string{"2222/tcp"},
+				Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: load"}, createWait)
 			if err != nil {
 				fail("create from %s: %v", src, err)
 				return
@@ -463,6 +478,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	res.Activated, res.Errors, res.ErrorSamples = len(activates), int(errs.Load()), samples
 	res.ActivatedRate = float64(res.Activated) / float64(seconds)
 	res.Create, res.Activate = summarize(creates), summarize(activates)
+	t.Logf("load: wait mode %s", res.WaitMode)
 	t.Logf("load: %d/s for %d s: %d sent, %d active (%.1f/s), %d errors %v", rate, seconds, res.Sent, res.Activated, res.ActivatedRate, res.Errors, samples)
 	t.Logf("create call:      %s", res.Create)
 	t.Logf("create to active: %s", res.Activate)
