@@ -36,7 +36,10 @@ func (a *app) newRequestCmd() *cobra.Command {
 address the server sees you come from), for a duration no longer than the policy
 allows, with a reason. Asking again for the same target, source and port extends
 the live grant. With --wait the command follows the request until the port is
-open (or the request failed), and fails when it did not open. A request that
+open (or the request failed), and fails when it did not open: the server waits
+for the agent within the create itself (up to 5 s), so a port that opens at
+once costs one exchange, and what is still pending then is followed with
+long-polls. A request that
 needs approval is waited for until its approval deadline (the server's
 --approval-timeout, 1h by default) unless --wait-timeout says otherwise, with
 a progress line every 30 s.
