@@ -693,11 +693,11 @@ func (a *api) awaitRequest(ctx context.Context, p store.Principal, v store.Reque
 		ch, cancel := a.Hub.WatchRequest(v.Request.Target, v.Request.ID, v.Request.Version, gen)
 		waitFor(ctx, ch, remaining)
 		cancel()
-		if err := r.Context().Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			// The client went away during the wait: nobody to answer, and
 			// the read below would run anyway (a point read is not
 			// cancelled: store pointCtx). TestAbandonedLongPollReadsNothing.
-			return err
+			return v, err
 		}
 		gen = a.Hub.Gen()
 		// Authorized before the wait, answered up to a minute later: the
