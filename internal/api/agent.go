@@ -74,7 +74,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	if err != nil {
 		return err
 	}
-	return a.longPoll(w, r, p.Subject, in)
+	return a.longPoll(w, r, p, in, false)
 }
 
 // poll is the desired long-poll's question: ?after= (the highest revision
@@ -126,7 +126,15 @@ func (a *api) pollQuery(q url.Values) (poll, error) {
 // longPoll answers target's agent's long-poll in: the desired state as
 // soon as the target's revision differs from in.after, or after in.wait
 // with the current state; a delta since in.since when the log allows.
-func (a *api) longPoll(w http.ResponseWriter, r *http.Request, target string, in poll) error {
+//
+// p's credential was checked when the call began: up to the poll's wait
+// earlier, or the report's body time earlier when the poll follows a report
+// (late). Answered after a wait, or late, the credential is checked again
+// first (liveCredential): a credential replaced by a new enrollment, or
+// deleted with its target, in between gets 401 (410) and not the state as it
+// is now, whose grants, sources and break-glass key are the new agent's.
+func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal, in poll, late bool) error {
+	target := p.Subject
 	after, since, rules, wait := in.after, in.since, in.rules, in.wait
 	done := a.Presence.Begin(target)
 	defer done()
@@ -170,7 +178,13 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, target string, in
 		// that the agent can say so (see AgentReport.HighWater).
 		if t.Revision == after && time.Until(deadline) > 0 && r.Context().Err() == nil {
 			waitFor(r.Context(), ch, time.Until(deadline))
+			late = true
 			continue
+		}
+		if late {
+			if err := a.liveCredential(r.Context(), p); err != nil {
+				return err
+			}
 		}
 		if since > 0 {
 			ds, ok, err := a.delta(r.Context(), t, since, rules)
@@ -192,6 +206,22 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, target string, in
 		a.known.raise(target, rev)
 		return nil
 	}
+}
+
+// liveCredential fails unless agent p's credential is still its target's
+// (410 when the target is gone, as the poll's own reads say).
+func (a *api) liveCredential(ctx context.Context, p store.Principal) error {
+	ok, err := a.Store.AgentCredentialLive(ctx, p.TokenID, p.Subject)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if _, err := a.Store.GetTarget(ctx, p.Subject); errors.Is(err, store.ErrNotFound) {
+			return a.goneOr(err)
+		}
+		return fmt.Errorf("credential of agent %s replaced or revoked during its poll: %w", p.Subject, store.ErrUnauthorized)
+	}
+	return nil
 }
 
 // writeAnswer writes an agent's delta as compact JSON in one write with its
@@ -619,7 +649,7 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		a.Hub.Notify(req.Target)
 	}
 	if next != nil {
-		return a.longPoll(w, r, p.Subject, *next)
+		return a.longPoll(w, r, p, *next, true)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -396,8 +396,18 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 	}
 	v, err := a.awaitRequest(r.Context(), p, store.RequestView{Request: created, Target: &t}, gen, wait,
 		func(req store.Request) bool { return req.State != access.Pending })
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrUnauthorized), errors.Is(err, errForbidden), r.Context().Err() != nil:
+		// The caller may no longer see it, or is gone.
 		return err
+	default:
+		// The request is committed: a failure of the wait's read is not
+		// answered as a 5xx, which says "not done, send it again" (a retry
+		// would create a second request and grant). The request as last
+		// read (pending) is answered; the client follows it by its id.
+		// TestCreateWaitFaultAnswersTheCreated.
+		a.Logger.Warn("the wait of a create failed; answering the request as last read", "request", created.ID, "err", err)
 	}
 	return a.writeRequestOf(w, r, http.StatusCreated, v.Request, v.Target)
 }

@@ -204,3 +204,47 @@ func TestReportPollAcrossReplicas(t *testing.T) {
 	}
 	requestState(t, a, second.ID, "active")
 }
+
+// TestReplacedCredentialGetsNoState: the agent's credential is replaced
+// (the target enrolled again, say after its host was lost) while a
+// long-poll of the old one waits, as a GET or carried by a report. Its
+// credential was checked when the call began, up to 25 s earlier: the
+// answer after the wait must not hand the replaced credential's holder the
+// desired state as it is now (a grant made after the replacement, its
+// source and ports), which only the new agent may have. Before, both calls
+// answered with the delta carrying the grant made after the replacement.
+func TestReplacedCredentialGetsNoState(t *testing.T) {
+	e, old, first, ds := grantedWeb01(t)
+	ctx := context.Background()
+	call := reportPollAsync(old, ds.Revision, 10*time.Second)
+	requestState(t, e, first.ID, "active") // the report is recorded; its poll follows
+	get := make(chan error, 1)
+	go func() {
+		got, err := old.DesiredSince(ctx, ds.Revision, ds.Revision, 10*time.Second)
+		if err == nil {
+			err = fmt.Errorf("answered %+v", got)
+		}
+		get <- err
+	}()
+	waitFor(t, "the old agent's polls open", func() bool {
+		tg, err := e.c.Target(ctx, "web-01")
+		return err == nil && tg.Agent.State == store.AgentConnected
+	})
+
+	tc, err := e.c.ReissueEnrollToken(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(e.srv.URL, "")
+	if _, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	e.requestWeb01(t, "127.0.0.9", "after the replacement")
+
+	if r := <-call; client.StatusOf(r.err) != http.StatusUnauthorized {
+		t.Errorf("the replaced credential's report with a poll: %+v, %v, %v; want 401 and no state", r.ds, r.answered, r.err)
+	}
+	if err := <-get; client.StatusOf(err) != http.StatusUnauthorized {
+		t.Errorf("the replaced credential's long-poll: %v; want 401 and no state", err)
+	}
+}

@@ -599,3 +599,16 @@ func (s *Store) UnconfirmedRemovals(ctx context.Context, now time.Time) (request
 	}
 	return requests, policies, nil
 }
+
+// AgentCredentialLive reports whether the agent credential tokenID is still
+// target's: it is replaced when the target enrolls again and deleted with
+// the target. A long-poll checks it before answering after its wait (the
+// credential was checked when the call began, up to a poll's wait earlier).
+func (s *Store) AgentCredentialLive(ctx context.Context, tokenID, target string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT count(*) FROM tokens WHERE id = $1 AND kind = 'agent' AND subject = $2`, tokenID, target).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("checking the agent credential of %s: %w", target, err)
+	}
+	return n > 0, nil
+}
