@@ -193,3 +193,109 @@ func TestCreateRequestBadWait(t *testing.T) {
 		t.Fatalf("GET wait=56s: %d %s, want 422 naming wait", status, b)
 	}
 }
+
+// TestCreateWaitReads counts the statements a create that waits runs beyond
+// the create itself and the agent's report: one read after the wake-up (the
+// request, its target and the token, as GET's long-poll). The create's own
+// commit names its request to the hub; before Hub.CreatedGen it woke the
+// wait at once for a second read of the still pending request.
+func TestCreateWaitReads(t *testing.T) {
+	ctx := context.Background()
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	in := func(src string) wire.RequestCreate {
+		return wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: src, Duration: wire.Duration(time.Hour), Reason: "reads"}
+	}
+	// What a create and a report cost alone (the second of each: the
+	// target's first report differs).
+	for _, src := range []string{"198.51.100.6", "198.51.100.7"} {
+		before := e.st.Queries()
+		if _, err := e.c.CreateRequest(ctx, in(src)); err != nil {
+			t.Fatal(err)
+		}
+		created := e.st.Queries() - before
+		ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = e.st.Queries()
+		if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		if src == "198.51.100.7" {
+			alone := created + e.st.Queries() - before
+			// The same create, waiting, with the report during its wait.
+			type answer struct {
+				r   wire.Request
+				err error
+			}
+			got := make(chan answer, 1)
+			start := e.st.Queries()
+			go func() {
+				r, err := e.c.CreateRequestWait(ctx, in("198.51.100.8"), 30*time.Second)
+				got <- answer{r, err}
+			}()
+			waitFor(t, "the create waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+			beforeDesired := e.st.Queries()
+			ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			afterDesired := e.st.Queries()
+			if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			a := <-got
+			if a.err != nil || a.r.State != "active" {
+				t.Fatalf("create with wait: %+v, %v; want active", a.r, a.err)
+			}
+			n := e.st.Queries() - start - (afterDesired - beforeDesired) - alone
+			t.Logf("statements: create and report %d, the wait %d", alone, n)
+			if n != 1 {
+				t.Errorf("the create's wait ran %d statements, want 1 (one read after the agent's report)", n)
+			}
+		}
+	}
+}
+
+// TestCreatedGenMissesNothing: the generation a waiting create hands to
+// WatchRequest skips only the create's own change; an activation committed
+// before the wait began still wakes it at once.
+func TestCreatedGenMissesNothing(t *testing.T) {
+	ctx := context.Background()
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	agent := e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", sshPolicy())
+	for _, activated := range []bool{false, true} {
+		gen := hub.Gen()
+		r, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+			Duration: wire.Duration(time.Hour), Reason: "gen"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if activated {
+			applied, err := agent.DesiredSince(ctx, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agent.Report(ctx, wire.AgentReport{Revision: applied.Revision}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ch, cancel := hub.WatchRequest("web-01", r.ID, r.Version, hub.CreatedGen(r.ID, gen))
+		select {
+		case <-ch:
+			if !activated {
+				t.Error("the create's own change woke its wait")
+			}
+		default:
+			if activated {
+				t.Error("an activation before the wait began did not wake it: missed")
+			}
+		}
+		cancel()
+	}
+}

@@ -394,6 +394,8 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 	if wait == 0 || created.State != access.Pending {
 		return a.writeRequestOf(w, r, http.StatusCreated, created, &t)
 	}
+	// The create's own change is not one to wake the wait for.
+	gen = a.Hub.CreatedGen(created.ID, gen)
 	v, err := a.awaitRequest(r.Context(), p, store.RequestView{Request: created, Target: &t}, gen, wait,
 		func(req store.Request) bool { return req.State != access.Pending })
 	switch {

@@ -48,7 +48,10 @@ type Hub struct {
 	precise   bool
 	byID      map[string]map[*requestWaiter]struct{}
 	changedAt map[string]uint64
-	floor     uint64
+	// changes counts the notifications that named each request of
+	// changedAt (CreatedGen).
+	changes map[string]uint32
+	floor   uint64
 	// checks counts version reads (tests compare it).
 	checks atomic.Int64
 }
@@ -89,6 +92,7 @@ func (h *Hub) preciseFrom(subscribe func(func(ids []string)) func()) {
 	h.precise = true
 	h.byID = map[string]map[*requestWaiter]struct{}{}
 	h.changedAt = map[string]uint64{}
+	h.changes = map[string]uint32{}
 	h.mu.Unlock()
 	subscribe(h.RequestsChanged)
 }
@@ -103,6 +107,9 @@ func (h *Hub) RequestsChanged(ids []string) {
 	}
 	h.gen++
 	for _, id := range ids {
+		if h.changedAt[id] != h.gen {
+			h.changes[id]++ // once per notification, however often named
+		}
 		h.changedAt[id] = h.gen
 		for w := range h.byID[id] {
 			close(w.ch)
@@ -118,6 +125,7 @@ func (h *Hub) RequestsChanged(ids []string) {
 	}
 	if len(h.changedAt) > maxChangedAt {
 		h.changedAt = map[string]uint64{}
+		h.changes = map[string]uint32{}
 		h.floor = h.gen
 	}
 }
@@ -144,6 +152,22 @@ func (h *Hub) Gen() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.gen
+}
+
+// CreatedGen is the generation a create that waits on its new request id
+// hands to WatchRequest, given gen taken before its commit: on a precise
+// hub, the generation of the notification of that commit (published before
+// the create returned) when it is the only one that named id, so that the
+// create's own change does not wake the wait at once (a spurious wake-up
+// and a read); else gen (a later change, or counts forgotten since gen:
+// WatchRequest wakes at once, as it must).
+func (h *Hub) CreatedGen(id string, gen uint64) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.precise && gen >= h.floor && h.changes[id] == 1 && h.changedAt[id] > gen {
+		return h.changedAt[id]
+	}
+	return gen
 }
 
 // WatchRequest returns a channel closed once request id of target may have
