@@ -180,7 +180,8 @@ func writeBody(w http.ResponseWriter, status int, contentType string, v any) err
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	// A failed write is a client gone: nothing left to tell it.
+	_, _ = w.Write(buf.Bytes())
 	return nil
 }
 

@@ -232,8 +232,10 @@ func (s *Store) dropWriterConn() {
 
 // discardConn closes c's connection rather than giving it back to the pool.
 func discardConn(c *sql.Conn) {
-	c.Raw(func(any) error { return driver.ErrBadConn })
-	c.Close() // closed by Raw already: ErrConnDone
+	// Raw's error is the ErrBadConn asked for; Close's is ErrConnDone
+	// (closed by Raw already).
+	_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	_ = c.Close()
 }
 
 // Queries is how many statements (reads and writes) s has run on SQLite

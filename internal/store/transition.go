@@ -64,22 +64,9 @@ type set struct {
 // revocation win against a racing approval or activation. The version
 // advances with every transition. It returns the new state.
 func transition(ctx context.Context, tx *sql.Tx, id string, from access.State, version int64, ev access.Event, extra ...set) (access.State, error) {
-	to, _, err := transitionWith(ctx, tx, id, from, version, ev, false, extra...)
-	return to, err
-}
-
-// transitionReturning is transition that returns the request as the
-// transition left it (RETURNING: no read after; the agent's report answers
-// with the requests it activated).
-func transitionReturning(ctx context.Context, tx *sql.Tx, id string, from access.State, version int64, ev access.Event, extra ...set) (Request, error) {
-	_, r, err := transitionWith(ctx, tx, id, from, version, ev, true, extra...)
-	return r, err
-}
-
-func transitionWith(ctx context.Context, tx *sql.Tx, id string, from access.State, version int64, ev access.Event, returning bool, extra ...set) (access.State, Request, error) {
 	to, err := access.Next(from, ev)
 	if err != nil {
-		return from, Request{}, fmt.Errorf("request %s: %w (%w)", id, err, ErrConflict)
+		return from, fmt.Errorf("request %s: %w (%w)", id, err, ErrConflict)
 	}
 	q := `UPDATE requests SET state = $1, version = version + 1`
 	args := []any{string(to)}
@@ -90,15 +77,15 @@ func transitionWith(ctx context.Context, tx *sql.Tx, id string, from access.Stat
 	args = append(args, id, string(from), version)
 	n := len(args)
 	q += fmt.Sprintf(` WHERE id = $%d AND state = $%d AND version = $%d`, n-2, n-1, n)
-	r, err := execTransition(ctx, tx, q, args, returning)
+	err = execTransition(ctx, tx, q, args)
 	if errors.Is(err, sql.ErrNoRows) {
-		return from, Request{}, fmt.Errorf("request %s is no longer %s at version %d: %w", id, from, version, ErrStale)
+		return from, fmt.Errorf("request %s is no longer %s at version %d: %w", id, from, version, ErrStale)
 	}
 	if err != nil {
-		return from, Request{}, fmt.Errorf("moving request %s from %s to %s: %w", id, from, to, err)
+		return from, fmt.Errorf("moving request %s from %s to %s: %w", id, from, to, err)
 	}
 	touchRequest(tx, id)
-	return to, r, nil
+	return to, nil
 }
 
 // transitionAll moves every request the query ids selects (its ids; args
@@ -161,21 +148,18 @@ func transitionAllStatement(ids string, args []any, from, to access.State, extra
 }
 
 // execTransition runs a transition's update: sql.ErrNoRows when it changed
-// no row, the row it changed when returning.
-func execTransition(ctx context.Context, tx *sql.Tx, q string, args []any, returning bool) (Request, error) {
-	if returning {
-		return scanRequest(tx.QueryRowContext(ctx, q+` RETURNING `+requestColumns, args...))
-	}
+// no row.
+func execTransition(ctx context.Context, tx *sql.Tx, q string, args []any) error {
 	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
-		return Request{}, err
+		return err
 	}
 	changed, err := res.RowsAffected()
 	if err != nil {
-		return Request{}, err
+		return err
 	}
 	if changed != 1 {
-		return Request{}, sql.ErrNoRows
+		return sql.ErrNoRows
 	}
-	return Request{}, nil
+	return nil
 }
