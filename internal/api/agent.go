@@ -74,7 +74,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	if err != nil {
 		return err
 	}
-	return a.longPoll(w, r, p, in, false)
+	return a.longPoll(w, r, p, in)
 }
 
 // poll is the desired long-poll's question: ?after= (the highest revision
@@ -127,14 +127,15 @@ func (a *api) pollQuery(q url.Values) (poll, error) {
 // soon as the target's revision differs from in.after, or after in.wait
 // with the current state; a delta since in.since when the log allows.
 //
-// p's credential was checked when the call began: up to the poll's wait
-// earlier, or the report's body time earlier when the poll follows a report
-// (late). Answered after a wait, or late, the credential is checked again
-// first (liveCredential): a credential replaced by a new enrollment, or
-// deleted with its target, in between gets 401 (410) and not the state as it
-// is now, whose grants, sources and break-glass key are the new agent's.
-func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal, in poll, late bool) error {
+// p's credential was checked when the call began (a report checks it again
+// after its body), up to the poll's wait earlier. Answered after a wait, the
+// credential is checked again first (liveCredential): one replaced by a new
+// enrollment, or deleted with its target, in between gets 401 (410) and not
+// the state as it is now, whose grants, sources and break-glass key are the
+// new agent's.
+func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal, in poll) error {
 	target := p.Subject
+	waited := false
 	after, since, rules, wait := in.after, in.since, in.rules, in.wait
 	done := a.Presence.Begin(target)
 	defer done()
@@ -178,10 +179,10 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 		// that the agent can say so (see AgentReport.HighWater).
 		if t.Revision == after && time.Until(deadline) > 0 && r.Context().Err() == nil {
 			waitFor(r.Context(), ch, time.Until(deadline))
-			late = true
+			waited = true
 			continue
 		}
-		if late {
+		if waited {
 			if err := a.liveCredential(r.Context(), p); err != nil {
 				return err
 			}
@@ -620,7 +621,15 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		rep := fromWireReport(in)
 		extra = &rep
 	}
+	// The credential was checked before the body, which may take the
+	// body timeout to arrive: one replaced (the target enrolled again) or
+	// deleted meanwhile records nothing (TestReplacedCredentialRecordsNoReport):
+	// the store's update checks it (ReportAppliedWith's credential), and
+	// here before a high water ends grants.
 	if in.HighWater > 0 {
+		if err := a.liveCredential(r.Context(), p); err != nil {
+			return err
+		}
 		// The agent refused our state because it had applied a higher
 		// revision: the database went back. End what the copy brought
 		// back for this target before anything else is recorded.
@@ -628,7 +637,7 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 			return a.goneOr(err)
 		}
 	}
-	activated, err := a.Store.ReportAppliedWith(r.Context(), p.Subject, in.Revision, in.Error, in.Addresses, in.Version, now, extra)
+	activated, err := a.Store.ReportAppliedWith(r.Context(), p.Subject, p.TokenID, in.Revision, in.Error, in.Addresses, in.Version, now, extra)
 	if err != nil {
 		return a.goneOr(err)
 	}
@@ -649,7 +658,7 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 		a.Hub.Notify(req.Target)
 	}
 	if next != nil {
-		return a.longPoll(w, r, p, *next, true)
+		return a.longPoll(w, r, p, *next) // its credential checked after the body
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

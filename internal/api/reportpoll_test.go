@@ -3,8 +3,10 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,5 +248,82 @@ func TestReplacedCredentialGetsNoState(t *testing.T) {
 	}
 	if err := <-get; client.StatusOf(err) != http.StatusUnauthorized {
 		t.Errorf("the replaced credential's long-poll: %v; want 401 and no state", err)
+	}
+}
+
+// heldBody is a request body whose first Read says so (started) and then
+// waits for release: sent with Expect: 100-continue, the client reads it
+// only once the handler, past the credential check, reads the body.
+type heldBody struct {
+	started, release chan struct{}
+	r                io.Reader
+	once             sync.Once
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	b.once.Do(func() {
+		close(b.started)
+		<-b.release
+	})
+	return b.r.Read(p)
+}
+
+// TestReplacedCredentialRecordsNoReport: an agent's report authenticated
+// before its credential was replaced (the target enrolled again), whose
+// body arrives after (a body may take the body timeout, 30 s, to come), is
+// not recorded: it would confirm the pending request as applied by a host
+// that no longer enforces the target. Alone, or carrying its poll. Before,
+// both were recorded (the request went active) and the poll answered.
+func TestReplacedCredentialRecordsNoReport(t *testing.T) {
+	for _, query := range []string{"", "?after=%d&since=%d&wait=5s"} {
+		t.Run("report"+query, func(t *testing.T) {
+			e, _, first, ds := grantedWeb01(t)
+			ctx := context.Background()
+			q := query
+			if q != "" {
+				q = fmt.Sprintf(query, ds.Revision, ds.Revision)
+			}
+			body := &heldBody{started: make(chan struct{}), release: make(chan struct{}),
+				r: strings.NewReader(fmt.Sprintf(`{"revision":%d}`, ds.Revision))}
+			req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v1/agent/report"+q, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+e.creds["web-01"])
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Expect", "100-continue")
+			hc := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+			type answer struct {
+				status int
+				err    error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				resp, err := hc.Do(req)
+				if err != nil {
+					done <- answer{0, err}
+					return
+				}
+				resp.Body.Close()
+				done <- answer{resp.StatusCode, nil}
+			}()
+			<-body.started // the credential was accepted; the body is awaited
+			tc, err := e.c.ReissueEnrollToken(ctx, "web-01")
+			if err != nil {
+				t.Fatal(err)
+			}
+			anon, _ := client.New(e.srv.URL, "")
+			if _, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			close(body.release)
+			a := <-done
+			if a.err != nil || a.status != http.StatusUnauthorized {
+				t.Errorf("the replaced credential's report: %d, %v; want 401", a.status, a.err)
+			}
+			if got, err := e.c.Request(ctx, first.ID); err != nil || got.State != "pending" {
+				t.Errorf("the request after the replaced credential's report: %q, %v; want pending (nothing recorded)", got.State, err)
+			}
+		})
 	}
 }

@@ -140,7 +140,7 @@ func scanGrants(rows *sql.Rows) ([]GrantRow, error) {
 // confirmed; on failure the pending requests fail and their grants leave the
 // desired state. It returns the requests it activated.
 func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, applyErr string, addresses []string, version string, now time.Time) ([]Request, error) {
-	return s.ReportAppliedWith(ctx, target, rev, applyErr, addresses, version, now, nil)
+	return s.ReportAppliedWith(ctx, target, "", rev, applyErr, addresses, version, now, nil)
 }
 
 // ReportAppliedWith is ReportApplied that also records what the agent
@@ -148,7 +148,13 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 // same transaction: one commit (one fsync) per report instead of two, so
 // that the activation a report brings is recorded, and the agent answered,
 // one commit sooner.
-func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64, applyErr string, addresses []string, version string, now time.Time, report *AgentReport) ([]Request, error) {
+//
+// credential, when not empty, is the id of the agent credential the report
+// came with: a report whose credential is no longer the target's (replaced
+// by a new enrollment while the report's body was on its way) records
+// nothing and fails with ErrUnauthorized. It is checked by the update of the
+// target itself (no statement of its own).
+func (s *Store) ReportAppliedWith(ctx context.Context, target, credential string, rev int64, applyErr string, addresses []string, version string, now time.Time, report *AgentReport) ([]Request, error) {
 	var (
 		activated []Request
 		confirmed []string
@@ -175,15 +181,26 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target string, rev int64,
 		// server's revision (no read before it): a report of a newer one
 		// fails, and the failure undoes the update with the rest of the
 		// operation (its savepoint, or its transaction).
-		err := tx.QueryRowContext(ctx, `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
-			agent_error = $2, agent_seen_at = $3 WHERE name = $4 AND revision >= $1 RETURNING revision`, rev, applyErr, ms(now), target).Scan(&current)
+		update := `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
+			agent_error = $2, agent_seen_at = $3 WHERE name = $4 AND revision >= $1`
+		args := []any{rev, applyErr, ms(now), target}
+		if credential != "" {
+			update += ` AND EXISTS (SELECT 1 FROM tokens WHERE id = $5 AND kind = 'agent' AND subject = $4)`
+			args = append(args, credential)
+		}
+		err := tx.QueryRowContext(ctx, update+` RETURNING revision`, args...).Scan(&current)
 		if errors.Is(err, sql.ErrNoRows) {
-			err = tx.QueryRowContext(ctx, `SELECT revision FROM targets WHERE name = $1`, target).Scan(&current)
+			live := true
+			err = tx.QueryRowContext(ctx, `SELECT revision, EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1) FROM targets WHERE name = $1`,
+				target, credential).Scan(&current, &live)
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("target %q: %w", target, ErrNotFound)
 			}
 			if err != nil {
 				return fmt.Errorf("reading target %s: %w", target, err)
+			}
+			if credential != "" && !live {
+				return fmt.Errorf("the agent credential of %s was replaced or revoked: %w", target, ErrUnauthorized)
 			}
 			return fmt.Errorf("revision %d of %s is newer than the server's %d: %w", rev, target, current, ErrConflict)
 		}
