@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,6 +103,7 @@ func relayAgent(t *testing.T, e *env, agent *client.Client) *relay.Agent {
 		}
 		cur.Store(&ds)
 		ra.Recheck(ds)
+		relayedRevision(agent).Store(ds.Revision)
 	}
 	refresh()
 	go func() {
@@ -114,6 +116,7 @@ func relayAgent(t *testing.T, e *env, agent *client.Client) *relay.Agent {
 			after = ds.Revision
 			cur.Store(&ds)
 			ra.Recheck(ds)
+			relayedRevision(agent).Store(ds.Revision)
 		}
 	}()
 	conn, err := agent.AgentTunnel(ctx)
@@ -147,14 +150,36 @@ func grantBastion(t *testing.T, c *client.Client, port uint16) wire.Request {
 	return req
 }
 
+// relayed holds, per agent client with a relayAgent, the revision its
+// relay last took.
+var relayed sync.Map // *client.Client → *atomic.Int64
+
+func relayedRevision(agent *client.Client) *atomic.Int64 {
+	v, _ := relayed.LoadOrStore(agent, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
 // applyDesired has agent fetch its desired state and report its revision
-// as applied, which makes the grants in it active.
+// as applied, which makes the grants in it active. As the real agent does
+// (its relay is given a state before that state's report leaves), an agent
+// with a relayAgent reports only once its relay holds the revision: else a
+// tunnel opened after the activation can reach a relay still holding the
+// state before it.
 func applyDesired(t *testing.T, agent *client.Client) {
 	t.Helper()
 	ctx := context.Background()
 	ds, err := agent.Desired(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if v, ok := relayed.Load(agent); ok {
+		deadline := time.Now().Add(10 * time.Second)
+		for v.(*atomic.Int64).Load() < ds.Revision {
+			if time.Now().After(deadline) {
+				t.Fatalf("the relay agent did not take revision %d within 10 s", ds.Revision)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision}); err != nil {
 		t.Fatal(err)
