@@ -125,11 +125,22 @@ type LoadCPU struct {
 	// simulated: desired-state polls and reports, as the server counted
 	// them, jitgate_http_requests_total) per request sent during the load.
 	AgentExchanges float64 `json:"agent_exchanges_per_request"`
+	// The server's database commits (each one fsync) per request sent,
+	// and the writes each carried on average (group commit), from its
+	// jitgate_store_write_batch_size.
+	CommitsPerRequest float64 `json:"commits_per_request,omitempty"`
+	WritesPerCommit   float64 `json:"writes_per_commit,omitempty"`
 }
 
-// agentExchanges is the number of agents' desired-state polls and reports
-// the server has answered, from its /metrics (jitgate_http_requests_total).
-func agentExchanges(t *testing.T, l *testlab.Lab) float64 {
+// serverCounts are counters of the server's /metrics: the agents'
+// desired-state polls and reports it answered (jitgate_http_requests_total),
+// and its database commits and the writes they carried
+// (jitgate_store_write_batch_size _count and _sum; 0 on a server without
+// that metric).
+type serverCounts struct{ exchanges, commits, writes float64 }
+
+// scrapeCounts reads the server's serverCounts from its /metrics.
+func scrapeCounts(t *testing.T, l *testlab.Lab) serverCounts {
 	t.Helper()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -150,17 +161,25 @@ func agentExchanges(t *testing.T, l *testlab.Lab) float64 {
 	if _, err := b.ReadFrom(resp.Body); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("reading the server's metrics: %s, %v", resp.Status, err)
 	}
-	var n float64
+	var n serverCounts
 	for _, line := range strings.Split(b.String(), "\n") {
-		if !strings.HasPrefix(line, "jitgate_http_requests_total{") ||
-			!strings.Contains(line, `/api/v1/agent/desired"`) && !strings.Contains(line, `/api/v1/agent/report"`) {
+		var into *float64
+		switch {
+		case strings.HasPrefix(line, "jitgate_http_requests_total{") &&
+			(strings.Contains(line, `/api/v1/agent/desired"`) || strings.Contains(line, `/api/v1/agent/report"`)):
+			into = &n.exchanges
+		case strings.HasPrefix(line, "jitgate_store_write_batch_size_count "):
+			into = &n.commits
+		case strings.HasPrefix(line, "jitgate_store_write_batch_size_sum "):
+			into = &n.writes
+		default:
 			continue
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		if err != nil {
 			t.Fatalf("metrics line %q: %v", line, err)
 		}
-		n += v
+		*into += v
 	}
 	return n
 }
@@ -386,7 +405,7 @@ func TestControlPlaneLoad(t *testing.T) {
 	profile := startServerProfile(t, l)
 	stopGenProfile := startGeneratorProfile(t)
 	cpuStart := sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid)
-	exchangesStart := agentExchanges(t, l)
+	countsStart := scrapeCounts(t, l)
 
 	// The open-loop generator: request i is due at start + i/rate, each
 	// from a fresh source, whatever the answers of the earlier ones; both
@@ -469,8 +488,14 @@ func TestControlPlaneLoad(t *testing.T) {
 	profile()
 	stopGenProfile()
 	res.CPU = loadCPU(cpuStart, sampleCPU(t, l.Server.Pid(), l.Agent.Pid(), simPid), res.Sent)
-	res.CPU.AgentExchanges = (agentExchanges(t, l) - exchangesStart) / float64(res.Sent)
+	counts := scrapeCounts(t, l)
+	res.CPU.AgentExchanges = (counts.exchanges - countsStart.exchanges) / float64(res.Sent)
 	t.Logf("agents' HTTP exchanges (desired-state polls and reports): %.2f per request", res.CPU.AgentExchanges)
+	if commits := counts.commits - countsStart.commits; commits > 0 {
+		res.CPU.CommitsPerRequest = commits / float64(res.Sent)
+		res.CPU.WritesPerCommit = (counts.writes - countsStart.writes) / commits
+		t.Logf("database: %.2f commits per request, %.2f writes per commit", res.CPU.CommitsPerRequest, res.CPU.WritesPerCommit)
+	}
 	t.Logf("CPU during the load (s): server %.2f (%.3f ms/request), agent %.2f, generator %.2f (%.3f ms/request), simulated agents %.2f (%.3f ms/request); machine busy %.2f, other work %.2f",
 		res.CPU.Server, res.CPU.ServerPerMS, res.CPU.Agent, res.CPU.Generator, res.CPU.GenPerMS, res.CPU.SimAgents, res.CPU.SimsPerMS, res.CPU.Machine, res.CPU.Others)
 	t.Logf("generator: at most %s behind its schedule", late.Round(time.Microsecond))

@@ -111,6 +111,28 @@ func (c *blockedCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// writeBatchCollector exposes the store's group-commit batch sizes
+// (operations per committed write transaction) as a histogram read at
+// scrape time: rate(_sum)/rate(_count) is the mean batch, and _count the
+// commits (each one fsync). Under load the writer gathers writes into
+// bigger batches (store.gatherDelay); this shows whether it does.
+type writeBatchCollector struct {
+	st   *store.Store
+	desc *prometheus.Desc
+}
+
+func newWriteBatchCollector(st *store.Store) *writeBatchCollector {
+	return &writeBatchCollector{st: st, desc: prometheus.NewDesc("jitgate_store_write_batch_size",
+		"Operations per committed database write transaction (group commit: writes arriving together share one transaction and one fsync); _count is the commits.", nil, nil)}
+}
+
+func (c *writeBatchCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *writeBatchCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.st.WriteBatchSizes()
+	ch <- prometheus.MustNewConstHistogram(c.desc, uint64(b.Commits), float64(b.Ops), b.Buckets)
+}
+
 // removalCollector exposes how many removals their agents have not
 // confirmed yet, read from the store at scrape time: revoked (denied,
 // failed) requests whose grants may still be open until their kernel

@@ -53,8 +53,8 @@ func TestRequestIDReachesAudit(t *testing.T) {
 
 // TestHTTPMetrics: /metrics counts API calls by route pattern (never the
 // raw path: two targets' names make one series), method and code, and
-// shows jitgate_build_info; the kernel's blocked counters are named as
-// counters (_total).
+// shows jitgate_build_info and the store's group-commit batch sizes; the
+// kernel's blocked counters are named as counters (_total).
 func TestHTTPMetrics(t *testing.T) {
 	e := newEnv(t)
 	e.addTarget(t, "web-01")
@@ -84,6 +84,9 @@ func TestHTTPMetrics(t *testing.T) {
 		`jitgate_agent_apply_errors_total{target="web-01"} 1`,
 		`# TYPE jitgate_agent_last_seen_timestamp_seconds gauge`,
 		`jitgate_agent_last_seen_timestamp_seconds{target="web-01"}`,
+		`# TYPE jitgate_store_write_batch_size histogram`,
+		`jitgate_store_write_batch_size_bucket{le="1"} `,
+		`jitgate_store_write_batch_size_count `,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -58,8 +58,11 @@ type writer struct {
 	quit    chan struct{}
 	stopped chan struct{}
 	// commits counts committed transactions and ops the operations they
-	// carried (tests and benchmarks read them; jitgate_store_* metrics may).
+	// carried (tests and benchmarks read them); sizes counts the commits
+	// by how many operations they carried, in the buckets of batchBuckets
+	// (jitgate_store_write_batch_size).
 	commits, ops atomic.Int64
+	sizes        [len(batchBuckets)]atomic.Int64
 	// hold, when set (tests only), runs at the start of each batch.
 	hold func()
 	// gen is the database generation (Generation) as the last commit that
@@ -261,6 +264,7 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	} else {
 		s.w.commits.Add(1)
 		s.w.ops.Add(int64(committed))
+		s.w.sizes[batchBucket(committed)].Add(1)
 		// Before any caller is answered (and so before the change feed
 		// wakes anyone): Generation is never behind a reported commit.
 		// On SQLite nothing else commits, so the generation the batch
@@ -288,6 +292,43 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 // how many operations they carried (their ratio is the group-commit batch
 // size; the write-path benchmarks report it).
 func (s *Store) WriteStats() (commits, ops int64) { return s.w.commits.Load(), s.w.ops.Load() }
+
+// batchBuckets are the upper bounds of the buckets of WriteBatches: a
+// commit of n operations counts in the first bucket whose bound is at
+// least n (maxBatch bounds n).
+var batchBuckets = [...]int{1, 2, 4, 8, 16, 32, maxBatch}
+
+func batchBucket(n int) int {
+	for i, le := range batchBuckets {
+		if n <= le {
+			return i
+		}
+	}
+	return len(batchBuckets) - 1
+}
+
+// WriteBatches is the histogram of the operations per committed write
+// transaction of a Store (the group-commit batch size), as Prometheus wants
+// it: Buckets maps each upper bound to the commits of at most that many
+// operations (cumulative); Commits and Ops are the count and the sum.
+type WriteBatches struct {
+	Commits, Ops int64
+	Buckets      map[float64]uint64
+}
+
+// WriteBatchSizes returns the batch-size histogram of the commits so far.
+// Commits go on while it reads: the buckets are read before the count
+// (which a commit moves first), so that no bucket exceeds the count.
+func (s *Store) WriteBatchSizes() WriteBatches {
+	b := WriteBatches{Buckets: make(map[float64]uint64, len(batchBuckets))}
+	var cum uint64
+	for i, le := range batchBuckets {
+		cum += uint64(s.w.sizes[i].Load())
+		b.Buckets[float64(le)] = cum
+	}
+	b.Commits, b.Ops = s.w.commits.Load(), s.w.ops.Load()
+	return b
+}
 
 // The generation moved by a write transaction, as its statements returned
 // it (movedGeneration), so that the writer knows where its commit leaves it
