@@ -46,12 +46,16 @@ func (s *Store) writeAudit(ctx context.Context, tx auditTx, e audit.Event) error
 	}
 	r := chainRow{ID: id, At: ms(e.At), Actor: e.Actor, Action: string(e.Action), Target: e.Target, RequestID: e.RequestID,
 		ClientAddr: e.ClientAddr, Reason: e.Reason, Details: string(details), PrevHash: prev}
+	r.Hash = r.hash()
 	_, err = tx.ExecContext(ctx, `INSERT INTO audit (id, at, actor, action, target, request_id, client_addr, reason, details, prev_hash, hash)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		r.ID, r.At, r.Actor, r.Action, r.Target, r.RequestID, r.ClientAddr, r.Reason, r.Details, r.PrevHash, r.hash())
+		r.ID, r.At, r.Actor, r.Action, r.Target, r.RequestID, r.ClientAddr, r.Reason, r.Details, r.PrevHash, r.Hash)
 	if err != nil {
 		return fmt.Errorf("writing audit event %s: %w", e.Action, err)
 	}
+	// The next event of this transaction follows this one without reading
+	// the head (chainHead).
+	leftAuditHead(tx, auditHead{known: true, hash: r.Hash, next: r.ID + 1, hooks: hooks})
 	if !hooks {
 		return nil
 	}

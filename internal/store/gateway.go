@@ -667,6 +667,29 @@ func (s *Store) changed(targets ...string) {
 	}
 }
 
+// relations are a target's relations as a write transaction read them
+// (targetForRequest): its gateway ("" for none), and whether any target is
+// behind it.
+type relations struct {
+	gateway string
+	behind  bool
+}
+
+// changedRelated is changed for one target whose relations the committed
+// transaction read (rel): the feed learns the same targets, without the
+// read after the commit, unless targets are behind it (their names are
+// read then, by changed).
+func (s *Store) changedRelated(target string, rel relations) {
+	if rel.behind {
+		s.changed(target)
+		return
+	}
+	s.feed.publish(target)
+	if rel.gateway != "" && rel.gateway != target {
+		s.feed.publish(rel.gateway)
+	}
+}
+
 // ActiveCounts counts active requests per target.
 func (s *Store) ActiveCounts(ctx context.Context) (map[string]int, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT target, count(*) FROM requests WHERE state = `+stateActive+` GROUP BY target`)

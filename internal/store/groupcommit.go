@@ -339,37 +339,63 @@ type genMove struct {
 	first, last int64
 }
 
+// txState is what a write transaction's own statements told the store, kept
+// beside the transaction (keyed by it) so that later statements of the same
+// transaction need not read it again: the generation it moved, and the audit
+// chain's head as its last event left it (chainHead). The writer takes a
+// copy before each batched operation (peekGeneration) and puts it back when
+// the operation's savepoint is rolled back (restoreGeneration): what a
+// rolled-back operation wrote is not the transaction's any more.
+type txState struct {
+	genMove
+	head auditHead
+}
+
 var generations = struct {
 	sync.Mutex
-	m map[*sql.Tx]genMove
-}{m: map[*sql.Tx]genMove{}}
+	m map[*sql.Tx]txState
+}{m: map[*sql.Tx]txState{}}
 
 // movedGeneration records, in tx, that a statement moved the generation by
 // delta to now.
 func movedGeneration(tx *sql.Tx, now, delta int64) {
 	generations.Lock()
 	defer generations.Unlock()
-	g := generations.m[tx]
-	if !g.seen {
-		g = genMove{seen: true, first: now - delta}
+	st := generations.m[tx]
+	if !st.seen {
+		st.genMove = genMove{seen: true, first: now - delta}
 	}
-	g.last = now
-	generations.m[tx] = g
+	st.last = now
+	generations.m[tx] = st
 }
 
-func peekGeneration(tx *sql.Tx) genMove {
+func peekGeneration(tx *sql.Tx) txState {
 	generations.Lock()
 	defer generations.Unlock()
 	return generations.m[tx]
 }
 
-// restoreGeneration puts back what tx had moved before an operation whose
-// savepoint was rolled back.
-func restoreGeneration(tx *sql.Tx, g genMove) {
+// restoreGeneration puts back what tx had moved (and the audit chain head it
+// had left) before an operation whose savepoint was rolled back.
+func restoreGeneration(tx *sql.Tx, st txState) {
 	generations.Lock()
 	defer generations.Unlock()
-	if g.seen {
-		generations.m[tx] = g
+	if st.seen || st.head.known {
+		generations.m[tx] = st
+	} else {
+		delete(generations.m, tx)
+	}
+}
+
+// setAuditHead records the audit chain's head as tx's last event left it
+// (known false: forget it, the next event reads it).
+func setAuditHead(tx *sql.Tx, h auditHead) {
+	generations.Lock()
+	defer generations.Unlock()
+	st := generations.m[tx]
+	st.head = h
+	if st.seen || st.head.known {
+		generations.m[tx] = st
 	} else {
 		delete(generations.m, tx)
 	}

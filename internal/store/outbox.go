@@ -125,6 +125,8 @@ func (s *Store) CreateWebhook(ctx context.Context, actor Actor, w Webhook, now t
 			w.ID, w.URL, w.Format, w.Secret, string(events), ms(now), actor.Name); err != nil {
 			return fmt.Errorf("inserting webhook: %w", err)
 		}
+		// The events after it, in this transaction too, are its.
+		forgetAuditHead(tx)
 		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.WebhookCreated,
 			Details: map[string]any{"webhook": w.ID, "url": redactURL(w.URL), "format": w.Format, "events": w.Events}})
 	})
@@ -218,6 +220,7 @@ func (s *Store) DeleteWebhook(ctx context.Context, actor Actor, id string, now t
 		if _, err := tx.ExecContext(ctx, `DELETE FROM webhooks WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("deleting webhook %s: %w", id, err)
 		}
+		forgetAuditHead(tx)
 		return s.writeAudit(ctx, tx, audit.Event{At: now, Actor: actor.Name, ClientAddr: actor.ClientAddr, Action: audit.WebhookDeleted,
 			Details: map[string]any{"webhook": id, "url": redactURL(u)}})
 	})

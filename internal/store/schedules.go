@@ -322,7 +322,7 @@ func (s *Store) produceOne(ctx context.Context, id string, limits policy.Limits,
 			// request.refused is audited with it.
 			return advance(tx, "")
 		}
-		made, wake = true, granted
+		made, wake = true, granted != nil
 		return advance(tx, occ.ID)
 	})
 	if last != nil {
