@@ -266,7 +266,12 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 	if _, ok := out.(*wire.DesiredState); ok {
 		limit = maxDesiredAnswer
 	}
-	switch err := decodeAnswer(io.LimitReader(resp.Body, limit), out); {
+	if ds, ok := out.(*wire.DesiredState); ok && resp.ContentLength >= 0 && resp.ContentLength <= wholeDesiredMax {
+		err = decodeDesiredWhole(resp.Body, resp.ContentLength, ds)
+	} else {
+		err = decodeAnswer(io.LimitReader(resp.Body, limit), out)
+	}
+	switch {
 	case err == io.EOF: // no body: nothing to decode, as before
 	case err != nil:
 		return resp.StatusCode, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)

@@ -2,9 +2,12 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +121,62 @@ func TestReportPoll(t *testing.T) {
 				t.Errorf("a 204 gave a desired state: %+v", ds)
 			}
 		})
+	}
+}
+
+// TestSmallDeltaDecodedWhole: the agent's answer to a grant (a one-grant
+// delta, sent with its length) is decoded in one json.Unmarshal, not token
+// by token: it is on the path from the commit to the kernel. Counted in
+// allocations (the whole exchange, server included): 236 before, of which
+// ~120 went to the token-by-token decoding of ~400 bytes; 117 after.
+// And an answer cut short of its announced length is an error, as when
+// streamed.
+func TestSmallDeltaDecodedWhole(t *testing.T) {
+	const delta = `{"target":"web-01","revision":1234,"server_time":"2026-12-07T19:25:46.672791421Z","protected":null,` +
+		`"grants":[{"id":77,"source":"192.0.2.10/32","protocol":"tcp","port":2222,"expires_at":"2026-12-07T19:35:46.672791421Z"}],` +
+		`"since":1233,"changed":[77],"breakglass_key":"MCowBQYDK2VwAyEAq0Hn3zY6iQ3Y2o1i8pO0m9b1Lq3N8tF4bQ2wK7x3pYc="}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(delta)))
+		io.WriteString(w, delta)
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "agent-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var ds wire.DesiredState
+	allocs := testing.AllocsPerRun(200, func() {
+		if ds, err = c.DesiredSince(ctx, 1233, 1233, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var want wire.DesiredState
+	if err := json.Unmarshal([]byte(delta), &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ds, want) {
+		t.Errorf("got %+v, want %+v", ds, want)
+	}
+	t.Logf("%.0f allocations per exchange", allocs)
+	if allocs > 150 {
+		t.Errorf("%.0f allocations per exchange of a one-grant delta: decoded token by token", allocs)
+	}
+
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(delta)))
+		io.WriteString(w, delta[:len(delta)/2])
+		w.(http.Flusher).Flush()
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	}))
+	defer cut.Close()
+	if c, err = New(cut.URL, "agent-token"); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := c.DesiredSince(ctx, 1233, 1233, 0); err == nil {
+		t.Errorf("an answer cut short of its length was taken as a state: %+v", ds)
 	}
 }

@@ -1,13 +1,51 @@
 package client
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"unicode"
 
 	"github.com/jitgate/jitgate/internal/wire"
 )
+
+// wholeDesiredMax is the largest desired-state answer, by its
+// Content-Length, that is read whole and decoded in one json.Unmarshal
+// (decodeDesiredWhole) rather than token by token (decodeDesired): the
+// agent's answer to a grant is a delta of a few hundred bytes, on the path
+// from the commit to the kernel, where the token-by-token decoding cost ~3x
+// the time and ~10x the allocations (a raw copy of each member, then
+// json.Marshal and json.Unmarshal of them again). A snapshot is streamed
+// without a length and stays on decodeDesired, a grant at a time.
+const wholeDesiredMax = 256 << 10
+
+// decodeDesiredWhole decodes a desired state of exactly n bytes from r (an
+// answer with its Content-Length) as decodeDesired would: io.EOF when n is
+// 0, an error for anything but a JSON object or data after it, and out
+// written only when the whole answer decoded.
+func decodeDesiredWhole(r io.Reader, n int64, out *wire.DesiredState) error {
+	if n == 0 {
+		return io.EOF
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if i := bytes.IndexFunc(buf, func(r rune) bool { return !unicode.IsSpace(r) }); i < 0 || buf[i] != '{' {
+		return errors.New("a desired state must be a JSON object")
+	}
+	var ds wire.DesiredState
+	if err := json.Unmarshal(buf, &ds); err != nil {
+		return err
+	}
+	*out = ds
+	return nil
+}
 
 // decodeAnswer decodes one JSON value from r into out, refusing data after
 // it; io.EOF when r is empty. A desired state is decoded by decodeDesired.

@@ -76,30 +76,42 @@ func TestDecodeDesiredAsUnmarshal(t *testing.T) {
 		{"cut after the grants", `{"revision":1,"grants":[]`, true},
 		{"cut in a key", `{"revision":1,"gra`, true},
 		{"data after", `{"revision":1} {}`, true},
+		{"null", `null`, true},
+		{"a string", ` "x"`, true},
+		{"empty", ``, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := wire.DesiredState{Target: "untouched"}
-			err := decodeAnswer(strings.NewReader(tc.body), &got)
-			if tc.fails {
-				if err == nil {
-					t.Fatalf("decoded %+v, want an error", got)
+		// Both ways: token by token (a snapshot, streamed without a
+		// length), and whole (a small answer with its length).
+		for _, whole := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/whole=%v", tc.name, whole), func(t *testing.T) {
+				got := wire.DesiredState{Target: "untouched"}
+				var err error
+				if whole {
+					err = decodeDesiredWhole(strings.NewReader(tc.body), int64(len(tc.body)), &got)
+				} else {
+					err = decodeAnswer(strings.NewReader(tc.body), &got)
 				}
-				// Data after a whole value is found once the value is read.
-				if tc.name != "data after" && (got.Target != "untouched" || got.Grants != nil) {
-					t.Errorf("a refused answer changed the state: %+v", got)
+				if tc.fails {
+					if err == nil {
+						t.Fatalf("decoded %+v, want an error", got)
+					}
+					// Data after a whole value is found once the value is read.
+					if tc.name != "data after" && (got.Target != "untouched" || got.Grants != nil) {
+						t.Errorf("a refused answer changed the state: %+v", got)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want wire.DesiredState
-			if err := json.Unmarshal([]byte(tc.body), &want); err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("got %+v, want %+v", got, want)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want wire.DesiredState
+				if err := json.Unmarshal([]byte(tc.body), &want); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("got %+v, want %+v", got, want)
+				}
+			})
+		}
 	}
 }
