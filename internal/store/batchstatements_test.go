@@ -11,6 +11,7 @@ import (
 	"github.com/jitgate/jitgate/internal/access"
 	"github.com/jitgate/jitgate/internal/policy"
 	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/testenv"
 )
 
 // TestBatchedRequestStatements counts the SQLite statements of the load
@@ -109,5 +110,119 @@ func TestBatchedRequestStatements(t *testing.T) {
 	res, err := s.VerifyAudit(ctx)
 	if err != nil || !res.OK {
 		t.Fatalf("VerifyAudit: %+v, %v", res, err)
+	}
+}
+
+// TestLiveCountsFollowEveryMove holds the live-request counts kept by the
+// triggers of migration 0035 (one upsert at insert, one trigger for a
+// change of state) equal to a count of the live rows after every kind of
+// move into, within and out of a live state: creation, activation,
+// extension (superseding), revocation, expiry, a request awaiting approval
+// and its denial, a scheduled request, and a requester with an empty name
+// (counted once in the target's total). On SQLite and PostgreSQL.
+func TestLiveCountsFollowEveryMove(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) *store.Store
+	}{
+		{"sqlite", func(t *testing.T) *store.Store {
+			s, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}},
+		{"postgres", func(t *testing.T) *store.Store { return openPostgres(t, testenv.Postgres(t)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.open(t)
+			ctx := t.Context()
+			admin := store.Actor{Name: "admin"}
+			for _, name := range []string{"web-1", "web-2"} {
+				if _, _, err := s.CreateTarget(ctx, admin, name, nil, t0, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+			}
+			open, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22, Protocol: policy.TCP}, MaxDuration: 2 * time.Hour}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			approved, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 443, Protocol: policy.TCP}, MaxDuration: time.Hour, Approval: policy.Approval{Mode: policy.Manual}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.SetPolicy(ctx, admin, "web-1", open, t0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.SetPolicy(ctx, admin, "web-2", approved, t0); err != nil {
+				t.Fatal(err)
+			}
+			check := func(step string) {
+				t.Helper()
+				rows, err := store.DB(s).QueryContext(ctx, `SELECT l.target, l.requester, l.n, coalesce(c.n, 0) FROM live_requests l LEFT JOIN (
+					SELECT target, requester, count(*) AS n FROM requests WHERE state IN ('pending_approval', 'scheduled', 'pending', 'active') AND requester <> '' GROUP BY target, requester
+					UNION ALL SELECT target, '', count(*) FROM requests WHERE state IN ('pending_approval', 'scheduled', 'pending', 'active') GROUP BY target
+				) c ON c.target = l.target AND c.requester = l.requester
+				UNION ALL SELECT c.target, c.requester, 0, c.n FROM (
+					SELECT target, requester, count(*) AS n FROM requests WHERE state IN ('pending_approval', 'scheduled', 'pending', 'active') AND requester <> '' GROUP BY target, requester
+					UNION ALL SELECT target, '', count(*) FROM requests WHERE state IN ('pending_approval', 'scheduled', 'pending', 'active') GROUP BY target
+				) c WHERE NOT EXISTS (SELECT 1 FROM live_requests l WHERE l.target = c.target AND l.requester = c.requester)`)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rows.Close()
+				for rows.Next() {
+					var target, requester string
+					var kept, counted int
+					if err := rows.Scan(&target, &requester, &kept, &counted); err != nil {
+						t.Fatal(err)
+					}
+					if kept != counted {
+						t.Errorf("after %s: live_requests (%s, %q) = %d, %d live rows", step, target, requester, kept, counted)
+					}
+				}
+				if err := rows.Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ask := func(who, target, src string, port uint16, d time.Duration, opt store.RequestOptions, now time.Time) store.Request {
+				t.Helper()
+				r, err := s.CreateRequestWith(ctx, store.Actor{Name: who}, target, policy.Request{Ports: []policy.Port{{Number: port, Protocol: policy.TCP}},
+					Source: netip.MustParsePrefix(src), Duration: d, Reason: "r"}, policy.DefaultLimits(), now, opt)
+				if err != nil {
+					t.Fatalf("%s asking %s: %v", who, target, err)
+				}
+				return r
+			}
+			a := ask("alice", "web-1", "198.51.100.1/32", 22, time.Hour, store.RequestOptions{}, t0)
+			b := ask("bob", "web-1", "198.51.100.2/32", 22, time.Hour, store.RequestOptions{}, t0)
+			ask("", "web-1", "198.51.100.3/32", 22, time.Hour, store.RequestOptions{}, t0)
+			check("creations")
+			if _, err := s.ReportApplied(ctx, "web-1", b.Revision, "", nil, "", t0.Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			check("activations")
+			ask("alice", "web-1", "198.51.100.1/32", 22, 2*time.Hour, store.RequestOptions{}, t0.Add(time.Minute)) // extends a, superseding it
+			check("an extension")
+			if _, err := s.RevokeRequest(ctx, admin, b.ID, "", t0.Add(2*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			check("a revocation")
+			w := ask("carol", "web-2", "198.51.100.4/32", 443, time.Hour, store.RequestOptions{}, t0.Add(2*time.Minute))
+			ask("dave", "web-1", "198.51.100.5/32", 22, time.Hour, store.RequestOptions{Start: t0.Add(30 * time.Minute)}, t0.Add(2*time.Minute))
+			check("a request awaiting approval and a scheduled one")
+			if _, err := s.DenyRequest(ctx, admin, w.ID, "no", w.Version, t0.Add(3*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			check("a denial")
+			if _, err := s.Sweep(ctx, t0.Add(3*time.Hour), 2*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			check("expiries")
+			if r, err := s.GetRequest(ctx, a.ID); err != nil || r.State != access.Superseded {
+				t.Errorf("the extended request: %+v, %v; want superseded", r.State, err)
+			}
+		})
 	}
 }
