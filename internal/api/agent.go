@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -74,7 +75,7 @@ func (a *api) desired(w http.ResponseWriter, r *http.Request, p store.Principal)
 	if err != nil {
 		return err
 	}
-	return a.longPoll(w, r, p, in)
+	return a.longPoll(w, r, p, in, nil)
 }
 
 // poll is the desired long-poll's question: ?after= (the highest revision
@@ -133,7 +134,13 @@ func (a *api) pollQuery(q url.Values) (poll, error) {
 // enrollment, or deleted with its target, in between gets 401 (410) and not
 // the state as it is now, whose grants, sources and break-glass key are the
 // new agent's.
-func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal, in poll) error {
+//
+// known, when not nil, is the target's revision as the report carrying the
+// poll read it, current while the hub's count of the target's notifications
+// is known.seq (Hub.Seq): when it is, and the agent holds that revision, the
+// poll waits without reading the target (the report's update read it a
+// moment ago, and a change since would have moved the count).
+func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal, in poll, known *revisionAt) error {
 	target := p.Subject
 	waited := false
 	after, since, rules, wait := in.after, in.since, in.rules, in.wait
@@ -141,6 +148,22 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 	defer done()
 	if err := a.Presence.MarkConnected(r.Context(), target, a.clientAddr(r).String()); err != nil {
 		return a.goneOr(err)
+	}
+	var (
+		ch   <-chan struct{}
+		t    store.Target
+		err  error
+		live bool // the credential as the last read after a wait saw it
+		// partial: t holds only the revision (known); read the whole
+		// target before answering with it.
+		partial bool
+	)
+	if known != nil && known.rev > 0 && known.rev == after && wait > 0 {
+		var seq uint64
+		ch, seq = a.Hub.WatchSeq(target)
+		if seq == known.seq {
+			t, partial = store.Target{Name: target, Revision: known.rev}, true
+		}
 	}
 	// after is the highest revision the agent applied. One above anything
 	// this process knew for the target, while the target's revision has
@@ -152,10 +175,11 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 	// one read serves the check and the first round of the wait below (a
 	// change committed after the read closes the channel); it is read
 	// again only when the check ended grants.
-	ch := a.Hub.Watch(target)
-	t, err := a.Store.GetTarget(r.Context(), target)
-	if err != nil {
-		return a.goneOr(err)
+	if !partial {
+		ch = a.Hub.Watch(target)
+		if t, err = a.Store.GetTarget(r.Context(), target); err != nil {
+			return a.goneOr(err)
+		}
 	}
 	fresh := true
 	if t.Revision >= after {
@@ -169,9 +193,17 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 	for {
 		if !fresh {
 			ch = a.Hub.Watch(target)
-			if t, err = a.Store.GetTarget(r.Context(), target); err != nil {
+			// After a wait the credential is read with the target (one
+			// read: liveCredential's question, answered below).
+			if waited {
+				t, live, err = a.Store.AgentTarget(r.Context(), target, p.TokenID)
+			} else {
+				t, err = a.Store.GetTarget(r.Context(), target)
+			}
+			if err != nil {
 				return a.goneOr(err)
 			}
+			partial = false
 		}
 		fresh = false
 		// rev < after: the agent has applied a revision this database does
@@ -182,10 +214,13 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 			waited = true
 			continue
 		}
-		if waited {
-			if err := a.liveCredential(r.Context(), p); err != nil {
-				return err
-			}
+		if partial {
+			// Not waiting after all (the client left, or the wait was
+			// over at once): the answer needs the whole target.
+			continue
+		}
+		if waited && !live {
+			return a.credentialGone(r.Context(), p)
 		}
 		if since > 0 {
 			ds, ok, err := a.delta(r.Context(), t, since, rules)
@@ -217,12 +252,25 @@ func (a *api) liveCredential(ctx context.Context, p store.Principal) error {
 		return err
 	}
 	if !ok {
-		if _, err := a.Store.GetTarget(ctx, p.Subject); errors.Is(err, store.ErrNotFound) {
-			return a.goneOr(err)
-		}
-		return fmt.Errorf("credential of agent %s replaced or revoked during its poll: %w", p.Subject, store.ErrUnauthorized)
+		return a.credentialGone(ctx, p)
 	}
 	return nil
+}
+
+// credentialGone is the error for agent p whose credential is no longer its
+// target's: 410 when the target is gone, else 401.
+func (a *api) credentialGone(ctx context.Context, p store.Principal) error {
+	if _, err := a.Store.GetTarget(ctx, p.Subject); errors.Is(err, store.ErrNotFound) {
+		return a.goneOr(err)
+	}
+	return fmt.Errorf("credential of agent %s replaced or revoked during its poll: %w", p.Subject, store.ErrUnauthorized)
+}
+
+// revisionAt is a target's revision as read when the hub's count of the
+// target's notifications was seq (longPoll).
+type revisionAt struct {
+	rev int64
+	seq uint64
 }
 
 // writeAnswer writes an agent's delta as compact JSON in one write with its
@@ -637,7 +685,11 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 			return a.goneOr(err)
 		}
 	}
-	activated, err := a.Store.ReportAppliedWith(r.Context(), p.Subject, p.TokenID, in.Revision, in.Error, in.Addresses, in.Version, now, extra)
+	// The count of the target's notifications before the report: the
+	// revision its update reads is current while only the report's own
+	// notification (below) has moved it.
+	seq := a.Hub.Seq(p.Subject)
+	activated, rev, err := a.Store.ReportAppliedRevision(r.Context(), p.Subject, p.TokenID, in.Revision, in.Error, in.Addresses, in.Version, now, extra)
 	if err != nil {
 		return a.goneOr(err)
 	}
@@ -652,13 +704,18 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	}
 	a.Presence.Seen(p.Subject)
 	// Wake clients following the target's requests (and, behind a gateway,
-	// those of the targets it activated requests for).
-	a.Hub.Notify(p.Subject)
+	// those of the targets it activated requests for): one notification,
+	// which counts once for the target however many it names.
+	notified := []string{p.Subject}
 	for _, req := range activated {
-		a.Hub.Notify(req.Target)
+		if !slices.Contains(notified, req.Target) {
+			notified = append(notified, req.Target)
+		}
 	}
+	a.Hub.Notify(notified...)
 	if next != nil {
-		return a.longPoll(w, r, p, *next) // its credential checked after the body
+		// its credential checked after the body
+		return a.longPoll(w, r, p, *next, &revisionAt{rev: rev, seq: seq + 1})
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,10 @@ type Hub struct {
 	floor   uint64
 	// checks counts version reads (tests compare it).
 	checks atomic.Int64
+	// seq counts the notifications of each target (Seq): a reader that
+	// knows a target's state as of some count knows it is still current
+	// while the count has not moved.
+	seq map[string]uint64
 }
 
 // maxChangedAt bounds the requests whose last change a precise hub
@@ -74,7 +79,7 @@ type requestWaiters struct {
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{ch: map[string]chan struct{}{}, reqs: map[string]*requestWaiters{}}
+	return &Hub{ch: map[string]chan struct{}{}, reqs: map[string]*requestWaiters{}, seq: map[string]uint64{}}
 }
 
 // readVersionsWith sets how the hub reads request versions (api.New gives
@@ -144,6 +149,24 @@ func (h *Hub) watchLocked(target string) chan struct{} {
 		h.ch[target] = c
 	}
 	return c
+}
+
+// Seq returns how many notifications have named target. State of the
+// target read after Seq returned n is still current while Seq returns n:
+// every commit that changes a target notifies it after the commit (the
+// store's change feed, which also brings other replicas' changes).
+func (h *Hub) Seq(target string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seq[target]
+}
+
+// WatchSeq is Watch and Seq at once: the channel closes at the first
+// notification of target after the count returned.
+func (h *Hub) WatchSeq(target string) (<-chan struct{}, uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.watchLocked(target), h.seq[target]
 }
 
 // Gen returns the hub's notification count. A request waiter takes it
@@ -255,7 +278,10 @@ func (h *Hub) notify(targets []string) (woke bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.gen++
-	for _, t := range targets {
+	for i, t := range targets {
+		if !slices.Contains(targets[:i], t) {
+			h.seq[t]++ // once per notification, however often named
+		}
 		if c, ok := h.ch[t]; ok {
 			close(c)
 			delete(h.ch, t)

@@ -120,3 +120,46 @@ func TestAbandonedLongPollReadsNothing(t *testing.T) {
 		t.Errorf("the abandoned long-poll ran %d statements after its client left, want 0", n)
 	}
 }
+
+// TestReportPollReads counts the statements of an agent's report that
+// carries its next long-poll, held until its wait ends: the report alone,
+// plus what the poll's answer needs after the wait (the target with the
+// credential's re-check, and the delta), and nothing more. Before, the poll
+// read the target once more before its wait (the report's own update had
+// just read its revision) and the credential apart from the target after it:
+// two statements more on every agent exchange.
+func TestReportPollReads(t *testing.T) {
+	ctx := context.Background()
+	e, agent, req, ds := grantedWeb01(t)
+	rev := ds.Revision
+	if err := agent.Report(ctx, wire.AgentReport{Revision: rev, Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	requestState(t, e, req.ID, "active")
+	// A report alone (204), the same report as below.
+	before := e.st.Queries()
+	if err := agent.Report(ctx, wire.AgentReport{Revision: rev, Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	report := e.st.Queries() - before
+	// A poll answered at once with its (empty) delta: its token check, the
+	// target and the delta.
+	before = e.st.Queries()
+	if _, err := agent.DesiredSince(ctx, rev, rev, 0); err != nil {
+		t.Fatal(err)
+	}
+	answer := e.st.Queries() - before - 1 // not its token check
+
+	// The report with its poll, whose wait ends with nothing changed.
+	before = e.st.Queries()
+	got, answered, err := agent.ReportPoll(ctx, wire.AgentReport{Revision: rev, Version: "test"}, rev, rev, time.Second)
+	n := e.st.Queries() - before
+	if err != nil || !answered || got.Revision != rev || got.Since != rev || len(got.Changed) != 0 {
+		t.Fatalf("report with a poll: %+v, %v, %v; want an empty delta at %d", got, answered, err, rev)
+	}
+	t.Logf("statements: the report %d, an answer %d, the report with its poll held %d", report, answer, n)
+	if n != report+answer {
+		t.Errorf("the report with its poll ran %d statements, want %d (the report, then the target with the credential and the delta after the wait)",
+			n, report+answer)
+	}
+}

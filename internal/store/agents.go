@@ -155,19 +155,29 @@ func (s *Store) ReportApplied(ctx context.Context, target string, rev int64, app
 // nothing and fails with ErrUnauthorized. It is checked by the update of the
 // target itself (no statement of its own).
 func (s *Store) ReportAppliedWith(ctx context.Context, target, credential string, rev int64, applyErr string, addresses []string, version string, now time.Time, report *AgentReport) ([]Request, error) {
+	activated, _, err := s.ReportAppliedRevision(ctx, target, credential, rev, applyErr, addresses, version, now, report)
+	return activated, err
+}
+
+// ReportAppliedRevision is ReportAppliedWith that also returns the target's
+// revision as the report's transaction read it (0 when the report itself
+// moved it: a failed apply ended requests). The agent's next long-poll,
+// carried by the report, waits without reading the target again when
+// nothing changed the target since (api.report).
+func (s *Store) ReportAppliedRevision(ctx context.Context, target, credential string, rev int64, applyErr string, addresses []string, version string, now time.Time, report *AgentReport) ([]Request, int64, error) {
 	var (
 		activated []Request
 		confirmed []string
 		bumped    bool
+		current   int64
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		activated, confirmed, bumped = nil, nil, false
+		activated, confirmed, bumped, current = nil, nil, false, 0
 		if report != nil {
 			if err := s.recordAgentReport(ctx, tx, target, *report, now); err != nil {
 				return err
 			}
 		}
-		var current int64
 		var prevErr string
 		if applyErr != "" {
 			// The error the agent reported before: a failure is audited
@@ -259,9 +269,10 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target, credential string
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if bumped {
+		current = 0 // moved by the report: unknown here
 		s.changed(target)
 	}
 	if len(confirmed) > 0 {
@@ -274,11 +285,11 @@ func (s *Store) ReportAppliedWith(ctx context.Context, target, credential string
 	for i, r := range activated {
 		if r.ApprovalsRequired > 0 {
 			if activated[i], err = s.GetRequest(ctx, r.ID); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 		}
 	}
-	return activated, nil
+	return activated, current, nil
 }
 
 // SetAgentState records that a target's agent connected or disconnected;
@@ -646,4 +657,23 @@ func (s *Store) AgentCredentialLive(ctx context.Context, tokenID, target string)
 		return false, fmt.Errorf("checking the agent credential of %s: %w", target, err)
 	}
 	return n > 0, nil
+}
+
+// AgentTarget is GetTarget and AgentCredentialLive in one read (one
+// committed state): the target of agent credential tokenID, and whether
+// that credential is still the target's. A long-poll answering after its
+// wait reads both (they were two statements per answer).
+func (s *Store) AgentTarget(ctx context.Context, name, tokenID string) (Target, bool, error) {
+	var live bool
+	t, err := scanTarget(scanFunc(func(dest ...any) error {
+		return s.db.QueryRowContext(s.pointCtx(ctx), `SELECT `+targetColumns+`, EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1)
+			FROM targets WHERE name = $1`, name, tokenID).Scan(append(dest, &live)...)
+	}))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Target{}, false, fmt.Errorf("target %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Target{}, false, fmt.Errorf("reading target %s: %w", name, err)
+	}
+	return t, live, nil
 }
