@@ -358,7 +358,10 @@ func (s *Store) RevokedBreakGlassTokens(ctx context.Context, target string, now 
 // caller just read it (the agent's long-poll has it): its creation time is
 // not read again.
 func (s *Store) RevokedBreakGlassTokensOf(ctx context.Context, t Target, now time.Time) ([]string, error) {
-	return s.revokedBreakGlassTokens(ctx, t.Name, ms(t.CreatedAt), now)
+	// Read with every agent answer; the unexpired break-glass tokens that
+	// are revoked or used are few (issued by hand): a point read
+	// (pointCtx).
+	return s.revokedBreakGlassTokens(s.pointCtx(ctx), t.Name, ms(t.CreatedAt), now)
 }
 
 func (s *Store) revokedBreakGlassTokens(ctx context.Context, target string, created int64, now time.Time) ([]string, error) {

@@ -63,8 +63,10 @@ func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now
 	}
 	// One read: the change log with the rows of the grants it names, joined
 	// (a grant that left the desired state, deleted or expired at now,
-	// joins nothing).
-	rows, err := s.db.QueryContext(ctx, `SELECT c.revision, c.grant_id, `+joinedGrantColumns+` FROM desired_changes c
+	// joins nothing). It is short (at most ChangeWindow revisions, one
+	// agent's change since its last answer, as a rule one grant): a point
+	// read, whose cancellation would cost more than the read (pointCtx).
+	rows, err := s.db.QueryContext(s.pointCtx(ctx), `SELECT c.revision, c.grant_id, `+joinedGrantColumns+` FROM desired_changes c
 		LEFT JOIN grants g ON g.id = c.grant_id AND g.expires_at > $4
 		WHERE c.enforcer = $1 AND c.revision > $2 AND c.revision <= $3 ORDER BY c.grant_id, c.revision`, enforcer, after, t.Revision, ms(now))
 	if err != nil {
