@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 )
@@ -23,6 +24,7 @@ const CPUProfileEnv = "JITGATE_CPU_PROFILE"
 // writeAllocs writes the heap profile (cumulative allocations included) to
 // path, logging a failure: the CPU profile does not depend on it.
 func writeAllocs(log *slog.Logger, path string) {
+	runtime.GC() // the profile is as of the last collection: make it now
 	f, err := os.Create(path)
 	if err == nil {
 		err = pprof.Lookup("allocs").WriteTo(f, 0)
