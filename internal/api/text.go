@@ -26,6 +26,15 @@ func plainAddress(next http.Handler) http.Handler {
 			writeProblem(w, http.StatusBadRequest, wire.Error{Error: "the path holds a NUL byte or bytes that are not UTF-8"})
 			return
 		}
+		// A query without percent-escapes is checked as it came: its keys
+		// and values are pieces of it ('+' decodes to a space), so they
+		// are storable when it is. Only a query with escapes is decoded
+		// here (every call's query was parsed twice: here and by its
+		// handler).
+		if raw := r.URL.RawQuery; !strings.Contains(raw, "%") && storable(raw) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		for k, vs := range r.URL.Query() {
 			ok := storable(k)
 			for _, v := range vs {
