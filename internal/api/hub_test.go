@@ -207,3 +207,43 @@ func TestHubNotifyRunsTheWokenFirst(t *testing.T) {
 		t.Errorf("the woken watcher ran before Notify returned in %d of %d rounds, want at least %d", first, rounds, rounds*9/10)
 	}
 }
+
+// TestHubSeq: the hub counts each target's notifications, once per
+// notification however often it names the target, and WatchSeq's channel
+// closes at the first notification after the count it returned. A report
+// carrying its poll relies on it: its poll waits without reading the target
+// again only while the count is the one the report's own notification left
+// (api.longPoll), so a change committed after the report read the target's
+// revision, which notifies the target, is never waited through.
+func TestHubSeq(t *testing.T) {
+	h := api.NewHub()
+	if n := h.Seq("web-01"); n != 0 {
+		t.Fatalf("Seq of a target never notified = %d, want 0", n)
+	}
+	h.Notify("web-01", "web-02", "web-01")
+	if a, b := h.Seq("web-01"), h.Seq("web-02"); a != 1 || b != 1 {
+		t.Fatalf("after one notification naming web-01 twice: Seq %d, %d; want 1, 1", a, b)
+	}
+	ch, n := h.WatchSeq("web-01")
+	if n != 1 {
+		t.Fatalf("WatchSeq count = %d, want 1", n)
+	}
+	h.Notify("web-02")
+	select {
+	case <-ch:
+		t.Fatal("web-01's channel closed by a notification of web-02")
+	default:
+	}
+	if n := h.Seq("web-01"); n != 1 {
+		t.Fatalf("Seq of web-01 after web-02's notification = %d, want 1", n)
+	}
+	h.Notify("web-01")
+	select {
+	case <-ch:
+	default:
+		t.Fatal("web-01's channel open after its notification")
+	}
+	if n := h.Seq("web-01"); n != 2 {
+		t.Fatalf("Seq after the second notification = %d, want 2", n)
+	}
+}
