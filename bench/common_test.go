@@ -32,6 +32,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(pollerChildEnv) != "" {
+		pollerChild()
+		return
+	}
 	if os.Getenv("BENCH_FLEET_CHILD") != "" || os.Getenv("BENCH_LOAD_SIM_CHILD") != "" {
 		// The fleet process of TestFleet, the simulated agents of
 		// TestControlPlaneLoad: no lab, no binary.
@@ -149,6 +153,9 @@ func isTimeout(err error) bool {
 type poller struct {
 	start chan struct{}
 	done  chan pollResult
+	// kick, when set, starts the poller instead of closing start (the
+	// poller's own process: newProcPoller).
+	kick func()
 }
 
 type pollResult struct {

@@ -38,8 +38,11 @@ const fwknopDefaultModeMS = 126
 type GrantLatency struct {
 	Trials int `json:"trials"`
 	// Instrument says how "first connection" is observed: the fine poller
-	// (newFinePoller: a connect every PollIntervalMS, resolution about
-	// that plus one round trip) for every *_open figure, and the dial
+	// (finePoll: a connect every PollIntervalMS, resolution about that
+	// plus one round trip, in a process of its own: newProcPoller) for
+	// every *_open figure, the same in the test process for
+	// jitgate_open_inprocess_poller (the figures before 2026-12-07 20:00),
+	// and the dial
 	// poller of earlier runs (newPoller: one dial at a time with a
 	// PollTimeoutMS timeout, so up to that much late) for the *_open_dial
 	// figures, measured in the same run so that the change of instrument
@@ -54,8 +57,21 @@ type GrantLatency struct {
 	// PollAttempts is the fine poller's mean connection attempts per
 	// jitgate trial (its CPU cost).
 	PollAttempts float64 `json:"jitgate_fine_poll_attempts_mean"`
-	// JitgateAPI is the POST call alone (the answer says pending).
+	// JitgateInProcess is the fine poller run inside the test process, as
+	// before 2026-12-07 20:00 (the *_open figures now come from the same
+	// loop in a process of its own: procpoller_test.go says why).
+	JitgateInProcess Summary `json:"jitgate_open_inprocess_poller"`
+	// JitgateAPI is the POST call alone (the answer says pending), in the
+	// fine poller's trials.
 	JitgateAPI Summary `json:"jitgate_api_call"`
+	// JitgateAPIInProcess, JitgateAPIDial and JitgateAPINoPoller are the
+	// same call in the trials of the in-process fine poller, of the dial
+	// poller and with no poller at all (the opening then not timed): the
+	// kinds of jitgate trial alternate, so that each poller's cost to the
+	// call is seen apart from the drift of a shared machine.
+	JitgateAPIInProcess Summary `json:"jitgate_api_call_inprocess_poller"`
+	JitgateAPIDial      Summary `json:"jitgate_api_call_dial"`
+	JitgateAPINoPoller  Summary `json:"jitgate_api_call_no_poller"`
 	// JitgateActivated is from the call to the activation instant the server
 	// recorded (millisecond resolution), once the agent confirmed.
 	JitgateActivated Summary `json:"jitgate_activated"`
@@ -93,9 +109,10 @@ func TestGrantLatency(t *testing.T) {
 	pool := clientPool()
 	l.AddClientAddrs(pool...)
 	serve(t, l.ServerNS, benchPort)
+	fine := startProcPoller(t, l.ClientNS).instrument
 	ctx := context.Background()
 	res := GrantLatency{Trials: latencyTrials, PollIntervalMS: ms(finePollInterval), PollTimeoutMS: ms(pollTimeout),
-		Instrument: fmt.Sprintf("*_open: a connect attempt every %s, the first to complete marks the open (resolution ~%s + one round trip); *_open_dial: one dial at a time with a %s timeout (up to %s late)",
+		Instrument: fmt.Sprintf("*_open: a connect attempt every %s, the first to complete marks the open (resolution ~%s + one round trip), from a process of its own; *_open_inprocess_poller: the same loop in the test process; *_open_dial: one dial at a time with a %s timeout (up to %s late); jitgate's trials alternate these and no poller",
 			finePollInterval, finePollInterval, pollTimeout, pollTimeout),
 		TargetP50MS: targetLatencyP50, TargetP99MS: targetLatencyP99, FwknopContextMS: fwknopDefaultModeMS}
 
@@ -106,16 +123,29 @@ func TestGrantLatency(t *testing.T) {
 	trial := func(i int, poll instrument, open func(src netip.Addr) error, closeGrant func(src netip.Addr) error) (total, call time.Duration, n int) {
 		t.Helper()
 		src := pool[i%len(pool)]
-		p := poll(l.ClientNS, src, latencyLimit)
+		var p *poller
+		if poll != nil {
+			p = poll(l.ClientNS, src, latencyLimit)
+		}
+		if p != nil && p.kick != nil {
+			// Before the clock starts: the poller's process wakes in
+			// parallel, and a connection it completes before the call
+			// would mean the grant was there before it was asked for.
+			p.kick()
+		}
 		t0 := time.Now()
-		close(p.start)
+		if p != nil && p.kick == nil {
+			close(p.start)
+		}
 		if err := open(src); err != nil {
 			t.Fatalf("trial %d from %s: %v", i, src, err)
 		}
 		call = time.Since(t0)
-		r := <-p.done
-		if r.err != nil {
-			t.Fatalf("trial %d from %s: %v", i, src, r.err)
+		var r pollResult
+		if p != nil {
+			if r = <-p.done; r.err != nil {
+				t.Fatalf("trial %d from %s: %v", i, src, r.err)
+			}
 		}
 		if err := closeGrant(src); err != nil {
 			t.Fatalf("trial %d: ending the grant of %s: %v", i, src, err)
@@ -124,6 +154,9 @@ func TestGrantLatency(t *testing.T) {
 			t.Fatalf("trial %d: %v", i, err)
 		}
 		time.Sleep(10*time.Millisecond + rand.N(10*time.Millisecond)) // no phase lock with the loops under test
+		if p == nil {
+			return 0, call, 0
+		}
 		return r.at.Sub(t0), call, r.attempts
 	}
 	run := func(name string, poll instrument, open, closeGrant func(src netip.Addr) error) (Summary, Summary) {
@@ -169,12 +202,12 @@ func TestGrantLatency(t *testing.T) {
 		return err
 	}
 	res.KernelDial, _ = run("kernel (netlink Apply), 1 ms dial poller", newPoller, kernelOpen, kernelClose)
-	res.Kernel, res.KernelCall = run("kernel (netlink Apply)", newFinePoller, kernelOpen, kernelClose)
+	res.Kernel, res.KernelCall = run("kernel (netlink Apply)", fine, kernelOpen, kernelClose)
 
 	elem := func(src netip.Addr, timeout string) string {
 		return "{ " + src.String() + " . tcp . 2222" + timeout + " }"
 	}
-	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", newFinePoller, func(src netip.Addr) error {
+	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", fine, func(src netip.Addr) error {
 		out, err := execIn(l.ServerNS, "nft", "add", "element", "inet", "jitgate", "hosts4", elem(src, " timeout 600s"))
 		if err != nil {
 			t.Logf("nft: %s", out)
@@ -216,13 +249,44 @@ func TestGrantLatency(t *testing.T) {
 		_, err = api.Revoke(ctx, reqID, "bench")
 		return err
 	}
-	res.JitgateDial, _ = run("jitgate (API to open), 1 ms dial poller", newPoller, jitgateOpen, jitgateClose)
-	activated = activated[:0]
-	res.Jitgate, res.JitgateAPI = run("jitgate (API to open)", newFinePoller, jitgateOpen, jitgateClose)
-	for _, n := range attempts {
-		res.PollAttempts += float64(n) / float64(len(attempts))
+	// The kinds of trial in turn: the fine poller in its process, in the
+	// test process, the dial poller, none.
+	kinds := []struct {
+		name string
+		poll instrument
+	}{{"jitgate (API to open)", fine}, {"jitgate, in-process fine poller", newFinePoller},
+		{"jitgate (API to open), 1 ms dial poller", newPoller}, {"jitgate (no poller)", nil}}
+	var totals, calls [4][]time.Duration
+	var fineAttempts []int
+	var fineActivated []time.Duration
+	for i := range len(kinds) * (latencyWarmup + latencyTrials) {
+		k := i % len(kinds)
+		total, call, n := trial(i, kinds[k].poll, jitgateOpen, jitgateClose)
+		if i/len(kinds) < latencyWarmup {
+			continue
+		}
+		calls[k] = append(calls[k], call)
+		if k == 0 {
+			totals[k], fineAttempts = append(totals[k], total), append(fineAttempts, n)
+			fineActivated = append(fineActivated, activated[len(activated)-1])
+		} else if kinds[k].poll != nil {
+			totals[k] = append(totals[k], total)
+		}
 	}
-	res.JitgateActivated = summarize(activated[latencyWarmup:])
+	for k, kind := range kinds {
+		if kind.poll != nil {
+			t.Logf("%-26s open: %s", kind.name, summarize(totals[k]))
+		}
+		t.Logf("%-26s call: %s", kind.name, summarize(calls[k]))
+	}
+	res.Jitgate, res.JitgateAPI = summarize(totals[0]), summarize(calls[0])
+	res.JitgateInProcess, res.JitgateAPIInProcess = summarize(totals[1]), summarize(calls[1])
+	res.JitgateDial, res.JitgateAPIDial = summarize(totals[2]), summarize(calls[2])
+	res.JitgateAPINoPoller = summarize(calls[3])
+	for _, n := range fineAttempts {
+		res.PollAttempts += float64(n) / float64(len(fineAttempts))
+	}
+	res.JitgateActivated = summarize(fineActivated)
 	t.Logf("%-26s active: %s", "jitgate (server records)", res.JitgateActivated)
 
 	res.RatioToKernel = res.Jitgate.P50 / res.Kernel.P50
