@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/internal/server"
 	"github.com/jitgate/jitgate/internal/testlab"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -32,6 +34,12 @@ type Scale struct {
 	// Per restart (kill -9, start): from starting the agent to a request
 	// made while it was dead being active (the gate reconciled).
 	AgentRestartMS []float64 `json:"agent_restart_to_reconciled_ms"`
+	// Per restart: the CPU time (user and system) the restarted agent
+	// process used until the gate was reconciled, and the server's over
+	// the same span (its snapshot and the report). Less at the mercy of a
+	// shared machine's load than the wall time above.
+	AgentRestartCPUMS  []float64 `json:"agent_restart_cpu_ms"`
+	ServerRestartCPUMS []float64 `json:"server_restart_cpu_ms"`
 	// Peak resident memory (VmHWM) over the whole run, MiB.
 	ServerHWMMiB float64 `json:"server_vmhwm_mib"`
 	AgentHWMMiB  float64 `json:"agent_vmhwm_mib"`
@@ -53,6 +61,13 @@ type Scale struct {
 func TestScale(t *testing.T) {
 	n := envInt("BENCH_SCALE_GRANTS", 1_000_000)
 	restarts := envInt("BENCH_SCALE_RESTARTS", 3)
+	if os.Getenv("BENCH_PROFILE") != "" {
+		path, err := filepath.Abs("results/scale_server_cpu.pprof")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(server.CPUProfileEnv, path)
+	}
 	l := testlab.New(t)
 	flags := append(loadServerFlags[:len(loadServerFlags):len(loadServerFlags)], "--max-live-requests-per-target", "100000000")
 	setupJitgate(t, l, flags...)
@@ -86,6 +101,14 @@ func TestScale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		stopProfile := func() {}
+		if i == 0 {
+			// BENCH_PROFILE: the server's CPU profile of the first
+			// restart, its snapshot and the report
+			// (results/scale_server_cpu.pprof).
+			stopProfile = startServerProfile(t, l)
+		}
+		serverCPU := cpuMS(t, l.Server.Pid())
 		start := time.Now()
 		l.StartAgent("")
 		for req.State == "pending" && time.Since(start) < 10*time.Minute {
@@ -97,7 +120,11 @@ func TestScale(t *testing.T) {
 			t.Fatalf("request %s after the agent restart: %s (%s)", req.ID, req.State, req.Message)
 		}
 		res.AgentRestartMS = append(res.AgentRestartMS, ms(time.Since(start)))
-		t.Logf("agent restart %d with %d grants: reconciled after %.0f ms", i+1, n, res.AgentRestartMS[i])
+		res.AgentRestartCPUMS = append(res.AgentRestartCPUMS, cpuMS(t, l.Agent.Pid()))
+		res.ServerRestartCPUMS = append(res.ServerRestartCPUMS, cpuMS(t, l.Server.Pid())-serverCPU)
+		stopProfile()
+		t.Logf("agent restart %d with %d grants: reconciled after %.0f ms (CPU: agent %.0f ms, server %.0f ms)", i+1, n, res.AgentRestartMS[i],
+			res.AgentRestartCPUMS[i], res.ServerRestartCPUMS[i])
 	}
 	res.ServerHWMMiB, res.AgentHWMMiB = hwmMiB(t, l.Server.Pid()), hwmMiB(t, l.Agent.Pid())
 	res.ServerRSSMiB, res.AgentRSSMiB = rssMiB(t, l.Server), rssMiB(t, l.Agent)
@@ -125,6 +152,25 @@ func hwmMiB(t *testing.T, pid int) float64 {
 	}
 	t.Fatalf("no VmHWM in /proc/%d/status", pid)
 	return 0
+}
+
+// cpuMS is the CPU time (user and system) process pid used so far, in ms
+// (/proc/PID/stat, in clock ticks of 10 ms).
+func cpuMS(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command (in parentheses, which may hold spaces):
+	// state is the 3rd field, utime the 14th, stime the 15th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %s", pid, b)
+	}
+	return (utime + stime) * 10
 }
 
 func loadAvg() string {

@@ -235,7 +235,7 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 				return writeAnswer(w, ds)
 			}
 		}
-		rev, err := a.writeSnapshot(w, r.Context(), t)
+		rev, err := a.writeSnapshot(w, r, t)
 		if err != nil {
 			return a.goneOr(err)
 		}
@@ -348,22 +348,26 @@ func (a *api) streamSnapshot(ctx context.Context, t store.Target, head func(wire
 	return bastion, err
 }
 
-// writeSnapshot streams the snapshot of enforcer t to w as compact JSON
-// (rows -> entries -> encoder -> response), a chunk of grants at a time,
-// and returns its revision. The answer decodes to exactly what snapshot
-// returns. An error before anything was written is returned (the caller
-// maps it to a status); one after the status went out is logged and ends
-// the answer short, as invalid JSON, which the agent refuses whole: it
+// writeSnapshot streams the snapshot of enforcer t to w, a chunk of grants
+// at a time (rows -> entries -> encoder -> response), as compact JSON or,
+// when the agent's Accept names it, as lines (wire.DesiredLinesType: the
+// same state without the JSON codec's cost per grant), and returns its
+// revision. The answer decodes to exactly what snapshot returns. An error
+// before anything was written is returned (the caller maps it to a status);
+// one after the status went out is logged and ends the answer short, as
+// invalid JSON or without its last line, which the agent refuses whole: it
 // never applies part of a state.
-func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.Target) (int64, error) {
+func (a *api) writeSnapshot(w http.ResponseWriter, r *http.Request, t store.Target) (int64, error) {
 	var (
 		rev     int64
 		bw      *bufio.Writer
 		tail    []byte
 		written bool
 		first   = true
+		line    []byte
+		lines   = wire.AcceptsDesiredLines(r.Header.Get("Accept"))
 	)
-	bastion, err := a.streamSnapshot(ctx, t, func(ds wire.DesiredState) error {
+	bastion, err := a.streamSnapshot(r.Context(), t, func(ds wire.DesiredState) error {
 		rev = ds.Revision
 		b, err := json.Marshal(ds)
 		if err != nil {
@@ -384,22 +388,34 @@ func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.
 			return errors.New("encoding the desired state: no server_time field")
 		}
 		b = append(b[:j:j], b[j+len(field):]...)
-		// The head encodes "grants":[]; the entries go between the brackets.
+		// The head encodes "grants":[]; the entries go between the brackets
+		// (in lines: the head is that object, the entries follow it).
 		i := bytes.Index(b, []byte(`"grants":[]`))
 		if i < 0 {
 			return errors.New("encoding the desired state: no grants field")
 		}
 		i += len(`"grants":[`)
+		head, ct := b[:i], "application/json"
 		tail = b[i:]
-		w.Header().Set("Content-Type", "application/json")
+		if lines {
+			head, ct = append(b, '\n'), wire.DesiredLinesType
+		}
+		w.Header().Set("Content-Type", ct)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(http.StatusOK)
 		written = true
 		bw = bufio.NewWriterSize(w, 64<<10)
-		_, err = bw.Write(b[:i])
+		_, err = bw.Write(head)
 		return err
 	}, func(gs []wire.GrantEntry) error {
 		for _, g := range gs {
+			if lines {
+				line = wire.AppendGrantLine(line[:0], g)
+				if _, err := bw.Write(line); err != nil {
+					return err
+				}
+				continue
+			}
 			if !first {
 				bw.WriteByte(',')
 			}
@@ -414,7 +430,13 @@ func (a *api) writeSnapshot(w http.ResponseWriter, ctx context.Context, t store.
 		}
 		return nil
 	})
-	if err == nil && written {
+	switch {
+	case err == nil && written && lines:
+		if line, err = wire.AppendDesiredTail(line[:0], bastion, a.Now().UTC()); err == nil {
+			bw.Write(line)
+			err = bw.Flush()
+		}
+	case err == nil && written:
 		bw.WriteByte(']')
 		if len(bastion) > 0 {
 			// The bastion entries follow the grants (the order of keys is

@@ -234,6 +234,7 @@ func (e *env) createEnrolled(t *testing.T, in wire.TargetCreate) *client.Client 
 	if err != nil {
 		t.Fatalf("Enroll %s: %v", in.Name, err)
 	}
+	e.creds[in.Name] = er.Credential
 	return anon.WithToken(er.Credential)
 }
 

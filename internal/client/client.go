@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"os"
@@ -177,6 +178,16 @@ const (
 
 // headersKey carries extra request headers in a call's context
 // (withHeader): preconditions such as If-Match.
+// mediaType is the media type of an answer's Content-Type, without its
+// parameters ("" when there is none or it does not parse).
+func mediaType(h http.Header) string {
+	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
 type headersKey struct{}
 
 // withHeader returns ctx whose calls send the header key: value too.
@@ -213,6 +224,12 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if _, ok := out.(*wire.DesiredState); ok {
+		// A snapshot as lines costs both sides a fraction of its JSON
+		// (wire.DesiredLinesType); a server that does not know the type
+		// answers JSON, and so does every delta.
+		req.Header.Set("Accept", wire.DesiredLinesType+", application/json")
+	}
 	if h, ok := ctx.Value(headersKey{}).(http.Header); ok {
 		for k, v := range h {
 			req.Header[k] = v
@@ -266,9 +283,14 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 	if _, ok := out.(*wire.DesiredState); ok {
 		limit = maxDesiredAnswer
 	}
-	if ds, ok := out.(*wire.DesiredState); ok && resp.ContentLength >= 0 && resp.ContentLength <= wholeDesiredMax {
+	// A snapshot as lines (asked for above) is decoded as lines, whatever
+	// its length: a small one comes with one too.
+	switch ds, ok := out.(*wire.DesiredState); {
+	case ok && mediaType(resp.Header) == wire.DesiredLinesType:
+		err = wire.DecodeDesiredLines(io.LimitReader(resp.Body, limit), ds)
+	case ok && resp.ContentLength >= 0 && resp.ContentLength <= wholeDesiredMax:
 		err = decodeDesiredWhole(resp.Body, resp.ContentLength, ds)
-	} else {
+	default:
 		err = decodeAnswer(io.LimitReader(resp.Body, limit), out)
 	}
 	switch {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"time"
@@ -113,24 +114,37 @@ var desiredChunk = 10000
 // revision is above head's, so the agent asks again anyway); one removed
 // meanwhile may be missing or not, as with one query.
 func (s *Store) DesiredGrants(ctx context.Context, enforcer string, head Desired, now time.Time, each func([]GrantRow) error) error {
-	query := `SELECT ` + grantColumns + ` FROM grants WHERE target = $1 AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4`
+	// Only the columns the snapshot reads: a host's rows are all its own
+	// (no target column), and whose grant it is (request, requester) only
+	// a rule reached through the bastion needs. At a million grants each
+	// text column read costs the server ~0.2 s of an agent's restart.
+	owner := false
+	for _, e := range head.Targets {
+		for _, r := range e.Policy.Rules {
+			owner = owner || r.Access.Bastion()
+		}
+	}
+	cols := desiredColumns(head.Gateway, owner)
+	query := `SELECT ` + cols + ` FROM grants WHERE target = $1 AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4`
 	var enforced map[string]bool
 	if head.Gateway {
-		query = `SELECT ` + grantColumns + ` FROM grants
+		query = `SELECT ` + cols + ` FROM grants
 		WHERE target IN (SELECT name FROM targets WHERE gateway = $1) AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4`
 		enforced = map[string]bool{}
 		for _, e := range head.Targets {
 			enforced[e.Name] = true
 		}
 	}
-	var after int64
+	var (
+		after int64
+		gs    []GrantRow
+	)
 	for {
 		rows, err := s.db.QueryContext(ctx, query, enforcer, ms(now), after, desiredChunk)
 		if err != nil {
 			return fmt.Errorf("listing grants of %s: %w", enforcer, err)
 		}
-		gs, err := scanGrants(rows)
-		if err != nil {
+		if gs, err = scanDesiredGrants(rows, gs[:0], enforcer, head.Gateway, owner); err != nil {
 			return fmt.Errorf("listing grants of %s: %w", enforcer, err)
 		}
 		if len(gs) == 0 {
@@ -150,4 +164,54 @@ func (s *Store) DesiredGrants(ctx context.Context, enforcer string, head Desired
 			return nil
 		}
 	}
+}
+
+// desiredColumns are the columns DesiredGrants reads (scanDesiredGrants):
+// the target behind a gateway (a host's rows are its own), whose grant it
+// is when a rule is reached through the bastion (owner).
+func desiredColumns(gateway, owner bool) string {
+	cols := `id, source, protocol, port, expires_at`
+	if gateway {
+		cols += `, target`
+	}
+	if owner {
+		cols += `, request_id, requester`
+	}
+	return cols
+}
+
+// scanDesiredGrants reads rows of desiredColumns(gateway, owner) into gs
+// (reused: a chunk of a million grants' snapshot at a time) and closes
+// them; a host's rows get enforcer as their target.
+func scanDesiredGrants(rows *sql.Rows, gs []GrantRow, enforcer string, gateway, owner bool) ([]GrantRow, error) {
+	defer rows.Close()
+	var (
+		g          GrantRow
+		src, proto string
+		port       int
+		exp        int64
+	)
+	dest := []any{&g.ID, &src, &proto, &port, &exp}
+	if gateway {
+		dest = append(dest, &g.Target)
+	}
+	if owner {
+		dest = append(dest, &g.RequestID, &g.Requester)
+	}
+	for rows.Next() {
+		g = GrantRow{Target: enforcer}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("reading grant: %w", err)
+		}
+		var err error
+		if g.Source, err = parseSource(src); err != nil {
+			return nil, fmt.Errorf("decoding grant source %q: %w", src, err)
+		}
+		g.Port, g.ExpiresAt = policy.Port{Number: uint16(port), Protocol: policy.Protocol(proto)}, fromMS(exp)
+		gs = append(gs, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading grants: %w", err)
+	}
+	return gs, nil
 }

@@ -1,0 +1,97 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestSnapshotAsLines: an agent that names wire.DesiredLinesType in its
+// Accept gets its snapshot as lines, and they decode to exactly the state
+// the JSON snapshot holds (host and gateway, IPv4 and IPv6, bastion
+// entries, published mappings), but for the server's time; an agent that
+// does not name it (an older one) gets JSON as before.
+func TestSnapshotAsLines(t *testing.T) {
+	ctx := context.Background()
+	e, _ := gatewayEnv(t)
+	e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, AllowedSources: []string{"198.51.100.0/24"}}, {Port: 3389, Access: "both"}}})
+	if _, err := e.c.CreateTarget(ctx, wire.TargetCreate{Name: "db-01", Gateway: "gw-1", Addresses: []string{"10.0.0.5", "2001:db8:10::5"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.setPolicy(t, "db-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, Publish: true, AllowedSources: []string{"198.51.100.0/24", "2001:db8:99::/48"}}}})
+	for _, r := range []struct{ target, source, port string }{
+		{"web-01", "198.51.100.7", "22"}, {"web-01", "198.51.100.8", "3389"}, {"web-01", "198.51.100.0/28", "22"},
+		{"db-01", "198.51.100.7", "22"}, {"db-01", "2001:db8:99::7", "22"},
+	} {
+		if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: r.target, Ports: []string{r.port}, Source: r.source,
+			Duration: wire.Duration(time.Hour), Reason: "x"}); err != nil {
+			t.Fatalf("CreateRequest %v: %v", r, err)
+		}
+	}
+	get := func(t *testing.T, agent, accept string) (string, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/api/v1/agent/desired?after=0", nil)
+		req.Header.Set("Authorization", "Bearer "+e.creds[agent])
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("answer %d, %v: %s", resp.StatusCode, err, body)
+		}
+		return resp.Header.Get("Content-Type"), body
+	}
+	for _, agent := range []string{"web-01", "gw-1"} {
+		t.Run(agent, func(t *testing.T) {
+			ct, body := get(t, agent, "application/json")
+			if ct != "application/json" {
+				t.Fatalf("asked for JSON, got %s", ct)
+			}
+			var want wire.DesiredState
+			if err := json.Unmarshal(body, &want); err != nil {
+				t.Fatal(err)
+			}
+			for _, accept := range []string{wire.DesiredLinesType + ", application/json", "application/json;q=0.5, " + wire.DesiredLinesType} {
+				ct, body := get(t, agent, accept)
+				if ct != wire.DesiredLinesType {
+					t.Fatalf("Accept %q answered %s, want %s", accept, ct, wire.DesiredLinesType)
+				}
+				var got wire.DesiredState
+				if err := wire.DecodeDesiredLines(bytes.NewReader(body), &got); err != nil {
+					t.Fatalf("decoding the lines: %v\n%s", err, body)
+				}
+				if got.ServerTime.IsZero() {
+					t.Error("the lines carry no server time")
+				}
+				got.ServerTime, want.ServerTime = time.Time{}, time.Time{}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("the lines decode to another state than the JSON (-json +lines):\n%s\n%s", diff, body)
+				}
+				if n := bytes.Count(body, []byte("\n")); n != len(want.Grants)+2 {
+					t.Errorf("%d lines for %d grants, want a head, a line per grant and a tail:\n%s", n, len(want.Grants), body)
+				}
+			}
+			if len(want.Grants) < 2 || (agent == "web-01" && len(want.Bastion) == 0) || (agent == "gw-1" && len(want.Published) == 0) {
+				t.Errorf("the snapshot holds too little to prove anything: %+v", want)
+			}
+		})
+	}
+	// No Accept (curl, an older agent): JSON.
+	if ct, _ := get(t, "web-01", ""); ct != "application/json" {
+		t.Errorf("no Accept answered %s, want application/json", ct)
+	}
+}
