@@ -1,7 +1,11 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -75,5 +79,53 @@ func TestDesiredAsLines(t *testing.T) {
 	}
 	if ds, err := c.DesiredSince(context.Background(), 0, 0, 0); err == nil {
 		t.Errorf("an answer without its tail line was taken: %+v", ds)
+	}
+}
+
+// BenchmarkDesiredDecode decodes a snapshot of 100,000 host grants as the
+// agent receives it, as JSON (decodeDesired) and as lines
+// (wire.DecodeDesiredLines), and reports the bytes of each:
+//
+//	go test ./internal/client -run '^$' -bench BenchmarkDesiredDecode -benchmem
+func BenchmarkDesiredDecode(b *testing.B) {
+	const n = 100_000
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	ds := wire.DesiredState{Target: "web-01", Revision: 9, ServerTime: now, Protected: []wire.Port{{Port: 22, Protocol: "tcp"}}}
+	var lines []byte
+	for i := range n {
+		g := wire.GrantEntry{ID: int64(i + 1), Source: fmt.Sprintf("10.%d.%d.%d/32", i>>16, byte(i>>8), byte(i)), Protocol: "tcp", Port: 22,
+			ExpiresAt: now.Add(time.Hour + time.Duration(i)*time.Millisecond)}
+		ds.Grants = append(ds.Grants, g)
+		lines = wire.AppendGrantLine(lines, g)
+	}
+	js, err := json.Marshal(ds)
+	if err != nil {
+		b.Fatal(err)
+	}
+	head := ds
+	head.Grants, head.ServerTime = []wire.GrantEntry{}, time.Time{}
+	hj, _ := json.Marshal(head)
+	lines = append(append(hj, '\n'), lines...)
+	if lines, err = wire.AppendDesiredTail(lines, nil, now); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		decode func(io.Reader, *wire.DesiredState) error
+	}{
+		{"json", js, func(r io.Reader, ds *wire.DesiredState) error { return decodeAnswer(r, ds) }},
+		{"lines", lines, wire.DecodeDesiredLines},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				var got wire.DesiredState
+				if err := tc.decode(bytes.NewReader(tc.body), &got); err != nil || len(got.Grants) != n {
+					b.Fatalf("%d grants, %v", len(got.Grants), err)
+				}
+			}
+			b.ReportMetric(float64(len(tc.body)), "bytes/snapshot")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/grant")
+		})
 	}
 }

@@ -432,16 +432,19 @@ func (b *Backend) diffState(gen uint32, tableThere bool, off int64, d desired, n
 		// What the file said of id before is replaced by this record. A
 		// mark is set under the desired element's own ident: assigned
 		// under the file's (an equal string), the map would keep that
-		// one as its key, and both strings.
-		if w, ok := want[id]; ok && w.held() {
-			want[w.ident] = w.withHeld(false)
+		// one as its key, and both strings. One lookup serves the whole
+		// record (a million of them at a restart).
+		w, ok := want[id]
+		if ok && w.held() {
+			w = w.withHeld(false)
+			want[w.ident] = w
 			extra.matched--
 		}
 		delete(extra.byID, id)
 		if dl := e.dl &^ flagBits; typ == recDel || dl != 0 && dl <= at {
 			return
 		}
-		if w, ok := want[id]; ok && e.same(w) {
+		if ok && e.same(w) {
 			want[w.ident] = w.withHeld(true)
 			extra.matched++
 			return
