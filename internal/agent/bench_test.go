@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -128,6 +129,19 @@ func BenchmarkAgentChange(b *testing.B) {
 
 var _ firewall.DeltaApplier = (*nft.Backend)(nil)
 
+// linesOf is ds as a server writes a snapshot in lines (api.writeSnapshot).
+func linesOf(ds wire.DesiredState) []byte {
+	head := ds
+	head.Grants, head.Bastion, head.ServerTime = []wire.GrantEntry{}, nil, time.Time{}
+	b, _ := json.Marshal(head)
+	b = append(b, '\n')
+	for _, g := range ds.Grants {
+		b = wire.AppendGrantLine(b, g)
+	}
+	b, _ = wire.AppendDesiredTail(b, ds.Bastion, ds.ServerTime)
+	return b
+}
+
 func benchLogger() *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -157,6 +171,9 @@ func BenchmarkAgentRestart(b *testing.B) {
 	for i := 0; i < n; i++ {
 		base.Grants = append(base.Grants, grant(i))
 	}
+	// BENCH_RESTART_LINES=1: the snapshot comes as lines
+	// (wire.DesiredLinesType), as the agent asks for it, not as JSON.
+	lines := os.Getenv("BENCH_RESTART_LINES") != ""
 	ns := testenv.NewNetns(b)
 	stateFile := filepath.Join(b.TempDir(), "nft-state")
 	newAgent := func(b *testing.B) (*Agent, *nft.Backend) {
@@ -190,11 +207,17 @@ func BenchmarkAgentRestart(b *testing.B) {
 		// One grant of the kernel's is gone, one is new.
 		ds.Grants = append(append([]wire.GrantEntry{}, base.Grants[1:]...), grant(n+i))
 		answer, _ := json.Marshal(ds)
+		decode := func(body []byte, ds *wire.DesiredState) error { return json.Unmarshal(body, ds) }
+		if lines {
+			answer, decode = linesOf(ds), func(body []byte, ds *wire.DesiredState) error {
+				return wire.DecodeDesiredLines(bytes.NewReader(body), ds)
+			}
+		}
 		base = ds
 		a, be := newAgent(b)
 		b.StartTimer()
 		var got wire.DesiredState
-		if err := json.Unmarshal(answer, &got); err != nil {
+		if err := decode(answer, &got); err != nil {
 			b.Fatal(err)
 		}
 		if a.receive(context.Background(), got, time.Now()); a.failed || a.applied != rev {
