@@ -21,7 +21,7 @@ import (
 // Why: at a million grants the JSON codec (reflection, a time text per
 // grant) was the largest part of both sides' CPU in an agent's restart:
 // ~0.9 s of the server's encoding and ~1.9 s of the agent's decoding
-// (docs/benchmarks.md §23). A grant line costs a few integer and string
+// (docs/benchmarks.md §24). A grant line costs a few integer and string
 // copies each way.
 //
 // The body, in this order (every line ends with '\n'):
