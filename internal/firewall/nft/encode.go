@@ -195,11 +195,14 @@ func (s *setElems) grow(n int) {
 }
 
 func (s *setElems) put(e elem) {
-	id := e.id()
-	if _, ok := s.byID[id]; !ok {
+	// One map operation, not a lookup and then an assignment: a full apply
+	// puts every element once (a million at a restart), and the map grew
+	// exactly when id was new.
+	id, n := e.id(), len(s.byID)
+	s.byID[id] = e
+	if len(s.byID) != n {
 		s.order = append(s.order, id)
 	}
-	s.byID[id] = e
 }
 
 // ids returns the ids in put order, or sorted for sets read back.
