@@ -37,11 +37,14 @@ const fwknopDefaultModeMS = 126
 // GrantLatency is what TestGrantLatency writes to results/grant_latency.json.
 type GrantLatency struct {
 	Trials int `json:"trials"`
-	// Instrument says how "first connection" is observed: the fine poller
-	// (finePoll: a connect every PollIntervalMS, resolution about that
-	// plus one round trip, in a process of its own: newProcPoller) for
-	// every *_open figure, the same in the test process for
-	// jitgate_open_inprocess_poller (the figures before 2026-12-07 20:00),
+	// Instrument says how "first connection" is observed: for every
+	// *_open figure, a process of its own that waits for the kernel's
+	// notification of the new set element, then sends a SYN every
+	// PollIntervalMS until the first SYN-ACK (eventPoll: never early, late
+	// by the notification's wake-up and a round trip, and idle until the
+	// grant is there); the fine pollers, which send from the call on (in
+	// their process: jitgate_open_fine_poller; in the test process:
+	// jitgate_open_inprocess_poller, the figures before 2026-12-07 20:00);
 	// and the dial
 	// poller of earlier runs (newPoller: one dial at a time with a
 	// PollTimeoutMS timeout, so up to that much late) for the *_open_dial
@@ -57,6 +60,11 @@ type GrantLatency struct {
 	// PollAttempts is the fine poller's mean connection attempts per
 	// jitgate trial (its CPU cost).
 	PollAttempts float64 `json:"jitgate_fine_poll_attempts_mean"`
+	// JitgateFine is the fine poller in a process of its own (synPoll: a
+	// SYN every PollIntervalMS from the call on), the *_open figures of
+	// 2026-12-07 19:56-20:10.
+	JitgateFine    Summary `json:"jitgate_open_fine_poller"`
+	JitgateAPIFine Summary `json:"jitgate_api_call_fine_poller"`
 	// JitgateInProcess is the fine poller run inside the test process, as
 	// before 2026-12-07 20:00 (the *_open figures now come from the same
 	// loop in a process of its own: procpoller_test.go says why).
@@ -109,10 +117,11 @@ func TestGrantLatency(t *testing.T) {
 	pool := clientPool()
 	l.AddClientAddrs(pool...)
 	serve(t, l.ServerNS, benchPort)
-	fine := startProcPoller(t, l.ClientNS).instrument
+	fine := startProcPoller(t, l.ClientNS, nil).instrument
+	event := startProcPoller(t, l.ClientNS, l.ServerNS).instrument
 	ctx := context.Background()
 	res := GrantLatency{Trials: latencyTrials, PollIntervalMS: ms(finePollInterval), PollTimeoutMS: ms(pollTimeout),
-		Instrument: fmt.Sprintf("*_open: a connect attempt every %s, the first to complete marks the open (resolution ~%s + one round trip), from a process of its own; *_open_inprocess_poller: the same loop in the test process; *_open_dial: one dial at a time with a %s timeout (up to %s late); jitgate's trials alternate these and no poller",
+		Instrument: fmt.Sprintf("*_open: a process of its own waits for the kernel's notification of the element, then sends a SYN every %s until the first SYN-ACK (never early; late by a wake-up and a round trip); *_open_fine_poller: a SYN every %s from the call on, from that process; *_open_inprocess_poller: a connect every 0.1 ms from the test process (until 2026-12-07 20:00); *_open_dial: one dial at a time with a %s timeout (up to %s late); jitgate's trials alternate these and no poller",
 			finePollInterval, finePollInterval, pollTimeout, pollTimeout),
 		TargetP50MS: targetLatencyP50, TargetP99MS: targetLatencyP99, FwknopContextMS: fwknopDefaultModeMS}
 
@@ -202,12 +211,12 @@ func TestGrantLatency(t *testing.T) {
 		return err
 	}
 	res.KernelDial, _ = run("kernel (netlink Apply), 1 ms dial poller", newPoller, kernelOpen, kernelClose)
-	res.Kernel, res.KernelCall = run("kernel (netlink Apply)", fine, kernelOpen, kernelClose)
+	res.Kernel, res.KernelCall = run("kernel (netlink Apply)", event, kernelOpen, kernelClose)
 
 	elem := func(src netip.Addr, timeout string) string {
 		return "{ " + src.String() + " . tcp . 2222" + timeout + " }"
 	}
-	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", fine, func(src netip.Addr) error {
+	res.NftBinary, res.NftBinaryCall = run("nft add element (binary)", event, func(src netip.Addr) error {
 		out, err := execIn(l.ServerNS, "nft", "add", "element", "inet", "jitgate", "hosts4", elem(src, " timeout 600s"))
 		if err != nil {
 			t.Logf("nft: %s", out)
@@ -254,9 +263,9 @@ func TestGrantLatency(t *testing.T) {
 	kinds := []struct {
 		name string
 		poll instrument
-	}{{"jitgate (API to open)", fine}, {"jitgate, in-process fine poller", newFinePoller},
+	}{{"jitgate (API to open)", event}, {"jitgate, fine poller", fine}, {"jitgate, in-process fine poller", newFinePoller},
 		{"jitgate (API to open), 1 ms dial poller", newPoller}, {"jitgate (no poller)", nil}}
-	var totals, calls [4][]time.Duration
+	var totals, calls [5][]time.Duration
 	var fineAttempts []int
 	var fineActivated []time.Duration
 	for i := range len(kinds) * (latencyWarmup + latencyTrials) {
@@ -280,9 +289,10 @@ func TestGrantLatency(t *testing.T) {
 		t.Logf("%-26s call: %s", kind.name, summarize(calls[k]))
 	}
 	res.Jitgate, res.JitgateAPI = summarize(totals[0]), summarize(calls[0])
-	res.JitgateInProcess, res.JitgateAPIInProcess = summarize(totals[1]), summarize(calls[1])
-	res.JitgateDial, res.JitgateAPIDial = summarize(totals[2]), summarize(calls[2])
-	res.JitgateAPINoPoller = summarize(calls[3])
+	res.JitgateFine, res.JitgateAPIFine = summarize(totals[1]), summarize(calls[1])
+	res.JitgateInProcess, res.JitgateAPIInProcess = summarize(totals[2]), summarize(calls[2])
+	res.JitgateDial, res.JitgateAPIDial = summarize(totals[3]), summarize(calls[3])
+	res.JitgateAPINoPoller = summarize(calls[4])
 	for _, n := range fineAttempts {
 		res.PollAttempts += float64(n) / float64(len(fineAttempts))
 	}

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,8 +26,13 @@ import (
 )
 
 // pollerChildEnv makes the test binary the fine poller's own process
-// (pollerChild) instead of running tests.
-const pollerChildEnv = "BENCH_POLLER_CHILD"
+// (pollerChild) instead of running tests; pollerEventsEnv, the path of the
+// server's network namespace, makes it wait for the kernel's notification
+// before its first SYN (eventPoll).
+const (
+	pollerChildEnv  = "BENCH_POLLER_CHILD"
+	pollerEventsEnv = "BENCH_POLLER_EVENTS_NETNS"
+)
 
 // The fine poller run inside the test process (newFinePoller) slows the
 // very call it times: its goroutine is locked to a thread of its own that
@@ -48,7 +55,7 @@ type procPoller struct {
 
 // startProcPoller starts the fine poller's process in ns; it ends with
 // the test.
-func startProcPoller(tb testing.TB, ns *testenv.Netns) *procPoller {
+func startProcPoller(tb testing.TB, ns *testenv.Netns, events *testenv.Netns) *procPoller {
 	tb.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -57,6 +64,9 @@ func startProcPoller(tb testing.TB, ns *testenv.Netns) *procPoller {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := ns.Command(ctx, exe)
 	cmd.Env = append(os.Environ(), pollerChildEnv+"=1")
+	if events != nil {
+		cmd.Env = append(cmd.Env, pollerEventsEnv+"=/run/netns/"+events.Name())
+	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -117,6 +127,14 @@ func (pp *procPoller) read() pollResult {
 // client namespace (started through `ip netns exec`), on one locked thread.
 func pollerChild() {
 	runtime.LockOSThread()
+	nl := -1
+	if path := os.Getenv(pollerEventsEnv); path != "" {
+		var err error
+		if nl, err = nftablesEvents(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	in := bufio.NewReader(os.Stdin)
 	for {
 		line, err := in.ReadString('\n')
@@ -136,7 +154,20 @@ func pollerChild() {
 			fmt.Printf("err %v\n", err)
 			continue
 		}
-		at, n, err := synPoll(addr, testlab.ServerIP, benchPort, time.Duration(limit))
+		var (
+			at time.Time
+			n  int
+		)
+		if nl >= 0 {
+			// Not drained first: this trial's notification may already be
+			// there when this process wakes late. Another trial's is for
+			// another source (each source's last notification was read
+			// by the event trial that followed it, and a source comes
+			// back every 240 trials).
+			at, n, err = eventPoll(nl, addr, testlab.ServerIP, benchPort, time.Duration(limit))
+		} else {
+			at, n, err = synPoll(addr, testlab.ServerIP, benchPort, time.Duration(limit))
+		}
 		if err != nil {
 			fmt.Printf("err %v\n", strings.ReplaceAll(err.Error(), "\n", " "))
 			continue
@@ -235,4 +266,136 @@ func synSegment(b []byte, src, dst netip.Addr, sport, dport uint16, seq uint32) 
 		sum = sum&0xffff + sum>>16
 	}
 	binary.BigEndian.PutUint16(b[16:18], ^uint16(sum))
+}
+
+// eventPoll waits, without waking, for the kernel's notification that a
+// set element holding src was added (nl: a netlink socket subscribed to the
+// nftables group in the server namespace), then sends SYNs from src every
+// finePollInterval until the first SYN-ACK, whose instant it returns. The
+// open it reports is never early: a connection from src completes from the
+// kernel's commit on, and the SYN leaves after the notification reached
+// this process. A notification lost to a full socket buffer (ENOBUFS) turns
+// it into synPoll's loop from then on.
+func eventPoll(nl int, src, dst netip.Addr, port uint16, limit time.Duration) (time.Time, int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+		return time.Time{}, 0, fmt.Errorf("bind %s: %w", src, err)
+	}
+	remote := &unix.SockaddrInet4{Addr: dst.As4()}
+	base := uint16(20000 + rand.N(30000))
+	seq := rand.Uint32()
+	key := src.As4()
+	end := time.Now().Add(limit)
+	var next time.Time // zero until the notification: no SYN before it
+	attempts := 0
+	pkt := make([]byte, 20)
+	buf := make([]byte, 1<<16)
+	fds := []unix.PollFd{{Fd: int32(nl), Events: unix.POLLIN}, {Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		now := time.Now()
+		if !now.Before(end) {
+			return time.Time{}, attempts, fmt.Errorf("no SYN-ACK to %s within %s (%d SYNs)", src, limit, attempts)
+		}
+		if !next.IsZero() && !now.Before(next) {
+			synSegment(pkt, src, dst, base+uint16(attempts), port, seq)
+			if err := unix.Sendto(fd, pkt, 0, remote); err != nil {
+				return time.Time{}, attempts, fmt.Errorf("sending a SYN from %s: %w", src, err)
+			}
+			attempts++
+			if next = next.Add(finePollInterval); next.Before(now) {
+				next = now.Add(finePollInterval)
+			}
+		}
+		wait := end.Sub(now)
+		if !next.IsZero() {
+			wait = max(next.Sub(time.Now()), 0)
+		}
+		ts := unix.NsecToTimespec(int64(wait))
+		if _, err := unix.Ppoll(fds, &ts, nil); err != nil && err != unix.EINTR {
+			return time.Time{}, attempts, fmt.Errorf("ppoll: %w", err)
+		}
+		for next.IsZero() {
+			n, _, err := unix.Recvfrom(nl, buf, unix.MSG_DONTWAIT)
+			if err == unix.ENOBUFS {
+				next = time.Now() // a notification may be lost: poll
+				break
+			}
+			if err != nil {
+				break // EAGAIN
+			}
+			msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+			if err != nil {
+				continue
+			}
+			for _, m := range msgs {
+				if m.Header.Type == unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWSETELEM && bytes.Contains(m.Data, key[:]) {
+					next = time.Now()
+				}
+			}
+		}
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				break // EAGAIN: nothing more
+			}
+			at := time.Now()
+			if synAckFor(buf[:n], src, dst, port, base, attempts) {
+				return at, attempts, nil
+			}
+		}
+	}
+}
+
+// synAckFor reports whether IPv4 packet p is dst:port's SYN-ACK to one of
+// the SYNs sent from src (source ports base to base+attempts-1).
+func synAckFor(p []byte, src, dst netip.Addr, port, base uint16, attempts int) bool {
+	if len(p) < 20 || p[9] != unix.IPPROTO_TCP {
+		return false
+	}
+	ihl := int(p[0]&0x0f) * 4
+	if len(p) < ihl+20 || netip.AddrFrom4([4]byte(p[12:16])) != dst || netip.AddrFrom4([4]byte(p[16:20])) != src {
+		return false
+	}
+	tcp := p[ihl:]
+	sport, dport := binary.BigEndian.Uint16(tcp[0:2]), binary.BigEndian.Uint16(tcp[2:4])
+	const syn, ack = 0x02, 0x10
+	return sport == port && dport-base < uint16(attempts) && tcp[13]&(syn|ack) == syn|ack
+}
+
+// nftablesEvents opens a netlink socket in the network namespace at path,
+// subscribed to the nftables notifications, from the calling (locked)
+// thread, which it returns to its namespace.
+func nftablesEvents(path string) (int, error) {
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(orig)
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		return -1, fmt.Errorf("entering %s: %w", path, err)
+	}
+	nl, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err == nil {
+		err = unix.Bind(nl, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)})
+		if err == nil {
+			err = unix.SetsockoptInt(nl, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+		}
+	}
+	if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
+		// This thread is in the wrong namespace for the SYNs: stop.
+		panic(fmt.Sprintf("returning to the client namespace: %v", serr))
+	}
+	if err != nil {
+		return -1, fmt.Errorf("nftables notifications in %s: %w", path, err)
+	}
+	return nl, nil
 }

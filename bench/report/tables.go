@@ -156,6 +156,8 @@ var sections = map[string]func(dir string) (string, bool){
 			{"— the API call alone (answers pending)", "jitgate_api_call"},
 			{"— the API call in trials with no poller running", "jitgate_api_call_no_poller"},
 			{"— activation recorded by the server", "jitgate_activated"},
+			{"— the same open seen by the fine poller (a SYN every 0.1 ms from the call on, its own process)", "jitgate_open_fine_poller"},
+			{"— the API call in those trials", "jitgate_api_call_fine_poller"},
 			{"— the same open seen by the fine poller inside the test process (earlier runs)", "jitgate_open_inprocess_poller"},
 			{"— the API call in those trials", "jitgate_api_call_inprocess_poller"},
 			{"— the same open seen by the 1 ms dial poller of earlier runs", "jitgate_open_dial"},
@@ -169,7 +171,7 @@ var sections = map[string]func(dir string) (string, bool){
 			fmt.Fprintf(&b, "| %s | %s |\n", r.name, dist(g.o(r.key)))
 		}
 		if v, ok := g["poll_interval_ms"]; ok {
-			fmt.Fprintf(&b, "\nFirst connection seen by a connect attempt every %.1f ms (each on its own socket; the first to complete marks the open: resolution ~%.1f ms plus one round trip; %.0f attempts per jitgate trial; from a process of its own when the result has the in-process rows); the dial poller's rows dial once at a time with a %.0f ms timeout (up to that much late).\n",
+			fmt.Fprintf(&b, "\nFirst connection seen by a connect attempt every %.1f ms (each on its own socket; the first to complete marks the open: resolution ~%.1f ms plus one round trip; %.0f attempts per jitgate trial; when the result has the fine poller's rows, the first connection is instead a SYN sent from a process of its own once the kernel notified the new element, never early); the dial poller's rows dial once at a time with a %.0f ms timeout (up to that much late).\n",
 				num(v), num(v), g.f("jitgate_fine_poll_attempts_mean"), g.f("poll_timeout_ms"))
 		}
 		fmt.Fprintf(&b, "\njitgate p50 = %.2f × the netlink path, %.2f × `nft add element`. Targets: p50 ≤ %.0f ms: %s; p99 ≤ %.0f ms: %s.\n",
