@@ -63,7 +63,7 @@ func TestRequestWriteStatements(t *testing.T) {
 	// Before: create 21, report 13, then 15 and 9 (§14.1), then 13 and 7,
 	// then 13 and 6 (§17); each includes the restore guard's read of the
 	// generation at the start of its batch (026360c), one per batch, not
-	// per operation, under load. Then (§23) the target, its live counts and
+	// per operation, under load. Then (§26) the target, its live counts and
 	// its relations for the wake-up one read (three: two in the
 	// transaction, one after the commit), and the unconfirmed removals
 	// read only when the report's update of its target says some wait.

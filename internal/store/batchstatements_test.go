@@ -25,7 +25,7 @@ import (
 // also says whether removals wait), the activation and its audit event.
 // What goes per batch, not per operation: the audit chain's head, read by
 // the transaction's first event only (each later event of the transaction
-// follows the one before it). Before (docs/benchmarks.md §23): 8 × 11 and
+// follows the one before it). Before (docs/benchmarks.md §26): 8 × 11 and
 // 8 × 8 statements, the head read at every event, the target read apart
 // from the live counts, and the unconfirmed removals read at every report.
 // The chain verifies after both batches.

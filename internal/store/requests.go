@@ -480,7 +480,7 @@ func toInt64(v any) int64 {
 // key), and its relations for the wake-up after the commit (rel). One read
 // instead of three (the target, the counts, and the relations after the
 // commit: changed), and 5 of the row's 19 columns scanned: on every
-// request's path (docs/benchmarks.md §23).
+// request's path (docs/benchmarks.md §26).
 func targetForRequest(ctx context.Context, tx *sql.Tx, target, requester string, rel *relations) (Target, policy.Live, error) {
 	var (
 		t             Target
