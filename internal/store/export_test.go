@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"time"
 )
 
 // Hooks into the group-commit writer for the tests of package store_test.
@@ -43,3 +44,12 @@ func SetDesiredChunk(n int) func() {
 	desiredChunk = n
 	return func() { desiredChunk = old }
 }
+
+// SetGatherPolicy makes s's writer gather under load by the given rule
+// (see gatherUntil) instead of the default one.
+func SetGatherPolicy(s *Store, siblings, concurrent int, within, delay time.Duration) {
+	s.w.gather.Store(&gatherPolicy{siblings: siblings, concurrent: concurrent, within: within, delay: delay})
+}
+
+// Gathers is how many batches s's writer held back to gather more writes.
+func Gathers(s *Store) int64 { return s.w.gathers.Load() }

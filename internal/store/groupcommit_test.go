@@ -274,3 +274,108 @@ func TestWriteAfterCloseReturns(t *testing.T) {
 		t.Errorf("a write after Close reported done")
 	}
 }
+
+// TestGroupCommitGathersUnderLoad: under load the writer holds a batch
+// back for more writes instead of committing what it has, here with a
+// policy that counts any 4 writes in an hour as load and never ends the
+// wait by time, so that nothing depends on the machine's speed:
+//   - a caller writing one thing after the other never makes it wait
+//     (none of its writes was queued while another was pending): its 20
+//     writes each return, nothing held;
+//   - with that condition lifted, the write that found the load and the 63
+//     queued after it commit in one transaction, once the batch is full;
+//   - a Close while the writer gathers runs and answers what it holds.
+//
+// On the code before gathering the held write committed alone as soon as it
+// was taken: the writer never gathered.
+func TestGroupCommitGathersUnderLoad(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) *store.Store
+	}{
+		{"sqlite", func(t *testing.T) *store.Store {
+			s, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}},
+		{"postgres", func(t *testing.T) *store.Store { return openPostgres(t, testenv.Postgres(t)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			s := tc.open(t)
+			if _, err := store.DB(s).ExecContext(ctx, `CREATE TABLE gc_test (n INTEGER PRIMARY KEY)`); err != nil {
+				t.Fatal(err)
+			}
+			results := make(chan error, 2*maxBatchForTest)
+			write := func(n int) {
+				results <- store.Tx(s, ctx, func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, `INSERT INTO gc_test (n) VALUES ($1)`, n)
+					return err
+				})
+			}
+			// returnedOrHeld starts write n and waits until it returned
+			// (true) or the writer holds it to gather (false).
+			returnedOrHeld := func(n int) bool {
+				gathers := store.Gathers(s)
+				go write(n)
+				for store.Gathers(s) == gathers && len(results) == 0 {
+					time.Sleep(time.Millisecond)
+				}
+				if store.Gathers(s) != gathers {
+					return false
+				}
+				if err := <-results; err != nil {
+					t.Fatal(err)
+				}
+				return true
+			}
+
+			store.SetGatherPolicy(s, 4, 1, time.Hour, time.Hour)
+			n := 0
+			for ; n < 20; n++ {
+				if !returnedOrHeld(n) {
+					t.Fatalf("write %d of a caller writing one after the other was held to gather", n)
+				}
+			}
+
+			store.SetGatherPolicy(s, 4, 0, time.Hour, time.Hour)
+			commits0, _ := store.WriterStats(s)
+			for ; returnedOrHeld(n); n++ {
+				if n == 30 {
+					t.Fatalf("%d writes and the writer never gathered", n)
+				}
+				commits0, _ = store.WriterStats(s)
+			}
+			held := n
+			for i := 1; i < maxBatchForTest; i++ {
+				go write(held + i)
+			}
+			for range maxBatchForTest {
+				if err := <-results; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if commits, _ := store.WriterStats(s); commits-commits0 != 1 {
+				t.Errorf("write %d, held by the writer, and the %d after it took %d commits, want 1", held, maxBatchForTest-1, commits-commits0)
+			}
+
+			// Closing while the writer gathers: the write it holds is
+			// committed and answered, and Close returns.
+			if returnedOrHeld(-1) {
+				t.Fatal("the writer did not gather")
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-results; err != nil {
+				t.Errorf("the write held when the store closed: %v, want committed", err)
+			}
+		})
+	}
+}
+
+// maxBatchForTest is the group-commit writer's bound on a batch.
+const maxBatchForTest = 64
