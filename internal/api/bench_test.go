@@ -66,7 +66,9 @@ func BenchmarkBadTokenWhileLimited(b *testing.B) {
 // answered and decoded), in one process over loopback: the grant path of
 // TestGrantLatency without the kernel and the processes' wake-ups, one grant
 // every 2 ms or so. call-p50-ns is the API call alone, agent-p50-ns the call
-// to the agent's decoded delta (medians: ns/op includes the pauses).
+// to the agent's decoded delta (medians: ns/op includes the pauses);
+// gathers is the batches the store's writer held back under load (0: it
+// never took this for load).
 func BenchmarkGrantToAgent(b *testing.B) {
 	e := newLoadEnv(b)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -96,6 +98,7 @@ func BenchmarkGrantToAgent(b *testing.B) {
 		}
 	}()
 	var calls, grants []time.Duration
+	gathers := e.st.WriteGathers()
 	for i := 0; b.Loop(); i++ {
 		// The server idle between grants, as between TestGrantLatency's
 		// trials: its threads park, and a hand-off has to wake one.
@@ -120,4 +123,6 @@ func BenchmarkGrantToAgent(b *testing.B) {
 	}
 	b.ReportMetric(median(calls), "call-p50-ns")
 	b.ReportMetric(median(grants), "agent-p50-ns")
+	// Batches the writer held back to gather more writes: none, idle.
+	b.ReportMetric(float64(e.st.WriteGathers()-gathers), "gathers")
 }

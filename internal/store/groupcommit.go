@@ -61,10 +61,10 @@ const maxBatch = 64
 //   - siblings: at least gatherConcurrent of them were queued while
 //     another write was pending (not yet answered), i.e. by callers that
 //     did not wait for it (PostgreSQL's commit_siblings counts the
-//     transactions in progress for the same reason). A caller writing one thing after the
-//     other (a migration, an import, a script, the agent's report after the
-//     create it applies) never counts: waiting cannot bring it a batch-mate,
-//     it would only slow it.
+//     transactions in progress for the same reason). A caller writing one
+//     thing after the other (a migration, an import, a script, the agent's
+//     report after the create it applies) never counts: waiting cannot
+//     bring it a batch-mate, it would only slow it.
 //
 // So idle nothing changes: one person's grant (its create, the agent's
 // report, maybe a revoke: a few writes, each after the one before, then
@@ -440,6 +440,10 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 // how many operations they carried (their ratio is the group-commit batch
 // size; the write-path benchmarks report it).
 func (s *Store) WriteStats() (commits, ops int64) { return s.w.commits.Load(), s.w.ops.Load() }
+
+// WriteGathers returns how many batches the writer held back to gather
+// more writes under load (gatherUntil); idle it stays where it is.
+func (s *Store) WriteGathers() int64 { return s.w.gathers.Load() }
 
 // batchBuckets are the upper bounds of the buckets of WriteBatches: a
 // commit of n operations counts in the first bucket whose bound is at
