@@ -707,9 +707,9 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 			return a.goneOr(err)
 		}
 	}
-	// The count of the target's notifications before the report: the
-	// revision its update reads is current while only the report's own
-	// notification (below) has moved it.
+	// The target's Seq before the report: the revision its update reads
+	// is current while only the report's own notification (below) has
+	// moved it.
 	seq := a.Hub.Seq(p.Subject)
 	activated, rev, err := a.Store.ReportAppliedRevision(r.Context(), p.Subject, p.TokenID, in.Revision, in.Error, in.Addresses, in.Version, now, extra)
 	if err != nil {
@@ -728,16 +728,22 @@ func (a *api) report(w http.ResponseWriter, r *http.Request, p store.Principal) 
 	// Wake clients following the target's requests (and, behind a gateway,
 	// those of the targets it activated requests for): one notification,
 	// which counts once for the target however many it names.
-	notified := []string{p.Subject}
+	var others []string
 	for _, req := range activated {
-		if !slices.Contains(notified, req.Target) {
-			notified = append(notified, req.Target)
+		if req.Target != p.Subject && !slices.Contains(others, req.Target) {
+			others = append(others, req.Target)
 		}
 	}
-	a.Hub.Notify(notified...)
+	before, after := a.Hub.NotifySeq(p.Subject, others...)
 	if next != nil {
-		// its credential checked after the body
-		return a.longPoll(w, r, p, *next, &revisionAt{rev: rev, seq: seq + 1})
+		// its credential checked after the body. rev is current while the
+		// target's Seq is after, if nothing notified the target between
+		// the Seq read above and this notification (before).
+		var known *revisionAt
+		if before == seq {
+			known = &revisionAt{rev: rev, seq: after}
+		}
+		return a.longPoll(w, r, p, *next, known)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

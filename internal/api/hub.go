@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,15 +54,27 @@ type Hub struct {
 	floor   uint64
 	// checks counts version reads (tests compare it).
 	checks atomic.Int64
-	// seq counts the notifications of each target (Seq): a reader that
-	// knows a target's state as of some count knows it is still current
-	// while the count has not moved.
+	// seq is, for each target, the hub's notification count (gen) at the
+	// last notification that named it (Seq): a reader that knows a
+	// target's state as of some value knows it is still current while the
+	// value has not moved. Every value is new (gen only grows), so the map
+	// can be forgotten (seqFloor) without a target's value ever coming
+	// back to one a reader holds.
 	seq map[string]uint64
+	// seqFloor is gen when seq was last forgotten (maxSeq): the value of
+	// every target it does not name.
+	seqFloor uint64
 }
 
 // maxChangedAt bounds the requests whose last change a precise hub
 // remembers.
 const maxChangedAt = 65536
+
+// maxSeq bounds the targets whose last notification the hub remembers
+// (Seq). Every target name ever notified kept an entry, never removed: a
+// fleet whose hosts come and go under new names grew it for as long as the
+// server ran.
+const maxSeq = 65536
 
 type requestWaiter struct {
 	target  string
@@ -151,22 +162,46 @@ func (h *Hub) watchLocked(target string) chan struct{} {
 	return c
 }
 
-// Seq returns how many notifications have named target. State of the
-// target read after Seq returned n is still current while Seq returns n:
-// every commit that changes a target notifies it after the commit (the
-// store's change feed, which also brings other replicas' changes).
+// Seq returns a value that moves (grows) at every notification naming
+// target, and only then. State of the target read after Seq returned n is
+// still current while Seq returns n: every commit that changes a target
+// notifies it after the commit (the store's change feed, which also brings
+// other replicas' changes).
 func (h *Hub) Seq(target string) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.seq[target]
+	return h.seqLocked(target)
+}
+
+func (h *Hub) seqLocked(target string) uint64 {
+	if n, ok := h.seq[target]; ok {
+		return n
+	}
+	return h.seqFloor
 }
 
 // WatchSeq is Watch and Seq at once: the channel closes at the first
-// notification of target after the count returned.
+// notification of target after the value returned.
 func (h *Hub) WatchSeq(target string) (<-chan struct{}, uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.watchLocked(target), h.seq[target]
+	return h.watchLocked(target), h.seqLocked(target)
+}
+
+// NotifySeq is Notify of target and others that also returns target's Seq
+// just before this notification and just after it, read with it (under one
+// lock): a caller that read Seq(target) = before earlier knows that no other
+// notification named target in between.
+func (h *Hub) NotifySeq(target string, others ...string) (before, after uint64) {
+	h.mu.Lock()
+	before = h.seqLocked(target)
+	woke := h.notifyLocked(append([]string{target}, others...))
+	after = h.seqLocked(target)
+	h.mu.Unlock()
+	if woke {
+		runtime.Gosched() // as Notify
+	}
+	return before, after
 }
 
 // Gen returns the hub's notification count. A request waiter takes it
@@ -277,11 +312,18 @@ func (h *Hub) Notify(targets ...string) {
 func (h *Hub) notify(targets []string) (woke bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.notifyLocked(targets)
+}
+
+func (h *Hub) notifyLocked(targets []string) (woke bool) {
+	if len(h.seq) >= maxSeq {
+		// Forgotten, each target's value becomes the floor: not below
+		// what it was, so none comes back to a value a reader holds.
+		h.seq, h.seqFloor = map[string]uint64{}, h.gen
+	}
 	h.gen++
-	for i, t := range targets {
-		if !slices.Contains(targets[:i], t) {
-			h.seq[t]++ // once per notification, however often named
-		}
+	for _, t := range targets {
+		h.seq[t] = h.gen // the same value however often named
 		if c, ok := h.ch[t]; ok {
 			close(c)
 			delete(h.ch, t)
