@@ -1,10 +1,12 @@
 package store_test
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,4 +190,92 @@ func TestAuditChainUnderFailingBatchMates(t *testing.T) {
 func isLimit(err error) bool {
 	var l *policy.LimitError
 	return errors.As(err, &l)
+}
+
+// TestAuditChainAfterFailedCommit: a batch whose COMMIT fails (a
+// constraint checked at the commit, as an I/O error there would) records
+// none of its events, though each left the transaction's cached head for
+// the next; the writes after it must link to the head the database holds,
+// not to an event that was never committed. SQLite and PostgreSQL.
+func TestAuditChainAfterFailedCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		open   func(t *testing.T) *store.Store
+		schema string
+		breaks string // a statement that makes the commit fail
+	}{
+		{"sqlite", func(t *testing.T) *store.Store {
+			s, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}, `CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (p INTEGER NOT NULL REFERENCES parent (id))`,
+			`PRAGMA defer_foreign_keys = ON; INSERT INTO child (p) VALUES (42)`},
+		{"postgres", func(t *testing.T) *store.Store { return openPostgres(t, testenv.Postgres(t)) },
+			`CREATE TABLE parent (id INTEGER PRIMARY KEY);
+			CREATE TABLE child (p INTEGER NOT NULL REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)`,
+			`INSERT INTO child (p) VALUES (42)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.open(t)
+			ctx := t.Context()
+			if _, err := store.DB(s).ExecContext(ctx, tc.schema); err != nil {
+				t.Fatal(err)
+			}
+			note := func(i int) func() error {
+				return func() error {
+					return s.Audit(ctx, audit.Event{At: t0, Actor: "admin", Action: audit.RequestRefused, Target: "web-1", Reason: fmt.Sprint("note ", i)})
+				}
+			}
+			if err := note(0)(); err != nil {
+				t.Fatal(err)
+			}
+			before, err := s.VerifyAudit(ctx)
+			if err != nil || !before.OK {
+				t.Fatalf("VerifyAudit = %+v, %v", before, err)
+			}
+			ops := []func() error{note(1), note(2), func() error {
+				return store.Tx(s, ctx, func(tx *sql.Tx) error {
+					for _, q := range strings.Split(tc.breaks, "; ") {
+						if _, err := tx.ExecContext(ctx, q); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}, note(3)}
+			held, release := store.HoldWriter(s)
+			errs := make([]error, len(ops))
+			var wg sync.WaitGroup
+			for i, op := range ops {
+				wg.Add(1)
+				go func() { defer wg.Done(); errs[i] = op() }()
+				if i == 0 {
+					<-held
+					continue
+				}
+				for store.QueuedWrites(s) < i {
+					time.Sleep(time.Millisecond) // a condition: queued in order behind the held batch
+				}
+			}
+			release()
+			wg.Wait()
+			for i, err := range errs {
+				if err == nil {
+					t.Errorf("operation %d of the batch whose commit failed reported done", i)
+				}
+			}
+			for i := 4; i < 7; i++ {
+				if err := note(i)(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after, err := s.VerifyAudit(ctx)
+			if err != nil || !after.OK || after.Events != before.Events+3 {
+				t.Errorf("after a failed commit and 3 writes: VerifyAudit = %+v, %v; want OK with %d events", after, err, before.Events+3)
+			}
+		})
+	}
 }
