@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -93,5 +96,47 @@ func TestSnapshotAsLines(t *testing.T) {
 	// No Accept (curl, an older agent): JSON.
 	if ct, _ := get(t, "web-01", ""); ct != "application/json" {
 		t.Errorf("no Accept answered %s, want application/json", ct)
+	}
+}
+
+// TestLinesFarDeadline: a grant whose deadline lies past the Unix
+// nanoseconds' range (year 2262; a server run with a --max-duration of
+// centuries allows one) is written in the lines clamped to that range, as
+// the agent clamps every deadline it holds, not as an overflowed negative
+// number: the agent decodes the snapshot (it refused it whole before, and
+// with it every grant of the target, while JSON carried it), and the
+// grant's deadline is JSON's, clamped.
+func TestLinesFarDeadline(t *testing.T) {
+	ctx := context.Background()
+	const centuries = 250 * 365 * 24 * time.Hour
+	e := newEnvWith(t, func(d *api.Deps) { d.Limits.MaxRuleDuration = centuries })
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", wire.Policy{Rules: []wire.PortRule{{Port: 22, MaxDuration: wire.Duration(centuries)}}})
+	for i, d := range []time.Duration{time.Hour, centuries} {
+		if _, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: fmt.Sprintf("198.51.100.%d", 7+i),
+			Duration: wire.Duration(d), Reason: "x"}); err != nil {
+			t.Fatalf("a request for %s: %v", d, err)
+		}
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/api/v1/agent/desired?after=0", nil)
+	req.Header.Set("Authorization", "Bearer "+e.creds["web-01"])
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want wire.DesiredState
+	err = json.NewDecoder(resp.Body).Decode(&want)
+	resp.Body.Close()
+	if err != nil || len(want.Grants) != 2 || want.Grants[1].ExpiresAt.Year() < 2270 {
+		t.Fatalf("the JSON snapshot: %v, %+v; want two grants, one past 2270", err, want.Grants)
+	}
+	want.Grants[1].ExpiresAt = time.Unix(0, math.MaxInt64).UTC()
+	got, err := agent.Desired(ctx, 0, 0) // asks for lines
+	if err != nil {
+		t.Fatalf("the agent's snapshot as lines: %v", err)
+	}
+	if diff := cmp.Diff(want.Grants, got.Grants); diff != "" {
+		t.Errorf("the grants as lines (-json clamped +lines):\n%s", diff)
 	}
 }

@@ -48,12 +48,21 @@ func decodeDesiredWhole(r io.Reader, n int64, out *wire.DesiredState) error {
 }
 
 // decodeAnswer decodes one JSON value from r into out, refusing data after
-// it; io.EOF when r is empty. A desired state is decoded by decodeDesired.
+// it; io.EOF when r is empty. A desired state is decoded by decodeDesired,
+// and written to out only once nothing follows it: an answer with more
+// after its object (a snapshot as lines labelled JSON, whose head alone is
+// a desired state without grants; a body longer than it should be, cut
+// off) is refused whole, and leaves nothing behind for a caller to take.
 func decodeAnswer(r io.Reader, out any) error {
 	dec := json.NewDecoder(r)
-	var err error
-	if ds, ok := out.(*wire.DesiredState); ok {
-		err = decodeDesired(dec, ds)
+	var (
+		err  error
+		got  wire.DesiredState
+		ds   *wire.DesiredState
+		isDS bool
+	)
+	if ds, isDS = out.(*wire.DesiredState); isDS {
+		err = decodeDesired(dec, &got)
 	} else {
 		err = dec.Decode(out)
 	}
@@ -62,6 +71,9 @@ func decodeAnswer(r io.Reader, out any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("data after the JSON value")
+	}
+	if isDS {
+		*ds = got
 	}
 	return nil
 }

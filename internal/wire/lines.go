@@ -34,7 +34,9 @@ import (
 //	             separated by one space: id the grant's id (decimal), source
 //	             an address or prefix as JSON has it, protocol tcp or udp,
 //	             port decimal, expires the deadline in Unix nanoseconds
-//	             (decimal, UTC), destination only in gateway mode
+//	             (decimal, UTC; clamped to 0 to 2^63-1, 1970 to 2262, as
+//	             the agent clamps every deadline it holds), destination
+//	             only in gateway mode; the texts are printable ASCII
 //	{tail}       JSON: "bastion" (when any) and "server_time", stamped when
 //	             the last grant was written (the clock-skew estimate)
 //
@@ -43,13 +45,20 @@ import (
 const DesiredLinesType = "application/vnd.jitgate.desired-lines.v1"
 
 // AcceptsDesiredLines reports whether an Accept header value names
-// DesiredLinesType (parameters such as q are not weighed: naming it at all
-// is asking for it).
+// DesiredLinesType (q is not weighed against JSON's: naming it at all is
+// asking for it), but for q=0, which says the client cannot take it
+// (RFC 9110 §12.4.2): such a client would refuse the answer, and ask again,
+// without end.
 func AcceptsDesiredLines(accept string) bool {
 	for part := range strings.SplitSeq(accept, ",") {
-		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == DesiredLinesType {
-			return true
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil || mt != DesiredLinesType {
+			continue
 		}
+		if q, err := strconv.ParseFloat(params["q"], 64); err == nil && q <= 0 {
+			continue
+		}
+		return true
 	}
 	return false
 }
@@ -67,13 +76,31 @@ func AppendGrantLine(b []byte, g GrantEntry) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, uint64(g.Port), 10)
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, g.ExpiresAt.UnixNano(), 10)
+	b = strconv.AppendInt(b, lineDeadline(g.ExpiresAt), 10)
 	if g.Destination != "" {
 		b = append(b, ' ')
 		b = append(b, g.Destination...)
 	}
 	return append(b, '\n')
 }
+
+// lineDeadline is t in Unix nanoseconds, clamped to what a line carries:
+// t.UnixNano overflows past 2262 (a grant of a rule whose max duration is
+// centuries), and a negative number would fail the agent's whole snapshot,
+// which JSON carries. The agent clamps every deadline it holds to the same
+// range (firewall.UnixNano), so both say the same to the kernel; a deadline
+// before 1970 is long past either way.
+func lineDeadline(t time.Time) int64 {
+	switch {
+	case t.After(maxLineDeadline):
+		return math.MaxInt64
+	case t.Before(epoch):
+		return 0
+	}
+	return t.UnixNano()
+}
+
+var epoch, maxLineDeadline = time.Unix(0, 0), time.Unix(0, math.MaxInt64)
 
 // ParseGrantLine parses one grant line (without its '\n'). The entry it
 // returns is the one JSON would give for the same grant: the deadline in
@@ -113,11 +140,31 @@ func ParseGrantLine(line []byte) (GrantEntry, error) {
 	if len(fields[1]) == 0 || len(fields[2]) == 0 || (n == 6 && len(fields[5]) == 0) {
 		return g, errors.New("a grant line has an empty field")
 	}
+	for _, f := range [...][]byte{fields[1], fields[2], fields[5]} {
+		if !printable(f) {
+			return g, fmt.Errorf("a grant line's field %q is not printable ASCII", f)
+		}
+	}
 	g = GrantEntry{ID: id, Source: string(fields[1]), Protocol: protocolText(fields[2]), Port: uint16(port), ExpiresAt: time.Unix(0, exp).UTC()}
 	if n == 6 {
 		g.Destination = string(fields[5])
 	}
 	return g, nil
+}
+
+// printable reports whether b holds only printable ASCII without a space,
+// as every source, protocol and destination a server writes does. Anything
+// else (a CR a proxy added, NUL, bytes that are not UTF-8, which JSON could
+// not even carry) fails the line here rather than further on: the agent's
+// parsing of addresses refuses such texts too, but a line must not carry
+// what the same snapshot in JSON cannot.
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseDecimal parses b as a decimal number from 0 to max: digits only, as

@@ -140,7 +140,8 @@ func TestGrantLineRefused(t *testing.T) {
 }
 
 // TestAcceptsDesiredLines: the type is recognised wherever the Accept
-// header names it, with or without parameters, and only then.
+// header names it, with or without parameters, and only then, but for q=0
+// (not acceptable).
 func TestAcceptsDesiredLines(t *testing.T) {
 	for accept, want := range map[string]bool{
 		DesiredLinesType:                                       true,
@@ -150,6 +151,9 @@ func TestAcceptsDesiredLines(t *testing.T) {
 		"":                                                     false,
 		"*/*":                                                  false,
 		DesiredLinesType + "x":                                 false,
+		"application/json, " + DesiredLinesType + ";q=0":      false, // not acceptable (RFC 9110)
+		"application/json, " + DesiredLinesType + "; Q=0.000": false,
+		DesiredLinesType + ";q=0.001":                         true,
 	} {
 		if got := AcceptsDesiredLines(accept); got != want {
 			t.Errorf("AcceptsDesiredLines(%q) = %v, want %v", accept, got, want)
