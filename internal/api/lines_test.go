@@ -8,12 +8,14 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
@@ -138,5 +140,75 @@ func TestLinesFarDeadline(t *testing.T) {
 	}
 	if diff := cmp.Diff(want.Grants, got.Grants); diff != "" {
 		t.Errorf("the grants as lines (-json clamped +lines):\n%s", diff)
+	}
+}
+
+// TestDesiredLinesIsTheAgentsOwn: the new content negotiation on the
+// agent's endpoints (a poll, a report carrying its poll) gives nothing to a
+// caller the JSON answer refuses: no credential, a user's (the admin's)
+// token, a credential replaced by a new enrollment get 401 or 403 and no
+// lines; another target's agent gets its own target's snapshot, without
+// web-01's grant; web-01's agent gets web-01's.
+func TestDesiredLinesIsTheAgentsOwn(t *testing.T) {
+	e, _, _, _ := grantedWeb01(t)
+	ctx := context.Background()
+	old := e.creds["web-01"]
+	e.addTarget(t, "web-02", "198.51.100.11")
+	tc, err := e.c.ReissueEnrollToken(ctx, "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(e.srv.URL, "")
+	er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		caller, token, target string // target: "" when refused
+	}{
+		{"no credential", "", ""},
+		{"the admin's token", e.admin, ""},
+		{"web-01's replaced credential", old, ""},
+		{"web-02's agent", e.creds["web-02"], "web-02"},
+		{"web-01's agent", er.Credential, "web-01"},
+	} {
+		for _, call := range []struct{ method, path, body string }{
+			{http.MethodGet, "/api/v1/agent/desired?after=0", ""},
+			{http.MethodPost, "/api/v1/agent/report?after=0", `{"revision":0}`},
+		} {
+			t.Run(c.caller+" "+call.method, func(t *testing.T) {
+				req, _ := http.NewRequestWithContext(ctx, call.method, e.srv.URL+call.path, strings.NewReader(call.body))
+				req.Header.Set("Accept", wire.DesiredLinesType+", application/json")
+				if call.body != "" {
+					req.Header.Set("Content-Type", "application/json")
+				}
+				if c.token != "" {
+					req.Header.Set("Authorization", "Bearer "+c.token)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				if c.target == "" {
+					if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden ||
+						resp.Header.Get("Content-Type") == wire.DesiredLinesType || bytes.Contains(body, []byte("127.0.0.1")) {
+						t.Fatalf("answered %d %s: %s; want 401 or 403 and no state", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+					}
+					return
+				}
+				var ds wire.DesiredState
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != wire.DesiredLinesType {
+					t.Fatalf("answered %d %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+				}
+				if err := wire.DecodeDesiredLines(bytes.NewReader(body), &ds); err != nil {
+					t.Fatal(err)
+				}
+				if ds.Target != c.target || (c.target == "web-01") != (len(ds.Grants) == 1) {
+					t.Errorf("the state of %s with %d grants, want %s's:\n%s", ds.Target, len(ds.Grants), c.target, body)
+				}
+			})
+		}
 	}
 }
