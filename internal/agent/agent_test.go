@@ -110,6 +110,10 @@ type fakeAPI struct {
 	polls       int
 	waits       []string
 	badRequests []string
+	// answer, when set, writes the desired state's answer instead of
+	// JSON: its Content-Type and body, given the state and the poll's
+	// Accept (lines_test.go).
+	answer func(ds wire.DesiredState, accept string) (string, []byte)
 }
 
 func newFakeAPI(t *testing.T) (*fakeAPI, *httptest.Server) {
@@ -206,7 +210,16 @@ answer:
 		return
 	}
 	ds := wire.DesiredState{Target: f.target, Revision: f.rev, ServerTime: time.Now(), Protected: f.protected, Grants: f.grants, Bastion: f.bastion}
+	answer := f.answer
 	f.mu.Unlock()
+	if answer != nil {
+		ct, body := answer(ds, r.Header.Get("Accept"))
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush() // streamed, as a snapshot is
+		w.Write(body)
+		return
+	}
 	json.NewEncoder(w).Encode(ds)
 }
 
