@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode"
 
 	"github.com/jitgate/jitgate/internal/wire"
@@ -82,8 +83,14 @@ func decodeAnswer(r io.Reader, out any) error {
 // time as they arrive: json.Decoder.Decode reads a whole value into its
 // buffer before decoding it (~90 MB of JSON at a million grants, beside
 // what it decodes to); here the buffer holds one grant's text at a time.
-// The other members (a few, small) are gathered raw and decoded with
-// json.Unmarshal, so they mean exactly what they meant. out is written only
+// The other members (a few, small) are gathered raw, in the order they
+// came, and decoded with json.Unmarshal, so they mean exactly what they
+// meant: a member repeated, or repeated under another case ("Since" and
+// "since" are one field to json.Unmarshal), ends as its last occurrence
+// says, and a "Grants" after the grants replaces them, as when the same
+// answer is read whole (decodeDesiredWhole). (Gathered in a map, they were
+// re-encoded in the order of their keys: {"since":3,"Since":0} was a delta
+// here and a snapshot read whole.) out is written only
 // once the whole object was read: a cut answer leaves it untouched. An
 // empty body is io.EOF, as from Decode.
 func decodeDesired(dec *json.Decoder, out *wire.DesiredState) error {
@@ -100,7 +107,7 @@ func decodeDesired(dec *json.Decoder, out *wire.DesiredState) error {
 		}
 		return err
 	}
-	rest := map[string]json.RawMessage{}
+	rest := []byte{'{'}
 	var (
 		grants    []wire.GrantEntry
 		sawGrants bool
@@ -110,12 +117,20 @@ func decodeDesired(dec *json.Decoder, out *wire.DesiredState) error {
 			return unexpected(err)
 		}
 		key, _ := tok.(string)
-		if key != "grants" {
+		// json.Unmarshal matches a key to a field as bytes.EqualFold does.
+		if !strings.EqualFold(key, "grants") {
 			var raw json.RawMessage
 			if err := dec.Decode(&raw); err != nil {
 				return unexpected(err)
 			}
-			rest[key] = raw
+			k, err := json.Marshal(key)
+			if err != nil {
+				return err
+			}
+			if len(rest) > 1 {
+				rest = append(rest, ',')
+			}
+			rest = append(append(append(rest, k...), ':'), raw...)
 			continue
 		}
 		if tok, err = dec.Token(); err != nil {
@@ -144,12 +159,8 @@ func decodeDesired(dec *json.Decoder, out *wire.DesiredState) error {
 	if _, err := dec.Token(); err != nil { // }
 		return unexpected(err)
 	}
-	whole, err := json.Marshal(rest)
-	if err != nil {
-		return err
-	}
 	var ds wire.DesiredState
-	if err := json.Unmarshal(whole, &ds); err != nil {
+	if err := json.Unmarshal(append(rest, '}'), &ds); err != nil {
 		return err
 	}
 	if sawGrants {
