@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
@@ -63,6 +64,72 @@ func newReplicaPair(t *testing.T, secretB replica.Secret, more ...func(*api.Deps
 	return &replicaPair{a: a, b: b, cB: cB}
 }
 
+// waitRelayRoute waits until the database the replicas share holds the
+// route of target's agent relay connection on A, as B reads it before it
+// forwards a stream (api.forward). A records the route after the agent's
+// WebSocket handshake (agentTunnel), so AgentTunnel returning does not mean
+// that B can reach the agent: the route's write may wait for the
+// database's write lock behind other writes (the test's own setup) and
+// land milliseconds later, and a stream opened at B meanwhile ends "not
+// connected" (TestRelayRouteAfterTheHandshake).
+func (p *replicaPair) waitRelayRoute(t *testing.T, target string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		routes, err := p.a.st.RelayRoutes(context.Background(), target, "B", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(routes) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no relay route of %s recorded for replica B within 10 s", target)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRelayRouteAfterTheHandshake: an agent's relay connection is up for
+// the agent (AgentTunnel returned) before replica A has recorded where it
+// is: while another writer holds the database's write lock, B finds no
+// route (it would answer "not connected"); once the lock is free the route
+// appears with nothing more from the agent. This is why a test that opens a
+// stream at B right after connecting the agent waits for the route
+// (waitRelayRoute): TestTerminalAcrossReplicas did not and failed now and
+// then, when its setup's writes kept the route's write waiting.
+func TestRelayRouteAfterTheHandshake(t *testing.T) {
+	p := newReplicaPair(t, replicaSecret)
+	agent := bastionTarget(t, p.a, testenv.Echo(t), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := sql.Open("sqlite", p.a.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := agent.AgentTunnel(ctx)
+	if err != nil {
+		t.Fatalf("AgentTunnel with the database's write lock held elsewhere: %v", err)
+	}
+	defer conn.Close()
+	if routes, err := p.a.st.RelayRoutes(ctx, "web-01", "B", time.Now()); err != nil || len(routes) != 0 {
+		t.Fatalf("routes while the write lock is held elsewhere: %+v, %v; want none yet", routes, err)
+	}
+	if _, err := lock.ExecContext(ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	p.waitRelayRoute(t, "web-01")
+}
+
 // TestTunnelAcrossReplicas: the agent's relay connection is on replica A,
 // the client's tunnel arrives at replica B: B checks the grant, records the
 // session and forwards the stream to A, which checks the grant again and
@@ -114,6 +181,7 @@ func TestTunnelAcrossReplicasWrongSecret(t *testing.T) {
 	grantBastion(t, p.a.c, port)
 	applyDesired(t, agent)
 	relayAgent(t, p.a, agent)
+	p.waitRelayRoute(t, "web-01") // else B finds no route, not A's refusal
 	if _, err := p.cB.Tunnel(context.Background(), "web-01", port); client.StatusOf(err) != http.StatusServiceUnavailable {
 		t.Fatalf("tunnel through a replica with another secret: %v, want 503", err)
 	}

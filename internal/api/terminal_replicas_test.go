@@ -41,6 +41,9 @@ func TestTerminalAcrossReplicas(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newReplicaPair(t, tt.secretB, func(d *api.Deps) { d.SSHCA = ca })
 			te := termEnvOn(t, p.a, ca, host, nil)
+			// B finds the agent's connection on A once A has recorded
+			// it, which may be after the connection is up.
+			p.waitRelayRoute(t, "web-01")
 			tc := dialTerm(t, termOnB(te, p), "ubuntu", webterm.Start{Auth: webterm.AuthCertificate, Cols: 80, Rows: 24})
 			if !tt.shared {
 				if end := tc.waitEnd(t); end.Reason != "agent_lost" || !strings.Contains(end.Message, "not connected") {
