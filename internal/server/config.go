@@ -41,6 +41,8 @@ type Config struct {
 	// ApprovalTimeout is how long a request awaits its approvers before it
 	// expires (default 1 h).
 	ApprovalTimeout time.Duration
+	// WriteGatherDelay is store.Config.GatherDelay (0: never gather).
+	WriteGatherDelay time.Duration
 	// ExpiryWarning is how long before its deadline an active request is
 	// announced as expiring (request.expiring; default 10 min; negative:
 	// never).
@@ -188,7 +190,8 @@ func (c Config) withDefaults() Config {
 // storeConfig is what the store is opened with: a negative brute-force
 // threshold and expiry warning mean none.
 func (c Config) storeConfig() store.Config {
-	return store.Config{ApprovalTimeout: c.ApprovalTimeout, ExpiryWarning: max(c.ExpiryWarning, 0), BruteForceThreshold: max(c.BruteForceThreshold, 0)}
+	return store.Config{ApprovalTimeout: c.ApprovalTimeout, ExpiryWarning: max(c.ExpiryWarning, 0), BruteForceThreshold: max(c.BruteForceThreshold, 0),
+		GatherDelay: c.WriteGatherDelay}
 }
 
 // Validate checks the configuration and names the bad field.
@@ -207,6 +210,9 @@ func (c Config) Validate() error {
 	}
 	if c.ApprovalTimeout < time.Second {
 		return fmt.Errorf("approval-timeout: %s is shorter than 1s", c.ApprovalTimeout)
+	}
+	if c.WriteGatherDelay < 0 || c.WriteGatherDelay > store.MaxGatherDelay {
+		return fmt.Errorf("write-gather-delay: %s must lie between 0 (never) and %s", c.WriteGatherDelay, store.MaxGatherDelay)
 	}
 	if c.BreakGlassMax < time.Minute || c.BreakGlassMax > 24*time.Hour {
 		return fmt.Errorf("breakglass-max: %s must lie between 1m and 24h", c.BreakGlassMax)

@@ -154,6 +154,8 @@ func TestConfigValidate(t *testing.T) {
 		{"cert without key", Config{DataDir: "x", TLSCert: "c"}, "tls-cert and tls-key"},
 		{"activation too short", Config{DataDir: "x", ActivationTimeout: time.Millisecond}, "activation-timeout"},
 		{"poll wait too long", Config{DataDir: "x", AgentPollWait: time.Minute}, "agent-poll-wait"},
+		{"gather delay too long", Config{DataDir: "x", WriteGatherDelay: 11 * time.Millisecond}, "write-gather-delay"},
+		{"gather delay negative", Config{DataDir: "x", WriteGatherDelay: -time.Millisecond}, "write-gather-delay"},
 		{"database not PostgreSQL", Config{DataDir: "x", Database: "/var/lib/jitgate/jitgate.db"}, "database: not a postgres://"},
 		{"contact a script URL", Config{DataDir: "x", Contact: "javascript:alert(1)"}, "contact: \"javascript:alert(1)\": a URL must be"},
 		{"contact a data URL", Config{DataDir: "x", Contact: "data:text/html,x"}, "contact:"},

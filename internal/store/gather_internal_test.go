@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -70,7 +72,7 @@ func TestGatherUntil(t *testing.T) {
 			for _, w := range tc.arrivals {
 				a.add(w)
 			}
-			until, ok := a.gatherUntil(defaultGather, tc.oldest, tc.now)
+			until, ok := a.gatherUntil(gatherWith(gatherDelay), tc.oldest, tc.now)
 			if ok != tc.gathers || ok && !until.Equal(tc.until) {
 				t.Errorf("gatherUntil = %v, %v; want %v, %v", until.Sub(t0), ok, tc.until.Sub(t0), tc.gathers)
 			}
@@ -98,6 +100,49 @@ func TestArrivalsRing(t *testing.T) {
 			if ok && !got.queued.Equal(t0.Add(time.Duration(n-k)*time.Millisecond)) {
 				t.Errorf("%d seen: nthLatest(%d) = %s, want the arrival %d", n, k, got.queued.Sub(t0), n-k)
 			}
+		}
+	}
+}
+
+// TestGatheringOffByDefault: the writer gathers only when the operator set a
+// delay (Config.GatherDelay): on SQLite it raised the latency at 500 and
+// 1,000 requests a second and saved no CPU (docs/benchmarks.md §28). The
+// arrivals that make the mechanism gather (TestGatherUntil) do not make the
+// default gather; a delay set in the configuration is the writer's, and one
+// out of range is refused.
+func TestGatheringOffByDefault(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	var a arrivals
+	for i := range 40 {
+		a.add(arrival{t0.Add(time.Duration(i-40) * time.Millisecond), true})
+	}
+	if _, ok := a.gatherUntil(gatherWith(gatherDelay), t0, t0); !ok {
+		t.Fatal("the mechanism does not gather 1,000 concurrent writes a second: the case below proves nothing")
+	}
+	if until, ok := a.gatherUntil(defaultGather, t0, t0); ok {
+		t.Errorf("the default gathers (until %s)", until.Sub(t0))
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		delay time.Duration
+		want  time.Duration
+	}{{0, 0}, {2 * time.Millisecond, 2 * time.Millisecond}} {
+		cfg := DefaultConfig()
+		cfg.GatherDelay = tc.delay
+		s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.w.gather.Load().delay; got != tc.want {
+			t.Errorf("GatherDelay %s: the writer's delay is %s", tc.delay, got)
+		}
+		s.Close()
+	}
+	for _, d := range []time.Duration{-time.Millisecond, MaxGatherDelay + 1} {
+		cfg := DefaultConfig()
+		cfg.GatherDelay = d
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("GatherDelay %s accepted", d)
 		}
 	}
 }

@@ -86,7 +86,15 @@ type Config struct {
 	// within an hour raise a "possible brute force" event. Zero: never;
 	// negative is invalid.
 	BruteForceThreshold int
+	// GatherDelay is how long, under load, the group-commit writer holds a
+	// batch for more writes (groupcommit.go). Zero: never (the default);
+	// at most MaxGatherDelay.
+	GatherDelay time.Duration
 }
+
+// MaxGatherDelay bounds Config.GatherDelay: every write of a gathered
+// batch waits up to that long.
+const MaxGatherDelay = 10 * time.Millisecond
 
 // DefaultConfig is the configuration of a store nobody configured: the
 // default approval timeout and brute-force threshold, and no expiry
@@ -105,6 +113,9 @@ func (c Config) Validate() error {
 	}
 	if c.BruteForceThreshold < 0 {
 		return fmt.Errorf("store config: brute-force threshold %d must not be negative (0: never)", c.BruteForceThreshold)
+	}
+	if c.GatherDelay < 0 || c.GatherDelay > MaxGatherDelay {
+		return fmt.Errorf("store config: write gather delay %s must lie between 0 (never) and %s", c.GatherDelay, MaxGatherDelay)
 	}
 	return nil
 }
@@ -252,6 +263,10 @@ func (s *Store) Queries() int64 {
 // chains audit events written before the chain existed. cfg is valid.
 func open(ctx context.Context, db *sql.DB, d dialect, cfg Config, sqlitePath string) (*Store, error) {
 	s := &Store{db: db, dialect: d, cfg: cfg, sqlitePath: sqlitePath}
+	if cfg.GatherDelay > 0 {
+		p := gatherWith(cfg.GatherDelay)
+		s.w.gather.Store(&p)
+	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
