@@ -298,9 +298,11 @@ func (s *Store) writeLoop() {
 				break drain
 			}
 		}
-		if len(batch) < maxBatch {
+		// Gathering is off unless a delay was set (defaultGather): then
+		// the batch goes as it is, without asking.
+		if p := s.w.gather.Load(); p.delay > 0 && len(batch) < maxBatch {
 			now := time.Now()
-			if until, ok := seen.gatherUntil(*s.w.gather.Load(), batch[0].queued, now); ok {
+			if until, ok := seen.gatherUntil(*p, batch[0].queued, now); ok {
 				s.w.gathers.Add(1)
 				timer.Reset(until.Sub(now))
 			gather:
