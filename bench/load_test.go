@@ -82,6 +82,16 @@ type Load struct {
 	// generator's schedule.
 	Create   Summary `json:"create_call"`
 	Activate Summary `json:"create_to_active"`
+	// Call is the API call's own latency, wait mode or not: the create's
+	// answer (from the due time, as Create) minus the time the server says
+	// it spent waiting for the agent (its Server-Timing "wait"): when the
+	// create was durable and could have been answered. In poll mode it is
+	// Create. ServerCommit and ServerWait are the server's Server-Timing
+	// figures themselves: its handler's start to the durable commit, and
+	// the wait after it.
+	Call         Summary `json:"api_call"`
+	ServerCommit Summary `json:"server_commit"`
+	ServerWait   Summary `json:"server_wait"`
 	// The agent's own time per apply during the load (its logs: fetch
 	// excluded, from the desired state received to the kernel batch sent).
 	AgentApply Summary `json:"agent_apply_during_load"`
@@ -424,6 +434,8 @@ func TestControlPlaneLoad(t *testing.T) {
 	var (
 		mu                 sync.Mutex
 		creates, activates []time.Duration
+		calls, commits     []time.Duration // from each create's Server-Timing (Load.Call)
+		waits              []time.Duration
 		errs               atomic.Int64
 		samples            []string
 		late               time.Duration // the most a request went out after its due time
@@ -469,13 +481,14 @@ func TestControlPlaneLoad(t *testing.T) {
 		src = src.Next()
 		src, tg := src, targets[i%len(targets)]
 		dispatch(func() {
-			req, err := api.CreateRequestWait(ctx, wire.RequestCreate{Target: tg, Ports: []string{"2222/tcp"},
+			req, timing, err := api.CreateRequestTimed(ctx, wire.RequestCreate{Target: tg, Ports: []string{"2222/tcp"},
 				Source: src.String(), Duration: wire.Duration(10 * time.Minute), Reason: "bench: load"}, createWait)
 			if err != nil {
 				fail("create from %s: %v", src, err)
 				return
 			}
 			created := time.Since(due)
+			call := created - timing["wait"]
 			for req.State == "pending" && time.Since(due) < 30*time.Second {
 				if req, err = api.WaitRequest(ctx, req.ID, "pending", 10*time.Second); err != nil {
 					fail("waiting for %s: %v", req.ID, err)
@@ -489,6 +502,7 @@ func TestControlPlaneLoad(t *testing.T) {
 			activated := time.Since(due)
 			mu.Lock()
 			creates, activates = append(creates, created), append(activates, activated)
+			calls, commits, waits = append(calls, call), append(commits, timing["commit"]), append(waits, timing["wait"])
 			mu.Unlock()
 		})
 	}
@@ -513,10 +527,15 @@ func TestControlPlaneLoad(t *testing.T) {
 	res.Activated, res.Errors, res.ErrorSamples = len(activates), int(errs.Load()), samples
 	res.ActivatedRate = float64(res.Activated) / float64(seconds)
 	res.Create, res.Activate = summarize(creates), summarize(activates)
+	res.Call, res.ServerCommit, res.ServerWait = summarize(calls), summarize(commits), summarize(waits)
 	t.Logf("load: wait mode %s", res.WaitMode)
 	t.Logf("load: %d/s for %d s: %d sent, %d active (%.1f/s), %d errors %v", rate, seconds, res.Sent, res.Activated, res.ActivatedRate, res.Errors, samples)
 	t.Logf("create call:      %s", res.Create)
 	t.Logf("create to active: %s", res.Activate)
+	t.Logf("API call:         %s (the create's answer minus the server's wait, Server-Timing)", res.Call)
+	t.Logf("server commit:    %s; server wait: %s", res.ServerCommit, res.ServerWait)
+	t.Logf("load: API call p50 %.1f / p99 %.1f ms; activation p50 %.1f / p99 %.1f ms",
+		res.Call.P50, res.Call.P99, res.Activate.P50, res.Activate.P99)
 	res.AgentApply = summarize(applyTimes(l.Agent.Output()[logStart:]))
 	t.Logf("agent apply:      %s", res.AgentApply)
 	res.KernelElements = kernelElements(t, l)

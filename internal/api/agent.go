@@ -141,6 +141,10 @@ func (a *api) pollQuery(q url.Values) (poll, error) {
 // poll waits without reading the target (the report's update read it a
 // moment ago, and a change since would have moved the count).
 func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal, in poll, known *revisionAt) error {
+	// The answer's format follows the agent's Accept (a snapshot as lines or
+	// JSON: writeSnapshot), so no cache may hand one agent's answer to a
+	// request that asked otherwise. TestDesiredVaryAccept.
+	w.Header().Add("Vary", "Accept")
 	target := p.Subject
 	waited := false
 	after, since, rules, wait := in.after, in.since, in.rules, in.wait

@@ -336,6 +336,7 @@ func (a *api) removePolicy(w http.ResponseWriter, r *http.Request, p store.Princ
 // client's first long-poll in one exchange. The request is created (and
 // durable) whatever happens during the wait.
 func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	began := time.Now() // Server-Timing's commit counts from here (servertiming.go)
 	// Checked before anything is created.
 	wait, err := parseWait(r.URL.Query().Get("wait"))
 	if err != nil {
@@ -391,13 +392,16 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		return err
 	}
 	a.Metrics.Requests.WithLabelValues("created").Inc()
+	committed := time.Now()
 	if wait == 0 || created.State != access.Pending {
+		setCreateTiming(w.Header(), committed.Sub(began), 0)
 		return a.writeRequestOf(w, r, http.StatusCreated, created, &t)
 	}
 	// The create's own change is not one to wake the wait for.
 	gen = a.Hub.CreatedGen(created.ID, gen)
 	v, err := a.awaitRequest(r.Context(), p, store.RequestView{Request: created, Target: &t}, gen, wait,
 		func(req store.Request) bool { return req.State != access.Pending })
+	waited := time.Since(committed)
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrUnauthorized), errors.Is(err, errForbidden), r.Context().Err() != nil:
@@ -411,6 +415,7 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 		// TestCreateWaitFaultAnswersTheCreated.
 		a.Logger.Warn("the wait of a create failed; answering the request as last read", "request", created.ID, "err", err)
 	}
+	setCreateTiming(w.Header(), committed.Sub(began), waited)
 	return a.writeRequestOf(w, r, http.StatusCreated, v.Request, v.Target)
 }
 
