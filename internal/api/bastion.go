@@ -312,21 +312,22 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 	} else if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
-	conn, err := relay.AcceptWS(ctx, w, r)
-	if err != nil {
-		return nil // AcceptWS answered the client
-	}
-	secret, _, _ := credential(r)
-	go a.watchAgentCredential(ctx, cancel, p.Subject, secret)
-	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
-	if a.forwarding() {
-		// Other replicas find the agent here (replicas.go). A route that
-		// cannot be written only keeps the others from forwarding.
+	if a.forwarding() && relay.IsUpgrade(r) {
+		// Other replicas find the agent here (replicas.go). The route is
+		// durable before the handshake completes: once the agent holds its
+		// connection, a tunnel reaching any replica finds it (written
+		// after the handshake, a tunnel opened at another replica
+		// meanwhile was refused "not connected" for as long as the write
+		// waited). A route that cannot be written refuses the connection
+		// (503): the agent connects again, here or elsewhere, rather than
+		// hold a connection the other replicas cannot reach
+		// (TestRelayRouteBeforeTheHandshake). A request that is no
+		// upgrade (AcceptWS refuses it) records nothing: its removal of
+		// the route would cut off a live connection of the agent here.
 		routeConn := store.NewRelayConnID()
-		if err := a.Store.SetRelayRoute(ctx, p.Subject, a.Replica.ID, routeConn, a.Now()); err != nil {
+		if err := a.Store.SetRelayRoute(r.Context(), p.Subject, a.Replica.ID, routeConn, a.Now()); err != nil {
 			a.Logger.Error("recording the agent's relay route", "target", p.Subject, "err", err)
+			return errStatus(http.StatusServiceUnavailable, "cannot record where the relay connection is held; connect again")
 		}
 		defer func() {
 			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -336,6 +337,15 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 			}
 		}()
 	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	conn, err := relay.AcceptWS(ctx, w, r)
+	if err != nil {
+		return nil // AcceptWS answered the client
+	}
+	secret, _, _ := credential(r)
+	go a.watchAgentCredential(ctx, cancel, p.Subject, secret)
+	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
 	err = a.Relay.ServeAgent(ctx, p.Subject, conn)
 	a.Logger.Info("agent relay disconnected", "target", p.Subject, "err", err)
 	return nil

@@ -64,41 +64,34 @@ func newReplicaPair(t *testing.T, secretB replica.Secret, more ...func(*api.Deps
 	return &replicaPair{a: a, b: b, cB: cB}
 }
 
-// waitRelayRoute waits until the database the replicas share holds the
+// waitRelayRoute checks that the database the replicas share holds the
 // route of target's agent relay connection on A, as B reads it before it
-// forwards a stream (api.forward). A records the route after the agent's
-// WebSocket handshake (agentTunnel), so AgentTunnel returning does not mean
-// that B can reach the agent: the route's write may wait for the
-// database's write lock behind other writes (the test's own setup) and
-// land milliseconds later, and a stream opened at B meanwhile ends "not
-// connected" (TestRelayRouteAfterTheHandshake).
+// forwards a stream (api.forward). A records the route before the agent's
+// WebSocket handshake completes (agentTunnel), so once AgentTunnel returned
+// there is nothing to wait for (TestRelayRouteBeforeTheHandshake); before,
+// the route landed milliseconds after the connection was up, and
+// TestTerminalAcrossReplicas, opening a stream at B at once, failed now and
+// then.
 func (p *replicaPair) waitRelayRoute(t *testing.T, target string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		routes, err := p.a.st.RelayRoutes(context.Background(), target, "B", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(routes) > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no relay route of %s recorded for replica B within 10 s", target)
-		}
-		time.Sleep(time.Millisecond)
+	routes, err := p.a.st.RelayRoutes(context.Background(), target, "B", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) == 0 {
+		t.Fatalf("the agent of %s is connected to A, but B finds no route to it", target)
 	}
 }
 
-// TestRelayRouteAfterTheHandshake: an agent's relay connection is up for
-// the agent (AgentTunnel returned) before replica A has recorded where it
-// is: while another writer holds the database's write lock, B finds no
-// route (it would answer "not connected"); once the lock is free the route
-// appears with nothing more from the agent. This is why a test that opens a
-// stream at B right after connecting the agent waits for the route
-// (waitRelayRoute): TestTerminalAcrossReplicas did not and failed now and
-// then, when its setup's writes kept the route's write waiting.
-func TestRelayRouteAfterTheHandshake(t *testing.T) {
+// TestRelayRouteBeforeTheHandshake: an agent's relay connection is up for
+// the agent (AgentTunnel returned) only once replica A has recorded where it
+// is: B finds the route at once, with no wait. A route that cannot be
+// written refuses the connection (503), and the agent's next connection,
+// once it can be, is routed. Before, the route was written after the
+// handshake, outside the writer: the connection was up while B found no
+// route (it answered "not connected"), and with the route's write failing
+// the agent held a connection no other replica could reach.
+func TestRelayRouteBeforeTheHandshake(t *testing.T) {
 	p := newReplicaPair(t, replicaSecret)
 	agent := bastionTarget(t, p.a, testenv.Echo(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,26 +101,30 @@ func TestRelayRouteAfterTheHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	lock, err := db.Conn(ctx)
-	if err != nil {
+	// The route's write fails (as on a full disk, or a database that
+	// refuses writes): the agent's connection is refused.
+	if _, err := db.ExecContext(ctx, `CREATE TRIGGER refuse_routes BEFORE INSERT ON relay_routes
+		BEGIN SELECT RAISE(ABORT, 'test: the route is not written'); END`); err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
-	if _, err := lock.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+	if conn, err := agent.AgentTunnel(ctx); err == nil {
+		conn.Close()
+		t.Fatal("the agent's relay connection was accepted though its route could not be written; want 503")
+	} else if client.StatusOf(err) != http.StatusServiceUnavailable {
+		t.Fatalf("AgentTunnel with the route unwritable: %v, want 503", err)
+	}
+	if routes, err := p.a.st.RelayRoutes(ctx, "web-01", "B", time.Now()); err != nil || len(routes) != 0 {
+		t.Fatalf("routes after the refused connection: %+v, %v; want none", routes, err)
+	}
+	if _, err := db.ExecContext(ctx, `DROP TRIGGER refuse_routes`); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := agent.AgentTunnel(ctx)
 	if err != nil {
-		t.Fatalf("AgentTunnel with the database's write lock held elsewhere: %v", err)
+		t.Fatalf("AgentTunnel: %v", err)
 	}
 	defer conn.Close()
-	if routes, err := p.a.st.RelayRoutes(ctx, "web-01", "B", time.Now()); err != nil || len(routes) != 0 {
-		t.Fatalf("routes while the write lock is held elsewhere: %+v, %v; want none yet", routes, err)
-	}
-	if _, err := lock.ExecContext(ctx, `ROLLBACK`); err != nil {
-		t.Fatal(err)
-	}
-	p.waitRelayRoute(t, "web-01")
+	p.waitRelayRoute(t, "web-01") // no wait: recorded before the handshake completed
 }
 
 // TestTunnelAcrossReplicas: the agent's relay connection is on replica A,

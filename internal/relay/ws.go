@@ -36,6 +36,12 @@ var upgrader = websocket.Upgrader{
 	EnableCompression: false,
 }
 
+// IsUpgrade reports whether r asks for a WebSocket by its headers (what
+// AcceptWS then upgrades, its handshake permitting): a handler that records
+// something before the handshake completes checks it first, so that a
+// request that is no upgrade changes nothing.
+func IsUpgrade(r *http.Request) bool { return websocket.IsWebSocketUpgrade(r) }
+
 // AcceptWS upgrades r to the WebSocket that carries a relay connection (a
 // client's tunnel or an agent's relay connection) and returns it as a
 // net.Conn that ends when ctx ends or it is closed. On error the upgrade

@@ -67,22 +67,29 @@ func (s *Store) RemoveReplica(ctx context.Context, id string) error {
 
 // SetRelayRoute records that replica holds target's relay connection conn
 // since now (replacing the route of an older connection of target there).
+// It is written by the writer, as every write (on SQLite a write beside it
+// waited for the database's lock behind the writer's batches), and is
+// durable when it returns: the server records the route before the agent's
+// WebSocket handshake completes (api agentTunnel).
 func (s *Store) SetRelayRoute(ctx context.Context, target, replica, conn string, now time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO relay_routes (target, replica, conn, connected_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (target, replica) DO UPDATE SET conn = excluded.conn, connected_at = excluded.connected_at`, target, replica, conn, ms(now))
-	if err != nil {
-		return s.writeFailed(fmt.Errorf("recording the relay route of %s: %w", target, err))
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO relay_routes (target, replica, conn, connected_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (target, replica) DO UPDATE SET conn = excluded.conn, connected_at = excluded.connected_at`, target, replica, conn, ms(now)); err != nil {
+			return fmt.Errorf("recording the relay route of %s: %w", target, err)
+		}
+		return nil
+	})
 }
 
 // DeleteRelayRoute removes the route of target's relay connection conn on
 // replica; a newer connection's route is left alone.
 func (s *Store) DeleteRelayRoute(ctx context.Context, target, replica, conn string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM relay_routes WHERE target = $1 AND replica = $2 AND conn = $3`, target, replica, conn); err != nil {
-		return s.writeFailed(fmt.Errorf("removing the relay route of %s: %w", target, err))
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM relay_routes WHERE target = $1 AND replica = $2 AND conn = $3`, target, replica, conn); err != nil {
+			return fmt.Errorf("removing the relay route of %s: %w", target, err)
+		}
+		return nil
+	})
 }
 
 // RelayRoutes returns the live replicas other than self holding target's
