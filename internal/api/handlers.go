@@ -707,9 +707,9 @@ func (a *api) awaitRequest(ctx context.Context, p store.Principal, v store.Reque
 		}
 		// Woken only when this request's version moved (or on a timeout):
 		// the other requests of its target do not cost this waiter a read.
-		ch, cancel := a.Hub.WatchRequest(v.Request.Target, v.Request.ID, v.Request.Version, gen)
+		ch, done := a.Hub.WatchRequestRow(v.Request.Target, v.Request.ID, v.Request.Version, gen)
 		waitFor(ctx, ch, remaining)
-		cancel()
+		row, handed := done()
 		if err := ctx.Err(); err != nil {
 			// The client went away during the wait: nobody to answer, and
 			// the read below would run anyway (a point read is not
@@ -721,9 +721,22 @@ func (a *api) awaitRequest(ctx context.Context, p store.Principal, v store.Reque
 		// request is shown only to a caller whose token still lives and,
 		// for another's request, whose roles still allow it now. The
 		// request, its target and the token are one read (they were
-		// three).
-		next, err := a.Store.ReadRequestView(ctx, v.Request.ID, p.TokenID, a.Now())
-		if err != nil {
+		// three); or, for the caller's own request handed over by the
+		// commit that woke the wait (the agent's report activating it),
+		// the token alone: the target read before the wait gives the
+		// answer's connection hints, as an answer given at once does.
+		var (
+			next store.RequestView
+			err  error
+		)
+		if handed && row.Requester == p.Name() && row.ApprovalsRequired == 0 {
+			next = store.RequestView{Request: row, Target: v.Target}
+			if p.TokenID != "" {
+				if next.TokenLive, err = a.Store.TokenLive(ctx, p.TokenID, a.Now()); err != nil {
+					return v, err
+				}
+			}
+		} else if next, err = a.Store.ReadRequestView(ctx, v.Request.ID, p.TokenID, a.Now()); err != nil {
 			return v, err
 		}
 		if p.TokenID != "" && !next.TokenLive {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jitgate/jitgate/internal/store"
 )
 
 // Hub wakes long-polls (agents waiting for desired state, clients waiting
@@ -41,6 +43,9 @@ type Hub struct {
 	versions func(ctx context.Context, target string, ids []string) (map[string]int64, error)
 	// woken counts request waiters woken (tests compare it).
 	woken atomic.Int64
+	// handed counts request waiters given their request with the wake-up
+	// (WatchRequestRow; tests compare it).
+	handed atomic.Int64
 	// precise: request waiters wake through RequestsChanged only. byID
 	// are their waiters by request; changedAt is the gen at which each
 	// request last changed, forgotten below floor (a waiter that read
@@ -81,6 +86,9 @@ type requestWaiter struct {
 	id      string
 	version int64
 	ch      chan struct{}
+	// row is the request as the commit that woke the waiter left it, when
+	// the store handed it over (RequestsChanged); nil: read it.
+	row *store.Request
 }
 
 type requestWaiters struct {
@@ -103,7 +111,7 @@ func (h *Hub) readVersionsWith(f func(ctx context.Context, target string, ids []
 
 // preciseFrom makes h precise (see Hub): subscribe registers its
 // RequestsChanged with the store.
-func (h *Hub) preciseFrom(subscribe func(func(ids []string)) func()) {
+func (h *Hub) preciseFrom(subscribe func(func(ids []string, rows []store.Request)) func()) {
 	h.mu.Lock()
 	h.precise = true
 	h.byID = map[string]map[*requestWaiter]struct{}{}
@@ -114,8 +122,11 @@ func (h *Hub) preciseFrom(subscribe func(func(ids []string)) func()) {
 }
 
 // RequestsChanged wakes the waiters of requests ids, whose versions a
-// commit just moved (a precise hub's only wake-up of request waiters).
-func (h *Hub) RequestsChanged(ids []string) {
+// commit just moved (a precise hub's only wake-up of request waiters). rows
+// are some of them as that commit left them (store.SubscribeRequests): a
+// waiter woken for one of those gets it (WatchRequestRow), and need not read
+// it again.
+func (h *Hub) RequestsChanged(ids []string, rows []store.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.precise {
@@ -127,7 +138,19 @@ func (h *Hub) RequestsChanged(ids []string) {
 			h.changes[id]++ // once per notification, however often named
 		}
 		h.changedAt[id] = h.gen
+		var row *store.Request
+		if len(h.byID[id]) > 0 {
+			for i := range rows {
+				if rows[i].ID == id {
+					row = &rows[i]
+					break
+				}
+			}
+		}
 		for w := range h.byID[id] {
+			if row != nil && row.Version > w.version {
+				w.row = row
+			}
 			close(w.ch)
 			h.woken.Add(1)
 			if rw := h.reqs[w.target]; rw != nil {
@@ -232,10 +255,20 @@ func (h *Hub) CreatedGen(id string, gen uint64) uint64 {
 // a version other than version (read after Gen returned gen), and a cancel
 // to call when the wait ends.
 func (h *Hub) WatchRequest(target, id string, version int64, gen uint64) (<-chan struct{}, func()) {
+	ch, done := h.WatchRequestRow(target, id, version, gen)
+	return ch, func() { done() }
+}
+
+// WatchRequestRow is WatchRequest whose end (done, called once the wait is
+// over) also returns the request as the commit that woke the wait left it,
+// when the store handed it over with the wake-up (ok true; a precise hub,
+// the agent's report activating it); else the caller reads it.
+func (h *Hub) WatchRequestRow(target, id string, version int64, gen uint64) (<-chan struct{}, func() (row store.Request, ok bool)) {
+	none := func() (store.Request, bool) { return store.Request{}, false }
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.versions == nil {
-		return h.watchLocked(target), func() {}
+		return h.watchLocked(target), none
 	}
 	w := &requestWaiter{target: target, id: id, version: version, ch: make(chan struct{})}
 	if h.precise {
@@ -243,7 +276,7 @@ func (h *Hub) WatchRequest(target, id string, version int64, gen uint64) (<-chan
 			// Changed since the waiter read it (or maybe, beyond
 			// what the hub remembers): wake at once.
 			close(w.ch)
-			return w.ch, func() {}
+			return w.ch, none
 		}
 		if h.byID[id] == nil {
 			h.byID[id] = map[*requestWaiter]struct{}{}
@@ -259,7 +292,7 @@ func (h *Hub) WatchRequest(target, id string, version int64, gen uint64) (<-chan
 	if h.gen != gen && !h.precise {
 		h.checkLocked(target, rw)
 	}
-	return w.ch, func() {
+	return w.ch, func() (store.Request, bool) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		delete(rw.set, w)
@@ -274,6 +307,11 @@ func (h *Hub) WatchRequest(target, id string, version int64, gen uint64) (<-chan
 				delete(h.reqs, target)
 			}
 		}
+		if w.row != nil {
+			h.handed.Add(1)
+			return *w.row, true
+		}
+		return store.Request{}, false
 	}
 }
 
@@ -290,6 +328,10 @@ func (h *Hub) RequestWaiters(target string) int {
 
 // VersionReads returns how many times the hub read request versions.
 func (h *Hub) VersionReads() int64 { return h.checks.Load() }
+
+// Handovers returns how many request waiters were given their request with
+// the wake-up (WatchRequestRow), not read again.
+func (h *Hub) Handovers() int64 { return h.handed.Load() }
 
 // Wakeups returns how many request waiters the hub has woken.
 func (h *Hub) Wakeups() int64 { return h.woken.Load() }

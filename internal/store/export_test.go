@@ -53,3 +53,8 @@ func SetGatherPolicy(s *Store, siblings, concurrent int, within, delay time.Dura
 
 // Gathers is how many batches s's writer held back to gather more writes.
 func Gathers(s *Store) int64 { return s.w.gathers.Load() }
+
+// TouchRequestRow and TouchRequest record moves of requests in tx as the
+// store's statements do (touchRequestRow, touchRequest).
+func TouchRequestRow(tx *sql.Tx, r Request) { touchRequestRow(tx, r) }
+func TouchRequest(tx *sql.Tx, id string)    { touchRequest(tx, id) }

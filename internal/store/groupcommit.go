@@ -441,7 +441,7 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 			}
 			s.w.gen.Store(moved.last + 1)
 		}
-		s.publishRequests(takeTouched(tx))
+		s.publishRequests(takeTouched(tx), movedRows(tx))
 	}
 	s.w.answered = time.Now()
 	for i, op := range ops {
@@ -519,7 +519,13 @@ type genMove struct {
 type txState struct {
 	genMove
 	head auditHead
+	// moves are the request moves of tx in order, with the row a statement
+	// returned (touched.go): a rolled-back operation's go with it.
+	moves []requestMove
 }
+
+// kept reports whether st holds anything to keep beside its transaction.
+func (st txState) kept() bool { return st.seen || st.head.known || len(st.moves) > 0 }
 
 var generations = struct {
 	sync.Mutex
@@ -550,7 +556,7 @@ func peekGeneration(tx *sql.Tx) txState {
 func restoreGeneration(tx *sql.Tx, st txState) {
 	generations.Lock()
 	defer generations.Unlock()
-	if st.seen || st.head.known {
+	if st.kept() {
 		generations.m[tx] = st
 	} else {
 		delete(generations.m, tx)
@@ -564,7 +570,7 @@ func setAuditHead(tx *sql.Tx, h auditHead) {
 	defer generations.Unlock()
 	st := generations.m[tx]
 	st.head = h
-	if st.seen || st.head.known {
+	if st.kept() {
 		generations.m[tx] = st
 	} else {
 		delete(generations.m, tx)

@@ -13,6 +13,14 @@ import (
 // request then wakes when its own request changed, with no read of the
 // versions of every other waited-on request (api.Hub).
 //
+// With the ids come the rows of the requests whose last move in the commit
+// was a statement that returned the row it left (transitionAll: the agent's
+// report activating its requests), so that a woken waiter on its own
+// request can answer without reading the request again. A row is handed
+// over only when nothing moved the request after it in that transaction,
+// and not at all when the operation that moved it was rolled back to its
+// savepoint (the moves are kept in txState, which the writer puts back).
+//
 // Only the writes of this process are seen: RequestChangesComplete says
 // whether they are all the writes there are (SQLite, where every writer is
 // in this process). On PostgreSQL other replicas write too, and the hub
@@ -31,6 +39,53 @@ func touchRequest(tx *sql.Tx, id string) {
 	touched.Lock()
 	touched.m[tx] = append(touched.m[tx], id)
 	touched.Unlock()
+	movedRequest(tx, requestMove{id: id})
+}
+
+// touchRequestRow is touchRequest for a statement that returned the row it
+// left: r is the request as the transaction leaves it, unless a later
+// statement of the transaction moves it again.
+func touchRequestRow(tx *sql.Tx, r Request) {
+	touched.Lock()
+	touched.m[tx] = append(touched.m[tx], r.ID)
+	touched.Unlock()
+	movedRequest(tx, requestMove{id: r.ID, row: &r})
+}
+
+// requestMove is one move of a request in a write transaction: row is the
+// request as the moving statement returned it, nil when it returned none.
+type requestMove struct {
+	id  string
+	row *Request
+}
+
+// movedRequest records m in tx's state (txState), which a rolled-back
+// operation's savepoint takes back.
+func movedRequest(tx *sql.Tx, m requestMove) {
+	generations.Lock()
+	defer generations.Unlock()
+	st := generations.m[tx]
+	st.moves = append(st.moves, m)
+	generations.m[tx] = st
+}
+
+// movedRows returns the rows of the requests whose last move in tx returned
+// its row (see SubscribeRequests).
+func movedRows(tx *sql.Tx) []Request {
+	st := peekGeneration(tx)
+	var rows []Request
+	seen := make(map[string]bool, len(st.moves))
+	for i := len(st.moves) - 1; i >= 0; i-- {
+		m := st.moves[i]
+		if seen[m.id] {
+			continue // moved again later in tx
+		}
+		seen[m.id] = true
+		if m.row != nil {
+			rows = append(rows, *m.row)
+		}
+	}
+	return rows
 }
 
 // takeTouched returns and forgets the requests touched in tx.
@@ -44,18 +99,21 @@ func takeTouched(tx *sql.Tx) []string {
 
 type requestFeed struct {
 	mu   sync.RWMutex
-	subs map[int]func(ids []string)
+	subs map[int]func(ids []string, rows []Request)
 	next int
 }
 
 // SubscribeRequests registers f to be told, after each commit of this
 // process, which requests' versions it moved (see RequestChangesComplete for
-// what it misses). f must not block: it runs on the writer goroutine.
-func (s *Store) SubscribeRequests(f func(ids []string)) (cancel func()) {
+// what it misses), and rows: those of them as the commit left them, for the
+// requests whose last move in it returned its row (a subset of ids, possibly
+// empty; the others must be read). f must not block: it runs on the writer
+// goroutine, and must not keep or change rows' slices and maps.
+func (s *Store) SubscribeRequests(f func(ids []string, rows []Request)) (cancel func()) {
 	s.reqFeed.mu.Lock()
 	defer s.reqFeed.mu.Unlock()
 	if s.reqFeed.subs == nil {
-		s.reqFeed.subs = map[int]func([]string){}
+		s.reqFeed.subs = map[int]func([]string, []Request){}
 	}
 	id := s.reqFeed.next
 	s.reqFeed.next++
@@ -72,13 +130,13 @@ func (s *Store) SubscribeRequests(f func(ids []string)) (cancel func()) {
 // only writer (SQLite).
 func (s *Store) RequestChangesComplete() bool { return s.dialect.name == sqliteDialect.name }
 
-func (s *Store) publishRequests(ids []string) {
+func (s *Store) publishRequests(ids []string, rows []Request) {
 	if len(ids) == 0 {
 		return
 	}
 	s.reqFeed.mu.RLock()
 	defer s.reqFeed.mu.RUnlock()
 	for _, f := range s.reqFeed.subs {
-		f(ids)
+		f(ids, rows)
 	}
 }

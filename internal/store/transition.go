@@ -119,7 +119,7 @@ func transitionAll(ctx context.Context, tx *sql.Tx, ids string, args []any, from
 		return nil, fmt.Errorf("moving requests from %s to %s: %w", from, to, err)
 	}
 	for _, r := range moved {
-		touchRequest(tx, r.ID)
+		touchRequestRow(tx, r)
 	}
 	// In the order they were asked (RETURNING's is the update's).
 	slices.SortFunc(moved, func(a, b Request) int {
@@ -143,7 +143,7 @@ func transitionAllStatement(ids string, args []any, from, to access.State, extra
 	args = append(args, string(from))
 	q += fmt.Sprintf(` WHERE id IN (%s) AND state || '' = $%d RETURNING %s`, ids, len(args), requestColumns)
 	// Its only caller, transitionAll, names every request the update
-	// moved: touchRequest(tx, id) for each row it returned.
+	// moved: touchRequestRow(tx, r) for each row it returned.
 	return q, args
 }
 

@@ -1,0 +1,110 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/client"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// TestCreateWaitHandedOver: a create that waits is woken by the agent's
+// report that activates its request, and answers with the request as that
+// commit left it, handed over with the wake-up (Hub.Handovers), instead of
+// reading the request, its target and the token again: only the token is
+// read (TestCreateWaitReads counts one statement). The answer is the one a
+// GET of the request gives after it, byte for byte.
+func TestCreateWaitHandedOver(t *testing.T) {
+	ctx := context.Background()
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	type answer struct {
+		status int
+		body   []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		status, b := e.raw(t, http.MethodPost, "/api/v1/requests?wait=30s", e.admin, "application/json",
+			strings.NewReader(`{"target":"web-01","ports":["22"],"source":"198.51.100.7","duration":"1h","reason":"handover"}`))
+		got <- answer{status, b}
+	}()
+	waitFor(t, "the create waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+	ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	if a.status != http.StatusCreated || !bytes.Contains(a.body, []byte(`"state": "active"`)) && !bytes.Contains(a.body, []byte(`"state":"active"`)) {
+		t.Fatalf("create with wait: %d %s, want 201 and active", a.status, a.body)
+	}
+	if n := hub.Handovers(); n != 1 {
+		t.Errorf("%d waits answered from the commit's row, want 1 (the create's, read again instead)", n)
+	}
+	var created wire.Request
+	if err := json.Unmarshal(a.body, &created); err != nil {
+		t.Fatal(err)
+	}
+	status, b := e.raw(t, http.MethodGet, "/api/v1/requests/"+created.ID, e.admin, "", nil)
+	if status != http.StatusOK || !bytes.Equal(b, a.body) {
+		t.Errorf("the woken create answered\n%s\nand a GET after it\n%s", a.body, b)
+	}
+}
+
+// TestHandedOverRechecksToken: a wait answered from the row its wake-up
+// handed over still re-checks the caller's token: a token revoked during
+// the wait gets 401, not the activated request.
+func TestHandedOverRechecksToken(t *testing.T) {
+	ctx := context.Background()
+	var hub *api.Hub
+	e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+	agent := e.addTarget(t, "web-01", "198.51.100.10")
+	e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+	if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, bobBinding, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	secret, info, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: "bob", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.New(e.srv.URL, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := bob.CreateRequestWait(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+			Duration: wire.Duration(time.Hour), Reason: "revoked"}, 30*time.Second)
+		got <- err
+	}()
+	waitFor(t, "the create waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+	if _, err := e.st.RevokeToken(ctx, store.Actor{Name: "admin"}, info.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	var ae *client.APIError
+	if err := <-got; !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
+		t.Fatalf("the wait after its token was revoked: %v, want HTTP 401", err)
+	}
+	if n := hub.Handovers(); n != 1 {
+		t.Errorf("%d waits answered from the commit's row, want 1: the path under test was not taken", n)
+	}
+}
