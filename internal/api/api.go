@@ -108,6 +108,9 @@ type api struct {
 	verifier  *replica.Verifier // checks streams forwarded by other replicas (replicas.go)
 	terminals *terminals        // browser terminals of this process, for watchers (recording.go)
 	cursors   cursorSeal        // seal of list cursors (paging.go)
+	// relayRoutes are the routes of the agents' relay connections held
+	// here (relayroute.go).
+	relayRoutes relayRoutes
 }
 
 // New returns the HTTP handler of the whole API.

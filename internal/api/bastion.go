@@ -305,6 +305,12 @@ func errStatus(status int, format string, a ...any) error {
 
 // agentTunnel holds an agent's relay connection until it ends.
 func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Principal) error {
+	secret, _, _ := credential(r)
+	// Taken before anything is checked or written: a change of the target
+	// from here on (its agent enrolled anew, which deletes this
+	// credential; the target removed) wakes watchAgentCredential, however
+	// long the route's write below waits.
+	changed := a.Hub.Watch(p.Subject)
 	// A removed target's credential lingers until a target of the same name
 	// is enrolled: its agent gets 410 here, as from its other endpoints.
 	if _, err := a.Store.GetTarget(r.Context(), p.Subject); errors.Is(err, store.ErrNotFound) {
@@ -322,20 +328,25 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 		// (503): the agent connects again, here or elsewhere, rather than
 		// hold a connection the other replicas cannot reach
 		// (TestRelayRouteBeforeTheHandshake). A request that is no
-		// upgrade (AcceptWS refuses it) records nothing: its removal of
-		// the route would cut off a live connection of the agent here.
-		routeConn := store.NewRelayConnID()
-		if err := a.Store.SetRelayRoute(r.Context(), p.Subject, a.Replica.ID, routeConn, a.Now()); err != nil {
+		// upgrade (AcceptWS refuses it) records nothing; one whose
+		// handshake fails leaves the route of the agent's other
+		// connections here as it was (holdRelayRoute).
+		release, err := a.holdRelayRoute(r.Context(), p.Subject)
+		if err != nil {
 			a.Logger.Error("recording the agent's relay route", "target", p.Subject, "err", err)
 			return errStatus(http.StatusServiceUnavailable, "cannot record where the relay connection is held; connect again")
 		}
-		defer func() {
-			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer dcancel()
-			if err := a.Store.DeleteRelayRoute(dctx, p.Subject, a.Replica.ID, routeConn); err != nil {
-				a.Logger.Error("removing the agent's relay route", "target", p.Subject, "err", err)
-			}
-		}()
+		defer release()
+	}
+	// The credential again, after the route's write (which may have waited
+	// behind other writes) and before the handshake: a credential deleted
+	// since it authenticated, before the watch above was taken, or by
+	// another replica whose change has not reached this one's hub yet, is
+	// refused here rather than connected (a replaced host would take the
+	// relay connection from the new agent and receive its tunnels until
+	// the next check). TestAgentRelayRefusedWhenItsCredentialGoesBeforeTheHandshake.
+	if err := a.agentCredentialCurrent(r.Context(), p.Subject, secret); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
@@ -343,11 +354,29 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 	if err != nil {
 		return nil // AcceptWS answered the client
 	}
-	secret, _, _ := credential(r)
-	go a.watchAgentCredential(ctx, cancel, p.Subject, secret)
+	go a.watchAgentCredential(ctx, cancel, p.Subject, secret, changed)
 	a.Logger.Info("agent relay connected", "target", p.Subject, "client", a.clientAddr(r))
 	err = a.Relay.ServeAgent(ctx, p.Subject, conn)
 	a.Logger.Info("agent relay disconnected", "target", p.Subject, "err", err)
+	return nil
+}
+
+// agentCredentialCurrent checks that secret still authenticates as the
+// agent of target, and that target still exists: store.ErrUnauthorized
+// (401) or 410 when not.
+func (a *api) agentCredentialCurrent(ctx context.Context, target, secret string) error {
+	p, err := a.Store.Authenticate(ctx, secret, a.Now())
+	if errors.Is(err, store.ErrUnauthorized) || err == nil && (p.Kind != store.KindAgent || p.Subject != target) {
+		return fmt.Errorf("the agent's credential no longer authenticates: %w", store.ErrUnauthorized)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := a.Store.GetTarget(ctx, target); errors.Is(err, store.ErrNotFound) {
+		return &inputError{status: http.StatusGone, msg: "target removed"}
+	} else if err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -357,10 +386,10 @@ func (a *api) agentTunnel(w http.ResponseWriter, r *http.Request, p store.Princi
 // re-enrolled) or its target is removed. Otherwise the old host (perhaps the reason the target was
 // removed) would keep receiving the tunnels of the target's new agent until
 // that one connected. It checks when the target changes and at least every
-// credentialRecheck.
-func (a *api) watchAgentCredential(ctx context.Context, cancel context.CancelFunc, target, secret string) {
-	for {
-		ch := a.Hub.Watch(target)
+// credentialRecheck; changed is the hub's watch taken before the handler's
+// own last check, so that a change in between is not missed.
+func (a *api) watchAgentCredential(ctx context.Context, cancel context.CancelFunc, target, secret string, changed <-chan struct{}) {
+	for ch := changed; ; {
 		timer := time.NewTimer(credentialRecheck)
 		select {
 		case <-ctx.Done():
@@ -370,13 +399,15 @@ func (a *api) watchAgentCredential(ctx context.Context, cancel context.CancelFun
 		case <-timer.C:
 		}
 		timer.Stop()
-		p, err := a.Store.Authenticate(ctx, secret, a.Now())
-		if errors.Is(err, store.ErrUnauthorized) || err == nil && (p.Kind != store.KindAgent || p.Subject != target) {
+		ch = a.Hub.Watch(target) // before the check, as changed was
+		err := a.agentCredentialCurrent(ctx, target, secret)
+		var ie *inputError
+		switch {
+		case errors.Is(err, store.ErrUnauthorized):
 			a.Logger.Info("agent relay closed: its credential no longer authenticates", "target", target)
 			cancel()
 			return
-		}
-		if _, err := a.Store.GetTarget(ctx, target); errors.Is(err, store.ErrNotFound) {
+		case errors.As(err, &ie) && ie.status == http.StatusGone:
 			a.Logger.Info("agent relay closed: its target was removed", "target", target)
 			cancel()
 			return
