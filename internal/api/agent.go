@@ -534,6 +534,13 @@ func (a *api) delta(ctx context.Context, t store.Target, since int64, rules bool
 		}
 		ds.Grants, ds.Bastion = appendEntries(ds.Grants, ds.Bastion, g, pol, addrs, gateway)
 	}
+	if gateway && len(behind) > 0 {
+		// The agent opens what it is told: the targets behind the gateway
+		// as just read too, only once durable (store/syncer.go).
+		if err := a.Store.Durable(ctx); err != nil {
+			return wire.DesiredState{}, false, err
+		}
+	}
 	return ds, true, nil
 }
 

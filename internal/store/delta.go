@@ -55,6 +55,19 @@ func (s *Store) DesiredChanges(ctx context.Context, enforcer string, after int64
 // read it (the agent's long-poll has it already: one read less per answer).
 // The delta's revision is t's.
 func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now time.Time) (DesiredDelta, error) {
+	d, err := s.desiredChangesOf(ctx, t, after, now)
+	if err != nil {
+		return DesiredDelta{}, err
+	}
+	// The agent opens what it is told, t as the caller read it included:
+	// only what is durable (syncer.go).
+	if err := s.durable(ctx); err != nil {
+		return DesiredDelta{}, err
+	}
+	return d, nil
+}
+
+func (s *Store) desiredChangesOf(ctx context.Context, t Target, after int64, now time.Time) (DesiredDelta, error) {
 	enforcer := t.Name
 	d := DesiredDelta{Revision: t.Revision}
 	if after <= 0 || after >= t.Revision || t.Revision-after > ChangeWindow {

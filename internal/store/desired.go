@@ -61,6 +61,18 @@ func (s *Store) Desired(ctx context.Context, enforcer string, now time.Time) (De
 // enforced targets and their policies, the mappings. DesiredGrants reads
 // the grants that go with it.
 func (s *Store) DesiredHead(ctx context.Context, enforcer string, now time.Time) (Desired, error) {
+	d, err := s.desiredHead(ctx, enforcer)
+	if err != nil {
+		return Desired{}, err
+	}
+	// The agent opens what it is told: only what is durable (syncer.go).
+	if err := s.durable(ctx); err != nil {
+		return Desired{}, err
+	}
+	return d, nil
+}
+
+func (s *Store) desiredHead(ctx context.Context, enforcer string) (Desired, error) {
 	t, err := s.GetTarget(ctx, enforcer)
 	if err != nil {
 		return Desired{}, err
@@ -156,6 +168,11 @@ func (s *Store) DesiredGrants(ctx context.Context, enforcer string, head Desired
 			gs = slices.DeleteFunc(gs, func(g GrantRow) bool { return !enforced[g.Target] })
 		}
 		if len(gs) > 0 {
+			// The agent opens what it is told: only what is durable
+			// (syncer.go).
+			if err := s.durable(ctx); err != nil {
+				return err
+			}
 			if err := each(gs); err != nil {
 				return err
 			}

@@ -20,7 +20,9 @@ import (
 //
 // The semantics each caller sees are those of a transaction of its own:
 //   - durable before reported: an operation's result is delivered only after
-//     the batch's COMMIT returned (fsynced), never before;
+//     the batch's commit is fsynced, never before (on SQLite by the syncer
+//     goroutine after the COMMIT, while the writer goes on: syncer.go; on
+//     PostgreSQL when COMMIT returned);
 //   - isolation from batch-mates: each operation runs under a savepoint; one
 //     that fails is rolled back to it and gets its own error, and the others
 //     commit. When a failure leaves the transaction unusable (a statement
@@ -212,6 +214,33 @@ type writer struct {
 	// copy put back through SQLite). Generation alone cannot tell: the
 	// changes made since on the copy bring it back up.
 	replaced atomic.Int64
+	// left is the generation, plus one, that the writer's last commit
+	// left (0: not known), the writer goroutine's own: gen is published
+	// only once that commit is durable (syncer.go), and the next batch
+	// may run before (SQLite).
+	left int64
+	// syncer makes the writer's commits durable and answers them (SQLite:
+	// syncer.go); nil on PostgreSQL, where COMMIT returns once durable.
+	syncer *syncer
+}
+
+// commitEffects is what a batch's commit changes in the store's memory,
+// applied (applyCommit) once the commit is durable, in commit order.
+type commitEffects struct {
+	// committed is how many operations the commit carried (0: none
+	// committed; nothing else below applies).
+	committed int
+	// gen is the generation, plus one, the commit left (0: unchanged);
+	// forget asks to forget the generation (a failed COMMIT).
+	gen    int64
+	forget bool
+	// replaced is the generation, plus one, at which the batch found a
+	// replaced file (0: not).
+	replaced int64
+	// touched is the requests whose versions the commit moved, rows those
+	// of them a statement returned (movedRows).
+	touched []string
+	rows    []Request
 }
 
 func (s *Store) startWriter() {
@@ -220,6 +249,9 @@ func (s *Store) startWriter() {
 		s.w.quit = make(chan struct{})
 		s.w.stopped = make(chan struct{})
 		s.w.gather.CompareAndSwap(nil, &defaultGather)
+		if s.w.syncer != nil {
+			go s.w.syncer.run(s)
+		}
 		go s.writeLoop()
 	})
 }
@@ -271,6 +303,13 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 
 func (s *Store) writeLoop() {
 	defer close(s.w.stopped)
+	// Before stopped: the syncer answers everything handed to it.
+	defer func() {
+		if y := s.w.syncer; y != nil {
+			close(y.queue)
+			<-y.done
+		}
+	}()
 	var seen arrivals
 	// One timer for the loop's gathering waits (stopped between them).
 	timer := time.NewTimer(time.Hour)
@@ -350,6 +389,12 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 		}
 		return nil
 	}
+	if y := s.w.syncer; y != nil {
+		if err := y.err(); err != nil {
+			// Fail closed after a failed sync (syncer.go).
+			return failAll(err)
+		}
+	}
 	// The transaction is not bound to any caller's context: one caller
 	// giving up must not roll back its batch-mates.
 	tx, err := s.beginWrite()
@@ -371,7 +416,7 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	broken := func(i int, err error) []*writeOp {
 		tx.Rollback()
 		s.w.answered = time.Now()
-		ops[i].done <- s.writeFailed(err)
+		s.finish(ops[i:i+1], []error{err}, commitEffects{}, 0)
 		return append(append(again, ops[:i]...), ops[i+1:]...)
 	}
 	alone := len(ops) == 1
@@ -413,37 +458,97 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 	// The generation as this transaction moved it, from the statements that
 	// moved it (their RETURNING): no statement of its own.
 	moved := peekGeneration(tx)
+	var (
+		fx  commitEffects
+		seq uint64
+	)
 	if committed == 0 {
 		tx.Rollback()
-	} else if err := tx.Commit(); err != nil {
-		err = fmt.Errorf("committing: %w", err)
-		// Whether any of it was recorded is not known (an I/O error
-		// after the log was written): the generation is read again, and
-		// the next batch does not take a difference for a replaced file.
-		s.w.gen.Store(0)
-		for i := range results {
-			if results[i] == nil {
-				results[i] = err
-			}
-		}
 	} else {
-		s.w.commits.Add(1)
-		s.w.ops.Add(int64(committed))
-		s.w.sizes[batchBucket(committed)].Add(1)
-		// Before any caller is answered (and so before the change feed
-		// wakes anyone): Generation is never behind a reported commit.
-		// On SQLite nothing else commits, so the generation the batch
-		// found must be the one the last commit left: else the file was
-		// replaced under the running store (Replaced).
-		if moved.seen && s.dialect.name == sqliteDialect.name {
-			if want := s.w.gen.Load(); want > 0 && moved.first != want-1 {
-				s.w.replaced.CompareAndSwap(0, moved.first+1)
-			}
-			s.w.gen.Store(moved.last + 1)
+		y := s.w.syncer
+		if y != nil {
+			// Begun before COMMIT: a reader that sees it counts it.
+			seq = y.begun.Add(1)
 		}
-		s.publishRequests(takeTouched(tx), movedRows(tx))
+		err := tx.Commit()
+		if y != nil {
+			y.finished.Store(seq)
+		}
+		if err != nil {
+			err = fmt.Errorf("committing: %w", err)
+			// Whether any of it was recorded is not known (an I/O error
+			// after the log was written): the generation is read again,
+			// and the next batch does not take a difference for a
+			// replaced file.
+			s.w.left = 0
+			fx.forget = true
+			for i := range results {
+				if results[i] == nil {
+					results[i] = err
+				}
+			}
+		} else {
+			fx.committed = committed
+			// On SQLite nothing else commits, so the generation the
+			// batch found must be the one the last commit left: else the
+			// file was replaced under the running store (Replaced).
+			if moved.seen && s.dialect.name == sqliteDialect.name {
+				if want := s.w.left; want > 0 && moved.first != want-1 {
+					fx.replaced = moved.first + 1
+				}
+				s.w.left = moved.last + 1
+				fx.gen = moved.last + 1
+			}
+			fx.touched, fx.rows = takeTouched(tx), movedRows(tx)
+		}
 	}
 	s.w.answered = time.Now()
+	s.finish(ops, results, fx, seq)
+	return nil
+}
+
+// finish answers ops with results once what they did is durable, and
+// applies fx, the effects of their commit: at once on PostgreSQL, by the
+// syncer on SQLite. seq is their commit's (0: none; then they wait for
+// the commits they may have read).
+func (s *Store) finish(ops []*writeOp, results []error, fx commitEffects, seq uint64) {
+	y := s.w.syncer
+	if y == nil {
+		s.applyCommit(fx)
+		s.deliver(ops, results)
+		return
+	}
+	if seq == 0 {
+		seq = y.begun.Load()
+	}
+	y.queue <- &syncBatch{ops: ops, results: results, need: seq, fx: fx}
+}
+
+// applyCommit applies what a durable commit changed in the store's memory,
+// before any of its callers is answered (and so before the change feed
+// wakes anyone): Generation is never behind a reported commit, nor ahead
+// of a durable one.
+func (s *Store) applyCommit(fx commitEffects) {
+	if fx.forget {
+		s.w.gen.Store(0)
+	}
+	if fx.committed == 0 {
+		return
+	}
+	s.w.commits.Add(1)
+	s.w.ops.Add(int64(fx.committed))
+	s.w.sizes[batchBucket(fx.committed)].Add(1)
+	if fx.replaced > 0 {
+		s.w.replaced.CompareAndSwap(0, fx.replaced)
+	}
+	if fx.gen > 0 {
+		s.w.gen.Store(fx.gen)
+	}
+	s.publishRequests(fx.touched, fx.rows)
+}
+
+// deliver gives each op its result.
+func (s *Store) deliver(ops []*writeOp, results []error) {
 	for i, op := range ops {
 		err := results[i]
 		if err != nil {
@@ -451,7 +556,6 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 		}
 		op.done <- err
 	}
-	return nil
 }
 
 // WriteStats returns how many write transactions this store committed and

@@ -42,6 +42,11 @@ func (s *Store) Generation(ctx context.Context) (int64, error) {
 	if err := s.db.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE key = 'generation'`).Scan(&g); err != nil {
 		return 0, fmt.Errorf("reading the database generation: %w", err)
 	}
+	// The restore guard writes it to its mark: a generation that a power
+	// loss could take back would pass for a restore at the next start.
+	if err := s.durable(ctx); err != nil {
+		return 0, err
+	}
 	return g, nil
 }
 

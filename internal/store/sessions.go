@@ -38,6 +38,11 @@ func (s *Store) BastionGrant(ctx context.Context, target, requester string, port
 	if g.Source, err = parseSource(src); err != nil {
 		return GrantRow{}, fmt.Errorf("decoding grant source %q: %w", src, err)
 	}
+	// The caller opens a tunnel or signs a certificate with it: only a
+	// durable grant (syncer.go).
+	if err := s.durable(ctx); err != nil {
+		return GrantRow{}, err
+	}
 	return g, nil
 }
 

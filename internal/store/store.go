@@ -1,8 +1,8 @@
 // Package store persists jitgate's state in SQL: targets and their policies,
 // access requests and the live grants they hold, tokens (hashed) and the
 // audit trail. Every operation that changes state runs in one transaction
-// together with its audit events, and is committed (fsynced: WAL with
-// synchronous=FULL) before the caller reports it.
+// together with its audit events, and is committed and fsynced (WAL; the
+// group-commit writer's syncer, syncer.go) before the caller reports it.
 package store
 
 import (
@@ -218,6 +218,15 @@ func (s *Store) beginWrite() (*sql.Tx, error) {
 			discardConn(c)
 			return nil, fmt.Errorf("setting the writer's checkpoint interval: %w", err)
 		}
+		// The writer's commits are made durable by the syncer, beside it
+		// (syncer.go): its COMMIT writes the WAL without fsync. Every
+		// other connection keeps the DSN's synchronous=FULL.
+		if s.w.syncer != nil {
+			if _, err := c.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+				discardConn(c)
+				return nil, fmt.Errorf("setting the writer's synchronous mode: %w", err)
+			}
+		}
 		s.wconn = c
 	}
 	tx, err := s.wconn.BeginTx(ctx, s.dialect.writeTx)
@@ -263,6 +272,9 @@ func (s *Store) Queries() int64 {
 // chains audit events written before the chain existed. cfg is valid.
 func open(ctx context.Context, db *sql.DB, d dialect, cfg Config, sqlitePath string) (*Store, error) {
 	s := &Store{db: db, dialect: d, cfg: cfg, sqlitePath: sqlitePath}
+	if sqlitePath != "" {
+		s.w.syncer = newSyncer(sqlitePath)
+	}
 	if cfg.GatherDelay > 0 {
 		p := gatherWith(cfg.GatherDelay)
 		s.w.gather.Store(&p)
@@ -284,6 +296,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&n); err != nil {
 		return fmt.Errorf("pinging the database: %w", err)
 	}
+	if y := s.w.syncer; y != nil {
+		// A failed sync leaves the store refusing writes (syncer.go).
+		return y.err()
+	}
 	return nil
 }
 
@@ -294,7 +310,13 @@ func (s *Store) Close() error {
 	}
 	s.stopWriter()
 	s.dropWriterConn()
-	return s.db.Close()
+	err := s.db.Close()
+	if y := s.w.syncer; y != nil && y.db != nil {
+		// Only now: closing it drops the process's locks on the file
+		// (syncer.go), SQLite's included while a connection is open.
+		y.db.Close()
+	}
+	return err
 }
 
 func (s *Store) migrate(ctx context.Context) error {

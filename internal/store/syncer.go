@@ -1,0 +1,280 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// Pipelined durability (SQLite). The group-commit writer (groupcommit.go)
+// commits on a connection of its own with synchronous=NORMAL: in WAL mode
+// COMMIT then writes the transaction's frames to the WAL (pwrite) and
+// returns without fsync. The database stays consistent after a power loss
+// (a transaction is in or out whole), only not durable. The writer hands
+// the batch's answers to the syncer goroutine and goes on with the next
+// batch at once; the syncer fsyncs (fdatasync) the WAL file itself, and one
+// such sync covers every commit that completed before it began (group
+// sync: while it runs, the writer commits the next batches, which the next
+// sync covers together). Only then, in commit order, does it do what the
+// writer did after a commit before: count the commit (WriteStats, the
+// batch-size histogram), publish the generation and a replaced file
+// (Generation, Replaced), tell the request feed (SubscribeRequests), and
+// answer the callers, whose store methods then tell the change feed. So
+// durability as callers and agents see it is unchanged: nothing is reported
+// before it is fsynced. What changes is that the writer no longer sits idle
+// in the fsync: its serial capacity is its statements' and the WAL's
+// pwrites', and the fsync of batch N overlaps the statements of N+1.
+//
+// The file synced must be the live WAL. SQLite keeps "<db>-wal" while a
+// connection is open (the writer's connection stays open for the store's
+// life) and, after a complete checkpoint, restarts it: it writes the same
+// file again from its start (the same inode; the new header is synced by
+// SQLite itself with synchronous=NORMAL). The WAL is deleted only when the
+// last connection closes, after a complete checkpoint, and with
+// synchronous=NORMAL SQLite fsyncs the WAL before every checkpoint and the
+// database file after it: frames that left the WAL that way are durable in
+// the database file. Still, after each sync the syncer compares the file it
+// synced with the one at the path (os.SameFile); when they differ (the WAL
+// was deleted, maybe created again) it also fsyncs the database file and
+// the new WAL, so a sync never reports as durable frames it did not sync.
+// The descriptors it opens are kept: closing a descriptor of a file drops
+// every POSIX lock the process holds on it, and SQLite locks the database
+// file (never the WAL, whose locks are in the -shm file): the database
+// file's is closed only after the database (Store.Close).
+//
+// Reads that open access. Another connection can read batch N after its
+// COMMIT and before the syncer's fsync; an agent that opened a grant read
+// there would hold it open although a power loss could lose the grant (the
+// kernel timeout bounds it, but it would be an opening nobody can audit).
+// So every read whose answer opens access (the agent's desired state,
+// snapshot and delta; the bastion's and the SSH certificate's grant check;
+// the generation when it is read rather than known) waits, after reading,
+// until the syncs passed every commit begun before the read ended (durable):
+// the writer counts a commit as begun before its COMMIT (so that a reader
+// who saw it counts it), and as done after COMMIT returned (so that a sync
+// covers only what was written before it began). Idle nothing is pending
+// and the wait costs two atomic loads; under load it waits for the sync in
+// flight (a fraction of a millisecond).
+//
+// A failed fsync fails closed: nothing of the batches it would have covered
+// is reported done (their callers get the error), and the store refuses
+// every write after it, and every access-opening read (durable), until it
+// is opened again. Retrying the fsync is not safe: Linux may drop the dirty
+// pages of a failed write-back and report success to the next fsync, so
+// neither this process nor SQLite's page cache can tell what reached the
+// disk; a new process recovers from what the disk holds (SQLite replays
+// the WAL's valid frames). Ping reports the error, so /readyz fails.
+//
+// Closing (Store.Close): the writer ends after its batch, then the syncer
+// syncs and answers everything handed to it before the writer's goroutine
+// reports itself stopped, so no caller is left without its verdict.
+//
+// On PostgreSQL none of this runs: a COMMIT there returns once durable
+// (synchronous_commit), the writer answers as before.
+
+// syncBatch is one batch handed from the writer to the syncer: its answers
+// and what its commit changes in the store's memory.
+type syncBatch struct {
+	ops     []*writeOp
+	results []error
+	// need is the commits begun (syncer.begun) on whose durability the
+	// answers depend: a batch's own commit, or, for a batch that committed
+	// nothing, the commits its operations may have read.
+	need uint64
+	fx   commitEffects
+}
+
+// syncer is the pipelined durability state of an SQLite store.
+type syncer struct {
+	walPath, dbPath string
+	queue           chan *syncBatch
+	done            chan struct{}
+	// begun counts the writer's commits begun (before COMMIT), done those
+	// whose COMMIT returned (either way); synced is the highest done value
+	// a completed fsync covered.
+	begun, finished, synced atomic.Uint64
+	// mu guards wake, closed and replaced whenever synced moves or the
+	// sync fails, and err.
+	mu   sync.Mutex
+	wake chan struct{}
+	// failed is the sticky error of a failed sync (nil: none).
+	failed atomic.Pointer[error]
+	// wal and db are the syncer goroutine's descriptors (see above); db
+	// is closed by Store.Close after the database.
+	wal, db *os.File
+	// hook, when set (tests only), syncs a file instead of fdatasync.
+	hook atomic.Pointer[func(*os.File) error]
+	// syncs counts the fsyncs of the WAL (tests, benchmarks).
+	syncs atomic.Int64
+	// waits counts the reads that waited in durable (tests).
+	waits atomic.Int64
+}
+
+func newSyncer(path string) *syncer {
+	return &syncer{walPath: path + "-wal", dbPath: path, queue: make(chan *syncBatch, 256),
+		done: make(chan struct{}), wake: make(chan struct{})}
+}
+
+func (y *syncer) fsync(f *os.File) error {
+	if h := y.hook.Load(); h != nil {
+		return (*h)(f)
+	}
+	return fdatasync(f)
+}
+
+// err is the sticky error of a failed sync, or nil.
+func (y *syncer) err() error {
+	if p := y.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// run is the syncer goroutine: it takes the writer's batches in commit
+// order until the writer closes the queue.
+func (y *syncer) run(s *Store) {
+	defer close(y.done)
+	defer func() {
+		if y.wal != nil {
+			y.wal.Close()
+			y.wal = nil
+		}
+	}()
+	for b := range y.queue {
+		if y.err() == nil && y.synced.Load() < b.need {
+			// Everything done so far, b's commit and those the writer
+			// made since, is covered by this one sync.
+			upto := y.finished.Load()
+			if err := y.syncLog(); err != nil {
+				err = fmt.Errorf("syncing the database log: %w; the store takes no more writes until it is opened again", err)
+				y.mu.Lock()
+				y.failed.Store(&err)
+				close(y.wake)
+				y.wake = make(chan struct{})
+				y.mu.Unlock()
+			} else {
+				y.mu.Lock()
+				y.synced.Store(upto)
+				close(y.wake)
+				y.wake = make(chan struct{})
+				y.mu.Unlock()
+			}
+		}
+		if err := y.err(); err != nil {
+			// Not durable: nothing of it is reported done, its requests
+			// are not published, its generation not taken.
+			for i := range b.results {
+				if b.results[i] == nil {
+					b.results[i] = err
+				}
+			}
+			b.fx = commitEffects{}
+		}
+		s.applyCommit(b.fx)
+		s.deliver(b.ops, b.results)
+	}
+}
+
+// syncLog makes every frame written to the WAL so far durable (see above).
+func (y *syncer) syncLog() error {
+	y.syncs.Add(1)
+	if y.wal == nil {
+		f, err := os.Open(y.walPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			// No WAL: what was written to one was checkpointed into the
+			// database file before it went.
+			return y.syncDB()
+		}
+		if err != nil {
+			return fmt.Errorf("opening the WAL: %w", err)
+		}
+		y.wal = f
+	}
+	if err := y.fsync(y.wal); err != nil {
+		return err
+	}
+	synced, err := y.wal.Stat()
+	if err != nil {
+		return fmt.Errorf("reading the WAL's descriptor: %w", err)
+	}
+	live, err := os.Stat(y.walPath)
+	if err == nil && os.SameFile(synced, live) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("looking at the WAL: %w", err)
+	}
+	// The WAL synced is not the live one any more (deleted after a
+	// complete checkpoint, maybe created again): the database file and the
+	// new WAL, if any, hold what the old one held.
+	y.wal.Close()
+	y.wal = nil
+	if err := y.syncDB(); err != nil {
+		return err
+	}
+	f, err := os.Open(y.walPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening the WAL: %w", err)
+	}
+	y.wal = f
+	return y.fsync(f)
+}
+
+func (y *syncer) syncDB() error {
+	if y.db == nil {
+		f, err := os.Open(y.dbPath)
+		if err != nil {
+			return fmt.Errorf("opening the database file: %w", err)
+		}
+		y.db = f
+	}
+	return y.fsync(y.db)
+}
+
+// Durable is durable for the callers outside the store whose answer opens
+// access after reads of their own (the agent's delta behind a gateway reads
+// the targets behind it after the change log).
+func (s *Store) Durable(ctx context.Context) error { return s.durable(ctx) }
+
+// durable waits until every commit begun so far (one a read that just
+// ended may have seen) is fsynced; it fails when a sync failed (fail
+// closed: what was read may never reach the disk) or ctx ends. A read whose
+// answer opens access calls it after reading, before answering. Without a
+// syncer (PostgreSQL) commits are durable when visible.
+func (s *Store) durable(ctx context.Context) error {
+	y := s.w.syncer
+	if y == nil {
+		return nil
+	}
+	need := y.begun.Load()
+	if err := y.err(); err != nil {
+		return err
+	}
+	if y.synced.Load() >= need {
+		return nil
+	}
+	y.waits.Add(1)
+	for {
+		y.mu.Lock()
+		wake, synced := y.wake, y.synced.Load()
+		y.mu.Unlock()
+		if err := y.err(); err != nil {
+			return err
+		}
+		if synced >= need {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the database log to be synced: %w", ctx.Err())
+		}
+	}
+}
