@@ -723,18 +723,18 @@ func (a *api) awaitRequest(ctx context.Context, p store.Principal, v store.Reque
 		// request, its target and the token are one read (they were
 		// three); or, for the caller's own request handed over by the
 		// commit that woke the wait (the agent's report activating it),
-		// the token alone: the target read before the wait gives the
-		// answer's connection hints, as an answer given at once does.
+		// its target and the token: not the target read before the wait,
+		// which a commit during it may have moved (the report itself
+		// records the host's addresses), so that the connection hints
+		// never point where the host no longer is
+		// (TestHandedOverTargetAsCommitted).
 		var (
 			next store.RequestView
 			err  error
 		)
 		if handed && row.Requester == p.Name() && row.ApprovalsRequired == 0 {
-			next = store.RequestView{Request: row, Target: v.Target}
-			if p.TokenID != "" {
-				if next.TokenLive, err = a.Store.TokenLive(ctx, p.TokenID, a.Now()); err != nil {
-					return v, err
-				}
+			if next, err = a.Store.HandedRequestView(ctx, row, p.TokenID, a.Now()); err != nil {
+				return v, err
 			}
 		} else if next, err = a.Store.ReadRequestView(ctx, v.Request.ID, p.TokenID, a.Now()); err != nil {
 			return v, err

@@ -480,19 +480,6 @@ func (s *Store) GetToken(ctx context.Context, id string, now time.Time) (TokenIn
 	return t, nil
 }
 
-// TokenLive reports whether token id is one GetToken would return at now (a
-// person's or a service's, unexpired, not revoked), reading only that: the
-// re-check of a long-poll's token when the request it answers with came
-// from the commit that woke it (api.awaitRequest).
-func (s *Store) TokenLive(ctx context.Context, id string, now time.Time) (bool, error) {
-	var live bool
-	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT EXISTS (SELECT 1 FROM tokens WHERE `+humanKinds+` AND id = $2)`, ms(now), id).Scan(&live)
-	if err != nil {
-		return false, fmt.Errorf("reading token %s: %w", id, err)
-	}
-	return live, nil
-}
-
 // deleteDescendants deletes every token derived from token id, transitively
 // (parent_id chains; a chain cannot loop, since a parent exists before its
 // children), and returns them ordered by id.
