@@ -192,11 +192,24 @@ func (s *Store) ReportAppliedRevision(ctx context.Context, target, credential st
 		// fails, and the failure undoes the update with the rest of the
 		// operation (its savepoint, or its transaction).
 		update := `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
-			agent_error = $2, agent_seen_at = $3 WHERE name = $4 AND revision >= $1`
+			agent_error = $2, agent_seen_at = $3`
 		args := []any{rev, applyErr, ms(now), target}
+		// The agent's addresses and version, which it sends with every
+		// report, in the same statement (updateAgentInfo's two updates of
+		// the same row before: two statements more on every report).
+		if addresses != nil {
+			b, _ := json.Marshal(addresses)
+			args = append(args, string(b))
+			update += fmt.Sprintf(`, addresses = $%d`, len(args))
+		}
+		if version != "" {
+			args = append(args, version)
+			update += fmt.Sprintf(`, agent_version = $%d`, len(args))
+		}
+		update += ` WHERE name = $4 AND revision >= $1`
 		if credential != "" {
-			update += ` AND EXISTS (SELECT 1 FROM tokens WHERE id = $5 AND kind = 'agent' AND subject = $4)`
 			args = append(args, credential)
+			update += fmt.Sprintf(` AND EXISTS (SELECT 1 FROM tokens WHERE id = $%d AND kind = 'agent' AND subject = $4)`, len(args))
 		}
 		// It also says whether any removal this enforcer's agent
 		// confirms is waiting (unconfirmedRemovals), so that the read of
@@ -221,9 +234,6 @@ func (s *Store) ReportAppliedRevision(ctx context.Context, target, credential st
 		}
 		if err != nil {
 			return fmt.Errorf("recording applied revision: %w", err)
-		}
-		if err := updateAgentInfo(ctx, tx, target, addresses, version); err != nil {
-			return err
 		}
 		agent := Actor{Name: "agent:" + target}
 		if applyErr != "" {

@@ -1,9 +1,11 @@
 package store_test
 
 import (
+	"database/sql"
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,7 +96,7 @@ func TestBatchedRequestStatements(t *testing.T) {
 		})
 		reports = append(reports, func() error {
 			acts, err := s.ReportApplied(ctx, created[i].Target, created[i].Revision, "", nil, "", t0.Add(time.Second))
-			if err == nil && (len(acts) != 1 || acts[0].State != access.Active) {
+			if err == nil && (len(acts) != 1 || acts[0].ID != created[i].ID) {
 				err = fmt.Errorf("activated %+v", acts)
 			}
 			return err
@@ -224,5 +226,85 @@ func TestLiveCountsFollowEveryMove(t *testing.T) {
 				t.Errorf("the extended request: %+v, %v; want superseded", r.State, err)
 			}
 		})
+	}
+}
+
+// TestRequestWritePages pins the pages (WAL frames) of a request's two
+// commits, each alone in its transaction: its creation and the agent's
+// report that activates it. A commit writes each page it changed once (a
+// frame: a header and the page, then the fsync), so the b-trees a write
+// touches are its cost on the disk; this lists them, so that a new index or
+// table on the path is a decision, not an accident. Before migrations 0036
+// and 0037 a creation wrote 19 b-trees' pages (20 pages: live_requests'
+// rowid table took two), and the report 9 (docs/benchmarks.md). Page
+// splits add pages to the same b-trees; the smallest of a few commits has
+// none.
+func TestRequestWritePages(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "j.db")
+	s, err := store.OpenSQLite(ctx, path, store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := store.Actor{Name: "admin"}
+	pol, err := policy.DefaultLimits().Normalize(policy.Policy{Rules: []policy.Rule{{Port: policy.Port{Number: 22, Protocol: policy.TCP}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		name := fmt.Sprintf("web-%d", i)
+		if _, _, err := s.CreateTarget(ctx, admin, name, nil, t0, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetPolicy(ctx, admin, name, pol, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var creates, reports [][]uint32
+	for i := range 4 {
+		w := newWALReader(t, path)
+		target := fmt.Sprintf("web-%d", i)
+		r, err := s.CreateRequest(ctx, store.Actor{Name: fmt.Sprintf("u%d", i)}, target, policy.Request{
+			Ports: []policy.Port{{Number: 22, Protocol: policy.TCP}}, Source: netip.MustParsePrefix(fmt.Sprintf("198.51.100.%d/32", i+1)),
+			Duration: time.Hour, Reason: "r"}, policy.DefaultLimits(), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages, commits := w.next(t)
+		if commits != 1 {
+			t.Fatalf("a creation: %d commits", commits)
+		}
+		creates = append(creates, pages)
+		if acts, err := s.ReportApplied(ctx, target, r.Revision, "", nil, "", t0.Add(time.Second)); err != nil || len(acts) != 1 {
+			t.Fatalf("report: %v, %v", acts, err)
+		}
+		if pages, commits = w.next(t); commits != 1 {
+			t.Fatalf("a report: %d commits", commits)
+		}
+		reports = append(reports, pages)
+	}
+	owners := pageOwners(t, ctx, db)
+	for _, tc := range []struct {
+		name string
+		ops  [][]uint32
+		want []string
+	}{
+		{"creation", creates, []string{"audit", "audit_target", "desired_changes", "grants", "grants_expires", "grants_key", "grants_target_id",
+			"live_requests", "requests", "requests_pending_target", "requests_state", "requests_target", "sqlite_autoindex_requests_1",
+			"sqlite_sequence", "store_meta", "targets"}},
+		{"report", reports, []string{"audit", "audit_target", "requests", "requests_activated", "requests_pending_target", "requests_state",
+			"requests_target_activated", "sqlite_sequence", "targets"}},
+	} {
+		least := slices.MinFunc(tc.ops, func(a, b []uint32) int { return len(a) - len(b) })
+		names := ownersOf(least, owners)
+		if got := btreeSet(names); !slices.Equal(got, tc.want) || len(least) != len(tc.want) {
+			t.Errorf("a %s wrote %d pages, of %q; want one of each of %q", tc.name, len(least), names, tc.want)
+		}
 	}
 }

@@ -58,3 +58,11 @@ func Gathers(s *Store) int64 { return s.w.gathers.Load() }
 // store's statements do (touchRequestRow, touchRequest).
 func TouchRequestRow(tx *sql.Tx, r Request) { touchRequestRow(tx, r) }
 func TouchRequest(tx *sql.Tx, id string)    { touchRequest(tx, id) }
+
+// TimeStatements makes every statement on s's SQLite connections (of any
+// store in the process) report its duration to f until the returned func
+// is called.
+func TimeStatements(f func(query string, d time.Duration)) (stop func()) {
+	statementTimer.Store(&f)
+	return func() { statementTimer.Store(nil) }
+}

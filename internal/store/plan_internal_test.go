@@ -74,3 +74,23 @@ func checkPendingByTarget(t *testing.T, plan []string) {
 		t.Errorf("plan %q: %d reads of requests, want 2 (the target's, the targets' behind it)", plan, uses)
 	}
 }
+
+// TestGrantsOfRequestByHolder: the grants of a request are found through
+// the unique index grants_key by the key they share with their request
+// (grantHolder) and its id, since migration 0037 took the index on
+// request_id away: the deletion of an ended request's grants and the count
+// of a superseded one's are seeks, not scans of every grant.
+func TestGrantsOfRequestByHolder(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, q := range []string{deleteGrantsOf, countGrantsOf} {
+		plan := queryPlan(t, s, q, "web-1", "alice", "198.51.100.1/32", "r-1")
+		if len(plan) != 1 || !strings.Contains(plan[0], "USING INDEX grants_key (target=? AND requester=? AND source=?)") {
+			t.Errorf("plan of %q: %q, want a seek on grants_key", q, plan)
+		}
+	}
+}

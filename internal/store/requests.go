@@ -379,7 +379,7 @@ func (s *Store) createRequestTx(ctx context.Context, tx *sql.Tx, actor Actor, ta
 		switch state {
 		case access.Pending:
 			touchRequest(tx, id)
-			if superseded, err = s.supersedeAll(ctx, tx, g.previous, id, actor, now); err != nil {
+			if superseded, err = s.supersedeAll(ctx, tx, g, id, actor, now); err != nil {
 				return err
 			}
 			wake = &rel
@@ -578,15 +578,32 @@ func (s *Store) grantRead(ctx context.Context, tx *sql.Tx, r Request, t Target, 
 	} else if _, err := transition(ctx, tx, id, r.State, r.Version, grantEvent(r.State), g.set...); err != nil {
 		return 0, fmt.Errorf("granting request %s: %w", id, err)
 	}
-	return s.supersedeAll(ctx, tx, g.previous, id, actor, now)
+	return s.supersedeAll(ctx, tx, g, id, actor, now)
 }
 
-// grantWrite is what granting a request writes into its row (set), and the
-// requests whose grants it took over (previous).
+// grantWrite is what granting a request writes into its row (set), the
+// requests whose grants it took over (previous), and the key its grants
+// share with theirs (holder).
 type grantWrite struct {
 	set      []set
 	previous map[string]bool
+	holder   grantHolder
 }
+
+// grantHolder is what every grant of a request shares with the request:
+// its target, requester and source (a grant moves to a newer request only
+// when that request holds the same key: grantGrants). The grants of a
+// request are found by it and their request_id, a prefix of the unique
+// index grants_key, instead of an index on request_id that every new grant
+// wrote a page of (migration 0037).
+type grantHolder struct{ target, requester, source string }
+
+// The statements on the grants of a request, by its grantHolder ($1..$3)
+// and its id ($4): seeks on grants_key (TestGrantsOfRequestByHolder).
+const (
+	countGrantsOf  = `SELECT count(*) FROM grants WHERE target = $1 AND requester = $2 AND source = $3 AND request_id = $4`
+	deleteGrantsOf = `DELETE FROM grants WHERE target = $1 AND requester = $2 AND source = $3 AND request_id = $4 RETURNING id, expires_at`
+)
 
 // grantGrants is the part of grantRead before the request's own row: the
 // rules' windows checked, the enforcer's revision advanced and logged, a
@@ -668,19 +685,19 @@ func (s *Store) grantGrants(ctx context.Context, tx *sql.Tx, r Request, t Target
 		return grantWrite{}, err
 	}
 	g := grantWrite{set: []set{{"revision", rev}, {"expires_at", ms(expires)}, {"extended", encodePorts(extended)}, {"approved_at", ms(now)}},
-		previous: previous}
+		previous: previous, holder: grantHolder{r.Target, r.Requester, sourceString(r.Source)}}
 	if clipped {
 		g.set = append(g.set, set{"window_end", ms(asked)})
 	}
 	return g, nil
 }
 
-// supersedeAll ends the requests in previous that were left without grants
-// (superseded by id), and returns how many it ended.
-func (s *Store) supersedeAll(ctx context.Context, tx *sql.Tx, previous map[string]bool, id string, actor Actor, now time.Time) (int, error) {
+// supersedeAll ends the requests in g.previous that were left without
+// grants (superseded by id), and returns how many it ended.
+func (s *Store) supersedeAll(ctx context.Context, tx *sql.Tx, g grantWrite, id string, actor Actor, now time.Time) (int, error) {
 	superseded := 0
-	for old := range previous {
-		ended, err := s.supersedeIfEmpty(ctx, tx, old, id, actor, now)
+	for old := range g.previous {
+		ended, err := s.supersedeIfEmpty(ctx, tx, old, g.holder, id, actor, now)
 		if err != nil {
 			return 0, err
 		}
@@ -742,10 +759,11 @@ func grantEvent(s access.State) access.Event {
 }
 
 // supersedeIfEmpty ends a request whose grants all moved to a newer one, and
-// reports whether it did.
-func (s *Store) supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id, by string, actor Actor, now time.Time) (bool, error) {
+// reports whether it did. Its grants share key with the newer one's (they
+// moved to it because they matched): grantHolder.
+func (s *Store) supersedeIfEmpty(ctx context.Context, tx *sql.Tx, id string, key grantHolder, by string, actor Actor, now time.Time) (bool, error) {
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM grants WHERE request_id = $1`, id).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, countGrantsOf, key.target, key.requester, key.source, id).Scan(&n); err != nil {
 		return false, fmt.Errorf("counting grants of %s: %w", id, err)
 	}
 	if n > 0 {
@@ -786,7 +804,7 @@ func (s *Store) endLiveRequests(ctx context.Context, tx *sql.Tx, where string, a
 // oldest first; it returns how many it ended. The sweeper ends requests in
 // bounded transactions with it.
 func (s *Store) endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where string, args []any, limit int, ev access.Event, message string, actor Actor, action audit.Action, now time.Time) (int, error) {
-	q := `SELECT id, target, state, expires_at, version FROM requests WHERE state IN (` + liveStates + `) AND ` + where + ` ORDER BY created_at, id`
+	q := `SELECT id, target, requester, source, state, expires_at, version FROM requests WHERE state IN (` + liveStates + `) AND ` + where + ` ORDER BY created_at, id`
 	if limit > 0 {
 		q += fmt.Sprintf(` LIMIT %d`, limit)
 	}
@@ -795,13 +813,13 @@ func (s *Store) endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where strin
 		return 0, fmt.Errorf("selecting requests to end: %w", err)
 	}
 	type row struct {
-		id, target, state string
-		expires, version  int64
+		id, target, requester, source, state string
+		expires, version                     int64
 	}
 	var ended []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.target, &r.state, &r.expires, &r.version); err != nil {
+		if err := rows.Scan(&r.id, &r.target, &r.requester, &r.source, &r.state, &r.expires, &r.version); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("reading request: %w", err)
 		}
@@ -834,7 +852,7 @@ func (s *Store) endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where strin
 		if err != nil {
 			return 0, fmt.Errorf("ending request %s: %w", r.id, err)
 		}
-		live, err := deleteGrants(ctx, tx, r.id, now)
+		live, err := deleteGrants(ctx, tx, r.id, grantHolder{r.target, r.requester, r.source}, now)
 		if err != nil {
 			return 0, err
 		}
@@ -867,10 +885,11 @@ func (s *Store) endSomeLiveRequests(ctx context.Context, tx *sql.Tx, where strin
 	return len(ended), nil
 }
 
-// deleteGrants deletes the grants of request id and returns those that were
-// still live at now (in the desired state until this change).
-func deleteGrants(ctx context.Context, tx *sql.Tx, id string, now time.Time) ([]int64, error) {
-	rows, err := tx.QueryContext(ctx, `DELETE FROM grants WHERE request_id = $1 RETURNING id, expires_at`, id)
+// deleteGrants deletes the grants of request id (whose target, requester
+// and source are key: grantHolder) and returns those that were still live
+// at now (in the desired state until this change).
+func deleteGrants(ctx context.Context, tx *sql.Tx, id string, key grantHolder, now time.Time) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, deleteGrantsOf, key.target, key.requester, key.source, id)
 	if err != nil {
 		return nil, fmt.Errorf("deleting grants of %s: %w", id, err)
 	}
