@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate/internal/api"
+	"github.com/jitgate/jitgate/internal/authz"
 	"github.com/jitgate/jitgate/internal/client"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
@@ -189,5 +191,139 @@ func TestHandedOverTargetAsCommitted(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestHandedOverTokenEnded: the tokens a wait answered from the handed-over
+// row must still refuse, as the full read refuses them: a service's token
+// revoked during its wait, and a console session whose parent token was
+// revoked during it (revoked with its descendants). Each gets 401 on the
+// handed-over path, not the activated request.
+func TestHandedOverTokenEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		subject string
+		binding authz.Binding
+		kind    string
+		session bool // wait with a session made with the token; revoke the token
+	}{
+		{"service token revoked", "deploy", authz.Binding{Principal: "service:deploy", Role: authz.Requester, Scope: "*"}, store.KindService, false},
+		{"session's parent revoked", "bob", bobBinding, store.KindPersonal, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			var hub *api.Hub
+			e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+			agent := e.addTarget(t, "web-01", "198.51.100.10")
+			e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+			if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, tc.binding, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			secret, info, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: tc.kind, Subject: tc.subject, TTL: time.Hour}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.session {
+				if secret, _, err = e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindSession, Subject: tc.subject,
+					TTL: time.Hour, Parent: info.ID}, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := client.New(e.srv.URL, secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan error, 1)
+			go func() {
+				_, err := c.CreateRequestWait(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+					Duration: wire.Duration(time.Hour), Reason: "ended"}, 30*time.Second)
+				got <- err
+			}()
+			waitFor(t, "the create waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+			if _, err := e.st.RevokeToken(ctx, store.Actor{Name: "admin"}, info.ID, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			var ae *client.APIError
+			if err := <-got; !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
+				t.Fatalf("the wait after its token ended: %v, want HTTP 401", err)
+			}
+			if n := hub.Handovers(); n != 1 {
+				t.Errorf("%d waits answered from the commit's row, want 1: the path under test was not taken", n)
+			}
+		})
+	}
+}
+
+// TestHandedOverOnlyOwn: another's request woken by the report that
+// activates it is not answered from the handed-over row: an auditor's
+// long-poll on bob's request (given the row by the hub, Handovers counts
+// it) reads it again and is judged by the roles it holds now (200 with the
+// binding kept, 403 with it removed during the wait), as a GET would.
+func TestHandedOverOnlyOwn(t *testing.T) {
+	for _, removed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("binding removed %v", removed), func(t *testing.T) {
+			ctx := context.Background()
+			var hub *api.Hub
+			e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+			agent := e.addTarget(t, "web-01", "198.51.100.10")
+			e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+			user := func(name string, b authz.Binding) *client.Client {
+				if _, err := e.st.CreateBinding(ctx, store.Actor{Name: "test"}, b, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+				secret, _, err := e.st.CreateToken(ctx, store.Actor{Name: "test"}, store.TokenSpec{Kind: store.KindPersonal, Subject: name, TTL: time.Hour}, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := client.New(e.srv.URL, secret)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			bob, ann := user("bob", bobBinding), user("ann", auditorBinding)
+			r, err := bob.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+				Duration: wire.Duration(time.Hour), Reason: "others"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type answer struct {
+				r   wire.Request
+				err error
+			}
+			got := make(chan answer, 1)
+			go func() {
+				r, err := ann.WaitRequest(ctx, r.ID, r.State, 30*time.Second)
+				got <- answer{r, err}
+			}()
+			waitFor(t, "the long-poll waiting", func() bool { return hub.RequestWaiters("web-01") > 0 })
+			if removed {
+				if err := e.st.DeleteBinding(ctx, store.Actor{Name: "admin"}, auditorBinding, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agent.Report(ctx, wire.AgentReport{Revision: ds.Revision, Version: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			a := <-got
+			var ae *client.APIError
+			switch {
+			case removed && (!errors.As(a.err, &ae) || ae.Status != http.StatusForbidden):
+				t.Fatalf("the auditor's long-poll after its binding was removed: %v (state %q), want HTTP 403", a.err, a.r.State)
+			case !removed && (a.err != nil || a.r.State != "active"):
+				t.Fatalf("the auditor's long-poll: %v (state %q), want the request active", a.err, a.r.State)
+			}
+		})
 	}
 }

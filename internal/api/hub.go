@@ -336,7 +336,8 @@ func (h *Hub) RequestWaiters(target string) int {
 func (h *Hub) VersionReads() int64 { return h.checks.Load() }
 
 // Handovers returns how many request waiters were given their request with
-// the wake-up (WatchRequestRow), not read again.
+// the wake-up (WatchRequestRow). The caller may still read it again (another's
+// request, one with approvals: awaitRequest).
 func (h *Hub) Handovers() int64 { return h.handed.Load() }
 
 // Wakeups returns how many request waiters the hub has woken.
