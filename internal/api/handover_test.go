@@ -118,78 +118,89 @@ func TestHandedOverRechecksToken(t *testing.T) {
 // and a host re-enrolled during the wait records its new ones: the answer
 // must not send the user to the address the host left (a reused address is
 // another machine). Failed before: "ssh 198.51.100.10" in the answer, and
-// "ssh 198.51.100.20" in a GET just after it.
+// "ssh 198.51.100.20" in a GET just after it. On PostgreSQL (the report
+// through another replica) nothing is handed over and the full read answers.
 func TestHandedOverTargetAsCommitted(t *testing.T) {
 	const create = `{"target":"web-01","ports":["22"],"source":"198.51.100.7","duration":"1h","reason":"handover"}`
-	for _, wait := range []string{"create", "get"} {
-		for _, move := range []string{"by the report", "by a new enrollment"} {
-			t.Run(wait+", address moved "+move, func(t *testing.T) {
-				ctx := context.Background()
-				var hub *api.Hub
-				e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
-				agent := e.addTarget(t, "web-01", "198.51.100.10")
-				e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
-				type answer struct {
-					status int
-					body   []byte
-				}
-				got := make(chan answer, 1)
-				if wait == "create" {
-					go func() {
-						status, b := e.raw(t, http.MethodPost, "/api/v1/requests?wait=30s", e.admin, "application/json", strings.NewReader(create))
-						got <- answer{status, b}
-					}()
-				} else {
-					status, b := e.raw(t, http.MethodPost, "/api/v1/requests", e.admin, "application/json", strings.NewReader(create))
+	for _, db := range []string{"sqlite", "postgres"} {
+		for _, wait := range []string{"create", "get"} {
+			for _, move := range []string{"by the report", "by a new enrollment"} {
+				t.Run(db+", "+wait+", address moved "+move, func(t *testing.T) {
+					ctx := context.Background()
+					var hub *api.Hub
+					e, other := staleEnvWith(t, db, func(d *api.Deps) { hub = d.Hub })
+					agent := e.addTarget(t, "web-01", "198.51.100.10")
+					e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+					type answer struct {
+						status int
+						body   []byte
+					}
+					got := make(chan answer, 1)
+					if wait == "create" {
+						go func() {
+							status, b := e.raw(t, http.MethodPost, "/api/v1/requests?wait=30s", e.admin, "application/json", strings.NewReader(create))
+							got <- answer{status, b}
+						}()
+					} else {
+						status, b := e.raw(t, http.MethodPost, "/api/v1/requests", e.admin, "application/json", strings.NewReader(create))
+						var r wire.Request
+						if status != http.StatusCreated || json.Unmarshal(b, &r) != nil {
+							t.Fatalf("create: %d %s", status, b)
+						}
+						go func() {
+							status, b := e.raw(t, http.MethodGet, "/api/v1/requests/"+r.ID+"?wait=30s&state=pending", e.admin, "", nil)
+							got <- answer{status, b}
+						}()
+					}
+					waitFor(t, "the wait", func() bool { return hub.RequestWaiters("web-01") > 0 })
+					report := wire.AgentReport{Version: "test"}
+					if move == "by the report" {
+						report.Addresses = []string{"198.51.100.20"}
+					} else {
+						tc, err := e.c.ReissueEnrollToken(ctx, "web-01")
+						if err != nil {
+							t.Fatal(err)
+						}
+						anon, _ := client.New(e.srv.URL, "")
+						er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Addresses: []string{"198.51.100.20"}, Version: "test"})
+						if err != nil {
+							t.Fatal(err)
+						}
+						agent = anon.WithToken(er.Credential)
+					}
+					ds, err := agent.DesiredSince(ctx, 0, 0, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					report.Revision = ds.Revision
+					if db == "sqlite" {
+						if err := agent.Report(ctx, report); err != nil {
+							t.Fatal(err)
+						}
+					} else if _, err := other.ReportAppliedWith(ctx, "web-01", "", report.Revision, "", report.Addresses, "test", time.Now(), nil); err != nil {
+						// Through another replica: its commit is not this
+						// process's, and hands nothing over.
+						t.Fatal(err)
+					}
+					a := <-got
 					var r wire.Request
-					if status != http.StatusCreated || json.Unmarshal(b, &r) != nil {
-						t.Fatalf("create: %d %s", status, b)
+					if err := json.Unmarshal(a.body, &r); err != nil || r.State != "active" {
+						t.Fatalf("the wait: %d %s, want the request active", a.status, a.body)
 					}
-					go func() {
-						status, b := e.raw(t, http.MethodGet, "/api/v1/requests/"+r.ID+"?wait=30s&state=pending", e.admin, "", nil)
-						got <- answer{status, b}
-					}()
-				}
-				waitFor(t, "the wait", func() bool { return hub.RequestWaiters("web-01") > 0 })
-				report := wire.AgentReport{Version: "test"}
-				if move == "by the report" {
-					report.Addresses = []string{"198.51.100.20"}
-				} else {
-					tc, err := e.c.ReissueEnrollToken(ctx, "web-01")
-					if err != nil {
-						t.Fatal(err)
+					// On PostgreSQL the hub is not precise: nothing is handed
+					// over, the request is read again.
+					if want := map[string]int64{"sqlite": 1, "postgres": 0}[db]; hub.Handovers() != want {
+						t.Errorf("%d waits given the commit's row, want %d", hub.Handovers(), want)
 					}
-					anon, _ := client.New(e.srv.URL, "")
-					er, err := anon.Enroll(ctx, tc.EnrollToken, wire.EnrollRequest{Hostname: "web-01", Addresses: []string{"198.51.100.20"}, Version: "test"})
-					if err != nil {
-						t.Fatal(err)
+					if !bytes.Contains(a.body, []byte("ssh 198.51.100.20")) || bytes.Contains(a.body, []byte("198.51.100.10")) {
+						t.Errorf("the woken wait points at the address the host left:\n%s", a.body)
 					}
-					agent = anon.WithToken(er.Credential)
-				}
-				ds, err := agent.DesiredSince(ctx, 0, 0, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				report.Revision = ds.Revision
-				if err := agent.Report(ctx, report); err != nil {
-					t.Fatal(err)
-				}
-				a := <-got
-				var r wire.Request
-				if err := json.Unmarshal(a.body, &r); err != nil || r.State != "active" {
-					t.Fatalf("the wait: %d %s, want the request active", a.status, a.body)
-				}
-				if hub.Handovers() != 1 {
-					t.Errorf("%d waits answered from the commit's row, want 1: the path under test was not taken", hub.Handovers())
-				}
-				if !bytes.Contains(a.body, []byte("ssh 198.51.100.20")) || bytes.Contains(a.body, []byte("198.51.100.10")) {
-					t.Errorf("the woken wait points at the address the host left:\n%s", a.body)
-				}
-				status, b := e.raw(t, http.MethodGet, "/api/v1/requests/"+r.ID, e.admin, "", nil)
-				if status != http.StatusOK || !bytes.Equal(b, a.body) {
-					t.Errorf("the woken wait answered\n%s\nand a GET after it\n%s", a.body, b)
-				}
-			})
+					status, b := e.raw(t, http.MethodGet, "/api/v1/requests/"+r.ID, e.admin, "", nil)
+					if status != http.StatusOK || !bytes.Equal(b, a.body) {
+						t.Errorf("the woken wait answered\n%s\nand a GET after it\n%s", a.body, b)
+					}
+				})
+			}
 		}
 	}
 }
