@@ -325,6 +325,11 @@ func (s *Store) writeLoop() {
 		if s.w.hold != nil {
 			s.w.hold()
 		}
+		if y := s.w.syncer; y != nil {
+			// At most maxUnsynced commits ahead of the syncer: the writes
+			// queued meanwhile make the next batch (syncer.go).
+			y.admit(s.w.quit)
+		}
 		batch := []*writeOp{first}
 		seen.add(arrival{first.queued, first.queued.Before(s.w.answered)})
 	drain:

@@ -69,12 +69,24 @@ import (
 // disk; a new process recovers from what the disk holds (SQLite replays
 // the WAL's valid frames). Ping reports the error, so /readyz fails.
 //
+// How far ahead. The writer runs at most maxUnsynced commits ahead of the
+// syncs (admit): with one sync under way and the next commit made, it waits
+// for that sync before it takes its next batch. So the fsync of batch N
+// overlaps the statements of N+1, but the writer does not commit each write
+// alone while the disk syncs: the writes that arrive during a sync make one
+// batch, as before, and the commits (their BEGIN, COMMIT and the shared
+// index pages each rewrites in the WAL) stay about one per sync.
+//
 // Closing (Store.Close): the writer ends after its batch, then the syncer
 // syncs and answers everything handed to it before the writer's goroutine
 // reports itself stopped, so no caller is left without its verdict.
 //
 // On PostgreSQL none of this runs: a COMMIT there returns once durable
 // (synchronous_commit), the writer answers as before.
+
+// maxUnsynced is how many commits the writer may have made that no sync
+// covers yet when it takes a batch (admit).
+const maxUnsynced = 2
 
 // syncBatch is one batch handed from the writer to the syncer: its answers
 // and what its commit changes in the store's memory.
@@ -110,8 +122,9 @@ type syncer struct {
 	hook atomic.Pointer[func(*os.File) error]
 	// syncs counts the fsyncs of the WAL (tests, benchmarks).
 	syncs atomic.Int64
-	// waits counts the reads that waited in durable (tests).
-	waits atomic.Int64
+	// waits counts the reads that waited in durable (tests); admits the
+	// times the writer waited for a sync before its next batch.
+	waits, admits atomic.Int64
 }
 
 func newSyncer(path string) *syncer {
@@ -242,6 +255,26 @@ func (y *syncer) syncDB() error {
 // access after reads of their own (the agent's delta behind a gateway reads
 // the targets behind it after the change log).
 func (s *Store) Durable(ctx context.Context) error { return s.durable(ctx) }
+
+// admit waits until fewer than maxUnsynced of the writer's commits are
+// unsynced, or a sync failed, or quit is closed (closing: what was taken
+// runs and is answered). Only the writer calls it.
+func (y *syncer) admit(quit <-chan struct{}) {
+	for {
+		y.mu.Lock()
+		wake, synced := y.wake, y.synced.Load()
+		y.mu.Unlock()
+		if y.begun.Load()-synced < maxUnsynced || y.err() != nil {
+			return
+		}
+		y.admits.Add(1)
+		select {
+		case <-wake:
+		case <-quit:
+			return
+		}
+	}
+}
 
 // durable waits until every commit begun so far (one a read that just
 // ended may have seen) is fsynced; it fails when a sync failed (fail

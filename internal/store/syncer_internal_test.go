@@ -337,3 +337,39 @@ func TestSyncFollowsTheLiveWAL(t *testing.T) {
 		t.Fatalf("a sync after the WAL was replaced synced %q, want the old WAL, the database, the new WAL", got)
 	}
 }
+
+// TestWriterWaitsForTheSyncBeforeRunningFar: the writer commits at most
+// maxUnsynced batches that no sync covers; with a sync held and the next
+// batch committed, a third write waits (uncommitted) for that sync, so that
+// the writes arriving during a sync make one batch rather than a commit
+// each. Without the limit the third write committed at once.
+func TestWriterWaitsForTheSyncBeforeRunningFar(t *testing.T) {
+	ctx := t.Context()
+	s, _ := syncStore(t)
+	y := s.w.syncer
+	begun0 := y.begun.Load()
+	entered, release := blockSyncs(t, s)
+	write := func(done chan<- error) {
+		done <- s.tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value WHERE key = 'generation'`)
+			return err
+		})
+	}
+	done := make(chan error, 3)
+	go write(done)
+	<-entered
+	go write(done)
+	waitUntil(t, "the second write committed", func() bool { return y.begun.Load() == begun0+2 })
+	admits0 := y.admits.Load()
+	go write(done)
+	waitUntil(t, "the writer waits for the sync", func() bool { return y.admits.Load() > admits0 })
+	if n := y.begun.Load() - begun0; n != 2 {
+		t.Fatalf("%d commits with the first one's sync held, want %d", n, maxUnsynced)
+	}
+	release()
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
