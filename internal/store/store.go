@@ -1,8 +1,9 @@
 // Package store persists jitgate's state in SQL: targets and their policies,
 // access requests and the live grants they hold, tokens (hashed) and the
 // audit trail. Every operation that changes state runs in one transaction
-// together with its audit events, and is committed and fsynced (WAL; the
-// group-commit writer's syncer, syncer.go) before the caller reports it.
+// together with its audit events, and is committed and fsynced (WAL with
+// synchronous=FULL; see syncer.go for the pipelined variant, off) before the
+// caller reports it.
 package store
 
 import (
@@ -272,7 +273,7 @@ func (s *Store) Queries() int64 {
 // chains audit events written before the chain existed. cfg is valid.
 func open(ctx context.Context, db *sql.DB, d dialect, cfg Config, sqlitePath string) (*Store, error) {
 	s := &Store{db: db, dialect: d, cfg: cfg, sqlitePath: sqlitePath}
-	if sqlitePath != "" {
+	if sqlitePath != "" && pipelinedDurability.Load() {
 		s.w.syncer = newSyncer(sqlitePath)
 	}
 	if cfg.GatherDelay > 0 {

@@ -88,6 +88,16 @@ import (
 // covers yet when it takes a batch (admit).
 const maxUnsynced = 2
 
+// pipelinedDurability turns the syncer on for SQLite stores opened after it
+// is set. It is off: on the two-core VM of the load benchmark, in interleaved
+// pairs at 1,000 requests/s (docs/benchmarks.md §32), it did not cut the
+// tail, and in the quietest pair the server used 22 % more CPU per request
+// and fell behind where the inline fsync kept up. The mechanism is kept, and
+// tested (the tests turn it on), for a machine whose fsync is the writer's
+// bottleneck rather than its CPU; turning it on is one line here, after
+// measuring there.
+var pipelinedDurability atomic.Bool
+
 // syncBatch is one batch handed from the writer to the syncer: its answers
 // and what its commit changes in the store's memory.
 type syncBatch struct {

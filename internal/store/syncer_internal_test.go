@@ -24,9 +24,14 @@ var syncT0 = time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
 func syncStore(t *testing.T) (*Store, int64) {
 	t.Helper()
 	ctx := t.Context()
+	was := pipelinedDurability.Swap(true)
 	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), DefaultConfig())
+	pipelinedDurability.Store(was)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.w.syncer == nil {
+		t.Fatal("pipelined durability did not turn on")
 	}
 	t.Cleanup(func() { s.Close() })
 	alice := Actor{Name: "alice", ClientAddr: "192.0.2.10"}

@@ -108,8 +108,9 @@ type requestFeed struct {
 // what it misses), and rows: those of them as the commit left them, for the
 // requests whose last move in it returned its row (a subset of ids, possibly
 // empty; the others must be read). f must not block: it runs on the writer
-// goroutine (on SQLite on its syncer, once the commit is durable:
-// syncer.go), and must not keep or change rows' slices and maps.
+// goroutine (on its syncer, once the commit is durable, when pipelined
+// durability is on: syncer.go), and must not keep or change rows' slices
+// and maps.
 func (s *Store) SubscribeRequests(f func(ids []string, rows []Request)) (cancel func()) {
 	s.reqFeed.mu.Lock()
 	defer s.reqFeed.mu.Unlock()
