@@ -274,7 +274,20 @@ func (s *Store) Queries() int64 {
 func open(ctx context.Context, db *sql.DB, d dialect, cfg Config, sqlitePath string) (*Store, error) {
 	s := &Store{db: db, dialect: d, cfg: cfg, sqlitePath: sqlitePath}
 	if sqlitePath != "" && pipelinedDurability.Load() {
-		s.w.syncer = newSyncer(sqlitePath)
+		// The syncer fsyncs the files SQLite writes: SQLite resolves
+		// symbolic links in the path it is given (a database path that is
+		// a link to a file elsewhere has its WAL beside that file), so the
+		// name is SQLite's own, not sqlitePath.
+		var file string
+		if err := db.QueryRowContext(ctx, `SELECT file FROM pragma_database_list WHERE name = 'main'`).Scan(&file); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("reading the database file's name: %w", err)
+		}
+		if file == "" {
+			db.Close()
+			return nil, fmt.Errorf("reading the database file's name: SQLite names none for %s", sqlitePath)
+		}
+		s.w.syncer = newSyncer(file)
 	}
 	if cfg.GatherDelay > 0 {
 		p := gatherWith(cfg.GatherDelay)

@@ -378,3 +378,55 @@ func TestWriterWaitsForTheSyncBeforeRunningFar(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncFollowsALinkedDatabase: a database path that is a symbolic link
+// to a file elsewhere (a data directory whose database lives on another
+// disk) has its WAL beside the file, where SQLite resolved the link; the
+// syncer must fsync that WAL, the one the commits are in. Before, it
+// looked for "<link>-wal", found none, took the WAL for checkpointed away
+// and fsynced the database file alone: every commit was reported durable
+// with its frames in the page cache only (the test failed on "synced
+// [.../j.db]").
+func TestSyncFollowsALinkedDatabase(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "disk", "data.db")
+	if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(real, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "j.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	was := pipelinedDurability.Swap(true)
+	s, err := OpenSQLite(ctx, link, DefaultConfig())
+	pipelinedDurability.Store(was)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var mu sync.Mutex
+	var synced []string
+	h := func(f *os.File) error {
+		mu.Lock()
+		synced = append(synced, f.Name())
+		mu.Unlock()
+		return fdatasync(f)
+	}
+	s.w.syncer.hook.Store(&h)
+	if _, _, err := s.CreateTarget(ctx, Actor{Name: "alice", ClientAddr: "192.0.2.10"}, "web-1", nil, syncT0, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(real + "-wal"); err != nil {
+		t.Fatalf("the WAL beside the linked file: %v", err)
+	}
+	mu.Lock()
+	got := slices.Clone(synced)
+	mu.Unlock()
+	if !slices.Equal(got, []string{real + "-wal"}) {
+		t.Fatalf("a commit on a linked database synced %q, want the WAL SQLite writes, %s", got, real+"-wal")
+	}
+}
