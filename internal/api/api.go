@@ -148,7 +148,7 @@ func New(d Deps) http.Handler {
 	mux, _ := a.routes()
 	// The request id (httpedge.RequestID) is in place before anything logs
 	// or audits; the server's edge usually set it already.
-	return httpedge.RequestID(a.recoverer(limitBodies(a.Logger, a.Metrics.instrument(plainAddress(mux)))))
+	return httpedge.RequestID(a.recoverer(limitBodies(a.Logger, a.Metrics.instrument(durableAnswers(d.Store, a.Logger, plainAddress(mux))))))
 }
 
 // limitBodies bounds the body of every request, whether its endpoint reads

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 )
@@ -128,6 +129,11 @@ type syncer struct {
 	// wal and db are the syncer goroutine's descriptors (see above); db
 	// is closed by Store.Close after the database.
 	wal, db *os.File
+	// walNamed is false until the directory was fsynced after wal was
+	// opened: a WAL SQLite created is in its directory durably only once
+	// the directory is synced, which SQLite does at its own first sync of
+	// the file (never, with synchronous=NORMAL, before a checkpoint).
+	walNamed bool
 	// hook, when set (tests only), syncs a file instead of fdatasync.
 	hook atomic.Pointer[func(*os.File) error]
 	// syncs counts the fsyncs of the WAL (tests, benchmarks).
@@ -215,9 +221,12 @@ func (y *syncer) syncLog() error {
 		if err != nil {
 			return fmt.Errorf("opening the WAL: %w", err)
 		}
-		y.wal = f
+		y.wal, y.walNamed = f, false
 	}
 	if err := y.fsync(y.wal); err != nil {
+		return err
+	}
+	if err := y.nameWAL(); err != nil {
 		return err
 	}
 	synced, err := y.wal.Stat()
@@ -246,8 +255,31 @@ func (y *syncer) syncLog() error {
 	if err != nil {
 		return fmt.Errorf("opening the WAL: %w", err)
 	}
-	y.wal = f
-	return y.fsync(f)
+	y.wal, y.walNamed = f, false
+	if err := y.fsync(f); err != nil {
+		return err
+	}
+	return y.nameWAL()
+}
+
+// nameWAL fsyncs the directory of the WAL once after the syncer opened it:
+// the frames synced are durable only with the name that finds them (a WAL
+// created since the last connection closed, or by this process's start;
+// the database file's own name, created by OpenSQLite, with it).
+func (y *syncer) nameWAL() error {
+	if y.walNamed {
+		return nil
+	}
+	d, err := os.Open(filepath.Dir(y.walPath))
+	if err != nil {
+		return fmt.Errorf("opening the WAL's directory: %w", err)
+	}
+	defer d.Close()
+	if err := y.fsync(d); err != nil {
+		return fmt.Errorf("syncing the WAL's directory: %w", err)
+	}
+	y.walNamed = true
+	return nil
 }
 
 func (y *syncer) syncDB() error {
@@ -321,3 +353,32 @@ func (s *Store) durable(ctx context.Context) error {
 		}
 	}
 }
+
+// SyncWith makes s's syncer call sync instead of fdatasync for each file it
+// makes durable (nil: fdatasync again): fault injection (a sync held or
+// failed) for the tests of the packages above the store. A server never
+// calls it. No effect on PostgreSQL.
+func (s *Store) SyncWith(sync func(*os.File) error) {
+	if y := s.w.syncer; y != nil {
+		if sync == nil {
+			y.hook.Store(nil)
+		} else {
+			y.hook.Store(&sync)
+		}
+	}
+}
+
+// DurableWaits is how many reads waited in Durable for a sync (tests: a
+// read that must wait is seen waiting, with no timing). 0 on PostgreSQL.
+func (s *Store) DurableWaits() int64 {
+	if y := s.w.syncer; y != nil {
+		return y.waits.Load()
+	}
+	return 0
+}
+
+// SetPipelinedDurability turns pipelined durability on or off for the
+// SQLite stores opened after it, and returns what it was: for the tests of
+// the packages above the store (an answer that must wait for a sync) and
+// for measurements. A server does not call it (pipelinedDurability).
+func SetPipelinedDurability(on bool) (was bool) { return pipelinedDurability.Swap(on) }

@@ -1,0 +1,141 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/store"
+	"github.com/jitgate/jitgate/internal/wire"
+)
+
+// newPipelinedEnv is newEnv on a store with pipelined durability on (off in
+// a server: store.SetPipelinedDurability), whose syncs the test can hold.
+func newPipelinedEnv(t *testing.T) *env {
+	t.Helper()
+	was := store.SetPipelinedDurability(true)
+	e := newEnv(t)
+	store.SetPipelinedDurability(was)
+	return e
+}
+
+// TestAnswersWaitForTheSync: on SQLite a commit is read by every other
+// connection before the syncer fsynced it (store/syncer.go). An answer
+// built from such a read (a request listed pending, its audit event read
+// or exported, a gauge scraped) tells a state change that a power loss can
+// take back to someone who is not its caller. Here the fsync is held after
+// a create committed: the request list, the audit trail, its export and
+// /metrics answer nothing until the sync returned, then show the request.
+// Before, all four answered at once with the unsynced request (the test
+// failed on "answered before the sync").
+func TestAnswersWaitForTheSync(t *testing.T) {
+	e := newPipelinedEnv(t)
+	ctx := context.Background()
+	e.addTarget(t, "web-01") // its agent never reports: the request stays pending
+	e.setPolicy(t, "web-01", sshPolicy())
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.st.SyncWith(func(f *os.File) error {
+		once.Do(func() { close(entered) })
+		<-release
+		return f.Sync()
+	})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(func() { releaseOnce(); e.st.SyncWith(nil) })
+
+	created := make(chan error, 1)
+	go func() {
+		_, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+			Duration: wire.Duration(30 * time.Minute), Reason: "unsynced"})
+		created <- err
+	}()
+	<-entered
+	// Committed (read here without waiting), not synced: the create is
+	// not answered.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if n, err := e.st.CountRequests(ctx, access.Pending); err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the create never committed")
+		}
+	}
+
+	type answer struct {
+		path   string
+		status int
+		body   string
+	}
+	paths := []string{"/api/v1/requests?target=web-01", "/api/v1/audit?action=request.created",
+		"/api/v1/audit/export", "/metrics"}
+	answers := make(chan answer, len(paths))
+	waits0 := e.st.DurableWaits()
+	for _, p := range paths {
+		go func() {
+			status, b := e.raw(t, http.MethodGet, p, e.admin, "", nil)
+			answers <- answer{p, status, string(b)}
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); e.st.DurableWaits() < waits0+int64(len(paths)); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			break // the answers below say which did not wait
+		}
+	}
+	select {
+	case a := <-answers:
+		t.Fatalf("GET %s answered before the sync: %d %.300s", a.path, a.status, a.body)
+	case err := <-created:
+		t.Fatalf("the create was answered before its sync: %v", err)
+	default:
+	}
+
+	releaseOnce()
+	if err := <-created; err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	for range paths {
+		a := <-answers
+		if a.status != http.StatusOK || !strings.Contains(a.body, "unsynced") && !strings.Contains(a.body, "jitgate_") {
+			t.Errorf("GET %s after the sync: %d %.300s; want the request", a.path, a.status, a.body)
+		}
+	}
+}
+
+// TestAnswersFailClosedAfterAFailedSync: when the fsync of a commit fails,
+// its caller is told it failed (store/syncer.go), but the commit is in the
+// database file's pages and every other connection reads it. The API must
+// not show it: every later answer that reads state fails (the store fails
+// closed until the server restarts), while /healthz still answers and
+// /readyz says why. Before, the request list showed the request whose
+// create had just failed, pending (the test failed on "200").
+func TestAnswersFailClosedAfterAFailedSync(t *testing.T) {
+	e := newPipelinedEnv(t)
+	ctx := context.Background()
+	e.addTarget(t, "web-01")
+	e.setPolicy(t, "web-01", sshPolicy())
+	e.st.SyncWith(func(*os.File) error { return syscall.EIO })
+	_, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+		Duration: wire.Duration(30 * time.Minute), Reason: "sync failed"})
+	if err == nil {
+		t.Fatal("create with the sync failing: done, want an error")
+	}
+	if status, b := e.raw(t, http.MethodGet, "/api/v1/requests?target=web-01", e.admin, "", nil); status < 500 || strings.Contains(string(b), "sync failed") {
+		t.Errorf("request list after a failed sync: %d %.300s; want a 5xx without the failed create", status, b)
+	}
+	if status, b := e.raw(t, http.MethodGet, "/api/v1/audit?action=request.created", e.admin, "", nil); status < 500 || strings.Contains(string(b), "sync failed") {
+		t.Errorf("audit after a failed sync: %d %.300s; want a 5xx without the failed create", status, b)
+	}
+	if status, _ := e.raw(t, http.MethodGet, "/healthz", "", "", nil); status != http.StatusOK {
+		t.Errorf("/healthz after a failed sync: %d, want 200 (the process answers)", status)
+	}
+	if status, _ := e.raw(t, http.MethodGet, "/readyz", "", "", nil); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz after a failed sync: %d, want 503", status)
+	}
+}
