@@ -438,3 +438,56 @@ func TestSyncFollowsALinkedDatabase(t *testing.T) {
 		t.Fatalf("a commit on a linked database synced %q, want the WAL SQLite writes, %s", got, real+"-wal")
 	}
 }
+
+// TestWebhookNotClaimedBeforeItsSync: a revoke's webhook delivery is in
+// the outbox, committed, while its fsync is held; the deliverer's claim is
+// a write of its own (ClaimOutbox), answered only after a sync that covers
+// the revoke too, so no webhook tells the world of a change (a grant, a
+// revoke) a power loss could take back. Held without a change: the
+// test pins it.
+func TestWebhookNotClaimedBeforeItsSync(t *testing.T) {
+	ctx := t.Context()
+	s, _ := syncStore(t)
+	alice := Actor{Name: "alice", ClientAddr: "192.0.2.10"}
+	if _, err := s.CreateWebhook(ctx, alice, Webhook{URL: "https://hooks.example/j", Format: FormatGeneric, Secret: "s3cret-s3cret-s3cret"}, syncT0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.CreateRequest(ctx, Actor{Name: "bob", ClientAddr: "192.0.2.11"}, "web-1", grantAsk(), policy.DefaultLimits(), syncT0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := s.w.syncer
+	entered, release := blockSyncs(t, s)
+	begun0 := y.begun.Load()
+	created := make(chan error, 1)
+	go func() {
+		_, err := s.RevokeRequest(ctx, alice, r.ID, "held", syncT0.Add(2*time.Second))
+		created <- err
+	}()
+	<-entered
+	waitUntil(t, "the revoke committed", func() bool { return y.finished.Load() >= begun0+1 })
+	var queued int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&queued); err != nil || queued == 0 {
+		t.Fatalf("outbox during the sync: %d, %v; want the revoke's delivery committed", queued, err)
+	}
+	claimed := make(chan result[[]OutboxItem], 1)
+	go func() {
+		items, err := s.ClaimOutbox(ctx, syncT0.Add(time.Hour), time.Minute, 10)
+		claimed <- result[[]OutboxItem]{items, err}
+	}()
+	waitUntil(t, "the claim committed", func() bool { return y.finished.Load() >= begun0+2 })
+	select {
+	case r := <-claimed:
+		t.Fatalf("the outbox was claimed before the revoke's sync: %d items, %v", len(r.v), r.err)
+	case err := <-created:
+		t.Fatalf("the revoke was answered before its sync: %v", err)
+	default:
+	}
+	release()
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	if c := <-claimed; c.err != nil || len(c.v) == 0 {
+		t.Fatalf("claim after the sync: %d items, %v; want the revoke's delivery", len(c.v), c.err)
+	}
+}
