@@ -40,7 +40,14 @@ func durableAnswers(st *store.Store, log *slog.Logger, next http.Handler) http.H
 			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(&durableWriter{ResponseWriter: w, ctx: r.Context(), st: st, log: log}, r)
+		d := &durableWriter{ResponseWriter: w, ctx: r.Context(), st: st, log: log}
+		next.ServeHTTP(d, r)
+		if !d.begun && d.failed == nil && !isUpgrade(r) {
+			// A handler that wrote nothing gets net/http's 200 with the
+			// headers it set (an ETag, a revision): waited for here.
+			// An upgraded connection is the handler's (hijacked).
+			d.WriteHeader(http.StatusOK)
+		}
 	})
 }
 
