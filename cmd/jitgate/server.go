@@ -100,6 +100,7 @@ SIGINT or SIGTERM stop it.`,
 	f.Var(newDuration(&cfg.ExpiryWarning, store.DefaultExpiryWarning), "expiry-warning", "how long before its end an active request is announced as expiring (webhook event request.expiring)")
 	f.Var(newDuration(&cfg.BreakGlassMax, time.Hour), "breakglass-max", "the longest an online break-glass may open a port (1m to 24h); the rule's own maximum applies too")
 	f.Var(newWaitDuration(&cfg.WriteGatherDelay, 0), "write-gather-delay", "under load, how long the database writer holds a batch for more writes (0: never, the default; at most 10ms; may pay where commits cost more than their statements, e.g. PostgreSQL over a network)")
+	f.BoolVar(&cfg.WriteInlineSync, "write-inline-sync", false, "SQLite: the database writer fsyncs inside each commit instead of beside it while it runs the next (pipelined, the default; either way nothing is reported before it is on disk)")
 	f.Var(newDuration(&cfg.WebhookTimeout, 10*time.Second), "webhook-timeout", "how long one webhook delivery attempt may take (1s to 1m)")
 	f.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", false, "let webhooks reach loopback, link-local and private addresses (refused by default, also when a name resolves to one)")
 	f.IntVar(&bruteForce, "brute-force-threshold", store.DefaultBruteForceThreshold, "blocked attempts from one source on one target within an hour that raise an attack.suspected event (0: never)")

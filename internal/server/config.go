@@ -43,6 +43,9 @@ type Config struct {
 	ApprovalTimeout time.Duration
 	// WriteGatherDelay is store.Config.GatherDelay (0: never gather).
 	WriteGatherDelay time.Duration
+	// WriteInlineSync is store.Config.InlineSync: the writer fsyncs in its
+	// COMMIT instead of beside it.
+	WriteInlineSync bool
 	// ExpiryWarning is how long before its deadline an active request is
 	// announced as expiring (request.expiring; default 10 min; negative:
 	// never).
@@ -191,7 +194,7 @@ func (c Config) withDefaults() Config {
 // threshold and expiry warning mean none.
 func (c Config) storeConfig() store.Config {
 	return store.Config{ApprovalTimeout: c.ApprovalTimeout, ExpiryWarning: max(c.ExpiryWarning, 0), BruteForceThreshold: max(c.BruteForceThreshold, 0),
-		GatherDelay: c.WriteGatherDelay}
+		GatherDelay: c.WriteGatherDelay, InlineSync: c.WriteInlineSync}
 }
 
 // Validate checks the configuration and names the bad field.

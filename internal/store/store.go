@@ -1,9 +1,10 @@
 // Package store persists jitgate's state in SQL: targets and their policies,
 // access requests and the live grants they hold, tokens (hashed) and the
 // audit trail. Every operation that changes state runs in one transaction
-// together with its audit events, and is committed and fsynced (WAL with
-// synchronous=FULL; see syncer.go for the pipelined variant, off) before the
-// caller reports it.
+// together with its audit events, and is committed and fsynced (WAL; the
+// writer commits and a syncer beside it fsyncs, syncer.go, or with
+// Config.InlineSync synchronous=FULL in the COMMIT) before the caller
+// reports it.
 package store
 
 import (
@@ -91,6 +92,11 @@ type Config struct {
 	// batch for more writes (groupcommit.go). Zero: never (the default);
 	// at most MaxGatherDelay.
 	GatherDelay time.Duration
+	// InlineSync makes an SQLite store's writer fsync inside each COMMIT
+	// (synchronous=FULL) instead of handing the fsync to the syncer beside
+	// it (pipelined durability, syncer.go, the default). Either way nothing
+	// is reported before it is durable. PostgreSQL: no effect.
+	InlineSync bool
 }
 
 // MaxGatherDelay bounds Config.GatherDelay: every write of a gathered
@@ -273,7 +279,7 @@ func (s *Store) Queries() int64 {
 // chains audit events written before the chain existed. cfg is valid.
 func open(ctx context.Context, db *sql.DB, d dialect, cfg Config, sqlitePath string) (*Store, error) {
 	s := &Store{db: db, dialect: d, cfg: cfg, sqlitePath: sqlitePath}
-	if sqlitePath != "" && pipelinedDurability.Load() {
+	if sqlitePath != "" && !cfg.InlineSync && pipelinedDurability.Load() {
 		// The syncer fsyncs the files SQLite writes: SQLite resolves
 		// symbolic links in the path it is given (a database path that is
 		// a link to a file elsewhere has its WAL beside that file), so the

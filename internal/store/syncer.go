@@ -90,14 +90,17 @@ import (
 const maxUnsynced = 2
 
 // pipelinedDurability turns the syncer on for SQLite stores opened after it
-// is set. It is off: on the two-core VM of the load benchmark, in interleaved
-// pairs at 1,000 requests/s (docs/benchmarks.md §32), it did not cut the
-// tail, and in the quietest pair the server used 22 % more CPU per request
-// and fell behind where the inline fsync kept up. The mechanism is kept, and
-// tested (the tests turn it on), for a machine whose fsync is the writer's
-// bottleneck rather than its CPU; turning it on is one line here, after
-// measuring there.
+// is set, unless their Config.InlineSync says otherwise (the server's
+// --write-inline-sync). It is on: on the two-core VM of the load benchmark,
+// with nothing else running, in five interleaved pairs at 1,000 requests/s
+// (docs/benchmarks.md §33) the p99 from request to active was lower in all
+// five (64–132 ms against 110–2,400 ms inline) for ~8 % more server CPU per
+// request; the first measurements (§32), on a machine other work kept
+// saturated, could not tell. Tests above the store turn it off or on with
+// SetPipelinedDurability.
 var pipelinedDurability atomic.Bool
+
+func init() { pipelinedDurability.Store(true) }
 
 // syncBatch is one batch handed from the writer to the syncer: its answers
 // and what its commit changes in the store's memory.

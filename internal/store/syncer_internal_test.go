@@ -491,3 +491,36 @@ func TestWebhookNotClaimedBeforeItsSync(t *testing.T) {
 		t.Fatalf("claim after the sync: %d items, %v; want the revoke's delivery", len(c.v), c.err)
 	}
 }
+
+// TestPipelinedByDefault: an SQLite store opened as a server opens it has
+// the syncer beside its writer, whose connection commits with
+// synchronous=NORMAL; Config.InlineSync (--write-inline-sync) gives the
+// inline fsync back: no syncer, and the writer's connection keeps FULL.
+func TestPipelinedByDefault(t *testing.T) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		inline   bool
+		syncer   bool
+		wantSync int // PRAGMA synchronous: 1 NORMAL, 2 FULL
+	}{{false, true, 1}, {true, false, 2}} {
+		cfg := DefaultConfig()
+		cfg.InlineSync = tc.inline
+		s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.w.syncer != nil; got != tc.syncer {
+			t.Errorf("InlineSync %v: syncer %v, want %v", tc.inline, got, tc.syncer)
+		}
+		var mode int
+		if err := s.tx(ctx, func(tx *sql.Tx) error {
+			return tx.QueryRow(`PRAGMA synchronous`).Scan(&mode)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if mode != tc.wantSync {
+			t.Errorf("InlineSync %v: the writer's connection has synchronous=%d, want %d", tc.inline, mode, tc.wantSync)
+		}
+		s.Close()
+	}
+}
