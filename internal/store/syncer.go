@@ -94,7 +94,7 @@ const maxUnsynced = 2
 // --write-inline-sync). It is on: on the two-core VM of the load benchmark,
 // with nothing else running, in five interleaved pairs at 1,000 requests/s
 // (docs/benchmarks.md §33) the p99 from request to active was lower in all
-// five (64–132 ms against 110–2,400 ms inline) for ~8 % more server CPU per
+// five (64–132 ms against 110–2,400 ms inline) for 5–13 % more server CPU per
 // request; the first measurements (§32), on a machine other work kept
 // saturated, could not tell. Tests above the store turn it off or on with
 // SetPipelinedDurability.
