@@ -20,8 +20,8 @@ import (
 // waits until every commit begun so far is fsynced: every read the handler
 // made before that write is covered. Idle it costs two atomic loads; under
 // load the answer waits for the sync in flight. On PostgreSQL (COMMIT
-// returns durable), and on SQLite with pipelined durability off (the
-// default: the COMMIT fsyncs), it never waits.
+// returns durable), and on SQLite with pipelined durability off
+// (--write-inline-sync: the COMMIT fsyncs), it never waits.
 //
 // A failed sync (the store fails closed) or a caller gone before the sync
 // turns an answer not begun into the error's; a stream already begun is cut

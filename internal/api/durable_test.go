@@ -15,8 +15,9 @@ import (
 	"github.com/jitgate/jitgate/internal/wire"
 )
 
-// newPipelinedEnv is newEnv on a store with pipelined durability on (off in
-// a server: store.SetPipelinedDurability), whose syncs the test can hold.
+// newPipelinedEnv is newEnv on a store with pipelined durability on (a
+// server's default; store.SetPipelinedDurability makes sure of it whatever
+// another test set), whose syncs the test can hold.
 func newPipelinedEnv(t *testing.T) *env {
 	t.Helper()
 	was := store.SetPipelinedDurability(true)
