@@ -20,9 +20,10 @@ import (
 //
 // The semantics each caller sees are those of a transaction of its own:
 //   - durable before reported: an operation's result is delivered only after
-//     the batch's COMMIT returned (fsynced), never before (or, with pipelined
-//     durability on, by the syncer goroutine once it fsynced the WAL, while
-//     the writer goes on: syncer.go; off by default);
+//     the batch's COMMIT returned and is fsynced, never before: on SQLite
+//     (pipelined durability, the default) by the syncer goroutine once it
+//     fsynced the WAL, while the writer goes on (syncer.go); on PostgreSQL,
+//     or with Config.InlineSync, by the writer after its COMMIT;
 //   - isolation from batch-mates: each operation runs under a savepoint; one
 //     that fails is rolled back to it and gets its own error, and the others
 //     commit. When a failure leaves the transaction unusable (a statement
