@@ -669,21 +669,40 @@ func (s *Store) AgentCredentialLive(ctx context.Context, tokenID, target string)
 	return n > 0, nil
 }
 
-// AgentTarget is GetTarget and AgentCredentialLive in one read (one
-// committed state): the target of agent credential tokenID, and whether
-// that credential is still the target's. A long-poll answering after its
-// wait reads both (they were two statements per answer).
+// AgentTarget is the target of agent credential tokenID as an answer to
+// its long-poll needs it, and whether that credential is still the
+// target's, in one read (one committed state). A long-poll answering after
+// its wait reads both (they were two statements per answer).
+//
+// The target has only what an answer to its agent is made of: its name,
+// revision, mode, policy and creation time (the delta, the snapshot and the
+// break-glass revocations read nothing else of it); the other fields are
+// left zero. It is read on every agent exchange, and each column a
+// statement returns costs the driver a name and a declared type per
+// execution (modernc.org/sqlite's newRows): the 19 columns of GetTarget,
+// with the labels' and addresses' decoding, were most of the read's cost
+// (docs/benchmarks.md §34).
 func (s *Store) AgentTarget(ctx context.Context, name, tokenID string) (Target, bool, error) {
-	var live bool
-	t, err := scanTarget(scanFunc(func(dest ...any) error {
-		return s.db.QueryRowContext(s.pointCtx(ctx), `SELECT `+targetColumns+`, EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1)
-			FROM targets WHERE name = $1`, name, tokenID).Scan(append(dest, &live)...)
-	}))
+	var (
+		t       Target
+		pol     sql.NullString
+		created int64
+		live    bool
+	)
+	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT name, policy, revision, mode, created_at,
+		EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1)
+		FROM targets WHERE name = $1`, name, tokenID).Scan(&t.Name, &pol, &t.Revision, &t.Mode, &created, &live)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Target{}, false, fmt.Errorf("target %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return Target{}, false, fmt.Errorf("reading target %s: %w", name, err)
 	}
+	if pol.Valid {
+		if t.Policy, err = decodePolicy(t.Name, pol.String); err != nil {
+			return Target{}, false, err
+		}
+	}
+	t.CreatedAt = fromMS(created)
 	return t, live, nil
 }

@@ -104,6 +104,26 @@ func decodeTargetJSON(name, labels, addrs string, pol *string) (targetJSON, erro
 	})
 }
 
+// decodedPolicies memoizes the policies read alone (AgentTarget), apart
+// from decodedTargets: an entry keyed by the three texts there would be
+// replaced by the policy's text alone here, and decoded again on each
+// alternation.
+var decodedPolicies memo[*policy.Policy]
+
+// decodePolicy decodes target name's policy text through its memo.
+func decodePolicy(name, raw string) (*policy.Policy, error) {
+	return decodedPolicies.get(name, raw, func(raw string) (*policy.Policy, error) {
+		p := new(policy.Policy)
+		if err := json.Unmarshal([]byte(raw), p); err != nil {
+			return nil, fmt.Errorf("decoding policy of %s: %w", name, err)
+		}
+		return p, nil
+	}, func(p *policy.Policy) *policy.Policy {
+		c := clonePolicy(*p)
+		return &c
+	})
+}
+
 // clonePolicy is a deep copy of p.
 func clonePolicy(p policy.Policy) policy.Policy {
 	if p.Rules == nil {

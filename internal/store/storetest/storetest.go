@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"DesiredChanges", testDesiredChanges},
 		{"ReportApplied", testReportApplied},
 		{"ReportAppliedError", testReportAppliedError},
+		{"AgentTarget", testAgentTarget},
 		{"Revoke", testRevoke},
 		{"RemovalConfirmation", testRemovalConfirmation},
 		{"Sweep", testSweep},
@@ -412,6 +413,55 @@ func testTokens(t *testing.T, s *store.Store) {
 	wantErrIs(t, "Enroll with an expired token", err, store.ErrUnauthorized)
 
 	wantTrail(t, s, store.AuditFilter{Action: string(audit.TokenCreated)}, "token.created", "token.created")
+}
+
+// testAgentTarget checks the long-poll's read after its wait: the fields
+// an answer to the agent is made of are the target's as GetTarget reads
+// them (name, revision, mode, policy, creation time), and the credential
+// is live until the target enrolls again; a removed target is not found.
+func testAgentTarget(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	tok := newTarget(t, s, "web-1", t0)
+	_, cred, err := s.Enroll(ctx, tok, []string{"192.0.2.5"}, "1.2.3", "", at(time.Minute))
+	if err != nil {
+		t.Fatalf("Enroll: %v", err)
+	}
+	p, err := s.Authenticate(ctx, cred, at(time.Minute))
+	if err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+	if _, err := s.ReportAppliedWith(ctx, "web-1", p.TokenID, 2, "", nil, "", at(2*time.Minute), &store.AgentReport{Mode: store.ModeGateway}); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	want := mustTarget(t, s, "web-1")
+	got, live, err := s.AgentTarget(ctx, "web-1", p.TokenID)
+	if err != nil || !live {
+		t.Fatalf("AgentTarget = %v, %v; want the target and a live credential", live, err)
+	}
+	if got.Name != want.Name || got.Revision != want.Revision || got.Mode != store.ModeGateway || got.Mode != want.Mode ||
+		!got.CreatedAt.Equal(want.CreatedAt) || !cmp.Equal(got.Policy, want.Policy, cmpOpts) || got.Policy == nil {
+		t.Errorf("AgentTarget = %+v\nwant the fields of %+v", got, want)
+	}
+	// The policy is the caller's own copy.
+	got.Policy.Rules[0].Port.Number = 1
+	if again, _, err := s.AgentTarget(ctx, "web-1", p.TokenID); err != nil || again.Policy.Rules[0].Port.Number != 22 {
+		t.Errorf("AgentTarget after the caller changed its copy: %+v, %v", again.Policy, err)
+	}
+	tok2, err := s.ReissueEnrollToken(ctx, alice, "web-1", at(3*time.Minute), enrollTTL)
+	if err != nil {
+		t.Fatalf("ReissueEnrollToken: %v", err)
+	}
+	if _, _, err := s.Enroll(ctx, tok2, nil, "", "", at(4*time.Minute)); err != nil {
+		t.Fatalf("Enroll again: %v", err)
+	}
+	if _, live, err := s.AgentTarget(ctx, "web-1", p.TokenID); err != nil || live {
+		t.Errorf("AgentTarget with the replaced credential = %v, %v; want not live", live, err)
+	}
+	if err := s.RemoveTarget(ctx, alice, "web-1", at(5*time.Minute)); err != nil {
+		t.Fatalf("RemoveTarget: %v", err)
+	}
+	_, _, err = s.AgentTarget(ctx, "web-1", p.TokenID)
+	wantErrIs(t, "AgentTarget of a removed target", err, store.ErrNotFound)
 }
 
 func testEnroll(t *testing.T, s *store.Store) {
