@@ -186,37 +186,24 @@ func (s *Store) ReportAppliedRevision(ctx context.Context, target, credential st
 				return fmt.Errorf("reading target %s: %w", target, err)
 			}
 		}
-		// A failed apply leaves the kernel at the last revision that worked,
-		// so only a success moves applied_revision. The update returns the
-		// server's revision (no read before it): a report of a newer one
-		// fails, and the failure undoes the update with the rest of the
-		// operation (its savepoint, or its transaction).
-		update := `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
-			agent_error = $2, agent_seen_at = $3`
-		args := []any{rev, applyErr, ms(now), target}
+		// The update of the target (reportUpdate) returns its revision.
+		args := make([]any, 4, 7)
+		args[0], args[1], args[2], args[3] = rev, applyErr, ms(now), target
 		// The agent's addresses and version, which it sends with every
 		// report, in the same statement (updateAgentInfo's two updates of
 		// the same row before: two statements more on every report).
 		if addresses != nil {
 			b, _ := json.Marshal(addresses)
 			args = append(args, string(b))
-			update += fmt.Sprintf(`, addresses = $%d`, len(args))
 		}
 		if version != "" {
 			args = append(args, version)
-			update += fmt.Sprintf(`, agent_version = $%d`, len(args))
 		}
-		update += ` WHERE name = $4 AND revision >= $1`
 		if credential != "" {
 			args = append(args, credential)
-			update += fmt.Sprintf(` AND EXISTS (SELECT 1 FROM tokens WHERE id = $%d AND kind = 'agent' AND subject = $4)`, len(args))
 		}
-		// It also says whether any removal this enforcer's agent
-		// confirms is waiting (unconfirmedRemovals), so that the read of
-		// them (confirmRemovals) is made only when there are some: on
-		// most reports, none (one statement fewer on every report).
 		var removals bool
-		err := tx.QueryRowContext(ctx, update+` RETURNING revision, `+unconfirmedRemovals("$4"), args...).Scan(&current, &removals)
+		err := tx.QueryRowContext(ctx, reportUpdates[b2i(addresses != nil)][b2i(version != "")][b2i(credential != "")], args...).Scan(&current, &removals)
 		if errors.Is(err, sql.ErrNoRows) {
 			live := true
 			err = tx.QueryRowContext(ctx, `SELECT revision, EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1) FROM targets WHERE name = $1`,
@@ -300,6 +287,60 @@ func (s *Store) ReportAppliedRevision(ctx context.Context, target, credential st
 		}
 	}
 	return activated, current, nil
+}
+
+// reportUpdates is ReportAppliedRevision's update of the target, by
+// whether the report sets the agent's addresses, its version, and checks a
+// credential: built once, not on every report (it was most of a report's
+// allocations outside the driver).
+var reportUpdates = func() (u [2][2][2]string) {
+	for _, addresses := range []bool{false, true} {
+		for _, version := range []bool{false, true} {
+			for _, credential := range []bool{false, true} {
+				u[b2i(addresses)][b2i(version)][b2i(credential)] = reportUpdate(addresses, version, credential)
+			}
+		}
+	}
+	return u
+}()
+
+// reportUpdate is the update of the target that records a report: $1 the
+// revision, $2 the apply's error, $3 the time, $4 the target, then, each
+// when set, the addresses (JSON), the version and the credential's id.
+//
+// A failed apply leaves the kernel at the last revision that worked, so
+// only a success moves applied_revision. The update returns the server's
+// revision (no read before it): a report of a newer one fails, and the
+// failure undoes the update with the rest of the operation (its savepoint,
+// or its transaction). It also says whether any removal this enforcer's
+// agent confirms is waiting (unconfirmedRemovals), so that the read of
+// them (confirmRemovals) is made only when there are some: on most
+// reports, none (one statement fewer on every report).
+func reportUpdate(addresses, version, credential bool) string {
+	update := `UPDATE targets SET applied_revision = CASE WHEN applied_revision > $1 OR $2 <> '' THEN applied_revision ELSE $1 END,
+			agent_error = $2, agent_seen_at = $3`
+	n := 4
+	if addresses {
+		n++
+		update += fmt.Sprintf(`, addresses = $%d`, n)
+	}
+	if version {
+		n++
+		update += fmt.Sprintf(`, agent_version = $%d`, n)
+	}
+	update += ` WHERE name = $4 AND revision >= $1`
+	if credential {
+		n++
+		update += fmt.Sprintf(` AND EXISTS (SELECT 1 FROM tokens WHERE id = $%d AND kind = 'agent' AND subject = $4)`, n)
+	}
+	return update + ` RETURNING revision, ` + unconfirmedRemovals("$4")
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // SetAgentState records that a target's agent connected or disconnected;

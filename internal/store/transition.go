@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jitgate/jitgate/internal/access"
 )
@@ -135,16 +136,40 @@ func transitionAll(ctx context.Context, tx *sql.Tx, ids string, args []any, from
 // instead of looking the few ids up (TestReportReadsPendingByTarget).
 func transitionAllStatement(ids string, args []any, from, to access.State, extra ...set) (string, []any) {
 	args = append(slices.Clip(args), string(to))
-	q := fmt.Sprintf(`UPDATE requests SET state = $%d, version = version + 1`, len(args))
+	key := transitionAllKey{ids: ids, params: len(args), from: from, to: to}
 	for _, x := range extra {
 		args = append(args, x.value)
-		q += fmt.Sprintf(", %s = $%d", x.column, len(args))
+		key.columns += x.column + ","
 	}
 	args = append(args, string(from))
+	if q, ok := transitionAllStatements.Load(key); ok {
+		return q.(string), args
+	}
+	q := fmt.Sprintf(`UPDATE requests SET state = $%d, version = version + 1`, key.params)
+	for i, x := range extra {
+		q += fmt.Sprintf(", %s = $%d", x.column, key.params+1+i)
+	}
 	q += fmt.Sprintf(` WHERE id IN (%s) AND state || '' = $%d RETURNING %s`, ids, len(args), requestColumns)
 	// Its only caller, transitionAll, names every request the update
 	// moved: touchRequestRow(tx, r) for each row it returned.
+	transitionAllStatements.Store(key, q)
 	return q, args
+}
+
+// transitionAllStatements are transitionAllStatement's updates, built once
+// for each shape (the agent's report activates with one on every report).
+// Their texts come from the store's own constants, never from input: a
+// handful of keys.
+var transitionAllStatements sync.Map // transitionAllKey -> string
+
+// transitionAllKey is what an update of transitionAllStatement is built
+// from: the query of the ids, the number of its parameters and the new
+// state's (params), the states, and the extra columns written.
+type transitionAllKey struct {
+	ids      string
+	params   int
+	from, to access.State
+	columns  string
 }
 
 // execTransition runs a transition's update: sql.ErrNoRows when it changed
