@@ -145,6 +145,11 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 	// JSON: writeSnapshot), so no cache may hand one agent's answer to a
 	// request that asked otherwise. TestDesiredVaryAccept.
 	w.Header().Add("Vary", "Accept")
+	// Everything the poll reads goes out only in its answer, which
+	// durableAnswers holds until what it read is durable: the reads do
+	// not wait themselves (answerWaits), so a poll woken at a commit
+	// (Hub.Committed) builds its answer during the commit's sync.
+	r = r.WithContext(answerWaits(w, r.Context()))
 	target := p.Subject
 	waited := false
 	after, since, rules, wait := in.after, in.since, in.rules, in.wait
@@ -214,7 +219,7 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 		// not know (it was restored from an older copy); answer at once so
 		// that the agent can say so (see AgentReport.HighWater).
 		if t.Revision == after && time.Until(deadline) > 0 && r.Context().Err() == nil {
-			waitFor(r.Context(), ch, time.Until(deadline))
+			a.Hub.wait(r.Context(), ch, time.Until(deadline))
 			waited = true
 			continue
 		}

@@ -134,6 +134,10 @@ func New(d Deps) http.Handler {
 		if d.Store.RequestChangesComplete() {
 			d.Hub.preciseFrom(d.Store.SubscribeRequests)
 		}
+		// The agents' long-polls wake at a commit, before its sync, and
+		// read while it runs (Hub.Committed; their answers wait:
+		// durableAnswers).
+		d.Store.SubscribeCommitted(d.Hub.Committed)
 	}
 	if d.RevisionsAtStart != nil {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}

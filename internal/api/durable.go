@@ -130,3 +130,22 @@ func (d *durableWriter) Flush() {
 		f.Flush()
 	}
 }
+
+// answerWaits returns ctx for the reads of a handler that answers through w
+// only: when w is (or wraps) a durableWriter, which waits for Durable before
+// every write, the store's reads under the returned context leave their own
+// waits to it (store.AnswerWaits), so that a long-poll woken at a commit
+// reads and builds its whole answer while the sync runs and waits once,
+// before its first byte. Elsewhere ctx as it is.
+func answerWaits(w http.ResponseWriter, ctx context.Context) context.Context {
+	for {
+		if d, ok := w.(*durableWriter); ok && d.st != nil {
+			return store.AnswerWaits(ctx)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return ctx
+		}
+		w = u.Unwrap()
+	}
+}

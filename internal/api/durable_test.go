@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/internal/access"
+	"github.com/jitgate/jitgate/internal/api"
 	"github.com/jitgate/jitgate/internal/store"
 	"github.com/jitgate/jitgate/internal/wire"
 )
@@ -138,5 +139,92 @@ func TestAnswersFailClosedAfterAFailedSync(t *testing.T) {
 	}
 	if status, _ := e.raw(t, http.MethodGet, "/readyz", "", "", nil); status != http.StatusServiceUnavailable {
 		t.Errorf("/readyz after a failed sync: %d, want 503", status)
+	}
+}
+
+// TestLongPollReadsDuringTheSync: an agent's long-poll is woken when a grant
+// commits, not when its sync ends (store.SubscribeCommitted, Hub.Committed),
+// and does its reads and builds its answer while the sync runs; its answer
+// then waits, with nothing written, until the sync covers what it read
+// (durableAnswers), and a failed sync fails it closed. Here the sync of a
+// create is held: the poll has read the delta (its read left the wait to the
+// answer) and waits, with nothing sent; released, the answer is the grant;
+// failed, it is an error and no grant. Before, the poll slept through the
+// sync (woken by the change feed after it) and the test failed on "the poll
+// did not read during the sync".
+func TestLongPollReadsDuringTheSync(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail bool
+	}{{"sync completes", false}, {"sync fails", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			var hub *api.Hub
+			was := store.SetPipelinedDurability(true)
+			e := newEnvWith(t, func(d *api.Deps) { hub = d.Hub })
+			store.SetPipelinedDurability(was)
+			agent := e.addTarget(t, "web-01", "198.51.100.10")
+			e.setPolicy(t, "web-01", sshPolicy("198.51.100.0/24"))
+			cur, err := agent.DesiredSince(ctx, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			type answer struct {
+				ds  wire.DesiredState
+				err error
+			}
+			polled := make(chan answer, 1)
+			go func() {
+				ds, err := agent.DesiredSince(ctx, cur.Revision, cur.Revision, 30*time.Second)
+				polled <- answer{ds, err}
+			}()
+			waitFor(t, "the poll to wait for a change", func() bool { return hub.Parked() == 1 })
+
+			release := make(chan struct{})
+			e.st.SyncWith(func(f *os.File) error {
+				<-release
+				if tc.fail {
+					return syscall.EIO
+				}
+				return f.Sync()
+			})
+			releaseOnce := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(func() { releaseOnce(); e.st.SyncWith(nil) })
+			waits0, left0 := e.st.DurableWaits(), e.st.WaitsLeftToAnswers()
+			created := make(chan error, 1)
+			go func() {
+				_, err := e.c.CreateRequest(ctx, wire.RequestCreate{Target: "web-01", Ports: []string{"22"}, Source: "198.51.100.7",
+					Duration: wire.Duration(30 * time.Minute), Reason: "overlap"})
+				created <- err
+			}()
+			// The poll's answer waits for the sync (durableAnswers)
+			// after its delta's read, which did not wait itself.
+			waitFor(t, "the poll to read during the sync", func() bool {
+				return e.st.DurableWaits() > waits0 && e.st.WaitsLeftToAnswers() > left0
+			})
+			select {
+			case a := <-polled:
+				t.Fatalf("the poll answered before the sync: %+v, %v", a.ds, a.err)
+			case err := <-created:
+				t.Fatalf("the create was answered before its sync: %v", err)
+			default:
+			}
+
+			releaseOnce()
+			a, err := <-polled, <-created
+			if tc.fail {
+				if err == nil || a.err == nil || len(a.ds.Grants) > 0 {
+					t.Fatalf("after a failed sync: create %v, poll %+v %v; want both failed, no grant", err, a.ds, a.err)
+				}
+				return
+			}
+			if err != nil || a.err != nil {
+				t.Fatalf("after the sync: create %v, poll %v", err, a.err)
+			}
+			if a.ds.Revision <= cur.Revision || a.ds.Since != cur.Revision || len(a.ds.Grants) != 1 || !strings.HasPrefix(a.ds.Grants[0].Source, "198.51.100.7") {
+				t.Errorf("the poll's answer after the sync: %+v; want the delta with the new grant", a.ds)
+			}
+		})
 	}
 }

@@ -43,6 +43,8 @@ type Hub struct {
 	versions func(ctx context.Context, target string, ids []string) (map[string]int64, error)
 	// woken counts request waiters woken (tests compare it).
 	woken atomic.Int64
+	// parked counts the agents' long-polls waiting for a change (Parked).
+	parked atomic.Int64
 	// handed counts request waiters given their request with the wake-up
 	// (WatchRequestRow; tests compare it).
 	handed atomic.Int64
@@ -321,6 +323,18 @@ func (h *Hub) WatchRequestRow(target, id string, version int64, gen uint64) (<-c
 	}
 }
 
+// wait is waitFor for an agent's long-poll parked on ch (from Watch),
+// counted while it waits (Parked).
+func (h *Hub) wait(ctx context.Context, ch <-chan struct{}, d time.Duration) {
+	h.parked.Add(1)
+	defer h.parked.Add(-1)
+	waitFor(ctx, ch, d)
+}
+
+// Parked is how many agents' long-polls wait for a change now: tests see a
+// poll parked before they change its target.
+func (h *Hub) Parked() int64 { return h.parked.Load() }
+
 // RequestWaiters returns how many client long-polls wait on requests of
 // target.
 func (h *Hub) RequestWaiters(target string) int {
@@ -355,6 +369,17 @@ func (h *Hub) Notify(targets ...string) {
 		runtime.Gosched()
 	}
 }
+
+// Committed wakes the watchers of targets (the agents' long-polls) for a
+// commit that is not durable yet (store.SubscribeCommitted): they read and
+// build their answers while the store syncs, and durableAnswers holds each
+// answer until the sync covers what it read. It runs on the store's writer
+// goroutine, so it does not yield (Notify): the syncer, handed the commit
+// next, starts the fsync on this processor while another takes the woken
+// long-poll. The change feed's Notify follows once the commit is durable
+// (it finds no watcher left of a long-poll that answered, or wakes one
+// that began to wait since; a woken long-poll reads again either way).
+func (h *Hub) Committed(targets ...string) { h.notify(targets) }
 
 // notify is Notify without the yield; it reports whether it woke a
 // watcher of the targets.

@@ -51,3 +51,47 @@ func (f *feed) publish(targets ...string) {
 		sub(targets...)
 	}
 }
+
+// SubscribeCommitted registers f to be told, as soon as a commit of this
+// process returned and before it is durable, which enforcers' desired-state
+// revisions it moved (their agents' long-polls are the grant path); cancel
+// stops it. Only with pipelined durability (syncer.go), where the fsync
+// comes after the commit: elsewhere a commit is durable when it returns
+// and the change feed (Subscribe) tells it at once.
+//
+// It is a hint to start reading, never a report: what a reader woken by it
+// reads may not be durable yet, so its answer must wait for Durable (called
+// after its last read) before anything it read leaves the process, and a
+// failed sync then fails it (store/syncer.go). The change feed still tells
+// the same change once it is durable. f runs on the writer goroutine and
+// must not block. A commit that found the database file replaced is not
+// told, nor any after it until EndRestored ended what the copy brought back
+// (the restore guard does that before the agents are woken).
+func (s *Store) SubscribeCommitted(f func(targets ...string)) (cancel func()) {
+	s.early.mu.Lock()
+	defer s.early.mu.Unlock()
+	if s.early.subs == nil {
+		s.early.subs = map[int]func(...string){}
+	}
+	id := s.early.next
+	s.early.next++
+	s.early.subs[id] = f
+	return func() {
+		s.early.mu.Lock()
+		defer s.early.mu.Unlock()
+		delete(s.early.subs, id)
+	}
+}
+
+// committed tells SubscribeCommitted's subscribers of owners, the
+// enforcers whose revisions the writer's commit just moved; replaced: the
+// commit found the file replaced under the store (see SubscribeCommitted).
+func (s *Store) committed(owners []string, replaced bool) {
+	if replaced {
+		s.w.quiet.Store(true)
+	}
+	if len(owners) == 0 || s.w.quiet.Load() {
+		return
+	}
+	s.early.publish(owners...)
+}

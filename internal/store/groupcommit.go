@@ -223,6 +223,10 @@ type writer struct {
 	// syncer makes the writer's commits durable and answers them (SQLite:
 	// syncer.go); nil on PostgreSQL, where COMMIT returns once durable.
 	syncer *syncer
+	// quiet is set from a commit that found the file replaced until the
+	// restore guard's EndRestored committed: no commit is told early
+	// (SubscribeCommitted) meanwhile.
+	quiet atomic.Bool
 }
 
 // commitEffects is what a batch's commit changes in the store's memory,
@@ -506,6 +510,9 @@ func (s *Store) runBatch(ops []*writeOp) (again []*writeOp) {
 				fx.gen = moved.last + 1
 			}
 			fx.touched, fx.rows = takeTouched(tx), movedRows(tx)
+			if y != nil {
+				s.committed(moved.owners, fx.replaced > 0)
+			}
 		}
 	}
 	s.w.answered = time.Now()
@@ -632,10 +639,16 @@ type txState struct {
 	// moves are the request moves of tx in order, with the row a statement
 	// returned (touched.go): a rolled-back operation's go with it.
 	moves []requestMove
+	// owners are the enforcers whose revision tx moved (advanceOwner), in
+	// order, maybe repeated: their agents are woken as soon as it commits
+	// (SubscribeCommitted).
+	owners []string
 }
 
 // kept reports whether st holds anything to keep beside its transaction.
-func (st txState) kept() bool { return st.seen || st.head.known || len(st.moves) > 0 }
+func (st txState) kept() bool {
+	return st.seen || st.head.known || len(st.moves) > 0 || len(st.owners) > 0
+}
 
 var generations = struct {
 	sync.Mutex
@@ -652,6 +665,15 @@ func movedGeneration(tx *sql.Tx, now, delta int64) {
 		st.genMove = genMove{seen: true, first: now - delta}
 	}
 	st.last = now
+	generations.m[tx] = st
+}
+
+// movedOwner records, in tx, that enforcer owner's revision moved.
+func movedOwner(tx *sql.Tx, owner string) {
+	generations.Lock()
+	defer generations.Unlock()
+	st := generations.m[tx]
+	st.owners = append(st.owners, owner)
 	generations.m[tx] = st
 }
 

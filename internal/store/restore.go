@@ -44,7 +44,7 @@ func (s *Store) Generation(ctx context.Context) (int64, error) {
 	}
 	// The restore guard writes it to its mark: a generation that a power
 	// loss could take back would pass for a restore at the next start.
-	if err := s.durable(ctx); err != nil {
+	if err := s.waitDurable(ctx); err != nil {
 		return 0, err
 	}
 	return g, nil
@@ -118,6 +118,9 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 	if err != nil {
 		return 0, fmt.Errorf("ending the grants of a restored database: %w", err)
 	}
+	// What a replaced file brought back is ended: commits are told early
+	// again (SubscribeCommitted).
+	s.w.quiet.Store(false)
 	if len(targets) > 0 {
 		s.changed(targets...)
 	}

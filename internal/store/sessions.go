@@ -40,7 +40,7 @@ func (s *Store) BastionGrant(ctx context.Context, target, requester string, port
 	}
 	// The caller opens a tunnel or signs a certificate with it: only a
 	// durable grant (syncer.go).
-	if err := s.durable(ctx); err != nil {
+	if err := s.waitDurable(ctx); err != nil {
 		return GrantRow{}, err
 	}
 	return g, nil

@@ -44,8 +44,11 @@ type Store struct {
 	// feed tells subscribers about committed changes (feed.go); on
 	// PostgreSQL, listener hears those of the other replicas
 	// (feed_postgres.go).
-	feed     feed
-	reqFeed  requestFeed
+	feed    feed
+	reqFeed requestFeed
+	// early tells subscribers which enforcers' revisions a commit moved
+	// as soon as it is committed, before it is durable (SubscribeCommitted).
+	early    feed
 	listener *pgListener
 	// cfg is the configuration the store was opened with (validated).
 	cfg Config
@@ -584,6 +587,7 @@ func advanceOwner(ctx context.Context, tx *sql.Tx, owner string) (int64, error) 
 		return 0, fmt.Errorf("advancing the database generation: %w", err)
 	}
 	movedGeneration(tx, gen, 1)
+	movedOwner(tx, owner)
 	// The log is pruned every pruneEvery revisions, not at each (one
 	// statement fewer on every change): it keeps at most ChangeWindow +
 	// pruneEvery revisions, and those past the window are never read

@@ -144,6 +144,9 @@ type syncer struct {
 	// waits counts the reads that waited in durable (tests); admits the
 	// times the writer waited for a sync before its next batch.
 	waits, admits atomic.Int64
+	// left counts the reads that left their wait to their caller's
+	// answer (AnswerWaits; tests).
+	left atomic.Int64
 }
 
 func newSyncer(path string) *syncer {
@@ -296,10 +299,43 @@ func (y *syncer) syncDB() error {
 	return y.fsync(y.db)
 }
 
-// Durable is durable for the callers outside the store whose answer opens
-// access after reads of their own (the agent's delta behind a gateway reads
-// the targets behind it after the change log).
-func (s *Store) Durable(ctx context.Context) error { return s.durable(ctx) }
+// Durable waits until every commit begun so far is durable (see durable):
+// the callers outside the store whose answer opens access after reads of
+// their own call it after their last read and before anything they read
+// leaves (the API's durableAnswers before each write of an answer; the
+// agent's delta behind a gateway after reading the targets behind it). It
+// always waits, whether or not ctx carries AnswerWaits.
+func (s *Store) Durable(ctx context.Context) error { return s.waitDurable(ctx) }
+
+// answerWaitsKey marks a context whose reads leave their wait for
+// durability to their caller's answer (AnswerWaits).
+type answerWaitsKey struct{}
+
+// AnswerWaits returns ctx for reads whose caller answers only through a
+// writer that calls Durable before each write (api's durableAnswers): the
+// store's reads that open access (DesiredHead, DesiredGrants,
+// DesiredChangesOf, ...) then do not wait for the sync themselves, after
+// each read, but leave one wait, after the last read, to that writer. So an
+// agent's long-poll woken at a commit (SubscribeCommitted) does all its
+// reads and builds its answer while the sync runs, and waits once, before
+// its first byte, for the sync that covers every commit its reads may have
+// seen. They still fail at once after a failed sync. Only for a caller
+// whose every use of what it reads is such an answer: nothing read under
+// ctx may leave the process another way (a tunnel, a webhook).
+func AnswerWaits(ctx context.Context) context.Context {
+	return context.WithValue(ctx, answerWaitsKey{}, true)
+}
+
+// durable is the wait of the store's own reads that open access: waitDurable,
+// unless ctx leaves it to the caller's answer (AnswerWaits; a failed sync
+// still fails it).
+func (s *Store) durable(ctx context.Context) error {
+	if y := s.w.syncer; y != nil && ctx.Value(answerWaitsKey{}) != nil {
+		y.left.Add(1)
+		return y.err()
+	}
+	return s.waitDurable(ctx)
+}
 
 // admit waits until fewer than maxUnsynced of the writer's commits are
 // unsynced, or a sync failed, or quit is closed (closing: what was taken
@@ -321,12 +357,14 @@ func (y *syncer) admit(quit <-chan struct{}) {
 	}
 }
 
-// durable waits until every commit begun so far (one a read that just
+// waitDurable waits until every commit begun so far (one a read that just
 // ended may have seen) is fsynced; it fails when a sync failed (fail
 // closed: what was read may never reach the disk) or ctx ends. A read whose
-// answer opens access calls it after reading, before answering. Without a
+// answer opens access calls it after reading, before answering: the commits
+// begun are counted when it is called, after the read, and a read's
+// snapshot cannot hold a commit begun after the read ended. Without a
 // syncer (PostgreSQL) commits are durable when visible.
-func (s *Store) durable(ctx context.Context) error {
+func (s *Store) waitDurable(ctx context.Context) error {
 	y := s.w.syncer
 	if y == nil {
 		return nil
@@ -376,6 +414,16 @@ func (s *Store) SyncWith(sync func(*os.File) error) {
 func (s *Store) DurableWaits() int64 {
 	if y := s.w.syncer; y != nil {
 		return y.waits.Load()
+	}
+	return 0
+}
+
+// WaitsLeftToAnswers is how many reads that open access left their wait
+// for durability to their caller's answer (AnswerWaits): tests see that a
+// long-poll read what it answers before it waited. 0 on PostgreSQL.
+func (s *Store) WaitsLeftToAnswers() int64 {
+	if y := s.w.syncer; y != nil {
+		return y.left.Load()
 	}
 	return 0
 }
