@@ -59,7 +59,11 @@ import (
 // who saw it counts it), and as done after COMMIT returned (so that a sync
 // covers only what was written before it began). Idle nothing is pending
 // and the wait costs two atomic loads; under load it waits for the sync in
-// flight (a fraction of a millisecond).
+// flight (a fraction of a millisecond). A reader whose every use of what it
+// read is an answer that waits before each write (the API's durableAnswers)
+// leaves the waits of its reads to that answer (AnswerWaits): the agent's
+// long-poll, woken at the commit (SubscribeCommitted), reads and builds its
+// answer while the sync runs, and waits once, before its first byte.
 //
 // A failed fsync fails closed: nothing of the batches it would have covered
 // is reported done (their callers get the error), and the store refuses
