@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -151,6 +152,8 @@ type syncer struct {
 	// left counts the reads that left their wait to their caller's
 	// answer (AnswerWaits; tests).
 	left atomic.Int64
+	// sleepers counts the reads parked in waitDurable.
+	sleepers atomic.Int64
 }
 
 func newSyncer(path string) *syncer {
@@ -201,6 +204,13 @@ func (y *syncer) run(s *Store) {
 				close(y.wake)
 				y.wake = make(chan struct{})
 				y.mu.Unlock()
+				if y.sleepers.Load() > 0 {
+					// An answer waited for this sync (an agent's
+					// long-poll woken at the commit: the grant path):
+					// let it run on this processor now, before the
+					// callers this goroutine answers next.
+					runtime.Gosched()
+				}
 			}
 		}
 		if err := y.err(); err != nil {
@@ -391,9 +401,12 @@ func (s *Store) waitDurable(ctx context.Context) error {
 		if synced >= need {
 			return nil
 		}
+		y.sleepers.Add(1)
 		select {
 		case <-wake:
+			y.sleepers.Add(-1)
 		case <-ctx.Done():
+			y.sleepers.Add(-1)
 			return fmt.Errorf("waiting for the database log to be synced: %w", ctx.Err())
 		}
 	}
