@@ -143,14 +143,19 @@ type LoadCPU struct {
 	// jitgate_store_write_batch_size.
 	CommitsPerRequest float64 `json:"commits_per_request,omitempty"`
 	WritesPerCommit   float64 `json:"writes_per_commit,omitempty"`
+	// The server's fsyncs of its log (SQLite's syncer) per request, and
+	// their mean duration (jitgate_store_sync_duration_seconds).
+	SyncsPerRequest float64 `json:"syncs_per_request,omitempty"`
+	SyncMeanMS      float64 `json:"sync_mean_ms,omitempty"`
 }
 
 // serverCounts are counters of the server's /metrics: the agents'
 // desired-state polls and reports it answered (jitgate_http_requests_total),
 // and its database commits and the writes they carried
-// (jitgate_store_write_batch_size _count and _sum; 0 on a server without
-// that metric).
-type serverCounts struct{ exchanges, commits, writes float64 }
+// (jitgate_store_write_batch_size _count and _sum), and its log's syncs and
+// their total duration (jitgate_store_sync_duration_seconds); 0 on a server
+// without the metric.
+type serverCounts struct{ exchanges, commits, writes, syncs, syncSeconds float64 }
 
 // scrapeCounts reads the server's serverCounts from its /metrics.
 func scrapeCounts(t *testing.T, l *testlab.Lab) serverCounts {
@@ -185,6 +190,10 @@ func scrapeCounts(t *testing.T, l *testlab.Lab) serverCounts {
 			into = &n.commits
 		case strings.HasPrefix(line, "jitgate_store_write_batch_size_sum "):
 			into = &n.writes
+		case strings.HasPrefix(line, "jitgate_store_sync_duration_seconds_count "):
+			into = &n.syncs
+		case strings.HasPrefix(line, "jitgate_store_sync_duration_seconds_sum "):
+			into = &n.syncSeconds
 		default:
 			continue
 		}
@@ -519,6 +528,11 @@ func TestControlPlaneLoad(t *testing.T) {
 		res.CPU.CommitsPerRequest = commits / float64(res.Sent)
 		res.CPU.WritesPerCommit = (counts.writes - countsStart.writes) / commits
 		t.Logf("database: %.2f commits per request, %.2f writes per commit", res.CPU.CommitsPerRequest, res.CPU.WritesPerCommit)
+	}
+	if syncs := counts.syncs - countsStart.syncs; syncs > 0 {
+		res.CPU.SyncsPerRequest = syncs / float64(res.Sent)
+		res.CPU.SyncMeanMS = 1000 * (counts.syncSeconds - countsStart.syncSeconds) / syncs
+		t.Logf("database: %.2f syncs per request, %.2f ms each on average", res.CPU.SyncsPerRequest, res.CPU.SyncMeanMS)
 	}
 	t.Logf("CPU during the load (s): server %.2f (%.3f ms/request), agent %.2f, generator %.2f (%.3f ms/request), simulated agents %.2f (%.3f ms/request); machine busy %.2f, other work %.2f",
 		res.CPU.Server, res.CPU.ServerPerMS, res.CPU.Agent, res.CPU.Generator, res.CPU.GenPerMS, res.CPU.SimAgents, res.CPU.SimsPerMS, res.CPU.Machine, res.CPU.Others)

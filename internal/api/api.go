@@ -143,7 +143,7 @@ func New(d Deps) http.Handler {
 		a.known = &knownRevisions{m: maps.Clone(d.RevisionsAtStart)}
 	}
 	if d.Registry != nil && d.Store != nil {
-		d.Registry.MustRegister(newBlockedCollector(d.Store), newRemovalCollector(d.Store, d.Now), newWriteBatchCollector(d.Store))
+		d.Registry.MustRegister(newBlockedCollector(d.Store), newRemovalCollector(d.Store, d.Now), newWriteBatchCollector(d.Store), newSyncCollector(d.Store))
 		registerSessionMetrics(d.Registry, a.sessions)
 		if d.Presence != nil {
 			d.Registry.MustRegister(newPresenceCollector(d.Presence))

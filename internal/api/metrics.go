@@ -133,6 +133,28 @@ func (c *writeBatchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(c.desc, uint64(b.Commits), float64(b.Ops), b.Buckets)
 }
 
+// syncCollector exposes the durations of the store's fsyncs of its log
+// (SQLite with pipelined durability: the syncer) as a histogram: a write
+// is answered only after the sync that covers it, so this is the disk's
+// share of every write's latency. Nothing without a syncer.
+type syncCollector struct {
+	st   *store.Store
+	desc *prometheus.Desc
+}
+
+func newSyncCollector(st *store.Store) *syncCollector {
+	return &syncCollector{st: st, desc: prometheus.NewDesc("jitgate_store_sync_duration_seconds",
+		"Duration of the fsyncs that make the database's committed writes durable before they are reported (SQLite; one sync covers every commit made before it began).", nil, nil)}
+}
+
+func (c *syncCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *syncCollector) Collect(ch chan<- prometheus.Metric) {
+	if st, ok := c.st.SyncStats(); ok {
+		ch <- prometheus.MustNewConstHistogram(c.desc, st.Count, st.Seconds, st.Buckets)
+	}
+}
+
 // removalCollector exposes how many removals their agents have not
 // confirmed yet, read from the store at scrape time: revoked (denied,
 // failed) requests whose grants may still be open until their kernel

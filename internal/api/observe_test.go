@@ -87,6 +87,9 @@ func TestHTTPMetrics(t *testing.T) {
 		`# TYPE jitgate_store_write_batch_size histogram`,
 		`jitgate_store_write_batch_size_bucket{le="1"} `,
 		`jitgate_store_write_batch_size_count `,
+		`# TYPE jitgate_store_sync_duration_seconds histogram`,
+		`jitgate_store_sync_duration_seconds_bucket{le="0.001"} `,
+		`jitgate_store_sync_duration_seconds_count `,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -524,3 +524,31 @@ func TestPipelinedByDefault(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestSyncStatsCountTheSyncs: the histogram behind
+// jitgate_store_sync_duration_seconds counts every sync of the log, in a
+// bucket at most as full as the count, with their total duration.
+func TestSyncStatsCountTheSyncs(t *testing.T) {
+	ctx := t.Context()
+	s, _ := syncStore(t)
+	before, ok := s.SyncStats()
+	if !ok {
+		t.Fatal("no sync statistics on a store with a syncer")
+	}
+	for range 3 {
+		if err := s.tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = value WHERE key = 'generation'`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, _ := s.SyncStats()
+	if after.Count < before.Count+3 {
+		t.Fatalf("%d syncs counted after three writes, want at least %d", after.Count, before.Count+3)
+	}
+	last := after.Buckets[syncBuckets[len(syncBuckets)-1]]
+	if last > after.Count || after.Seconds <= before.Seconds {
+		t.Fatalf("after three writes: %+v (before %+v)", after, before)
+	}
+}
