@@ -132,10 +132,17 @@ func (a *api) requestTarget(ctx context.Context, req store.Request) *authz.Targe
 // exist, and the name, untrusted text from a URL path or a body, never
 // reaches a message or the audit trail raw.
 func (a *api) targetFor(ctx context.Context, p store.Principal, act authz.Action, name string) (store.Target, error) {
+	return a.targetReadFor(ctx, p, act, name, a.Store.GetTarget)
+}
+
+// targetReadFor is targetFor with the target read by get (the create's
+// narrower store.RequestTarget; the judgement is the same: by name and
+// labels).
+func (a *api) targetReadFor(ctx context.Context, p store.Principal, act authz.Action, name string, get func(context.Context, string) (store.Target, error)) (store.Target, error) {
 	if policy.ValidateTargetName(name) != nil {
 		return store.Target{}, invalidField("target", "%q is not a target name: targets are named by DNS labels, 1-63 lowercase letters, digits and '-'", name)
 	}
-	t, err := a.Store.GetTarget(ctx, name)
+	t, err := get(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.Target{}, err
 	}

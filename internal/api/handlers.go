@@ -360,7 +360,7 @@ func (a *api) createRequest(w http.ResponseWriter, r *http.Request, p store.Prin
 			return invalidField("starts_at", "%v", err)
 		}
 	}
-	t, err := a.targetFor(r.Context(), p, authz.CreateRequest, in.Target)
+	t, err := a.targetReadFor(r.Context(), p, authz.CreateRequest, in.Target, a.Store.RequestTarget)
 	if errors.Is(err, errForbidden) {
 		a.Metrics.Requests.WithLabelValues("forbidden").Inc()
 	}

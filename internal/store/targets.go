@@ -209,6 +209,42 @@ func (s *Store) GetTarget(ctx context.Context, name string) (Target, error) {
 	return t, nil
 }
 
+// RequestTarget is GetTarget for a new request's handler (api.createRequest):
+// only the columns it uses are read, those of the authorization (name,
+// labels), the policy (a bastion-only port), the addresses (the source's
+// family) and the answer's connection hints (gateway, address, creation
+// time); the rest of the Target is left zero. The request's transaction
+// reads the target again for its own decisions (targetForRequest). 7
+// columns of 19: the driver fetches each column's name and type for every
+// statement, and GetTarget decoded the agent's inventory too, on every
+// request's path (docs/benchmarks.md §34).
+func (s *Store) RequestTarget(ctx context.Context, name string) (Target, error) {
+	var (
+		t             Target
+		labels, addrs string
+		pol           sql.NullString
+		created       int64
+	)
+	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT name, labels, addresses, policy, gateway, address, created_at FROM targets WHERE name = $1`, name).
+		Scan(&t.Name, &labels, &addrs, &pol, &t.Gateway, &t.Address, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Target{}, fmt.Errorf("target %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Target{}, fmt.Errorf("reading target %s: %w", name, err)
+	}
+	var raw *string
+	if pol.Valid {
+		raw = &pol.String
+	}
+	d, err := decodeTargetJSON(t.Name, labels, addrs, raw)
+	if err != nil {
+		return Target{}, err
+	}
+	t.Labels, t.Addresses, t.Policy, t.CreatedAt = d.labels, d.addrs, d.policy, fromMS(created)
+	return t, nil
+}
+
 // ListTargets returns all targets by name.
 func (s *Store) ListTargets(ctx context.Context) ([]Target, error) {
 	return s.ListTargetsAfter(ctx, "", -1)
