@@ -217,7 +217,7 @@ func (s *Store) GetTarget(ctx context.Context, name string) (Target, error) {
 // reads the target again for its own decisions (targetForRequest). 7
 // columns of 19: the driver fetches each column's name and type for every
 // statement, and GetTarget decoded the agent's inventory too, on every
-// request's path (docs/benchmarks.md §34).
+// request's path (docs/benchmarks.md §36).
 func (s *Store) RequestTarget(ctx context.Context, name string) (Target, error) {
 	var (
 		t             Target
