@@ -166,6 +166,9 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 		// partial: t holds only the revision (known); read the whole
 		// target before answering with it.
 		partial bool
+		// changes: what changed since the agent's since, read with the
+		// target after a wait (nil: not read yet).
+		changes *store.DesiredDelta
 	)
 	if known != nil && known.rev > 0 && known.rev == after && wait > 0 {
 		var seq uint64
@@ -203,10 +206,18 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 		if !fresh {
 			ch = a.Hub.Watch(target)
 			// After a wait the credential is read with the target (one
-			// read: liveCredential's question, answered below).
-			if waited {
+			// read: liveCredential's question, answered below), and, for
+			// an agent that takes deltas, the change log since its
+			// revision (the delta's read, in the same statement).
+			changes = nil
+			switch {
+			case waited && since > 0:
+				var d store.DesiredDelta
+				t, live, d, err = a.Store.AgentTargetChanges(r.Context(), target, p.TokenID, since, a.Now())
+				changes = &d
+			case waited:
 				t, live, err = a.Store.AgentTarget(r.Context(), target, p.TokenID)
-			} else {
+			default:
 				t, err = a.Store.GetTarget(r.Context(), target)
 			}
 			if err != nil {
@@ -232,7 +243,7 @@ func (a *api) longPoll(w http.ResponseWriter, r *http.Request, p store.Principal
 			return a.credentialGone(r.Context(), p)
 		}
 		if since > 0 {
-			ds, ok, err := a.delta(r.Context(), t, since, rules)
+			ds, ok, err := a.delta(r.Context(), t, since, rules, changes)
 			if err != nil {
 				return a.goneOr(err)
 			}
@@ -487,11 +498,22 @@ func (a *api) writeSnapshot(w http.ResponseWriter, r *http.Request, t store.Targ
 // A rule change of a host target (d.Rules) comes as a delta only to an
 // agent that takes them (rules): with the target's complete protected ports,
 // as a snapshot has them, and the grants whose entries the rules changed.
-func (a *api) delta(ctx context.Context, t store.Target, since int64, rules bool) (wire.DesiredState, bool, error) {
+//
+// changes, when not nil, is the change log as read with t
+// (store.AgentTargetChanges); nil: read here.
+func (a *api) delta(ctx context.Context, t store.Target, since int64, rules bool, changes *store.DesiredDelta) (wire.DesiredState, bool, error) {
 	now := a.Now()
-	d, err := a.Store.DesiredChangesOf(ctx, t, since, now)
-	if err != nil || d.Snapshot {
+	var (
+		d   store.DesiredDelta
+		err error
+	)
+	if changes != nil {
+		d = *changes
+	} else if d, err = a.Store.DesiredChangesOf(ctx, t, since, now); err != nil {
 		return wire.DesiredState{}, false, err
+	}
+	if d.Snapshot {
+		return wire.DesiredState{}, false, nil
 	}
 	gateway := t.IsGateway()
 	if d.Rules && (!rules || gateway || t.Policy == nil) {

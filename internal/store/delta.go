@@ -69,10 +69,8 @@ func (s *Store) DesiredChangesOf(ctx context.Context, t Target, after int64, now
 
 func (s *Store) desiredChangesOf(ctx context.Context, t Target, after int64, now time.Time) (DesiredDelta, error) {
 	enforcer := t.Name
-	d := DesiredDelta{Revision: t.Revision}
-	if after <= 0 || after >= t.Revision || t.Revision-after > ChangeWindow {
-		d.Snapshot = after != t.Revision
-		return d, nil
+	if !changesKnown(t.Revision, after) {
+		return DesiredDelta{Revision: t.Revision, Snapshot: after != t.Revision}, nil
 	}
 	// One read: the change log with the rows of the grants it names, joined
 	// (a grant that left the desired state, deleted or expired at now,
@@ -86,47 +84,157 @@ func (s *Store) desiredChangesOf(ctx context.Context, t Target, after int64, now
 		return DesiredDelta{}, fmt.Errorf("reading the change log of %s: %w", enforcer, err)
 	}
 	defer rows.Close()
-	seen := map[int64]bool{}
-	var ids []int64
+	log := changeLog{enforcer: enforcer}
 	for rows.Next() {
-		var (
-			rev, id    int64
-			gid        sql.NullInt64
-			target     sql.NullString
-			src, proto sql.NullString
-			port, exp  sql.NullInt64
-			reqID, who sql.NullString
-		)
-		if err := rows.Scan(&rev, &id, &gid, &target, &src, &proto, &port, &exp, &reqID, &who); err != nil {
+		var c changeRow
+		if err := rows.Scan(&c.rev, &c.id, &c.gid, &c.target, &c.src, &c.proto, &c.port, &c.exp, &c.reqID, &c.who); err != nil {
 			return DesiredDelta{}, fmt.Errorf("reading the change log of %s: %w", enforcer, err)
 		}
-		seen[rev] = true
-		switch {
-		case id == changeFull:
-			d.Snapshot = true
-		case id == changeRules:
-			d.Rules = true
-		case id > 0 && (len(ids) == 0 || ids[len(ids)-1] != id):
-			ids = append(ids, id)
-			if !gid.Valid {
-				break
-			}
-			g := GrantRow{ID: gid.Int64, Target: target.String, RequestID: reqID.String, Requester: who.String}
-			if g.Source, err = parseSource(src.String); err != nil {
-				return DesiredDelta{}, fmt.Errorf("reading changed grants of %s: decoding grant source %q: %w", enforcer, src.String, err)
-			}
-			g.Port, g.ExpiresAt = policy.Port{Number: uint16(port.Int64), Protocol: policy.Protocol(proto.String)}, fromMS(exp.Int64)
-			d.Grants = append(d.Grants, g)
+		if err := log.add(c); err != nil {
+			return DesiredDelta{}, err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return DesiredDelta{}, fmt.Errorf("reading the change log of %s: %w", enforcer, err)
 	}
-	if d.Snapshot || int64(len(seen)) != t.Revision-after {
+	return log.delta(t.Revision, after), nil
+}
+
+// changesKnown says whether the change log can tell what changed between
+// revision after, which the agent holds, and the enforcer's revision: the
+// agent's is a revision below it, at most ChangeWindow behind.
+func changesKnown(revision, after int64) bool {
+	return after > 0 && after < revision && revision-after <= ChangeWindow
+}
+
+// changeRow is one row of the change log joined to the grant it names (the
+// grant's columns are null when it left the desired state).
+type changeRow struct {
+	rev, id    int64
+	gid        sql.NullInt64
+	target     sql.NullString
+	src, proto sql.NullString
+	port, exp  sql.NullInt64
+	reqID, who sql.NullString
+}
+
+// changeLog gathers a delta from the change log's rows, read in the order
+// of (grant, revision).
+type changeLog struct {
+	enforcer string
+	d        DesiredDelta
+	seen     map[int64]bool
+	ids      []int64
+}
+
+func (l *changeLog) add(c changeRow) error {
+	if l.seen == nil {
+		l.seen = map[int64]bool{}
+	}
+	l.seen[c.rev] = true
+	switch {
+	case c.id == changeFull:
+		l.d.Snapshot = true
+	case c.id == changeRules:
+		l.d.Rules = true
+	case c.id > 0 && (len(l.ids) == 0 || l.ids[len(l.ids)-1] != c.id):
+		l.ids = append(l.ids, c.id)
+		if !c.gid.Valid {
+			break
+		}
+		g := GrantRow{ID: c.gid.Int64, Target: c.target.String, RequestID: c.reqID.String, Requester: c.who.String}
+		var err error
+		if g.Source, err = parseSource(c.src.String); err != nil {
+			return fmt.Errorf("reading changed grants of %s: decoding grant source %q: %w", l.enforcer, c.src.String, err)
+		}
+		g.Port, g.ExpiresAt = policy.Port{Number: uint16(c.port.Int64), Protocol: policy.Protocol(c.proto.String)}, fromMS(c.exp.Int64)
+		l.d.Grants = append(l.d.Grants, g)
+	}
+	return nil
+}
+
+// delta is the delta the rows tell between revision after and the
+// enforcer's revision (changesKnown).
+func (l *changeLog) delta(revision, after int64) DesiredDelta {
+	if l.d.Snapshot || int64(len(l.seen)) != revision-after {
 		// A revision without its rows: pruned, or the numbering moved
 		// (restore guard). Only the whole state can be trusted.
-		return DesiredDelta{Revision: t.Revision, Snapshot: true}, nil
+		return DesiredDelta{Revision: revision, Snapshot: true}
 	}
-	d.Changed = ids
-	return d, nil
+	d := l.d
+	d.Revision, d.Changed = revision, l.ids
+	return d
+}
+
+// AgentTargetChanges is AgentTarget and DesiredChangesOf in one read (one
+// statement, one committed state): the target of agent credential tokenID
+// as an answer to its long-poll needs it, whether that credential is still
+// the target's, and what changed in its desired state after revision
+// after, the revision its agent holds. A long-poll answering with a delta
+// after its wait reads all three; in two statements, each began its own
+// read on a connection whose page cache the writer's last commit had
+// emptied (docs/benchmarks.md §34).
+func (s *Store) AgentTargetChanges(ctx context.Context, name, tokenID string, after int64, now time.Time) (Target, bool, DesiredDelta, error) {
+	// The target's row joins its change log between after and its own
+	// revision when the log can tell it (changesKnown: the same bounds in
+	// SQL), and each change the grant it names, live at now; no change
+	// joined leaves one row, the target's, with the log's columns null.
+	rows, err := s.db.QueryContext(s.pointCtx(ctx), `SELECT t.name, t.policy, t.revision, t.mode, t.created_at,
+		EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1),
+		c.revision, c.grant_id, `+joinedGrantColumns+` FROM targets t
+		LEFT JOIN desired_changes c ON c.enforcer = t.name AND c.revision > $3 AND c.revision <= t.revision AND $3 > 0 AND t.revision - $3 <= $5
+		LEFT JOIN grants g ON g.id = c.grant_id AND g.expires_at > $4
+		WHERE t.name = $1 ORDER BY c.grant_id, c.revision`, name, tokenID, after, ms(now), int64(ChangeWindow))
+	if err != nil {
+		return Target{}, false, DesiredDelta{}, fmt.Errorf("reading target %s and its change log: %w", name, err)
+	}
+	defer rows.Close()
+	var (
+		t       Target
+		pol     sql.NullString
+		created int64
+		live    bool
+		n       int
+		log     = changeLog{enforcer: name}
+	)
+	for rows.Next() {
+		var (
+			c        changeRow
+			rev, gid sql.NullInt64
+		)
+		if err := rows.Scan(&t.Name, &pol, &t.Revision, &t.Mode, &created, &live,
+			&rev, &gid, &c.gid, &c.target, &c.src, &c.proto, &c.port, &c.exp, &c.reqID, &c.who); err != nil {
+			return Target{}, false, DesiredDelta{}, fmt.Errorf("reading target %s and its change log: %w", name, err)
+		}
+		n++
+		if !rev.Valid {
+			continue
+		}
+		c.rev, c.id = rev.Int64, gid.Int64
+		if err := log.add(c); err != nil {
+			return Target{}, false, DesiredDelta{}, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Target{}, false, DesiredDelta{}, fmt.Errorf("reading target %s and its change log: %w", name, err)
+	}
+	if n == 0 {
+		return Target{}, false, DesiredDelta{}, fmt.Errorf("target %q: %w", name, ErrNotFound)
+	}
+	if pol.Valid {
+		if t.Policy, err = decodePolicy(t.Name, pol.String); err != nil {
+			return Target{}, false, DesiredDelta{}, err
+		}
+	}
+	t.CreatedAt = fromMS(created)
+	d := DesiredDelta{Revision: t.Revision, Snapshot: after != t.Revision}
+	if changesKnown(t.Revision, after) {
+		d = log.delta(t.Revision, after)
+	}
+	// The agent opens what it is told: only what is durable (syncer.go),
+	// as DesiredChangesOf.
+	if err := s.durable(ctx); err != nil {
+		return Target{}, false, DesiredDelta{}, err
+	}
+	return t, live, d, nil
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"ReportApplied", testReportApplied},
 		{"ReportAppliedError", testReportAppliedError},
 		{"AgentTarget", testAgentTarget},
+		{"AgentTargetChanges", testAgentTargetChanges},
 		{"Revoke", testRevoke},
 		{"RemovalConfirmation", testRemovalConfirmation},
 		{"Sweep", testSweep},
@@ -462,6 +463,67 @@ func testAgentTarget(t *testing.T, s *store.Store) {
 	}
 	_, _, err = s.AgentTarget(ctx, "web-1", p.TokenID)
 	wantErrIs(t, "AgentTarget of a removed target", err, store.ErrNotFound)
+}
+
+// testAgentTargetChanges checks the long-poll's read after its wait for an
+// agent that takes deltas: the target, the credential and the delta it
+// returns in one statement are AgentTarget's and DesiredChangesOf's, for
+// every revision the agent may hold (none, older, current, ahead), through
+// grants added, revoked, expired at now, and a change of the rules.
+func testAgentTargetChanges(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	tok := newTarget(t, s, "web-1", t0)
+	_, cred, err := s.Enroll(ctx, tok, []string{"192.0.2.5"}, "", "", at(time.Minute))
+	if err != nil {
+		t.Fatalf("Enroll: %v", err)
+	}
+	p, err := s.Authenticate(ctx, cred, at(time.Minute))
+	if err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+	exact := cmp.Options{cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty()}
+	check := func(step string, now time.Time) {
+		t.Helper()
+		want, wantLive, err := s.AgentTarget(ctx, "web-1", p.TokenID)
+		if err != nil {
+			t.Fatalf("%s: AgentTarget: %v", step, err)
+		}
+		for after := int64(0); after <= want.Revision+1; after++ {
+			wantD, err := s.DesiredChangesOf(ctx, want, after, now)
+			if err != nil {
+				t.Fatalf("%s: DesiredChangesOf(%d): %v", step, after, err)
+			}
+			got, live, d, err := s.AgentTargetChanges(ctx, "web-1", p.TokenID, after, now)
+			if err != nil {
+				t.Fatalf("%s: AgentTargetChanges(%d): %v", step, after, err)
+			}
+			if live != wantLive || got.Name != want.Name || got.Revision != want.Revision || got.Mode != want.Mode ||
+				!got.CreatedAt.Equal(want.CreatedAt) || !cmp.Equal(got.Policy, want.Policy, exact) {
+				t.Errorf("%s, after %d: target %+v (live %v), want %+v (live %v)", step, after, got, live, want, wantLive)
+			}
+			if diff := cmp.Diff(wantD, d, exact); diff != "" {
+				t.Errorf("%s, after %d: delta differs from DesiredChangesOf (-want +got):\n%s", step, after, diff)
+			}
+		}
+	}
+	check("no grant", at(time.Minute))
+	r1 := mustRequest(t, s, alice, "web-1", ask("198.51.100.7/32", 30*time.Minute, tcp(22)), at(2*time.Minute))
+	r2 := mustRequest(t, s, bob, "web-1", ask("198.51.100.8/32", time.Hour, tcp(22), tcp(443)), at(3*time.Minute))
+	check("two requests", at(4*time.Minute))
+	mustReport(t, s, "web-1", r2.Revision, at(4*time.Minute))
+	check("r1 expired at now", at(40*time.Minute))
+	if _, err := s.RevokeRequest(ctx, alice, r1.ID, "", at(5*time.Minute)); err != nil {
+		t.Fatalf("RevokeRequest: %v", err)
+	}
+	check("r1 revoked", at(6*time.Minute))
+	pol := testPolicy(t)
+	pol.Rules = pol.Rules[:2]
+	if _, err := s.SetPolicy(ctx, alice, "web-1", pol, at(7*time.Minute)); err != nil {
+		t.Fatalf("SetPolicy: %v", err)
+	}
+	check("rules changed", at(8*time.Minute))
+	_, _, _, err = s.AgentTargetChanges(ctx, "nope", p.TokenID, 1, at(8*time.Minute))
+	wantErrIs(t, "AgentTargetChanges of no target", err, store.ErrNotFound)
 }
 
 func testEnroll(t *testing.T, s *store.Store) {
