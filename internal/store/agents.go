@@ -722,7 +722,7 @@ func (s *Store) AgentCredentialLive(ctx context.Context, tokenID, target string)
 // statement returns costs the driver a name and a declared type per
 // execution (modernc.org/sqlite's newRows): the 19 columns of GetTarget,
 // with the labels' and addresses' decoding, were most of the read's cost
-// (docs/benchmarks.md §34).
+// (docs/benchmarks.md §37).
 func (s *Store) AgentTarget(ctx context.Context, name, tokenID string) (Target, bool, error) {
 	var (
 		t       Target

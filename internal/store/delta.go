@@ -173,7 +173,7 @@ func (l *changeLog) delta(revision, after int64) DesiredDelta {
 // after, the revision its agent holds. A long-poll answering with a delta
 // after its wait reads all three; in two statements, each began its own
 // read on a connection whose page cache the writer's last commit had
-// emptied (docs/benchmarks.md §34).
+// emptied (docs/benchmarks.md §37).
 func (s *Store) AgentTargetChanges(ctx context.Context, name, tokenID string, after int64, now time.Time) (Target, bool, DesiredDelta, error) {
 	// The target's row joins its change log between after and its own
 	// revision when the log can tell it (changesKnown: the same bounds in
