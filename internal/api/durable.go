@@ -1,8 +1,10 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 
 	"github.com/jitgate/jitgate/internal/store"
@@ -42,10 +44,12 @@ func durableAnswers(st *store.Store, log *slog.Logger, next http.Handler) http.H
 		}
 		d := &durableWriter{ResponseWriter: w, ctx: r.Context(), st: st, log: log}
 		next.ServeHTTP(d, r)
-		if !d.begun && d.failed == nil && !isUpgrade(r) {
+		if !d.begun && d.failed == nil && !d.hijacked {
 			// A handler that wrote nothing gets net/http's 200 with the
 			// headers it set (an ETag, a revision): waited for here.
-			// An upgraded connection is the handler's (hijacked).
+			// A hijacked connection is the handler's. Hijacked, not
+			// asked for in the request (Upgrade: websocket): anyone can
+			// send that header to a handler that never upgrades.
 			d.WriteHeader(http.StatusOK)
 		}
 	})
@@ -61,6 +65,9 @@ type durableWriter struct {
 	// the error of a failed wait (later writes are dropped).
 	begun  bool
 	failed error
+	// hijacked: the handler took the connection (Hijack); nothing more
+	// is written for it here.
+	hijacked bool
 }
 
 // replacedHeaders are what a handler may have set about the answer the
@@ -116,6 +123,19 @@ func (d *durableWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController (flushes, deadlines, hijacking)
 // reach the connection.
 func (d *durableWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
+
+// Hijack hands the connection to the handler (terminals, tunnels: what
+// opens them waits itself, Store.BastionGrant) and notes it, so that
+// durableAnswers does not answer for it afterwards. http.ResponseController
+// and the websocket libraries find it walking Unwrap, before the
+// connection's own.
+func (d *durableWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(d.ResponseWriter).Hijack()
+	if err == nil {
+		d.hijacked = true
+	}
+	return c, rw, err
+}
 
 // Flush lets long-polls flush through; what they wrote was waited for.
 func (d *durableWriter) Flush() {

@@ -20,7 +20,22 @@ import (
 // waits for the sync before that answer too. Before, the empty answer went
 // out with a commit's sync held (the test failed on "answered before the
 // sync").
+//
+// A request that only says it upgrades (Upgrade: websocket) to a handler
+// that does not hijack is no upgraded connection: its empty answer waits
+// too. Before, durableAnswers trusted the request's header and let net/http
+// send that answer, with the sync held (the "upgrade header" case failed on
+// "answered before the sync").
 func TestDurableAnswersCoverAnEmptyAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		upgrade bool
+	}{{"plain", false}, {"upgrade header", true}} {
+		t.Run(tc.name, func(t *testing.T) { testDurableEmptyAnswer(t, tc.upgrade) })
+	}
+}
+
+func testDurableEmptyAnswer(t *testing.T, upgrade bool) {
 	ctx := context.Background()
 	was := store.SetPipelinedDurability(true)
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), store.DefaultConfig())
@@ -52,7 +67,12 @@ func TestDurableAnswersCoverAnEmptyAnswer(t *testing.T) {
 	waits0 := st.DurableWaits()
 	answered := make(chan int, 1)
 	go func() {
-		resp, err := http.Get(srv.URL)
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		if upgrade {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			answered <- 0
 			return
