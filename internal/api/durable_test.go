@@ -152,11 +152,19 @@ func TestAnswersFailClosedAfterAFailedSync(t *testing.T) {
 // failed, it is an error and no grant. Before, the poll slept through the
 // sync (woken by the change feed after it) and the test failed on "the poll
 // did not read during the sync".
+//
+// The snapshot cases take the other answer path (an agent that takes no
+// deltas: AgentTarget, then DesiredHead and DesiredGrants streamed through
+// the writer), whose reads leave their waits to the answer too: its head
+// waits for the sync before its first byte (they passed before; they keep
+// the streamed answer under the same rule).
 func TestLongPollReadsDuringTheSync(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		fail bool
-	}{{"sync completes", false}, {"sync fails", true}} {
+		name     string
+		fail     bool
+		snapshot bool
+	}{{"sync completes", false, false}, {"sync fails", true, false},
+		{"snapshot, sync completes", false, true}, {"snapshot, sync fails", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			var hub *api.Hub
@@ -176,7 +184,11 @@ func TestLongPollReadsDuringTheSync(t *testing.T) {
 			}
 			polled := make(chan answer, 1)
 			go func() {
-				ds, err := agent.DesiredSince(ctx, cur.Revision, cur.Revision, 30*time.Second)
+				since := cur.Revision
+				if tc.snapshot {
+					since = 0
+				}
+				ds, err := agent.DesiredSince(ctx, cur.Revision, since, 30*time.Second)
 				polled <- answer{ds, err}
 			}()
 			waitFor(t, "the poll to wait for a change", func() bool { return hub.Parked() == 1 })
@@ -222,7 +234,11 @@ func TestLongPollReadsDuringTheSync(t *testing.T) {
 			if err != nil || a.err != nil {
 				t.Fatalf("after the sync: create %v, poll %v", err, a.err)
 			}
-			if a.ds.Revision <= cur.Revision || a.ds.Since != cur.Revision || len(a.ds.Grants) != 1 || !strings.HasPrefix(a.ds.Grants[0].Source, "198.51.100.7") {
+			wantSince := cur.Revision
+			if tc.snapshot {
+				wantSince = 0
+			}
+			if a.ds.Revision <= cur.Revision || a.ds.Since != wantSince || len(a.ds.Grants) != 1 || !strings.HasPrefix(a.ds.Grants[0].Source, "198.51.100.7") {
 				t.Errorf("the poll's answer after the sync: %+v; want the delta with the new grant", a.ds)
 			}
 		})
