@@ -88,10 +88,26 @@ func (s *Store) SubscribeCommitted(f func(targets ...string)) (cancel func()) {
 // commit found the file replaced under the store (see SubscribeCommitted).
 func (s *Store) committed(owners []string, replaced bool) {
 	if replaced {
-		s.w.quiet.Store(true)
+		s.w.replacements.Add(1)
 	}
-	if len(owners) == 0 || s.w.quiet.Load() {
+	if len(owners) == 0 || s.w.replacements.Load() != s.w.restoresEnded.Load() {
 		return
 	}
 	s.early.publish(owners...)
+}
+
+// restoreEnding returns what endedRestore needs to know which copies an
+// EndRestored about to run covers: those found before it began.
+func (s *Store) restoreEnding() int64 { return s.w.replacements.Load() }
+
+// endedRestore lets commits be told early again (SubscribeCommitted) once an
+// EndRestored that began after found replacements committed, unless a copy
+// was found since: that one is not ended yet.
+func (s *Store) endedRestore(found int64) {
+	for {
+		ended := s.w.restoresEnded.Load()
+		if found <= ended || s.w.restoresEnded.CompareAndSwap(ended, found) {
+			return
+		}
+	}
 }

@@ -223,10 +223,14 @@ type writer struct {
 	// syncer makes the writer's commits durable and answers them (SQLite:
 	// syncer.go); nil on PostgreSQL, where COMMIT returns once durable.
 	syncer *syncer
-	// quiet is set from a commit that found the file replaced until the
-	// restore guard's EndRestored committed: no commit is told early
-	// (SubscribeCommitted) meanwhile.
-	quiet atomic.Bool
+	// replacements counts the commits that found the file replaced;
+	// restoresEnded is the count an EndRestored started from, once it
+	// committed. While they differ no commit is told early
+	// (SubscribeCommitted): a copy found after an EndRestored began is not
+	// one it ended, so it keeps the store quiet until the next one (a
+	// single flag, cleared by any EndRestored, let a second replacement
+	// found during the first's EndRestored wake agents early).
+	replacements, restoresEnded atomic.Int64
 }
 
 // commitEffects is what a batch's commit changes in the store's memory,

@@ -93,6 +93,7 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 	var (
 		ended   int
 		targets []string
+		found   = s.restoreEnding()
 	)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE state IN (`+liveStates+`)`).Scan(&ended); err != nil {
@@ -118,9 +119,9 @@ func (s *Store) EndRestored(ctx context.Context, lift int64, reason string, now 
 	if err != nil {
 		return 0, fmt.Errorf("ending the grants of a restored database: %w", err)
 	}
-	// What a replaced file brought back is ended: commits are told early
-	// again (SubscribeCommitted).
-	s.w.quiet.Store(false)
+	// What the copies found before it began brought back is ended: commits
+	// are told early again (SubscribeCommitted), unless another was found.
+	s.endedRestore(found)
 	if len(targets) > 0 {
 		s.changed(targets...)
 	}

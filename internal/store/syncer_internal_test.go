@@ -552,3 +552,33 @@ func TestSyncStatsCountTheSyncs(t *testing.T) {
 		t.Fatalf("after three writes: %+v (before %+v)", after, before)
 	}
 }
+
+// TestCopyFoundDuringAnEndRestoredKeepsCommitsQuiet: a database file found
+// replaced while an EndRestored runs is not one it ended, so commits stay
+// untold early (SubscribeCommitted) until an EndRestored that began after
+// it committed. A single flag cleared by any EndRestored let agents be
+// woken early, to read what the second copy brought back.
+func TestCopyFoundDuringAnEndRestoredKeepsCommitsQuiet(t *testing.T) {
+	s, _ := syncStore(t)
+	var told []string
+	defer s.SubscribeCommitted(func(targets ...string) { told = append(told, targets...) })()
+	tell := func(want bool, why string) {
+		t.Helper()
+		told = nil
+		s.committed([]string{"web-1"}, false)
+		if got := len(told) > 0; got != want {
+			t.Fatalf("%s: commit told early %v, want %v", why, got, want)
+		}
+	}
+	tell(true, "no copy found")
+	s.committed(nil, true) // a commit finds the file replaced
+	tell(false, "a copy found, not ended")
+	first := s.restoreEnding() // an EndRestored begins
+	s.committed(nil, true)     // a second copy is found while it runs
+	s.endedRestore(first)      // it commits
+	tell(false, "the second copy, found during the first EndRestored")
+	s.endedRestore(s.restoreEnding()) // the next EndRestored
+	tell(true, "every copy found ended")
+	s.endedRestore(first) // an older EndRestored finishing late changes nothing
+	tell(true, "an older EndRestored after a newer one")
+}
