@@ -63,3 +63,42 @@ func TestRequestTargetAsGetTarget(t *testing.T) {
 		t.Errorf("RequestTarget of a missing target: %v, want ErrNotFound", err)
 	}
 }
+
+// TestRequestTargetCurrentLabels: the labels a create is authorized by
+// (RequestTarget, through the decoding memo keyed by the target's name) are
+// the target's current ones: a caller changing its copy changes no other
+// read, and a target removed and created again under the same name with
+// other labels is read with the new labels, never the memo's old ones.
+// (An attack on f6a3b6b's memoized read; it held on main: the memo
+// compares the exact column text and clones what it hands out.)
+func TestRequestTargetCurrentLabels(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "j.db"), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	admin := Actor{Name: "admin"}
+	if _, _, err := s.CreateTarget(ctx, admin, "web-1", map[string]string{"env": "dev"}, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.RequestTarget(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Labels["env"] = "prod"
+	if again, err := s.RequestTarget(ctx, "web-1"); err != nil || again.Labels["env"] != "dev" {
+		t.Fatalf("RequestTarget after a caller changed its copy: %v, %v; want env=dev", again.Labels, err)
+	}
+	if err := s.RemoveTarget(ctx, admin, "web-1", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CreateTarget(ctx, admin, "web-1", map[string]string{"env": "prod"}, now.Add(time.Second), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RequestTarget(ctx, "web-1")
+	if err != nil || got.Labels["env"] != "prod" {
+		t.Fatalf("RequestTarget of the re-created target: %v, %v; want env=prod", got.Labels, err)
+	}
+}
