@@ -724,26 +724,46 @@ func (s *Store) AgentCredentialLive(ctx context.Context, tokenID, target string)
 // with the labels' and addresses' decoding, were most of the read's cost
 // (docs/benchmarks.md §37).
 func (s *Store) AgentTarget(ctx context.Context, name, tokenID string) (Target, bool, error) {
-	var (
-		t       Target
-		pol     sql.NullString
-		created int64
-		live    bool
-	)
-	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT name, policy, revision, mode, created_at,
-		EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1)
-		FROM targets WHERE name = $1`, name, tokenID).Scan(&t.Name, &pol, &t.Revision, &t.Mode, &created, &live)
+	var r agentTargetRow
+	err := s.db.QueryRowContext(s.pointCtx(ctx), `SELECT `+agentTargetColumns+` FROM targets t WHERE t.name = $1`, name, tokenID).
+		Scan(r.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Target{}, false, fmt.Errorf("target %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return Target{}, false, fmt.Errorf("reading target %s: %w", name, err)
 	}
-	if pol.Valid {
-		if t.Policy, err = decodePolicy(t.Name, pol.String); err != nil {
-			return Target{}, false, err
+	t, err := r.target()
+	return t, r.live, err
+}
+
+// agentTargetColumns are what AgentTarget and AgentTargetChanges read of
+// target t ($1 its name) and of agent credential $2: agentTargetRow's.
+const agentTargetColumns = `t.name, t.policy, t.revision, t.mode, t.created_at,
+	EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1)`
+
+// agentTargetRow is a row of agentTargetColumns.
+type agentTargetRow struct {
+	t       Target
+	pol     sql.NullString
+	created int64
+	live    bool
+}
+
+// dest is what a row of agentTargetColumns scans into.
+func (r *agentTargetRow) dest() []any {
+	return []any{&r.t.Name, &r.pol, &r.t.Revision, &r.t.Mode, &r.created, &r.live}
+}
+
+// target is the Target the row tells (its policy decoded through its memo).
+func (r *agentTargetRow) target() (Target, error) {
+	t := r.t
+	if r.pol.Valid {
+		var err error
+		if t.Policy, err = decodePolicy(t.Name, r.pol.String); err != nil {
+			return Target{}, err
 		}
 	}
-	t.CreatedAt = fromMS(created)
-	return t, live, nil
+	t.CreatedAt = fromMS(r.created)
+	return t, nil
 }

@@ -179,8 +179,7 @@ func (s *Store) AgentTargetChanges(ctx context.Context, name, tokenID string, af
 	// revision when the log can tell it (changesKnown: the same bounds in
 	// SQL), and each change the grant it names, live at now; no change
 	// joined leaves one row, the target's, with the log's columns null.
-	rows, err := s.db.QueryContext(s.pointCtx(ctx), `SELECT t.name, t.policy, t.revision, t.mode, t.created_at,
-		EXISTS (SELECT 1 FROM tokens WHERE id = $2 AND kind = 'agent' AND subject = $1),
+	rows, err := s.db.QueryContext(s.pointCtx(ctx), `SELECT `+agentTargetColumns+`,
 		c.revision, c.grant_id, `+joinedGrantColumns+` FROM targets t
 		LEFT JOIN desired_changes c ON c.enforcer = t.name AND c.revision > $3 AND c.revision <= t.revision AND $3 > 0 AND t.revision - $3 <= $5
 		LEFT JOIN grants g ON g.id = c.grant_id AND g.expires_at > $4
@@ -190,20 +189,16 @@ func (s *Store) AgentTargetChanges(ctx context.Context, name, tokenID string, af
 	}
 	defer rows.Close()
 	var (
-		t       Target
-		pol     sql.NullString
-		created int64
-		live    bool
-		n       int
-		log     = changeLog{enforcer: name}
+		r   agentTargetRow
+		n   int
+		log = changeLog{enforcer: name}
 	)
 	for rows.Next() {
 		var (
 			c        changeRow
 			rev, gid sql.NullInt64
 		)
-		if err := rows.Scan(&t.Name, &pol, &t.Revision, &t.Mode, &created, &live,
-			&rev, &gid, &c.gid, &c.target, &c.src, &c.proto, &c.port, &c.exp, &c.reqID, &c.who); err != nil {
+		if err := rows.Scan(append(r.dest(), &rev, &gid, &c.gid, &c.target, &c.src, &c.proto, &c.port, &c.exp, &c.reqID, &c.who)...); err != nil {
 			return Target{}, false, DesiredDelta{}, fmt.Errorf("reading target %s and its change log: %w", name, err)
 		}
 		n++
@@ -221,12 +216,10 @@ func (s *Store) AgentTargetChanges(ctx context.Context, name, tokenID string, af
 	if n == 0 {
 		return Target{}, false, DesiredDelta{}, fmt.Errorf("target %q: %w", name, ErrNotFound)
 	}
-	if pol.Valid {
-		if t.Policy, err = decodePolicy(t.Name, pol.String); err != nil {
-			return Target{}, false, DesiredDelta{}, err
-		}
+	t, err := r.target()
+	if err != nil {
+		return Target{}, false, DesiredDelta{}, err
 	}
-	t.CreatedAt = fromMS(created)
 	d := DesiredDelta{Revision: t.Revision, Snapshot: after != t.Revision}
 	if changesKnown(t.Revision, after) {
 		d = log.delta(t.Revision, after)
@@ -236,5 +229,5 @@ func (s *Store) AgentTargetChanges(ctx context.Context, name, tokenID string, af
 	if err := s.durable(ctx); err != nil {
 		return Target{}, false, DesiredDelta{}, err
 	}
-	return t, live, d, nil
+	return t, r.live, d, nil
 }
